@@ -1,0 +1,315 @@
+//! Content identifiers: the registry digests Cairn verifies against and the CIDs it stores by.
+//!
+//! Two identifiers name every artifact (DESIGN.md, "Data model"):
+//! - [`FlatCid`]: CIDv1 raw over the registry's own digest of the whole file (sha2-512 for npm,
+//!   sha2-256 elsewhere, sha1 for very old npm packages). Computable before a byte is seen, so it
+//!   keys the store and is what peers look up.
+//! - [`RootCid`]: the UnixFS DAG root under the `unixfs-v1-2025` profile, computed at ingest.
+//!
+//! [`Digest`] is the expected digest as a registry publishes it; [`Hasher`] computes it over a
+//! stream.
+
+use std::fmt;
+use std::str::FromStr;
+
+use cid::Cid;
+use sha1::Digest as _;
+
+/// Multicodec code of raw bytes.
+pub const RAW: u64 = 0x55;
+/// Multicodec code of dag-pb.
+pub const DAG_PB: u64 = 0x70;
+/// Multihash code of sha2-256.
+pub const SHA2_256: u64 = 0x12;
+/// Multihash code of sha2-512.
+pub const SHA2_512: u64 = 0x13;
+/// Multihash code of sha1.
+pub const SHA1: u64 = 0x11;
+
+/// A CID string or bytes could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid CID {input:?}: {reason}")]
+pub struct CidParseError {
+    input: String,
+    reason: String,
+}
+
+/// The hash functions registries publish digests in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn multihash_code(self) -> u64 {
+        match self {
+            Algorithm::Sha1 => SHA1,
+            Algorithm::Sha256 => SHA2_256,
+            Algorithm::Sha512 => SHA2_512,
+        }
+    }
+
+    pub fn from_multihash_code(code: u64) -> Option<Self> {
+        match code {
+            SHA1 => Some(Algorithm::Sha1),
+            SHA2_256 => Some(Algorithm::Sha256),
+            SHA2_512 => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+
+    pub fn digest_len(self) -> usize {
+        match self {
+            Algorithm::Sha1 => 20,
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    /// The name used in SRI strings and in messages (`sha512`, `sha256`, `sha1`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+}
+
+/// A digest of a whole artifact, as the registry published it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Digest {
+    algorithm: Algorithm,
+    bytes: Vec<u8>,
+}
+
+impl Digest {
+    /// A digest from its raw bytes; fails when the length does not fit the algorithm.
+    pub fn new(algorithm: Algorithm, bytes: Vec<u8>) -> Result<Self, CidParseError> {
+        if bytes.len() != algorithm.digest_len() {
+            return Err(CidParseError {
+                input: hex::encode(&bytes),
+                reason: format!(
+                    "a {} digest has {} bytes, not {}",
+                    algorithm.name(),
+                    algorithm.digest_len(),
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(Digest { algorithm, bytes })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The flat CID this digest names: CIDv1, raw, multihash of this digest.
+    pub fn flat_cid(&self) -> FlatCid {
+        FlatCid(raw_cid(self.algorithm.multihash_code(), &self.bytes))
+    }
+
+    /// Digest of `data` under `algorithm`.
+    pub fn of(algorithm: Algorithm, data: &[u8]) -> Self {
+        let mut hasher = Hasher::new(algorithm);
+        hasher.update(data);
+        hasher.finish()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.name(), hex::encode(&self.bytes))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Incremental hash of a stream under one [`Algorithm`].
+pub enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    pub fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        let (algorithm, bytes) = match self {
+            Hasher::Sha1(h) => (Algorithm::Sha1, h.finalize().to_vec()),
+            Hasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
+            Hasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
+        };
+        Digest { algorithm, bytes }
+    }
+}
+
+/// sha2-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(data).into()
+}
+
+fn make_cid(codec: u64, code: u64, digest: &[u8]) -> Cid {
+    // Digests here are at most 64 bytes, the size `cid::Cid`'s multihash holds; `wrap` only
+    // fails beyond that, so this cannot fail for the algorithms above.
+    match multihash::Multihash::<64>::wrap(code, digest) {
+        Ok(mh) => Cid::new_v1(codec, mh),
+        Err(_) => unreachable_digest(digest.len()),
+    }
+}
+
+#[cold]
+fn unreachable_digest(len: usize) -> ! {
+    panic!("digest of {len} bytes does not fit a 64-byte multihash")
+}
+
+/// CIDv1 raw over an existing digest.
+pub fn raw_cid(code: u64, digest: &[u8]) -> Cid {
+    make_cid(RAW, code, digest)
+}
+
+/// CIDv1 raw sha2-256 of `data`: a raw block's CID.
+pub fn raw_block_cid(data: &[u8]) -> Cid {
+    raw_cid(SHA2_256, &sha256(data))
+}
+
+/// CIDv1 dag-pb sha2-256 of an encoded dag-pb node.
+pub fn dag_pb_cid(node: &[u8]) -> Cid {
+    make_cid(DAG_PB, SHA2_256, &sha256(node))
+}
+
+/// Parse CID bytes, naming the input in the error.
+pub fn cid_from_bytes(bytes: &[u8]) -> Result<Cid, CidParseError> {
+    Cid::try_from(bytes).map_err(|e| CidParseError {
+        input: hex::encode(bytes),
+        reason: e.to_string(),
+    })
+}
+
+macro_rules! cid_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Cid);
+
+        impl $name {
+            pub fn to_bytes(&self) -> Vec<u8> {
+                self.0.to_bytes()
+            }
+
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, CidParseError> {
+                cid_from_bytes(bytes).map($name)
+            }
+
+            /// The last characters of the string form: enough to tell CIDs apart in logs.
+            pub fn short(&self) -> String {
+                let s = self.0.to_string();
+                let tail = s.len().saturating_sub(10);
+                format!("…{}", &s[tail..])
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = CidParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Cid::from_str(s).map($name).map_err(|e| CidParseError {
+                    input: s.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    };
+}
+
+cid_newtype!(
+    /// CIDv1 raw over the registry's digest of a whole artifact: the key of the artifact store.
+    FlatCid
+);
+cid_newtype!(
+    /// Root of an artifact's UnixFS DAG under the `unixfs-v1-2025` profile.
+    RootCid
+);
+cid_newtype!(
+    /// CIDv1 raw sha2-256 of a stored metadata document's exact upstream bytes.
+    BlockCid
+);
+
+impl FlatCid {
+    /// The digest this flat CID carries, when its hash function is one registries use.
+    pub fn digest(&self) -> Option<Digest> {
+        let mh = self.0.hash();
+        let algorithm = Algorithm::from_multihash_code(mh.code())?;
+        Digest::new(algorithm, mh.digest().to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_block_cid_matches_spec_example() {
+        assert_eq!(
+            raw_block_cid(b"test").to_string(),
+            "bafkreie7q3iidccmpvszul7kudcvvuavuo7u6gzlbobczuk5nqk3b4akba"
+        );
+    }
+
+    #[test]
+    fn sha512_flat_cid_has_the_expected_prefix() {
+        let flat = Digest::of(Algorithm::Sha512, b"x").flat_cid();
+        assert!(flat.to_string().starts_with("bafkrgq"), "{flat}");
+        assert_eq!(flat.digest(), Some(Digest::of(Algorithm::Sha512, b"x")));
+    }
+
+    #[test]
+    fn flat_cid_round_trips_through_string_and_bytes() {
+        let flat = Digest::of(Algorithm::Sha256, b"abc").flat_cid();
+        let parsed: FlatCid = flat.to_string().parse().expect("parse");
+        assert_eq!(parsed, flat);
+        assert_eq!(FlatCid::from_bytes(&flat.to_bytes()).expect("bytes"), flat);
+    }
+
+    #[test]
+    fn digest_length_is_checked() {
+        let err = Digest::new(Algorithm::Sha256, vec![0; 20]).expect_err("short digest");
+        assert!(err.to_string().contains("sha256"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! The contract between the mirror and a registry adapter.
+//!
+//! An adapter only translates: it classifies request paths, says which artifacts a metadata
+//! document names (with the digests the registry published), and renders documents for clients.
+//! It does no I/O. The mirror does all fetching, caching and verification, so rules such as
+//! "fetch only under a configured upstream" and "verify before storing" hold in one place.
+//!
+//! Lookups go store → (peers, later) → upstream. Keys are the adapter's own names: a metadata key
+//! names one upstream document (`lodash`, `@types/node`); an artifact key names one immutable file
+//! (`lodash/-/lodash-4.17.21.tgz`). Keys are namespaced by [`Ecosystem::name`] in the index.
+
+use bytes::Bytes;
+use http::Method;
+use url::Url;
+
+use crate::cid::Digest;
+
+/// A request as an adapter sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub method: &'a Method,
+    /// The raw (still percent-encoded) path below the ecosystem's prefix, without a leading `/`.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The `Accept` header, if any.
+    pub accept: Option<&'a str>,
+}
+
+/// What a request is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A metadata document: cached as upstream sent it, rendered as `variant` when served.
+    Metadata(MetadataRoute),
+    /// An immutable artifact. Its digest comes from the metadata document `metadata` names.
+    Artifact(ArtifactRoute),
+    /// Sent to upstream as it is and never cached (npm's audit endpoints).
+    Passthrough { upstream_path: String },
+    /// Answered by Cairn itself.
+    Local {
+        content_type: &'static str,
+        body: Bytes,
+    },
+}
+
+/// A metadata document, named by the adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataRoute {
+    /// Index key of the document.
+    pub key: String,
+    /// Path of the document relative to the upstream base URL (already percent-encoded).
+    pub upstream_path: String,
+    /// The representation to render: the adapter's own names (`full`, `abbreviated`, …).
+    pub variant: &'static str,
+}
+
+/// An artifact, named by the adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRoute {
+    /// Index key of the artifact.
+    pub key: String,
+    /// The document whose [`Ecosystem::artifacts`] lists this artifact's digest.
+    pub metadata: MetadataRoute,
+}
+
+/// An artifact a metadata document names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRef {
+    /// Index key, as [`ArtifactRoute::key`] would name it.
+    pub key: String,
+    /// Where upstream serves it (absolute; resolved against the document's URL).
+    pub url: Url,
+    /// The digest the registry published for the whole file.
+    pub digest: Digest,
+    pub size: Option<u64>,
+}
+
+/// A fetched metadata document.
+#[derive(Clone, Copy, Debug)]
+pub struct MetadataDoc<'a> {
+    pub key: &'a str,
+    /// Where it was fetched from.
+    pub url: &'a Url,
+    /// Exactly the upstream bytes.
+    pub body: &'a [u8],
+}
+
+/// A document rendered for clients.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub body: Bytes,
+    pub content_type: &'static str,
+}
+
+/// A request path an adapter refuses (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+/// A metadata document an adapter cannot read (answered with 502).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AdapterError(pub String);
+
+/// One registry protocol. Used as `Arc<dyn Ecosystem>`.
+pub trait Ecosystem: Send + Sync + 'static {
+    /// Route prefix (`/npm/`), index namespace and metric label.
+    fn name(&self) -> &'static str;
+
+    /// Classify a request. Hostile names (`..`, NUL, over-long) are a [`BadRequest`]; a path
+    /// the protocol does not know is `Ok(None)` (404).
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest>;
+
+    /// The artifacts `doc` names with their digests. Called once per fetched version of a
+    /// document, before it is stored: an error here means the document is malformed and is not
+    /// stored.
+    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError>;
+
+    /// Render `doc` as `variant`, with artifact URLs pointing at `base` (the proxy's own URL for
+    /// this ecosystem, ending in `/`). Must be deterministic: the result is cached and its ETag
+    /// derived from the inputs.
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<Rendered, AdapterError>;
+}

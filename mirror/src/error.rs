@@ -1,0 +1,131 @@
+//! Errors, classified by origin: the client's request (4xx), the upstream (502/504), or Cairn
+//! itself (500). [`Error::status`] is the one place that maps them to HTTP.
+
+use std::path::{Path, PathBuf};
+
+use http::StatusCode;
+
+use crate::cid::{Digest, FlatCid};
+
+/// The blockstore on disk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("digest mismatch for {flat}: expected {expected}, got {got}")]
+    DigestMismatch {
+        flat: FlatCid,
+        expected: Digest,
+        got: Digest,
+    },
+    #[error("stored block {path} is corrupt: expected {expected}, got {got}")]
+    Corrupt {
+        path: PathBuf,
+        expected: String,
+        got: String,
+    },
+    #[error("artifact writer used after finish")]
+    Finished,
+}
+
+impl StoreError {
+    pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when the disk is full, so callers can say so rather than "internal error".
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.raw_os_error() == Some(28))
+    }
+}
+
+/// The SQLite index failed.
+#[derive(Debug, thiserror::Error)]
+#[error("index {op} failed: {source}")]
+pub struct IndexError {
+    pub op: &'static str,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// What went wrong serving a request. Messages name the subject; see [`Error::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
+    #[error("upstream {url} answered {status}")]
+    UpstreamStatus { url: String, status: StatusCode },
+    #[error("upstream {url} failed: {reason}")]
+    UpstreamFailed { url: String, reason: String },
+    #[error("upstream {url} is unreachable and {what} is not cached: {reason}")]
+    UpstreamUnavailable {
+        url: String,
+        what: String,
+        reason: String,
+    },
+    #[error("offline: {what} is not cached and --offline forbids contacting upstream")]
+    Offline { what: String },
+    #[error("{ecosystem} has no upstream configured: {hint}")]
+    NoUpstream {
+        ecosystem: &'static str,
+        hint: String,
+    },
+    #[error("refusing to fetch {url}: it is not under a configured upstream")]
+    NotUnderUpstream { url: String },
+    #[error("malformed metadata from {url}: {reason}")]
+    BadMetadata { url: String, reason: String },
+    #[error("{0}")]
+    DigestMismatch(StoreError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DigestMismatch { .. } => Error::DigestMismatch(e),
+            other => Error::Store(other),
+        }
+    }
+}
+
+impl Error {
+    /// The HTTP status a client gets for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::UpstreamStatus { status, .. } if status.is_client_error() => *status,
+            Error::UpstreamStatus { .. }
+            | Error::UpstreamFailed { .. }
+            | Error::BadMetadata { .. }
+            | Error::NotUnderUpstream { .. }
+            | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
+            Error::UpstreamUnavailable { .. } | Error::Offline { .. } | Error::NoUpstream { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Store(_) | Error::Index(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The SQLite index (WAL mode): what is cached, under which CIDs, and how fresh it is.
+//!
+//! Tables (all keyed by `(ecosystem, key)` where a key is the adapter's own name for a thing):
+//! - `artifacts`: artifact key → flat CID, root CID, size, upstream URL, fetched and last-access
+//!   times. A row exists only once the flat file is in place (see `store.rs`).
+//! - `artifact_refs`: what metadata documents say about artifacts not (yet) cached: key →
+//!   expected flat CID (the registry digest), upstream URL, size. Written with the document, so a
+//!   download knows its digest before the first byte and without re-parsing metadata.
+//! - `metadata`: document key → raw block CID (none for a cached 404), status, fetched-at,
+//!   upstream validators, size.
+//! - `blocks`: encoded dag-pb inner nodes of artifact DAGs, by CID.
+//! - `leaves`: raw leaf CID → (flat CID, offset, length): leaves are ranges of flat files.
+//!
+//! All methods block: call them from a blocking thread. One writer connection (SQLite allows one
+//! writer at a time anyway) and a small pool of readers, so reads never wait behind a write.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::cid::{BlockCid, FlatCid, RootCid};
+use crate::error::IndexError;
+use crate::unixfs::Dag;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS artifacts (
+    ecosystem    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    flat_cid     BLOB NOT NULL,
+    root_cid     BLOB NOT NULL,
+    size         INTEGER NOT NULL,
+    upstream_url TEXT NOT NULL,
+    fetched_at   INTEGER NOT NULL,
+    last_access  INTEGER NOT NULL,
+    PRIMARY KEY (ecosystem, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS artifacts_by_flat ON artifacts (flat_cid);
+CREATE TABLE IF NOT EXISTS artifact_refs (
+    ecosystem    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    flat_cid     BLOB NOT NULL,
+    url          TEXT NOT NULL,
+    size         INTEGER,
+    metadata_key TEXT NOT NULL,
+    PRIMARY KEY (ecosystem, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metadata (
+    ecosystem     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    cid           BLOB,
+    status        INTEGER NOT NULL,
+    upstream_url  TEXT NOT NULL,
+    fetched_at    INTEGER NOT NULL,
+    etag          TEXT,
+    last_modified TEXT,
+    size          INTEGER NOT NULL,
+    PRIMARY KEY (ecosystem, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    cid  BLOB PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leaves (
+    cid      BLOB PRIMARY KEY,
+    flat_cid BLOB NOT NULL,
+    offset   INTEGER NOT NULL,
+    len      INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+const READERS: usize = 4;
+
+/// A cached artifact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub flat: FlatCid,
+    pub root: RootCid,
+    pub size: u64,
+    pub upstream_url: String,
+    /// Milliseconds since the Unix epoch.
+    pub fetched_at: i64,
+}
+
+/// What a metadata document says about an artifact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefRecord {
+    pub flat: FlatCid,
+    pub url: String,
+    pub size: Option<u64>,
+}
+
+/// A cached metadata document (or a cached upstream "not found").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataRecord {
+    /// The stored raw block; `None` when upstream answered `status` without a document.
+    pub cid: Option<BlockCid>,
+    pub status: u16,
+    pub upstream_url: String,
+    /// Milliseconds since the Unix epoch.
+    pub fetched_at: i64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub size: u64,
+}
+
+/// Counts for `cairn status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EcosystemStats {
+    pub ecosystem: String,
+    pub artifacts: u64,
+    pub artifact_bytes: u64,
+    pub metadata_documents: u64,
+}
+
+/// The index. Cheap to share behind an `Arc`.
+pub struct Index {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
+    move |source| IndexError { op, source }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, IndexError> {
+    let conn = Connection::open(path).map_err(err("open"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err("set busy timeout"))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        .map_err(err("configure"))?;
+    Ok(conn)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a connection that is still usable: SQLite rolls
+    // back any open transaction when the statement or transaction object is dropped.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Index {
+    /// Open (creating) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self, IndexError> {
+        let writer = open_connection(path)?;
+        writer.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        Ok(Index {
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let conn = lock(&self.readers).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut pool = lock(&self.readers);
+        if pool.len() < READERS {
+            pool.push(conn);
+        }
+        result
+    }
+
+    pub fn get_artifact(
+        &self,
+        ecosystem: &str,
+        key: &str,
+    ) -> Result<Option<ArtifactRecord>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT flat_cid, root_cid, size, upstream_url, fetched_at FROM artifacts
+                 WHERE ecosystem = ?1 AND key = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![ecosystem, key], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(err("read artifact"))?
+            .map(|(flat, root, size, upstream_url, fetched_at)| {
+                Ok(ArtifactRecord {
+                    flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
+                    root: RootCid::from_bytes(&root).map_err(corrupt)?,
+                    size: size as u64,
+                    upstream_url,
+                    fetched_at,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Record a committed artifact with its DAG's inner nodes and leaves, in one transaction.
+    pub fn put_artifact(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        record: &ArtifactRecord,
+        dag: &Dag,
+    ) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        let flat = record.flat.to_bytes();
+        tx.execute(
+            "INSERT OR REPLACE INTO artifacts
+             (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                ecosystem,
+                key,
+                flat,
+                record.root.to_bytes(),
+                record.size as i64,
+                record.upstream_url,
+                record.fetched_at
+            ],
+        )
+        .map_err(err("write artifact"))?;
+        {
+            let mut block = tx
+                .prepare_cached("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?1, ?2)")
+                .map_err(err("write blocks"))?;
+            for (cid, data) in &dag.nodes {
+                block
+                    .execute(params![cid.to_bytes(), data])
+                    .map_err(err("write blocks"))?;
+            }
+            let mut leaf = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO leaves (cid, flat_cid, offset, len) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("write leaves"))?;
+            for l in &dag.leaves {
+                leaf.execute(params![l.cid.to_bytes(), flat, l.offset as i64, l.len as i64])
+                    .map_err(err("write leaves"))?;
+            }
+        }
+        tx.commit().map_err(err("commit artifact"))
+    }
+
+    pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT flat_cid, url, size FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![ecosystem, key], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(err("read artifact reference"))?
+            .map(|(flat, url, size)| {
+                Ok(RefRecord {
+                    flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
+                    url,
+                    size: size.map(|s| s as u64),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    pub fn get_metadata(
+        &self,
+        ecosystem: &str,
+        key: &str,
+    ) -> Result<Option<MetadataRecord>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT cid, status, upstream_url, fetched_at, etag, last_modified, size
+                 FROM metadata WHERE ecosystem = ?1 AND key = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![ecosystem, key], |row| {
+                    Ok((
+                        row.get::<_, Option<Vec<u8>>>(0)?,
+                        row.get::<_, u16>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, Option<String>>(4)?,
+                        row.get::<_, Option<String>>(5)?,
+                        row.get::<_, i64>(6)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(err("read metadata"))?
+            .map(
+                |(cid, status, upstream_url, fetched_at, etag, last_modified, size)| {
+                    Ok(MetadataRecord {
+                        cid: cid
+                            .map(|c| BlockCid::from_bytes(&c))
+                            .transpose()
+                            .map_err(corrupt)?,
+                        status,
+                        upstream_url,
+                        fetched_at,
+                        etag,
+                        last_modified,
+                        size: size as u64,
+                    })
+                },
+            )
+            .transpose()
+        })
+    }
+
+    /// Record a fetched metadata document and, when given, the artifacts it names, atomically.
+    pub fn put_metadata(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        record: &MetadataRecord,
+        refs: &[(String, RefRecord)],
+    ) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO metadata
+             (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                ecosystem,
+                key,
+                record.cid.map(|c| c.to_bytes()),
+                record.status,
+                record.upstream_url,
+                record.fetched_at,
+                record.etag,
+                record.last_modified,
+                record.size as i64
+            ],
+        )
+        .map_err(err("write metadata"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO artifact_refs
+                     (ecosystem, key, flat_cid, url, size, metadata_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err("write artifact references"))?;
+            for (artifact_key, r) in refs {
+                stmt.execute(params![
+                    ecosystem,
+                    artifact_key,
+                    r.flat.to_bytes(),
+                    r.url,
+                    r.size.map(|s| s as i64),
+                    key
+                ])
+                .map_err(err("write artifact references"))?;
+            }
+        }
+        tx.commit().map_err(err("commit metadata"))
+    }
+
+    /// Mark a cached document fresh again (upstream answered 304 or sent the same bytes).
+    pub fn touch_metadata(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        fetched_at: i64,
+    ) -> Result<(), IndexError> {
+        lock(&self.writer)
+            .prepare_cached(
+                "UPDATE metadata SET fetched_at = ?3 WHERE ecosystem = ?1 AND key = ?2",
+            )
+            .and_then(|mut s| s.execute(params![ecosystem, key, fetched_at]))
+            .map(drop)
+            .map_err(err("touch metadata"))
+    }
+
+    /// Record last-access times, batched by the caller.
+    pub fn touch_artifacts(&self, touched: &[(String, String, i64)]) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE artifacts SET last_access = MAX(last_access, ?3)
+                     WHERE ecosystem = ?1 AND key = ?2",
+                )
+                .map_err(err("touch artifacts"))?;
+            for (ecosystem, key, at) in touched {
+                stmt.execute(params![ecosystem, key, at])
+                    .map_err(err("touch artifacts"))?;
+            }
+        }
+        tx.commit().map_err(err("commit access times"))
+    }
+
+    /// Per-ecosystem counts.
+    pub fn stats(&self) -> Result<Vec<EcosystemStats>, IndexError> {
+        self.read(|conn| {
+            let mut out: Vec<EcosystemStats> = Vec::new();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT ecosystem, COUNT(*), COALESCE(SUM(size), 0) FROM artifacts
+                     GROUP BY ecosystem ORDER BY ecosystem",
+                )
+                .map_err(err("count artifacts"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(err("count artifacts"))?;
+            for row in rows {
+                let (ecosystem, n, bytes) = row.map_err(err("count artifacts"))?;
+                out.push(EcosystemStats {
+                    ecosystem,
+                    artifacts: n as u64,
+                    artifact_bytes: bytes as u64,
+                    metadata_documents: 0,
+                });
+            }
+            let mut stmt = conn
+                .prepare(
+                    "SELECT ecosystem, COUNT(*) FROM metadata WHERE cid IS NOT NULL
+                     GROUP BY ecosystem ORDER BY ecosystem",
+                )
+                .map_err(err("count metadata"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(err("count metadata"))?;
+            for row in rows {
+                let (ecosystem, n) = row.map_err(err("count metadata"))?;
+                match out.iter_mut().find(|s| s.ecosystem == ecosystem) {
+                    Some(s) => s.metadata_documents = n as u64,
+                    None => out.push(EcosystemStats {
+                        ecosystem,
+                        metadata_documents: n as u64,
+                        ..EcosystemStats::default()
+                    }),
+                }
+            }
+            out.sort_by(|a, b| a.ecosystem.cmp(&b.ecosystem));
+            Ok(out)
+        })
+    }
+
+    /// Fold the WAL into the main database file (at shutdown).
+    pub fn checkpoint(&self) -> Result<(), IndexError> {
+        lock(&self.writer)
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(err("checkpoint"))
+    }
+}
+
+fn corrupt(e: crate::cid::CidParseError) -> IndexError {
+    IndexError {
+        op: "decode CID",
+        source: rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::{Algorithm, Digest};
+    use crate::unixfs::DagBuilder;
+
+    fn index() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(&dir.path().join("index.sqlite3")).expect("open");
+        (dir, index)
+    }
+
+    #[test]
+    fn artifacts_round_trip() {
+        let (_dir, index) = index();
+        let mut builder = DagBuilder::new();
+        builder.update(b"bytes");
+        let dag = builder.finish();
+        let record = ArtifactRecord {
+            flat: Digest::of(Algorithm::Sha512, b"bytes").flat_cid(),
+            root: RootCid(dag.root),
+            size: 5,
+            upstream_url: "http://upstream/x.tgz".into(),
+            fetched_at: 42,
+        };
+        assert_eq!(index.get_artifact("npm", "x").expect("get"), None);
+        index.put_artifact("npm", "x", &record, &dag).expect("put");
+        assert_eq!(index.get_artifact("npm", "x").expect("get"), Some(record));
+        assert_eq!(index.get_artifact("cargo", "x").expect("get"), None);
+        let stats = index.stats().expect("stats");
+        assert_eq!(stats[0].artifacts, 1);
+        assert_eq!(stats[0].artifact_bytes, 5);
+    }
+
+    #[test]
+    fn metadata_and_refs_are_written_together() {
+        let (_dir, index) = index();
+        let record = MetadataRecord {
+            cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+            status: 200,
+            upstream_url: "http://upstream/x".into(),
+            fetched_at: 1,
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+            size: 2,
+        };
+        let reference = RefRecord {
+            flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
+            url: "http://upstream/x/-/x-1.0.0.tgz".into(),
+            size: Some(1),
+        };
+        index
+            .put_metadata("npm", "x", &record, &[("x/-/x-1.0.0.tgz".into(), reference.clone())])
+            .expect("put");
+        assert_eq!(index.get_metadata("npm", "x").expect("get"), Some(record));
+        assert_eq!(index.get_ref("npm", "x/-/x-1.0.0.tgz").expect("ref"), Some(reference));
+        index.touch_metadata("npm", "x", 99).expect("touch");
+        assert_eq!(index.get_metadata("npm", "x").expect("get").map(|r| r.fetched_at), Some(99));
+    }
+}

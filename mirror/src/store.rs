@@ -1,0 +1,315 @@
+//! The blockstore on disk: a filestore of flat artifact files plus metadata blocks.
+//!
+//! ```text
+//! <data-dir>/
+//! ├── index.sqlite3          the index (see `index.rs`): keys, CIDs, freshness, inner DAG nodes
+//! ├── blobs/<xx>/<flat-cid>  one flat file per artifact, exactly the upstream bytes
+//! ├── meta/<xx>/<block-cid>  one raw block per fetched metadata document
+//! └── tmp/                   downloads in progress; emptied at every start
+//! ```
+//! `<xx>` is the last two characters of the CID, to keep directories small.
+//!
+//! Why a filestore: an artifact's UnixFS leaves are the 1 MiB ranges of its flat file, so the
+//! bytes are stored once, a cache hit is a plain file read (as fast as nginx serving the same
+//! file), and a leaf is served to a peer by reading its range. Only the small dag-pb inner nodes
+//! live elsewhere (in the index).
+//!
+//! Crash safety: every file is written under `tmp/`, fsynced, then renamed into place and the
+//! directory fsynced. A reader (or a restart) therefore sees a whole file or none; files left in
+//! `tmp/` by a crash are deleted at the next start. A blob is only ever served through the index,
+//! and the index row is written after the rename, so an orphan blob is harmless.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::cid::{raw_block_cid, BlockCid, Digest, FlatCid, Hasher};
+use crate::error::StoreError;
+use crate::unixfs::{Dag, DagBuilder};
+
+/// The file layout under a data directory. Cheap to clone; all methods are blocking.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Open (creating) the layout under `root` and empty `tmp/`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for dir in ["blobs", "meta", "tmp"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        store.clear_tmp()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn clear_tmp(&self) -> Result<(), StoreError> {
+        let tmp = self.root.join("tmp");
+        let entries = fs::read_dir(&tmp).map_err(|e| StoreError::io("list", &tmp, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| StoreError::io("list", &tmp, e))?.path();
+            fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        }
+        Ok(())
+    }
+
+    fn fan_out(&self, dir: &str, cid: &str) -> PathBuf {
+        let tail = &cid[cid.len().saturating_sub(2)..];
+        self.root.join(dir).join(tail).join(cid)
+    }
+
+    /// Where the flat file of an artifact lives.
+    pub fn blob_path(&self, flat: &FlatCid) -> PathBuf {
+        self.fan_out("blobs", &flat.to_string())
+    }
+
+    /// Where a metadata block lives.
+    pub fn meta_path(&self, cid: &BlockCid) -> PathBuf {
+        self.fan_out("meta", &cid.to_string())
+    }
+
+    fn temp_file(&self) -> Result<(PathBuf, File), StoreError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}.part", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("create", &path, e))?;
+        Ok((path, file))
+    }
+
+    /// Start writing an artifact whose whole-file digest must equal `expected`.
+    pub fn artifact_writer(&self, expected: Digest) -> Result<ArtifactWriter, StoreError> {
+        let (path, file) = self.temp_file()?;
+        Ok(ArtifactWriter {
+            store: self.clone(),
+            hasher: Some(Hasher::new(expected.algorithm())),
+            expected,
+            dag: DagBuilder::new(),
+            temp: Some(path),
+            file,
+        })
+    }
+
+    /// Store a metadata document as a raw block; returns its CID. Idempotent.
+    pub fn put_metadata(&self, bytes: &[u8]) -> Result<BlockCid, StoreError> {
+        let cid = BlockCid(raw_block_cid(bytes));
+        let dest = self.meta_path(&cid);
+        if dest.exists() {
+            return Ok(cid);
+        }
+        let (temp, mut file) = self.temp_file()?;
+        let guard = TempGuard(Some(temp.clone()));
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io("write", &temp, e))?;
+        drop(file);
+        place(&temp, &dest)?;
+        guard.disarm();
+        Ok(cid)
+    }
+
+    /// Read a metadata block, checking that it still hashes to its CID.
+    pub fn read_metadata(&self, cid: &BlockCid) -> Result<Bytes, StoreError> {
+        let path = self.meta_path(cid);
+        let bytes = fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
+        let got = BlockCid(raw_block_cid(&bytes));
+        if got != *cid {
+            return Err(StoreError::Corrupt {
+                path,
+                expected: cid.to_string(),
+                got: got.to_string(),
+            });
+        }
+        Ok(Bytes::from(bytes))
+    }
+}
+
+/// Rename `temp` to `dest` (creating its directory) and make the rename durable.
+fn place(temp: &Path, dest: &Path) -> Result<(), StoreError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+    fs::rename(temp, dest).map_err(|e| StoreError::io("rename into place", dest, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("sync directory", dir, e))
+}
+
+/// Deletes a temp file unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Writes one artifact under `tmp/` while hashing it; [`ArtifactWriter::finish`] verifies the
+/// digest and moves it into place. Dropping an unfinished writer deletes the temp file.
+pub struct ArtifactWriter {
+    store: Store,
+    expected: Digest,
+    hasher: Option<Hasher>,
+    dag: DagBuilder,
+    temp: Option<PathBuf>,
+    file: File,
+}
+
+/// An artifact that passed verification and is in place.
+#[derive(Debug)]
+pub struct Committed {
+    pub flat: FlatCid,
+    pub dag: Dag,
+    pub path: PathBuf,
+}
+
+impl ArtifactWriter {
+    /// The temp file, for readers that stream the download while it is written.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.dag.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dag.is_empty()
+    }
+
+    /// Append bytes (blocking: call from a blocking thread).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let path = self.temp.as_deref().unwrap_or(Path::new("tmp"));
+        self.file
+            .write_all(data)
+            .map_err(|e| StoreError::io("write", path, e))?;
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(data);
+        }
+        self.dag.update(data);
+        Ok(())
+    }
+
+    /// Verify the digest, fsync and rename into place. On a mismatch the temp file is deleted
+    /// and nothing is stored.
+    pub fn finish(mut self) -> Result<Committed, StoreError> {
+        let got = match self.hasher.take() {
+            Some(hasher) => hasher.finish(),
+            None => return Err(StoreError::Finished),
+        };
+        let flat = self.expected.flat_cid();
+        if got != self.expected {
+            return Err(StoreError::DigestMismatch {
+                flat,
+                expected: self.expected.clone(),
+                got,
+            });
+        }
+        let temp = self.temp.take().ok_or(StoreError::Finished)?;
+        let guard = TempGuard(Some(temp.clone()));
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io("sync", &temp, e))?;
+        let dest = self.store.blob_path(&flat);
+        place(&temp, &dest)?;
+        guard.disarm();
+        let dag = std::mem::take(&mut self.dag).finish();
+        Ok(Committed {
+            flat,
+            dag,
+            path: dest,
+        })
+    }
+}
+
+impl Drop for ArtifactWriter {
+    fn drop(&mut self) {
+        if let Some(path) = self.temp.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::Algorithm;
+
+    #[test]
+    fn a_verified_artifact_is_placed_and_tmp_is_left_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let data = b"hello artifact";
+        let mut writer = store
+            .artifact_writer(Digest::of(Algorithm::Sha512, data))
+            .expect("writer");
+        writer.write(&data[..5]).expect("write");
+        writer.write(&data[5..]).expect("write");
+        let committed = writer.finish().expect("finish");
+        assert_eq!(fs::read(&committed.path).expect("read"), data);
+        assert_eq!(committed.dag.size, data.len() as u64);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_mismatching_artifact_is_never_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let expected = Digest::of(Algorithm::Sha256, b"good bytes");
+        let mut writer = store.artifact_writer(expected.clone()).expect("writer");
+        writer.write(b"evil bytes").expect("write");
+        let err = writer.finish().expect_err("mismatch");
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+        assert!(!store.blob_path(&expected.flat_cid()).exists());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn an_abandoned_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut writer = store
+            .artifact_writer(Digest::of(Algorithm::Sha256, b"x"))
+            .expect("writer");
+        writer.write(b"partial").expect("write");
+        drop(writer);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn metadata_round_trips_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let cid = store.put_metadata(b"{\"name\":\"x\"}").expect("put");
+        assert_eq!(&store.read_metadata(&cid).expect("read")[..], b"{\"name\":\"x\"}");
+        fs::write(store.meta_path(&cid), b"tampered").expect("tamper");
+        assert!(store.read_metadata(&cid).is_err());
+    }
+}
