@@ -1,1 +1,367 @@
-fn main() {}
+//! `cairn`: the command line. Flags → settings → open the mirror with its adapters → serve.
+//! Errors are one line on stderr and a non-zero exit.
+
+mod discover;
+mod settings;
+mod setup;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::settings::{FileSettings, parse_duration};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Content-addressed, peer-to-peer package mirror"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Where the store and index live [default: $XDG_DATA_HOME/cairn]
+    #[arg(long, global = true, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file [default: $XDG_CONFIG_HOME/cairn/cairn.toml]
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7777]
+    #[arg(long, global = true, env = "CAIRN_LISTEN")]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy
+    Serve(Serve),
+    /// Print (or apply) a client's configuration for this node
+    Setup {
+        client: setup::Client,
+        /// The node's URL for this client [default: from --listen]
+        #[arg(long)]
+        url: Option<Url>,
+        /// Run the client's own config commands instead of printing them
+        #[arg(long)]
+        apply: bool,
+    },
+    /// What the node holds
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Never contact an upstream registry
+    #[arg(long, env = "CAIRN_OFFLINE")]
+    offline: bool,
+    /// npm upstream registry [default: npm's own `registry` setting]
+    #[arg(long, env = "CAIRN_NPM_UPSTREAM")]
+    npm_upstream: Option<String>,
+    /// The URL clients reach this node at [default: each request's Host]
+    #[arg(long, env = "CAIRN_PUBLIC_URL")]
+    public_url: Option<Url>,
+    /// How long metadata is served before upstream is asked again (e.g. 300s, 5m)
+    #[arg(long, env = "CAIRN_METADATA_TTL")]
+    metadata_ttl: Option<String>,
+    /// Requests in flight to one upstream at most [default: 64]
+    #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY")]
+    upstream_concurrency: Option<usize>,
+    /// Longest wait for an upstream's headers or next bytes [default: 30s]
+    #[arg(long, env = "CAIRN_UPSTREAM_TIMEOUT")]
+    upstream_timeout: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "CAIRN_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("cairn: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn listen_addr(common: &Common, file: &FileSettings) -> Result<SocketAddr> {
+    let text = common
+        .listen
+        .as_deref()
+        .or(file.listen.as_deref())
+        .unwrap_or(DEFAULT_LISTEN);
+    text.parse()
+        .with_context(|| format!("invalid listen address {text:?} (expected e.g. 127.0.0.1:7777)"))
+}
+
+fn data_dir(common: &Common, file: &FileSettings) -> PathBuf {
+    common
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(settings::default_data_dir)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let file = settings::load(cli.common.config.as_deref())?;
+    match cli.command {
+        Command::Serve(serve_args) => serve(&cli.common, &file, serve_args).await,
+        Command::Setup { client, url, apply } => {
+            let listen = listen_addr(&cli.common, &file)?;
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let host = if listen.ip().is_unspecified() {
+                        SocketAddr::new([127, 0, 0, 1].into(), listen.port())
+                    } else {
+                        listen
+                    };
+                    Url::parse(&format!("http://{host}/npm/")).context("node URL")?
+                }
+            };
+            setup::run(
+                client,
+                &url,
+                apply,
+                cli.common.config.as_deref(),
+                file.npm_upstream.as_deref(),
+                &listen,
+            )
+            .await
+        }
+        Command::Status { json } => status(&cli.common, &file, json).await,
+    }
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAIRN_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("invalid log format {other:?}: expected text or json"),
+    }
+    Ok(())
+}
+
+async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> {
+    init_logging(
+        args.log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .unwrap_or("text"),
+    )?;
+    let listen = listen_addr(common, file)?;
+    let data_dir = data_dir(common, file);
+    let public_url = match args.public_url.clone() {
+        Some(url) => Some(url),
+        None => file
+            .public_url
+            .as_deref()
+            .map(Url::parse)
+            .transpose()
+            .context("invalid public-url in cairn.toml")?,
+    };
+    let mut config = MirrorConfig::new(data_dir.clone());
+    config.offline = args.offline || file.offline.unwrap_or(false);
+    config.public_url = public_url.clone();
+    if let Some(ttl) = args
+        .metadata_ttl
+        .as_deref()
+        .or(file.metadata_ttl.as_deref())
+    {
+        config.metadata_ttl = parse_duration(ttl).context("metadata-ttl")?;
+    }
+    if let Some(n) = args.upstream_concurrency.or(file.upstream_concurrency) {
+        config.limits.concurrency = n;
+    }
+    if let Some(t) = args
+        .upstream_timeout
+        .as_deref()
+        .or(file.upstream_timeout.as_deref())
+    {
+        config.limits.read_timeout = parse_duration(t).context("upstream-timeout")?;
+    }
+
+    let npm_configured = args
+        .npm_upstream
+        .as_deref()
+        .or(file.npm_upstream.as_deref());
+    let npm_upstream = discover::npm(npm_configured, &listen, public_url.as_ref()).await;
+    match &npm_upstream {
+        Ok(discover::Found::Configured(url)) => {
+            tracing::info!(upstream = %url, "npm upstream (configured)")
+        }
+        Ok(discover::Found::Discovered { url, from }) => {
+            tracing::info!(upstream = %url, from, "npm upstream (discovered)")
+        }
+        Err(why) => tracing::warn!("npm is off: {why}"),
+    }
+    let ecosystems = vec![EcosystemSetup {
+        ecosystem: Arc::new(cairn_npm::Npm),
+        upstream: npm_upstream.map(|f| f.url().clone()),
+    }];
+
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let mirror = tokio::task::spawn_blocking(move || Mirror::open(config, ecosystems))
+        .await
+        .context("opening the store")?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr().context("listen address")?;
+    tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
+    // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
+    println!("cairn listening on http://{bound}");
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let flusher = {
+        let (mirror, shutdown) = (mirror.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = mirror.flush_access_times().await {
+                            tracing::warn!("cannot record access times: {e}");
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let router = cairn_mirror::server::router(mirror.clone());
+    let server = tokio::spawn(cairn_mirror::server::serve(
+        listener,
+        router,
+        shutdown.clone().cancelled_owned(),
+    ));
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining connections (10 s at most)");
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("server error: {e}"),
+        Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
+        Err(_) => tracing::warn!("connections still open after 10 s; closing them"),
+    }
+    let _ = flusher.await;
+    mirror.close().await.context("closing the store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        token.cancel();
+    });
+}
+
+async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> {
+    let data_dir = data_dir(common, file);
+    let listen = listen_addr(common, file)?;
+    let index_path = data_dir.join("index.sqlite3");
+    if !index_path.exists() {
+        anyhow::bail!(
+            "no Cairn store in {} (run `cairn serve` first)",
+            data_dir.display()
+        );
+    }
+    let stats = tokio::task::spawn_blocking(move || {
+        cairn_mirror::index::Index::open(&index_path).and_then(|i| i.stats())
+    })
+    .await
+    .context("reading the index")?
+    .context("reading the index")?;
+    let running = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(listen),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let npm = discover::npm(file.npm_upstream.as_deref(), &listen, None).await;
+    if json {
+        let report = serde_json::json!({
+            "data_dir": data_dir,
+            "listen": listen.to_string(),
+            "running": running,
+            "upstreams": { "npm": npm.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone) },
+            "stats": stats,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("status report")?
+        );
+        return Ok(());
+    }
+    println!("data dir: {}", data_dir.display());
+    println!(
+        "server:   {} ({listen})",
+        if running { "running" } else { "not running" }
+    );
+    match npm {
+        Ok(found) => println!("npm:      ← {}", found.url()),
+        Err(why) => println!("npm:      off: {why}"),
+    }
+    if stats.is_empty() {
+        println!("cache:    empty");
+    }
+    for s in stats {
+        println!(
+            "{:<9} {} artifacts ({:.1} MiB), {} metadata documents",
+            format!("{}:", s.ecosystem),
+            s.artifacts,
+            s.artifact_bytes as f64 / (1 << 20) as f64,
+            s.metadata_documents
+        );
+    }
+    Ok(())
+}

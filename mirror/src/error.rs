@@ -95,6 +95,9 @@ pub enum Error {
     Index(#[from] IndexError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// One failure shared by every caller of a single-flight operation.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 impl From<StoreError> for Error {
@@ -119,13 +122,14 @@ impl Error {
             | Error::BadMetadata { .. }
             | Error::NotUnderUpstream { .. }
             | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
-            Error::UpstreamUnavailable { .. } | Error::Offline { .. } | Error::NoUpstream { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Error::UpstreamUnavailable { .. }
+            | Error::Offline { .. }
+            | Error::NoUpstream { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Store(_) | Error::Index(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Error::Shared(inner) => inner.status(),
         }
     }
 }

@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::cid::{BlockCid, FlatCid, RootCid};
 use crate::error::IndexError;
@@ -128,8 +128,10 @@ fn open_connection(path: &Path) -> Result<Connection, IndexError> {
     let conn = Connection::open(path).map_err(err("open"))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err("set busy timeout"))?;
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-        .map_err(err("configure"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    )
+    .map_err(err("configure"))?;
     Ok(conn)
 }
 
@@ -245,8 +247,13 @@ impl Index {
                 )
                 .map_err(err("write leaves"))?;
             for l in &dag.leaves {
-                leaf.execute(params![l.cid.to_bytes(), flat, l.offset as i64, l.len as i64])
-                    .map_err(err("write leaves"))?;
+                leaf.execute(params![
+                    l.cid.to_bytes(),
+                    flat,
+                    l.offset as i64,
+                    l.len as i64
+                ])
+                .map_err(err("write leaves"))?;
             }
         }
         tx.commit().map_err(err("commit artifact"))
@@ -382,9 +389,7 @@ impl Index {
         fetched_at: i64,
     ) -> Result<(), IndexError> {
         lock(&self.writer)
-            .prepare_cached(
-                "UPDATE metadata SET fetched_at = ?3 WHERE ecosystem = ?1 AND key = ?2",
-            )
+            .prepare_cached("UPDATE metadata SET fetched_at = ?3 WHERE ecosystem = ?1 AND key = ?2")
             .and_then(|mut s| s.execute(params![ecosystem, key, fetched_at]))
             .map(drop)
             .map_err(err("touch metadata"))
@@ -421,7 +426,11 @@ impl Index {
                 .map_err(err("count artifacts"))?;
             let rows = stmt
                 .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })
                 .map_err(err("count artifacts"))?;
             for row in rows {
@@ -469,7 +478,11 @@ impl Index {
 fn corrupt(e: crate::cid::CidParseError) -> IndexError {
     IndexError {
         op: "decode CID",
-        source: rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)),
+        source: rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            Box::new(e),
+        ),
     }
 }
 
@@ -525,11 +538,25 @@ mod tests {
             size: Some(1),
         };
         index
-            .put_metadata("npm", "x", &record, &[("x/-/x-1.0.0.tgz".into(), reference.clone())])
+            .put_metadata(
+                "npm",
+                "x",
+                &record,
+                &[("x/-/x-1.0.0.tgz".into(), reference.clone())],
+            )
             .expect("put");
         assert_eq!(index.get_metadata("npm", "x").expect("get"), Some(record));
-        assert_eq!(index.get_ref("npm", "x/-/x-1.0.0.tgz").expect("ref"), Some(reference));
+        assert_eq!(
+            index.get_ref("npm", "x/-/x-1.0.0.tgz").expect("ref"),
+            Some(reference)
+        );
         index.touch_metadata("npm", "x", 99).expect("touch");
-        assert_eq!(index.get_metadata("npm", "x").expect("get").map(|r| r.fetched_at), Some(99));
+        assert_eq!(
+            index
+                .get_metadata("npm", "x")
+                .expect("get")
+                .map(|r| r.fetched_at),
+            Some(99)
+        );
     }
 }

@@ -2,8 +2,18 @@
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
 pub mod cid;
+pub mod download;
 pub mod ecosystem;
 pub mod error;
+pub mod flight;
 pub mod index;
+pub mod json;
+pub mod metrics;
+mod mirror;
+pub mod render;
+pub mod server;
 pub mod store;
 pub mod unixfs;
+pub mod upstream;
+
+pub use crate::mirror::{ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, now_ms};

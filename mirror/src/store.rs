@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::cid::{raw_block_cid, BlockCid, Digest, FlatCid, Hasher};
+use crate::cid::{BlockCid, Digest, FlatCid, Hasher, raw_block_cid};
 use crate::error::StoreError;
 use crate::unixfs::{Dag, DagBuilder};
 
@@ -219,7 +219,13 @@ impl ArtifactWriter {
 
     /// Verify the digest, fsync and rename into place. On a mismatch the temp file is deleted
     /// and nothing is stored.
-    pub fn finish(mut self) -> Result<Committed, StoreError> {
+    pub fn finish(self) -> Result<Committed, StoreError> {
+        self.finish_with(|_| {})
+    }
+
+    /// [`ArtifactWriter::finish`], calling `on_verified(size)` as soon as the digest has matched
+    /// (before the fsync), so readers of a download under way can be released early.
+    pub fn finish_with(mut self, on_verified: impl FnOnce(u64)) -> Result<Committed, StoreError> {
         let got = match self.hasher.take() {
             Some(hasher) => hasher.finish(),
             None => return Err(StoreError::Finished),
@@ -232,6 +238,7 @@ impl ArtifactWriter {
                 got,
             });
         }
+        on_verified(self.dag.len());
         let temp = self.temp.take().ok_or(StoreError::Finished)?;
         let guard = TempGuard(Some(temp.clone()));
         self.file
@@ -308,7 +315,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let cid = store.put_metadata(b"{\"name\":\"x\"}").expect("put");
-        assert_eq!(&store.read_metadata(&cid).expect("read")[..], b"{\"name\":\"x\"}");
+        assert_eq!(
+            &store.read_metadata(&cid).expect("read")[..],
+            b"{\"name\":\"x\"}"
+        );
         fs::write(store.meta_path(&cid), b"tampered").expect("tamper");
         assert!(store.read_metadata(&cid).is_err());
     }

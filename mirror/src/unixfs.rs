@@ -17,7 +17,7 @@
 use cid::Cid;
 use sha2::Digest as _;
 
-use crate::cid::{dag_pb_cid, raw_cid, SHA2_256};
+use crate::cid::{SHA2_256, dag_pb_cid, raw_cid};
 
 /// Bytes per leaf.
 pub const CHUNK_SIZE: u64 = 1 << 20;

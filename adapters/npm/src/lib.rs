@@ -1,1 +1,146 @@
+//! Cairn's npm adapter: the npm registry API (npm, yarn, pnpm) over the mirror.
+//!
+//! Routes below `/npm/`:
+//! - `{name}` and `@scope%2f{name}` / `@scope/{name}`: packuments, full or abbreviated by
+//!   `Accept` (PROTOCOLS.md §1.2), with every `dist.tarball` pointing back at this node;
+//! - `{name}/-/{file}.tgz`: tarballs, verified against the version's `dist.integrity` (sha512) or
+//!   `dist.shasum` (sha1, very old packages);
+//! - `-/ping`: answered locally; `-/npm/v1/security/…`, `-/npm/v1/keys`, `-/v1/search`: passed
+//!   through to upstream, never cached.
 
+pub mod name;
+pub mod packument;
+
+use bytes::Bytes;
+use cairn_mirror::ecosystem::{
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, MetadataDoc, MetadataRoute,
+    Rendered, Request, Route,
+};
+use url::Url;
+
+use crate::name::{PackageName, check_file, decode};
+
+/// The media type of abbreviated packuments.
+pub const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
+
+const FULL_VARIANT: &str = "full";
+const ABBREVIATED_VARIANT: &str = "abbreviated";
+
+/// The npm ecosystem.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Npm;
+
+/// True when `accept` prefers the abbreviated form over full JSON (by q-value).
+pub fn wants_abbreviated(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut corgi, mut json) = (0.0f32, 0.0f32);
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if media == ABBREVIATED {
+            corgi = corgi.max(q);
+        } else if media == "application/json" {
+            json = json.max(q);
+        }
+    }
+    corgi > 0.0 && corgi >= json
+}
+
+fn bad(e: impl ToString) -> BadRequest {
+    BadRequest(e.to_string())
+}
+
+fn metadata_route(name: &PackageName, variant: &'static str) -> MetadataRoute {
+    MetadataRoute {
+        key: name.to_string(),
+        upstream_path: name.upstream_path(),
+        variant,
+    }
+}
+
+impl Ecosystem for Npm {
+    fn name(&self) -> &'static str {
+        "npm"
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        let path = request.path;
+        if let Some(api) = path.strip_prefix("-/") {
+            return Ok(match api {
+                "ping" => Some(Route::Local {
+                    content_type: "application/json",
+                    body: Bytes::from_static(b"{}"),
+                }),
+                _ if api.starts_with("npm/v1/security/")
+                    || api == "npm/v1/keys"
+                    || api == "v1/search" =>
+                {
+                    let upstream_path = match request.query {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path.to_owned(),
+                    };
+                    Some(Route::Passthrough { upstream_path })
+                }
+                _ => None,
+            });
+        }
+        if let Some((raw_name, raw_file)) = path.split_once("/-/") {
+            let name = PackageName::parse(&decode(raw_name).map_err(bad)?).map_err(bad)?;
+            let file = decode(raw_file).map_err(bad)?;
+            check_file(&file).map_err(bad)?;
+            return Ok(Some(Route::Artifact(ArtifactRoute {
+                key: packument::artifact_key(&name, &file),
+                metadata: metadata_route(&name, FULL_VARIANT),
+            })));
+        }
+        let decoded = decode(path).map_err(bad)?;
+        let slashes = decoded.matches('/').count();
+        if slashes > usize::from(decoded.starts_with('@')) {
+            // `{name}/{version}` and other per-version documents are not served.
+            if decoded.split('/').any(|s| s == ".." || s == ".") {
+                return Err(bad(name::NameError::DotSegment(decoded)));
+            }
+            return Ok(None);
+        }
+        let name = PackageName::parse(&decoded).map_err(bad)?;
+        let variant = if wants_abbreviated(request.accept) {
+            ABBREVIATED_VARIANT
+        } else {
+            FULL_VARIANT
+        };
+        Ok(Some(Route::Metadata(metadata_route(&name, variant))))
+    }
+
+    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+        let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
+        packument::artifacts(&name, doc.url, doc.body)
+    }
+
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
+        let abbreviated = variant == ABBREVIATED_VARIANT;
+        let body = packument::render(&name, doc.url, doc.body, abbreviated, base)?;
+        Ok(Rendered {
+            body: Bytes::from(body),
+            content_type: if abbreviated {
+                ABBREVIATED
+            } else {
+                "application/json"
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

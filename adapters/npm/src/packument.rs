@@ -1,0 +1,298 @@
+//! Packuments: the digests they publish, and their full and abbreviated renderings for clients.
+//!
+//! Reading digests uses serde with borrowed, mostly-ignored fields (cheap even on 20 MB
+//! documents). Rendering walks the document as spans (`cairn_mirror::json`), copies everything it
+//! keeps verbatim and rewrites only `versions[*].dist.tarball`, so both forms are produced in one
+//! pass with memory of about input plus output. The abbreviated ("corgi") form is made here
+//! because upstreams may ignore the `Accept` header that asks for it.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use cairn_mirror::cid::{Algorithm, Digest};
+use cairn_mirror::ecosystem::{AdapterError, ArtifactRef};
+use cairn_mirror::json::{self, Member, ObjectWriter};
+use serde::Deserialize;
+use url::Url;
+
+use crate::name::{PackageName, check_file};
+
+/// Keys an abbreviated version keeps besides `name`, `version` and `dist`.
+const ABBREVIATED_VERSION_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "deprecated",
+    "dependencies",
+    "optionalDependencies",
+    "devDependencies",
+    "peerDependencies",
+    "peerDependenciesMeta",
+    "bundleDependencies",
+    "bundledDependencies",
+    "acceptDependencies",
+    "bin",
+    "directories",
+    "engines",
+    "os",
+    "cpu",
+    "libc",
+    "funding",
+    "_hasShrinkwrap",
+    "hasInstallScript",
+];
+
+/// Script names that make npm record `hasInstallScript`.
+const INSTALL_SCRIPTS: &[&str] = &["preinstall", "install", "postinstall"];
+
+#[derive(Deserialize)]
+struct Packument<'a> {
+    #[serde(borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    versions: BTreeMap<std::borrow::Cow<'a, str>, Version<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Version<'a> {
+    #[serde(borrow)]
+    dist: Option<Dist<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Dist<'a> {
+    #[serde(borrow)]
+    tarball: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    integrity: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    shasum: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn bad(reason: impl Into<String>) -> AdapterError {
+    AdapterError(reason.into())
+}
+
+/// The strongest digest of a version: sha512 from `integrity`, else sha256 from it, else sha1
+/// from `integrity` or the legacy `shasum`.
+pub fn digest_of(integrity: Option<&str>, shasum: Option<&str>) -> Option<Digest> {
+    let mut best: Option<Digest> = None;
+    for entry in integrity.unwrap_or("").split_whitespace() {
+        let Some((algo, b64)) = entry.split_once('-') else {
+            continue;
+        };
+        let algorithm = match algo {
+            "sha512" => Algorithm::Sha512,
+            "sha256" => Algorithm::Sha256,
+            "sha1" => Algorithm::Sha1,
+            _ => continue,
+        };
+        // SRI allows `?options` after the digest.
+        let b64 = b64.split('?').next().unwrap_or("");
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            continue;
+        };
+        let Ok(digest) = Digest::new(algorithm, bytes) else {
+            continue;
+        };
+        let rank = |d: &Digest| match d.algorithm() {
+            Algorithm::Sha512 => 3,
+            Algorithm::Sha256 => 2,
+            Algorithm::Sha1 => 1,
+        };
+        if best.as_ref().is_none_or(|b| rank(&digest) > rank(b)) {
+            best = Some(digest);
+        }
+    }
+    best.or_else(|| {
+        let bytes = hex::decode(shasum?).ok()?;
+        Digest::new(Algorithm::Sha1, bytes).ok()
+    })
+}
+
+/// The tarball's file name: the last segment of its URL, decoded and checked.
+fn tarball_file(url: &Url) -> Result<String, AdapterError> {
+    let last = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or("");
+    let file = crate::name::decode(last).map_err(|e| bad(e.to_string()))?;
+    check_file(&file).map_err(|e| bad(format!("tarball URL {url}: {e}")))?;
+    Ok(file)
+}
+
+/// The artifacts of a packument for `name`, fetched from `doc_url`.
+pub fn artifacts(
+    name: &PackageName,
+    doc_url: &Url,
+    body: &[u8],
+) -> Result<Vec<ArtifactRef>, AdapterError> {
+    let packument: Packument<'_> = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("packument of {name} is not valid JSON: {e}")))?;
+    if let Some(doc_name) = &packument.name
+        && doc_name.as_ref() != name.to_string()
+    {
+        return Err(bad(format!(
+            "asked for the packument of {name}, got one for {doc_name:?}"
+        )));
+    }
+    let mut out = Vec::with_capacity(packument.versions.len());
+    for (version, v) in &packument.versions {
+        let Some(dist) = &v.dist else {
+            return Err(bad(format!("{name}@{version} has no dist")));
+        };
+        let tarball = dist
+            .tarball
+            .as_deref()
+            .ok_or_else(|| bad(format!("{name}@{version} has no dist.tarball")))?;
+        let url = doc_url
+            .join(tarball)
+            .map_err(|e| bad(format!("{name}@{version}: tarball URL {tarball:?}: {e}")))?;
+        let digest =
+            digest_of(dist.integrity.as_deref(), dist.shasum.as_deref()).ok_or_else(|| {
+                bad(format!(
+                    "{name}@{version} has no usable integrity or shasum"
+                ))
+            })?;
+        let file = tarball_file(&url)?;
+        out.push(ArtifactRef {
+            key: artifact_key(name, &file),
+            url,
+            digest,
+            size: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Index key of a tarball: `name/-/file.tgz`, with the scope's literal `/`.
+pub fn artifact_key(name: &PackageName, file: &str) -> String {
+    format!("{}/-/{file}", name.path())
+}
+
+/// Render a packument, full or abbreviated, with tarball URLs under `base`.
+pub fn render(
+    name: &PackageName,
+    doc_url: &Url,
+    body: &[u8],
+    abbreviated: bool,
+    base: &Url,
+) -> Result<Vec<u8>, AdapterError> {
+    let malformed = |e: json::JsonError| bad(format!("packument of {name}: {e}"));
+    let top = json::members(body).map_err(malformed)?;
+    let mut out = Vec::with_capacity(if abbreviated {
+        body.len() / 2
+    } else {
+        body.len() + 1024
+    });
+    let mut writer = ObjectWriter::new(&mut out);
+    let tarball_base = format!("{base}{}/-/", name.path());
+    for member in &top {
+        if member.is("versions") {
+            let value = writer.key(member.key);
+            versions(
+                name,
+                doc_url,
+                member.value,
+                abbreviated,
+                &tarball_base,
+                value,
+            )?;
+        } else if !abbreviated {
+            writer.copy(member);
+        } else if member.is("name") || member.is("dist-tags") {
+            writer.copy(member);
+        } else if member.is("time") {
+            // The abbreviated form carries `modified` at the top level.
+            if let Some(modified) = json::members(member.value)
+                .map_err(malformed)?
+                .iter()
+                .find(|m| m.is("modified"))
+            {
+                writer
+                    .key(b"\"modified\"")
+                    .extend_from_slice(modified.value);
+            }
+        } else if member.is("modified") {
+            writer.copy(member);
+        }
+    }
+    writer.finish();
+    Ok(out)
+}
+
+fn versions(
+    name: &PackageName,
+    doc_url: &Url,
+    value: &[u8],
+    abbreviated: bool,
+    tarball_base: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), AdapterError> {
+    let malformed = |e: json::JsonError| bad(format!("versions of {name}: {e}"));
+    let mut writer = ObjectWriter::new(out);
+    for version in json::members(value).map_err(malformed)? {
+        let fields = json::members(version.value).map_err(malformed)?;
+        let out = writer.key(version.key);
+        let mut vw = ObjectWriter::new(out);
+        let mut has_install_script = false;
+        for field in &fields {
+            if field.is("dist") {
+                let out = vw.key(field.key);
+                dist(doc_url, field.value, tarball_base, out).map_err(|e| {
+                    bad(format!(
+                        "{name} version {}: {}",
+                        String::from_utf8_lossy(version.key),
+                        e.0
+                    ))
+                })?;
+            } else if !abbreviated {
+                vw.copy(field);
+            } else if field.is("scripts") {
+                has_install_script = json::members(field.value)
+                    .map(|s| s.iter().any(|m| INSTALL_SCRIPTS.iter().any(|k| m.is(k))))
+                    .unwrap_or(false);
+            } else if keep_abbreviated(field) {
+                vw.copy(field);
+            }
+        }
+        if abbreviated && has_install_script && !fields.iter().any(|f| f.is("hasInstallScript")) {
+            vw.key(b"\"hasInstallScript\"").extend_from_slice(b"true");
+        }
+        vw.finish();
+    }
+    writer.finish();
+    Ok(())
+}
+
+fn keep_abbreviated(field: &Member<'_>) -> bool {
+    ABBREVIATED_VERSION_KEYS.iter().any(|k| field.is(k))
+}
+
+fn dist(
+    doc_url: &Url,
+    value: &[u8],
+    tarball_base: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), AdapterError> {
+    let mut writer = ObjectWriter::new(out);
+    for field in json::members(value).map_err(|e| bad(e.to_string()))? {
+        if field.is("tarball") {
+            let upstream: String = serde_json::from_slice(field.value)
+                .map_err(|e| bad(format!("dist.tarball is not a string: {e}")))?;
+            let url = doc_url
+                .join(&upstream)
+                .map_err(|e| bad(format!("tarball URL {upstream:?}: {e}")))?;
+            let file = tarball_file(&url)?;
+            let rewritten = format!("{tarball_base}{file}");
+            let encoded = serde_json::to_vec(&rewritten).map_err(|e| bad(e.to_string()))?;
+            writer.key(field.key).extend_from_slice(&encoded);
+        } else {
+            writer.copy(&field);
+        }
+    }
+    writer.finish();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

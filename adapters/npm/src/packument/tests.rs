@@ -1,0 +1,127 @@
+//! Packument conformance on recorded upstream documents (host replaced by `upstream.invalid`).
+
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn doc_url(path: &str) -> Url {
+    Url::parse(&format!("https://upstream.invalid/{path}")).expect("url")
+}
+
+fn base() -> Url {
+    Url::parse("http://127.0.0.1:7777/npm/").expect("base")
+}
+
+fn value(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).expect("rendered JSON parses")
+}
+
+#[test]
+fn artifacts_of_a_recorded_packument() {
+    let name = PackageName::parse("is-number").expect("name");
+    let refs = artifacts(&name, &doc_url("is-number"), &fixture("is-number.json")).expect("refs");
+    let latest = refs
+        .iter()
+        .find(|r| r.key == "is-number/-/is-number-7.0.0.tgz")
+        .expect("7.0.0 listed");
+    assert_eq!(latest.digest.algorithm(), Algorithm::Sha512);
+    assert_eq!(
+        latest.url.as_str(),
+        "https://upstream.invalid/is-number/-/is-number-7.0.0.tgz"
+    );
+    // 0.1.0 predates sha512 integrity in some registries; whatever it has must be usable.
+    assert!(
+        refs.iter()
+            .all(|r| r.url.host_str() == Some("upstream.invalid"))
+    );
+}
+
+#[test]
+fn full_rendering_keeps_everything_but_tarball_urls() {
+    let name = PackageName::parse("is-number").expect("name");
+    let body = fixture("is-number.json");
+    let rendered = render(&name, &doc_url("is-number"), &body, false, &base()).expect("render");
+    let (mut upstream, rendered) = (value(&body), value(&rendered));
+    for (_, v) in upstream["versions"].as_object_mut().expect("versions") {
+        let file = v["dist"]["tarball"]
+            .as_str()
+            .and_then(|t| t.rsplit('/').next())
+            .expect("tarball")
+            .to_owned();
+        v["dist"]["tarball"] = format!("http://127.0.0.1:7777/npm/is-number/-/{file}").into();
+    }
+    assert_eq!(rendered, upstream);
+}
+
+#[test]
+fn abbreviated_rendering_keeps_install_fields_only() {
+    let name = PackageName::parse("@types/ms").expect("name");
+    let body = fixture("@types__ms.json");
+    let rendered =
+        value(&render(&name, &doc_url("@types%2fms"), &body, true, &base()).expect("render"));
+    let top: Vec<&String> = rendered.as_object().expect("object").keys().collect();
+    for key in &top {
+        assert!(
+            ["name", "dist-tags", "versions", "modified"].contains(&key.as_str()),
+            "unexpected top-level key {key}"
+        );
+    }
+    let upstream = value(&body);
+    let latest = upstream["dist-tags"]["latest"].as_str().expect("latest");
+    let version = &rendered["versions"][latest];
+    assert_eq!(version["name"], "@types/ms");
+    assert_eq!(
+        version["dist"]["integrity"],
+        upstream["versions"][latest]["dist"]["integrity"]
+    );
+    assert_eq!(
+        version["dist"]["tarball"],
+        format!("http://127.0.0.1:7777/npm/@types/ms/-/ms-{latest}.tgz")
+    );
+    assert!(version.get("readme").is_none() && version.get("description").is_none());
+}
+
+#[test]
+fn install_scripts_are_flagged_in_the_abbreviated_form() {
+    let body = br#"{"name":"x","versions":{"1.0.0":{"name":"x","version":"1.0.0",
+        "scripts":{"postinstall":"node build.js","test":"t"},
+        "dist":{"tarball":"https://upstream.invalid/x/-/x-1.0.0.tgz","shasum":"0000000000000000000000000000000000000000"}}}}"#;
+    let name = PackageName::parse("x").expect("name");
+    let rendered = value(&render(&name, &doc_url("x"), body, true, &base()).expect("render"));
+    assert_eq!(rendered["versions"]["1.0.0"]["hasInstallScript"], true);
+    assert!(rendered["versions"]["1.0.0"].get("scripts").is_none());
+}
+
+#[test]
+fn malformed_packuments_name_the_cause() {
+    let name = PackageName::parse("x").expect("name");
+    for (body, expect) in [
+        (&b"<html>oops</html>"[..], "not valid JSON"),
+        (br#"{"name":"y","versions":{}}"#, "got one for"),
+        (br#"{"name":"x","versions":{"1.0.0":{"dist":{"tarball":"https://upstream.invalid/x/-/x-1.0.0.tgz"}}}}"#, "no usable integrity"),
+        (br#"{"name":"x","versions":{"1.0.0":{"dist":{"integrity":"sha512-AAAA","tarball":"https://upstream.invalid/x/-/..%2f..%2fetc.tgz"}}}}"#, "integrity"),
+    ] {
+        let err = artifacts(&name, &doc_url("x"), body).expect_err("malformed");
+        assert!(err.0.contains(expect), "{}: {err}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn digests_prefer_sha512() {
+    let sha512 = Digest::of(Algorithm::Sha512, b"t");
+    let sri = format!(
+        "sha1-{} sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(Digest::of(Algorithm::Sha1, b"t").bytes()),
+        base64::engine::general_purpose::STANDARD.encode(sha512.bytes())
+    );
+    assert_eq!(digest_of(Some(&sri), None), Some(sha512));
+    let sha1 = Digest::of(Algorithm::Sha1, b"t");
+    assert_eq!(
+        digest_of(None, Some(&hex::encode(sha1.bytes()))),
+        Some(sha1)
+    );
+    assert_eq!(digest_of(Some("md5-xyz"), None), None);
+}

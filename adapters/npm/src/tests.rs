@@ -1,0 +1,98 @@
+//! Routing of request paths.
+
+use super::*;
+use http::Method;
+
+fn route(path: &str, accept: Option<&str>) -> Result<Option<Route>, BadRequest> {
+    Npm.route(&Request {
+        method: &Method::GET,
+        path,
+        query: None,
+        accept,
+    })
+}
+
+fn metadata(path: &str, accept: Option<&str>) -> (String, String, &'static str) {
+    match route(path, accept) {
+        Ok(Some(Route::Metadata(m))) => (m.key, m.upstream_path, m.variant),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+#[test]
+fn scoped_names_map_to_one_key() {
+    for path in ["@types%2fnode", "@types%2Fnode", "@types/node"] {
+        assert_eq!(
+            metadata(path, None),
+            ("@types/node".into(), "@types%2fnode".into(), "full"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn accept_negotiation() {
+    let npm = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
+    assert_eq!(metadata("lodash", Some(npm)).2, "abbreviated");
+    assert_eq!(
+        metadata("lodash", Some("application/json; q=1.0, */*")).2,
+        "full"
+    );
+    assert_eq!(metadata("lodash", Some("application/json")).2, "full");
+    assert_eq!(metadata("lodash", None).2, "full");
+    assert_eq!(
+        metadata(
+            "lodash",
+            Some("application/vnd.npm.install-v1+json;q=0, */*")
+        )
+        .2,
+        "full"
+    );
+}
+
+#[test]
+fn tarballs_in_every_spelling() {
+    for path in [
+        "@babel/core/-/core-7.0.0.tgz",
+        "@babel%2fcore/-/core-7.0.0.tgz",
+        "@babel%2Fcore/-/core-7.0.0.tgz",
+    ] {
+        match route(path, None) {
+            Ok(Some(Route::Artifact(a))) => {
+                assert_eq!(a.key, "@babel/core/-/core-7.0.0.tgz");
+                assert_eq!(a.metadata.key, "@babel/core");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn hostile_paths_are_bad_requests() {
+    for path in [
+        "..",
+        "%2e%2e",
+        "a%00b",
+        "../etc/passwd",
+        "lodash/-/..%2f..%2fpasswd.tgz",
+        "lodash/-/lodash.tar",
+        "%2e%2e/-/x.tgz",
+        &"a".repeat(215),
+    ] {
+        assert!(route(path, None).is_err(), "{path} should be refused");
+    }
+}
+
+#[test]
+fn api_routes() {
+    assert!(matches!(
+        route("-/ping", None),
+        Ok(Some(Route::Local { .. }))
+    ));
+    assert!(matches!(
+        route("-/npm/v1/security/advisories/bulk", None),
+        Ok(Some(Route::Passthrough { .. }))
+    ));
+    assert_eq!(route("-/whoami", None), Ok(None));
+    assert_eq!(route("lodash/4.17.21", None), Ok(None));
+}

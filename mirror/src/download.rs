@@ -1,0 +1,183 @@
+//! One upstream download of an artifact, shared by every client that asks for it meanwhile.
+//!
+//! The download runs in its own task, so it finishes (and fills the cache) even when the client
+//! that started it goes away. Bytes go to a temp file in the store while they are hashed (digest
+//! and UnixFS leaves) on a blocking thread. Readers stream from that file as it grows, through a
+//! shared file handle read by offset, so any number of clients share one upstream request and
+//! none waits for the whole file (no store-then-forward).
+//!
+//! Nothing unverified is ever handed out whole: readers may read only up to [`HOLDBACK`] bytes
+//! short of what was written until the whole-file digest has matched. A file smaller than that
+//! is therefore not sent at all before it is verified, so a mismatch is a clean 502; a larger one
+//! ends in an aborted body, never in a complete wrong file.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::index::ArtifactRecord;
+
+/// Bytes withheld from readers until the digest is verified.
+pub const HOLDBACK: u64 = 256 * 1024;
+/// Size of each read a reader makes.
+const READ_SIZE: u64 = 256 * 1024;
+
+/// Where a download is.
+#[derive(Clone, Debug)]
+pub enum State {
+    /// Bytes `[0, readable)` may be sent. `total` is the expected size when known.
+    Running { readable: u64, total: Option<u64> },
+    /// Verified: all `size` bytes may be sent. `record` is set once it is committed to the index.
+    Verified {
+        size: u64,
+        record: Option<ArtifactRecord>,
+    },
+    /// Failed; nothing was stored.
+    Failed { status: StatusCode, message: String },
+}
+
+/// A download in progress, shared by its readers.
+pub struct Download {
+    file: Arc<File>,
+    state: watch::Receiver<State>,
+}
+
+/// The writing side, held by the download task.
+#[derive(Clone)]
+pub struct Progress {
+    state: watch::Sender<State>,
+}
+
+impl Download {
+    /// A new download writing into `file` (the writer's temp file, opened for reading too).
+    pub fn new(file: Arc<File>, total: Option<u64>) -> (Arc<Download>, Progress) {
+        let (tx, rx) = watch::channel(State::Running { readable: 0, total });
+        (
+            Arc::new(Download { file, state: rx }),
+            Progress { state: tx },
+        )
+    }
+
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Wait until there is something to send (or the download ended), and return the total size
+    /// if it is known by then. Errors are the download's failure, for a clean error response.
+    /// Cancel-safe.
+    pub async fn ready(&self) -> Result<Option<u64>, (StatusCode, String)> {
+        let mut state = self.state.clone();
+        let result = state
+            .wait_for(|s| match s {
+                State::Running { readable, .. } => *readable > 0,
+                _ => true,
+            })
+            .await;
+        match result.as_deref() {
+            Ok(State::Running { total, .. }) => Ok(*total),
+            Ok(State::Verified { size, .. }) => Ok(Some(*size)),
+            Ok(State::Failed { status, message }) => Err((*status, message.clone())),
+            Err(_) => Err(abandoned()),
+        }
+    }
+
+    /// Stream the whole artifact as it becomes readable. A failure ends the stream with an
+    /// error, which aborts the response body.
+    pub fn stream(
+        self: Arc<Self>,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures_util::stream::unfold((self, 0u64), |(download, pos)| async move {
+            let mut state = download.state.clone();
+            let limit = state
+                .wait_for(|s| match s {
+                    State::Running { readable, .. } => *readable > pos,
+                    _ => true,
+                })
+                .await
+                .map(|s| s.clone());
+            let limit = match limit {
+                Ok(State::Running { readable, .. }) => readable,
+                Ok(State::Verified { size, .. }) if pos >= size => return None,
+                Ok(State::Verified { size, .. }) => size,
+                Ok(State::Failed { message, .. }) => {
+                    return Some((Err(std::io::Error::other(message)), (download, u64::MAX)));
+                }
+                Err(_) => {
+                    return Some((
+                        Err(std::io::Error::other(abandoned().1)),
+                        (download, u64::MAX),
+                    ));
+                }
+            };
+            if pos == u64::MAX {
+                return None;
+            }
+            let len = (limit - pos).min(READ_SIZE);
+            let file = download.file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match read {
+                Ok(bytes) => Some((Ok(bytes), (download, pos + len))),
+                Err(e) => Some((Err(e), (download, u64::MAX))),
+            }
+        })
+    }
+}
+
+fn abandoned() -> (StatusCode, String) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "download task ended without a result".to_owned(),
+    )
+}
+
+impl Progress {
+    /// `written` bytes are in the temp file.
+    pub fn written(&self, written: u64) {
+        self.state.send_modify(|s| {
+            if let State::Running { readable, .. } = s {
+                *readable = written.saturating_sub(HOLDBACK);
+            }
+        });
+    }
+
+    /// The total size became known (from the upstream's `Content-Length`).
+    pub fn total(&self, size: Option<u64>) {
+        self.state.send_modify(|s| {
+            if let State::Running { total, .. } = s {
+                *total = size;
+            }
+        });
+    }
+
+    /// The digest matched: release everything.
+    pub fn verified(&self, size: u64) {
+        self.state
+            .send_replace(State::Verified { size, record: None });
+    }
+
+    /// Committed to the store and the index.
+    pub fn committed(&self, record: ArtifactRecord) {
+        let size = record.size;
+        self.state.send_replace(State::Verified {
+            size,
+            record: Some(record),
+        });
+    }
+
+    pub fn failed(&self, error: &Error) {
+        self.state.send_replace(State::Failed {
+            status: error.status(),
+            message: error.to_string(),
+        });
+    }
+}

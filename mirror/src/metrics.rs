@@ -1,0 +1,131 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub ecosystem: String,
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EcosystemLabels {
+    pub ecosystem: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub ecosystem: String,
+    pub status: u16,
+}
+
+/// Every metric Cairn exports.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests served, by route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
+    /// `stale`, `revalidated`).
+    pub cache: Family<CacheLabels, Counter>,
+    /// Artifact and metadata bytes sent to clients, by where they came from.
+    pub bytes: Family<SourceLabels, Counter>,
+    /// Time to response headers from upstream.
+    pub upstream_latency: Family<EcosystemLabels, Histogram>,
+    /// Upstream responses by status (0: no response).
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    /// Artifacts rejected because their bytes did not match the registry's digest.
+    pub digest_mismatches: Family<EcosystemLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cairn");
+        let requests = Family::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let cache = Family::default();
+        registry.register("cache_lookups", "Cache lookups by result", cache.clone());
+        let bytes = Family::default();
+        registry.register(
+            "served_bytes",
+            "Bytes sent to clients, by source (cache, upstream, peer)",
+            bytes.clone(),
+        );
+        let upstream_latency = Family::<EcosystemLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "upstream_response_seconds",
+            "Time from request to response headers from upstream",
+            upstream_latency.clone(),
+        );
+        let upstream_requests = Family::default();
+        registry.register(
+            "upstream_requests",
+            "Upstream responses by status (0: no response)",
+            upstream_requests.clone(),
+        );
+        let digest_mismatches = Family::default();
+        registry.register(
+            "digest_mismatches",
+            "Artifacts rejected because their bytes did not match the published digest",
+            digest_mismatches.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            cache,
+            bytes,
+            upstream_latency,
+            upstream_requests,
+            digest_mismatches,
+        }
+    }
+
+    pub fn cache(&self, ecosystem: &str, kind: &'static str, result: &'static str) {
+        self.cache
+            .get_or_create(&CacheLabels {
+                ecosystem: ecosystem.to_owned(),
+                kind,
+                result,
+            })
+            .inc();
+    }
+
+    pub fn served(&self, source: &'static str, bytes: u64) {
+        self.bytes
+            .get_or_create(&SourceLabels { source })
+            .inc_by(bytes);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

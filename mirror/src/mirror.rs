@@ -1,0 +1,788 @@
+//! The mirror: the store, the index and the upstreams behind the registered ecosystems, and the
+//! two lookups every request comes down to, metadata and artifacts.
+//!
+//! Metadata: a fresh cached document is served as it is; a stale one is revalidated upstream
+//! (conditional GET, one request per key however many clients ask); when upstream fails or the
+//! node is offline a stale copy is served (marked by `Age`), and a miss is a 504 that says why.
+//! Each fetched version is checked by the adapter ([`Ecosystem::artifacts`]) before it is stored,
+//! and the digests it lists are indexed with it.
+//!
+//! Artifacts: a cached one is a flat file; a miss starts one shared [`Download`] whose digest
+//! is known before the first byte (from the indexed metadata), and which commits only verified
+//! bytes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::StatusCode;
+use url::Url;
+
+use crate::cid::{BlockCid, Digest, FlatCid, RootCid, raw_block_cid};
+use crate::download::{Download, Progress};
+use crate::ecosystem::{ArtifactRoute, Ecosystem, MetadataDoc, MetadataRoute};
+use crate::error::Error;
+use crate::flight::SingleFlight;
+use crate::index::{ArtifactRecord, Index, MetadataRecord, RefRecord};
+use crate::metrics::{EcosystemLabels, Metrics, UpstreamLabels};
+use crate::render::{RenderCache, RenderKey, RenderedDoc};
+use crate::store::Store;
+use crate::upstream::{Upstream, UpstreamLimits, redact};
+
+/// Settings of the mirror core.
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    pub data_dir: PathBuf,
+    /// Never contact an upstream.
+    pub offline: bool,
+    /// How long a fetched metadata document is served without asking upstream again.
+    pub metadata_ttl: Duration,
+    /// How long an upstream "not found" is remembered.
+    pub negative_ttl: Duration,
+    /// The URL clients reach this node at; by default taken from each request's `Host`.
+    pub public_url: Option<Url>,
+    pub limits: UpstreamLimits,
+    /// Memory for rendered metadata documents.
+    pub render_cache_bytes: usize,
+    /// Largest metadata document accepted from upstream.
+    pub max_metadata_bytes: u64,
+}
+
+impl MirrorConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        MirrorConfig {
+            data_dir,
+            offline: false,
+            metadata_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(60),
+            public_url: None,
+            limits: UpstreamLimits::default(),
+            render_cache_bytes: 128 << 20,
+            max_metadata_bytes: 512 << 20,
+        }
+    }
+}
+
+/// An ecosystem to serve, with its upstream (or why it has none).
+pub struct EcosystemSetup {
+    pub ecosystem: Arc<dyn Ecosystem>,
+    pub upstream: Result<Url, String>,
+}
+
+pub(crate) struct Registered {
+    pub ecosystem: Arc<dyn Ecosystem>,
+    pub upstream: Result<Upstream, String>,
+}
+
+/// A metadata lookup's result.
+#[derive(Clone, Debug)]
+pub struct MetadataHit {
+    pub record: MetadataRecord,
+    /// Set when the copy is past its TTL and could not be revalidated.
+    pub stale_because: Option<String>,
+}
+
+/// What a client gets for an artifact.
+pub enum ArtifactBody {
+    Cached {
+        record: ArtifactRecord,
+        path: PathBuf,
+    },
+    Downloading(Arc<Download>),
+}
+
+/// The mirror. Cheap to clone.
+#[derive(Clone)]
+pub struct Mirror {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: MirrorConfig,
+    pub store: Store,
+    pub index: Arc<Index>,
+    pub ecosystems: HashMap<&'static str, Registered>,
+    pub metrics: Metrics,
+    downloads: Mutex<HashMap<(&'static str, String), Arc<Download>>>,
+    metadata_flights: SingleFlight<(&'static str, String), Result<MetadataRecord, Arc<Error>>>,
+    render_flights: SingleFlight<RenderKey, Result<Arc<RenderedDoc>, Arc<Error>>>,
+    rendered: RenderCache,
+    touched: Mutex<Vec<(String, String, i64)>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Run blocking work (SQLite, hashing, fsync) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+impl Mirror {
+    /// Open the store and index under `config.data_dir` and register `ecosystems`. Blocking.
+    pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
+        let store = Store::open(&config.data_dir)?;
+        let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
+        let mut registered = HashMap::new();
+        for setup in ecosystems {
+            let upstream = match setup.upstream {
+                Ok(url) => Ok(Upstream::new(url, config.limits.clone())?),
+                Err(hint) => Err(hint),
+            };
+            registered.insert(
+                setup.ecosystem.name(),
+                Registered {
+                    ecosystem: setup.ecosystem,
+                    upstream,
+                },
+            );
+        }
+        Ok(Mirror {
+            inner: Arc::new(Inner {
+                rendered: RenderCache::new(config.render_cache_bytes),
+                config,
+                store,
+                index,
+                ecosystems: registered,
+                metrics: Metrics::new(),
+                downloads: Mutex::new(HashMap::new()),
+                metadata_flights: SingleFlight::default(),
+                render_flights: SingleFlight::default(),
+                touched: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &MirrorConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.inner.index
+    }
+
+    /// The registered ecosystems and their upstreams (or why there is none).
+    pub fn upstreams(&self) -> Vec<(&'static str, Result<String, String>)> {
+        let mut out: Vec<_> = self
+            .inner
+            .ecosystems
+            .iter()
+            .map(|(name, r)| {
+                (
+                    *name,
+                    r.upstream
+                        .as_ref()
+                        .map(|u| redact(u.base()))
+                        .map_err(Clone::clone),
+                )
+            })
+            .collect();
+        out.sort_by_key(|(name, _)| *name);
+        out
+    }
+
+    pub(crate) fn ecosystem(&self, name: &str) -> Option<&Registered> {
+        self.inner.ecosystems.get(name)
+    }
+
+    fn upstream<'a>(&self, registered: &'a Registered) -> Result<&'a Upstream, Error> {
+        registered
+            .upstream
+            .as_ref()
+            .map_err(|hint| Error::NoUpstream {
+                ecosystem: registered.ecosystem.name(),
+                hint: hint.clone(),
+            })
+    }
+
+    // ---- metadata ----
+
+    fn is_fresh(&self, record: &MetadataRecord, now: i64) -> bool {
+        let ttl = if record.cid.is_some() {
+            self.inner.config.metadata_ttl
+        } else {
+            self.inner.config.negative_ttl
+        };
+        now.saturating_sub(record.fetched_at) < ttl.as_millis() as i64
+    }
+
+    /// Look up a metadata document: cache, then upstream. Cancel-safe.
+    pub(crate) async fn metadata(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+    ) -> Result<MetadataHit, Error> {
+        let name = registered.ecosystem.name();
+        let cached = {
+            let (index, key) = (self.inner.index.clone(), route.key.clone());
+            blocking(move || Ok(index.get_metadata(name, &key)?)).await?
+        };
+        if let Some(record) = &cached
+            && self.is_fresh(record, now_ms())
+        {
+            self.inner.metrics.cache(name, "metadata", "hit");
+            return Ok(MetadataHit {
+                record: record.clone(),
+                stale_because: None,
+            });
+        }
+        let refreshed = if self.inner.config.offline {
+            Err(Arc::new(Error::Offline {
+                what: format!("{name} metadata {}", route.key),
+            }))
+        } else {
+            self.refresh(registered, route, cached.clone()).await
+        };
+        match (refreshed, cached) {
+            (Ok(record), _) => Ok(MetadataHit {
+                record,
+                stale_because: None,
+            }),
+            (Err(e), Some(stale)) if stale.cid.is_some() => {
+                self.inner.metrics.cache(name, "metadata", "stale");
+                tracing::warn!(ecosystem = name, key = %route.key, error = %e, "serving stale metadata");
+                Ok(MetadataHit {
+                    record: stale,
+                    stale_because: Some(e.to_string()),
+                })
+            }
+            (Err(e), _) => Err(Error::Shared(e)),
+        }
+    }
+
+    /// Fetch a document from upstream (once for all concurrent callers) and index it.
+    async fn refresh(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        cached: Option<MetadataRecord>,
+    ) -> Result<MetadataRecord, Arc<Error>> {
+        let name = registered.ecosystem.name();
+        let this = self.clone();
+        let ecosystem = registered.ecosystem.clone();
+        let upstream = self.upstream(registered).map_err(Arc::new)?.clone();
+        let route = route.clone();
+        self.inner
+            .metadata_flights
+            .run((name, route.key.clone()), move || async move {
+                this.fetch_metadata(ecosystem, &upstream, &route, cached)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await
+    }
+
+    async fn fetch_metadata(
+        &self,
+        ecosystem: Arc<dyn Ecosystem>,
+        upstream: &Upstream,
+        route: &MetadataRoute,
+        cached: Option<MetadataRecord>,
+    ) -> Result<MetadataRecord, Error> {
+        let name = ecosystem.name();
+        let url = upstream.join(&route.upstream_path)?;
+        let (etag, last_modified) = match &cached {
+            Some(c) if c.cid.is_some() => (c.etag.clone(), c.last_modified.clone()),
+            _ => (None, None),
+        };
+        let _permit = upstream.permit().await;
+        let started = Instant::now();
+        let response = upstream
+            .get(&url, etag.as_deref(), last_modified.as_deref(), None)
+            .await;
+        self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
+        let response = response?;
+        let status = response.status();
+        let now = now_ms();
+        let index = self.inner.index.clone();
+        let key = route.key.clone();
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(mut record) = cached.clone()
+        {
+            self.inner.metrics.cache(name, "metadata", "revalidated");
+            blocking(move || Ok(index.touch_metadata(name, &key, now)?)).await?;
+            record.fetched_at = now;
+            return Ok(record);
+        }
+        if matches!(status.as_u16(), 404 | 410 | 451) {
+            let record = MetadataRecord {
+                cid: None,
+                status: status.as_u16(),
+                upstream_url: url.to_string(),
+                fetched_at: now,
+                etag: None,
+                last_modified: None,
+                size: 0,
+            };
+            let r = record.clone();
+            blocking(move || Ok(index.put_metadata(name, &key, &r, &[])?)).await?;
+            return Ok(record);
+        }
+        if !status.is_success() {
+            return Err(Error::UpstreamStatus {
+                url: redact(&url),
+                status,
+            });
+        }
+        self.inner.metrics.cache(name, "metadata", "miss");
+        let header = |h: http::HeaderName| {
+            response
+                .headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (etag, last_modified) = (
+            header(http::header::ETAG),
+            header(http::header::LAST_MODIFIED),
+        );
+        let body = read_limited(response, &url, self.inner.config.max_metadata_bytes).await?;
+        let store = self.inner.store.clone();
+        blocking(move || {
+            let cid = BlockCid(raw_block_cid(&body));
+            if let Some(c) = &cached
+                && c.cid == Some(cid)
+            {
+                index.touch_metadata(name, &key, now)?;
+                return Ok(MetadataRecord {
+                    fetched_at: now,
+                    ..c.clone()
+                });
+            }
+            let doc = MetadataDoc {
+                key: &key,
+                url: &url,
+                body: &body,
+            };
+            let refs = ecosystem.artifacts(&doc).map_err(|e| Error::BadMetadata {
+                url: redact(&url),
+                reason: e.0,
+            })?;
+            let refs: Vec<(String, RefRecord)> = refs
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.key,
+                        RefRecord {
+                            flat: r.digest.flat_cid(),
+                            url: r.url.to_string(),
+                            size: r.size,
+                        },
+                    )
+                })
+                .collect();
+            store.put_metadata(&body)?;
+            let record = MetadataRecord {
+                cid: Some(cid),
+                status: 200,
+                upstream_url: url.to_string(),
+                fetched_at: now,
+                etag,
+                last_modified,
+                size: body.len() as u64,
+            };
+            index.put_metadata(name, &key, &record, &refs)?;
+            tracing::info!(ecosystem = name, key = %key, bytes = body.len(), artifacts = refs.len(), "metadata fetched");
+            Ok(record)
+        })
+        .await
+    }
+
+    fn observe_upstream(&self, name: &str, started: Instant, status: Option<StatusCode>) {
+        let metrics = &self.inner.metrics;
+        metrics
+            .upstream_latency
+            .get_or_create(&EcosystemLabels {
+                ecosystem: name.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .upstream_requests
+            .get_or_create(&UpstreamLabels {
+                ecosystem: name.to_owned(),
+                status: status.map_or(0, |s| s.as_u16()),
+            })
+            .inc();
+    }
+
+    /// The document behind `hit`, rendered as `variant` for clients at `base`. Cancel-safe.
+    pub(crate) async fn render(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        hit: &MetadataHit,
+        base: &Url,
+    ) -> Result<Arc<RenderedDoc>, Error> {
+        let Some(cid) = hit.record.cid else {
+            return Err(Error::Internal(format!(
+                "{} has no body to render",
+                route.key
+            )));
+        };
+        let key = RenderKey {
+            cid,
+            variant: route.variant,
+            base: base.to_string(),
+        };
+        if let Some(doc) = self.inner.rendered.get(&key) {
+            return Ok(doc);
+        }
+        let this = self.clone();
+        let ecosystem = registered.ecosystem.clone();
+        let (doc_key, upstream_url, base) = (
+            route.key.clone(),
+            hit.record.upstream_url.clone(),
+            base.clone(),
+        );
+        self.inner
+            .render_flights
+            .run(key.clone(), move || async move {
+                let store = this.inner.store.clone();
+                let etag = key.etag();
+                let variant = key.variant;
+                let rendered = blocking(move || {
+                    let body = store.read_metadata(&cid)?;
+                    let url = Url::parse(&upstream_url)
+                        .map_err(|e| Error::Internal(format!("stored URL {upstream_url}: {e}")))?;
+                    let doc = MetadataDoc {
+                        key: &doc_key,
+                        url: &url,
+                        body: &body,
+                    };
+                    let rendered =
+                        ecosystem
+                            .render(&doc, variant, &base)
+                            .map_err(|e| Error::BadMetadata {
+                                url: redact(&url),
+                                reason: e.0,
+                            })?;
+                    Ok(Arc::new(RenderedDoc {
+                        body: rendered.body,
+                        content_type: rendered.content_type,
+                        etag,
+                    }))
+                })
+                .await
+                .map_err(Arc::new)?;
+                this.inner.rendered.insert(key, rendered.clone());
+                Ok(rendered)
+            })
+            .await
+            .map_err(Error::Shared)
+    }
+
+    // ---- artifacts ----
+
+    /// Look up an artifact: cache, a download under way, or a new download from upstream.
+    /// Cancel-safe: a started download goes on without the caller.
+    pub(crate) async fn artifact(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        let cached = {
+            let (index, key) = (self.inner.index.clone(), route.key.clone());
+            blocking(move || Ok(index.get_artifact(name, &key)?)).await?
+        };
+        if let Some(record) = cached {
+            let path = self.inner.store.blob_path(&record.flat);
+            self.inner.metrics.cache(name, "artifact", "hit");
+            self.touch(name, &route.key);
+            return Ok(ArtifactBody::Cached { record, path });
+        }
+        if let Some(download) = self.download_of(name, &route.key) {
+            self.inner.metrics.cache(name, "artifact", "joined");
+            return Ok(ArtifactBody::Downloading(download));
+        }
+        if self.inner.config.offline {
+            return Err(Error::Offline {
+                what: format!("{name} artifact {}", route.key),
+            });
+        }
+        let upstream = self.upstream(registered)?.clone();
+        let reference = match self.reference(name, &route.key).await? {
+            Some(r) => r,
+            None => {
+                // Not listed by the cached document (or none is cached): fetch it afresh, once.
+                let cached = {
+                    let (index, key) = (self.inner.index.clone(), route.metadata.key.clone());
+                    blocking(move || Ok(index.get_metadata(name, &key)?)).await?
+                };
+                let record = self
+                    .refresh(registered, &route.metadata, cached)
+                    .await
+                    .map_err(Error::Shared)?;
+                if record.cid.is_none() {
+                    return Err(Error::NotFound(format!(
+                        "{name} {}: upstream has no {}",
+                        route.key, route.metadata.key
+                    )));
+                }
+                self.reference(name, &route.key).await?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{name} {}: not listed in {}",
+                        route.key, route.metadata.key
+                    ))
+                })?
+            }
+        };
+        let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
+            url: reference.url.clone(),
+            reason: e.to_string(),
+        })?;
+        upstream.check(&url)?;
+        let expected = reference.flat.digest().ok_or_else(|| {
+            Error::Internal(format!(
+                "{}: unsupported digest in {}",
+                route.key, reference.flat
+            ))
+        })?;
+        self.inner.metrics.cache(name, "artifact", "miss");
+        self.start_download(name, route.key.clone(), upstream, url, expected)
+            .await
+            .map(ArtifactBody::Downloading)
+    }
+
+    async fn reference(&self, name: &'static str, key: &str) -> Result<Option<RefRecord>, Error> {
+        let (index, key) = (self.inner.index.clone(), key.to_owned());
+        blocking(move || Ok(index.get_ref(name, &key)?)).await
+    }
+
+    fn downloads(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Arc<Download>>> {
+        self.inner
+            .downloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn download_of(&self, name: &'static str, key: &str) -> Option<Arc<Download>> {
+        self.downloads().get(&(name, key.to_owned())).cloned()
+    }
+
+    async fn start_download(
+        &self,
+        name: &'static str,
+        key: String,
+        upstream: Upstream,
+        url: Url,
+        expected: Digest,
+    ) -> Result<Arc<Download>, Error> {
+        let store = self.inner.store.clone();
+        let writer = {
+            let expected = expected.clone();
+            blocking(move || Ok(store.artifact_writer(expected)?)).await?
+        };
+        let file = writer
+            .file()
+            .try_clone()
+            .map_err(|e| Error::Internal(format!("cannot share temp file of {key}: {e}")))?;
+        let (download, progress) = Download::new(Arc::new(file), None);
+        {
+            let mut downloads = self.downloads();
+            if let Some(existing) = downloads.get(&(name, key.clone())) {
+                // Another request started it meanwhile; our writer is dropped and its temp
+                // file deleted.
+                return Ok(existing.clone());
+            }
+            downloads.insert((name, key.clone()), download.clone());
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this
+                .run_download(name, &key, &upstream, &url, writer, &progress)
+                .await;
+            match result {
+                Ok(record) => {
+                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), "artifact cached");
+                    progress.committed(record);
+                }
+                Err(e) => {
+                    if let Error::DigestMismatch(_) = e {
+                        this.inner
+                            .metrics
+                            .digest_mismatches
+                            .get_or_create(&EcosystemLabels {
+                                ecosystem: name.to_owned(),
+                            })
+                            .inc();
+                        tracing::error!(ecosystem = name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
+                    } else {
+                        tracing::warn!(ecosystem = name, key = %key, error = %e, "download failed");
+                    }
+                    progress.failed(&e);
+                }
+            }
+            this.downloads().remove(&(name, key));
+        });
+        Ok(download)
+    }
+
+    async fn run_download(
+        &self,
+        name: &'static str,
+        key: &str,
+        upstream: &Upstream,
+        url: &Url,
+        mut writer: crate::store::ArtifactWriter,
+        progress: &Progress,
+    ) -> Result<ArtifactRecord, Error> {
+        let _permit = upstream.permit().await;
+        let started = Instant::now();
+        let response = upstream.get(url, None, None, None).await;
+        self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
+        let mut response = response?;
+        if !response.status().is_success() {
+            return Err(Error::UpstreamStatus {
+                url: redact(url),
+                status: response.status(),
+            });
+        }
+        let total = response.content_length();
+        progress.total(total);
+        // The blocking side writes, hashes and reports progress; this side reads the network.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer_progress = progress.clone();
+        let writer_task = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                writer.write(&chunk)?;
+                writer_progress.written(writer.len());
+            }
+            Ok::<_, Error>(writer)
+        });
+        let mut received = 0u64;
+        let read_result: Result<(), Error> = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break Err(Error::Internal(format!("writer of {key} stopped")));
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    break Err(Error::UpstreamFailed {
+                        url: redact(url),
+                        reason: crate::upstream::describe(&e),
+                    });
+                }
+            }
+        };
+        drop(tx);
+        let writer = writer_task
+            .await
+            .map_err(|e| Error::Internal(format!("writer of {key} panicked: {e}")))??;
+        read_result?;
+        if let Some(total) = total
+            && total != received
+        {
+            return Err(Error::UpstreamFailed {
+                url: redact(url),
+                reason: format!("sent {received} of {total} bytes"),
+            });
+        }
+        let index = self.inner.index.clone();
+        let (key, upstream_url) = (key.to_owned(), url.to_string());
+        let verified = progress.clone();
+        blocking(move || {
+            let committed = writer.finish_with(|size| verified.verified(size))?;
+            let record = ArtifactRecord {
+                flat: committed.flat,
+                root: RootCid(committed.dag.root),
+                size: committed.dag.size,
+                upstream_url,
+                fetched_at: now_ms(),
+            };
+            index.put_artifact(name, &key, &record, &committed.dag)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    fn touch(&self, name: &str, key: &str) {
+        let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if touched.len() < 100_000 {
+            touched.push((name.to_owned(), key.to_owned(), now_ms()));
+        }
+    }
+
+    /// Write batched last-access times to the index. Blocking work runs off the async workers.
+    pub async fn flush_access_times(&self) -> Result<(), Error> {
+        let batch =
+            std::mem::take(&mut *self.inner.touched.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let index = self.inner.index.clone();
+        blocking(move || Ok(index.touch_artifacts(&batch)?)).await
+    }
+
+    /// Flush what is pending and checkpoint the index (at shutdown).
+    pub async fn close(&self) -> Result<(), Error> {
+        self.flush_access_times().await?;
+        let index = self.inner.index.clone();
+        blocking(move || Ok(index.checkpoint()?)).await
+    }
+
+    /// The flat CID of an artifact key, if cached.
+    pub async fn cached_flat(
+        &self,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<FlatCid>, Error> {
+        let (index, key) = (self.inner.index.clone(), key.to_owned());
+        blocking(move || Ok(index.get_artifact(name, &key)?.map(|r| r.flat))).await
+    }
+}
+
+/// Read a response body into memory, refusing more than `limit` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    url: &Url,
+    limit: u64,
+) -> Result<Bytes, Error> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(Error::BadMetadata {
+            url: redact(url),
+            reason: format!("document is larger than the {limit}-byte limit"),
+        });
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(Error::BadMetadata {
+                        url: redact(url),
+                        reason: format!("document is larger than the {limit}-byte limit"),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(Error::UpstreamFailed {
+                    url: redact(url),
+                    reason: crate::upstream::describe(&e),
+                });
+            }
+        }
+    }
+}

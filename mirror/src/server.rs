@@ -1,0 +1,594 @@
+//! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
+//! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
+//! `/healthz`, `/metrics`, `/api/v1/status` and `/` are Cairn's own.
+//!
+//! Responses: metadata carries a strong ETag (answered with 304), `Vary: Accept`, and `Age` plus
+//! a `Warning` when it is stale; artifacts are immutable (`Cache-Control: immutable`, ETag = flat
+//! CID), served from their flat file with single-range support, or streamed from a download under
+//! way. Errors are JSON `{"error": "…"}` with the status [`Error::status`] gives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use url::Url;
+
+use crate::download::Download;
+use crate::ecosystem::{ArtifactRoute, MetadataRoute, Request, Route};
+use crate::error::Error;
+use crate::index::ArtifactRecord;
+use crate::mirror::{ArtifactBody, MetadataHit, Mirror, Registered, now_ms};
+
+/// Largest request body forwarded upstream (npm audit reports).
+const MAX_FORWARD_BODY: usize = 32 << 20;
+/// Cached files up to this size are read in one go; larger ones are streamed.
+const READ_WHOLE: u64 = 1 << 20;
+
+/// The router serving every route of `cairn serve`.
+pub fn router(mirror: Mirror) -> Router {
+    Router::new().fallback(dispatch).with_state(mirror)
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then drain open connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        error_response(self.status(), &self.to_string())
+    }
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
+    let path = request.uri().path().to_owned();
+    let (label, response) = match path.as_str() {
+        "/healthz" => ("healthz", (StatusCode::OK, "ok\n").into_response()),
+        "/metrics" => (
+            "metrics",
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                mirror.metrics().encode(),
+            )
+                .into_response(),
+        ),
+        "/api/v1/status" => ("status", status(&mirror).await),
+        "/" => ("dashboard", dashboard(&mirror).await),
+        _ => {
+            let rest = path.trim_start_matches('/');
+            let (prefix, below) = rest.split_once('/').unwrap_or((rest, ""));
+            match mirror.ecosystem(prefix) {
+                Some(registered) => {
+                    let name = registered.ecosystem.name();
+                    let (kind, response) = ecosystem(&mirror, registered, below, request).await;
+                    (label_of(name, kind), response)
+                }
+                None => (
+                    "unknown",
+                    Error::NotFound(format!("no route for {path}")).into_response(),
+                ),
+            }
+        }
+    };
+    mirror
+        .metrics()
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route: label.to_owned(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+fn label_of(ecosystem: &'static str, kind: &'static str) -> &'static str {
+    // Route labels are a small fixed set; leak one string per (ecosystem, kind) pair once.
+    static LABELS: std::sync::Mutex<Vec<(&'static str, &'static str, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, _, l)) = labels
+        .iter()
+        .find(|(e, k, _)| *e == ecosystem && *k == kind)
+    {
+        return l;
+    }
+    let label: &'static str = Box::leak(format!("{ecosystem}_{kind}").into_boxed_str());
+    labels.push((ecosystem, kind, label));
+    label
+}
+
+async fn ecosystem(
+    mirror: &Mirror,
+    registered: &Registered,
+    below: &str,
+    request: http::Request<Body>,
+) -> (&'static str, Response) {
+    let (parts, body) = request.into_parts();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let route = registered.ecosystem.route(&Request {
+        method: &parts.method,
+        path: below,
+        query: parts.uri.query(),
+        accept,
+    });
+    let route = match route {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            let e = Error::NotFound(format!(
+                "{} has no route for /{below}",
+                registered.ecosystem.name()
+            ));
+            return ("other", e.into_response());
+        }
+        Err(e) => return ("other", Error::BadRequest(e.0).into_response()),
+    };
+    let is_read = matches!(parts.method, Method::GET | Method::HEAD);
+    match route {
+        Route::Local { content_type, body } => (
+            "local",
+            ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        ),
+        Route::Metadata(route) if is_read => (
+            "metadata",
+            metadata(mirror, registered, &route, &parts)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
+        Route::Artifact(route) if is_read => (
+            "artifact",
+            artifact(mirror, registered, &route, &parts)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
+        Route::Passthrough { upstream_path } => (
+            "passthrough",
+            passthrough(mirror, registered, &upstream_path, parts, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
+        _ => (
+            "other",
+            Error::MethodNotAllowed(format!("{} /{below}", parts.method)).into_response(),
+        ),
+    }
+}
+
+/// The URL clients reach `ecosystem` at: the configured public URL, else the request's Host.
+fn base_url(mirror: &Mirror, ecosystem: &str, headers: &HeaderMap) -> Result<Url, Error> {
+    let base = match &mirror.config().public_url {
+        Some(url) => url.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or_else(|| Error::BadRequest("request has no Host header".into()))?;
+            if host.is_empty() || host.contains(['/', '\\', '?', '#', '@', ' ']) {
+                return Err(Error::BadRequest(format!("invalid Host header {host:?}")));
+            }
+            Url::parse(&format!("http://{host}/"))
+                .map_err(|e| Error::BadRequest(format!("invalid Host header {host:?}: {e}")))?
+        }
+    };
+    let path = format!("{}/{ecosystem}/", base.path().trim_end_matches('/'));
+    let mut url = base;
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn http_date(ms: i64) -> HeaderValue {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    HeaderValue::from_str(&httpdate::fmt_http_date(time))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+async fn metadata(
+    mirror: &Mirror,
+    registered: &Registered,
+    route: &MetadataRoute,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let hit: MetadataHit = mirror.metadata(registered, route).await?;
+    if hit.record.cid.is_none() {
+        let status = StatusCode::from_u16(hit.record.status).unwrap_or(StatusCode::NOT_FOUND);
+        return Ok(error_response(
+            status,
+            &format!(
+                "{} {}: upstream answered {status}",
+                registered.ecosystem.name(),
+                route.key
+            ),
+        ));
+    }
+    let base = base_url(mirror, registered.ecosystem.name(), &request.headers)?;
+    let doc = mirror.render(registered, route, &hit, &base).await?;
+    let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
+    let ttl = mirror.config().metadata_ttl.as_secs() as i64;
+    let mut headers = HeaderMap::new();
+    let etag = HeaderValue::from_str(&doc.etag).map_err(|e| Error::Internal(e.to_string()))?;
+    headers.insert(header::ETAG, etag);
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(header::LAST_MODIFIED, http_date(hit.record.fetched_at));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={}", (ttl - age_secs).max(0)))
+            .map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    if let Some(reason) = &hit.stale_because {
+        headers.insert(header::AGE, HeaderValue::from(age_secs));
+        let warning = format!(
+            "110 cairn \"Response is Stale\" ({})",
+            reason.replace(['"', '\r', '\n'], "'")
+        );
+        if let Ok(v) = HeaderValue::from_str(&warning) {
+            headers.insert(header::WARNING, v);
+        }
+    }
+    if matches_etag(&request.headers, &doc.etag) {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(doc.content_type),
+    );
+    mirror.metrics().served("cache", doc.body.len() as u64);
+    if request.method == Method::HEAD {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.body.len()));
+        return Ok((headers, Body::empty()).into_response());
+    }
+    Ok((headers, doc.body.clone()).into_response())
+}
+
+async fn artifact(
+    mirror: &Mirror,
+    registered: &Registered,
+    route: &ArtifactRoute,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    match mirror.artifact(registered, route).await? {
+        ArtifactBody::Cached { record, path } => cached_file(mirror, &record, path, request).await,
+        ArtifactBody::Downloading(download) => downloading(mirror, download, request).await,
+    }
+}
+
+fn immutable_headers(record: &ArtifactRecord) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.flat)) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(header::LAST_MODIFIED, http_date(record.fetched_at));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(root) = HeaderValue::from_str(&record.root.to_string()) {
+        headers.insert("x-ipfs-roots", root);
+    }
+    headers
+}
+
+/// A single byte range `[start, end]` of a `size`-byte file, or why it cannot be served.
+fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: serve the whole file instead
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 {
+                return Some(Err(()));
+            }
+            (size.saturating_sub(n), size.checked_sub(1)?)
+        }
+        (start, "") => (start.parse().ok()?, size.checked_sub(1)?),
+        (start, end) => {
+            let (s, e): (u64, u64) = (start.parse().ok()?, end.parse().ok()?);
+            if e < s {
+                return None;
+            }
+            (s, e.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+async fn cached_file(
+    mirror: &Mirror,
+    record: &ArtifactRecord,
+    path: PathBuf,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let mut headers = immutable_headers(record);
+    let etag = format!("\"{}\"", record.flat);
+    if matches_etag(&request.headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    let size = record.size;
+    let if_range_ok = request
+        .headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == etag);
+    let range = request
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| if_range_ok)
+        .and_then(|v| parse_range(v, size));
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Ok((start, end))) => {
+            let value = format!("bytes {start}-{end}/{size}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).map_err(|e| Error::Internal(e.to_string()))?,
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Some(Err(())) => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}"))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            );
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response());
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if request.method == Method::HEAD {
+        return Ok((status, headers, Body::empty()).into_response());
+    }
+    mirror.metrics().served("cache", len);
+    let body = if len <= READ_WHOLE {
+        let bytes = crate::mirror::blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(&path)
+                .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, start)
+                .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await?;
+        Body::from(bytes)
+    } else {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| crate::error::StoreError::io("seek", &path, e))?;
+        let reader = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+        Body::from_stream(reader)
+    };
+    Ok((status, headers, body).into_response())
+}
+
+async fn downloading(
+    mirror: &Mirror,
+    download: Arc<Download>,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let total = match download.ready().await {
+        Ok(total) => total,
+        Err((status, message)) => return Ok(error_response(status, &message)),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(total) = total {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    if request.method == Method::HEAD {
+        return Ok((headers, Body::empty()).into_response());
+    }
+    let metrics_mirror = mirror.clone();
+    let stream = download.stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            metrics_mirror
+                .metrics()
+                .served("upstream", bytes.len() as u64);
+        }
+        chunk
+    });
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+async fn passthrough(
+    mirror: &Mirror,
+    registered: &Registered,
+    upstream_path: &str,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response, Error> {
+    let name = registered.ecosystem.name();
+    if mirror.config().offline {
+        return Err(Error::Offline {
+            what: format!("{name} /{upstream_path} (not cacheable)"),
+        });
+    }
+    let upstream = registered
+        .upstream
+        .as_ref()
+        .map_err(|hint| Error::NoUpstream {
+            ecosystem: name,
+            hint: hint.clone(),
+        })?;
+    let url = upstream.join(upstream_path)?;
+    let body = axum::body::to_bytes(body, MAX_FORWARD_BODY)
+        .await
+        .map_err(|e| Error::BadRequest(format!("request body: {e}")))?;
+    let _permit = upstream.permit().await;
+    let response = upstream
+        .forward(parts.method, &url, &parts.headers, body)
+        .await?;
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let body = response.bytes().await.map_err(|e| Error::UpstreamFailed {
+        url: crate::upstream::redact(&url),
+        reason: crate::upstream::describe(&e),
+    })?;
+    let mut out = (status, body).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(out)
+}
+
+#[derive(serde::Serialize)]
+struct StatusReport {
+    offline: bool,
+    data_dir: String,
+    upstreams: Vec<UpstreamStatus>,
+    stats: Vec<crate::index::EcosystemStats>,
+}
+
+#[derive(serde::Serialize)]
+struct UpstreamStatus {
+    ecosystem: &'static str,
+    upstream: Option<String>,
+    disabled_because: Option<String>,
+}
+
+async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
+    let index = mirror.index().clone();
+    let stats = crate::mirror::blocking(move || Ok(index.stats()?)).await?;
+    Ok(StatusReport {
+        offline: mirror.config().offline,
+        data_dir: mirror.config().data_dir.display().to_string(),
+        upstreams: mirror
+            .upstreams()
+            .into_iter()
+            .map(|(ecosystem, upstream)| UpstreamStatus {
+                ecosystem,
+                upstream: upstream.clone().ok(),
+                disabled_because: upstream.err(),
+            })
+            .collect(),
+        stats,
+    })
+}
+
+async fn status(mirror: &Mirror) -> Response {
+    match status_report(mirror).await {
+        Ok(report) => match serde_json::to_vec_pretty(&report) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => Error::Internal(format!("status report: {e}")).into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dashboard(mirror: &Mirror) -> Response {
+    let report = match status_report(mirror).await {
+        Ok(report) => report,
+        Err(e) => return e.into_response(),
+    };
+    let mut out = String::from("Cairn: content-addressed package mirror\n\n");
+    out.push_str(&format!(
+        "mode: {}\ndata: {}\n\n",
+        if report.offline { "offline" } else { "online" },
+        report.data_dir
+    ));
+    for u in &report.upstreams {
+        match (&u.upstream, &u.disabled_because) {
+            (Some(url), _) => out.push_str(&format!("/{}/  ← {url}\n", u.ecosystem)),
+            (None, Some(why)) => out.push_str(&format!("/{}/  off: {why}\n", u.ecosystem)),
+            _ => {}
+        }
+    }
+    out.push('\n');
+    for s in &report.stats {
+        out.push_str(&format!(
+            "{}: {} artifacts ({} bytes), {} metadata documents\n",
+            s.ecosystem, s.artifacts, s.artifact_bytes, s.metadata_documents
+        ));
+    }
+    out.push_str("\nSee /metrics (Prometheus) and /api/v1/status (JSON).\n");
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        for (spec, size, expect) in [
+            ("bytes=0-9", 100, Some(Ok((0, 9)))),
+            ("bytes=90-", 100, Some(Ok((90, 99)))),
+            ("bytes=-10", 100, Some(Ok((90, 99)))),
+            ("bytes=-200", 100, Some(Ok((0, 99)))),
+            ("bytes=50-500", 100, Some(Ok((50, 99)))),
+            ("bytes=100-", 100, Some(Err(()))),
+            ("bytes=-0", 100, Some(Err(()))),
+            ("bytes=9-0", 100, None),
+            ("bytes=0-1,5-6", 100, None),
+            ("items=0-1", 100, None),
+        ] {
+            assert_eq!(parse_range(spec, size), expect, "{spec}");
+        }
+    }
+
+    #[test]
+    fn etag_matching() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(matches_etag(&headers, "\"a\""));
+        assert!(matches_etag(&headers, "\"b\""));
+        assert!(!matches_etag(&headers, "\"c\""));
+    }
+}

@@ -1,0 +1,228 @@
+//! The HTTP client for one upstream registry: bounded concurrency, timeouts, and the rule that
+//! only URLs under the configured base are ever fetched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use url::Url;
+
+use crate::error::Error;
+
+/// Limits applied to every upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamLimits {
+    /// Requests in flight to one upstream at most.
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    /// Longest wait for response headers, and longest silence between body chunks.
+    pub read_timeout: Duration,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        UpstreamLimits {
+            concurrency: 64,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One configured upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    base: Url,
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    limits: UpstreamLimits,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({})", redact(&self.base))
+    }
+}
+
+/// `url` with any user name and password replaced, for logs and messages.
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username("****");
+    }
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("****"));
+    }
+    shown.to_string()
+}
+
+impl Upstream {
+    /// An upstream rooted at `base` (a trailing `/` is added when missing).
+    pub fn new(mut base: Url, limits: UpstreamLimits) -> Result<Self, Error> {
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(limits.connect_timeout)
+            .read_timeout(limits.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))?;
+        Ok(Upstream {
+            base,
+            client,
+            permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            limits,
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The URL of `path` (percent-encoded, relative) under the base.
+    pub fn join(&self, path: &str) -> Result<Url, Error> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| Error::BadRequest(format!("{path}: {e}")))?;
+        self.check(&url)?;
+        Ok(url)
+    }
+
+    /// True when `url` is under the base: same scheme, host and port, and the path below it.
+    pub fn allows(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+            && url.path().starts_with(self.base.path())
+            && !url
+                .path()
+                .split('/')
+                .any(|s| s == ".." || s == "%2e%2e" || s == "%2E%2E")
+    }
+
+    /// Fail unless `url` is under the base.
+    pub fn check(&self, url: &Url) -> Result<(), Error> {
+        if self.allows(url) {
+            Ok(())
+        } else {
+            Err(Error::NotUnderUpstream { url: redact(url) })
+        }
+    }
+
+    /// Wait for a slot; hold it for the whole exchange. (The semaphore is never closed, so
+    /// `None` cannot happen in practice; it would only mean "no limit".)
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().acquire_owned().await.ok()
+    }
+
+    /// Send a GET for `url` (checked to be under the base) with optional validators. Returns
+    /// the response whatever its status. Cancel-safe.
+    pub async fn get(
+        &self,
+        url: &Url,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, Error> {
+        self.check(url)?;
+        let mut request = self.client.get(url.clone());
+        if let Some(etag) = etag {
+            request = request.header(http::header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = last_modified {
+            request = request.header(http::header::IF_MODIFIED_SINCE, lm);
+        }
+        if let Some(accept) = accept {
+            request = request.header(http::header::ACCEPT, accept);
+        }
+        self.send(url, request).await
+    }
+
+    /// Forward a request (method, body and a few headers) to `url` under the base.
+    pub async fn forward(
+        &self,
+        method: http::Method,
+        url: &Url,
+        headers: &http::HeaderMap,
+        body: bytes::Bytes,
+    ) -> Result<reqwest::Response, Error> {
+        self.check(url)?;
+        let mut request = self.client.request(method, url.clone()).body(body);
+        for name in [
+            http::header::CONTENT_TYPE,
+            http::header::CONTENT_ENCODING,
+            http::header::ACCEPT,
+        ] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        self.send(url, request).await
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        match tokio::time::timeout(self.limits.read_timeout, request.send()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(Error::UpstreamFailed {
+                url: redact(url),
+                reason: describe(&e),
+            }),
+            Err(_) => Err(Error::UpstreamFailed {
+                url: redact(url),
+                reason: format!("no response within {:?}", self.limits.read_timeout),
+            }),
+        }
+    }
+}
+
+/// A reqwest error as one line with its causes.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base: &str) -> Upstream {
+        Upstream::new(Url::parse(base).expect("url"), UpstreamLimits::default()).expect("new")
+    }
+
+    #[test]
+    fn only_urls_under_the_base_are_allowed() {
+        let u = upstream("https://registry.example/npm");
+        for (url, allowed) in [
+            ("https://registry.example/npm/lodash", true),
+            ("https://registry.example:443/npm/a/-/a-1.tgz", true),
+            ("https://registry.example/other/lodash", false),
+            ("http://registry.example/npm/lodash", false),
+            ("https://evil.example/npm/lodash", false),
+            ("https://registry.example/npm/%2e%2e/admin", false),
+        ] {
+            let url = Url::parse(url).expect("url");
+            assert_eq!(u.allows(&url), allowed, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let url = Url::parse("https://user:secret@registry.example/").expect("url");
+        assert_eq!(redact(&url), "https://****:****@registry.example/");
+    }
+}

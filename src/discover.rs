@@ -1,0 +1,128 @@
+//! Upstream discovery: Cairn fronts whatever the machine's own clients already use, so no
+//! registry host is written into Cairn itself (DESIGN.md, "Upstream defaults").
+//!
+//! npm: `npm config get registry`, which honours the user's and the project's `.npmrc` and
+//! `NPM_CONFIG_REGISTRY`. A registry that points back at this node (after `cairn setup npm
+//! --apply`) is refused; `setup` records the original upstream in `cairn.toml` first.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use url::Url;
+
+/// How an upstream was chosen, for the start-up log and `cairn status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    Configured(Url),
+    Discovered { url: Url, from: &'static str },
+}
+
+impl Found {
+    pub fn url(&self) -> &Url {
+        match self {
+            Found::Configured(url) | Found::Discovered { url, .. } => url,
+        }
+    }
+}
+
+/// Run a client's config command and return its trimmed output (at most 15 s).
+pub async fn client_setting(program: &str, args: &[&str]) -> Result<String, String> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(15), child).await {
+        Err(_) => Err(format!(
+            "`{program} {}` did not answer within 15 s",
+            args.join(" ")
+        )),
+        Ok(Err(e)) => Err(format!("cannot run `{program}`: {e}")),
+        Ok(Ok(out)) if !out.status.success() => Err(format!(
+            "`{program} {}` failed with {}",
+            args.join(" "),
+            out.status
+        )),
+        Ok(Ok(out)) => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+    }
+}
+
+/// True when `url` points at this node (`listen`, or the loopback/any address on its port).
+pub fn points_at_self(url: &Url, listen: &SocketAddr, public: Option<&Url>) -> bool {
+    if let Some(public) = public
+        && public.host_str() == url.host_str()
+        && public.port_or_known_default() == url.port_or_known_default()
+    {
+        return true;
+    }
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    if port != listen.port() {
+        return false;
+    }
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip == listen.ip() || listen.ip().is_unspecified()),
+        None => false,
+    }
+}
+
+/// The npm upstream: configured, else npm's own `registry` setting.
+pub async fn npm(
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
+    if let Some(text) = configured {
+        let url = Url::parse(text).map_err(|e| format!("invalid npm upstream {text:?}: {e}"))?;
+        return Ok(Found::Configured(url));
+    }
+    let hint = "set --npm-upstream, CAIRN_NPM_UPSTREAM or npm-upstream in cairn.toml";
+    let text = client_setting("npm", &["config", "get", "registry"])
+        .await
+        .map_err(|e| format!("cannot discover npm's registry ({e}); {hint}"))?;
+    let url = Url::parse(&text)
+        .map_err(|e| format!("npm's registry setting {text:?} is not a URL ({e}); {hint}"))?;
+    if points_at_self(&url, listen, public) {
+        return Err(format!(
+            "npm's registry ({url}) is this Cairn node; {hint} (cairn setup npm --apply records it)"
+        ));
+    }
+    Ok(Found::Discovered {
+        url,
+        from: "npm config get registry",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_loops_are_detected() {
+        let listen: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:7777".parse().expect("addr");
+        for (url, at, expect) in [
+            ("http://127.0.0.1:7777/npm/", listen, true),
+            ("http://localhost:7777/npm/", listen, true),
+            ("http://[::1]:7777/npm/", listen, true),
+            ("http://10.1.2.3:7777/npm/", any, true),
+            ("http://127.0.0.1:8888/npm/", listen, false),
+            ("https://upstream.invalid/", listen, false),
+        ] {
+            let url = Url::parse(url).expect("url");
+            assert_eq!(points_at_self(&url, &at, None), expect, "{url} vs {at}");
+        }
+        let public = Url::parse("http://cache.internal:7777/").expect("url");
+        let url = Url::parse("http://cache.internal:7777/npm/").expect("url");
+        assert!(points_at_self(&url, &listen, Some(&public)));
+    }
+}

@@ -1,0 +1,158 @@
+//! Settings: every flag also has a `cairn.toml` key and a `CAIRN_*` environment variable.
+//!
+//! Precedence: command-line flag, then environment (both handled by clap), then `cairn.toml`,
+//! then the built-in default. The config file is `--config FILE` (or `CAIRN_CONFIG`), else
+//! `$XDG_CONFIG_HOME/cairn/cairn.toml` when it exists. Keys are the flags' names:
+//!
+//! ```toml
+//! listen = "127.0.0.1:7777"
+//! data-dir = "/var/lib/cairn"
+//! offline = false
+//! public-url = "http://cache.internal:7777/"
+//! metadata-ttl = "5m"
+//! npm-upstream = "https://registry.internal/npm/"
+//! upstream-concurrency = 64
+//! upstream-timeout = "30s"
+//! log-format = "text"        # or "json"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The `cairn.toml` file. Unknown keys are an error, so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSettings {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub offline: Option<bool>,
+    pub public_url: Option<String>,
+    pub metadata_ttl: Option<String>,
+    pub npm_upstream: Option<String>,
+    pub upstream_concurrency: Option<usize>,
+    pub upstream_timeout: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// Where the config file is, and whether the user named it.
+pub fn config_path(flag: Option<&Path>) -> (PathBuf, bool) {
+    match flag {
+        Some(path) => (path.to_path_buf(), true),
+        None => (config_home().join("cairn").join("cairn.toml"), false),
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn config_home() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(".config"))
+}
+
+/// `$XDG_DATA_HOME/cairn`, else `~/.local/share/cairn`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(".local").join("share"))
+        .join("cairn")
+}
+
+/// Read the config file. A missing default file is no error; a missing named one is.
+pub fn load(flag: Option<&Path>) -> Result<FileSettings> {
+    let (path, named) = config_path(flag);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
+            return Ok(FileSettings::default());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read config {}", path.display())),
+    };
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// Set `key = value` in the config file, keeping everything else. Used by `cairn setup`.
+pub fn record(flag: Option<&Path>, key: &str, value: &str) -> Result<PathBuf> {
+    let (path, _) = config_path(flag);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read config {}", path.display())),
+    };
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+    table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let text = toml::to_string(&table).context("cannot write config")?;
+    let temp = path.with_extension("toml.tmp");
+    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Parse `300`, `300s`, `5m`, `2h` or `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("invalid duration {text:?}: expected e.g. 300s, 5m, 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => bail!("invalid duration {text:?}: unit must be s, m, h or d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("300").expect("plain"),
+            Duration::from_secs(300)
+        );
+        assert_eq!(parse_duration("5m").expect("m"), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").expect("h"), Duration::from_secs(7200));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileSettings>("lisen = \"x\"").is_err());
+        let ok: FileSettings =
+            toml::from_str("listen = \"0.0.0.0:7777\"\nmetadata-ttl = \"1m\"").expect("valid");
+        assert_eq!(ok.listen.as_deref(), Some("0.0.0.0:7777"));
+    }
+
+    #[test]
+    fn record_keeps_other_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:1\"\n").expect("write");
+        record(Some(&path), "npm-upstream", "http://up.invalid/").expect("record");
+        let loaded = load(Some(&path)).expect("load");
+        assert_eq!(loaded.listen.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(loaded.npm_upstream.as_deref(), Some("http://up.invalid/"));
+    }
+}
