@@ -35,7 +35,7 @@ pub enum State {
     /// Verified: all `size` bytes may be sent. `record` is set once it is committed to the index.
     Verified {
         size: u64,
-        record: Option<ArtifactRecord>,
+        record: Option<Box<ArtifactRecord>>,
     },
     /// Failed; nothing was stored.
     Failed { status: StatusCode, message: String },
@@ -170,7 +170,7 @@ impl Progress {
         let size = record.size;
         self.state.send_replace(State::Verified {
             size,
-            record: Some(record),
+            record: Some(Box::new(record)),
         });
     }
 

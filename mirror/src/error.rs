@@ -7,6 +7,15 @@ use http::StatusCode;
 
 use crate::cid::{Digest, FlatCid};
 
+/// Bytes that did not hash to the digest the registry published.
+#[derive(Debug, thiserror::Error)]
+#[error("digest mismatch for {flat}: expected {expected}, got {got}")]
+pub struct DigestMismatch {
+    pub flat: FlatCid,
+    pub expected: Digest,
+    pub got: Digest,
+}
+
 /// The blockstore on disk failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -17,12 +26,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("digest mismatch for {flat}: expected {expected}, got {got}")]
-    DigestMismatch {
-        flat: FlatCid,
-        expected: Digest,
-        got: Digest,
-    },
+    #[error("{0}")]
+    DigestMismatch(Box<DigestMismatch>),
     #[error("stored block {path} is corrupt: expected {expected}, got {got}")]
     Corrupt {
         path: PathBuf,
@@ -70,12 +75,6 @@ pub enum Error {
     UpstreamStatus { url: String, status: StatusCode },
     #[error("upstream {url} failed: {reason}")]
     UpstreamFailed { url: String, reason: String },
-    #[error("upstream {url} is unreachable and {what} is not cached: {reason}")]
-    UpstreamUnavailable {
-        url: String,
-        what: String,
-        reason: String,
-    },
     #[error("offline: {what} is not cached and --offline forbids contacting upstream")]
     Offline { what: String },
     #[error("{ecosystem} has no upstream configured: {hint}")]
@@ -117,14 +116,18 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::UpstreamStatus { status, .. } if status.is_client_error() => *status,
+            // Upstream is down or unreachable: the gateway could not get an answer.
+            Error::UpstreamStatus { status, .. } if status.is_server_error() => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Error::UpstreamFailed { .. } | Error::Offline { .. } | Error::NoUpstream { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            // Upstream answered, but with something Cairn will not pass on.
             Error::UpstreamStatus { .. }
-            | Error::UpstreamFailed { .. }
             | Error::BadMetadata { .. }
             | Error::NotUnderUpstream { .. }
             | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
-            Error::UpstreamUnavailable { .. }
-            | Error::Offline { .. }
-            | Error::NoUpstream { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Store(_) | Error::Index(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -76,6 +76,15 @@ pub(crate) struct Registered {
     pub upstream: Result<Upstream, String>,
 }
 
+/// When a copy already in the index makes an upstream fetch unnecessary.
+#[derive(Clone, Copy, Debug)]
+enum Enough {
+    /// It is within its TTL.
+    Fresh,
+    /// It was fetched at or after this time (ms since the epoch).
+    FetchedSince(i64),
+}
+
 /// A metadata lookup's result.
 #[derive(Clone, Debug)]
 pub struct MetadataHit {
@@ -87,7 +96,7 @@ pub struct MetadataHit {
 /// What a client gets for an artifact.
 pub enum ArtifactBody {
     Cached {
-        record: ArtifactRecord,
+        record: Box<ArtifactRecord>,
         path: PathBuf,
     },
     Downloading(Arc<Download>),
@@ -246,7 +255,8 @@ impl Mirror {
                 what: format!("{name} metadata {}", route.key),
             }))
         } else {
-            self.refresh(registered, route, cached.clone()).await
+            self.refresh(registered, route, cached.clone(), Enough::Fresh)
+                .await
         };
         match (refreshed, cached) {
             (Ok(record), _) => Ok(MetadataHit {
@@ -265,12 +275,15 @@ impl Mirror {
         }
     }
 
-    /// Fetch a document from upstream (once for all concurrent callers) and index it.
+    /// Fetch a document from upstream (once for all concurrent callers) and index it, unless
+    /// the indexed copy, read again inside the flight, already satisfies `enough` (another
+    /// caller fetched it since this one looked).
     async fn refresh(
         &self,
         registered: &Registered,
         route: &MetadataRoute,
         cached: Option<MetadataRecord>,
+        enough: Enough,
     ) -> Result<MetadataRecord, Arc<Error>> {
         let name = registered.ecosystem.name();
         let this = self.clone();
@@ -280,6 +293,19 @@ impl Mirror {
         self.inner
             .metadata_flights
             .run((name, route.key.clone()), move || async move {
+                let (index, key) = (this.inner.index.clone(), route.key.clone());
+                let latest = blocking(move || Ok(index.get_metadata(name, &key)?))
+                    .await
+                    .map_err(Arc::new)?;
+                if let Some(latest) = latest {
+                    let satisfied = match enough {
+                        Enough::Fresh => this.is_fresh(&latest, now_ms()),
+                        Enough::FetchedSince(at) => latest.fetched_at >= at,
+                    };
+                    if satisfied {
+                        return Ok(latest);
+                    }
+                }
                 this.fetch_metadata(ecosystem, &upstream, &route, cached)
                     .await
                     .map_err(Arc::new)
@@ -496,6 +522,13 @@ impl Mirror {
         route: &ArtifactRoute,
     ) -> Result<ArtifactBody, Error> {
         let name = registered.ecosystem.name();
+        let asked_at = now_ms();
+        // The download map before the index: a download commits to the index before it leaves
+        // the map, so a request that misses the one finds the other.
+        if let Some(download) = self.download_of(name, &route.key) {
+            self.inner.metrics.cache(name, "artifact", "joined");
+            return Ok(ArtifactBody::Downloading(download));
+        }
         let cached = {
             let (index, key) = (self.inner.index.clone(), route.key.clone());
             blocking(move || Ok(index.get_artifact(name, &key)?)).await?
@@ -504,11 +537,10 @@ impl Mirror {
             let path = self.inner.store.blob_path(&record.flat);
             self.inner.metrics.cache(name, "artifact", "hit");
             self.touch(name, &route.key);
-            return Ok(ArtifactBody::Cached { record, path });
-        }
-        if let Some(download) = self.download_of(name, &route.key) {
-            self.inner.metrics.cache(name, "artifact", "joined");
-            return Ok(ArtifactBody::Downloading(download));
+            return Ok(ArtifactBody::Cached {
+                record: Box::new(record),
+                path,
+            });
         }
         if self.inner.config.offline {
             return Err(Error::Offline {
@@ -519,27 +551,8 @@ impl Mirror {
         let reference = match self.reference(name, &route.key).await? {
             Some(r) => r,
             None => {
-                // Not listed by the cached document (or none is cached): fetch it afresh, once.
-                let cached = {
-                    let (index, key) = (self.inner.index.clone(), route.metadata.key.clone());
-                    blocking(move || Ok(index.get_metadata(name, &key)?)).await?
-                };
-                let record = self
-                    .refresh(registered, &route.metadata, cached)
-                    .await
-                    .map_err(Error::Shared)?;
-                if record.cid.is_none() {
-                    return Err(Error::NotFound(format!(
-                        "{name} {}: upstream has no {}",
-                        route.key, route.metadata.key
-                    )));
-                }
-                self.reference(name, &route.key).await?.ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "{name} {}: not listed in {}",
-                        route.key, route.metadata.key
-                    ))
-                })?
+                self.reference_from_metadata(registered, route, asked_at)
+                    .await?
             }
         };
         let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
@@ -557,6 +570,48 @@ impl Mirror {
         self.start_download(name, route.key.clone(), upstream, url, expected)
             .await
             .map(ArtifactBody::Downloading)
+    }
+
+    /// The digest and URL of an artifact its cached metadata does not list (yet): get the
+    /// document (fresh from the cache if another request just fetched it), and if it still does
+    /// not list the artifact, fetch it afresh once (a version published since).
+    async fn reference_from_metadata(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        asked_at: i64,
+    ) -> Result<RefRecord, Error> {
+        let name = registered.ecosystem.name();
+        let hit = self.metadata(registered, &route.metadata).await?;
+        let mut record = hit.record;
+        if record.cid.is_some()
+            && let Some(found) = self.reference(name, &route.key).await?
+        {
+            return Ok(found);
+        }
+        if record.fetched_at < asked_at && hit.stale_because.is_none() {
+            record = self
+                .refresh(
+                    registered,
+                    &route.metadata,
+                    Some(record),
+                    Enough::FetchedSince(asked_at),
+                )
+                .await
+                .map_err(Error::Shared)?;
+        }
+        if record.cid.is_none() {
+            return Err(Error::NotFound(format!(
+                "{name} {}: upstream has no {}",
+                route.key, route.metadata.key
+            )));
+        }
+        self.reference(name, &route.key).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{name} {}: not listed in {}",
+                route.key, route.metadata.key
+            ))
+        })
     }
 
     async fn reference(&self, name: &'static str, key: &str) -> Result<Option<RefRecord>, Error> {

@@ -232,11 +232,13 @@ impl ArtifactWriter {
         };
         let flat = self.expected.flat_cid();
         if got != self.expected {
-            return Err(StoreError::DigestMismatch {
-                flat,
-                expected: self.expected.clone(),
-                got,
-            });
+            return Err(StoreError::DigestMismatch(Box::new(
+                crate::error::DigestMismatch {
+                    flat,
+                    expected: self.expected.clone(),
+                    got,
+                },
+            )));
         }
         on_verified(self.dag.len());
         let temp = self.temp.take().ok_or(StoreError::Finished)?;

@@ -1,1 +1,6 @@
-fn main() {}
+//! End-to-end tests: the `cairn` binary in front of in-process fake upstreams on 127.0.0.1:0,
+//! driven by the real clients (npm, yarn, pnpm). A missing client is a failure, not a skip.
+
+mod fake_npm;
+mod npm;
+mod support;

@@ -197,9 +197,7 @@ pub fn render(
                 &tarball_base,
                 value,
             )?;
-        } else if !abbreviated {
-            writer.copy(member);
-        } else if member.is("name") || member.is("dist-tags") {
+        } else if !abbreviated || member.is("name") || member.is("dist-tags") {
             writer.copy(member);
         } else if member.is("time") {
             // The abbreviated form carries `modified` at the top level.

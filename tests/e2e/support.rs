@@ -1,0 +1,284 @@
+//! The harness: the `cairn` binary as a child process on a free port and a temp data dir, real
+//! clients run with private configuration (never the machine's), and small HTTP helpers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One runtime for the fake upstreams and the HTTP helpers of every test.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+/// A running `cairn serve`.
+pub struct Cairn {
+    pub url: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Cairn {
+    /// Start `cairn serve` with `data_dir` and extra flags, on 127.0.0.1:0 unless they say
+    /// `--listen`.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Cairn {
+        let home = data_dir.with_extension("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let log = data_dir.with_extension("log");
+        let listen = if args.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("serve")
+            .args(listen)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            // Nothing from the machine's own configuration leaks in.
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("CAIRN_LOG", "info,cairn_mirror=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn cairn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("read cairn stdout");
+        let url = match line.trim().strip_prefix("cairn listening on ") {
+            Some(url) => url.to_owned(),
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "cairn did not start: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        Cairn { url, child, log }
+    }
+
+    /// The npm registry URL of this node.
+    pub fn npm(&self) -> String {
+        format!("{}/npm/", self.url)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = wait_timeout(&mut self.child, Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "cairn did not stop cleanly ({status:?}):\n{}",
+            self.logs()
+        );
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One metric's value from /metrics (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = get(&format!("{}/metrics", self.url)).text;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Cairn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// An HTTP response, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+    pub text: String,
+}
+
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        let mut request = client.get(url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    })
+}
+
+pub fn get(url: &str) -> Reply {
+    get_with(url, &[])
+}
+
+/// Send a request line verbatim (no URL normalisation) and return the status code.
+pub fn raw_status(base: &str, target: &str) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut first = String::new();
+    BufReader::new(stream).read_line(&mut first).expect("read");
+    first
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {first:?}"))
+}
+
+/// A private environment for a JS package manager: its own HOME, npmrc and cache.
+pub struct ClientEnv {
+    pub dir: PathBuf,
+    pub registry: String,
+}
+
+impl ClientEnv {
+    pub fn new(dir: &Path, registry: &str) -> ClientEnv {
+        std::fs::create_dir_all(dir.join("home")).expect("home");
+        let npmrc = format!(
+            "registry={registry}\ncache={}\naudit=false\nfund=false\nupdate-notifier=false\n\
+             omit-lockfile-registry-resolved=false\nfetch-retries=0\n",
+            dir.join("cache").display()
+        );
+        std::fs::write(dir.join("npmrc"), npmrc).expect("npmrc");
+        ClientEnv {
+            dir: dir.to_path_buf(),
+            registry: registry.to_owned(),
+        }
+    }
+
+    /// Empty the client's cache (a fresh machine).
+    pub fn clear_cache(&self) {
+        let _ = std::fs::remove_dir_all(self.dir.join("cache"));
+        let _ = std::fs::remove_dir_all(self.dir.join("home"));
+        std::fs::create_dir_all(self.dir.join("home")).expect("home");
+    }
+
+    /// Run `program args…` in `cwd` with this environment.
+    pub fn run(&self, program: &str, args: &[&str], cwd: &Path) -> Output {
+        Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", self.dir.join("home"))
+            .env("NPM_CONFIG_USERCONFIG", self.dir.join("npmrc"))
+            .env("NPM_CONFIG_REGISTRY", &self.registry)
+            .env("NPM_CONFIG_CACHE", self.dir.join("cache"))
+            .env("YARN_CACHE_FOLDER", self.dir.join("yarn-cache"))
+            .env("XDG_CACHE_HOME", self.dir.join("xdg-cache"))
+            .env("XDG_DATA_HOME", self.dir.join("xdg-data"))
+            .env("XDG_CONFIG_HOME", self.dir.join("xdg-config"))
+            .env_remove("NPM_CONFIG_PREFIX")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} (it must be installed): {e}"))
+    }
+}
+
+/// Fail with the client's output unless it succeeded.
+pub fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A project directory with this `package.json` dependencies map.
+pub fn project(dir: &Path, dependencies: serde_json::Value) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("project dir");
+    let manifest = serde_json::json!({
+        "name": "e2e-project",
+        "version": "1.0.0",
+        "private": true,
+        "dependencies": dependencies,
+    });
+    std::fs::write(dir.join("package.json"), manifest.to_string()).expect("package.json");
+    dir.to_path_buf()
+}
+
+/// yarn v1 and pnpm, installed once from the machine's npm registry into the target dir (they
+/// are tools the tests drive, not packages that flow through Cairn).
+pub fn js_tools() -> PathBuf {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-tools");
+            let bin = dir.join("node_modules/.bin");
+            if !(bin.join("yarn").exists() && bin.join("pnpm").exists()) {
+                std::fs::create_dir_all(&dir).expect("tools dir");
+                let output = Command::new("npm")
+                    .args([
+                        "install",
+                        "--no-save",
+                        "--no-audit",
+                        "--no-fund",
+                        "--prefix",
+                    ])
+                    .arg(&dir)
+                    .args(["yarn@1.22.22", "pnpm@9.15.9"])
+                    .output()
+                    .expect("npm must be installed");
+                assert_success(&output, "installing yarn and pnpm");
+            }
+            bin
+        })
+        .clone()
+}
