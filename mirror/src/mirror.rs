@@ -497,11 +497,11 @@ impl Mirror {
                                 url: redact(&url),
                                 reason: e.0,
                             })?;
-                    Ok(Arc::new(RenderedDoc {
-                        body: rendered.body,
-                        content_type: rendered.content_type,
+                    Ok(Arc::new(RenderedDoc::new(
+                        rendered.body,
+                        rendered.content_type,
                         etag,
-                    }))
+                    )))
                 })
                 .await
                 .map_err(Arc::new)?;

@@ -36,6 +36,40 @@ pub struct RenderedDoc {
     pub body: Bytes,
     pub content_type: &'static str,
     pub etag: String,
+    /// The body gzipped, made on the first request that accepts it.
+    pub gzip: std::sync::OnceLock<Bytes>,
+}
+
+impl RenderedDoc {
+    pub fn new(body: Bytes, content_type: &'static str, etag: String) -> Self {
+        RenderedDoc {
+            body,
+            content_type,
+            etag,
+            gzip: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The gzipped body (blocking: compresses on first use).
+    pub fn gzipped(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                use std::io::Write as _;
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.body.len() / 4),
+                    flate2::Compression::new(4),
+                );
+                // Writing to a Vec cannot fail.
+                let _ = encoder.write_all(&self.body);
+                Bytes::from(encoder.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+
+    /// The ETag of the gzipped representation (distinct, as strong validators must be).
+    pub fn gzip_etag(&self) -> String {
+        format!("{}-gzip\"", self.etag.trim_end_matches('"'))
+    }
 }
 
 pub struct RenderCache {
@@ -116,11 +150,24 @@ mod tests {
     }
 
     fn doc(len: usize) -> Arc<RenderedDoc> {
-        Arc::new(RenderedDoc {
-            body: Bytes::from(vec![b'x'; len]),
-            content_type: "application/json",
-            etag: "\"e\"".into(),
-        })
+        Arc::new(RenderedDoc::new(
+            Bytes::from(vec![b'x'; len]),
+            "application/json",
+            "\"e\"".into(),
+        ))
+    }
+
+    #[test]
+    fn gzip_round_trips_with_its_own_etag() {
+        use std::io::Read as _;
+        let d = doc(10_000);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&d.gzipped()[..])
+            .read_to_end(&mut out)
+            .expect("gunzip");
+        assert_eq!(out, d.body);
+        assert!(d.gzipped().len() < 1000);
+        assert_eq!(d.gzip_etag(), "\"e-gzip\"");
     }
 
     #[test]

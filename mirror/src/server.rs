@@ -28,6 +28,8 @@ use crate::mirror::{ArtifactBody, MetadataHit, Mirror, Registered, now_ms};
 
 /// Largest request body forwarded upstream (npm audit reports).
 const MAX_FORWARD_BODY: usize = 32 << 20;
+/// Rendered documents smaller than this are never gzipped.
+const GZIP_MIN: usize = 1024;
 /// Cached files up to this size are read in one go; larger ones are streamed.
 const READ_WHOLE: u64 = 1 << 20;
 
@@ -241,10 +243,21 @@ async fn metadata(
     let doc = mirror.render(registered, route, &hit, &base).await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;
+    let gzip = doc.body.len() >= GZIP_MIN && accepts_gzip(&request.headers);
+    let etag = if gzip {
+        doc.gzip_etag()
+    } else {
+        doc.etag.clone()
+    };
     let mut headers = HeaderMap::new();
-    let etag = HeaderValue::from_str(&doc.etag).map_err(|e| Error::Internal(e.to_string()))?;
-    headers.insert(header::ETAG, etag);
-    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     headers.insert(header::LAST_MODIFIED, http_date(hit.record.fetched_at));
     headers.insert(
         header::CACHE_CONTROL,
@@ -261,19 +274,52 @@ async fn metadata(
             headers.insert(header::WARNING, v);
         }
     }
-    if matches_etag(&request.headers, &doc.etag) {
+    if matches_etag(&request.headers, &doc.etag) || matches_etag(&request.headers, &doc.gzip_etag())
+    {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(doc.content_type),
     );
-    mirror.metrics().served("cache", doc.body.len() as u64);
+    let body = if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        match doc.gzip.get() {
+            Some(body) => body.clone(),
+            None => {
+                let doc = doc.clone();
+                crate::mirror::blocking(move || Ok(doc.gzipped())).await?
+            }
+        }
+    } else {
+        doc.body.clone()
+    };
+    mirror.metrics().served("cache", body.len() as u64);
     if request.method == Method::HEAD {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.body.len()));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         return Ok((headers, Body::empty()).into_response());
     }
-    Ok((headers, doc.body.clone()).into_response())
+    Ok((headers, body).into_response())
+}
+
+/// True when the client accepts gzip (`Accept-Encoding: gzip`, not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 async fn artifact(
@@ -578,6 +624,22 @@ mod tests {
         ] {
             assert_eq!(parse_range(spec, size), expect, "{spec}");
         }
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        for (value, expect) in [
+            ("gzip, deflate", true),
+            ("gzip;q=0", false),
+            ("deflate, br", false),
+            ("*", true),
+            ("GZIP", true),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            assert_eq!(accepts_gzip(&headers), expect, "{value}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

@@ -275,6 +275,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>)
     if shared.faults.down.load(Ordering::SeqCst) {
         return (http::StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
     }
+    if raw == "-/npm/v1/security/advisories/bulk" {
+        return bulk_advisories(request).await;
+    }
     let decoded = raw.replace("%2f", "/").replace("%2F", "/");
     if let Some((name, file)) = decoded.split_once("/-/") {
         let Some(version) = shared
@@ -356,4 +359,49 @@ async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>)
         )
             .into_response(),
     }
+}
+
+/// npm's bulk advisory endpoint: one advisory against `lib-d` below 2.0.0, if the (gzipped)
+/// request body asks about it.
+async fn bulk_advisories(request: http::Request<Body>) -> Response {
+    let gzipped = request
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v == "gzip");
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
+        return (http::StatusCode::BAD_REQUEST, "unreadable body").into_response();
+    };
+    let mut json = Vec::new();
+    if gzipped {
+        use std::io::Read as _;
+        if flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut json)
+            .is_err()
+        {
+            return (http::StatusCode::BAD_REQUEST, "bad gzip").into_response();
+        }
+    } else {
+        json = body.to_vec();
+    }
+    let asked: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+    let mut reply = serde_json::Map::new();
+    if asked.get("lib-d").is_some() {
+        reply.insert(
+            "lib-d".into(),
+            serde_json::json!([{
+                "id": 1001,
+                "url": "https://advisories.invalid/1001",
+                "title": "Cairn e2e test advisory",
+                "severity": "high",
+                "vulnerable_versions": "<2.0.0",
+                "cwe": ["CWE-400"],
+                "cvss": { "score": 7.5, "vectorString": null }
+            }]),
+        );
+    }
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Object(reply).to_string(),
+    )
+        .into_response()
 }

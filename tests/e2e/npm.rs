@@ -131,6 +131,14 @@ fn npm_install_then_offline_ci_with_an_empty_cache() {
         "second GET is a hit"
     );
 
+    // npm's audit goes through Cairn to upstream (gzipped POST, never cached).
+    let audit = env.run("npm", &["audit", "--json"], &dir);
+    let report: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit JSON");
+    assert_eq!(
+        report["vulnerabilities"]["lib-d"]["severity"], "high",
+        "{report}"
+    );
+
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["status", "--json", "--data-dir"])
         .arg(&data)

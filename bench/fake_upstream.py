@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Fake npm upstream for Cairn's large-artifact benchmark (bench/npm.sh, part e).
+
+Serves one package, `huge` 1.0.0, whose tarball is a file of random bytes (2 GiB by
+default) generated once and cached next to its sha512. The packument's dist.tarball points
+back at this server and dist.integrity is the file's real `sha512-<base64>`.
+
+    python3 bench/fake_upstream.py --port 8090 --dir /tmp/bench/huge [--size-mib 2048]
+
+Prints `fake upstream listening on http://127.0.0.1:PORT` once ready.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME = "huge"
+VERSION = "1.0.0"
+FILE = f"{NAME}-{VERSION}.tgz"
+
+
+def prepare(directory: str, size_mib: int) -> tuple[str, str]:
+    """Create the artifact (if missing or the wrong size) and return (path, integrity)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, FILE)
+    meta = path + ".integrity"
+    size = size_mib * 1024 * 1024
+    if os.path.exists(path) and os.path.getsize(path) == size and os.path.exists(meta):
+        with open(meta) as f:
+            return path, f.read().strip()
+    print(f"generating {size_mib} MiB of random bytes at {path}", file=sys.stderr, flush=True)
+    tmp = path + ".tmp"
+    subprocess.run(
+        ["dd", "if=/dev/urandom", f"of={tmp}", "bs=1M", f"count={size_mib}",
+         "iflag=fullblock", "status=none"],
+        check=True,
+    )
+    h = hashlib.sha512()
+    with open(tmp, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    integrity = "sha512-" + base64.b64encode(h.digest()).decode()
+    os.replace(tmp, path)
+    with open(meta, "w") as f:
+        f.write(integrity + "\n")
+    return path, integrity
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=8090)
+    ap.add_argument("--dir", default="/tmp/bench/huge")
+    ap.add_argument("--size-mib", type=int, default=2048)
+    args = ap.parse_args()
+
+    path, integrity = prepare(args.dir, args.size_mib)
+    size = os.path.getsize(path)
+    origin = f"http://127.0.0.1:{args.port}"
+    packument = {
+        "_id": NAME,
+        "name": NAME,
+        "dist-tags": {"latest": VERSION},
+        "versions": {
+            VERSION: {
+                "name": NAME,
+                "version": VERSION,
+                "dist": {
+                    "tarball": f"{origin}/{NAME}/-/{FILE}",
+                    "integrity": integrity,
+                },
+            }
+        },
+        "modified": "2024-01-01T00:00:00.000Z",
+        "time": {"created": "2024-01-01T00:00:00.000Z", VERSION: "2024-01-01T00:00:00.000Z"},
+    }
+    body = json.dumps(packument).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *a):  # quiet
+            pass
+
+        def do_HEAD(self):
+            self.handle_get(head=True)
+
+        def do_GET(self):
+            self.handle_get(head=False)
+
+        def handle_get(self, head: bool):
+            p = self.path.split("?", 1)[0]
+            if p in (f"/{NAME}", f"/{NAME}/"):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+            elif p == f"/{NAME}/-/{FILE}":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if not head:
+                    self.wfile.flush()
+                    with open(path, "rb") as f:
+                        try:
+                            self.connection.sendfile(f)
+                        except (BrokenPipeError, ConnectionResetError):
+                            pass
+            else:
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "21")
+                self.end_headers()
+                if not head:
+                    self.wfile.write(b'{"error":"not found"}')
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    print(f"fake upstream listening on {origin} integrity={integrity}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
