@@ -94,7 +94,10 @@ struct Serve {
 
 fn main() {
     let cli = Cli::parse();
+    // Blocking work (SQLite, file reads, hashing) is short; a bounded pool keeps thread count
+    // and per-thread allocator arenas, and so memory, in check under load.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(64)
         .enable_all()
         .build()
     {

@@ -396,7 +396,7 @@ impl Index {
     }
 
     /// Record last-access times, batched by the caller.
-    pub fn touch_artifacts(&self, touched: &[(String, String, i64)]) -> Result<(), IndexError> {
+    pub fn touch_artifacts(&self, touched: &[(&str, &str, i64)]) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         {

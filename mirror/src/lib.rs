@@ -8,6 +8,7 @@ pub mod error;
 pub mod flight;
 pub mod index;
 pub mod json;
+pub mod lru;
 pub mod metrics;
 mod mirror;
 pub mod render;

@@ -8,13 +8,16 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    /// An ecosystem (`npm`) or one of Cairn's own routes (`healthz`, `metrics`, …).
+    pub route: &'static str,
+    /// For ecosystems: `metadata`, `artifact`, `local`, `passthrough` or `other`.
+    pub kind: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    pub ecosystem: String,
+    pub ecosystem: &'static str,
     pub kind: &'static str,
     pub result: &'static str,
 }
@@ -26,12 +29,12 @@ pub struct SourceLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcosystemLabels {
-    pub ecosystem: String,
+    pub ecosystem: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub ecosystem: String,
+    pub ecosystem: &'static str,
     pub status: u16,
 }
 
@@ -105,10 +108,10 @@ impl Metrics {
         }
     }
 
-    pub fn cache(&self, ecosystem: &str, kind: &'static str, result: &'static str) {
+    pub fn cache(&self, ecosystem: &'static str, kind: &'static str, result: &'static str) {
         self.cache
             .get_or_create(&CacheLabels {
-                ecosystem: ecosystem.to_owned(),
+                ecosystem,
                 kind,
                 result,
             })

@@ -46,6 +46,8 @@ pub struct MirrorConfig {
     pub limits: UpstreamLimits,
     /// Memory for rendered metadata documents.
     pub render_cache_bytes: usize,
+    /// Memory for the bytes of hot small artifacts (each at most 1 MiB).
+    pub content_cache_bytes: usize,
     /// Largest metadata document accepted from upstream.
     pub max_metadata_bytes: u64,
 }
@@ -59,7 +61,8 @@ impl MirrorConfig {
             negative_ttl: Duration::from_secs(60),
             public_url: None,
             limits: UpstreamLimits::default(),
-            render_cache_bytes: 128 << 20,
+            render_cache_bytes: 64 << 20,
+            content_cache_bytes: 32 << 20,
             max_metadata_bytes: 512 << 20,
         }
     }
@@ -95,12 +98,51 @@ pub struct MetadataHit {
 
 /// What a client gets for an artifact.
 pub enum ArtifactBody {
-    Cached {
-        record: Box<ArtifactRecord>,
-        path: PathBuf,
-    },
+    Cached(Arc<CachedArtifact>),
     Downloading(Arc<Download>),
 }
+
+/// A cached artifact with what its responses need worked out once: artifacts are immutable, so
+/// hot ones are kept in memory and a hit touches neither SQLite nor a CID encoder.
+#[derive(Debug)]
+pub struct CachedArtifact {
+    pub ecosystem: &'static str,
+    pub key: String,
+    pub record: ArtifactRecord,
+    pub path: PathBuf,
+    /// `"<flat CID>"`: a strong validator for every representation of the file.
+    pub etag: http::HeaderValue,
+    pub root: http::HeaderValue,
+    pub last_modified: http::HeaderValue,
+}
+
+impl CachedArtifact {
+    fn new(ecosystem: &'static str, key: String, record: ArtifactRecord, path: PathBuf) -> Self {
+        let value = |s: String| {
+            http::HeaderValue::from_str(&s).unwrap_or(http::HeaderValue::from_static("invalid"))
+        };
+        CachedArtifact {
+            etag: value(format!("\"{}\"", record.flat)),
+            root: value(record.root.to_string()),
+            last_modified: http_date(record.fetched_at),
+            ecosystem,
+            key,
+            record,
+            path,
+        }
+    }
+}
+
+/// `ms` since the epoch as an HTTP date header value.
+pub(crate) fn http_date(ms: i64) -> http::HeaderValue {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    http::HeaderValue::from_str(&httpdate::fmt_http_date(time)).unwrap_or(
+        http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    )
+}
+
+/// Hot artifacts kept in memory at most (about 400 bytes each).
+const HOT_ARTIFACTS: usize = 50_000;
 
 /// The mirror. Cheap to clone.
 #[derive(Clone)]
@@ -118,7 +160,9 @@ pub(crate) struct Inner {
     metadata_flights: SingleFlight<(&'static str, String), Result<MetadataRecord, Arc<Error>>>,
     render_flights: SingleFlight<RenderKey, Result<Arc<RenderedDoc>, Arc<Error>>>,
     rendered: RenderCache,
-    touched: Mutex<Vec<(String, String, i64)>>,
+    pub content: crate::lru::Lru<FlatCid, Bytes>,
+    hot: Mutex<HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>,
+    touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -160,6 +204,7 @@ impl Mirror {
         Ok(Mirror {
             inner: Arc::new(Inner {
                 rendered: RenderCache::new(config.render_cache_bytes),
+                content: crate::lru::Lru::new(config.content_cache_bytes),
                 config,
                 store,
                 index,
@@ -168,6 +213,7 @@ impl Mirror {
                 downloads: Mutex::new(HashMap::new()),
                 metadata_flights: SingleFlight::default(),
                 render_flights: SingleFlight::default(),
+                hot: Mutex::new(HashMap::new()),
                 touched: Mutex::new(Vec::new()),
             }),
         })
@@ -179,6 +225,11 @@ impl Mirror {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Bytes of hot small artifacts, by flat CID.
+    pub(crate) fn content(&self) -> &crate::lru::Lru<FlatCid, Bytes> {
+        &self.inner.content
     }
 
     pub fn index(&self) -> &Arc<Index> {
@@ -429,18 +480,16 @@ impl Mirror {
         .await
     }
 
-    fn observe_upstream(&self, name: &str, started: Instant, status: Option<StatusCode>) {
+    fn observe_upstream(&self, name: &'static str, started: Instant, status: Option<StatusCode>) {
         let metrics = &self.inner.metrics;
         metrics
             .upstream_latency
-            .get_or_create(&EcosystemLabels {
-                ecosystem: name.to_owned(),
-            })
+            .get_or_create(&EcosystemLabels { ecosystem: name })
             .observe(started.elapsed().as_secs_f64());
         metrics
             .upstream_requests
             .get_or_create(&UpstreamLabels {
-                ecosystem: name.to_owned(),
+                ecosystem: name,
                 status: status.map_or(0, |s| s.as_u16()),
             })
             .inc();
@@ -529,18 +578,41 @@ impl Mirror {
             self.inner.metrics.cache(name, "artifact", "joined");
             return Ok(ArtifactBody::Downloading(download));
         }
-        let cached = {
-            let (index, key) = (self.inner.index.clone(), route.key.clone());
-            blocking(move || Ok(index.get_artifact(name, &key)?)).await?
+        let hot = self
+            .hot()
+            .get(name)
+            .and_then(|by_key| by_key.get(&route.key))
+            .cloned();
+        let cached = match hot {
+            Some(cached) => Some(cached),
+            None => {
+                let (index, key, store) = (
+                    self.inner.index.clone(),
+                    route.key.clone(),
+                    self.inner.store.clone(),
+                );
+                let found = blocking(move || {
+                    Ok(index.get_artifact(name, &key)?.map(|record| {
+                        let path = store.blob_path(&record.flat);
+                        Arc::new(CachedArtifact::new(name, key, record, path))
+                    }))
+                })
+                .await?;
+                if let Some(cached) = &found {
+                    let mut hot = self.hot();
+                    let by_key = hot.entry(name).or_default();
+                    if by_key.len() >= HOT_ARTIFACTS {
+                        by_key.clear();
+                    }
+                    by_key.insert(route.key.clone(), cached.clone());
+                }
+                found
+            }
         };
-        if let Some(record) = cached {
-            let path = self.inner.store.blob_path(&record.flat);
+        if let Some(cached) = cached {
             self.inner.metrics.cache(name, "artifact", "hit");
-            self.touch(name, &route.key);
-            return Ok(ArtifactBody::Cached {
-                record: Box::new(record),
-                path,
-            });
+            self.touch(&cached);
+            return Ok(ArtifactBody::Cached(cached));
         }
         if self.inner.config.offline {
             return Err(Error::Offline {
@@ -619,6 +691,13 @@ impl Mirror {
         blocking(move || Ok(index.get_ref(name, &key)?)).await
     }
 
+    fn hot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>
+    {
+        self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn downloads(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Arc<Download>>> {
@@ -674,9 +753,7 @@ impl Mirror {
                         this.inner
                             .metrics
                             .digest_mismatches
-                            .get_or_create(&EcosystemLabels {
-                                ecosystem: name.to_owned(),
-                            })
+                            .get_or_create(&EcosystemLabels { ecosystem: name })
                             .inc();
                         tracing::error!(ecosystem = name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
                     } else {
@@ -771,10 +848,10 @@ impl Mirror {
         .await
     }
 
-    fn touch(&self, name: &str, key: &str) {
+    fn touch(&self, cached: &Arc<CachedArtifact>) {
         let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
         if touched.len() < 100_000 {
-            touched.push((name.to_owned(), key.to_owned(), now_ms()));
+            touched.push((cached.clone(), now_ms()));
         }
     }
 
@@ -786,7 +863,14 @@ impl Mirror {
             return Ok(());
         }
         let index = self.inner.index.clone();
-        blocking(move || Ok(index.touch_artifacts(&batch)?)).await
+        blocking(move || {
+            let batch: Vec<(&str, &str, i64)> = batch
+                .iter()
+                .map(|(c, at)| (c.ecosystem, c.key.as_str(), *at))
+                .collect();
+            Ok(index.touch_artifacts(&batch)?)
+        })
+        .await
     }
 
     /// Flush what is pending and checkpoint the index (at shutdown).

@@ -1,12 +1,10 @@
-//! A byte-bounded cache of metadata documents as rendered for clients.
+//! Metadata documents as rendered for clients, and their cache.
 //!
 //! Rendering a packument means parsing and rewriting it; a hit must cost no more than handing out
-//! bytes, so rendered bodies are kept in memory keyed by (document CID, variant, base URL), with
-//! their ETag computed once. Least recently used entries go first when the budget is exceeded;
-//! a body larger than a quarter of the budget is served but not kept.
+//! bytes, so rendered bodies are kept in memory (a byte-bounded [`crate::lru::Lru`]) keyed by
+//! (document CID, variant, base URL), with their ETag computed once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -72,70 +70,14 @@ impl RenderedDoc {
     }
 }
 
-pub struct RenderCache {
-    budget: usize,
-    inner: Mutex<Entries>,
-}
-
-#[derive(Default)]
-struct Entries {
-    used: usize,
-    tick: u64,
-    map: HashMap<RenderKey, (Arc<RenderedDoc>, u64)>,
-}
-
-impl RenderCache {
-    pub fn new(budget: usize) -> Self {
-        RenderCache {
-            budget,
-            inner: Mutex::new(Entries::default()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn get(&self, key: &RenderKey) -> Option<Arc<RenderedDoc>> {
-        let mut entries = self.lock();
-        entries.tick += 1;
-        let tick = entries.tick;
-        entries.map.get_mut(key).map(|(doc, used)| {
-            *used = tick;
-            doc.clone()
-        })
-    }
-
-    pub fn insert(&self, key: RenderKey, doc: Arc<RenderedDoc>) {
-        let size = doc.body.len();
-        if size > self.budget / 4 {
-            return;
-        }
-        let mut entries = self.lock();
-        entries.tick += 1;
-        let tick = entries.tick;
-        if let Some((old, _)) = entries.map.insert(key, (doc, tick)) {
-            entries.used -= old.body.len();
-        }
-        entries.used += size;
-        if entries.used > self.budget {
-            let mut by_age: Vec<(u64, RenderKey)> = entries
-                .map
-                .iter()
-                .map(|(k, (_, used))| (*used, k.clone()))
-                .collect();
-            by_age.sort_unstable_by_key(|(used, _)| *used);
-            for (_, key) in by_age {
-                if entries.used <= self.budget * 3 / 4 {
-                    break;
-                }
-                if let Some((old, _)) = entries.map.remove(&key) {
-                    entries.used -= old.body.len();
-                }
-            }
-        }
+impl crate::lru::Weight for RenderedDoc {
+    fn weight(&self) -> usize {
+        self.body.len() + self.gzip.get().map_or(0, |g| g.len())
     }
 }
+
+/// Rendered documents by (document, variant, base).
+pub type RenderCache = crate::lru::Lru<RenderKey, Arc<RenderedDoc>>;
 
 #[cfg(test)]
 mod tests {
@@ -168,24 +110,6 @@ mod tests {
         assert_eq!(out, d.body);
         assert!(d.gzipped().len() < 1000);
         assert_eq!(d.gzip_etag(), "\"e-gzip\"");
-    }
-
-    #[test]
-    fn least_recently_used_entries_are_evicted_first() {
-        let cache = RenderCache::new(100);
-        cache.insert(key(1), doc(20));
-        cache.insert(key(2), doc(20));
-        cache.insert(key(3), doc(20));
-        assert!(cache.get(&key(1)).is_some());
-        cache.insert(key(4), doc(25));
-        cache.insert(key(5), doc(25));
-        assert!(cache.get(&key(1)).is_some(), "recently used survives");
-        assert!(cache.get(&key(2)).is_none(), "oldest goes");
-        cache.insert(key(6), doc(26));
-        assert!(
-            cache.get(&key(6)).is_none(),
-            "over a quarter of the budget is not kept"
-        );
     }
 
     #[test]

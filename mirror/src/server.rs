@@ -7,7 +7,6 @@
 //! CID), served from their flat file with single-range support, or streamed from a download under
 //! way. Errors are JSON `{"error": "…"}` with the status [`Error::status`] gives.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,8 +22,9 @@ use url::Url;
 use crate::download::Download;
 use crate::ecosystem::{ArtifactRoute, MetadataRoute, Request, Route};
 use crate::error::Error;
-use crate::index::ArtifactRecord;
-use crate::mirror::{ArtifactBody, MetadataHit, Mirror, Registered, now_ms};
+use crate::mirror::{
+    ArtifactBody, CachedArtifact, MetadataHit, Mirror, Registered, http_date, now_ms,
+};
 
 /// Largest request body forwarded upstream (npm audit reports).
 const MAX_FORWARD_BODY: usize = 32 << 20;
@@ -66,10 +66,11 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
-    let (label, response) = match path.as_str() {
-        "/healthz" => ("healthz", (StatusCode::OK, "ok\n").into_response()),
+    let (route, kind, response) = match path.as_str() {
+        "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
         "/metrics" => (
             "metrics",
+            "-",
             (
                 [(
                     header::CONTENT_TYPE,
@@ -79,8 +80,8 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
             )
                 .into_response(),
         ),
-        "/api/v1/status" => ("status", status(&mirror).await),
-        "/" => ("dashboard", dashboard(&mirror).await),
+        "/api/v1/status" => ("status", "-", status(&mirror).await),
+        "/" => ("dashboard", "-", dashboard(&mirror).await),
         _ => {
             let rest = path.trim_start_matches('/');
             let (prefix, below) = rest.split_once('/').unwrap_or((rest, ""));
@@ -88,10 +89,11 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 Some(registered) => {
                     let name = registered.ecosystem.name();
                     let (kind, response) = ecosystem(&mirror, registered, below, request).await;
-                    (label_of(name, kind), response)
+                    (name, kind, response)
                 }
                 None => (
                     "unknown",
+                    "-",
                     Error::NotFound(format!("no route for {path}")).into_response(),
                 ),
             }
@@ -101,27 +103,12 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         .metrics()
         .requests
         .get_or_create(&crate::metrics::RequestLabels {
-            route: label.to_owned(),
+            route,
+            kind,
             status: response.status().as_u16(),
         })
         .inc();
     response
-}
-
-fn label_of(ecosystem: &'static str, kind: &'static str) -> &'static str {
-    // Route labels are a small fixed set; leak one string per (ecosystem, kind) pair once.
-    static LABELS: std::sync::Mutex<Vec<(&'static str, &'static str, &'static str)>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, l)) = labels
-        .iter()
-        .find(|(e, k, _)| *e == ecosystem && *k == kind)
-    {
-        return l;
-    }
-    let label: &'static str = Box::leak(format!("{ecosystem}_{kind}").into_boxed_str());
-    labels.push((ecosystem, kind, label));
-    label
 }
 
 async fn ecosystem(
@@ -203,12 +190,6 @@ fn base_url(mirror: &Mirror, ecosystem: &str, headers: &HeaderMap) -> Result<Url
     let mut url = base;
     url.set_path(&path);
     Ok(url)
-}
-
-fn http_date(ms: i64) -> HeaderValue {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    HeaderValue::from_str(&httpdate::fmt_http_date(time))
-        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
@@ -329,13 +310,13 @@ async fn artifact(
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
     match mirror.artifact(registered, route).await? {
-        ArtifactBody::Cached { record, path } => cached_file(mirror, &record, path, request).await,
+        ArtifactBody::Cached(cached) => cached_file(mirror, &cached, request).await,
         ArtifactBody::Downloading(download) => downloading(mirror, download, request).await,
     }
 }
 
-fn immutable_headers(record: &ArtifactRecord) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+fn immutable_headers(cached: &CachedArtifact) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -344,14 +325,10 @@ fn immutable_headers(record: &ArtifactRecord) -> HeaderMap {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.flat)) {
-        headers.insert(header::ETAG, etag);
-    }
-    headers.insert(header::LAST_MODIFIED, http_date(record.fetched_at));
+    headers.insert(header::ETAG, cached.etag.clone());
+    headers.insert(header::LAST_MODIFIED, cached.last_modified.clone());
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(root) = HeaderValue::from_str(&record.root.to_string()) {
-        headers.insert("x-ipfs-roots", root);
-    }
+    headers.insert("x-ipfs-roots", cached.root.clone());
     headers
 }
 
@@ -387,16 +364,16 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
 
 async fn cached_file(
     mirror: &Mirror,
-    record: &ArtifactRecord,
-    path: PathBuf,
+    cached: &CachedArtifact,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
-    let mut headers = immutable_headers(record);
-    let etag = format!("\"{}\"", record.flat);
-    if matches_etag(&request.headers, &etag) {
+    let mut headers = immutable_headers(cached);
+    let etag = cached.etag.to_str().unwrap_or_default();
+    if matches_etag(&request.headers, etag) {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    let size = record.size;
+    let size = cached.record.size;
+    let path = cached.path.clone();
     let if_range_ok = request
         .headers
         .get(header::IF_RANGE)
@@ -432,18 +409,29 @@ async fn cached_file(
         return Ok((status, headers, Body::empty()).into_response());
     }
     mirror.metrics().served("cache", len);
-    let body = if len <= READ_WHOLE {
-        let bytes = crate::mirror::blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let file = std::fs::File::open(&path)
-                .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, start)
-                .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
-            Ok(Bytes::from(buf))
-        })
-        .await?;
-        Body::from(bytes)
+    let body = if size <= READ_WHOLE {
+        // Small files are read whole once and then served from memory, sliced for ranges.
+        let flat = cached.record.flat;
+        let whole = match mirror.content().get(&flat) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = crate::mirror::blocking(move || {
+                    std::fs::read(&path)
+                        .map(Bytes::from)
+                        .map_err(|e| crate::error::StoreError::io("read", &path, e).into())
+                })
+                .await?;
+                if bytes.len() as u64 != size {
+                    return Err(Error::Internal(format!(
+                        "cached artifact {flat} has {} bytes, the index says {size}",
+                        bytes.len()
+                    )));
+                }
+                mirror.content().insert(flat, bytes.clone());
+                bytes
+            }
+        };
+        Body::from(whole.slice(start as usize..(start + len) as usize))
     } else {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let mut file = tokio::fs::File::open(&path)

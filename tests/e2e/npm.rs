@@ -478,3 +478,66 @@ fn setup_prints_the_client_configuration() {
         "{stdout}"
     );
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `size` (e.g. `3m`) at `dir` (the tests run as root, as CI does).
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root: {status}");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_download_cleanly_and_keeps_serving() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    let disk = Tmpfs::mount(&tmp.path().join("disk"), "3m");
+    let data = disk.0.join("data");
+    let cairn = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+
+    // 3.5 MiB does not fit on a 3 MiB disk: the client gets an error, nothing is left behind.
+    let url = format!("{}big-data/-/big-data-1.0.0.tgz", cairn.npm());
+    let outcome = runtime().block_on(async {
+        let response = reqwest::get(&url).await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.is_ok())
+    });
+    assert!(
+        outcome.0 == 507 || !outcome.1,
+        "a download that cannot be stored looked complete: {outcome:?}"
+    );
+    assert!(
+        cairn.logs().contains("No space left on device"),
+        "{}",
+        cairn.logs()
+    );
+    assert!(files_under(&data.join("blobs")).is_empty());
+    assert!(
+        files_under(&data.join("tmp")).is_empty(),
+        "temp file left on a full disk"
+    );
+
+    // Small packages still go through once the space is free again.
+    let reply = get(&format!("{}lib-d/-/lib-d-1.0.0.tgz", cairn.npm()));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.body,
+        fake.registry().version("lib-d", "1.0.0").tarball
+    );
+    drop(cairn);
+}

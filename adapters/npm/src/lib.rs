@@ -5,6 +5,7 @@
 //!   `Accept` (PROTOCOLS.md §1.2), with every `dist.tarball` pointing back at this node;
 //! - `{name}/-/{file}.tgz`: tarballs, verified against the version's `dist.integrity` (sha512) or
 //!   `dist.shasum` (sha1, very old packages);
+//! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;
 //! - `-/ping`: answered locally; `-/npm/v1/security/…`, `-/npm/v1/keys`, `-/v1/search`: passed
 //!   through to upstream, never cached.
 
@@ -25,6 +26,7 @@ pub const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
 
 const FULL_VARIANT: &str = "full";
 const ABBREVIATED_VARIANT: &str = "abbreviated";
+const DIST_TAGS_VARIANT: &str = "dist-tags";
 
 /// The npm ecosystem.
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,6 +79,11 @@ impl Ecosystem for Npm {
                     content_type: "application/json",
                     body: Bytes::from_static(b"{}"),
                 }),
+                _ if api.starts_with("package/") && api.ends_with("/dist-tags") => {
+                    let raw = &api["package/".len()..api.len() - "/dist-tags".len()];
+                    let name = PackageName::parse(&decode(raw).map_err(bad)?).map_err(bad)?;
+                    Some(Route::Metadata(metadata_route(&name, DIST_TAGS_VARIANT)))
+                }
                 _ if api.starts_with("npm/v1/security/")
                     || api == "npm/v1/keys"
                     || api == "v1/search" =>
@@ -129,6 +136,12 @@ impl Ecosystem for Npm {
         base: &Url,
     ) -> Result<Rendered, AdapterError> {
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
+        if variant == DIST_TAGS_VARIANT {
+            return Ok(Rendered {
+                body: Bytes::from(packument::dist_tags(&name, doc.body)?),
+                content_type: "application/json",
+            });
+        }
         let abbreviated = variant == ABBREVIATED_VARIANT;
         let body = packument::render(&name, doc.url, doc.body, abbreviated, base)?;
         Ok(Rendered {

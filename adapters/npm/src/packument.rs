@@ -218,6 +218,15 @@ pub fn render(
     Ok(out)
 }
 
+/// The `dist-tags` object of a packument (`{}` when it has none).
+pub fn dist_tags(name: &PackageName, body: &[u8]) -> Result<Vec<u8>, AdapterError> {
+    let top = json::members(body).map_err(|e| bad(format!("packument of {name}: {e}")))?;
+    Ok(top
+        .iter()
+        .find(|m| m.is("dist-tags"))
+        .map_or_else(|| b"{}".to_vec(), |m| m.value.to_vec()))
+}
+
 fn versions(
     name: &PackageName,
     doc_url: &Url,

@@ -94,5 +94,11 @@ fn api_routes() {
         Ok(Some(Route::Passthrough { .. }))
     ));
     assert_eq!(route("-/whoami", None), Ok(None));
+    match route("-/package/@types%2fnode/dist-tags", None) {
+        Ok(Some(Route::Metadata(m))) => {
+            assert_eq!((m.key.as_str(), m.variant), ("@types/node", "dist-tags"))
+        }
+        other => panic!("dist-tags: {other:?}"),
+    }
     assert_eq!(route("lodash/4.17.21", None), Ok(None));
 }
