@@ -190,7 +190,7 @@ start_cairn() {  # start_cairn LABEL PORT DATADIR UPSTREAM
 VERD_PID=
 start_verdaccio() {  # start_verdaccio LABEL STORAGE
   local label=$1 storage=$2 cfg=$B/verdaccio/config-$1.yaml
-  mkdir -p "$B/verdaccio" "$storage"
+  mkdir -p "$B/verdaccio/plugins" "$storage"
   cat > "$cfg" <<EOF
 storage: $storage
 plugins: $B/verdaccio/plugins
@@ -399,6 +399,11 @@ small_verd=$(tarball_url "http://127.0.0.1:$VERD_PORT/${SMALL_TGZ[0]}" "${SMALL_
 big_verd=$(tarball_url "http://127.0.0.1:$VERD_PORT/${BIG_TGZ[0]}" "${BIG_TGZ[1]}")
 mkdir -p "$B/static/packument" "$B/static/tgz"
 curl -sf -H "Accept: $NPM_ACCEPT" -o "$B/static/packument/$PKUM_NAME.json" "$pkum_cairn"
+# What npm 11 actually sends for packuments during `npm install` here (seen in an nginx
+# access log): the full document, gzip accepted. nginx gets Cairn's gzipped bytes verbatim.
+NPM_FULL_HDRS="Accept: application/json|Accept-Encoding: gzip, deflate"
+curl -sf -H "Accept: application/json" -H "Accept-Encoding: gzip, deflate" -o "$B/static/packument/$PKUM_NAME-full.json.gz" "$pkum_cairn"
+curl -sf -H "Accept: application/json" -H "Accept-Encoding: gzip, deflate" -o "$B/tmp/verd-full.gz" "$pkum_verd"
 for u in "$small_cairn" "$big_cairn" "$small_verd" "$big_verd"; do curl -sf -o /dev/null "$u"; done  # prime
 curl -sf -o "$B/static/tgz/small.tgz" "$small_cairn"
 curl -sf -o "$B/static/tgz/big.tgz" "$big_cairn"
@@ -408,14 +413,15 @@ sizes_kb() { awk -v b="$1" 'BEGIN{ if (b >= 1048576) printf "%.1f MB", b/1048576
 
 declare -A WRPS WP99 WERR
 to_ms() { awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'; }
-run_wrk() {  # run_wrk KEY CONC URL [header]
-  local key=$1 conc=$2 url=$3 hdr=${4:-} threads=2 out rps p99 errs
+run_wrk() {  # run_wrk KEY CONC URL ["Header: v|Header: v"]
+  local key=$1 conc=$2 url=$3 hdrs=${4:-} threads=2 out rps p99 errs h
+  local args=()
   [ "$conc" -ge 2 ] || threads=1   # wrk needs connections >= threads
-  if [ -n "$hdr" ]; then
-    out=$(wrk -t"$threads" -c"$conc" -d"${WRK_SECS}s" --timeout 10s --latency -H "$hdr" "$url" 2>&1 || true)
-  else
-    out=$(wrk -t"$threads" -c"$conc" -d"${WRK_SECS}s" --timeout 10s --latency "$url" 2>&1 || true)
+  if [ -n "$hdrs" ]; then
+    IFS='|' read -r -a hs <<< "$hdrs"
+    for h in "${hs[@]}"; do args+=(-H "$h"); done
   fi
+  out=$(wrk -t"$threads" -c"$conc" -d"${WRK_SECS}s" --timeout 10s --latency "${args[@]}" "$url" 2>&1 || true)
   echo "== $key $url" >> "$B/logs/wrk.log"; echo "$out" >> "$B/logs/wrk.log"
   rps=$(echo "$out" | awk '/^Requests\/sec/{printf "%.0f", $2}')
   p99=$(echo "$out" | awk '$1=="99%"{print $2}')
@@ -430,13 +436,16 @@ declare -A URL HDR
 URL[pkum,cairn]=$pkum_cairn;  HDR[pkum,cairn]="Accept: $NPM_ACCEPT"
 URL[pkum,verd]=$pkum_verd;    HDR[pkum,verd]="Accept: $NPM_ACCEPT"
 URL[pkum,nginx]="http://127.0.0.1:$NGX_STATIC_PORT/packument/$PKUM_NAME.json"; HDR[pkum,nginx]="Accept: $NPM_ACCEPT"
+URL[full,cairn]=$pkum_cairn;  HDR[full,cairn]=$NPM_FULL_HDRS
+URL[full,verd]=$pkum_verd;    HDR[full,verd]=$NPM_FULL_HDRS
+URL[full,nginx]="http://127.0.0.1:$NGX_STATIC_PORT/packument/$PKUM_NAME-full.json.gz"; HDR[full,nginx]=$NPM_FULL_HDRS
 URL[small,cairn]=$small_cairn; URL[small,verd]=$small_verd; URL[small,nginx]="http://127.0.0.1:$NGX_STATIC_PORT/tgz/small.tgz"
 URL[big,cairn]=$big_cairn;     URL[big,verd]=$big_verd;     URL[big,nginx]="http://127.0.0.1:$NGX_STATIC_PORT/tgz/big.tgz"
 
 CAIRN_PEAK=0; VERD_PEAK=0
-log "wrk: $WRK_ROUNDS rounds x {packument, small tgz, big tgz} x {c1, c64} x {cairn, verdaccio, nginx}"
+log "wrk: $WRK_ROUNDS rounds x {packument, full packument gzip, small tgz, big tgz} x {c1, c64} x {cairn, verdaccio, nginx}"
 for round in $(seq 1 "$WRK_ROUNDS"); do
-  for res in pkum small big; do
+  for res in pkum full small big; do
     for conc in 1 64; do
       for srv in cairn verd nginx; do
         samp=
@@ -462,12 +471,12 @@ pmed() { median ${WP99[$1]}; }
 {
   r "### Hit throughput (wrk, ${WRK_SECS} s per run, median of $WRK_ROUNDS interleaved runs)"
   r ""
-  r "Resources: the abbreviated packument of \`$PKUM_NAME\` ($(sizes_kb "$(size_of "$B/static/packument/$PKUM_NAME.json")") as Cairn serves it, requested with npm's Accept header; Verdaccio's answer is $(sizes_kb "$(size_of "$B/tmp/verd-pkum.json")")), the tarball \`${SMALL_TGZ[0]}-${SMALL_TGZ[1]}.tgz\` ($(sizes_kb "$(size_of "$B/static/tgz/small.tgz")")) and \`${BIG_TGZ[0]}-${BIG_TGZ[1]}.tgz\` ($(sizes_kb "$(size_of "$B/static/tgz/big.tgz")")), all already cached. nginx serves the exact bytes Cairn returned as static files (sendfile). c=1 uses 1 wrk thread (wrk needs threads <= connections), c=64 uses 2. wrk shares the 2 cores with the server."
+  r "Resources: the abbreviated packument of \`$PKUM_NAME\` ($(sizes_kb "$(size_of "$B/static/packument/$PKUM_NAME.json")") as Cairn serves it, requested with npm's Accept header; Verdaccio's answer is $(sizes_kb "$(size_of "$B/tmp/verd-pkum.json")")); the full packument of \`$PKUM_NAME\` requested as npm $(npm -v 2>/dev/null) does during this install (\`Accept: application/json\`, \`Accept-Encoding: gzip, deflate\`; Cairn answers $(sizes_kb "$(size_of "$B/static/packument/$PKUM_NAME-full.json.gz")") gzipped, Verdaccio $(sizes_kb "$(size_of "$B/tmp/verd-full.gz")")); the tarball \`${SMALL_TGZ[0]}-${SMALL_TGZ[1]}.tgz\` ($(sizes_kb "$(size_of "$B/static/tgz/small.tgz")")) and \`${BIG_TGZ[0]}-${BIG_TGZ[1]}.tgz\` ($(sizes_kb "$(size_of "$B/static/tgz/big.tgz")")), all already cached. nginx serves the exact bytes Cairn returned as static files (sendfile). c=1 uses 1 wrk thread (wrk needs threads <= connections), c=64 uses 2. wrk shares the 2 cores with the server."
   r ""
   r "| Resource | Conc. | Cairn req/s | Verdaccio req/s | nginx static req/s | Cairn p99 ms | Verdaccio p99 ms | nginx p99 ms | Cairn/nginx | Cairn/Verdaccio | errors C/V/N |"
   r "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-  for res in pkum small big; do
-    case $res in pkum) name="packument \`$PKUM_NAME\`" ;; small) name="tarball ${SMALL_TGZ[0]}" ;; big) name="tarball ${BIG_TGZ[0]}" ;; esac
+  for res in pkum full small big; do
+    case $res in pkum) name="packument \`$PKUM_NAME\` (abbreviated)" ;; full) name="packument \`$PKUM_NAME\` (full, gzip)" ;; small) name="tarball ${SMALL_TGZ[0]}" ;; big) name="tarball ${BIG_TGZ[0]}" ;; esac
     for conc in 1 64; do
       c=$(wmed "$res,$conc,cairn"); v=$(wmed "$res,$conc,verd"); n=$(wmed "$res,$conc,nginx")
       r "| $name | $conc | $c | $v | $n | $(pmed "$res,$conc,cairn") | $(pmed "$res,$conc,verd") | $(pmed "$res,$conc,nginx") | $(ratio "$c" "$n") | $(ratio "$c" "$v") | ${WERR[$res,$conc,cairn]}/${WERR[$res,$conc,verd]}/${WERR[$res,$conc,nginx]} |"
@@ -476,7 +485,7 @@ pmed() { median ${WP99[$1]}; }
   r ""
   r "All req/s runs (cairn | verdaccio | nginx):"
   r ""
-  for res in pkum small big; do for conc in 1 64; do
+  for res in pkum full small big; do for conc in 1 64; do
     r "- $res c=$conc: ${WRPS[$res,$conc,cairn]# } | ${WRPS[$res,$conc,verd]# } | ${WRPS[$res,$conc,nginx]# }"
   done; done
   r ""

@@ -141,7 +141,8 @@ pub(crate) fn http_date(ms: i64) -> http::HeaderValue {
     )
 }
 
-/// Hot artifacts kept in memory at most (about 400 bytes each).
+/// Hot artifact rows (about 400 bytes each) and metadata rows kept in memory at most, per
+/// ecosystem.
 const HOT_ARTIFACTS: usize = 50_000;
 
 /// The mirror. Cheap to clone.
@@ -162,6 +163,8 @@ pub(crate) struct Inner {
     rendered: RenderCache,
     pub content: crate::lru::Lru<FlatCid, Bytes>,
     hot: Mutex<HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>,
+    /// Metadata records as last read or written by this process: a hit skips SQLite.
+    hot_metadata: Mutex<HashMap<&'static str, HashMap<String, MetadataRecord>>>,
     touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
 }
 
@@ -214,6 +217,7 @@ impl Mirror {
                 metadata_flights: SingleFlight::default(),
                 render_flights: SingleFlight::default(),
                 hot: Mutex::new(HashMap::new()),
+                hot_metadata: Mutex::new(HashMap::new()),
                 touched: Mutex::new(Vec::new()),
             }),
         })
@@ -288,9 +292,21 @@ impl Mirror {
         route: &MetadataRoute,
     ) -> Result<MetadataHit, Error> {
         let name = registered.ecosystem.name();
-        let cached = {
-            let (index, key) = (self.inner.index.clone(), route.key.clone());
-            blocking(move || Ok(index.get_metadata(name, &key)?)).await?
+        let hot = self
+            .hot_metadata()
+            .get(name)
+            .and_then(|by_key| by_key.get(&route.key))
+            .cloned();
+        let cached = match hot {
+            Some(record) => Some(record),
+            None => {
+                let (index, key) = (self.inner.index.clone(), route.key.clone());
+                let record = blocking(move || Ok(index.get_metadata(name, &key)?)).await?;
+                if let Some(record) = &record {
+                    self.remember_metadata(name, &route.key, record);
+                }
+                record
+            }
         };
         if let Some(record) = &cached
             && self.is_fresh(record, now_ms())
@@ -357,11 +373,32 @@ impl Mirror {
                         return Ok(latest);
                     }
                 }
-                this.fetch_metadata(ecosystem, &upstream, &route, cached)
+                let record = this
+                    .fetch_metadata(ecosystem, &upstream, &route, cached)
                     .await
-                    .map_err(Arc::new)
+                    .map_err(Arc::new)?;
+                this.remember_metadata(name, &route.key, &record);
+                Ok(record)
             })
             .await
+    }
+
+    fn hot_metadata(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<&'static str, HashMap<String, MetadataRecord>>> {
+        self.inner
+            .hot_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember_metadata(&self, name: &'static str, key: &str, record: &MetadataRecord) {
+        let mut hot = self.hot_metadata();
+        let by_key = hot.entry(name).or_default();
+        if by_key.len() >= HOT_ARTIFACTS && !by_key.contains_key(key) {
+            by_key.clear();
+        }
+        by_key.insert(key.to_owned(), record.clone());
     }
 
     async fn fetch_metadata(
