@@ -126,3 +126,124 @@ mod tests {
         assert!(points_at_self(&url, &listen, Some(&public)));
     }
 }
+
+/// `$CARGO_HOME`, else `~/.cargo`.
+pub fn cargo_home() -> std::path::PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default()
+                .join(".cargo")
+        })
+}
+
+/// cargo's user config file, if any (`config.toml`, or the older `config`).
+pub fn cargo_config_path(home: &std::path::Path) -> Option<std::path::PathBuf> {
+    ["config.toml", "config"]
+        .iter()
+        .map(|f| home.join(f))
+        .find(|p| p.is_file())
+}
+
+/// The registry a `[source.crates-io] replace-with` in cargo's config points at, if any.
+fn cargo_replacement(config: &toml::Table) -> Option<String> {
+    let sources = config.get("source")?.as_table()?;
+    let name = sources.get("crates-io")?.get("replace-with")?.as_str()?;
+    Some(sources.get(name)?.get("registry")?.as_str()?.to_owned())
+}
+
+/// The sparse index cargo's registry cache is named after (`<host>-<hash>` under
+/// `registry/index/`, skipping git indexes).
+fn cargo_cached_index(home: &std::path::Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(home.join("registry").join("index"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().is_dir() && !e.path().join(".git").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.iter().find_map(|name| {
+        let (host, hash) = name.rsplit_once('-')?;
+        (hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) && host.contains('.'))
+            .then(|| format!("https://{host}/"))
+    })
+}
+
+/// The cargo upstream (a sparse index): configured, else cargo's crates-io replacement, else the
+/// index cargo's registry cache is named after.
+pub async fn cargo(
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
+    let parse = |text: &str| {
+        let text = text.strip_prefix("sparse+").unwrap_or(text);
+        Url::parse(text).map_err(|e| format!("invalid cargo upstream {text:?}: {e}"))
+    };
+    if let Some(text) = configured {
+        return Ok(Found::Configured(parse(text)?));
+    }
+    let hint = "set --cargo-upstream, CAIRN_CARGO_UPSTREAM or cargo-upstream in cairn.toml";
+    let home = cargo_home();
+    if let Some(path) = cargo_config_path(&home) {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}; {hint}", path.display()))?;
+        let config: toml::Table = toml::from_str(&text)
+            .map_err(|e| format!("cannot parse {}: {e}; {hint}", path.display()))?;
+        if let Some(registry) = cargo_replacement(&config) {
+            if !registry.starts_with("sparse+") {
+                return Err(format!(
+                    "cargo's crates-io replacement {registry:?} is not a sparse index; {hint}"
+                ));
+            }
+            let url = parse(&registry)?;
+            if points_at_self(&url, listen, public) {
+                return Err(format!(
+                    "cargo's crates-io replacement ({url}) is this Cairn node; {hint} (cairn setup cargo --apply records it)"
+                ));
+            }
+            return Ok(Found::Discovered {
+                url,
+                from: "crates-io source replacement in cargo's config",
+            });
+        }
+    }
+    match cargo_cached_index(&home) {
+        Some(url) => Ok(Found::Discovered {
+            url: parse(&url)?,
+            from: "cargo's registry cache",
+        }),
+        None => Err(format!(
+            "no sparse index found in cargo's config or registry cache ({}); {hint}",
+            home.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod cargo_tests {
+    use super::*;
+
+    #[test]
+    fn replacement_and_cache_names() {
+        let config: toml::Table = toml::from_str(
+            "[source.crates-io]\nreplace-with = \"corp\"\n[source.corp]\nregistry = \"sparse+https://mirror.invalid/index/\"\n",
+        )
+        .expect("toml");
+        assert_eq!(
+            cargo_replacement(&config).as_deref(),
+            Some("sparse+https://mirror.invalid/index/")
+        );
+        let home = tempfile::tempdir().expect("tempdir");
+        let index = home.path().join("registry/index");
+        std::fs::create_dir_all(index.join("index.example.invalid-1949cf8c6b5b557f")).expect("dir");
+        std::fs::create_dir_all(index.join("git.example.invalid-1ecc6299db9ec823/.git"))
+            .expect("dir");
+        assert_eq!(
+            cargo_cached_index(home.path()).as_deref(),
+            Some("https://index.example.invalid/")
+        );
+    }
+}

@@ -75,6 +75,9 @@ struct Serve {
     /// npm upstream registry [default: npm's own `registry` setting]
     #[arg(long, env = "CAIRN_NPM_UPSTREAM")]
     npm_upstream: Option<String>,
+    /// cargo upstream sparse index [default: from cargo's config or registry cache]
+    #[arg(long, env = "CAIRN_CARGO_UPSTREAM")]
+    cargo_upstream: Option<String>,
     /// The URL clients reach this node at [default: each request's Host]
     #[arg(long, env = "CAIRN_PUBLIC_URL")]
     public_url: Option<Url>,
@@ -145,7 +148,7 @@ async fn run(cli: Cli) -> Result<()> {
                     } else {
                         listen
                     };
-                    Url::parse(&format!("http://{host}/npm/")).context("node URL")?
+                    Url::parse(&format!("http://{host}/{}", client.path())).context("node URL")?
                 }
             };
             setup::run(
@@ -153,7 +156,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &url,
                 apply,
                 cli.common.config.as_deref(),
-                file.npm_upstream.as_deref(),
+                &file,
                 &listen,
             )
             .await
@@ -222,19 +225,32 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
         .as_deref()
         .or(file.npm_upstream.as_deref());
     let npm_upstream = discover::npm(npm_configured, &listen, public_url.as_ref()).await;
-    match &npm_upstream {
-        Ok(discover::Found::Configured(url)) => {
-            tracing::info!(upstream = %url, "npm upstream (configured)")
+    let cargo_configured = args
+        .cargo_upstream
+        .as_deref()
+        .or(file.cargo_upstream.as_deref());
+    let cargo_upstream = discover::cargo(cargo_configured, &listen, public_url.as_ref()).await;
+    for (name, found) in [("npm", &npm_upstream), ("cargo", &cargo_upstream)] {
+        match found {
+            Ok(discover::Found::Configured(url)) => {
+                tracing::info!(ecosystem = name, upstream = %url, "upstream (configured)")
+            }
+            Ok(discover::Found::Discovered { url, from }) => {
+                tracing::info!(ecosystem = name, upstream = %url, from, "upstream (discovered)")
+            }
+            Err(why) => tracing::warn!(ecosystem = name, "off: {why}"),
         }
-        Ok(discover::Found::Discovered { url, from }) => {
-            tracing::info!(upstream = %url, from, "npm upstream (discovered)")
-        }
-        Err(why) => tracing::warn!("npm is off: {why}"),
     }
-    let ecosystems = vec![EcosystemSetup {
-        ecosystem: Arc::new(cairn_npm::Npm),
-        upstream: npm_upstream.map(|f| f.url().clone()),
-    }];
+    let ecosystems = vec![
+        EcosystemSetup {
+            ecosystem: Arc::new(cairn_npm::Npm),
+            upstream: npm_upstream.map(|f| f.url().clone()),
+        },
+        EcosystemSetup {
+            ecosystem: Arc::new(cairn_cargo::Cargo),
+            upstream: cargo_upstream.map(|f| f.url().clone()),
+        },
+    ];
 
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -331,12 +347,16 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
     .await
     .is_ok_and(|r| r.is_ok());
     let npm = discover::npm(file.npm_upstream.as_deref(), &listen, None).await;
+    let cargo = discover::cargo(file.cargo_upstream.as_deref(), &listen, None).await;
     if json {
         let report = serde_json::json!({
             "data_dir": data_dir,
             "listen": listen.to_string(),
             "running": running,
-            "upstreams": { "npm": npm.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone) },
+            "upstreams": {
+                "npm": npm.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
+                "cargo": cargo.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
+            },
             "stats": stats,
         });
         println!(
@@ -350,9 +370,11 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
         "server:   {} ({listen})",
         if running { "running" } else { "not running" }
     );
-    match npm {
-        Ok(found) => println!("npm:      ← {}", found.url()),
-        Err(why) => println!("npm:      off: {why}"),
+    for (name, found) in [("npm", npm), ("cargo", cargo)] {
+        match found {
+            Ok(found) => println!("{:<9} ← {}", format!("{name}:"), found.url()),
+            Err(why) => println!("{:<9} off: {why}", format!("{name}:")),
+        }
     }
     if stats.is_empty() {
         println!("cache:    empty");

@@ -11,6 +11,7 @@
 //! public-url = "http://cache.internal:7777/"
 //! metadata-ttl = "5m"
 //! npm-upstream = "https://registry.internal/npm/"
+//! cargo-upstream = "https://index.internal/crates/"   # a sparse index
 //! upstream-concurrency = 64
 //! upstream-timeout = "30s"
 //! log-format = "text"        # or "json"
@@ -32,6 +33,7 @@ pub struct FileSettings {
     pub public_url: Option<String>,
     pub metadata_ttl: Option<String>,
     pub npm_upstream: Option<String>,
+    pub cargo_upstream: Option<String>,
     pub upstream_concurrency: Option<usize>,
     pub upstream_timeout: Option<String>,
     pub log_format: Option<String>,

@@ -1,5 +1,6 @@
 //! `cairn setup CLIENT [--url URL] [--apply]`: the client configuration that points a package
-//! manager at this node, printed, or applied with the client's own config command.
+//! manager at this node, printed, or applied (with the client's own config command, or for cargo
+//! by editing `$CARGO_HOME/config.toml`).
 //!
 //! Applying first records the client's current upstream in `cairn.toml` (unless one is set
 //! there), so Cairn keeps fronting the same registry after the client points at Cairn.
@@ -17,6 +18,17 @@ pub enum Client {
     Npm,
     Yarn,
     Pnpm,
+    Cargo,
+}
+
+impl Client {
+    /// The route prefix of the client's ecosystem on a node.
+    pub fn path(self) -> &'static str {
+        match self {
+            Client::Npm | Client::Yarn | Client::Pnpm => "npm/",
+            Client::Cargo => "cargo/index/",
+        }
+    }
 }
 
 /// One command that configures a client.
@@ -53,6 +65,7 @@ async fn steps(client: Client, url: &Url) -> Vec<Step> {
             program: "pnpm",
             args: vec!["config".into(), "set".into(), "registry".into(), url],
         }],
+        Client::Cargo => Vec::new(),
         Client::Yarn => {
             let berry = discover::client_setting("yarn", &["--version"])
                 .await
@@ -95,17 +108,95 @@ async fn steps(client: Client, url: &Url) -> Vec<Step> {
     }
 }
 
+/// The source replacement that points cargo at `url`, merged into `config`.
+fn cargo_config(config: &mut toml::Table, url: &Url) {
+    let sources = config
+        .entry("source")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(sources) = sources.as_table_mut() {
+        let mut crates_io = toml::Table::new();
+        crates_io.insert("replace-with".into(), "cairn".into());
+        sources.insert("crates-io".into(), toml::Value::Table(crates_io));
+        let mut cairn = toml::Table::new();
+        cairn.insert("registry".into(), format!("sparse+{url}").into());
+        sources.insert("cairn".into(), toml::Value::Table(cairn));
+    }
+}
+
+fn apply_cargo(url: &Url) -> Result<()> {
+    let home = discover::cargo_home();
+    let path = discover::cargo_config_path(&home).unwrap_or_else(|| home.join("config.toml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut config: toml::Table =
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    cargo_config(&mut config, url);
+    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
+    let temp = path.with_extension("toml.cairn-tmp");
+    std::fs::write(&temp, toml::to_string(&config).context("cargo config")?)
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "wrote the crates-io source replacement to {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Record the client's current upstream in `cairn.toml` unless one is recorded there already.
+async fn record_upstream(
+    client: Client,
+    config: Option<&Path>,
+    file: &crate::settings::FileSettings,
+    listen: &std::net::SocketAddr,
+    url: &Url,
+) -> Result<()> {
+    let (key, recorded, found) = match client {
+        Client::Cargo => (
+            "cargo-upstream",
+            file.cargo_upstream.is_some(),
+            discover::cargo(None, listen, Some(url)).await,
+        ),
+        _ => (
+            "npm-upstream",
+            file.npm_upstream.is_some(),
+            discover::npm(None, listen, Some(url)).await,
+        ),
+    };
+    if recorded {
+        return Ok(());
+    }
+    match found {
+        Ok(found) => {
+            let path = crate::settings::record(config, key, found.url().as_str())?;
+            println!("recorded {key} = {} in {}", found.url(), path.display());
+        }
+        Err(e) => println!("no upstream recorded: {e}"),
+    }
+    Ok(())
+}
+
 /// Print or apply the configuration of `client` for the node at `url`.
 pub async fn run(
     client: Client,
     url: &Url,
     apply: bool,
     config: Option<&Path>,
-    recorded_upstream: Option<&str>,
+    file: &crate::settings::FileSettings,
     listen: &std::net::SocketAddr,
 ) -> Result<()> {
     let steps = steps(client, url).await;
     if !apply {
+        if client == Client::Cargo {
+            let mut snippet = toml::Table::new();
+            cargo_config(&mut snippet, url);
+            println!("# Add to $CARGO_HOME/config.toml (or run this command with --apply):");
+            print!("{}", toml::to_string(&snippet).context("cargo config")?);
+            return Ok(());
+        }
         println!("# Point {client:?} at Cairn (or run this command with --apply):");
         for step in &steps {
             println!("{}", step.shown());
@@ -115,18 +206,9 @@ pub async fn run(
         }
         return Ok(());
     }
-    if recorded_upstream.is_none() {
-        match discover::npm(None, listen, Some(url)).await {
-            Ok(found) => {
-                let path = crate::settings::record(config, "npm-upstream", found.url().as_str())?;
-                println!(
-                    "recorded npm-upstream = {} in {}",
-                    found.url(),
-                    path.display()
-                );
-            }
-            Err(e) => println!("no upstream recorded: {e}"),
-        }
+    record_upstream(client, config, file, listen, url).await?;
+    if client == Client::Cargo {
+        return apply_cargo(url);
     }
     for step in &steps {
         let status = tokio::process::Command::new(step.program)

@@ -51,6 +51,10 @@ pub struct MetadataRoute {
     pub upstream_path: String,
     /// The representation to render: the adapter's own names (`full`, `abbreviated`, …).
     pub variant: &'static str,
+    /// Another document the adapter needs to read this one (cargo's `config.json` for an index
+    /// file: it says where downloads live). The mirror fetches it like any metadata and passes
+    /// it to [`Ecosystem::artifacts`] as [`MetadataDoc::context`].
+    pub context: Option<Box<MetadataRoute>>,
 }
 
 /// An artifact, named by the adapter.
@@ -82,6 +86,9 @@ pub struct MetadataDoc<'a> {
     pub url: &'a Url,
     /// Exactly the upstream bytes.
     pub body: &'a [u8],
+    /// The document [`MetadataRoute::context`] named, when there is one (given to
+    /// [`Ecosystem::artifacts`] only).
+    pub context: Option<&'a MetadataDoc<'a>>,
 }
 
 /// A document rendered for clients.
@@ -114,6 +121,14 @@ pub trait Ecosystem: Send + Sync + 'static {
     /// document, before it is stored: an error here means the document is malformed and is not
     /// stored.
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError>;
+
+    /// Download locations, besides the upstream's base URL, that a context document of the
+    /// upstream declares (cargo's `config.json` `dl`). The mirror fetches artifacts only under
+    /// the base and these prefixes. Most registries serve everything under the base.
+    fn download_prefixes(&self, context: &MetadataDoc<'_>) -> Vec<Url> {
+        let _ = context;
+        Vec::new()
+    }
 
     /// Render `doc` as `variant`, with artifact URLs pointing at `base` (the proxy's own URL for
     /// this ecosystem, ending in `/`). Must be deterministic: the result is cached and its ETag

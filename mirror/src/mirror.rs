@@ -88,6 +88,13 @@ enum Enough {
     FetchedSince(i64),
 }
 
+/// A context document, owned.
+struct ContextDoc {
+    key: String,
+    url: Url,
+    body: Bytes,
+}
+
 /// A metadata lookup's result.
 #[derive(Clone, Debug)]
 pub struct MetadataHit {
@@ -466,6 +473,10 @@ impl Mirror {
             header(http::header::LAST_MODIFIED),
         );
         let body = read_limited(response, &url, self.inner.config.max_metadata_bytes).await?;
+        let context = match &route.context {
+            Some(context) => Some(self.context_doc(name, context).await?),
+            None => None,
+        };
         let store = self.inner.store.clone();
         blocking(move || {
             let cid = BlockCid(raw_block_cid(&body));
@@ -478,10 +489,17 @@ impl Mirror {
                     ..c.clone()
                 });
             }
+            let context_doc = context.as_ref().map(|c| MetadataDoc {
+                key: &c.key,
+                url: &c.url,
+                body: &c.body,
+                context: None,
+            });
             let doc = MetadataDoc {
                 key: &key,
                 url: &url,
                 body: &body,
+                context: context_doc.as_ref(),
             };
             let refs = ecosystem.artifacts(&doc).map_err(|e| Error::BadMetadata {
                 url: redact(&url),
@@ -515,6 +533,45 @@ impl Mirror {
             Ok(record)
         })
         .await
+    }
+
+    /// A context document (cached or fetched like any metadata), with the download prefixes it
+    /// declares registered on the upstream.
+    async fn context_doc(
+        &self,
+        name: &'static str,
+        route: &MetadataRoute,
+    ) -> Result<ContextDoc, Error> {
+        let registered = self
+            .ecosystem(name)
+            .ok_or_else(|| Error::Internal(format!("ecosystem {name} is not registered")))?;
+        // Boxed: this is reached from `metadata` itself (a context has no context of its own).
+        let hit = Box::pin(self.metadata(registered, route)).await?;
+        let Some(cid) = hit.record.cid else {
+            return Err(Error::UpstreamStatus {
+                url: hit.record.upstream_url.clone(),
+                status: StatusCode::from_u16(hit.record.status).unwrap_or(StatusCode::NOT_FOUND),
+            });
+        };
+        let store = self.inner.store.clone();
+        let body = blocking(move || Ok(store.read_metadata(&cid)?)).await?;
+        let url = Url::parse(&hit.record.upstream_url)
+            .map_err(|e| Error::Internal(format!("stored URL {}: {e}", hit.record.upstream_url)))?;
+        let context = ContextDoc {
+            key: route.key.clone(),
+            url,
+            body,
+        };
+        if let Ok(upstream) = &registered.upstream {
+            let doc = MetadataDoc {
+                key: &context.key,
+                url: &context.url,
+                body: &context.body,
+                context: None,
+            };
+            upstream.add_prefixes(registered.ecosystem.download_prefixes(&doc));
+        }
+        Ok(context)
     }
 
     fn observe_upstream(&self, name: &'static str, started: Instant, status: Option<StatusCode>) {
@@ -575,6 +632,7 @@ impl Mirror {
                         key: &doc_key,
                         url: &url,
                         body: &body,
+                        context: None,
                     };
                     let rendered =
                         ecosystem
@@ -668,6 +726,13 @@ impl Mirror {
             url: reference.url.clone(),
             reason: e.to_string(),
         })?;
+        if !upstream.allows(&url)
+            && let Some(context) = &route.metadata.context
+        {
+            // Prefixes declared by a context document live in memory: after a restart, the
+            // indexed references come back before the document has been read again.
+            self.context_doc(name, context).await?;
+        }
         upstream.check(&url)?;
         let expected = reference.flat.digest().ok_or_else(|| {
             Error::Internal(format!(

@@ -1,7 +1,7 @@
 //! The HTTP client for one upstream registry: bounded concurrency, timeouts, and the rule that
 //! only URLs under the configured base are ever fetched.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,6 +33,9 @@ impl Default for UpstreamLimits {
 #[derive(Clone)]
 pub struct Upstream {
     base: Url,
+    /// Download locations the upstream's own metadata declares (see
+    /// `Ecosystem::download_prefixes`), shared by every clone.
+    prefixes: Arc<RwLock<Vec<Url>>>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
     limits: UpstreamLimits,
@@ -73,6 +76,7 @@ impl Upstream {
             .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))?;
         Ok(Upstream {
             base,
+            prefixes: Arc::new(RwLock::new(Vec::new())),
             client,
             permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             limits,
@@ -93,19 +97,41 @@ impl Upstream {
         Ok(url)
     }
 
-    /// True when `url` is under the base: same scheme, host and port, and the path below it.
+    /// True when `url` is under the base (or a declared download prefix): same scheme, host and
+    /// port, the path below it, and no `..` segment.
     pub fn allows(&self, url: &Url) -> bool {
-        url.scheme() == self.base.scheme()
-            && url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default()
-            && url.path().starts_with(self.base.path())
-            && !url
-                .path()
-                .split('/')
-                .any(|s| s == ".." || s == "%2e%2e" || s == "%2E%2E")
+        let under = |prefix: &Url| {
+            url.scheme() == prefix.scheme()
+                && url.host_str() == prefix.host_str()
+                && url.port_or_known_default() == prefix.port_or_known_default()
+                && url.path().starts_with(prefix.path())
+        };
+        let no_dot_segments = !url
+            .path()
+            .split('/')
+            .any(|s| s == ".." || s.eq_ignore_ascii_case("%2e%2e"));
+        no_dot_segments
+            && (under(&self.base)
+                || self
+                    .prefixes
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(under))
     }
 
-    /// Fail unless `url` is under the base.
+    /// Allow downloads under `prefixes`, as the upstream's own metadata declares them.
+    pub fn add_prefixes(&self, prefixes: Vec<Url>) {
+        let mut known = self.prefixes.write().unwrap_or_else(|p| p.into_inner());
+        for prefix in prefixes {
+            if !known.contains(&prefix) {
+                tracing::info!(base = %redact(&self.base), prefix = %redact(&prefix), "download location declared by upstream");
+                known.push(prefix);
+            }
+        }
+    }
+
+    /// Fail unless `url` is under the base or a declared prefix.
     pub fn check(&self, url: &Url) -> Result<(), Error> {
         if self.allows(url) {
             Ok(())
@@ -218,6 +244,18 @@ mod tests {
             let url = Url::parse(url).expect("url");
             assert_eq!(u.allows(&url), allowed, "{url}");
         }
+    }
+
+    #[test]
+    fn declared_prefixes_are_allowed() {
+        let u = upstream("https://index.example/");
+        let dl = Url::parse("https://files.example/crates/x/1.0.0/download").expect("url");
+        assert!(!u.allows(&dl));
+        u.clone().add_prefixes(vec![
+            Url::parse("https://files.example/crates/").expect("url"),
+        ]);
+        assert!(u.allows(&dl), "clones share prefixes");
+        assert!(!u.allows(&Url::parse("https://files.example/other").expect("url")));
     }
 
     #[test]

@@ -1,0 +1,184 @@
+//! Cairn's cargo adapter: the sparse index (PROTOCOLS.md §2), served as a source replacement
+//! for crates-io.
+//!
+//! Routes below `/cargo/`:
+//! - `index/config.json`: the upstream's, with `dl` pointing back at this node (cargo appends
+//!   `/{crate}/{version}/download`) and `api` dropped (publishing does not go through a mirror);
+//! - `index/{path}`: index files, passed on byte for byte, checked against the path rules;
+//! - `crates/{crate}/{version}/download`: `.crate` files, verified against the index line's
+//!   `cksum` (sha256, which is therefore the flat CID).
+//!
+//! Where downloads live upstream comes from the upstream's own `config.json` (its `dl`, possibly
+//! a template with markers): index files name it as their context document, and its fixed part
+//! is declared to the mirror as a download location.
+
+pub mod index;
+pub mod lockfile;
+
+use cairn_mirror::ecosystem::{
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, MetadataDoc, MetadataRoute,
+    Rendered, Request, Route,
+};
+use serde::Deserialize;
+use url::Url;
+
+const CONFIG_KEY: &str = "config.json";
+const CONFIG_VARIANT: &str = "config";
+const INDEX_VARIANT: &str = "index";
+
+/// The cargo ecosystem.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cargo;
+
+#[derive(Deserialize)]
+struct Config {
+    dl: String,
+}
+
+fn bad(e: impl ToString) -> BadRequest {
+    BadRequest(e.to_string())
+}
+
+fn config_route() -> MetadataRoute {
+    MetadataRoute {
+        key: CONFIG_KEY.to_owned(),
+        upstream_path: CONFIG_KEY.to_owned(),
+        variant: CONFIG_VARIANT,
+        context: None,
+    }
+}
+
+/// The route of a crate's index file (its key is the lower-cased name).
+fn index_route(name: &str) -> MetadataRoute {
+    MetadataRoute {
+        key: name.to_ascii_lowercase(),
+        upstream_path: index::index_path(name),
+        variant: INDEX_VARIANT,
+        context: Some(Box::new(config_route())),
+    }
+}
+
+/// Index key of a `.crate` file: `{lower-cased name}/{version}`.
+pub fn artifact_key(name: &str, version: &str) -> String {
+    format!("{}/{version}", name.to_ascii_lowercase())
+}
+
+fn config_dl(doc: &MetadataDoc<'_>) -> Result<String, AdapterError> {
+    let config: Config = serde_json::from_slice(doc.body)
+        .map_err(|e| AdapterError(format!("config.json is not a sparse registry config: {e}")))?;
+    Ok(config.dl)
+}
+
+/// Resolve a `dl` value against the `config.json` URL it came from (it may be relative).
+fn absolute_dl(doc: &MetadataDoc<'_>) -> Result<String, AdapterError> {
+    let dl = config_dl(doc)?;
+    // Markers are not URL syntax; resolve only the fixed part.
+    let fixed = index::download_prefix(&dl);
+    let resolved = doc
+        .url
+        .join(&fixed)
+        .map_err(|e| AdapterError(format!("config.json dl {dl:?}: {e}")))?;
+    Ok(format!("{resolved}{}", &dl[fixed.len().min(dl.len())..]))
+}
+
+impl Ecosystem for Cargo {
+    fn name(&self) -> &'static str {
+        "cargo"
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        let path = request.path;
+        if path.contains('%') || path.split('/').any(|s| s == ".." || s == ".") {
+            return Err(bad(format!("path /{path} is not a sparse index path")));
+        }
+        if let Some(rest) = path.strip_prefix("index/") {
+            if rest == CONFIG_KEY {
+                return Ok(Some(Route::Metadata(config_route())));
+            }
+            let name = rest.rsplit('/').next().unwrap_or(rest);
+            index::check_name(name).map_err(bad)?;
+            return Ok(
+                index::name_of_index_path(rest).map(|name| Route::Metadata(index_route(name)))
+            );
+        }
+        if let Some(rest) = path.strip_prefix("crates/") {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let [name, version, "download"] = parts.as_slice() else {
+                return Ok(None);
+            };
+            index::check_name(name).map_err(bad)?;
+            index::check_version(version).map_err(bad)?;
+            return Ok(Some(Route::Artifact(ArtifactRoute {
+                key: artifact_key(name, version),
+                metadata: index_route(name),
+            })));
+        }
+        Ok(None)
+    }
+
+    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+        if doc.key == CONFIG_KEY {
+            config_dl(doc)?;
+            return Ok(Vec::new());
+        }
+        let config = doc.context.ok_or_else(|| {
+            AdapterError(format!(
+                "index file of {} read without config.json",
+                doc.key
+            ))
+        })?;
+        let dl = absolute_dl(config)?;
+        let releases = index::releases(doc.key, doc.body).map_err(AdapterError)?;
+        releases
+            .into_iter()
+            .map(|release| {
+                let url = index::download_url(&dl, &release);
+                Ok(ArtifactRef {
+                    key: artifact_key(&release.name, &release.version),
+                    url: Url::parse(&url)
+                        .map_err(|e| AdapterError(format!("download URL {url:?}: {e}")))?,
+                    digest: release.checksum,
+                    size: None,
+                })
+            })
+            .collect()
+    }
+
+    fn download_prefixes(&self, context: &MetadataDoc<'_>) -> Vec<Url> {
+        absolute_dl(context)
+            .ok()
+            .and_then(|dl| Url::parse(&index::download_prefix(&dl)).ok())
+            .into_iter()
+            .collect()
+    }
+
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        if variant == CONFIG_VARIANT {
+            // Keep what the upstream says besides `dl` and `api` (e.g. `auth-required` is
+            // dropped too: clients authenticate to Cairn, not through it).
+            let mut config: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(doc.body)
+                    .map_err(|e| AdapterError(format!("config.json: {e}")))?;
+            config.remove("api");
+            config.remove("auth-required");
+            config.insert("dl".into(), format!("{base}crates").into());
+            let body = serde_json::to_vec(&config).map_err(|e| AdapterError(e.to_string()))?;
+            return Ok(Rendered {
+                body: body.into(),
+                content_type: "application/json",
+            });
+        }
+        Ok(Rendered {
+            body: bytes::Bytes::copy_from_slice(doc.body),
+            content_type: "text/plain",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

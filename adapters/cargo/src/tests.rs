@@ -1,0 +1,135 @@
+//! Routing, config rewriting and digests, on upstream documents recorded with the host replaced
+//! by `upstream.invalid`.
+
+use super::*;
+use http::Method;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn route(path: &str) -> Result<Option<Route>, BadRequest> {
+    Cargo.route(&Request {
+        method: &Method::GET,
+        path,
+        query: None,
+        accept: None,
+    })
+}
+
+fn config_doc<'a>(url: &'a Url, body: &'a [u8]) -> MetadataDoc<'a> {
+    MetadataDoc {
+        key: CONFIG_KEY,
+        url,
+        body,
+        context: None,
+    }
+}
+
+#[test]
+fn routes() {
+    assert!(
+        matches!(route("index/config.json"), Ok(Some(Route::Metadata(m))) if m.variant == "config")
+    );
+    match route("index/it/oa/itoa") {
+        Ok(Some(Route::Metadata(m))) => {
+            assert_eq!(
+                (m.key.as_str(), m.upstream_path.as_str()),
+                ("itoa", "it/oa/itoa")
+            );
+            assert_eq!(
+                m.context.as_deref().map(|c| c.key.as_str()),
+                Some("config.json")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match route("crates/MixedCase/1.0.0/download") {
+        Ok(Some(Route::Artifact(a))) => {
+            assert_eq!(a.key, "mixedcase/1.0.0");
+            assert_eq!(a.metadata.upstream_path, "mi/xe/mixedcase");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(route("index/xx/oa/itoa"), Ok(None), "wrong prefix is a 404");
+    assert_eq!(route("crates/itoa/1.0.0"), Ok(None));
+    for hostile in [
+        "index/../etc/passwd",
+        "index/it/oa/%2e%2e",
+        "crates/itoa/../download",
+        "crates/it%00oa/1.0.0/download",
+        "crates/itoa/1.0.0;rm/download",
+        "index/1/$",
+    ] {
+        assert!(route(hostile).is_err(), "{hostile} should be refused");
+    }
+}
+
+#[test]
+fn config_points_downloads_back_at_the_node() {
+    let url = Url::parse("https://upstream.invalid/config.json").expect("url");
+    let body = fixture("config.json");
+    let base = Url::parse("http://127.0.0.1:7777/cargo/").expect("base");
+    let rendered = Cargo
+        .render(&config_doc(&url, &body), CONFIG_VARIANT, &base)
+        .expect("render");
+    let config: serde_json::Value = serde_json::from_slice(&rendered.body).expect("json");
+    assert_eq!(config["dl"], "http://127.0.0.1:7777/cargo/crates");
+    assert!(config.get("api").is_none());
+    // The upstream's own dl is what the mirror may fetch from.
+    let prefixes = Cargo.download_prefixes(&config_doc(&url, &body));
+    assert_eq!(prefixes.len(), 1);
+    assert_eq!(prefixes[0].host_str(), Some("upstream.invalid"));
+}
+
+#[test]
+fn index_file_digests_and_download_urls() {
+    let config_url = Url::parse("https://upstream.invalid/config.json").expect("url");
+    let config = fixture("config.json");
+    let body = fixture("itoa");
+    let url = Url::parse("https://upstream.invalid/it/oa/itoa").expect("url");
+    let context = config_doc(&config_url, &config);
+    let doc = MetadataDoc {
+        key: "itoa",
+        url: &url,
+        body: &body,
+        context: Some(&context),
+    };
+    let refs = Cargo.artifacts(&doc).expect("artifacts");
+    assert_eq!(
+        refs.len(),
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+    );
+    let first = &refs[0];
+    assert!(first.key.starts_with("itoa/"));
+    assert!(first.url.as_str().ends_with("/download"), "{}", first.url);
+    let prefix = &Cargo.download_prefixes(&context)[0];
+    assert!(first.url.as_str().starts_with(prefix.as_str()));
+    // Index files are passed through byte for byte.
+    let rendered = Cargo
+        .render(
+            &doc,
+            INDEX_VARIANT,
+            &Url::parse("http://h/cargo/").expect("base"),
+        )
+        .expect("render");
+    assert_eq!(&rendered.body[..], &body[..]);
+}
+
+#[test]
+fn relative_and_templated_dl() {
+    let url = Url::parse("http://up.invalid/index/config.json").expect("url");
+    let body = br#"{"dl":"/files/{lowerprefix}/{crate}-{version}.crate"}"#;
+    let doc = config_doc(&url, body);
+    assert_eq!(
+        absolute_dl(&doc).expect("dl"),
+        "http://up.invalid/files/{lowerprefix}/{crate}-{version}.crate"
+    );
+    assert_eq!(
+        Cargo.download_prefixes(&doc)[0].as_str(),
+        "http://up.invalid/files/"
+    );
+}

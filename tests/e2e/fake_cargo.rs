@@ -1,0 +1,252 @@
+//! An in-process fake sparse registry: the index on one port and the `.crate` files on another
+//! (a different origin, as real registries have), named by a `dl` template with markers. The
+//! crates are real tarballs of tiny generated packages, so cargo can build them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use sha2::Digest as _;
+
+use crate::support::runtime;
+
+/// One published crate version.
+#[derive(Clone)]
+pub struct Release {
+    pub name: String,
+    pub version: String,
+    pub deps: Vec<(String, String)>,
+    pub yanked: bool,
+    pub file: Bytes,
+}
+
+impl Release {
+    pub fn checksum(&self) -> String {
+        hex::encode(sha2::Sha256::digest(&self.file))
+    }
+}
+
+/// A `.crate`: a gzipped tarball of `{name}-{version}/` with a manifest and a library.
+fn crate_file(name: &str, version: &str, deps: &[(String, String)]) -> Bytes {
+    let mut manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\n"
+    );
+    for (dep, req) in deps {
+        manifest.push_str(&format!("{dep} = \"{req}\"\n"));
+    }
+    let lib = format!("pub fn name() -> &'static str {{ \"{name}\" }}\n");
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    for (path, data) in [
+        ("Cargo.toml", manifest.into_bytes()),
+        ("src/lib.rs", lib.into_bytes()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder
+            .append_data(
+                &mut header,
+                format!("{name}-{version}/{path}"),
+                data.as_slice(),
+            )
+            .expect("append");
+    }
+    Bytes::from(builder.into_inner().expect("tar").finish().expect("gzip"))
+}
+
+#[derive(Default, Clone)]
+pub struct Registry {
+    crates: BTreeMap<String, Vec<Release>>,
+}
+
+impl Registry {
+    pub fn publish(
+        &mut self,
+        name: &str,
+        version: &str,
+        deps: &[(&str, &str)],
+        yanked: bool,
+    ) -> &mut Self {
+        let deps: Vec<(String, String)> = deps
+            .iter()
+            .map(|(d, r)| (d.to_string(), r.to_string()))
+            .collect();
+        let file = crate_file(name, version, &deps);
+        self.crates
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(Release {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                deps,
+                yanked,
+                file,
+            });
+        self
+    }
+
+    pub fn release(&self, name: &str, version: &str) -> &Release {
+        self.crates[&name.to_ascii_lowercase()]
+            .iter()
+            .find(|r| r.version == version)
+            .expect("published release")
+    }
+}
+
+fn index_path(name: &str) -> String {
+    let n = name.to_ascii_lowercase();
+    match n.len() {
+        1 => format!("1/{n}"),
+        2 => format!("2/{n}"),
+        3 => format!("3/{}/{n}", &n[..1]),
+        _ => format!("{}/{}/{n}", &n[..2], &n[2..4]),
+    }
+}
+
+fn index_file(releases: &[Release]) -> String {
+    let mut out = String::new();
+    for r in releases {
+        let deps: Vec<serde_json::Value> = r
+            .deps
+            .iter()
+            .map(|(name, req)| {
+                serde_json::json!({"name": name, "req": req, "features": [], "optional": false,
+                    "default_features": true, "target": null, "kind": "normal"})
+            })
+            .collect();
+        let line = serde_json::json!({"name": r.name, "vers": r.version, "deps": deps,
+            "cksum": r.checksum(), "features": {}, "yanked": r.yanked, "links": null});
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+struct Shared {
+    files_url: String,
+    registry: Registry,
+    tampered: Mutex<HashSet<String>>,
+    hits: Mutex<HashMap<String, usize>>,
+}
+
+/// A running fake sparse registry.
+pub struct FakeCargo {
+    /// The index URL (ends in `/`).
+    pub index_url: String,
+    shared: Arc<Shared>,
+}
+
+impl FakeCargo {
+    pub fn start(registry: Registry) -> FakeCargo {
+        let bind = || {
+            runtime()
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("bind fake registry")
+        };
+        let (index, files) = (bind(), bind());
+        let index_url = format!("http://{}/index/", index.local_addr().expect("addr"));
+        let files_url = format!("http://{}/", files.local_addr().expect("addr"));
+        let shared = Arc::new(Shared {
+            files_url,
+            registry,
+            tampered: Mutex::new(HashSet::new()),
+            hits: Mutex::new(HashMap::new()),
+        });
+        for listener in [index, files] {
+            let app = axum::Router::new()
+                .fallback(handle)
+                .with_state(shared.clone());
+            runtime().spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+        FakeCargo { index_url, shared }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Serve this crate's file with one byte changed.
+    pub fn tamper(&self, name: &str, version: &str) {
+        self.shared
+            .tampered
+            .lock()
+            .expect("tampered")
+            .insert(format!("{name}-{version}"));
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.shared
+            .hits
+            .lock()
+            .expect("hits")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.shared.hits.lock().expect("hits").values().sum()
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
+    let path = request.uri().path().trim_start_matches('/').to_owned();
+    *shared
+        .hits
+        .lock()
+        .expect("hits")
+        .entry(path.clone())
+        .or_default() += 1;
+    if path == "index/config.json" {
+        let dl = format!(
+            "{}files/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate",
+            shared.files_url
+        );
+        return (
+            [(http::header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "dl": dl }).to_string(),
+        )
+            .into_response();
+    }
+    if let Some(rest) = path.strip_prefix("index/") {
+        let name = rest.rsplit('/').next().unwrap_or_default();
+        return match shared.registry.crates.get(name) {
+            Some(releases) if index_path(name) == rest => (
+                [(http::header::CONTENT_TYPE, "text/plain")],
+                index_file(releases),
+            )
+                .into_response(),
+            _ => (http::StatusCode::NOT_FOUND, "no such crate").into_response(),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("files/") {
+        let file = rest.rsplit('/').next().unwrap_or_default();
+        for releases in shared.registry.crates.values() {
+            for r in releases {
+                let stem = format!("{}-{}", r.name, r.version);
+                if file == format!("{stem}.crate")
+                    && rest.starts_with(
+                        &index_path(&r.name)[..index_path(&r.name).rfind('/').unwrap_or(0)],
+                    )
+                {
+                    let mut bytes = r.file.to_vec();
+                    if shared.tampered.lock().expect("tampered").contains(&stem) {
+                        let last = bytes.len() - 1;
+                        bytes[last] ^= 0x01;
+                    }
+                    return ([(http::header::CONTENT_TYPE, "application/gzip")], bytes)
+                        .into_response();
+                }
+            }
+        }
+    }
+    (http::StatusCode::NOT_FOUND, "not found").into_response()
+}
