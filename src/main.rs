@@ -135,7 +135,8 @@ fn data_dir(common: &Common, file: &FileSettings) -> PathBuf {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let file = settings::load(cli.common.config.as_deref())?;
+    let creates_config = matches!(cli.command, Command::Setup { apply: true, .. });
+    let file = settings::load(cli.common.config.as_deref(), creates_config)?;
     match cli.command {
         Command::Serve(serve_args) => serve(&cli.common, &file, serve_args).await,
         Command::Setup { client, url, apply } => {

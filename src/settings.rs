@@ -69,12 +69,13 @@ pub fn default_data_dir() -> PathBuf {
         .join("cairn")
 }
 
-/// Read the config file. A missing default file is no error; a missing named one is.
-pub fn load(flag: Option<&Path>) -> Result<FileSettings> {
+/// Read the config file. A missing default file is no error; a missing named one is, unless
+/// `may_be_missing` (for `setup`, which creates it).
+pub fn load(flag: Option<&Path>, may_be_missing: bool) -> Result<FileSettings> {
     let (path, named) = config_path(flag);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && (!named || may_be_missing) => {
             return Ok(FileSettings::default());
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read config {}", path.display())),
@@ -153,7 +154,9 @@ mod tests {
         let path = dir.path().join("cairn.toml");
         std::fs::write(&path, "listen = \"0.0.0.0:1\"\n").expect("write");
         record(Some(&path), "npm-upstream", "http://up.invalid/").expect("record");
-        let loaded = load(Some(&path)).expect("load");
+        let loaded = load(Some(&path), false).expect("load");
+        assert!(load(Some(&dir.path().join("missing.toml")), false).is_err());
+        assert!(load(Some(&dir.path().join("missing.toml")), true).is_ok());
         assert_eq!(loaded.listen.as_deref(), Some("0.0.0.0:1"));
         assert_eq!(loaded.npm_upstream.as_deref(), Some("http://up.invalid/"));
     }

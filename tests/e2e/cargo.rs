@@ -211,3 +211,43 @@ fn a_crate_that_does_not_match_its_cksum_fails_and_is_never_stored() {
         "negative answer not cached"
     );
 }
+
+#[test]
+fn setup_cargo_apply_records_the_upstream_and_replaces_crates_io() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("cargo-home");
+    // The registry cache cargo keeps is named after the index it used: that is the upstream.
+    std::fs::create_dir_all(home.join("registry/index/index.example.invalid-1949cf8c6b5b557f"))
+        .expect("registry cache");
+    std::fs::write(home.join("config.toml"), "[net]\nretry = 3\n").expect("config.toml");
+    let config = tmp.path().join("cairn.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["setup", "cargo", "--apply", "--config"])
+        .arg(&config)
+        .env("CARGO_HOME", &home)
+        .env("HOME", tmp.path())
+        .output()
+        .expect("cairn setup");
+    assert_success(&output, "cairn setup cargo --apply");
+    let recorded = std::fs::read_to_string(&config).expect("cairn.toml");
+    assert!(
+        recorded.contains("cargo-upstream = \"https://index.example.invalid/\""),
+        "{recorded}"
+    );
+    let cargo_config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(home.join("config.toml")).expect("config"))
+            .expect("toml");
+    assert_eq!(
+        cargo_config["source"]["crates-io"]["replace-with"].as_str(),
+        Some("cairn")
+    );
+    assert_eq!(
+        cargo_config["source"]["cairn"]["registry"].as_str(),
+        Some("sparse+http://127.0.0.1:7777/cargo/index/")
+    );
+    assert_eq!(
+        cargo_config["net"]["retry"].as_integer(),
+        Some(3),
+        "other settings kept"
+    );
+}
