@@ -247,3 +247,48 @@ mod cargo_tests {
         );
     }
 }
+
+/// The PyPI upstream (a simple index): configured, else `PIP_INDEX_URL`, else pip's configured
+/// `index-url`, else pip's built-in default (asked of pip itself).
+pub async fn pypi(
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
+    let parse =
+        |text: &str| Url::parse(text).map_err(|e| format!("invalid PyPI index {text:?}: {e}"));
+    if let Some(text) = configured {
+        return Ok(Found::Configured(parse(text)?));
+    }
+    let hint = "set --pypi-upstream, CAIRN_PYPI_UPSTREAM or pypi-upstream in cairn.toml";
+    let (text, from) = match std::env::var("PIP_INDEX_URL") {
+        Ok(url) if !url.is_empty() => (url, "PIP_INDEX_URL"),
+        _ => match client_setting(
+            "python3",
+            &["-m", "pip", "config", "get", "global.index-url"],
+        )
+        .await
+        {
+            Ok(url) if !url.is_empty() => (url, "pip config"),
+            _ => {
+                let default = client_setting(
+                    "python3",
+                    &[
+                        "-c",
+                        "from pip._internal.models.index import PyPI; print(PyPI.simple_url)",
+                    ],
+                )
+                .await
+                .map_err(|e| format!("cannot ask pip for its index ({e}); {hint}"))?;
+                (default, "pip's built-in default")
+            }
+        },
+    };
+    let url = parse(&text).map_err(|e| format!("{e}; {hint}"))?;
+    if points_at_self(&url, listen, public) {
+        return Err(format!(
+            "pip's index ({url}) is this Cairn node; {hint} (cairn setup pip --apply records it)"
+        ));
+    }
+    Ok(Found::Discovered { url, from })
+}

@@ -78,6 +78,9 @@ struct Serve {
     /// cargo upstream sparse index [default: from cargo's config or registry cache]
     #[arg(long, env = "CAIRN_CARGO_UPSTREAM")]
     cargo_upstream: Option<String>,
+    /// PyPI upstream simple index [default: pip's index-url, else pip's default]
+    #[arg(long, env = "CAIRN_PYPI_UPSTREAM")]
+    pypi_upstream: Option<String>,
     /// The URL clients reach this node at [default: each request's Host]
     #[arg(long, env = "CAIRN_PUBLIC_URL")]
     public_url: Option<Url>,
@@ -231,7 +234,16 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
         .as_deref()
         .or(file.cargo_upstream.as_deref());
     let cargo_upstream = discover::cargo(cargo_configured, &listen, public_url.as_ref()).await;
-    for (name, found) in [("npm", &npm_upstream), ("cargo", &cargo_upstream)] {
+    let pypi_configured = args
+        .pypi_upstream
+        .as_deref()
+        .or(file.pypi_upstream.as_deref());
+    let pypi_upstream = discover::pypi(pypi_configured, &listen, public_url.as_ref()).await;
+    for (name, found) in [
+        ("npm", &npm_upstream),
+        ("cargo", &cargo_upstream),
+        ("pypi", &pypi_upstream),
+    ] {
         match found {
             Ok(discover::Found::Configured(url)) => {
                 tracing::info!(ecosystem = name, upstream = %url, "upstream (configured)")
@@ -250,6 +262,10 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
         EcosystemSetup {
             ecosystem: Arc::new(cairn_cargo::Cargo),
             upstream: cargo_upstream.map(|f| f.url().clone()),
+        },
+        EcosystemSetup {
+            ecosystem: Arc::new(cairn_pypi::Pypi),
+            upstream: pypi_upstream.map(|f| f.url().clone()),
         },
     ];
 
@@ -349,6 +365,7 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
     .is_ok_and(|r| r.is_ok());
     let npm = discover::npm(file.npm_upstream.as_deref(), &listen, None).await;
     let cargo = discover::cargo(file.cargo_upstream.as_deref(), &listen, None).await;
+    let pypi = discover::pypi(file.pypi_upstream.as_deref(), &listen, None).await;
     if json {
         let report = serde_json::json!({
             "data_dir": data_dir,
@@ -357,6 +374,7 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
             "upstreams": {
                 "npm": npm.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
                 "cargo": cargo.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
+                "pypi": pypi.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
             },
             "stats": stats,
         });
@@ -371,7 +389,7 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
         "server:   {} ({listen})",
         if running { "running" } else { "not running" }
     );
-    for (name, found) in [("npm", npm), ("cargo", cargo)] {
+    for (name, found) in [("npm", npm), ("cargo", cargo), ("pypi", pypi)] {
         match found {
             Ok(found) => println!("{:<9} ← {}", format!("{name}:"), found.url()),
             Err(why) => println!("{:<9} off: {why}", format!("{name}:")),

@@ -12,6 +12,7 @@
 //! metadata-ttl = "5m"
 //! npm-upstream = "https://registry.internal/npm/"
 //! cargo-upstream = "https://index.internal/crates/"   # a sparse index
+//! pypi-upstream = "https://pypi.internal/simple/"      # a simple index
 //! upstream-concurrency = 64
 //! upstream-timeout = "30s"
 //! log-format = "text"        # or "json"
@@ -34,6 +35,7 @@ pub struct FileSettings {
     pub metadata_ttl: Option<String>,
     pub npm_upstream: Option<String>,
     pub cargo_upstream: Option<String>,
+    pub pypi_upstream: Option<String>,
     pub upstream_concurrency: Option<usize>,
     pub upstream_timeout: Option<String>,
     pub log_format: Option<String>,

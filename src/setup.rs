@@ -19,6 +19,8 @@ pub enum Client {
     Yarn,
     Pnpm,
     Cargo,
+    Pip,
+    Uv,
 }
 
 impl Client {
@@ -27,6 +29,7 @@ impl Client {
         match self {
             Client::Npm | Client::Yarn | Client::Pnpm => "npm/",
             Client::Cargo => "cargo/index/",
+            Client::Pip | Client::Uv => "pypi/simple/",
         }
     }
 }
@@ -65,7 +68,18 @@ async fn steps(client: Client, url: &Url) -> Vec<Step> {
             program: "pnpm",
             args: vec!["config".into(), "set".into(), "registry".into(), url],
         }],
-        Client::Cargo => Vec::new(),
+        Client::Cargo | Client::Uv => Vec::new(),
+        Client::Pip => vec![Step {
+            program: "python3",
+            args: vec![
+                "-m".into(),
+                "pip".into(),
+                "config".into(),
+                "set".into(),
+                "global.index-url".into(),
+                url,
+            ],
+        }],
         Client::Yarn => {
             let berry = discover::client_setting("yarn", &["--version"])
                 .await
@@ -146,6 +160,58 @@ fn apply_cargo(url: &Url) -> Result<()> {
     Ok(())
 }
 
+/// uv's configuration: one default index, this node.
+fn uv_config(url: &Url) -> toml::Table {
+    let mut index = toml::Table::new();
+    index.insert("name".into(), "cairn".into());
+    index.insert("url".into(), url.to_string().into());
+    index.insert("default".into(), true.into());
+    let mut config = toml::Table::new();
+    config.insert(
+        "index".into(),
+        toml::Value::Array(vec![toml::Value::Table(index)]),
+    );
+    config
+}
+
+fn apply_uv(url: &Url) -> Result<()> {
+    let dir = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
+        })
+        .join("uv");
+    let path = dir.join("uv.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut config: toml::Table =
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    // Replace any other default index: Cairn fronts it now.
+    let mut indexes: Vec<toml::Value> = config
+        .get("index")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.get("default").and_then(|d| d.as_bool()) != Some(true))
+        .collect();
+    indexes.extend(
+        uv_config(url)["index"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    config.insert("index".into(), toml::Value::Array(indexes));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(&path, toml::to_string(&config).context("uv config")?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote the default index to {}", path.display());
+    Ok(())
+}
+
 /// Record the client's current upstream in `cairn.toml` unless one is recorded there already.
 async fn record_upstream(
     client: Client,
@@ -155,6 +221,11 @@ async fn record_upstream(
     url: &Url,
 ) -> Result<()> {
     let (key, recorded, found) = match client {
+        Client::Pip | Client::Uv => (
+            "pypi-upstream",
+            file.pypi_upstream.is_some(),
+            discover::pypi(None, listen, Some(url)).await,
+        ),
         Client::Cargo => (
             "cargo-upstream",
             file.cargo_upstream.is_some(),
@@ -190,6 +261,12 @@ pub async fn run(
 ) -> Result<()> {
     let steps = steps(client, url).await;
     if !apply {
+        if client == Client::Uv {
+            println!("# Add to ~/.config/uv/uv.toml (or run this command with --apply):");
+            print!("{}", toml::to_string(&uv_config(url)).context("uv config")?);
+            println!("# or, for one command: UV_DEFAULT_INDEX={url}");
+            return Ok(());
+        }
         if client == Client::Cargo {
             let mut snippet = toml::Table::new();
             cargo_config(&mut snippet, url);
@@ -209,6 +286,9 @@ pub async fn run(
     record_upstream(client, config, file, listen, url).await?;
     if client == Client::Cargo {
         return apply_cargo(url);
+    }
+    if client == Client::Uv {
+        return apply_uv(url);
     }
     for step in &steps {
         let status = tokio::process::Command::new(step.program)

@@ -40,6 +40,9 @@ pub enum Route {
         content_type: &'static str,
         body: Bytes,
     },
+    /// A permanent redirect to another path below the ecosystem's prefix (PyPI's normalised
+    /// project names).
+    Redirect { path: String },
 }
 
 /// A metadata document, named by the adapter.
@@ -51,6 +54,9 @@ pub struct MetadataRoute {
     pub upstream_path: String,
     /// The representation to render: the adapter's own names (`full`, `abbreviated`, …).
     pub variant: &'static str,
+    /// The `Accept` header to send upstream (the stored form is then the same whatever the
+    /// client asked for); `None` sends none.
+    pub upstream_accept: Option<&'static str>,
     /// Another document the adapter needs to read this one (cargo's `config.json` for an index
     /// file: it says where downloads live). The mirror fetches it like any metadata and passes
     /// it to [`Ecosystem::artifacts`] as [`MetadataDoc::context`].
@@ -122,11 +128,12 @@ pub trait Ecosystem: Send + Sync + 'static {
     /// stored.
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError>;
 
-    /// Download locations, besides the upstream's base URL, that a context document of the
-    /// upstream declares (cargo's `config.json` `dl`). The mirror fetches artifacts only under
-    /// the base and these prefixes. Most registries serve everything under the base.
-    fn download_prefixes(&self, context: &MetadataDoc<'_>) -> Vec<Url> {
-        let _ = context;
+    /// Download locations, besides the upstream's base URL, that a document fetched from the
+    /// upstream declares (cargo's `config.json` `dl`; the file host of PyPI's project pages).
+    /// The mirror fetches artifacts only under the base and these prefixes. Most registries
+    /// serve everything under the base and declare none.
+    fn download_prefixes(&self, doc: &MetadataDoc<'_>) -> Vec<Url> {
+        let _ = doc;
         Vec::new()
     }
 

@@ -424,7 +424,12 @@ impl Mirror {
         let _permit = upstream.permit().await;
         let started = Instant::now();
         let response = upstream
-            .get(&url, etag.as_deref(), last_modified.as_deref(), None)
+            .get(
+                &url,
+                etag.as_deref(),
+                last_modified.as_deref(),
+                route.upstream_accept,
+            )
             .await;
         self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
         let response = response?;
@@ -474,10 +479,11 @@ impl Mirror {
         );
         let body = read_limited(response, &url, self.inner.config.max_metadata_bytes).await?;
         let context = match &route.context {
-            Some(context) => Some(self.context_doc(name, context).await?),
+            Some(context) => Some(self.load_doc(name, context).await?),
             None => None,
         };
         let store = self.inner.store.clone();
+        let upstream = upstream.clone();
         blocking(move || {
             let cid = BlockCid(raw_block_cid(&body));
             if let Some(c) = &cached
@@ -505,6 +511,7 @@ impl Mirror {
                 url: redact(&url),
                 reason: e.0,
             })?;
+            upstream.add_prefixes(ecosystem.download_prefixes(&doc));
             let refs: Vec<(String, RefRecord)> = refs
                 .into_iter()
                 .map(|r| {
@@ -535,9 +542,10 @@ impl Mirror {
         .await
     }
 
-    /// A context document (cached or fetched like any metadata), with the download prefixes it
-    /// declares registered on the upstream.
-    async fn context_doc(
+    /// A document (cached, or fetched like any metadata), with the download prefixes it declares
+    /// registered on the upstream. Used for context documents, and to register prefixes again
+    /// after a restart.
+    async fn load_doc(
         &self,
         name: &'static str,
         route: &MetadataRoute,
@@ -726,12 +734,15 @@ impl Mirror {
             url: reference.url.clone(),
             reason: e.to_string(),
         })?;
-        if !upstream.allows(&url)
-            && let Some(context) = &route.metadata.context
-        {
-            // Prefixes declared by a context document live in memory: after a restart, the
-            // indexed references come back before the document has been read again.
-            self.context_doc(name, context).await?;
+        if !upstream.allows(&url) {
+            // Declared download prefixes live in memory: after a restart, the indexed references
+            // come back before the documents that declared them have been read again.
+            if let Some(context) = &route.metadata.context {
+                self.load_doc(name, context).await?;
+            }
+            if !upstream.allows(&url) {
+                self.load_doc(name, &route.metadata).await?;
+            }
         }
         upstream.check(&url)?;
         let expected = reference.flat.digest().ok_or_else(|| {

@@ -145,6 +145,20 @@ async fn ecosystem(
             "local",
             ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         ),
+        Route::Redirect { path } => (
+            "redirect",
+            match base_url(mirror, registered.ecosystem.name(), &parts.headers).and_then(|base| {
+                base.join(&path)
+                    .map_err(|e| Error::BadRequest(e.to_string()))
+            }) {
+                Ok(location) => (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, location.to_string())],
+                )
+                    .into_response(),
+                Err(e) => e.into_response(),
+            },
+        ),
         Route::Metadata(route) if is_read => (
             "metadata",
             metadata(mirror, registered, &route, &parts)

@@ -1,8 +1,10 @@
 //! End-to-end tests: the `cairn` binary in front of in-process fake upstreams on 127.0.0.1:0,
-//! driven by the real clients (npm, yarn, pnpm, cargo). A missing client is a failure, not a skip.
+//! driven by the real clients (npm, yarn, pnpm, cargo, pip, uv). A missing client is a failure, not a skip.
 
 mod cargo;
 mod fake_cargo;
 mod fake_npm;
+mod fake_pypi;
 mod npm;
+mod pypi;
 mod support;

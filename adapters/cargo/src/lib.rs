@@ -44,6 +44,7 @@ fn config_route() -> MetadataRoute {
         key: CONFIG_KEY.to_owned(),
         upstream_path: CONFIG_KEY.to_owned(),
         variant: CONFIG_VARIANT,
+        upstream_accept: None,
         context: None,
     }
 }
@@ -54,6 +55,7 @@ fn index_route(name: &str) -> MetadataRoute {
         key: name.to_ascii_lowercase(),
         upstream_path: index::index_path(name),
         variant: INDEX_VARIANT,
+        upstream_accept: None,
         context: Some(Box::new(config_route())),
     }
 }

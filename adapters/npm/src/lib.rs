@@ -63,6 +63,7 @@ fn metadata_route(name: &PackageName, variant: &'static str) -> MetadataRoute {
         key: name.to_string(),
         upstream_path: name.upstream_path(),
         variant,
+        upstream_accept: None,
         context: None,
     }
 }

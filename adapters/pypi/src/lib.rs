@@ -1,0 +1,242 @@
+//! Cairn's PyPI adapter: the simple repository API (PROTOCOLS.md §3) for pip and uv.
+//!
+//! Routes below `/pypi/`:
+//! - `simple/{project}/`: the project page, PEP 691 JSON or PEP 503 HTML by `Accept` (q-values;
+//!   `?format=` overrides; HTML when nothing is asked). Other spellings of the name, and the URL
+//!   without its trailing `/`, redirect to the normalised one.
+//! - `files/{project}/{filename}`: distribution files, verified against the page's sha256
+//!   (their flat CID); `…{filename}.metadata`: PEP 658 core metadata where upstream has it.
+//!
+//! Pages are fetched from upstream as JSON (the richer form: sizes, upload times) and rendered
+//! in either form. The file host comes from the page's own file URLs: its origin is declared to
+//! the mirror as a download location.
+
+pub mod lockfile;
+pub mod name;
+pub mod page;
+
+use cairn_mirror::cid::{Algorithm, Digest};
+use cairn_mirror::ecosystem::{
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, MetadataDoc, MetadataRoute,
+    Rendered, Request, Route,
+};
+use url::Url;
+
+use crate::name::{check_file, check_name, decode, normalize};
+
+const JSON_VARIANT: &str = "json";
+const HTML_VARIANT: &str = "html";
+/// HTML asked for as plain `text/html` (or not asked for at all), answered with that type.
+const TEXT_HTML_VARIANT: &str = "text-html";
+
+/// What Cairn asks upstream for: JSON first, HTML for indexes that only speak that.
+const UPSTREAM_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
+
+/// The PyPI ecosystem.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pypi;
+
+fn bad(e: impl ToString) -> BadRequest {
+    BadRequest(e.to_string())
+}
+
+/// The representation `accept` (or `?format=`) asks for.
+pub fn negotiate(accept: Option<&str>, query: Option<&str>) -> &'static str {
+    if let Some(format) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("format="))
+    {
+        let format = decode(format).unwrap_or_default();
+        return variant_of(&format).unwrap_or(TEXT_HTML_VARIANT);
+    }
+    let Some(accept) = accept else {
+        return TEXT_HTML_VARIANT;
+    };
+    let mut best: Option<(f32, usize, &'static str)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let Some(variant) = variant_of(&media) else {
+            continue;
+        };
+        // Among equal q-values, prefer JSON, then v1 HTML, then text/html.
+        let rank = match variant {
+            JSON_VARIANT => 0,
+            HTML_VARIANT => 1,
+            _ => 2,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, br, _)| q > bq || (q == bq && rank < br)) {
+            best = Some((q, rank, variant));
+        }
+    }
+    best.map_or(TEXT_HTML_VARIANT, |(_, _, v)| v)
+}
+
+fn variant_of(media: &str) -> Option<&'static str> {
+    match media {
+        "application/vnd.pypi.simple.v1+json" | "application/vnd.pypi.simple.latest+json" => {
+            Some(JSON_VARIANT)
+        }
+        "application/vnd.pypi.simple.v1+html" | "application/vnd.pypi.simple.latest+html" => {
+            Some(HTML_VARIANT)
+        }
+        "text/html" | "*/*" => Some(TEXT_HTML_VARIANT),
+        _ => None,
+    }
+}
+
+fn page_route(project: &str, variant: &'static str) -> MetadataRoute {
+    MetadataRoute {
+        key: project.to_owned(),
+        upstream_path: format!("{project}/"),
+        variant,
+        upstream_accept: Some(UPSTREAM_ACCEPT),
+        context: None,
+    }
+}
+
+/// Index key of a file: `{normalised project}/{filename}`.
+pub fn artifact_key(project: &str, filename: &str) -> String {
+    format!("{project}/{filename}")
+}
+
+fn sha256_digest(hex_digest: &str) -> Option<Digest> {
+    Digest::new(Algorithm::Sha256, hex::decode(hex_digest).ok()?).ok()
+}
+
+impl Ecosystem for Pypi {
+    fn name(&self) -> &'static str {
+        "pypi"
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        let path = request.path;
+        if path.split('/').any(|s| s == ".." || s == ".") {
+            return Err(bad(format!("path /{path} has a dot segment")));
+        }
+        if let Some(rest) = path.strip_prefix("simple/") {
+            let (raw, trailing) = match rest.strip_suffix('/') {
+                Some(raw) => (raw, true),
+                None => (rest, false),
+            };
+            if raw.is_empty() {
+                // The list of every project: installers never ask for it.
+                return Ok(None);
+            }
+            let name = decode(raw).map_err(bad)?;
+            check_name(&name).map_err(bad)?;
+            let project = normalize(&name);
+            if !trailing || project != name {
+                return Ok(Some(Route::Redirect {
+                    path: format!("simple/{project}/"),
+                }));
+            }
+            let variant = negotiate(request.accept, request.query);
+            return Ok(Some(Route::Metadata(page_route(&project, variant))));
+        }
+        if let Some(rest) = path.strip_prefix("files/") {
+            let Some((raw_project, raw_file)) = rest.split_once('/') else {
+                return Ok(None);
+            };
+            let name = decode(raw_project).map_err(bad)?;
+            check_name(&name).map_err(bad)?;
+            let file = decode(raw_file).map_err(bad)?;
+            check_file(&file).map_err(bad)?;
+            let project = normalize(&name);
+            return Ok(Some(Route::Artifact(ArtifactRoute {
+                key: artifact_key(&project, &file),
+                metadata: page_route(&project, JSON_VARIANT),
+            })));
+        }
+        Ok(None)
+    }
+
+    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+        let page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
+        let mut out = Vec::new();
+        for file in page::files(&page) {
+            let filename = file
+                .get("filename")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let url = file.get("url").and_then(|v| v.as_str()).unwrap_or_default();
+            let url = Url::parse(url).map_err(|e| AdapterError(format!("{filename}: {e}")))?;
+            // A file without a sha256 cannot be verified, so it is never fetched (a 404).
+            let Some(digest) = page::sha256_of(file.get("hashes")).and_then(sha256_digest) else {
+                continue;
+            };
+            if let Some(meta) = page::sha256_of(page::core_metadata(file)).and_then(sha256_digest) {
+                let mut meta_url = url.clone();
+                meta_url.set_path(&format!("{}.metadata", url.path()));
+                out.push(ArtifactRef {
+                    key: artifact_key(doc.key, &format!("{filename}.metadata")),
+                    url: meta_url,
+                    digest: meta,
+                    size: None,
+                });
+            }
+            out.push(ArtifactRef {
+                key: artifact_key(doc.key, filename),
+                url,
+                digest,
+                size: file.get("size").and_then(|v| v.as_u64()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn download_prefixes(&self, doc: &MetadataDoc<'_>) -> Vec<Url> {
+        let Ok(page) = page::parse(doc.key, doc.url, doc.body) else {
+            return Vec::new();
+        };
+        let mut origins: Vec<Url> = Vec::new();
+        for file in page::files(&page) {
+            let Some(mut url) = file
+                .get("url")
+                .and_then(|v| v.as_str())
+                .and_then(|u| Url::parse(u).ok())
+            else {
+                continue;
+            };
+            url.set_path("/");
+            url.set_query(None);
+            if !origins.contains(&url) {
+                origins.push(url);
+            }
+        }
+        origins
+    }
+
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        let mut page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
+        page::rewrite(&mut page, &format!("{base}files/{}/", doc.key));
+        if variant == JSON_VARIANT {
+            let body = serde_json::to_vec(&page).map_err(|e| AdapterError(e.to_string()))?;
+            return Ok(Rendered {
+                body: body.into(),
+                content_type: page::JSON,
+            });
+        }
+        Ok(Rendered {
+            body: page::to_html(&page).into_bytes().into(),
+            content_type: if variant == HTML_VARIANT {
+                page::HTML
+            } else {
+                "text/html; charset=utf-8"
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

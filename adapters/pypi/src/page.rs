@@ -1,0 +1,255 @@
+//! Project pages: read from upstream (PEP 691 JSON, or PEP 503 HTML for indexes that only speak
+//! that) into one JSON model, and rendered back as JSON or HTML with file URLs pointing at Cairn.
+//!
+//! The model is the PEP 691 document itself (`serde_json::Value`), so unknown keys (PEP 740
+//! provenance, `_`-private keys) pass through. Only `files[].url` is rewritten; hashes, sizes,
+//! `upload-time`, `yanked`, `requires-python` and `core-metadata` are kept as upstream sent them.
+
+use serde_json::{Map, Value};
+use url::Url;
+
+/// PEP 691's JSON type and the v1 HTML type.
+pub const JSON: &str = "application/vnd.pypi.simple.v1+json";
+pub const HTML: &str = "application/vnd.pypi.simple.v1+html";
+
+/// Read an upstream page (JSON or HTML) into the JSON model, with file URLs made absolute.
+pub fn parse(project: &str, page_url: &Url, body: &[u8]) -> Result<Value, String> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("page of {project} is not UTF-8: {e}"))?;
+    let mut page = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("page of {project} is not valid JSON: {e}"))?
+    } else if text.contains("<a") || text.to_ascii_lowercase().contains("<html") {
+        from_html(project, text)
+    } else {
+        return Err(format!(
+            "page of {project} is neither PEP 691 JSON nor PEP 503 HTML"
+        ));
+    };
+    let files = page
+        .get_mut("files")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| format!("page of {project} has no files list"))?;
+    for file in files.iter_mut() {
+        let object = file
+            .as_object_mut()
+            .ok_or_else(|| format!("page of {project}: a file entry is not an object"))?;
+        let filename = object
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        crate::name::check_file(&filename).map_err(|e| format!("page of {project}: {e}"))?;
+        let href = object
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("page of {project}: {filename} has no url"))?;
+        let url = page_url
+            .join(href)
+            .map_err(|e| format!("page of {project}: url of {filename}: {e}"))?;
+        let mut absolute = url.clone();
+        absolute.set_fragment(None);
+        object.insert("url".into(), absolute.to_string().into());
+    }
+    Ok(page)
+}
+
+/// The files of a page (each an object with at least `filename` and an absolute `url`).
+pub fn files(page: &Value) -> impl Iterator<Item = &Map<String, Value>> {
+    page.get("files")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+}
+
+/// `{"sha256": hex}` → the hex digest, for `hashes` and `core-metadata` maps.
+pub fn sha256_of(value: Option<&Value>) -> Option<&str> {
+    value?.get("sha256")?.as_str()
+}
+
+/// The advertised core-metadata hash of a file (PEP 714 name first, then PEP 658's).
+pub fn core_metadata(file: &Map<String, Value>) -> Option<&Value> {
+    file.get("core-metadata")
+        .or_else(|| file.get("dist-info-metadata"))
+}
+
+/// Rewrite every file URL to `{files_base}{filename}`.
+pub fn rewrite(page: &mut Value, files_base: &str) {
+    if let Some(files) = page.get_mut("files").and_then(Value::as_array_mut) {
+        for file in files.iter_mut().filter_map(Value::as_object_mut) {
+            let filename = file
+                .get("filename")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            file.insert("url".into(), format!("{files_base}{filename}").into());
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Render the model as PEP 503 HTML (with PEP 592, 658 and 714 attributes).
+pub fn to_html(page: &Value) -> String {
+    let name = escape(page.get("name").and_then(Value::as_str).unwrap_or_default());
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n    <title>Links for {name}</title>\n  </head>\n  <body>\n    <h1>Links for {name}</h1>\n"
+    );
+    for file in files(page) {
+        let filename = file
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut href = file
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(sha) = sha256_of(file.get("hashes")) {
+            href.push_str(&format!("#sha256={sha}"));
+        }
+        out.push_str(&format!("    <a href=\"{}\"", escape(&href)));
+        if let Some(rp) = file.get("requires-python").and_then(Value::as_str) {
+            out.push_str(&format!(" data-requires-python=\"{}\"", escape(rp)));
+        }
+        match file.get("yanked") {
+            Some(Value::String(reason)) => {
+                out.push_str(&format!(" data-yanked=\"{}\"", escape(reason)))
+            }
+            Some(Value::Bool(true)) => out.push_str(" data-yanked=\"\""),
+            _ => {}
+        }
+        match core_metadata(file) {
+            Some(Value::Bool(true)) => {
+                out.push_str(" data-core-metadata=\"true\" data-dist-info-metadata=\"true\"")
+            }
+            Some(meta @ Value::Object(_)) => {
+                if let Some(sha) = sha256_of(Some(meta)) {
+                    out.push_str(&format!(
+                        " data-core-metadata=\"sha256={sha}\" data-dist-info-metadata=\"sha256={sha}\""
+                    ));
+                }
+            }
+            _ => {}
+        }
+        out.push_str(&format!(">{}</a><br/>\n", escape(filename)));
+    }
+    out.push_str("  </body>\n</html>\n");
+    out
+}
+
+/// Attributes of one `<a …>` start tag.
+fn attributes(tag: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = tag;
+    while let Some(eq) = rest.find('=') {
+        let name = rest[..eq]
+            .trim()
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let after = rest[eq + 1..].trim_start();
+        let (value, next) = match after.chars().next() {
+            Some(q @ ('"' | '\'')) => match after[1..].find(q) {
+                Some(end) => (&after[1..1 + end], &after[end + 2..]),
+                None => (&after[1..], ""),
+            },
+            _ => {
+                let end = after.find(char::is_whitespace).unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        out.push((name, unescape(value)));
+        rest = next;
+    }
+    out
+}
+
+/// Read PEP 503 HTML anchors into the JSON model.
+fn from_html(project: &str, text: &str) -> Value {
+    let mut files = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<a ").or_else(|| rest.find("<A ")) {
+        let tag_end = match rest[start..].find('>') {
+            Some(e) => start + e,
+            None => break,
+        };
+        let close = rest[tag_end..]
+            .find("</a>")
+            .or_else(|| rest[tag_end..].find("</A>"))
+            .map_or(rest.len(), |c| tag_end + c);
+        let attrs = attributes(&rest[start + 3..tag_end]);
+        let filename = unescape(rest[tag_end + 1..close].trim());
+        rest = &rest[close.min(rest.len())..];
+        let Some((_, href)) = attrs.iter().find(|(n, _)| n == "href") else {
+            continue;
+        };
+        let mut file = Map::new();
+        let (url, fragment) = href.split_once('#').unwrap_or((href, ""));
+        file.insert("filename".into(), filename.into());
+        file.insert("url".into(), url.into());
+        let mut hashes = Map::new();
+        if let Some((algo, hex)) = fragment.split_once('=') {
+            hashes.insert(algo.to_owned(), hex.into());
+        }
+        file.insert("hashes".into(), Value::Object(hashes));
+        for (name, value) in &attrs {
+            match name.as_str() {
+                "data-requires-python" => {
+                    file.insert("requires-python".into(), value.clone().into());
+                }
+                "data-yanked" => {
+                    let yanked = if value.is_empty() {
+                        Value::Bool(true)
+                    } else {
+                        value.clone().into()
+                    };
+                    file.insert("yanked".into(), yanked);
+                }
+                "data-core-metadata" | "data-dist-info-metadata"
+                    if !file.contains_key("core-metadata") =>
+                {
+                    let meta = match value.split_once('=') {
+                        Some((algo, hex)) => serde_json::json!({ algo: hex }),
+                        None => Value::Bool(value == "true"),
+                    };
+                    file.insert("core-metadata".into(), meta);
+                }
+                _ => {}
+            }
+        }
+        files.push(Value::Object(file));
+    }
+    serde_json::json!({
+        "meta": { "api-version": "1.0" },
+        "name": crate::name::normalize(project),
+        "files": files,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Routing and content negotiation.
+
+use super::*;
+use http::Method;
+
+fn route_with(
+    path: &str,
+    accept: Option<&str>,
+    query: Option<&str>,
+) -> Result<Option<Route>, BadRequest> {
+    Pypi.route(&Request {
+        method: &Method::GET,
+        path,
+        query,
+        accept,
+    })
+}
+
+fn route(path: &str) -> Result<Option<Route>, BadRequest> {
+    route_with(path, None, None)
+}
+
+#[test]
+fn negotiation() {
+    let pip = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+    let uv = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
+    for (accept, query, expect) in [
+        (Some(pip), None, "json"),
+        (Some(uv), None, "json"),
+        (Some("text/html"), None, "text-html"),
+        (Some("application/vnd.pypi.simple.v1+html"), None, "html"),
+        (
+            Some("application/vnd.pypi.simple.latest+json"),
+            None,
+            "json",
+        ),
+        (None, None, "text-html"),
+        (Some("application/xml"), None, "text-html"),
+        (Some(pip), Some("format=text/html"), "text-html"),
+        (
+            Some("text/html"),
+            Some("format=application%2Fvnd.pypi.simple.v1%2Bjson"),
+            "json",
+        ),
+        (
+            Some("application/vnd.pypi.simple.v1+json;q=0, text/html"),
+            None,
+            "text-html",
+        ),
+    ] {
+        assert_eq!(negotiate(accept, query), expect, "{accept:?} {query:?}");
+    }
+}
+
+#[test]
+fn names_are_normalised_by_redirect() {
+    for (path, to) in [
+        ("simple/Django/", "simple/django/"),
+        ("simple/zope.interface/", "simple/zope-interface/"),
+        ("simple/six", "simple/six/"),
+    ] {
+        assert_eq!(
+            route(path),
+            Ok(Some(Route::Redirect { path: to.into() })),
+            "{path}"
+        );
+    }
+    match route("simple/six/") {
+        Ok(Some(Route::Metadata(m))) => {
+            assert_eq!((m.key.as_str(), m.upstream_path.as_str()), ("six", "six/"));
+            assert!(
+                m.upstream_accept
+                    .is_some_and(|a| a.starts_with("application/vnd.pypi.simple.v1+json"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn files_and_hostile_paths() {
+    match route("files/Six/six-1.17.0-py2.py3-none-any.whl") {
+        Ok(Some(Route::Artifact(a))) => {
+            assert_eq!(a.key, "six/six-1.17.0-py2.py3-none-any.whl");
+            assert_eq!(a.metadata.key, "six");
+        }
+        other => panic!("{other:?}"),
+    }
+    for hostile in [
+        "simple/../etc/",
+        "simple/%2e%2e/",
+        "files/six/..%2f..%2fetc%2fpasswd",
+        "files/six/a%00b.whl",
+        "simple/a%0ab/",
+        "files/../six/x.whl",
+    ] {
+        assert!(route(hostile).is_err(), "{hostile} should be refused");
+    }
+    assert_eq!(route("simple/"), Ok(None));
+}
+
+#[test]
+fn artifacts_render_and_file_host() {
+    let body = std::fs::read(format!(
+        "{}/tests/fixtures/six.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let url = Url::parse("https://upstream.invalid/simple/six/").expect("url");
+    let doc = MetadataDoc {
+        key: "six",
+        url: &url,
+        body: &body,
+        context: None,
+    };
+    let refs = Pypi.artifacts(&doc).expect("artifacts");
+    let wheel = refs
+        .iter()
+        .find(|r| r.key == "six/six-1.17.0-py2.py3-none-any.whl")
+        .expect("wheel");
+    assert_eq!(wheel.url.host_str(), Some("files.upstream.invalid"));
+    assert!(wheel.size.is_some());
+    let prefixes = Pypi.download_prefixes(&doc);
+    assert_eq!(
+        prefixes.iter().map(Url::as_str).collect::<Vec<_>>(),
+        ["https://files.upstream.invalid/"]
+    );
+
+    let base = Url::parse("http://127.0.0.1:7777/pypi/").expect("base");
+    let json = Pypi.render(&doc, "json", &base).expect("json");
+    assert_eq!(json.content_type, "application/vnd.pypi.simple.v1+json");
+    let rendered: serde_json::Value = serde_json::from_slice(&json.body).expect("parse");
+    let upstream: serde_json::Value = serde_json::from_slice(&body).expect("parse");
+    let (r, u) = (&rendered["files"][0], &upstream["files"][0]);
+    assert_eq!(
+        r["url"],
+        format!(
+            "http://127.0.0.1:7777/pypi/files/six/{}",
+            u["filename"].as_str().expect("name")
+        )
+    );
+    for key in ["hashes", "size", "upload-time", "yanked", "requires-python"] {
+        assert_eq!(r[key], u[key], "{key} kept");
+    }
+    assert_eq!(rendered["versions"], upstream["versions"]);
+    let html = Pypi.render(&doc, "text-html", &base).expect("html");
+    assert_eq!(html.content_type, "text/html; charset=utf-8");
+    let text = String::from_utf8(html.body.to_vec()).expect("utf-8");
+    assert!(
+        text.contains("six-1.17.0-py2.py3-none-any.whl#sha256="),
+        "hash fragments kept"
+    );
+}

@@ -1,0 +1,276 @@
+//! An in-process fake PyPI: a simple index (PEP 691 JSON, or PEP 503 HTML when asked) on one
+//! port and the files on another (a separate file host, as real indexes have). Wheels are real:
+//! built by the machine's python3 with a proper `RECORD`, so pip and uv install them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use sha2::Digest as _;
+
+use crate::support::runtime;
+
+/// Builds `{dist}-{version}-py3-none-any.whl` with a package that records its own version.
+const BUILD_WHEEL: &str = r#"
+import base64, hashlib, sys, zipfile
+out, name, version = sys.argv[1], sys.argv[2], sys.argv[3]
+requires = sys.argv[4:]
+dist = name.replace("-", "_")
+module = dist.lower()
+info = f"{dist}-{version}.dist-info"
+files = {
+    f"{module}/__init__.py": f"VERSION = {version!r}\n",
+    f"{info}/METADATA": "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: cairn-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    for path, text in files.items():
+        data = text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+        z.writestr(path, data)
+    record.append(f"{info}/RECORD,,")
+    z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+"#;
+
+/// One file of a release.
+#[derive(Clone)]
+pub struct File {
+    pub project: String,
+    pub filename: String,
+    pub bytes: Bytes,
+    pub yanked: Option<String>,
+}
+
+impl File {
+    pub fn sha256(&self) -> String {
+        hex::encode(sha2::Sha256::digest(&self.bytes))
+    }
+}
+
+/// Normalised project name (PEP 503).
+fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+#[derive(Default, Clone)]
+pub struct Index {
+    files: Vec<File>,
+}
+
+impl Index {
+    /// Publish a wheel of `name` `version` requiring `requires`, built in `work`.
+    pub fn wheel(
+        &mut self,
+        work: &Path,
+        name: &str,
+        version: &str,
+        requires: &[&str],
+        yanked: Option<&str>,
+    ) -> &mut Self {
+        std::fs::create_dir_all(work).expect("work dir");
+        let filename = format!("{}-{version}-py3-none-any.whl", name.replace('-', "_"));
+        let out = work.join(&filename);
+        let status = Command::new("python3")
+            .args(["-c", BUILD_WHEEL])
+            .arg(&out)
+            .args([name, version])
+            .args(requires)
+            .status()
+            .expect("python3 must be installed");
+        assert!(status.success(), "building {filename}");
+        self.files.push(File {
+            project: normalize(name),
+            filename,
+            bytes: Bytes::from(std::fs::read(&out).expect("wheel")),
+            yanked: yanked.map(str::to_owned),
+        });
+        self
+    }
+
+    pub fn file(&self, filename: &str) -> &File {
+        self.files
+            .iter()
+            .find(|f| f.filename == filename)
+            .expect("published file")
+    }
+}
+
+struct Shared {
+    files_url: String,
+    index: Index,
+    tampered: Mutex<HashSet<String>>,
+    hits: Mutex<HashMap<String, usize>>,
+}
+
+/// A running fake index.
+pub struct FakePypi {
+    /// The simple index URL (ends in `/`).
+    pub simple_url: String,
+    shared: Arc<Shared>,
+}
+
+impl FakePypi {
+    pub fn start(index: Index) -> FakePypi {
+        let bind = || {
+            runtime()
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("bind")
+        };
+        let (pages, files) = (bind(), bind());
+        let simple_url = format!("http://{}/simple/", pages.local_addr().expect("addr"));
+        let shared = Arc::new(Shared {
+            files_url: format!("http://{}/packages/", files.local_addr().expect("addr")),
+            index,
+            tampered: Mutex::new(HashSet::new()),
+            hits: Mutex::new(HashMap::new()),
+        });
+        for listener in [pages, files] {
+            let app = axum::Router::new()
+                .fallback(handle)
+                .with_state(shared.clone());
+            runtime().spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+        FakePypi { simple_url, shared }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.shared.index
+    }
+
+    pub fn tamper(&self, filename: &str) {
+        self.shared
+            .tampered
+            .lock()
+            .expect("tampered")
+            .insert(filename.to_owned());
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.shared
+            .hits
+            .lock()
+            .expect("hits")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.shared.hits.lock().expect("hits").values().sum()
+    }
+}
+
+fn page_json(shared: &Shared, project: &str) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = shared
+        .index
+        .files
+        .iter()
+        .filter(|f| f.project == project)
+        .map(|f| {
+            serde_json::json!({
+                "filename": f.filename,
+                "url": format!("{}{}/{}", shared.files_url, &f.sha256()[..8], f.filename),
+                "hashes": { "sha256": f.sha256() },
+                "requires-python": ">=3.8",
+                "size": f.bytes.len(),
+                "upload-time": "2026-01-02T03:04:05.000000Z",
+                "yanked": f.yanked.clone().map_or(serde_json::Value::Bool(false), Into::into),
+            })
+        })
+        .collect();
+    serde_json::json!({ "meta": { "api-version": "1.1", "_last-serial": 7 }, "name": project, "versions": ["x"], "files": files })
+}
+
+fn page_html(shared: &Shared, project: &str) -> String {
+    let mut out = String::from("<!DOCTYPE html><html><body>\n");
+    for f in shared.index.files.iter().filter(|f| f.project == project) {
+        let yanked = f
+            .yanked
+            .as_ref()
+            .map_or(String::new(), |r| format!(" data-yanked=\"{r}\""));
+        out.push_str(&format!(
+            "<a href=\"{}{}/{}#sha256={}\" data-requires-python=\"&gt;=3.8\"{yanked}>{}</a><br/>\n",
+            shared.files_url,
+            &f.sha256()[..8],
+            f.filename,
+            f.sha256(),
+            f.filename
+        ));
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
+    let path = request.uri().path().trim_start_matches('/').to_owned();
+    *shared
+        .hits
+        .lock()
+        .expect("hits")
+        .entry(path.clone())
+        .or_default() += 1;
+    if let Some(project) = path
+        .strip_prefix("simple/")
+        .and_then(|p| p.strip_suffix('/'))
+    {
+        if !shared.index.files.iter().any(|f| f.project == project) {
+            return (http::StatusCode::NOT_FOUND, "no such project").into_response();
+        }
+        let wants_json = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("vnd.pypi.simple.v1+json"));
+        return if wants_json {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "application/vnd.pypi.simple.v1+json",
+                )],
+                page_json(&shared, project).to_string(),
+            )
+                .into_response()
+        } else {
+            (
+                [(http::header::CONTENT_TYPE, "text/html")],
+                page_html(&shared, project),
+            )
+                .into_response()
+        };
+    }
+    if let Some(rest) = path.strip_prefix("packages/") {
+        let filename = rest.rsplit('/').next().unwrap_or_default();
+        if let Some(f) = shared.index.files.iter().find(|f| f.filename == filename) {
+            let mut bytes = f.bytes.to_vec();
+            if shared.tampered.lock().expect("tampered").contains(filename) {
+                bytes[0] ^= 0xff;
+            }
+            return (
+                [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                bytes,
+            )
+                .into_response();
+        }
+    }
+    (http::StatusCode::NOT_FOUND, "not found").into_response()
+}
