@@ -86,6 +86,31 @@ impl Download {
         }
     }
 
+    /// Wait until the download is verified and committed to the index. Cancel-safe.
+    pub async fn committed(&self) -> Result<ArtifactRecord, (StatusCode, String)> {
+        let mut state = self.state.clone();
+        let result = state
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    State::Failed { .. }
+                        | State::Verified {
+                            record: Some(_),
+                            ..
+                        }
+                )
+            })
+            .await;
+        match result.as_deref() {
+            Ok(State::Verified {
+                record: Some(record),
+                ..
+            }) => Ok((**record).clone()),
+            Ok(State::Failed { status, message }) => Err((*status, message.clone())),
+            _ => Err(abandoned()),
+        }
+    }
+
     /// Stream the whole artifact as it becomes readable. A failure ends the stream with an
     /// error, which aborts the response body.
     pub fn stream(

@@ -70,7 +70,32 @@ pub struct ArtifactRoute {
     pub key: String,
     /// The document whose [`Ecosystem::artifacts`] lists this artifact's digest.
     pub metadata: MetadataRoute,
+    /// How to make the artifact from another one when upstream does not publish it (PyPI's
+    /// core metadata, extracted from the wheel).
+    pub derive: Option<Derive>,
 }
+
+/// Reads a verified artifact: what a [`Derive`] function is given.
+pub trait ArtifactReader: std::io::Read + std::io::Seek {}
+impl<T: std::io::Read + std::io::Seek> ArtifactReader for T {}
+
+/// An artifact computed from another (pure: it reads only the reader it is given).
+#[derive(Clone, Debug)]
+pub struct Derive {
+    /// Index key of the source artifact (listed by the same document).
+    pub source: String,
+    pub function: fn(&mut dyn ArtifactReader) -> Result<Vec<u8>, AdapterError>,
+}
+
+/// Two derivations are the same when they read the same source: an adapter has one function per
+/// kind of derived artifact, and function addresses are not comparable.
+impl PartialEq for Derive {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Derive {}
 
 /// An artifact a metadata document names.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -97,6 +97,9 @@ pub enum Error {
     /// One failure shared by every caller of a single-flight operation.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
+    /// The failure of a download this request waited on, with the status it had.
+    #[error("{message}")]
+    Relayed { status: StatusCode, message: String },
 }
 
 impl From<StoreError> for Error {
@@ -133,6 +136,7 @@ impl Error {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Error::Shared(inner) => inner.status(),
+            Error::Relayed { status, .. } => *status,
         }
     }
 }

@@ -717,6 +717,12 @@ impl Mirror {
             self.touch(&cached);
             return Ok(ArtifactBody::Cached(cached));
         }
+        if let Some(derive) = &route.derive
+            && self.reference(name, &route.key).await?.is_none()
+        {
+            // Upstream does not publish it: make it from the source artifact.
+            return self.derive(registered, route, derive).await;
+        }
         if self.inner.config.offline {
             return Err(Error::Offline {
                 what: format!("{name} artifact {}", route.key),
@@ -797,6 +803,66 @@ impl Mirror {
                 route.key, route.metadata.key
             ))
         })
+    }
+
+    /// Make `route`'s artifact from its source (cached or downloaded first), store it and index
+    /// it like any artifact. Concurrent calls may both derive; the results are identical.
+    async fn derive(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        derive: &crate::ecosystem::Derive,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        let source_route = ArtifactRoute {
+            key: derive.source.clone(),
+            metadata: route.metadata.clone(),
+            derive: None,
+        };
+        // Boxed: `artifact` calls this, and this calls `artifact` for the source.
+        let source = match Box::pin(self.artifact(registered, &source_route)).await? {
+            ArtifactBody::Cached(cached) => cached.path.clone(),
+            ArtifactBody::Downloading(download) => {
+                let record = download
+                    .committed()
+                    .await
+                    .map_err(|(status, message)| Error::Relayed { status, message })?;
+                self.inner.store.blob_path(&record.flat)
+            }
+        };
+        let (store, index, key) = (
+            self.inner.store.clone(),
+            self.inner.index.clone(),
+            route.key.clone(),
+        );
+        let (function, source_key) = (derive.function, derive.source.clone());
+        let cached = blocking(move || {
+            let mut file = std::fs::File::open(&source)
+                .map_err(|e| crate::error::StoreError::io("open", &source, e))?;
+            let bytes = function(&mut file)
+                .map_err(|e| Error::NotFound(format!("{name} {key}: {}", e.0)))?;
+            let mut writer =
+                store.artifact_writer(Digest::of(crate::cid::Algorithm::Sha256, &bytes))?;
+            writer.write(&bytes)?;
+            let committed = writer.finish()?;
+            let record = ArtifactRecord {
+                flat: committed.flat,
+                root: RootCid(committed.dag.root),
+                size: committed.dag.size,
+                upstream_url: format!("derived from {source_key}"),
+                fetched_at: now_ms(),
+            };
+            index.put_artifact(name, &key, &record, &committed.dag)?;
+            Ok(Arc::new(CachedArtifact::new(
+                name,
+                key,
+                record,
+                committed.path,
+            )))
+        })
+        .await?;
+        tracing::info!(ecosystem = name, key = %route.key, source = %derive.source, "artifact derived");
+        Ok(ArtifactBody::Cached(cached))
     }
 
     async fn reference(&self, name: &'static str, key: &str) -> Result<Option<RefRecord>, Error> {

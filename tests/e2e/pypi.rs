@@ -289,4 +289,39 @@ fn simple_api_negotiation_redirects_yanks_and_ranges() {
         416
     );
     assert_eq!(get(&format!("{simple}..%2f/")).status, 400);
+
+    // PEP 658: upstream has no core metadata, so Cairn advertises it and serves it from the wheel.
+    let entry = json["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["filename"] == "Beta_Core-2.0.0-py3-none-any.whl")
+        .expect("wheel listed");
+    assert_eq!(entry["core-metadata"], true);
+    assert!(html.text.contains("data-core-metadata=\"true\""));
+    let alpha = fake.index().file("alpha_lib-1.0.0-py3-none-any.whl");
+    let metadata = get(&format!(
+        "{}/pypi/files/alpha-lib/{}.metadata",
+        cairn.url, alpha.filename
+    ));
+    assert_eq!(metadata.status, 200, "{}", metadata.text);
+    assert_eq!(
+        metadata.text,
+        "Metadata-Version: 2.1\nName: alpha-lib\nVersion: 1.0.0\nRequires-Dist: Beta_Core>=2\n"
+    );
+    let wheel_path = format!("packages/{}/{}", &alpha.sha256()[..8], alpha.filename);
+    assert_eq!(
+        fake.hits(&wheel_path),
+        1,
+        "the wheel is fetched once for its metadata"
+    );
+    assert_eq!(
+        get(&format!(
+            "{}/pypi/files/alpha-lib/{}",
+            cairn.url, alpha.filename
+        ))
+        .body,
+        alpha.bytes
+    );
+    assert_eq!(fake.hits(&wheel_path), 1, "and then served from the cache");
 }

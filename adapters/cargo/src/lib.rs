@@ -113,6 +113,7 @@ impl Ecosystem for Cargo {
             return Ok(Some(Route::Artifact(ArtifactRoute {
                 key: artifact_key(name, version),
                 metadata: index_route(name),
+                derive: None,
             })));
         }
         Ok(None)

@@ -106,6 +106,7 @@ impl Ecosystem for Npm {
             return Ok(Some(Route::Artifact(ArtifactRoute {
                 key: packument::artifact_key(&name, &file),
                 metadata: metadata_route(&name, FULL_VARIANT),
+                derive: None,
             })));
         }
         let decoded = decode(path).map_err(bad)?;

@@ -5,7 +5,10 @@
 //!   `?format=` overrides; HTML when nothing is asked). Other spellings of the name, and the URL
 //!   without its trailing `/`, redirect to the normalised one.
 //! - `files/{project}/{filename}`: distribution files, verified against the page's sha256
-//!   (their flat CID); `…{filename}.metadata`: PEP 658 core metadata where upstream has it.
+//!   (their flat CID);
+//! - `files/{project}/{wheel}.metadata`: PEP 658 core metadata: upstream's where it publishes
+//!   it (verified against the page's hash), else extracted from the verified wheel by the mirror
+//!   (a derived artifact), so every wheel's page entry advertises it and uv needs no range reads.
 //!
 //! Pages are fetched from upstream as JSON (the richer form: sizes, upload times) and rendered
 //! in either form. The file host comes from the page's own file URLs: its origin is declared to
@@ -14,11 +17,12 @@
 pub mod lockfile;
 pub mod name;
 pub mod page;
+pub mod wheel;
 
 use cairn_mirror::cid::{Algorithm, Digest};
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, MetadataDoc, MetadataRoute,
-    Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, Ecosystem, MetadataDoc,
+    MetadataRoute, Rendered, Request, Route,
 };
 use url::Url;
 
@@ -148,9 +152,17 @@ impl Ecosystem for Pypi {
             let file = decode(raw_file).map_err(bad)?;
             check_file(&file).map_err(bad)?;
             let project = normalize(&name);
+            let derive = file
+                .strip_suffix(".metadata")
+                .filter(|wheel| wheel.ends_with(".whl"))
+                .map(|wheel| Derive {
+                    source: artifact_key(&project, wheel),
+                    function: wheel::metadata,
+                });
             return Ok(Some(Route::Artifact(ArtifactRoute {
                 key: artifact_key(&project, &file),
                 metadata: page_route(&project, JSON_VARIANT),
+                derive,
             })));
         }
         Ok(None)
@@ -220,6 +232,7 @@ impl Ecosystem for Pypi {
     ) -> Result<Rendered, AdapterError> {
         let mut page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
         page::rewrite(&mut page, &format!("{base}files/{}/", doc.key));
+        page::advertise_wheel_metadata(&mut page);
         if variant == JSON_VARIANT {
             let body = serde_json::to_vec(&page).map_err(|e| AdapterError(e.to_string()))?;
             return Ok(Rendered {

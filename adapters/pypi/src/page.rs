@@ -88,6 +88,27 @@ pub fn rewrite(page: &mut Value, files_base: &str) {
     }
 }
 
+/// Advertise core metadata (`true`: its hash is known only once it is extracted) for every
+/// wheel whose upstream entry has none: Cairn serves it from the wheel itself.
+pub fn advertise_wheel_metadata(page: &mut Value) {
+    if let Some(files) = page.get_mut("files").and_then(Value::as_array_mut) {
+        for file in files.iter_mut().filter_map(Value::as_object_mut) {
+            let is_wheel = file
+                .get("filename")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.ends_with(".whl"));
+            let has_hash = file.contains_key("hashes") && sha256_of(file.get("hashes")).is_some();
+            let advertised = matches!(
+                core_metadata(file),
+                Some(Value::Object(_) | Value::Bool(true))
+            );
+            if is_wheel && has_hash && !advertised {
+                file.insert("core-metadata".into(), Value::Bool(true));
+            }
+        }
+    }
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
