@@ -11,7 +11,7 @@
 # python3, curl; installs nginx + wrk (apt) and Verdaccio (npm, under /tmp/bench/tools) if
 # missing. All load targets 127.0.0.1. Scratch space: /tmp/bench (about 5 GB free needed).
 # Knobs (env): RUNS=3 installs per configuration, WRK_SECS=10, WRK_ROUNDS=3, HUGE_MIB=2048,
-# CAIRN_BIN (default /tmp/bench/cairn, copied from target/release/cairn if absent).
+# CAIRN_BIN (default /tmp/bench/cairn, refreshed from target/release/cairn when that is newer).
 set -euo pipefail
 
 OUT_ARG=${1:?usage: bash bench/npm.sh REPORT.md}
@@ -126,9 +126,11 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y nginx wrk
 fi
-if [ ! -x "$CAIRN" ]; then
-  cp "$REPO/target/release/cairn" "$CAIRN"
+if [ -z "${CAIRN_BIN:-}" ] && [ -x "$REPO/target/release/cairn" ] &&
+   { [ ! -x "$CAIRN" ] || [ "$REPO/target/release/cairn" -nt "$CAIRN" ]; }; then
+  cp "$REPO/target/release/cairn" "$CAIRN"   # benchmark a copy, not the file cargo rewrites
 fi
+[ -x "$CAIRN" ] || { log "no Cairn binary: build target/release/cairn or set CAIRN_BIN"; exit 1; }
 REG=$(npm config get registry 2>/dev/null)
 case "$REG" in */) ;; *) REG=$REG/ ;; esac
 UPSTREAM_HOST=$(python3 -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).hostname)' "$REG")
@@ -354,7 +356,7 @@ fmt_pkgs() { echo "${NPKG[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -u | paste -
   r "## npm benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
   r ""
   r "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), load at start $(cut -d' ' -f1-3 /proc/loadavg). node $(node -v), npm $(npm -v 2>/dev/null), $(nginx -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), verdaccio $("$VERDACCIO" --version 2>/dev/null)."
-  r "Cairn: \`$CAIRN\` built from $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -v '^?? bench/')" ] && echo ' (+ uncommitted changes)'). Upstream: \`npm config get registry\` (\`<npm-registry>\`)."
+  r "Cairn: \`$CAIRN\` (sha256 $(sha256sum "$CAIRN" | cut -c1-12), file date $(date -u -r "$CAIRN" '+%Y-%m-%d %H:%M UTC'); repository HEAD at run time $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')). Upstream: \`npm config get registry\` (\`<npm-registry>\`)."
   r ""
   r "### Clean \`npm install\` (project \`bench/npm-project\`, no lockfile, empty npm cache, fresh node_modules)"
   r ""

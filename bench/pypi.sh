@@ -14,7 +14,7 @@
 # Appends a Markdown report to $1. Run from the repository root after `cargo build --release`
 # (this script builds nothing):
 #
-#   sudo bash bench/pypi.sh BENCHMARKS-run.md        (~15-20 minutes on 2 cores)
+#   sudo bash bench/pypi.sh BENCHMARKS-run.md        (~12-15 minutes on 2 cores)
 #
 # The upstream is found as Cairn finds it: PIP_INDEX_URL, else pip's configured index-url, else
 # pip's built-in default; the file host is read from one of its pages. Installs nginx and wrk
@@ -199,6 +199,13 @@ page_url = sys.argv[1]
 for f in json.load(sys.stdin)["files"]:
     u = urlsplit(urljoin(page_url, f["url"]))
     print(f"{u.scheme}://{u.netloc}/"); break' "${UPSTREAM}${PAGE_PROJECT}/") || die "cannot read ${UPSTREAM}${PAGE_PROJECT}/ as PEP 691 JSON"
+# Does the upstream offer PEP 658/714 core metadata? (If not, uv reads wheel metadata with Range requests.)
+UP_CORE_META=$(curl -sf --max-time 60 -H 'Accept: application/vnd.pypi.simple.v1+json' "${UPSTREAM}${PAGE_PROJECT}/" |
+  python3 -c '
+import json, sys
+files = json.load(sys.stdin)["files"]
+n = sum(1 for f in files if f.get("core-metadata") or f.get("dist-info-metadata") or f.get("data-dist-info-metadata"))
+print(f"{n} of {len(files)} files")') || UP_CORE_META="?"
 FILE_HOST=$(python3 -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).hostname)' "$FILE_ORIGIN")
 FILE_HOSTPORT=$(python3 -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).netloc)' "$FILE_ORIGIN")
 NREQ=$(grep -cE '^[A-Za-z0-9]' "$REQS")
@@ -278,10 +285,12 @@ http {
   scgi_temp_path $d/tmp/scgi;
   default_type application/octet-stream;
   proxy_cache_path $d/cache levels=1:2 keys_zone=pypi:64m max_size=20g inactive=30d use_temp_path=off;
+  log_format cachestatus '\$upstream_cache_status \$status \$request_uri';
 
   # pip's floor: a caching reverse proxy in front of the upstream index and its file host.
   server {
     listen 127.0.0.1:$NGX_CACHE_PORT;
+    access_log $d/logs/cache.log cachestatus;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Accept-Encoding "";
@@ -391,12 +400,17 @@ for i in $(seq 1 "$RUNS"); do
 done
 # The last cold Cairn, devpi and nginx stay up with their caches: they serve the warm runs.
 
+NGX_COLD_LINES=$(wc -l < "$W/nginx/logs/cache.log")
 log "warm: $RUNS rounds of pip through Cairn / devpi / nginx"
 for i in $(seq 1 "$RUNS"); do
   pip_dl "cairn-warm-$i" "$CAIRN_IDX"; add pip_cairn_warm
   pip_dl "devpi-warm-$i" "$DEVPI_IDX"; add pip_devpi_warm
   pip_dl "nginx-warm-$i" "$NGX_IDX"; add pip_nginx_warm
 done
+# What the warm nginx runs got from its cache (HIT) and what went upstream (anything else).
+NGX_WARM_STATUS=$(tail -n +"$((NGX_COLD_LINES + 1))" "$W/nginx/logs/cache.log" | awk '{print $1" "$2}' | sort | uniq -c |
+  awk '{printf "%s%s %s: %s", (NR>1?", ":""), $2, $3, $1}')
+NGX_CACHE_MB=$(du -sm "$W/nginx/cache" | cut -f1)
 log "warm: one untimed uv run through Cairn and devpi each (uv asks for what pip does not), then $RUNS timed rounds"
 uv_compile "cairn-prime" "$CAIRN_IDX"
 uv_compile "devpi-prime" "$DEVPI_IDX"
@@ -420,8 +434,8 @@ DL_MB=$(awk -v b="${DL_BYTES:-0}" 'BEGIN{printf "%.0f", b/1048576}')
   r "Command: \`$CMDLINE\` (from the repository root)."
   r ""
   r "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), load at start $(cut -d' ' -f1-3 /proc/loadavg). Python $(python3 -c 'import platform; print(platform.python_version())'), pip $(python3 -m pip --version | awk '{print $2}'), $("$UV" --version), devpi-server $("$TOOLS/bin/devpi-server" --version 2>/dev/null), $(nginx -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')."
-  r "Cairn: \`$CAIRN\` built from $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -v '^?? bench/')" ] && echo ' (+ uncommitted changes)'), \`--metadata-ttl 1h\`. Upstream: \`$UPSTREAM\` from $UP_FROM; files on \`$FILE_ORIGIN\` (read from its page of \`$PAGE_PROJECT\`)."
-  r "devpi: \`devpi-init --no-root-pypi\`, then \`devpi-server --mirror-cache-expiry 3600\` and root/pypi created as \`{\"type\": \"mirror\", \"mirror_url\": \"$UPSTREAM\"}\` (other settings default: devpi serves the files itself; core-metadata off). nginx: \`proxy_cache\` of \`/simple/\` (keyed on Accept) and of the file host under \`/files-host/\` (page URLs rewritten with \`sub_filter\`, upstream asked with \`Accept-Encoding: \"\"\`), 30 days, never revalidating."
+  r "Cairn: \`$CAIRN\` built from $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -vE '^.. bench/')" ] && echo ' (+ uncommitted changes outside bench/)'), \`--metadata-ttl 1h\`. Upstream: \`$UPSTREAM\` from $UP_FROM; files on \`$FILE_ORIGIN\` (read from its page of \`$PAGE_PROJECT\`)."
+  r "devpi: \`devpi-init --no-root-pypi\`, then \`devpi-server --mirror-cache-expiry 3600\` and root/pypi created as \`{\"type\": \"mirror\", \"mirror_url\": \"$UPSTREAM\"}\` (other settings default: devpi serves the files itself; core-metadata off). nginx: \`proxy_cache\` of \`/simple/\` (keyed on Accept) and of the file host under \`/files-host/\` (page URLs rewritten with \`sub_filter\`, upstream asked with \`Accept-Encoding: \"\"\`), 30 days, never revalidating. Core metadata (PEP 658) on the upstream's page of \`$PAGE_PROJECT\`: $UP_CORE_META."
   r ""
   r "### \`pip download\` of \`bench/pypi-requirements.txt\` ($NREQ pinned requirements, wheels only, $NREQ files, about ${DL_MB:-?} MB)"
   r ""
@@ -436,6 +450,8 @@ DL_MB=$(awk -v b="${DL_BYTES:-0}" 'BEGIN{printf "%.0f", b/1048576}')
   row "devpi warm" pip_devpi_warm
   row "nginx proxy_cache cold" pip_nginx_cold
   row "nginx proxy_cache warm (pip's floor)" pip_nginx_warm
+  r ""
+  r "nginx's cache held $NGX_CACHE_MB MB after the runs; its warm runs' requests by cache status and HTTP status: ${NGX_WARM_STATUS:-none}."
   r ""
   r "### \`uv pip compile\` of the same file"
   r ""
@@ -593,7 +609,7 @@ stop_pid "$NGX_PID"
 {
   r "### Cairn health during the run"
   r ""
-  r "Responses other than 200 in Cairn's /metrics (all instances, summed; wrk's requests included):"
+  r "Responses other than 200 in Cairn's /metrics (all instances, summed; wrk's requests included; 206 = answers to Range requests, which uv sends for wheel metadata when a page offers no core metadata):"
   r '```'
   cat "$W"/logs/cairn-metrics-*.txt 2>/dev/null | grep -E '^cairn_http_requests_total\{' | grep -v 'status="200"' |
     awk '{s[$1]+=$2} END{for (k in s) print s[k], k}' | sort -rn > "$W/tmp/non200" || true

@@ -45,6 +45,8 @@ pub enum State {
 pub struct Download {
     file: Arc<File>,
     state: watch::Receiver<State>,
+    /// The flat CID the bytes must hash to (known before the first byte).
+    pub flat: crate::cid::FlatCid,
 }
 
 /// The writing side, held by the download task.
@@ -55,10 +57,17 @@ pub struct Progress {
 
 impl Download {
     /// A new download writing into `file` (the writer's temp file, opened for reading too).
-    pub fn new(file: Arc<File>, total: Option<u64>) -> (Arc<Download>, Progress) {
-        let (tx, rx) = watch::channel(State::Running { readable: 0, total });
+    pub fn new(file: Arc<File>, flat: crate::cid::FlatCid) -> (Arc<Download>, Progress) {
+        let (tx, rx) = watch::channel(State::Running {
+            readable: 0,
+            total: None,
+        });
         (
-            Arc::new(Download { file, state: rx }),
+            Arc::new(Download {
+                file,
+                state: rx,
+                flat,
+            }),
             Progress { state: tx },
         )
     }

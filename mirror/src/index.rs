@@ -129,7 +129,7 @@ fn open_connection(path: &Path) -> Result<Connection, IndexError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err("set busy timeout"))?;
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-2048;",
     )
     .map_err(err("configure"))?;
     Ok(conn)

@@ -61,8 +61,8 @@ impl MirrorConfig {
             negative_ttl: Duration::from_secs(60),
             public_url: None,
             limits: UpstreamLimits::default(),
-            render_cache_bytes: 64 << 20,
-            content_cache_bytes: 32 << 20,
+            render_cache_bytes: 24 << 20,
+            content_cache_bytes: 16 << 20,
             max_metadata_bytes: 512 << 20,
         }
     }
@@ -907,7 +907,7 @@ impl Mirror {
             .file()
             .try_clone()
             .map_err(|e| Error::Internal(format!("cannot share temp file of {key}: {e}")))?;
-        let (download, progress) = Download::new(Arc::new(file), None);
+        let (download, progress) = Download::new(Arc::new(file), expected.flat_cid());
         {
             let mut downloads = self.downloads();
             if let Some(existing) = downloads.get(&(name, key.clone())) {

@@ -474,6 +474,14 @@ async fn downloading(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    // The bytes are immutable and named before they arrive; only Range waits for the cache.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", download.flat)) {
+        headers.insert(header::ETAG, etag);
+    }
     if let Some(total) = total {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     }
