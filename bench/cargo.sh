@@ -34,7 +34,7 @@ PIDS=()
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else print "n/a" }'; }
-rss_mb() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo n/a; }
+rss_mb() { awk '/^VmRSS/{printf "%.1f\n", $2/1024}' "/proc/$1/status" 2>/dev/null || echo n/a; }
 finish() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$B/nginx/nginx.pid" ] && nginx -p "$B/nginx/" -c "$B/nginx/nginx.conf" -s stop 2>/dev/null || true

@@ -88,22 +88,31 @@ pub fn load(flag: Option<&Path>, may_be_missing: bool) -> Result<FileSettings> {
 /// Set `key = value` in the config file, keeping everything else. Used by `cairn setup`.
 pub fn record(flag: Option<&Path>, key: &str, value: &str) -> Result<PathBuf> {
     let (path, _) = config_path(flag);
-    let text = match std::fs::read_to_string(&path) {
+    edit_toml(&path, |table| {
+        table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+    })?;
+    Ok(path)
+}
+
+/// Read a TOML file (none is an empty table), change it with `edit`, and write it back through
+/// a temp file and a rename, so an interrupted write never leaves half a file.
+pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read config {}", path.display())),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let mut table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-    table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+        toml::from_str(&text).with_context(|| format!("invalid TOML in {}", path.display()))?;
+    edit(&mut table);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let text = toml::to_string(&table).context("cannot write config")?;
-    let temp = path.with_extension("toml.tmp");
+    let text =
+        toml::to_string(&table).with_context(|| format!("cannot write {}", path.display()))?;
+    let temp = path.with_extension("toml.cairn-tmp");
     std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Parse `300`, `300s`, `5m`, `2h` or `1d`.

@@ -140,19 +140,7 @@ fn cargo_config(config: &mut toml::Table, url: &Url) {
 fn apply_cargo(url: &Url) -> Result<()> {
     let home = discover::cargo_home();
     let path = discover::cargo_config_path(&home).unwrap_or_else(|| home.join("config.toml"));
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut config: toml::Table =
-        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-    cargo_config(&mut config, url);
-    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
-    let temp = path.with_extension("toml.cairn-tmp");
-    std::fs::write(&temp, toml::to_string(&config).context("cargo config")?)
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::settings::edit_toml(&path, |config| cargo_config(config, url))?;
     println!(
         "wrote the crates-io source replacement to {}",
         path.display()
@@ -175,39 +163,31 @@ fn uv_config(url: &Url) -> toml::Table {
 }
 
 fn apply_uv(url: &Url) -> Result<()> {
-    let dir = std::env::var_os("XDG_CONFIG_HOME")
+    let path = std::env::var_os("XDG_CONFIG_HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
         })
-        .join("uv");
-    let path = dir.join("uv.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut config: toml::Table =
-        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-    // Replace any other default index: Cairn fronts it now.
-    let mut indexes: Vec<toml::Value> = config
-        .get("index")
-        .and_then(|v| v.as_array())
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| i.get("default").and_then(|d| d.as_bool()) != Some(true))
-        .collect();
-    indexes.extend(
-        uv_config(url)["index"]
-            .as_array()
+        .join("uv")
+        .join("uv.toml");
+    crate::settings::edit_toml(&path, |config| {
+        // Replace any other default index: Cairn fronts it now.
+        let mut indexes: Vec<toml::Value> = config
+            .get("index")
+            .and_then(|v| v.as_array())
             .cloned()
-            .unwrap_or_default(),
-    );
-    config.insert("index".into(), toml::Value::Array(indexes));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(&path, toml::to_string(&config).context("uv config")?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.get("default").and_then(|d| d.as_bool()) != Some(true))
+            .collect();
+        indexes.extend(
+            uv_config(url)["index"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        config.insert("index".into(), toml::Value::Array(indexes));
+    })?;
     println!("wrote the default index to {}", path.display());
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod json;
 pub mod lru;
 pub mod metrics;
 mod mirror;
+pub mod negotiate;
 pub mod render;
 pub mod server;
 pub mod store;

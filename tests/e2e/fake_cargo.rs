@@ -2,7 +2,7 @@
 //! (a different origin, as real registries have), named by a `dl` template with markers. The
 //! crates are real tarballs of tiny generated packages, so cargo can build them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::runtime;
+use crate::support::{Hits, bind_local, serve_fake};
 
 /// One published crate version.
 #[derive(Clone)]
@@ -132,7 +132,7 @@ struct Shared {
     files_url: String,
     registry: Registry,
     tampered: Mutex<HashSet<String>>,
-    hits: Mutex<HashMap<String, usize>>,
+    hits: Hits,
 }
 
 /// A running fake sparse registry.
@@ -144,11 +144,7 @@ pub struct FakeCargo {
 
 impl FakeCargo {
     pub fn start(registry: Registry) -> FakeCargo {
-        let bind = || {
-            runtime()
-                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .expect("bind fake registry")
-        };
+        let bind = || bind_local();
         let (index, files) = (bind(), bind());
         let index_url = format!("http://{}/index/", index.local_addr().expect("addr"));
         let files_url = format!("http://{}/", files.local_addr().expect("addr"));
@@ -156,15 +152,15 @@ impl FakeCargo {
             files_url,
             registry,
             tampered: Mutex::new(HashSet::new()),
-            hits: Mutex::new(HashMap::new()),
+            hits: Hits::default(),
         });
         for listener in [index, files] {
-            let app = axum::Router::new()
-                .fallback(handle)
-                .with_state(shared.clone());
-            runtime().spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            });
+            serve_fake(
+                listener,
+                axum::Router::new()
+                    .fallback(handle)
+                    .with_state(shared.clone()),
+            );
         }
         FakeCargo { index_url, shared }
     }
@@ -183,28 +179,17 @@ impl FakeCargo {
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        self.shared
-            .hits
-            .lock()
-            .expect("hits")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.shared.hits.get(path)
     }
 
     pub fn total_hits(&self) -> usize {
-        self.shared.hits.lock().expect("hits").values().sum()
+        self.shared.hits.total()
     }
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().trim_start_matches('/').to_owned();
-    *shared
-        .hits
-        .lock()
-        .expect("hits")
-        .entry(path.clone())
-        .or_default() += 1;
+    shared.hits.record(&path);
     if path == "index/config.json" {
         let dl = format!(
             "{}files/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate",

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::runtime;
+use crate::support::{Hits, bind_local, serve_fake};
 
 /// One published version.
 #[derive(Clone)]
@@ -154,7 +154,7 @@ struct Shared {
     url: String,
     registry: Registry,
     faults: Arc<Faults>,
-    hits: Mutex<HashMap<String, usize>>,
+    hits: Hits,
 }
 
 /// A running fake registry.
@@ -166,9 +166,7 @@ pub struct FakeNpm {
 
 impl FakeNpm {
     pub fn start(registry: Registry) -> FakeNpm {
-        let listener = runtime()
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind fake registry");
+        let listener = bind_local();
         let addr = listener.local_addr().expect("addr");
         let url = format!("http://{addr}/");
         let faults = Arc::new(Faults::default());
@@ -176,14 +174,14 @@ impl FakeNpm {
             url: url.clone(),
             registry,
             faults: faults.clone(),
-            hits: Mutex::new(HashMap::new()),
+            hits: Hits::default(),
         });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        runtime().spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        serve_fake(
+            listener,
+            axum::Router::new()
+                .fallback(handle)
+                .with_state(shared.clone()),
+        );
         FakeNpm {
             url,
             faults,
@@ -193,18 +191,12 @@ impl FakeNpm {
 
     /// Requests seen for a raw path (without the leading `/`).
     pub fn hits(&self, path: &str) -> usize {
-        self.shared
-            .hits
-            .lock()
-            .expect("hits")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.shared.hits.get(path)
     }
 
     /// Requests seen in all.
     pub fn total_hits(&self) -> usize {
-        self.shared.hits.lock().expect("hits").values().sum()
+        self.shared.hits.total()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -266,12 +258,7 @@ fn packument(shared: &Shared, name: &str) -> Option<serde_json::Value> {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
     let raw = request.uri().path().trim_start_matches('/').to_owned();
-    *shared
-        .hits
-        .lock()
-        .expect("hits")
-        .entry(raw.clone())
-        .or_default() += 1;
+    shared.hits.record(&raw);
     if shared.faults.down.load(Ordering::SeqCst) {
         return (http::StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
     }

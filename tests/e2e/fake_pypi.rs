@@ -2,7 +2,7 @@
 //! port and the files on another (a separate file host, as real indexes have). Wheels are real:
 //! built by the machine's python3 with a proper `RECORD`, so pip and uv install them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::runtime;
+use crate::support::{Hits, bind_local, serve_fake};
 
 /// Builds `{dist}-{version}-py3-none-any.whl` with a package that records its own version.
 const BUILD_WHEEL: &str = r#"
@@ -117,7 +117,7 @@ struct Shared {
     files_url: String,
     index: Index,
     tampered: Mutex<HashSet<String>>,
-    hits: Mutex<HashMap<String, usize>>,
+    hits: Hits,
 }
 
 /// A running fake index.
@@ -129,26 +129,22 @@ pub struct FakePypi {
 
 impl FakePypi {
     pub fn start(index: Index) -> FakePypi {
-        let bind = || {
-            runtime()
-                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .expect("bind")
-        };
+        let bind = || bind_local();
         let (pages, files) = (bind(), bind());
         let simple_url = format!("http://{}/simple/", pages.local_addr().expect("addr"));
         let shared = Arc::new(Shared {
             files_url: format!("http://{}/packages/", files.local_addr().expect("addr")),
             index,
             tampered: Mutex::new(HashSet::new()),
-            hits: Mutex::new(HashMap::new()),
+            hits: Hits::default(),
         });
         for listener in [pages, files] {
-            let app = axum::Router::new()
-                .fallback(handle)
-                .with_state(shared.clone());
-            runtime().spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            });
+            serve_fake(
+                listener,
+                axum::Router::new()
+                    .fallback(handle)
+                    .with_state(shared.clone()),
+            );
         }
         FakePypi { simple_url, shared }
     }
@@ -166,17 +162,11 @@ impl FakePypi {
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        self.shared
-            .hits
-            .lock()
-            .expect("hits")
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.shared.hits.get(path)
     }
 
     pub fn total_hits(&self) -> usize {
-        self.shared.hits.lock().expect("hits").values().sum()
+        self.shared.hits.total()
     }
 }
 
@@ -223,12 +213,7 @@ fn page_html(shared: &Shared, project: &str) -> String {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().trim_start_matches('/').to_owned();
-    *shared
-        .hits
-        .lock()
-        .expect("hits")
-        .entry(path.clone())
-        .or_default() += 1;
+    shared.hits.record(&path);
     if let Some(project) = path
         .strip_prefix("simple/")
         .and_then(|p| p.strip_suffix('/'))

@@ -19,6 +19,42 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Requests a fake upstream has seen, by path (without the leading `/`).
+#[derive(Default)]
+pub struct Hits(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl Hits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, path: &str) {
+        *self.lock().entry(path.to_owned()).or_default() += 1;
+    }
+
+    pub fn get(&self, path: &str) -> usize {
+        self.lock().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.lock().values().sum()
+    }
+}
+
+/// A listener on a free port of 127.0.0.1, for a fake upstream.
+pub fn bind_local() -> tokio::net::TcpListener {
+    runtime()
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Serve a fake upstream on the shared runtime for the rest of the test run.
+pub fn serve_fake(listener: tokio::net::TcpListener, app: axum::Router) {
+    runtime().spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
 /// A running `cairn serve`.
 pub struct Cairn {
     pub url: String,

@@ -38,13 +38,7 @@ pub fn wants_abbreviated(accept: Option<&str>) -> bool {
         return false;
     };
     let (mut corgi, mut json) = (0.0f32, 0.0f32);
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+    for (media, q) in cairn_mirror::negotiate::q_values(accept) {
         if media == ABBREVIATED {
             corgi = corgi.max(q);
         } else if media == "application/json" {

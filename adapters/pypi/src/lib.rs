@@ -58,13 +58,7 @@ pub fn negotiate(accept: Option<&str>, query: Option<&str>) -> &'static str {
         return TEXT_HTML_VARIANT;
     };
     let mut best: Option<(f32, usize, &'static str)> = None;
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+    for (media, q) in cairn_mirror::negotiate::q_values(accept) {
         let Some(variant) = variant_of(&media) else {
             continue;
         };
