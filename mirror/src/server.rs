@@ -319,7 +319,8 @@ async fn artifact(
     }
 }
 
-fn immutable_headers(cached: &CachedArtifact) -> HeaderMap {
+/// Headers of every artifact response: immutable bytes, named by their flat CID.
+fn artifact_headers(etag: HeaderValue) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(8);
     headers.insert(
         header::CONTENT_TYPE,
@@ -329,7 +330,13 @@ fn immutable_headers(cached: &CachedArtifact) -> HeaderMap {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    headers.insert(header::ETAG, cached.etag.clone());
+    headers.insert(header::ETAG, etag);
+    headers
+}
+
+/// A cached artifact's headers: [`artifact_headers`] plus what only a stored file has.
+fn immutable_headers(cached: &CachedArtifact) -> HeaderMap {
+    let mut headers = artifact_headers(cached.etag.clone());
     headers.insert(header::LAST_MODIFIED, cached.last_modified.clone());
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert("x-ipfs-roots", cached.root.clone());
@@ -459,19 +466,10 @@ async fn downloading(
         Ok(total) => total,
         Err((status, message)) => return Ok(error_response(status, &message)),
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
     // The bytes are immutable and named before they arrive; only Range waits for the cache.
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", download.flat)) {
-        headers.insert(header::ETAG, etag);
-    }
+    let etag = HeaderValue::from_str(&format!("\"{}\"", download.flat))
+        .map_err(|e| Error::Internal(format!("ETag of {}: {e}", download.flat)))?;
+    let mut headers = artifact_headers(etag);
     if let Some(total) = total {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     }

@@ -38,26 +38,13 @@ fn crate_file(name: &str, version: &str, deps: &[(String, String)]) -> Bytes {
         manifest.push_str(&format!("{dep} = \"{req}\"\n"));
     }
     let lib = format!("pub fn name() -> &'static str {{ \"{name}\" }}\n");
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut builder = tar::Builder::new(gz);
-    for (path, data) in [
-        ("Cargo.toml", manifest.into_bytes()),
-        ("src/lib.rs", lib.into_bytes()),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder
-            .append_data(
-                &mut header,
-                format!("{name}-{version}/{path}"),
-                data.as_slice(),
-            )
-            .expect("append");
-    }
-    Bytes::from(builder.into_inner().expect("tar").finish().expect("gzip"))
+    crate::support::targz([
+        (
+            format!("{name}-{version}/Cargo.toml"),
+            manifest.into_bytes(),
+        ),
+        (format!("{name}-{version}/src/lib.rs"), lib.into_bytes()),
+    ])
 }
 
 #[derive(Default, Clone)]

@@ -82,20 +82,7 @@ pub fn tarball(
     for (path, data) in extra {
         files.push((format!("package/{path}"), data.clone()));
     }
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut builder = tar::Builder::new(gz);
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, path, data.as_slice())
-            .expect("append");
-    }
-    let gz = builder.into_inner().expect("tar");
-    Bytes::from(gz.finish().expect("gzip"))
+    crate::support::targz(files)
 }
 
 impl Registry {

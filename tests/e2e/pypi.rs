@@ -65,6 +65,22 @@ fn python_tool(program: &Path, args: &[&str], home: &Path) -> Output {
         })
 }
 
+/// `uv pip install alpha-lib` into a new venv at `dir`, with no cache.
+fn uv_install(dir: &Path, index_url: &str, home: &Path) -> Output {
+    let python = format!("{}", venv(dir).join("bin/python").display());
+    let args = [
+        "pip",
+        "install",
+        "--no-cache",
+        "--python",
+        &python,
+        "--index-url",
+        index_url,
+        "alpha-lib",
+    ];
+    python_tool(&uv(), &args, home)
+}
+
 fn venv(dir: &Path) -> PathBuf {
     let output = Command::new("python3")
         .args(["-m", "venv"])
@@ -116,18 +132,7 @@ fn pip_and_uv_install_through_cairn_then_offline_with_caches_disabled() {
 
     // uv reads the now-cached wheels by HTTP range.
     let uv_venv = tmp.path().join("venv-uv");
-    let python = format!("{}", venv(&uv_venv).join("bin/python").display());
-    let uv_install = [
-        "pip",
-        "install",
-        "--no-cache",
-        "--python",
-        &python,
-        "--index-url",
-        &index_url,
-        "alpha-lib",
-    ];
-    assert_success(&python_tool(&uv(), &uv_install, &home), "uv pip install");
+    assert_success(&uv_install(&uv_venv, &index_url, &home), "uv pip install");
     assert_eq!(version_of(&uv_venv, "beta_core"), "2.0.0");
 
     // Offline on the same address, fresh venv, caches disabled: upstream is never asked.
@@ -151,19 +156,8 @@ fn pip_and_uv_install_through_cairn_then_offline_with_caches_disabled() {
     );
     assert_eq!(version_of(&offline_venv, "beta_core"), "2.0.0");
     let uv_offline = tmp.path().join("venv-uv-offline");
-    let python = format!("{}", venv(&uv_offline).join("bin/python").display());
-    let uv_install = [
-        "pip",
-        "install",
-        "--no-cache",
-        "--python",
-        &python,
-        "--index-url",
-        &index_url,
-        "alpha-lib",
-    ];
     assert_success(
-        &python_tool(&uv(), &uv_install, &home),
+        &uv_install(&uv_offline, &index_url, &home),
         "offline uv pip install",
     );
     assert_eq!(

@@ -55,6 +55,24 @@ pub fn serve_fake(listener: tokio::net::TcpListener, app: axum::Router) {
     });
 }
 
+/// A gzipped tarball of `(path, bytes)` entries, as registries serve packages (fixed mode and
+/// mtime, so the same entries always give the same bytes).
+pub fn targz<P: AsRef<Path>>(entries: impl IntoIterator<Item = (P, Vec<u8>)>) -> bytes::Bytes {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, data.as_slice())
+            .expect("append");
+    }
+    bytes::Bytes::from(builder.into_inner().expect("tar").finish().expect("gzip"))
+}
+
 /// A running `cairn serve`.
 pub struct Cairn {
     pub url: String,
