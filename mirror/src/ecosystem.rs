@@ -68,11 +68,36 @@ pub struct MetadataRoute {
 pub struct ArtifactRoute {
     /// Index key of the artifact.
     pub key: String,
-    /// The document whose [`Ecosystem::artifacts`] lists this artifact's digest.
-    pub metadata: MetadataRoute,
+    /// Where this artifact's digest is published.
+    pub listed_by: Listing,
     /// How to make the artifact from another one when upstream does not publish it (PyPI's
     /// core metadata, extracted from the wheel).
     pub derive: Option<Derive>,
+}
+
+/// Where an artifact's digest comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// The metadata document whose [`Ecosystem::artifacts`] lists it (an npm packument, a cargo
+    /// index file, a PyPI page). The key names one immutable file.
+    Document(MetadataRoute),
+    /// Whatever file this document lists under the key *now* (apt's `Packages.xz` beside its
+    /// `InRelease`): the key is a mutable name, resolved through the document (fresh or stale
+    /// as for any metadata) on every request, and the file is cached by its content.
+    Current(MetadataRoute),
+    /// Listed by artifacts that are themselves listings ([`Ecosystem::listing`]: apt's
+    /// `Packages` names the digest of every `.deb`). Known once such a listing has been fetched.
+    Listings,
+}
+
+impl Listing {
+    /// The document this listing names, if it is one.
+    pub fn document(&self) -> Option<&MetadataRoute> {
+        match self {
+            Listing::Document(route) | Listing::Current(route) => Some(route),
+            Listing::Listings => None,
+        }
+    }
 }
 
 /// Reads a verified artifact: what a [`Derive`] function is given.
@@ -160,6 +185,25 @@ pub trait Ecosystem: Send + Sync + 'static {
     fn download_prefixes(&self, doc: &MetadataDoc<'_>) -> Vec<Url> {
         let _ = doc;
         Vec::new()
+    }
+
+    /// True when the artifact `key` is itself a listing of other artifacts' digests (apt's
+    /// `Packages` and `Sources` files), to be read by [`Ecosystem::listing`] once verified.
+    fn is_listing(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
+
+    /// The artifacts a verified listing artifact names, with their digests. `url` is where it
+    /// was fetched from (names in it are relative to the archive it belongs to).
+    fn listing(
+        &self,
+        key: &str,
+        url: &Url,
+        file: &mut dyn ArtifactReader,
+    ) -> Result<Vec<ArtifactRef>, AdapterError> {
+        let _ = (key, url, file);
+        Ok(Vec::new())
     }
 
     /// Render `doc` as `variant`, with artifact URLs pointing at `base` (the proxy's own URL for

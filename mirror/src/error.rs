@@ -71,6 +71,8 @@ pub enum Error {
     NotFound(String),
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("upstream {url} answered {status}")]
     UpstreamStatus { url: String, status: StatusCode },
     #[error("upstream {url} failed: {reason}")]
@@ -118,6 +120,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::UpstreamStatus { status, .. } if status.is_client_error() => *status,
             // Upstream is down or unreachable: the gateway could not get an answer.
             Error::UpstreamStatus { status, .. } if status.is_server_error() => {

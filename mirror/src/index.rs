@@ -135,6 +135,34 @@ fn open_connection(path: &Path) -> Result<Connection, IndexError> {
     Ok(conn)
 }
 
+/// Insert or replace artifact references listed by `listed_by`, inside the caller's transaction.
+fn insert_refs(
+    tx: &rusqlite::Transaction<'_>,
+    ecosystem: &str,
+    listed_by: &str,
+    refs: &[(String, RefRecord)],
+) -> Result<(), IndexError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO artifact_refs
+             (ecosystem, key, flat_cid, url, size, metadata_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(err("write artifact references"))?;
+    for (artifact_key, r) in refs {
+        stmt.execute(params![
+            ecosystem,
+            artifact_key,
+            r.flat.to_bytes(),
+            r.url,
+            r.size.map(|s| s as i64),
+            listed_by
+        ])
+        .map_err(err("write artifact references"))?;
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves a connection that is still usable: SQLite rolls
     // back any open transaction when the statement or transaction object is dropped.
@@ -259,6 +287,72 @@ impl Index {
         tx.commit().map_err(err("commit artifact"))
     }
 
+    /// Some artifact of `ecosystem` with these bytes, under whichever key it was cached.
+    pub fn find_by_flat(
+        &self,
+        ecosystem: &str,
+        flat: &FlatCid,
+    ) -> Result<Option<(String, ArtifactRecord)>, IndexError> {
+        let found = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT key FROM artifacts WHERE flat_cid = ?1 AND ecosystem = ?2 LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![flat.to_bytes(), ecosystem], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()
+            })
+            .map_err(err("find artifact by content"))
+        })?;
+        match found {
+            Some(key) => Ok(self.get_artifact(ecosystem, &key)?.map(|r| (key, r))),
+            None => Ok(None),
+        }
+    }
+
+    /// Index the bytes of an artifact already cached (its DAG is indexed) under another key.
+    pub fn alias_artifact(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        record: &ArtifactRecord,
+    ) -> Result<(), IndexError> {
+        lock(&self.writer)
+            .prepare_cached(
+                "INSERT OR REPLACE INTO artifacts
+                 (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    ecosystem,
+                    key,
+                    record.flat.to_bytes(),
+                    record.root.to_bytes(),
+                    record.size as i64,
+                    record.upstream_url,
+                    record.fetched_at
+                ])
+            })
+            .map(drop)
+            .map_err(err("write artifact alias"))
+    }
+
+    /// Record what a listing artifact (`listed_by`, apt's `Packages`) says about other
+    /// artifacts, in one transaction.
+    pub fn put_refs(
+        &self,
+        ecosystem: &str,
+        listed_by: &str,
+        refs: &[(String, RefRecord)],
+    ) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        insert_refs(&tx, ecosystem, listed_by, refs)?;
+        tx.commit().map_err(err("commit artifact references"))
+    }
+
     pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
@@ -358,26 +452,7 @@ impl Index {
             ],
         )
         .map_err(err("write metadata"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO artifact_refs
-                     (ecosystem, key, flat_cid, url, size, metadata_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(err("write artifact references"))?;
-            for (artifact_key, r) in refs {
-                stmt.execute(params![
-                    ecosystem,
-                    artifact_key,
-                    r.flat.to_bytes(),
-                    r.url,
-                    r.size.map(|s| s as i64),
-                    key
-                ])
-                .map_err(err("write artifact references"))?;
-            }
-        }
+        insert_refs(&tx, ecosystem, key, refs)?;
         tx.commit().map_err(err("commit metadata"))
     }
 

@@ -22,7 +22,7 @@ use url::Url;
 
 use crate::cid::{BlockCid, Digest, FlatCid, RootCid, raw_block_cid};
 use crate::download::{Download, Progress};
-use crate::ecosystem::{ArtifactRoute, Ecosystem, MetadataDoc, MetadataRoute};
+use crate::ecosystem::{ArtifactRoute, Ecosystem, Listing, MetadataDoc, MetadataRoute};
 use crate::error::Error;
 use crate::flight::SingleFlight;
 use crate::index::{ArtifactRecord, Index, MetadataRecord, RefRecord};
@@ -271,6 +271,27 @@ impl Mirror {
         self.inner.ecosystems.get(name)
     }
 
+    /// The ecosystem whose upstream base URL holds `path` on `host:port` (the scheme is not
+    /// compared: an https upstream may be asked for by an http proxy client), and the path
+    /// below that base.
+    pub(crate) fn ecosystem_for_upstream(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<(&Registered, String)> {
+        self.inner.ecosystems.values().find_map(|registered| {
+            let base = registered.upstream.as_ref().ok()?.base();
+            let same_port = port.is_none_or(|p| Some(p) == base.port_or_known_default())
+                || port == base.port();
+            if !base.host_str()?.eq_ignore_ascii_case(host) || !same_port {
+                return None;
+            }
+            let below = path.strip_prefix(base.path())?;
+            Some((registered, below.to_owned()))
+        })
+    }
+
     fn upstream<'a>(&self, registered: &'a Registered) -> Result<&'a Upstream, Error> {
         registered
             .upstream
@@ -473,9 +494,12 @@ impl Mirror {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        // Without an upstream validator, a new body's fetch time stands in for one, so clients
+        // that revalidate only by date (apt) get 304s until the document changes.
         let (etag, last_modified) = (
             header(http::header::ETAG),
-            header(http::header::LAST_MODIFIED),
+            header(http::header::LAST_MODIFIED)
+                .or_else(|| http_date(now).to_str().ok().map(str::to_owned)),
         );
         let body = read_limited(response, &url, self.inner.config.max_metadata_bytes).await?;
         let context = match &route.context {
@@ -512,19 +536,7 @@ impl Mirror {
                 reason: e.0,
             })?;
             upstream.add_prefixes(ecosystem.download_prefixes(&doc));
-            let refs: Vec<(String, RefRecord)> = refs
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.key,
-                        RefRecord {
-                            flat: r.digest.flat_cid(),
-                            url: r.url.to_string(),
-                            size: r.size,
-                        },
-                    )
-                })
-                .collect();
+            let refs = ref_records(refs);
             store.put_metadata(&body)?;
             let record = MetadataRecord {
                 cid: Some(cid),
@@ -674,6 +686,9 @@ impl Mirror {
         route: &ArtifactRoute,
     ) -> Result<ArtifactBody, Error> {
         let name = registered.ecosystem.name();
+        if let Listing::Current(document) = &route.listed_by {
+            return self.current_artifact(registered, route, document).await;
+        }
         let asked_at = now_ms();
         // The download map before the index: a download commits to the index before it leaves
         // the map, so a request that misses the one finds the other.
@@ -740,27 +755,109 @@ impl Mirror {
             url: reference.url.clone(),
             reason: e.to_string(),
         })?;
-        if !upstream.allows(&url) {
+        if let Some(cached) = self.same_content(name, Some(&route.key), &reference.flat).await? {
+            self.inner.metrics.cache(name, "artifact", "hit");
+            return Ok(ArtifactBody::Cached(cached));
+        }
+        if !upstream.allows(&url)
+            && let Some(document) = route.listed_by.document()
+        {
             // Declared download prefixes live in memory: after a restart, the indexed references
             // come back before the documents that declared them have been read again.
-            if let Some(context) = &route.metadata.context {
+            if let Some(context) = &document.context {
                 self.load_doc(name, context).await?;
             }
             if !upstream.allows(&url) {
-                self.load_doc(name, &route.metadata).await?;
+                self.load_doc(name, document).await?;
             }
         }
         upstream.check(&url)?;
-        let expected = reference.flat.digest().ok_or_else(|| {
-            Error::Internal(format!(
-                "{}: unsupported digest in {}",
-                route.key, reference.flat
-            ))
-        })?;
         self.inner.metrics.cache(name, "artifact", "miss");
-        self.start_download(name, route.key.clone(), upstream, url, expected)
+        self.start_download(registered, route.key.clone(), &route.key, upstream, url, &reference)
             .await
             .map(ArtifactBody::Downloading)
+    }
+
+    /// An artifact named by a mutable key ([`Listing::Current`]): whatever file `document`
+    /// lists under the key now, served from the cache when those bytes are there, else
+    /// downloaded and cached under a key naming its content.
+    async fn current_artifact(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        document: &MetadataRoute,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        let hit = self.metadata(registered, document).await?;
+        if hit.record.cid.is_none() {
+            return Err(Error::NotFound(format!(
+                "{name} {}: upstream has no {}",
+                route.key, document.key
+            )));
+        }
+        let reference = self.reference(name, &route.key).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{name} {}: not listed in {}",
+                route.key, document.key
+            ))
+        })?;
+        if let Some(cached) = self.same_content(name, None, &reference.flat).await? {
+            self.inner.metrics.cache(name, "artifact", "hit");
+            self.touch(&cached);
+            return Ok(ArtifactBody::Cached(cached));
+        }
+        let key = format!("{}@{}", route.key, reference.flat);
+        if let Some(download) = self.download_of(name, &key) {
+            self.inner.metrics.cache(name, "artifact", "joined");
+            return Ok(ArtifactBody::Downloading(download));
+        }
+        if self.inner.config.offline {
+            return Err(Error::Offline {
+                what: format!("{name} artifact {}", route.key),
+            });
+        }
+        let upstream = self.upstream(registered)?.clone();
+        let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
+            url: reference.url.clone(),
+            reason: e.to_string(),
+        })?;
+        upstream.check(&url)?;
+        self.inner.metrics.cache(name, "artifact", "miss");
+        self.start_download(registered, key, &route.key, upstream, url, &reference)
+            .await
+            .map(ArtifactBody::Downloading)
+    }
+
+    /// A cached artifact of `name` with the bytes `flat` names, whatever key it was cached
+    /// under; indexed under `alias` too when one is given (the same file named twice, as apt
+    /// names an index by path and by hash).
+    async fn same_content(
+        &self,
+        name: &'static str,
+        alias: Option<&str>,
+        flat: &FlatCid,
+    ) -> Result<Option<Arc<CachedArtifact>>, Error> {
+        let (index, store, flat) = (
+            self.inner.index.clone(),
+            self.inner.store.clone(),
+            flat.clone(),
+        );
+        let alias = alias.map(str::to_owned);
+        blocking(move || {
+            let Some((key, record)) = index.find_by_flat(name, &flat)? else {
+                return Ok(None);
+            };
+            let key = match alias {
+                Some(alias) => {
+                    index.alias_artifact(name, &alias, &record)?;
+                    alias
+                }
+                None => key,
+            };
+            let path = store.blob_path(&record.flat);
+            Ok(Some(Arc::new(CachedArtifact::new(name, key, record, path))))
+        })
+        .await
     }
 
     /// The digest and URL of an artifact its cached metadata does not list (yet): get the
@@ -773,7 +870,13 @@ impl Mirror {
         asked_at: i64,
     ) -> Result<RefRecord, Error> {
         let name = registered.ecosystem.name();
-        let hit = self.metadata(registered, &route.metadata).await?;
+        let Some(document) = route.listed_by.document() else {
+            return Err(Error::NotFound(format!(
+                "{name} {}: not listed in any index this node holds (fetch the indexes through it first)",
+                route.key
+            )));
+        };
+        let hit = self.metadata(registered, document).await?;
         let mut record = hit.record;
         if record.cid.is_some()
             && let Some(found) = self.reference(name, &route.key).await?
@@ -784,7 +887,7 @@ impl Mirror {
             record = self
                 .refresh(
                     registered,
-                    &route.metadata,
+                    document,
                     Some(record),
                     Enough::FetchedSince(asked_at),
                 )
@@ -794,13 +897,13 @@ impl Mirror {
         if record.cid.is_none() {
             return Err(Error::NotFound(format!(
                 "{name} {}: upstream has no {}",
-                route.key, route.metadata.key
+                route.key, document.key
             )));
         }
         self.reference(name, &route.key).await?.ok_or_else(|| {
             Error::NotFound(format!(
                 "{name} {}: not listed in {}",
-                route.key, route.metadata.key
+                route.key, document.key
             ))
         })
     }
@@ -816,7 +919,7 @@ impl Mirror {
         let name = registered.ecosystem.name();
         let source_route = ArtifactRoute {
             key: derive.source.clone(),
-            metadata: route.metadata.clone(),
+            listed_by: route.listed_by.clone(),
             derive: None,
         };
         // Boxed: `artifact` calls this, and this calls `artifact` for the source.
@@ -890,14 +993,23 @@ impl Mirror {
         self.downloads().get(&(name, key.to_owned())).cloned()
     }
 
+    /// Start downloading `reference` as the artifact `key` (the route's key `asked`, or a key
+    /// naming its content).
     async fn start_download(
         &self,
-        name: &'static str,
+        registered: &Registered,
         key: String,
+        asked: &str,
         upstream: Upstream,
         url: Url,
-        expected: Digest,
+        reference: &RefRecord,
     ) -> Result<Arc<Download>, Error> {
+        let ecosystem = registered.ecosystem.clone();
+        let name = ecosystem.name();
+        let expected = reference.flat.digest().ok_or_else(|| {
+            Error::Internal(format!("{asked}: unsupported digest in {}", reference.flat))
+        })?;
+        let listing = ecosystem.is_listing(asked).then(|| asked.to_owned());
         let store = self.inner.store.clone();
         let writer = {
             let expected = expected.clone();
@@ -922,6 +1034,9 @@ impl Mirror {
             let result = this
                 .run_download(name, &key, &upstream, &url, writer, &progress)
                 .await;
+            if let (Ok(record), Some(listing)) = (&result, listing) {
+                this.read_listing(ecosystem, listing, record).await;
+            }
             match result {
                 Ok(record) => {
                     tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), "artifact cached");
@@ -1027,6 +1142,44 @@ impl Mirror {
         .await
     }
 
+    /// Index what a verified listing artifact says about other artifacts. A listing that cannot
+    /// be read is logged: its own bytes are verified and still served.
+    async fn read_listing(
+        &self,
+        ecosystem: Arc<dyn Ecosystem>,
+        key: String,
+        record: &ArtifactRecord,
+    ) {
+        let name = ecosystem.name();
+        let (index, path) = (
+            self.inner.index.clone(),
+            self.inner.store.blob_path(&record.flat),
+        );
+        let upstream_url = record.upstream_url.clone();
+        let result = blocking(move || {
+            let url = Url::parse(&upstream_url)
+                .map_err(|e| Error::Internal(format!("stored URL {upstream_url}: {e}")))?;
+            let mut file = std::io::BufReader::new(
+                std::fs::File::open(&path)
+                    .map_err(|e| crate::error::StoreError::io("open", &path, e))?,
+            );
+            let refs = ecosystem
+                .listing(&key, &url, &mut file)
+                .map_err(|e| Error::BadMetadata {
+                    url: redact(&url),
+                    reason: e.0,
+                })?;
+            let refs = ref_records(refs);
+            index.put_refs(name, &key, &refs)?;
+            Ok(refs.len())
+        })
+        .await;
+        match result {
+            Ok(n) => tracing::info!(ecosystem = name, artifacts = n, "listing indexed"),
+            Err(e) => tracing::warn!(ecosystem = name, error = %e, "listing not indexed"),
+        }
+    }
+
     fn touch(&self, cached: &Arc<CachedArtifact>) {
         let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
         if touched.len() < 100_000 {
@@ -1068,6 +1221,22 @@ impl Mirror {
         let (index, key) = (self.inner.index.clone(), key.to_owned());
         blocking(move || Ok(index.get_artifact(name, &key)?.map(|r| r.flat))).await
     }
+}
+
+/// Artifact references as the index keeps them.
+fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
+    refs.into_iter()
+        .map(|r| {
+            (
+                r.key,
+                RefRecord {
+                    flat: r.digest.flat_cid(),
+                    url: r.url.to_string(),
+                    size: r.size,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Read a response body into memory, refusing more than `limit` bytes.

@@ -66,7 +66,12 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
-    let (route, kind, response) = match path.as_str() {
+    let (route, kind, response) = if request.method() == Method::CONNECT
+        || request.uri().authority().is_some()
+    {
+        proxied(&mirror, request).await
+    } else {
+        match path.as_str() {
         "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
         "/metrics" => (
             "metrics",
@@ -82,21 +87,18 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         ),
         "/api/v1/status" => ("status", "-", status(&mirror).await),
         "/" => ("dashboard", "-", dashboard(&mirror).await),
-        _ => {
-            let rest = path.trim_start_matches('/');
-            let (prefix, below) = rest.split_once('/').unwrap_or((rest, ""));
-            match mirror.ecosystem(prefix) {
-                Some(registered) => {
-                    let name = registered.ecosystem.name();
-                    let (kind, response) = ecosystem(&mirror, registered, below, request).await;
-                    (name, kind, response)
-                }
-                None => (
-                    "unknown",
-                    "-",
-                    Error::NotFound(format!("no route for {path}")).into_response(),
-                ),
+        _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
+            Some((registered, below)) => {
+                let name = registered.ecosystem.name();
+                let (kind, response) = ecosystem(&mirror, registered, below, request).await;
+                (name, kind, response)
             }
+            None => (
+                "unknown",
+                "-",
+                Error::NotFound(format!("no route for {path}")).into_response(),
+            ),
+        },
         }
     };
     mirror
@@ -109,6 +111,56 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         })
         .inc();
     response
+}
+
+/// The ecosystem a path (without its leading `/`) is for, and the path below its prefix. A
+/// prefix is one segment (`npm`) or two (`apt/debian`: one ecosystem per apt archive).
+fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Registered, &'p str)> {
+    let (first, below) = rest.split_once('/').unwrap_or((rest, ""));
+    if let Some(registered) = mirror.ecosystem(first) {
+        return Some((registered, below));
+    }
+    let second = below.find('/').unwrap_or(below.len());
+    let prefix = rest.get(..first.len() + 1 + second)?;
+    let below = below.get(second..).unwrap_or("").trim_start_matches('/');
+    mirror.ecosystem(prefix).map(|registered| (registered, below))
+}
+
+/// A proxy request (apt's `Acquire::http::Proxy`): an absolute URI is served as the ecosystem
+/// whose upstream it falls under, as if the client had asked Cairn by path. Anything else is
+/// refused: Cairn is not an open proxy.
+async fn proxied(
+    mirror: &Mirror,
+    request: http::Request<Body>,
+) -> (&'static str, &'static str, Response) {
+    let target = request.uri().to_string();
+    if request.method() == Method::CONNECT {
+        let e = Error::Forbidden(format!(
+            "CONNECT {target}: Cairn is not an open proxy; use http:// sources (the archive's \
+             signatures make that safe)"
+        ));
+        return ("proxy", "-", e.into_response());
+    }
+    let found = request.uri().authority().and_then(|authority| {
+        mirror.ecosystem_for_upstream(
+            authority.host(),
+            authority.port_u16(),
+            request.uri().path(),
+        )
+    });
+    match found {
+        Some((registered, below)) => {
+            let name = registered.ecosystem.name();
+            let (kind, response) = ecosystem(mirror, registered, &below, request).await;
+            (name, kind, response)
+        }
+        None => {
+            let e = Error::Forbidden(format!(
+                "{target} is not under a configured upstream: Cairn is not an open proxy"
+            ));
+            ("proxy", "-", e.into_response())
+        }
+    }
 }
 
 async fn ecosystem(
@@ -253,7 +305,14 @@ async fn metadata(
         header::VARY,
         HeaderValue::from_static("Accept, Accept-Encoding"),
     );
-    headers.insert(header::LAST_MODIFIED, http_date(hit.record.fetched_at));
+    let last_modified = hit
+        .record
+        .last_modified
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+        .unwrap_or_else(|| http_date(hit.record.fetched_at));
+    let unmodified = not_modified_since(&request.headers, &last_modified);
+    headers.insert(header::LAST_MODIFIED, last_modified);
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_str(&format!("public, max-age={}", (ttl - age_secs).max(0)))
@@ -269,7 +328,9 @@ async fn metadata(
             headers.insert(header::WARNING, v);
         }
     }
-    if matches_etag(&request.headers, &doc.etag) || matches_etag(&request.headers, &doc.gzip_etag())
+    if matches_etag(&request.headers, &doc.etag)
+        || matches_etag(&request.headers, &doc.gzip_etag())
+        || (unmodified && !request.headers.contains_key(header::IF_NONE_MATCH))
     {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
@@ -295,6 +356,15 @@ async fn metadata(
         return Ok((headers, Body::empty()).into_response());
     }
     Ok((headers, body).into_response())
+}
+
+/// True when `If-Modified-Since` is at or after `last_modified` (apt revalidates only by date).
+fn not_modified_since(headers: &HeaderMap, last_modified: &HeaderValue) -> bool {
+    let date = |v: &HeaderValue| v.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok());
+    match (headers.get(header::IF_MODIFIED_SINCE).and_then(date), date(last_modified)) {
+        (Some(since), Some(modified)) => since >= modified,
+        _ => false,
+    }
 }
 
 /// True when the client accepts gzip (`Accept-Encoding: gzip`, not with `q=0`).

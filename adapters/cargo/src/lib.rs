@@ -16,7 +16,7 @@ pub mod index;
 pub mod lockfile;
 
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, MetadataDoc, MetadataRoute,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc, MetadataRoute,
     Rendered, Request, Route,
 };
 use serde::Deserialize;
@@ -112,7 +112,7 @@ impl Ecosystem for Cargo {
             index::check_version(version).map_err(bad)?;
             return Ok(Some(Route::Artifact(ArtifactRoute {
                 key: artifact_key(name, version),
-                metadata: index_route(name),
+                listed_by: Listing::Document(index_route(name)),
                 derive: None,
             })));
         }

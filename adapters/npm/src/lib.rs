@@ -14,7 +14,7 @@ pub mod packument;
 
 use bytes::Bytes;
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, MetadataDoc, MetadataRoute,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc, MetadataRoute,
     Rendered, Request, Route,
 };
 use url::Url;
@@ -99,7 +99,7 @@ impl Ecosystem for Npm {
             check_file(&file).map_err(bad)?;
             return Ok(Some(Route::Artifact(ArtifactRoute {
                 key: packument::artifact_key(&name, &file),
-                metadata: metadata_route(&name, FULL_VARIANT),
+                listed_by: Listing::Document(metadata_route(&name, FULL_VARIANT)),
                 derive: None,
             })));
         }

@@ -21,7 +21,7 @@ pub mod wheel;
 
 use cairn_mirror::cid::{Algorithm, Digest};
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, Ecosystem, MetadataDoc,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Rendered, Request, Route,
 };
 use url::Url;
@@ -155,7 +155,7 @@ impl Ecosystem for Pypi {
                 });
             return Ok(Some(Route::Artifact(ArtifactRoute {
                 key: artifact_key(&project, &file),
-                metadata: page_route(&project, JSON_VARIANT),
+                listed_by: Listing::Document(page_route(&project, JSON_VARIANT)),
                 derive,
             })));
         }
