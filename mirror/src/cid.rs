@@ -19,6 +19,10 @@ use sha1::Digest as _;
 pub const RAW: u64 = 0x55;
 /// Multicodec code of dag-pb.
 pub const DAG_PB: u64 = 0x70;
+/// Multicodec code of dag-cbor.
+pub const DAG_CBOR: u64 = 0x71;
+/// Multihash code of the identity "hash" (the digest is the data itself).
+pub const IDENTITY: u64 = 0x00;
 /// Multihash code of sha2-256.
 pub const SHA2_256: u64 = 0x12;
 /// Multihash code of sha2-512.

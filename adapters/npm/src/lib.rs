@@ -9,6 +9,7 @@
 //! - `-/ping`: answered locally; `-/npm/v1/security/…`, `-/npm/v1/keys`, `-/v1/search`: passed
 //!   through to upstream, never cached.
 
+pub mod lockfile;
 pub mod name;
 pub mod packument;
 

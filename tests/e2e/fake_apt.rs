@@ -1,0 +1,784 @@
+//! An in-process fake Debian archive, built with the real tools: `.deb`s from `dpkg-deb`,
+//! `Packages` and `Release` from `apt-ftparchive`, `by-hash` copies, and `InRelease` /
+//! `Release.gpg` signed by a throwaway gpg key. Served under `/debian/` like a mirror (paths
+//! percent-decoded, as apt encodes `+` and `~`), with switches to make it lie. `AptClient` runs
+//! the real `apt-get` with private state and configuration (never the machine's).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use sha2::Digest as _;
+
+use crate::support::{Hits, assert_success, bind_local, serve_fake};
+
+/// The suite and component of the archive.
+pub const SUITE: &str = "stable";
+pub const COMPONENT: &str = "main";
+
+/// One package of the archive.
+#[derive(Clone)]
+pub struct Deb {
+    pub name: String,
+    pub version: String,
+    /// The host architecture, or `all`.
+    pub arch: String,
+    /// `pool/main/…/{name}_{version}_{arch}.deb`, relative to the archive root.
+    pub filename: String,
+    pub sha256: String,
+    pub bytes: Bytes,
+}
+
+/// `(name, version, Architecture: all, source, Depends)`. `cairn-hello` pulls in the library and
+/// the data package; `cairn-tools` is never needed by it.
+const PACKAGES: [(&str, &str, bool, &str, &str); 4] = [
+    (
+        "cairn-hello",
+        "1.0-1",
+        false,
+        "cairn-hello",
+        "libcairn-test++1 (>= 1.0~rc1), cairn-data",
+    ),
+    (
+        "libcairn-test++1",
+        "1.0~rc1-1",
+        false,
+        "libcairn-test++",
+        "",
+    ),
+    ("cairn-data", "0.5-1", true, "cairn-data", ""),
+    (
+        "cairn-tools",
+        "2.0-1",
+        false,
+        "cairn-tools",
+        "cairn-hello (>= 1.0)",
+    ),
+];
+
+const SIGNING_UID: &str = "Cairn Test Archive <test@cairn.invalid>";
+const WRONG_UID: &str = "Cairn Unrelated Key <wrong@cairn.invalid>";
+
+/// A signed archive on disk.
+pub struct Archive {
+    /// The archive root: `dists/` and `pool/`.
+    pub dir: PathBuf,
+    /// Binary OpenPGP keyring (`gpg --export`) of the signing key.
+    pub keyring: PathBuf,
+    /// Binary keyring of a second, unrelated key.
+    pub wrong_keyring: PathBuf,
+    pub gnupghome: PathBuf,
+    /// The host architecture (`dpkg --print-architecture`).
+    pub arch: String,
+    pub packages: Vec<Deb>,
+    /// Holds a short gnupg home under /tmp when `dir` is too deep for gpg's socket paths.
+    _short_home: Option<tempfile::TempDir>,
+}
+
+impl Archive {
+    pub fn deb(&self, name: &str) -> &Deb {
+        self.packages
+            .iter()
+            .find(|d| d.name == name)
+            .expect("package in the archive")
+    }
+
+    /// `dists/stable/main/binary-{arch}`, relative to the root.
+    pub fn binary_dir(&self) -> String {
+        format!("dists/{SUITE}/{COMPONENT}/binary-{}", self.arch)
+    }
+
+    /// Sign `Release` again (InRelease and Release.gpg) with the unrelated key.
+    pub fn resign_with_wrong_key(&self) {
+        sign(
+            &self.gnupghome,
+            &self.dir.join("dists").join(SUITE),
+            WRONG_UID,
+        );
+    }
+}
+
+/// Is `tool` an executable on PATH?
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+fn run(command: &mut Command, what: &str) -> Output {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert_success(&output, what);
+    output
+}
+
+/// The tools the archive is built with. `apt-ftparchive` (Debian's `apt-utils`) is installed
+/// once if missing, at the version of the installed apt so apt itself is not upgraded.
+fn ensure_tools() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        for tool in [
+            "apt-get", "dpkg", "dpkg-deb", "gpg", "gpgconf", "gpgv", "gzip", "xz",
+        ] {
+            assert!(on_path(tool), "{tool} must be installed for the apt tests");
+        }
+        if on_path("apt-ftparchive") {
+            return;
+        }
+        let apt = run(
+            Command::new("dpkg-query").args(["-W", "-f", "${Version}", "apt"]),
+            "dpkg-query apt",
+        );
+        let pinned = format!("apt-utils={}", String::from_utf8_lossy(&apt.stdout).trim());
+        let install = |package: &str| {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(["-o", "DPkg::Lock::Timeout=300", package])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run apt-get install")
+        };
+        let mut output = install(&pinned);
+        if !output.status.success() {
+            output = install("apt-utils");
+        }
+        assert!(
+            output.status.success() && on_path("apt-ftparchive"),
+            "apt-ftparchive is missing and `apt-get install apt-utils` failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn host_arch() -> String {
+    let out = run(
+        Command::new("dpkg").arg("--print-architecture"),
+        "dpkg --print-architecture",
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Build one `.deb` into its pool path under `root`.
+fn build_deb(root: &Path, work: &Path, host: &str, spec: (&str, &str, bool, &str, &str)) -> Deb {
+    let (name, version, all, source, depends) = spec;
+    let arch = if all { "all" } else { host };
+    let tree = work.join(name);
+    let doc = tree.join("usr/share/doc").join(name);
+    std::fs::create_dir_all(tree.join("DEBIAN")).expect("DEBIAN");
+    std::fs::create_dir_all(&doc).expect("doc dir");
+    std::fs::write(doc.join("README"), format!("{name} {version}\n")).expect("README");
+    let mut control = format!(
+        "Package: {name}\nVersion: {version}\nArchitecture: {arch}\n\
+         Maintainer: Cairn Tests <test@cairn.invalid>\nInstalled-Size: 1\n\
+         Section: misc\nPriority: optional\n"
+    );
+    if source != name {
+        control.push_str(&format!("Source: {source}\n"));
+    }
+    if !depends.is_empty() {
+        control.push_str(&format!("Depends: {depends}\n"));
+    }
+    control.push_str(&format!(
+        "Description: {name}, a package of the Cairn test archive\n \
+         It contains a README and nothing else.\n"
+    ));
+    std::fs::write(tree.join("DEBIAN/control"), control).expect("control");
+
+    let prefix = if source.starts_with("lib") {
+        &source[..4]
+    } else {
+        &source[..1]
+    };
+    let upstream = version.split_once(':').map_or(version, |(_, v)| v);
+    let filename = format!("pool/{COMPONENT}/{prefix}/{source}/{name}_{upstream}_{arch}.deb");
+    let out = root.join(&filename);
+    std::fs::create_dir_all(out.parent().expect("pool dir")).expect("pool dir");
+    run(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&tree)
+            .arg(&out)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+        &format!("dpkg-deb --build {name}"),
+    );
+    let bytes = Bytes::from(std::fs::read(&out).expect("built deb"));
+    Deb {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        arch: arch.to_owned(),
+        filename,
+        sha256: sha256(&bytes),
+        bytes,
+    }
+}
+
+fn gpg(home: &Path) -> Command {
+    let mut command = Command::new("gpg");
+    command
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--yes", "--quiet", "--no-tty"])
+        .args(["--pinentry-mode", "loopback", "--passphrase", ""]);
+    command
+}
+
+/// Stops the gpg-agent of a home when dropped, so none lingers (even after a panic).
+struct Agent(PathBuf);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.0)
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
+/// `InRelease` (clearsigned) and `Release.gpg` (detached, armored) of `suite_dir/Release`.
+fn sign(home: &Path, suite_dir: &Path, uid: &str) {
+    let _agent = Agent(home.to_path_buf());
+    let release = suite_dir.join("Release");
+    for (mode, out) in [
+        (&["--clearsign"][..], "InRelease"),
+        (&["--armor", "--detach-sign"][..], "Release.gpg"),
+    ] {
+        run(
+            gpg(home)
+                .args(["--local-user", uid, "--digest-algo", "SHA256"])
+                .args(mode)
+                .arg("--output")
+                .arg(suite_dir.join(out))
+                .arg(&release),
+            &format!("gpg signing {out}"),
+        );
+    }
+}
+
+/// Build a signed archive in `dir` (new or empty): `dists/`, `pool/`, `keys/{keyring,wrong-keyring}.gpg`
+/// and the gnupg home `.gnupg` (never served: the fake refuses `.` segments).
+pub fn build_archive(dir: &Path) -> Archive {
+    ensure_tools();
+    let host = host_arch();
+    let root = dir.to_path_buf();
+    std::fs::create_dir_all(&root).expect("archive dir");
+    let work = root.join(".work");
+
+    let packages: Vec<Deb> = PACKAGES
+        .iter()
+        .map(|spec| build_deb(&root, &work, &host, *spec))
+        .collect();
+
+    // Packages, from the pool, with paths relative to the root.
+    let binary = root.join(format!("dists/{SUITE}/{COMPONENT}/binary-{host}"));
+    std::fs::create_dir_all(&binary).expect("binary dir");
+    let index = run(
+        Command::new("apt-ftparchive")
+            .args(["packages", "pool/"])
+            .current_dir(&root),
+        "apt-ftparchive packages",
+    );
+    assert!(!index.stdout.is_empty(), "empty Packages");
+    std::fs::write(binary.join("Packages"), &index.stdout).expect("Packages");
+    run(
+        Command::new("gzip")
+            .args(["-9nk", "Packages"])
+            .current_dir(&binary),
+        "gzip Packages",
+    );
+    run(
+        Command::new("xz")
+            .args(["-k", "Packages"])
+            .current_dir(&binary),
+        "xz Packages",
+    );
+
+    // Release, before the by-hash copies so it lists only the indexes.
+    let suite_dir = root.join("dists").join(SUITE);
+    let field = |k: &str, v: &str| format!("APT::FTPArchive::Release::{k}={v}");
+    let mut release = run(
+        Command::new("apt-ftparchive")
+            .arg("release")
+            .args(["-o", &field("Origin", "Cairn")])
+            .args(["-o", &field("Label", "Cairn")])
+            .args(["-o", &field("Suite", SUITE)])
+            .args(["-o", &field("Codename", SUITE)])
+            .args(["-o", &field("Architectures", &host)])
+            .args(["-o", &field("Components", COMPONENT)])
+            .args(["-o", &field("Description", "Cairn test archive")])
+            .args(["-o", &field("Acquire-By-Hash", "yes")])
+            // MD5Sum and SHA256 only, like Debian: apt asks for the strongest hash's by-hash path.
+            .args(["-o", &field("SHA1", "false")])
+            .args(["-o", &field("SHA512", "false")])
+            .arg(".")
+            .current_dir(&suite_dir),
+        "apt-ftparchive release",
+    )
+    .stdout;
+    let text = String::from_utf8(release.clone()).expect("Release is text");
+    if !text.lines().any(|l| l == "Acquire-By-Hash: yes") {
+        // Older apt-ftparchive: add the field to the header, before the checksums.
+        let at = text
+            .find("\nMD5Sum:")
+            .or(text.find("\nSHA256:"))
+            .expect("checksums")
+            + 1;
+        release = format!("{}Acquire-By-Hash: yes\n{}", &text[..at], &text[at..]).into_bytes();
+    }
+    std::fs::write(suite_dir.join("Release"), &release).expect("Release");
+    let text = String::from_utf8_lossy(&release);
+    for name in ["Packages", "Packages.gz", "Packages.xz"] {
+        let bytes = std::fs::read(binary.join(name)).expect("index file");
+        let listed = [
+            sha256(&bytes),
+            bytes.len().to_string(),
+            format!("{COMPONENT}/binary-{host}/{name}"),
+        ];
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().eq(listed.iter().map(String::as_str))),
+            "Release lacks {listed:?}:\n{text}"
+        );
+        let by_hash = binary.join("by-hash/SHA256");
+        std::fs::create_dir_all(&by_hash).expect("by-hash dir");
+        std::fs::write(by_hash.join(sha256(&bytes)), &bytes).expect("by-hash copy");
+    }
+
+    // Keys: gpg's sockets live in its home, whose path must stay short.
+    let (gnupghome, short_home) = if root.as_os_str().len() < 60 {
+        (root.join(".gnupg"), None)
+    } else {
+        let t = tempfile::Builder::new()
+            .prefix("cg")
+            .tempdir_in("/tmp")
+            .expect("short gnupg home");
+        (t.path().to_path_buf(), Some(t))
+    };
+    std::fs::create_dir_all(&gnupghome).expect("gnupg home");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&gnupghome, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod gnupg home");
+    }
+    let _agent = Agent(gnupghome.clone());
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).expect("keys dir");
+    for (uid, file) in [
+        (SIGNING_UID, "keyring.gpg"),
+        (WRONG_UID, "wrong-keyring.gpg"),
+    ] {
+        run(
+            gpg(&gnupghome).args(["--quick-gen-key", uid, "ed25519", "sign", "never"]),
+            &format!("gpg --quick-gen-key {uid}"),
+        );
+        let email = &uid[uid.find('<').expect("email")..];
+        run(
+            gpg(&gnupghome)
+                .arg("--output")
+                .arg(keys.join(file))
+                .args(["--export", email]),
+            &format!("gpg --export {email}"),
+        );
+    }
+    sign(&gnupghome, &suite_dir, SIGNING_UID);
+    let _ = std::fs::remove_dir_all(&work);
+
+    Archive {
+        dir: root,
+        keyring: keys.join("keyring.gpg"),
+        wrong_keyring: keys.join("wrong-keyring.gpg"),
+        gnupghome,
+        arch: host,
+        packages,
+        _short_home: short_home,
+    }
+}
+
+struct Shared {
+    root: PathBuf,
+    hits: Arc<Hits>,
+    /// Request targets as sent (still percent-encoded), in order.
+    raw: Mutex<Vec<String>>,
+    tampered: Mutex<HashSet<String>>,
+    down: AtomicBool,
+}
+
+/// A running fake archive.
+pub struct FakeArchive {
+    /// `http://127.0.0.1:PORT/debian/`.
+    pub url: String,
+    /// Every request, by decoded path without the leading `/` (`debian/dists/stable/InRelease`).
+    pub hits: Arc<Hits>,
+    shared: Arc<Shared>,
+}
+
+impl FakeArchive {
+    /// Serve every file whose path ends with `path_suffix` with one byte flipped (same length).
+    pub fn tamper(&self, path_suffix: &str) {
+        self.shared
+            .tampered
+            .lock()
+            .expect("tampered")
+            .insert(path_suffix.to_owned());
+    }
+
+    /// Answer every request with 503 (or serve again).
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The request paths as sent, before percent-decoding (`/debian/pool/…%2b…`).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.raw.lock().expect("raw").clone()
+    }
+
+    /// A file of the archive, as stored (`path` relative to the root).
+    pub fn read(&self, path: &str) -> Vec<u8> {
+        std::fs::read(self.shared.root.join(path)).expect("archive file")
+    }
+}
+
+/// Serve `archive.dir` under `/debian/` on 127.0.0.1.
+pub fn serve(archive: &Archive) -> FakeArchive {
+    let listener = bind_local();
+    let url = format!("http://{}/debian/", listener.local_addr().expect("addr"));
+    let hits = Arc::new(Hits::default());
+    let shared = Arc::new(Shared {
+        root: archive.dir.clone(),
+        hits: hits.clone(),
+        raw: Mutex::new(Vec::new()),
+        tampered: Mutex::new(HashSet::new()),
+        down: AtomicBool::new(false),
+    });
+    serve_fake(
+        listener,
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone()),
+    );
+    FakeArchive { url, hits, shared }
+}
+
+/// `%xx` escapes decoded (a `+` stays a `+`: this is a path, not a form).
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            out.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("deb") => "application/vnd.debian.binary-package",
+        Some("gz") => "application/gzip",
+        Some("xz") => "application/x-xz",
+        _ if path.ends_with("Release") || path.ends_with("Packages") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
+    let raw = request.uri().path().to_owned();
+    shared.raw.lock().expect("raw").push(raw.clone());
+    let Some(path) = percent_decode(raw.trim_start_matches('/')) else {
+        return (http::StatusCode::BAD_REQUEST, "bad escape").into_response();
+    };
+    shared.hits.record(&path);
+    if shared.down.load(Ordering::SeqCst) {
+        return (http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let Some(rest) = path.strip_prefix("debian/") else {
+        return (http::StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    if rest.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
+        return (http::StatusCode::BAD_REQUEST, "bad path").into_response();
+    }
+    let file = shared.root.join(rest);
+    if !file.is_file() {
+        return (http::StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    let Ok(mut bytes) = std::fs::read(&file) else {
+        return (http::StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let tampered = shared
+        .tampered
+        .lock()
+        .expect("tampered")
+        .iter()
+        .any(|suffix| rest.ends_with(suffix.as_str()));
+    if tampered && !bytes.is_empty() {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+    }
+    ([(http::header::CONTENT_TYPE, content_type(rest))], bytes).into_response()
+}
+
+/// The real `apt-get` with private state, cache, sources, keys and configuration.
+pub struct AptClient {
+    dir: PathBuf,
+}
+
+impl AptClient {
+    /// A client whose only source is `sources_line`
+    /// (`deb [signed-by=/…/keyring.gpg] http://127.0.0.1:PORT/debian stable main`).
+    pub fn new(dir: &Path, sources_line: &str) -> AptClient {
+        let etc = dir.join("etc");
+        for sub in [
+            "etc/apt.conf.d",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+            "etc/trusted.gpg.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+            "log",
+        ] {
+            std::fs::create_dir_all(dir.join(sub)).expect("apt dir");
+        }
+        std::fs::write(dir.join("state/status"), "").expect("status");
+        std::fs::write(etc.join("sources.list"), format!("{sources_line}\n")).expect("sources");
+        let d = |p: &str| dir.join(p).display().to_string();
+        // Read through APT_CONFIG, which apt reads before (and instead of the machine's)
+        // apt.conf.d; `-o` on the command line would come too late for Dir::Etc::Parts.
+        let conf = [
+            ("Dir::State", d("state")),
+            ("Dir::State::status", d("state/status")),
+            ("Dir::Cache", d("cache")),
+            ("Dir::Log", d("log")),
+            ("Dir::Etc", d("etc")),
+            ("Dir::Etc::Main", d("etc/apt.conf")),
+            ("Dir::Etc::Parts", d("etc/apt.conf.d")),
+            ("Dir::Etc::SourceList", d("etc/sources.list")),
+            ("Dir::Etc::SourceParts", d("etc/sources.list.d")),
+            ("Dir::Etc::Preferences", d("etc/preferences")),
+            ("Dir::Etc::PreferencesParts", d("etc/preferences.d")),
+            ("Dir::Etc::Trusted", d("etc/trusted.gpg")),
+            ("Dir::Etc::TrustedParts", d("etc/trusted.gpg.d")),
+            ("Dir::Etc::netrc", d("etc/auth.conf")),
+            ("Debug::NoLocking", "1".to_owned()),
+            ("APT::Sandbox::User", "root".to_owned()),
+            ("Acquire::Languages", "none".to_owned()),
+            ("Acquire::PDiffs", "false".to_owned()),
+            ("Acquire::Retries", "0".to_owned()),
+            ("Acquire::http::Timeout", "30".to_owned()),
+            ("Acquire::http::Proxy", "DIRECT".to_owned()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k} \"{v}\";\n"))
+        .collect::<String>();
+        std::fs::write(etc.join("apt.conf"), conf).expect("apt.conf");
+        AptClient {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `apt-get args…` (add `-o Acquire::http::Proxy=http://…` to go through a proxy).
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("apt-get")
+            .args(args)
+            .env("APT_CONFIG", self.dir.join("etc/apt.conf"))
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("no_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .expect("apt-get must be installed")
+    }
+
+    /// Where `apt-get install --download-only` puts the `.deb`s.
+    pub fn archives_dir(&self) -> PathBuf {
+        self.dir.join("cache/archives")
+    }
+
+    /// Where `apt-get update` puts the indexes.
+    pub fn lists_dir(&self) -> PathBuf {
+        self.dir.join("state/lists")
+    }
+}
+
+/// Fail if apt printed a warning (`W:` lines) or an error.
+pub fn assert_no_warnings(output: &Output, what: &str) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("W:") || l.starts_with("E:")),
+        "{what} warned:\n{text}"
+    );
+}
+
+#[test]
+fn fake_archive_works_with_real_apt_get() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = build_archive(&tmp.path().join("archive"));
+    let fake = serve(&archive);
+    let sources = |keyring: &Path| {
+        format!(
+            "deb [signed-by={}] {} {SUITE} {COMPONENT}",
+            keyring.display(),
+            fake.url.trim_end_matches('/')
+        )
+    };
+
+    let apt = AptClient::new(&tmp.path().join("apt"), &sources(&archive.keyring));
+    let update = apt.run(&["update"]);
+    assert_success(&update, "apt-get update");
+    assert_no_warnings(&update, "apt-get update");
+    let by_hash: Vec<String> = ["Packages", "Packages.gz", "Packages.xz"]
+        .iter()
+        .map(|f| {
+            let bytes = fake.read(&format!("{}/{f}", archive.binary_dir()));
+            format!(
+                "debian/{}/by-hash/SHA256/{}",
+                archive.binary_dir(),
+                sha256(&bytes)
+            )
+        })
+        .collect();
+    assert!(
+        by_hash.iter().any(|p| fake.hits.get(p) > 0),
+        "no by-hash request: {:?}",
+        fake.requests()
+    );
+
+    let install = apt.run(&["install", "--download-only", "-y", "cairn-hello"]);
+    assert_success(&install, "apt-get install --download-only");
+    assert_no_warnings(&install, "apt-get install --download-only");
+    let downloaded: Vec<(String, String)> = std::fs::read_dir(apt.archives_dir())
+        .expect("archives dir")
+        .filter_map(|e| {
+            let path = e.expect("entry").path();
+            let name = path.file_name()?.to_str()?.to_owned();
+            name.ends_with(".deb")
+                .then(|| (name, sha256(&std::fs::read(&path).expect("deb"))))
+        })
+        .collect();
+    for name in ["cairn-hello", "libcairn-test++1", "cairn-data"] {
+        let deb = archive.deb(name);
+        assert!(
+            downloaded
+                .iter()
+                .any(|(f, sum)| f.starts_with(&format!("{name}_")) && *sum == deb.sha256),
+            "{name} not downloaded intact: {downloaded:?}"
+        );
+        assert_eq!(fake.hits.get(&format!("debian/{}", deb.filename)), 1);
+    }
+    assert_eq!(downloaded.len(), 3, "{downloaded:?}");
+    let lib = archive.deb("libcairn-test++1");
+    let encoded = format!("/debian/{}", lib.filename)
+        .replace('+', "%2b")
+        .replace('~', "%7e");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&encoded)),
+        "apt did not ask for {encoded}: {:?}",
+        fake.requests()
+    );
+    // Raw and encoded names alike; nothing outside the archive.
+    let base = fake.url.trim_end_matches("/debian/");
+    for (target, status) in [
+        (format!("/debian/{}", lib.filename), 200),
+        (encoded.replace("%2b", "%2B").replace("%7e", "%7E"), 200),
+        (encoded.clone(), 200),
+        ("/debian/.gnupg/pubring.kbx".to_owned(), 400),
+        (
+            "/debian/pool/%2e%2e/%2e%2e/keys/keyring.gpg".to_owned(),
+            400,
+        ),
+        ("/debian/keys/keyring.gpg".to_owned(), 200),
+        ("/debian/dists/stable/nothing".to_owned(), 404),
+    ] {
+        assert_eq!(
+            crate::support::raw_status(base, &target),
+            status,
+            "{target}"
+        );
+    }
+
+    let packages = String::from_utf8(fake.read(&format!("{}/Packages", archive.binary_dir())))
+        .expect("Packages");
+    for deb in &archive.packages {
+        assert_eq!(sha256(&deb.bytes), deb.sha256);
+        let stanza = format!(
+            "Package: {}\nArchitecture: {}\nVersion: {}\n",
+            deb.name, deb.arch, deb.version
+        );
+        assert!(packages.contains(&stanza), "{stanza:?} not in\n{packages}");
+    }
+    let lists: Vec<String> = std::fs::read_dir(apt.lists_dir())
+        .expect("lists dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(lists.iter().any(|f| f.ends_with("_InRelease")), "{lists:?}");
+
+    // The switches that make it lie.
+    let tools = archive.deb("cairn-tools");
+    fake.tamper(&tools.filename);
+    let install = apt.run(&["install", "--download-only", "-y", "cairn-tools"]);
+    assert!(
+        !install.status.success() && String::from_utf8_lossy(&install.stderr).contains("Hash Sum"),
+        "a tampered .deb was accepted:\n{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    fake.set_down(true);
+    let down = AptClient::new(&tmp.path().join("apt-down"), &sources(&archive.keyring));
+    let update = down.run(&["update"]);
+    assert!(
+        String::from_utf8_lossy(&update.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+    fake.set_down(false);
+
+    // The signature is real: the unrelated key does not verify it.
+    let wrong = AptClient::new(
+        &tmp.path().join("apt-wrong"),
+        &sources(&archive.wrong_keyring),
+    );
+    let update = wrong.run(&["update"]);
+    let stderr = String::from_utf8_lossy(&update.stderr);
+    assert!(
+        !update.status.success() && stderr.contains("NO_PUBKEY"),
+        "apt-get update accepted the wrong key:\n{stderr}"
+    );
+
+    // And a re-signed archive fails with the right key.
+    archive.resign_with_wrong_key();
+    let again = AptClient::new(&tmp.path().join("apt-resigned"), &sources(&archive.keyring));
+    let update = again.run(&["update"]);
+    assert!(
+        !update.status.success(),
+        "apt-get update accepted a wrongly signed archive"
+    );
+}
