@@ -1,6 +1,7 @@
 //! `cairn`: the command line. Flags → settings → open the mirror with its adapters → serve.
 //! Errors are one line on stderr and a non-zero exit.
 
+mod apt;
 mod discover;
 mod settings;
 mod setup;
@@ -56,7 +57,7 @@ struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Print (or apply) a client's configuration for this node
     Setup {
         client: setup::Client,
@@ -88,6 +89,23 @@ struct Serve {
     /// PyPI upstream simple index [default: pip's index-url, else pip's default]
     #[arg(long, env = "CAIRN_PYPI_UPSTREAM")]
     pypi_upstream: Option<String>,
+    /// An apt archive to serve at /apt/NAME/ (repeatable) [default: every archive in apt's sources]
+    #[arg(
+        long,
+        env = "CAIRN_APT_UPSTREAM",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    apt_upstream: Vec<String>,
+    /// The keyring an apt archive's Release files must be signed with (repeatable)
+    /// [default: the source's Signed-By, else Debian's archive keyring]
+    #[arg(
+        long,
+        env = "CAIRN_APT_KEYRING",
+        value_name = "NAME=FILE",
+        value_delimiter = ','
+    )]
+    apt_keyring: Vec<String>,
     /// The URL clients reach this node at [default: each request's Host]
     #[arg(long, env = "CAIRN_PUBLIC_URL")]
     public_url: Option<Url>,
@@ -148,7 +166,7 @@ async fn run(cli: Cli) -> Result<()> {
     let creates_config = matches!(cli.command, Command::Setup { apply: true, .. });
     let file = settings::load(cli.common.config.as_deref(), creates_config)?;
     match cli.command {
-        Command::Serve(serve_args) => serve(&cli.common, &file, serve_args).await,
+        Command::Serve(serve_args) => serve(&cli.common, &file, *serve_args).await,
         Command::Setup { client, url, apply } => {
             let listen = listen_addr(&cli.common, &file)?;
             let url = match url {
@@ -261,7 +279,7 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
             Err(why) => tracing::warn!(ecosystem = name, "off: {why}"),
         }
     }
-    let ecosystems = vec![
+    let mut ecosystems = vec![
         EcosystemSetup {
             ecosystem: Arc::new(cairn_npm::Npm),
             upstream: npm_upstream.map(|f| f.url().clone()),
@@ -275,6 +293,7 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
             upstream: pypi_upstream.map(|f| f.url().clone()),
         },
     ];
+    ecosystems.extend(apt_ecosystems(&args, file, &listen, public_url.as_ref())?);
 
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -328,6 +347,58 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
     mirror.close().await.context("closing the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One ecosystem per apt archive, with its keyring loaded. A configured archive whose keyring
+/// cannot be read is an error; a discovered one is left off with a warning.
+fn apt_ecosystems(
+    args: &Serve,
+    file: &FileSettings,
+    listen: &SocketAddr,
+    public_url: Option<&Url>,
+) -> Result<Vec<EcosystemSetup>> {
+    let pick = |flag: &Vec<String>, key: &Option<Vec<String>>| {
+        if flag.is_empty() {
+            key.clone().unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    let configured = pick(&args.apt_upstream, &file.apt_upstream);
+    let keyrings = pick(&args.apt_keyring, &file.apt_keyring);
+    let archives = apt::archives(
+        &configured,
+        &keyrings,
+        std::path::Path::new(apt::APT_ETC),
+        listen,
+        public_url,
+    )?;
+    if archives.is_empty() {
+        tracing::warn!(
+            ecosystem = "apt",
+            "off: no archives in apt's sources; set --apt-upstream NAME=URL"
+        );
+    }
+    let mut out = Vec::new();
+    for archive in archives {
+        let paths: Vec<&std::path::Path> = archive.keyrings.iter().map(|p| p.as_path()).collect();
+        let keyring = match cairn_apt::Keyring::load(&paths) {
+            Ok(keyring) => keyring,
+            Err(e) if configured.is_empty() => {
+                tracing::warn!(archive = %archive.name, "off: {e}; set --apt-keyring {}=FILE", archive.name);
+                continue;
+            }
+            Err(e) => anyhow::bail!("apt archive {}: {e}", archive.name),
+        };
+        let ecosystem =
+            cairn_apt::Archive::new(&archive.name, keyring).map_err(anyhow::Error::msg)?;
+        tracing::info!(ecosystem = %format!("apt/{}", archive.name), upstream = %archive.upstream, from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
+        out.push(EcosystemSetup {
+            ecosystem: Arc::new(ecosystem),
+            upstream: Ok(archive.upstream),
+        });
+    }
+    Ok(out)
 }
 
 fn spawn_signal_handler(token: CancellationToken) {

@@ -13,6 +13,8 @@
 //! npm-upstream = "https://registry.internal/npm/"
 //! cargo-upstream = "https://index.internal/crates/"   # a sparse index
 //! pypi-upstream = "https://pypi.internal/simple/"      # a simple index
+//! apt-upstream = ["debian=https://deb.internal/debian/"] # NAME=URL, served at /apt/NAME/
+//! apt-keyring = ["debian=/usr/share/keyrings/debian-archive-keyring.gpg"]
 //! upstream-concurrency = 64
 //! upstream-timeout = "30s"
 //! log-format = "text"        # or "json"
@@ -36,6 +38,10 @@ pub struct FileSettings {
     pub npm_upstream: Option<String>,
     pub cargo_upstream: Option<String>,
     pub pypi_upstream: Option<String>,
+    /// `NAME=URL` per apt archive.
+    pub apt_upstream: Option<Vec<String>>,
+    /// `NAME=FILE` per apt archive keyring.
+    pub apt_keyring: Option<Vec<String>>,
     pub upstream_concurrency: Option<usize>,
     pub upstream_timeout: Option<String>,
     pub log_format: Option<String>,

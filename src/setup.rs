@@ -21,6 +21,7 @@ pub enum Client {
     Cargo,
     Pip,
     Uv,
+    Apt,
 }
 
 impl Client {
@@ -30,6 +31,7 @@ impl Client {
             Client::Npm | Client::Yarn | Client::Pnpm => "npm/",
             Client::Cargo => "cargo/index/",
             Client::Pip | Client::Uv => "pypi/simple/",
+            Client::Apt => "apt/",
         }
     }
 }
@@ -68,7 +70,7 @@ async fn steps(client: Client, url: &Url) -> Vec<Step> {
             program: "pnpm",
             args: vec!["config".into(), "set".into(), "registry".into(), url],
         }],
-        Client::Cargo | Client::Uv => Vec::new(),
+        Client::Cargo | Client::Uv | Client::Apt => Vec::new(),
         Client::Pip => vec![Step {
             program: "python3",
             args: vec![
@@ -239,6 +241,9 @@ pub async fn run(
     file: &crate::settings::FileSettings,
     listen: &std::net::SocketAddr,
 ) -> Result<()> {
+    if client == Client::Apt {
+        return crate::apt::setup(url, apply, config, Path::new(crate::apt::APT_ETC), listen);
+    }
     let steps = steps(client, url).await;
     if !apply {
         if client == Client::Uv {

@@ -282,8 +282,8 @@ impl Mirror {
     ) -> Option<(&Registered, String)> {
         self.inner.ecosystems.values().find_map(|registered| {
             let base = registered.upstream.as_ref().ok()?.base();
-            let same_port = port.is_none_or(|p| Some(p) == base.port_or_known_default())
-                || port == base.port();
+            let same_port =
+                port.is_none_or(|p| Some(p) == base.port_or_known_default()) || port == base.port();
             if !base.host_str()?.eq_ignore_ascii_case(host) || !same_port {
                 return None;
             }
@@ -755,7 +755,10 @@ impl Mirror {
             url: reference.url.clone(),
             reason: e.to_string(),
         })?;
-        if let Some(cached) = self.same_content(name, Some(&route.key), &reference.flat).await? {
+        if let Some(cached) = self
+            .same_content(name, Some(&route.key), &reference.flat)
+            .await?
+        {
             self.inner.metrics.cache(name, "artifact", "hit");
             return Ok(ArtifactBody::Cached(cached));
         }
@@ -773,9 +776,16 @@ impl Mirror {
         }
         upstream.check(&url)?;
         self.inner.metrics.cache(name, "artifact", "miss");
-        self.start_download(registered, route.key.clone(), &route.key, upstream, url, &reference)
-            .await
-            .map(ArtifactBody::Downloading)
+        self.start_download(
+            registered,
+            route.key.clone(),
+            &route.key,
+            upstream,
+            url,
+            &reference,
+        )
+        .await
+        .map(ArtifactBody::Downloading)
     }
 
     /// An artifact named by a mutable key ([`Listing::Current`]): whatever file `document`
@@ -837,11 +847,7 @@ impl Mirror {
         alias: Option<&str>,
         flat: &FlatCid,
     ) -> Result<Option<Arc<CachedArtifact>>, Error> {
-        let (index, store, flat) = (
-            self.inner.index.clone(),
-            self.inner.store.clone(),
-            flat.clone(),
-        );
+        let (index, store, flat) = (self.inner.index.clone(), self.inner.store.clone(), *flat);
         let alias = alias.map(str::to_owned);
         blocking(move || {
             let Some((key, record)) = index.find_by_flat(name, &flat)? else {
@@ -1163,12 +1169,13 @@ impl Mirror {
                 std::fs::File::open(&path)
                     .map_err(|e| crate::error::StoreError::io("open", &path, e))?,
             );
-            let refs = ecosystem
-                .listing(&key, &url, &mut file)
-                .map_err(|e| Error::BadMetadata {
-                    url: redact(&url),
-                    reason: e.0,
-                })?;
+            let refs =
+                ecosystem
+                    .listing(&key, &url, &mut file)
+                    .map_err(|e| Error::BadMetadata {
+                        url: redact(&url),
+                        reason: e.0,
+                    })?;
             let refs = ref_records(refs);
             index.put_refs(name, &key, &refs)?;
             Ok(refs.len())

@@ -66,41 +66,40 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
-    let (route, kind, response) = if request.method() == Method::CONNECT
-        || request.uri().authority().is_some()
-    {
-        proxied(&mirror, request).await
-    } else {
-        match path.as_str() {
-        "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
-        "/metrics" => (
-            "metrics",
-            "-",
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                mirror.metrics().encode(),
-            )
-                .into_response(),
-        ),
-        "/api/v1/status" => ("status", "-", status(&mirror).await),
-        "/" => ("dashboard", "-", dashboard(&mirror).await),
-        _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
-            Some((registered, below)) => {
-                let name = registered.ecosystem.name();
-                let (kind, response) = ecosystem(&mirror, registered, below, request).await;
-                (name, kind, response)
+    let (route, kind, response) =
+        if request.method() == Method::CONNECT || request.uri().authority().is_some() {
+            proxied(&mirror, request).await
+        } else {
+            match path.as_str() {
+                "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
+                "/metrics" => (
+                    "metrics",
+                    "-",
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        mirror.metrics().encode(),
+                    )
+                        .into_response(),
+                ),
+                "/api/v1/status" => ("status", "-", status(&mirror).await),
+                "/" => ("dashboard", "-", dashboard(&mirror).await),
+                _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
+                    Some((registered, below)) => {
+                        let name = registered.ecosystem.name();
+                        let (kind, response) = ecosystem(&mirror, registered, below, request).await;
+                        (name, kind, response)
+                    }
+                    None => (
+                        "unknown",
+                        "-",
+                        Error::NotFound(format!("no route for {path}")).into_response(),
+                    ),
+                },
             }
-            None => (
-                "unknown",
-                "-",
-                Error::NotFound(format!("no route for {path}")).into_response(),
-            ),
-        },
-        }
-    };
+        };
     mirror
         .metrics()
         .requests
@@ -123,7 +122,9 @@ fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Regi
     let second = below.find('/').unwrap_or(below.len());
     let prefix = rest.get(..first.len() + 1 + second)?;
     let below = below.get(second..).unwrap_or("").trim_start_matches('/');
-    mirror.ecosystem(prefix).map(|registered| (registered, below))
+    mirror
+        .ecosystem(prefix)
+        .map(|registered| (registered, below))
 }
 
 /// A proxy request (apt's `Acquire::http::Proxy`): an absolute URI is served as the ecosystem
@@ -142,11 +143,7 @@ async fn proxied(
         return ("proxy", "-", e.into_response());
     }
     let found = request.uri().authority().and_then(|authority| {
-        mirror.ecosystem_for_upstream(
-            authority.host(),
-            authority.port_u16(),
-            request.uri().path(),
-        )
+        mirror.ecosystem_for_upstream(authority.host(), authority.port_u16(), request.uri().path())
     });
     match found {
         Some((registered, below)) => {
@@ -360,8 +357,15 @@ async fn metadata(
 
 /// True when `If-Modified-Since` is at or after `last_modified` (apt revalidates only by date).
 fn not_modified_since(headers: &HeaderMap, last_modified: &HeaderValue) -> bool {
-    let date = |v: &HeaderValue| v.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok());
-    match (headers.get(header::IF_MODIFIED_SINCE).and_then(date), date(last_modified)) {
+    let date = |v: &HeaderValue| {
+        v.to_str()
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s).ok())
+    };
+    match (
+        headers.get(header::IF_MODIFIED_SINCE).and_then(date),
+        date(last_modified),
+    ) {
         (Some(since), Some(modified)) => since >= modified,
         _ => false,
     }

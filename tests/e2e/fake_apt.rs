@@ -435,6 +435,11 @@ impl FakeArchive {
             .insert(path_suffix.to_owned());
     }
 
+    /// Serve every file as stored again.
+    pub fn mend(&self) {
+        self.shared.tampered.lock().expect("tampered").clear();
+    }
+
     /// Answer every request with 503 (or serve again).
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);

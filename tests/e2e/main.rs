@@ -1,6 +1,7 @@
 //! End-to-end tests: the `cairn` binary in front of in-process fake upstreams on 127.0.0.1:0,
 //! driven by the real clients (npm, yarn, pnpm, cargo, pip, uv). A missing client is a failure, not a skip.
 
+mod apt;
 mod cargo;
 mod fake_apt;
 mod fake_cargo;

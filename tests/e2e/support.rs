@@ -190,6 +190,16 @@ pub struct Reply {
     pub text: String,
 }
 
+impl Reply {
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
 pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     runtime().block_on(async {
         let client = reqwest::Client::new();

@@ -21,9 +21,9 @@ pub struct PoolFile {
 pub fn decompress<'a>(mut input: impl BufRead + 'a) -> std::io::Result<Box<dyn BufRead + 'a>> {
     let head = input.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(
-            input,
-        ))))
+        Ok(Box::new(BufReader::new(
+            flate2::bufread::MultiGzDecoder::new(input),
+        )))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
         Ok(Box::new(BufReader::with_capacity(
             256 << 10,

@@ -36,9 +36,9 @@ impl Release {
             }
             if line.starts_with([' ', '\t']) {
                 match section.as_deref() {
-                    Some("SHA256") => release.files.push(
-                        listed(line).map_err(|reason| format!("line {}: {reason}", n + 1))?,
-                    ),
+                    Some("SHA256") => release
+                        .files
+                        .push(listed(line).map_err(|reason| format!("line {}: {reason}", n + 1))?),
                     Some(_) => {}
                     None => return Err(format!("line {}: continuation without a field", n + 1)),
                 }

@@ -11,9 +11,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{
-    CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey,
-};
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::packet::Signature;
 use pgp::types::KeyDetails;
 
@@ -94,7 +92,9 @@ impl Keyring {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| SignatureError(format!("{file} is not UTF-8 text")))?;
         let (message, _) = CleartextSignedMessage::from_string(text).map_err(|e| {
-            SignatureError(format!("{file} is not an OpenPGP clear-signed message: {e}"))
+            SignatureError(format!(
+                "{file} is not an OpenPGP clear-signed message: {e}"
+            ))
         })?;
         let signed = message.signed_text();
         let signer = self.check(file, message.signatures(), signed.as_bytes())?;
@@ -313,14 +313,20 @@ fn detached_signatures(bytes: &[u8]) -> Result<Vec<Signature>, String> {
             let (signatures, _) = DetachedSignature::from_string_many(block)
                 .map_err(|e| format!("not an OpenPGP signature: {e}"))?;
             for s in signatures {
-                out.push(s.map_err(|e| format!("unreadable signature: {e}"))?.signature);
+                out.push(
+                    s.map_err(|e| format!("unreadable signature: {e}"))?
+                        .signature,
+                );
             }
         }
     } else {
         for s in DetachedSignature::from_bytes_many(bytes)
             .map_err(|e| format!("not an OpenPGP signature: {e}"))?
         {
-            out.push(s.map_err(|e| format!("unreadable signature: {e}"))?.signature);
+            out.push(
+                s.map_err(|e| format!("unreadable signature: {e}"))?
+                    .signature,
+            );
         }
     }
     Ok(out)

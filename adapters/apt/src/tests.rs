@@ -9,9 +9,8 @@ use url::Url;
 use super::*;
 
 fn archive() -> Archive {
-    let keyring =
-        Keyring::load(&[Path::new("/usr/share/keyrings/debian-archive-keyring.gpg")])
-            .expect("debian-archive-keyring must be installed");
+    let keyring = Keyring::load(&[Path::new("/usr/share/keyrings/debian-archive-keyring.gpg")])
+        .expect("debian-archive-keyring must be installed");
     Archive::new("debian", keyring).expect("archive")
 }
 
@@ -25,7 +24,11 @@ fn route(a: &Archive, path: &str) -> Result<Option<Route>, BadRequest> {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect(name)
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect(name)
 }
 
 #[test]
@@ -54,7 +57,11 @@ fn routes() {
         panic!("by-hash is an artifact");
     };
     assert!(matches!(&r.listed_by, Listing::Document(_)));
-    assert!(route(&a, "dists/bookworm/main/binary-amd64/by-hash/MD5Sum/00").expect("ok").is_none());
+    assert!(
+        route(&a, "dists/bookworm/main/binary-amd64/by-hash/MD5Sum/00")
+            .expect("ok")
+            .is_none()
+    );
     // apt's encoding of `+` and `~` and the raw form name the same key.
     let encoded = "pool/main/g/gcc-12/libstdc%2b%2b6_12.2.0-14%7edeb12u1_amd64.deb";
     let raw = "pool/main/g/gcc-12/libstdc++6_12.2.0-14~deb12u1_amd64.deb";
@@ -109,7 +116,10 @@ fn in_release_lists_indexes_by_path_and_hash() {
     assert_eq!(xz.size, Some(6924));
     let hex = "87e7e94047fb7fb6f4ceecc7022d4bee55b66031cc2a7666d3196f3e0aabb846";
     let by_hash = format!("dists/bookworm-updates/main/binary-amd64/by-hash/SHA256/{hex}");
-    let h = refs.iter().find(|r| r.key == by_hash).expect("by-hash listed");
+    let h = refs
+        .iter()
+        .find(|r| r.key == by_hash)
+        .expect("by-hash listed");
     assert_eq!(h.digest, xz.digest);
     assert_eq!(
         h.url.as_str(),
@@ -168,7 +178,10 @@ fn sources_indexes_list_source_files() {
         bb00000000000000000000000000000000000000000000000000000000000000 725946 hello_2.10.orig.tar.gz\n\n";
     let files = packages::read(text.as_bytes()).expect("read");
     assert_eq!(files.len(), 2);
-    assert_eq!(files[1].filename, "pool/main/h/hello/hello_2.10.orig.tar.gz");
+    assert_eq!(
+        files[1].filename,
+        "pool/main/h/hello/hello_2.10.orig.tar.gz"
+    );
     assert_eq!(files[1].size, 725946);
 }
 
@@ -195,7 +208,12 @@ fn release_dates_are_checked() {
     let e = release.check_dates(after).expect_err("expired");
     assert!(e.contains("Valid-Until"), "{e}");
     let before = release::parse_date("Fri, 09 May 2025 00:00:00 UTC").expect("date");
-    assert!(release.check_dates(before).expect_err("future").contains("future"));
+    assert!(
+        release
+            .check_dates(before)
+            .expect_err("future")
+            .contains("future")
+    );
     assert!(release::Release::parse("Origin: x\n").is_err());
 }
 
@@ -217,7 +235,10 @@ fn sources_are_read_in_both_formats() {
     assert_eq!(sources[0].suites, ["bookworm", "bookworm-updates"]);
     let base = Url::parse("http://127.0.0.1:7777/apt/").expect("url");
     let out = sources::render_deb822(&sources, &base);
-    assert!(out.contains("URIs: http://127.0.0.1:7777/apt/debian\n"), "{out}");
+    assert!(
+        out.contains("URIs: http://127.0.0.1:7777/apt/debian\n"),
+        "{out}"
+    );
     assert!(out.contains("Suites: bookworm bookworm-updates\n"), "{out}");
 }
 
@@ -254,15 +275,19 @@ fn package_lists_resolve_to_pool_files() {
             "pool/libc6_2.36-9_amd64.deb"
         ]
     );
-    let e = lockfile::resolve("pkgs.txt", &lockfile::read("pkgs.txt", "nope\n").expect("read"), &listed)
-        .expect_err("missing");
+    let e = lockfile::resolve(
+        "pkgs.txt",
+        &lockfile::read("pkgs.txt", "nope\n").expect("read"),
+        &listed,
+    )
+    .expect_err("missing");
     assert!(e.to_string().contains("nope"), "{e}");
 }
 
 #[test]
 fn debian_version_order() {
-    use std::cmp::Ordering::*;
     use lockfile::compare_versions as cmp;
+    use std::cmp::Ordering::*;
     for (a, b, want) in [
         ("1.0", "1.0", Equal),
         ("1.0~rc1", "1.0", Less),

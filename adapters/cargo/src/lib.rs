@@ -16,8 +16,8 @@ pub mod index;
 pub mod lockfile;
 
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc, MetadataRoute,
-    Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
+    MetadataRoute, Rendered, Request, Route,
 };
 use serde::Deserialize;
 use url::Url;

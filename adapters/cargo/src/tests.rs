@@ -48,7 +48,10 @@ fn routes() {
     match route("crates/MixedCase/1.0.0/download") {
         Ok(Some(Route::Artifact(a))) => {
             assert_eq!(a.key, "mixedcase/1.0.0");
-            assert_eq!(a.metadata.upstream_path, "mi/xe/mixedcase");
+            assert_eq!(
+                a.listed_by.document().map(|m| m.upstream_path.as_str()),
+                Some("mi/xe/mixedcase")
+            );
         }
         other => panic!("{other:?}"),
     }

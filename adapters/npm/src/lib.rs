@@ -15,8 +15,8 @@ pub mod packument;
 
 use bytes::Bytes;
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc, MetadataRoute,
-    Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
+    MetadataRoute, Rendered, Request, Route,
 };
 use url::Url;
 

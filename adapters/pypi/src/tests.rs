@@ -82,7 +82,7 @@ fn files_and_hostile_paths() {
     match route("files/Six/six-1.17.0-py2.py3-none-any.whl") {
         Ok(Some(Route::Artifact(a))) => {
             assert_eq!(a.key, "six/six-1.17.0-py2.py3-none-any.whl");
-            assert_eq!(a.metadata.key, "six");
+            assert_eq!(a.listed_by.document().map(|m| m.key.as_str()), Some("six"));
         }
         other => panic!("{other:?}"),
     }

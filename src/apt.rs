@@ -1,0 +1,302 @@
+//! apt archives: which ones to serve (configured with `--apt-upstream NAME=URL`, else every
+//! archive of the machine's own apt sources), each with the keyring its Release files must be
+//! signed with, and `cairn setup apt`.
+//!
+//! Keyrings: `--apt-keyring NAME=FILE` (repeatable), else the source's `Signed-By` files, else
+//! Debian's archive keyring.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cairn_apt::sources::{self, Source};
+use url::Url;
+
+use crate::discover::points_at_self;
+
+/// Used when neither the configuration nor the source names a keyring.
+pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// Where apt keeps its sources.
+pub const APT_ETC: &str = "/etc/apt";
+
+/// An archive to serve at `/apt/NAME/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AptArchive {
+    pub name: String,
+    pub upstream: Url,
+    pub keyrings: Vec<PathBuf>,
+    /// Where it was found, for the start-up log.
+    pub from: String,
+}
+
+/// The archives of apt's sources under `etc` (`sources.list`, `sources.list.d/*.list` and
+/// `*.sources`), with the file each came from, in file order.
+pub fn machine_sources(etc: &Path) -> Vec<(Source, PathBuf)> {
+    let mut files = vec![etc.join("sources.list")];
+    if let Ok(dir) = std::fs::read_dir(etc.join("sources.list.d")) {
+        let mut more: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let parsed = match file.extension().and_then(|e| e.to_str()) {
+            Some("sources") => sources::parse_deb822(&text),
+            Some("list") => sources::parse_list(&text),
+            _ => continue,
+        };
+        out.extend(parsed.into_iter().map(|s| (s, file.clone())));
+    }
+    out
+}
+
+/// `NAME=VALUE` pairs of a repeatable flag, by name.
+fn pairs(values: &[String], flag: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for value in values {
+        let (name, rest) = value
+            .split_once('=')
+            .with_context(|| format!("--{flag} {value:?}: expected NAME=VALUE"))?;
+        cairn_apt::check_archive_name(name).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+        out.entry(name.to_owned())
+            .or_default()
+            .push(rest.to_owned());
+    }
+    Ok(out)
+}
+
+/// The archives to serve: configured ones, else the machine's (skipping sources that already
+/// point at this node).
+pub fn archives(
+    configured: &[String],
+    keyrings: &[String],
+    etc: &Path,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Vec<AptArchive>> {
+    let keyrings = pairs(keyrings, "apt-keyring")?;
+    let mut out: Vec<AptArchive> = Vec::new();
+    if !configured.is_empty() {
+        for (name, urls) in pairs(configured, "apt-upstream")? {
+            let [url] = urls.as_slice() else {
+                bail!("--apt-upstream names archive {name} more than once");
+            };
+            let mut upstream =
+                Url::parse(url).with_context(|| format!("--apt-upstream {name}={url}"))?;
+            if !upstream.path().ends_with('/') {
+                upstream.set_path(&format!("{}/", upstream.path()));
+            }
+            out.push(AptArchive {
+                name,
+                upstream,
+                keyrings: Vec::new(),
+                from: "configured".into(),
+            });
+        }
+    } else {
+        for (source, file) in machine_sources(etc) {
+            if points_at_self(&source.uri, listen, public) {
+                continue;
+            }
+            let name = source.archive_name();
+            if cairn_apt::check_archive_name(&name).is_err() {
+                continue;
+            }
+            let mut upstream = source.uri.clone();
+            if !upstream.path().ends_with('/') {
+                upstream.set_path(&format!("{}/", upstream.path()));
+            }
+            match out.iter_mut().find(|a| a.name == name) {
+                Some(existing) if existing.upstream == upstream => {}
+                Some(existing) => {
+                    tracing::warn!(archive = %name, kept = %existing.upstream, skipped = %upstream, "two apt archives share a name; set --apt-upstream to choose");
+                }
+                None => out.push(AptArchive {
+                    name,
+                    upstream,
+                    keyrings: source
+                        .signed_by
+                        .as_deref()
+                        .map(sources::keyring_files)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .collect(),
+                    from: file.display().to_string(),
+                }),
+            }
+        }
+    }
+    for archive in &mut out {
+        if let Some(files) = keyrings.get(&archive.name) {
+            archive.keyrings = files.iter().map(PathBuf::from).collect();
+        }
+        if archive.keyrings.is_empty() {
+            archive.keyrings.push(PathBuf::from(DEFAULT_KEYRING));
+        }
+    }
+    Ok(out)
+}
+
+/// Print, or write, the apt sources that point the machine's archives at Cairn (`base` is
+/// `http://HOST:PORT/apt/`). Applying records the upstreams in `cairn.toml` first, writes
+/// `sources.list.d/cairn.sources`, and renames each source file it replaces to
+/// `FILE.disabled-by-cairn`.
+pub fn setup(
+    base: &Url,
+    apply: bool,
+    config: Option<&Path>,
+    etc: &Path,
+    listen: &SocketAddr,
+) -> Result<()> {
+    let found: Vec<(Source, PathBuf)> = machine_sources(etc)
+        .into_iter()
+        .filter(|(s, _)| !points_at_self(&s.uri, listen, Some(base)))
+        .collect();
+    if found.is_empty() {
+        bail!(
+            "no apt archives in {}/sources.list or sources.list.d to point at Cairn",
+            etc.display()
+        );
+    }
+    let list: Vec<Source> = found.iter().map(|(s, _)| s.clone()).collect();
+    let text = sources::render_deb822(&list, base);
+    if !apply {
+        println!(
+            "# Write to {}/sources.list.d/cairn.sources, replacing the entries below (or run this command with --apply):",
+            etc.display()
+        );
+        for (_, file) in &found {
+            println!("#   {}", file.display());
+        }
+        print!("{text}");
+        return Ok(());
+    }
+    let upstreams: Vec<String> = list
+        .iter()
+        .map(|s| format!("{}={}", s.archive_name(), s.uri))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (path, _) = crate::settings::config_path(config);
+    crate::settings::edit_toml(&path, |table| {
+        table.entry("apt-upstream").or_insert_with(|| {
+            toml::Value::Array(upstreams.into_iter().map(toml::Value::String).collect())
+        });
+    })?;
+    println!("recorded apt-upstream in {}", path.display());
+    let target = etc.join("sources.list.d").join("cairn.sources");
+    let temp = target.with_extension("sources.cairn-tmp");
+    std::fs::write(&temp, &text).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &target)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    println!("wrote {}", target.display());
+    let mut files: Vec<&PathBuf> = found.iter().map(|(_, f)| f).collect();
+    files.dedup();
+    for file in files {
+        if file == &target {
+            continue;
+        }
+        let aside = PathBuf::from(format!("{}.disabled-by-cairn", file.display()));
+        std::fs::rename(file, &aside)
+            .with_context(|| format!("cannot move {} aside", file.display()))?;
+        println!("moved {} to {}", file.display(), aside.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_come_from_apt_sources_and_flags() {
+        let etc = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).expect("dir");
+        std::fs::write(
+            etc.path().join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: https://upstream.invalid/debian\nSuites: bookworm bookworm-updates\n\
+             Components: main\nSigned-By: /keys/debian.gpg\n\n\
+             Types: deb\nURIs: https://upstream.invalid/debian-security\nSuites: bookworm-security\n\
+             Components: main\n",
+        )
+        .expect("write");
+        std::fs::write(
+            etc.path().join("sources.list"),
+            "deb http://127.0.0.1:7777/apt/debian bookworm main\n",
+        )
+        .expect("write");
+        std::fs::write(
+            etc.path().join("sources.list.d/x.list.disabled"),
+            "deb http://a.invalid/x s main\n",
+        )
+        .expect("write");
+        let listen: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
+        let found = archives(&[], &[], etc.path(), &listen, None).expect("archives");
+        let names: Vec<&str> = found.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["debian", "debian-security"]);
+        assert_eq!(
+            found[0].upstream.as_str(),
+            "https://upstream.invalid/debian/"
+        );
+        assert_eq!(found[0].keyrings, [PathBuf::from("/keys/debian.gpg")]);
+        assert_eq!(found[1].keyrings, [PathBuf::from(DEFAULT_KEYRING)]);
+
+        let configured = archives(
+            &["test=http://127.0.0.1:1/repo".into()],
+            &["test=/k.gpg".into()],
+            etc.path(),
+            &listen,
+            None,
+        )
+        .expect("configured");
+        assert_eq!(configured.len(), 1);
+        assert_eq!(configured[0].upstream.as_str(), "http://127.0.0.1:1/repo/");
+        assert_eq!(configured[0].keyrings, [PathBuf::from("/k.gpg")]);
+        assert!(archives(&["BAD=http://x".into()], &[], etc.path(), &listen, None).is_err());
+        assert!(archives(&["nourl".into()], &[], etc.path(), &listen, None).is_err());
+    }
+
+    #[test]
+    fn setup_apply_replaces_the_sources() {
+        let etc = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).expect("dir");
+        let original = etc.path().join("sources.list.d/debian.sources");
+        std::fs::write(
+            &original,
+            "Types: deb\nURIs: https://upstream.invalid/debian\nSuites: bookworm\nComponents: main\n",
+        )
+        .expect("write");
+        let config = etc.path().join("cairn.toml");
+        let listen: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
+        let base = Url::parse("http://127.0.0.1:7777/apt/").expect("url");
+        setup(&base, true, Some(&config), etc.path(), &listen).expect("apply");
+        let written =
+            std::fs::read_to_string(etc.path().join("sources.list.d/cairn.sources")).expect("read");
+        assert!(
+            written.contains("URIs: http://127.0.0.1:7777/apt/debian\n"),
+            "{written}"
+        );
+        assert!(!original.exists());
+        assert!(
+            etc.path()
+                .join("sources.list.d/debian.sources.disabled-by-cairn")
+                .exists()
+        );
+        let recorded = std::fs::read_to_string(&config).expect("config");
+        assert!(
+            recorded.contains("debian=https://upstream.invalid/debian"),
+            "{recorded}"
+        );
+        // Applied once, the sources point at Cairn: the recorded upstreams are what it serves.
+        assert!(
+            archives(&[], &[], etc.path(), &listen, Some(&base))
+                .expect("none")
+                .is_empty()
+        );
+    }
+}

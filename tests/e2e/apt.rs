@@ -1,0 +1,269 @@
+//! The real apt-get through the `cairn` binary, in front of a fake archive signed with a
+//! throwaway key: update and install (download), offline, by-hash, proxy mode, and what a
+//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets.
+
+use std::path::Path;
+
+use sha2::Digest as _;
+
+use crate::fake_apt::{self, AptClient, Archive, FakeArchive, assert_no_warnings};
+use crate::support::{Cairn, assert_success, get, get_with};
+
+fn setup(dir: &Path) -> (Archive, FakeArchive) {
+    let archive = fake_apt::build_archive(&dir.join("archive"));
+    let fake = fake_apt::serve(&archive);
+    (archive, fake)
+}
+
+fn start(dir: &Path, name: &str, archive: &Archive, fake: &FakeArchive, extra: &[&str]) -> Cairn {
+    let upstream = format!("test={}", fake.url);
+    let keyring = format!("test={}", archive.keyring.display());
+    let mut args = vec![
+        "--apt-upstream",
+        upstream.as_str(),
+        "--apt-keyring",
+        keyring.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    Cairn::start(&dir.join(name), &args)
+}
+
+fn client(dir: &Path, archive: &Archive, uri: &str) -> AptClient {
+    let line = format!(
+        "deb [signed-by={}] {uri} {} {}",
+        archive.keyring.display(),
+        fake_apt::SUITE,
+        fake_apt::COMPONENT
+    );
+    AptClient::new(dir, &line)
+}
+
+/// `apt-get update` then a download of `cairn-hello` and its dependencies; checks every `.deb`.
+fn update_and_install(apt: &AptClient, archive: &Archive, what: &str, extra: &[&str]) {
+    let mut args = extra.to_vec();
+    args.push("update");
+    let out = apt.run(&args);
+    assert_success(&out, &format!("{what}: apt-get update"));
+    assert_no_warnings(&out, &format!("{what}: apt-get update"));
+    let mut args = extra.to_vec();
+    args.extend(["install", "--download-only", "-y", "cairn-hello"]);
+    let out = apt.run(&args);
+    assert_success(&out, &format!("{what}: apt-get install"));
+    assert_no_warnings(&out, &format!("{what}: apt-get install"));
+    for name in ["cairn-hello", "libcairn-test++1", "cairn-data"] {
+        let deb = archive.deb(name);
+        let file = deb.filename.rsplit('/').next().expect("file name");
+        let bytes = std::fs::read(apt.archives_dir().join(file))
+            .unwrap_or_else(|e| panic!("{what}: {file} not downloaded: {e}"));
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            deb.sha256,
+            "{what}: {file}"
+        );
+    }
+}
+
+#[test]
+fn apt_update_and_install_through_cairn_then_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let cairn = start(dir.path(), "data", &archive, &fake, &[]);
+    let uri = format!("{}/apt/test", cairn.url);
+    update_and_install(
+        &client(&dir.path().join("c1"), &archive, &uri),
+        &archive,
+        "first",
+        &[],
+    );
+
+    // apt asked for the index by hash, and the pool file with `+` and `~` encoded; Cairn
+    // fetched each pool file once.
+    let by_hash = fake
+        .requests()
+        .iter()
+        .any(|r| r.contains("/by-hash/SHA256/"));
+    assert!(
+        by_hash,
+        "no by-hash request upstream: {:?}",
+        fake.requests()
+    );
+    let lib = archive.deb("libcairn-test++1");
+    assert_eq!(fake.hits.get(&format!("debian/{}", lib.filename)), 1);
+
+    // A second machine: no pool file is fetched upstream again.
+    let before = fake.hits.total();
+    update_and_install(
+        &client(&dir.path().join("c2"), &archive, &uri),
+        &archive,
+        "second",
+        &[],
+    );
+    let pool_hits: usize = archive
+        .packages
+        .iter()
+        .map(|d| fake.hits.get(&format!("debian/{}", d.filename)))
+        .sum();
+    assert_eq!(pool_hits, 3, "pool files fetched again");
+    assert!(
+        fake.hits.total() - before <= 2,
+        "second machine went upstream: {:?}",
+        fake.requests()
+    );
+
+    // Index by hash from Cairn, byte for byte; a hash the Release does not list is a 404.
+    let packages_xz = fake.read(&format!("{}/Packages.xz", archive.binary_dir()));
+    let hex = hex::encode(sha2::Sha256::digest(&packages_xz));
+    let reply = get(&format!(
+        "{uri}/{}/by-hash/SHA256/{hex}",
+        archive.binary_dir()
+    ));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.as_ref(), packages_xz.as_slice());
+    let missing = "00".repeat(32);
+    let reply = get(&format!(
+        "{uri}/{}/by-hash/SHA256/{missing}",
+        archive.binary_dir()
+    ));
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    // apt revalidates InRelease by date only.
+    let first = get(&format!("{uri}/dists/stable/InRelease"));
+    let last_modified = first.header("last-modified").expect("Last-Modified");
+    let again = get_with(
+        &format!("{uri}/dists/stable/InRelease"),
+        &[("If-Modified-Since", last_modified.as_str())],
+    );
+    assert_eq!(again.status, 304);
+    cairn.stop();
+
+    // Offline, upstream down, a fresh machine: update and install still work.
+    fake.set_down(true);
+    let offline = start(dir.path(), "data", &archive, &fake, &["--offline"]);
+    let uri = format!("{}/apt/test", offline.url);
+    update_and_install(
+        &client(&dir.path().join("c3"), &archive, &uri),
+        &archive,
+        "offline",
+        &[],
+    );
+    offline.stop();
+}
+
+#[test]
+fn a_tampered_deb_is_refused_and_never_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let data = archive.deb("cairn-data");
+    fake.tamper(&data.filename);
+    let cairn = start(dir.path(), "data", &archive, &fake, &[]);
+    let uri = format!("{}/apt/test", cairn.url);
+    let apt = client(&dir.path().join("c1"), &archive, &uri);
+    assert_success(&apt.run(&["update"]), "apt-get update");
+    let out = apt.run(&["install", "--download-only", "-y", "cairn-hello"]);
+    assert!(
+        !out.status.success(),
+        "install of a tampered .deb succeeded"
+    );
+    let url = format!("{uri}/{}", data.filename);
+    let reply = get(&url);
+    assert_eq!(reply.status, 502, "{}", reply.text);
+    assert!(reply.text.contains("digest"), "{}", reply.text);
+    assert!(cairn.metric("cairn_digest_mismatches_total{ecosystem=\"apt/test\"}") >= 1.0);
+    // Upstream mends the file: the right bytes are fetched and served.
+    fake.mend();
+    let reply = get(&url);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(hex::encode(sha2::Sha256::digest(&reply.body)), data.sha256);
+    cairn.stop();
+}
+
+#[test]
+fn tampered_or_wrongly_signed_release_files_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    // TTL 0: every request asks upstream, so a bad copy would be seen at once.
+    let cairn = start(
+        dir.path(),
+        "data",
+        &archive,
+        &fake,
+        &["--metadata-ttl", "0s"],
+    );
+    let uri = format!("{}/apt/test", cairn.url);
+    let in_release = format!("{uri}/dists/stable/InRelease");
+
+    // A tampered InRelease and nothing cached: a 502 naming the file and the keyring.
+    fake.tamper("dists/stable/InRelease");
+    let reply = get(&in_release);
+    assert_eq!(reply.status, 502, "{}", reply.text);
+    assert!(
+        reply.text.contains("dists/stable/InRelease"),
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("no good signature"), "{}", reply.text);
+    assert!(
+        reply.text.contains(&archive.keyring.display().to_string()),
+        "{}",
+        reply.text
+    );
+    let apt = client(&dir.path().join("c1"), &archive, &uri);
+    let out = apt.run(&["update"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("InRelease"),
+        "apt-get update did not fail on InRelease: {text}"
+    );
+
+    // The good one is cached; then upstream serves one signed by another key: the good copy is
+    // served, marked stale, never the bad one.
+    fake.mend();
+    let good = get(&in_release);
+    assert_eq!(good.status, 200, "{}", good.text);
+    archive.resign_with_wrong_key();
+    let reply = get(&in_release);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.body, good.body,
+        "a wrongly signed InRelease was served"
+    );
+    let warning = reply.header("warning").expect("Warning on a stale copy");
+    assert!(warning.contains("no good signature"), "{warning}");
+    assert!(cairn.logs().contains("serving stale metadata"));
+    // And Release + Release.gpg are checked together.
+    let reply = get(&format!("{uri}/dists/stable/Release"));
+    assert_eq!(reply.status, 502, "{}", reply.text);
+    assert!(
+        reply.text.contains("dists/stable/Release"),
+        "{}",
+        reply.text
+    );
+    cairn.stop();
+}
+
+#[test]
+fn apt_proxy_mode_serves_configured_archives_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let cairn = start(dir.path(), "data", &archive, &fake, &[]);
+    // The sources keep naming the archive itself; apt sends absolute URIs to Cairn.
+    let apt = client(
+        &dir.path().join("c1"),
+        &archive,
+        fake.url.trim_end_matches('/'),
+    );
+    let proxy = format!("Acquire::http::Proxy={}", cairn.url);
+    update_and_install(&apt, &archive, "proxy", &["-o", &proxy]);
+    assert!(
+        cairn.metric(
+            "cairn_http_requests_total{route=\"apt/test\",kind=\"artifact\",status=\"200\"}"
+        ) >= 3.0
+    );
+
+    // Anything else is refused: Cairn is not an open proxy.
+    let status = crate::support::raw_status(
+        &cairn.url,
+        "http://elsewhere.invalid/debian/dists/stable/InRelease",
+    );
+    assert_eq!(status, 403);
+    cairn.stop();
+}
