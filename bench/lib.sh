@@ -182,11 +182,11 @@ apt_archive_url() {
   } | sed -E 's#/+$##' | grep -E '^[a-z]+://[^/]+/(.*/)?debian$' | head -1
 }
 
-# apt_private DIR SOURCES_LINE [EXTRA_CONF]: a private apt root under DIR (fresh state and
-# cache, an empty dpkg status so every dependency is downloaded, nothing of the machine's
-# apt configuration); prints nothing. Use with apt_run DIR apt-get-args...
+# apt_private DIR SOURCES_LINE [PROXY]: a private apt root under DIR (fresh state and cache,
+# an empty dpkg status so every dependency is downloaded, none of the machine's apt
+# configuration); Acquire::http::Proxy is PROXY, else DIRECT. Use with apt_run DIR args...
 apt_private() {
-  local dir=$1 line=$2 extra=${3:-}
+  local dir=$1 line=$2 proxy=${3:-DIRECT}
   rm -rf "$dir"
   mkdir -p "$dir"/etc/{apt.conf.d,sources.list.d,preferences.d,trusted.gpg.d} \
            "$dir"/state/lists/partial "$dir"/cache/archives/partial "$dir"/log
@@ -199,7 +199,7 @@ Dir::Etc::SourceList "$dir/etc/sources.list"; Dir::Etc::SourceParts "$dir/etc/so
 Dir::Etc::Preferences "$dir/etc/preferences"; Dir::Etc::PreferencesParts "$dir/etc/preferences.d";
 Dir::Etc::Trusted "$dir/etc/trusted.gpg"; Dir::Etc::TrustedParts "$dir/etc/trusted.gpg.d";
 Debug::NoLocking "1"; APT::Sandbox::User "root"; Acquire::Languages "none"; Acquire::PDiffs "false"; Acquire::Retries "0";
-Acquire::http::Proxy "${extra:-DIRECT}";
+Acquire::http::Proxy "$proxy";
 EOC
 }
 apt_run() {  # apt_run DIR apt-get-args...

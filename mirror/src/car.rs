@@ -123,41 +123,23 @@ impl<W: Write> CarWriter<W> {
 /// The dag-cbor header `{"roots": [CID…], "version": 1}`, without its length prefix.
 fn encode_header(roots: &[Cid]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + roots.len() * 42);
-    cbor_head(&mut out, 5, 2);
-    cbor_head(&mut out, 3, 5);
+    crate::dagcbor::head(&mut out, 5, 2);
+    crate::dagcbor::head(&mut out, 3, 5);
     out.extend_from_slice(b"roots");
-    cbor_head(&mut out, 4, roots.len() as u64);
+    crate::dagcbor::head(&mut out, 4, roots.len() as u64);
     for root in roots {
         let bytes = root.to_bytes();
-        cbor_head(&mut out, 6, CID_TAG);
-        cbor_head(&mut out, 2, bytes.len() as u64 + 1);
+        crate::dagcbor::head(&mut out, 6, CID_TAG);
+        crate::dagcbor::head(&mut out, 2, bytes.len() as u64 + 1);
         out.push(0);
         out.extend_from_slice(&bytes);
     }
-    cbor_head(&mut out, 3, 7);
+    crate::dagcbor::head(&mut out, 3, 7);
     out.extend_from_slice(b"version");
-    cbor_head(&mut out, 0, 1);
+    crate::dagcbor::head(&mut out, 0, 1);
     out
 }
 
-/// A CBOR item head in its shortest form, as dag-cbor requires.
-fn cbor_head(out: &mut Vec<u8>, major: u8, value: u64) {
-    let major = major << 5;
-    if value < 24 {
-        out.push(major | value as u8);
-    } else if let Ok(v) = u8::try_from(value) {
-        out.extend_from_slice(&[major | 24, v]);
-    } else if let Ok(v) = u16::try_from(value) {
-        out.push(major | 25);
-        out.extend_from_slice(&v.to_be_bytes());
-    } else if let Ok(v) = u32::try_from(value) {
-        out.push(major | 26);
-        out.extend_from_slice(&v.to_be_bytes());
-    } else {
-        out.push(major | 27);
-        out.extend_from_slice(&value.to_be_bytes());
-    }
-}
 
 /// Reads a CAR v1 stream, verifying each block against its CID.
 ///

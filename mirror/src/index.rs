@@ -10,6 +10,7 @@
 //!   upstream validators, size.
 //! - `blocks`: encoded dag-pb inner nodes of artifact DAGs, by CID.
 //! - `leaves`: raw leaf CID → (flat CID, offset, length): leaves are ranges of flat files.
+//! - `pins`: snapshot root CIDs to keep (`cairn pin`); their nodes are in `blocks`.
 //!
 //! All methods block: call them from a blocking thread. One writer connection (SQLite allows one
 //! writer at a time anyway) and a small pool of readers, so reads never wait behind a write.
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS metadata (
 CREATE TABLE IF NOT EXISTS blocks (
     cid  BLOB PRIMARY KEY,
     data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    root      BLOB PRIMARY KEY,
+    pinned_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leaves (
     cid      BLOB PRIMARY KEY,
@@ -133,6 +138,34 @@ fn open_connection(path: &Path) -> Result<Connection, IndexError> {
     )
     .map_err(err("configure"))?;
     Ok(conn)
+}
+
+/// Insert a DAG's inner nodes and leaves, inside the caller's transaction.
+fn insert_dag(tx: &rusqlite::Transaction<'_>, flat: &FlatCid, dag: &Dag) -> Result<(), IndexError> {
+    let flat = flat.to_bytes();
+    let mut block = tx
+        .prepare_cached("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?1, ?2)")
+        .map_err(err("write blocks"))?;
+    for (cid, data) in &dag.nodes {
+        block
+            .execute(params![cid.to_bytes(), data])
+            .map_err(err("write blocks"))?;
+    }
+    let mut leaf = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO leaves (cid, flat_cid, offset, len) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(err("write leaves"))?;
+    for l in &dag.leaves {
+        leaf.execute(params![
+            l.cid.to_bytes(),
+            flat,
+            l.offset as i64,
+            l.len as i64
+        ])
+        .map_err(err("write leaves"))?;
+    }
+    Ok(())
 }
 
 /// Insert or replace artifact references listed by `listed_by`, inside the caller's transaction.
@@ -260,30 +293,7 @@ impl Index {
             ],
         )
         .map_err(err("write artifact"))?;
-        {
-            let mut block = tx
-                .prepare_cached("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?1, ?2)")
-                .map_err(err("write blocks"))?;
-            for (cid, data) in &dag.nodes {
-                block
-                    .execute(params![cid.to_bytes(), data])
-                    .map_err(err("write blocks"))?;
-            }
-            let mut leaf = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO leaves (cid, flat_cid, offset, len) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(err("write leaves"))?;
-            for l in &dag.leaves {
-                leaf.execute(params![
-                    l.cid.to_bytes(),
-                    flat,
-                    l.offset as i64,
-                    l.len as i64
-                ])
-                .map_err(err("write leaves"))?;
-            }
-        }
+        insert_dag(&tx, &record.flat, dag)?;
         tx.commit().map_err(err("commit artifact"))
     }
 
@@ -543,6 +553,259 @@ impl Index {
     }
 
     /// Fold the WAL into the main database file (at shutdown).
+    /// Every cached metadata document (not the cached "not found"s), by ecosystem and key.
+    pub fn all_metadata(&self) -> Result<Vec<(String, String, MetadataRecord)>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT ecosystem, key, cid, status, upstream_url, fetched_at, etag,
+                            last_modified, size
+                     FROM metadata WHERE cid IS NOT NULL ORDER BY ecosystem, key",
+                )
+                .map_err(err("list metadata"))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, u16>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, i64>(5)?,
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, Option<String>>(7)?,
+                        row.get::<_, i64>(8)?,
+                    ))
+                })
+                .map_err(err("list metadata"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (eco, key, cid, status, upstream_url, fetched_at, etag, last_modified, size) =
+                    row.map_err(err("list metadata"))?;
+                out.push((
+                    eco,
+                    key,
+                    MetadataRecord {
+                        cid: Some(BlockCid::from_bytes(&cid).map_err(corrupt)?),
+                        status,
+                        upstream_url,
+                        fetched_at,
+                        etag,
+                        last_modified,
+                        size: size as u64,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every cached artifact, by ecosystem and key.
+    pub fn all_artifacts(&self) -> Result<Vec<(String, String, ArtifactRecord)>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at
+                     FROM artifacts ORDER BY ecosystem, key",
+                )
+                .map_err(err("list artifacts"))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, String>(5)?,
+                        row.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(err("list artifacts"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (eco, key, flat, root, size, upstream_url, fetched_at) =
+                    row.map_err(err("list artifacts"))?;
+                out.push((
+                    eco,
+                    key,
+                    ArtifactRecord {
+                        flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
+                        root: RootCid::from_bytes(&root).map_err(corrupt)?,
+                        size: size as u64,
+                        upstream_url,
+                        fetched_at,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every artifact reference, by ecosystem and key, with the document or listing naming it.
+    #[allow(clippy::type_complexity)]
+    pub fn all_refs(&self) -> Result<Vec<(String, String, String, RefRecord)>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size
+                     FROM artifact_refs ORDER BY ecosystem, key",
+                )
+                .map_err(err("list artifact references"))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
+                    ))
+                })
+                .map_err(err("list artifact references"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (eco, key, listed_by, flat, url, size) =
+                    row.map_err(err("list artifact references"))?;
+                out.push((
+                    eco,
+                    key,
+                    listed_by,
+                    RefRecord {
+                        flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
+                        url,
+                        size: size.map(|s| s as u64),
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// A block of the `blocks` table (dag-pb inner nodes, snapshot nodes).
+    pub fn get_block(&self, cid: &cid::Cid) -> Result<Option<Vec<u8>>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT data FROM blocks WHERE cid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![cid.to_bytes()], |row| row.get::<_, Vec<u8>>(0))
+                        .optional()
+                })
+                .map_err(err("read block"))
+        })
+    }
+
+    /// Where a raw leaf lives: (flat CID of its file, offset, length).
+    pub fn get_leaf(&self, cid: &cid::Cid) -> Result<Option<(FlatCid, u64, u64)>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT flat_cid, offset, len FROM leaves WHERE cid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![cid.to_bytes()], |row| {
+                        Ok((
+                            row.get::<_, Vec<u8>>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(err("read leaf"))?
+                .map(|(flat, offset, len)| {
+                    Ok((
+                        FlatCid::from_bytes(&flat).map_err(corrupt)?,
+                        offset as u64,
+                        len as u64,
+                    ))
+                })
+                .transpose()
+        })
+    }
+
+    /// Store blocks (snapshot nodes) in the `blocks` table.
+    pub fn put_blocks(&self, blocks: &[(cid::Cid, Vec<u8>)]) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?1, ?2)")
+                .map_err(err("write blocks"))?;
+            for (cid, data) in blocks {
+                stmt.execute(params![cid.to_bytes(), data])
+                    .map_err(err("write blocks"))?;
+            }
+        }
+        tx.commit().map_err(err("commit blocks"))
+    }
+
+    /// Record a pinned snapshot (kept by `gc`).
+    pub fn pin(&self, root: &cid::Cid, at: i64) -> Result<(), IndexError> {
+        lock(&self.writer)
+            .prepare_cached("INSERT OR REPLACE INTO pins (root, pinned_at) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![root.to_bytes(), at]))
+            .map(drop)
+            .map_err(err("pin snapshot"))
+    }
+
+    /// Write a whole imported state in one transaction: documents, artifacts (with their DAGs)
+    /// and references. Either all of it is indexed or none.
+    #[allow(clippy::type_complexity)]
+    pub fn import(
+        &self,
+        documents: &[(String, String, MetadataRecord)],
+        artifacts: &[(String, String, ArtifactRecord, Option<Dag>)],
+        refs: &[(String, String, String, RefRecord)],
+    ) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        for (eco, key, record) in documents {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO metadata
+                 (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    eco,
+                    key,
+                    record.cid.map(|c| c.to_bytes()),
+                    record.status,
+                    record.upstream_url,
+                    record.fetched_at,
+                    record.etag,
+                    record.last_modified,
+                    record.size as i64
+                ])
+            })
+            .map_err(err("import metadata"))?;
+        }
+        for (eco, key, record, dag) in artifacts {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO artifacts
+                 (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    eco,
+                    key,
+                    record.flat.to_bytes(),
+                    record.root.to_bytes(),
+                    record.size as i64,
+                    record.upstream_url,
+                    record.fetched_at
+                ])
+            })
+            .map_err(err("import artifact"))?;
+            if let Some(dag) = dag {
+                insert_dag(&tx, &record.flat, dag)?;
+            }
+        }
+        for (eco, key, listed_by, r) in refs {
+            insert_refs(&tx, eco, listed_by, &[(key.clone(), r.clone())])?;
+        }
+        tx.commit().map_err(err("commit import"))
+    }
+
     pub fn checkpoint(&self) -> Result<(), IndexError> {
         lock(&self.writer)
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")

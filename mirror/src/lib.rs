@@ -1,8 +1,10 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
+pub mod bundle;
 pub mod car;
 pub mod cid;
+pub mod dagcbor;
 pub mod download;
 pub mod ecosystem;
 pub mod error;
@@ -15,6 +17,7 @@ mod mirror;
 pub mod negotiate;
 pub mod render;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod unixfs;
 pub mod upstream;

@@ -52,6 +52,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Use the layout under `root` as another process's store too (`cairn export`, `import`):
+    /// `tmp/` is left alone, since a running `serve` may be writing there.
+    pub fn attach(root: &Path) -> Result<Self, StoreError> {
+        for dir in ["blobs", "meta", "tmp"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -127,6 +139,21 @@ impl Store {
         Ok(cid)
     }
 
+    /// Write a metadata block under `tmp/`, to be put in place later (an import that must
+    /// commit all or nothing).
+    pub fn stage_metadata(&self, bytes: &[u8]) -> Result<Staged, StoreError> {
+        let cid = BlockCid(raw_block_cid(bytes));
+        let (temp, mut file) = self.temp_file()?;
+        let staged = Staged {
+            temp: Some(temp.clone()),
+            dest: self.meta_path(&cid),
+        };
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io("write", &temp, e))?;
+        Ok(staged)
+    }
+
     /// Read a metadata block, checking that it still hashes to its CID.
     pub fn read_metadata(&self, cid: &BlockCid) -> Result<Bytes, StoreError> {
         let path = self.meta_path(cid);
@@ -151,6 +178,33 @@ fn place(temp: &Path, dest: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io("sync directory", dir, e))
+}
+
+/// A verified file under `tmp/`, fsynced, waiting to be renamed into place. Dropped unplaced,
+/// it is deleted.
+#[derive(Debug)]
+pub struct Staged {
+    temp: Option<PathBuf>,
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// Rename into place (durably).
+    pub fn place(mut self) -> Result<PathBuf, StoreError> {
+        let temp = self.temp.take().ok_or(StoreError::Finished)?;
+        let guard = TempGuard(Some(temp.clone()));
+        place(&temp, &self.dest)?;
+        guard.disarm();
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.temp.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// Deletes a temp file unless disarmed.
@@ -225,7 +279,21 @@ impl ArtifactWriter {
 
     /// [`ArtifactWriter::finish`], calling `on_verified(size)` as soon as the digest has matched
     /// (before the fsync), so readers of a download under way can be released early.
-    pub fn finish_with(mut self, on_verified: impl FnOnce(u64)) -> Result<Committed, StoreError> {
+    pub fn finish_with(self, on_verified: impl FnOnce(u64)) -> Result<Committed, StoreError> {
+        let (staged, flat, dag) = self.verify_with(on_verified)?;
+        let path = staged.place()?;
+        Ok(Committed { flat, dag, path })
+    }
+
+    /// Verify the digest and fsync, but leave the file under `tmp/` until [`Staged::place`].
+    pub fn verify(self) -> Result<(Staged, FlatCid, Dag), StoreError> {
+        self.verify_with(|_| {})
+    }
+
+    fn verify_with(
+        mut self,
+        on_verified: impl FnOnce(u64),
+    ) -> Result<(Staged, FlatCid, Dag), StoreError> {
         let got = match self.hasher.take() {
             Some(hasher) => hasher.finish(),
             None => return Err(StoreError::Finished),
@@ -242,19 +310,15 @@ impl ArtifactWriter {
         }
         on_verified(self.dag.len());
         let temp = self.temp.take().ok_or(StoreError::Finished)?;
-        let guard = TempGuard(Some(temp.clone()));
+        let staged = Staged {
+            temp: Some(temp.clone()),
+            dest: self.store.blob_path(&flat),
+        };
         self.file
             .sync_all()
             .map_err(|e| StoreError::io("sync", &temp, e))?;
-        let dest = self.store.blob_path(&flat);
-        place(&temp, &dest)?;
-        guard.disarm();
         let dag = std::mem::take(&mut self.dag).finish();
-        Ok(Committed {
-            flat,
-            dag,
-            path: dest,
-        })
+        Ok((staged, flat, dag))
     }
 }
 

@@ -1,0 +1,430 @@
+//! CAR bundles: a snapshot and every block needed to serve it offline, written as one CAR v1
+//! (`cairn export`), and read back into another node's store (`cairn import`).
+//!
+//! Order of the blocks after the header (whose one root is the snapshot root):
+//! 1. the snapshot's dag-cbor blocks, root first;
+//! 2. each metadata document's raw block, in snapshot order;
+//! 3. each artifact in snapshot order: its raw leaves in file order, then its inner dag-pb nodes
+//!    (none for a file of one chunk, whose root is its only leaf).
+//!
+//! Both sides stream: export reads each flat file once, in 1 MiB chunks (hashing each for its
+//! leaf CID); import writes each artifact to `tmp/` as its leaves arrive. Memory holds the
+//! snapshot's entries, never the bytes.
+//!
+//! Import verifies every block against its CID (the CAR reader does), every artifact against its
+//! registry digest (its flat CID) and its rebuilt DAG against the snapshot's root CID. Nothing is
+//! placed or indexed until the whole CAR has been read and verified; then files are renamed into
+//! place and the index written in one transaction. A truncated or tampered CAR leaves the store
+//! as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+
+use cid::Cid;
+
+use crate::car::{CarError, CarReader, CarWriter};
+use crate::cid::{DAG_CBOR, DAG_PB, FlatCid, RAW, raw_block_cid};
+use crate::index::Index;
+use crate::snapshot::{Encoded, Snapshot};
+use crate::store::{Staged, Store};
+use crate::unixfs::{CHUNK_SIZE, MAX_LINKS};
+
+/// What went wrong with a bundle; the message names the block, artifact or file.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(transparent)]
+    Car(#[from] CarError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(#[from] crate::error::StoreError),
+    #[error("{0}")]
+    Index(#[from] crate::error::IndexError),
+    #[error("writing the CAR: {0}")]
+    Write(std::io::Error),
+}
+
+/// Counts of what a bundle holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub documents: u64,
+    pub artifacts: u64,
+    /// Artifact bytes.
+    pub bytes: u64,
+}
+
+/// Leaves of a file of `size` bytes.
+fn leaf_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK_SIZE).max(1)
+}
+
+/// Inner nodes of a balanced DAG over `leaves` leaves.
+fn inner_count(leaves: u64) -> u64 {
+    let mut level = leaves;
+    let mut nodes = 0;
+    while level > 1 {
+        level = level.div_ceil(MAX_LINKS as u64);
+        nodes += level;
+    }
+    nodes
+}
+
+/// The links of a dag-pb node (`PBNode.Links[].Hash`), enough to walk a UnixFS file.
+fn dag_pb_links(node: &[u8]) -> Result<Vec<Cid>, String> {
+    fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*pos).ok_or("truncated varint")?;
+            *pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".into())
+    }
+    let mut links = Vec::new();
+    let mut pos = 0;
+    while pos < node.len() {
+        let key = varint(node, &mut pos)?;
+        let len = match key & 7 {
+            2 => varint(node, &mut pos)? as usize,
+            _ => return Err(format!("unexpected wire type in field {}", key >> 3)),
+        };
+        let body = node
+            .get(pos..pos + len)
+            .ok_or("field runs past the node")?;
+        pos += len;
+        if key >> 3 == 2 {
+            // PBLink { Hash = 1, … }
+            let mut p = 0;
+            while p < body.len() {
+                let k = varint(body, &mut p)?;
+                match k & 7 {
+                    0 => {
+                        varint(body, &mut p)?;
+                    }
+                    2 => {
+                        let l = varint(body, &mut p)? as usize;
+                        let v = body.get(p..p + l).ok_or("link field runs past the link")?;
+                        p += l;
+                        if k >> 3 == 1 {
+                            links.push(Cid::read_bytes(v).map_err(|e| e.to_string())?);
+                        }
+                    }
+                    _ => return Err("unexpected wire type in a link".into()),
+                }
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Write `snapshot` (already encoded) and every block it needs to `out` as a CAR v1.
+/// `progress(bytes)` is called as artifact bytes go out. Blocking.
+pub fn export(
+    store: &Store,
+    index: &Index,
+    snapshot: &Snapshot,
+    encoded: &Encoded,
+    out: impl Write,
+    mut progress: impl FnMut(u64),
+) -> Result<Counts, BundleError> {
+    let mut snapshot = snapshot.clone();
+    snapshot.normalize();
+    let mut car = CarWriter::new(out, &[encoded.root]).map_err(BundleError::Write)?;
+    for (cid, block) in &encoded.blocks {
+        car.write_block(cid, block).map_err(BundleError::Write)?;
+    }
+    let mut counts = Counts::default();
+    for doc in &snapshot.documents {
+        let Some(cid) = doc.record.cid else { continue };
+        let body = store.read_metadata(&cid)?;
+        car.write_block(&cid.0, &body).map_err(BundleError::Write)?;
+        counts.documents += 1;
+    }
+    let mut buffer = vec![0u8; CHUNK_SIZE as usize];
+    for artifact in &snapshot.artifacts {
+        let record = &artifact.record;
+        let path = store.blob_path(&record.flat);
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+        let mut written = 0u64;
+        loop {
+            let n = read_full(&mut file, &mut buffer)
+                .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+            if n == 0 && written > 0 {
+                break;
+            }
+            let chunk = &buffer[..n];
+            car.write_block(&raw_block_cid(chunk), chunk)
+                .map_err(BundleError::Write)?;
+            written += n as u64;
+            progress(n as u64);
+            if n < buffer.len() {
+                break;
+            }
+        }
+        if written != record.size {
+            return Err(BundleError::Invalid(format!(
+                "{} {}: the stored file {} has {written} bytes, the index says {}",
+                artifact.ecosystem,
+                artifact.key,
+                path.display(),
+                record.size
+            )));
+        }
+        // Inner nodes, root first, from the index.
+        let mut pending = vec![record.root.0];
+        while let Some(cid) = pending.pop() {
+            if cid.codec() != DAG_PB {
+                continue;
+            }
+            let node = index.get_block(&cid)?.ok_or_else(|| {
+                BundleError::Invalid(format!(
+                    "{} {}: inner node {cid} is missing from the index",
+                    artifact.ecosystem, artifact.key
+                ))
+            })?;
+            let links = dag_pb_links(&node).map_err(|e| {
+                BundleError::Invalid(format!("{} {}: node {cid}: {e}", artifact.ecosystem, artifact.key))
+            })?;
+            pending.extend(links.into_iter().rev().filter(|c| c.codec() == DAG_PB));
+            car.write_block(&cid, &node).map_err(BundleError::Write)?;
+        }
+        counts.artifacts += 1;
+        counts.bytes += record.size;
+    }
+    car.finish().map_err(BundleError::Write)?;
+    Ok(counts)
+}
+
+fn read_full(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Read a bundle into `store` and `index`: all of it, verified, or nothing. `progress(bytes)`
+/// is called with the CAR bytes read so far. Blocking.
+pub fn import(
+    store: &Store,
+    index: &Index,
+    input: impl Read,
+    mut progress: impl FnMut(u64),
+) -> Result<(Cid, Counts), BundleError> {
+    let mut car = CarReader::new(std::io::BufReader::with_capacity(1 << 20, input))?;
+    let root = match car.roots() {
+        [root] if root.codec() == DAG_CBOR => *root,
+        roots => {
+            return Err(BundleError::Invalid(format!(
+                "not a Cairn bundle: its roots are {roots:?}, not one snapshot"
+            )));
+        }
+    };
+    let next = |what: &str, car: &mut CarReader<_>| -> Result<(Cid, Vec<u8>), BundleError> {
+        match car.next_block()? {
+            Some(block) => Ok(block),
+            None => Err(BundleError::Invalid(format!(
+                "the CAR ends at byte {} before {what}",
+                car.offset()
+            ))),
+        }
+    };
+
+    // 1. The snapshot, root first.
+    let mut snapshot_blocks: HashMap<Cid, Vec<u8>> = HashMap::new();
+    let (first, data) = next("the snapshot", &mut car)?;
+    if first != root {
+        return Err(BundleError::Invalid(format!(
+            "the first block is {first}, not the snapshot root {root}"
+        )));
+    }
+    snapshot_blocks.insert(first, data);
+    let snapshot = loop {
+        let attempt = Snapshot::decode(&root, |cid| {
+            snapshot_blocks
+                .get(cid)
+                .cloned()
+                .ok_or_else(|| format!("need {cid}"))
+        });
+        match attempt {
+            Ok(snapshot) => break snapshot,
+            Err(e) if e.starts_with("need ") => {
+                let (cid, data) = next("the rest of the snapshot", &mut car)?;
+                if cid.codec() != DAG_CBOR {
+                    return Err(BundleError::Invalid(format!(
+                        "snapshot incomplete: {e}, but the CAR goes on with {cid}"
+                    )));
+                }
+                snapshot_blocks.insert(cid, data);
+            }
+            Err(e) => return Err(BundleError::Invalid(e)),
+        }
+    };
+    progress(car.offset());
+
+    // 2. Documents.
+    let mut staged: Vec<Staged> = Vec::new();
+    for doc in &snapshot.documents {
+        let Some(expected) = doc.record.cid else { continue };
+        let (cid, data) = next(&format!("{} document {}", doc.ecosystem, doc.key), &mut car)?;
+        if cid != expected.0 {
+            return Err(BundleError::Invalid(format!(
+                "block at byte {} is {cid}, expected {} document {} ({})",
+                car.offset(),
+                doc.ecosystem,
+                doc.key,
+                expected.0
+            )));
+        }
+        if !store.meta_path(&expected).exists() {
+            staged.push(store.stage_metadata(&data)?);
+        }
+        progress(car.offset());
+    }
+
+    // 3. Artifacts.
+    let mut artifacts = Vec::new();
+    let mut have: HashSet<FlatCid> = HashSet::new();
+    for entry in &snapshot.artifacts {
+        let record = &entry.record;
+        let name = format!("{} artifact {}", entry.ecosystem, entry.key);
+        let digest = record.flat.digest().ok_or_else(|| {
+            BundleError::Invalid(format!("{name}: flat CID {} names no digest", record.flat))
+        })?;
+        // Bytes this store (or this bundle, earlier) already holds are consumed, not rewritten.
+        let held = if have.contains(&record.flat) {
+            None
+        } else {
+            index.find_by_flat(&entry.ecosystem, &record.flat)?
+        };
+        if let Some((_, existing)) = &held
+            && existing.root != record.root
+        {
+            return Err(BundleError::Invalid(format!(
+                "{name}: the snapshot names root {}, this store holds these bytes as {}",
+                record.root, existing.root
+            )));
+        }
+        let present = have.contains(&record.flat) || held.is_some();
+        let leaves = leaf_count(record.size);
+        let mut writer = if present {
+            None
+        } else {
+            Some(store.artifact_writer(digest)?)
+        };
+        let mut received = 0u64;
+        for i in 0..leaves {
+            let (cid, data) = next(&format!("leaf {i} of {name}"), &mut car)?;
+            if cid.codec() != RAW {
+                return Err(BundleError::Invalid(format!(
+                    "{name}: expected raw leaf {i}, found {cid} before byte {}",
+                    car.offset()
+                )));
+            }
+            received += data.len() as u64;
+            if let Some(writer) = writer.as_mut() {
+                writer.write(&data)?;
+            }
+            progress(car.offset());
+        }
+        if received != record.size {
+            return Err(BundleError::Invalid(format!(
+                "{name}: {received} bytes in its leaves, the snapshot says {}",
+                record.size
+            )));
+        }
+        let mut nodes = HashSet::new();
+        for _ in 0..inner_count(leaves) {
+            let (cid, _) = next(&format!("an inner node of {name}"), &mut car)?;
+            if cid.codec() != DAG_PB {
+                return Err(BundleError::Invalid(format!(
+                    "{name}: expected an inner node, found {cid} before byte {}",
+                    car.offset()
+                )));
+            }
+            nodes.insert(cid);
+        }
+        let dag = match writer {
+            Some(writer) => {
+                let (file, flat, dag) = writer.verify().map_err(|e| {
+                    BundleError::Invalid(format!("{name}: {e}"))
+                })?;
+                staged.push(file);
+                have.insert(flat);
+                Some(dag)
+            }
+            None => None,
+        };
+        let root_ok = match &dag {
+            Some(dag) => {
+                dag.root == record.root.0
+                    && dag.nodes.iter().all(|(cid, _)| nodes.contains(cid))
+            }
+            None => true, // the root was checked against the held copy above
+        };
+        if !root_ok {
+            return Err(BundleError::Invalid(format!(
+                "{name}: its blocks do not make the root {} the snapshot names",
+                record.root
+            )));
+        }
+        artifacts.push((
+            entry.ecosystem.clone(),
+            entry.key.clone(),
+            record.clone(),
+            dag,
+        ));
+    }
+    if let Some((cid, _)) = car.next_block()? {
+        return Err(BundleError::Invalid(format!(
+            "unexpected block {cid} after everything the snapshot names (byte {})",
+            car.offset()
+        )));
+    }
+
+    // Everything verified: place the files, then index it all at once.
+    for file in staged {
+        file.place()?;
+    }
+    let documents: Vec<_> = snapshot
+        .documents
+        .iter()
+        .map(|d| (d.ecosystem.clone(), d.key.clone(), d.record.clone()))
+        .collect();
+    let refs: Vec<_> = snapshot
+        .refs
+        .iter()
+        .map(|r| {
+            (
+                r.ecosystem.clone(),
+                r.key.clone(),
+                r.listed_by.clone(),
+                r.record.clone(),
+            )
+        })
+        .collect();
+    index.import(&documents, &artifacts, &refs)?;
+    index.put_blocks(
+        &snapshot_blocks
+            .into_iter()
+            .collect::<Vec<(Cid, Vec<u8>)>>(),
+    )?;
+    let counts = Counts {
+        documents: documents.len() as u64,
+        artifacts: artifacts.len() as u64,
+        bytes: snapshot.artifacts.iter().map(|a| a.record.size).sum(),
+    };
+    Ok((root, counts))
+}
+
+#[cfg(test)]
+mod tests;

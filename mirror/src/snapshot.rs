@@ -1,0 +1,413 @@
+//! Snapshots: a dag-cbor DAG naming, per ecosystem, each cached metadata document and artifact
+//! by CID (DESIGN.md, "Snapshot"). Its root CID identifies a state of the mirror; `cairn export`
+//! writes it as the root of a CAR, and `cairn import` reads it to know what the CAR holds.
+//!
+//! ```text
+//! root  {"type": "cairn-snapshot", "version": 1, "ecosystems": {NAME: link(eco)}}
+//! eco   {"refs": [link(page)…], "artifacts": [link(page)…], "documents": [link(page)…]}
+//! documents page  [{"key", "cid": link(raw block), "url", "size", "etag", "status", "fetched", "modified"}…]
+//! artifacts page  [{"key", "flat": link(flat CID), "root": link(root CID), "url", "size", "fetched"}…]
+//! refs page       [{"key", "flat": link, "url", "size", "listed-by"}…]
+//! ```
+//! Pages hold at most [`PAGE`] entries, so every block stays far below the 1 MiB block size.
+//! `refs` carries what documents and listings say about artifacts not in the snapshot (apt's
+//! `Packages` entries, versions not yet fetched), so an imported node resolves names as the
+//! exporting one did.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+
+use crate::cid::{BlockCid, DAG_CBOR, FlatCid, RootCid, raw_cid};
+use crate::dagcbor::Value;
+use crate::index::{ArtifactRecord, MetadataRecord, RefRecord};
+
+/// Entries per page block.
+pub const PAGE: usize = 2048;
+const TYPE: &str = "cairn-snapshot";
+
+/// A cached metadata document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentEntry {
+    pub ecosystem: String,
+    pub key: String,
+    pub record: MetadataRecord,
+}
+
+/// A cached artifact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactEntry {
+    pub ecosystem: String,
+    pub key: String,
+    pub record: ArtifactRecord,
+}
+
+/// What a document or listing says about an artifact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefEntry {
+    pub ecosystem: String,
+    pub key: String,
+    pub listed_by: String,
+    pub record: RefRecord,
+}
+
+/// A state of the mirror.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub documents: Vec<DocumentEntry>,
+    pub artifacts: Vec<ArtifactEntry>,
+    pub refs: Vec<RefEntry>,
+}
+
+fn dag_cbor_cid(bytes: &[u8]) -> Cid {
+    let digest = crate::cid::sha256(bytes);
+    let raw = raw_cid(crate::cid::SHA2_256, &digest);
+    Cid::new_v1(DAG_CBOR, *raw.hash())
+}
+
+/// A snapshot encoded: its root CID and every block, root first.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub root: Cid,
+    pub blocks: Vec<(Cid, Vec<u8>)>,
+}
+
+impl Snapshot {
+    /// Entries in the order [`Snapshot::decode`] returns them (ecosystems in dag-cbor key order,
+    /// then keys), which is the order a bundle carries their blocks in.
+    pub fn normalize(&mut self) {
+        fn order(eco: &str) -> (usize, &str) {
+            (eco.len(), eco)
+        }
+        self.documents
+            .sort_by(|a, b| (order(&a.ecosystem), &a.key).cmp(&(order(&b.ecosystem), &b.key)));
+        self.artifacts
+            .sort_by(|a, b| (order(&a.ecosystem), &a.key).cmp(&(order(&b.ecosystem), &b.key)));
+        self.refs
+            .sort_by(|a, b| (order(&a.ecosystem), &a.key).cmp(&(order(&b.ecosystem), &b.key)));
+    }
+
+    /// Encode as dag-cbor blocks. Deterministic: the same state gives the same root.
+    pub fn encode(&self) -> Encoded {
+        #[derive(Default)]
+        struct Eco<'a> {
+            documents: Vec<&'a DocumentEntry>,
+            artifacts: Vec<&'a ArtifactEntry>,
+            refs: Vec<&'a RefEntry>,
+        }
+        let mut ecos: BTreeMap<&str, Eco<'_>> = BTreeMap::new();
+        for d in &self.documents {
+            ecos.entry(&d.ecosystem).or_default().documents.push(d);
+        }
+        for a in &self.artifacts {
+            ecos.entry(&a.ecosystem).or_default().artifacts.push(a);
+        }
+        for r in &self.refs {
+            ecos.entry(&r.ecosystem).or_default().refs.push(r);
+        }
+        let mut blocks: Vec<(Cid, Vec<u8>)> = Vec::new();
+        let put = |value: Value, blocks: &mut Vec<(Cid, Vec<u8>)>| {
+            let bytes = value.encode();
+            let cid = dag_cbor_cid(&bytes);
+            blocks.push((cid, bytes));
+            cid
+        };
+        let pages = |entries: Vec<Value>, blocks: &mut Vec<(Cid, Vec<u8>)>| -> Value {
+            Value::Array(
+                entries
+                    .chunks(PAGE)
+                    .map(|chunk| Value::Link(put(Value::Array(chunk.to_vec()), blocks)))
+                    .collect(),
+            )
+        };
+        let mut eco_links = Vec::new();
+        for (name, mut eco) in ecos {
+            eco.documents.sort_by(|a, b| a.key.cmp(&b.key));
+            eco.artifacts.sort_by(|a, b| a.key.cmp(&b.key));
+            eco.refs.sort_by(|a, b| a.key.cmp(&b.key));
+            let documents = pages(eco.documents.iter().map(|d| document(d)).collect(), &mut blocks);
+            let artifacts = pages(eco.artifacts.iter().map(|a| artifact(a)).collect(), &mut blocks);
+            let refs = pages(eco.refs.iter().map(|r| reference(r)).collect(), &mut blocks);
+            let node = Value::map(vec![
+                ("documents", documents),
+                ("artifacts", artifacts),
+                ("refs", refs),
+            ]);
+            eco_links.push((name, Value::Link(put(node, &mut blocks))));
+        }
+        let root = Value::map(vec![
+            ("type", Value::text(TYPE)),
+            ("version", Value::Int(1)),
+            ("ecosystems", Value::map(eco_links)),
+        ]);
+        let root_cid = put(root, &mut blocks);
+        // Root first: a reader of the CAR learns the structure before the content.
+        blocks.rotate_right(1);
+        Encoded {
+            root: root_cid,
+            blocks,
+        }
+    }
+
+    /// Decode the snapshot rooted at `root`, fetching its blocks with `get` (verified by the
+    /// caller against their CIDs).
+    pub fn decode(
+        root: &Cid,
+        mut get: impl FnMut(&Cid) -> Result<Vec<u8>, String>,
+    ) -> Result<Snapshot, String> {
+        let mut read = |cid: &Cid| -> Result<Value, String> {
+            if cid.codec() != DAG_CBOR {
+                return Err(format!("snapshot block {cid} is not dag-cbor"));
+            }
+            Value::decode(&get(cid)?).map_err(|e| format!("snapshot block {cid}: {e}"))
+        };
+        let top = read(root)?;
+        if top.get("type").and_then(Value::as_text) != Some(TYPE)
+            || top.get("version").and_then(Value::as_u64) != Some(1)
+        {
+            return Err(format!("{root} is not a version 1 Cairn snapshot"));
+        }
+        let Some(Value::Map(ecos)) = top.get("ecosystems") else {
+            return Err(format!("snapshot {root} has no ecosystems map"));
+        };
+        let mut snapshot = Snapshot::default();
+        for (name, link) in ecos {
+            let eco_cid = link
+                .as_link()
+                .ok_or_else(|| format!("snapshot ecosystem {name} is not a link"))?;
+            let eco = read(eco_cid)?;
+            for (field, kind) in [("documents", 0), ("artifacts", 1), ("refs", 2)] {
+                let pages = eco
+                    .get(field)
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| format!("snapshot {name}: no {field} list"))?;
+                for page in pages {
+                    let page_cid = page
+                        .as_link()
+                        .ok_or_else(|| format!("snapshot {name} {field}: not a link"))?;
+                    let entries = read(page_cid)?;
+                    let entries = entries
+                        .as_array()
+                        .ok_or_else(|| format!("snapshot page {page_cid} is not a list"))?;
+                    for entry in entries {
+                        let bad = |what: &str| format!("snapshot page {page_cid}: {what}");
+                        match kind {
+                            0 => snapshot
+                                .documents
+                                .push(read_document(name, entry).map_err(|e| bad(&e))?),
+                            1 => snapshot
+                                .artifacts
+                                .push(read_artifact(name, entry).map_err(|e| bad(&e))?),
+                            _ => snapshot
+                                .refs
+                                .push(read_reference(name, entry).map_err(|e| bad(&e))?),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+fn document(d: &DocumentEntry) -> Value {
+    let r = &d.record;
+    Value::map(vec![
+        ("key", Value::text(&d.key)),
+        (
+            "cid",
+            r.cid.map_or(Value::Null, |c| Value::Link(c.0)),
+        ),
+        ("url", Value::text(&r.upstream_url)),
+        ("size", Value::Int(i128::from(r.size))),
+        ("etag", Value::opt_text(r.etag.as_deref())),
+        ("status", Value::Int(i128::from(r.status))),
+        ("fetched", Value::Int(i128::from(r.fetched_at))),
+        ("modified", Value::opt_text(r.last_modified.as_deref())),
+    ])
+}
+
+fn artifact(a: &ArtifactEntry) -> Value {
+    let r = &a.record;
+    Value::map(vec![
+        ("key", Value::text(&a.key)),
+        ("flat", Value::Link(r.flat.0)),
+        ("root", Value::Link(r.root.0)),
+        ("url", Value::text(&r.upstream_url)),
+        ("size", Value::Int(i128::from(r.size))),
+        ("fetched", Value::Int(i128::from(r.fetched_at))),
+    ])
+}
+
+fn reference(r: &RefEntry) -> Value {
+    Value::map(vec![
+        ("key", Value::text(&r.key)),
+        ("flat", Value::Link(r.record.flat.0)),
+        ("url", Value::text(&r.record.url)),
+        (
+            "size",
+            r.record.size.map_or(Value::Null, |s| Value::Int(i128::from(s))),
+        ),
+        ("listed-by", Value::text(&r.listed_by)),
+    ])
+}
+
+fn text(v: &Value, field: &str) -> Result<String, String> {
+    v.get(field)
+        .and_then(Value::as_text)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("entry without text {field}"))
+}
+
+fn opt_text(v: &Value, field: &str) -> Option<String> {
+    v.get(field).and_then(Value::as_text).map(str::to_owned)
+}
+
+fn link(v: &Value, field: &str) -> Result<Cid, String> {
+    v.get(field)
+        .and_then(Value::as_link)
+        .copied()
+        .ok_or_else(|| format!("entry without link {field}"))
+}
+
+fn int(v: &Value, field: &str) -> Result<i64, String> {
+    v.get(field)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| format!("entry without integer {field}"))
+}
+
+fn read_document(eco: &str, v: &Value) -> Result<DocumentEntry, String> {
+    let cid = link(v, "cid")?;
+    if cid.codec() != crate::cid::RAW {
+        return Err(format!("document {cid} is not a raw block"));
+    }
+    Ok(DocumentEntry {
+        ecosystem: eco.to_owned(),
+        key: text(v, "key")?,
+        record: MetadataRecord {
+            cid: Some(BlockCid(cid)),
+            status: u16::try_from(int(v, "status")?).map_err(|_| "bad status")?,
+            upstream_url: text(v, "url")?,
+            fetched_at: int(v, "fetched")?,
+            etag: opt_text(v, "etag"),
+            last_modified: opt_text(v, "modified"),
+            size: u64::try_from(int(v, "size")?).map_err(|_| "bad size")?,
+        },
+    })
+}
+
+fn read_artifact(eco: &str, v: &Value) -> Result<ArtifactEntry, String> {
+    let flat = FlatCid(link(v, "flat")?);
+    if flat.digest().is_none() {
+        return Err(format!("artifact flat CID {flat} names no registry digest"));
+    }
+    Ok(ArtifactEntry {
+        ecosystem: eco.to_owned(),
+        key: text(v, "key")?,
+        record: ArtifactRecord {
+            flat,
+            root: RootCid(link(v, "root")?),
+            size: u64::try_from(int(v, "size")?).map_err(|_| "bad size")?,
+            upstream_url: text(v, "url")?,
+            fetched_at: int(v, "fetched")?,
+        },
+    })
+}
+
+fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
+    Ok(RefEntry {
+        ecosystem: eco.to_owned(),
+        key: text(v, "key")?,
+        listed_by: text(v, "listed-by")?,
+        record: RefRecord {
+            flat: FlatCid(link(v, "flat")?),
+            url: text(v, "url")?,
+            size: v
+                .get("size")
+                .and_then(Value::as_u64),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::{Algorithm, Digest, raw_block_cid};
+
+    fn sample(n: usize) -> Snapshot {
+        let mut s = Snapshot::default();
+        for i in 0..n {
+            let body = format!("doc {i}");
+            s.documents.push(DocumentEntry {
+                ecosystem: if i % 2 == 0 { "npm" } else { "apt/debian" }.into(),
+                key: format!("pkg-{i}"),
+                record: MetadataRecord {
+                    cid: Some(BlockCid(raw_block_cid(body.as_bytes()))),
+                    status: 200,
+                    upstream_url: format!("https://upstream.invalid/pkg-{i}"),
+                    fetched_at: 1_700_000_000_000 + i as i64,
+                    etag: (i % 3 == 0).then(|| format!("\"e{i}\"")),
+                    last_modified: None,
+                    size: body.len() as u64,
+                },
+            });
+            let flat = Digest::of(Algorithm::Sha512, body.as_bytes()).flat_cid();
+            s.artifacts.push(ArtifactEntry {
+                ecosystem: "npm".into(),
+                key: format!("pkg-{i}/-/pkg-{i}-1.0.0.tgz"),
+                record: ArtifactRecord {
+                    flat,
+                    root: RootCid(raw_block_cid(body.as_bytes())),
+                    size: body.len() as u64,
+                    upstream_url: "https://upstream.invalid/t.tgz".into(),
+                    fetched_at: 5,
+                },
+            });
+            s.refs.push(RefEntry {
+                ecosystem: "apt/debian".into(),
+                key: format!("pool/p{i}.deb"),
+                listed_by: "dists/s/main/binary-amd64/Packages.xz@x".into(),
+                record: RefRecord {
+                    flat,
+                    url: "https://upstream.invalid/p.deb".into(),
+                    size: (i % 2 == 0).then_some(7),
+                },
+            });
+        }
+        s
+    }
+
+    fn sorted(mut s: Snapshot) -> Snapshot {
+        s.documents.sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
+        s.artifacts.sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
+        s.refs.sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
+        s
+    }
+
+    #[test]
+    fn round_trip_across_pages() {
+        let snapshot = sample(PAGE + 10);
+        let encoded = snapshot.encode();
+        assert_eq!(encoded.blocks[0].0, encoded.root);
+        assert!(encoded.blocks.iter().all(|(_, b)| b.len() < 1 << 20));
+        let blocks: std::collections::HashMap<Cid, Vec<u8>> =
+            encoded.blocks.iter().cloned().collect();
+        let decoded = Snapshot::decode(&encoded.root, |cid| {
+            blocks.get(cid).cloned().ok_or_else(|| format!("missing {cid}"))
+        })
+        .expect("decode");
+        assert_eq!(sorted(decoded), sorted(snapshot.clone()));
+        // Deterministic, whatever the input order.
+        let mut shuffled = snapshot;
+        shuffled.documents.reverse();
+        assert_eq!(shuffled.encode().root, encoded.root);
+    }
+
+    #[test]
+    fn foreign_roots_are_refused() {
+        let other = Value::map(vec![("type", Value::text("something-else"))]).encode();
+        let cid = dag_cbor_cid(&other);
+        let e = Snapshot::decode(&cid, |_| Ok(other.clone())).expect_err("not a snapshot");
+        assert!(e.contains("not a version 1 Cairn snapshot"), "{e}");
+    }
+}
