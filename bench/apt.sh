@@ -13,7 +13,7 @@
 #   - RSS of Cairn and apt-cacher-ng: idle after start, after the warm runs, peak under c=64.
 # Appends a Markdown report to $1. Run from the repository root after `cargo build --release`:
 #
-#   sudo bash bench/apt.sh BENCHMARKS-run.md        (~7 minutes on 2 cores)
+#   sudo bash bench/apt.sh BENCHMARKS-run.md        (~5 minutes on 2 cores)
 #
 # The archive is found as Cairn finds it: the first `deb` archive in the machine's apt sources
 # whose path ends in /debian. Installs nginx, wrk and apt-cacher-ng (apt) if missing (the
@@ -62,6 +62,7 @@ finish() {
   set +e
   lib_cleanup
   if [ "$rc" -ne 0 ]; then
+    [ -s "$REPORT" ] || r "## apt benchmark — $(date -u '+%Y-%m-%d %H:%M UTC') (\`$CMDLINE\`)"
     r ""; r "**The script stopped early (exit $rc); results above are partial.** Last log lines:"; r '```'
     tail -n 20 "$B/logs/script.log" 2>/dev/null >> "$REPORT"; r '```'
   fi
@@ -200,7 +201,10 @@ apt_once() {  # apt_once LABEL SOURCE_URL [PROXY] -> APT_SECS; dies on any apt W
   { apt_run "$dir" update && apt_run "$dir" install --download-only -y $PKGS; } > "$lg" 2>&1 || status=$?
   t1=$(now)
   if [ "$status" -ne 0 ] || grep -qE '^(W|E|Err):' "$lg"; then
-    if grep -qE '^(W|E|Err):' "$lg"; then grep -E '^(W|E|Err):' "$lg"; else tail -n 10 "$lg"; fi | sanitize >&2
+    if grep -qE '^(W|E|Err):' "$lg"; then
+      log "$(grep -cE '^(W|E|Err):' "$lg") apt W:/E:/Err: lines through $label; the first ones:"
+      { grep -E '^(W|E):' "$lg" || grep -E '^Err:' "$lg"; } | head -n 8
+    else tail -n 10 "$lg"; fi | sanitize >&2
     die "apt-get through $label (exit $status): see $lg"
   fi
   n=$(find "$dir/cache/archives" -maxdepth 1 -name '*.deb' | wc -l)
@@ -257,6 +261,9 @@ for res in "${RES[@]}"; do
 done
 INREL_SIZE=$(stat -c %s "$B/www/debian/$INREL_PATH"); BYHASH_SIZE=$(stat -c %s "$B/www/debian/$BYHASH_PATH")
 
+# apt-cacher-ng's transfer log: `time|I|bytes|client|key` for each fetch from upstream.
+acng_upstream_fetches() { awk -F'|' -v p="$1" '$2=="I" && index($5, p) {n++} END{print n+0}' "$B/acng/log/apt-cacher.log" 2>/dev/null || echo 0; }
+ACNG_INREL_UP_BEFORE=$(acng_upstream_fetches InRelease)
 declare -A WRPS WP99 WERR
 CAIRN_PEAK=0; ACNG_PEAK=0
 log "wrk: {deb, InRelease, by-hash Packages.xz} x {c1, c64} x {cairn, acng, nginx}, ${WRK_SECS}s each"
@@ -278,7 +285,8 @@ done
 sleep 2
 CAIRN_AFTER_RSS=$(rss_mb "$CAIRN_PID"); ACNG_AFTER_RSS=$(rss_mb "$ACNG_PID")
 CAIRN_WARN=$(sed 's/\x1b\[[0-9;]*m//g' "$B"/logs/cairn-*.err | grep -cE 'WARN|ERROR' || true)
-ACNG_5XX=$(grep -hcE '\|5[0-9][0-9]\|' "$B"/acng/log/*.log 2>/dev/null | awk '{s+=$1} END{print s+0}')
+ACNG_ERRLINES=$(cat "$B"/acng/log/apt-cacher.err 2>/dev/null | wc -l)
+ACNG_INREL_UP_AFTER=$(acng_upstream_fetches InRelease)
 
 # ---------------------------------------------------------------------------------------
 # Report
@@ -316,7 +324,7 @@ r ""
 
 r "### Hit throughput (wrk, ${WRK_SECS} s per run, one run each)"
 r ""
-r "Resources, all cached by the runs above: \`$DEB_PATH\` ($(human_bytes "$DEB_SIZE"), the .deb closest to 300 KB), \`$INREL_PATH\` ($(human_bytes "$INREL_SIZE")) and \`$BYHASH_PATH\` (Packages.xz, $(human_bytes "$BYHASH_SIZE")). Cairn at \`/apt/debian/…\`; apt-cacher-ng through its path-style form \`http://127.0.0.1:$ACNG_PORT/<debian-archive>/…/debian/…\` (wrk cannot use a proxy; the bytes were checked identical to Cairn's); nginx serves the bytes Cairn returned as static files (sendfile). c=1 uses 1 wrk thread, c=64 uses 2; wrk shares the cores with the server."
+r "Resources, all cached by the runs above: \`$DEB_PATH\` ($(human_bytes "$DEB_SIZE"), the .deb closest to 300 KB), \`$INREL_PATH\` ($(human_bytes "$INREL_SIZE")) and \`$BYHASH_PATH\` (Packages.xz, $(human_bytes "$BYHASH_SIZE")). Cairn at \`/apt/debian/…\`; apt-cacher-ng through its path-style form \`http://127.0.0.1:$ACNG_PORT/<debian-archive>/…/debian/…\` (wrk cannot use a proxy; the bytes were checked identical to Cairn's); nginx serves the bytes Cairn returned as static files (sendfile). req/s counts 2xx answers only (wrk's own figure includes error answers); errors = non-2xx answers + socket errors. c=1 uses 1 wrk thread, c=64 uses 2; wrk shares the cores with the server."
 r ""
 r "| Resource | Conc. | Cairn req/s | acng req/s | nginx req/s | Cairn p99 ms | acng p99 ms | nginx p99 ms | Cairn/acng | Cairn/nginx | errors C/A/N |"
 r "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -329,8 +337,8 @@ for res in "${RES[@]}"; do
     r "| $name | $conc | $c | $a | $n | $(pmed "$res,$conc,cairn") | $(pmed "$res,$conc,acng") | $(pmed "$res,$conc,nginx") | $ca | $cn | ${WERR[$res,$conc,cairn]}/${WERR[$res,$conc,acng]}/${WERR[$res,$conc,nginx]} |"
     if [ -z "$MIN_CA" ] || le "$ca" "$MIN_CA"; then MIN_CA=$ca; fi
     if [ -z "$MIN_CN" ] || le "$cn" "$MIN_CN"; then MIN_CN=$cn; fi
-    le 1 "$ca" || MISS_CA="$MISS_CA $name c=$conc ($ca×);"
-    le 0.8 "$cn" || MISS_CN="$MISS_CN $name c=$conc ($cn×);"
+    le 1 "$ca" || MISS_CA="${MISS_CA:+$MISS_CA, }$name c=$conc ($ca×)"
+    le 0.8 "$cn" || MISS_CN="${MISS_CN:+$MISS_CN, }$name c=$conc ($cn×)"
   done
 done
 r ""
@@ -341,15 +349,15 @@ r "|---|---:|---:|---:|---:|"
 r "| Cairn | $CAIRN_START_RSS | $CAIRN_WARM_RSS | $(kb2mb "$CAIRN_PEAK") | $CAIRN_AFTER_RSS |"
 r "| apt-cacher-ng | $ACNG_START_RSS | $ACNG_WARM_RSS | $(kb2mb "$ACNG_PEAK") | $ACNG_AFTER_RSS |"
 r ""
-r "Warnings/errors in Cairn's logs: $CAIRN_WARN. 5xx answers in apt-cacher-ng's transfer log: $ACNG_5XX."
+r "Warnings/errors in Cairn's logs: $CAIRN_WARN. Lines in apt-cacher-ng's error log (whole run): $ACNG_ERRLINES. apt-cacher-ng fetched \`InRelease\` from the archive $((ACNG_INREL_UP_AFTER - ACNG_INREL_UP_BEFORE)) times during the wrk runs (a volatile file; the archive sends no \`Last-Modified\`, and apt-cacher-ng downloads it again rather than serve its copy, answering 503 or closing the connection to concurrent requests meanwhile)."
 r ""
 r "### Goals"
 r ""
 r "- Warm ≤ 1.05× the nginx floor: $(verdict "$(ratio "$(med cairn_warm)" "$(med nginx_warm)")" 1.05) — Cairn warm $(med cairn_warm) s = $(ratio "$(med cairn_warm)" "$(med nginx_warm)")× nginx warm $(med nginx_warm) s (apt-cacher-ng warm: $(ratio "$(med acng_warm)" "$(med nginx_warm)")×)."
 r "- Cold ≤ 1.10× direct: $(verdict "$(ratio "$(med cairn_cold)" "$(med direct)")" 1.10) — Cairn cold $(med cairn_cold) s = $(ratio "$(med cairn_cold)" "$(med direct)")× direct $(med direct) s (apt-cacher-ng cold: $(ratio "$(med acng_cold)" "$(med direct)")×)."
-if [ -z "$MISS_CA" ]; then v="**met**"; else v="**missed** on$MISS_CA"; fi
+if [ -z "$MISS_CA" ]; then v="**met**"; else v="**missed** on $MISS_CA"; fi
 r "- Hit throughput ≥ apt-cacher-ng: $v — lowest Cairn/acng ratio ${MIN_CA}× over the 6 rows."
-if [ -z "$MISS_CN" ]; then v="**met**"; else v="**missed** on$MISS_CN"; fi
+if [ -z "$MISS_CN" ]; then v="**met**"; else v="**missed** on $MISS_CN"; fi
 r "- Hit throughput ≥ 0.8× nginx static: $v — lowest Cairn/nginx ratio ${MIN_CN}× over the 6 rows."
 r "- Cairn idle RSS ≤ 50 MB: $(verdict "$CAIRN_START_RSS" 50) — $CAIRN_START_RSS MB after start ($CAIRN_WARM_RSS MB after the warm runs, peak $(kb2mb "$CAIRN_PEAK") MB under c=64)."
 r ""

@@ -137,8 +137,9 @@ EOF
 }
 
 # --- wrk --------------------------------------------------------------------------------
-# run_wrk KEY CONC URL ["Header: v|Header: v"]: one wrk run of WRK_SECS; appends req/s to
-# WRPS[KEY], p99 (ms) to WP99[KEY], adds non-2xx + socket errors to WERR[KEY]; raw output in
+# run_wrk KEY CONC URL ["Header: v|Header: v"]: one wrk run of WRK_SECS; appends the rate of
+# 2xx/3xx answers (req/s; wrk's own figure counts error answers too) to WRPS[KEY], p99 (ms) to
+# WP99[KEY], adds non-2xx/3xx answers + socket errors to WERR[KEY]; raw output in
 # $B/logs/wrk.log. The caller declares: declare -A WRPS WP99 WERR
 to_ms() { awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'; }
 run_wrk() {
@@ -151,7 +152,8 @@ run_wrk() {
   fi
   out=$(wrk -t"$threads" -c"$conc" -d"${WRK_SECS:-10}s" --timeout 10s --latency "${args[@]}" "$url" 2>&1 || true)
   { echo "== $key $url"; echo "$out"; } >> "$B/logs/wrk.log"
-  rps=$(echo "$out" | awk '/^Requests\/sec/{printf "%.0f", $2}')
+  rps=$(echo "$out" | awk '/ requests in /{n=$1; d=$4; sub(/,$/, "", d); t=d+0; if (d ~ /ms$/) t/=1000; else if (d ~ /m$/) t*=60}
+                          /Non-2xx/{bad=$NF} END{ if (t > 0) printf "%.0f", (n-bad)/t }')
   p99=$(echo "$out" | awk '$1=="99%"{print $2}')
   errs=$(echo "$out" | awk '/Non-2xx/{n+=$NF} /Socket errors/{for(i=1;i<=NF;i++) if ($i ~ /^[0-9]+,?$/) n+=$i+0} END{print n+0}')
   WRPS[$key]="${WRPS[$key]:-} ${rps:-0}"

@@ -2,7 +2,10 @@
 //! Errors are one line on stderr and a non-zero exit.
 
 mod apt;
+mod bundles;
 mod discover;
+mod lockfiles;
+mod prefetch;
 mod settings;
 mod setup;
 
@@ -73,9 +76,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch everything lockfiles pin (with its metadata) into the node's cache
+    Prefetch {
+        /// A lockfile: package-lock.json, npm-shrinkwrap.json, yarn.lock, pnpm-lock.yaml,
+        /// Cargo.lock, requirements*.txt, uv.lock, or KIND:FILE (npm:, cargo:, pypi:, apt: for
+        /// a package list or `dpkg --get-selections` output)
+        #[arg(long = "lockfile", value_name = "[KIND:]FILE", required = true)]
+        lockfiles: Vec<String>,
+        /// The node to warm [default: the one at --listen, else this process runs one]
+        #[arg(long)]
+        url: Option<Url>,
+    },
+    /// Write a CAR bundle: a snapshot and every block needed to serve it offline
+    Export {
+        /// Only what these lockfiles need
+        #[arg(long = "lockfile", value_name = "[KIND:]FILE", conflicts_with_all = ["all", "snapshot"])]
+        lockfiles: Vec<String>,
+        /// Everything the node holds
+        #[arg(long, conflicts_with = "snapshot")]
+        all: bool,
+        /// A snapshot taken earlier (`cairn snapshot`)
+        #[arg(long, value_name = "CID")]
+        snapshot: Option<cid::Cid>,
+        /// The CAR file to write
+        #[arg(short = 'o', long = "output", value_name = "FILE.car")]
+        output: PathBuf,
+    },
+    /// Read a CAR bundle into the store: all of it, verified, or nothing
+    Import {
+        #[arg(value_name = "FILE.car")]
+        file: PathBuf,
+    },
+    /// Print the root CID of the node's current state (and keep the snapshot)
+    Snapshot,
+    /// Keep a snapshot: the current state, or CID
+    Pin {
+        #[arg(value_name = "CID")]
+        root: Option<cid::Cid>,
+    },
 }
 
-#[derive(Args)]
+#[derive(Args, Default)]
 struct Serve {
     /// Never contact an upstream registry
     #[arg(long, env = "CAIRN_OFFLINE")]
@@ -191,6 +232,44 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Status { json } => status(&cli.common, &file, json).await,
+        Command::Prefetch { lockfiles, url } => prefetch(&cli.common, &file, lockfiles, url).await,
+        Command::Export {
+            lockfiles,
+            all,
+            snapshot,
+            output,
+        } => {
+            let selection = match (all, snapshot) {
+                (true, _) => bundles::Selection::All,
+                (_, Some(root)) => bundles::Selection::Snapshot(root),
+                _ if lockfiles.is_empty() => {
+                    anyhow::bail!("say what to export: --lockfile FILE…, --all or --snapshot CID")
+                }
+                _ => bundles::Selection::Lockfiles(lockfiles),
+            };
+            let data_dir = data_dir(&cli.common, &file);
+            tokio::task::spawn_blocking(move || bundles::export(&data_dir, selection, &output))
+                .await
+                .context("export")?
+        }
+        Command::Import { file: car } => {
+            let data_dir = data_dir(&cli.common, &file);
+            tokio::task::spawn_blocking(move || bundles::import(&data_dir, &car))
+                .await
+                .context("import")?
+        }
+        Command::Snapshot => {
+            let data_dir = data_dir(&cli.common, &file);
+            tokio::task::spawn_blocking(move || bundles::snapshot(&data_dir))
+                .await
+                .context("snapshot")?
+        }
+        Command::Pin { root } => {
+            let data_dir = data_dir(&cli.common, &file);
+            tokio::task::spawn_blocking(move || bundles::pin(&data_dir, root))
+                .await
+                .context("pin")?
+        }
     }
 }
 
@@ -218,6 +297,28 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
             .unwrap_or("text"),
     )?;
     let listen = listen_addr(common, file)?;
+    let mirror = open_mirror(common, file, &args, &listen).await?;
+    let data_dir = mirror.config().data_dir.clone();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr().context("listen address")?;
+    tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
+    // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
+    println!("cairn listening on http://{bound}");
+    run_server(mirror, listener).await
+}
+
+/// The mirror `serve` runs, with every ecosystem whose upstream was found (flags, `cairn.toml`,
+/// else the clients' own settings). `listen` is where clients will reach it (to refuse upstreams
+/// that point back at it).
+async fn open_mirror(
+    common: &Common,
+    file: &FileSettings,
+    args: &Serve,
+    listen: &SocketAddr,
+) -> Result<Mirror> {
+    let listen = *listen;
     let data_dir = data_dir(common, file);
     let public_url = match args.public_url.clone() {
         Some(url) => Some(url),
@@ -293,23 +394,18 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
             upstream: pypi_upstream.map(|f| f.url().clone()),
         },
     ];
-    ecosystems.extend(apt_ecosystems(&args, file, &listen, public_url.as_ref())?);
+    ecosystems.extend(apt_ecosystems(args, file, &listen, public_url.as_ref())?);
 
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let mirror = tokio::task::spawn_blocking(move || Mirror::open(config, ecosystems))
+    tokio::task::spawn_blocking(move || Mirror::open(config, ecosystems))
         .await
         .context("opening the store")?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = listener.local_addr().context("listen address")?;
-    tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
-    // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
-    println!("cairn listening on http://{bound}");
-
+/// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order.
+async fn run_server(mirror: Mirror, listener: tokio::net::TcpListener) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let flusher = {
@@ -399,6 +495,82 @@ fn apt_ecosystems(
         });
     }
     Ok(out)
+}
+
+/// `cairn prefetch`: through the node at `url` (or `--listen`) when one answers, else through a
+/// node run in this process for the purpose, with the same settings `serve` would use.
+async fn prefetch(
+    common: &Common,
+    file: &FileSettings,
+    lockfiles: Vec<String>,
+    url: Option<Url>,
+) -> Result<()> {
+    let items = lockfiles::read_all(&lockfiles)?;
+    let wanted: Vec<cairn_apt::lockfile::Wanted> = items
+        .iter()
+        .filter_map(|i| match i {
+            lockfiles::Item::Apt(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    let data_dir = data_dir(common, file);
+    let apt = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+            let store = cairn_mirror::store::Store::attach(&dir)?;
+            let index = cairn_mirror::index::Index::open(&dir.join("index.sqlite3"))?;
+            let found = apt::resolve_held(&store, &index, "package lists", &wanted)?;
+            found
+                .into_iter()
+                .map(|(archive, f)| {
+                    let digest = cairn_mirror::cid::Digest::new(
+                        cairn_mirror::cid::Algorithm::Sha256,
+                        f.sha256.to_vec(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.filename))?;
+                    Ok((archive, f.filename, digest))
+                })
+                .collect()
+        })
+        .await
+        .context("resolving apt package lists")??
+    };
+    let listen = listen_addr(common, file)?;
+    let base = match url {
+        Some(url) => url,
+        None => Url::parse(&format!("http://{listen}/")).context("node URL")?,
+    };
+    let answers = tokio::time::timeout(
+        Duration::from_secs(2),
+        reqwest::get(base.join("healthz").context("node URL")?),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+    if answers {
+        return prefetch::run(base, items, apt).await;
+    }
+    // No node there: run one here, on a free port, for the prefetch.
+    init_logging("text").ok();
+    let local: SocketAddr = "127.0.0.1:0".parse().context("address")?;
+    let mirror = open_mirror(common, file, &Serve::default(), &listen).await?;
+    let listener = tokio::net::TcpListener::bind(local)
+        .await
+        .context("cannot listen on 127.0.0.1")?;
+    let bound = listener.local_addr().context("listen address")?;
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(cairn_mirror::server::serve(
+        listener,
+        cairn_mirror::server::router(mirror.clone()),
+        stop.clone().cancelled_owned(),
+    ));
+    let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;
+    let result = prefetch::run(base, items, apt).await;
+    stop.cancel();
+    let _ = server.await;
+    mirror.close().await.context("closing the store")?;
+    result
 }
 
 fn spawn_signal_handler(token: CancellationToken) {

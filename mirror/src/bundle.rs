@@ -91,9 +91,7 @@ fn dag_pb_links(node: &[u8]) -> Result<Vec<Cid>, String> {
             2 => varint(node, &mut pos)? as usize,
             _ => return Err(format!("unexpected wire type in field {}", key >> 3)),
         };
-        let body = node
-            .get(pos..pos + len)
-            .ok_or("field runs past the node")?;
+        let body = node.get(pos..pos + len).ok_or("field runs past the node")?;
         pos += len;
         if key >> 3 == 2 {
             // PBLink { Hash = 1, … }
@@ -187,7 +185,10 @@ pub fn export(
                 ))
             })?;
             let links = dag_pb_links(&node).map_err(|e| {
-                BundleError::Invalid(format!("{} {}: node {cid}: {e}", artifact.ecosystem, artifact.key))
+                BundleError::Invalid(format!(
+                    "{} {}: node {cid}: {e}",
+                    artifact.ecosystem, artifact.key
+                ))
             })?;
             pending.extend(links.into_iter().rev().filter(|c| c.codec() == DAG_PB));
             car.write_block(&cid, &node).map_err(BundleError::Write)?;
@@ -274,7 +275,9 @@ pub fn import(
     // 2. Documents.
     let mut staged: Vec<Staged> = Vec::new();
     for doc in &snapshot.documents {
-        let Some(expected) = doc.record.cid else { continue };
+        let Some(expected) = doc.record.cid else {
+            continue;
+        };
         let (cid, data) = next(&format!("{} document {}", doc.ecosystem, doc.key), &mut car)?;
         if cid != expected.0 {
             return Err(BundleError::Invalid(format!(
@@ -355,9 +358,9 @@ pub fn import(
         }
         let dag = match writer {
             Some(writer) => {
-                let (file, flat, dag) = writer.verify().map_err(|e| {
-                    BundleError::Invalid(format!("{name}: {e}"))
-                })?;
+                let (file, flat, dag) = writer
+                    .verify()
+                    .map_err(|e| BundleError::Invalid(format!("{name}: {e}")))?;
                 staged.push(file);
                 have.insert(flat);
                 Some(dag)
@@ -366,8 +369,7 @@ pub fn import(
         };
         let root_ok = match &dag {
             Some(dag) => {
-                dag.root == record.root.0
-                    && dag.nodes.iter().all(|(cid, _)| nodes.contains(cid))
+                dag.root == record.root.0 && dag.nodes.iter().all(|(cid, _)| nodes.contains(cid))
             }
             None => true, // the root was checked against the held copy above
         };
@@ -413,11 +415,7 @@ pub fn import(
         })
         .collect();
     index.import(&documents, &artifacts, &refs)?;
-    index.put_blocks(
-        &snapshot_blocks
-            .into_iter()
-            .collect::<Vec<(Cid, Vec<u8>)>>(),
-    )?;
+    index.put_blocks(&snapshot_blocks.into_iter().collect::<Vec<(Cid, Vec<u8>)>>())?;
     let counts = Counts {
         documents: documents.len() as u64,
         artifacts: artifacts.len() as u64,

@@ -140,7 +140,6 @@ fn encode_header(roots: &[Cid]) -> Vec<u8> {
     out
 }
 
-
 /// Reads a CAR v1 stream, verifying each block against its CID.
 ///
 /// After an error the stream position is unknown: stop reading (the [`Iterator`] does).

@@ -43,7 +43,9 @@ pub fn head(out: &mut Vec<u8>, major: u8, value: u64) {
 
 /// dag-cbor's canonical key order: shorter keys first, then bytewise.
 fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 impl Value {
@@ -307,7 +309,10 @@ mod tests {
             ("roots", Value::Array(vec![Value::Link(cid)])),
         ])
         .encode();
-        assert_eq!(&header[..8], &[0xa2, 0x65, b'r', b'o', b'o', b't', b's', 0x81]);
+        assert_eq!(
+            &header[..8],
+            &[0xa2, 0x65, b'r', b'o', b'o', b't', b's', 0x81]
+        );
         assert_eq!(header.len(), 58);
     }
 

@@ -77,7 +77,9 @@ pub enum Error {
     UpstreamStatus { url: String, status: StatusCode },
     #[error("upstream {url} failed: {reason}")]
     UpstreamFailed { url: String, reason: String },
-    #[error("offline: {what} is not cached and --offline forbids contacting upstream")]
+    #[error(
+        "offline: {what} is not cached (or is stale) and --offline forbids contacting upstream"
+    )]
     Offline { what: String },
     #[error("{ecosystem} has no upstream configured: {hint}")]
     NoUpstream {

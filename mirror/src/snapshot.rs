@@ -125,8 +125,14 @@ impl Snapshot {
             eco.documents.sort_by(|a, b| a.key.cmp(&b.key));
             eco.artifacts.sort_by(|a, b| a.key.cmp(&b.key));
             eco.refs.sort_by(|a, b| a.key.cmp(&b.key));
-            let documents = pages(eco.documents.iter().map(|d| document(d)).collect(), &mut blocks);
-            let artifacts = pages(eco.artifacts.iter().map(|a| artifact(a)).collect(), &mut blocks);
+            let documents = pages(
+                eco.documents.iter().map(|d| document(d)).collect(),
+                &mut blocks,
+            );
+            let artifacts = pages(
+                eco.artifacts.iter().map(|a| artifact(a)).collect(),
+                &mut blocks,
+            );
             let refs = pages(eco.refs.iter().map(|r| reference(r)).collect(), &mut blocks);
             let node = Value::map(vec![
                 ("documents", documents),
@@ -210,14 +216,141 @@ impl Snapshot {
     }
 }
 
+/// The snapshot of what `index` holds: everything, or (`only`) the artifacts with these flat
+/// CIDs plus what serving them offline needs: the documents and listings that name them (and
+/// the documents that name those listings), what was derived from them, documents that list no
+/// artifact at all (cargo's `config.json`), and the references those documents and listings
+/// carry. Returns the flat CIDs of `only` the index does not hold.
+pub fn collect(
+    index: &crate::index::Index,
+    only: Option<&std::collections::HashSet<FlatCid>>,
+) -> Result<(Snapshot, Vec<FlatCid>), crate::error::IndexError> {
+    use std::collections::HashSet;
+    let documents = index.all_metadata()?;
+    let artifacts = index.all_artifacts()?;
+    let refs = index.all_refs()?;
+    let to_snapshot = |d: Vec<(String, String, MetadataRecord)>,
+                       a: Vec<(String, String, ArtifactRecord)>,
+                       r: Vec<(String, String, String, RefRecord)>| {
+        let mut snapshot = Snapshot {
+            documents: d
+                .into_iter()
+                .map(|(ecosystem, key, record)| DocumentEntry {
+                    ecosystem,
+                    key,
+                    record,
+                })
+                .collect(),
+            artifacts: a
+                .into_iter()
+                .map(|(ecosystem, key, record)| ArtifactEntry {
+                    ecosystem,
+                    key,
+                    record,
+                })
+                .collect(),
+            refs: r
+                .into_iter()
+                .map(|(ecosystem, key, listed_by, record)| RefEntry {
+                    ecosystem,
+                    key,
+                    listed_by,
+                    record,
+                })
+                .collect(),
+        };
+        snapshot.normalize();
+        snapshot
+    };
+    let Some(only) = only else {
+        return Ok((to_snapshot(documents, artifacts, refs), Vec::new()));
+    };
+    let listed_by: std::collections::HashMap<(&str, &str), &str> = refs
+        .iter()
+        .map(|(eco, key, by, _)| ((eco.as_str(), key.as_str()), by.as_str()))
+        .collect();
+    let doc_keys: HashSet<(&str, &str)> = documents
+        .iter()
+        .map(|(eco, key, _)| (eco.as_str(), key.as_str()))
+        .collect();
+    let art_keys: HashSet<(&str, &str)> = artifacts
+        .iter()
+        .map(|(eco, key, _)| (eco.as_str(), key.as_str()))
+        .collect();
+    let mut found = HashSet::new();
+    let mut want_arts: HashSet<(String, String)> = HashSet::new();
+    for (eco, key, record) in &artifacts {
+        if only.contains(&record.flat) {
+            found.insert(record.flat);
+            want_arts.insert((eco.clone(), key.clone()));
+        }
+    }
+    // Artifacts derived from a selected one (PyPI's `.metadata`).
+    for (eco, key, record) in &artifacts {
+        if let Some(source) = record.upstream_url.strip_prefix("derived from ")
+            && want_arts.contains(&(eco.clone(), source.to_owned()))
+        {
+            want_arts.insert((eco.clone(), key.clone()));
+        }
+    }
+    // Follow what lists each selected artifact up to a document.
+    let mut want_docs: HashSet<(String, String)> = HashSet::new();
+    let mut queue: Vec<(String, String)> = want_arts.iter().cloned().collect();
+    while let Some((eco, key)) = queue.pop() {
+        let by = listed_by.get(&(eco.as_str(), key.as_str())).or_else(|| {
+            // A file named through a mutable key is indexed as `KEY@FLAT`.
+            let (name, _) = key.rsplit_once('@')?;
+            listed_by.get(&(eco.as_str(), name))
+        });
+        let Some(by) = by else { continue };
+        if doc_keys.contains(&(eco.as_str(), *by)) {
+            want_docs.insert((eco.clone(), (*by).to_owned()));
+        } else if art_keys.contains(&(eco.as_str(), *by))
+            && want_arts.insert((eco.clone(), (*by).to_owned()))
+        {
+            queue.push((eco.clone(), (*by).to_owned()));
+        }
+    }
+    // Documents that list nothing (cargo's config.json, apt's Release.gpg) cost little.
+    let listing: HashSet<(&str, &str)> = refs
+        .iter()
+        .map(|(eco, _, by, _)| (eco.as_str(), by.as_str()))
+        .collect();
+    for (eco, key, _) in &documents {
+        if !listing.contains(&(eco.as_str(), key.as_str())) {
+            want_docs.insert((eco.clone(), key.clone()));
+        }
+    }
+    let by_wanted = |eco: &str, by: &str| {
+        let pair = (eco.to_owned(), by.to_owned());
+        want_docs.contains(&pair) || want_arts.contains(&pair)
+    };
+    let refs: Vec<_> = refs
+        .iter()
+        .filter(|(eco, _, by, _)| by_wanted(eco, by))
+        .cloned()
+        .collect();
+    let documents: Vec<_> = documents
+        .into_iter()
+        .filter(|(eco, key, _)| want_docs.contains(&(eco.clone(), key.clone())))
+        .collect();
+    let artifacts: Vec<_> = artifacts
+        .into_iter()
+        .filter(|(eco, key, _)| want_arts.contains(&(eco.clone(), key.clone())))
+        .collect();
+    let missing = only
+        .iter()
+        .filter(|f| !found.contains(*f))
+        .copied()
+        .collect();
+    Ok((to_snapshot(documents, artifacts, refs), missing))
+}
+
 fn document(d: &DocumentEntry) -> Value {
     let r = &d.record;
     Value::map(vec![
         ("key", Value::text(&d.key)),
-        (
-            "cid",
-            r.cid.map_or(Value::Null, |c| Value::Link(c.0)),
-        ),
+        ("cid", r.cid.map_or(Value::Null, |c| Value::Link(c.0))),
         ("url", Value::text(&r.upstream_url)),
         ("size", Value::Int(i128::from(r.size))),
         ("etag", Value::opt_text(r.etag.as_deref())),
@@ -246,7 +379,9 @@ fn reference(r: &RefEntry) -> Value {
         ("url", Value::text(&r.record.url)),
         (
             "size",
-            r.record.size.map_or(Value::Null, |s| Value::Int(i128::from(s))),
+            r.record
+                .size
+                .map_or(Value::Null, |s| Value::Int(i128::from(s))),
         ),
         ("listed-by", Value::text(&r.listed_by)),
     ])
@@ -322,9 +457,7 @@ fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
         record: RefRecord {
             flat: FlatCid(link(v, "flat")?),
             url: text(v, "url")?,
-            size: v
-                .get("size")
-                .and_then(Value::as_u64),
+            size: v.get("size").and_then(Value::as_u64),
         },
     })
 }
@@ -378,9 +511,12 @@ mod tests {
     }
 
     fn sorted(mut s: Snapshot) -> Snapshot {
-        s.documents.sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
-        s.artifacts.sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
-        s.refs.sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
+        s.documents
+            .sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
+        s.artifacts
+            .sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
+        s.refs
+            .sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
         s
     }
 
@@ -393,7 +529,10 @@ mod tests {
         let blocks: std::collections::HashMap<Cid, Vec<u8>> =
             encoded.blocks.iter().cloned().collect();
         let decoded = Snapshot::decode(&encoded.root, |cid| {
-            blocks.get(cid).cloned().ok_or_else(|| format!("missing {cid}"))
+            blocks
+                .get(cid)
+                .cloned()
+                .ok_or_else(|| format!("missing {cid}"))
         })
         .expect("decode");
         assert_eq!(sorted(decoded), sorted(snapshot.clone()));

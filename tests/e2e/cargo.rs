@@ -7,7 +7,7 @@ use crate::fake_cargo::{FakeCargo, Registry};
 use crate::support::{Cairn, assert_success, get};
 
 /// Crates with dependencies, an upper-case name, `-` and `_` names, and a yanked version.
-fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     let mut r = Registry::default();
     r.publish("base-util", "1.0.0", &[], false)
         .publish("base-util", "1.1.0", &[], false)
@@ -29,7 +29,7 @@ fn registry() -> Registry {
 }
 
 /// A private `CARGO_HOME` whose crates-io is replaced by `registry`.
-fn cargo_home(dir: &Path, registry: &str) -> PathBuf {
+pub(crate) fn cargo_home(dir: &Path, registry: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("cargo home");
     std::fs::write(
         dir.join("config.toml"),
@@ -41,7 +41,7 @@ fn cargo_home(dir: &Path, registry: &str) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn cargo(home: &Path, project: &Path, args: &[&str]) -> Output {
+pub(crate) fn cargo(home: &Path, project: &Path, args: &[&str]) -> Output {
     Command::new("cargo")
         .args(args)
         .current_dir(project)
@@ -54,7 +54,7 @@ fn cargo(home: &Path, project: &Path, args: &[&str]) -> Output {
 }
 
 /// A binary project depending on `deps` (`name = "req"` lines).
-fn project(dir: &Path, deps: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn project(dir: &Path, deps: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir.join("src")).expect("project");
     let mut manifest = "[package]\nname = \"e2e-app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n".to_owned();
     for (name, req) in deps {

@@ -2,6 +2,7 @@
 //! driven by the real clients (npm, yarn, pnpm, cargo, pip, uv). A missing client is a failure, not a skip.
 
 mod apt;
+mod bundle;
 mod cargo;
 mod fake_apt;
 mod fake_cargo;

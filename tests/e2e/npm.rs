@@ -14,7 +14,7 @@ use crate::support::{
 const MIB: usize = 1 << 20;
 
 /// A small tree with dependencies, a scoped package and one tarball over 3 MiB.
-fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     let mut r = Registry::default();
     r.publish("lib-d", "1.0.0", &[], &[])
         .publish("lib-b", "1.0.0", &[("lib-d", "^1.0.0")], &[])

@@ -8,7 +8,7 @@ use crate::fake_pypi::{FakePypi, Index};
 use crate::support::{Cairn, assert_success, get, get_with};
 
 /// A project with a dependency spelled un-normalised, a yanked release and a file to tamper.
-fn index(work: &Path) -> Index {
+pub(crate) fn index(work: &Path) -> Index {
     let mut i = Index::default();
     i.wheel(work, "alpha-lib", "1.0.0", &["Beta_Core>=2"], None)
         .wheel(work, "Beta_Core", "2.0.0", &[], None)
@@ -45,7 +45,7 @@ fn uv() -> PathBuf {
 }
 
 /// Run a Python client with nothing from the machine's pip configuration.
-fn python_tool(program: &Path, args: &[&str], home: &Path) -> Output {
+pub(crate) fn python_tool(program: &Path, args: &[&str], home: &Path) -> Output {
     Command::new(program)
         .args(args)
         .env("HOME", home)
@@ -81,7 +81,7 @@ fn uv_install(dir: &Path, index_url: &str, home: &Path) -> Output {
     python_tool(&uv(), &args, home)
 }
 
-fn venv(dir: &Path) -> PathBuf {
+pub(crate) fn venv(dir: &Path) -> PathBuf {
     let output = Command::new("python3")
         .args(["-m", "venv"])
         .arg(dir)

@@ -261,14 +261,7 @@ impl Ecosystem for Archive {
     }
 
     fn is_listing(&self, key: &str) -> bool {
-        if !key.starts_with("dists/") || key.contains(".diff/") {
-            return false;
-        }
-        let file = key.rsplit('/').next().unwrap_or_default();
-        file.starts_with("Packages")
-            || file.starts_with("Sources")
-            || (key.contains("/by-hash/SHA256/")
-                && (key.contains("/binary-") || key.contains("/source/")))
+        is_listing_key(key)
     }
 
     fn listing(
@@ -312,6 +305,19 @@ impl Ecosystem for Archive {
             content_type: "text/plain; charset=utf-8",
         })
     }
+}
+
+/// True for the keys of `Packages` and `Sources` indexes (by path, by hash, or by path with the
+/// `@FLATCID` the mirror adds to files named through `InRelease`).
+pub fn is_listing_key(key: &str) -> bool {
+    if !key.starts_with("dists/") || key.contains(".diff/") {
+        return false;
+    }
+    let file = key.rsplit('/').next().unwrap_or_default();
+    file.starts_with("Packages")
+        || file.starts_with("Sources")
+        || (key.contains("/by-hash/SHA256/")
+            && (key.contains("/binary-") || key.contains("/source/")))
 }
 
 fn tracing_signer(key: &str, signer: &signature::Signer) {

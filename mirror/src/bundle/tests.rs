@@ -23,7 +23,9 @@ fn node() -> Node {
 }
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
 }
 
 /// A node holding a document, a 3-byte artifact, a 3 MiB + 5 artifact, and a reference.
@@ -121,7 +123,11 @@ fn export_then_import_gives_the_same_state() {
         assert_eq!(original, copied);
     }
     assert!(b.index.get_ref("npm", "other.tgz").expect("ref").is_some());
-    let doc = b.index.get_metadata("npm", "left-pad").expect("doc").expect("doc");
+    let doc = b
+        .index
+        .get_metadata("npm", "left-pad")
+        .expect("doc")
+        .expect("doc");
     assert_eq!(
         &b.store.read_metadata(&doc.cid.expect("cid")).expect("body")[..],
         br#"{"name":"left-pad"}"#
@@ -149,7 +155,11 @@ fn truncated_bundles_leave_the_store_as_it_was() {
         assert!(stats(&b).is_empty(), "cut {cut} indexed something");
         let blobs = walk(&b.store.root().join("blobs"));
         assert_eq!(blobs, 0, "cut {cut} left files in blobs/");
-        assert_eq!(walk(&b.store.root().join("tmp")), 0, "cut {cut} left temp files");
+        assert_eq!(
+            walk(&b.store.root().join("tmp")),
+            0,
+            "cut {cut} left temp files"
+        );
     }
 }
 

@@ -1,0 +1,278 @@
+//! Air-gapped sites: lockfiles written by the real clients through node A, `cairn prefetch`
+//! into A, `cairn export --lockfile` to a CAR, `cairn import` into an empty store, and the real
+//! npm ci, cargo fetch, pip download and apt-get install from that node, offline, with every
+//! upstream dead. A truncated or tampered CAR is refused and changes nothing.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::fake_apt::{self, AptClient};
+use crate::fake_cargo::FakeCargo;
+use crate::fake_npm::FakeNpm;
+use crate::fake_pypi::FakePypi;
+use crate::support::{Cairn, ClientEnv, assert_success, project};
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("cairn")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn port_of(url: &str) -> &str {
+    url.rsplit(':').next().unwrap_or_default()
+}
+
+fn apt_client(dir: &Path, keyring: &Path, uri: &str) -> AptClient {
+    AptClient::new(
+        dir,
+        &format!("deb [signed-by={}] {uri} stable main", keyring.display()),
+    )
+}
+
+#[test]
+fn lockfiles_prefetch_export_import_then_every_client_offline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let npm = FakeNpm::start(crate::npm::registry());
+    let crates = FakeCargo::start(crate::cargo::registry());
+    let pypi = FakePypi::start(crate::pypi::index(&t.join("wheels")));
+    let archive = fake_apt::build_archive(&t.join("archive"));
+    let apt = fake_apt::serve(&archive);
+    let keyring = format!("test={}", archive.keyring.display());
+    let apt_upstream = format!("test={}", apt.url);
+    let data_a = t.join("a");
+    let a = Cairn::start(
+        &data_a,
+        &[
+            "--npm-upstream",
+            &npm.url,
+            "--cargo-upstream",
+            &crates.index_url,
+            "--pypi-upstream",
+            &pypi.simple_url,
+            "--apt-upstream",
+            &apt_upstream,
+            "--apt-keyring",
+            &keyring,
+        ],
+    );
+
+    // Lockfiles, written by the clients through A from metadata alone.
+    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
+    let app = project(
+        &t.join("npm-app"),
+        serde_json::json!({ "app-a": "^1.0.0", "big-data": "1.0.0" }),
+    );
+    assert_success(
+        &env.run("npm", &["install", "--package-lock-only"], &app),
+        "npm install --package-lock-only",
+    );
+    let home = crate::cargo::cargo_home(&t.join("cargo-a"), &format!("{}/cargo/index/", a.url));
+    let crate_app = crate::cargo::project(&t.join("cargo-app"), &[("app-core", "1")]);
+    assert_success(
+        &crate::cargo::cargo(&home, &crate_app, &["generate-lockfile"]),
+        "cargo generate-lockfile",
+    );
+    let index = pypi.index();
+    let requirements = t.join("requirements.txt");
+    std::fs::write(
+        &requirements,
+        format!(
+            "alpha-lib==1.0.0 \\\n    --hash=sha256:{}\nbeta-core==2.0.0 \\\n    --hash=sha256:{}\n",
+            index.file("alpha_lib-1.0.0-py3-none-any.whl").sha256(),
+            index.file("Beta_Core-2.0.0-py3-none-any.whl").sha256()
+        ),
+    )
+    .expect("requirements.txt");
+    let apt_a = apt_client(
+        &t.join("apt-a"),
+        &archive.keyring,
+        &format!("{}/apt/test", a.url),
+    );
+    assert_success(&apt_a.run(&["update"]), "apt-get update through A");
+    let packages = t.join("packages.list");
+    std::fs::write(
+        &packages,
+        "cairn-hello\nlibcairn-test++1\ncairn-data\tinstall\n",
+    )
+    .expect("list");
+    assert_eq!(
+        npm.hits("big-data/-/big-data-1.0.0.tgz"),
+        0,
+        "tarballs fetched early"
+    );
+
+    // Prefetch into A: every file, verified against the lockfiles too.
+    let package_lock = app.join("package-lock.json");
+    let cargo_lock = crate_app.join("Cargo.lock");
+    let apt_list = format!("apt:{}", packages.display());
+    let lockfiles = [
+        "--lockfile",
+        package_lock.to_str().expect("path"),
+        "--lockfile",
+        cargo_lock.to_str().expect("path"),
+        "--lockfile",
+        requirements.to_str().expect("path"),
+        "--lockfile",
+        &apt_list,
+    ];
+    let data_a_arg = data_a.to_str().expect("path");
+    let listen_a = format!("127.0.0.1:{}", port_of(&a.url));
+    let mut args = vec!["prefetch", "--data-dir", data_a_arg, "--listen", &listen_a];
+    args.extend(lockfiles);
+    let out = cairn(&args);
+    assert!(out.status.success(), "prefetch failed:\n{}", text(&out));
+    assert!(text(&out).contains("prefetched"), "{}", text(&out));
+    assert_eq!(npm.hits("big-data/-/big-data-1.0.0.tgz"), 1);
+    let deb = archive.deb("libcairn-test++1");
+    assert_eq!(apt.hits.get(&format!("debian/{}", deb.filename)), 1);
+
+    // A lockfile naming something no registry has: a non-zero exit naming it.
+    let bad = t.join("requirements-bad.txt");
+    std::fs::write(
+        &bad,
+        format!("alpha-lib==1.0.0 --hash=sha256:{}\n", "00".repeat(32)),
+    )
+    .expect("write");
+    let out = cairn(&[
+        "prefetch",
+        "--data-dir",
+        data_a_arg,
+        "--listen",
+        &listen_a,
+        "--lockfile",
+        bad.to_str().expect("path"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("pypi alpha-lib==1.0.0"),
+        "{}",
+        text(&out)
+    );
+
+    // Export what the lockfiles need.
+    let car = t.join("site.car");
+    let mut args = vec![
+        "export",
+        "--data-dir",
+        data_a_arg,
+        "-o",
+        car.to_str().expect("path"),
+    ];
+    args.extend(lockfiles);
+    let out = cairn(&args);
+    assert!(out.status.success(), "export failed:\n{}", text(&out));
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(root.starts_with("bafyrei"), "snapshot root {root:?}");
+    a.stop();
+
+    // A truncated and a tampered bundle are refused, leaving the empty store empty.
+    let data_b = t.join("b");
+    let data_b_arg = data_b.to_str().expect("path");
+    let bytes = std::fs::read(&car).expect("car");
+    let truncated = t.join("truncated.car");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let mut tampered_bytes = bytes.clone();
+    let at = bytes.len() - 1000;
+    tampered_bytes[at] ^= 0x40;
+    let tampered = t.join("tampered.car");
+    std::fs::write(&tampered, &tampered_bytes).expect("write");
+    for (bad, what) in [(&truncated, "truncated"), (&tampered, "tampered")] {
+        let out = cairn(&[
+            "import",
+            "--data-dir",
+            data_b_arg,
+            bad.to_str().expect("path"),
+        ]);
+        assert!(!out.status.success(), "{what} CAR imported");
+        let message = text(&out);
+        assert!(message.contains("was not imported"), "{what}: {message}");
+        let status = cairn(&["status", "--json", "--data-dir", data_b_arg]);
+        let report: serde_json::Value =
+            serde_json::from_slice(&status.stdout).expect("status json");
+        assert_eq!(
+            report["stats"],
+            serde_json::json!([]),
+            "{what} left something"
+        );
+    }
+
+    // Import, then serve offline on A's address with every upstream dead.
+    let out = cairn(&[
+        "import",
+        "--data-dir",
+        data_b_arg,
+        car.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "import failed:\n{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root);
+    let dead = "http://127.0.0.1:9/";
+    let dead_apt = format!("test={dead}debian/");
+    let b = Cairn::start(
+        &data_b,
+        &[
+            "--offline",
+            "--listen",
+            &listen_a,
+            "--npm-upstream",
+            dead,
+            "--cargo-upstream",
+            dead,
+            "--pypi-upstream",
+            dead,
+            "--apt-upstream",
+            &dead_apt,
+            "--apt-keyring",
+            &keyring,
+        ],
+    );
+    let env_b = ClientEnv::new(&t.join("npm-client-b"), &b.npm());
+    assert_success(&env_b.run("npm", &["ci"], &app), "npm ci from the bundle");
+    assert!(app.join("node_modules/big-data/package.json").exists());
+    let home_b = crate::cargo::cargo_home(&t.join("cargo-b"), &format!("{}/cargo/index/", b.url));
+    assert_success(
+        &crate::cargo::cargo(&home_b, &crate_app, &["fetch", "--locked"]),
+        "cargo fetch from the bundle",
+    );
+    let pip_venv = crate::pypi::venv(&t.join("venv-b"));
+    let download = t.join("pip-download");
+    let index_url = format!("{}/pypi/simple/", b.url);
+    let out = crate::pypi::python_tool(
+        &pip_venv.join("bin/pip"),
+        &[
+            "download",
+            "--no-cache-dir",
+            "--require-hashes",
+            "--index-url",
+            &index_url,
+            "-d",
+            download.to_str().expect("path"),
+            "-r",
+            requirements.to_str().expect("path"),
+        ],
+        &t.join("pip-home"),
+    );
+    assert_success(&out, "pip download from the bundle");
+    let apt_b = apt_client(
+        &t.join("apt-b"),
+        &archive.keyring,
+        &format!("{}/apt/test", b.url),
+    );
+    let out = apt_b.run(&["update"]);
+    assert_success(&out, "apt-get update from the bundle");
+    fake_apt::assert_no_warnings(&out, "apt-get update from the bundle");
+    let out = apt_b.run(&["install", "--download-only", "-y", "cairn-hello"]);
+    assert_success(&out, "apt-get install from the bundle");
+    b.stop();
+}
