@@ -1037,6 +1037,13 @@ impl Mirror {
         }
         let this = self.clone();
         tokio::spawn(async move {
+            // A listing's readers are held until what it lists is indexed: a client that has
+            // the whole index (apt after `update`) must find every file it names.
+            let progress = if listing.is_some() {
+                progress.held_until_committed()
+            } else {
+                progress
+            };
             let result = this
                 .run_download(name, &key, &upstream, &url, writer, &progress)
                 .await;
