@@ -1176,20 +1176,23 @@ impl Mirror {
                 std::fs::File::open(&path)
                     .map_err(|e| crate::error::StoreError::io("open", &path, e))?,
             );
-            let refs =
-                ecosystem
-                    .listing(&key, &url, &mut file)
-                    .map_err(|e| Error::BadMetadata {
-                        url: redact(&url),
-                        reason: e.0,
-                    })?;
+            let started = Instant::now();
+            let refs = ecosystem
+                .listing(&key, &url, &mut file)
+                .map_err(|e| Error::BadMetadata {
+                    url: redact(&url),
+                    reason: e.0,
+                })?;
             let refs = ref_records(refs);
+            let read_ms = started.elapsed().as_millis();
             index.put_refs(name, &key, &refs)?;
-            Ok(refs.len())
+            Ok((refs.len(), read_ms, started.elapsed().as_millis() - read_ms))
         })
         .await;
         match result {
-            Ok(n) => tracing::info!(ecosystem = name, artifacts = n, "listing indexed"),
+            Ok((n, read_ms, index_ms)) => {
+                tracing::info!(ecosystem = name, artifacts = n, read_ms, index_ms, "listing indexed")
+            }
             Err(e) => tracing::warn!(ecosystem = name, error = %e, "listing not indexed"),
         }
     }
