@@ -1,12 +1,14 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
+pub mod blocks;
 pub mod car;
 pub mod cid;
 pub mod download;
 pub mod ecosystem;
 pub mod error;
 pub mod flight;
+mod gateway;
 pub mod index;
 pub mod json;
 pub mod lru;
