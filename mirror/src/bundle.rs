@@ -69,55 +69,6 @@ fn inner_count(leaves: u64) -> u64 {
     nodes
 }
 
-/// The links of a dag-pb node (`PBNode.Links[].Hash`), enough to walk a UnixFS file.
-fn dag_pb_links(node: &[u8]) -> Result<Vec<Cid>, String> {
-    fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *bytes.get(*pos).ok_or("truncated varint")?;
-            *pos += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err("varint too long".into())
-    }
-    let mut links = Vec::new();
-    let mut pos = 0;
-    while pos < node.len() {
-        let key = varint(node, &mut pos)?;
-        let len = match key & 7 {
-            2 => varint(node, &mut pos)? as usize,
-            _ => return Err(format!("unexpected wire type in field {}", key >> 3)),
-        };
-        let body = node.get(pos..pos + len).ok_or("field runs past the node")?;
-        pos += len;
-        if key >> 3 == 2 {
-            // PBLink { Hash = 1, … }
-            let mut p = 0;
-            while p < body.len() {
-                let k = varint(body, &mut p)?;
-                match k & 7 {
-                    0 => {
-                        varint(body, &mut p)?;
-                    }
-                    2 => {
-                        let l = varint(body, &mut p)? as usize;
-                        let v = body.get(p..p + l).ok_or("link field runs past the link")?;
-                        p += l;
-                        if k >> 3 == 1 {
-                            links.push(Cid::read_bytes(v).map_err(|e| e.to_string())?);
-                        }
-                    }
-                    _ => return Err("unexpected wire type in a link".into()),
-                }
-            }
-        }
-    }
-    Ok(links)
-}
-
 /// Write `snapshot` (already encoded) and every block it needs to `out` as a CAR v1.
 /// `progress(bytes)` is called as artifact bytes go out. Blocking.
 pub fn export(
@@ -184,12 +135,17 @@ pub fn export(
                     artifact.ecosystem, artifact.key
                 ))
             })?;
-            let links = dag_pb_links(&node).map_err(|e| {
-                BundleError::Invalid(format!(
-                    "{} {}: node {cid}: {e}",
-                    artifact.ecosystem, artifact.key
-                ))
-            })?;
+            let links: Vec<Cid> = crate::unixfs::decode_node(&node)
+                .map_err(|e| {
+                    BundleError::Invalid(format!(
+                        "{} {}: node {cid}: {e}",
+                        artifact.ecosystem, artifact.key
+                    ))
+                })?
+                .links
+                .iter()
+                .map(|l| l.cid)
+                .collect();
             pending.extend(links.into_iter().rev().filter(|c| c.codec() == DAG_PB));
             car.write_block(&cid, &node).map_err(BundleError::Write)?;
         }

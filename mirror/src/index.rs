@@ -683,44 +683,6 @@ impl Index {
         })
     }
 
-    /// A block of the `blocks` table (dag-pb inner nodes, snapshot nodes).
-    pub fn get_block(&self, cid: &cid::Cid) -> Result<Option<Vec<u8>>, IndexError> {
-        self.read(|conn| {
-            conn.prepare_cached("SELECT data FROM blocks WHERE cid = ?1")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![cid.to_bytes()], |row| row.get::<_, Vec<u8>>(0))
-                        .optional()
-                })
-                .map_err(err("read block"))
-        })
-    }
-
-    /// Where a raw leaf lives: (flat CID of its file, offset, length).
-    pub fn get_leaf(&self, cid: &cid::Cid) -> Result<Option<(FlatCid, u64, u64)>, IndexError> {
-        self.read(|conn| {
-            conn.prepare_cached("SELECT flat_cid, offset, len FROM leaves WHERE cid = ?1")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![cid.to_bytes()], |row| {
-                        Ok((
-                            row.get::<_, Vec<u8>>(0)?,
-                            row.get::<_, i64>(1)?,
-                            row.get::<_, i64>(2)?,
-                        ))
-                    })
-                    .optional()
-                })
-                .map_err(err("read leaf"))?
-                .map(|(flat, offset, len)| {
-                    Ok((
-                        FlatCid::from_bytes(&flat).map_err(corrupt)?,
-                        offset as u64,
-                        len as u64,
-                    ))
-                })
-                .transpose()
-        })
-    }
-
     /// Store blocks (snapshot nodes) in the `blocks` table.
     pub fn put_blocks(&self, blocks: &[(cid::Cid, Vec<u8>)]) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
@@ -811,6 +773,68 @@ impl Index {
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(err("checkpoint"))
     }
+
+    /// An encoded inner node (or any block kept in the `blocks` table), by CID.
+    pub fn get_block(&self, cid: &cid::Cid) -> Result<Option<Vec<u8>>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT data FROM blocks WHERE cid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![cid.to_bytes()], |row| row.get::<_, Vec<u8>>(0))
+                        .optional()
+                })
+                .map_err(err("read block"))
+        })
+    }
+
+    /// Where a raw leaf's bytes are: a range of an artifact's flat file.
+    pub fn get_leaf(&self, cid: &cid::Cid) -> Result<Option<LeafRecord>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT flat_cid, offset, len FROM leaves WHERE cid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![cid.to_bytes()], |row| {
+                        Ok((
+                            row.get::<_, Vec<u8>>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(err("read leaf"))?
+                .map(|(flat, offset, len)| {
+                    Ok(LeafRecord {
+                        flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
+                        offset: offset as u64,
+                        len: len as u64,
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    /// Size and DAG root of a cached artifact with these bytes, in any ecosystem.
+    pub fn get_flat(&self, flat: &FlatCid) -> Result<Option<(u64, RootCid)>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT size, root_cid FROM artifacts WHERE flat_cid = ?1 LIMIT 1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![flat.to_bytes()], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(err("find artifact by flat CID"))?
+                .map(|(size, root)| Ok((size as u64, RootCid::from_bytes(&root).map_err(corrupt)?)))
+                .transpose()
+        })
+    }
+}
+
+/// A raw leaf: `len` bytes at `offset` of the flat file of `flat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafRecord {
+    pub flat: FlatCid,
+    pub offset: u64,
+    pub len: u64,
 }
 
 fn corrupt(e: crate::cid::CidParseError) -> IndexError {

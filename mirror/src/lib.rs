@@ -1,6 +1,7 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
+pub mod blocks;
 pub mod bundle;
 pub mod car;
 pub mod cid;
@@ -9,6 +10,7 @@ pub mod download;
 pub mod ecosystem;
 pub mod error;
 pub mod flight;
+mod gateway;
 pub mod index;
 pub mod json;
 pub mod lru;

@@ -1177,12 +1177,13 @@ impl Mirror {
                     .map_err(|e| crate::error::StoreError::io("open", &path, e))?,
             );
             let started = Instant::now();
-            let refs = ecosystem
-                .listing(&key, &url, &mut file)
-                .map_err(|e| Error::BadMetadata {
-                    url: redact(&url),
-                    reason: e.0,
-                })?;
+            let refs =
+                ecosystem
+                    .listing(&key, &url, &mut file)
+                    .map_err(|e| Error::BadMetadata {
+                        url: redact(&url),
+                        reason: e.0,
+                    })?;
             let refs = ref_records(refs);
             let read_ms = started.elapsed().as_millis();
             index.put_refs(name, &key, &refs)?;
@@ -1191,7 +1192,13 @@ impl Mirror {
         .await;
         match result {
             Ok((n, read_ms, index_ms)) => {
-                tracing::info!(ecosystem = name, artifacts = n, read_ms, index_ms, "listing indexed")
+                tracing::info!(
+                    ecosystem = name,
+                    artifacts = n,
+                    read_ms,
+                    index_ms,
+                    "listing indexed"
+                )
             }
             Err(e) => tracing::warn!(ecosystem = name, error = %e, "listing not indexed"),
         }

@@ -59,7 +59,7 @@ impl IntoResponse for Error {
     }
 }
 
-fn error_response(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -86,6 +86,10 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 ),
                 "/api/v1/status" => ("status", "-", status(&mirror).await),
                 "/" => ("dashboard", "-", dashboard(&mirror).await),
+                ipfs if ipfs.starts_with("/ipfs/") => {
+                    let (kind, response) = crate::gateway::handle(&mirror, request).await;
+                    ("ipfs", kind, response)
+                }
                 _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
                     Some((registered, below)) => {
                         let name = registered.ecosystem.name();
@@ -255,7 +259,7 @@ fn base_url(mirror: &Mirror, ecosystem: &str, headers: &HeaderMap) -> Result<Url
     Ok(url)
 }
 
-fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

@@ -216,5 +216,216 @@ fn put_bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+// Decoding: the reverse of the encoder above, for walking DAGs this node holds (or receives).
+// It accepts any valid dag-pb node and UnixFS `Data`, not only the profile written here: field
+// order is free, `blocksizes` may be packed, and unknown fields are skipped.
+
+/// A dag-pb node or UnixFS `Data` message that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {what}: {reason}")]
+pub struct DecodeError {
+    what: &'static str,
+    reason: String,
+}
+
+/// A decoded dag-pb link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PbLink {
+    pub cid: Cid,
+    /// Cumulative encoded size of the target's DAG, when given.
+    pub tsize: Option<u64>,
+}
+
+/// A decoded dag-pb node: its links in order and its `Data`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PbNode<'a> {
+    pub links: Vec<PbLink>,
+    pub data: Option<&'a [u8]>,
+}
+
+/// UnixFS `Data` types.
+pub const UNIXFS_RAW: u64 = 0;
+pub const UNIXFS_DIRECTORY: u64 = 1;
+pub const UNIXFS_FILE: u64 = 2;
+
+/// The fields of UnixFS `Data` a reader of files needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnixfsData<'a> {
+    /// `Type`: [`UNIXFS_FILE`], [`UNIXFS_DIRECTORY`], …
+    pub kind: u64,
+    /// File bytes held in the node itself, before those of its children.
+    pub data: &'a [u8],
+    pub filesize: Option<u64>,
+    /// File bytes under each link, in link order.
+    pub blocksizes: Vec<u64>,
+}
+
+impl UnixfsData<'_> {
+    /// True for a file (or the deprecated raw type), whose bytes are the node's own data then
+    /// its children's.
+    pub fn is_file(&self) -> bool {
+        matches!(self.kind, UNIXFS_FILE | UNIXFS_RAW)
+    }
+
+    /// Bytes of the file under this node: `filesize`, else the inline data plus `blocksizes`.
+    pub fn file_size(&self) -> u64 {
+        self.filesize.unwrap_or_else(|| {
+            self.data.len() as u64 + self.blocksizes.iter().copied().sum::<u64>()
+        })
+    }
+}
+
+/// Decode a dag-pb node.
+pub fn decode_node(bytes: &[u8]) -> Result<PbNode<'_>, DecodeError> {
+    let what = "dag-pb node";
+    let mut node = PbNode::default();
+    let mut fields = Fields::new(bytes, what);
+    while let Some((field, value)) = fields.next_field()? {
+        match (field, value) {
+            (2, Value::Bytes(link)) => node.links.push(decode_link(link)?),
+            (1, Value::Bytes(data)) => node.data = Some(data),
+            (1 | 2, _) => return Err(fields.error(format!("field {field} is not bytes"))),
+            _ => {}
+        }
+    }
+    Ok(node)
+}
+
+fn decode_link(bytes: &[u8]) -> Result<PbLink, DecodeError> {
+    let what = "dag-pb link";
+    let mut cid = None;
+    let mut tsize = None;
+    let mut fields = Fields::new(bytes, what);
+    while let Some((field, value)) = fields.next_field()? {
+        match (field, value) {
+            (1, Value::Bytes(hash)) => {
+                cid =
+                    Some(Cid::try_from(hash).map_err(|e| fields.error(format!("bad Hash: {e}")))?);
+            }
+            (3, Value::Varint(size)) => tsize = Some(size),
+            (1 | 3, _) => return Err(fields.error(format!("field {field} has the wrong type"))),
+            _ => {}
+        }
+    }
+    match cid {
+        Some(cid) => Ok(PbLink { cid, tsize }),
+        None => Err(fields.error("link without Hash".into())),
+    }
+}
+
+/// Decode UnixFS `Data` (the `Data` field of a dag-pb node).
+pub fn decode_unixfs(bytes: &[u8]) -> Result<UnixfsData<'_>, DecodeError> {
+    let what = "UnixFS Data";
+    let mut out = UnixfsData::default();
+    let mut kind = None;
+    let mut fields = Fields::new(bytes, what);
+    while let Some((field, value)) = fields.next_field()? {
+        match (field, value) {
+            (1, Value::Varint(v)) => kind = Some(v),
+            (2, Value::Bytes(data)) => out.data = data,
+            (3, Value::Varint(v)) => out.filesize = Some(v),
+            (4, Value::Varint(v)) => out.blocksizes.push(v),
+            (4, Value::Bytes(mut packed)) => {
+                while !packed.is_empty() {
+                    let (v, used) = read_varint(packed)
+                        .ok_or_else(|| fields.error("bad packed blocksizes".into()))?;
+                    out.blocksizes.push(v);
+                    packed = &packed[used..];
+                }
+            }
+            (1..=4, _) => return Err(fields.error(format!("field {field} has the wrong type"))),
+            _ => {}
+        }
+    }
+    out.kind = kind.ok_or_else(|| fields.error("no Type".into()))?;
+    Ok(out)
+}
+
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// A protobuf field reader over one message.
+struct Fields<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Fields {
+            bytes,
+            pos: 0,
+            what,
+        }
+    }
+
+    fn error(&self, reason: String) -> DecodeError {
+        DecodeError {
+            what: self.what,
+            reason: format!("{reason} (at byte {})", self.pos),
+        }
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let (value, used) = read_varint(&self.bytes[self.pos..])
+            .ok_or_else(|| self.error("truncated or overlong varint".into()))?;
+        self.pos += used;
+        Ok(value)
+    }
+
+    fn take(&mut self, len: u64) -> Result<&'a [u8], DecodeError> {
+        let bytes = self.bytes;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.pos.checked_add(len))
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| self.error(format!("field of {len} bytes runs past the end")))?;
+        let taken = &bytes[self.pos..end];
+        self.pos = end;
+        Ok(taken)
+    }
+
+    /// The next (field number, value), or `None` at the end of the message.
+    fn next_field(&mut self) -> Result<Option<(u64, Value<'a>)>, DecodeError> {
+        if self.pos == self.bytes.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => {
+                self.take(8)?;
+                Value::Fixed
+            }
+            2 => {
+                let len = self.varint()?;
+                Value::Bytes(self.take(len)?)
+            }
+            5 => {
+                self.take(4)?;
+                Value::Fixed
+            }
+            wire => return Err(self.error(format!("unsupported wire type {wire}"))),
+        };
+        Ok(Some((key >> 3, value)))
+    }
+}
+
+/// An unsigned LEB128 varint at the start of `bytes`: (value, bytes used).
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use sha2::Digest as _;
+
 use crate::fake_apt::{self, AptClient};
 use crate::fake_cargo::FakeCargo;
 use crate::fake_npm::FakeNpm;
@@ -177,10 +179,20 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     assert!(root.starts_with("bafyrei"), "snapshot root {root:?}");
     a.stop();
 
+    // The reference JS CAR reader verifies every block and rebuilds an artifact from them.
+    let tarball = npm.registry().version("big-data", "1.0.0").tarball.clone();
+    let tarball_root = cairn_mirror::unixfs::root_of(&tarball).to_string();
+    let bytes = std::fs::read(&car).expect("car");
+    let report = crate::gateway::verify_car(t, "copy.car", &bytes, &tarball_root, &[]);
+    assert_eq!(report["roots"], serde_json::json!([root]));
+    assert_eq!(
+        report["sha256"].as_str(),
+        Some(hex::encode(sha2::Sha256::digest(&tarball)).as_str())
+    );
+
     // A truncated and a tampered bundle are refused, leaving the empty store empty.
     let data_b = t.join("b");
     let data_b_arg = data_b.to_str().expect("path");
-    let bytes = std::fs::read(&car).expect("car");
     let truncated = t.join("truncated.car");
     std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).expect("write");
     let mut tampered_bytes = bytes.clone();

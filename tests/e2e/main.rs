@@ -8,6 +8,7 @@ mod fake_apt;
 mod fake_cargo;
 mod fake_npm;
 mod fake_pypi;
+mod gateway;
 mod npm;
 mod pypi;
 mod support;

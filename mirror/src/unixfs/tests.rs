@@ -139,3 +139,36 @@ fn one_gibibyte_and_one_byte_needs_a_second_level() {
     assert_eq!(dag.nodes.len(), 3);
     assert_eq!(dag.leaves.len(), 1025);
 }
+
+#[test]
+fn decoding_reads_back_what_the_builder_encodes() {
+    let len = 3 * CHUNK_SIZE + 5;
+    let dag = dag_of(len);
+    let [(cid, block)] = dag.nodes.as_slice() else {
+        panic!("expected one inner node, got {}", dag.nodes.len())
+    };
+    assert_eq!(*cid, dag.root);
+    let node = decode_node(block).expect("dag-pb");
+    let links: Vec<Cid> = node.links.iter().map(|l| l.cid).collect();
+    let leaves: Vec<Cid> = dag.leaves.iter().map(|l| l.cid).collect();
+    assert_eq!(links, leaves);
+    assert_eq!(node.links[3].tsize, Some(5));
+    let data = decode_unixfs(node.data.expect("Data")).expect("UnixFS");
+    assert!(data.is_file());
+    assert_eq!(data.filesize, Some(len));
+    assert_eq!(data.file_size(), len);
+    assert_eq!(data.blocksizes, [CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE, 5]);
+    assert!(data.data.is_empty());
+}
+
+#[test]
+fn decoding_accepts_packed_blocksizes_and_rejects_garbage() {
+    // Type = File, blocksizes packed [3, 300], filesize absent.
+    let data = decode_unixfs(&[0x08, 0x02, 0x22, 0x03, 0x03, 0xac, 0x02]).expect("packed");
+    assert_eq!(data.blocksizes, [3, 300]);
+    assert_eq!(data.file_size(), 303);
+    for bad in [&[0x12, 0x05, 0x00][..], &[0x0a], &[0xff, 0xff]] {
+        assert!(decode_node(bad).is_err(), "{bad:?}");
+    }
+    assert!(decode_unixfs(&[0x18, 0x01]).is_err(), "no Type");
+}
