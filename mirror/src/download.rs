@@ -53,8 +53,6 @@ pub struct Download {
 #[derive(Clone)]
 pub struct Progress {
     state: watch::Sender<State>,
-    /// Readers wait for the commit, not just the digest (see [`Progress::held_until_committed`]).
-    held: bool,
 }
 
 impl Download {
@@ -70,10 +68,7 @@ impl Download {
                 state: rx,
                 flat,
             }),
-            Progress {
-                state: tx,
-                held: false,
-            },
+            Progress { state: tx },
         )
     }
 
@@ -199,17 +194,7 @@ impl Progress {
     }
 
     /// The digest matched: release everything.
-    /// Readers of this download are released only once it is committed (and whatever the
-    /// mirror does before committing it is done), not as soon as the digest matches.
-    pub fn held_until_committed(mut self) -> Self {
-        self.held = true;
-        self
-    }
-
     pub fn verified(&self, size: u64) {
-        if self.held {
-            return;
-        }
         self.state
             .send_replace(State::Verified { size, record: None });
     }

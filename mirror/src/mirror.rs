@@ -173,6 +173,8 @@ pub(crate) struct Inner {
     /// Metadata records as last read or written by this process: a hit skips SQLite.
     hot_metadata: Mutex<HashMap<&'static str, HashMap<String, MetadataRecord>>>,
     touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
+    /// Listing artifacts being downloaded or read, per ecosystem, and their completions.
+    listings: (Mutex<HashMap<&'static str, usize>>, tokio::sync::Notify),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -226,6 +228,7 @@ impl Mirror {
                 hot: Mutex::new(HashMap::new()),
                 hot_metadata: Mutex::new(HashMap::new()),
                 touched: Mutex::new(Vec::new()),
+                listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),
             }),
         })
     }
@@ -877,6 +880,11 @@ impl Mirror {
     ) -> Result<RefRecord, Error> {
         let name = registered.ecosystem.name();
         let Some(document) = route.listed_by.document() else {
+            if self.wait_for_listings(name).await
+                && let Some(found) = self.reference(name, &route.key).await?
+            {
+                return Ok(found);
+            }
             return Err(Error::NotFound(format!(
                 "{name} {}: not listed in any index this node holds (fetch the indexes through it first)",
                 route.key
@@ -1035,20 +1043,22 @@ impl Mirror {
             }
             downloads.insert((name, key.clone()), download.clone());
         }
+        if listing.is_some() {
+            // Counted from before any byte reaches a client: a client that has the whole index
+            // (apt after `update`) and asks for a file it names must find the entry, or wait
+            // for it (see `wait_for_listings`).
+            self.listings_started(name);
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            // A listing's readers are held until what it lists is indexed: a client that has
-            // the whole index (apt after `update`) must find every file it names.
-            let progress = if listing.is_some() {
-                progress.held_until_committed()
-            } else {
-                progress
-            };
             let result = this
                 .run_download(name, &key, &upstream, &url, writer, &progress)
                 .await;
-            if let (Ok(record), Some(listing)) = (&result, listing) {
-                this.read_listing(ecosystem, listing, record).await;
+            if let Some(listing) = listing {
+                if let Ok(record) = &result {
+                    this.read_listing(ecosystem, listing, record).await;
+                }
+                this.listings_done(name);
             }
             match result {
                 Ok(record) => {
@@ -1153,6 +1163,56 @@ impl Mirror {
             Ok(record)
         })
         .await
+    }
+
+    fn listings_started(&self, name: &'static str) {
+        let mut counts = self
+            .inner
+            .listings
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *counts.entry(name).or_default() += 1;
+    }
+
+    fn listings_done(&self, name: &'static str) {
+        let mut counts = self
+            .inner
+            .listings
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(name) {
+            *n = n.saturating_sub(1);
+        }
+        self.inner.listings.1.notify_waiters();
+    }
+
+    /// Wait (30 s at most) until no listing of `name` is being downloaded or read; true if
+    /// there was one to wait for.
+    async fn wait_for_listings(&self, name: &'static str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut waited = false;
+        loop {
+            let notified = self.inner.listings.1.notified();
+            let pending = {
+                let counts = self
+                    .inner
+                    .listings
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                counts.get(name).copied().unwrap_or(0)
+            };
+            if pending == 0 {
+                return waited;
+            }
+            waited = true;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                return true;
+            }
+        }
     }
 
     /// Index what a verified listing artifact says about other artifacts. A listing that cannot

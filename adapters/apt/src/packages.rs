@@ -34,54 +34,61 @@ pub fn decompress<'a>(mut input: impl BufRead + 'a) -> std::io::Result<Box<dyn B
     }
 }
 
-/// Calls `each` with the fields of every stanza (paragraph) of a deb822 file; continuation
-/// lines are joined to their field with `\n`. Errors name the line.
-fn stanzas(
-    input: impl BufRead,
-    mut each: impl FnMut(&[(String, String)], usize) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    let mut started = 0;
-    for (n, line) in input.split(b'\n').enumerate() {
-        let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
-        let line = String::from_utf8_lossy(&line);
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            if !fields.is_empty() {
-                each(&fields, started)?;
-                fields.clear();
-            }
-            continue;
-        }
-        if fields.is_empty() {
-            started = n + 1;
-        }
-        if line.starts_with([' ', '\t']) {
-            match fields.last_mut() {
-                Some((_, value)) => {
-                    value.push('\n');
-                    value.push_str(line.trim());
-                }
-                None => return Err(format!("line {}: continuation without a field", n + 1)),
-            }
-        } else {
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| format!("line {}: not a `Field: value` line", n + 1))?;
-            fields.push((name.to_owned(), value.trim().to_owned()));
-        }
-    }
-    if !fields.is_empty() {
-        each(&fields, started)?;
-    }
-    Ok(())
+/// The fields of one stanza that name files; everything else is skipped unread.
+#[derive(Default)]
+struct Stanza {
+    package: String,
+    version: String,
+    filename: Option<String>,
+    size: Option<u64>,
+    sha256: Option<[u8; 32]>,
+    directory: Option<String>,
+    /// `Checksums-Sha256` lines of a `Sources` stanza.
+    sums: Vec<String>,
+    /// The line the stanza starts at, for errors.
+    line: usize,
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+impl Stanza {
+    /// The files this stanza names, appended to `out`.
+    fn finish(self, out: &mut Vec<PoolFile>) -> Result<(), String> {
+        if let Some(filename) = self.filename {
+            if let (Some(sha256), Some(size)) = (self.sha256, self.size) {
+                out.push(PoolFile {
+                    package: self.package,
+                    version: self.version,
+                    filename,
+                    size,
+                    sha256,
+                });
+            }
+            return Ok(());
+        }
+        let Some(directory) = self.directory else {
+            return Ok(());
+        };
+        for entry in &self.sums {
+            let mut parts = entry.split_whitespace();
+            let (Some(digest), Some(size), Some(name)) = (
+                parts.next().and_then(sha256),
+                parts.next().and_then(|s| s.parse().ok()),
+                parts.next(),
+            ) else {
+                return Err(format!(
+                    "stanza at line {}: bad Checksums-Sha256 entry {entry:?}",
+                    self.line
+                ));
+            };
+            out.push(PoolFile {
+                package: self.package.clone(),
+                version: self.version.clone(),
+                filename: format!("{}/{name}", directory.trim_end_matches('/')),
+                size,
+                sha256: digest,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn sha256(hex_digest: &str) -> Option<[u8; 32]> {
@@ -91,53 +98,65 @@ fn sha256(hex_digest: &str) -> Option<[u8; 32]> {
 }
 
 /// The files of a `Packages` or `Sources` index (told apart by their fields). Stanzas without
-/// a SHA256 are skipped: apt would refuse those files too.
+/// a SHA256 are skipped: apt would refuse those files too. One pass over the lines, keeping only
+/// the fields that name files (a full suite's `Packages` is ~60,000 stanzas).
 pub fn read(input: impl Read) -> Result<Vec<PoolFile>, String> {
-    let input = decompress(BufReader::with_capacity(256 << 10, input))
+    let mut input = decompress(BufReader::with_capacity(256 << 10, input))
         .map_err(|e| format!("cannot read index: {e}"))?;
     let mut out = Vec::new();
-    stanzas(input, |fields, line| {
-        let package = field(fields, "Package").unwrap_or_default().to_owned();
-        let version = field(fields, "Version").unwrap_or_default().to_owned();
-        if let Some(filename) = field(fields, "Filename") {
-            let (Some(digest), Some(size)) = (
-                field(fields, "SHA256").and_then(sha256),
-                field(fields, "Size").and_then(|s| s.parse().ok()),
-            ) else {
-                return Ok(());
-            };
-            out.push(PoolFile {
-                package,
-                version,
-                filename: filename.to_owned(),
-                size,
-                sha256: digest,
-            });
-        } else if let (Some(directory), Some(sums)) = (
-            field(fields, "Directory"),
-            field(fields, "Checksums-Sha256"),
-        ) {
-            for entry in sums.lines().filter(|l| !l.trim().is_empty()) {
-                let mut parts = entry.split_whitespace();
-                let (Some(digest), Some(size), Some(name)) = (
-                    parts.next().and_then(sha256),
-                    parts.next().and_then(|s| s.parse().ok()),
-                    parts.next(),
-                ) else {
-                    return Err(format!(
-                        "stanza at line {line}: bad Checksums-Sha256 entry {entry:?}"
-                    ));
-                };
-                out.push(PoolFile {
-                    package: package.clone(),
-                    version: version.clone(),
-                    filename: format!("{}/{name}", directory.trim_end_matches('/')),
-                    size,
-                    sha256: digest,
-                });
-            }
+    let mut stanza: Option<Stanza> = None;
+    let mut in_sums = false;
+    let mut raw = Vec::with_capacity(256);
+    let mut n = 0;
+    loop {
+        raw.clear();
+        let got = input
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| format!("line {}: {e}", n + 1))?;
+        if got == 0 {
+            break;
         }
-        Ok(())
-    })?;
+        n += 1;
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            if let Some(done) = stanza.take() {
+                done.finish(&mut out)?;
+            }
+            in_sums = false;
+            continue;
+        }
+        let current = stanza.get_or_insert_with(|| Stanza {
+            line: n,
+            ..Stanza::default()
+        });
+        if line.starts_with([' ', '\t']) {
+            if in_sums {
+                current.sums.push(line.trim().to_owned());
+            }
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {n}: not a `Field: value` line"))?;
+        let value = value.trim();
+        in_sums = name.eq_ignore_ascii_case("Checksums-Sha256");
+        if name.eq_ignore_ascii_case("Package") {
+            current.package = value.to_owned();
+        } else if name.eq_ignore_ascii_case("Version") {
+            current.version = value.to_owned();
+        } else if name.eq_ignore_ascii_case("Filename") {
+            current.filename = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("Size") {
+            current.size = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("SHA256") {
+            current.sha256 = sha256(value);
+        } else if name.eq_ignore_ascii_case("Directory") {
+            current.directory = Some(value.to_owned());
+        }
+    }
+    if let Some(done) = stanza.take() {
+        done.finish(&mut out)?;
+    }
     Ok(out)
 }
