@@ -4,11 +4,14 @@
 //! Order of the blocks after the header (whose one root is the snapshot root):
 //! 1. the snapshot's dag-cbor blocks, root first;
 //! 2. each metadata document's raw block, in snapshot order;
-//! 3. each artifact in snapshot order: its raw leaves in file order, then its inner dag-pb nodes
-//!    (none for a file of one chunk, whose root is its only leaf).
+//! 3. each artifact in snapshot order: its DAG depth first from the root (inner dag-pb nodes,
+//!    then the leaves they link to, so the leaves come in file order; a file of one chunk is
+//!    its root leaf alone).
 //!
-//! Both sides stream: export reads each flat file once, in 1 MiB chunks (hashing each for its
-//! leaf CID); import writes each artifact to `tmp/` as its leaves arrive. Memory holds the
+//! Both sides stream: export reads each flat file once, in 1 MiB chunks, naming the leaves from
+//! the DAG's inner nodes (no hashing); import writes each artifact to `tmp/` as its leaves
+//! arrive, hashing each byte once per digest (the leaf CIDs and the registry digest, the latter
+//! on a thread of its own for large files). Memory holds the
 //! snapshot's entries, never the bytes.
 //!
 //! Import verifies every block against its CID (the CAR reader does), every artifact against its
@@ -23,7 +26,7 @@ use std::io::{Read, Write};
 use cid::Cid;
 
 use crate::car::{CarError, CarReader, CarWriter};
-use crate::cid::{DAG_CBOR, DAG_PB, FlatCid, RAW, raw_block_cid};
+use crate::cid::{DAG_CBOR, DAG_PB, FlatCid, RAW};
 use crate::index::Index;
 use crate::snapshot::{Encoded, Snapshot};
 use crate::store::{Staged, Store};
@@ -95,59 +98,49 @@ pub fn export(
     let mut buffer = vec![0u8; CHUNK_SIZE as usize];
     for artifact in &snapshot.artifacts {
         let record = &artifact.record;
+        let name = format!("{} {}", artifact.ecosystem, artifact.key);
         let path = store.blob_path(&record.flat);
         let mut file = std::fs::File::open(&path)
             .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
-        let mut written = 0u64;
-        loop {
-            let n = read_full(&mut file, &mut buffer)
-                .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
-            if n == 0 && written > 0 {
-                break;
-            }
-            let chunk = &buffer[..n];
-            car.write_block(&raw_block_cid(chunk), chunk)
-                .map_err(BundleError::Write)?;
-            written += n as u64;
-            progress(n as u64);
-            if n < buffer.len() {
-                break;
-            }
-        }
-        if written != record.size {
-            return Err(BundleError::Invalid(format!(
-                "{} {}: the stored file {} has {written} bytes, the index says {}",
-                artifact.ecosystem,
-                artifact.key,
-                path.display(),
-                record.size
-            )));
-        }
-        // Inner nodes, root first, from the index.
+        // Depth first from the root: inner nodes from the index, and the leaves they link to,
+        // which come in file order, read from the flat file. The leaves are not hashed here:
+        // the importer checks every one.
         let mut pending = vec![record.root.0];
+        let mut written = 0u64;
         while let Some(cid) = pending.pop() {
-            if cid.codec() != DAG_PB {
+            if cid.codec() == RAW {
+                let want = (record.size - written).min(CHUNK_SIZE) as usize;
+                let chunk = &mut buffer[..want];
+                let n = read_full(&mut file, chunk)
+                    .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+                if n != want {
+                    return Err(BundleError::Invalid(format!(
+                        "{name}: the stored file {} is shorter than the {} bytes indexed",
+                        path.display(),
+                        record.size
+                    )));
+                }
+                car.write_block(&cid, chunk).map_err(BundleError::Write)?;
+                written += n as u64;
+                progress(n as u64);
                 continue;
             }
             let node = index.get_block(&cid)?.ok_or_else(|| {
                 BundleError::Invalid(format!(
-                    "{} {}: inner node {cid} is missing from the index",
-                    artifact.ecosystem, artifact.key
+                    "{name}: inner node {cid} is missing from the index"
                 ))
             })?;
-            let links: Vec<Cid> = crate::unixfs::decode_node(&node)
-                .map_err(|e| {
-                    BundleError::Invalid(format!(
-                        "{} {}: node {cid}: {e}",
-                        artifact.ecosystem, artifact.key
-                    ))
-                })?
-                .links
-                .iter()
-                .map(|l| l.cid)
-                .collect();
-            pending.extend(links.into_iter().rev().filter(|c| c.codec() == DAG_PB));
+            let links = crate::unixfs::decode_node(&node)
+                .map_err(|e| BundleError::Invalid(format!("{name}: node {cid}: {e}")))?
+                .links;
+            pending.extend(links.iter().rev().map(|l| l.cid));
             car.write_block(&cid, &node).map_err(BundleError::Write)?;
+        }
+        if written != record.size {
+            return Err(BundleError::Invalid(format!(
+                "{name}: its DAG covers {written} bytes, the index says {}",
+                record.size
+            )));
         }
         counts.artifacts += 1;
         counts.bytes += record.size;
@@ -280,43 +273,63 @@ pub fn import(
         } else {
             Some(store.artifact_writer(digest)?)
         };
+        // Depth first: inner nodes and leaves interleaved, the leaves in file order.
         let mut received = 0u64;
-        for i in 0..leaves {
-            let (cid, data) = next(&format!("leaf {i} of {name}"), &mut car)?;
-            if cid.codec() != RAW {
+        let mut leaf_cids = Vec::with_capacity(leaves as usize);
+        let mut nodes = HashSet::new();
+        for i in 0..leaves + inner_count(leaves) {
+            let at = car.offset();
+            let Some((cid, data)) = car.next_section()? else {
                 return Err(BundleError::Invalid(format!(
-                    "{name}: expected raw leaf {i}, found {cid} before byte {}",
-                    car.offset()
+                    "the CAR ends at byte {at} inside {name} (block {i})"
                 )));
-            }
-            received += data.len() as u64;
-            if let Some(writer) = writer.as_mut() {
-                writer.write(&data)?;
+            };
+            match cid.codec() {
+                RAW => {
+                    received += data.len() as u64;
+                    match writer.as_mut() {
+                        // Hashed by the writer's DAG builder, compared below.
+                        Some(writer) => writer.write(&data)?,
+                        None => crate::car::verify_block(&cid, &data, at)?,
+                    }
+                    leaf_cids.push(cid);
+                }
+                DAG_PB => {
+                    crate::car::verify_block(&cid, &data, at)?;
+                    nodes.insert(cid);
+                }
+                _ => {
+                    return Err(BundleError::Invalid(format!(
+                        "{name}: unexpected block {cid} at byte {at}"
+                    )));
+                }
             }
             progress(car.offset());
         }
-        if received != record.size {
+        if received != record.size || leaf_cids.len() as u64 != leaves {
             return Err(BundleError::Invalid(format!(
-                "{name}: {received} bytes in its leaves, the snapshot says {}",
+                "{name}: {received} bytes in {} leaves, the snapshot says {} bytes",
+                leaf_cids.len(),
                 record.size
             )));
-        }
-        let mut nodes = HashSet::new();
-        for _ in 0..inner_count(leaves) {
-            let (cid, _) = next(&format!("an inner node of {name}"), &mut car)?;
-            if cid.codec() != DAG_PB {
-                return Err(BundleError::Invalid(format!(
-                    "{name}: expected an inner node, found {cid} before byte {}",
-                    car.offset()
-                )));
-            }
-            nodes.insert(cid);
         }
         let dag = match writer {
             Some(writer) => {
                 let (file, flat, dag) = writer
                     .verify()
                     .map_err(|e| BundleError::Invalid(format!("{name}: {e}")))?;
+                if let Some((i, (built, named))) = dag
+                    .leaves
+                    .iter()
+                    .zip(&leaf_cids)
+                    .enumerate()
+                    .find(|(_, (built, named))| built.cid != **named)
+                {
+                    return Err(BundleError::Invalid(format!(
+                        "{name}: leaf {i} is named {named} but its bytes hash to {}",
+                        built.cid
+                    )));
+                }
                 staged.push(file);
                 have.insert(flat);
                 Some(dag)
@@ -325,7 +338,9 @@ pub fn import(
         };
         let root_ok = match &dag {
             Some(dag) => {
-                dag.root == record.root.0 && dag.nodes.iter().all(|(cid, _)| nodes.contains(cid))
+                dag.root == record.root.0
+                    && dag.nodes.iter().all(|(cid, _)| nodes.contains(cid))
+                    && dag.leaves.iter().map(|l| &l.cid).eq(leaf_cids.iter())
             }
             None => true, // the root was checked against the held copy above
         };

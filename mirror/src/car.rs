@@ -191,6 +191,20 @@ impl<R: Read> CarReader<R> {
     /// The next verified block, or `None` at a clean end of input between sections.
     pub fn next_block(&mut self) -> Result<Option<(Cid, Vec<u8>)>, CarError> {
         let start = self.offset;
+        match self.next_section()? {
+            Some((cid, data)) => {
+                verify_block(&cid, &data, start)?;
+                Ok(Some((cid, data)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next block *without* checking its bytes against its CID: for a caller that hashes
+    /// them anyway (an importer rebuilding a UnixFS DAG compares every leaf CID it computes)
+    /// and would otherwise hash twice. Everything else is checked as in [`CarReader::next_block`].
+    pub fn next_section(&mut self) -> Result<Option<(Cid, Vec<u8>)>, CarError> {
+        let start = self.offset;
         let Some(len) = self.read_varint("section length", true)? else {
             return Ok(None);
         };
@@ -216,7 +230,6 @@ impl<R: Read> CarReader<R> {
             reason: format!("bad CID: {reason}"),
         })?;
         data.drain(..cid_len);
-        verify(&cid, &data, start)?;
         Ok(Some((cid, data)))
     }
 
@@ -314,8 +327,9 @@ impl<R: Read> Iterator for CarReader<R> {
     }
 }
 
-/// Check `data` against `cid`; `offset` is where the section starts, for messages.
-fn verify(cid: &Cid, data: &[u8], offset: u64) -> Result<(), CarError> {
+/// Check `data` against `cid` (sha2-256 or identity); `offset` is where the section starts,
+/// for messages.
+pub fn verify_block(cid: &Cid, data: &[u8], offset: u64) -> Result<(), CarError> {
     let codec = cid.codec();
     if !matches!(codec, RAW | DAG_PB | DAG_CBOR) {
         return Err(CarError::UnsupportedCodec {

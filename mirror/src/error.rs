@@ -36,6 +36,8 @@ pub enum StoreError {
     },
     #[error("artifact writer used after finish")]
     Finished,
+    #[error("the thread hashing an artifact failed")]
+    HashThread,
 }
 
 impl StoreError {

@@ -140,6 +140,62 @@ fn open_connection(path: &Path) -> Result<Connection, IndexError> {
     Ok(conn)
 }
 
+/// Insert or replace an artifact row (the caller's connection or transaction).
+fn insert_artifact(
+    conn: &Connection,
+    ecosystem: &str,
+    key: &str,
+    record: &ArtifactRecord,
+) -> Result<(), IndexError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO artifacts
+         (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            ecosystem,
+            key,
+            record.flat.to_bytes(),
+            record.root.to_bytes(),
+            record.size as i64,
+            record.upstream_url,
+            record.fetched_at
+        ])
+    })
+    .map(drop)
+    .map_err(err("write artifact"))
+}
+
+/// Insert or replace a metadata row (the caller's connection or transaction).
+fn insert_metadata(
+    conn: &Connection,
+    ecosystem: &str,
+    key: &str,
+    record: &MetadataRecord,
+) -> Result<(), IndexError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO metadata
+         (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            ecosystem,
+            key,
+            record.cid.map(|c| c.to_bytes()),
+            record.status,
+            record.upstream_url,
+            record.fetched_at,
+            record.etag,
+            record.last_modified,
+            record.size as i64
+        ])
+    })
+    .map(drop)
+    .map_err(err("write metadata"))
+}
+
 /// Insert a DAG's inner nodes and leaves, inside the caller's transaction.
 fn insert_dag(tx: &rusqlite::Transaction<'_>, flat: &FlatCid, dag: &Dag) -> Result<(), IndexError> {
     let flat = flat.to_bytes();
@@ -277,22 +333,7 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
-        let flat = record.flat.to_bytes();
-        tx.execute(
-            "INSERT OR REPLACE INTO artifacts
-             (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![
-                ecosystem,
-                key,
-                flat,
-                record.root.to_bytes(),
-                record.size as i64,
-                record.upstream_url,
-                record.fetched_at
-            ],
-        )
-        .map_err(err("write artifact"))?;
+        insert_artifact(&tx, ecosystem, key, record)?;
         insert_dag(&tx, &record.flat, dag)?;
         tx.commit().map_err(err("commit artifact"))
     }
@@ -328,25 +369,7 @@ impl Index {
         key: &str,
         record: &ArtifactRecord,
     ) -> Result<(), IndexError> {
-        lock(&self.writer)
-            .prepare_cached(
-                "INSERT OR REPLACE INTO artifacts
-                 (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    ecosystem,
-                    key,
-                    record.flat.to_bytes(),
-                    record.root.to_bytes(),
-                    record.size as i64,
-                    record.upstream_url,
-                    record.fetched_at
-                ])
-            })
-            .map(drop)
-            .map_err(err("write artifact alias"))
+        insert_artifact(&lock(&self.writer), ecosystem, key, record)
     }
 
     /// Record what a listing artifact (`listed_by`, apt's `Packages`) says about other
@@ -445,23 +468,7 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO metadata
-             (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                ecosystem,
-                key,
-                record.cid.map(|c| c.to_bytes()),
-                record.status,
-                record.upstream_url,
-                record.fetched_at,
-                record.etag,
-                record.last_modified,
-                record.size as i64
-            ],
-        )
-        .map_err(err("write metadata"))?;
+        insert_metadata(&tx, ecosystem, key, record)?;
         insert_refs(&tx, ecosystem, key, refs)?;
         tx.commit().map_err(err("commit metadata"))
     }
@@ -720,44 +727,10 @@ impl Index {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         for (eco, key, record) in documents {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO metadata
-                 (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    eco,
-                    key,
-                    record.cid.map(|c| c.to_bytes()),
-                    record.status,
-                    record.upstream_url,
-                    record.fetched_at,
-                    record.etag,
-                    record.last_modified,
-                    record.size as i64
-                ])
-            })
-            .map_err(err("import metadata"))?;
+            insert_metadata(&tx, eco, key, record)?;
         }
         for (eco, key, record, dag) in artifacts {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO artifacts
-                 (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    eco,
-                    key,
-                    record.flat.to_bytes(),
-                    record.root.to_bytes(),
-                    record.size as i64,
-                    record.upstream_url,
-                    record.fetched_at
-                ])
-            })
-            .map_err(err("import artifact"))?;
+            insert_artifact(&tx, eco, key, record)?;
             if let Some(dag) = dag {
                 insert_dag(&tx, &record.flat, dag)?;
             }
