@@ -223,13 +223,52 @@ impl<R: Read> CarReader<R> {
             });
         }
         let body_offset = self.offset;
-        let mut data = vec![0u8; len as usize];
-        self.fill(&mut data, "section")?;
-        let (cid, cid_len) = parse_cid(&data).map_err(|reason| CarError::BadSection {
-            offset: body_offset,
-            reason: format!("bad CID: {reason}"),
-        })?;
-        data.drain(..cid_len);
+        // The CID is read from the head of the section; the data then goes straight into its
+        // own buffer (no zero-fill, no shifting a megabyte down by the CID's length).
+        let mut head = [0u8; 128];
+        let head_len = (len as usize).min(head.len());
+        self.fill(&mut head[..head_len], "section")?;
+        let parsed = parse_cid(&head[..head_len]);
+        let (cid, data) = match parsed {
+            Ok((cid, cid_len)) => {
+                let mut data = Vec::with_capacity(len as usize - cid_len);
+                data.extend_from_slice(&head[cid_len..head_len]);
+                let rest = len - head_len as u64;
+                let got = (&mut self.input)
+                    .take(rest)
+                    .read_to_end(&mut data)
+                    .map_err(|source| CarError::Io {
+                        offset: self.offset,
+                        source,
+                    })?;
+                self.offset += got as u64;
+                if (got as u64) < rest {
+                    return Err(CarError::Truncated {
+                        offset: self.offset,
+                        what: "section",
+                    });
+                }
+                (cid, data)
+            }
+            Err(_) if head_len < len as usize => {
+                // A CID longer than the head (a large identity CID): read it all, then split.
+                let mut data = vec![0u8; len as usize];
+                data[..head_len].copy_from_slice(&head[..head_len]);
+                self.fill(&mut data[head_len..], "section")?;
+                let (cid, cid_len) = parse_cid(&data).map_err(|reason| CarError::BadSection {
+                    offset: body_offset,
+                    reason: format!("bad CID: {reason}"),
+                })?;
+                data.drain(..cid_len);
+                (cid, data)
+            }
+            Err(reason) => {
+                return Err(CarError::BadSection {
+                    offset: body_offset,
+                    reason: format!("bad CID: {reason}"),
+                });
+            }
+        };
         Ok(Some((cid, data)))
     }
 

@@ -236,6 +236,7 @@ enum FlatHasher {
     Thread {
         chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
         done: std::thread::JoinHandle<crate::cid::Digest>,
+        spare: std::sync::mpsc::Receiver<Vec<u8>>,
     },
     /// The hashing thread could not be started.
     Failed,
@@ -251,26 +252,46 @@ impl FlatHasher {
             }
             FlatHasher::Inline(mut hasher) => {
                 let (chunks, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+                let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
                 let spawned =
                     std::thread::Builder::new()
                         .name("cairn-hash".into())
                         .spawn(move || {
                             for chunk in rx {
                                 hasher.update(&chunk);
+                                let _ = give_back.try_send(chunk);
                             }
                             hasher.finish()
                         });
                 match spawned {
-                    Ok(done) => FlatHasher::Thread { chunks, done }.update(data, written),
+                    Ok(done) => FlatHasher::Thread {
+                        chunks,
+                        done,
+                        spare,
+                    }
+                    .update(data, written),
                     // No thread to be had: go on inline (the hasher moved into the failed
                     // closure is gone, so report it at the end).
                     Err(_) => FlatHasher::Failed,
                 }
             }
-            FlatHasher::Thread { chunks, done } => {
+            FlatHasher::Thread {
+                chunks,
+                done,
+                spare,
+            } => {
+                // Buffers come back from the thread to be filled again: no allocation (and no
+                // fresh pages to fault in) per chunk.
+                let mut buffer = spare.try_recv().unwrap_or_default();
+                buffer.clear();
+                buffer.extend_from_slice(data);
                 // A send fails only if the thread died; `finish` reports it.
-                let _ = chunks.send(data.to_vec());
-                FlatHasher::Thread { chunks, done }
+                let _ = chunks.send(buffer);
+                FlatHasher::Thread {
+                    chunks,
+                    done,
+                    spare,
+                }
             }
             FlatHasher::Failed => FlatHasher::Failed,
         }
@@ -279,7 +300,7 @@ impl FlatHasher {
     fn finish(self) -> Result<crate::cid::Digest, StoreError> {
         match self {
             FlatHasher::Inline(hasher) => Ok(hasher.finish()),
-            FlatHasher::Thread { chunks, done } => {
+            FlatHasher::Thread { chunks, done, .. } => {
                 drop(chunks);
                 done.join().map_err(|_| StoreError::HashThread)
             }
