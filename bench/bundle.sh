@@ -85,6 +85,6 @@ for mib in $SIZES; do
 done
 {
   echo
-  echo "Throughput ratio = cp's time / Cairn's time on the same bytes (goal ≥ 0.50 for each). Export reads the flat file once and hashes each 1 MiB leaf for its CID; import verifies every block against its CID, the whole file against its registry digest (sha512 here) and the rebuilt DAG against the snapshot, and fsyncs before anything is indexed."
+  echo "Throughput ratio = cp's time / Cairn's time on the same bytes (goal ≥ 0.50 for each). Export reads the flat file once (the leaves are named by the inner nodes, not hashed); import verifies every block against its CID, the whole file against its registry digest (sha512 here) and the rebuilt DAG against the snapshot, and fsyncs before anything is indexed."
 } >> "$OUT"
 log "report appended to $OUT"

@@ -163,6 +163,43 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
         text(&out)
     );
 
+    // The node's whole state as a snapshot, pinned, and exported again by its root.
+    let out = cairn(&["snapshot", "--data-dir", data_a_arg]);
+    assert!(out.status.success(), "snapshot failed:\n{}", text(&out));
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = cairn(&["pin", "--data-dir", data_a_arg, &state]);
+    assert!(
+        text(&out).contains(&format!("pinned {state}")),
+        "{}",
+        text(&out)
+    );
+    let whole = t.join("whole.car");
+    let out = cairn(&[
+        "export",
+        "--data-dir",
+        data_a_arg,
+        "--snapshot",
+        &state,
+        "-o",
+        whole.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "export --snapshot failed:\n{}",
+        text(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), state);
+    let out = cairn(&[
+        "pin",
+        "--data-dir",
+        data_a_arg,
+        "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
+    ]);
+    assert!(
+        !out.status.success(),
+        "pinned a CID that is no snapshot of this node"
+    );
+
     // Export what the lockfiles need.
     let car = t.join("site.car");
     let mut args = vec![
