@@ -1,0 +1,2 @@
+//! Bitswap.
+pub mod message;

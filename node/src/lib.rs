@@ -1,0 +1,2 @@
+//! Cairn's embedded libp2p peer.
+pub mod bitswap;
