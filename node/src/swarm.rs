@@ -49,6 +49,10 @@ const PROTOCOL_VERSION: &str = "/cairn/1.0.0";
 /// Commands queued for the event loop before callers wait.
 const COMMAND_QUEUE: usize = 64;
 
+/// Longest a TCP connection may take to finish its handshakes (pnet, noise, yamux). A peer with
+/// another swarm key can stall the pnet handshake (each side waits for the other's nonce).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How long a connection with no open stream is kept.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -554,14 +558,12 @@ impl EventLoop {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocols.contains(&self.kad_protocol) {
-                    for address in info.listen_addrs {
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer_id, address);
-                    }
+            })) if info.protocols.contains(&self.kad_protocol) => {
+                for address in info.listen_addrs {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, address);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
@@ -637,6 +639,7 @@ fn build_transport(
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex(yamux::Config::default())
+        .timeout(HANDSHAKE_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     if private {
         return Ok(tcp.boxed());

@@ -5,7 +5,7 @@
 //! opens to us, and everything we send it (our wants and our answers to its wants) goes on the
 //! one outbound stream *we* keep open to it. So per peer there is:
 //! - a reader task per inbound stream, which feeds wantlists to the server side
-//!   ([`server`]) and blocks and presences to the client side ([`client`]);
+//!   (`server.rs`) and blocks and presences to the client side (`client.rs`);
 //! - one writer task owning our outbound stream, fed by a bounded channel. It reopens the
 //!   stream once when a write fails (the connection may have been replaced); when the peer
 //!   cannot be reached every pending want to it fails.
