@@ -184,9 +184,20 @@ pub(super) async fn get(
         cid,
         id,
     };
+    // Wants are sent again while unanswered (1 s, then doubling to 8 s), as Bitswap peers
+    // rebroadcast their wantlists: a message can be lost with a stream that breaks (a second
+    // connection to the same peer replacing the first), and the server ignores nothing but
+    // answers again, which the recent-CID list here absorbs.
     let exchange = async {
-        shared.send(peer, want_message(cid, false)).await;
-        answer.await
+        let mut answer = answer;
+        let mut wait = Duration::from_secs(1);
+        loop {
+            shared.send(peer, want_message(cid, false)).await;
+            match tokio::time::timeout(wait, &mut answer).await {
+                Ok(result) => break result,
+                Err(_) => wait = (wait * 2).min(Duration::from_secs(8)),
+            }
+        }
     };
     let result = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(result)) => result,
