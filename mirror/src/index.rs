@@ -298,28 +298,10 @@ impl Index {
                  WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
-                stmt.query_row(params![ecosystem, key], |row| {
-                    Ok((
-                        row.get::<_, Vec<u8>>(0)?,
-                        row.get::<_, Vec<u8>>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, i64>(4)?,
-                    ))
-                })
-                .optional()
+                stmt.query_row(params![ecosystem, key], |row| artifact_columns(row, 0))
+                    .optional()
             })
-            .map_err(err("read artifact"))?
-            .map(|(flat, root, size, upstream_url, fetched_at)| {
-                Ok(ArtifactRecord {
-                    flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
-                    root: RootCid::from_bytes(&root).map_err(corrupt)?,
-                    size: size as u64,
-                    upstream_url,
-                    fetched_at,
-                })
-            })
-            .transpose()
+            .map_err(err("read artifact"))
         })
     }
 
@@ -392,24 +374,10 @@ impl Index {
                 "SELECT flat_cid, url, size FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
-                stmt.query_row(params![ecosystem, key], |row| {
-                    Ok((
-                        row.get::<_, Vec<u8>>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Option<i64>>(2)?,
-                    ))
-                })
-                .optional()
+                stmt.query_row(params![ecosystem, key], |row| ref_columns(row, 0))
+                    .optional()
             })
-            .map_err(err("read artifact reference"))?
-            .map(|(flat, url, size)| {
-                Ok(RefRecord {
-                    flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
-                    url,
-                    size: size.map(|s| s as u64),
-                })
-            })
-            .transpose()
+            .map_err(err("read artifact reference"))
         })
     }
 
@@ -424,37 +392,10 @@ impl Index {
                  FROM metadata WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
-                stmt.query_row(params![ecosystem, key], |row| {
-                    Ok((
-                        row.get::<_, Option<Vec<u8>>>(0)?,
-                        row.get::<_, u16>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, Option<String>>(4)?,
-                        row.get::<_, Option<String>>(5)?,
-                        row.get::<_, i64>(6)?,
-                    ))
-                })
-                .optional()
+                stmt.query_row(params![ecosystem, key], |row| metadata_columns(row, 0))
+                    .optional()
             })
-            .map_err(err("read metadata"))?
-            .map(
-                |(cid, status, upstream_url, fetched_at, etag, last_modified, size)| {
-                    Ok(MetadataRecord {
-                        cid: cid
-                            .map(|c| BlockCid::from_bytes(&c))
-                            .transpose()
-                            .map_err(corrupt)?,
-                        status,
-                        upstream_url,
-                        fetched_at,
-                        etag,
-                        last_modified,
-                        size: size as u64,
-                    })
-                },
-            )
-            .transpose()
+            .map_err(err("read metadata"))
         })
     }
 
@@ -559,7 +500,6 @@ impl Index {
         })
     }
 
-    /// Fold the WAL into the main database file (at shutdown).
     /// Every cached metadata document (not the cached "not found"s), by ecosystem and key.
     pub fn all_metadata(&self) -> Result<Vec<(String, String, MetadataRecord)>, IndexError> {
         self.read(|conn| {
@@ -570,40 +510,11 @@ impl Index {
                      FROM metadata WHERE cid IS NOT NULL ORDER BY ecosystem, key",
                 )
                 .map_err(err("list metadata"))?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Vec<u8>>(2)?,
-                        row.get::<_, u16>(3)?,
-                        row.get::<_, String>(4)?,
-                        row.get::<_, i64>(5)?,
-                        row.get::<_, Option<String>>(6)?,
-                        row.get::<_, Option<String>>(7)?,
-                        row.get::<_, i64>(8)?,
-                    ))
-                })
-                .map_err(err("list metadata"))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (eco, key, cid, status, upstream_url, fetched_at, etag, last_modified, size) =
-                    row.map_err(err("list metadata"))?;
-                out.push((
-                    eco,
-                    key,
-                    MetadataRecord {
-                        cid: Some(BlockCid::from_bytes(&cid).map_err(corrupt)?),
-                        status,
-                        upstream_url,
-                        fetched_at,
-                        etag,
-                        last_modified,
-                        size: size as u64,
-                    },
-                ));
-            }
-            Ok(out)
+            stmt.query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, metadata_columns(row, 2)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err("list metadata"))
         })
     }
 
@@ -616,36 +527,11 @@ impl Index {
                      FROM artifacts ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifacts"))?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Vec<u8>>(2)?,
-                        row.get::<_, Vec<u8>>(3)?,
-                        row.get::<_, i64>(4)?,
-                        row.get::<_, String>(5)?,
-                        row.get::<_, i64>(6)?,
-                    ))
-                })
-                .map_err(err("list artifacts"))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (eco, key, flat, root, size, upstream_url, fetched_at) =
-                    row.map_err(err("list artifacts"))?;
-                out.push((
-                    eco,
-                    key,
-                    ArtifactRecord {
-                        flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
-                        root: RootCid::from_bytes(&root).map_err(corrupt)?,
-                        size: size as u64,
-                        upstream_url,
-                        fetched_at,
-                    },
-                ));
-            }
-            Ok(out)
+            stmt.query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, artifact_columns(row, 2)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err("list artifacts"))
         })
     }
 
@@ -659,34 +545,11 @@ impl Index {
                      FROM artifact_refs ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifact references"))?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Vec<u8>>(3)?,
-                        row.get::<_, String>(4)?,
-                        row.get::<_, Option<i64>>(5)?,
-                    ))
-                })
-                .map_err(err("list artifact references"))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (eco, key, listed_by, flat, url, size) =
-                    row.map_err(err("list artifact references"))?;
-                out.push((
-                    eco,
-                    key,
-                    listed_by,
-                    RefRecord {
-                        flat: FlatCid::from_bytes(&flat).map_err(corrupt)?,
-                        url,
-                        size: size.map(|s| s as u64),
-                    },
-                ));
-            }
-            Ok(out)
+            stmt.query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, ref_columns(row, 3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err("list artifact references"))
         })
     }
 
@@ -808,6 +671,55 @@ pub struct LeafRecord {
     pub flat: FlatCid,
     pub offset: u64,
     pub len: u64,
+}
+
+/// A CID in column `at`.
+fn cid_column<T>(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+    parse: fn(&[u8]) -> Result<T, crate::cid::CidParseError>,
+) -> rusqlite::Result<T> {
+    parse(&row.get::<_, Vec<u8>>(at)?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+/// An artifact from columns `at..`: flat CID, root CID, size, upstream URL, fetched-at.
+fn artifact_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ArtifactRecord> {
+    Ok(ArtifactRecord {
+        flat: cid_column(row, at, FlatCid::from_bytes)?,
+        root: cid_column(row, at + 1, RootCid::from_bytes)?,
+        size: row.get::<_, i64>(at + 2)? as u64,
+        upstream_url: row.get(at + 3)?,
+        fetched_at: row.get(at + 4)?,
+    })
+}
+
+/// A reference from columns `at..`: flat CID, URL, size.
+fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RefRecord> {
+    Ok(RefRecord {
+        flat: cid_column(row, at, FlatCid::from_bytes)?,
+        url: row.get(at + 1)?,
+        size: row.get::<_, Option<i64>>(at + 2)?.map(|s| s as u64),
+    })
+}
+
+/// A metadata record from columns `at..`: CID, status, upstream URL, fetched-at, ETag,
+/// Last-Modified, size.
+fn metadata_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<MetadataRecord> {
+    let cid = match row.get::<_, Option<Vec<u8>>>(at)? {
+        Some(_) => Some(cid_column(row, at, BlockCid::from_bytes)?),
+        None => None,
+    };
+    Ok(MetadataRecord {
+        cid,
+        status: row.get(at + 1)?,
+        upstream_url: row.get(at + 2)?,
+        fetched_at: row.get(at + 3)?,
+        etag: row.get(at + 4)?,
+        last_modified: row.get(at + 5)?,
+        size: row.get::<_, i64>(at + 6)? as u64,
+    })
 }
 
 fn corrupt(e: crate::cid::CidParseError) -> IndexError {
