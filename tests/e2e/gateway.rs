@@ -141,7 +141,16 @@ fn ipfs_tools_read_cached_artifacts_from_the_trustless_gateway() {
     // The first GET streams the download; the second is served from the cache, with its root.
     let url = format!("{}dag-pkg/-/dag-pkg-1.0.0.tgz", cairn.npm());
     assert_eq!(get(&url).body, tarball);
-    let reply = get(&url);
+    // Clients get the last bytes once the digest matches, before the file is committed; a
+    // request in that window joins the download (no root yet). Ask until the commit is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let reply = loop {
+        let reply = get(&url);
+        if reply.header("x-ipfs-roots").is_some() || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, tarball);
     let root_text = reply.header("x-ipfs-roots").expect("x-ipfs-roots");
