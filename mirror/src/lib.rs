@@ -17,6 +17,7 @@ pub mod lru;
 pub mod metrics;
 mod mirror;
 pub mod negotiate;
+pub mod peers;
 pub mod render;
 pub mod server;
 pub mod snapshot;

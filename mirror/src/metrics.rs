@@ -28,6 +28,18 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// A peer ID.
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `found` (at least one peer can serve it) or `none`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcosystemLabels {
     pub ecosystem: &'static str,
 }
@@ -54,6 +66,16 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     /// Artifacts rejected because their bytes did not match the registry's digest.
     pub digest_mismatches: Family<EcosystemLabels, Counter>,
+    /// Artifact bytes received from each peer (verified block by block).
+    pub peer_bytes: Family<PeerLabels, Counter>,
+    /// Blocks a peer sent that did not hash to the CID asked for.
+    pub bad_blocks: Family<PeerLabels, Counter>,
+    /// Provider lookups for artifacts, by result.
+    pub provider_lookups: Family<LookupLabels, Counter>,
+    /// Time a provider lookup took, to its answer or its deadline.
+    pub provider_lookup_seconds: Histogram,
+    /// Metadata documents taken from peers, by ecosystem.
+    pub peer_documents: Family<EcosystemLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -97,8 +119,45 @@ impl Metrics {
             "Artifacts rejected because their bytes did not match the published digest",
             digest_mismatches.clone(),
         );
+        let peer_bytes = Family::default();
+        registry.register(
+            "peer_received_bytes",
+            "Artifact bytes received from each peer",
+            peer_bytes.clone(),
+        );
+        let bad_blocks = Family::default();
+        registry.register(
+            "peer_bad_blocks",
+            "Blocks from a peer that did not match their CID",
+            bad_blocks.clone(),
+        );
+        let provider_lookups = Family::default();
+        registry.register(
+            "provider_lookups",
+            "DHT provider lookups for artifacts, by result",
+            provider_lookups.clone(),
+        );
+        let provider_lookup_seconds = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        registry.register(
+            "provider_lookup_seconds",
+            "Time a provider lookup took, to its answer or deadline",
+            provider_lookup_seconds.clone(),
+        );
+        let peer_documents = Family::default();
+        registry.register(
+            "peer_documents",
+            "Metadata documents taken from peers while upstream was unreachable",
+            peer_documents.clone(),
+        );
         Metrics {
             registry,
+            peer_bytes,
+            bad_blocks,
+            provider_lookups,
+            provider_lookup_seconds,
+            peer_documents,
             requests,
             cache,
             bytes,

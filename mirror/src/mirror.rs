@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::flight::SingleFlight;
 use crate::index::{ArtifactRecord, Index, MetadataRecord, RefRecord};
 use crate::metrics::{EcosystemLabels, Metrics, UpstreamLabels};
+use crate::peers::PeerSource;
 use crate::render::{RenderCache, RenderKey, RenderedDoc};
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamLimits, redact};
@@ -175,6 +176,8 @@ pub(crate) struct Inner {
     touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
     /// Listing artifacts being downloaded or read, per ecosystem, and their completions.
     listings: (Mutex<HashMap<&'static str, usize>>, tokio::sync::Notify),
+    /// The swarm, once the node has started (`--no-p2p`: never).
+    peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -229,12 +232,68 @@ impl Mirror {
                 hot_metadata: Mutex::new(HashMap::new()),
                 touched: Mutex::new(Vec::new()),
                 listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),
+                peers: std::sync::OnceLock::new(),
             }),
         })
     }
 
     pub fn config(&self) -> &MirrorConfig {
         &self.inner.config
+    }
+
+    /// Connect the swarm: from now on misses ask peers first, and what this node downloads or
+    /// holds is announced to them. Set once; a second call is ignored.
+    pub fn set_peers(&self, peers: Arc<dyn PeerSource>) {
+        let _ = self.inner.peers.set(peers);
+    }
+
+    fn peers(&self) -> Option<&Arc<dyn PeerSource>> {
+        self.inner.peers.get()
+    }
+
+    /// Every block this node holds, by CID (what Bitswap and the gateway serve).
+    pub fn blocks(&self) -> crate::blocks::Blocks {
+        crate::blocks::Blocks::new(self.inner.store.clone(), self.inner.index.clone())
+    }
+
+    /// The cached copy of metadata document `key` of `ecosystem`, as a peer asking for it gets
+    /// it: the exact upstream bytes with their age and validators. `None` when this node has no
+    /// document under that key (or only upstream's "not found"). Blocking: call it on a blocking
+    /// thread.
+    pub fn peer_document(
+        &self,
+        ecosystem: &str,
+        key: &str,
+    ) -> Result<Option<crate::peers::PeerDocument>, Error> {
+        let Some(record) = self.inner.index.get_metadata(ecosystem, key)? else {
+            return Ok(None);
+        };
+        let Some(cid) = record.cid else {
+            return Ok(None);
+        };
+        let body = self.inner.store.read_metadata(&cid)?;
+        Ok(Some(crate::peers::PeerDocument {
+            body,
+            upstream_url: record.upstream_url,
+            fetched_at: record.fetched_at,
+            etag: record.etag,
+            last_modified: record.last_modified,
+            peer: Arc::from("self"),
+        }))
+    }
+
+    /// Flat and root CIDs of every artifact held, to announce at start. Blocking.
+    pub fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, Error> {
+        let mut out: Vec<(FlatCid, RootCid)> = self
+            .inner
+            .index
+            .all_artifacts()?
+            .into_iter()
+            .map(|(_, _, record)| (record.flat, record.root))
+            .collect();
+        out.sort_by_key(|(flat, _)| flat.to_bytes());
+        out.dedup_by_key(|(flat, _)| *flat);
+        Ok(out)
     }
 
     pub fn metrics(&self) -> &Metrics {
