@@ -197,6 +197,13 @@ async fn fetches_an_artifact_from_one_peer() {
     eprintln!("one peer, {} bytes: {:?}", data.len(), started.elapsed());
     assert_eq!(b.peer_bytes(&a), data.len() as u64);
 
+    // A one-leaf artifact, whose root is its only leaf.
+    let small = file_bytes(100, 8);
+    let (flat, root) = a.add(&small);
+    assert_eq!(root.0.codec(), cairn_mirror::cid::RAW);
+    let fetch = b.peers.fetch(flat, None).await.expect("A holds it");
+    assert_eq!(read_all(fetch).await.expect("transfer"), small);
+
     // An artifact nobody has: None within the lookup and claim bounds.
     let missing = Digest::of(Algorithm::Sha512, b"nobody").flat_cid();
     assert!(b.peers.fetch(missing, None).await.is_none());
@@ -252,6 +259,31 @@ async fn a_lying_peer_is_dropped_and_the_honest_one_finishes() {
     assert!(b.bad_blocks(&liar) >= 1, "the liar was never caught");
     assert_eq!(b.peer_bytes(&liar), 0);
     assert_eq!(b.peer_bytes(&honest), data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_artifacts_are_announced_by_flat_and_root() {
+    let a = start(vec![]).await;
+    let data = file_bytes(2 * MIB + 1, 7);
+    let (flat, root) = a.add(&data);
+    let b = start(vec![a.address().await]).await;
+    connected(&b, &[&a]).await;
+    a.peers.announce_held();
+    for cid in [flat.0, root.0] {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let found = b
+                .node()
+                .find_providers(cid, Instant::now() + Duration::from_secs(2))
+                .await
+                .expect("lookup");
+            if found.contains(&a.node().peer_id()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{cid} not announced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A hand-fed upstream download on `peer`: the temp file and the progress sender.
