@@ -5,6 +5,7 @@ mod apt;
 mod bundles;
 mod discover;
 mod lockfiles;
+mod p2p;
 mod prefetch;
 mod settings;
 mod setup;
@@ -114,6 +115,16 @@ enum Command {
         #[arg(value_name = "CID")]
         root: Option<cid::Cid>,
     },
+    /// Print this node's peer ID (its key is created in the data dir if there is none)
+    Id,
+    /// The peers the running node is connected to, with their round-trip times
+    Peers {
+        #[arg(long)]
+        json: bool,
+        /// The node [default: the one at --listen]
+        #[arg(long)]
+        url: Option<Url>,
+    },
 }
 
 #[derive(Args, Default)]
@@ -162,6 +173,8 @@ struct Serve {
     /// Log format: text or json [default: text]
     #[arg(long, env = "CAIRN_LOG_FORMAT")]
     log_format: Option<String>,
+    #[command(flatten)]
+    p2p: p2p::P2pArgs,
 }
 
 fn main() {
@@ -264,6 +277,19 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("snapshot")?
         }
+        Command::Id => {
+            let data_dir = data_dir(&cli.common, &file);
+            println!("{}", p2p::peer_id(&data_dir)?);
+            Ok(())
+        }
+        Command::Peers { json, url } => {
+            let url = match url {
+                Some(url) => url,
+                None => Url::parse(&format!("http://{}/", listen_addr(&cli.common, &file)?))
+                    .context("node URL")?,
+            };
+            p2p::print_peers(&url, json).await
+        }
         Command::Pin { root } => {
             let data_dir = data_dir(&cli.common, &file);
             tokio::task::spawn_blocking(move || bundles::pin(&data_dir, root))
@@ -299,6 +325,7 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
     let listen = listen_addr(common, file)?;
     let mirror = open_mirror(common, file, &args, &listen).await?;
     let data_dir = mirror.config().data_dir.clone();
+    let node = p2p::start(&args.p2p, file, &mirror).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -306,7 +333,11 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
     tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
     // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
     println!("cairn listening on http://{bound}");
-    run_server(mirror, listener).await
+    let result = run_server(mirror, listener).await;
+    if let Some(node) = node {
+        node.shutdown();
+    }
+    result
 }
 
 /// The mirror `serve` runs, with every ecosystem whose upstream was found (flags, `cairn.toml`,

@@ -18,6 +18,13 @@
 //! upstream-concurrency = 64
 //! upstream-timeout = "30s"
 //! log-format = "text"        # or "json"
+//! p2p-listen = ["/ip4/0.0.0.0/tcp/7778", "/ip4/0.0.0.0/udp/7778/quic-v1"]
+//! bootstrap = ["/ip4/10.0.0.5/tcp/7778/p2p/12D3KooW…"]
+//! swarm-key = "/etc/cairn/swarm.key"
+//! allow-peer = ["12D3KooW…"]
+//! no-mdns = false
+//! no-p2p = false
+//! trust-peer-metadata = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -45,6 +52,13 @@ pub struct FileSettings {
     pub upstream_concurrency: Option<usize>,
     pub upstream_timeout: Option<String>,
     pub log_format: Option<String>,
+    pub p2p_listen: Option<Vec<String>>,
+    pub bootstrap: Option<Vec<String>>,
+    pub swarm_key: Option<PathBuf>,
+    pub allow_peer: Option<Vec<String>>,
+    pub no_mdns: Option<bool>,
+    pub no_p2p: Option<bool>,
+    pub trust_peer_metadata: Option<bool>,
 }
 
 /// Where the config file is, and whether the user named it.

@@ -726,6 +726,12 @@ fn read_swarm_key(path: &Path) -> Result<PreSharedKey, NodeError> {
 
 /// Load the node's key from `path`, or create an ed25519 key there (mode 0600, written to a
 /// temporary file and renamed so a crash leaves no half key).
+/// The peer ID of the key at `path`, creating the key if there is none (what `cairn id` prints
+/// and the node started with the same `identity_path` will use).
+pub fn identity(path: &Path) -> Result<PeerId, NodeError> {
+    Ok(load_or_create_identity(path)?.public().to_peer_id())
+}
+
 fn load_or_create_identity(path: &Path) -> Result<Keypair, NodeError> {
     let io = |action, source| NodeError::Identity {
         action,
