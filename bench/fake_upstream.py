@@ -7,6 +7,11 @@ back at this server and dist.integrity is the file's real `sha512-<base64>`.
 
     python3 bench/fake_upstream.py --port 8090 --dir /tmp/bench/huge [--size-mib 2048]
 
+With `--small N` it also serves packages `small0` … `small{N-1}`, each a 64 KiB tarball of
+random bytes (for peer-fetch latency). `GET /-/stats` answers how many tarball requests and
+bytes it has sent (`{"tarball_requests": n, "tarball_bytes": n}`), for the swarm benchmark's
+"upstream sends each file once" check.
+
 Prints `fake upstream listening on http://127.0.0.1:PORT` once ready.
 """
 
@@ -17,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = "huge"
@@ -56,6 +62,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8090)
     ap.add_argument("--dir", default="/tmp/bench/huge")
     ap.add_argument("--size-mib", type=int, default=2048)
+    ap.add_argument("--small", type=int, default=0)
     args = ap.parse_args()
 
     path, integrity = prepare(args.dir, args.size_mib)
@@ -79,6 +86,27 @@ def main() -> None:
         "time": {"created": "2024-01-01T00:00:00.000Z", VERSION: "2024-01-01T00:00:00.000Z"},
     }
     body = json.dumps(packument).encode()
+    small = {}
+    for i in range(args.small):
+        name = f"small{i}"
+        data = os.urandom(64 * 1024)
+        integrity_small = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+        doc = json.loads(json.dumps(packument))
+        doc["_id"] = doc["name"] = name
+        doc["versions"][VERSION]["name"] = name
+        doc["versions"][VERSION]["dist"] = {
+            "tarball": f"{origin}/{name}/-/{name}-{VERSION}.tgz",
+            "integrity": integrity_small,
+        }
+        small[f"/{name}"] = ("doc", json.dumps(doc).encode())
+        small[f"/{name}/-/{name}-{VERSION}.tgz"] = ("tarball", data)
+    stats = {"tarball_requests": 0, "tarball_bytes": 0}
+    stats_lock = threading.Lock()
+
+    def count(n: int) -> None:
+        with stats_lock:
+            stats["tarball_requests"] += 1
+            stats["tarball_bytes"] += n
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -94,7 +122,29 @@ def main() -> None:
 
         def handle_get(self, head: bool):
             p = self.path.split("?", 1)[0]
-            if p in (f"/{NAME}", f"/{NAME}/"):
+            if p == "/-/stats":
+                with stats_lock:
+                    answer = json.dumps(stats).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(answer)
+            elif p.rstrip("/") in small:
+                kind, data = small[p.rstrip("/")]
+                self.send_response(200)
+                self.send_header(
+                    "Content-Type",
+                    "application/json" if kind == "doc" else "application/octet-stream",
+                )
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+                    if kind == "tarball":
+                        count(len(data))
+            elif p in (f"/{NAME}", f"/{NAME}/"):
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -110,9 +160,10 @@ def main() -> None:
                     self.wfile.flush()
                     with open(path, "rb") as f:
                         try:
-                            self.connection.sendfile(f)
+                            sent = self.connection.sendfile(f)
                         except (BrokenPipeError, ConnectionResetError):
-                            pass
+                            sent = f.tell()
+                    count(sent)
             else:
                 self.send_response(404)
                 self.send_header("Content-Type", "application/json")

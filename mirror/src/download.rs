@@ -47,6 +47,8 @@ pub struct Download {
     state: watch::Receiver<State>,
     /// The flat CID the bytes must hash to (known before the first byte).
     pub flat: crate::cid::FlatCid,
+    /// Set once bytes come from peers rather than upstream (for the served-bytes metric).
+    from_peers: std::sync::atomic::AtomicBool,
 }
 
 /// The writing side, held by the download task.
@@ -67,9 +69,30 @@ impl Download {
                 file,
                 state: rx,
                 flat,
+                from_peers: std::sync::atomic::AtomicBool::new(false),
             }),
             Progress { state: tx },
         )
+    }
+
+    /// Where the bytes come from, as the served-bytes metric names it.
+    pub fn source(&self) -> &'static str {
+        if self.from_peers.load(std::sync::atomic::Ordering::Relaxed) {
+            "peer"
+        } else {
+            "upstream"
+        }
+    }
+
+    /// The bytes come from peers.
+    pub fn set_from_peers(&self) {
+        self.from_peers
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The temp file being written, for peers reading the leaves already hashed.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
     }
 
     pub fn state(&self) -> State {

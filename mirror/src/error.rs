@@ -83,6 +83,12 @@ pub enum Error {
         "offline: {what} is not cached (or is stale) and --offline forbids contacting upstream"
     )]
     Offline { what: String },
+    #[error("no peer could supply {what} ({reason}), and {why_not_upstream}")]
+    NoSource {
+        what: String,
+        reason: String,
+        why_not_upstream: String,
+    },
     #[error("{ecosystem} has no upstream configured: {hint}")]
     NoUpstream {
         ecosystem: &'static str,
@@ -130,9 +136,10 @@ impl Error {
             Error::UpstreamStatus { status, .. } if status.is_server_error() => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Error::UpstreamFailed { .. } | Error::Offline { .. } | Error::NoUpstream { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Error::UpstreamFailed { .. }
+            | Error::Offline { .. }
+            | Error::NoUpstream { .. }
+            | Error::NoSource { .. } => StatusCode::GATEWAY_TIMEOUT,
             // Upstream answered, but with something Cairn will not pass on.
             Error::UpstreamStatus { .. }
             | Error::BadMetadata { .. }

@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::flight::SingleFlight;
 use crate::index::{ArtifactRecord, Index, MetadataRecord, RefRecord};
 use crate::metrics::{EcosystemLabels, Metrics, UpstreamLabels};
-use crate::peers::PeerSource;
+use crate::peers::{LeafProgress, PeerSource, PendingLeaves};
 use crate::render::{RenderCache, RenderKey, RenderedDoc};
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamLimits, redact};
@@ -87,6 +87,15 @@ enum Enough {
     Fresh,
     /// It was fetched at or after this time (ms since the epoch).
     FetchedSince(i64),
+}
+
+/// A document as fetched (from upstream or a peer), before it is checked and stored.
+struct Fetched {
+    url: Url,
+    body: Bytes,
+    fetched_at: i64,
+    etag: Option<String>,
+    last_modified: Option<String>,
 }
 
 /// A context document, owned.
@@ -153,6 +162,9 @@ pub(crate) fn http_date(ms: i64) -> http::HeaderValue {
 /// ecosystem.
 const HOT_ARTIFACTS: usize = 50_000;
 
+/// How long an artifact whose bytes from peers failed its digest is fetched from upstream only.
+const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(600);
+
 /// The mirror. Cheap to clone.
 #[derive(Clone)]
 pub struct Mirror {
@@ -178,6 +190,8 @@ pub(crate) struct Inner {
     listings: (Mutex<HashMap<&'static str, usize>>, tokio::sync::Notify),
     /// The swarm, once the node has started (`--no-p2p`: never).
     peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
+    /// Artifacts whose bytes from peers failed the registry digest, and when.
+    peer_failures: Mutex<HashMap<FlatCid, Instant>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -233,6 +247,7 @@ impl Mirror {
                 touched: Mutex::new(Vec::new()),
                 listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),
                 peers: std::sync::OnceLock::new(),
+                peer_failures: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -247,8 +262,13 @@ impl Mirror {
         let _ = self.inner.peers.set(peers);
     }
 
-    fn peers(&self) -> Option<&Arc<dyn PeerSource>> {
+    /// The swarm, when it is on.
+    pub fn peer_source(&self) -> Option<&Arc<dyn PeerSource>> {
         self.inner.peers.get()
+    }
+
+    fn peers(&self) -> Option<&Arc<dyn PeerSource>> {
+        self.peer_source()
     }
 
     /// Every block this node holds, by CID (what Bitswap and the gateway serve).
@@ -415,11 +435,27 @@ impl Mirror {
             self.refresh(registered, route, cached.clone(), Enough::Fresh)
                 .await
         };
+        let (refreshed, cached) = match refreshed {
+            Err(e) => match self
+                .metadata_from_peers(registered, route, cached.as_ref())
+                .await
+            {
+                Some(record) => (Err(e), Some(record)),
+                None => (Err(e), cached),
+            },
+            ok => (ok, cached),
+        };
         match (refreshed, cached) {
             (Ok(record), _) => Ok(MetadataHit {
                 record,
                 stale_because: None,
             }),
+            (Err(_), Some(peer)) if peer.cid.is_some() && self.is_fresh(&peer, now_ms()) => {
+                Ok(MetadataHit {
+                    record: peer,
+                    stale_because: None,
+                })
+            }
             (Err(e), Some(stale)) if stale.cid.is_some() => {
                 self.inner.metrics.cache(name, "metadata", "stale");
                 tracing::warn!(ecosystem = name, key = %route.key, error = %e, "serving stale metadata");
@@ -564,20 +600,50 @@ impl Mirror {
                 .or_else(|| http_date(now).to_str().ok().map(str::to_owned)),
         );
         let body = read_limited(response, &url, self.inner.config.max_metadata_bytes).await?;
+        let fetched = Fetched {
+            url,
+            body,
+            fetched_at: now,
+            etag,
+            last_modified,
+        };
+        self.ingest_metadata(ecosystem, Some(upstream), route, cached, fetched)
+            .await
+    }
+
+    /// Check a fetched document with the adapter, store it and index it with the artifacts it
+    /// lists (unless it is the cached copy again, which is only touched).
+    async fn ingest_metadata(
+        &self,
+        ecosystem: Arc<dyn Ecosystem>,
+        upstream: Option<&Upstream>,
+        route: &MetadataRoute,
+        cached: Option<MetadataRecord>,
+        fetched: Fetched,
+    ) -> Result<MetadataRecord, Error> {
+        let name = ecosystem.name();
         let context = match &route.context {
             Some(context) => Some(self.load_doc(name, context).await?),
             None => None,
         };
+        let (index, key) = (self.inner.index.clone(), route.key.clone());
         let store = self.inner.store.clone();
-        let upstream = upstream.clone();
+        let upstream = upstream.cloned();
         blocking(move || {
+            let Fetched {
+                url,
+                body,
+                fetched_at,
+                etag,
+                last_modified,
+            } = fetched;
             let cid = BlockCid(raw_block_cid(&body));
             if let Some(c) = &cached
                 && c.cid == Some(cid)
             {
-                index.touch_metadata(name, &key, now)?;
+                index.touch_metadata(name, &key, fetched_at)?;
                 return Ok(MetadataRecord {
-                    fetched_at: now,
+                    fetched_at,
                     ..c.clone()
                 });
             }
@@ -597,14 +663,16 @@ impl Mirror {
                 url: redact(&url),
                 reason: e.0,
             })?;
-            upstream.add_prefixes(ecosystem.download_prefixes(&doc));
+            if let Some(upstream) = &upstream {
+                upstream.add_prefixes(ecosystem.download_prefixes(&doc));
+            }
             let refs = ref_records(refs);
             store.put_metadata(&body)?;
             let record = MetadataRecord {
                 cid: Some(cid),
                 status: 200,
                 upstream_url: url.to_string(),
-                fetched_at: now,
+                fetched_at,
                 etag,
                 last_modified,
                 size: body.len() as u64,
@@ -614,6 +682,68 @@ impl Mirror {
             Ok(record)
         })
         .await
+    }
+
+    /// The freshest copy of a document that a peer holds, when it is newer than `cached`,
+    /// checked and indexed like a document from upstream (apt's signatures included).
+    async fn metadata_from_peers(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        cached: Option<&MetadataRecord>,
+    ) -> Option<MetadataRecord> {
+        let peers = self.peers()?;
+        let name = registered.ecosystem.name();
+        let doc = peers.metadata(name, route.key.clone()).await?;
+        if let Some(cached) = cached
+            && cached.cid.is_some()
+            && cached.fetched_at >= doc.fetched_at
+        {
+            return None;
+        }
+        let url = match Url::parse(&doc.upstream_url) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(ecosystem = name, key = %route.key, peer = %doc.peer, "peer sent a document with a bad URL: {e}");
+                return None;
+            }
+        };
+        if doc.body.len() as u64 > self.inner.config.max_metadata_bytes {
+            return None;
+        }
+        let fetched = Fetched {
+            url,
+            body: doc.body,
+            fetched_at: doc.fetched_at,
+            etag: doc.etag,
+            last_modified: doc.last_modified,
+        };
+        let upstream = registered.upstream.as_ref().ok();
+        match self
+            .ingest_metadata(
+                registered.ecosystem.clone(),
+                upstream,
+                route,
+                cached.cloned(),
+                fetched,
+            )
+            .await
+        {
+            Ok(record) => {
+                self.inner
+                    .metrics
+                    .peer_documents
+                    .get_or_create(&EcosystemLabels { ecosystem: name })
+                    .inc();
+                tracing::info!(ecosystem = name, key = %route.key, peer = %doc.peer, "metadata taken from a peer");
+                self.remember_metadata(name, &route.key, &record);
+                Some(record)
+            }
+            Err(e) => {
+                tracing::warn!(ecosystem = name, key = %route.key, peer = %doc.peer, "refused a peer's document: {e}");
+                None
+            }
+        }
     }
 
     /// A document (cached, or fetched like any metadata), with the download prefixes it declares
@@ -800,12 +930,7 @@ impl Mirror {
             // Upstream does not publish it: make it from the source artifact.
             return self.derive(registered, route, derive).await;
         }
-        if self.inner.config.offline {
-            return Err(Error::Offline {
-                what: format!("{name} artifact {}", route.key),
-            });
-        }
-        let upstream = self.upstream(registered)?.clone();
+        let upstream = self.download_upstream(registered, &route.key)?;
         let reference = match self.reference(name, &route.key).await? {
             Some(r) => r,
             None => {
@@ -824,19 +949,22 @@ impl Mirror {
             self.inner.metrics.cache(name, "artifact", "hit");
             return Ok(ArtifactBody::Cached(cached));
         }
-        if !upstream.allows(&url)
-            && let Some(document) = route.listed_by.document()
-        {
-            // Declared download prefixes live in memory: after a restart, the indexed references
-            // come back before the documents that declared them have been read again.
-            if let Some(context) = &document.context {
-                self.load_doc(name, context).await?;
+        if let Some(upstream) = &upstream {
+            if !upstream.allows(&url)
+                && let Some(document) = route.listed_by.document()
+            {
+                // Declared download prefixes live in memory: after a restart, the indexed
+                // references come back before the documents that declared them have been read
+                // again.
+                if let Some(context) = &document.context {
+                    self.load_doc(name, context).await?;
+                }
+                if !upstream.allows(&url) {
+                    self.load_doc(name, document).await?;
+                }
             }
-            if !upstream.allows(&url) {
-                self.load_doc(name, document).await?;
-            }
+            upstream.check(&url)?;
         }
-        upstream.check(&url)?;
         self.inner.metrics.cache(name, "artifact", "miss");
         self.start_download(
             registered,
@@ -848,6 +976,32 @@ impl Mirror {
         )
         .await
         .map(ArtifactBody::Downloading)
+    }
+
+    /// The upstream a miss of `key` may download from: `None` when only peers may be asked
+    /// (offline, or no upstream configured, with the swarm on). Without the swarm, those are the
+    /// errors a client gets.
+    fn download_upstream(
+        &self,
+        registered: &Registered,
+        key: &str,
+    ) -> Result<Option<Upstream>, Error> {
+        let name = registered.ecosystem.name();
+        let peers = self.peers().is_some();
+        if self.inner.config.offline {
+            return if peers {
+                Ok(None)
+            } else {
+                Err(Error::Offline {
+                    what: format!("{name} artifact {key}"),
+                })
+            };
+        }
+        match self.upstream(registered) {
+            Ok(upstream) => Ok(Some(upstream.clone())),
+            Err(_) if peers => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// An artifact named by a mutable key ([`Listing::Current`]): whatever file `document`
@@ -883,17 +1037,14 @@ impl Mirror {
             self.inner.metrics.cache(name, "artifact", "joined");
             return Ok(ArtifactBody::Downloading(download));
         }
-        if self.inner.config.offline {
-            return Err(Error::Offline {
-                what: format!("{name} artifact {}", route.key),
-            });
-        }
-        let upstream = self.upstream(registered)?.clone();
+        let upstream = self.download_upstream(registered, &route.key)?;
         let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
             url: reference.url.clone(),
             reason: e.to_string(),
         })?;
-        upstream.check(&url)?;
+        if let Some(upstream) = &upstream {
+            upstream.check(&url)?;
+        }
         self.inner.metrics.cache(name, "artifact", "miss");
         self.start_download(registered, key, &route.key, upstream, url, &reference)
             .await
@@ -1073,7 +1224,7 @@ impl Mirror {
         registered: &Registered,
         key: String,
         asked: &str,
-        upstream: Upstream,
+        upstream: Option<Upstream>,
         url: Url,
         reference: &RefRecord,
     ) -> Result<Arc<Download>, Error> {
@@ -1109,9 +1260,19 @@ impl Mirror {
             self.listings_started(name);
         }
         let this = self.clone();
+        let (shared, size) = (download.clone(), reference.size);
         tokio::spawn(async move {
             let result = this
-                .run_download(name, &key, &upstream, &url, writer, &progress)
+                .run_download(
+                    name,
+                    &key,
+                    upstream.as_ref(),
+                    &url,
+                    writer,
+                    &progress,
+                    &shared,
+                    size,
+                )
                 .await;
             if let Some(listing) = listing {
                 if let Ok(record) = &result {
@@ -1121,11 +1282,19 @@ impl Mirror {
             }
             match result {
                 Ok(record) => {
-                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), "artifact cached");
+                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), source = shared.source(), "artifact cached");
+                    if let Some(peers) = this.peers() {
+                        peers.holds(record.flat, record.root);
+                    }
                     progress.committed(record);
                 }
                 Err(e) => {
                     if let Error::DigestMismatch(_) = e {
+                        if shared.source() == "peer" {
+                            // The peers' bytes did not make the registry's file: the next
+                            // attempt goes to upstream.
+                            this.peer_failures().insert(shared.flat, Instant::now());
+                        }
                         this.inner
                             .metrics
                             .digest_mismatches
@@ -1143,69 +1312,107 @@ impl Mirror {
         Ok(download)
     }
 
+    /// Fill `writer` with the artifact: from peers when one holds it or is downloading it,
+    /// else (or from where the peers left off) from upstream; then verify and commit it.
+    #[allow(clippy::too_many_arguments)]
     async fn run_download(
         &self,
         name: &'static str,
         key: &str,
-        upstream: &Upstream,
+        upstream: Option<&Upstream>,
         url: &Url,
-        mut writer: crate::store::ArtifactWriter,
+        writer: crate::store::ArtifactWriter,
         progress: &Progress,
+        download: &Arc<Download>,
+        size: Option<u64>,
     ) -> Result<ArtifactRecord, Error> {
-        let _permit = upstream.permit().await;
-        let started = Instant::now();
-        let response = upstream.get(url, None, None, None).await;
-        self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
-        let mut response = response?;
-        if !response.status().is_success() {
-            return Err(Error::UpstreamStatus {
-                url: redact(url),
-                status: response.status(),
-            });
+        let flat = download.flat;
+        let peers = self.peers().cloned();
+        let from_peers = match &peers {
+            Some(peers) if !self.peers_failed(&flat) => peers.fetch(flat, size).await,
+            _ => None,
+        };
+        let (leaves, pending) = tokio::sync::watch::channel(LeafProgress::default());
+        match (&from_peers, &peers, upstream) {
+            (Some(_), _, _) => {
+                download.set_from_peers();
+                progress.total(size);
+            }
+            (None, Some(peers), Some(_)) => peers.downloading(PendingLeaves {
+                flat,
+                file: download.file().clone(),
+                progress: pending,
+            }),
+            _ => {}
         }
-        let total = response.content_length();
-        progress.total(total);
-        // The blocking side writes, hashes and reports progress; this side reads the network.
+        // The blocking side writes, hashes and reports progress (to readers, and the leaves
+        // hashed so far to peers); this side reads the network.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let writer_progress = progress.clone();
         let writer_task = tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            let mut published = 0;
             while let Some(chunk) = rx.blocking_recv() {
                 writer.write(&chunk)?;
                 writer_progress.written(writer.len());
+                let hashed = writer.leaves();
+                if hashed.len() > published {
+                    leaves.send_modify(|p| p.leaves.extend_from_slice(&hashed[published..]));
+                    published = hashed.len();
+                }
             }
-            Ok::<_, Error>(writer)
+            Ok::<_, Error>((writer, leaves))
         });
-        let mut received = 0u64;
-        let read_result: Result<(), Error> = loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    received += chunk.len() as u64;
-                    if tx.send(chunk).await.is_err() {
-                        break Err(Error::Internal(format!("writer of {key} stopped")));
+        let mut sent = 0u64;
+        let mut peer_error = None;
+        if let Some(mut fetch) = from_peers {
+            peer_error = Some(loop {
+                match fetch.chunks.recv().await {
+                    Some(Ok(chunk)) => {
+                        let len = chunk.data.len() as u64;
+                        self.inner
+                            .metrics
+                            .peer_bytes
+                            .get_or_create(&crate::metrics::PeerLabels {
+                                peer: chunk.peer.to_string(),
+                            })
+                            .inc_by(len);
+                        if tx.send(chunk.data).await.is_err() {
+                            break format!("writer of {key} stopped");
+                        }
+                        sent += len;
                     }
+                    Some(Err(reason)) => break reason,
+                    None => break String::new(),
                 }
-                Ok(None) => break Ok(()),
-                Err(e) => {
-                    break Err(Error::UpstreamFailed {
-                        url: redact(url),
-                        reason: crate::upstream::describe(&e),
-                    });
-                }
+            })
+            .filter(|reason| !reason.is_empty());
+            if let Some(reason) = &peer_error {
+                tracing::warn!(ecosystem = name, key = %key, at = sent, "peers could not finish the artifact: {reason}");
+            }
+        }
+        let read_result = match (&peer_error, upstream) {
+            (None, _) if sent > 0 || size == Some(0) => Ok(()),
+            (Some(reason), None) => Err(Error::NoSource {
+                what: format!("{name} artifact {key}"),
+                reason: reason.clone(),
+                why_not_upstream: self.no_upstream_reason(name),
+            }),
+            (None, None) => Err(Error::NoSource {
+                what: format!("{name} artifact {key}"),
+                reason: "no peer holds it".to_owned(),
+                why_not_upstream: self.no_upstream_reason(name),
+            }),
+            (_, Some(upstream)) => {
+                self.copy_upstream(name, key, upstream, url, &tx, sent, progress)
+                    .await
             }
         };
         drop(tx);
-        let writer = writer_task
+        let (writer, leaves) = writer_task
             .await
             .map_err(|e| Error::Internal(format!("writer of {key} panicked: {e}")))??;
         read_result?;
-        if let Some(total) = total
-            && total != received
-        {
-            return Err(Error::UpstreamFailed {
-                url: redact(url),
-                reason: format!("sent {received} of {total} bytes"),
-            });
-        }
         let index = self.inner.index.clone();
         let (key, upstream_url) = (key.to_owned(), url.to_string());
         let verified = progress.clone();
@@ -1219,9 +1426,100 @@ impl Mirror {
                 fetched_at: now_ms(),
             };
             index.put_artifact(name, &key, &record, &committed.dag)?;
+            leaves.send_modify(|p| {
+                p.leaves = committed.dag.leaves.clone();
+                p.done = Some(Ok((record.root, record.size)));
+            });
             Ok(record)
         })
         .await
+    }
+
+    /// Why an artifact cannot be downloaded from upstream now, for an error message.
+    fn no_upstream_reason(&self, name: &'static str) -> String {
+        if self.inner.config.offline {
+            return "--offline forbids contacting upstream".to_owned();
+        }
+        match self.ecosystem(name).map(|r| &r.upstream) {
+            Some(Err(hint)) => format!("{name} has no upstream configured: {hint}"),
+            _ => "upstream was not asked".to_owned(),
+        }
+    }
+
+    /// Send the artifact's bytes from upstream into `tx`, skipping the first `skip` bytes (which
+    /// peers already supplied).
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_upstream(
+        &self,
+        name: &'static str,
+        key: &str,
+        upstream: &Upstream,
+        url: &Url,
+        tx: &tokio::sync::mpsc::Sender<Bytes>,
+        skip: u64,
+        progress: &Progress,
+    ) -> Result<(), Error> {
+        let _permit = upstream.permit().await;
+        let started = Instant::now();
+        let response = upstream.get(url, None, None, None).await;
+        self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
+        let mut response = response?;
+        if !response.status().is_success() {
+            return Err(Error::UpstreamStatus {
+                url: redact(url),
+                status: response.status(),
+            });
+        }
+        let total = response.content_length();
+        progress.total(total);
+        let mut received = 0u64;
+        loop {
+            match response.chunk().await {
+                Ok(Some(mut chunk)) => {
+                    let start = received;
+                    received += chunk.len() as u64;
+                    if received <= skip {
+                        continue;
+                    }
+                    if start < skip {
+                        let _ = chunk.split_to((skip - start) as usize);
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        return Err(Error::Internal(format!("writer of {key} stopped")));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Error::UpstreamFailed {
+                        url: redact(url),
+                        reason: crate::upstream::describe(&e),
+                    });
+                }
+            }
+        }
+        if let Some(total) = total
+            && total != received
+        {
+            return Err(Error::UpstreamFailed {
+                url: redact(url),
+                reason: format!("sent {received} of {total} bytes"),
+            });
+        }
+        Ok(())
+    }
+
+    fn peer_failures(&self) -> std::sync::MutexGuard<'_, HashMap<FlatCid, Instant>> {
+        self.inner
+            .peer_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether peers' bytes for `flat` failed the registry digest lately.
+    fn peers_failed(&self, flat: &FlatCid) -> bool {
+        let mut failures = self.peer_failures();
+        failures.retain(|_, at| at.elapsed() < PEER_FAILURE_MEMORY);
+        failures.contains_key(flat)
     }
 
     fn listings_started(&self, name: &'static str) {

@@ -41,8 +41,10 @@ pub struct PeerFetch {
 pub struct LeafProgress {
     /// Leaves in file order; each is a complete 1 MiB (or last) range of the temp file.
     pub leaves: Vec<Leaf>,
-    /// Set when the download has ended: the root and size when it was verified and committed,
-    /// `Err` when it failed (then the leaves are to be forgotten).
+    /// Set when the download has ended: the root and size when it was verified and committed
+    /// (with `leaves` then the whole DAG's), `Err` when it failed. A download that fails may
+    /// also just drop the sender: a closed channel without `done` is a failure too, and the
+    /// leaves are to be forgotten.
     pub done: Option<Result<(RootCid, u64), String>>,
 }
 

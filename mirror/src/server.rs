@@ -85,6 +85,7 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                         .into_response(),
                 ),
                 "/api/v1/status" => ("status", "-", status(&mirror).await),
+                "/api/v1/peers" => ("peers", "-", peers(&mirror).await),
                 "/" => ("dashboard", "-", dashboard(&mirror).await),
                 ipfs if ipfs.starts_with("/ipfs/") => {
                     let (kind, response) = crate::gateway::handle(&mirror, request).await;
@@ -555,11 +556,12 @@ async fn downloading(
         return Ok((headers, Body::empty()).into_response());
     }
     let metrics_mirror = mirror.clone();
+    let source = download.clone();
     let stream = download.stream().map(move |chunk| {
         if let Ok(bytes) = &chunk {
             metrics_mirror
                 .metrics()
-                .served("upstream", bytes.len() as u64);
+                .served(source.source(), bytes.len() as u64);
         }
         chunk
     });
@@ -648,6 +650,18 @@ async fn status(mirror: &Mirror) -> Response {
             Err(e) => Error::Internal(format!("status report: {e}")).into_response(),
         },
         Err(e) => e.into_response(),
+    }
+}
+
+/// The peer's identity, addresses and connected peers; `{"p2p": false}` with `--no-p2p`.
+async fn peers(mirror: &Mirror) -> Response {
+    let report = match mirror.peer_source() {
+        Some(peers) => peers.describe().await,
+        None => serde_json::json!({ "p2p": false, "peers": [] }),
+    };
+    match serde_json::to_vec_pretty(&report) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => Error::Internal(format!("peers report: {e}")).into_response(),
     }
 }
 

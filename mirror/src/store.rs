@@ -334,6 +334,11 @@ impl ArtifactWriter {
         &self.file
     }
 
+    /// The UnixFS leaves completed so far, in file order.
+    pub fn leaves(&self) -> &[crate::unixfs::Leaf] {
+        self.dag.leaves()
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.dag.len()

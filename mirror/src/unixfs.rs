@@ -91,6 +91,11 @@ impl DagBuilder {
         self.chunk_len = 0;
     }
 
+    /// The leaves completed so far (every full 1 MiB chunk), in file order.
+    pub fn leaves(&self) -> &[Leaf] {
+        &self.leaves
+    }
+
     /// Bytes fed so far.
     pub fn len(&self) -> u64 {
         self.offset + self.chunk_len
