@@ -390,7 +390,7 @@ fn tcp_localhost() -> libp2p::Multiaddr {
 }
 
 #[test]
-fn helia_fetches_a_cached_tarball_over_bitswap_and_cairn_fetches_a_block_from_helia() {
+fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
     let tools = helia_tools();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut registry = crate::fake_npm::Registry::default();
@@ -412,7 +412,7 @@ fn helia_fetches_a_cached_tarball_over_bitswap_and_cairn_fetches_a_block_from_he
         get(&url).header("x-ipfs-roots")
     });
 
-    // a. Helia dials Cairn and reads the whole DAG over Bitswap.
+    // Helia dials Cairn (no swarm key) and reads the whole DAG over Bitswap.
     let output = Command::new("node")
         .arg(tools.join("helia-bitswap.mjs"))
         .args(["fetch", &cairn.p2p_address(), &root])
@@ -426,8 +426,11 @@ fn helia_fetches_a_cached_tarball_over_bitswap_and_cairn_fetches_a_block_from_he
     assert_eq!(fetched["sha256"], hex::encode(sha2::Sha256::digest(&tarball)));
     assert_eq!(fetched["peer"].as_str(), Some(cairn.peer_id().as_str()));
     cairn.stop();
+}
 
-    // b. Cairn's node dials Helia and fetches a block only Helia holds.
+#[test]
+fn cairn_fetches_a_block_only_helia_holds() {
+    let tools = helia_tools();
     let mut helia = Command::new("node")
         .arg(tools.join("helia-bitswap.mjs"))
         .arg("hold")
