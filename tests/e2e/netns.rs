@@ -38,7 +38,6 @@ fn run(program: &str, args: &[&str]) -> Output {
 
 /// Namespaces joined by a bridge, deleted on drop.
 struct Net {
-    tag: String,
     switch: String,
     nodes: Vec<String>,
     subnet: u8,
@@ -50,7 +49,6 @@ impl Net {
         let tag = format!("{}{subnet}", std::process::id() % 100_000);
         let switch = format!("cairn-e2e-{tag}-sw");
         let mut net = Net {
-            tag: tag.clone(),
             switch: switch.clone(),
             nodes: Vec::new(),
             subnet,
@@ -140,7 +138,6 @@ impl Drop for Net {
         for ns in self.nodes.iter().chain([&self.switch]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
-        let _ = &self.tag;
     }
 }
 
@@ -173,12 +170,12 @@ fn nodes_on_one_link_find_each_other_by_mdns_with_no_p2p_flags() {
         .map(|i| net.start(i, &tmp.path().join(format!("n{i}")), &["--offline"]))
         .collect();
     let ids: Vec<String> = (0..3).map(|i| peer_id_of(&net, i, &nodes[i])).collect();
-    for i in 0..3 {
+    for (i, node) in nodes.iter().enumerate() {
         wait_for(
             Duration::from_secs(30),
             &format!("node {i} sees the other two by mDNS"),
             || {
-                let seen = peers_of(&net, i, &nodes[i]);
+                let seen = peers_of(&net, i, node);
                 ids.iter()
                     .enumerate()
                     .filter(|(j, _)| *j != i)
@@ -196,7 +193,12 @@ fn nodes_on_one_link_find_each_other_by_mdns_with_no_p2p_flags() {
 fn the_near_peer_serves_most_of_a_large_artifact() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut registry = Registry::default();
-    registry.publish("big-pkg", "1.0.0", &[], &[("data.bin", noise(40 * MIB, 81))]);
+    registry.publish(
+        "big-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(40 * MIB, 81))],
+    );
     let fake = FakeNpm::start(registry);
     let tarball = fake.registry().version("big-pkg", "1.0.0").tarball.clone();
     let upstream = ["--npm-upstream", fake.url.as_str()];
@@ -216,7 +218,14 @@ fn the_near_peer_serves_most_of_a_large_artifact() {
     assert_eq!(get(&format!("{}big-pkg", host.npm())).status, 200);
     host.stop();
     let copy = |from: &Path, to: &Path| {
-        run("cp", &["-a", from.to_str().expect("utf-8"), to.to_str().expect("utf-8")]);
+        run(
+            "cp",
+            &[
+                "-a",
+                from.to_str().expect("utf-8"),
+                to.to_str().expect("utf-8"),
+            ],
+        );
         // Each node makes its own identity on first start.
         let _ = std::fs::remove_file(to.join("node.key"));
     };
@@ -235,8 +244,18 @@ fn the_near_peer_serves_most_of_a_large_artifact() {
     run(
         "ip",
         &[
-            "netns", "exec", &net.nodes[far], "tc", "qdisc", "add", "dev", "eth0", "root",
-            "netem", "delay", "50ms",
+            "netns",
+            "exec",
+            &net.nodes[far],
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+            "netem",
+            "delay",
+            "50ms",
         ],
     );
     let offline = [&["--offline"][..], &upstream].concat();
@@ -251,7 +270,10 @@ fn the_near_peer_serves_most_of_a_large_artifact() {
         || {
             let seen = peers_of(&net, fetcher, &fetch_node);
             let near_seen = seen.iter().any(|(p, _)| *p == near_id);
-            let far_rtt = seen.iter().find(|(p, _)| *p == far_id).and_then(|(_, r)| *r);
+            let far_rtt = seen
+                .iter()
+                .find(|(p, _)| *p == far_id)
+                .and_then(|(_, r)| *r);
             (near_seen && far_rtt.is_some_and(|ms| ms > 40.0)).then_some(())
         },
     );

@@ -115,7 +115,10 @@ fn npm_install(node: &Cairn, dir: &Path, dependencies: serde_json::Value) -> Out
 }
 
 fn installed_npm_version(dir: &Path, name: &str) -> String {
-    let manifest = dir.join("npm-app/node_modules").join(name).join("package.json");
+    let manifest = dir
+        .join("npm-app/node_modules")
+        .join(name)
+        .join("package.json");
     let text = std::fs::read_to_string(&manifest)
         .unwrap_or_else(|e| panic!("{} not installed: {e}", manifest.display()));
     let json: serde_json::Value = serde_json::from_str(&text).expect("package.json");
@@ -197,7 +200,11 @@ fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
     let a = start_node(&tmp.path().join("a"), &private(upstreams.args()));
     let a_id = a.peer_id();
     let a_address = a.p2p_address();
-    assert!(a.peers()["private"].as_bool().expect("private"), "{}", a.peers());
+    assert!(
+        a.peers()["private"].as_bool().expect("private"),
+        "{}",
+        a.peers()
+    );
     let mut c_args = private(strings(&["--bootstrap", &a_address]));
     c_args.extend(upstreams.args());
     let c = start_node(&tmp.path().join("c"), &c_args);
@@ -247,7 +254,13 @@ fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
         ),
         &format!("npm install through B\n--- B's log\n{}", b.logs()),
     );
-    for name in ["left-app", "left-blob", "right-app", "right-blob", "shared-lib"] {
+    for name in [
+        "left-app",
+        "left-blob",
+        "right-app",
+        "right-blob",
+        "shared-lib",
+    ] {
         assert_eq!(installed_npm_version(&b_work, name), "1.0.0", "{name}");
     }
     let blob = std::fs::read(b_work.join("npm-app/node_modules/left-blob/data.bin"))
@@ -280,7 +293,10 @@ fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
         &format!("pip install through B\n--- B's log\n{}", b.logs()),
     );
     let imported = Command::new(venv.join("bin/python"))
-        .args(["-c", "import left_py, right_py, shared_py; print(left_py.VERSION)"])
+        .args([
+            "-c",
+            "import left_py, right_py, shared_py; print(left_py.VERSION)",
+        ])
         .output()
         .expect("python");
     assert_success(&imported, "importing what pip installed through B");
@@ -326,17 +342,17 @@ fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(!d.peers()["private"].as_bool().unwrap_or(true));
-    let (status, text, took) = get_within(
-        &format!("{}left-app", d.npm()),
-        Duration::from_secs(45),
-    );
+    let (status, text, took) = get_within(&format!("{}left-app", d.npm()), Duration::from_secs(45));
     assert_eq!(status, 504, "D's miss: {text}");
     let d_work = tmp.path().join("d-clients");
     let started = Instant::now();
     let output = npm_install(&d, &d_work, serde_json::json!({ "left-app": "^1.0.0" }));
     assert!(!output.status.success(), "npm installed through D");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("504"), "npm's error does not show the 504:\n{stderr}");
+    assert!(
+        stderr.contains("504"),
+        "npm's error does not show the 504:\n{stderr}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(45) && took < Duration::from_secs(45),
         "D took {took:?} to answer, npm {:?}",
@@ -401,7 +417,11 @@ fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
         &[("data.bin", noise(2 * MIB + MIB / 2, 71))],
     );
     let fake = FakeNpm::start(registry);
-    let tarball = fake.registry().version("helia-pkg", "1.0.0").tarball.clone();
+    let tarball = fake
+        .registry()
+        .version("helia-pkg", "1.0.0")
+        .tarball
+        .clone();
     let cairn = start_node(
         &tmp.path().join("data"),
         &strings(&["--npm-upstream", &fake.url]),
@@ -423,7 +443,10 @@ fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
     let fetched: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("helia-bitswap JSON");
     assert_eq!(fetched["size"], tarball.len());
-    assert_eq!(fetched["sha256"], hex::encode(sha2::Sha256::digest(&tarball)));
+    assert_eq!(
+        fetched["sha256"],
+        hex::encode(sha2::Sha256::digest(&tarball))
+    );
     assert_eq!(fetched["peer"].as_str(), Some(cairn.peer_id().as_str()));
     cairn.stop();
 }
@@ -450,7 +473,11 @@ fn cairn_fetches_a_block_only_helia_holds() {
         .expect("listen")
         .parse()
         .expect("Helia's multiaddr");
-    let peer: libp2p::PeerId = held["peer"].as_str().expect("peer").parse().expect("peer ID");
+    let peer: libp2p::PeerId = held["peer"]
+        .as_str()
+        .expect("peer")
+        .parse()
+        .expect("peer ID");
     let cid: Cid = held["cid"].as_str().expect("cid").parse().expect("CID");
     let block = runtime().block_on(async {
         let config = cairn_node::NodeConfig {
@@ -473,4 +500,123 @@ fn cairn_fetches_a_block_only_helia_holds() {
         hex::encode(sha2::Sha256::digest(&block)),
         held["sha256"].as_str().expect("sha256")
     );
+}
+
+/// Says it has every block, and sends the same wrong bytes for each.
+struct Lies;
+
+impl cairn_node::BlockSource for Lies {
+    fn get(&self, _cid: &Cid) -> Option<Bytes> {
+        Some(Bytes::from_static(
+            b"these are not the bytes you are looking for",
+        ))
+    }
+}
+
+#[test]
+fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut registry = crate::fake_npm::Registry::default();
+    registry.publish(
+        "bait-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(8 * MIB, 91))],
+    );
+    let fake = FakeNpm::start(registry);
+    let tarball = fake.registry().version("bait-pkg", "1.0.0").tarball.clone();
+    let key = swarm_key(&tmp.path().join("swarm.key"), 0x3c);
+    let key_arg = key.to_str().expect("utf-8 path").to_owned();
+
+    // The honest A has the tarball.
+    let a = start_node(
+        &tmp.path().join("a"),
+        &strings(&["--swarm-key", &key_arg, "--npm-upstream", &fake.url]),
+    );
+    let a_id = a.peer_id();
+    let a_address = a.p2p_address();
+    let path = "bait-pkg/-/bait-pkg-1.0.0.tgz";
+    assert_eq!(get(&format!("{}{path}", a.npm())).body, tarball);
+    let root = wait_for(Duration::from_secs(30), "A committed the tarball", || {
+        get(&format!("{}{path}", a.npm())).header("x-ipfs-roots")
+    });
+    let root: Cid = root.parse().expect("root CID");
+    let flat =
+        cairn_mirror::cid::Digest::of(cairn_mirror::cid::Algorithm::Sha512, &tarball).flat_cid();
+
+    // The liar joins the same private swarm through A and announces the tarball under both
+    // its flat CID and its root, as an honest holder would.
+    let liar = runtime().block_on(async {
+        let config = cairn_node::NodeConfig {
+            listen: vec![tcp_localhost()],
+            bootstrap: vec![a_address.parse().expect("A's multiaddr")],
+            swarm_key: Some(key.clone()),
+            mdns: false,
+            ..cairn_node::NodeConfig::default()
+        };
+        let liar = cairn_node::Node::start(config, Arc::new(Lies))
+            .await
+            .expect("the lying node");
+        for cid in [flat.0, root] {
+            tokio::time::timeout(Duration::from_secs(30), liar.provide(cid))
+                .await
+                .expect("announcing within 30 s")
+                .expect("announcing");
+        }
+        liar
+    });
+    let liar_id = liar.peer_id().to_string();
+    let liar_address = runtime()
+        .block_on(liar.listen_addrs())
+        .expect("the liar's addresses")
+        .into_iter()
+        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
+        .expect("a TCP address")
+        .with(libp2p::multiaddr::Protocol::P2p(liar.peer_id()));
+
+    // B, offline, knows both; it must catch the liar and still install from A.
+    let b = start_node(
+        &tmp.path().join("b"),
+        &strings(&[
+            "--swarm-key",
+            &key_arg,
+            "--offline",
+            "--npm-upstream",
+            &fake.url,
+            "--bootstrap",
+            &a_address,
+            "--bootstrap",
+            &liar_address.to_string(),
+        ]),
+    );
+    b.wait_connected(&[&a_id, &liar_id], JOIN);
+    let upstream_requests = fake.total_hits();
+    let work = tmp.path().join("clients");
+    assert_success(
+        &npm_install(&b, &work, serde_json::json!({ "bait-pkg": "1.0.0" })),
+        &format!("npm install through B\n--- B's log\n{}", b.logs()),
+    );
+    let data = std::fs::read(work.join("npm-app/node_modules/bait-pkg/data.bin")).expect("data");
+    assert_eq!(data, noise(8 * MIB, 91), "the installed bytes");
+    assert_eq!(fake.total_hits(), upstream_requests, "B reached upstream");
+    let metrics = b.metrics();
+    assert!(
+        metric(
+            &b,
+            &format!("cairn_peer_bad_blocks_total{{peer=\"{liar_id}\"}}")
+        ) > 0.0,
+        "B never caught the liar {liar_id}:\n{metrics}"
+    );
+    assert!(
+        peer_bytes(&b, &a_id) >= tarball.len() as f64,
+        "the tarball did not come from A:\n{metrics}"
+    );
+    assert_eq!(
+        peer_bytes(&b, &liar_id),
+        0.0,
+        "bytes from the liar were counted"
+    );
+    liar.shutdown();
+    b.stop();
+    a.stop();
 }
