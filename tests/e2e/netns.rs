@@ -156,9 +156,10 @@ fn peers_of(net: &Net, node: usize, cairn: &Cairn) -> Vec<(String, Option<f64>)>
 }
 
 fn peer_id_of(net: &Net, node: usize, cairn: &Cairn) -> String {
-    net.json(node, &format!("{}/api/v1/peers", cairn.url))["peer_id"]
+    let report = net.json(node, &format!("{}/api/v1/peers", cairn.url));
+    report["peer_id"]
         .as_str()
-        .expect("peer_id")
+        .unwrap_or_else(|| panic!("no peer_id in /api/v1/peers: {report}"))
         .to_owned()
 }
 

@@ -83,12 +83,31 @@ pub struct Cairn {
 impl Cairn {
     /// Start `cairn serve` with `data_dir` and extra flags, on 127.0.0.1:0 unless they say
     /// `--listen`.
+    ///
+    /// A node started with no p2p flag at all gets `CAIRN_NO_P2P=true`: tests that are not
+    /// about the swarm run side by side, and must neither share the default libp2p port nor
+    /// find each other by mDNS.
     pub fn start(data_dir: &Path, args: &[&str]) -> Cairn {
-        Cairn::start_wrapped(&[], data_dir, args)
+        let p2p_flags = [
+            "--p2p-listen",
+            "--bootstrap",
+            "--swarm-key",
+            "--allow-peer",
+            "--no-mdns",
+            "--no-p2p",
+            "--trust-peer-metadata",
+        ];
+        let isolated = !args.iter().any(|a| p2p_flags.contains(a));
+        Cairn::spawn(&[], isolated, data_dir, args)
     }
 
-    /// [`Cairn::start`] under a wrapper command (`ip netns exec NS`), when it is not empty.
+    /// `cairn serve` under a wrapper command (`ip netns exec NS`), with the p2p defaults (the
+    /// namespace isolates it).
     pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str]) -> Cairn {
+        Cairn::spawn(wrapper, false, data_dir, args)
+    }
+
+    fn spawn(wrapper: &[&str], isolated: bool, data_dir: &Path, args: &[&str]) -> Cairn {
         let home = data_dir.with_extension("home");
         std::fs::create_dir_all(&home).expect("home");
         let log = data_dir.with_extension("log");
@@ -105,6 +124,9 @@ impl Cairn {
             }
             None => Command::new(env!("CARGO_BIN_EXE_cairn")),
         };
+        if isolated {
+            command.env("CAIRN_NO_P2P", "true");
+        }
         let mut child = command
             .arg("serve")
             .args(listen)
@@ -401,9 +423,10 @@ impl Cairn {
 
     /// This node's peer ID.
     pub fn peer_id(&self) -> String {
-        self.peers()["peer_id"]
+        let report = self.peers();
+        report["peer_id"]
             .as_str()
-            .expect("peer_id")
+            .unwrap_or_else(|| panic!("no peer_id in /api/v1/peers: {report}"))
             .to_owned()
     }
 
