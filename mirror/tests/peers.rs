@@ -1,0 +1,417 @@
+//! The mirror's side of the swarm, through its HTTP router: an artifact from peers is verified
+//! against the registry digest like any download, upstream takes over where peers stop, bytes
+//! from lying peers are never stored, and metadata comes from peers when upstream is down.
+//!
+//! The ecosystem here is a minimal one (`t`): a document `GET /t/doc` lists one file per line as
+//! `KEY SHA256HEX URL`, and `GET /t/files/KEY` is that file. The peer side is a scripted
+//! [`PeerSource`] (the real one, libp2p, is tested in `cairn-node` and end to end): what it
+//! sends is what the mirror must check.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_mirror::cid::{FlatCid, RootCid};
+use cairn_mirror::ecosystem::{
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
+    MetadataRoute, Rendered, Request, Route,
+};
+use cairn_mirror::peers::{PeerChunk, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
+use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
+use futures_util::future::BoxFuture;
+use sha2::Digest as _;
+use tower::ServiceExt as _;
+use url::Url;
+
+struct Test;
+
+fn doc_route() -> MetadataRoute {
+    MetadataRoute {
+        key: "doc".into(),
+        upstream_path: "doc".into(),
+        variant: "raw",
+        upstream_accept: None,
+        context: None,
+    }
+}
+
+impl Ecosystem for Test {
+    fn name(&self) -> &'static str {
+        "t"
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        Ok(match request.path {
+            "doc" => Some(Route::Metadata(doc_route())),
+            path => path.strip_prefix("files/").map(|key| {
+                Route::Artifact(ArtifactRoute {
+                    key: key.to_owned(),
+                    listed_by: Listing::Document(doc_route()),
+                    derive: None,
+                })
+            }),
+        })
+    }
+
+    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+        let text = std::str::from_utf8(doc.body).map_err(|e| AdapterError(e.to_string()))?;
+        text.lines()
+            .map(|line| {
+                let mut fields = line.split(' ');
+                let (Some(key), Some(digest), Some(url)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    return Err(AdapterError(format!("bad line {line:?}")));
+                };
+                let bytes = hex::decode(digest).map_err(|e| AdapterError(e.to_string()))?;
+                Ok(ArtifactRef {
+                    key: key.to_owned(),
+                    url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
+                    digest: cairn_mirror::cid::Digest::new(
+                        cairn_mirror::cid::Algorithm::Sha256,
+                        bytes,
+                    )
+                    .map_err(|e| AdapterError(e.to_string()))?,
+                    size: None,
+                })
+            })
+            .collect()
+    }
+
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        _variant: &'static str,
+        _base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        Ok(Rendered {
+            body: Bytes::copy_from_slice(doc.body),
+            content_type: "text/plain",
+        })
+    }
+}
+
+/// What the scripted peers do when asked for an artifact.
+#[derive(Clone)]
+enum Script {
+    /// No peer has it.
+    Nobody,
+    /// Send these chunks, then end (cleanly, or with the error).
+    Send(Vec<Bytes>, Option<String>),
+}
+
+#[derive(Default)]
+struct Log {
+    fetches: usize,
+    downloading: Vec<FlatCid>,
+    holds: Vec<(FlatCid, RootCid)>,
+}
+
+struct Scripted {
+    script: Mutex<Script>,
+    document: Option<PeerDocument>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl PeerSource for Scripted {
+    fn fetch(&self, _flat: FlatCid, _size: Option<u64>) -> BoxFuture<'static, Option<PeerFetch>> {
+        self.log.lock().expect("log").fetches += 1;
+        let script = self.script.lock().expect("script").clone();
+        Box::pin(async move {
+            let Script::Send(chunks, end) = script else {
+                return None;
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                for data in chunks {
+                    let chunk = PeerChunk {
+                        data,
+                        peer: Arc::from("peer-1"),
+                    };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(reason) = end {
+                    let _ = tx.send(Err(reason)).await;
+                }
+            });
+            Some(PeerFetch { chunks: rx })
+        })
+    }
+
+    fn downloading(&self, pending: PendingLeaves) {
+        self.log.lock().expect("log").downloading.push(pending.flat);
+    }
+
+    fn holds(&self, flat: FlatCid, root: RootCid) {
+        self.log.lock().expect("log").holds.push((flat, root));
+    }
+
+    fn metadata(
+        &self,
+        _ecosystem: &'static str,
+        _key: String,
+    ) -> BoxFuture<'static, Option<PeerDocument>> {
+        let document = self.document.clone();
+        Box::pin(async move { document })
+    }
+
+    fn describe(&self) -> BoxFuture<'static, serde_json::Value> {
+        Box::pin(async { serde_json::json!({ "peer_id": "scripted", "peers": [] }) })
+    }
+}
+
+/// A fake upstream serving `doc` and the file `/blob`; counts the blob's requests.
+async fn upstream(doc: String, blob: Bytes) -> (Url, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0usize));
+    let counted = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/doc",
+            axum::routing::get(move || async move { doc.clone() }),
+        )
+        .route(
+            "/blob",
+            axum::routing::get(move || {
+                *counted.lock().expect("hits") += 1;
+                let blob = blob.clone();
+                async move { blob }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (
+        Url::parse(&format!("http://{address}/")).expect("url"),
+        hits,
+    )
+}
+
+fn listing(blob: &[u8]) -> String {
+    format!("f {} blob\n", hex::encode(sha2::Sha256::digest(blob)))
+}
+
+struct Setup {
+    mirror: Mirror,
+    log: Arc<Mutex<Log>>,
+    _dir: tempfile::TempDir,
+}
+
+fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = MirrorConfig::new(dir.path().to_owned());
+    config.offline = offline;
+    let mirror = Mirror::open(
+        config,
+        vec![EcosystemSetup {
+            ecosystem: Arc::new(Test),
+            upstream,
+        }],
+    )
+    .expect("mirror");
+    let log = peers.log.clone();
+    mirror.set_peers(Arc::new(peers));
+    Setup {
+        mirror,
+        log,
+        _dir: dir,
+    }
+}
+
+fn scripted(script: Script, document: Option<PeerDocument>) -> Scripted {
+    Scripted {
+        script: Mutex::new(script),
+        document,
+        log: Arc::default(),
+    }
+}
+
+async fn get(mirror: &Mirror, path: &str) -> (u16, Bytes) {
+    let request = http::Request::get(path)
+        .header(http::header::HOST, "cairn.test")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = cairn_mirror::server::router(mirror.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The file, once committed, as a cache hit (a download under way may still be committing).
+async fn cached(mirror: &Mirror, path: &str) -> (u16, Bytes) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(mirror, path).await;
+        let held = mirror.held_artifacts().expect("held");
+        if !held.is_empty() || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn blob() -> Bytes {
+    (0..3_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn chunks(data: &Bytes, size: usize) -> Vec<Bytes> {
+    data.chunks(size).map(Bytes::copy_from_slice).collect()
+}
+
+#[tokio::test]
+async fn an_artifact_from_peers_is_verified_stored_and_announced_without_upstream() {
+    let blob = blob();
+    let (url, hits) = upstream(listing(&blob), blob.clone()).await;
+    let setup = mirror(
+        Ok(url),
+        false,
+        scripted(Script::Send(chunks(&blob, 1 << 20), None), None),
+    );
+    assert_eq!(get(&setup.mirror, "/t/doc").await.0, 200);
+    let (status, body) = cached(&setup.mirror, "/t/files/f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, blob);
+    assert_eq!(*hits.lock().expect("hits"), 0, "upstream was not asked");
+    let log = setup.log.lock().expect("log");
+    assert_eq!(log.holds.len(), 1, "the committed artifact is announced");
+    assert!(log.downloading.is_empty());
+    let metrics = setup.mirror.metrics().encode();
+    assert!(
+        metrics.contains("cairn_peer_received_bytes_total{peer=\"peer-1\"} 3500000"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_takes_over_where_peers_stop() {
+    let blob = blob();
+    let (url, hits) = upstream(listing(&blob), blob.clone()).await;
+    let half = chunks(&blob.slice(..1_300_000), 300_000);
+    let setup = mirror(
+        Ok(url),
+        false,
+        scripted(Script::Send(half, Some("every peer stalled".into())), None),
+    );
+    get(&setup.mirror, "/t/doc").await;
+    let (status, body) = cached(&setup.mirror, "/t/files/f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, blob, "peer bytes then upstream bytes make the file");
+    assert_eq!(*hits.lock().expect("hits"), 1);
+}
+
+#[tokio::test]
+async fn bytes_from_lying_peers_are_never_stored_and_the_next_try_goes_upstream() {
+    let blob = blob();
+    let (url, hits) = upstream(listing(&blob), blob.clone()).await;
+    let mut lie = blob.to_vec();
+    lie[2_000_000] ^= 1;
+    let setup = mirror(
+        Ok(url),
+        false,
+        scripted(Script::Send(chunks(&Bytes::from(lie), 1 << 20), None), None),
+    );
+    get(&setup.mirror, "/t/doc").await;
+    let (status, body) = get(&setup.mirror, "/t/files/f").await;
+    assert!(
+        status != 200 || body != blob,
+        "the first answer cannot be the file"
+    );
+    assert!(
+        setup.mirror.held_artifacts().expect("held").is_empty(),
+        "nothing stored"
+    );
+    let (status, body) = cached(&setup.mirror, "/t/files/f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, blob);
+    assert_eq!(*hits.lock().expect("hits"), 1, "the retry went upstream");
+    assert_eq!(
+        setup.log.lock().expect("log").fetches,
+        1,
+        "peers asked once"
+    );
+}
+
+#[tokio::test]
+async fn a_miss_with_no_peer_goes_upstream_and_is_offered_to_peers_meanwhile() {
+    let blob = blob();
+    let (url, _) = upstream(listing(&blob), blob.clone()).await;
+    let setup = mirror(Ok(url), false, scripted(Script::Nobody, None));
+    get(&setup.mirror, "/t/doc").await;
+    let (status, body) = cached(&setup.mirror, "/t/files/f").await;
+    assert_eq!((status, body), (200, blob));
+    let log = setup.log.lock().expect("log");
+    assert_eq!(log.downloading.len(), 1);
+    assert_eq!(log.holds.len(), 1);
+}
+
+#[tokio::test]
+async fn offline_metadata_and_artifacts_come_from_peers_and_a_miss_nobody_has_says_why() {
+    let blob = blob();
+    let doc = listing(&blob);
+    let document = PeerDocument {
+        body: Bytes::from(doc.clone()),
+        upstream_url: "http://upstream.invalid/doc".into(),
+        fetched_at: cairn_mirror::now_ms(),
+        etag: None,
+        last_modified: None,
+        peer: Arc::from("peer-1"),
+    };
+    let setup = mirror(
+        Err("none configured".into()),
+        true,
+        scripted(Script::Send(chunks(&blob, 1 << 20), None), Some(document)),
+    );
+    let (status, body) = get(&setup.mirror, "/t/doc").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, Bytes::from(doc));
+    let (status, body) = cached(&setup.mirror, "/t/files/f").await;
+    assert_eq!((status, body), (200, blob));
+
+    let nobody = mirror(
+        Err("none configured".into()),
+        true,
+        scripted(Script::Nobody, None),
+    );
+    let (status, body) = get(&nobody.mirror, "/t/doc").await;
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn a_peer_document_that_the_adapter_refuses_is_not_taken() {
+    let document = PeerDocument {
+        body: Bytes::from_static(b"not a listing"),
+        upstream_url: "http://upstream.invalid/doc".into(),
+        fetched_at: cairn_mirror::now_ms(),
+        etag: None,
+        last_modified: None,
+        peer: Arc::from("liar"),
+    };
+    let setup = mirror(
+        Err("none configured".into()),
+        true,
+        scripted(Script::Nobody, Some(document)),
+    );
+    let (status, _) = get(&setup.mirror, "/t/doc").await;
+    assert_eq!(status, 504);
+    assert!(
+        setup
+            .mirror
+            .index()
+            .get_metadata("t", "doc")
+            .expect("index")
+            .is_none()
+    );
+}
