@@ -193,6 +193,14 @@ fn nodes_on_one_link_find_each_other_by_mdns_with_no_p2p_flags() {
 #[test]
 fn the_near_peer_serves_most_of_a_large_artifact() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    let net = Net::new(2, 3);
+    let (near, far, fetcher) = (0, 1, 2);
+    // 50 ms on everything the far peer sends (first: a kernel without netem fails fast).
+    let netem = format!(
+        "netns exec {} tc qdisc add dev eth0 root netem delay 50ms",
+        net.nodes[far]
+    );
+    run("ip", &netem.split(' ').collect::<Vec<_>>());
     let mut registry = Registry::default();
     registry.publish(
         "big-pkg",
@@ -239,26 +247,6 @@ fn the_near_peer_serves_most_of_a_large_artifact() {
     copy(&seed, &far_dir);
     copy(&meta, &fetch_dir);
 
-    let net = Net::new(2, 3);
-    let (near, far, fetcher) = (0, 1, 2);
-    // 50 ms on everything the far peer sends.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &net.nodes[far],
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-            "root",
-            "netem",
-            "delay",
-            "50ms",
-        ],
-    );
     let offline = [&["--offline"][..], &upstream].concat();
     let near_node = net.start(near, &near_dir, &offline);
     let far_node = net.start(far, &far_dir, &offline);
