@@ -411,6 +411,19 @@ fn the_near_peer_serves_most_of_a_large_artifact() {
         &far_dir,
         &[&offline[..], &["--p2p-listen", &far_p2p, "--no-mdns"]].concat(),
     );
+    wait_for(
+        Duration::from_secs(10),
+        "the far node listens on its loopback",
+        || {
+            let report = net.json(far, &format!("{}/api/v1/peers", far_node.url));
+            let listen = report["listen"].as_array()?.clone();
+            listen
+                .iter()
+                .filter_map(|a| a.as_str())
+                .any(|a| a.starts_with(&far_p2p))
+                .then_some(())
+        },
+    );
     let relay_addr = format!("{}:{RELAY_PORT}", net.address(far));
     let relay = Relay::start(
         &["ip", "netns", "exec", &net.nodes[far]],
