@@ -56,6 +56,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connection with no open stream is kept.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Provider records are valid this long; servers expire them after it (PROTOCOLS.md §5.6).
+pub const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
+
+/// This node republishes its provider records this often, well within their TTL.
+pub const PROVIDER_PUBLICATION_INTERVAL: Duration = Duration::from_secs(22 * 3600);
+
+/// Provider keys held in the DHT store, this node's and other nodes' together. An artifact
+/// takes two (flat and root CIDs), so this covers a few hundred thousand artifacts across the
+/// swarm; each key costs a few hundred bytes.
+const MAX_PROVIDER_KEYS: usize = 1 << 20;
+
+/// Value records (Cairn publishes none; other peers may put some).
+const MAX_VALUE_RECORDS: usize = 4096;
+
 /// How the node joins its network.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -175,6 +189,10 @@ struct Inner {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     bitswap: Bitswap,
+    /// For protocols beyond Bitswap (`cairn-node`'s resolve and metadata).
+    control: libp2p_stream::Control,
+    /// A swarm key is set: only nodes with the same key can connect.
+    private: bool,
     task: tokio::task::AbortHandle,
 }
 
@@ -213,9 +231,19 @@ impl Node {
         let transport = build_transport(&keypair, psk)?;
 
         let mut kad_config = kad::Config::new(config.kad_protocol.clone());
-        kad_config.set_query_timeout(Duration::from_secs(60));
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad_config
+            .set_query_timeout(Duration::from_secs(60))
+            .set_provider_record_ttl(Some(PROVIDER_RECORD_TTL))
+            .set_provider_publication_interval(Some(PROVIDER_PUBLICATION_INTERVAL));
+        let store = kad::store::MemoryStore::with_config(
+            peer_id,
+            kad::store::MemoryStoreConfig {
+                max_records: MAX_VALUE_RECORDS,
+                max_provided_keys: MAX_PROVIDER_KEYS,
+                ..kad::store::MemoryStoreConfig::default()
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if config.mdns {
             Some(
@@ -255,6 +283,8 @@ impl Node {
                 .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT),
         );
         let bitswap = Bitswap::new(swarm.behaviour().stream.new_control(), source)?;
+        let control = swarm.behaviour().stream.new_control();
+        let private = config.swarm_key.is_some();
 
         let mut listeners = HashSet::new();
         for address in &config.listen {
@@ -306,6 +336,8 @@ impl Node {
                 peer_id,
                 commands,
                 bitswap,
+                control,
+                private,
                 task,
             }),
         })
@@ -313,6 +345,32 @@ impl Node {
 
     pub fn peer_id(&self) -> PeerId {
         self.inner.peer_id
+    }
+
+    /// Whether the node runs on a private network (a swarm key is set), so that every peer it
+    /// can talk to holds the key.
+    pub fn is_private(&self) -> bool {
+        self.inner.private
+    }
+
+    /// A handle to open and accept streams of other protocols on this swarm.
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.inner.control.clone()
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<peer id>`: what another node
+    /// bootstraps from or dials. Cancel-safe.
+    pub async fn p2p_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let peer = self.inner.peer_id;
+        Ok(self
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .map(|address| match address.iter().last() {
+                Some(Protocol::P2p(_)) => address,
+                _ => address.with(Protocol::P2p(peer)),
+            })
+            .collect())
     }
 
     /// Bitswap, for fetches beyond [`Node::get_block`] (e.g. [`Bitswap::fetch_dag`]).

@@ -1,0 +1,235 @@
+//! `PeerSource::fetch`: find who can serve an artifact, apply the claim rule (`claims.rs`)
+//! when nobody can, and hand the peers that can to the transfer engine (`transfer.rs`).
+//!
+//! Candidates are the DHT's providers of the flat CID, found within [`LOOKUP_DEADLINE`], and
+//! the directly connected peers (on a LAN they are usually all of them, and a peer that has
+//! just started a download may not be in the DHT yet). They are asked at once, nearest first
+//! by ping RTT; the first that holds or downloads the artifact starts the transfer and the
+//! others join it as they answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_mirror::cid::FlatCid;
+use cairn_mirror::metrics::LookupLabels;
+use cairn_mirror::peers::PeerFetch;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
+use tokio::time::Instant;
+
+use super::Inner;
+use super::claims::{Decision, Heard};
+use super::resolve::{self, Answer, Frame};
+use super::transfer::{self, Asks};
+
+/// How long the DHT is searched for providers.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_millis(400);
+/// How long a peer has to give its first answer.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a claim's provide is awaited.
+const PROVIDE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long this node waits for another that claimed the artifact first.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// How often that node is asked again meanwhile.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The outcome of asking every candidate.
+enum Round {
+    /// Someone holds or downloads it: the transfer has started.
+    Found(PeerFetch),
+    /// What each peer that answered said.
+    Nobody(Vec<(PeerId, Heard)>),
+}
+
+pub(crate) async fn fetch(
+    inner: Arc<Inner>,
+    flat: FlatCid,
+    size: Option<u64>,
+) -> Option<PeerFetch> {
+    let found = run(&inner, flat, size).await;
+    let result = if found.is_some() { "found" } else { "none" };
+    inner
+        .mirror
+        .metrics()
+        .provider_lookups
+        .get_or_create(&LookupLabels { result })
+        .inc();
+    found
+}
+
+async fn run(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>) -> Option<PeerFetch> {
+    let give_up = Instant::now() + CLAIM_WAIT;
+    loop {
+        let heard = match round(inner, flat, size, false).await {
+            Round::Found(fetch) => return Some(fetch),
+            Round::Nobody(heard) => heard,
+        };
+        let decided = heard
+            .iter()
+            .find(|(_, h)| *h == Heard::Claiming { decided: true })
+            .map(|(peer, _)| *peer);
+        let target = match decided {
+            Some(peer) => peer,
+            None => {
+                if !inner.claims.claim(flat) {
+                    // This node already claims or downloads these bytes (under another key).
+                    return None;
+                }
+                if tokio::time::timeout(PROVIDE_TIMEOUT, inner.node.provide(flat.0))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%flat, "claim: provide not done within {PROVIDE_TIMEOUT:?}");
+                }
+                match round(inner, flat, size, true).await {
+                    Round::Found(fetch) => {
+                        inner.claims.release(&flat);
+                        return Some(fetch);
+                    }
+                    Round::Nobody(heard) => match inner.claims.decide(flat, inner.me, &heard) {
+                        Decision::Upstream => return None,
+                        Decision::Defer(peer) => {
+                            inner.claims.release(&flat);
+                            peer
+                        }
+                    },
+                }
+            }
+        };
+        tracing::debug!(%flat, %target, "waiting for the peer that claimed the artifact");
+        match poll(inner, flat, size, target, give_up).await {
+            Some(fetch) => return Some(fetch),
+            None if Instant::now() < give_up => continue,
+            None => break,
+        }
+    }
+    tracing::info!(%flat, "no claimed download started within {CLAIM_WAIT:?}: going upstream");
+    inner.claims.mark_decided(flat);
+    None
+}
+
+/// Ask `target` every [`POLL_INTERVAL`] until it holds or downloads `flat` (then fetch), stops
+/// claiming (`None`, start over) or `give_up` passes (`None`).
+async fn poll(
+    inner: &Arc<Inner>,
+    flat: FlatCid,
+    size: Option<u64>,
+    target: PeerId,
+    give_up: Instant,
+) -> Option<PeerFetch> {
+    while Instant::now() < give_up {
+        let control = inner.node.stream_control();
+        match resolve::ask(control, target, flat, false, RESOLVE_TIMEOUT).await {
+            Ok(answer) => match answer.first {
+                Frame::Holding | Frame::Downloading => {
+                    return Some(transfer::start(
+                        context(inner).await,
+                        flat,
+                        size,
+                        answer,
+                        Asks::new(),
+                    ));
+                }
+                Frame::Claiming { .. } => {}
+                _ => return None,
+            },
+            Err(e) => {
+                tracing::debug!("claim: {e}");
+                return None;
+            }
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    None
+}
+
+async fn context(inner: &Inner) -> transfer::Context {
+    transfer::Context {
+        node: inner.node.clone(),
+        mirror: inner.mirror.clone(),
+        rtts: rtts(inner).await,
+    }
+}
+
+async fn rtts(inner: &Inner) -> HashMap<PeerId, Duration> {
+    inner
+        .node
+        .connected_peers()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| Some((p.peer, p.rtt?)))
+        .collect()
+}
+
+/// The providers of `flat` and the connected peers, nearest first.
+async fn candidates(inner: &Inner, flat: FlatCid, rtts: &HashMap<PeerId, Duration>) -> Vec<PeerId> {
+    let started = Instant::now();
+    let mut peers = inner
+        .node
+        .find_providers(flat.0, started + LOOKUP_DEADLINE)
+        .await
+        .unwrap_or_default();
+    inner
+        .mirror
+        .metrics()
+        .provider_lookup_seconds
+        .observe(started.elapsed().as_secs_f64());
+    for peer in rtts.keys() {
+        if !peers.contains(peer) {
+            peers.push(*peer);
+        }
+    }
+    if let Ok(connected) = inner.node.connected_peers().await {
+        for info in connected {
+            if !peers.contains(&info.peer) {
+                peers.push(info.peer);
+            }
+        }
+    }
+    peers.retain(|p| *p != inner.me);
+    peers.sort_by_key(|p| rtts.get(p).copied().unwrap_or(Duration::MAX));
+    peers
+}
+
+/// Ask every candidate about `flat`; start the transfer on the first that can serve it.
+async fn round(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>, claiming: bool) -> Round {
+    let rtts = rtts(inner).await;
+    let peers = candidates(inner, flat, &rtts).await;
+    let mut asks: Asks = FuturesUnordered::new();
+    for peer in peers {
+        let control = inner.node.stream_control();
+        asks.push(Box::pin(resolve::ask(
+            control,
+            peer,
+            flat,
+            claiming,
+            RESOLVE_TIMEOUT,
+        )));
+    }
+    let mut heard = Vec::new();
+    while let Some(answer) = asks.next().await {
+        let answer: Answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!("{e}");
+                continue;
+            }
+        };
+        match answer.first {
+            Frame::Holding | Frame::Downloading => {
+                let context = transfer::Context {
+                    node: inner.node.clone(),
+                    mirror: inner.mirror.clone(),
+                    rtts,
+                };
+                return Round::Found(transfer::start(context, flat, size, answer, asks));
+            }
+            Frame::Claiming { decided } => heard.push((answer.peer, Heard::Claiming { decided })),
+            _ => heard.push((answer.peer, Heard::None)),
+        }
+    }
+    Round::Nobody(heard)
+}

@@ -1,0 +1,187 @@
+//! `/cairn/metadata/1.0.0`: a peer's cached copy of a metadata document.
+//!
+//! Request: one JSON frame `{"ecosystem": "…", "key": "…"}`. Response: one JSON frame
+//! `{"found": false}`, or `{"found": true, "upstream_url", "fetched_at", "etag",
+//! "last_modified", "size"}` followed by one raw frame of `size` bytes (at most
+//! [`MAX_BODY`]): the exact bytes upstream sent that peer.
+//!
+//! Every node serves its documents to any peer that can connect to it: whether a peer's copy
+//! is trusted is the asker's decision (`PeerPolicy`), and the asker's adapter reads the
+//! document (apt checks its signature) before it is indexed. Documents are public registry
+//! data; a private swarm (swarm key) decides who can connect at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_mirror::peers::PeerDocument;
+use futures::AsyncWriteExt as _;
+use futures::StreamExt as _;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use serde::{Deserialize, Serialize};
+
+use super::wire;
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/metadata/1.0.0");
+const NAME: &str = "metadata";
+
+/// Largest document body sent or accepted.
+pub const MAX_BODY: usize = 64 << 20;
+/// How long peers are asked for a document.
+pub const DEADLINE: Duration = Duration::from_millis(2500);
+/// Longest the server waits for a request or for the asker to take a write.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub ecosystem: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Header {
+    pub found: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_url: Option<String>,
+    #[serde(default)]
+    pub fetched_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// Answer one metadata stream from `peer` from `mirror`'s index.
+pub(crate) async fn serve(mirror: cairn_mirror::Mirror, peer: PeerId, mut stream: Stream) {
+    match tokio::time::timeout(IO_TIMEOUT, answer(mirror, &mut stream)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, "metadata: {e}"),
+        Err(_) => tracing::debug!(%peer, "metadata: answer not taken within {IO_TIMEOUT:?}"),
+    }
+    let _ = tokio::time::timeout(IO_TIMEOUT, stream.close()).await;
+}
+
+async fn answer(mirror: cairn_mirror::Mirror, stream: &mut Stream) -> Result<(), String> {
+    let request: Request = wire::read_json(stream, NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("stream closed before a request")?;
+    let (ecosystem, key) = (request.ecosystem.clone(), request.key.clone());
+    let document = tokio::task::spawn_blocking(move || mirror.peer_document(&ecosystem, &key))
+        .await
+        .map_err(|e| {
+            format!(
+                "metadata {}/{}: blocking task failed: {e}",
+                request.ecosystem, request.key
+            )
+        })?;
+    let document = match document {
+        Ok(Some(document)) if document.body.len() <= MAX_BODY => Some(document),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(ecosystem = %request.ecosystem, key = %request.key, "metadata for a peer: {e}");
+            None
+        }
+    };
+    let Some(document) = document else {
+        return wire::write_json(stream, NAME, &Header::default())
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let header = Header {
+        found: true,
+        upstream_url: Some(document.upstream_url),
+        fetched_at: document.fetched_at,
+        etag: document.etag,
+        last_modified: document.last_modified,
+        size: document.body.len() as u64,
+    };
+    wire::write_json(stream, NAME, &header)
+        .await
+        .map_err(|e| e.to_string())?;
+    wire::write_frame(stream, NAME, &document.body)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Ask `peer` for document `key` of `ecosystem`. Cancel-safe.
+async fn ask(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    ecosystem: String,
+    key: String,
+) -> Result<Option<PeerDocument>, String> {
+    let mut stream = control
+        .open_stream(peer, PROTOCOL)
+        .await
+        .map_err(|e| format!("cannot open a metadata stream to {peer}: {e}"))?;
+    let request = Request { ecosystem, key };
+    wire::write_json(&mut stream, NAME, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let header: Header = wire::read_json(&mut stream, NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{peer} closed the metadata stream without an answer"))?;
+    if !header.found {
+        return Ok(None);
+    }
+    let body = wire::read_frame(&mut stream, NAME, MAX_BODY)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{peer} sent a metadata header without a body"))?;
+    if body.len() as u64 != header.size {
+        return Err(format!(
+            "{peer} announced {} bytes and sent {}",
+            header.size,
+            body.len()
+        ));
+    }
+    Ok(Some(PeerDocument {
+        body: Bytes::from(body),
+        upstream_url: header.upstream_url.unwrap_or_default(),
+        fetched_at: header.fetched_at,
+        etag: header.etag,
+        last_modified: header.last_modified,
+        peer: Arc::from(peer.to_string()),
+    }))
+}
+
+/// The newest copy among the connected peers', asked in parallel within [`DEADLINE`].
+pub(crate) async fn fetch(
+    node: crate::swarm::Node,
+    ecosystem: String,
+    key: String,
+) -> Option<PeerDocument> {
+    let peers = node.connected_peers().await.ok()?;
+    let mut asks: futures::stream::FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|info| {
+            ask(
+                node.stream_control(),
+                info.peer,
+                ecosystem.clone(),
+                key.clone(),
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut best: Option<PeerDocument> = None;
+    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
+        match answer {
+            Ok(Some(document)) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| document.fetched_at > b.fetched_at)
+                {
+                    best = Some(document);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("metadata: {e}"),
+        }
+    }
+    best
+}

@@ -1,0 +1,324 @@
+//! The swarm as the mirror's [`PeerSource`]: artifacts fetched from peers by flat CID,
+//! downloads under way offered to peers, held artifacts announced, metadata shared.
+//!
+//! Parts:
+//! - `resolve.rs`: `/cairn/resolve/1.0.0`, what a peer holds or downloads (its leaves);
+//! - `transfer.rs`: leaves over Bitswap from several peers at once, in file order;
+//! - `fetch.rs`: who to ask, and the claim rule of `claims.rs` (one upstream download when
+//!   several nodes miss at once; the argument and its limits are written there);
+//! - `pending.rs`: leaves of downloads under way, served by Bitswap ([`MirrorBlocks`]);
+//! - `metadata.rs`: `/cairn/metadata/1.0.0`;
+//! - `wire.rs`: the framing of both protocols.
+//!
+//! Inbound streams of both protocols are served by tasks bounded by [`MAX_SERVING`]; a stream
+//! beyond that is closed at once (the asker treats it as a peer that knows nothing).
+
+mod claims;
+mod fetch;
+mod metadata;
+mod pending;
+mod resolve;
+mod transfer;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_mirror::cid::{FlatCid, RootCid};
+use cairn_mirror::peers::{PeerDocument, PeerFetch, PeerSource, PendingLeaves};
+use cid::Cid;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+pub use pending::{MirrorBlocks, PendingMap};
+pub use resolve::{ArtifactSource, Frame as ResolveFrame, HeldArtifact, WireLeaf};
+
+use crate::swarm::{Node, NodeError};
+
+/// Inbound resolve and metadata streams served at once, each protocol.
+pub const MAX_SERVING: usize = 256;
+/// Provides of held artifacts in flight at once in [`Peers::announce_held`].
+pub const ANNOUNCE_CONCURRENCY: usize = 16;
+/// How long one provide of [`Peers::announce_held`], `holds` or `downloading` may take.
+const PROVIDE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What this node accepts from peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerPolicy {
+    /// Accept metadata documents from peers even on an open network (on a private network,
+    /// one with a swarm key, they are always accepted).
+    pub trust_metadata: bool,
+}
+
+/// The mirror's [`PeerSource`], over a running [`Node`]. Cheap to clone; the protocol
+/// servers stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Peers {
+    inner: Arc<Inner>,
+    _tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    node: Node,
+    me: PeerId,
+    mirror: cairn_mirror::Mirror,
+    pending: PendingMap,
+    policy: PeerPolicy,
+    claims: Arc<claims::Claims>,
+}
+
+/// Aborts the accept loops on drop.
+struct Tasks(Vec<AbortHandle>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The Bitswap block source of a Cairn node: `mirror`'s blocks, and the leaves of downloads
+/// under way that `pending` lists (give the same `pending` to [`Peers::new`]).
+pub fn block_source(
+    blocks: cairn_mirror::blocks::Blocks,
+    pending: PendingMap,
+) -> Arc<MirrorBlocks> {
+    Arc::new(MirrorBlocks::new(blocks, pending))
+}
+
+impl Peers {
+    /// Start serving this node's artifacts (resolve) and metadata to peers, and return the
+    /// source for the mirror. `pending` must be the map the node's Bitswap block source reads
+    /// ([`block_source`]). Must be called within a tokio runtime.
+    pub fn new(
+        node: Node,
+        mirror: cairn_mirror::Mirror,
+        pending: PendingMap,
+        policy: PeerPolicy,
+    ) -> Result<Peers, NodeError> {
+        let source = Arc::new(mirror.clone());
+        Self::with_source(node, mirror, pending, policy, source)
+    }
+
+    /// [`Peers::new`], with resolve answering about committed artifacts from `source` instead
+    /// of the mirror's index.
+    pub fn with_source(
+        node: Node,
+        mirror: cairn_mirror::Mirror,
+        pending: PendingMap,
+        policy: PeerPolicy,
+        source: Arc<dyn ArtifactSource>,
+    ) -> Result<Peers, NodeError> {
+        let claims = Arc::new(claims::Claims::default());
+        let mut control = node.stream_control();
+        let mut accept = |protocol: StreamProtocol| {
+            control
+                .accept(protocol.clone())
+                .map_err(|_| NodeError::Setup {
+                    what: "peer protocols",
+                    reason: format!("protocol {protocol} is already accepted by another handler"),
+                })
+        };
+        let resolve_streams = accept(resolve::PROTOCOL)?;
+        let metadata_streams = accept(metadata::PROTOCOL)?;
+        let server = Arc::new(resolve::Server {
+            source,
+            claims: claims.clone(),
+        });
+        let resolve_task = serve_each(resolve_streams, move |peer, stream| {
+            resolve::serve(server.clone(), peer, stream)
+        });
+        let documents = mirror.clone();
+        let metadata_task = serve_each(metadata_streams, move |peer, stream| {
+            metadata::serve(documents.clone(), peer, stream)
+        });
+        Ok(Peers {
+            inner: Arc::new(Inner {
+                me: node.peer_id(),
+                node,
+                mirror,
+                pending,
+                policy,
+                claims,
+            }),
+            _tasks: Arc::new(Tasks(vec![resolve_task, metadata_task])),
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Announce every artifact the store already holds (flat and root CIDs), in the
+    /// background, [`ANNOUNCE_CONCURRENCY`] at a time.
+    pub fn announce_held(&self) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mirror = inner.mirror.clone();
+            let held = match tokio::task::spawn_blocking(move || mirror.held_artifacts()).await {
+                Ok(Ok(held)) => held,
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot list the held artifacts to announce: {e}");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("listing the held artifacts failed: {e}");
+                    return;
+                }
+            };
+            let count = held.len();
+            futures::stream::iter(held)
+                .for_each_concurrent(ANNOUNCE_CONCURRENCY, |(flat, root)| {
+                    let node = inner.node.clone();
+                    async move { provide_both(&node, flat, root).await }
+                })
+                .await;
+            tracing::info!("announced {count} held artifacts to the DHT");
+        });
+    }
+}
+
+/// Run `serve` on each inbound stream, at most [`MAX_SERVING`] at once.
+fn serve_each<F, Fut>(mut streams: libp2p_stream::IncomingStreams, serve: F) -> AbortHandle
+where
+    F: Fn(PeerId, Stream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(MAX_SERVING));
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = streams.next().await {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many peer streams: one refused");
+                continue;
+            };
+            let work = serve(peer, stream);
+            tokio::spawn(async move {
+                work.await;
+                drop(permit);
+            });
+        }
+    })
+    .abort_handle()
+}
+
+/// Provide `cid`, logging a failure.
+async fn provide(node: &Node, cid: Cid) {
+    match tokio::time::timeout(PROVIDE_TIMEOUT, node.provide(cid)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("{e}"),
+        Err(_) => tracing::debug!(%cid, "provide not done within {PROVIDE_TIMEOUT:?}"),
+    }
+}
+
+/// Provide a flat CID and a root CID (once when they share a multihash).
+async fn provide_both(node: &Node, flat: FlatCid, root: RootCid) {
+    if flat.0.hash() == root.0.hash() {
+        provide(node, flat.0).await;
+    } else {
+        futures::join!(provide(node, flat.0), provide(node, root.0));
+    }
+}
+
+/// Serve the leaves of `pending` as the download hashes them, until it ends.
+async fn follow_download(inner: Arc<Inner>, pending: PendingLeaves) {
+    let mut progress = pending.progress.clone();
+    let mut seen = 0;
+    let committed = loop {
+        let done = {
+            let current = progress.borrow_and_update();
+            for leaf in current.leaves.get(seen..).unwrap_or_default() {
+                inner.pending.insert(pending.flat, &pending.file, leaf);
+            }
+            seen = current.leaves.len();
+            current.done.clone()
+        };
+        match done {
+            Some(result) => break result.is_ok(),
+            None => {
+                if progress.changed().await.is_err() {
+                    // The sender is gone: a last value may hold the end.
+                    break matches!(progress.borrow().done, Some(Ok(_)));
+                }
+            }
+        }
+    };
+    inner.pending.remove_download(&pending.flat);
+    inner.claims.ended(&pending.flat, committed);
+}
+
+impl PeerSource for Peers {
+    fn fetch(&self, flat: FlatCid, size: Option<u64>) -> BoxFuture<'static, Option<PeerFetch>> {
+        Box::pin(fetch::fetch(self.inner.clone(), flat, size))
+    }
+
+    fn downloading(&self, pending: PendingLeaves) {
+        self.inner.claims.downloading(&pending);
+        let node = self.inner.node.clone();
+        let flat = pending.flat;
+        tokio::spawn(async move { provide(&node, flat.0).await });
+        tokio::spawn(follow_download(self.inner.clone(), pending));
+    }
+
+    fn holds(&self, flat: FlatCid, root: RootCid) {
+        let node = self.inner.node.clone();
+        tokio::spawn(async move { provide_both(&node, flat, root).await });
+    }
+
+    fn metadata(
+        &self,
+        ecosystem: &'static str,
+        key: String,
+    ) -> BoxFuture<'static, Option<PeerDocument>> {
+        let node = self.inner.node.clone();
+        let allowed = self.inner.policy.trust_metadata || node.is_private();
+        Box::pin(async move {
+            if !allowed {
+                return None;
+            }
+            metadata::fetch(node, ecosystem.to_owned(), key).await
+        })
+    }
+
+    fn describe(&self) -> BoxFuture<'static, serde_json::Value> {
+        let node = self.inner.node.clone();
+        Box::pin(async move {
+            let listen: Vec<String> = node
+                .p2p_addrs()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let mut peers = node.connected_peers().await.unwrap_or_default();
+            peers.sort_by_key(|p| p.rtt.unwrap_or(Duration::MAX));
+            let peers: Vec<serde_json::Value> = peers
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "peer": p.peer.to_string(),
+                        "address": p.address.to_string(),
+                        "rtt_ms": p.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "peer_id": node.peer_id().to_string(),
+                "listen": listen,
+                "private": node.is_private(),
+                "peers": peers,
+            })
+        })
+    }
+}

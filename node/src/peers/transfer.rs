@@ -1,0 +1,486 @@
+//! The transfer engine: one artifact fetched leaf by leaf over Bitswap from every peer that can
+//! serve it, written to the mirror in file order.
+//!
+//! - Plan: the leaves come from the peers' resolve streams (a downloading peer lists more as
+//!   it hashes them). Every peer must list the same leaves at the same positions, contiguous
+//!   ranges of at most 1 MiB; a peer that disagrees is dropped.
+//! - Scheduling: leaves not yet asked for wait in one queue, lowest index first. Each peer has
+//!   an in-flight window proportional to `best_rtt / rtt` ([`MAX_WINDOW`] for the nearest, at
+//!   least 1), filled nearest peer first, so most bytes come from the nearest peer while the
+//!   others keep a block each in flight. Nothing is asked more than [`AHEAD_LEAVES`] leaves
+//!   past the first leaf not yet written, which bounds the reorder buffer.
+//! - Failures: a block that does not hash to its CID (`BadBlock`, counted in `bad_blocks`), a
+//!   block not received within [`STALL`], a DONT_HAVE, a broken or inconsistent resolve stream:
+//!   the peer is dropped for this transfer and its leaves go back to the queue. With no peer
+//!   left, or no progress for [`IDLE`], the transfer sends `Err(reason)` and stops, and the
+//!   mirror continues from upstream.
+//! - The engine ends when the reader of the chunks goes away.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_mirror::cid::FlatCid;
+use cairn_mirror::metrics::PeerLabels;
+use cairn_mirror::peers::{PeerChunk, PeerFetch};
+use cairn_mirror::unixfs::Leaf;
+use futures::StreamExt as _;
+use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::resolve::{self, Answer, Frame, ResolveError};
+use crate::bitswap::FetchError;
+use crate::swarm::Node;
+
+/// In-flight blocks for the nearest peer.
+pub const MAX_WINDOW: usize = 16;
+/// Leaves asked for at most past the first one not yet written (64 MiB of 1 MiB leaves).
+pub const AHEAD_LEAVES: usize = 64;
+/// A peer that sends no block within this long after it was asked is dropped.
+pub const STALL: Duration = Duration::from_secs(8);
+/// The transfer fails when nothing arrives for this long (no leaf listed, no block).
+pub const IDLE: Duration = Duration::from_secs(30);
+/// Chunks queued for the mirror.
+const CHUNK_QUEUE: usize = 8;
+/// Resolve frames queued from all peers.
+const EVENT_QUEUE: usize = 64;
+/// RTTs below this are noise: they count as this much when windows are worked out.
+const RTT_FLOOR: Duration = Duration::from_millis(1);
+
+/// Answers still to come from peers asked about the artifact: late joiners.
+pub(crate) type Asks = FuturesUnordered<BoxFuture<'static, Result<Answer, ResolveError>>>;
+
+/// What the engine needs of the node and the mirror.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub node: Node,
+    pub mirror: cairn_mirror::Mirror,
+    /// Ping RTTs of the connected peers when the fetch began.
+    pub rtts: HashMap<PeerId, Duration>,
+}
+
+/// Start fetching `flat` from `first` (which holds or downloads it) and whoever in `rest`
+/// answers so too.
+pub(crate) fn start(
+    context: Context,
+    flat: FlatCid,
+    size: Option<u64>,
+    first: Answer,
+    rest: Asks,
+) -> PeerFetch {
+    let (chunks, receiver) = mpsc::channel(CHUNK_QUEUE);
+    let engine = Engine {
+        context,
+        flat,
+        size,
+        chunks,
+        peers: HashMap::new(),
+        dropped: Vec::new(),
+        leaves: Vec::new(),
+        total: None,
+        queue: BTreeSet::new(),
+        buffer: BTreeMap::new(),
+        next: 0,
+        readers: JoinSet::new(),
+        inflight: FuturesUnordered::new(),
+    };
+    tokio::spawn(engine.run(first, rest));
+    PeerFetch { chunks: receiver }
+}
+
+enum Event {
+    Frame(Frame),
+    End(Result<(), String>),
+}
+
+struct Peer {
+    label: Arc<str>,
+    rtt: Duration,
+    /// Leaves this peer can serve: the first `available` of the plan.
+    available: usize,
+    /// Leaves it listed, to check against the plan.
+    listed: usize,
+    done: bool,
+    inflight: Vec<(usize, AbortHandle)>,
+}
+
+type BlockResult = (
+    PeerId,
+    usize,
+    Result<Result<Bytes, FetchError>, futures::future::Aborted>,
+);
+
+struct Engine {
+    context: Context,
+    flat: FlatCid,
+    size: Option<u64>,
+    chunks: mpsc::Sender<Result<PeerChunk, String>>,
+    peers: HashMap<PeerId, Peer>,
+    /// Why peers were dropped, for the error when none is left.
+    dropped: Vec<String>,
+    leaves: Vec<Leaf>,
+    total: Option<usize>,
+    queue: BTreeSet<usize>,
+    buffer: BTreeMap<usize, (Bytes, Arc<str>)>,
+    next: usize,
+    readers: JoinSet<()>,
+    inflight: FuturesUnordered<BoxFuture<'static, BlockResult>>,
+}
+
+impl Engine {
+    async fn run(mut self, first: Answer, mut rest: Asks) {
+        let (events_sender, mut events) = mpsc::channel(EVENT_QUEUE);
+        self.join(first, &events_sender);
+        let mut last_progress = Instant::now();
+        let outcome = loop {
+            if self.total == Some(self.next) {
+                break Ok(());
+            }
+            if self.peers.is_empty() && rest.is_empty() {
+                break Err(format!(
+                    "no peer can finish {}: {}",
+                    self.flat,
+                    self.dropped.join("; ")
+                ));
+            }
+            self.schedule();
+            tokio::select! {
+                Some((peer, index, result)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if self.on_block(peer, index, result) {
+                        last_progress = Instant::now();
+                    }
+                }
+                Some((peer, event)) = events.recv() => {
+                    if self.on_event(peer, event) {
+                        last_progress = Instant::now();
+                    }
+                }
+                Some(answer) = rest.next(), if !rest.is_empty() => {
+                    if let Ok(answer) = answer
+                        && matches!(answer.first, Frame::Holding | Frame::Downloading)
+                    {
+                        self.join(answer, &events_sender);
+                    }
+                }
+                () = tokio::time::sleep_until(last_progress + IDLE) => {
+                    break Err(format!("no progress fetching {} from peers for {IDLE:?}", self.flat));
+                }
+                () = self.chunks.closed() => return,
+            }
+            if let Err(()) = self.emit().await {
+                return;
+            }
+        };
+        for peer in self.peers.values() {
+            for (_, handle) in &peer.inflight {
+                handle.abort();
+            }
+        }
+        if let Err(reason) = outcome {
+            tracing::info!(flat = %self.flat, "peer transfer failed: {reason}");
+            let _ = self.chunks.send(Err(reason)).await;
+        }
+    }
+
+    /// Take `answer`'s peer into the transfer and read its further frames.
+    fn join(&mut self, answer: Answer, events: &mpsc::Sender<(PeerId, Event)>) {
+        let Answer {
+            peer,
+            mut stream,
+            elapsed,
+            ..
+        } = answer;
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        let rtt = self.context.rtts.get(&peer).copied().unwrap_or(elapsed);
+        self.peers.insert(
+            peer,
+            Peer {
+                label: Arc::from(peer.to_string()),
+                rtt,
+                available: 0,
+                listed: 0,
+                done: false,
+                inflight: Vec::new(),
+            },
+        );
+        let events = events.clone();
+        self.readers.spawn(async move {
+            loop {
+                let event = match resolve::next_frame(&mut stream).await {
+                    Ok(Some(frame)) => Event::Frame(frame),
+                    Ok(None) => Event::End(Ok(())),
+                    Err(e) => Event::End(Err(e.to_string())),
+                };
+                let end = matches!(event, Event::End(_));
+                if events.send((peer, event)).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Drop `peer` for this transfer: its leaves in flight go back to the queue.
+    fn drop_peer(&mut self, peer: PeerId, reason: String) {
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        tracing::info!(%peer, flat = %self.flat, "peer dropped from transfer: {reason}");
+        for (index, handle) in state.inflight {
+            handle.abort();
+            if index >= self.next && !self.buffer.contains_key(&index) {
+                self.queue.insert(index);
+            }
+        }
+        self.dropped.push(reason);
+    }
+
+    /// A resolve frame from `peer`; true when it moved the transfer on.
+    fn on_event(&mut self, peer: PeerId, event: Event) -> bool {
+        let Some(state) = self.peers.get(&peer) else {
+            return false;
+        };
+        let done = state.done;
+        match event {
+            Event::Frame(Frame::Leaves { leaves }) => match self.on_leaves(peer, &leaves) {
+                Ok(()) => true,
+                Err(reason) => {
+                    self.drop_peer(
+                        peer,
+                        format!("{peer} listed leaves of {}: {reason}", self.flat),
+                    );
+                    false
+                }
+            },
+            Event::Frame(Frame::Done { size, .. }) => match self.on_done(peer, size) {
+                Ok(()) => true,
+                Err(reason) => {
+                    self.drop_peer(peer, format!("{peer} finished {}: {reason}", self.flat));
+                    false
+                }
+            },
+            Event::Frame(Frame::Failed { reason }) => {
+                self.drop_peer(
+                    peer,
+                    format!("{peer}'s download of {} failed: {reason}", self.flat),
+                );
+                false
+            }
+            Event::Frame(other) => {
+                self.drop_peer(
+                    peer,
+                    format!("{peer} sent {other:?} inside a resolve answer"),
+                );
+                false
+            }
+            Event::End(_) if done => false,
+            Event::End(result) => {
+                let why = result.err().unwrap_or_else(|| "stream closed".into());
+                self.drop_peer(
+                    peer,
+                    format!("{peer}'s resolve stream for {} ended: {why}", self.flat),
+                );
+                false
+            }
+        }
+    }
+
+    fn on_leaves(&mut self, peer: PeerId, leaves: &[resolve::WireLeaf]) -> Result<(), String> {
+        for wire in leaves {
+            let leaf = resolve::parse_leaf(wire)?;
+            let Some(state) = self.peers.get_mut(&peer) else {
+                return Ok(());
+            };
+            let position = state.listed;
+            match self.leaves.get(position) {
+                Some(known) if *known == leaf => {}
+                Some(known) => {
+                    return Err(format!(
+                        "leaf {position} is {leaf:?}, others listed {known:?}"
+                    ));
+                }
+                None => {
+                    let end = self.leaves.last().map_or(0, |l| l.offset + l.len);
+                    if leaf.offset != end || (leaf.len == 0 && position > 0) {
+                        return Err(format!(
+                            "leaf {position} {leaf:?} does not follow offset {end}"
+                        ));
+                    }
+                    if self.size.is_some_and(|size| end + leaf.len > size) {
+                        return Err(format!(
+                            "leaf {position} runs past the size {:?}",
+                            self.size
+                        ));
+                    }
+                    if self.total.is_some() {
+                        return Err("more leaves than the finished plan".into());
+                    }
+                    self.leaves.push(leaf);
+                    self.queue.insert(position);
+                }
+            }
+            state.listed += 1;
+            state.available = state.listed;
+        }
+        Ok(())
+    }
+
+    fn on_done(&mut self, peer: PeerId, size: u64) -> Result<(), String> {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let listed = state.listed;
+        let end = self
+            .leaves
+            .get(..listed)
+            .and_then(|l| l.last())
+            .map_or(0, |l| l.offset + l.len);
+        if end != size || self.size.is_some_and(|expected| expected != size) {
+            return Err(format!(
+                "its leaves end at {end}, it says {size}, expected {:?}",
+                self.size
+            ));
+        }
+        if listed == 0 || self.total.is_some_and(|total| total != listed) {
+            return Err(format!("{listed} leaves, others listed {:?}", self.total));
+        }
+        state.done = true;
+        self.total = Some(listed);
+        Ok(())
+    }
+
+    /// Window of a peer `rtt` away when the nearest is `best` away.
+    fn window(best: Duration, rtt: Duration) -> usize {
+        let best = best.max(RTT_FLOOR).as_secs_f64();
+        let rtt = rtt.max(RTT_FLOOR).as_secs_f64();
+        ((MAX_WINDOW as f64 * best / rtt).round() as usize).clamp(1, MAX_WINDOW)
+    }
+
+    /// Fill each peer's window from the queue, nearest peer first.
+    fn schedule(&mut self) {
+        let Some(best) = self.peers.values().map(|p| p.rtt).min() else {
+            return;
+        };
+        let mut order: Vec<(Duration, PeerId)> =
+            self.peers.iter().map(|(id, p)| (p.rtt, *id)).collect();
+        order.sort();
+        let limit = self.next + AHEAD_LEAVES;
+        for (rtt, peer) in order {
+            let window = Self::window(best, rtt);
+            let Some(state) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            while state.inflight.len() < window {
+                let bound = state.available.min(limit);
+                let Some(index) = self.queue.range(..bound).next().copied() else {
+                    break;
+                };
+                self.queue.remove(&index);
+                let (handle, registration) = AbortHandle::new_pair();
+                state.inflight.push((index, handle));
+                let node = self.context.node.clone();
+                let cid = self.leaves[index].cid;
+                let get = Abortable::new(
+                    async move { node.get_block(peer, cid, STALL).await },
+                    registration,
+                );
+                self.inflight
+                    .push(Box::pin(async move { (peer, index, get.await) }));
+            }
+        }
+    }
+
+    /// A block from `peer`; true when it moved the transfer on.
+    fn on_block(
+        &mut self,
+        peer: PeerId,
+        index: usize,
+        result: Result<Result<Bytes, FetchError>, futures::future::Aborted>,
+    ) -> bool {
+        let Ok(result) = result else {
+            return false;
+        };
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.inflight.retain(|(i, _)| *i != index);
+        }
+        match result {
+            Ok(data) if data.len() as u64 == self.leaves[index].len => {
+                let label = match self.peers.get(&peer) {
+                    Some(state) => state.label.clone(),
+                    None => Arc::from(peer.to_string()),
+                };
+                self.context
+                    .mirror
+                    .metrics()
+                    .peer_bytes
+                    .get_or_create(&PeerLabels {
+                        peer: label.to_string(),
+                    })
+                    .inc_by(data.len() as u64);
+                if index >= self.next && !self.buffer.contains_key(&index) {
+                    self.buffer.insert(index, (data, label));
+                    return true;
+                }
+                false
+            }
+            Ok(data) => {
+                let reason = format!(
+                    "{peer} sent {} bytes for leaf {index} of {}",
+                    data.len(),
+                    self.flat
+                );
+                self.drop_peer(peer, reason);
+                false
+            }
+            Err(error) => {
+                if let FetchError::BadBlock { .. } = error {
+                    self.context
+                        .mirror
+                        .metrics()
+                        .bad_blocks
+                        .get_or_create(&PeerLabels {
+                            peer: peer.to_string(),
+                        })
+                        .inc();
+                }
+                self.drop_peer(peer, error.to_string());
+                false
+            }
+        }
+    }
+
+    /// Write the leaves that are next in file order. `Err` when the reader went away.
+    async fn emit(&mut self) -> Result<(), ()> {
+        while let Some((data, peer)) = self.buffer.remove(&self.next) {
+            self.chunks
+                .send(Ok(PeerChunk { data, peer }))
+                .await
+                .map_err(|_| ())?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_follow_rtt() {
+        let ms = Duration::from_millis;
+        assert_eq!(Engine::window(ms(1), ms(1)), MAX_WINDOW);
+        assert_eq!(
+            Engine::window(Duration::from_micros(200), Duration::from_micros(300)),
+            MAX_WINDOW
+        );
+        assert_eq!(Engine::window(ms(1), ms(51)), 1);
+        assert_eq!(Engine::window(ms(10), ms(20)), MAX_WINDOW / 2);
+    }
+}
