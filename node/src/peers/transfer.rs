@@ -409,6 +409,10 @@ impl Engine {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.inflight.retain(|(i, _)| *i != index);
         }
+        if result.is_err() && index >= self.next && !self.buffer.contains_key(&index) {
+            // Asked again of another peer; a duplicate answer is ignored.
+            self.queue.insert(index);
+        }
         match result {
             Ok(data) if data.len() as u64 == self.leaves[index].len => {
                 let label = match self.peers.get(&peer) {
@@ -430,6 +434,7 @@ impl Engine {
                 false
             }
             Ok(data) => {
+                self.queue.insert(index);
                 let reason = format!(
                     "{peer} sent {} bytes for leaf {index} of {}",
                     data.len(),

@@ -1,0 +1,463 @@
+//! `Peers`, the mirror's peer source, between real in-process nodes on 127.0.0.1 with real
+//! mirror stores in temp dirs: fetches by flat CID from one and two peers, a lying peer, a
+//! download still under way, simultaneous misses, and metadata.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_mirror::cid::{Algorithm, Digest, FlatCid, RootCid};
+use cairn_mirror::index::{ArtifactRecord, MetadataRecord};
+use cairn_mirror::metrics::PeerLabels;
+use cairn_mirror::peers::{LeafProgress, PeerFetch, PeerSource, PendingLeaves};
+use cairn_mirror::store::Store;
+use cairn_mirror::{Mirror, MirrorConfig};
+use cairn_node::{BlockSource, Node, NodeConfig, PeerPolicy, Peers, PendingMap};
+use cid::Cid;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Generous: the tests share two loaded cores.
+const DEADLINE: Duration = Duration::from_secs(20);
+const MIB: usize = 1 << 20;
+
+/// One Cairn node: a mirror in a temp dir, a swarm, and its peer source.
+struct Peer {
+    dir: tempfile::TempDir,
+    mirror: Mirror,
+    peers: Peers,
+}
+
+impl Peer {
+    fn node(&self) -> &Node {
+        self.peers.node()
+    }
+
+    fn id(&self) -> String {
+        self.node().peer_id().to_string()
+    }
+
+    async fn address(&self) -> Multiaddr {
+        self.node()
+            .p2p_addrs()
+            .await
+            .expect("addresses")
+            .into_iter()
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+            .expect("a TCP address")
+    }
+
+    /// Store and index `data` as an artifact, as a committed download would.
+    fn add(&self, data: &[u8]) -> (FlatCid, RootCid) {
+        let store = Store::attach(self.dir.path()).expect("store");
+        let mut writer = store
+            .artifact_writer(Digest::of(Algorithm::Sha512, data))
+            .expect("writer");
+        writer.write(data).expect("write");
+        let committed = writer.finish().expect("finish");
+        let record = ArtifactRecord {
+            flat: committed.flat,
+            root: RootCid(committed.dag.root),
+            size: data.len() as u64,
+            upstream_url: "http://upstream.invalid/a.tgz".into(),
+            fetched_at: 1,
+        };
+        self.mirror
+            .index()
+            .put_artifact("npm", &committed.flat.to_string(), &record, &committed.dag)
+            .expect("index");
+        (committed.flat, record.root)
+    }
+
+    fn peer_bytes(&self, from: &Peer) -> u64 {
+        self.mirror
+            .metrics()
+            .peer_bytes
+            .get_or_create(&PeerLabels { peer: from.id() })
+            .get()
+    }
+
+    fn bad_blocks(&self, from: &Peer) -> u64 {
+        self.mirror
+            .metrics()
+            .bad_blocks
+            .get_or_create(&PeerLabels { peer: from.id() })
+            .get()
+    }
+}
+
+/// Answers every want with the same wrong bytes.
+struct LyingSource;
+
+impl BlockSource for LyingSource {
+    fn get(&self, _cid: &Cid) -> Option<Bytes> {
+        Some(Bytes::from_static(b"not the block you wanted"))
+    }
+}
+
+fn tcp_localhost() -> Multiaddr {
+    Multiaddr::empty()
+        .with(Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(Protocol::Tcp(0))
+}
+
+async fn start_with(bootstrap: Vec<Multiaddr>, policy: PeerPolicy, lying: bool) -> Peer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), vec![]).expect("mirror");
+    let pending = PendingMap::default();
+    let source: Arc<dyn BlockSource> = if lying {
+        Arc::new(LyingSource)
+    } else {
+        cairn_node::block_source(mirror.blocks(), pending.clone())
+    };
+    let config = NodeConfig {
+        listen: vec![tcp_localhost()],
+        bootstrap,
+        mdns: false,
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config, source).await.expect("node starts");
+    let peers = Peers::new(node, mirror.clone(), pending, policy).expect("peers");
+    Peer { dir, mirror, peers }
+}
+
+async fn start(bootstrap: Vec<Multiaddr>) -> Peer {
+    start_with(bootstrap, PeerPolicy::default(), false).await
+}
+
+/// Wait until `peer` is connected to each of `others`.
+async fn connected(peer: &Peer, others: &[&Peer]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now: Vec<_> = peer
+            .node()
+            .connected_peers()
+            .await
+            .expect("peers")
+            .into_iter()
+            .map(|p| p.peer)
+            .collect();
+        if others.iter().all(|o| now.contains(&o.node().peer_id())) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not connected: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deterministic bytes that do not repeat across chunks.
+fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Every byte of a transfer, or its error.
+async fn read_all(mut fetch: PeerFetch) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(DEADLINE, fetch.chunks.recv())
+        .await
+        .map_err(|_| "transfer stalled".to_owned())?
+    {
+        out.extend_from_slice(&chunk?.data);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_an_artifact_from_one_peer() {
+    let a = start(vec![]).await;
+    let data = file_bytes(3 * MIB + 17, 1);
+    let (flat, _) = a.add(&data);
+    let b = start(vec![a.address().await]).await;
+    connected(&b, &[&a]).await;
+
+    let started = Instant::now();
+    let fetch = b
+        .peers
+        .fetch(flat, Some(data.len() as u64))
+        .await
+        .expect("A holds it");
+    let got = read_all(fetch).await.expect("transfer");
+    assert!(got == data, "bytes differ");
+    eprintln!("one peer, {} bytes: {:?}", data.len(), started.elapsed());
+    assert_eq!(b.peer_bytes(&a), data.len() as u64);
+
+    // An artifact nobody has: None within the lookup and claim bounds.
+    let missing = Digest::of(Algorithm::Sha512, b"nobody").flat_cid();
+    assert!(b.peers.fetch(missing, None).await.is_none());
+
+    let described = b.peers.describe().await;
+    assert_eq!(described["peer_id"], b.id());
+    assert_eq!(described["private"], false);
+    let listen = described["listen"][0].as_str().expect("a listen address");
+    assert!(listen.ends_with(&format!("/p2p/{}", b.id())), "{listen}");
+    assert_eq!(described["peers"][0]["peer"], a.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_an_artifact_from_two_peers() {
+    let a = start(vec![]).await;
+    let data = file_bytes(12 * MIB + 5, 2);
+    let (flat, _) = a.add(&data);
+    let c = start(vec![a.address().await]).await;
+    c.add(&data);
+    let b = start(vec![a.address().await, c.address().await]).await;
+    connected(&b, &[&a, &c]).await;
+
+    let started = Instant::now();
+    let fetch = b.peers.fetch(flat, None).await.expect("A and C hold it");
+    let got = read_all(fetch).await.expect("transfer");
+    assert!(got == data, "bytes differ");
+    let (from_a, from_c) = (b.peer_bytes(&a), b.peer_bytes(&c));
+    eprintln!(
+        "two peers, {} bytes: {:?} (A {from_a}, C {from_c})",
+        data.len(),
+        started.elapsed()
+    );
+    assert!(from_a + from_c >= data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_dropped_and_the_honest_one_finishes() {
+    let data = file_bytes(24 * MIB + 3, 3);
+    let liar = start_with(vec![], PeerPolicy::default(), true).await;
+    let (flat, _) = liar.add(&data);
+    let honest = start(vec![liar.address().await]).await;
+    honest.add(&data);
+    let b = start(vec![liar.address().await, honest.address().await]).await;
+    connected(&b, &[&liar, &honest]).await;
+
+    let fetch = b
+        .peers
+        .fetch(flat, Some(data.len() as u64))
+        .await
+        .expect("held");
+    let got = read_all(fetch).await.expect("transfer");
+    assert!(got == data, "bytes differ");
+    assert!(b.bad_blocks(&liar) >= 1, "the liar was never caught");
+    assert_eq!(b.peer_bytes(&liar), 0);
+    assert_eq!(b.peer_bytes(&honest), data.len() as u64);
+}
+
+/// A hand-fed upstream download on `peer`: the temp file and the progress sender.
+struct HandDownload {
+    file: File,
+    progress: watch::Sender<LeafProgress>,
+    leaves: Vec<cairn_mirror::unixfs::Leaf>,
+    written: usize,
+}
+
+impl HandDownload {
+    fn start(peer: &Peer, flat: FlatCid, data: &[u8]) -> Self {
+        let path = peer.dir.path().join("hand-download.part");
+        let file = File::create(&path).expect("temp file");
+        let reader = Arc::new(File::open(&path).expect("reopen"));
+        let (progress, receiver) = watch::channel(LeafProgress::default());
+        let mut builder = cairn_mirror::unixfs::DagBuilder::new();
+        builder.update(data);
+        let leaves = builder.finish().leaves;
+        peer.peers.downloading(PendingLeaves {
+            flat,
+            file: reader,
+            progress: receiver,
+        });
+        HandDownload {
+            file,
+            progress,
+            leaves,
+            written: 0,
+        }
+    }
+
+    /// Write the first `leaves` leaves of `data` and list them.
+    fn feed(&mut self, data: &[u8], leaves: usize) {
+        let end = self.leaves[..leaves]
+            .last()
+            .map_or(0, |l| (l.offset + l.len) as usize);
+        self.file
+            .write_all(&data[self.written..end])
+            .expect("write");
+        self.file.flush().expect("flush");
+        self.written = end;
+        let listed = self.leaves[..leaves].to_vec();
+        self.progress.send_modify(|p| p.leaves = listed);
+    }
+
+    /// Commit `data` on `peer` (as the mirror does) and say so.
+    fn commit(mut self, peer: &Peer, data: &[u8]) {
+        let all = self.leaves.len();
+        self.feed(data, all);
+        let (_, root) = peer.add(data);
+        self.progress
+            .send_modify(|p| p.done = Some(Ok((root, data.len() as u64))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_under_way_is_fetched_before_it_is_done() {
+    let a = start(vec![]).await;
+    let b = start(vec![a.address().await]).await;
+    connected(&b, &[&a]).await;
+    let data = file_bytes(5 * MIB + 100, 4);
+    let flat = Digest::of(Algorithm::Sha512, &data).flat_cid();
+
+    let mut download = HandDownload::start(&a, flat, &data);
+    download.feed(&data, 2);
+    let mut fetch = b
+        .peers
+        .fetch(flat, Some(data.len() as u64))
+        .await
+        .expect("A downloads it");
+    // The two leaves written so far arrive while the download is still under way.
+    let mut got = Vec::new();
+    while got.len() < 2 * MIB {
+        let chunk = tokio::time::timeout(DEADLINE, fetch.chunks.recv())
+            .await
+            .expect("a chunk in time")
+            .expect("more chunks")
+            .expect("no error");
+        got.extend_from_slice(&chunk.data);
+    }
+    assert!(got[..] == data[..2 * MIB], "first leaves differ");
+    download.commit(&a, &data);
+    got.extend(read_all(fetch).await.expect("rest of the transfer"));
+    assert!(got == data, "bytes differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_misses_go_upstream_once() {
+    let a = start(vec![]).await;
+    let b = start(vec![a.address().await]).await;
+    connected(&b, &[&a]).await;
+    connected(&a, &[&b]).await;
+    let data = file_bytes(2 * MIB + 9, 5);
+    let flat = Digest::of(Algorithm::Sha512, &data).flat_cid();
+
+    let size = Some(data.len() as u64);
+    let mut at_a = tokio::spawn(a.peers.fetch(flat, size));
+    let mut at_b = tokio::spawn(b.peers.fetch(flat, size));
+    // The first to answer goes upstream; the other waits for it.
+    let (first_is_a, result) = tokio::select! {
+        result = &mut at_a => (true, result),
+        result = &mut at_b => (false, result),
+    };
+    assert!(result.expect("task").is_none(), "first answer is not None");
+    let (upstream, waiting) = if first_is_a { (&a, at_b) } else { (&b, at_a) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "both nodes gave up on peers");
+
+    let download = HandDownload::start(upstream, flat, &data);
+    download.commit(upstream, &data);
+    let fetch = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the waiter in time")
+        .expect("task")
+        .expect("the waiter fetches from the one that went upstream");
+    let got = read_all(fetch).await.expect("transfer");
+    assert!(got == data, "bytes differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_metadata_from_peers() {
+    let put = |peer: &Peer, body: &[u8], fetched_at: i64| {
+        let store = Store::attach(peer.dir.path()).expect("store");
+        let cid = store.put_metadata(body).expect("block");
+        let record = MetadataRecord {
+            cid: Some(cid),
+            status: 200,
+            upstream_url: "http://upstream.invalid/left-pad".into(),
+            fetched_at,
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+            size: body.len() as u64,
+        };
+        peer.mirror
+            .index()
+            .put_metadata("npm", "left-pad", &record, &[])
+            .expect("index");
+    };
+    let a = start(vec![]).await;
+    put(&a, b"{\"name\":\"left-pad\",\"new\":true}", 2000);
+    let c = start(vec![a.address().await]).await;
+    put(&c, b"{\"name\":\"left-pad\"}", 1000);
+    let trusting = PeerPolicy {
+        trust_metadata: true,
+    };
+    let b = start_with(vec![a.address().await, c.address().await], trusting, false).await;
+    connected(&b, &[&a, &c]).await;
+
+    let document = b
+        .peers
+        .metadata("npm", "left-pad".into())
+        .await
+        .expect("a copy");
+    assert_eq!(&document.body[..], b"{\"name\":\"left-pad\",\"new\":true}");
+    assert_eq!(document.fetched_at, 2000);
+    assert_eq!(&*document.peer, a.id());
+    assert_eq!(document.etag.as_deref(), Some("\"v1\""));
+    assert!(b.peers.metadata("npm", "absent".into()).await.is_none());
+
+    // An open network without trust_metadata takes no documents from peers.
+    let wary = start(vec![a.address().await]).await;
+    connected(&wary, &[&a]).await;
+    assert!(
+        wary.peers
+            .metadata("npm", "left-pad".into())
+            .await
+            .is_none()
+    );
+}
+
+/// Loopback throughput of a 64 MiB artifact from one peer, then from two:
+/// `cargo test -p cairn-node --release --test peers -- --ignored --nocapture throughput`.
+#[ignore = "a measurement, not a check"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_64_mib() {
+    let data = file_bytes(64 * MIB, 6);
+    let a = start(vec![]).await;
+    let (flat, _) = a.add(&data);
+    let one = start(vec![a.address().await]).await;
+    connected(&one, &[&a]).await;
+    let measure = async |name: &str, peer: &Peer| {
+        let started = Instant::now();
+        let fetch = peer
+            .peers
+            .fetch(flat, Some(data.len() as u64))
+            .await
+            .expect("held");
+        let got = read_all(fetch).await.expect("transfer");
+        let elapsed = started.elapsed();
+        assert!(got == data, "bytes differ");
+        (name.to_owned(), elapsed)
+    };
+    let mut results = vec![(measure("one peer", &one).await, &one)];
+    // Only now a second holder, so the first measurement had one.
+    let c = start(vec![a.address().await]).await;
+    c.add(&data);
+    let two = start(vec![a.address().await, c.address().await]).await;
+    connected(&two, &[&a, &c]).await;
+    results.push((measure("two peers", &two).await, &two));
+    for ((name, elapsed), peer) in results {
+        eprintln!(
+            "{name}: 64 MiB in {elapsed:?}, {:.0} MB/s (from A {} MiB, from C {} MiB)",
+            data.len() as f64 / elapsed.as_secs_f64() / 1e6,
+            peer.peer_bytes(&a) >> 20,
+            peer.peer_bytes(&c) >> 20,
+        );
+    }
+}
