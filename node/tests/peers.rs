@@ -99,13 +99,31 @@ impl BlockSource for LyingSource {
     }
 }
 
+/// Holds every block, but takes seconds to read one: outrun by hedges, then dropped.
+struct StallingSource;
+
+impl BlockSource for StallingSource {
+    fn get(&self, _cid: &Cid) -> Option<Bytes> {
+        std::thread::sleep(cairn_node::peers::HEDGE_AFTER * 4);
+        None
+    }
+}
+
+/// Which Bitswap block source a test node serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    Mirror,
+    Lies,
+    Stalls,
+}
+
 fn tcp_localhost() -> Multiaddr {
     Multiaddr::empty()
         .with(Protocol::Ip4([127, 0, 0, 1].into()))
         .with(Protocol::Tcp(0))
 }
 
-async fn start_with(bootstrap: Vec<Multiaddr>, policy: PeerPolicy, lying: bool) -> Peer {
+async fn start_with(bootstrap: Vec<Multiaddr>, policy: PeerPolicy, serves: Serves) -> Peer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -113,10 +131,10 @@ async fn start_with(bootstrap: Vec<Multiaddr>, policy: PeerPolicy, lying: bool) 
     let dir = tempfile::tempdir().expect("tempdir");
     let mirror = Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), vec![]).expect("mirror");
     let pending = PendingMap::default();
-    let source: Arc<dyn BlockSource> = if lying {
-        Arc::new(LyingSource)
-    } else {
-        cairn_node::block_source(mirror.blocks(), pending.clone())
+    let source: Arc<dyn BlockSource> = match serves {
+        Serves::Mirror => cairn_node::block_source(mirror.blocks(), pending.clone()),
+        Serves::Lies => Arc::new(LyingSource),
+        Serves::Stalls => Arc::new(StallingSource),
     };
     let config = NodeConfig {
         listen: vec![tcp_localhost()],
@@ -130,7 +148,7 @@ async fn start_with(bootstrap: Vec<Multiaddr>, policy: PeerPolicy, lying: bool) 
 }
 
 async fn start(bootstrap: Vec<Multiaddr>) -> Peer {
-    start_with(bootstrap, PeerPolicy::default(), false).await
+    start_with(bootstrap, PeerPolicy::default(), Serves::Mirror).await
 }
 
 /// Wait until `peer` is connected to each of `others`.
@@ -197,6 +215,13 @@ async fn fetches_an_artifact_from_one_peer() {
     eprintln!("one peer, {} bytes: {:?}", data.len(), started.elapsed());
     assert_eq!(b.peer_bytes(&a), data.len() as u64);
 
+    // A one-leaf artifact, whose root is its only leaf.
+    let small = file_bytes(100, 8);
+    let (flat, root) = a.add(&small);
+    assert_eq!(root.0.codec(), cairn_mirror::cid::RAW);
+    let fetch = b.peers.fetch(flat, None).await.expect("A holds it");
+    assert_eq!(read_all(fetch).await.expect("transfer"), small);
+
     // An artifact nobody has: None within the lookup and claim bounds.
     let missing = Digest::of(Algorithm::Sha512, b"nobody").flat_cid();
     assert!(b.peers.fetch(missing, None).await.is_none());
@@ -235,7 +260,7 @@ async fn fetches_an_artifact_from_two_peers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_peer_is_dropped_and_the_honest_one_finishes() {
     let data = file_bytes(24 * MIB + 3, 3);
-    let liar = start_with(vec![], PeerPolicy::default(), true).await;
+    let liar = start_with(vec![], PeerPolicy::default(), Serves::Lies).await;
     let (flat, _) = liar.add(&data);
     let honest = start(vec![liar.address().await]).await;
     honest.add(&data);
@@ -252,6 +277,53 @@ async fn a_lying_peer_is_dropped_and_the_honest_one_finishes() {
     assert!(b.bad_blocks(&liar) >= 1, "the liar was never caught");
     assert_eq!(b.peer_bytes(&liar), 0);
     assert_eq!(b.peer_bytes(&honest), data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_artifacts_are_announced_by_flat_and_root() {
+    let a = start(vec![]).await;
+    let data = file_bytes(2 * MIB + 1, 7);
+    let (flat, root) = a.add(&data);
+    let b = start(vec![a.address().await]).await;
+    connected(&b, &[&a]).await;
+    a.peers.announce_held();
+    for cid in [flat.0, root.0] {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let found = b
+                .node()
+                .find_providers(cid, Instant::now() + Duration::from_secs(2))
+                .await
+                .expect("lookup");
+            if found.contains(&a.node().peer_id()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{cid} not announced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_peer_is_dropped_and_the_other_finishes() {
+    let data = file_bytes(24 * MIB + 3, 9);
+    let staller = start_with(vec![], PeerPolicy::default(), Serves::Stalls).await;
+    let (flat, _) = staller.add(&data);
+    let honest = start(vec![staller.address().await]).await;
+    honest.add(&data);
+    let b = start(vec![staller.address().await, honest.address().await]).await;
+    connected(&b, &[&staller, &honest]).await;
+
+    let started = Instant::now();
+    let fetch = b.peers.fetch(flat, None).await.expect("held");
+    let got = read_all(fetch).await.expect("transfer");
+    assert!(got == data, "bytes differ");
+    assert_eq!(b.peer_bytes(&honest), data.len() as u64);
+    assert!(
+        started.elapsed() < cairn_node::peers::STALL,
+        "waited for the stall bound"
+    );
+    eprintln!("with a stalling peer: {:?}", started.elapsed());
 }
 
 /// A hand-fed upstream download on `peer`: the temp file and the progress sender.
@@ -398,7 +470,12 @@ async fn newest_metadata_from_peers() {
     let trusting = PeerPolicy {
         trust_metadata: true,
     };
-    let b = start_with(vec![a.address().await, c.address().await], trusting, false).await;
+    let b = start_with(
+        vec![a.address().await, c.address().await],
+        trusting,
+        Serves::Mirror,
+    )
+    .await;
     connected(&b, &[&a, &c]).await;
 
     let document = b

@@ -35,6 +35,7 @@ use tokio::task::AbortHandle;
 
 pub use pending::{MirrorBlocks, PendingMap};
 pub use resolve::{ArtifactSource, Frame as ResolveFrame, HeldArtifact, WireLeaf};
+pub use transfer::{AHEAD_LEAVES, HEDGE_AFTER, IDLE, MAX_OUTRUN, MAX_WINDOW, STALL};
 
 use crate::swarm::{Node, NodeError};
 

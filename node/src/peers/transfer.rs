@@ -9,6 +9,11 @@
 //!   least 1), filled nearest peer first, so most bytes come from the nearest peer while the
 //!   others keep a block each in flight. Nothing is asked more than [`AHEAD_LEAVES`] leaves
 //!   past the first leaf not yet written, which bounds the reorder buffer.
+//! - Hedging: a peer with room in its window and nothing left in the queue also asks for the
+//!   lowest leaf another peer has had in flight for more than [`HEDGE_AFTER`]; the first
+//!   answer is kept and the other request withdrawn. A slow or stalling peer then delays the
+//!   transfer by about that much, not by [`STALL`]; a peer outrun so [`MAX_OUTRUN`] times is
+//!   dropped as stalling.
 //! - Failures: a block that does not hash to its CID (`BadBlock`, counted in `bad_blocks`), a
 //!   block not received within [`STALL`], a DONT_HAVE, a broken or inconsistent resolve stream:
 //!   the peer is dropped for this transfer and its leaves go back to the queue. With no peer
@@ -16,7 +21,7 @@
 //!   mirror continues from upstream.
 //! - The engine ends when the reader of the chunks goes away.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +50,12 @@ pub const AHEAD_LEAVES: usize = 64;
 pub const STALL: Duration = Duration::from_secs(8);
 /// The transfer fails when nothing arrives for this long (no leaf listed, no block).
 pub const IDLE: Duration = Duration::from_secs(30);
+/// A leaf in flight this long at one peer is asked of an idle one too.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(750);
+/// A peer whose request was outrun by a hedge this many times is dropped.
+pub const MAX_OUTRUN: u32 = 2;
+/// How often the engine looks for leaves to hedge while nothing else happens.
+const HEDGE_TICK: Duration = Duration::from_millis(100);
 /// Chunks queued for the mirror.
 const CHUNK_QUEUE: usize = 8;
 /// Resolve frames queued from all peers.
@@ -88,6 +99,7 @@ pub(crate) fn start(
         next: 0,
         readers: JoinSet::new(),
         inflight: FuturesUnordered::new(),
+        hedged: HashSet::new(),
     };
     tokio::spawn(engine.run(first, rest));
     PeerFetch { chunks: receiver }
@@ -106,7 +118,16 @@ struct Peer {
     /// Leaves it listed, to check against the plan.
     listed: usize,
     done: bool,
-    inflight: Vec<(usize, AbortHandle)>,
+    inflight: Vec<Inflight>,
+    /// Requests of this peer a hedge answered first.
+    outrun: u32,
+}
+
+/// One block asked of a peer.
+struct Inflight {
+    index: usize,
+    handle: AbortHandle,
+    since: Instant,
 }
 
 type BlockResult = (
@@ -130,6 +151,8 @@ struct Engine {
     next: usize,
     readers: JoinSet<()>,
     inflight: FuturesUnordered<BoxFuture<'static, BlockResult>>,
+    /// Leaves asked of a second peer.
+    hedged: HashSet<usize>,
 }
 
 impl Engine {
@@ -137,6 +160,8 @@ impl Engine {
         let (events_sender, mut events) = mpsc::channel(EVENT_QUEUE);
         self.join(first, &events_sender);
         let mut last_progress = Instant::now();
+        let mut tick = tokio::time::interval(HEDGE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             if self.total == Some(self.next) {
                 break Ok(());
@@ -170,6 +195,7 @@ impl Engine {
                 () = tokio::time::sleep_until(last_progress + IDLE) => {
                     break Err(format!("no progress fetching {} from peers for {IDLE:?}", self.flat));
                 }
+                _ = tick.tick(), if !self.inflight.is_empty() => {}
                 () = self.chunks.closed() => return,
             }
             if let Err(()) = self.emit().await {
@@ -177,8 +203,8 @@ impl Engine {
             }
         };
         for peer in self.peers.values() {
-            for (_, handle) in &peer.inflight {
-                handle.abort();
+            for request in &peer.inflight {
+                request.handle.abort();
             }
         }
         if let Err(reason) = outcome {
@@ -208,6 +234,7 @@ impl Engine {
                 listed: 0,
                 done: false,
                 inflight: Vec::new(),
+                outrun: 0,
             },
         );
         let events = events.clone();
@@ -232,13 +259,44 @@ impl Engine {
             return;
         };
         tracing::info!(%peer, flat = %self.flat, "peer dropped from transfer: {reason}");
-        for (index, handle) in state.inflight {
-            handle.abort();
-            if index >= self.next && !self.buffer.contains_key(&index) {
-                self.queue.insert(index);
-            }
+        for request in state.inflight {
+            request.handle.abort();
+            self.requeue(request.index);
         }
         self.dropped.push(reason);
+    }
+
+    /// Put leaf `index` back in the queue unless it is written, buffered or in flight at a
+    /// peer.
+    fn requeue(&mut self, index: usize) {
+        let elsewhere = self
+            .peers
+            .values()
+            .any(|p| p.inflight.iter().any(|r| r.index == index));
+        if index >= self.next && !self.buffer.contains_key(&index) && !elsewhere {
+            self.queue.insert(index);
+        }
+    }
+
+    /// Ask `peer` for leaf `index`.
+    fn request(&mut self, peer: PeerId, index: usize) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let (handle, registration) = AbortHandle::new_pair();
+        state.inflight.push(Inflight {
+            index,
+            handle,
+            since: Instant::now(),
+        });
+        let node = self.context.node.clone();
+        let cid = self.leaves[index].cid;
+        let get = Abortable::new(
+            async move { node.get_block(peer, cid, STALL).await },
+            registration,
+        );
+        self.inflight
+            .push(Box::pin(async move { (peer, index, get.await) }));
     }
 
     /// A resolve frame from `peer`; true when it moved the transfer on.
@@ -376,23 +434,41 @@ impl Engine {
             let Some(state) = self.peers.get_mut(&peer) else {
                 continue;
             };
-            while state.inflight.len() < window {
-                let bound = state.available.min(limit);
+            let mut room = window.saturating_sub(state.inflight.len());
+            let bound = state.available.min(limit);
+            while room > 0 {
                 let Some(index) = self.queue.range(..bound).next().copied() else {
                     break;
                 };
                 self.queue.remove(&index);
-                let (handle, registration) = AbortHandle::new_pair();
-                state.inflight.push((index, handle));
-                let node = self.context.node.clone();
-                let cid = self.leaves[index].cid;
-                let get = Abortable::new(
-                    async move { node.get_block(peer, cid, STALL).await },
-                    registration,
-                );
-                self.inflight
-                    .push(Box::pin(async move { (peer, index, get.await) }));
+                self.request(peer, index);
+                room -= 1;
             }
+            if room > 0 && self.queue.range(..bound).next().is_none() {
+                self.hedge(peer, bound);
+            }
+        }
+    }
+
+    /// Ask `peer`, which has room and nothing queued it can serve, for the lowest leaf below
+    /// `bound` in flight elsewhere for more than [`HEDGE_AFTER`].
+    fn hedge(&mut self, peer: PeerId, bound: usize) {
+        let now = Instant::now();
+        let slow = self
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != peer)
+            .flat_map(|(_, p)| p.inflight.iter())
+            .filter(|r| {
+                r.index < bound
+                    && !self.hedged.contains(&r.index)
+                    && now.duration_since(r.since) > HEDGE_AFTER
+            })
+            .map(|r| r.index)
+            .min();
+        if let Some(index) = slow {
+            self.hedged.insert(index);
+            self.request(peer, index);
         }
     }
 
@@ -407,11 +483,11 @@ impl Engine {
             return false;
         };
         if let Some(state) = self.peers.get_mut(&peer) {
-            state.inflight.retain(|(i, _)| *i != index);
+            state.inflight.retain(|r| r.index != index);
         }
-        if result.is_err() && index >= self.next && !self.buffer.contains_key(&index) {
+        if result.is_err() {
             // Asked again of another peer; a duplicate answer is ignored.
-            self.queue.insert(index);
+            self.requeue(index);
         }
         match result {
             Ok(data) if data.len() as u64 == self.leaves[index].len => {
@@ -427,6 +503,29 @@ impl Engine {
                         peer: label.to_string(),
                     })
                     .inc_by(data.len() as u64);
+                // A hedged leaf's other request is withdrawn; a peer outrun too often goes.
+                let mut stalling = Vec::new();
+                for (id, state) in &mut self.peers {
+                    let before = state.inflight.len();
+                    state.inflight.retain(|r| {
+                        let same = r.index == index;
+                        if same {
+                            r.handle.abort();
+                        }
+                        !same
+                    });
+                    if state.inflight.len() < before {
+                        state.outrun += 1;
+                        if state.outrun >= MAX_OUTRUN {
+                            stalling.push(*id);
+                        }
+                    }
+                }
+                for id in stalling {
+                    let reason =
+                        format!("{id} was outrun {MAX_OUTRUN} times fetching {}", self.flat);
+                    self.drop_peer(id, reason);
+                }
                 if index >= self.next && !self.buffer.contains_key(&index) {
                     self.buffer.insert(index, (data, label));
                     return true;
@@ -434,7 +533,7 @@ impl Engine {
                 false
             }
             Ok(data) => {
-                self.queue.insert(index);
+                self.requeue(index);
                 let reason = format!(
                     "{peer} sent {} bytes for leaf {index} of {}",
                     data.len(),
