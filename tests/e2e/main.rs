@@ -1,5 +1,6 @@
 //! End-to-end tests: the `cairn` binary in front of in-process fake upstreams on 127.0.0.1:0,
-//! driven by the real clients (npm, yarn, pnpm, cargo, pip, uv). A missing client is a failure, not a skip.
+//! driven by the real clients (npm, yarn, pnpm, cargo, pip, uv), and swarms of nodes on 127.0.0.1
+//! and in network namespaces. A missing client or tool is a failure, not a skip.
 
 mod apt;
 mod bundle;
@@ -9,6 +10,8 @@ mod fake_cargo;
 mod fake_npm;
 mod fake_pypi;
 mod gateway;
+mod netns;
 mod npm;
+mod p2p;
 mod pypi;
 mod support;

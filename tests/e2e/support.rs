@@ -83,7 +83,31 @@ pub struct Cairn {
 impl Cairn {
     /// Start `cairn serve` with `data_dir` and extra flags, on 127.0.0.1:0 unless they say
     /// `--listen`.
+    ///
+    /// A node started with no p2p flag at all gets `CAIRN_NO_P2P=true`: tests that are not
+    /// about the swarm run side by side, and must neither share the default libp2p port nor
+    /// find each other by mDNS.
     pub fn start(data_dir: &Path, args: &[&str]) -> Cairn {
+        let p2p_flags = [
+            "--p2p-listen",
+            "--bootstrap",
+            "--swarm-key",
+            "--allow-peer",
+            "--no-mdns",
+            "--no-p2p",
+            "--trust-peer-metadata",
+        ];
+        let isolated = !args.iter().any(|a| p2p_flags.contains(a));
+        Cairn::spawn(&[], isolated, data_dir, args)
+    }
+
+    /// `cairn serve` under a wrapper command (`ip netns exec NS`), with the p2p defaults (the
+    /// namespace isolates it).
+    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str]) -> Cairn {
+        Cairn::spawn(wrapper, false, data_dir, args)
+    }
+
+    fn spawn(wrapper: &[&str], isolated: bool, data_dir: &Path, args: &[&str]) -> Cairn {
         let home = data_dir.with_extension("home");
         std::fs::create_dir_all(&home).expect("home");
         let log = data_dir.with_extension("log");
@@ -92,7 +116,18 @@ impl Cairn {
         } else {
             &["--listen", "127.0.0.1:0"][..]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(env!("CARGO_BIN_EXE_cairn"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_cairn")),
+        };
+        if isolated {
+            command.env("CAIRN_NO_P2P", "true");
+        }
+        let mut child = command
             .arg("serve")
             .args(listen)
             .arg("--data-dir")
@@ -345,4 +380,137 @@ pub fn js_tools() -> PathBuf {
             bin
         })
         .clone()
+}
+
+/// Ask `check` every 100 ms until it gives a value; panic naming `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An IPFS `swarm.key` whose 32 bytes are all `byte`.
+pub fn swarm_key(path: &Path, byte: u8) -> PathBuf {
+    let hex: String = std::iter::repeat_n(format!("{byte:02x}"), 32).collect();
+    std::fs::write(path, format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n")).expect("swarm key");
+    path.to_path_buf()
+}
+
+/// The sum of every series of /metrics text that starts with `prefix` (a name, or a name and
+/// the start of its labels: `cairn_peer_received_bytes_total{peer="12D3…"`).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Cairn {
+    /// `/api/v1/peers`.
+    pub fn peers(&self) -> serde_json::Value {
+        let reply = get(&format!("{}/api/v1/peers", self.url));
+        assert_eq!(reply.status, 200, "/api/v1/peers: {}", reply.text);
+        serde_json::from_slice(&reply.body).expect("/api/v1/peers JSON")
+    }
+
+    /// This node's peer ID.
+    pub fn peer_id(&self) -> String {
+        let report = self.peers();
+        report["peer_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no peer_id in /api/v1/peers: {report}"))
+            .to_owned()
+    }
+
+    /// The first TCP listen address on 127.0.0.1, ending in `/p2p/PEERID`.
+    pub fn p2p_address(&self) -> String {
+        wait_for(Duration::from_secs(10), "a TCP listen address", || {
+            let report = self.peers();
+            report["listen"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a.as_str())
+                .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/"))
+                .map(|a| {
+                    if a.contains("/p2p/") {
+                        a.to_owned()
+                    } else {
+                        format!("{a}/p2p/{}", report["peer_id"].as_str().unwrap_or_default())
+                    }
+                })
+        })
+    }
+
+    /// The peer IDs this node is connected to.
+    pub fn connected(&self) -> Vec<String> {
+        self.peers()["peers"]
+            .as_array()
+            .map(|peers| {
+                peers
+                    .iter()
+                    .filter_map(|p| p["peer"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Wait until this node is connected to every peer of `peers`.
+    pub fn wait_connected(&self, peers: &[&str], limit: Duration) {
+        wait_for(limit, &format!("connected to {peers:?}"), || {
+            let connected = self.connected();
+            peers
+                .iter()
+                .all(|p| connected.iter().any(|c| c == p))
+                .then_some(())
+        });
+    }
+
+    /// The whole /metrics text.
+    pub fn metrics(&self) -> String {
+        get(&format!("{}/metrics", self.url)).text
+    }
+}
+
+/// JS tools installed once per test run into `CARGO_TARGET_TMPDIR/NAME` from `manifest` (a
+/// `package.json` with exact versions), with the scripts of `tests/tools/` named in `scripts`
+/// copied next to them so their imports resolve. Install scripts are not run: the tools need
+/// none, and some optional dependencies would try to download native builds.
+pub fn npm_tools(name: &str, manifest: &serde_json::Value, scripts: &[&str]) -> PathBuf {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let manifest = serde_json::to_string_pretty(manifest).expect("manifest");
+    let stamp = dir.join(".installed-manifest");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(manifest.as_str()) {
+        let _ = std::fs::remove_dir_all(dir.join("node_modules"));
+        std::fs::create_dir_all(&dir).expect("tools dir");
+        std::fs::write(dir.join("package.json"), &manifest).expect("package.json");
+        let output = Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--no-package-lock",
+            ])
+            .current_dir(&dir)
+            .env_remove("NPM_CONFIG_PREFIX")
+            .output()
+            .expect("npm must be installed");
+        assert_success(&output, &format!("installing the JS tools {name}"));
+        std::fs::write(&stamp, &manifest).expect("stamp");
+    }
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
+    for script in scripts {
+        std::fs::copy(tools.join(script), dir.join(script)).expect("copy script");
+    }
+    dir
 }

@@ -1,0 +1,622 @@
+//! The swarm (issue 6) end to end, on 127.0.0.1: `cairn serve` nodes that share a swarm key
+//! and join through `--bootstrap` serve each other's caches to the real npm, cargo and pip; a
+//! node without the key is kept out and fails cleanly; a peer that sends wrong blocks is
+//! caught; and Cairn's Bitswap talks to Helia's both ways.
+//!
+//! Every node gets `--p2p-listen /ip4/127.0.0.1/tcp/0` and `--no-mdns`, so tests running side
+//! by side never find each other.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use sha2::Digest as _;
+
+use crate::fake_cargo::FakeCargo;
+use crate::fake_npm::{FakeNpm, noise};
+use crate::fake_pypi::{FakePypi, Index};
+use crate::support::{
+    Cairn, ClientEnv, assert_success, get, metric_sum, npm_tools, project, runtime, swarm_key,
+    wait_for,
+};
+
+const MIB: usize = 1 << 20;
+
+/// How long nodes may take to find each other (the tests share two loaded cores).
+const JOIN: Duration = Duration::from_secs(30);
+
+/// The three fake upstreams, shared by the nodes that have an upstream.
+struct Upstreams {
+    npm: FakeNpm,
+    cargo: FakeCargo,
+    pypi: FakePypi,
+}
+
+impl Upstreams {
+    fn start(work: &Path) -> Upstreams {
+        let mut npm = crate::fake_npm::Registry::default();
+        npm.publish("shared-lib", "1.0.0", &[], &[])
+            .publish(
+                "left-blob",
+                "1.0.0",
+                &[],
+                &[("data.bin", noise(3 * MIB + MIB / 2, 61))],
+            )
+            .publish(
+                "left-app",
+                "1.0.0",
+                &[("shared-lib", "^1.0.0"), ("left-blob", "^1.0.0")],
+                &[],
+            )
+            .publish(
+                "right-blob",
+                "1.0.0",
+                &[],
+                &[("data.bin", noise(2 * MIB + MIB / 3, 62))],
+            )
+            .publish(
+                "right-app",
+                "1.0.0",
+                &[("shared-lib", "^1.0.0"), ("right-blob", "^1.0.0")],
+                &[],
+            );
+        let mut wheels = Index::default();
+        wheels
+            .wheel(work, "shared-py", "1.0.0", &[], None)
+            .wheel(work, "left-py", "1.0.0", &["shared-py>=1"], None)
+            .wheel(work, "right-py", "1.0.0", &["shared-py>=1"], None);
+        Upstreams {
+            npm: FakeNpm::start(npm),
+            cargo: FakeCargo::start(crate::cargo::registry()),
+            pypi: FakePypi::start(wheels),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--npm-upstream".into(),
+            self.npm.url.clone(),
+            "--cargo-upstream".into(),
+            self.cargo.index_url.clone(),
+            "--pypi-upstream".into(),
+            self.pypi.simple_url.clone(),
+        ]
+    }
+
+    fn total_hits(&self) -> usize {
+        self.npm.total_hits() + self.cargo.total_hits() + self.pypi.total_hits()
+    }
+}
+
+/// `cairn serve` with a libp2p listener on 127.0.0.1 and no mDNS, plus `args`.
+fn start_node(data_dir: &Path, args: &[String]) -> Cairn {
+    let mut all = vec!["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+    all.extend(args.iter().map(String::as_str));
+    Cairn::start(data_dir, &all)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `npm install` of `dependencies` through `node`, with an empty npm cache.
+fn npm_install(node: &Cairn, dir: &Path, dependencies: serde_json::Value) -> Output {
+    let env = ClientEnv::new(&dir.join("npm-env"), &node.npm());
+    let app = project(&dir.join("npm-app"), dependencies);
+    env.run(
+        "npm",
+        &["install", "--no-audit", "--no-fund", "--prefer-online"],
+        &app,
+    )
+}
+
+fn installed_npm_version(dir: &Path, name: &str) -> String {
+    let manifest = dir
+        .join("npm-app/node_modules")
+        .join(name)
+        .join("package.json");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_else(|e| panic!("{} not installed: {e}", manifest.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("package.json");
+    json["version"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `cargo fetch` of a project depending on `deps`, with an empty `CARGO_HOME`.
+fn cargo_fetch(node: &Cairn, dir: &Path, deps: &[(&str, &str)]) -> Output {
+    let home = crate::cargo::cargo_home(
+        &dir.join("cargo-home"),
+        &format!("{}/cargo/index/", node.url),
+    );
+    let app = crate::cargo::project(&dir.join("cargo-app"), deps);
+    crate::cargo::cargo(&home, &app, &["fetch"])
+}
+
+/// pip with no cache: `download` (the files a first install needs) of `packages` into `dir`.
+fn pip_download(node: &Cairn, dir: &Path, packages: &[&str]) -> Output {
+    let index = format!("{}/pypi/simple/", node.url);
+    let target = dir.join("wheels");
+    let target = target.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "-m",
+        "pip",
+        "download",
+        "--no-cache-dir",
+        "--index-url",
+        &index,
+        "-d",
+        target,
+    ];
+    args.extend_from_slice(packages);
+    crate::pypi::python_tool(Path::new("python3"), &args, &dir.join("pip-home"))
+}
+
+/// The number a series of `node`'s /metrics has (sums label sets that start with `prefix`).
+fn metric(node: &Cairn, prefix: &str) -> f64 {
+    metric_sum(&node.metrics(), prefix)
+}
+
+fn peer_bytes(node: &Cairn, peer: &str) -> f64 {
+    metric(
+        node,
+        &format!("cairn_peer_received_bytes_total{{peer=\"{peer}\"}}"),
+    )
+}
+
+/// A GET that must answer within `limit` (a hang is a failure, not a wait).
+fn get_within(url: &str, limit: Duration) -> (u16, String, Duration) {
+    let started = Instant::now();
+    runtime().block_on(async {
+        let response = reqwest::Client::builder()
+            .timeout(limit)
+            .build()
+            .expect("client")
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url} did not answer within {limit:?}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, text, started.elapsed())
+    })
+}
+
+#[test]
+fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upstreams = Upstreams::start(&tmp.path().join("build"));
+    let key = swarm_key(&tmp.path().join("swarm.key"), 0x5a);
+    let key_arg = key.to_str().expect("utf-8 path").to_owned();
+    let private = |extra: Vec<String>| {
+        let mut args = strings(&["--swarm-key", &key_arg]);
+        args.extend(extra);
+        args
+    };
+
+    // A, then C and B joining through A. A and C front the fakes; B is offline.
+    let a = start_node(&tmp.path().join("a"), &private(upstreams.args()));
+    let a_id = a.peer_id();
+    let a_address = a.p2p_address();
+    assert!(
+        a.peers()["private"].as_bool().expect("private"),
+        "{}",
+        a.peers()
+    );
+    let mut c_args = private(strings(&["--bootstrap", &a_address]));
+    c_args.extend(upstreams.args());
+    let c = start_node(&tmp.path().join("c"), &c_args);
+    let c_id = c.peer_id();
+    let mut b_args = private(strings(&["--bootstrap", &a_address, "--offline"]));
+    b_args.extend(upstreams.args());
+    let b = start_node(&tmp.path().join("b"), &b_args);
+    c.wait_connected(&[&a_id], JOIN);
+    b.wait_connected(&[&a_id], JOIN);
+
+    // A and C each install one set through themselves.
+    let a_work = tmp.path().join("a-clients");
+    assert_success(
+        &npm_install(&a, &a_work, serde_json::json!({ "left-app": "^1.0.0" })),
+        "npm install through A",
+    );
+    assert_success(
+        &cargo_fetch(&a, &a_work, &[("snake_case_lib", "2")]),
+        "cargo fetch through A",
+    );
+    assert_success(
+        &pip_download(&a, &a_work, &["left-py"]),
+        "pip download through A",
+    );
+    let c_work = tmp.path().join("c-clients");
+    assert_success(
+        &npm_install(&c, &c_work, serde_json::json!({ "right-app": "^1.0.0" })),
+        "npm install through C",
+    );
+    assert_success(
+        &cargo_fetch(&c, &c_work, &[("MixedCase", "0.1")]),
+        "cargo fetch through C",
+    );
+    assert_success(
+        &pip_download(&c, &c_work, &["right-py"]),
+        "pip download through C",
+    );
+
+    // B installs the union with empty client caches, and upstream is never asked.
+    let upstream_requests = upstreams.total_hits();
+    let b_work = tmp.path().join("b-clients");
+    assert_success(
+        &npm_install(
+            &b,
+            &b_work,
+            serde_json::json!({ "left-app": "^1.0.0", "right-app": "^1.0.0" }),
+        ),
+        &format!("npm install through B\n--- B's log\n{}", b.logs()),
+    );
+    for name in [
+        "left-app",
+        "left-blob",
+        "right-app",
+        "right-blob",
+        "shared-lib",
+    ] {
+        assert_eq!(installed_npm_version(&b_work, name), "1.0.0", "{name}");
+    }
+    let blob = std::fs::read(b_work.join("npm-app/node_modules/left-blob/data.bin"))
+        .expect("left-blob's data");
+    assert_eq!(blob, noise(3 * MIB + MIB / 2, 61), "left-blob's bytes");
+    assert_success(
+        &cargo_fetch(
+            &b,
+            &b_work,
+            &[("snake_case_lib", "2"), ("MixedCase", "0.1")],
+        ),
+        &format!("cargo fetch through B\n--- B's log\n{}", b.logs()),
+    );
+    let venv = crate::pypi::venv(&b_work.join("venv"));
+    let index = format!("{}/pypi/simple/", b.url);
+    let pip = crate::pypi::python_tool(
+        &venv.join("bin/pip"),
+        &[
+            "install",
+            "--no-cache-dir",
+            "--index-url",
+            &index,
+            "left-py",
+            "right-py",
+        ],
+        &b_work.join("pip-home"),
+    );
+    assert_success(
+        &pip,
+        &format!("pip install through B\n--- B's log\n{}", b.logs()),
+    );
+    let imported = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import left_py, right_py, shared_py; print(left_py.VERSION)",
+        ])
+        .output()
+        .expect("python");
+    assert_success(&imported, "importing what pip installed through B");
+
+    assert_eq!(
+        upstreams.total_hits(),
+        upstream_requests,
+        "B's installs reached upstream"
+    );
+    let metrics = b.metrics();
+    assert!(
+        metric_sum(&metrics, "cairn_served_bytes_total{source=\"peer\"}") > 0.0,
+        "B served nothing from peers:\n{metrics}"
+    );
+    for (name, id) in [("A", &a_id), ("C", &c_id)] {
+        assert!(
+            peer_bytes(&b, id) > 0.0,
+            "B received no bytes from {name} ({id}):\n{metrics}"
+        );
+    }
+    assert!(
+        peer_bytes(&b, &a_id) >= (3 * MIB) as f64,
+        "left-blob (only A has it) did not come from A:\n{metrics}"
+    );
+    assert!(
+        peer_bytes(&b, &c_id) >= (2 * MIB) as f64,
+        "right-blob (only C has it) did not come from C:\n{metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "cairn_peer_documents_total") > 0.0,
+        "B took no metadata from peers:\n{metrics}"
+    );
+
+    // D has no swarm key: it never gets in, and a miss through it is a prompt 504.
+    let mut d_args = strings(&["--bootstrap", &a_address, "--offline"]);
+    d_args.extend(upstreams.args());
+    let d = start_node(&tmp.path().join("d"), &d_args);
+    let d_id = d.peer_id();
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        assert_eq!(d.connected(), Vec::<String>::new(), "D got into the swarm");
+        assert!(!a.connected().contains(&d_id), "A let D in");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!d.peers()["private"].as_bool().unwrap_or(true));
+    let (status, text, took) = get_within(&format!("{}left-app", d.npm()), Duration::from_secs(45));
+    assert_eq!(status, 504, "D's miss: {text}");
+    let d_work = tmp.path().join("d-clients");
+    let started = Instant::now();
+    let output = npm_install(&d, &d_work, serde_json::json!({ "left-app": "^1.0.0" }));
+    assert!(!output.status.success(), "npm installed through D");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("504"),
+        "npm's error does not show the 504:\n{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45) && took < Duration::from_secs(45),
+        "D took {took:?} to answer, npm {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        upstreams.total_hits(),
+        upstream_requests,
+        "D (offline) reached upstream"
+    );
+    for node in [b, c, d, a] {
+        node.stop();
+    }
+}
+
+/// Helia's libp2p and Bitswap, installed once per run (tools the test drives, not packages
+/// that flow through Cairn). Versions that run on Node.js 20.
+fn helia_tools() -> PathBuf {
+    let manifest = serde_json::json!({
+        "private": true,
+        "dependencies": {
+            "@helia/utils": "1.4.0",
+            "@helia/block-brokers": "4.2.4",
+            "@helia/unixfs": "5.0.4",
+            "blockstore-core": "5.0.4",
+            "datastore-core": "10.0.4",
+            "libp2p": "2.9.0",
+            "@libp2p/tcp": "10.1.9",
+            "@libp2p/identify": "3.0.9",
+            "@libp2p/ping": "2.0.9",
+            "@chainsafe/libp2p-noise": "16.1.5",
+            "@chainsafe/libp2p-yamux": "7.0.4",
+            "@multiformats/multiaddr": "12.5.1",
+            "multiformats": "13.4.2"
+        }
+    });
+    npm_tools("helia-tools", &manifest, &["helia-bitswap.mjs"])
+}
+
+/// Holds no block: the in-process node only fetches.
+struct NoBlocks;
+
+impl cairn_node::BlockSource for NoBlocks {
+    fn get(&self, _cid: &Cid) -> Option<Bytes> {
+        None
+    }
+}
+
+fn tcp_localhost() -> libp2p::Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")
+}
+
+#[test]
+fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
+    let tools = helia_tools();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut registry = crate::fake_npm::Registry::default();
+    registry.publish(
+        "helia-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(2 * MIB + MIB / 2, 71))],
+    );
+    let fake = FakeNpm::start(registry);
+    let tarball = fake
+        .registry()
+        .version("helia-pkg", "1.0.0")
+        .tarball
+        .clone();
+    let cairn = start_node(
+        &tmp.path().join("data"),
+        &strings(&["--npm-upstream", &fake.url]),
+    );
+    let url = format!("{}helia-pkg/-/helia-pkg-1.0.0.tgz", cairn.npm());
+    assert_eq!(get(&url).body, tarball);
+    let root = wait_for(Duration::from_secs(30), "the tarball's root CID", || {
+        get(&url).header("x-ipfs-roots")
+    });
+
+    // Helia dials Cairn (no swarm key) and reads the whole DAG over Bitswap.
+    let output = Command::new("node")
+        .arg(tools.join("helia-bitswap.mjs"))
+        .args(["fetch", &cairn.p2p_address(), &root])
+        .current_dir(&tools)
+        .output()
+        .expect("node must be installed");
+    assert_success(&output, &format!("Helia fetching {root}\n{}", cairn.logs()));
+    let fetched: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("helia-bitswap JSON");
+    assert_eq!(fetched["size"], tarball.len());
+    assert_eq!(
+        fetched["sha256"],
+        hex::encode(sha2::Sha256::digest(&tarball))
+    );
+    assert_eq!(fetched["peer"].as_str(), Some(cairn.peer_id().as_str()));
+    cairn.stop();
+}
+
+#[test]
+fn cairn_fetches_a_block_only_helia_holds() {
+    let tools = helia_tools();
+    let mut helia = Command::new("node")
+        .arg(tools.join("helia-bitswap.mjs"))
+        .arg("hold")
+        .current_dir(&tools)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node must be installed");
+    let mut line = String::new();
+    BufReader::new(helia.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("Helia's line");
+    let held: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("Helia did not start ({e}): {line:?}"));
+    let address: libp2p::Multiaddr = held["listen"][0]
+        .as_str()
+        .expect("listen")
+        .parse()
+        .expect("Helia's multiaddr");
+    let peer: libp2p::PeerId = held["peer"]
+        .as_str()
+        .expect("peer")
+        .parse()
+        .expect("peer ID");
+    let cid: Cid = held["cid"].as_str().expect("cid").parse().expect("CID");
+    let block = runtime().block_on(async {
+        let config = cairn_node::NodeConfig {
+            listen: vec![tcp_localhost()],
+            mdns: false,
+            ..cairn_node::NodeConfig::default()
+        };
+        let node = cairn_node::Node::start(config, Arc::new(NoBlocks))
+            .await
+            .expect("in-process node");
+        node.dial(address).await.expect("dial Helia");
+        let block = node.get_block(peer, cid, Duration::from_secs(30)).await;
+        node.shutdown();
+        block
+    });
+    drop(helia.stdin.take());
+    let _ = helia.wait();
+    let block = block.expect("the block Helia holds");
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&block)),
+        held["sha256"].as_str().expect("sha256")
+    );
+}
+
+/// Says it has every block, and sends the same wrong bytes for each.
+struct Lies;
+
+impl cairn_node::BlockSource for Lies {
+    fn get(&self, _cid: &Cid) -> Option<Bytes> {
+        Some(Bytes::from_static(
+            b"these are not the bytes you are looking for",
+        ))
+    }
+}
+
+#[test]
+fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut registry = crate::fake_npm::Registry::default();
+    registry.publish(
+        "bait-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(8 * MIB, 91))],
+    );
+    let fake = FakeNpm::start(registry);
+    let tarball = fake.registry().version("bait-pkg", "1.0.0").tarball.clone();
+    let key = swarm_key(&tmp.path().join("swarm.key"), 0x3c);
+    let key_arg = key.to_str().expect("utf-8 path").to_owned();
+
+    // The honest A has the tarball.
+    let a = start_node(
+        &tmp.path().join("a"),
+        &strings(&["--swarm-key", &key_arg, "--npm-upstream", &fake.url]),
+    );
+    let a_id = a.peer_id();
+    let a_address = a.p2p_address();
+    let path = "bait-pkg/-/bait-pkg-1.0.0.tgz";
+    assert_eq!(get(&format!("{}{path}", a.npm())).body, tarball);
+    let root = wait_for(Duration::from_secs(30), "A committed the tarball", || {
+        get(&format!("{}{path}", a.npm())).header("x-ipfs-roots")
+    });
+    let root: Cid = root.parse().expect("root CID");
+    let flat =
+        cairn_mirror::cid::Digest::of(cairn_mirror::cid::Algorithm::Sha512, &tarball).flat_cid();
+
+    // The liar joins the same private swarm through A and announces the tarball under both
+    // its flat CID and its root, as an honest holder would.
+    let liar = runtime().block_on(async {
+        let config = cairn_node::NodeConfig {
+            listen: vec![tcp_localhost()],
+            bootstrap: vec![a_address.parse().expect("A's multiaddr")],
+            swarm_key: Some(key.clone()),
+            mdns: false,
+            ..cairn_node::NodeConfig::default()
+        };
+        let liar = cairn_node::Node::start(config, Arc::new(Lies))
+            .await
+            .expect("the lying node");
+        for cid in [flat.0, root] {
+            tokio::time::timeout(Duration::from_secs(30), liar.provide(cid))
+                .await
+                .expect("announcing within 30 s")
+                .expect("announcing");
+        }
+        liar
+    });
+    let liar_id = liar.peer_id().to_string();
+    let liar_address = runtime()
+        .block_on(liar.listen_addrs())
+        .expect("the liar's addresses")
+        .into_iter()
+        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
+        .expect("a TCP address")
+        .with(libp2p::multiaddr::Protocol::P2p(liar.peer_id()));
+
+    // B, offline, knows both; it must catch the liar and still install from A.
+    let b = start_node(
+        &tmp.path().join("b"),
+        &strings(&[
+            "--swarm-key",
+            &key_arg,
+            "--offline",
+            "--npm-upstream",
+            &fake.url,
+            "--bootstrap",
+            &a_address,
+            "--bootstrap",
+            &liar_address.to_string(),
+        ]),
+    );
+    b.wait_connected(&[&a_id, &liar_id], JOIN);
+    let upstream_requests = fake.total_hits();
+    let work = tmp.path().join("clients");
+    assert_success(
+        &npm_install(&b, &work, serde_json::json!({ "bait-pkg": "1.0.0" })),
+        &format!("npm install through B\n--- B's log\n{}", b.logs()),
+    );
+    let data = std::fs::read(work.join("npm-app/node_modules/bait-pkg/data.bin")).expect("data");
+    assert_eq!(data, noise(8 * MIB, 91), "the installed bytes");
+    assert_eq!(fake.total_hits(), upstream_requests, "B reached upstream");
+    let metrics = b.metrics();
+    assert!(
+        metric(
+            &b,
+            &format!("cairn_peer_bad_blocks_total{{peer=\"{liar_id}\"}}")
+        ) > 0.0,
+        "B never caught the liar {liar_id}:\n{metrics}"
+    );
+    assert!(
+        peer_bytes(&b, &a_id) >= tarball.len() as f64,
+        "the tarball did not come from A:\n{metrics}"
+    );
+    assert_eq!(
+        peer_bytes(&b, &liar_id),
+        0.0,
+        "bytes from the liar were counted"
+    );
+    liar.shutdown();
+    b.stop();
+    a.stop();
+}
