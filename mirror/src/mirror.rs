@@ -1369,14 +1369,8 @@ impl Mirror {
             peer_error = Some(loop {
                 match fetch.chunks.recv().await {
                     Some(Ok(chunk)) => {
+                        // `peer_bytes` is counted by the peer source, per block received.
                         let len = chunk.data.len() as u64;
-                        self.inner
-                            .metrics
-                            .peer_bytes
-                            .get_or_create(&crate::metrics::PeerLabels {
-                                peer: chunk.peer.to_string(),
-                            })
-                            .inc_by(len);
                         if tx.send(chunk.data).await.is_err() {
                             break format!("writer of {key} stopped");
                         }

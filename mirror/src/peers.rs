@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, watch};
 use crate::cid::{FlatCid, RootCid};
 use crate::unixfs::Leaf;
 
-/// A chunk of an artifact fetched from a peer, in file order.
+/// A chunk of an artifact fetched from a peer, in file order. The peer source counts the bytes
+/// it receives from each peer (`Metrics::peer_bytes`, hedged duplicates included); the mirror
+/// does not count them again.
 #[derive(Clone, Debug)]
 pub struct PeerChunk {
     pub data: Bytes,

@@ -647,6 +647,10 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         peer_bytes(&b, &a_id) >= tarball.len() as f64,
         "the tarball did not come from A:\n{metrics}"
     );
+    assert!(
+        peer_bytes(&b, &a_id) <= (tarball.len() + 4 * MIB) as f64,
+        "bytes from A counted more than once (beyond a few hedged leaves):\n{metrics}"
+    );
     assert_eq!(
         peer_bytes(&b, &liar_id),
         0.0,
