@@ -29,7 +29,7 @@ pub struct P2pArgs {
         value_name = "MULTIADDR",
         value_delimiter = ','
     )]
-    listen: Vec<String>,
+    p2p_listen: Vec<String>,
     /// A peer to join through, ending in /p2p/PEERID (repeatable)
     #[arg(
         long,
@@ -72,7 +72,7 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
             flag.clone()
         }
     };
-    let mut listen = pick(&args.listen, &file.p2p_listen);
+    let mut listen = pick(&args.p2p_listen, &file.p2p_listen);
     if listen.is_empty() {
         listen = DEFAULT_LISTEN.iter().map(|a| (*a).to_owned()).collect();
     }
@@ -141,7 +141,7 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
 
 /// Whether the operator chose the listen addresses (then failing to listen is an error).
 fn listen_given(args: &P2pArgs, file: &FileSettings) -> bool {
-    !args.listen.is_empty() || file.p2p_listen.as_ref().is_some_and(|l| !l.is_empty())
+    !args.p2p_listen.is_empty() || file.p2p_listen.as_ref().is_some_and(|l| !l.is_empty())
 }
 
 /// `cairn id`: the peer ID of the node whose data dir this is.
@@ -212,7 +212,7 @@ mod tests {
     fn flags_become_a_node_config() {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = P2pArgs {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             no_mdns: true,
             ..P2pArgs::default()
         };

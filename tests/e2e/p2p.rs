@@ -502,6 +502,18 @@ fn cairn_fetches_a_block_only_helia_holds() {
     );
 }
 
+/// Answers resolve honestly: the tarball's real leaves, root and size.
+struct Honest(cairn_node::HeldArtifact);
+
+impl cairn_node::ArtifactSource for Honest {
+    fn held(
+        &self,
+        _flat: &cairn_mirror::cid::FlatCid,
+    ) -> Result<Option<cairn_node::HeldArtifact>, String> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
 /// Says it has every block, and sends the same wrong bytes for each.
 struct Lies;
 
@@ -544,9 +556,23 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
     let flat =
         cairn_mirror::cid::Digest::of(cairn_mirror::cid::Algorithm::Sha512, &tarball).flat_cid();
 
-    // The liar joins the same private swarm through A and announces the tarball under both
-    // its flat CID and its root, as an honest holder would.
-    let liar = runtime().block_on(async {
+    // The liar joins the same private swarm through A, answers resolve with the tarball's true
+    // leaves and announces it under both its flat CID and its root, as an honest holder would;
+    // only its blocks are wrong.
+    let mut dag = cairn_mirror::unixfs::DagBuilder::new();
+    dag.update(&tarball);
+    let dag = dag.finish();
+    let held = cairn_node::HeldArtifact {
+        root: cairn_mirror::cid::RootCid(dag.root),
+        size: dag.size,
+        leaves: dag.leaves,
+    };
+    let liar_mirror = cairn_mirror::Mirror::open(
+        cairn_mirror::MirrorConfig::new(tmp.path().join("liar")),
+        vec![],
+    )
+    .expect("the liar's empty mirror");
+    let (liar, _liar_peers) = runtime().block_on(async {
         let config = cairn_node::NodeConfig {
             listen: vec![tcp_localhost()],
             bootstrap: vec![a_address.parse().expect("A's multiaddr")],
@@ -557,13 +583,23 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         let liar = cairn_node::Node::start(config, Arc::new(Lies))
             .await
             .expect("the lying node");
+        let peers = cairn_node::Peers::with_source(
+            liar.clone(),
+            liar_mirror,
+            cairn_node::PendingMap::default(),
+            cairn_node::PeerPolicy {
+                trust_metadata: false,
+            },
+            Arc::new(Honest(held)),
+        )
+        .expect("the liar's resolve server");
         for cid in [flat.0, root] {
             tokio::time::timeout(Duration::from_secs(30), liar.provide(cid))
                 .await
                 .expect("announcing within 30 s")
                 .expect("announcing");
         }
-        liar
+        (liar, peers)
     });
     let liar_id = liar.peer_id().to_string();
     let liar_address = runtime()
