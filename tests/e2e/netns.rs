@@ -528,6 +528,10 @@ fn the_near_peer_serves_most_of_a_large_artifact() {
         links.iter().all(|(local, _)| *local == relay_addr),
         "the far node and the fetcher are connected around the relay: {links:?}"
     );
+    eprintln!(
+        "the near peer sent {from_near} bytes, the far one {from_far}; the far node's \
+         connections with the fetcher: {links:?}"
+    );
     for node in [fetch_node, far_node, near_node] {
         node.stop();
     }
