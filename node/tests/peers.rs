@@ -517,9 +517,11 @@ async fn throughput_64_mib() {
             .fetch(flat, Some(data.len() as u64))
             .await
             .expect("held");
+        let found = started.elapsed();
         let got = read_all(fetch).await.expect("transfer");
         let elapsed = started.elapsed();
         assert!(got == data, "bytes differ");
+        eprintln!("{name}: lookup and resolve {found:?}");
         (name.to_owned(), elapsed)
     };
     let mut results = vec![(measure("one peer", &one).await, &one)];
