@@ -81,7 +81,8 @@ TGZ=/npm/huge/-/huge-1.0.0.tgz
 start_node a $(upstream_args); A_URL=$NODE_URL; A_ADDR=$NODE_ADDR
 curl -sf -o /dev/null "$A_URL/npm/huge"
 fetch "$A_URL" "$TGZ" > /dev/null
-blob=$(find "$B/a/blobs" -type f -size +1M | head -1)
+blob=""
+for _ in $(seq 300); do blob=$(find "$B/a/blobs" -type f -size +1M | head -1); [ -n "$blob" ] && break; sleep 0.1; done
 log "raw TCP: sendfile of the blob to a reader on 127.0.0.1"
 raw=()
 for run in $(seq "$RUNS"); do
@@ -147,13 +148,13 @@ for p in "${PIDS[@]:1}"; do stop_pid "$p"; done
 PIDS=("${PIDS[0]}")
 log "stampede: 8 nodes ask at once"
 urls=()
-# shellcheck disable=SC2046
-start_node s1 $(upstream_args); urls+=("$NODE_URL"); S1_ADDR=$NODE_ADDR
-for i in 2 3 4 5 6 7 8; do
+# Every node bootstraps to every node started before it: a full mesh, as mDNS gives on a LAN.
+boot=()
+for i in 1 2 3 4 5 6 7 8; do
   # shellcheck disable=SC2046
-  start_node "s$i" $(upstream_args) --bootstrap "$S1_ADDR"; urls+=("$NODE_URL")
+  start_node "s$i" $(upstream_args) "${boot[@]}"; urls+=("$NODE_URL"); boot+=(--bootstrap "$NODE_ADDR")
 done
-wait_peers "${urls[0]}" 7
+for u in "${urls[@]}"; do wait_peers "$u" 7; done
 for u in "${urls[@]}"; do curl -sf -o /dev/null "$u/npm/huge"; done
 sleep 2
 before=$(upstream_bytes)

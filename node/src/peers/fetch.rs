@@ -3,11 +3,12 @@
 //!
 //! Candidates are the DHT's providers of the flat CID, found within [`LOOKUP_DEADLINE`], and
 //! the directly connected peers (on a LAN they are usually all of them, and a peer that has
-//! just started a download may not be in the DHT yet). They are asked at once, nearest first
-//! by ping RTT; the first that holds or downloads the artifact starts the transfer and the
-//! others join it as they answer.
+//! just started a download may not be in the DHT yet). The connected peers are asked at once,
+//! nearest first by ping RTT, while the lookup runs, and the providers it finds are asked as it
+//! ends; the first that holds or downloads the artifact starts the transfer and the others
+//! join it as they answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ use cairn_mirror::cid::FlatCid;
 use cairn_mirror::metrics::LookupLabels;
 use cairn_mirror::peers::PeerFetch;
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use tokio::time::Instant;
 
 use super::Inner;
 use super::claims::{Decision, Heard};
-use super::resolve::{self, Answer, Frame};
+use super::resolve::{self, Answer, Frame, ResolveError};
 use super::transfer::{self, Asks};
 
 /// How long the DHT is searched for providers.
@@ -164,10 +166,10 @@ async fn rtts(inner: &Inner) -> HashMap<PeerId, Duration> {
         .collect()
 }
 
-/// The providers of `flat` and the connected peers, nearest first.
-async fn candidates(inner: &Inner, flat: FlatCid, rtts: &HashMap<PeerId, Duration>) -> Vec<PeerId> {
+/// The DHT's providers of `flat`, found within [`LOOKUP_DEADLINE`].
+async fn providers(inner: &Inner, flat: FlatCid) -> Vec<PeerId> {
     let started = Instant::now();
-    let mut peers = inner
+    let peers = inner
         .node
         .find_providers(flat.0, started + LOOKUP_DEADLINE)
         .await
@@ -177,11 +179,12 @@ async fn candidates(inner: &Inner, flat: FlatCid, rtts: &HashMap<PeerId, Duratio
         .metrics()
         .provider_lookup_seconds
         .observe(started.elapsed().as_secs_f64());
-    for peer in rtts.keys() {
-        if !peers.contains(peer) {
-            peers.push(*peer);
-        }
-    }
+    peers
+}
+
+/// The connected peers, nearest first.
+async fn connected(inner: &Inner, rtts: &HashMap<PeerId, Duration>) -> Vec<PeerId> {
+    let mut peers: Vec<PeerId> = rtts.keys().copied().collect();
     if let Ok(connected) = inner.node.connected_peers().await {
         for info in connected {
             if !peers.contains(&info.peer) {
@@ -189,28 +192,51 @@ async fn candidates(inner: &Inner, flat: FlatCid, rtts: &HashMap<PeerId, Duratio
             }
         }
     }
-    peers.retain(|p| *p != inner.me);
     peers.sort_by_key(|p| rtts.get(p).copied().unwrap_or(Duration::MAX));
     peers
 }
 
-/// Ask every candidate about `flat`; start the transfer on the first that can serve it.
+/// Ask every candidate about `flat` (the connected peers at once, the DHT's providers as the
+/// lookup finds them); start the transfer on the first that can serve it. "Nobody" is only
+/// answered once the lookup has ended and every peer asked has answered. A transfer that
+/// starts before the lookup ends goes on with the peers asked so far.
 async fn round(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>, claiming: bool) -> Round {
     let rtts = rtts(inner).await;
-    let peers = candidates(inner, flat, &rtts).await;
-    let mut asks: Asks = FuturesUnordered::new();
-    for peer in peers {
-        let control = inner.node.stream_control();
-        asks.push(Box::pin(resolve::ask(
-            control,
+    let ask = |peer: PeerId| -> BoxFuture<'static, Result<Answer, ResolveError>> {
+        Box::pin(resolve::ask(
+            inner.node.stream_control(),
             peer,
             flat,
             claiming,
             RESOLVE_TIMEOUT,
-        )));
+        ))
+    };
+    let mut asked = HashSet::new();
+    asked.insert(inner.me);
+    let mut asks: Asks = FuturesUnordered::new();
+    for peer in connected(inner, &rtts).await {
+        if asked.insert(peer) {
+            asks.push(ask(peer));
+        }
     }
+    let lookup = providers(inner, flat);
+    tokio::pin!(lookup);
+    let mut looking = true;
     let mut heard = Vec::new();
-    while let Some(answer) = asks.next().await {
+    loop {
+        let answer = tokio::select! {
+            found = &mut lookup, if looking => {
+                looking = false;
+                for peer in found {
+                    if asked.insert(peer) {
+                        asks.push(ask(peer));
+                    }
+                }
+                continue;
+            }
+            Some(answer) = asks.next(), if !asks.is_empty() => answer,
+            else => break,
+        };
         let answer: Answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
