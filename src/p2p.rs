@@ -216,12 +216,12 @@ mod tests {
             no_mdns: true,
             ..P2pArgs::default()
         };
-        let config = config(&args, &FileSettings::default(), dir.path())
+        let node = config(&args, &FileSettings::default(), dir.path())
             .expect("valid")
             .expect("p2p on");
-        assert_eq!(config.listen.len(), 1);
-        assert!(!config.mdns);
-        assert_eq!(config.identity_path, Some(dir.path().join(IDENTITY_FILE)));
+        assert_eq!(node.listen.len(), 1);
+        assert!(!node.mdns);
+        assert_eq!(node.identity_path, Some(dir.path().join(IDENTITY_FILE)));
 
         let off = P2pArgs {
             no_p2p: true,
@@ -236,9 +236,8 @@ mod tests {
             bootstrap: vec!["not-an-address".into()],
             ..P2pArgs::default()
         };
-        let err = config(&bad, &FileSettings::default(), dir.path())
-            .err()
-            .expect("invalid bootstrap");
+        let err =
+            config(&bad, &FileSettings::default(), dir.path()).expect_err("invalid bootstrap");
         assert!(err.to_string().contains("--bootstrap"), "{err}");
     }
 
@@ -249,10 +248,10 @@ mod tests {
     #[test]
     fn defaults_listen_on_tcp_and_quic() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = config(&P2pArgs::default(), &FileSettings::default(), dir.path())
+        let node = config(&P2pArgs::default(), &FileSettings::default(), dir.path())
             .expect("valid")
             .expect("p2p on");
-        assert_eq!(config.listen.len(), 2);
-        assert!(config.mdns);
+        assert_eq!(node.listen.len(), 2);
+        assert!(node.mdns);
     }
 }

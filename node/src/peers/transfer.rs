@@ -46,8 +46,11 @@ use crate::swarm::Node;
 pub const MAX_WINDOW: usize = 16;
 /// Leaves asked for at most past the first one not yet written (64 MiB of 1 MiB leaves).
 pub const AHEAD_LEAVES: usize = 64;
-/// A peer that sends no block within this long after it was asked is dropped.
-pub const STALL: Duration = Duration::from_secs(8);
+/// A peer that sends no block within this long after it was asked is dropped. Generous: a node
+/// downloading a large file from upstream while serving it to several peers on two cores can
+/// take seconds per block (the 8-node stampede of `bench/p2p.sh` dropped its only source at
+/// 8 s and went upstream a second time); a slow peer among several is hedged long before.
+pub const STALL: Duration = Duration::from_secs(20);
 /// The transfer fails when nothing arrives for this long (no leaf listed, no block).
 pub const IDLE: Duration = Duration::from_secs(30);
 /// A leaf in flight this long at one peer is asked of an idle one too.
