@@ -260,6 +260,17 @@ async fn cached(mirror: &Mirror, path: &str) -> (u16, Bytes) {
     }
 }
 
+/// The announcements, once the committed artifact has been announced (just after its index
+/// row is written).
+async fn announced(setup: &Setup) -> std::sync::MutexGuard<'_, Log> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while setup.log.lock().expect("log").holds.is_empty() && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    setup.log.lock().expect("log")
+}
+
 fn blob() -> Bytes {
     (0..3_500_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -285,7 +296,7 @@ async fn an_artifact_from_peers_is_verified_stored_and_announced_without_upstrea
     assert_eq!(status, 200);
     assert_eq!(body, blob);
     assert_eq!(*hits.lock().expect("hits"), 0, "upstream was not asked");
-    let log = setup.log.lock().expect("log");
+    let log = announced(&setup).await;
     assert_eq!(log.holds.len(), 1, "the committed artifact is announced");
     assert!(log.downloading.is_empty());
 }
@@ -347,7 +358,7 @@ async fn a_miss_with_no_peer_goes_upstream_and_is_offered_to_peers_meanwhile() {
     get(&setup.mirror, "/t/doc").await;
     let (status, body) = cached(&setup.mirror, "/t/files/f").await;
     assert_eq!((status, body), (200, blob));
-    let log = setup.log.lock().expect("log");
+    let log = announced(&setup).await;
     assert_eq!(log.downloading.len(), 1);
     assert_eq!(log.holds.len(), 1);
 }
