@@ -334,3 +334,46 @@ async fn provider_record_found_two_hops_away() {
         .expect("providers");
     assert!(providers.contains(&a.peer_id()), "{providers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_list_keeps_every_other_peer_out() {
+    let block = Bytes::from_static(b"for listed peers only");
+    let cid = cairn_mirror::cid::raw_block_cid(&block);
+    let listed = start(config(vec![], None), MapSource::default()).await;
+    let mut source = MapSource::default();
+    source.0.insert(cid, block.clone());
+    let guarded = start(
+        NodeConfig {
+            allow_peers: vec![listed.peer_id()],
+            ..config(vec![], None)
+        },
+        source,
+    )
+    .await;
+    let address = address_of(&guarded).await;
+
+    listed
+        .dial(address.clone())
+        .await
+        .expect("a listed peer connects");
+    let got = listed
+        .get_block(guarded.peer_id(), cid, TIMEOUT)
+        .await
+        .expect("a listed peer fetches");
+    assert_eq!(got, block);
+
+    let stranger = start(config(vec![], None), MapSource::default()).await;
+    let dialed = tokio::time::timeout(TIMEOUT, stranger.dial(address)).await;
+    let fetched = stranger
+        .get_block(guarded.peer_id(), cid, Duration::from_secs(5))
+        .await;
+    assert!(
+        fetched.is_err(),
+        "a peer not on the list fetched a block (dial: {dialed:?})"
+    );
+    let peers = guarded.connected_peers().await.expect("peers");
+    assert!(
+        peers.iter().all(|p| p.peer != stranger.peer_id()),
+        "the stranger stays connected: {peers:?}"
+    );
+}
