@@ -484,15 +484,8 @@ fn apt_ecosystems(
     listen: &SocketAddr,
     public_url: Option<&Url>,
 ) -> Result<Vec<EcosystemSetup>> {
-    let pick = |flag: &Vec<String>, key: &Option<Vec<String>>| {
-        if flag.is_empty() {
-            key.clone().unwrap_or_default()
-        } else {
-            flag.clone()
-        }
-    };
-    let configured = pick(&args.apt_upstream, &file.apt_upstream);
-    let keyrings = pick(&args.apt_keyring, &file.apt_keyring);
+    let configured = settings::pick(&args.apt_upstream, &file.apt_upstream);
+    let keyrings = settings::pick(&args.apt_keyring, &file.apt_keyring);
     let archives = apt::archives(
         &configured,
         &keyrings,

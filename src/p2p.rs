@@ -12,7 +12,7 @@ use clap::Args;
 use libp2p::{Multiaddr, PeerId};
 use url::Url;
 
-use crate::settings::FileSettings;
+use crate::settings::{self, FileSettings};
 
 /// Where the node's libp2p key lives, under the data dir.
 const IDENTITY_FILE: &str = "node.key";
@@ -65,14 +65,7 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
     if args.no_p2p || file.no_p2p.unwrap_or(false) {
         return Ok(None);
     }
-    let pick = |flag: &Vec<String>, key: &Option<Vec<String>>| {
-        if flag.is_empty() {
-            key.clone().unwrap_or_default()
-        } else {
-            flag.clone()
-        }
-    };
-    let mut listen = pick(&args.p2p_listen, &file.p2p_listen);
+    let mut listen = settings::pick(&args.p2p_listen, &file.p2p_listen);
     if listen.is_empty() {
         listen = DEFAULT_LISTEN.iter().map(|a| (*a).to_owned()).collect();
     }
@@ -84,7 +77,7 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
             })
             .collect()
     };
-    let allow_peers = pick(&args.allow_peer, &file.allow_peer)
+    let allow_peers = settings::pick(&args.allow_peer, &file.allow_peer)
         .iter()
         .map(|p| {
             p.parse::<PeerId>()
@@ -93,7 +86,10 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(NodeConfig {
         listen: multiaddrs("--p2p-listen", listen)?,
-        bootstrap: multiaddrs("--bootstrap", pick(&args.bootstrap, &file.bootstrap))?,
+        bootstrap: multiaddrs(
+            "--bootstrap",
+            settings::pick(&args.bootstrap, &file.bootstrap),
+        )?,
         swarm_key: args.swarm_key.clone().or_else(|| file.swarm_key.clone()),
         allow_peers,
         mdns: !(args.no_mdns || file.no_mdns.unwrap_or(false)),

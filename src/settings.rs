@@ -61,6 +61,16 @@ pub struct FileSettings {
     pub trust_peer_metadata: Option<bool>,
 }
 
+/// A repeatable flag's values, else the `cairn.toml` list: flags replace the file's list, they
+/// do not add to it.
+pub fn pick(flag: &[String], key: &Option<Vec<String>>) -> Vec<String> {
+    if flag.is_empty() {
+        key.clone().unwrap_or_default()
+    } else {
+        flag.to_vec()
+    }
+}
+
 /// Where the config file is, and whether the user named it.
 pub fn config_path(flag: Option<&Path>) -> (PathBuf, bool) {
     match flag {
