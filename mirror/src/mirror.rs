@@ -267,10 +267,6 @@ impl Mirror {
         self.inner.peers.get()
     }
 
-    fn peers(&self) -> Option<&Arc<dyn PeerSource>> {
-        self.peer_source()
-    }
-
     /// Every block this node holds, by CID (what Bitswap and the gateway serve).
     pub fn blocks(&self) -> crate::blocks::Blocks {
         crate::blocks::Blocks::new(self.inner.store.clone(), self.inner.index.clone())
@@ -692,7 +688,7 @@ impl Mirror {
         route: &MetadataRoute,
         cached: Option<&MetadataRecord>,
     ) -> Option<MetadataRecord> {
-        let peers = self.peers()?;
+        let peers = self.peer_source()?;
         let name = registered.ecosystem.name();
         let doc = peers.metadata(name, route.key.clone()).await?;
         if let Some(cached) = cached
@@ -987,7 +983,7 @@ impl Mirror {
         key: &str,
     ) -> Result<Option<Upstream>, Error> {
         let name = registered.ecosystem.name();
-        let peers = self.peers().is_some();
+        let peers = self.peer_source().is_some();
         if self.inner.config.offline {
             return if peers {
                 Ok(None)
@@ -1283,7 +1279,7 @@ impl Mirror {
             match result {
                 Ok(record) => {
                     tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), source = shared.source(), "artifact cached");
-                    if let Some(peers) = this.peers() {
+                    if let Some(peers) = this.peer_source() {
                         peers.holds(record.flat, record.root);
                     }
                     progress.committed(record);
@@ -1327,7 +1323,7 @@ impl Mirror {
         size: Option<u64>,
     ) -> Result<ArtifactRecord, Error> {
         let flat = download.flat;
-        let peers = self.peers().cloned();
+        let peers = self.peer_source().cloned();
         let from_peers = match &peers {
             Some(peers) if !self.peers_failed(&flat) => peers.fetch(flat, size).await,
             _ => None,

@@ -2,6 +2,9 @@
 //! mirror stores in temp dirs: fetches by flat CID from one and two peers, a lying peer, a
 //! download still under way, simultaneous misses, and metadata.
 
+mod common;
+use common::file_bytes;
+
 use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -169,19 +172,6 @@ async fn connected(peer: &Peer, others: &[&Peer]) {
         assert!(Instant::now() < deadline, "not connected: {now:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Deterministic bytes that do not repeat across chunks.
-fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64 ^ seed;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 /// Every byte of a transfer, or its error.

@@ -1,6 +1,9 @@
 //! In-process swarms on 127.0.0.1: Bitswap between nodes (blocks, DAGs, lies, DONT_HAVE),
 //! private networks, and provider records over Kademlia.
 
+mod common;
+use common::file_bytes;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,19 +84,6 @@ fn swarm_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
     path
 }
 
-/// Deterministic bytes that do not compress into repeated blocks.
-fn file_bytes(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// A file's UnixFS DAG as a block source: its leaves and its inner nodes.
 fn dag_source(data: &[u8]) -> (Cid, Vec<(Cid, Bytes)>) {
     let mut builder = cairn_mirror::unixfs::DagBuilder::new();
@@ -116,7 +106,7 @@ fn dag_source(data: &[u8]) -> (Cid, Vec<(Cid, Bytes)>) {
 async fn fetches_raw_and_dag_pb_blocks_and_whole_dags() {
     let small = Bytes::from_static(b"hello from node A");
     let small_cid = cairn_mirror::cid::raw_block_cid(&small);
-    let data = file_bytes((2 << 20) + 100);
+    let data = file_bytes((2 << 20) + 100, 0);
     let (root, blocks) = dag_source(&data);
     assert_eq!(root.codec(), cairn_mirror::cid::DAG_PB);
     let mut source = MapSource::default();
