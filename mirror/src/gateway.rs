@@ -300,7 +300,7 @@ async fn serve(
             )),
         });
     }
-    let blocks = Blocks::new(mirror.inner.store.clone(), mirror.index().clone());
+    let blocks = mirror.blocks();
     let only_if_cached = parts
         .headers
         .get_all(header::CACHE_CONTROL)

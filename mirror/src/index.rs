@@ -535,6 +535,24 @@ impl Index {
         })
     }
 
+    /// The flat and root CID of every distinct file held, whatever its keys (what a node
+    /// announces to its peers at start).
+    pub fn held_files(&self) -> Result<Vec<(FlatCid, RootCid)>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT flat_cid, root_cid FROM artifacts")
+                .map_err(err("list held files"))?;
+            stmt.query_map([], |row| {
+                Ok((
+                    cid_column(row, 0, FlatCid::from_bytes)?,
+                    cid_column(row, 1, RootCid::from_bytes)?,
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err("list held files"))
+        })
+    }
+
     /// Every artifact reference, by ecosystem and key, with the document or listing naming it.
     #[allow(clippy::type_complexity)]
     pub fn all_refs(&self) -> Result<Vec<(String, String, String, RefRecord)>, IndexError> {

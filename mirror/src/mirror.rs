@@ -300,16 +300,7 @@ impl Mirror {
 
     /// Flat and root CIDs of every artifact held, to announce at start. Blocking.
     pub fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, Error> {
-        let mut out: Vec<(FlatCid, RootCid)> = self
-            .inner
-            .index
-            .all_artifacts()?
-            .into_iter()
-            .map(|(_, _, record)| (record.flat, record.root))
-            .collect();
-        out.sort_by_key(|(flat, _)| flat.to_bytes());
-        out.dedup_by_key(|(flat, _)| *flat);
-        Ok(out)
+        Ok(self.inner.index.held_files()?)
     }
 
     pub fn metrics(&self) -> &Metrics {
