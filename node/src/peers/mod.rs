@@ -235,16 +235,9 @@ async fn provide_both(node: &Node, flat: FlatCid, root: RootCid) {
 /// Serve the leaves of `pending` as the download hashes them, until it ends.
 async fn follow_download(inner: Arc<Inner>, pending: PendingLeaves) {
     let mut progress = pending.progress.clone();
-    let mut seen = 0;
     let committed = loop {
-        let done = {
-            let current = progress.borrow_and_update();
-            for leaf in current.leaves.get(seen..).unwrap_or_default() {
-                inner.pending.insert(pending.flat, &pending.file, leaf);
-            }
-            seen = current.leaves.len();
-            current.done.clone()
-        };
+        inner.pending.update(&pending.flat);
+        let done = progress.borrow_and_update().done.clone();
         match done {
             Some(result) => break result.is_ok(),
             None => {
@@ -255,7 +248,7 @@ async fn follow_download(inner: Arc<Inner>, pending: PendingLeaves) {
             }
         }
     };
-    inner.pending.remove_download(&pending.flat);
+    inner.pending.remove_download(&pending.flat, &pending.file);
     inner.claims.ended(&pending.flat, committed);
 }
 
@@ -265,6 +258,9 @@ impl PeerSource for Peers {
     }
 
     fn downloading(&self, pending: PendingLeaves) {
+        // Registered before resolve can tell a peer of it, so every leaf a peer hears of is
+        // found by Bitswap.
+        self.inner.pending.register(&pending);
         self.inner.claims.downloading(&pending);
         let node = self.inner.node.clone();
         let flat = pending.flat;

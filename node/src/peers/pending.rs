@@ -6,9 +6,11 @@
 //! everything this node serves is. [`MirrorBlocks`] is the Bitswap [`BlockSource`] of a Cairn
 //! node: pending leaves first, then the mirror's store and index.
 //!
-//! Entries are added as the download hashes leaves and removed when it ends (committed leaves
-//! are then found in the store, failed ones are forgotten), by the task `Peers::downloading`
-//! starts.
+//! A download is registered when the mirror starts it ([`PendingMap::register`], before any
+//! peer can hear of it through resolve) and its leaves are taken from its progress as they are
+//! listed, and again on any miss, so a leaf a peer has been told of is always found here. The
+//! download is removed when it ends (committed leaves are then found in the store, failed ones
+//! are forgotten), by the task `Peers::downloading` starts.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,7 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_mirror::cid::FlatCid;
+use cairn_mirror::peers::{LeafProgress, PendingLeaves};
 use cid::Cid;
+use tokio::sync::watch;
 
 use crate::bitswap::BlockSource;
 
@@ -30,53 +34,116 @@ struct PendingLeaf {
     len: u64,
 }
 
+/// A download under way: its temp file, its progress, and how many of its listed leaves are
+/// in the leaf map.
+#[derive(Debug)]
+struct Download {
+    file: Arc<File>,
+    progress: watch::Receiver<LeafProgress>,
+    taken: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    downloads: HashMap<FlatCid, Download>,
+    leaves: HashMap<Cid, PendingLeaf>,
+}
+
+impl State {
+    /// Put the leaves `flat`'s download has listed since the last call in the leaf map.
+    fn take_listed(&mut self, flat: &FlatCid) {
+        let Some(download) = self.downloads.get_mut(flat) else {
+            return;
+        };
+        let progress = download.progress.borrow();
+        for leaf in progress.leaves.get(download.taken..).unwrap_or_default() {
+            self.leaves.entry(leaf.cid).or_insert_with(|| PendingLeaf {
+                flat: *flat,
+                file: download.file.clone(),
+                offset: leaf.offset,
+                len: leaf.len,
+            });
+        }
+        download.taken = download.taken.max(progress.leaves.len());
+    }
+}
+
 /// Leaf CID → range of a download's temp file, shared by [`MirrorBlocks`] (which reads it)
-/// and `Peers` (which fills and empties it). Cheap to clone.
+/// and `Peers` (which registers and removes downloads). Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct PendingMap {
-    leaves: Arc<Mutex<HashMap<Cid, PendingLeaf>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl PendingMap {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, PendingLeaf>> {
-        self.leaves
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Serve `leaf` of the download of `flat` from `file`.
-    pub(crate) fn insert(
-        &self,
-        flat: FlatCid,
-        file: &Arc<File>,
-        leaf: &cairn_mirror::unixfs::Leaf,
-    ) {
-        self.lock().entry(leaf.cid).or_insert_with(|| PendingLeaf {
-            flat,
-            file: file.clone(),
-            offset: leaf.offset,
-            len: leaf.len,
-        });
+    /// Serve the leaves of `pending` as its progress lists them.
+    pub(crate) fn register(&self, pending: &PendingLeaves) {
+        let mut state = self.lock();
+        state.downloads.insert(
+            pending.flat,
+            Download {
+                file: pending.file.clone(),
+                progress: pending.progress.clone(),
+                taken: 0,
+            },
+        );
+        state.take_listed(&pending.flat);
     }
 
-    /// Stop serving the leaves of the download of `flat`.
-    pub(crate) fn remove_download(&self, flat: &FlatCid) {
-        self.lock().retain(|_, leaf| leaf.flat != *flat);
+    /// Take the leaves the download of `flat` has listed so far.
+    pub(crate) fn update(&self, flat: &FlatCid) {
+        self.lock().take_listed(flat);
+    }
+
+    /// Stop serving the leaves of the download of `flat` into `file` (not those of a later
+    /// download of the same artifact).
+    pub(crate) fn remove_download(&self, flat: &FlatCid, file: &Arc<File>) {
+        let mut state = self.lock();
+        if state
+            .downloads
+            .get(flat)
+            .is_some_and(|d| Arc::ptr_eq(&d.file, file))
+        {
+            state.downloads.remove(flat);
+        }
+        state
+            .leaves
+            .retain(|_, leaf| leaf.flat != *flat || !Arc::ptr_eq(&leaf.file, file));
     }
 
     /// Leaves of downloads under way, for tests and status.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().leaves.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Where pending leaf `cid` is, taking what every download has listed when it is not yet
+    /// in the leaf map.
+    fn find(&self, cid: &Cid) -> Option<PendingLeaf> {
+        let mut state = self.lock();
+        if let Some(leaf) = state.leaves.get(cid) {
+            return Some(leaf.clone());
+        }
+        let flats: Vec<FlatCid> = state.downloads.keys().copied().collect();
+        for flat in &flats {
+            state.take_listed(flat);
+        }
+        state.leaves.get(cid).cloned()
+    }
+
     /// The verified bytes of pending leaf `cid`, `None` when no download under way has it.
     /// Blocking.
     fn read(&self, cid: &Cid) -> Option<Bytes> {
-        let leaf = self.lock().get(cid).cloned()?;
+        let leaf = self.find(cid)?;
         if leaf.len > crate::bitswap::message::MAX_BLOCK_SIZE as u64 {
             return None;
         }
@@ -116,5 +183,66 @@ impl BlockSource for MirrorBlocks {
         self.pending
             .read(cid)
             .or_else(|| BlockSource::get(&self.blocks, cid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_mirror::cid::{Algorithm, Digest};
+    use std::io::Write as _;
+
+    fn download(
+        data: &[u8],
+    ) -> (
+        PendingLeaves,
+        watch::Sender<LeafProgress>,
+        Vec<cairn_mirror::unixfs::Leaf>,
+    ) {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(data).expect("write");
+        let mut builder = cairn_mirror::unixfs::DagBuilder::new();
+        builder.update(data);
+        let leaves = builder.finish().leaves;
+        let (tx, rx) = watch::channel(LeafProgress::default());
+        let pending = PendingLeaves {
+            flat: Digest::of(Algorithm::Sha512, data).flat_cid(),
+            file: Arc::new(file),
+            progress: rx,
+        };
+        (pending, tx, leaves)
+    }
+
+    #[test]
+    fn a_listed_leaf_is_found_before_any_update() {
+        let data: Vec<u8> = (0..(3 << 20) + 7).map(|i| (i % 251) as u8).collect();
+        let (pending, tx, leaves) = download(&data);
+        let map = PendingMap::default();
+        map.register(&pending);
+        assert!(map.read(&leaves[0].cid).is_none(), "nothing is listed yet");
+        tx.send_modify(|p| p.leaves = leaves[..2].to_vec());
+        // No `update`: a miss takes what the progress lists.
+        let block = map.read(&leaves[1].cid).expect("listed leaf");
+        assert_eq!(&block[..], &data[1 << 20..2 << 20]);
+        assert!(map.read(&leaves[2].cid).is_none(), "unlisted leaf");
+        map.remove_download(&pending.flat, &pending.file);
+        assert!(map.read(&leaves[0].cid).is_none(), "removed");
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn removing_an_old_download_keeps_a_new_one() {
+        let data = vec![7u8; 100];
+        let (old, _old_tx, leaves) = download(&data);
+        let (new, new_tx, _) = download(&data);
+        let map = PendingMap::default();
+        map.register(&old);
+        map.register(&new);
+        new_tx.send_modify(|p| p.leaves = leaves.clone());
+        map.remove_download(&old.flat, &old.file);
+        assert!(
+            map.read(&leaves[0].cid).is_some(),
+            "the new download still serves"
+        );
     }
 }
