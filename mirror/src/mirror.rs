@@ -1334,13 +1334,14 @@ impl Mirror {
         }
         // The blocking side writes, hashes and reports progress (to readers, and the leaves
         // hashed so far to peers); this side reads the network.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        // Each chunk comes with the leaf CID a peer's block was verified against, if any.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, Option<cid::Cid>)>(16);
         let writer_progress = progress.clone();
         let writer_task = tokio::task::spawn_blocking(move || {
             let mut writer = writer;
             let mut published = 0;
-            while let Some(chunk) = rx.blocking_recv() {
-                writer.write(&chunk)?;
+            while let Some((chunk, leaf)) = rx.blocking_recv() {
+                writer.write_leaf(&chunk, leaf.as_ref())?;
                 writer_progress.written(writer.len());
                 let hashed = writer.leaves();
                 if hashed.len() > published {
@@ -1358,7 +1359,7 @@ impl Mirror {
                     Some(Ok(chunk)) => {
                         // `peer_bytes` is counted by the peer source, per block received.
                         let len = chunk.data.len() as u64;
-                        if tx.send(chunk.data).await.is_err() {
+                        if tx.send((chunk.data, chunk.leaf)).await.is_err() {
                             break format!("writer of {key} stopped");
                         }
                         sent += len;
@@ -1436,7 +1437,7 @@ impl Mirror {
         key: &str,
         upstream: &Upstream,
         url: &Url,
-        tx: &tokio::sync::mpsc::Sender<Bytes>,
+        tx: &tokio::sync::mpsc::Sender<(Bytes, Option<cid::Cid>)>,
         skip: u64,
         progress: &Progress,
     ) -> Result<(), Error> {
@@ -1465,7 +1466,7 @@ impl Mirror {
                     if start < skip {
                         let _ = chunk.split_to((skip - start) as usize);
                     }
-                    if tx.send(chunk).await.is_err() {
+                    if tx.send((chunk, None)).await.is_err() {
                         return Err(Error::Internal(format!("writer of {key} stopped")));
                     }
                 }

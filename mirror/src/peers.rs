@@ -27,6 +27,10 @@ pub struct PeerChunk {
     pub data: Bytes,
     /// The peer it came from (its peer ID), for per-peer byte counts.
     pub peer: Arc<str>,
+    /// The CID `data` was verified against, when the peer source checked it: the writer then
+    /// takes it as the leaf's CID instead of hashing the chunk again, provided the chunk is one
+    /// whole 1 MiB leaf at a leaf boundary (see [`crate::unixfs::DagBuilder::update_leaf`]).
+    pub leaf: Option<cid::Cid>,
 }
 
 /// An artifact being fetched from peers: its bytes in order, then the end of the channel.

@@ -350,6 +350,13 @@ impl ArtifactWriter {
 
     /// Append bytes (blocking: call from a blocking thread).
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.write_leaf(data, None)
+    }
+
+    /// [`ArtifactWriter::write`] of bytes already checked against the raw CID `leaf`, which
+    /// the DAG takes instead of hashing them again ([`DagBuilder::update_leaf`]). The registry
+    /// digest is computed over them all the same.
+    pub fn write_leaf(&mut self, data: &[u8], leaf: Option<&cid::Cid>) -> Result<(), StoreError> {
         let path = self.temp.as_deref().unwrap_or(Path::new("tmp"));
         self.file
             .write_all(data)
@@ -357,7 +364,10 @@ impl ArtifactWriter {
         if let Some(hasher) = self.hasher.take() {
             self.hasher = Some(hasher.update(data, self.dag.len()));
         }
-        self.dag.update(data);
+        match leaf {
+            Some(cid) => self.dag.update_leaf(data, cid),
+            None => self.dag.update(data),
+        }
         Ok(())
     }
 

@@ -17,7 +17,7 @@
 use cid::Cid;
 use sha2::Digest as _;
 
-use crate::cid::{SHA2_256, dag_pb_cid, raw_cid};
+use crate::cid::{RAW, SHA2_256, dag_pb_cid, raw_cid};
 
 /// Bytes per leaf.
 pub const CHUNK_SIZE: u64 = 1 << 20;
@@ -77,6 +77,24 @@ impl DagBuilder {
             if self.chunk_len == CHUNK_SIZE {
                 self.close_chunk();
             }
+        }
+    }
+
+    /// Feed the next bytes of the file, `data`, whose sha2-256 the caller has already checked
+    /// against the raw CID `leaf` (Bitswap verifies every block it takes). When `data` is one
+    /// whole chunk at a chunk boundary and `leaf` is a raw sha2-256 CID, that CID is the leaf's
+    /// and the bytes are not hashed again; otherwise this is [`DagBuilder::update`].
+    pub fn update_leaf(&mut self, data: &[u8], leaf: &Cid) {
+        let whole = self.chunk_len == 0 && data.len() as u64 == CHUNK_SIZE;
+        if whole && leaf.codec() == RAW && leaf.hash().code() == SHA2_256 {
+            self.leaves.push(Leaf {
+                cid: *leaf,
+                offset: self.offset,
+                len: CHUNK_SIZE,
+            });
+            self.offset += CHUNK_SIZE;
+        } else {
+            self.update(data);
         }
     }
 

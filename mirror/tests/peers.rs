@@ -127,6 +127,7 @@ impl PeerSource for Scripted {
                     let chunk = PeerChunk {
                         data,
                         peer: Arc::from("peer-1"),
+                        leaf: None,
                     };
                     if tx.send(Ok(chunk)).await.is_err() {
                         return;

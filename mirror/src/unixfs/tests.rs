@@ -172,3 +172,27 @@ fn decoding_accepts_packed_blocksizes_and_rejects_garbage() {
     }
     assert!(decode_unixfs(&[0x18, 0x01]).is_err(), "no Type");
 }
+
+#[test]
+fn known_leaves_build_the_same_dag() {
+    let data: Vec<u8> = (0..(3 * CHUNK_SIZE as usize + 4321))
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    let mut plain = DagBuilder::new();
+    plain.update(&data);
+    let plain = plain.finish();
+    // Whole leaves with their CIDs, then an unaligned tail: the same DAG.
+    let mut known = DagBuilder::new();
+    for (leaf, chunk) in plain.leaves.iter().zip(data.chunks(CHUNK_SIZE as usize)) {
+        known.update_leaf(chunk, &leaf.cid);
+    }
+    let known = known.finish();
+    assert_eq!(known.root, plain.root);
+    assert_eq!(known.leaves, plain.leaves);
+    // A CID offered off a chunk boundary is not taken: the bytes are hashed.
+    let mut shifted = DagBuilder::new();
+    shifted.update(&data[..10]);
+    shifted.update_leaf(&data[10..10 + CHUNK_SIZE as usize], &plain.leaves[0].cid);
+    shifted.update(&data[10 + CHUNK_SIZE as usize..]);
+    assert_eq!(shifted.finish().root, plain.root);
+}

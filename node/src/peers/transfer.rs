@@ -565,8 +565,10 @@ impl Engine {
     /// Write the leaves that are next in file order. `Err` when the reader went away.
     async fn emit(&mut self) -> Result<(), ()> {
         while let Some((data, peer)) = self.buffer.remove(&self.next) {
+            // Bitswap checked `data` against this CID, so the mirror need not hash it again.
+            let leaf = Some(self.leaves[self.next].cid);
             self.chunks
-                .send(Ok(PeerChunk { data, peer }))
+                .send(Ok(PeerChunk { data, peer, leaf }))
                 .await
                 .map_err(|_| ())?;
             self.next += 1;
