@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::flight::SingleFlight;
 use crate::index::{ArtifactRecord, Index, MetadataRecord, RefRecord};
 use crate::metrics::{EcosystemLabels, Metrics, UpstreamLabels};
-use crate::peers::{LeafProgress, PeerSource, PendingLeaves};
+use crate::peers::{LeafProgress, PeerDocument, PeerSource, PendingLeaves};
 use crate::render::{RenderCache, RenderKey, RenderedDoc};
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamLimits, redact};
@@ -671,8 +671,9 @@ impl Mirror {
         .await
     }
 
-    /// The freshest copy of a document that a peer holds, when it is newer than `cached`,
-    /// checked and indexed like a document from upstream (apt's signatures included).
+    /// The freshest copy of a document that peers hold and the adapter accepts, when it is
+    /// newer than `cached`, checked and indexed like a document from upstream (apt's
+    /// signatures included). A refused copy is logged with its peer and the next one is tried.
     async fn metadata_from_peers(
         &self,
         registered: &Registered,
@@ -681,22 +682,51 @@ impl Mirror {
     ) -> Option<MetadataRecord> {
         let peers = self.peer_source()?;
         let name = registered.ecosystem.name();
-        let doc = peers.metadata(name, route.key.clone()).await?;
-        if let Some(cached) = cached
-            && cached.cid.is_some()
-            && cached.fetched_at >= doc.fetched_at
-        {
-            return None;
-        }
-        let url = match Url::parse(&doc.upstream_url) {
-            Ok(url) => url,
-            Err(e) => {
-                tracing::warn!(ecosystem = name, key = %route.key, peer = %doc.peer, "peer sent a document with a bad URL: {e}");
-                return None;
+        let cached_at = cached.filter(|c| c.cid.is_some()).map(|c| c.fetched_at);
+        for doc in peers.metadata(name, route.key.clone()).await {
+            if cached_at.is_some_and(|at| at >= doc.fetched_at) {
+                // Newest first: no later copy is newer than the cache either.
+                break;
             }
-        };
-        if doc.body.len() as u64 > self.inner.config.max_metadata_bytes {
-            return None;
+            let peer = doc.peer.clone();
+            match self
+                .ingest_peer_document(registered, route, cached, doc)
+                .await
+            {
+                Ok(record) => {
+                    self.inner
+                        .metrics
+                        .peer_documents
+                        .get_or_create(&EcosystemLabels { ecosystem: name })
+                        .inc();
+                    tracing::info!(ecosystem = name, key = %route.key, peer = %peer, "metadata taken from a peer");
+                    self.remember_metadata(name, &route.key, &record);
+                    return Some(record);
+                }
+                Err(e) => {
+                    tracing::warn!(ecosystem = name, key = %route.key, peer = %peer, "refused a peer's document: {e}");
+                }
+            }
+        }
+        None
+    }
+
+    /// Check and index one peer's copy of a document, as if upstream had sent it.
+    async fn ingest_peer_document(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        cached: Option<&MetadataRecord>,
+        doc: PeerDocument,
+    ) -> Result<MetadataRecord, String> {
+        let url = Url::parse(&doc.upstream_url)
+            .map_err(|e| format!("bad upstream URL {:?}: {e}", doc.upstream_url))?;
+        let limit = self.inner.config.max_metadata_bytes;
+        if doc.body.len() as u64 > limit {
+            return Err(format!(
+                "{} bytes is over the {limit}-byte limit",
+                doc.body.len()
+            ));
         }
         let fetched = Fetched {
             url,
@@ -706,31 +736,15 @@ impl Mirror {
             last_modified: doc.last_modified,
         };
         let upstream = registered.upstream.as_ref().ok();
-        match self
-            .ingest_metadata(
-                registered.ecosystem.clone(),
-                upstream,
-                route,
-                cached.cloned(),
-                fetched,
-            )
-            .await
-        {
-            Ok(record) => {
-                self.inner
-                    .metrics
-                    .peer_documents
-                    .get_or_create(&EcosystemLabels { ecosystem: name })
-                    .inc();
-                tracing::info!(ecosystem = name, key = %route.key, peer = %doc.peer, "metadata taken from a peer");
-                self.remember_metadata(name, &route.key, &record);
-                Some(record)
-            }
-            Err(e) => {
-                tracing::warn!(ecosystem = name, key = %route.key, peer = %doc.peer, "refused a peer's document: {e}");
-                None
-            }
-        }
+        self.ingest_metadata(
+            registered.ecosystem.clone(),
+            upstream,
+            route,
+            cached.cloned(),
+            fetched,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     /// A document (cached, or fetched like any metadata), with the download prefixes it declares

@@ -96,14 +96,15 @@ pub trait PeerSource: Send + Sync + 'static {
     /// announce both.
     fn holds(&self, flat: FlatCid, root: RootCid);
 
-    /// The freshest copy of metadata document `key` of `ecosystem` that a trusted peer holds,
-    /// for when upstream cannot be asked. `None` when no peer has one or peers are not trusted
-    /// with metadata.
+    /// The copies of metadata document `key` of `ecosystem` that trusted peers hold, newest
+    /// (`fetched_at`) first, for when upstream cannot be asked. The mirror takes the first its
+    /// adapter accepts, so a peer with a bad copy cannot hide a good one. Empty when no peer has
+    /// one or peers are not trusted with metadata.
     fn metadata(
         &self,
         ecosystem: &'static str,
         key: String,
-    ) -> BoxFuture<'static, Option<PeerDocument>>;
+    ) -> BoxFuture<'static, Vec<PeerDocument>>;
 
     /// The node as `/api/v1/peers` shows it (and `cairn peers` prints it):
     /// `{"peer_id": "12D3…", "listen": ["/ip4/…/tcp/…/p2p/12D3…", …], "private": bool,

@@ -109,7 +109,7 @@ struct Log {
 
 struct Scripted {
     script: Mutex<Script>,
-    document: Option<PeerDocument>,
+    documents: Vec<PeerDocument>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -153,9 +153,9 @@ impl PeerSource for Scripted {
         &self,
         _ecosystem: &'static str,
         _key: String,
-    ) -> BoxFuture<'static, Option<PeerDocument>> {
-        let document = self.document.clone();
-        Box::pin(async move { document })
+    ) -> BoxFuture<'static, Vec<PeerDocument>> {
+        let documents = self.documents.clone();
+        Box::pin(async move { documents })
     }
 
     fn describe(&self) -> BoxFuture<'static, serde_json::Value> {
@@ -224,10 +224,10 @@ fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setu
     }
 }
 
-fn scripted(script: Script, document: Option<PeerDocument>) -> Scripted {
+fn scripted(script: Script, documents: Vec<PeerDocument>) -> Scripted {
     Scripted {
         script: Mutex::new(script),
-        document,
+        documents,
         log: Arc::default(),
     }
 }
@@ -290,7 +290,7 @@ async fn an_artifact_from_peers_is_verified_stored_and_announced_without_upstrea
     let setup = mirror(
         Ok(url),
         false,
-        scripted(Script::Send(chunks(&blob, 1 << 20), None), None),
+        scripted(Script::Send(chunks(&blob, 1 << 20), None), vec![]),
     );
     assert_eq!(get(&setup.mirror, "/t/doc").await.0, 200);
     let (status, body) = cached(&setup.mirror, "/t/files/f").await;
@@ -310,7 +310,10 @@ async fn upstream_takes_over_where_peers_stop() {
     let setup = mirror(
         Ok(url),
         false,
-        scripted(Script::Send(half, Some("every peer stalled".into())), None),
+        scripted(
+            Script::Send(half, Some("every peer stalled".into())),
+            vec![],
+        ),
     );
     get(&setup.mirror, "/t/doc").await;
     let (status, body) = cached(&setup.mirror, "/t/files/f").await;
@@ -328,7 +331,10 @@ async fn bytes_from_lying_peers_are_never_stored_and_the_next_try_goes_upstream(
     let setup = mirror(
         Ok(url),
         false,
-        scripted(Script::Send(chunks(&Bytes::from(lie), 1 << 20), None), None),
+        scripted(
+            Script::Send(chunks(&Bytes::from(lie), 1 << 20), None),
+            vec![],
+        ),
     );
     get(&setup.mirror, "/t/doc").await;
     let (status, body) = get(&setup.mirror, "/t/files/f").await;
@@ -355,7 +361,7 @@ async fn bytes_from_lying_peers_are_never_stored_and_the_next_try_goes_upstream(
 async fn a_miss_with_no_peer_goes_upstream_and_is_offered_to_peers_meanwhile() {
     let blob = blob();
     let (url, _) = upstream(listing(&blob), blob.clone()).await;
-    let setup = mirror(Ok(url), false, scripted(Script::Nobody, None));
+    let setup = mirror(Ok(url), false, scripted(Script::Nobody, vec![]));
     get(&setup.mirror, "/t/doc").await;
     let (status, body) = cached(&setup.mirror, "/t/files/f").await;
     assert_eq!((status, body), (200, blob));
@@ -379,7 +385,7 @@ async fn offline_metadata_and_artifacts_come_from_peers_and_a_miss_nobody_has_sa
     let setup = mirror(
         Err("none configured".into()),
         true,
-        scripted(Script::Send(chunks(&blob, 1 << 20), None), Some(document)),
+        scripted(Script::Send(chunks(&blob, 1 << 20), None), vec![document]),
     );
     let (status, body) = get(&setup.mirror, "/t/doc").await;
     assert_eq!(status, 200);
@@ -390,7 +396,7 @@ async fn offline_metadata_and_artifacts_come_from_peers_and_a_miss_nobody_has_sa
     let nobody = mirror(
         Err("none configured".into()),
         true,
-        scripted(Script::Nobody, None),
+        scripted(Script::Nobody, vec![]),
     );
     let (status, body) = get(&nobody.mirror, "/t/doc").await;
     assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
@@ -409,7 +415,7 @@ async fn a_peer_document_that_the_adapter_refuses_is_not_taken() {
     let setup = mirror(
         Err("none configured".into()),
         true,
-        scripted(Script::Nobody, Some(document)),
+        scripted(Script::Nobody, vec![document]),
     );
     let (status, _) = get(&setup.mirror, "/t/doc").await;
     assert_eq!(status, 504);
@@ -421,4 +427,40 @@ async fn a_peer_document_that_the_adapter_refuses_is_not_taken() {
             .expect("index")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_refused_newest_copy_does_not_hide_an_older_good_one() {
+    let blob = blob();
+    let doc = listing(&blob);
+    let now = cairn_mirror::now_ms();
+    let copy = |body: Bytes, fetched_at: i64, peer: &str| PeerDocument {
+        body,
+        upstream_url: "http://upstream.invalid/doc".into(),
+        fetched_at,
+        etag: None,
+        last_modified: None,
+        peer: Arc::from(peer),
+    };
+    let setup = mirror(
+        Err("none configured".into()),
+        true,
+        scripted(
+            Script::Nobody,
+            vec![
+                copy(Bytes::from_static(b"not a listing"), now, "liar"),
+                copy(Bytes::from(doc.clone()), now - 60_000, "honest"),
+            ],
+        ),
+    );
+    let (status, body) = get(&setup.mirror, "/t/doc").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, Bytes::from(doc));
+    let record = setup
+        .mirror
+        .index()
+        .get_metadata("t", "doc")
+        .expect("index")
+        .expect("indexed");
+    assert_eq!(record.fetched_at, now - 60_000, "the honest copy was taken");
 }

@@ -149,13 +149,15 @@ async fn ask(
     }))
 }
 
-/// The newest copy among the connected peers', asked in parallel within [`DEADLINE`].
+/// The connected peers' copies, asked in parallel within [`DEADLINE`], newest first.
 pub(crate) async fn fetch(
     node: crate::swarm::Node,
     ecosystem: String,
     key: String,
-) -> Option<PeerDocument> {
-    let peers = node.connected_peers().await.ok()?;
+) -> Vec<PeerDocument> {
+    let Ok(peers) = node.connected_peers().await else {
+        return Vec::new();
+    };
     let mut asks: futures::stream::FuturesUnordered<_> = peers
         .into_iter()
         .map(|info| {
@@ -168,20 +170,14 @@ pub(crate) async fn fetch(
         })
         .collect();
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut best: Option<PeerDocument> = None;
+    let mut copies = Vec::new();
     while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
         match answer {
-            Ok(Some(document)) => {
-                if best
-                    .as_ref()
-                    .is_none_or(|b| document.fetched_at > b.fetched_at)
-                {
-                    best = Some(document);
-                }
-            }
+            Ok(Some(document)) => copies.push(document),
             Ok(None) => {}
             Err(e) => tracing::debug!("metadata: {e}"),
         }
     }
-    best
+    copies.sort_by_key(|d| std::cmp::Reverse(d.fetched_at));
+    copies
 }

@@ -277,12 +277,12 @@ impl PeerSource for Peers {
         &self,
         ecosystem: &'static str,
         key: String,
-    ) -> BoxFuture<'static, Option<PeerDocument>> {
+    ) -> BoxFuture<'static, Vec<PeerDocument>> {
         let node = self.inner.node.clone();
         let allowed = self.inner.policy.trust_metadata || node.is_private();
         Box::pin(async move {
             if !allowed {
-                return None;
+                return Vec::new();
             }
             metadata::fetch(node, ecosystem.to_owned(), key).await
         })
