@@ -1,6 +1,7 @@
 //! The real apt-get through the `cairn` binary, in front of a fake archive signed with a
 //! throwaway key: update and install (download), offline, by-hash, proxy mode, and what a
-//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets.
+//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets; and apt through the swarm, where
+//! a peer's wrongly signed `InRelease` is refused and a good copy from another peer taken.
 
 use std::path::Path;
 
@@ -266,4 +267,109 @@ fn apt_proxy_mode_serves_configured_archives_only() {
     );
     assert_eq!(status, 403);
     cairn.stop();
+}
+
+/// p2p flags for a node of the private test swarm of `key`.
+fn swarm_args<'a>(key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--swarm-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn apt_installs_from_the_swarm_and_a_peers_wrongly_signed_release_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let key = crate::support::swarm_key(&dir.path().join("swarm.key"), 0x3c);
+    let key = key.to_str().expect("utf-8 path");
+    let join = std::time::Duration::from_secs(30);
+
+    // C caches the archive, good signatures and all.
+    let c = start(dir.path(), "c", &archive, &fake, &swarm_args(key, &[]));
+    let c_id = c.peer_id();
+    let c_address = c.p2p_address();
+    let c_uri = format!("{}/apt/test", c.url);
+    update_and_install(
+        &client(&dir.path().join("c-client"), &archive, &c_uri),
+        &archive,
+        "through C",
+        &[],
+    );
+
+    // Then the archive is signed by another key, and A (which trusts that key) caches that
+    // InRelease: A's copy is newer than C's.
+    archive.resign_with_wrong_key();
+    let upstream = format!("test={}", fake.url);
+    let wrong_keyring = format!("test={}", archive.wrong_keyring.display());
+    let a_args = swarm_args(
+        key,
+        &[
+            "--apt-upstream",
+            &upstream,
+            "--apt-keyring",
+            &wrong_keyring,
+            "--bootstrap",
+            &c_address,
+        ],
+    );
+    let a = Cairn::start(&dir.path().join("a"), &a_args);
+    let a_id = a.peer_id();
+    let reply = get(&format!("{}/apt/test/dists/stable/InRelease", a.url));
+    assert_eq!(
+        reply.status, 200,
+        "A caches the re-signed InRelease: {}",
+        reply.text
+    );
+
+    // B has no upstream: it takes A's newer InRelease, finds no good signature under its
+    // keyring, refuses it, and takes C's, then the indices and the .debs from C.
+    let requests = fake.requests().len();
+    let a_address = a.p2p_address();
+    let b = start(
+        dir.path(),
+        "b",
+        &archive,
+        &fake,
+        &swarm_args(
+            key,
+            &[
+                "--offline",
+                "--bootstrap",
+                &a_address,
+                "--bootstrap",
+                &c_address,
+            ],
+        ),
+    );
+    b.wait_connected(&[&a_id, &c_id], join);
+    let b_uri = format!("{}/apt/test", b.url);
+    let apt = client(&dir.path().join("b-client"), &archive, &b_uri);
+    update_and_install(
+        &apt,
+        &archive,
+        &format!("through B\n--- B's log\n{}", b.logs()),
+        &[],
+    );
+    let logs = b.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("refused a peer's document") && l.contains(&a_id)),
+        "B did not refuse A's InRelease:\n{logs}"
+    );
+    assert_eq!(fake.requests().len(), requests, "B asked upstream");
+    let metrics = get(&format!("{}/metrics", b.url)).text;
+    let from_c = crate::support::metric_sum(
+        &metrics,
+        &format!("cairn_peer_received_bytes_total{{peer=\"{c_id}\"}}"),
+    );
+    assert!(from_c > 0.0, "no bytes from C:\n{metrics}");
+    b.stop();
+    a.stop();
+    c.stop();
 }
