@@ -34,6 +34,10 @@ hex=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$hex" > "$B/swarm.key"
 
 NEXT_PORT=7810
+KEY_ARGS=(--swarm-key "$B/swarm.key")   # emptied (with trust) for the open-swarm runs
+CLK=$(getconf CLK_TCK)
+# cpu_s PID: CPU seconds (user + system) the process has used so far.
+cpu_s() { awk -v c="$CLK" '{printf "%.2f", ($14 + $15) / c}' "/proc/$1/stat"; }
 # start_node NAME [ARGS…]: start `cairn serve` with its own store and ports; sets NODE_URL,
 # NODE_PID and NODE_ADDR (its libp2p address with /p2p/ID).
 start_node() {
@@ -43,7 +47,7 @@ start_node() {
   local id
   id=$("$CAIRN" id --data-dir "$B/$name")
   "$CAIRN" serve --listen "127.0.0.1:$http" --data-dir "$B/$name" \
-    --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns --swarm-key "$B/swarm.key" \
+    --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns "${KEY_ARGS[@]}" \
     --cargo-upstream http://127.0.0.1:9/ --pypi-upstream http://127.0.0.1:9/ \
     --apt-upstream x=http://127.0.0.1:9/ --apt-keyring x=/usr/share/keyrings/debian-archive-keyring.gpg \
     "$@" > "$B/logs/$name.out" 2> "$B/logs/$name.err" &
@@ -78,7 +82,7 @@ TGZ=/npm/huge/-/huge-1.0.0.tgz
 
 # ---- a. throughput from 1 and 3 peers against raw TCP ----
 # shellcheck disable=SC2046
-start_node a $(upstream_args); A_URL=$NODE_URL; A_ADDR=$NODE_ADDR
+start_node a $(upstream_args); A_URL=$NODE_URL; A_ADDR=$NODE_ADDR; A_PID=$NODE_PID
 curl -sf -o /dev/null "$A_URL/npm/huge"
 fetch "$A_URL" "$TGZ" > /dev/null
 blob=""
@@ -107,16 +111,34 @@ PY
 done
 raw_s=$(median "${raw[@]}")
 
-one=()
+one=(); send_cpu=(); recv_cpu=()
 for run in $(seq "$RUNS"); do
   rm -rf "$B/x1-$run"
   start_node "x1-$run" --offline --bootstrap "$A_ADDR"; X=$NODE_URL; XPID=$NODE_PID
   wait_peers "$X" 1
   curl -sf -o /dev/null "$X/npm/huge"
+  a0=$(cpu_s "$A_PID"); x0=$(cpu_s "$XPID")
   one+=("$(fetch "$X" "$TGZ")")
-  log "  1 peer, run $run: ${one[-1]} s"
+  send_cpu+=("$(awk -v a="$a0" -v b="$(cpu_s "$A_PID")" -v m="$SIZE_MIB" 'BEGIN{printf "%.2f", (b-a)*1024/m}')")
+  recv_cpu+=("$(awk -v a="$x0" -v b="$(cpu_s "$XPID")" -v m="$SIZE_MIB" 'BEGIN{printf "%.2f", (b-a)*1024/m}')")
+  log "  1 peer, run $run: ${one[-1]} s (CPU-s per GiB: sender ${send_cpu[-1]}, receiver ${recv_cpu[-1]})"
   stop_pid "$XPID"
 done
+# The same from a holder in an open swarm (no swarm key: no pnet cipher under noise).
+KEY_ARGS=(--trust-peer-metadata)
+# shellcheck disable=SC2046
+start_node oa $(upstream_args); O_URL=$NODE_URL; O_ADDR=$NODE_ADDR
+curl -sf -o /dev/null "$O_URL/npm/huge"; fetch "$O_URL" "$TGZ" > /dev/null
+open1=()
+for run in $(seq "$RUNS"); do
+  start_node "ox-$run" --offline --bootstrap "$O_ADDR"; X=$NODE_URL; XPID=$NODE_PID
+  wait_peers "$X" 1
+  curl -sf -o /dev/null "$X/npm/huge"
+  open1+=("$(fetch "$X" "$TGZ")")
+  log "  1 peer, open swarm, run $run: ${open1[-1]} s"
+  stop_pid "$XPID"
+done
+KEY_ARGS=(--swarm-key "$B/swarm.key")
 # Two more holders, fed from A through the swarm.
 start_node p2 --offline --bootstrap "$A_ADDR"; P2=$NODE_URL; wait_peers "$P2" 1
 curl -sf -o /dev/null "$P2/npm/huge"; fetch "$P2" "$TGZ" > /dev/null
@@ -132,7 +154,7 @@ for run in $(seq "$RUNS"); do
   log "  3 peers, run $run: ${three[-1]} s (per peer: $spread)"
   stop_pid "$XPID"
 done
-one_s=$(median "${one[@]}"); three_s=$(median "${three[@]}")
+one_s=$(median "${one[@]}"); three_s=$(median "${three[@]}"); open1_s=$(median "${open1[@]}")
 
 # ---- b. 8 nodes, one uncached artifact, at once ----
 log "alone: one node fetches the artifact from upstream"
@@ -149,15 +171,17 @@ PIDS=("${PIDS[0]}")
 log "stampede: 8 nodes ask at once"
 urls=()
 # Every node bootstraps to every node started before it: a full mesh, as mDNS gives on a LAN.
-boot=()
+boot=(); spids=()
 for i in 1 2 3 4 5 6 7 8; do
   # shellcheck disable=SC2046
   start_node "s$i" $(upstream_args) "${boot[@]}"; urls+=("$NODE_URL"); boot+=(--bootstrap "$NODE_ADDR")
+  spids+=("$NODE_PID")
 done
 for u in "${urls[@]}"; do wait_peers "$u" 7; done
 for u in "${urls[@]}"; do curl -sf -o /dev/null "$u/npm/huge"; done
 sleep 2
 before=$(upstream_bytes)
+cpu_before=0; for p in "${spids[@]}"; do cpu_before=$(awk -v a="$cpu_before" -v b="$(cpu_s "$p")" 'BEGIN{print a+b}'); done
 fetchers=()
 for i in "${!urls[@]}"; do
   (fetch "${urls[$i]}" "$TGZ" > "$B/stampede-$i.time") &
@@ -166,6 +190,8 @@ done
 for j in "${fetchers[@]}"; do wait "$j" || true; done
 after=$(upstream_bytes)
 sent=$((after - before))
+cpu_after=0; for p in "${spids[@]}"; do cpu_after=$(awk -v a="$cpu_after" -v b="$(cpu_s "$p")" 'BEGIN{print a+b}'); done
+stampede_cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN{printf "%.1f", b-a}')
 times=(); for i in "${!urls[@]}"; do times+=("$(cat "$B/stampede-$i.time" 2>/dev/null || echo FAIL)"); done
 slowest=$(printf '%s\n' "${times[@]}" | sort -g | tail -1)
 from_peers=0; for u in "${urls[@]}"; do from_peers=$((from_peers + $(metric "$u" cairn_peer_received_bytes_total))); done
@@ -203,9 +229,10 @@ u50=$(pct 50 "${up_ms[@]}"); u90=$(pct 90 "${up_ms[@]}")
   echo "|---|---:|---:|---:|"
   echo "| raw TCP (sendfile → reader, loopback) | $raw_s | $(mbps $SIZE "$raw_s") | 1.00 |"
   echo "| from 1 peer | $one_s | $(mbps $SIZE "$one_s") | $(ratio "$raw_s" "$one_s") |"
+  echo "| from 1 peer, open swarm (no swarm key, so no pnet cipher) | $open1_s | $(mbps $SIZE "$open1_s") | $(ratio "$raw_s" "$open1_s") |"
   echo "| from 3 peers | $three_s | $(mbps $SIZE "$three_s") | $(ratio "$raw_s" "$three_s") |"
   echo
-  echo "Bytes per peer in the last 3-peer run: $spread."
+  echo "Bytes per peer in the last 3-peer run: $spread. CPU seconds per GiB in the 1-peer runs (median): sender $(median "${send_cpu[@]}"), receiver $(median "${recv_cpu[@]}")."
   echo
   echo "| 8 nodes ask at once for an uncached ${SIZE_MIB} MiB artifact | value | goal |"
   echo "|---|---:|---|"
@@ -214,6 +241,7 @@ u50=$(pct 50 "${up_ms[@]}"); u90=$(pct 90 "${up_ms[@]}")
   echo "| one node alone, from upstream | ${alone_s} s | |"
   echo "| slowest of the 8 | ${slowest} s ($(ratio "$slowest" "$alone_s")× alone) | ≤ 2× |"
   echo "| all 8 | ${times[*]} | |"
+  echo "| CPU the 8 nodes used meanwhile | ${stampede_cpu} CPU-s ($(awk -v c="$stampede_cpu" -v n="$(nproc)" 'BEGIN{printf "%.1f", c/n}') s of this machine's $(nproc) cores) | |"
   echo
   echo "| 64 KiB tarball, a miss on the asking node | p50 ms | p90 ms | goal |"
   echo "|---|---:|---:|---|"

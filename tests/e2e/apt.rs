@@ -1,7 +1,8 @@
 //! The real apt-get through the `cairn` binary, in front of a fake archive signed with a
 //! throwaway key: update and install (download), offline, by-hash, proxy mode, and what a
-//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets; and apt through the swarm, where
-//! a peer's wrongly signed `InRelease` is refused and a good copy from another peer taken.
+//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets; and apt through the
+//! swarm, where a peer's wrongly signed `InRelease` is refused and another peer's good copy
+//! taken.
 
 use std::path::Path;
 
