@@ -179,6 +179,8 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     downloads: Mutex<HashMap<(&'static str, String), Arc<Download>>>,
     metadata_flights: SingleFlight<(&'static str, String), Result<MetadataRecord, Arc<Error>>>,
+    /// Asks of the peers for a document upstream could not give, once for all callers.
+    peer_metadata_flights: SingleFlight<(&'static str, String), Option<MetadataRecord>>,
     render_flights: SingleFlight<RenderKey, Result<Arc<RenderedDoc>, Arc<Error>>>,
     rendered: RenderCache,
     pub content: crate::lru::Lru<FlatCid, Bytes>,
@@ -241,6 +243,7 @@ impl Mirror {
                 metrics: Metrics::new(),
                 downloads: Mutex::new(HashMap::new()),
                 metadata_flights: SingleFlight::default(),
+                peer_metadata_flights: SingleFlight::default(),
                 render_flights: SingleFlight::default(),
                 hot: Mutex::new(HashMap::new()),
                 hot_metadata: Mutex::new(HashMap::new()),
@@ -424,7 +427,7 @@ impl Mirror {
         };
         let (refreshed, cached) = match refreshed {
             Err(e) => match self
-                .metadata_from_peers(registered, route, cached.as_ref())
+                .shared_metadata_from_peers(registered, route, &cached)
                 .await
             {
                 Some(record) => (Err(e), Some(record)),
@@ -669,6 +672,24 @@ impl Mirror {
             Ok(record)
         })
         .await
+    }
+
+    /// [`Mirror::metadata_from_peers`], once for all the callers that miss the same document at
+    /// the same time.
+    async fn shared_metadata_from_peers(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        cached: &Option<MetadataRecord>,
+    ) -> Option<MetadataRecord> {
+        self.peer_source()?;
+        let key = (registered.ecosystem.name(), route.key.clone());
+        self.inner
+            .peer_metadata_flights
+            .run(key, || {
+                self.metadata_from_peers(registered, route, cached.as_ref())
+            })
+            .await
     }
 
     /// The freshest copy of a document that peers hold and the adapter accepts, when it is

@@ -105,6 +105,7 @@ struct Log {
     fetches: usize,
     downloading: Vec<FlatCid>,
     holds: Vec<(FlatCid, RootCid)>,
+    metadata_asks: usize,
 }
 
 struct Scripted {
@@ -154,8 +155,13 @@ impl PeerSource for Scripted {
         _ecosystem: &'static str,
         _key: String,
     ) -> BoxFuture<'static, Vec<PeerDocument>> {
+        self.log.lock().expect("log").metadata_asks += 1;
         let documents = self.documents.clone();
-        Box::pin(async move { documents })
+        Box::pin(async move {
+            // As long as asking real peers takes, so that callers at once overlap.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            documents
+        })
     }
 
     fn describe(&self) -> BoxFuture<'static, serde_json::Value> {
@@ -463,4 +469,29 @@ async fn a_refused_newest_copy_does_not_hide_an_older_good_one() {
         .expect("index")
         .expect("indexed");
     assert_eq!(record.fetched_at, now - 60_000, "the honest copy was taken");
+}
+
+#[tokio::test]
+async fn callers_missing_one_document_at_once_ask_the_peers_once() {
+    let blob = blob();
+    let doc = listing(&blob);
+    let document = PeerDocument {
+        body: Bytes::from(doc.clone()),
+        upstream_url: "http://upstream.invalid/doc".into(),
+        fetched_at: cairn_mirror::now_ms(),
+        etag: None,
+        last_modified: None,
+        peer: Arc::from("peer-1"),
+    };
+    let setup = mirror(
+        Err("none configured".into()),
+        true,
+        scripted(Script::Nobody, vec![document]),
+    );
+    let gets = (0..8).map(|_| get(&setup.mirror, "/t/doc"));
+    for (status, body) in futures_util::future::join_all(gets).await {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(body, Bytes::from(doc.clone()));
+    }
+    assert_eq!(setup.log.lock().expect("log").metadata_asks, 1);
 }
