@@ -997,7 +997,6 @@ impl Mirror {
             &reference,
         )
         .await
-        .map(ArtifactBody::Downloading)
     }
 
     /// The upstream a miss of `key` may download from: `None` when only peers may be asked
@@ -1070,7 +1069,6 @@ impl Mirror {
         self.inner.metrics.cache(name, "artifact", "miss");
         self.start_download(registered, key, &route.key, upstream, url, &reference)
             .await
-            .map(ArtifactBody::Downloading)
     }
 
     /// A cached artifact of `name` with the bytes `flat` names, whatever key it was cached
@@ -1240,7 +1238,8 @@ impl Mirror {
     }
 
     /// Start downloading `reference` as the artifact `key` (the route's key `asked`, or a key
-    /// naming its content).
+    /// naming its content), or join the download of it already under way, or take it from the
+    /// index when a download committed it since the caller looked.
     async fn start_download(
         &self,
         registered: &Registered,
@@ -1249,7 +1248,7 @@ impl Mirror {
         upstream: Option<Upstream>,
         url: Url,
         reference: &RefRecord,
-    ) -> Result<Arc<Download>, Error> {
+    ) -> Result<ArtifactBody, Error> {
         let ecosystem = registered.ecosystem.clone();
         let name = ecosystem.name();
         let expected = reference.flat.digest().ok_or_else(|| {
@@ -1271,7 +1270,16 @@ impl Mirror {
             if let Some(existing) = downloads.get(&(name, key.clone())) {
                 // Another request started it meanwhile; our writer is dropped and its temp
                 // file deleted.
-                return Ok(existing.clone());
+                return Ok(ArtifactBody::Downloading(existing.clone()));
+            }
+            // A download commits to the index before it leaves the map, so under the map's
+            // lock the index tells whether one finished since the caller looked (a point
+            // lookup, short enough to hold the lock for).
+            if let Some(record) = self.inner.index.get_artifact(name, &key)? {
+                let path = self.inner.store.blob_path(&record.flat);
+                return Ok(ArtifactBody::Cached(Arc::new(CachedArtifact::new(
+                    name, key, record, path,
+                ))));
             }
             downloads.insert((name, key.clone()), download.clone());
         }
@@ -1331,7 +1339,7 @@ impl Mirror {
             }
             this.downloads().remove(&(name, key));
         });
-        Ok(download)
+        Ok(ArtifactBody::Downloading(download))
     }
 
     /// Fill `writer` with the artifact: from peers when one holds it or is downloading it,
