@@ -285,6 +285,18 @@ fn blob() -> Bytes {
         .into()
 }
 
+/// A peer's copy of `/t/doc`.
+fn peer_copy(body: Bytes, fetched_at: i64, peer: &str) -> PeerDocument {
+    PeerDocument {
+        body,
+        upstream_url: "http://upstream.invalid/doc".into(),
+        fetched_at,
+        etag: None,
+        last_modified: None,
+        peer: Arc::from(peer),
+    }
+}
+
 fn chunks(data: &Bytes, size: usize) -> Vec<Bytes> {
     data.chunks(size).map(Bytes::copy_from_slice).collect()
 }
@@ -380,14 +392,7 @@ async fn a_miss_with_no_peer_goes_upstream_and_is_offered_to_peers_meanwhile() {
 async fn offline_metadata_and_artifacts_come_from_peers_and_a_miss_nobody_has_says_why() {
     let blob = blob();
     let doc = listing(&blob);
-    let document = PeerDocument {
-        body: Bytes::from(doc.clone()),
-        upstream_url: "http://upstream.invalid/doc".into(),
-        fetched_at: cairn_mirror::now_ms(),
-        etag: None,
-        last_modified: None,
-        peer: Arc::from("peer-1"),
-    };
+    let document = peer_copy(Bytes::from(doc.clone()), cairn_mirror::now_ms(), "peer-1");
     let setup = mirror(
         Err("none configured".into()),
         true,
@@ -410,14 +415,11 @@ async fn offline_metadata_and_artifacts_come_from_peers_and_a_miss_nobody_has_sa
 
 #[tokio::test]
 async fn a_peer_document_that_the_adapter_refuses_is_not_taken() {
-    let document = PeerDocument {
-        body: Bytes::from_static(b"not a listing"),
-        upstream_url: "http://upstream.invalid/doc".into(),
-        fetched_at: cairn_mirror::now_ms(),
-        etag: None,
-        last_modified: None,
-        peer: Arc::from("liar"),
-    };
+    let document = peer_copy(
+        Bytes::from_static(b"not a listing"),
+        cairn_mirror::now_ms(),
+        "liar",
+    );
     let setup = mirror(
         Err("none configured".into()),
         true,
@@ -440,22 +442,14 @@ async fn a_refused_newest_copy_does_not_hide_an_older_good_one() {
     let blob = blob();
     let doc = listing(&blob);
     let now = cairn_mirror::now_ms();
-    let copy = |body: Bytes, fetched_at: i64, peer: &str| PeerDocument {
-        body,
-        upstream_url: "http://upstream.invalid/doc".into(),
-        fetched_at,
-        etag: None,
-        last_modified: None,
-        peer: Arc::from(peer),
-    };
     let setup = mirror(
         Err("none configured".into()),
         true,
         scripted(
             Script::Nobody,
             vec![
-                copy(Bytes::from_static(b"not a listing"), now, "liar"),
-                copy(Bytes::from(doc.clone()), now - 60_000, "honest"),
+                peer_copy(Bytes::from_static(b"not a listing"), now, "liar"),
+                peer_copy(Bytes::from(doc.clone()), now - 60_000, "honest"),
             ],
         ),
     );
@@ -475,14 +469,7 @@ async fn a_refused_newest_copy_does_not_hide_an_older_good_one() {
 async fn callers_missing_one_document_at_once_ask_the_peers_once() {
     let blob = blob();
     let doc = listing(&blob);
-    let document = PeerDocument {
-        body: Bytes::from(doc.clone()),
-        upstream_url: "http://upstream.invalid/doc".into(),
-        fetched_at: cairn_mirror::now_ms(),
-        etag: None,
-        last_modified: None,
-        peer: Arc::from("peer-1"),
-    };
+    let document = peer_copy(Bytes::from(doc.clone()), cairn_mirror::now_ms(), "peer-1");
     let setup = mirror(
         Err("none configured".into()),
         true,
