@@ -22,6 +22,8 @@ pub mod render;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod unixfs;
 pub mod upstream;
 

@@ -2,8 +2,7 @@
 //! mirror stores in temp dirs: fetches by flat CID from one and two peers, a lying peer, a
 //! download still under way, simultaneous misses, and metadata.
 
-mod common;
-use common::file_bytes;
+use cairn_mirror::testing::noise;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -189,7 +188,7 @@ async fn read_all(mut fetch: PeerFetch) -> Result<Vec<u8>, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_an_artifact_from_one_peer() {
     let a = start(vec![]).await;
-    let data = file_bytes(3 * MIB + 17, 1);
+    let data = noise(3 * MIB + 17, 1);
     let (flat, _) = a.add(&data);
     let b = start(vec![a.address().await]).await;
     connected(&b, &[&a]).await;
@@ -206,7 +205,7 @@ async fn fetches_an_artifact_from_one_peer() {
     assert_eq!(b.peer_bytes(&a), data.len() as u64);
 
     // A one-leaf artifact, whose root is its only leaf.
-    let small = file_bytes(100, 8);
+    let small = noise(100, 8);
     let (flat, root) = a.add(&small);
     assert_eq!(root.0.codec(), cairn_mirror::cid::RAW);
     let fetch = b.peers.fetch(flat, None).await.expect("A holds it");
@@ -227,7 +226,7 @@ async fn fetches_an_artifact_from_one_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_an_artifact_from_two_peers() {
     let a = start(vec![]).await;
-    let data = file_bytes(12 * MIB + 5, 2);
+    let data = noise(12 * MIB + 5, 2);
     let (flat, _) = a.add(&data);
     let c = start(vec![a.address().await]).await;
     c.add(&data);
@@ -249,7 +248,7 @@ async fn fetches_an_artifact_from_two_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_peer_is_dropped_and_the_honest_one_finishes() {
-    let data = file_bytes(24 * MIB + 3, 3);
+    let data = noise(24 * MIB + 3, 3);
     let liar = start_with(vec![], PeerPolicy::default(), Serves::Lies).await;
     let (flat, _) = liar.add(&data);
     let honest = start(vec![liar.address().await]).await;
@@ -272,7 +271,7 @@ async fn a_lying_peer_is_dropped_and_the_honest_one_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_artifacts_are_announced_by_flat_and_root() {
     let a = start(vec![]).await;
-    let data = file_bytes(2 * MIB + 1, 7);
+    let data = noise(2 * MIB + 1, 7);
     let (flat, root) = a.add(&data);
     let b = start(vec![a.address().await]).await;
     connected(&b, &[&a]).await;
@@ -296,7 +295,7 @@ async fn held_artifacts_are_announced_by_flat_and_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalling_peer_is_dropped_and_the_other_finishes() {
-    let data = file_bytes(24 * MIB + 3, 9);
+    let data = noise(24 * MIB + 3, 9);
     let staller = start_with(vec![], PeerPolicy::default(), Serves::Stalls).await;
     let (flat, _) = staller.add(&data);
     let honest = start(vec![staller.address().await]).await;
@@ -375,7 +374,7 @@ async fn a_download_under_way_is_fetched_before_it_is_done() {
     let a = start(vec![]).await;
     let b = start(vec![a.address().await]).await;
     connected(&b, &[&a]).await;
-    let data = file_bytes(5 * MIB + 100, 4);
+    let data = noise(5 * MIB + 100, 4);
     let flat = Digest::of(Algorithm::Sha512, &data).flat_cid();
 
     let mut download = HandDownload::start(&a, flat, &data);
@@ -407,7 +406,7 @@ async fn simultaneous_misses_go_upstream_once() {
     let b = start(vec![a.address().await]).await;
     connected(&b, &[&a]).await;
     connected(&a, &[&b]).await;
-    let data = file_bytes(2 * MIB + 9, 5);
+    let data = noise(2 * MIB + 9, 5);
     let flat = Digest::of(Algorithm::Sha512, &data).flat_cid();
 
     let size = Some(data.len() as u64);
@@ -487,45 +486,4 @@ async fn newest_metadata_from_peers() {
             .await
             .is_empty()
     );
-}
-
-/// Loopback throughput of a 64 MiB artifact from one peer, then from two:
-/// `cargo test -p cairn-node --release --test peers -- --ignored --nocapture throughput`.
-#[ignore = "a measurement, not a check"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throughput_64_mib() {
-    let data = file_bytes(64 * MIB, 6);
-    let a = start(vec![]).await;
-    let (flat, _) = a.add(&data);
-    let one = start(vec![a.address().await]).await;
-    connected(&one, &[&a]).await;
-    let measure = async |name: &str, peer: &Peer| {
-        let started = Instant::now();
-        let fetch = peer
-            .peers
-            .fetch(flat, Some(data.len() as u64))
-            .await
-            .expect("held");
-        let found = started.elapsed();
-        let got = read_all(fetch).await.expect("transfer");
-        let elapsed = started.elapsed();
-        assert!(got == data, "bytes differ");
-        eprintln!("{name}: lookup and resolve {found:?}");
-        (name.to_owned(), elapsed)
-    };
-    let mut results = vec![(measure("one peer", &one).await, &one)];
-    // Only now a second holder, so the first measurement had one.
-    let c = start(vec![a.address().await]).await;
-    c.add(&data);
-    let two = start(vec![a.address().await, c.address().await]).await;
-    connected(&two, &[&a, &c]).await;
-    results.push((measure("two peers", &two).await, &two));
-    for ((name, elapsed), peer) in results {
-        eprintln!(
-            "{name}: 64 MiB in {elapsed:?}, {:.0} MB/s (from A {} MiB, from C {} MiB)",
-            data.len() as f64 / elapsed.as_secs_f64() / 1e6,
-            peer.peer_bytes(&a) >> 20,
-            peer.peer_bytes(&c) >> 20,
-        );
-    }
 }

@@ -1,8 +1,7 @@
 //! In-process swarms on 127.0.0.1: Bitswap between nodes (blocks, DAGs, lies, DONT_HAVE),
 //! private networks, and provider records over Kademlia.
 
-mod common;
-use common::file_bytes;
+use cairn_mirror::testing::noise;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,7 +105,7 @@ fn dag_source(data: &[u8]) -> (Cid, Vec<(Cid, Bytes)>) {
 async fn fetches_raw_and_dag_pb_blocks_and_whole_dags() {
     let small = Bytes::from_static(b"hello from node A");
     let small_cid = cairn_mirror::cid::raw_block_cid(&small);
-    let data = file_bytes((2 << 20) + 100, 0);
+    let data = noise((2 << 20) + 100, 0);
     let (root, blocks) = dag_source(&data);
     assert_eq!(root.codec(), cairn_mirror::cid::DAG_PB);
     let mut source = MapSource::default();

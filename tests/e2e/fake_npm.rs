@@ -41,19 +41,8 @@ pub struct Registry {
     packages: BTreeMap<String, Vec<Version>>,
 }
 
-/// Deterministic incompressible bytes (xorshift), so big tarballs stay big after gzip.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+/// Deterministic incompressible bytes, so big tarballs stay big after gzip.
+pub use cairn_mirror::testing::noise;
 
 /// A gzipped npm tarball holding `package/package.json`, `package/index.js` and extra files.
 pub fn tarball(

@@ -3,6 +3,7 @@
 use super::*;
 use crate::cid::{raw_block_cid, raw_cid};
 use crate::index::ArtifactRecord;
+use crate::testing::noise;
 use crate::unixfs::{CHUNK_SIZE, Dag};
 
 const MIB: usize = CHUNK_SIZE as usize;
@@ -25,19 +26,6 @@ fn fixture() -> Fixture {
         index,
         blocks,
     }
-}
-
-/// Deterministic bytes that do not repeat across chunks.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 impl Fixture {
@@ -110,7 +98,7 @@ fn entity_bytes_parse_and_resolve() {
 #[test]
 fn a_three_leaf_file_is_walked_in_dfs_order_and_ranges_pick_leaves() {
     let f = fixture();
-    let data = noise(2 * MIB + 100);
+    let data = noise(2 * MIB + 100, 1);
     let (_, dag) = f.add(&data, Algorithm::Sha512, None);
     let leaves: Vec<Cid> = dag.leaves.iter().map(|l| l.cid).collect();
     assert_eq!(leaves.len(), 3);
@@ -202,7 +190,7 @@ fn repeated_leaves_are_sent_once_unless_dups_are_asked_for() {
 #[test]
 fn every_kind_of_block_is_located_and_verified() {
     let f = fixture();
-    let data = noise(MIB + 1);
+    let data = noise(MIB + 1, 1);
     let (flat, dag) = f.add(&data, Algorithm::Sha512, None);
     let (inner, node) = dag.nodes[0].clone();
 
@@ -283,7 +271,7 @@ fn a_small_artifact_is_one_raw_block_under_its_root_and_flat_cids() {
 #[test]
 fn a_flat_file_over_the_block_limit_is_not_walked() {
     let f = fixture();
-    let (flat, dag) = f.add(&noise(2 * MIB + 1), Algorithm::Sha512, None);
+    let (flat, dag) = f.add(&noise(2 * MIB + 1, 1), Algorithm::Sha512, None);
     match f.blocks.walk(flat.0, Selector::default()) {
         Err(e) if matches!(e.kind(), BlockErrorKind::TooLarge { .. }) => {
             assert!(e.to_string().contains(&dag.root.to_string()), "{e}");
@@ -295,7 +283,7 @@ fn a_flat_file_over_the_block_limit_is_not_walked() {
 #[test]
 fn a_missing_or_corrupt_child_ends_the_walk_after_the_blocks_before_it() {
     let f = fixture();
-    let data = noise(2 * MIB + 100);
+    let data = noise(2 * MIB + 100, 1);
     let (flat, dag) = f.add(&data, Algorithm::Sha512, Some(1));
     let mut walk = f
         .blocks

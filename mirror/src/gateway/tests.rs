@@ -9,6 +9,7 @@ use super::*;
 use crate::car::CarReader;
 use crate::cid::{Algorithm, Digest, FlatCid, RootCid, raw_block_cid};
 use crate::index::ArtifactRecord;
+use crate::testing::noise;
 use crate::unixfs::{CHUNK_SIZE, Dag};
 use crate::{MirrorConfig, server};
 
@@ -181,18 +182,6 @@ fn car_blocks(body: &[u8]) -> (Vec<Cid>, Vec<Cid>) {
     (roots, cids)
 }
 
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_probe_cid_and_unknown_or_malformed_cids() {
     let node = Node::new();
@@ -270,7 +259,7 @@ async fn the_probe_cid_and_unknown_or_malformed_cids() {
 #[tokio::test]
 async fn blocks_and_cars_of_a_cached_artifact() {
     let node = Node::new();
-    let data = noise(2 * CHUNK_SIZE as usize + 100);
+    let data = noise(2 * CHUNK_SIZE as usize + 100, 2);
     let (flat, dag) = node.add(&data, None);
     let root = dag.root;
     let leaves: Vec<Cid> = dag.leaves.iter().map(|l| l.cid).collect();
@@ -373,7 +362,7 @@ async fn blocks_and_cars_of_a_cached_artifact() {
 #[tokio::test]
 async fn a_missing_child_aborts_the_car_after_the_root() {
     let node = Node::new();
-    let (_, dag) = node.add(&noise(2 * CHUNK_SIZE as usize + 100), Some(1));
+    let (_, dag) = node.add(&noise(2 * CHUNK_SIZE as usize + 100, 2), Some(1));
     let (status, _, body) = node
         .request("GET", &format!("/ipfs/{}?format=car", dag.root), &[])
         .await;
