@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::settings::{FileSettings, parse_duration};
+use crate::settings::{FileSettings, parse_duration, parse_size};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 
@@ -164,12 +164,26 @@ struct Serve {
     /// How long metadata is served before upstream is asked again (e.g. 300s, 5m)
     #[arg(long, env = "CAIRN_METADATA_TTL")]
     metadata_ttl: Option<String>,
-    /// Requests in flight to one upstream at most [default: 64]
+    /// Metadata requests, and apart from them artifact downloads, in flight to one upstream at
+    /// most [default: 64 each]
     #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY")]
     upstream_concurrency: Option<usize>,
-    /// Longest wait for an upstream's headers or next bytes [default: 30s]
+    /// Longest wait for an upstream's headers or next bytes; an artifact body must also bring
+    /// 16 KiB/s over each such window [default: 30s]
     #[arg(long, env = "CAIRN_UPSTREAM_TIMEOUT")]
     upstream_timeout: Option<String>,
+    /// Longest a whole metadata exchange with upstream may take, and an artifact download may
+    /// wait for a slot [default: 2m]
+    #[arg(long, env = "CAIRN_UPSTREAM_DEADLINE")]
+    upstream_deadline: Option<String>,
+    /// Largest metadata document accepted, for every ecosystem (e.g. 256M) [default: npm 128M,
+    /// PyPI 64M, cargo and apt 32M]
+    #[arg(long, env = "CAIRN_MAX_DOCUMENT_SIZE", value_name = "SIZE")]
+    max_document_size: Option<String>,
+    /// Largest artifact downloaded when its listing declares no size (one that does is held
+    /// to it) [default: 8G]
+    #[arg(long, env = "CAIRN_MAX_ARTIFACT_SIZE", value_name = "SIZE")]
+    max_artifact_size: Option<String>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "CAIRN_LOG_FORMAT")]
     log_format: Option<String>,
@@ -379,6 +393,30 @@ async fn open_mirror(
         .or(file.upstream_timeout.as_deref())
     {
         config.limits.read_timeout = parse_duration(t).context("upstream-timeout")?;
+    }
+    if let Some(t) = args
+        .upstream_deadline
+        .as_deref()
+        .or(file.upstream_deadline.as_deref())
+    {
+        config.limits.deadline = parse_duration(t).context("upstream-deadline")?;
+        if config.limits.deadline.is_zero() {
+            anyhow::bail!("upstream-deadline must be above 0");
+        }
+    }
+    if let Some(size) = args
+        .max_document_size
+        .as_deref()
+        .or(file.max_document_size.as_deref())
+    {
+        config.max_document_bytes = Some(parse_size(size).context("max-document-size")?);
+    }
+    if let Some(size) = args
+        .max_artifact_size
+        .as_deref()
+        .or(file.max_artifact_size.as_deref())
+    {
+        config.max_artifact_bytes = parse_size(size).context("max-artifact-size")?;
     }
 
     let npm_configured = args

@@ -17,6 +17,9 @@
 //! apt-keyring = ["debian=/usr/share/keyrings/debian-archive-keyring.gpg"]
 //! upstream-concurrency = 64
 //! upstream-timeout = "30s"
+//! upstream-deadline = "2m"
+//! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
+//! max-artifact-size = "8G"
 //! log-format = "text"        # or "json"
 //! p2p-listen = ["/ip4/0.0.0.0/tcp/7778", "/ip4/0.0.0.0/udp/7778/quic-v1"]
 //! bootstrap = ["/ip4/10.0.0.5/tcp/7778/p2p/12D3KooW…"]
@@ -51,6 +54,9 @@ pub struct FileSettings {
     pub apt_keyring: Option<Vec<String>>,
     pub upstream_concurrency: Option<usize>,
     pub upstream_timeout: Option<String>,
+    pub upstream_deadline: Option<String>,
+    pub max_document_size: Option<String>,
+    pub max_artifact_size: Option<String>,
     pub log_format: Option<String>,
     pub p2p_listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,
@@ -165,9 +171,49 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parse a size: bytes, or a number with `K`, `M` or `G` (binary: `64M` is 64 MiB; a
+/// trailing `iB` or `B` is allowed).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("invalid size {text:?}: expected e.g. 512M, 8G"))?;
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("iB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(unit);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => bail!("invalid size {text:?}: unit must be K, M, G or T"),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .with_context(|| format!("invalid size {text:?}: must be above 0 and below 16 EiB"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").expect("plain"), 1024);
+        assert_eq!(parse_size("64M").expect("M"), 64 << 20);
+        assert_eq!(parse_size("8GiB").expect("GiB"), 8 << 30);
+        assert_eq!(parse_size("512 MB").expect("MB"), 512 << 20);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8 gigs").is_err());
+        assert!(parse_size("").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -15,6 +15,9 @@ use url::Url;
 
 use crate::cid::Digest;
 
+/// [`Ecosystem::max_document_bytes`] unless an adapter says otherwise.
+pub const DEFAULT_MAX_DOCUMENT: u64 = 32 << 20;
+
 /// A request as an adapter sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -194,16 +197,27 @@ pub trait Ecosystem: Send + Sync + 'static {
         false
     }
 
-    /// The artifacts a verified listing artifact names, with their digests. `url` is where it
-    /// was fetched from (names in it are relative to the archive it belongs to).
+    /// The artifacts a verified listing artifact names, with their digests, handed to `each`
+    /// one by one as they are read (a listing may name hundreds of thousands: the mirror indexes
+    /// them in batches, never holding them all). `url` is where it was fetched from (names in it
+    /// are relative to the archive it belongs to). An error from `each` ends the reading and is
+    /// returned.
     fn listing(
         &self,
         key: &str,
         url: &Url,
         file: &mut dyn ArtifactReader,
-    ) -> Result<Vec<ArtifactRef>, AdapterError> {
-        let _ = (key, url, file);
-        Ok(Vec::new())
+        each: &mut dyn FnMut(ArtifactRef) -> Result<(), AdapterError>,
+    ) -> Result<(), AdapterError> {
+        let _ = (key, url, file, each);
+        Ok(())
+    }
+
+    /// The largest metadata document this ecosystem accepts, from upstream or from a peer
+    /// (`--max-document-size` overrides it for every ecosystem). A document is held whole while
+    /// it is read and rendered, so this bounds the memory one costs.
+    fn max_document_bytes(&self) -> u64 {
+        DEFAULT_MAX_DOCUMENT
     }
 
     /// Render `doc` as `variant`, with artifact URLs pointing at `base` (the proxy's own URL for

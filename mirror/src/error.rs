@@ -98,6 +98,15 @@ pub enum Error {
     NotUnderUpstream { url: String },
     #[error("malformed metadata from {url}: {reason}")]
     BadMetadata { url: String, reason: String },
+    /// Upstream (or a peer) sent more than a limit allows; nothing of it is stored.
+    #[error("{what} is larger than {limit}, the limit of {setting}")]
+    TooLarge {
+        what: String,
+        /// The limit, written for people (`128 MiB`).
+        limit: String,
+        /// Where the limit comes from (a flag, or what a listing declared).
+        setting: String,
+    },
     #[error("{0}")]
     DigestMismatch(StoreError),
     #[error(transparent)]
@@ -143,6 +152,7 @@ impl Error {
             // Upstream answered, but with something Cairn will not pass on.
             Error::UpstreamStatus { .. }
             | Error::BadMetadata { .. }
+            | Error::TooLarge { .. }
             | Error::NotUnderUpstream { .. }
             | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,

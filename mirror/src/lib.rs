@@ -13,6 +13,7 @@ pub mod flight;
 mod gateway;
 pub mod index;
 pub mod json;
+pub mod limits;
 pub mod lru;
 pub mod metrics;
 mod mirror;

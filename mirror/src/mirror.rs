@@ -49,8 +49,12 @@ pub struct MirrorConfig {
     pub render_cache_bytes: usize,
     /// Memory for the bytes of hot small artifacts (each at most 1 MiB).
     pub content_cache_bytes: usize,
-    /// Largest metadata document accepted from upstream.
-    pub max_metadata_bytes: u64,
+    /// Largest metadata document accepted from upstream or a peer, for every ecosystem;
+    /// `None`: each ecosystem's own ([`Ecosystem::max_document_bytes`]).
+    pub max_document_bytes: Option<u64>,
+    /// Largest artifact downloaded when its listing declares no size (one that declares a size
+    /// is held to it).
+    pub max_artifact_bytes: u64,
 }
 
 impl MirrorConfig {
@@ -64,7 +68,8 @@ impl MirrorConfig {
             limits: UpstreamLimits::default(),
             render_cache_bytes: 24 << 20,
             content_cache_bytes: 16 << 20,
-            max_metadata_bytes: 512 << 20,
+            max_document_bytes: None,
+            max_artifact_bytes: 8 << 30,
         }
     }
 }
@@ -530,19 +535,54 @@ impl Mirror {
             Some(c) if c.cid.is_some() => (c.etag.clone(), c.last_modified.clone()),
             _ => (None, None),
         };
-        let _permit = upstream.permit().await;
-        let started = Instant::now();
-        let response = upstream
-            .get(
-                &url,
-                etag.as_deref(),
-                last_modified.as_deref(),
-                route.upstream_accept,
-            )
-            .await;
-        self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
-        let response = response?;
-        let status = response.status();
+        let limit = self.document_limit(ecosystem.as_ref());
+        let deadline = upstream.limits().deadline;
+        // The whole exchange, from waiting for a slot to the last byte, has one deadline: a
+        // trickling upstream cannot hold its slot (and the callers waiting on this flight) for
+        // longer.
+        let exchange = async {
+            let _permit = upstream.permit().await;
+            let started = Instant::now();
+            let response = upstream
+                .get(
+                    &url,
+                    etag.as_deref(),
+                    last_modified.as_deref(),
+                    route.upstream_accept,
+                )
+                .await;
+            self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
+            let response = response?;
+            let status = response.status();
+            if !status.is_success() {
+                return Ok((status, None));
+            }
+            let header = |h: http::HeaderName| {
+                response
+                    .headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let validators = (
+                header(http::header::ETAG),
+                header(http::header::LAST_MODIFIED),
+            );
+            let body = read_limited(response, &url, name, limit).await?;
+            Ok::<_, Error>((status, Some((validators, body))))
+        };
+        let (status, got) = match tokio::time::timeout(deadline, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::UpstreamFailed {
+                    url: redact(&url),
+                    reason: format!(
+                        "no complete answer within the {} upstream deadline (--upstream-deadline)",
+                        crate::limits::duration(deadline)
+                    ),
+                });
+            }
+        };
         let now = now_ms();
         let index = self.inner.index.clone();
         let key = route.key.clone();
@@ -568,28 +608,17 @@ impl Mirror {
             blocking(move || Ok(index.put_metadata(name, &key, &r, &[])?)).await?;
             return Ok(record);
         }
-        if !status.is_success() {
+        let Some(((etag, last_modified), body)) = got else {
             return Err(Error::UpstreamStatus {
                 url: redact(&url),
                 status,
             });
-        }
-        self.inner.metrics.cache(name, "metadata", "miss");
-        let header = |h: http::HeaderName| {
-            response
-                .headers()
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
         };
+        self.inner.metrics.cache(name, "metadata", "miss");
         // Without an upstream validator, a new body's fetch time stands in for one, so clients
         // that revalidate only by date (apt) get 304s until the document changes.
-        let (etag, last_modified) = (
-            header(http::header::ETAG),
-            header(http::header::LAST_MODIFIED)
-                .or_else(|| http_date(now).to_str().ok().map(str::to_owned)),
-        );
-        let body = read_limited(response, &url, self.inner.config.max_metadata_bytes).await?;
+        let last_modified =
+            last_modified.or_else(|| http_date(now).to_str().ok().map(str::to_owned));
         let fetched = Fetched {
             url,
             body,
@@ -742,12 +771,9 @@ impl Mirror {
     ) -> Result<MetadataRecord, String> {
         let url = Url::parse(&doc.upstream_url)
             .map_err(|e| format!("bad upstream URL {:?}: {e}", doc.upstream_url))?;
-        let limit = self.inner.config.max_metadata_bytes;
+        let limit = self.document_limit(registered.ecosystem.as_ref());
         if doc.body.len() as u64 > limit {
-            return Err(format!(
-                "{} bytes is over the {limit}-byte limit",
-                doc.body.len()
-            ));
+            return Err(document_too_large(&url, registered.ecosystem.name(), limit).to_string());
         }
         let fetched = Fetched {
             url,
@@ -806,6 +832,14 @@ impl Mirror {
             upstream.add_prefixes(registered.ecosystem.download_prefixes(&doc));
         }
         Ok(context)
+    }
+
+    /// The largest document `ecosystem` accepts: the operator's limit, else the adapter's.
+    fn document_limit(&self, ecosystem: &dyn Ecosystem) -> u64 {
+        self.inner
+            .config
+            .max_document_bytes
+            .unwrap_or_else(|| ecosystem.max_document_bytes())
     }
 
     fn observe_upstream(&self, name: &'static str, started: Instant, status: Option<StatusCode>) {
@@ -1357,6 +1391,24 @@ impl Mirror {
         size: Option<u64>,
     ) -> Result<ArtifactRecord, Error> {
         let flat = download.flat;
+        // No more bytes than the listing declares, or than the operator allows when it
+        // declares none: an endless body cannot fill the disk.
+        let max = self.inner.config.max_artifact_bytes;
+        let (cap, setting) = match size {
+            Some(declared) if declared <= max => (declared, "the size its listing declares"),
+            _ => (max, "--max-artifact-size"),
+        };
+        let too_large = {
+            let what = format!("{name} artifact {key} from {}", redact(url));
+            move || Error::TooLarge {
+                what: what.clone(),
+                limit: crate::limits::size(cap),
+                setting: setting.to_owned(),
+            }
+        };
+        if size.is_some_and(|declared| declared > cap) {
+            return Err(too_large());
+        }
         let peers = self.peer_source().cloned();
         let from_peers = match &peers {
             Some(peers) if !self.peers_failed(&flat) => peers.fetch(flat, size).await,
@@ -1380,10 +1432,15 @@ impl Mirror {
         // Each chunk comes with the leaf CID a peer's block was verified against, if any.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, Option<cid::Cid>)>(16);
         let writer_progress = progress.clone();
+        let writer_too_large = too_large.clone();
         let writer_task = tokio::task::spawn_blocking(move || {
             let mut writer = writer;
             let mut published = 0;
             while let Some((chunk, leaf)) = rx.blocking_recv() {
+                if writer.len() + chunk.len() as u64 > cap {
+                    // Dropping the writer deletes its temp file.
+                    return Err(writer_too_large());
+                }
                 writer.write_leaf(&chunk, leaf.as_ref())?;
                 writer_progress.written(writer.len());
                 let hashed = writer.leaves();
@@ -1429,8 +1486,17 @@ impl Mirror {
                 why_not_upstream: self.no_upstream_reason(name),
             }),
             (_, Some(upstream)) => {
-                self.copy_upstream(name, key, upstream, url, &tx, sent, progress)
-                    .await
+                self.copy_upstream(
+                    name,
+                    key,
+                    upstream,
+                    url,
+                    &tx,
+                    sent,
+                    progress,
+                    (cap, &too_large),
+                )
+                .await
             }
         };
         drop(tx);
@@ -1472,7 +1538,8 @@ impl Mirror {
     }
 
     /// Send the artifact's bytes from upstream into `tx`, skipping the first `skip` bytes (which
-    /// peers already supplied).
+    /// peers already supplied). A body announced or running over `cap.0` bytes is refused with
+    /// the error `cap.1` makes; one arriving slower than the minimum rate is ended.
     #[allow(clippy::too_many_arguments)]
     async fn copy_upstream(
         &self,
@@ -1483,8 +1550,10 @@ impl Mirror {
         tx: &tokio::sync::mpsc::Sender<(Bytes, Option<cid::Cid>)>,
         skip: u64,
         progress: &Progress,
+        (cap, too_large): (u64, &(dyn Fn() -> Error + Sync)),
     ) -> Result<(), Error> {
-        let _permit = upstream.permit().await;
+        let _permit = upstream.artifact_permit(url).await?;
+        let limits = upstream.limits();
         let started = Instant::now();
         let response = upstream.get(url, None, None, None).await;
         self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
@@ -1496,10 +1565,35 @@ impl Mirror {
             });
         }
         let total = response.content_length();
+        if total.is_some_and(|n| n > cap) {
+            return Err(too_large());
+        }
         progress.total(total);
+        let mut rate = crate::limits::MinRate::new(limits.read_timeout, limits.min_artifact_rate);
         let mut received = 0u64;
         loop {
-            match response.chunk().await {
+            // The read timeout bounds silence; the rate check, a body trickling in.
+            let chunk = match tokio::time::timeout(rate.until_check(), response.chunk()).await {
+                Ok(chunk) => chunk,
+                Err(_) => {
+                    rate.check().map_err(|reason| Error::UpstreamFailed {
+                        url: redact(url),
+                        reason,
+                    })?;
+                    continue;
+                }
+            };
+            if let Ok(Some(chunk)) = &chunk {
+                rate.add(chunk.len() as u64)
+                    .map_err(|reason| Error::UpstreamFailed {
+                        url: redact(url),
+                        reason,
+                    })?;
+                if received + chunk.len() as u64 > cap {
+                    return Err(too_large());
+                }
+            }
+            match chunk {
                 Ok(Some(mut chunk)) => {
                     let start = received;
                     received += chunk.len() as u64;
@@ -1597,8 +1691,11 @@ impl Mirror {
         }
     }
 
-    /// Index what a verified listing artifact says about other artifacts. A listing that cannot
-    /// be read is logged: its own bytes are verified and still served.
+    /// Index what a verified listing artifact says about other artifacts, on a blocking thread,
+    /// in transactions of [`LISTING_BATCH`] references: memory stays flat however long the
+    /// listing, and other writers of the index (every fetch and commit) wait at most one batch.
+    /// A listing that cannot be read is logged: its own bytes are verified and still served,
+    /// and the references read before the failure (from those verified bytes) stay indexed.
     async fn read_listing(
         &self,
         ecosystem: Arc<dyn Ecosystem>,
@@ -1619,28 +1716,37 @@ impl Mirror {
                     .map_err(|e| crate::error::StoreError::io("open", &path, e))?,
             );
             let started = Instant::now();
-            let refs =
-                ecosystem
-                    .listing(&key, &url, &mut file)
-                    .map_err(|e| Error::BadMetadata {
-                        url: redact(&url),
-                        reason: e.0,
-                    })?;
-            let refs = ref_records(refs);
-            let read_ms = started.elapsed().as_millis();
-            index.put_refs(name, &key, &refs)?;
-            Ok((refs.len(), read_ms, started.elapsed().as_millis() - read_ms))
+            let mut batch = Vec::with_capacity(LISTING_BATCH);
+            let mut indexed = 0usize;
+            let mut index_error = None;
+            let mut each = |r: crate::ecosystem::ArtifactRef| {
+                batch.push(ref_record(r));
+                if batch.len() >= LISTING_BATCH {
+                    if let Err(e) = index.put_refs(name, &key, &batch) {
+                        let message = e.to_string();
+                        index_error = Some(e);
+                        return Err(crate::ecosystem::AdapterError(message));
+                    }
+                    indexed += batch.len();
+                    batch.clear();
+                }
+                Ok(())
+            };
+            let read = ecosystem.listing(&key, &url, &mut file, &mut each);
+            if let Some(e) = index_error {
+                return Err(e.into());
+            }
+            read.map_err(|e| Error::BadMetadata {
+                url: redact(&url),
+                reason: e.0,
+            })?;
+            index.put_refs(name, &key, &batch)?;
+            Ok((indexed + batch.len(), started.elapsed().as_millis()))
         })
         .await;
         match result {
-            Ok((n, read_ms, index_ms)) => {
-                tracing::info!(
-                    ecosystem = name,
-                    artifacts = n,
-                    read_ms,
-                    index_ms,
-                    "listing indexed"
-                )
+            Ok((n, ms)) => {
+                tracing::info!(ecosystem = name, artifacts = n, ms, "listing indexed")
             }
             Err(e) => tracing::warn!(ecosystem = name, error = %e, "listing not indexed"),
         }
@@ -1689,43 +1795,52 @@ impl Mirror {
     }
 }
 
-/// Artifact references as the index keeps them.
-fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
-    refs.into_iter()
-        .map(|r| {
-            (
-                r.key,
-                RefRecord {
-                    flat: r.digest.flat_cid(),
-                    url: r.url.to_string(),
-                    size: r.size,
-                },
-            )
-        })
-        .collect()
+/// References of a listing indexed per transaction (see [`Mirror::read_listing`]).
+const LISTING_BATCH: usize = 10_000;
+
+/// An artifact reference as the index keeps it.
+fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
+    (
+        r.key,
+        RefRecord {
+            flat: r.digest.flat_cid(),
+            url: r.url.to_string(),
+            size: r.size,
+        },
+    )
 }
 
-/// Read a response body into memory, refusing more than `limit` bytes.
+/// Artifact references as the index keeps them.
+fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
+    refs.into_iter().map(ref_record).collect()
+}
+
+/// The error for a document of `ecosystem` from `url` over `limit` bytes.
+fn document_too_large(url: &Url, ecosystem: &str, limit: u64) -> Error {
+    Error::TooLarge {
+        what: format!("{ecosystem} document {}", redact(url)),
+        limit: crate::limits::size(limit),
+        setting: format!("{ecosystem} documents (--max-document-size)"),
+    }
+}
+
+/// Read a document's body into memory, refusing more than `limit` bytes (`ecosystem`'s limit,
+/// named in the error).
 async fn read_limited(
     mut response: reqwest::Response,
     url: &Url,
+    ecosystem: &str,
     limit: u64,
 ) -> Result<Bytes, Error> {
     if response.content_length().is_some_and(|n| n > limit) {
-        return Err(Error::BadMetadata {
-            url: redact(url),
-            reason: format!("document is larger than the {limit}-byte limit"),
-        });
+        return Err(document_too_large(url, ecosystem, limit));
     }
     let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(Error::BadMetadata {
-                        url: redact(url),
-                        reason: format!("document is larger than the {limit}-byte limit"),
-                    });
+                    return Err(document_too_large(url, ecosystem, limit));
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -12,11 +12,18 @@ use crate::error::Error;
 /// Limits applied to every upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamLimits {
-    /// Requests in flight to one upstream at most.
+    /// Metadata requests in flight to one upstream at most; artifact downloads have a pool of
+    /// the same size of their own, so neither kind can starve the other.
     pub concurrency: usize,
     pub connect_timeout: Duration,
     /// Longest wait for response headers, and longest silence between body chunks.
     pub read_timeout: Duration,
+    /// Longest a whole metadata exchange may take (waiting for a slot, headers and body), and
+    /// longest an artifact download may wait for a slot.
+    pub deadline: Duration,
+    /// Slowest an artifact body may arrive: each `read_timeout` window must bring at least
+    /// this many bytes per second on average.
+    pub min_artifact_rate: u64,
 }
 
 impl Default for UpstreamLimits {
@@ -25,6 +32,8 @@ impl Default for UpstreamLimits {
             concurrency: 64,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(120),
+            min_artifact_rate: 16 << 10,
         }
     }
 }
@@ -38,6 +47,8 @@ pub struct Upstream {
     prefixes: Arc<RwLock<Vec<Url>>>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
+    /// Slots for artifact downloads, apart from metadata's.
+    artifact_permits: Arc<Semaphore>,
     limits: UpstreamLimits,
 }
 
@@ -79,12 +90,17 @@ impl Upstream {
             prefixes: Arc::new(RwLock::new(Vec::new())),
             client,
             permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            artifact_permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             limits,
         })
     }
 
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    pub fn limits(&self) -> &UpstreamLimits {
+        &self.limits
     }
 
     /// The URL of `path` (percent-encoded, relative) under the base.
@@ -140,10 +156,31 @@ impl Upstream {
         }
     }
 
-    /// Wait for a slot; hold it for the whole exchange. (The semaphore is never closed, so
-    /// `None` cannot happen in practice; it would only mean "no limit".)
+    /// Wait for a metadata (or passthrough) slot; hold it for the whole exchange. (The
+    /// semaphore is never closed, so `None` cannot happen in practice; it would only mean "no
+    /// limit".) Callers bound the whole exchange, this wait included, by `limits().deadline`.
     pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().acquire_owned().await.ok()
+    }
+
+    /// Wait (at most `limits().deadline`) for an artifact download slot, from a pool apart
+    /// from metadata's; hold it for the whole download. `url` is for the error.
+    pub async fn artifact_permit(&self, url: &Url) -> Result<OwnedSemaphorePermit, Error> {
+        let deadline = self.limits.deadline;
+        match tokio::time::timeout(deadline, self.artifact_permits.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Error::Internal("artifact download slots closed".to_owned())),
+            Err(_) => Err(Error::UpstreamFailed {
+                url: redact(url),
+                reason: format!(
+                    "no download slot came free within the {} upstream deadline (all {} are \
+                     taken; see --upstream-concurrency and --upstream-deadline)",
+                    crate::limits::duration(deadline),
+                    self.limits.concurrency.max(1)
+                ),
+            }),
+        }
     }
 
     /// Send a GET for `url` (checked to be under the base) with optional validators. Returns

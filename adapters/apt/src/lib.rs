@@ -269,28 +269,28 @@ impl Ecosystem for Archive {
         key: &str,
         url: &Url,
         file: &mut dyn ArtifactReader,
-    ) -> Result<Vec<ArtifactRef>, AdapterError> {
+        each: &mut dyn FnMut(ArtifactRef) -> Result<(), AdapterError>,
+    ) -> Result<(), AdapterError> {
         let root = archive_root(url)
             .ok_or_else(|| AdapterError(format!("{key}: {url} is not below a dists/ directory")))?;
-        let files = packages::read(file).map_err(|e| AdapterError(format!("{key}: {e}")))?;
-        let mut refs = Vec::with_capacity(files.len());
-        for f in files {
+        packages::read_each(file, packages::Limits::default(), |f| {
             let Ok(artifact_key) = clean_path(&f.filename) else {
-                continue; // a hostile name in the list is never routed to
+                return Ok(()); // a hostile name in the list is never routed to
             };
-            let digest = Digest::new(Algorithm::Sha256, f.sha256.to_vec())
-                .map_err(|e| AdapterError(format!("{key}: {e}")))?;
+            let digest =
+                Digest::new(Algorithm::Sha256, f.sha256.to_vec()).map_err(|e| e.to_string())?;
             let url = root
                 .join(&utf8_percent_encode(&f.filename, PATH_ENCODE).to_string())
-                .map_err(|e| AdapterError(format!("{key}: {}: {e}", f.filename)))?;
-            refs.push(ArtifactRef {
+                .map_err(|e| format!("{}: {e}", f.filename))?;
+            each(ArtifactRef {
                 key: artifact_key,
                 url,
                 digest,
                 size: Some(f.size),
-            });
-        }
-        Ok(refs)
+            })
+            .map_err(|e| e.0)
+        })
+        .map_err(|e| AdapterError(format!("{key}: {e}")))
     }
 
     fn render(

@@ -50,8 +50,9 @@ struct Stanza {
 }
 
 impl Stanza {
-    /// The files this stanza names, appended to `out`.
-    fn finish(self, out: &mut Vec<PoolFile>) -> Result<(), String> {
+    /// The files this stanza names.
+    fn finish(self) -> Result<Vec<PoolFile>, String> {
+        let mut out = Vec::new();
         if let Some(filename) = self.filename {
             if let (Some(sha256), Some(size)) = (self.sha256, self.size) {
                 out.push(PoolFile {
@@ -62,10 +63,10 @@ impl Stanza {
                     sha256,
                 });
             }
-            return Ok(());
+            return Ok(out);
         }
         let Some(directory) = self.directory else {
-            return Ok(());
+            return Ok(out);
         };
         for entry in &self.sums {
             let mut parts = entry.split_whitespace();
@@ -87,7 +88,7 @@ impl Stanza {
                 sha256: digest,
             });
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -97,31 +98,121 @@ fn sha256(hex_digest: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The files of a `Packages` or `Sources` index (told apart by their fields). Stanzas without
-/// a SHA256 are skipped: apt would refuse those files too. One pass over the lines, keeping only
-/// the fields that name files (a full suite's `Packages` is ~60,000 stanzas).
+/// Bounds on reading an index: what comes out of a few kilobytes of xz can be gigabytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line (a Debian `Packages` line is well under 64 KiB; the longest are
+    /// `Provides` lists of Rust library packages).
+    pub line: usize,
+    /// Most bytes after decompression (a full suite's `Packages` is about 100 MB).
+    pub decompressed: u64,
+    /// Most files named (a full suite names about 65,000).
+    pub entries: usize,
+}
+
+impl Default for Limits {
+    /// Ten times the biggest real indexes, or more.
+    fn default() -> Self {
+        Limits {
+            line: 1 << 20,
+            decompressed: 2 << 30,
+            entries: 2_000_000,
+        }
+    }
+}
+
+/// The files of a `Packages` or `Sources` index (told apart by their fields), read with the
+/// default [`Limits`].
 pub fn read(input: impl Read) -> Result<Vec<PoolFile>, String> {
+    let mut out = Vec::new();
+    read_each(input, Limits::default(), |file| {
+        out.push(file);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Read one line (with its `\n`) into `raw`, refusing lines over `max` bytes: a line is never
+/// held whole beyond the limit. Returns the bytes consumed (0 at the end).
+fn read_line(input: &mut dyn BufRead, raw: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        if raw.len() + take > max + 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "longer than {}, the line limit of an index",
+                    cairn_mirror::limits::size(max as u64)
+                ),
+            ));
+        }
+        raw.extend_from_slice(&available[..take]);
+        input.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+/// The files of a `Packages` or `Sources` index, handed to `each` as they are read (a full
+/// suite's `Packages` is ~60,000 stanzas: nothing but the current stanza is held). Stanzas
+/// without a SHA256 are skipped: apt would refuse those files too. Reading stops with an error
+/// at the first bound of `limits` crossed, or the first error of `each`.
+pub fn read_each(
+    input: impl Read,
+    limits: Limits,
+    mut each: impl FnMut(PoolFile) -> Result<(), String>,
+) -> Result<(), String> {
     let mut input = decompress(BufReader::with_capacity(256 << 10, input))
         .map_err(|e| format!("cannot read index: {e}"))?;
-    let mut out = Vec::new();
+    let mut entries = 0usize;
+    let mut emit = |files: Vec<PoolFile>| {
+        for file in files {
+            entries += 1;
+            if entries > limits.entries {
+                return Err(format!(
+                    "names more than {} files, the limit of an index",
+                    limits.entries
+                ));
+            }
+            each(file)?;
+        }
+        Ok(())
+    };
     let mut stanza: Option<Stanza> = None;
     let mut in_sums = false;
     let mut raw = Vec::with_capacity(256);
     let mut n = 0;
+    let mut total = 0u64;
     loop {
         raw.clear();
-        let got = input
-            .read_until(b'\n', &mut raw)
+        let got = read_line(&mut input, &mut raw, limits.line)
             .map_err(|e| format!("line {}: {e}", n + 1))?;
         if got == 0 {
             break;
         }
         n += 1;
+        total += got as u64;
+        if total > limits.decompressed {
+            return Err(format!(
+                "line {n}: the index decompresses to more than {}, the limit of an index",
+                cairn_mirror::limits::size(limits.decompressed)
+            ));
+        }
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             if let Some(done) = stanza.take() {
-                done.finish(&mut out)?;
+                emit(done.finish()?)?;
             }
             in_sums = false;
             continue;
@@ -132,6 +223,12 @@ pub fn read(input: impl Read) -> Result<Vec<PoolFile>, String> {
         });
         if line.starts_with([' ', '\t']) {
             if in_sums {
+                if current.sums.len() >= MAX_STANZA_FILES {
+                    return Err(format!(
+                        "stanza at line {}: more than {MAX_STANZA_FILES} Checksums-Sha256 entries",
+                        current.line
+                    ));
+                }
                 current.sums.push(line.trim().to_owned());
             }
             continue;
@@ -156,7 +253,10 @@ pub fn read(input: impl Read) -> Result<Vec<PoolFile>, String> {
         }
     }
     if let Some(done) = stanza.take() {
-        done.finish(&mut out)?;
+        emit(done.finish()?)?;
     }
-    Ok(out)
+    Ok(())
 }
+
+/// Most files one `Sources` stanza may name (a source package has a handful).
+const MAX_STANZA_FILES: usize = 10_000;

@@ -152,9 +152,12 @@ fn packages_list_pool_files_with_their_digests() {
     assert!(!a.is_listing("dists/s/main/i18n/Translation-en.xz"));
     assert!(!a.is_listing("dists/s/main/binary-amd64/Packages.diff/Index"));
     let url = Url::parse(&format!("https://upstream.invalid/debian/{key}")).expect("url");
-    let refs = a
-        .listing(key, &url, &mut std::io::Cursor::new(xz))
-        .expect("listing");
+    let mut refs = Vec::new();
+    a.listing(key, &url, &mut std::io::Cursor::new(xz), &mut |r| {
+        refs.push(r);
+        Ok(())
+    })
+    .expect("listing");
     assert_eq!(refs.len(), 38);
     let ca = refs
         .iter()
@@ -300,4 +303,95 @@ fn debian_version_order() {
     ] {
         assert_eq!(cmp(a, b), want, "{a} vs {b}");
     }
+}
+
+/// An xz stream of a stanza whose `Description` line is `line_len` bytes of `x`.
+fn xz_with_a_long_line(line_len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1))
+        .expect("xz writer");
+    xz.write_all(b"Package: bomb\nVersion: 1\nDescription: ").expect("xz");
+    let block = vec![b'x'; 1 << 20];
+    let mut left = line_len;
+    while left > 0 {
+        let n = left.min(block.len());
+        xz.write_all(&block[..n]).expect("xz");
+        left -= n;
+    }
+    xz.write_all(b"\n\n").expect("xz");
+    xz.finish().expect("xz")
+}
+
+#[test]
+fn an_xz_bomb_with_an_enormous_line_is_refused_at_the_line_limit() {
+    // 16 MiB of one line, compressed to a few kilobytes.
+    let bomb = xz_with_a_long_line(16 << 20);
+    assert!(bomb.len() < 256 << 10, "the bomb is small: {}", bomb.len());
+    let error = packages::read_each(&bomb[..], packages::Limits::default(), |_| Ok(()))
+        .expect_err("refused");
+    assert!(
+        error.contains("line 3") && error.contains("1 MiB, the line limit"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_endless_line_is_refused_without_being_held() {
+    // 64 GiB of one line: read whole, it would never fit in memory.
+    let endless = std::io::Read::chain(
+        &b"Package: bomb\nDescription: "[..],
+        std::io::Read::take(std::io::repeat(b'x'), 64 << 30),
+    );
+    let error = packages::read_each(endless, packages::Limits::default(), |_| Ok(()))
+        .expect_err("refused");
+    assert!(error.contains("line 2") && error.contains("line limit"), "{error}");
+}
+
+#[test]
+fn an_index_decompressing_past_its_limit_is_refused() {
+    let mut text = String::new();
+    for i in 0..2000 {
+        text.push_str(&format!(
+            "Package: p{i}\nVersion: 1\nFilename: pool/p{i}_1_all.deb\nSize: 3\nSHA256: \
+             cc00000000000000000000000000000000000000000000000000000000000000\n\n"
+        ));
+    }
+    let limits = packages::Limits {
+        decompressed: 64 << 10,
+        ..packages::Limits::default()
+    };
+    let mut seen = 0;
+    let error = packages::read_each(text.as_bytes(), limits, |_| {
+        seen += 1;
+        Ok(())
+    })
+    .expect_err("refused");
+    assert!(error.contains("more than 64 KiB, the limit of an index"), "{error}");
+    assert!(seen < 2000);
+    let limits = packages::Limits {
+        entries: 100,
+        ..packages::Limits::default()
+    };
+    let error =
+        packages::read_each(text.as_bytes(), limits, |_| Ok(())).expect_err("refused");
+    assert!(error.contains("more than 100 files"), "{error}");
+}
+
+#[test]
+fn a_listing_hands_out_its_files_one_by_one() {
+    let text = "Package: a\nVersion: 1\nFilename: pool/a_1_all.deb\nSize: 3\nSHA256: \
+        cc00000000000000000000000000000000000000000000000000000000000000\n\n\
+        Package: b\nVersion: 1\nFilename: pool/b_1_all.deb\nSize: 3\nSHA256: \
+        dd00000000000000000000000000000000000000000000000000000000000000\n";
+    let key = "dists/s/main/binary-amd64/Packages";
+    let url = Url::parse(&format!("https://upstream.invalid/debian/{key}")).expect("url");
+    let mut keys = Vec::new();
+    let error = archive()
+        .listing(key, &url, &mut std::io::Cursor::new(text), &mut |r| {
+            keys.push(r.key);
+            Err(AdapterError("the sink is full".into()))
+        })
+        .expect_err("the sink's error ends the reading");
+    assert_eq!(keys, ["pool/a_1_all.deb"]);
+    assert!(error.0.contains("the sink is full"), "{error}");
 }

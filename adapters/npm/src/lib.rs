@@ -63,9 +63,16 @@ fn metadata_route(name: &PackageName, variant: &'static str) -> MetadataRoute {
     }
 }
 
+/// Largest packument accepted: the biggest real ones are a few tens of megabytes.
+pub const MAX_PACKUMENT: u64 = 128 << 20;
+
 impl Ecosystem for Npm {
     fn name(&self) -> &'static str {
         "npm"
+    }
+
+    fn max_document_bytes(&self) -> u64 {
+        MAX_PACKUMENT
     }
 
     fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {

@@ -107,9 +107,17 @@ fn sha256_digest(hex_digest: &str) -> Option<Digest> {
     Digest::new(Algorithm::Sha256, hex::decode(hex_digest).ok()?).ok()
 }
 
+/// Largest project page accepted: those of projects with thousands of files are a few
+/// megabytes.
+pub const MAX_PAGE: u64 = 64 << 20;
+
 impl Ecosystem for Pypi {
     fn name(&self) -> &'static str {
         "pypi"
+    }
+
+    fn max_document_bytes(&self) -> u64 {
+        MAX_PAGE
     }
 
     fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
