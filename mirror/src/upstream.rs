@@ -167,8 +167,7 @@ impl Upstream {
     /// from metadata's; hold it for the whole download. `url` is for the error.
     pub async fn artifact_permit(&self, url: &Url) -> Result<OwnedSemaphorePermit, Error> {
         let deadline = self.limits.deadline;
-        match tokio::time::timeout(deadline, self.artifact_permits.clone().acquire_owned()).await
-        {
+        match tokio::time::timeout(deadline, self.artifact_permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Error::Internal("artifact download slots closed".to_owned())),
             Err(_) => Err(Error::UpstreamFailed {

@@ -310,7 +310,8 @@ fn xz_with_a_long_line(line_len: usize) -> Vec<u8> {
     use std::io::Write;
     let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1))
         .expect("xz writer");
-    xz.write_all(b"Package: bomb\nVersion: 1\nDescription: ").expect("xz");
+    xz.write_all(b"Package: bomb\nVersion: 1\nDescription: ")
+        .expect("xz");
     let block = vec![b'x'; 1 << 20];
     let mut left = line_len;
     while left > 0 {
@@ -342,9 +343,12 @@ fn an_endless_line_is_refused_without_being_held() {
         &b"Package: bomb\nDescription: "[..],
         std::io::Read::take(std::io::repeat(b'x'), 64 << 30),
     );
-    let error = packages::read_each(endless, packages::Limits::default(), |_| Ok(()))
-        .expect_err("refused");
-    assert!(error.contains("line 2") && error.contains("line limit"), "{error}");
+    let error =
+        packages::read_each(endless, packages::Limits::default(), |_| Ok(())).expect_err("refused");
+    assert!(
+        error.contains("line 2") && error.contains("line limit"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -366,14 +370,16 @@ fn an_index_decompressing_past_its_limit_is_refused() {
         Ok(())
     })
     .expect_err("refused");
-    assert!(error.contains("more than 64 KiB, the limit of an index"), "{error}");
+    assert!(
+        error.contains("more than 64 KiB, the limit of an index"),
+        "{error}"
+    );
     assert!(seen < 2000);
     let limits = packages::Limits {
         entries: 100,
         ..packages::Limits::default()
     };
-    let error =
-        packages::read_each(text.as_bytes(), limits, |_| Ok(())).expect_err("refused");
+    let error = packages::read_each(text.as_bytes(), limits, |_| Ok(())).expect_err("refused");
     assert!(error.contains("more than 100 files"), "{error}");
 }
 
