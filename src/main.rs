@@ -180,8 +180,8 @@ struct Serve {
     /// PyPI 64M, cargo and apt 32M]
     #[arg(long, env = "CAIRN_MAX_DOCUMENT_SIZE", value_name = "SIZE")]
     max_document_size: Option<String>,
-    /// Largest artifact downloaded when its listing declares no size (one that does is held
-    /// to it) [default: 8G]
+    /// Largest artifact downloaded; one whose listing declares its size is also held to that
+    /// size [default: 8G]
     #[arg(long, env = "CAIRN_MAX_ARTIFACT_SIZE", value_name = "SIZE")]
     max_artifact_size: Option<String>,
     /// Log format: text or json [default: text]

@@ -52,8 +52,8 @@ pub struct MirrorConfig {
     /// Largest metadata document accepted from upstream or a peer, for every ecosystem;
     /// `None`: each ecosystem's own ([`Ecosystem::max_document_bytes`]).
     pub max_document_bytes: Option<u64>,
-    /// Largest artifact downloaded when its listing declares no size (one that declares a size
-    /// is held to it).
+    /// Largest artifact downloaded (one whose listing declares its size is also held to that
+    /// size).
     pub max_artifact_bytes: u64,
 }
 
