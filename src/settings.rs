@@ -17,6 +17,9 @@
 //! apt-keyring = ["debian=/usr/share/keyrings/debian-archive-keyring.gpg"]
 //! upstream-concurrency = 64
 //! upstream-timeout = "30s"
+//! max-connections = 4096     # default: what fits in the descriptor limit, at most 4096
+//! header-timeout = "30s"
+//! idle-timeout = "60s"
 //! log-format = "text"        # or "json"
 //! p2p-listen = ["/ip4/0.0.0.0/tcp/7778", "/ip4/0.0.0.0/udp/7778/quic-v1"]
 //! bootstrap = ["/ip4/10.0.0.5/tcp/7778/p2p/12D3KooW…"]
@@ -51,6 +54,9 @@ pub struct FileSettings {
     pub apt_keyring: Option<Vec<String>>,
     pub upstream_concurrency: Option<usize>,
     pub upstream_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub log_format: Option<String>,
     pub p2p_listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,
