@@ -166,6 +166,10 @@ struct Serve {
     /// How long metadata is served before upstream is asked again (e.g. 300s, 5m)
     #[arg(long, env = "CAIRN_METADATA_TTL")]
     metadata_ttl: Option<String>,
+    /// How long an upstream "not found" is remembered before upstream is asked again
+    /// [default: 1m]
+    #[arg(long, env = "CAIRN_NEGATIVE_TTL")]
+    negative_ttl: Option<String>,
     /// Requests in flight to one upstream at most [default: 64]
     #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY")]
     upstream_concurrency: Option<usize>,
@@ -385,6 +389,13 @@ async fn open_mirror(
     {
         config.metadata_ttl = parse_duration(ttl).context("metadata-ttl")?;
     }
+    if let Some(ttl) = args
+        .negative_ttl
+        .as_deref()
+        .or(file.negative_ttl.as_deref())
+    {
+        config.negative_ttl = parse_duration(ttl).context("negative-ttl")?;
+    }
     if let Some(n) = args.upstream_concurrency.or(file.upstream_concurrency) {
         config.limits.concurrency = n;
     }
@@ -501,6 +512,11 @@ async fn run_server(
                     _ = tick.tick() => {
                         if let Err(e) = mirror.flush_access_times().await {
                             tracing::warn!("cannot record access times: {e}");
+                        }
+                        match mirror.expire_negative().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(entries = n, "expired cached not-founds"),
+                            Err(e) => tracing::warn!("cannot expire cached not-founds: {e}"),
                         }
                     }
                 }

@@ -10,6 +10,7 @@
 //! offline = false
 //! public-url = "http://cache.internal:7777/"
 //! metadata-ttl = "5m"
+//! negative-ttl = "1m"
 //! npm-upstream = "https://registry.internal/npm/"
 //! cargo-upstream = "https://index.internal/crates/"   # a sparse index
 //! pypi-upstream = "https://pypi.internal/simple/"      # a simple index
@@ -45,6 +46,7 @@ pub struct FileSettings {
     pub offline: Option<bool>,
     pub public_url: Option<String>,
     pub metadata_ttl: Option<String>,
+    pub negative_ttl: Option<String>,
     pub npm_upstream: Option<String>,
     pub cargo_upstream: Option<String>,
     pub pypi_upstream: Option<String>,
