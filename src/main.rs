@@ -3,6 +3,7 @@
 
 mod apt;
 mod bundles;
+mod descriptors;
 mod discover;
 mod lockfiles;
 mod p2p;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cairn_mirror::server::ConnectionLimits;
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -164,6 +166,10 @@ struct Serve {
     /// How long metadata is served before upstream is asked again (e.g. 300s, 5m)
     #[arg(long, env = "CAIRN_METADATA_TTL")]
     metadata_ttl: Option<String>,
+    /// How long an upstream "not found" is remembered before upstream is asked again
+    /// [default: 1m]
+    #[arg(long, env = "CAIRN_NEGATIVE_TTL")]
+    negative_ttl: Option<String>,
     /// Metadata requests, and apart from them artifact downloads, in flight to one upstream at
     /// most [default: 64 each]
     #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY")]
@@ -184,6 +190,18 @@ struct Serve {
     /// size [default: 8G]
     #[arg(long, env = "CAIRN_MAX_ARTIFACT_SIZE", value_name = "SIZE")]
     max_artifact_size: Option<String>,
+    /// HTTP connections served at once; more wait to be accepted
+    /// [default: what fits in the descriptor limit, at most 4096]
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Longest time a client may take to send a request's headers (also the keep-alive
+    /// timeout) [default: 30s]
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT")]
+    header_timeout: Option<String>,
+    /// Close a connection that has moved no bytes for this long with no request being handled
+    /// [default: 60s]
+    #[arg(long, env = "CAIRN_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "CAIRN_LOG_FORMAT")]
     log_format: Option<String>,
@@ -337,6 +355,7 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
             .unwrap_or("text"),
     )?;
     let listen = listen_addr(common, file)?;
+    let limits = connection_limits(file, &args)?;
     let mirror = open_mirror(common, file, &args, &listen).await?;
     let data_dir = mirror.config().data_dir.clone();
     let node = p2p::start(&args.p2p, file, &mirror).await?;
@@ -347,7 +366,7 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
     tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
     // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
     println!("cairn listening on http://{bound}");
-    let result = run_server(mirror, listener).await;
+    let result = run_server(mirror, listener, limits).await;
     if let Some(node) = node {
         node.shutdown();
     }
@@ -383,6 +402,13 @@ async fn open_mirror(
         .or(file.metadata_ttl.as_deref())
     {
         config.metadata_ttl = parse_duration(ttl).context("metadata-ttl")?;
+    }
+    if let Some(ttl) = args
+        .negative_ttl
+        .as_deref()
+        .or(file.negative_ttl.as_deref())
+    {
+        config.negative_ttl = parse_duration(ttl).context("negative-ttl")?;
     }
     if let Some(n) = args.upstream_concurrency.or(file.upstream_concurrency) {
         config.limits.concurrency = n;
@@ -473,8 +499,45 @@ async fn open_mirror(
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))
 }
 
+/// The HTTP connection cap and timeouts, with the descriptor limit raised as far as it goes.
+fn connection_limits(file: &FileSettings, args: &Serve) -> Result<ConnectionLimits> {
+    let mut limits = ConnectionLimits::default();
+    let descriptors = descriptors::raise_limit();
+    limits.max_connections =
+        descriptors::pick_cap(args.max_connections.or(file.max_connections), descriptors);
+    if let Some(t) = args
+        .header_timeout
+        .as_deref()
+        .or(file.header_timeout.as_deref())
+    {
+        limits.header_timeout = parse_duration(t).context("header-timeout")?;
+    }
+    if let Some(t) = args
+        .idle_timeout
+        .as_deref()
+        .or(file.idle_timeout.as_deref())
+    {
+        limits.idle_timeout = parse_duration(t).context("idle-timeout")?;
+    }
+    if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+        anyhow::bail!("header-timeout and idle-timeout must be at least 1s");
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        descriptors,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        "connection limits"
+    );
+    Ok(limits)
+}
+
 /// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order.
-async fn run_server(mirror: Mirror, listener: tokio::net::TcpListener) -> Result<()> {
+async fn run_server(
+    mirror: Mirror,
+    listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
+) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let flusher = {
@@ -488,6 +551,11 @@ async fn run_server(mirror: Mirror, listener: tokio::net::TcpListener) -> Result
                         if let Err(e) = mirror.flush_access_times().await {
                             tracing::warn!("cannot record access times: {e}");
                         }
+                        match mirror.expire_negative().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(entries = n, "expired cached not-founds"),
+                            Err(e) => tracing::warn!("cannot expire cached not-founds: {e}"),
+                        }
                     }
                 }
             }
@@ -498,6 +566,7 @@ async fn run_server(mirror: Mirror, listener: tokio::net::TcpListener) -> Result
     let server = tokio::spawn(cairn_mirror::server::serve(
         listener,
         router,
+        limits,
         shutdown.clone().cancelled_owned(),
     ));
     shutdown.cancelled().await;
@@ -625,6 +694,7 @@ async fn prefetch(
     let server = tokio::spawn(cairn_mirror::server::serve(
         listener,
         cairn_mirror::server::router(mirror.clone()),
+        connection_limits(file, &Serve::default())?,
         stop.clone().cancelled_owned(),
     ));
     let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;

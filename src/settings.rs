@@ -10,6 +10,7 @@
 //! offline = false
 //! public-url = "http://cache.internal:7777/"
 //! metadata-ttl = "5m"
+//! negative-ttl = "1m"
 //! npm-upstream = "https://registry.internal/npm/"
 //! cargo-upstream = "https://index.internal/crates/"   # a sparse index
 //! pypi-upstream = "https://pypi.internal/simple/"      # a simple index
@@ -20,6 +21,9 @@
 //! upstream-deadline = "2m"
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
+//! max-connections = 4096     # default: what fits in the descriptor limit, at most 4096
+//! header-timeout = "30s"
+//! idle-timeout = "60s"
 //! log-format = "text"        # or "json"
 //! p2p-listen = ["/ip4/0.0.0.0/tcp/7778", "/ip4/0.0.0.0/udp/7778/quic-v1"]
 //! bootstrap = ["/ip4/10.0.0.5/tcp/7778/p2p/12D3KooW…"]
@@ -45,6 +49,7 @@ pub struct FileSettings {
     pub offline: Option<bool>,
     pub public_url: Option<String>,
     pub metadata_ttl: Option<String>,
+    pub negative_ttl: Option<String>,
     pub npm_upstream: Option<String>,
     pub cargo_upstream: Option<String>,
     pub pypi_upstream: Option<String>,
@@ -57,6 +62,9 @@ pub struct FileSettings {
     pub upstream_deadline: Option<String>,
     pub max_document_size: Option<String>,
     pub max_artifact_size: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub log_format: Option<String>,
     pub p2p_listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,

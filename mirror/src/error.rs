@@ -34,6 +34,10 @@ pub enum StoreError {
         expected: String,
         got: String,
     },
+    #[error(
+        "data directory {dir} is in use by {holder} (another `cairn serve`?): stop it, or give this one its own --data-dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
     #[error("artifact writer used after finish")]
     Finished,
     #[error("the thread hashing an artifact failed")]

@@ -7,7 +7,9 @@
 //!   expected flat CID (the registry digest), upstream URL, size. Written with the document, so a
 //!   download knows its digest before the first byte and without re-parsing metadata.
 //! - `metadata`: document key → raw block CID (none for a cached 404), status, fetched-at,
-//!   upstream validators, size.
+//!   upstream validators, size. A cached 404 ("negative entry") lives for the negative TTL: it
+//!   is refetched after that, and deleted by the periodic [`Index::expire_negative`] sweep,
+//!   which also keeps only the newest ones beyond a fixed count.
 //! - `blocks`: encoded dag-pb inner nodes of artifact DAGs, by CID.
 //! - `leaves`: raw leaf CID → (flat CID, offset, length): leaves are ranges of flat files.
 //! - `pins`: snapshot root CIDs to keep (`cairn pin`); their nodes are in `blocks`.
@@ -428,6 +430,25 @@ impl Index {
             .map_err(err("touch metadata"))
     }
 
+    /// Forget cached upstream "not found"s fetched before `before` (ms since the epoch), then
+    /// the oldest ones beyond the newest `keep`. Returns how many went.
+    pub fn expire_negative(&self, before: i64, keep: u64) -> Result<usize, IndexError> {
+        let conn = lock(&self.writer);
+        let expired = conn
+            .prepare_cached("DELETE FROM metadata WHERE cid IS NULL AND fetched_at < ?1")
+            .and_then(|mut s| s.execute(params![before]))
+            .map_err(err("expire negative entries"))?;
+        let over = conn
+            .prepare_cached(
+                "DELETE FROM metadata WHERE cid IS NULL AND (ecosystem, key) IN (
+                     SELECT ecosystem, key FROM metadata WHERE cid IS NULL
+                     ORDER BY fetched_at DESC LIMIT -1 OFFSET ?1)",
+            )
+            .and_then(|mut s| s.execute(params![keep.min(i64::MAX as u64) as i64]))
+            .map_err(err("bound negative entries"))?;
+        Ok(expired + over)
+    }
+
     /// Record last-access times, batched by the caller.
     pub fn touch_artifacts(&self, touched: &[(&str, &str, i64)]) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
@@ -783,6 +804,39 @@ mod tests {
         let stats = index.stats().expect("stats");
         assert_eq!(stats[0].artifacts, 1);
         assert_eq!(stats[0].artifact_bytes, 5);
+    }
+
+    #[test]
+    fn negative_entries_expire_and_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(&dir.path().join("i.sqlite3")).expect("open");
+        let record = |cid: Option<BlockCid>, fetched_at| MetadataRecord {
+            cid,
+            status: if cid.is_some() { 200 } else { 404 },
+            upstream_url: "https://upstream.invalid/x".into(),
+            fetched_at,
+            etag: None,
+            last_modified: None,
+            size: 0,
+        };
+        let found = BlockCid(crate::cid::raw_block_cid(b"doc"));
+        index
+            .put_metadata("npm", "kept", &record(Some(found), 1), &[])
+            .expect("put");
+        for (key, at) in [("old", 10), ("newer", 20), ("newest", 30), ("latest", 40)] {
+            index
+                .put_metadata("npm", key, &record(None, at), &[])
+                .expect("put");
+        }
+        // "old" has expired; of the rest, only the newest two are kept.
+        assert_eq!(index.expire_negative(15, 2).expect("expire"), 2);
+        let present = |key: &str| index.get_metadata("npm", key).expect("get").is_some();
+        assert!(!present("old") && !present("newer"));
+        assert!(present("newest") && present("latest"));
+        // A document is never expired this way, however old.
+        assert!(present("kept"));
+        assert_eq!(index.expire_negative(i64::MAX, 10).expect("expire"), 2);
+        assert!(present("kept"));
     }
 
     #[test]

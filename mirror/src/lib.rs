@@ -1,6 +1,7 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
+mod accept;
 pub mod blocks;
 pub mod bundle;
 pub mod car;

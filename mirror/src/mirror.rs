@@ -167,6 +167,10 @@ pub(crate) fn http_date(ms: i64) -> http::HeaderValue {
 /// ecosystem.
 const HOT_ARTIFACTS: usize = 50_000;
 
+/// Cached upstream "not found"s kept at most (the newest): each random name asked for leaves
+/// one until the negative TTL sweeps it.
+const MAX_NEGATIVE: u64 = 100_000;
+
 /// How long an artifact whose bytes from peers failed its digest is fetched from upstream only.
 const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(600);
 
@@ -1757,6 +1761,18 @@ impl Mirror {
         if touched.len() < 100_000 {
             touched.push((cached.clone(), now_ms()));
         }
+    }
+
+    /// Delete cached upstream "not found"s older than the negative TTL, and the oldest beyond
+    /// [`MAX_NEGATIVE`], from the index and from memory. Returns how many rows went.
+    pub async fn expire_negative(&self) -> Result<usize, Error> {
+        let now = now_ms();
+        let before = now.saturating_sub(self.inner.config.negative_ttl.as_millis() as i64);
+        self.hot_metadata().values_mut().for_each(|by_key| {
+            by_key.retain(|_, record| record.cid.is_some() || self.is_fresh(record, now))
+        });
+        let index = self.inner.index.clone();
+        blocking(move || Ok(index.expire_negative(before, MAX_NEGATIVE)?)).await
     }
 
     /// Write batched last-access times to the index. Blocking work runs off the async workers.

@@ -38,20 +38,7 @@ pub fn router(mirror: Mirror) -> Router {
     Router::new().fallback(dispatch).with_state(mirror)
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then drain open connections.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+pub use crate::accept::{ConnectionLimits, serve};
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -67,7 +54,7 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
     let (route, kind, response) =
-        if request.method() == Method::CONNECT || request.uri().authority().is_some() {
+        if request.method() == Method::CONNECT || is_absolute_form(&request) {
             proxied(&mirror, request).await
         } else {
             match path.as_str() {
@@ -115,6 +102,12 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         })
         .inc();
     response
+}
+
+/// True for an HTTP/1 request in absolute form (`GET http://host/path`): a proxy request. An
+/// HTTP/2 request always carries its authority (`:authority`), so only HTTP/1 can ask this way.
+fn is_absolute_form(request: &http::Request<Body>) -> bool {
+    request.version() < http::Version::HTTP_2 && request.uri().authority().is_some()
 }
 
 /// The ecosystem a path (without its leading `/`) is for, and the path below its prefix. A
@@ -201,7 +194,7 @@ async fn ecosystem(
         ),
         Route::Redirect { path } => (
             "redirect",
-            match base_url(mirror, registered.ecosystem.name(), &parts.headers).and_then(|base| {
+            match base_url(mirror, registered.ecosystem.name(), &parts).and_then(|base| {
                 base.join(&path)
                     .map_err(|e| Error::BadRequest(e.to_string()))
             }) {
@@ -238,14 +231,22 @@ async fn ecosystem(
     }
 }
 
-/// The URL clients reach `ecosystem` at: the configured public URL, else the request's Host.
-fn base_url(mirror: &Mirror, ecosystem: &str, headers: &HeaderMap) -> Result<Url, Error> {
+/// The URL clients reach `ecosystem` at: the configured public URL, else the request's Host
+/// (HTTP/1) or `:authority` (HTTP/2, where there is no Host header).
+fn base_url(
+    mirror: &Mirror,
+    ecosystem: &str,
+    request: &http::request::Parts,
+) -> Result<Url, Error> {
+    let headers = &request.headers;
+    let authority = request.uri.authority().map(|a| a.as_str());
     let base = match &mirror.config().public_url {
         Some(url) => url.clone(),
         None => {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .or(authority)
                 .ok_or_else(|| Error::BadRequest("request has no Host header".into()))?;
             if host.is_empty() || host.contains(['/', '\\', '?', '#', '@', ' ']) {
                 return Err(Error::BadRequest(format!("invalid Host header {host:?}")));
@@ -288,7 +289,7 @@ async fn metadata(
             ),
         ));
     }
-    let base = base_url(mirror, registered.ecosystem.name(), &request.headers)?;
+    let base = base_url(mirror, registered.ecosystem.name(), request)?;
     let doc = mirror.render(registered, route, &hit, &base).await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;

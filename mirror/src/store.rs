@@ -5,8 +5,14 @@
 //! ├── index.sqlite3          the index (see `index.rs`): keys, CIDs, freshness, inner DAG nodes
 //! ├── blobs/<xx>/<flat-cid>  one flat file per artifact, exactly the upstream bytes
 //! ├── meta/<xx>/<block-cid>  one raw block per fetched metadata document
-//! └── tmp/                   downloads in progress; emptied at every start
+//! ├── tmp/                   downloads in progress; emptied at every start
+//! └── lock                   held (flock) by the process that owns the store; holds its pid
 //! ```
+//!
+//! One process owns a data directory ([`Store::open`], for `serve` and an in-process
+//! `prefetch`): it takes an exclusive lock on `lock` and only then empties `tmp/`, so a second
+//! `serve` fails instead of deleting the first's downloads in progress. Other commands
+//! ([`Store::attach`]) work beside the owner.
 //! `<xx>` is the last two characters of the CID, to keep directories small.
 //!
 //! Why a filestore: an artifact's UnixFS leaves are the 1 MiB ranges of its flat file, so the
@@ -34,19 +40,24 @@ use crate::unixfs::{Dag, DagBuilder};
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// The locked `lock` file, for the store's owner; released when the last clone goes.
+    _lock: Option<std::sync::Arc<File>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// Open (creating) the layout under `root` and empty `tmp/`.
+    /// Open (creating) the layout under `root` as its owner: lock the data directory (an error
+    /// naming the process holding it, when another does) and empty `tmp/`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         for dir in ["blobs", "meta", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
         }
+        let lock = lock_dir(root)?;
         let store = Store {
             root: root.to_path_buf(),
+            _lock: Some(std::sync::Arc::new(lock)),
         };
         store.clear_tmp()?;
         Ok(store)
@@ -61,6 +72,7 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -68,11 +80,21 @@ impl Store {
         &self.root
     }
 
+    /// Delete what crashed processes left in `tmp/`. Files of a live process other than this
+    /// one (an `import` staging its bundle beside a starting `serve`) are left alone.
     fn clear_tmp(&self) -> Result<(), StoreError> {
         let tmp = self.root.join("tmp");
         let entries = fs::read_dir(&tmp).map_err(|e| StoreError::io("list", &tmp, e))?;
         for entry in entries {
             let path = entry.map_err(|e| StoreError::io("list", &tmp, e))?.path();
+            let writer = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            if writer.is_some_and(|pid| pid != std::process::id() && process_alive(pid)) {
+                continue;
+            }
             fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
         }
         Ok(())
@@ -168,6 +190,46 @@ impl Store {
         }
         Ok(Bytes::from(bytes))
     }
+}
+
+/// True when process `pid` exists (Linux's `/proc`; elsewhere every process counts as gone).
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Take the exclusive lock on `root/lock` and write this process's pid into it.
+fn lock_dir(root: &Path) -> Result<File, StoreError> {
+    use std::io::{Read, Seek};
+    let path = root.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = text.trim();
+            return Err(StoreError::Locked {
+                dir: root.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "another process".to_owned()
+                } else {
+                    format!("process {holder}")
+                },
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &path, e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| StoreError::io("write", &path, e))?;
+    Ok(file)
 }
 
 /// Rename `temp` to `dest` (creating its directory) and make the rename durable.
@@ -474,6 +536,29 @@ mod tests {
         writer.write(b"partial").expect("write");
         drop(writer);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_second_owner_is_refused_and_the_first_ones_temp_files_survive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Store::open(dir.path()).expect("open");
+        let mut writer = first
+            .artifact_writer(Digest::of(Algorithm::Sha256, b"x"))
+            .expect("writer");
+        writer.write(b"partial").expect("write");
+        let err = Store::open(dir.path()).expect_err("a second owner");
+        let message = err.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string())
+                && message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 1);
+        // Readers work beside the owner.
+        Store::attach(dir.path()).expect("attach");
+        drop(writer);
+        drop(first);
+        Store::open(dir.path()).expect("open again once the owner is gone");
     }
 
     #[test]

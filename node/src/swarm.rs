@@ -24,6 +24,7 @@ use cid::Cid;
 use futures::StreamExt as _;
 use futures::future::Either;
 use libp2p::allow_block_list::{self, AllowedPeers};
+use libp2p::connection_limits;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, Transport as _};
 use libp2p::core::upgrade::Version;
@@ -67,6 +68,16 @@ pub const PROVIDER_PUBLICATION_INTERVAL: Duration = Duration::from_secs(22 * 360
 /// swarm; each key costs a few hundred bytes.
 const MAX_PROVIDER_KEYS: usize = 1 << 20;
 
+/// Connections held at once by default (see [`NodeConfig::max_connections`]). Each costs a
+/// descriptor (TCP) and yamux buffers; a LAN swarm has far fewer peers.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+
+/// Connections to or from one peer at once (TCP and QUIC, and a simultaneous dial each way).
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+
+/// Incoming connections still in their handshakes at once.
+const MAX_PENDING_INCOMING: u32 = 32;
+
 /// Value records (Cairn publishes none; other peers may put some).
 const MAX_VALUE_RECORDS: usize = 4096;
 
@@ -89,6 +100,20 @@ pub struct NodeConfig {
     /// Where the node's ed25519 key is kept (created if missing). `None`: a new identity each
     /// start.
     pub identity_path: Option<PathBuf>,
+    /// Connections established at once; incoming ones may take three quarters of them, so a
+    /// flood of strangers never keeps this node from dialling its own peers. Connections past
+    /// the cap are refused, as are a peer's past a few and handshakes past a few dozen.
+    pub max_connections: u32,
+}
+
+/// The connection caps of a node allowing `max` connections in all.
+fn connection_limits(max: u32) -> connection_limits::ConnectionLimits {
+    let max = max.max(1);
+    connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(max))
+        .with_max_established_incoming(Some((max / 4 * 3).max(1)))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
 }
 
 impl Default for NodeConfig {
@@ -110,6 +135,7 @@ impl Default for NodeConfig {
             mdns: true,
             kad_protocol: DEFAULT_KAD_PROTOCOL,
             identity_path: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -162,6 +188,7 @@ pub struct PeerInfo {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     allow: Toggle<allow_block_list::Behaviour<AllowedPeers>>,
     stream: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
@@ -265,6 +292,7 @@ impl Node {
             allow
         });
         let behaviour = Behaviour {
+            limits: connection_limits::Behaviour::new(connection_limits(config.max_connections)),
             allow: allow.into(),
             stream: libp2p_stream::Behaviour::new(),
             identify: identify::Behaviour::new(identify::Config::new(

@@ -366,3 +366,38 @@ async fn an_allow_list_keeps_every_other_peer_out() {
         "the stranger stays connected: {peers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_past_the_cap_are_refused() {
+    // A cap of 4 lets 3 connections in (a quarter is kept for this node's own dials).
+    let capped = start(
+        NodeConfig {
+            max_connections: 4,
+            ..config(vec![], None)
+        },
+        MapSource::default(),
+    )
+    .await;
+    let address = address_of(&capped).await;
+    let mut dialers = Vec::new();
+    for _ in 0..7 {
+        let dialer = start(config(vec![], None), MapSource::default()).await;
+        let _ = tokio::time::timeout(TIMEOUT, dialer.dial(address.clone())).await;
+        dialers.push(dialer);
+    }
+    // A refused connection may look established to its dialer for a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = capped.connected_peers().await.expect("peers");
+    assert!(held.len() <= 3, "the capped node holds {held:?}");
+    let mut admitted = 0;
+    for dialer in &dialers {
+        let peers = dialer.connected_peers().await.expect("peers");
+        if peers.iter().any(|p| p.peer == capped.peer_id()) {
+            admitted += 1;
+        }
+    }
+    assert!(
+        (1..=3).contains(&admitted),
+        "{admitted} of 7 dialers connected"
+    );
+}

@@ -11,6 +11,7 @@ mod fake_npm;
 mod fake_pypi;
 mod gateway;
 mod hardening_limits;
+mod hardening_edge;
 mod netns;
 mod npm;
 mod p2p;

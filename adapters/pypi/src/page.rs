@@ -133,7 +133,16 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Render the model as PEP 503 HTML (with PEP 592, 658 and 714 attributes).
+/// A sha256 digest fit to be written into a page: exactly 64 hex digits (lowercased), else
+/// `None`, so whatever upstream put in a hash field never reaches the HTML as markup.
+fn hex_sha256(value: Option<&Value>) -> Option<String> {
+    sha256_of(value)
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+}
+
+/// Render the model as PEP 503 HTML (with PEP 592, 658 and 714 attributes). Every value is
+/// escaped; digests are written only when they are hex of the right length.
 pub fn to_html(page: &Value) -> String {
     let name = escape(page.get("name").and_then(Value::as_str).unwrap_or_default());
     let mut out = format!(
@@ -149,7 +158,8 @@ pub fn to_html(page: &Value) -> String {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if let Some(sha) = sha256_of(file.get("hashes")) {
+        href.truncate(href.find('#').unwrap_or(href.len()));
+        if let Some(sha) = hex_sha256(file.get("hashes")) {
             href.push_str(&format!("#sha256={sha}"));
         }
         out.push_str(&format!("    <a href=\"{}\"", escape(&href)));
@@ -168,7 +178,7 @@ pub fn to_html(page: &Value) -> String {
                 out.push_str(" data-core-metadata=\"true\" data-dist-info-metadata=\"true\"")
             }
             Some(meta @ Value::Object(_)) => {
-                if let Some(sha) = sha256_of(Some(meta)) {
+                if let Some(sha) = hex_sha256(Some(meta)) {
                     out.push_str(&format!(
                         " data-core-metadata=\"sha256={sha}\" data-dist-info-metadata=\"sha256={sha}\""
                     ));

@@ -36,10 +36,10 @@ fn html_round_trips_attributes() {
         "files": [{
             "filename": "demo-1.0-py3-none-any.whl",
             "url": "https://files.upstream.invalid/demo-1.0-py3-none-any.whl",
-            "hashes": {"sha256": "ab"},
+            "hashes": {"sha256": AB},
             "requires-python": ">=3.8,<4",
             "yanked": "broken build",
-            "core-metadata": {"sha256": "cd"}
+            "core-metadata": {"sha256": CD}
         }]
     });
     let html = to_html(&page);
@@ -47,16 +47,71 @@ fn html_round_trips_attributes() {
         html.contains("data-requires-python=\"&gt;=3.8,&lt;4\""),
         "{html}"
     );
-    assert!(
-        html.contains(
-            "href=\"https://files.upstream.invalid/demo-1.0-py3-none-any.whl#sha256=ab\""
-        )
-    );
+    assert!(html.contains(&format!(
+        "href=\"https://files.upstream.invalid/demo-1.0-py3-none-any.whl#sha256={AB}\""
+    )));
     let back = parse("demo", &url(), html.as_bytes()).expect("parse");
     let file = files(&back).next().expect("file");
     assert_eq!(file["requires-python"], ">=3.8,<4");
     assert_eq!(file["yanked"], "broken build");
-    assert_eq!(file["core-metadata"]["sha256"], "cd");
+    assert_eq!(file["core-metadata"]["sha256"], CD);
+}
+
+const AB: &str = "abababababababababababababababababababababababababababababababab";
+const CD: &str = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+
+#[test]
+fn html_escapes_hostile_values_and_drops_non_hex_digests() {
+    let attack = "\"><script>alert(1)</script>";
+    let page = serde_json::json!({
+        "name": format!("demo{attack}"),
+        "files": [
+            {
+                "filename": format!("demo-1.0.tar.gz{attack}"),
+                "url": format!("https://files.upstream.invalid/demo-1.0.tar.gz?x={attack}#frag{attack}"),
+                "hashes": {"sha256": format!("{AB}{attack}")},
+                "requires-python": attack,
+                "yanked": attack,
+                "core-metadata": {"sha256": attack}
+            },
+            {
+                "filename": "demo-1.0-py3-none-any.whl",
+                "url": "https://files.upstream.invalid/demo-1.0-py3-none-any.whl",
+                "hashes": {"sha256": AB.to_uppercase()},
+                "dist-info-metadata": {"sha256": format!("{CD}\" onmouseover=\"x")}
+            }
+        ]
+    });
+    let html = to_html(&page);
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("\"><"), "{html}");
+    assert!(!html.contains("onmouseover=\""), "{html}");
+    assert!(
+        !html.contains("frag"),
+        "a fragment of upstream's URL survived: {html}"
+    );
+    // Digests that are not 64 hex digits are dropped; good ones are written in lowercase.
+    assert!(!html.contains("data-core-metadata"), "{html}");
+    assert!(!html.contains(&format!("#sha256={AB}&")), "{html}");
+    assert!(
+        html.contains(&format!("demo-1.0-py3-none-any.whl#sha256={AB}\"")),
+        "{html}"
+    );
+    // The values are still there, escaped: they read back as they went in (the hostile file
+    // name itself is one `parse` refuses, as it should).
+    assert!(
+        html.contains(&format!(">demo-1.0.tar.gz{}</a>", escape(attack))),
+        "{html}"
+    );
+    let attrs = attributes(&html[html.find("<a ").expect("anchor") + 3..]);
+    let attr = |name: &str| {
+        attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(attr("data-requires-python"), Some(attack));
+    assert_eq!(attr("data-yanked"), Some(attack));
 }
 
 #[test]
