@@ -1,6 +1,7 @@
 //! Peers that misbehave on purpose, built from Cairn's own node crate: one that answers every
 //! resolve with "downloading" and then sends nothing, and one whose metadata is dated in the
-//! future. A miss must fall through in seconds, the staller must not be asked again, and a
+//! future. A miss must fall through in seconds, the staller must not be asked again, honest
+//! peers (connected, or found in the DHT after the staller answered) must still serve, and a
 //! document's date must never be later than now.
 
 use std::sync::Arc;
@@ -296,4 +297,41 @@ async fn a_peer_document_dated_in_the_future_is_dated_now() {
         "fetched_at {} is in the future",
         copies[0].fetched_at
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_the_lookup_finds_join_a_transfer_a_staller_started() {
+    let (bad, asked) = staller().await;
+    let h = honest(vec![address(&bad).await], PeerPolicy::default()).await;
+    let data = noise(2 << 20, 4);
+    let (flat, root) = h.add(&data);
+    h.peers.holds(flat, root);
+    // The record is at the staller, the only DHT server the asker knows.
+    let deadline = Instant::now() + DEADLINE;
+    while !bad
+        .find_providers(flat.0, Instant::now() + Duration::from_secs(1))
+        .await
+        .expect("lookup")
+        .contains(&h.peers.node().peer_id())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the holder's record never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = honest(vec![address(&bad).await], PeerPolicy::default()).await;
+    connected(b.peers.node(), &bad).await;
+    // Usually the asker is not connected to the holder (the DHT's bootstrap may dial it, now
+    // and then): then the staller answers first and only the lookup names the holder.
+    let fetch = b
+        .peers
+        .fetch(flat, Some(data.len() as u64))
+        .await
+        .expect("a peer can serve it");
+    let got = read_all(fetch)
+        .await
+        .expect("the provider the lookup found finishes");
+    assert!(got == data, "bytes differ");
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
