@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -47,8 +48,9 @@ pub struct Download {
     state: watch::Receiver<State>,
     /// The flat CID the bytes must hash to (known before the first byte).
     pub flat: crate::cid::FlatCid,
-    /// Set once bytes come from peers rather than upstream (for the served-bytes metric).
-    from_peers: std::sync::atomic::AtomicBool,
+    /// How many bytes at the start of the file came from peers (raised before they are
+    /// written); the rest came from upstream. For the served-bytes metric.
+    from_peers: AtomicU64,
 }
 
 /// The writing side, held by the download task.
@@ -69,25 +71,28 @@ impl Download {
                 file,
                 state: rx,
                 flat,
-                from_peers: std::sync::atomic::AtomicBool::new(false),
+                from_peers: AtomicU64::new(0),
             }),
             Progress { state: tx },
         )
     }
 
-    /// Where the bytes come from, as the served-bytes metric names it.
-    pub fn source(&self) -> &'static str {
-        if self.from_peers.load(std::sync::atomic::Ordering::Relaxed) {
-            "peer"
-        } else {
-            "upstream"
-        }
+    /// Bytes at the start of the file that came from peers.
+    pub fn peer_bytes(&self) -> u64 {
+        self.from_peers.load(Ordering::Acquire)
     }
 
-    /// The bytes come from peers.
-    pub fn set_from_peers(&self) {
-        self.from_peers
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    /// `len` more bytes come from peers, right after those before; call it before they are
+    /// written, so that a reader never takes a peer's byte for upstream's.
+    pub fn add_peer_bytes(&self, len: u64) {
+        self.from_peers.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// Of the `len` bytes at `pos` (already written), how many came from peers and how many
+    /// from upstream.
+    pub fn sources(&self, pos: u64, len: u64) -> (u64, u64) {
+        let peer = self.peer_bytes().saturating_sub(pos).min(len);
+        (peer, len - peer)
     }
 
     /// The temp file being written, for peers reading the leaves already hashed.
@@ -187,6 +192,59 @@ impl Download {
                 Err(e) => Some((Err(e), (download, u64::MAX))),
             }
         })
+    }
+}
+
+/// What one reader of a download sent, counted in the served-bytes metric by where the bytes
+/// came from (peers for the first [`Download::peer_bytes`], upstream after), once they are
+/// known good: as soon as the download is verified, or when the reader goes away from a
+/// download that has not failed. Bytes sent from a download that then failed (its digest did
+/// not match) are not counted as served.
+pub struct ServedTally {
+    download: Arc<Download>,
+    mirror: crate::Mirror,
+    pos: u64,
+    peer: u64,
+    upstream: u64,
+}
+
+impl ServedTally {
+    pub fn new(download: Arc<Download>, mirror: crate::Mirror) -> Self {
+        ServedTally {
+            download,
+            mirror,
+            pos: 0,
+            peer: 0,
+            upstream: 0,
+        }
+    }
+
+    /// The next `len` bytes of the file were sent.
+    pub fn sent(&mut self, len: u64) {
+        let (peer, upstream) = self.download.sources(self.pos, len);
+        self.pos += len;
+        self.peer += peer;
+        self.upstream += upstream;
+        if matches!(*self.download.state.borrow(), State::Verified { .. }) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let metrics = self.mirror.metrics();
+        for (source, bytes) in [("peer", &mut self.peer), ("upstream", &mut self.upstream)] {
+            if *bytes > 0 {
+                metrics.served(source, std::mem::take(bytes));
+            }
+        }
+    }
+}
+
+impl Drop for ServedTally {
+    fn drop(&mut self) {
+        if !matches!(*self.download.state.borrow(), State::Failed { .. }) {
+            self.flush();
+        }
     }
 }
 

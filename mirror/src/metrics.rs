@@ -58,7 +58,9 @@ pub struct Metrics {
     /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
     /// `stale`, `revalidated`).
     pub cache: Family<CacheLabels, Counter>,
-    /// Artifact and metadata bytes sent to clients, by where they came from.
+    /// Artifact and metadata bytes sent to clients, by where they came from. A download's
+    /// bytes are split at the point where upstream took over from peers, and counted once the
+    /// download is verified (a download that fails its digest counts nothing).
     pub bytes: Family<SourceLabels, Counter>,
     /// Time to response headers from upstream.
     pub upstream_latency: Family<EcosystemLabels, Histogram>,

@@ -737,7 +737,9 @@ impl Mirror {
         let peers = self.peer_source()?;
         let name = registered.ecosystem.name();
         let cached_at = cached.filter(|c| c.cid.is_some()).map(|c| c.fetched_at);
-        for doc in peers.metadata(name, route.key.clone()).await {
+        for mut doc in peers.metadata(name, route.key.clone()).await {
+            // A peer's clock, or a forged date, cannot make its copy fresher than now.
+            doc.fetched_at = doc.fetched_at.min(now_ms());
             if cached_at.is_some_and(|at| at >= doc.fetched_at) {
                 // Newest first: no later copy is newer than the cache either.
                 break;
@@ -765,7 +767,8 @@ impl Mirror {
         None
     }
 
-    /// Check and index one peer's copy of a document, as if upstream had sent it.
+    /// Check and index one peer's copy of a document, as if upstream had sent it. Its
+    /// `fetched_at` is clamped to now: a copy dated in the future would stay fresh until then.
     async fn ingest_peer_document(
         &self,
         registered: &Registered,
@@ -782,7 +785,7 @@ impl Mirror {
         let fetched = Fetched {
             url,
             body: doc.body,
-            fetched_at: doc.fetched_at,
+            fetched_at: doc.fetched_at.min(now_ms()),
             etag: doc.etag,
             last_modified: doc.last_modified,
         };
@@ -1350,7 +1353,7 @@ impl Mirror {
             }
             match result {
                 Ok(record) => {
-                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), source = shared.source(), "artifact cached");
+                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
                     if let Some(peers) = this.peer_source() {
                         peers.holds(record.flat, record.root);
                     }
@@ -1358,7 +1361,7 @@ impl Mirror {
                 }
                 Err(e) => {
                     if let Error::DigestMismatch(_) = e {
-                        if shared.source() == "peer" {
+                        if shared.peer_bytes() > 0 {
                             // The peers' bytes did not make the registry's file: the next
                             // attempt goes to upstream.
                             this.peer_failures().insert(shared.flat, Instant::now());
@@ -1421,7 +1424,6 @@ impl Mirror {
         let (leaves, pending) = tokio::sync::watch::channel(LeafProgress::default());
         match (&from_peers, &peers, upstream) {
             (Some(_), _, _) => {
-                download.set_from_peers();
                 progress.total(size);
             }
             (None, Some(peers), Some(_)) => peers.downloading(PendingLeaves {
@@ -1463,6 +1465,7 @@ impl Mirror {
                     Some(Ok(chunk)) => {
                         // `peer_bytes` is counted by the peer source, per block received.
                         let len = chunk.data.len() as u64;
+                        download.add_peer_bytes(len);
                         if tx.send((chunk.data, chunk.leaf)).await.is_err() {
                             break format!("writer of {key} stopped");
                         }

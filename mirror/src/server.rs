@@ -556,13 +556,10 @@ async fn downloading(
     if request.method == Method::HEAD {
         return Ok((headers, Body::empty()).into_response());
     }
-    let metrics_mirror = mirror.clone();
-    let source = download.clone();
+    let mut tally = crate::download::ServedTally::new(download.clone(), mirror.clone());
     let stream = download.stream().map(move |chunk| {
         if let Ok(bytes) = &chunk {
-            metrics_mirror
-                .metrics()
-                .served(source.source(), bytes.len() as u64);
+            tally.sent(bytes.len() as u64);
         }
         chunk
     });

@@ -482,3 +482,121 @@ async fn callers_missing_one_document_at_once_ask_the_peers_once() {
     }
     assert_eq!(setup.log.lock().expect("log").metadata_asks, 1);
 }
+
+/// Bytes served from one download, by source (`peer`, `upstream`).
+fn served(mirror: &Mirror, source: &'static str) -> u64 {
+    mirror
+        .metrics()
+        .bytes
+        .get_or_create(&cairn_mirror::metrics::SourceLabels { source })
+        .get()
+}
+
+/// Wait until the download has committed (so that nothing more is counted).
+async fn committed(mirror: &Mirror) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while mirror.held_artifacts().expect("held").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_takeover_upstream_bytes_count_as_upstream() {
+    let blob = blob();
+    let (url, hits) = upstream(listing(&blob), blob.clone()).await;
+    let from_peers = 1_300_000;
+    let setup = mirror(
+        Ok(url),
+        false,
+        scripted(
+            Script::Send(
+                chunks(&blob.slice(..from_peers), 300_000),
+                Some("the peer stopped".into()),
+            ),
+            vec![],
+        ),
+    );
+    get(&setup.mirror, "/t/doc").await;
+    let (status, body) = get(&setup.mirror, "/t/files/f").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, blob);
+    committed(&setup.mirror).await;
+    assert_eq!(*hits.lock().expect("hits"), 1);
+    assert_eq!(served(&setup.mirror, "peer"), from_peers as u64);
+    assert_eq!(
+        served(&setup.mirror, "upstream"),
+        (blob.len() - from_peers) as u64
+    );
+}
+
+#[tokio::test]
+async fn bytes_of_a_lying_peer_that_fail_the_digest_are_not_counted_as_served() {
+    let blob = blob();
+    let (url, _) = upstream(listing(&blob), blob.clone()).await;
+    let mut lie = blob.to_vec();
+    lie[3_400_000] ^= 1;
+    let setup = mirror(
+        Ok(url),
+        false,
+        scripted(
+            Script::Send(chunks(&Bytes::from(lie), 1 << 20), None),
+            vec![],
+        ),
+    );
+    get(&setup.mirror, "/t/doc").await;
+    let request = http::Request::get("/t/files/f")
+        .header(http::header::HOST, "cairn.test")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = cairn_mirror::server::router(setup.mirror.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    let mut body = response.into_body().into_data_stream();
+    let (mut received, mut aborted) = (0, false);
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        match chunk {
+            Ok(bytes) => received += bytes.len(),
+            Err(_) => {
+                aborted = true;
+                break;
+            }
+        }
+    }
+    assert!(aborted, "the body ends in an error");
+    assert!(
+        received > 1 << 20,
+        "the reader got unverified bytes before the digest failed ({received} bytes)"
+    );
+    assert_eq!(served(&setup.mirror, "peer"), 0);
+    assert_eq!(served(&setup.mirror, "upstream"), 0);
+}
+
+#[tokio::test]
+async fn a_peer_document_dated_in_the_future_is_taken_as_fetched_now() {
+    let blob = blob();
+    let doc = listing(&blob);
+    let hour_ahead = cairn_mirror::now_ms() + 3_600_000;
+    let setup = mirror(
+        Err("none configured".into()),
+        true,
+        scripted(
+            Script::Nobody,
+            vec![peer_copy(Bytes::from(doc.clone()), hour_ahead, "forger")],
+        ),
+    );
+    let (status, body) = get(&setup.mirror, "/t/doc").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let record = setup
+        .mirror
+        .index()
+        .get_metadata("t", "doc")
+        .expect("index")
+        .expect("indexed");
+    assert!(
+        record.fetched_at <= cairn_mirror::now_ms(),
+        "fetched_at {} is in the future",
+        record.fetched_at
+    );
+}

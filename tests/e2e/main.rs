@@ -12,6 +12,7 @@ mod fake_pypi;
 mod gateway;
 mod hardening_limits;
 mod hardening_edge;
+mod hardening_peers;
 mod netns;
 mod npm;
 mod p2p;

@@ -36,6 +36,16 @@
 //! - The argument needs each pair to reach each other in step 2: connected (mDNS, bootstrap)
 //!   or found in the DHT. Two nodes that do not see each other both go upstream.
 //! - A peer that does not answer within the resolve timeout counts as knowing nothing.
+//! - A peer in this node's penalty box (it stalled or lied lately: `penalties.rs`) is neither
+//!   asked nor deferred to. Two honest nodes where one has penalized the other (say its
+//!   upstream was slow once, see the next point) may then both go upstream, until the penalty
+//!   ends.
+//! - A peer that answers `holding` or `downloading` must list its first leaf and send its first
+//!   block within `FIRST_PROGRESS` (5 s), or the asker drops it and goes upstream itself. A node
+//!   whose upstream takes longer than that to deliver the first 1 MiB (or the whole of a
+//!   smaller file) is therefore joined by a second upstream download. This trades the
+//!   guarantee, for slow upstreams only, against a lying peer that claims a download and sends
+//!   nothing costing every miss [`IDLE`](super::transfer::IDLE).
 //! - A node that defers polls the other for at most `CLAIM_WAIT` (10 s); when the other never
 //!   starts (it crashed, or its upstream request failed before `downloading`), it goes upstream
 //!   itself without asking again. A claim not turned into a download expires after
@@ -174,8 +184,15 @@ impl Claims {
     }
 
     /// Step 3, given what each peer asked in step 2 answered (those that hold or download the
-    /// artifact were handled before). Marks the claim decided when the answer is upstream.
-    pub(crate) fn decide(&self, flat: FlatCid, me: PeerId, heard: &[(PeerId, Heard)]) -> Decision {
+    /// artifact were handled before). Claimers for which `excluded` holds (the penalty box) are
+    /// not deferred to. Marks the claim decided when the answer is upstream.
+    pub(crate) fn decide(
+        &self,
+        flat: FlatCid,
+        me: PeerId,
+        heard: &[(PeerId, Heard)],
+        excluded: impl Fn(&PeerId) -> bool,
+    ) -> Decision {
         let mut state = self.lock();
         let mut defer: Option<PeerId> = None;
         for (peer, answer) in heard {
@@ -190,7 +207,7 @@ impl Claims {
             }
         }
         for (peer, _) in state.claimers.get(&flat).into_iter().flatten() {
-            if lower(peer, &me) && defer.is_none_or(|d| lower(peer, &d)) {
+            if !excluded(peer) && lower(peer, &me) && defer.is_none_or(|d| lower(peer, &d)) {
                 defer = Some(*peer);
             }
         }

@@ -6,7 +6,13 @@
 //! just started a download may not be in the DHT yet). The connected peers are asked at once,
 //! nearest first by ping RTT, while the lookup runs, and the providers it finds are asked as it
 //! ends; the first that holds or downloads the artifact starts the transfer and the others
-//! join it as they answer.
+//! join it as they answer. When a connected peer answers before the lookup ends, the lookup
+//! goes on and the providers it names still join the transfer: a peer that answers first
+//! cannot keep the DHT's providers out, and one that then shows no progress is dropped within
+//! [`FIRST_PROGRESS`](super::transfer::FIRST_PROGRESS) while they serve.
+//!
+//! Peers in the penalty box (`penalties.rs`: they stalled or lied lately) are not asked, and not
+//! waited for as claimers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,8 +29,9 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::claims::{Decision, Heard};
+use super::penalties::Fault;
 use super::resolve::{self, Answer, Frame, ResolveError};
-use super::transfer::{self, Asks};
+use super::transfer::{self, Asks, More};
 
 /// How long the DHT is searched for providers.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_millis(400);
@@ -90,13 +97,17 @@ async fn run(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>) -> Option<Pee
                         inner.claims.release(&flat);
                         return Some(fetch);
                     }
-                    Round::Nobody(heard) => match inner.claims.decide(flat, inner.me, &heard) {
-                        Decision::Upstream => return None,
-                        Decision::Defer(peer) => {
-                            inner.claims.release(&flat);
-                            peer
+                    Round::Nobody(heard) => {
+                        match inner.claims.decide(flat, inner.me, &heard, |peer| {
+                            inner.penalties.contains(peer)
+                        }) {
+                            Decision::Upstream => return None,
+                            Decision::Defer(peer) => {
+                                inner.claims.release(&flat);
+                                peer
+                            }
                         }
-                    },
+                    }
                 }
             }
         };
@@ -104,7 +115,11 @@ async fn run(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>) -> Option<Pee
         match poll(inner, flat, size, target, give_up).await {
             Some(fetch) => return Some(fetch),
             None if Instant::now() < give_up => continue,
-            None => break,
+            None => {
+                let why = format!("claimed {flat} and started no download within {CLAIM_WAIT:?}");
+                inner.penalties.penalize(target, Fault::Stalled, &why);
+                break;
+            }
         }
     }
     tracing::info!(%flat, "no claimed download started within {CLAIM_WAIT:?}: going upstream");
@@ -132,6 +147,7 @@ async fn poll(
                         size,
                         answer,
                         Asks::new(),
+                        None,
                     ));
                 }
                 Frame::Claiming { .. } => {}
@@ -152,6 +168,7 @@ async fn context(inner: &Inner) -> transfer::Context {
         node: inner.node.clone(),
         mirror: inner.mirror.clone(),
         rtts: rtts(inner).await,
+        penalties: inner.penalties.clone(),
     }
 }
 
@@ -167,7 +184,7 @@ async fn rtts(inner: &Inner) -> HashMap<PeerId, Duration> {
 }
 
 /// The DHT's providers of `flat`, found within [`LOOKUP_DEADLINE`].
-async fn providers(inner: &Inner, flat: FlatCid) -> Vec<PeerId> {
+async fn providers(inner: Arc<Inner>, flat: FlatCid) -> Vec<PeerId> {
     let started = Instant::now();
     let peers = inner
         .node
@@ -196,40 +213,50 @@ async fn connected(inner: &Inner, rtts: &HashMap<PeerId, Duration>) -> Vec<PeerI
     peers
 }
 
+/// Ask `peer` about `flat`.
+fn ask(
+    inner: &Inner,
+    peer: PeerId,
+    flat: FlatCid,
+    claiming: bool,
+) -> BoxFuture<'static, Result<Answer, ResolveError>> {
+    Box::pin(resolve::ask(
+        inner.node.stream_control(),
+        peer,
+        flat,
+        claiming,
+        RESOLVE_TIMEOUT,
+    ))
+}
+
 /// Ask every candidate about `flat` (the connected peers at once, the DHT's providers as the
-/// lookup finds them); start the transfer on the first that can serve it. "Nobody" is only
-/// answered once the lookup has ended and every peer asked has answered. A transfer that
-/// starts before the lookup ends goes on with the peers asked so far.
+/// lookup finds them), except those in the penalty box; start the transfer on the first that
+/// can serve it. "Nobody" is only answered once the lookup has ended and every peer asked has
+/// answered. A transfer that starts before the lookup ends takes the providers it finds too.
 async fn round(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>, claiming: bool) -> Round {
     let rtts = rtts(inner).await;
-    let ask = |peer: PeerId| -> BoxFuture<'static, Result<Answer, ResolveError>> {
-        Box::pin(resolve::ask(
-            inner.node.stream_control(),
-            peer,
-            flat,
-            claiming,
-            RESOLVE_TIMEOUT,
-        ))
-    };
     let mut asked = HashSet::new();
     asked.insert(inner.me);
     let mut asks: Asks = FuturesUnordered::new();
     for peer in connected(inner, &rtts).await {
-        if asked.insert(peer) {
-            asks.push(ask(peer));
+        if !inner.penalties.contains(&peer) && asked.insert(peer) {
+            asks.push(ask(inner, peer, flat, claiming));
         }
     }
-    let lookup = providers(inner, flat);
-    tokio::pin!(lookup);
-    let mut looking = true;
+    let mut lookup = Some(Box::pin(providers(inner.clone(), flat)));
     let mut heard = Vec::new();
     loop {
         let answer = tokio::select! {
-            found = &mut lookup, if looking => {
-                looking = false;
+            found = async {
+                match lookup.as_mut() {
+                    Some(lookup) => lookup.await,
+                    None => std::future::pending().await,
+                }
+            }, if lookup.is_some() => {
+                lookup = None;
                 for peer in found {
-                    if asked.insert(peer) {
-                        asks.push(ask(peer));
+                    if !inner.penalties.contains(&peer) && asked.insert(peer) {
+                        asks.push(ask(inner, peer, flat, claiming));
                     }
                 }
                 continue;
@@ -250,8 +277,20 @@ async fn round(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>, claiming: b
                     node: inner.node.clone(),
                     mirror: inner.mirror.clone(),
                     rtts,
+                    penalties: inner.penalties.clone(),
                 };
-                return Round::Found(transfer::start(context, flat, size, answer, asks));
+                let more = lookup.map(|lookup| -> More {
+                    let inner = inner.clone();
+                    Box::pin(async move {
+                        lookup
+                            .await
+                            .into_iter()
+                            .filter(|peer| !inner.penalties.contains(peer) && !asked.contains(peer))
+                            .map(|peer| ask(&inner, peer, flat, claiming))
+                            .collect()
+                    })
+                });
+                return Round::Found(transfer::start(context, flat, size, answer, asks, more));
             }
             Frame::Claiming { decided } => heard.push((answer.peer, Heard::Claiming { decided })),
             _ => heard.push((answer.peer, Heard::None)),

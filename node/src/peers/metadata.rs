@@ -142,7 +142,8 @@ async fn ask(
     Ok(Some(PeerDocument {
         body: Bytes::from(body),
         upstream_url: header.upstream_url.unwrap_or_default(),
-        fetched_at: header.fetched_at,
+        // The peer's clock, or a forged date, cannot make its copy fresher than now.
+        fetched_at: header.fetched_at.min(cairn_mirror::now_ms()),
         etag: header.etag,
         last_modified: header.last_modified,
         peer: Arc::from(peer.to_string()),

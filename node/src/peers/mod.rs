@@ -6,6 +6,7 @@
 //! - `transfer.rs`: leaves over Bitswap from several peers at once, in file order;
 //! - `fetch.rs`: who to ask, and the claim rule of `claims.rs` (one upstream download when
 //!   several nodes miss at once; the argument and its limits are written there);
+//! - `penalties.rs`: peers that stalled or lied lately, not asked again for a while;
 //! - `pending.rs`: leaves of downloads under way, served by Bitswap ([`MirrorBlocks`]);
 //! - `metadata.rs`: `/cairn/metadata/1.0.0`;
 //! - `wire.rs`: the framing of both protocols.
@@ -16,6 +17,7 @@
 mod claims;
 mod fetch;
 mod metadata;
+mod penalties;
 mod pending;
 mod resolve;
 mod transfer;
@@ -33,9 +35,12 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+pub use penalties::{LIED, MAX_PENALIZED, STALLED};
 pub use pending::{MirrorBlocks, PendingMap};
 pub use resolve::{ArtifactSource, Frame as ResolveFrame, HeldArtifact, WireLeaf};
-pub use transfer::{AHEAD_LEAVES, HEDGE_AFTER, IDLE, MAX_OUTRUN, MAX_WINDOW, STALL};
+pub use transfer::{
+    AHEAD_LEAVES, FIRST_PROGRESS, HEDGE_AFTER, IDLE, MAX_OUTRUN, MAX_WINDOW, STALL,
+};
 
 use crate::swarm::{Node, NodeError};
 
@@ -77,6 +82,7 @@ pub(crate) struct Inner {
     pending: PendingMap,
     policy: PeerPolicy,
     claims: Arc<claims::Claims>,
+    penalties: Arc<penalties::Penalties>,
 }
 
 /// Aborts the accept loops on drop.
@@ -153,6 +159,7 @@ impl Peers {
                 pending,
                 policy,
                 claims,
+                penalties: Arc::default(),
             }),
             _tasks: Arc::new(Tasks(vec![resolve_task, metadata_task])),
         })

@@ -19,6 +19,16 @@
 //!   the peer is dropped for this transfer and its leaves go back to the queue. With no peer
 //!   left, or no progress for [`IDLE`], the transfer sends `Err(reason)` and stops, and the
 //!   mirror continues from upstream.
+//! - First progress: a peer that said it holds or downloads the artifact must list a leaf
+//!   within [`FIRST_PROGRESS`] of its answer, and send its first block within that long of the
+//!   first request to it; otherwise it is dropped. So a peer that claims a download and then
+//!   sends nothing costs a miss seconds, not [`IDLE`].
+//! - Peers dropped for a lie (wrong bytes, a contradicting plan, DONT_HAVE for a leaf they
+//!   listed) or a stall go to the penalty box (`penalties.rs`), and the next fetches do not ask
+//!   them for a while. A peer whose download failed, whose stream closed, or that was outrun by
+//!   hedges is only dropped.
+//! - Providers that the DHT lookup finds after the transfer started still join it (`more`), so
+//!   a connected peer that answers first cannot keep them out.
 //! - The engine ends when the reader of the chunks goes away.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -38,6 +48,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::penalties::{Fault, Penalties};
 use super::resolve::{self, Answer, Frame, ResolveError};
 use crate::bitswap::FetchError;
 use crate::swarm::Node;
@@ -53,6 +64,15 @@ pub const AHEAD_LEAVES: usize = 64;
 pub const STALL: Duration = Duration::from_secs(20);
 /// The transfer fails when nothing arrives for this long (no leaf listed, no block).
 pub const IDLE: Duration = Duration::from_secs(30);
+/// A peer that answered `holding` or `downloading` must list its first leaf within this long,
+/// and send its first block within this long of being asked for one. A peer holding the file
+/// lists every leaf at once and serves a block in milliseconds; a peer downloading it lists the
+/// first leaf once its upstream has sent 1 MiB (or the whole of a smaller file). Five seconds
+/// is far above either on a working network, and well below the 15 s a package manager waits
+/// for a response (pip's default): a peer that claims and then sends nothing must cost a miss
+/// only this much. An honest peer with an upstream slower than that is given up on too, and
+/// this node then downloads from upstream itself.
+pub const FIRST_PROGRESS: Duration = Duration::from_secs(5);
 /// A leaf in flight this long at one peer is asked of an idle one too.
 pub const HEDGE_AFTER: Duration = Duration::from_millis(750);
 /// A peer whose request was outrun by a hedge this many times is dropped.
@@ -69,6 +89,9 @@ const RTT_FLOOR: Duration = Duration::from_millis(1);
 /// Answers still to come from peers asked about the artifact: late joiners.
 pub(crate) type Asks = FuturesUnordered<BoxFuture<'static, Result<Answer, ResolveError>>>;
 
+/// More peers to ask, once the DHT lookup still running when the transfer started ends.
+pub(crate) type More = BoxFuture<'static, Vec<BoxFuture<'static, Result<Answer, ResolveError>>>>;
+
 /// What the engine needs of the node and the mirror.
 #[derive(Clone)]
 pub(crate) struct Context {
@@ -76,16 +99,19 @@ pub(crate) struct Context {
     pub mirror: cairn_mirror::Mirror,
     /// Ping RTTs of the connected peers when the fetch began.
     pub rtts: HashMap<PeerId, Duration>,
+    /// Where peers that stalled or lied are remembered.
+    pub penalties: Arc<Penalties>,
 }
 
 /// Start fetching `flat` from `first` (which holds or downloads it) and whoever in `rest`
-/// answers so too.
+/// (or in `more`, once it is ready) answers so too.
 pub(crate) fn start(
     context: Context,
     flat: FlatCid,
     size: Option<u64>,
     first: Answer,
     rest: Asks,
+    more: Option<More>,
 ) -> PeerFetch {
     let (chunks, receiver) = mpsc::channel(CHUNK_QUEUE);
     let engine = Engine {
@@ -104,7 +130,7 @@ pub(crate) fn start(
         inflight: FuturesUnordered::new(),
         hedged: HashSet::new(),
     };
-    tokio::spawn(engine.run(first, rest));
+    tokio::spawn(engine.run(first, rest, more));
     PeerFetch { chunks: receiver }
 }
 
@@ -124,6 +150,10 @@ struct Peer {
     inflight: Vec<Inflight>,
     /// Requests of this peer a hedge answered first.
     outrun: u32,
+    /// When it joined the transfer.
+    joined: Instant,
+    /// Whether it has sent a block yet.
+    delivered: bool,
 }
 
 /// One block asked of a peer.
@@ -159,7 +189,7 @@ struct Engine {
 }
 
 impl Engine {
-    async fn run(mut self, first: Answer, mut rest: Asks) {
+    async fn run(mut self, first: Answer, mut rest: Asks, mut more: Option<More>) {
         let (events_sender, mut events) = mpsc::channel(EVENT_QUEUE);
         self.join(first, &events_sender);
         let mut last_progress = Instant::now();
@@ -169,7 +199,8 @@ impl Engine {
             if self.total == Some(self.next) {
                 break Ok(());
             }
-            if self.peers.is_empty() && rest.is_empty() {
+            self.drop_silent();
+            if self.peers.is_empty() && rest.is_empty() && more.is_none() {
                 break Err(format!(
                     "no peer can finish {}: {}",
                     self.flat,
@@ -177,6 +208,7 @@ impl Engine {
                 ));
             }
             self.schedule();
+            let check = self.next_progress_check();
             tokio::select! {
                 Some((peer, index, result)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     if self.on_block(peer, index, result) {
@@ -195,6 +227,16 @@ impl Engine {
                         self.join(answer, &events_sender);
                     }
                 }
+                asks = async {
+                    match more.as_mut() {
+                        Some(lookup) => lookup.await,
+                        None => std::future::pending().await,
+                    }
+                }, if more.is_some() => {
+                    more = None;
+                    rest.extend(asks);
+                }
+                () = tokio::time::sleep_until(check.unwrap_or(last_progress + IDLE)), if check.is_some() => {}
                 () = tokio::time::sleep_until(last_progress + IDLE) => {
                     break Err(format!("no progress fetching {} from peers for {IDLE:?}", self.flat));
                 }
@@ -238,6 +280,8 @@ impl Engine {
                 done: false,
                 inflight: Vec::new(),
                 outrun: 0,
+                joined: Instant::now(),
+                delivered: false,
             },
         );
         let events = events.clone();
@@ -256,12 +300,53 @@ impl Engine {
         });
     }
 
-    /// Drop `peer` for this transfer: its leaves in flight go back to the queue.
-    fn drop_peer(&mut self, peer: PeerId, reason: String) {
+    /// When the next peer runs out of [`FIRST_PROGRESS`], if any peer still owes it.
+    fn next_progress_check(&self) -> Option<Instant> {
+        self.peers.values().filter_map(Self::progress_due).min()
+    }
+
+    /// When `peer` must have shown progress by: its first leaf listed, its first block sent.
+    fn progress_due(peer: &Peer) -> Option<Instant> {
+        if peer.listed == 0 {
+            return Some(peer.joined + FIRST_PROGRESS);
+        }
+        if peer.delivered {
+            return None;
+        }
+        let asked = peer.inflight.iter().map(|r| r.since).min()?;
+        Some(asked + FIRST_PROGRESS)
+    }
+
+    /// Drop (and penalize) the peers that owe progress past [`FIRST_PROGRESS`].
+    fn drop_silent(&mut self) {
+        let now = Instant::now();
+        let silent: Vec<(PeerId, bool)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| Self::progress_due(p).is_some_and(|due| due <= now))
+            .map(|(id, p)| (*id, p.listed == 0))
+            .collect();
+        for (peer, no_leaf) in silent {
+            let what = if no_leaf {
+                "listed no leaf"
+            } else {
+                "sent no block"
+            };
+            let reason = format!("{peer} {what} of {} within {FIRST_PROGRESS:?}", self.flat);
+            self.drop_peer(peer, reason, Some(Fault::Stalled));
+        }
+    }
+
+    /// Drop `peer` for this transfer: its leaves in flight go back to the queue. With a
+    /// `fault`, it goes to the penalty box too.
+    fn drop_peer(&mut self, peer: PeerId, reason: String, fault: Option<Fault>) {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
         tracing::info!(%peer, flat = %self.flat, "peer dropped from transfer: {reason}");
+        if let Some(fault) = fault {
+            self.context.penalties.penalize(peer, fault, &reason);
+        }
         for request in state.inflight {
             request.handle.abort();
             self.requeue(request.index);
@@ -315,6 +400,7 @@ impl Engine {
                     self.drop_peer(
                         peer,
                         format!("{peer} listed leaves of {}: {reason}", self.flat),
+                        Some(Fault::Lied),
                     );
                     false
                 }
@@ -322,7 +408,8 @@ impl Engine {
             Event::Frame(Frame::Done { size, .. }) => match self.on_done(peer, size) {
                 Ok(()) => true,
                 Err(reason) => {
-                    self.drop_peer(peer, format!("{peer} finished {}: {reason}", self.flat));
+                    let reason = format!("{peer} finished {}: {reason}", self.flat);
+                    self.drop_peer(peer, reason, Some(Fault::Lied));
                     false
                 }
             },
@@ -330,6 +417,7 @@ impl Engine {
                 self.drop_peer(
                     peer,
                     format!("{peer}'s download of {} failed: {reason}", self.flat),
+                    None,
                 );
                 false
             }
@@ -337,6 +425,7 @@ impl Engine {
                 self.drop_peer(
                     peer,
                     format!("{peer} sent {other:?} inside a resolve answer"),
+                    Some(Fault::Lied),
                 );
                 false
             }
@@ -346,6 +435,7 @@ impl Engine {
                 self.drop_peer(
                     peer,
                     format!("{peer}'s resolve stream for {} ended: {why}", self.flat),
+                    None,
                 );
                 false
             }
@@ -494,8 +584,11 @@ impl Engine {
         }
         match result {
             Ok(data) if data.len() as u64 == self.leaves[index].len => {
-                let label = match self.peers.get(&peer) {
-                    Some(state) => state.label.clone(),
+                let label = match self.peers.get_mut(&peer) {
+                    Some(state) => {
+                        state.delivered = true;
+                        state.label.clone()
+                    }
                     None => Arc::from(peer.to_string()),
                 };
                 self.context
@@ -527,7 +620,7 @@ impl Engine {
                 for id in stalling {
                     let reason =
                         format!("{id} was outrun {MAX_OUTRUN} times fetching {}", self.flat);
-                    self.drop_peer(id, reason);
+                    self.drop_peer(id, reason, None);
                 }
                 if index >= self.next && !self.buffer.contains_key(&index) {
                     self.buffer.insert(index, (data, label));
@@ -542,7 +635,7 @@ impl Engine {
                     data.len(),
                     self.flat
                 );
-                self.drop_peer(peer, reason);
+                self.drop_peer(peer, reason, Some(Fault::Lied));
                 false
             }
             Err(error) => {
@@ -556,7 +649,18 @@ impl Engine {
                         })
                         .inc();
                 }
-                self.drop_peer(peer, error.to_string());
+                let fault = match error {
+                    FetchError::BadBlock { .. } | FetchError::BadNode { .. } => Some(Fault::Lied),
+                    // DONT_HAVE for a leaf it listed: a lie, or a download that just failed
+                    // there (its `failed` frame may come after); kept out as briefly as a stall.
+                    FetchError::NotFound { .. } | FetchError::Timeout { .. } => {
+                        Some(Fault::Stalled)
+                    }
+                    FetchError::Unreachable { .. }
+                    | FetchError::UnsupportedHash { .. }
+                    | FetchError::Shutdown { .. } => None,
+                };
+                self.drop_peer(peer, error.to_string(), fault);
                 false
             }
         }

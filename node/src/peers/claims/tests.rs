@@ -22,18 +22,29 @@ fn higher_id_defers_to_a_lower_claimer_heard_either_way() {
         claims.answer(flat(), low, true),
         LocalAnswer::Claiming { decided: false }
     ));
-    assert_eq!(claims.decide(flat(), high, &[]), Decision::Defer(low));
+    assert_eq!(
+        claims.decide(flat(), high, &[], |_| false),
+        Decision::Defer(low)
+    );
     // `high` heard `low` claiming in its own ask.
     let claims = Claims::default();
     assert!(claims.claim(flat()));
     let heard = [(low, Heard::Claiming { decided: false })];
-    assert_eq!(claims.decide(flat(), high, &heard), Decision::Defer(low));
+    assert_eq!(
+        claims.decide(flat(), high, &heard, |_| false),
+        Decision::Defer(low)
+    );
     // `low` goes upstream though `high` claims, and then says so.
     let claims = Claims::default();
     assert!(claims.claim(flat()));
     claims.answer(flat(), high, true);
     assert_eq!(
-        claims.decide(flat(), low, &[(high, Heard::Claiming { decided: false })]),
+        claims.decide(
+            flat(),
+            low,
+            &[(high, Heard::Claiming { decided: false })],
+            |_| false
+        ),
         Decision::Upstream
     );
     assert!(matches!(
@@ -52,7 +63,10 @@ fn anyone_defers_to_a_decided_claimer_and_claims_are_single() {
         (high, Heard::Claiming { decided: true }),
         (PeerId::random(), Heard::None),
     ];
-    assert_eq!(claims.decide(flat(), low, &heard), Decision::Defer(high));
+    assert_eq!(
+        claims.decide(flat(), low, &heard, |_| false),
+        Decision::Defer(high)
+    );
     claims.release(&flat());
     assert!(matches!(
         claims.answer(flat(), high, false),

@@ -1,0 +1,106 @@
+//! Peers that stalled or lied lately, kept out of this node's fetches for a while: not asked
+//! about artifacts, not waited for as claimers.
+//!
+//! A peer is put here by the transfer engine when, after saying it holds or downloads an
+//! artifact, it lists no leaf or sends no block within
+//! [`FIRST_PROGRESS`](super::transfer::FIRST_PROGRESS), lets a block time out, answers
+//! DONT_HAVE for a leaf it listed, sends a block that does not hash to its CID, or lists leaves
+//! that contradict the others (or itself); and by the claim rule when a claimer it waited for
+//! never started. Lies are remembered for [`LIED`]; stalls and DONT_HAVE, which an honest peer
+//! with a slow or failing upstream can show too, for [`STALLED`]. The box holds at most [`MAX_PENALIZED`] peers: when
+//! it is full the entry that would expire first makes room.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tokio::time::Instant;
+
+/// How long a peer that sent wrong bytes or a contradicting plan is kept out.
+pub const LIED: Duration = Duration::from_secs(600);
+/// How long a peer that showed no progress is kept out.
+pub const STALLED: Duration = Duration::from_secs(120);
+/// Peers remembered at most.
+pub const MAX_PENALIZED: usize = 1024;
+
+/// What a peer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Wrong bytes, or a plan that contradicts itself or others.
+    Lied,
+    /// No progress within the time given, or DONT_HAVE for a leaf it listed.
+    Stalled,
+}
+
+impl Fault {
+    fn duration(self) -> Duration {
+        match self {
+            Fault::Lied => LIED,
+            Fault::Stalled => STALLED,
+        }
+    }
+}
+
+/// The penalty box: peer ID to the time its penalty ends.
+#[derive(Default)]
+pub(crate) struct Penalties {
+    until: Mutex<HashMap<PeerId, Instant>>,
+}
+
+impl Penalties {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Instant>> {
+        self.until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keep `peer` out for the time `fault` earns (never shortening a longer penalty).
+    pub(crate) fn penalize(&self, peer: PeerId, fault: Fault, why: &str) {
+        let now = Instant::now();
+        let end = now + fault.duration();
+        let mut until = self.lock();
+        until.retain(|_, end| *end > now);
+        if until.len() >= MAX_PENALIZED
+            && !until.contains_key(&peer)
+            && let Some(first) = until.iter().min_by_key(|(_, end)| **end).map(|(p, _)| *p)
+        {
+            until.remove(&first);
+        }
+        let entry = until.entry(peer).or_insert(end);
+        *entry = (*entry).max(end);
+        tracing::info!(%peer, ?fault, "peer kept out of fetches for {:?}: {why}", fault.duration());
+    }
+
+    /// Whether `peer` is kept out now.
+    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
+        self.lock()
+            .get(peer)
+            .is_some_and(|end| *end > Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn penalties_expire_and_stay_bounded() {
+        let penalties = Penalties::default();
+        let liar = PeerId::random();
+        penalties.penalize(liar, Fault::Lied, "test");
+        assert!(penalties.contains(&liar));
+        assert!(!penalties.contains(&PeerId::random()));
+        for _ in 0..MAX_PENALIZED + 10 {
+            penalties.penalize(PeerId::random(), Fault::Stalled, "test");
+        }
+        assert!(penalties.lock().len() <= MAX_PENALIZED);
+        assert!(
+            penalties.contains(&liar),
+            "the longest penalty outlives the shorter ones"
+        );
+        let stalled = PeerId::random();
+        penalties.lock().insert(stalled, Instant::now());
+        assert!(!penalties.contains(&stalled), "an ended penalty is over");
+    }
+}
