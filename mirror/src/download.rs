@@ -55,6 +55,8 @@ pub struct Download {
 #[derive(Clone)]
 pub struct Progress {
     state: watch::Sender<State>,
+    /// Set when nothing more may be read before the digest is verified.
+    withheld: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Download {
@@ -71,7 +73,10 @@ impl Download {
                 flat,
                 from_peers: std::sync::atomic::AtomicBool::new(false),
             }),
-            Progress { state: tx },
+            Progress {
+                state: tx,
+                withheld: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            },
         )
     }
 
@@ -198,8 +203,18 @@ fn abandoned() -> (StatusCode, String) {
 }
 
 impl Progress {
+    /// From now on, readers get no more bytes until the digest is verified (the bytes come
+    /// from a host the download was redirected to). What was readable stays readable.
+    pub fn withhold(&self) {
+        self.withheld
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// `written` bytes are in the temp file.
     pub fn written(&self, written: u64) {
+        if self.withheld.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         self.state.send_modify(|s| {
             if let State::Running { readable, .. } = s {
                 *readable = written.saturating_sub(HOLDBACK);

@@ -96,6 +96,10 @@ pub enum Error {
     },
     #[error("refusing to fetch {url}: it is not under a configured upstream")]
     NotUnderUpstream { url: String },
+    #[error("upstream {url} redirected to {to}, which is not under a configured upstream")]
+    RedirectRefused { url: String, to: String },
+    #[error("upstream {url}: unusable credentials: {reason}")]
+    BadUpstreamCredentials { url: String, reason: String },
     #[error("malformed metadata from {url}: {reason}")]
     BadMetadata { url: String, reason: String },
     #[error("{0}")]
@@ -144,11 +148,13 @@ impl Error {
             Error::UpstreamStatus { .. }
             | Error::BadMetadata { .. }
             | Error::NotUnderUpstream { .. }
+            | Error::RedirectRefused { .. }
             | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
-            Error::Store(_) | Error::Index(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Store(_)
+            | Error::Index(_)
+            | Error::Internal(_)
+            | Error::BadUpstreamCredentials { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Shared(inner) => inner.status(),
             Error::Relayed { status, .. } => *status,
         }

@@ -30,7 +30,7 @@ use crate::metrics::{EcosystemLabels, Metrics, UpstreamLabels};
 use crate::peers::{LeafProgress, PeerDocument, PeerSource, PendingLeaves};
 use crate::render::{RenderCache, RenderKey, RenderedDoc};
 use crate::store::Store;
-use crate::upstream::{Upstream, UpstreamLimits, redact};
+use crate::upstream::{Upstream, UpstreamLimits, redact, strip_userinfo, without_credentials};
 
 /// Settings of the mirror core.
 #[derive(Clone, Debug)]
@@ -293,7 +293,7 @@ impl Mirror {
         let body = self.inner.store.read_metadata(&cid)?;
         Ok(Some(crate::peers::PeerDocument {
             body,
-            upstream_url: record.upstream_url,
+            upstream_url: strip_userinfo(&record.upstream_url).into_owned(),
             fetched_at: record.fetched_at,
             etag: record.etag,
             last_modified: record.last_modified,
@@ -741,7 +741,11 @@ impl Mirror {
         doc: PeerDocument,
     ) -> Result<MetadataRecord, String> {
         let url = Url::parse(&doc.upstream_url)
-            .map_err(|e| format!("bad upstream URL {:?}: {e}", doc.upstream_url))?;
+            .map(|url| without_credentials(&url))
+            .map_err(|e| {
+                let shown = strip_userinfo(&doc.upstream_url);
+                format!("bad upstream URL {shown:?}: {e}")
+            })?;
         let limit = self.inner.config.max_metadata_bytes;
         if doc.body.len() as u64 > limit {
             return Err(format!(
@@ -1495,6 +1499,12 @@ impl Mirror {
                 status: response.status(),
             });
         }
+        if upstream.redirected_away(url, &response) {
+            // Bytes from a host the request was redirected to are not handed to clients
+            // before they verify.
+            tracing::info!(ecosystem = name, key = %key, to = %redact(response.url()), "redirected to another origin: holding the artifact back until it verifies");
+            progress.withhold();
+        }
         let total = response.content_length();
         progress.total(total);
         let mut received = 0u64;
@@ -1697,7 +1707,7 @@ fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefReco
                 r.key,
                 RefRecord {
                     flat: r.digest.flat_cid(),
-                    url: r.url.to_string(),
+                    url: without_credentials(&r.url).to_string(),
                     size: r.size,
                 },
             )

@@ -94,7 +94,8 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
                     Some((registered, below)) => {
                         let name = registered.ecosystem.name();
-                        let (kind, response) = ecosystem(&mirror, registered, below, request).await;
+                        let (kind, response) =
+                            ecosystem(&mirror, registered, below, request, false).await;
                         (name, kind, response)
                     }
                     None => (
@@ -153,7 +154,7 @@ async fn proxied(
     match found {
         Some((registered, below)) => {
             let name = registered.ecosystem.name();
-            let (kind, response) = ecosystem(mirror, registered, &below, request).await;
+            let (kind, response) = ecosystem(mirror, registered, &below, request, true).await;
             (name, kind, response)
         }
         None => {
@@ -165,11 +166,14 @@ async fn proxied(
     }
 }
 
+/// Serve `request` (its path below the ecosystem's prefix is `below`) as `registered`'s.
+/// `proxied`: it came as a proxy request (absolute URI), which is never passed through.
 async fn ecosystem(
     mirror: &Mirror,
     registered: &Registered,
     below: &str,
     request: http::Request<Body>,
+    proxied: bool,
 ) -> (&'static str, Response) {
     let (parts, body) = request.into_parts();
     let accept = parts
@@ -225,9 +229,21 @@ async fn ecosystem(
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         ),
-        Route::Passthrough { upstream_path } => (
+        Route::Passthrough { .. } if proxied => (
             "passthrough",
-            passthrough(mirror, registered, &upstream_path, parts, body)
+            Error::Forbidden(format!(
+                "{} /{below} is passed through to upstream only when asked by path, not as a \
+                 proxy request",
+                registered.ecosystem.name()
+            ))
+            .into_response(),
+        ),
+        Route::Passthrough {
+            method,
+            upstream_path,
+        } if method == parts.method => (
+            "passthrough",
+            passthrough(mirror, registered, method, &upstream_path, parts, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         ),
@@ -568,14 +584,36 @@ async fn downloading(
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
+/// True when the path part of `upstream_path` has a dot segment, an encoded slash or
+/// backslash, or a backslash: anything that could make it name another upstream path once
+/// joined or decoded.
+fn escapes_its_path(upstream_path: &str) -> bool {
+    let path = upstream_path.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains('\\')
+        || lower
+            .split('/')
+            .any(|s| matches!(s.replace("%2e", ".").as_str(), "." | ".."))
+}
+
+/// Send a client's request to the exact upstream endpoint the adapter named, with the
+/// adapter's `method` and without credentials, and relay the answer.
 async fn passthrough(
     mirror: &Mirror,
     registered: &Registered,
+    method: Method,
     upstream_path: &str,
     parts: http::request::Parts,
     body: Body,
 ) -> Result<Response, Error> {
     let name = registered.ecosystem.name();
+    if escapes_its_path(upstream_path) {
+        return Err(Error::BadRequest(format!(
+            "{name} /{upstream_path}: dot segments and encoded slashes are not passed through"
+        )));
+    }
     if mirror.config().offline {
         return Err(Error::Offline {
             what: format!("{name} /{upstream_path} (not cacheable)"),
@@ -593,9 +631,7 @@ async fn passthrough(
         .await
         .map_err(|e| Error::BadRequest(format!("request body: {e}")))?;
     let _permit = upstream.permit().await;
-    let response = upstream
-        .forward(parts.method, &url, &parts.headers, body)
-        .await?;
+    let response = upstream.forward(method, &url, &parts.headers, body).await?;
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let body = response.bytes().await.map_err(|e| Error::UpstreamFailed {
