@@ -9,7 +9,9 @@
 //! Nothing unverified is ever handed out whole: readers may read only up to [`HOLDBACK`] bytes
 //! short of what was written until the whole-file digest has matched. A file smaller than that
 //! is therefore not sent at all before it is verified, so a mismatch is a clean 502; a larger one
-//! ends in an aborted body, never in a complete wrong file.
+//! ends in an aborted body, never in a complete wrong file. Bytes from a host the upstream
+//! redirected the download to (another origin than the one asked and the upstream's base) are
+//! not handed out at all before they verify ([`Progress::withhold`]).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -251,5 +253,32 @@ impl Progress {
             status: error.status(),
             message: error.to_string(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(download: &Download) -> u64 {
+        match download.state() {
+            State::Running { readable, .. } => readable,
+            State::Verified { size, .. } => size,
+            State::Failed { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn withheld_bytes_wait_for_verification() {
+        let file = Arc::new(tempfile::tempfile().expect("temp file"));
+        let flat = crate::cid::Digest::of(crate::cid::Algorithm::Sha256, b"x").flat_cid();
+        let (download, progress) = Download::new(file, flat);
+        progress.written(HOLDBACK + 10);
+        assert_eq!(readable(&download), 10);
+        progress.withhold();
+        progress.written(4 * HOLDBACK);
+        assert_eq!(readable(&download), 10, "withheld bytes were released");
+        progress.verified(4 * HOLDBACK);
+        assert_eq!(readable(&download), 4 * HOLDBACK);
     }
 }

@@ -218,6 +218,13 @@ impl Mirror {
     pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
         let store = Store::open(&config.data_dir)?;
         let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
+        let stripped = index.strip_credentials()?;
+        if stripped > 0 {
+            tracing::info!(
+                rows = stripped,
+                "removed credentials from stored upstream URLs"
+            );
+        }
         let mut registered = HashMap::new();
         for setup in ecosystems {
             let upstream = match setup.upstream {

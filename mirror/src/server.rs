@@ -779,4 +779,22 @@ mod tests {
         assert!(matches_etag(&headers, "\"b\""));
         assert!(!matches_etag(&headers, "\"c\""));
     }
+
+    #[test]
+    fn passthrough_refuses_dot_segments_and_encoded_slashes() {
+        for path in [
+            "-/npm/v1/security/../../x",
+            "-/npm/v1/security/%2e%2e/x",
+            "-/npm/v1/security/%2E%2E/x",
+            "-/npm/v1/security/./audits",
+            "-/npm/v1/security%2faudits",
+            "-/npm/v1/security%2Faudits",
+            "-/npm/v1/security%5caudits",
+            "-/npm/v1/security\\audits",
+        ] {
+            assert!(escapes_its_path(path), "{path}");
+        }
+        assert!(!escapes_its_path("-/npm/v1/security/audits/quick"));
+        assert!(!escapes_its_path("-/v1/search?text=a%2f..%2fb&size=20"));
+    }
 }

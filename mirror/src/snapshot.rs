@@ -536,6 +536,25 @@ mod tests {
     }
 
     #[test]
+    fn exported_snapshots_carry_no_credentials() {
+        let mut snapshot = sample(2);
+        snapshot.documents[0].record.upstream_url =
+            "https://cairn:s3cret@upstream.invalid/pkg-0".into();
+        snapshot.artifacts[0].record.upstream_url =
+            "https://cairn:s3cret@upstream.invalid/t.tgz".into();
+        snapshot.refs[0].record.url = "https://cairn:s3cret@upstream.invalid/p.deb".into();
+        let encoded = snapshot.encode();
+        for (cid, block) in &encoded.blocks {
+            let text = String::from_utf8_lossy(block);
+            assert!(!text.contains("s3cret"), "block {cid} carries a password");
+            assert!(!text.contains("cairn:"), "block {cid} carries a user name");
+        }
+        // A bundle written elsewhere with credentials loses them on import.
+        let entry = Value::map(vec![("url", Value::text("https://u:p@upstream.invalid/x"))]);
+        assert_eq!(url_text(&entry).expect("url"), "https://upstream.invalid/x");
+    }
+
+    #[test]
     fn round_trip_across_pages() {
         let snapshot = sample(PAGE + 10);
         let encoded = snapshot.encode();
