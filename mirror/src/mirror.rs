@@ -337,7 +337,7 @@ impl Mirror {
                     *name,
                     r.upstream
                         .as_ref()
-                        .map(|u| redact(u.base()))
+                        .map(Upstream::shown)
                         .map_err(Clone::clone),
                 )
             })

@@ -56,7 +56,7 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream({})", redact(&self.base))
+        write!(f, "Upstream({})", self.shown())
     }
 }
 
@@ -159,6 +159,16 @@ impl Upstream {
 
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    /// The base for logs and status: `****:****@` stands for credentials when there are some.
+    pub fn shown(&self) -> String {
+        let mut shown = self.base.clone();
+        if self.credentials.is_some() {
+            let _ = shown.set_username("****");
+            let _ = shown.set_password(Some("****"));
+        }
+        shown.to_string()
     }
 
     /// The URL of `path` (percent-encoded, relative) under the base. A path with a dot
@@ -456,6 +466,7 @@ mod tests {
         // base64("cairn:s3cret")
         assert_eq!(header.as_bytes(), b"Basic Y2Fpcm46czNjcmV0");
         assert!(!format!("{u:?}").contains("s3cret"));
+        assert_eq!(u.shown(), "https://****:****@registry.example/npm/");
         let encoded = upstream("https://a%40b:p%3Aw@registry.example/");
         // base64("a@b:p:w")
         assert_eq!(
