@@ -1756,3 +1756,6 @@ async fn read_limited(
         }
     }
 }
+
+#[cfg(test)]
+mod credentials_tests;
