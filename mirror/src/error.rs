@@ -98,6 +98,8 @@ pub enum Error {
     NotUnderUpstream { url: String },
     #[error("upstream {url} redirected to {to}, which is not under a configured upstream")]
     RedirectRefused { url: String, to: String },
+    #[error("upstream {url} answered more than the {limit}-byte limit for a passthrough")]
+    PassthroughTooLarge { url: String, limit: u64 },
     #[error("upstream {url}: unusable credentials: {reason}")]
     BadUpstreamCredentials { url: String, reason: String },
     #[error("malformed metadata from {url}: {reason}")]
@@ -149,6 +151,7 @@ impl Error {
             | Error::BadMetadata { .. }
             | Error::NotUnderUpstream { .. }
             | Error::RedirectRefused { .. }
+            | Error::PassthroughTooLarge { .. }
             | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Store(_)

@@ -28,6 +28,8 @@ use crate::mirror::{
 
 /// Largest request body forwarded upstream (npm audit reports).
 const MAX_FORWARD_BODY: usize = 32 << 20;
+/// Largest answer relayed from upstream for a passthrough request.
+const MAX_PASSTHROUGH_ANSWER: u64 = 32 << 20;
 /// Rendered documents smaller than this are never gzipped.
 const GZIP_MIN: usize = 1024;
 /// Cached files up to this size are read in one go; larger ones are streamed.
@@ -634,15 +636,44 @@ async fn passthrough(
     let response = upstream.forward(method, &url, &parts.headers, body).await?;
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let body = response.bytes().await.map_err(|e| Error::UpstreamFailed {
-        url: crate::upstream::redact(&url),
-        reason: crate::upstream::describe(&e),
-    })?;
+    let body = read_answer(response, &url).await?;
     let mut out = (status, body).into_response();
     if let Some(ct) = content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     Ok(out)
+}
+
+/// A passthrough answer's body, at most [`MAX_PASSTHROUGH_ANSWER`] bytes.
+async fn read_answer(mut response: reqwest::Response, url: &Url) -> Result<Bytes, Error> {
+    let too_big = || Error::PassthroughTooLarge {
+        url: crate::upstream::redact(url),
+        limit: MAX_PASSTHROUGH_ANSWER,
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PASSTHROUGH_ANSWER)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > MAX_PASSTHROUGH_ANSWER {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(Error::UpstreamFailed {
+                    url: crate::upstream::redact(url),
+                    reason: crate::upstream::describe(&e),
+                });
+            }
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
