@@ -85,8 +85,12 @@ pub fn archives(
             let [url] = urls.as_slice() else {
                 bail!("--apt-upstream names archive {name} more than once");
             };
-            let mut upstream =
-                Url::parse(url).with_context(|| format!("--apt-upstream {name}={url}"))?;
+            let mut upstream = Url::parse(url).with_context(|| {
+                format!(
+                    "--apt-upstream {name}={}",
+                    cairn_mirror::upstream::redact_text(url)
+                )
+            })?;
             if !upstream.path().ends_with('/') {
                 upstream.set_path(&format!("{}/", upstream.path()));
             }
@@ -113,7 +117,7 @@ pub fn archives(
             match out.iter_mut().find(|a| a.name == name) {
                 Some(existing) if existing.upstream == upstream => {}
                 Some(existing) => {
-                    tracing::warn!(archive = %name, kept = %existing.upstream, skipped = %upstream, "two apt archives share a name; set --apt-upstream to choose");
+                    tracing::warn!(archive = %name, kept = %cairn_mirror::upstream::redact(&existing.upstream), skipped = %cairn_mirror::upstream::redact(&upstream), "two apt archives share a name; set --apt-upstream to choose");
                 }
                 None => out.push(AptArchive {
                     name,

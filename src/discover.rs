@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use cairn_mirror::upstream::{redact, redact_text};
 use url::Url;
 
 /// How an upstream was chosen, for the start-up log and `cairn status`.
@@ -23,6 +24,11 @@ impl Found {
         match self {
             Found::Configured(url) | Found::Discovered { url, .. } => url,
         }
+    }
+
+    /// The URL for logs and `cairn status`: any user name and password masked.
+    pub fn shown(&self) -> String {
+        redact(self.url())
     }
 }
 
@@ -82,18 +88,24 @@ pub async fn npm(
     public: Option<&Url>,
 ) -> Result<Found, String> {
     if let Some(text) = configured {
-        let url = Url::parse(text).map_err(|e| format!("invalid npm upstream {text:?}: {e}"))?;
+        let url = Url::parse(text)
+            .map_err(|e| format!("invalid npm upstream {:?}: {e}", redact_text(text)))?;
         return Ok(Found::Configured(url));
     }
     let hint = "set --npm-upstream, CAIRN_NPM_UPSTREAM or npm-upstream in cairn.toml";
     let text = client_setting("npm", &["config", "get", "registry"])
         .await
         .map_err(|e| format!("cannot discover npm's registry ({e}); {hint}"))?;
-    let url = Url::parse(&text)
-        .map_err(|e| format!("npm's registry setting {text:?} is not a URL ({e}); {hint}"))?;
+    let url = Url::parse(&text).map_err(|e| {
+        format!(
+            "npm's registry setting {:?} is not a URL ({e}); {hint}",
+            redact_text(&text)
+        )
+    })?;
     if points_at_self(&url, listen, public) {
         return Err(format!(
-            "npm's registry ({url}) is this Cairn node; {hint} (cairn setup npm --apply records it)"
+            "npm's registry ({}) is this Cairn node; {hint} (cairn setup npm --apply records it)",
+            redact(&url)
         ));
     }
     Ok(Found::Discovered {
@@ -180,7 +192,7 @@ pub async fn cargo(
 ) -> Result<Found, String> {
     let parse = |text: &str| {
         let text = text.strip_prefix("sparse+").unwrap_or(text);
-        Url::parse(text).map_err(|e| format!("invalid cargo upstream {text:?}: {e}"))
+        Url::parse(text).map_err(|e| format!("invalid cargo upstream {:?}: {e}", redact_text(text)))
     };
     if let Some(text) = configured {
         return Ok(Found::Configured(parse(text)?));
@@ -195,13 +207,15 @@ pub async fn cargo(
         if let Some(registry) = cargo_replacement(&config) {
             if !registry.starts_with("sparse+") {
                 return Err(format!(
-                    "cargo's crates-io replacement {registry:?} is not a sparse index; {hint}"
+                    "cargo's crates-io replacement {:?} is not a sparse index; {hint}",
+                    redact_text(&registry)
                 ));
             }
             let url = parse(&registry)?;
             if points_at_self(&url, listen, public) {
                 return Err(format!(
-                    "cargo's crates-io replacement ({url}) is this Cairn node; {hint} (cairn setup cargo --apply records it)"
+                    "cargo's crates-io replacement ({}) is this Cairn node; {hint} (cairn setup cargo --apply records it)",
+                    redact(&url)
                 ));
             }
             return Ok(Found::Discovered {
@@ -255,8 +269,9 @@ pub async fn pypi(
     listen: &SocketAddr,
     public: Option<&Url>,
 ) -> Result<Found, String> {
-    let parse =
-        |text: &str| Url::parse(text).map_err(|e| format!("invalid PyPI index {text:?}: {e}"));
+    let parse = |text: &str| {
+        Url::parse(text).map_err(|e| format!("invalid PyPI index {:?}: {e}", redact_text(text)))
+    };
     if let Some(text) = configured {
         return Ok(Found::Configured(parse(text)?));
     }
@@ -287,7 +302,8 @@ pub async fn pypi(
     let url = parse(&text).map_err(|e| format!("{e}; {hint}"))?;
     if points_at_self(&url, listen, public) {
         return Err(format!(
-            "pip's index ({url}) is this Cairn node; {hint} (cairn setup pip --apply records it)"
+            "pip's index ({}) is this Cairn node; {hint} (cairn setup pip --apply records it)",
+            redact(&url)
         ));
     }
     Ok(Found::Discovered { url, from })

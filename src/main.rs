@@ -466,11 +466,11 @@ async fn open_mirror(
         ("pypi", &pypi_upstream),
     ] {
         match found {
-            Ok(discover::Found::Configured(url)) => {
-                tracing::info!(ecosystem = name, upstream = %url, "upstream (configured)")
+            Ok(found @ discover::Found::Configured(_)) => {
+                tracing::info!(ecosystem = name, upstream = %found.shown(), "upstream (configured)")
             }
-            Ok(discover::Found::Discovered { url, from }) => {
-                tracing::info!(ecosystem = name, upstream = %url, from, "upstream (discovered)")
+            Ok(found @ discover::Found::Discovered { from, .. }) => {
+                tracing::info!(ecosystem = name, upstream = %found.shown(), from, "upstream (discovered)")
             }
             Err(why) => tracing::warn!(ecosystem = name, "off: {why}"),
         }
@@ -619,7 +619,7 @@ fn apt_ecosystems(
         };
         let ecosystem =
             cairn_apt::Archive::new(&archive.name, keyring).map_err(anyhow::Error::msg)?;
-        tracing::info!(ecosystem = %format!("apt/{}", archive.name), upstream = %archive.upstream, from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
+        tracing::info!(ecosystem = %format!("apt/{}", archive.name), upstream = %cairn_mirror::upstream::redact(&archive.upstream), from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
         out.push(EcosystemSetup {
             ecosystem: Arc::new(ecosystem),
             upstream: Ok(archive.upstream),
@@ -754,9 +754,9 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
             "listen": listen.to_string(),
             "running": running,
             "upstreams": {
-                "npm": npm.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
-                "cargo": cargo.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
-                "pypi": pypi.as_ref().map(|f| f.url().to_string()).map_err(Clone::clone),
+                "npm": npm.as_ref().map(|f| f.shown()).map_err(Clone::clone),
+                "cargo": cargo.as_ref().map(|f| f.shown()).map_err(Clone::clone),
+                "pypi": pypi.as_ref().map(|f| f.shown()).map_err(Clone::clone),
             },
             "stats": stats,
         });
@@ -773,7 +773,7 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
     );
     for (name, found) in [("npm", npm), ("cargo", cargo), ("pypi", pypi)] {
         match found {
-            Ok(found) => println!("{:<9} ← {}", format!("{name}:"), found.url()),
+            Ok(found) => println!("{:<9} ← {}", format!("{name}:"), found.shown()),
             Err(why) => println!("{:<9} off: {why}", format!("{name}:")),
         }
     }

@@ -225,7 +225,7 @@ async fn record_upstream(
     match found {
         Ok(found) => {
             let path = crate::settings::record(config, key, found.url().as_str())?;
-            println!("recorded {key} = {} in {}", found.url(), path.display());
+            println!("recorded {key} = {} in {}", found.shown(), path.display());
         }
         Err(e) => println!("no upstream recorded: {e}"),
     }

@@ -9,7 +9,9 @@
 //! Nothing unverified is ever handed out whole: readers may read only up to [`HOLDBACK`] bytes
 //! short of what was written until the whole-file digest has matched. A file smaller than that
 //! is therefore not sent at all before it is verified, so a mismatch is a clean 502; a larger one
-//! ends in an aborted body, never in a complete wrong file.
+//! ends in an aborted body, never in a complete wrong file. Bytes from a host the upstream
+//! redirected the download to (another origin than the one asked and the upstream's base) are
+//! not handed out at all before they verify ([`Progress::withhold`]).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -57,6 +59,8 @@ pub struct Download {
 #[derive(Clone)]
 pub struct Progress {
     state: watch::Sender<State>,
+    /// Set when nothing more may be read before the digest is verified.
+    withheld: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Download {
@@ -73,7 +77,10 @@ impl Download {
                 flat,
                 from_peers: AtomicU64::new(0),
             }),
-            Progress { state: tx },
+            Progress {
+                state: tx,
+                withheld: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            },
         )
     }
 
@@ -256,8 +263,18 @@ fn abandoned() -> (StatusCode, String) {
 }
 
 impl Progress {
+    /// From now on, readers get no more bytes until the digest is verified (the bytes come
+    /// from a host the download was redirected to). What was readable stays readable.
+    pub fn withhold(&self) {
+        self.withheld
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// `written` bytes are in the temp file.
     pub fn written(&self, written: u64) {
+        if self.withheld.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         self.state.send_modify(|s| {
             if let State::Running { readable, .. } = s {
                 *readable = written.saturating_sub(HOLDBACK);
@@ -294,5 +311,32 @@ impl Progress {
             status: error.status(),
             message: error.to_string(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(download: &Download) -> u64 {
+        match download.state() {
+            State::Running { readable, .. } => readable,
+            State::Verified { size, .. } => size,
+            State::Failed { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn withheld_bytes_wait_for_verification() {
+        let file = Arc::new(tempfile::tempfile().expect("temp file"));
+        let flat = crate::cid::Digest::of(crate::cid::Algorithm::Sha256, b"x").flat_cid();
+        let (download, progress) = Download::new(file, flat);
+        progress.written(HOLDBACK + 10);
+        assert_eq!(readable(&download), 10);
+        progress.withhold();
+        progress.written(4 * HOLDBACK);
+        assert_eq!(readable(&download), 10, "withheld bytes were released");
+        progress.verified(4 * HOLDBACK);
+        assert_eq!(readable(&download), 4 * HOLDBACK);
     }
 }

@@ -10,7 +10,7 @@
 //! (`lodash/-/lodash-4.17.21.tgz`). Keys are namespaced by [`Ecosystem::name`] in the index.
 
 use bytes::Bytes;
-use http::Method;
+pub use http::Method;
 use url::Url;
 
 use crate::cid::Digest;
@@ -36,8 +36,13 @@ pub enum Route {
     Metadata(MetadataRoute),
     /// An immutable artifact. Its digest comes from the metadata document `metadata` names.
     Artifact(ArtifactRoute),
-    /// Sent to upstream as it is and never cached (npm's audit endpoints).
-    Passthrough { upstream_path: String },
+    /// Sent to upstream as it is and never cached (npm's audit endpoints). The adapter names
+    /// the one `method` the endpoint takes (a request with another is refused) and the exact
+    /// `upstream_path`; such a request never carries the upstream's credentials.
+    Passthrough {
+        method: Method,
+        upstream_path: String,
+    },
     /// Answered by Cairn itself.
     Local {
         content_type: &'static str,

@@ -100,6 +100,12 @@ pub enum Error {
     },
     #[error("refusing to fetch {url}: it is not under a configured upstream")]
     NotUnderUpstream { url: String },
+    #[error("upstream {url} redirected to {to}, which is not under a configured upstream")]
+    RedirectRefused { url: String, to: String },
+    #[error("upstream {url} answered more than the {limit}-byte limit for a passthrough")]
+    PassthroughTooLarge { url: String, limit: u64 },
+    #[error("upstream {url}: unusable credentials: {reason}")]
+    BadUpstreamCredentials { url: String, reason: String },
     #[error("malformed metadata from {url}: {reason}")]
     BadMetadata { url: String, reason: String },
     /// Upstream (or a peer) sent more than a limit allows; nothing of it is stored.
@@ -158,11 +164,14 @@ impl Error {
             | Error::BadMetadata { .. }
             | Error::TooLarge { .. }
             | Error::NotUnderUpstream { .. }
+            | Error::RedirectRefused { .. }
+            | Error::PassthroughTooLarge { .. }
             | Error::DigestMismatch(_) => StatusCode::BAD_GATEWAY,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
-            Error::Store(_) | Error::Index(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Store(_)
+            | Error::Index(_)
+            | Error::Internal(_)
+            | Error::BadUpstreamCredentials { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Shared(inner) => inner.status(),
             Error::Relayed { status, .. } => *status,
         }

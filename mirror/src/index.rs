@@ -272,6 +272,45 @@ impl Index {
         })
     }
 
+    /// Remove any user name and password from the URLs the index holds (rows written before
+    /// credentials were kept out of URLs), so they are never exported or sent to peers.
+    /// Returns how many rows changed.
+    pub fn strip_credentials(&self) -> Result<usize, IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("strip credentials"))?;
+        let mut changed = 0;
+        for (table, column) in [
+            ("metadata", "upstream_url"),
+            ("artifacts", "upstream_url"),
+            ("artifact_refs", "url"),
+        ] {
+            let rows: Vec<(String, String, String)> = tx
+                .prepare(&format!(
+                    "SELECT ecosystem, key, {column} FROM {table} WHERE {column} LIKE '%@%'"
+                ))
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect()
+                })
+                .map_err(err("strip credentials"))?;
+            for (ecosystem, key, url) in rows {
+                let stripped = crate::upstream::strip_userinfo(&url);
+                if stripped != url {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {table} SET {column} = ?3 WHERE ecosystem = ?1 AND key = ?2"
+                        ),
+                        params![ecosystem, key, stripped.as_ref()],
+                    )
+                    .map_err(err("strip credentials"))?;
+                    changed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(err("strip credentials"))?;
+        Ok(changed)
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, IndexError>,
@@ -877,5 +916,53 @@ mod tests {
                 .map(|r| r.fetched_at),
             Some(99)
         );
+    }
+
+    #[test]
+    fn stored_credentials_are_stripped() {
+        let (_dir, index) = index();
+        let record = MetadataRecord {
+            cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+            status: 200,
+            upstream_url: "http://cairn:s3cret@upstream.invalid/x".into(),
+            fetched_at: 1,
+            etag: None,
+            last_modified: None,
+            size: 2,
+        };
+        let reference = RefRecord {
+            flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
+            url: "http://cairn:s3cret@upstream.invalid/x/-/x-1.0.0.tgz".into(),
+            size: Some(1),
+        };
+        let scoped = MetadataRecord {
+            upstream_url: "http://upstream.invalid/@types%2fnode".into(),
+            ..record.clone()
+        };
+        index
+            .put_metadata(
+                "npm",
+                "x",
+                &record,
+                &[("x/-/x-1.0.0.tgz".into(), reference)],
+            )
+            .expect("put");
+        index
+            .put_metadata("npm", "@types/node", &scoped, &[])
+            .expect("put");
+        assert_eq!(index.strip_credentials().expect("strip"), 2);
+        let got = index.get_metadata("npm", "x").expect("get").expect("row");
+        assert_eq!(got.upstream_url, "http://upstream.invalid/x");
+        let got = index
+            .get_ref("npm", "x/-/x-1.0.0.tgz")
+            .expect("ref")
+            .expect("row");
+        assert_eq!(got.url, "http://upstream.invalid/x/-/x-1.0.0.tgz");
+        let got = index
+            .get_metadata("npm", "@types/node")
+            .expect("get")
+            .expect("row");
+        assert_eq!(got.upstream_url, scoped.upstream_url);
+        assert_eq!(index.strip_credentials().expect("strip"), 0);
     }
 }

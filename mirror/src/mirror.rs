@@ -30,7 +30,7 @@ use crate::metrics::{EcosystemLabels, Metrics, UpstreamLabels};
 use crate::peers::{LeafProgress, PeerDocument, PeerSource, PendingLeaves};
 use crate::render::{RenderCache, RenderKey, RenderedDoc};
 use crate::store::Store;
-use crate::upstream::{Upstream, UpstreamLimits, redact};
+use crate::upstream::{Upstream, UpstreamLimits, redact, strip_userinfo, without_credentials};
 
 /// Settings of the mirror core.
 #[derive(Clone, Debug)]
@@ -227,6 +227,13 @@ impl Mirror {
     pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
         let store = Store::open(&config.data_dir)?;
         let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
+        let stripped = index.strip_credentials()?;
+        if stripped > 0 {
+            tracing::info!(
+                rows = stripped,
+                "removed credentials from stored upstream URLs"
+            );
+        }
         let mut registered = HashMap::new();
         for setup in ecosystems {
             let upstream = match setup.upstream {
@@ -302,7 +309,7 @@ impl Mirror {
         let body = self.inner.store.read_metadata(&cid)?;
         Ok(Some(crate::peers::PeerDocument {
             body,
-            upstream_url: record.upstream_url,
+            upstream_url: strip_userinfo(&record.upstream_url).into_owned(),
             fetched_at: record.fetched_at,
             etag: record.etag,
             last_modified: record.last_modified,
@@ -339,7 +346,7 @@ impl Mirror {
                     *name,
                     r.upstream
                         .as_ref()
-                        .map(|u| redact(u.base()))
+                        .map(Upstream::shown)
                         .map_err(Clone::clone),
                 )
             })
@@ -777,7 +784,11 @@ impl Mirror {
         doc: PeerDocument,
     ) -> Result<MetadataRecord, String> {
         let url = Url::parse(&doc.upstream_url)
-            .map_err(|e| format!("bad upstream URL {:?}: {e}", doc.upstream_url))?;
+            .map(|url| without_credentials(&url))
+            .map_err(|e| {
+                let shown = strip_userinfo(&doc.upstream_url);
+                format!("bad upstream URL {shown:?}: {e}")
+            })?;
         let limit = self.document_limit(registered.ecosystem.as_ref());
         if doc.body.len() as u64 > limit {
             return Err(document_too_large(&url, registered.ecosystem.name(), limit).to_string());
@@ -1571,6 +1582,12 @@ impl Mirror {
                 status: response.status(),
             });
         }
+        if upstream.redirected_away(url, &response) {
+            // Bytes from a host the request was redirected to are not handed to clients
+            // before they verify.
+            tracing::info!(ecosystem = name, key = %key, to = %redact(response.url()), "redirected to another origin: holding the artifact back until it verifies");
+            progress.withhold();
+        }
         let total = response.content_length();
         if total.is_some_and(|n| n > cap) {
             return Err(too_large());
@@ -1823,7 +1840,7 @@ fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
         r.key,
         RefRecord {
             flat: r.digest.flat_cid(),
-            url: r.url.to_string(),
+            url: without_credentials(&r.url).to_string(),
             size: r.size,
         },
     )
@@ -1873,3 +1890,6 @@ async fn read_limited(
         }
     }
 }
+
+#[cfg(test)]
+mod credentials_tests;

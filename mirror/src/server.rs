@@ -28,6 +28,8 @@ use crate::mirror::{
 
 /// Largest request body forwarded upstream (npm audit reports).
 const MAX_FORWARD_BODY: usize = 32 << 20;
+/// Largest answer relayed from upstream for a passthrough request.
+const MAX_PASSTHROUGH_ANSWER: u64 = 32 << 20;
 /// Rendered documents smaller than this are never gzipped.
 const GZIP_MIN: usize = 1024;
 /// Cached files up to this size are read in one go; larger ones are streamed.
@@ -81,7 +83,8 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
                     Some((registered, below)) => {
                         let name = registered.ecosystem.name();
-                        let (kind, response) = ecosystem(&mirror, registered, below, request).await;
+                        let (kind, response) =
+                            ecosystem(&mirror, registered, below, request, false).await;
                         (name, kind, response)
                     }
                     None => (
@@ -146,7 +149,7 @@ async fn proxied(
     match found {
         Some((registered, below)) => {
             let name = registered.ecosystem.name();
-            let (kind, response) = ecosystem(mirror, registered, &below, request).await;
+            let (kind, response) = ecosystem(mirror, registered, &below, request, true).await;
             (name, kind, response)
         }
         None => {
@@ -158,11 +161,14 @@ async fn proxied(
     }
 }
 
+/// Serve `request` (its path below the ecosystem's prefix is `below`) as `registered`'s.
+/// `proxied`: it came as a proxy request (absolute URI), which is never passed through.
 async fn ecosystem(
     mirror: &Mirror,
     registered: &Registered,
     below: &str,
     request: http::Request<Body>,
+    proxied: bool,
 ) -> (&'static str, Response) {
     let (parts, body) = request.into_parts();
     let accept = parts
@@ -218,9 +224,21 @@ async fn ecosystem(
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         ),
-        Route::Passthrough { upstream_path } => (
+        Route::Passthrough { .. } if proxied => (
             "passthrough",
-            passthrough(mirror, registered, &upstream_path, parts, body)
+            Error::Forbidden(format!(
+                "{} /{below} is passed through to upstream only when asked by path, not as a \
+                 proxy request",
+                registered.ecosystem.name()
+            ))
+            .into_response(),
+        ),
+        Route::Passthrough {
+            method,
+            upstream_path,
+        } if method == parts.method => (
+            "passthrough",
+            passthrough(mirror, registered, method, &upstream_path, parts, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         ),
@@ -566,14 +584,36 @@ async fn downloading(
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
+/// True when the path part of `upstream_path` has a dot segment, an encoded slash or
+/// backslash, or a backslash: anything that could make it name another upstream path once
+/// joined or decoded.
+fn escapes_its_path(upstream_path: &str) -> bool {
+    let path = upstream_path.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains('\\')
+        || lower
+            .split('/')
+            .any(|s| matches!(s.replace("%2e", ".").as_str(), "." | ".."))
+}
+
+/// Send a client's request to the exact upstream endpoint the adapter named, with the
+/// adapter's `method` and without credentials, and relay the answer.
 async fn passthrough(
     mirror: &Mirror,
     registered: &Registered,
+    method: Method,
     upstream_path: &str,
     parts: http::request::Parts,
     body: Body,
 ) -> Result<Response, Error> {
     let name = registered.ecosystem.name();
+    if escapes_its_path(upstream_path) {
+        return Err(Error::BadRequest(format!(
+            "{name} /{upstream_path}: dot segments and encoded slashes are not passed through"
+        )));
+    }
     if mirror.config().offline {
         return Err(Error::Offline {
             what: format!("{name} /{upstream_path} (not cacheable)"),
@@ -591,20 +631,47 @@ async fn passthrough(
         .await
         .map_err(|e| Error::BadRequest(format!("request body: {e}")))?;
     let _permit = upstream.permit().await;
-    let response = upstream
-        .forward(parts.method, &url, &parts.headers, body)
-        .await?;
+    let response = upstream.forward(method, &url, &parts.headers, body).await?;
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let body = response.bytes().await.map_err(|e| Error::UpstreamFailed {
-        url: crate::upstream::redact(&url),
-        reason: crate::upstream::describe(&e),
-    })?;
+    let body = read_answer(response, &url).await?;
     let mut out = (status, body).into_response();
     if let Some(ct) = content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     Ok(out)
+}
+
+/// A passthrough answer's body, at most [`MAX_PASSTHROUGH_ANSWER`] bytes.
+async fn read_answer(mut response: reqwest::Response, url: &Url) -> Result<Bytes, Error> {
+    let too_big = || Error::PassthroughTooLarge {
+        url: crate::upstream::redact(url),
+        limit: MAX_PASSTHROUGH_ANSWER,
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PASSTHROUGH_ANSWER)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > MAX_PASSTHROUGH_ANSWER {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(Error::UpstreamFailed {
+                    url: crate::upstream::redact(url),
+                    reason: crate::upstream::describe(&e),
+                });
+            }
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -740,5 +807,23 @@ mod tests {
         assert!(matches_etag(&headers, "\"a\""));
         assert!(matches_etag(&headers, "\"b\""));
         assert!(!matches_etag(&headers, "\"c\""));
+    }
+
+    #[test]
+    fn passthrough_refuses_dot_segments_and_encoded_slashes() {
+        for path in [
+            "-/npm/v1/security/../../x",
+            "-/npm/v1/security/%2e%2e/x",
+            "-/npm/v1/security/%2E%2E/x",
+            "-/npm/v1/security/./audits",
+            "-/npm/v1/security%2faudits",
+            "-/npm/v1/security%2Faudits",
+            "-/npm/v1/security%5caudits",
+            "-/npm/v1/security\\audits",
+        ] {
+            assert!(escapes_its_path(path), "{path}");
+        }
+        assert!(!escapes_its_path("-/npm/v1/security/audits/quick"));
+        assert!(!escapes_its_path("-/v1/search?text=a%2f..%2fb&size=20"));
     }
 }

@@ -21,6 +21,7 @@ use cid::Cid;
 use crate::cid::{BlockCid, DAG_CBOR, FlatCid, RootCid, raw_cid};
 use crate::dagcbor::Value;
 use crate::index::{ArtifactRecord, MetadataRecord, RefRecord};
+use crate::upstream::strip_userinfo;
 
 /// Entries per page block.
 pub const PAGE: usize = 2048;
@@ -351,7 +352,10 @@ fn document(d: &DocumentEntry) -> Value {
     Value::map(vec![
         ("key", Value::text(&d.key)),
         ("cid", r.cid.map_or(Value::Null, |c| Value::Link(c.0))),
-        ("url", Value::text(&r.upstream_url)),
+        (
+            "url",
+            Value::text(strip_userinfo(&r.upstream_url).into_owned()),
+        ),
         ("size", Value::Int(i128::from(r.size))),
         ("etag", Value::opt_text(r.etag.as_deref())),
         ("status", Value::Int(i128::from(r.status))),
@@ -366,7 +370,10 @@ fn artifact(a: &ArtifactEntry) -> Value {
         ("key", Value::text(&a.key)),
         ("flat", Value::Link(r.flat.0)),
         ("root", Value::Link(r.root.0)),
-        ("url", Value::text(&r.upstream_url)),
+        (
+            "url",
+            Value::text(strip_userinfo(&r.upstream_url).into_owned()),
+        ),
         ("size", Value::Int(i128::from(r.size))),
         ("fetched", Value::Int(i128::from(r.fetched_at))),
     ])
@@ -376,7 +383,10 @@ fn reference(r: &RefEntry) -> Value {
     Value::map(vec![
         ("key", Value::text(&r.key)),
         ("flat", Value::Link(r.record.flat.0)),
-        ("url", Value::text(&r.record.url)),
+        (
+            "url",
+            Value::text(strip_userinfo(&r.record.url).into_owned()),
+        ),
         (
             "size",
             r.record
@@ -392,6 +402,11 @@ fn text(v: &Value, field: &str) -> Result<String, String> {
         .and_then(Value::as_text)
         .map(str::to_owned)
         .ok_or_else(|| format!("entry without text {field}"))
+}
+
+/// The `url` field, without any userinfo a bundle written elsewhere may carry.
+fn url_text(v: &Value) -> Result<String, String> {
+    text(v, "url").map(|url| strip_userinfo(&url).into_owned())
 }
 
 fn opt_text(v: &Value, field: &str) -> Option<String> {
@@ -422,7 +437,7 @@ fn read_document(eco: &str, v: &Value) -> Result<DocumentEntry, String> {
         record: MetadataRecord {
             cid: Some(BlockCid(cid)),
             status: u16::try_from(int(v, "status")?).map_err(|_| "bad status")?,
-            upstream_url: text(v, "url")?,
+            upstream_url: url_text(v)?,
             fetched_at: int(v, "fetched")?,
             etag: opt_text(v, "etag"),
             last_modified: opt_text(v, "modified"),
@@ -443,7 +458,7 @@ fn read_artifact(eco: &str, v: &Value) -> Result<ArtifactEntry, String> {
             flat,
             root: RootCid(link(v, "root")?),
             size: u64::try_from(int(v, "size")?).map_err(|_| "bad size")?,
-            upstream_url: text(v, "url")?,
+            upstream_url: url_text(v)?,
             fetched_at: int(v, "fetched")?,
         },
     })
@@ -456,7 +471,7 @@ fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
         listed_by: text(v, "listed-by")?,
         record: RefRecord {
             flat: FlatCid(link(v, "flat")?),
-            url: text(v, "url")?,
+            url: url_text(v)?,
             size: v.get("size").and_then(Value::as_u64),
         },
     })
@@ -518,6 +533,25 @@ mod tests {
         s.refs
             .sort_by(|a, b| (&a.ecosystem, &a.key).cmp(&(&b.ecosystem, &b.key)));
         s
+    }
+
+    #[test]
+    fn exported_snapshots_carry_no_credentials() {
+        let mut snapshot = sample(2);
+        snapshot.documents[0].record.upstream_url =
+            "https://cairn:s3cret@upstream.invalid/pkg-0".into();
+        snapshot.artifacts[0].record.upstream_url =
+            "https://cairn:s3cret@upstream.invalid/t.tgz".into();
+        snapshot.refs[0].record.url = "https://cairn:s3cret@upstream.invalid/p.deb".into();
+        let encoded = snapshot.encode();
+        for (cid, block) in &encoded.blocks {
+            let text = String::from_utf8_lossy(block);
+            assert!(!text.contains("s3cret"), "block {cid} carries a password");
+            assert!(!text.contains("cairn:"), "block {cid} carries a user name");
+        }
+        // A bundle written elsewhere with credentials loses them on import.
+        let entry = Value::map(vec![("url", Value::text("https://u:p@upstream.invalid/x"))]);
+        assert_eq!(url_text(&entry).expect("url"), "https://upstream.invalid/x");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod gateway;
 mod hardening_limits;
 mod hardening_edge;
 mod hardening_peers;
+mod hardening_upstream;
 mod netns;
 mod npm;
 mod p2p;

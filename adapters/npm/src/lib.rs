@@ -6,8 +6,10 @@
 //! - `{name}/-/{file}.tgz`: tarballs, verified against the version's `dist.integrity` (sha512) or
 //!   `dist.shasum` (sha1, very old packages);
 //! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;
-//! - `-/ping`: answered locally; `-/npm/v1/security/…`, `-/npm/v1/keys`, `-/v1/search`: passed
-//!   through to upstream, never cached.
+//! - `-/ping`: answered locally; the audit endpoints npm uses (`POST
+//!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`
+//!   and `GET -/v1/search`: passed through to upstream, never cached. These exact paths only:
+//!   anything else under `-/` is not routed.
 
 pub mod lockfile;
 pub mod name;
@@ -16,7 +18,7 @@ pub mod packument;
 use bytes::Bytes;
 use cairn_mirror::ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Rendered, Request, Route,
+    MetadataRoute, Method, Rendered, Request, Route,
 };
 use url::Url;
 
@@ -88,15 +90,25 @@ impl Ecosystem for Npm {
                     let name = PackageName::parse(&decode(raw).map_err(bad)?).map_err(bad)?;
                     Some(Route::Metadata(metadata_route(&name, DIST_TAGS_VARIANT)))
                 }
-                _ if api.starts_with("npm/v1/security/")
-                    || api == "npm/v1/keys"
-                    || api == "v1/search" =>
-                {
+                "npm/v1/security/advisories/bulk"
+                | "npm/v1/security/audits/quick"
+                | "npm/v1/security/audits" => Some(Route::Passthrough {
+                    method: Method::POST,
+                    upstream_path: path.to_owned(),
+                }),
+                "npm/v1/keys" => Some(Route::Passthrough {
+                    method: Method::GET,
+                    upstream_path: path.to_owned(),
+                }),
+                "v1/search" => {
                     let upstream_path = match request.query {
                         Some(q) => format!("{path}?{q}"),
                         None => path.to_owned(),
                     };
-                    Some(Route::Passthrough { upstream_path })
+                    Some(Route::Passthrough {
+                        method: Method::GET,
+                        upstream_path,
+                    })
                 }
                 _ => None,
             });

@@ -94,7 +94,10 @@ fn api_routes() {
     ));
     assert!(matches!(
         route("-/npm/v1/security/advisories/bulk", None),
-        Ok(Some(Route::Passthrough { .. }))
+        Ok(Some(Route::Passthrough {
+            method: Method::POST,
+            ..
+        }))
     ));
     assert_eq!(route("-/whoami", None), Ok(None));
     match route("-/package/@types%2fnode/dist-tags", None) {
@@ -104,4 +107,38 @@ fn api_routes() {
         other => panic!("dist-tags: {other:?}"),
     }
     assert_eq!(route("lodash/4.17.21", None), Ok(None));
+}
+
+#[test]
+fn passthrough_names_exact_endpoints_and_methods() {
+    for (path, method) in [
+        ("-/npm/v1/security/advisories/bulk", Method::POST),
+        ("-/npm/v1/security/audits/quick", Method::POST),
+        ("-/npm/v1/security/audits", Method::POST),
+        ("-/npm/v1/keys", Method::GET),
+        ("-/v1/search", Method::GET),
+    ] {
+        match route(path, None) {
+            Ok(Some(Route::Passthrough {
+                method: m,
+                upstream_path,
+            })) => assert_eq!((m, upstream_path.as_str()), (method, path)),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    for path in [
+        "-/npm/v1/security/../../../../lodash",
+        "-/npm/v1/security/%2e%2e/%2e%2e/lodash",
+        "-/npm/v1/security/%2E%2E/lodash",
+        "-/npm/v1/security/advisories%2fbulk",
+        "-/npm/v1/security/advisories/bulk/..",
+        "-/npm/v1/security/anything",
+        "-/npm/v1/keys/extra",
+        "-/v1/search/../../lodash",
+    ] {
+        assert!(
+            !matches!(route(path, None), Ok(Some(Route::Passthrough { .. }))),
+            "{path} should not be passed through"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! Request: one JSON frame `{"ecosystem": "…", "key": "…"}`. Response: one JSON frame
 //! `{"found": false}`, or `{"found": true, "upstream_url", "fetched_at", "etag",
 //! "last_modified", "size"}` followed by one raw frame of `size` bytes (at most
-//! [`MAX_BODY`]): the exact bytes upstream sent that peer.
+//! [`MAX_BODY`]): the exact bytes upstream sent that peer. `upstream_url` never carries a user
+//! name or password: they are stripped before sending and again on receipt.
 //!
 //! Every node serves its documents to any peer that can connect to it: whether a peer's copy
 //! is trusted is the asker's decision (`PeerPolicy`), and the asker's adapter reads the
@@ -92,7 +93,9 @@ async fn answer(mirror: cairn_mirror::Mirror, stream: &mut Stream) -> Result<(),
     };
     let header = Header {
         found: true,
-        upstream_url: Some(document.upstream_url),
+        upstream_url: Some(
+            cairn_mirror::upstream::strip_userinfo(&document.upstream_url).into_owned(),
+        ),
         fetched_at: document.fetched_at,
         etag: document.etag,
         last_modified: document.last_modified,
@@ -141,7 +144,11 @@ async fn ask(
     }
     Ok(Some(PeerDocument {
         body: Bytes::from(body),
-        upstream_url: header.upstream_url.unwrap_or_default(),
+        // A peer's URL is never stored with credentials, whatever the peer sent.
+        upstream_url: header
+            .upstream_url
+            .map(|url| cairn_mirror::upstream::strip_userinfo(&url).into_owned())
+            .unwrap_or_default(),
         // The peer's clock, or a forged date, cannot make its copy fresher than now.
         fetched_at: header.fetched_at.min(cairn_mirror::now_ms()),
         etag: header.etag,
