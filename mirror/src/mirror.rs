@@ -1690,7 +1690,7 @@ impl Mirror {
 }
 
 /// Artifact references as the index keeps them.
-fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
+pub(crate) fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
     refs.into_iter()
         .map(|r| {
             (
