@@ -10,6 +10,7 @@ mod fake_cargo;
 mod fake_npm;
 mod fake_pypi;
 mod gateway;
+mod hardening_store;
 mod netns;
 mod npm;
 mod p2p;
