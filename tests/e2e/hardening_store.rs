@@ -150,3 +150,87 @@ fn a_deleted_blob_is_fetched_again_and_no_answer_names_the_data_dir() {
     }
     node.stop();
 }
+
+/// A bundle holding one apt document, `dists/stable/InRelease` of archive `test`, with `body`.
+fn in_release_bundle(path: &Path, body: &[u8]) {
+    use cairn_mirror::car::CarWriter;
+    use cairn_mirror::cid::{BlockCid, raw_block_cid};
+    use cairn_mirror::index::MetadataRecord;
+    use cairn_mirror::snapshot::{DocumentEntry, Snapshot};
+    let cid = raw_block_cid(body);
+    let mut snapshot = Snapshot::default();
+    snapshot.documents.push(DocumentEntry {
+        ecosystem: "apt/test".into(),
+        key: "dists/stable/InRelease".into(),
+        record: MetadataRecord {
+            cid: Some(BlockCid(cid)),
+            status: 200,
+            upstream_url: "http://127.0.0.1:9/debian/dists/stable/InRelease".into(),
+            fetched_at: cairn_mirror::now_ms(),
+            etag: None,
+            last_modified: None,
+            size: body.len() as u64,
+        },
+    });
+    let encoded = snapshot.encode();
+    let file = std::fs::File::create(path).expect("bundle");
+    let mut car = CarWriter::new(file, &[encoded.root]).expect("car");
+    for (cid, block) in &encoded.blocks {
+        car.write_block(cid, block).expect("write");
+    }
+    car.write_block(&cid, body).expect("write");
+    car.finish().expect("finish");
+}
+
+#[test]
+fn a_bundled_in_release_without_a_good_signature_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let archive = crate::fake_apt::build_archive(&t.join("archive"));
+    let suite = archive.dir.join("dists/stable");
+    let signed = std::fs::read(suite.join("InRelease")).expect("InRelease");
+    let unsigned = std::fs::read(suite.join("Release")).expect("Release");
+    let mut tampered = signed.clone();
+    let at = tampered
+        .windows(6)
+        .position(|w| w == b"Suite:")
+        .expect("a Suite field");
+    tampered[at + 7] ^= 0x01;
+    let keyring = format!("test={}", archive.keyring.display());
+    let wrong = format!("test={}", archive.wrong_keyring.display());
+    let import = |name: &str, body: &[u8], keyring: &str| {
+        let data = t.join(format!("data-{name}"));
+        let car = t.join(format!("{name}.car"));
+        in_release_bundle(&car, body);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["import", "--data-dir"])
+            .arg(&data)
+            .args(["--apt-upstream", "test=http://127.0.0.1:9/debian/"])
+            .args(["--apt-keyring", keyring])
+            .arg(&car)
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("CAIRN_LOG", "warn")
+            .output()
+            .expect("cairn import");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let held = std::fs::read_dir(data.join("meta"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (out.status.success(), text, held)
+    };
+    // The genuine document, checked against its keyring, goes in.
+    let (ok, text, held) = import("signed", &signed, &keyring);
+    assert!(ok, "{text}");
+    assert_eq!(held, 1, "{text}");
+    for (name, body, keyring) in [
+        ("unsigned", &unsigned, &keyring),
+        ("tampered", &tampered, &keyring),
+        ("other-key", &signed, &wrong),
+    ] {
+        let (ok, text, held) = import(name, body, keyring);
+        assert!(!ok, "{name}: imported\n{text}");
+        assert!(text.contains("was not imported"), "{name}: {text}");
+        assert!(text.contains("dists/stable/InRelease"), "{name}: {text}");
+        assert_eq!(held, 0, "{name}: something was stored");
+    }
+}
