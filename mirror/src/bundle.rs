@@ -70,7 +70,8 @@ pub enum BundleError {
     Unlisted {
         ecosystem: String,
         key: String,
-        flat: FlatCid,
+        /// The flat CID, as text (keeps the error small).
+        flat: String,
     },
     #[error(
         "{ecosystem} artifact {key}: this node holds it as {held}, the bundle as {bundled} (a held artifact is never replaced)"
@@ -78,8 +79,8 @@ pub enum BundleError {
     Rebinds {
         ecosystem: String,
         key: String,
-        held: FlatCid,
-        bundled: FlatCid,
+        held: String,
+        bundled: String,
     },
     #[error("the snapshot's blocks pass the limit of {limit} bytes")]
     SnapshotTooLarge { limit: u64 },
@@ -212,6 +213,9 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
 /// own bundles need none of this.
 pub const MAX_UNLINKED_BYTES: u64 = 16 << 20;
 
+/// A snapshot's blocks, by CID.
+type SnapshotBlocks = Vec<(Cid, Vec<u8>)>;
+
 /// The dag-cbor blocks `data` links to.
 fn snapshot_links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, BundleError> {
     fn walk(value: &crate::dagcbor::Value, out: &mut Vec<Cid>) {
@@ -236,7 +240,7 @@ fn snapshot_links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, BundleError> {
 fn read_snapshot<R: Read>(
     car: &mut CarReader<R>,
     root: Cid,
-) -> Result<(Snapshot, Vec<(Cid, Vec<u8>)>), BundleError> {
+) -> Result<(Snapshot, SnapshotBlocks), BundleError> {
     // Linked blocks: `None` until they arrive.
     let mut linked: HashMap<Cid, Option<Vec<u8>>> = HashMap::from([(root, None)]);
     let mut missing = 1usize;
@@ -479,8 +483,8 @@ pub fn import(
             return Err(BundleError::Rebinds {
                 ecosystem: entry.ecosystem.clone(),
                 key: entry.key.clone(),
-                held,
-                bundled,
+                held: held.to_string(),
+                bundled: bundled.to_string(),
             });
         }
         art_routes.push(route);
@@ -847,7 +851,7 @@ fn check_listed(
         let unlisted = || BundleError::Unlisted {
             ecosystem: name.to_owned(),
             key: a.key.clone(),
-            flat: a.record.flat,
+            flat: a.record.flat.to_string(),
         };
         let Some(derive) = &a.route.derive else {
             return Err(unlisted());

@@ -739,6 +739,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_errors_name_no_data_directory_path() {
+        let path = std::path::Path::new("/srv/cairn-data/blobs/ab/bafkexample");
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        for error in [
+            Error::Store(crate::error::StoreError::io("open", path, io())),
+            Error::Shared(Arc::new(Error::Store(crate::error::StoreError::Corrupt {
+                path: path.to_path_buf(),
+                expected: "x".into(),
+                got: "y".into(),
+            }))),
+        ] {
+            assert!(error.to_string().contains("/srv/cairn-data"), "{error}");
+            let message = public_message(&error);
+            assert!(!message.contains("/srv/cairn-data"), "{message}");
+            assert!(message.contains("store"), "{message}");
+        }
+    }
+
+    #[test]
     fn ranges() {
         for (spec, size, expect) in [
             ("bytes=0-9", 100, Some(Ok((0, 9)))),

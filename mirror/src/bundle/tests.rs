@@ -421,7 +421,7 @@ fn snapshot_blocks_in_any_order_within_the_buffer_are_read() {
     car.write_block(&raw_block_cid(&body), &body).expect("doc");
     let mut tail = Vec::new();
     export(&a.store, &a.index, &snapshot, &encoded, &mut tail, |_| {}).expect("export");
-    drop(car);
+    car.finish().expect("finish");
     // The artifacts' blocks, from a regular export: everything after the document block.
     let doc_end = {
         let mut reader = CarReader::new(&tail[..]).expect("car");
