@@ -202,7 +202,12 @@ pub fn export(data_dir: &Path, selection: Selection, output: &Path) -> Result<()
     Ok(())
 }
 
-pub fn import(data_dir: &Path, input: &Path) -> Result<()> {
+/// Import `input` into the store under `data_dir`, its contents checked by `ecosystems`' adapters.
+pub fn import(
+    data_dir: &Path,
+    ecosystems: &[Arc<dyn cairn_mirror::ecosystem::Ecosystem>],
+    input: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let store = Store::attach(data_dir)
@@ -212,7 +217,9 @@ pub fn import(data_dir: &Path, input: &Path) -> Result<()> {
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = bar(total, "import");
-    let result = bundle::import(&store, &index, file, |at| progress.set_position(at));
+    let result = bundle::import(&store, &index, ecosystems, file, |at| {
+        progress.set_position(at)
+    });
     progress.finish_and_clear();
     let (root, counts) = result.with_context(|| {
         format!(

@@ -109,6 +109,23 @@ enum Command {
     Import {
         #[arg(value_name = "FILE.car")]
         file: PathBuf,
+        /// An apt archive the bundle may hold, as `serve` takes it (repeatable) [default: every
+        /// archive in apt's sources]
+        #[arg(
+            long,
+            env = "CAIRN_APT_UPSTREAM",
+            value_name = "NAME=URL",
+            value_delimiter = ','
+        )]
+        apt_upstream: Vec<String>,
+        /// The keyring an apt archive's Release files must be signed with (repeatable)
+        #[arg(
+            long,
+            env = "CAIRN_APT_KEYRING",
+            value_name = "NAME=FILE",
+            value_delimiter = ','
+        )]
+        apt_keyring: Vec<String>,
     },
     /// Print the root CID of the node's current state (and keep the snapshot)
     Snapshot,
@@ -297,9 +314,25 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("export")?
         }
-        Command::Import { file: car } => {
+        Command::Import {
+            file: car,
+            apt_upstream,
+            apt_keyring,
+        } => {
             let data_dir = data_dir(&cli.common, &file);
-            tokio::task::spawn_blocking(move || bundles::import(&data_dir, &car))
+            let listen = listen_addr(&cli.common, &file)?;
+            // The adapters check what the bundle holds as they check what upstream sends.
+            let mut ecosystems: Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> = vec![
+                Arc::new(cairn_npm::Npm),
+                Arc::new(cairn_cargo::Cargo),
+                Arc::new(cairn_pypi::Pypi),
+            ];
+            ecosystems.extend(
+                apt_ecosystems(&apt_upstream, &apt_keyring, &file, &listen, None)?
+                    .into_iter()
+                    .map(|setup| setup.ecosystem),
+            );
+            tokio::task::spawn_blocking(move || bundles::import(&data_dir, &ecosystems, &car))
                 .await
                 .context("import")?
         }
@@ -489,7 +522,13 @@ async fn open_mirror(
             upstream: pypi_upstream.map(|f| f.url().clone()),
         },
     ];
-    ecosystems.extend(apt_ecosystems(args, file, &listen, public_url.as_ref())?);
+    ecosystems.extend(apt_ecosystems(
+        &args.apt_upstream,
+        &args.apt_keyring,
+        file,
+        &listen,
+        public_url.as_ref(),
+    )?);
 
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -586,13 +625,14 @@ async fn run_server(
 /// One ecosystem per apt archive, with its keyring loaded. A configured archive whose keyring
 /// cannot be read is an error; a discovered one is left off with a warning.
 fn apt_ecosystems(
-    args: &Serve,
+    apt_upstream: &[String],
+    apt_keyring: &[String],
     file: &FileSettings,
     listen: &SocketAddr,
     public_url: Option<&Url>,
 ) -> Result<Vec<EcosystemSetup>> {
-    let configured = settings::pick(&args.apt_upstream, &file.apt_upstream);
-    let keyrings = settings::pick(&args.apt_keyring, &file.apt_keyring);
+    let configured = settings::pick(apt_upstream, &file.apt_upstream);
+    let keyrings = settings::pick(apt_keyring, &file.apt_keyring);
     let archives = apt::archives(
         &configured,
         &keyrings,

@@ -22,15 +22,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cid::Cid;
+use url::Url;
 
 use crate::car::{CarError, CarReader, CarWriter};
-use crate::cid::{DAG_CBOR, DAG_PB, FlatCid, RAW};
-use crate::index::Index;
+use crate::cid::{Algorithm, BlockCid, DAG_CBOR, DAG_PB, Digest, FlatCid, RAW, raw_block_cid};
+use crate::ecosystem::{ArtifactRoute, Ecosystem, Listing, MetadataDoc, MetadataRoute, Route};
+use crate::index::{ArtifactRecord, ImportedDocument, Index, MetadataRecord, RefRecord};
 use crate::snapshot::{Encoded, Snapshot};
 use crate::store::{Staged, Store};
-use crate::unixfs::{CHUNK_SIZE, MAX_LINKS};
+use crate::unixfs::{CHUNK_SIZE, Dag, MAX_LINKS};
 
 /// What went wrong with a bundle; the message names the block, artifact or file.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,45 @@ pub enum BundleError {
     Index(#[from] crate::error::IndexError),
     #[error("writing the CAR: {0}")]
     Write(std::io::Error),
+    #[error(
+        "the bundle holds {ecosystem}, which this node does not serve (configure it, then import again)"
+    )]
+    UnknownEcosystem { ecosystem: String },
+    #[error("{ecosystem} {what} key {key:?} is refused: {reason}")]
+    BadKey {
+        ecosystem: String,
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("{ecosystem} document {key} is refused: {reason}")]
+    BadDocument {
+        ecosystem: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{ecosystem} artifact {key}: no document or listing names its digest {flat}")]
+    Unlisted {
+        ecosystem: String,
+        key: String,
+        /// The flat CID, as text (keeps the error small).
+        flat: String,
+    },
+    #[error(
+        "{ecosystem} artifact {key}: this node holds it as {held}, the bundle as {bundled} (a held artifact is never replaced)"
+    )]
+    Rebinds {
+        ecosystem: String,
+        key: String,
+        held: String,
+        bundled: String,
+    },
+    #[error("the snapshot's blocks pass the limit of {limit} bytes")]
+    SnapshotTooLarge { limit: u64 },
+    #[error(
+        "over {limit} bytes of blocks the snapshot does not link to came before it was complete (at byte {offset})"
+    )]
+    Unlinked { limit: u64, offset: u64 },
 }
 
 /// Counts of what a bundle holds.
@@ -162,14 +205,231 @@ fn read_full(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
-/// Read a bundle into `store` and `index`: all of it, verified, or nothing. `progress(bytes)`
-/// is called with the CAR bytes read so far. Blocking.
+/// The most bytes of snapshot blocks an import holds while it reads the snapshot (which comes
+/// whole before anything else).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
+/// The most bytes of blocks that no snapshot block read so far links to, held while the
+/// snapshot is read. Cairn writes every snapshot block after the block linking to it, so its
+/// own bundles need none of this.
+pub const MAX_UNLINKED_BYTES: u64 = 16 << 20;
+
+/// A snapshot's blocks, by CID.
+type SnapshotBlocks = Vec<(Cid, Vec<u8>)>;
+
+/// The dag-cbor blocks `data` links to.
+fn snapshot_links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, BundleError> {
+    fn walk(value: &crate::dagcbor::Value, out: &mut Vec<Cid>) {
+        use crate::dagcbor::Value;
+        match value {
+            Value::Link(cid) if cid.codec() == DAG_CBOR => out.push(*cid),
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            Value::Map(entries) => entries.iter().for_each(|(_, v)| walk(v, out)),
+            _ => {}
+        }
+    }
+    let value = crate::dagcbor::Value::decode(data)
+        .map_err(|e| BundleError::Invalid(format!("snapshot block {cid}: {e}")))?;
+    let mut links = Vec::new();
+    walk(&value, &mut links);
+    Ok(links)
+}
+
+/// Read the snapshot rooted at `root` from the start of `car`: the blocks it links to, in any
+/// order, holding at most [`MAX_SNAPSHOT_BYTES`] of them and [`MAX_UNLINKED_BYTES`] of blocks
+/// not linked (yet).
+fn read_snapshot<R: Read>(
+    car: &mut CarReader<R>,
+    root: Cid,
+) -> Result<(Snapshot, SnapshotBlocks), BundleError> {
+    // Linked blocks: `None` until they arrive.
+    let mut linked: HashMap<Cid, Option<Vec<u8>>> = HashMap::from([(root, None)]);
+    let mut missing = 1usize;
+    let mut unlinked: HashMap<Cid, Vec<u8>> = HashMap::new();
+    let (mut unlinked_bytes, mut total) = (0u64, 0u64);
+    while missing > 0 {
+        let at = car.offset();
+        let Some((cid, data)) = car.next_block()? else {
+            return Err(BundleError::Invalid(format!(
+                "the CAR ends at byte {at} before the snapshot is complete ({missing} blocks missing)"
+            )));
+        };
+        if cid != root && linked.get(&root) == Some(&None) {
+            return Err(BundleError::Invalid(format!(
+                "the first block is {cid}, not the snapshot root {root}"
+            )));
+        }
+        if cid.codec() != DAG_CBOR {
+            return Err(BundleError::Invalid(format!(
+                "snapshot incomplete ({missing} blocks missing), but the CAR goes on with {cid}"
+            )));
+        }
+        total += data.len() as u64;
+        if total > MAX_SNAPSHOT_BYTES {
+            return Err(BundleError::SnapshotTooLarge {
+                limit: MAX_SNAPSHOT_BYTES,
+            });
+        }
+        match linked.get(&cid) {
+            Some(Some(_)) => continue, // a duplicate
+            Some(None) => {}
+            None => {
+                if unlinked.contains_key(&cid) {
+                    continue;
+                }
+                unlinked_bytes += data.len() as u64;
+                if unlinked_bytes > MAX_UNLINKED_BYTES {
+                    return Err(BundleError::Unlinked {
+                        limit: MAX_UNLINKED_BYTES,
+                        offset: car.offset(),
+                    });
+                }
+                unlinked.insert(cid, data);
+                continue;
+            }
+        }
+        // A linked block arrived: place it and whatever it links to that came early.
+        let mut arrived = vec![(cid, data)];
+        while let Some((cid, data)) = arrived.pop() {
+            for link in snapshot_links(&cid, &data)? {
+                if linked.contains_key(&link) {
+                    continue;
+                }
+                match unlinked.remove(&link) {
+                    Some(early) => {
+                        unlinked_bytes -= early.len() as u64;
+                        linked.insert(link, None);
+                        missing += 1;
+                        arrived.push((link, early));
+                    }
+                    None => {
+                        linked.insert(link, None);
+                        missing += 1;
+                    }
+                }
+            }
+            linked.insert(cid, Some(data));
+            missing -= 1;
+        }
+    }
+    let snapshot = Snapshot::decode(&root, |cid| {
+        linked
+            .get(cid)
+            .and_then(Option::clone)
+            .ok_or_else(|| format!("snapshot block {cid} is missing"))
+    })
+    .map_err(BundleError::Invalid)?;
+    let blocks = linked
+        .into_iter()
+        .filter_map(|(cid, data)| Some((cid, data?)))
+        .collect();
+    Ok((snapshot, blocks))
+}
+
+/// The ecosystem a bundle names, if this node serves it.
+fn registered<'a>(
+    ecosystems: &'a [Arc<dyn Ecosystem>],
+    name: &str,
+) -> Result<&'a Arc<dyn Ecosystem>, BundleError> {
+    ecosystems
+        .iter()
+        .find(|e| e.name() == name)
+        .ok_or_else(|| BundleError::UnknownEcosystem {
+            ecosystem: name.to_owned(),
+        })
+}
+
+/// The route of a document key, as a request for it gives it.
+fn document_route(ecosystem: &dyn Ecosystem, key: &str) -> Result<MetadataRoute, BundleError> {
+    let bad = |reason: String| BundleError::BadKey {
+        ecosystem: ecosystem.name().to_owned(),
+        what: "document",
+        key: key.to_owned(),
+        reason,
+    };
+    match ecosystem.key_route(key) {
+        Ok(Some(Route::Metadata(route))) if route.key == key => Ok(route),
+        Ok(_) => Err(bad("no request names a document by it".into())),
+        Err(e) => Err(bad(e.0)),
+    }
+}
+
+/// The route of an artifact key, as a request for it gives it, and the key the route names (a
+/// mutable name, [`Listing::Current`], is held as `KEY@FLAT`).
+fn artifact_route(
+    ecosystem: &dyn Ecosystem,
+    key: &str,
+    flat: &FlatCid,
+) -> Result<ArtifactRoute, BundleError> {
+    let bad = |reason: String| BundleError::BadKey {
+        ecosystem: ecosystem.name().to_owned(),
+        what: "artifact",
+        key: key.to_owned(),
+        reason,
+    };
+    let (name, current) = match key.rsplit_once('@') {
+        Some((name, tail)) if tail.parse::<Cid>().is_ok() => {
+            if tail != flat.to_string() {
+                return Err(bad(format!(
+                    "it names the bytes {tail}, the bundle brings {flat}"
+                )));
+            }
+            (name, true)
+        }
+        _ => (key, false),
+    };
+    match ecosystem.key_route(name) {
+        Ok(Some(Route::Artifact(route)))
+            if route.key == name && matches!(route.listed_by, Listing::Current(_)) == current =>
+        {
+            Ok(route)
+        }
+        Ok(_) => Err(bad("no request names an artifact by it".into())),
+        Err(e) => Err(bad(e.0)),
+    }
+}
+
+/// An upstream URL from a bundle, which must be http or https.
+fn check_url(ecosystem: &str, key: &str, url: &str) -> Result<Url, BundleError> {
+    let bad = |reason: String| BundleError::BadKey {
+        ecosystem: ecosystem.to_owned(),
+        what: "upstream URL of",
+        key: key.to_owned(),
+        reason,
+    };
+    let parsed = Url::parse(url).map_err(|e| bad(format!("{url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(format!("{url:?} is not http or https")));
+    }
+    Ok(parsed)
+}
+
+/// An artifact read from the bundle, waiting for its digest to be found listed.
+struct Arrived {
+    ecosystem: Arc<dyn Ecosystem>,
+    key: String,
+    route: ArtifactRoute,
+    record: ArtifactRecord,
+    dag: Option<Dag>,
+    /// Where its bytes are: staged under `tmp/`, or the held blob.
+    path: PathBuf,
+}
+
+/// Read a bundle into `store` and `index`: all of it, verified, or nothing. Everything goes
+/// through the checks a download goes through: each key must be one the ecosystem's adapter
+/// routes (an ecosystem this node does not serve is refused), each document must pass the
+/// adapter (apt's signatures), each artifact's digest must be named by a document or listing
+/// (imported or held) or, for a derived artifact, match what its source gives. A held
+/// artifact is never replaced, a held document only by a newer one, and times from the
+/// bundle are clamped to now. `progress(bytes)` is called with the CAR bytes read so far.
+/// Blocking.
 pub fn import(
     store: &Store,
     index: &Index,
+    ecosystems: &[Arc<dyn Ecosystem>],
     input: impl Read,
     mut progress: impl FnMut(u64),
 ) -> Result<(Cid, Counts), BundleError> {
+    let now = crate::now_ms();
     let mut car = CarReader::new(std::io::BufReader::with_capacity(1 << 20, input))?;
     let root = match car.roots() {
         [root] if root.codec() == DAG_CBOR => *root,
@@ -190,39 +450,49 @@ pub fn import(
     };
 
     // 1. The snapshot, root first.
-    let mut snapshot_blocks: HashMap<Cid, Vec<u8>> = HashMap::new();
-    let (first, data) = next("the snapshot", &mut car)?;
-    if first != root {
-        return Err(BundleError::Invalid(format!(
-            "the first block is {first}, not the snapshot root {root}"
-        )));
-    }
-    snapshot_blocks.insert(first, data);
-    let snapshot = loop {
-        let attempt = Snapshot::decode(&root, |cid| {
-            snapshot_blocks
-                .get(cid)
-                .cloned()
-                .ok_or_else(|| format!("need {cid}"))
-        });
-        match attempt {
-            Ok(snapshot) => break snapshot,
-            Err(e) if e.starts_with("need ") => {
-                let (cid, data) = next("the rest of the snapshot", &mut car)?;
-                if cid.codec() != DAG_CBOR {
-                    return Err(BundleError::Invalid(format!(
-                        "snapshot incomplete: {e}, but the CAR goes on with {cid}"
-                    )));
-                }
-                snapshot_blocks.insert(cid, data);
-            }
-            Err(e) => return Err(BundleError::Invalid(e)),
-        }
-    };
+    let (snapshot, snapshot_blocks) = read_snapshot(&mut car, root)?;
     progress(car.offset());
 
-    // 2. Documents.
+    // Every key is checked before any byte of what it names is read.
+    let mut doc_routes = Vec::with_capacity(snapshot.documents.len());
+    for doc in &snapshot.documents {
+        let ecosystem = registered(ecosystems, &doc.ecosystem)?;
+        doc_routes.push(document_route(ecosystem.as_ref(), &doc.key)?);
+        check_url(&doc.ecosystem, &doc.key, &doc.record.upstream_url)?;
+    }
+    let mut art_routes = Vec::with_capacity(snapshot.artifacts.len());
+    let mut seen: HashMap<(&str, &str), FlatCid> = HashMap::new();
+    for entry in &snapshot.artifacts {
+        let ecosystem = registered(ecosystems, &entry.ecosystem)?;
+        let route = artifact_route(ecosystem.as_ref(), &entry.key, &entry.record.flat)?;
+        let url = &entry.record.upstream_url;
+        match (&route.derive, url.strip_prefix("derived from ")) {
+            (Some(derive), Some(source)) if source == derive.source => {}
+            _ => {
+                check_url(&entry.ecosystem, &entry.key, url)?;
+            }
+        }
+        let bundled = entry.record.flat;
+        let held = index
+            .get_artifact(&entry.ecosystem, &entry.key)?
+            .map(|r| r.flat);
+        let twice = seen.insert((&entry.ecosystem, &entry.key), bundled);
+        if let Some(held) = held.or(twice)
+            && held != bundled
+        {
+            return Err(BundleError::Rebinds {
+                ecosystem: entry.ecosystem.clone(),
+                key: entry.key.clone(),
+                held: held.to_string(),
+                bundled: bundled.to_string(),
+            });
+        }
+        art_routes.push(route);
+    }
+
+    // 2. Documents, staged.
     let mut staged: Vec<Staged> = Vec::new();
+    let mut bodies: HashMap<(&str, &str), (BlockCid, Option<usize>)> = HashMap::new();
     for doc in &snapshot.documents {
         let Some(expected) = doc.record.cid else {
             continue;
@@ -237,23 +507,127 @@ pub fn import(
                 expected.0
             )));
         }
-        if !store.meta_path(&expected).exists() {
+        let at = if store.meta_path(&expected).exists() {
+            None
+        } else {
             staged.push(store.stage_metadata(&data)?);
-        }
+            Some(staged.len() - 1)
+        };
+        bodies.insert((&doc.ecosystem, &doc.key), (expected, at));
         progress(car.offset());
+    }
+    let read_body = |cid: &BlockCid, at: Option<usize>| -> Result<Vec<u8>, BundleError> {
+        let path = match at.and_then(|i| staged[i].path()) {
+            Some(path) => path.to_path_buf(),
+            None => store.meta_path(cid),
+        };
+        let body =
+            std::fs::read(&path).map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+        if raw_block_cid(&body) != cid.0 {
+            return Err(BundleError::Invalid(format!(
+                "document {cid} changed on disk while it was imported"
+            )));
+        }
+        Ok(body)
+    };
+
+    // Each document through its adapter, as if upstream had sent it.
+    let mut documents = Vec::with_capacity(snapshot.documents.len());
+    let mut named: HashMap<(String, String), Vec<FlatCid>> = HashMap::new();
+    for (doc, route) in snapshot.documents.iter().zip(&doc_routes) {
+        let Some(&(cid, at)) = bodies.get(&(doc.ecosystem.as_str(), doc.key.as_str())) else {
+            continue;
+        };
+        let ecosystem = registered(ecosystems, &doc.ecosystem)?;
+        let refused = |reason: String| BundleError::BadDocument {
+            ecosystem: doc.ecosystem.clone(),
+            key: doc.key.clone(),
+            reason,
+        };
+        let body = read_body(&cid, at)?;
+        let url = check_url(&doc.ecosystem, &doc.key, &doc.record.upstream_url)?;
+        let context = match &route.context {
+            None => None,
+            Some(context) => {
+                let bundled = bodies
+                    .get(&(doc.ecosystem.as_str(), context.key.as_str()))
+                    .copied()
+                    .zip(
+                        snapshot
+                            .documents
+                            .iter()
+                            .find(|d| d.ecosystem == doc.ecosystem && d.key == context.key)
+                            .map(|d| d.record.upstream_url.clone()),
+                    );
+                let (body, url) = match bundled {
+                    Some(((cid, at), url)) => (read_body(&cid, at)?, url),
+                    None => match index.get_metadata(&doc.ecosystem, &context.key)? {
+                        Some(MetadataRecord {
+                            cid: Some(cid),
+                            upstream_url,
+                            ..
+                        }) => (store.read_metadata(&cid)?.to_vec(), upstream_url),
+                        _ => {
+                            return Err(refused(format!(
+                                "it is read with {}, which neither the bundle nor this node holds",
+                                context.key
+                            )));
+                        }
+                    },
+                };
+                let url = check_url(&doc.ecosystem, &context.key, &url)?;
+                Some((context.key.clone(), url, body))
+            }
+        };
+        let context_doc = context.as_ref().map(|(key, url, body)| MetadataDoc {
+            key,
+            url,
+            body,
+            context: None,
+        });
+        let refs = ecosystem
+            .artifacts(&MetadataDoc {
+                key: &doc.key,
+                url: &url,
+                body: &body,
+                context: context_doc.as_ref(),
+            })
+            .map_err(|e| refused(e.0))?;
+        let refs = crate::mirror::ref_records(refs);
+        for (key, r) in &refs {
+            named
+                .entry((doc.ecosystem.clone(), key.clone()))
+                .or_default()
+                .push(r.flat);
+        }
+        documents.push(ImportedDocument {
+            ecosystem: doc.ecosystem.clone(),
+            key: doc.key.clone(),
+            record: MetadataRecord {
+                cid: Some(cid),
+                status: 200,
+                upstream_url: url.to_string(),
+                fetched_at: doc.record.fetched_at.clamp(0, now),
+                etag: doc.record.etag.clone(),
+                last_modified: doc.record.last_modified.clone(),
+                size: body.len() as u64,
+            },
+            refs,
+        });
     }
 
     // 3. Artifacts.
-    let mut artifacts = Vec::new();
-    let mut have: HashSet<FlatCid> = HashSet::new();
-    for entry in &snapshot.artifacts {
+    let mut arrived = Vec::with_capacity(snapshot.artifacts.len());
+    let mut have: HashMap<FlatCid, usize> = HashMap::new();
+    for (entry, route) in snapshot.artifacts.iter().zip(art_routes) {
         let record = &entry.record;
         let name = format!("{} artifact {}", entry.ecosystem, entry.key);
         let digest = record.flat.digest().ok_or_else(|| {
             BundleError::Invalid(format!("{name}: flat CID {} names no digest", record.flat))
         })?;
         // Bytes this store (or this bundle, earlier) already holds are consumed, not rewritten.
-        let held = if have.contains(&record.flat) {
+        let earlier = have.get(&record.flat).copied();
+        let held = if earlier.is_some() {
             None
         } else {
             index.find_by_flat(&entry.ecosystem, &record.flat)?
@@ -266,18 +640,19 @@ pub fn import(
                 record.root, existing.root
             )));
         }
-        let present = have.contains(&record.flat) || held.is_some();
         let leaves = leaf_count(record.size);
-        let mut writer = if present {
+        let mut writer = if earlier.is_some() || held.is_some() {
             None
         } else {
             Some(store.artifact_writer(digest)?)
         };
-        // Depth first: inner nodes and leaves interleaved, the leaves in file order.
+        // Depth first: inner nodes and leaves interleaved, the leaves in file order. Nothing
+        // is sized by the snapshot's numbers: a block count or size from the bundle drives no
+        // allocation, only how many blocks are read.
         let mut received = 0u64;
-        let mut leaf_cids = Vec::with_capacity(leaves as usize);
+        let mut leaf_cids = Vec::new();
         let mut nodes = HashSet::new();
-        for i in 0..leaves + inner_count(leaves) {
+        for i in 0..leaves.saturating_add(inner_count(leaves)) {
             let at = car.offset();
             let Some((cid, data)) = car.next_section()? else {
                 return Err(BundleError::Invalid(format!(
@@ -287,6 +662,12 @@ pub fn import(
             match cid.codec() {
                 RAW => {
                     received += data.len() as u64;
+                    if received > record.size {
+                        return Err(BundleError::Invalid(format!(
+                            "{name}: its leaves pass the {} bytes the snapshot says",
+                            record.size
+                        )));
+                    }
                     match writer.as_mut() {
                         // Hashed by the writer's DAG builder, compared below.
                         Some(writer) => writer.write(&data)?,
@@ -313,7 +694,7 @@ pub fn import(
                 record.size
             )));
         }
-        let dag = match writer {
+        let (dag, path) = match writer {
             Some(writer) => {
                 let (file, flat, dag) = writer
                     .verify()
@@ -330,11 +711,20 @@ pub fn import(
                         built.cid
                     )));
                 }
+                let path = file.path().map(Path::to_path_buf).ok_or_else(|| {
+                    BundleError::Invalid(format!("{name}: its staged file is gone"))
+                })?;
                 staged.push(file);
-                have.insert(flat);
-                Some(dag)
+                have.insert(flat, arrived.len());
+                (Some(dag), path)
             }
-            None => None,
+            None => match earlier {
+                Some(i) => {
+                    let first: &Arrived = &arrived[i];
+                    (None, first.path.clone())
+                }
+                None => (None, store.blob_path(&record.flat)),
+            },
         };
         let root_ok = match &dag {
             Some(dag) => {
@@ -350,12 +740,16 @@ pub fn import(
                 record.root
             )));
         }
-        artifacts.push((
-            entry.ecosystem.clone(),
-            entry.key.clone(),
-            record.clone(),
+        let mut record = record.clone();
+        record.fetched_at = record.fetched_at.clamp(0, now);
+        arrived.push(Arrived {
+            ecosystem: registered(ecosystems, &entry.ecosystem)?.clone(),
+            key: entry.key.clone(),
+            route,
+            record,
             dag,
-        ));
+            path,
+        });
     }
     if let Some((cid, _)) = car.next_block()? {
         return Err(BundleError::Invalid(format!(
@@ -364,35 +758,134 @@ pub fn import(
         )));
     }
 
+    // 4. Each artifact's digest must be one a document or listing names, as for a download.
+    let listing_refs = check_listed(store, index, &arrived, &mut named)?;
+
     // Everything verified: place the files, then index it all at once.
     for file in staged {
         file.place()?;
     }
-    let documents: Vec<_> = snapshot
-        .documents
-        .iter()
-        .map(|d| (d.ecosystem.clone(), d.key.clone(), d.record.clone()))
+    let artifacts: Vec<_> = arrived
+        .into_iter()
+        .map(|a| (a.ecosystem.name().to_owned(), a.key, a.record, a.dag))
         .collect();
-    let refs: Vec<_> = snapshot
-        .refs
-        .iter()
-        .map(|r| {
-            (
-                r.ecosystem.clone(),
-                r.key.clone(),
-                r.listed_by.clone(),
-                r.record.clone(),
-            )
-        })
-        .collect();
-    index.import(&documents, &artifacts, &refs)?;
-    index.put_blocks(&snapshot_blocks.into_iter().collect::<Vec<(Cid, Vec<u8>)>>())?;
+    let written = index.import(&documents, &artifacts, &listing_refs)?;
+    index.put_blocks(&snapshot_blocks)?;
     let counts = Counts {
-        documents: documents.len() as u64,
+        documents: written,
         artifacts: artifacts.len() as u64,
         bytes: snapshot.artifacts.iter().map(|a| a.record.size).sum(),
     };
     Ok((root, counts))
+}
+
+/// Check that every arrived artifact's digest is named for its key by a document (`named`,
+/// from the bundle's documents), a listing (held, or arrived and itself named, read here), or
+/// held references; or, for a derived artifact, that its source gives exactly its bytes.
+/// Returns the references the arrived listings give, to index.
+#[allow(clippy::type_complexity)]
+fn check_listed(
+    store: &Store,
+    index: &Index,
+    arrived: &[Arrived],
+    named: &mut HashMap<(String, String), Vec<FlatCid>>,
+) -> Result<Vec<(String, String, Vec<(String, RefRecord)>)>, BundleError> {
+    let mut listing_refs = Vec::new();
+    let mut accepted = vec![false; arrived.len()];
+    // Listings first, over and over: a listing's references can name another listing.
+    loop {
+        let mut progress = false;
+        for (i, a) in arrived.iter().enumerate() {
+            if accepted[i] {
+                continue;
+            }
+            let name = a.ecosystem.name();
+            let route_key = a.route.key.as_str();
+            let listed = named
+                .get(&(name.to_owned(), route_key.to_owned()))
+                .is_some_and(|flats| flats.contains(&a.record.flat))
+                || index
+                    .get_ref(name, route_key)?
+                    .is_some_and(|r| r.flat == a.record.flat);
+            if !listed {
+                continue;
+            }
+            accepted[i] = true;
+            progress = true;
+            if !a.ecosystem.is_listing(route_key) {
+                continue;
+            }
+            let url = Url::parse(&a.record.upstream_url)
+                .map_err(|e| BundleError::Invalid(format!("{name} listing {}: {e}", a.key)))?;
+            let file = std::fs::File::open(&a.path)
+                .map_err(|e| crate::error::StoreError::io("open", &a.path, e))?;
+            let mut reader = std::io::BufReader::new(file);
+            let mut read = Vec::new();
+            let listed = a.ecosystem.listing(route_key, &url, &mut reader, &mut |r| {
+                read.push(r);
+                Ok(())
+            });
+            match listed {
+                Ok(()) => {
+                    let refs = crate::mirror::ref_records(read);
+                    for (key, r) in &refs {
+                        named
+                            .entry((name.to_owned(), key.clone()))
+                            .or_default()
+                            .push(r.flat);
+                    }
+                    listing_refs.push((name.to_owned(), route_key.to_owned(), refs));
+                }
+                // As for a download: the listing's own bytes are verified; what it would have
+                // named stays unlisted.
+                Err(e) => {
+                    tracing::warn!(ecosystem = name, key = %a.key, "listing not read: {}", e.0)
+                }
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    // Derived artifacts: made again from their source, which must give the same bytes.
+    for (i, a) in arrived.iter().enumerate() {
+        if accepted[i] {
+            continue;
+        }
+        let name = a.ecosystem.name();
+        let unlisted = || BundleError::Unlisted {
+            ecosystem: name.to_owned(),
+            key: a.key.clone(),
+            flat: a.record.flat.to_string(),
+        };
+        let Some(derive) = &a.route.derive else {
+            return Err(unlisted());
+        };
+        let source = arrived
+            .iter()
+            .enumerate()
+            .find(|(j, s)| accepted[*j] && s.ecosystem.name() == name && s.key == derive.source)
+            .map(|(_, s)| s.path.clone());
+        let source = match source {
+            Some(path) => path,
+            None => match index.get_artifact(name, &derive.source)? {
+                Some(record) => store.blob_path(&record.flat),
+                None => return Err(unlisted()),
+            },
+        };
+        let mut file = std::fs::File::open(&source)
+            .map_err(|e| crate::error::StoreError::io("open", &source, e))?;
+        let bytes = (derive.function)(&mut file).map_err(|e| BundleError::BadDocument {
+            ecosystem: name.to_owned(),
+            key: a.key.clone(),
+            reason: format!("deriving it from {}: {}", derive.source, e.0),
+        })?;
+        if Digest::of(Algorithm::Sha256, &bytes).flat_cid() != a.record.flat {
+            return Err(unlisted());
+        }
+        accepted[i] = true;
+    }
+    Ok(listing_refs)
 }
 
 #[cfg(test)]

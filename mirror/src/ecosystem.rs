@@ -29,6 +29,20 @@ pub struct Request<'a> {
     pub accept: Option<&'a str>,
 }
 
+static GET: Method = Method::GET;
+
+impl<'a> Request<'a> {
+    /// A plain `GET` of `path`, with no query and no `Accept`.
+    pub fn get(path: &'a str) -> Self {
+        Request {
+            method: &GET,
+            path,
+            query: None,
+            accept: None,
+        }
+    }
+}
+
 /// What a request is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -180,6 +194,16 @@ pub trait Ecosystem: Send + Sync + 'static {
     /// Classify a request. Hostile names (`..`, NUL, over-long) are a [`BadRequest`]; a path
     /// the protocol does not know is `Ok(None)` (404).
     fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest>;
+
+    /// The route a key of this adapter's ([`MetadataRoute::key`], [`ArtifactRoute::key`])
+    /// comes from, as a `GET` of it would give: how keys that did not arrive in a request (a
+    /// bundle's) are checked. The mirror accepts such a key only when this route names it again.
+    /// `Ok(None)` or an error: no request names it. The default routes the key itself as the
+    /// path, which suits adapters whose keys are their decoded paths; an adapter whose keys are
+    /// not overrides it.
+    fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
+        self.route(&Request::get(key))
+    }
 
     /// The artifacts `doc` names with their digests. Called once per fetched version of a
     /// document, before it is stored: an error here means the document is malformed and is not

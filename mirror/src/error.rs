@@ -53,6 +53,19 @@ impl StoreError {
         }
     }
 
+    /// The message without the path of the data directory it names (what a client is told).
+    pub fn without_path(&self) -> String {
+        match self {
+            StoreError::Io { op, source, .. } => {
+                format!("cannot {op} a file of the store: {source}")
+            }
+            StoreError::Corrupt { expected, got, .. } => {
+                format!("a stored block is corrupt: expected {expected}, got {got}")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// True when the disk is full, so callers can say so rather than "internal error".
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::Io { source, .. } if source.raw_os_error() == Some(28))

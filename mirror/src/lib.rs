@@ -28,5 +28,6 @@ pub mod store;
 pub mod testing;
 pub mod unixfs;
 pub mod upstream;
+mod verified;
 
 pub use crate::mirror::{ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, now_ms};

@@ -1776,6 +1776,40 @@ impl Mirror {
         }
     }
 
+    /// Drop an artifact whose stored file was found damaged or missing when it was served: out
+    /// of the hot rows, its file moved aside (into `tmp/`, emptied at the next start), its rows
+    /// and leaves out of the index. The references that named it stay, so the next request
+    /// fetches it again. Blocking.
+    pub(crate) fn forget_damaged(&self, cached: &CachedArtifact, why: &str) {
+        let flat = cached.record.flat;
+        tracing::error!(
+            ecosystem = cached.ecosystem,
+            key = %cached.key,
+            flat = %flat,
+            "stored artifact is damaged ({why}): dropped, to be fetched again"
+        );
+        for by_key in self.hot().values_mut() {
+            by_key.retain(|_, c| c.record.flat != flat);
+        }
+        let aside = self
+            .inner
+            .store
+            .root()
+            .join("tmp")
+            .join(format!("damaged-{flat}"));
+        if let Err(e) = std::fs::rename(&cached.path, &aside)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(flat = %flat, "cannot move the damaged file aside: {e}");
+        }
+        if let Err(e) = self.inner.index.forget_flat(&flat) {
+            tracing::warn!(flat = %flat, "cannot drop the damaged artifact from the index: {e}");
+        }
+        self.inner
+            .metrics
+            .cache(cached.ecosystem, "artifact", "damaged");
+    }
+
     fn touch(&self, cached: &Arc<CachedArtifact>) {
         let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
         if touched.len() < 100_000 {
@@ -1847,7 +1881,7 @@ fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
 }
 
 /// Artifact references as the index keeps them.
-fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
+pub(crate) fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
     refs.into_iter().map(ref_record).collect()
 }
 

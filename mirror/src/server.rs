@@ -44,7 +44,21 @@ pub use crate::accept::{ConnectionLimits, serve};
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        error_response(self.status(), &self.to_string())
+        error_response(self.status(), &public_message(&self))
+    }
+}
+
+/// What a client is told: the error's message, except that the store's own failures name no
+/// path of the data directory (the log has them).
+fn public_message(error: &Error) -> String {
+    match error {
+        Error::Store(e) => {
+            tracing::error!("{e}");
+            e.without_path()
+        }
+        Error::DigestMismatch(e) => e.without_path(),
+        Error::Shared(inner) => public_message(inner),
+        other => other.to_string(),
     }
 }
 
@@ -411,10 +425,25 @@ async fn artifact(
     route: &ArtifactRoute,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
-    match mirror.artifact(registered, route).await? {
-        ArtifactBody::Cached(cached) => cached_file(mirror, &cached, request).await,
-        ArtifactBody::Downloading(download) => downloading(mirror, download, request).await,
+    // A stored file found damaged is dropped by `cached_file`; the second lookup fetches it
+    // again.
+    for _ in 0..2 {
+        match mirror.artifact(registered, route).await? {
+            ArtifactBody::Cached(cached) => {
+                if let Some(response) = cached_file(mirror, &cached, request).await? {
+                    return Ok(response);
+                }
+            }
+            ArtifactBody::Downloading(download) => {
+                return downloading(mirror, download, request).await;
+            }
+        }
     }
+    Err(Error::Internal(format!(
+        "{} {}: the stored file was damaged again right after it was fetched",
+        registered.ecosystem.name(),
+        route.key
+    )))
 }
 
 /// Headers of every artifact response: immutable bytes, named by their flat CID.
@@ -471,18 +500,19 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok((start, end)))
 }
 
+/// A cached artifact's response, or `None` when its stored file turned out damaged or missing
+/// before anything was sent (it has been dropped, so the caller looks it up again).
 async fn cached_file(
     mirror: &Mirror,
-    cached: &CachedArtifact,
+    cached: &Arc<CachedArtifact>,
     request: &http::request::Parts,
-) -> Result<Response, Error> {
+) -> Result<Option<Response>, Error> {
     let mut headers = immutable_headers(cached);
     let etag = cached.etag.to_str().unwrap_or_default();
     if matches_etag(&request.headers, etag) {
-        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+        return Ok(Some((StatusCode::NOT_MODIFIED, headers).into_response()));
     }
     let size = cached.record.size;
-    let path = cached.path.clone();
     let if_range_ok = request
         .headers
         .get(header::IF_RANGE)
@@ -510,49 +540,60 @@ async fn cached_file(
                 HeaderValue::from_str(&format!("bytes */{size}"))
                     .map_err(|e| Error::Internal(e.to_string()))?,
             );
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response());
+            return Ok(Some(
+                (StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response(),
+            ));
         }
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if request.method == Method::HEAD {
-        return Ok((status, headers, Body::empty()).into_response());
+        return Ok(Some((status, headers, Body::empty()).into_response()));
     }
-    mirror.metrics().served("cache", len);
     let body = if size <= READ_WHOLE {
-        // Small files are read whole once and then served from memory, sliced for ranges.
+        // Small files are read whole once, checked, and then served from memory, sliced for
+        // ranges.
         let flat = cached.record.flat;
         let whole = match mirror.content().get(&flat) {
             Some(bytes) => bytes,
             None => {
-                let bytes = crate::mirror::blocking(move || {
-                    std::fs::read(&path)
-                        .map(Bytes::from)
-                        .map_err(|e| crate::error::StoreError::io("read", &path, e).into())
+                let (m, c) = (mirror.clone(), cached.clone());
+                let read = crate::mirror::blocking(move || {
+                    Ok(match crate::verified::read_whole(&c)? {
+                        Ok(bytes) => Some(bytes),
+                        Err(damage) => {
+                            m.forget_damaged(&c, &damage);
+                            None
+                        }
+                    })
                 })
                 .await?;
-                if bytes.len() as u64 != size {
-                    return Err(Error::Internal(format!(
-                        "cached artifact {flat} has {} bytes, the index says {size}",
-                        bytes.len()
-                    )));
-                }
+                let Some(bytes) = read else {
+                    return Ok(None);
+                };
                 mirror.content().insert(flat, bytes.clone());
                 bytes
             }
         };
         Body::from(whole.slice(start as usize..(start + len) as usize))
     } else {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| crate::error::StoreError::io("seek", &path, e))?;
-        let reader = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
-        Body::from_stream(reader)
+        let (m, c, index) = (mirror.clone(), cached.clone(), mirror.index().clone());
+        let opened = crate::mirror::blocking(move || {
+            Ok(match crate::verified::open(&index, &c)? {
+                Ok(opened) => Some(opened),
+                Err(damage) => {
+                    m.forget_damaged(&c, &damage);
+                    None
+                }
+            })
+        })
+        .await?;
+        let Some((file, leaves)) = opened else {
+            return Ok(None);
+        };
+        crate::verified::stream(mirror.clone(), cached.clone(), file, leaves, start, len)
     };
-    Ok((status, headers, body).into_response())
+    mirror.metrics().served("cache", len);
+    Ok(Some((status, headers, body).into_response()))
 }
 
 async fn downloading(
@@ -762,6 +803,25 @@ async fn dashboard(mirror: &Mirror) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_errors_name_no_data_directory_path() {
+        let path = std::path::Path::new("/srv/cairn-data/blobs/ab/bafkexample");
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        for error in [
+            Error::Store(crate::error::StoreError::io("open", path, io())),
+            Error::Shared(Arc::new(Error::Store(crate::error::StoreError::Corrupt {
+                path: path.to_path_buf(),
+                expected: "x".into(),
+                got: "y".into(),
+            }))),
+        ] {
+            assert!(error.to_string().contains("/srv/cairn-data"), "{error}");
+            let message = public_message(&error);
+            assert!(!message.contains("/srv/cairn-data"), "{message}");
+            assert!(message.contains("store"), "{message}");
+        }
+    }
 
     #[test]
     fn ranges() {

@@ -126,21 +126,28 @@ impl Snapshot {
             eco.documents.sort_by(|a, b| a.key.cmp(&b.key));
             eco.artifacts.sort_by(|a, b| a.key.cmp(&b.key));
             eco.refs.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut eco_pages = Vec::new();
             let documents = pages(
                 eco.documents.iter().map(|d| document(d)).collect(),
-                &mut blocks,
+                &mut eco_pages,
             );
             let artifacts = pages(
                 eco.artifacts.iter().map(|a| artifact(a)).collect(),
-                &mut blocks,
+                &mut eco_pages,
             );
-            let refs = pages(eco.refs.iter().map(|r| reference(r)).collect(), &mut blocks);
+            let refs = pages(
+                eco.refs.iter().map(|r| reference(r)).collect(),
+                &mut eco_pages,
+            );
             let node = Value::map(vec![
                 ("documents", documents),
                 ("artifacts", artifacts),
                 ("refs", refs),
             ]);
+            // Each block after the ones that link to it, so a reader never holds a block it
+            // cannot place yet.
             eco_links.push((name, Value::Link(put(node, &mut blocks))));
+            blocks.append(&mut eco_pages);
         }
         let root = Value::map(vec![
             ("type", Value::text(TYPE)),
@@ -148,7 +155,8 @@ impl Snapshot {
             ("ecosystems", Value::map(eco_links)),
         ]);
         let root_cid = put(root, &mut blocks);
-        // Root first: a reader of the CAR learns the structure before the content.
+        // Root first: a reader of the CAR learns the structure before the content, and every
+        // block comes after the block that links to it.
         blocks.rotate_right(1);
         Encoded {
             root: root_cid,

@@ -251,6 +251,11 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Where the file waits under `tmp/` (to read it back before it is placed).
+    pub fn path(&self) -> Option<&Path> {
+        self.temp.as_deref()
+    }
+
     /// Rename into place (durably).
     pub fn place(mut self) -> Result<PathBuf, StoreError> {
         let temp = self.temp.take().ok_or(StoreError::Finished)?;

@@ -242,6 +242,10 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
             "import",
             "--data-dir",
             data_b_arg,
+            "--apt-upstream",
+            &apt_upstream,
+            "--apt-keyring",
+            &keyring,
             bad.to_str().expect("path"),
         ]);
         assert!(!out.status.success(), "{what} CAR imported");
@@ -258,10 +262,16 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     }
 
     // Import, then serve offline on A's address with every upstream dead.
+    // The archive and its keyring, as `serve` takes them: the bundle's `InRelease` files are
+    // checked against it.
     let out = cairn(&[
         "import",
         "--data-dir",
         data_b_arg,
+        "--apt-upstream",
+        &apt_upstream,
+        "--apt-keyring",
+        &keyring,
         car.to_str().expect("path"),
     ]);
     assert!(out.status.success(), "import failed:\n{}", text(&out));

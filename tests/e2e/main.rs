@@ -14,6 +14,7 @@ mod hardening_limits;
 mod hardening_edge;
 mod hardening_peers;
 mod hardening_upstream;
+mod hardening_store;
 mod netns;
 mod npm;
 mod p2p;

@@ -401,3 +401,36 @@ fn a_listing_hands_out_its_files_one_by_one() {
     assert_eq!(keys, ["pool/a_1_all.deb"]);
     assert!(error.0.contains("the sink is full"), "{error}");
 }
+
+#[test]
+fn keys_route_back_to_themselves() {
+    let archive = archive();
+    let key_of = |route: Option<Route>| match route? {
+        Route::Metadata(m) => Some(m.key),
+        Route::Artifact(a) => Some(a.key),
+        _ => None,
+    };
+    for key in [
+        "dists/bookworm/InRelease",
+        "dists/bookworm/main/binary-amd64/Packages.xz",
+        "dists/bookworm/main/binary-amd64/by-hash/SHA256/0123abcd",
+        "pool/main/g/gcc/libgcc-s1_12.2.0-14+deb12u1_amd64.deb",
+        "pool/main/a/apt/apt_2.6.1~x_amd64.deb",
+    ] {
+        let again = key_of(archive.key_route(key).expect("key routes")).expect("a key");
+        assert_eq!(again, key);
+    }
+    for hostile in [
+        "../../etc/passwd",
+        "pool/a\0b",
+        "pool/%2e%2e/x",
+        "/etc/passwd",
+    ] {
+        let back = archive
+            .key_route(hostile)
+            .ok()
+            .flatten()
+            .and_then(|r| key_of(Some(r)));
+        assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
+    }
+}

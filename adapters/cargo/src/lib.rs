@@ -119,6 +119,20 @@ impl Ecosystem for Cargo {
         Ok(None)
     }
 
+    /// Keys are not paths: `config.json` and `{name}` are index files, `{name}/{version}` a
+    /// `.crate`.
+    fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
+        let path = if key == CONFIG_KEY {
+            format!("index/{CONFIG_KEY}")
+        } else if let Some((name, version)) = key.split_once('/') {
+            format!("crates/{name}/{version}/download")
+        } else {
+            index::check_name(key).map_err(bad)?;
+            format!("index/{}", index::index_path(key))
+        };
+        self.route(&Request::get(&path))
+    }
+
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
         if doc.key == CONFIG_KEY {
             config_dl(doc)?;

@@ -136,3 +136,40 @@ fn relative_and_templated_dl() {
         "http://up.invalid/files/"
     );
 }
+
+/// The key a route names.
+fn key_of(route: Option<Route>) -> Option<String> {
+    match route? {
+        Route::Metadata(m) => Some(m.key),
+        Route::Artifact(a) => Some(a.key),
+        _ => None,
+    }
+}
+
+#[test]
+fn keys_route_back_to_themselves() {
+    for path in [
+        "index/config.json",
+        "index/se/rd/serde",
+        "index/3/s/syn",
+        "index/1/a",
+        "crates/serde/1.0.200/download",
+    ] {
+        let key = key_of(route(path).expect("routes")).expect("a key");
+        let again = key_of(Cargo.key_route(&key).expect("key routes")).expect("a key");
+        assert_eq!(again, key, "{path}");
+    }
+    for hostile in [
+        "../../etc/passwd",
+        "a\0b",
+        "file:///etc/passwd",
+        "se/rd/serde",
+    ] {
+        let back = Cargo
+            .key_route(hostile)
+            .ok()
+            .flatten()
+            .and_then(|r| key_of(Some(r)));
+        assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
+    }
+}

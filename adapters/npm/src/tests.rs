@@ -142,3 +142,36 @@ fn passthrough_names_exact_endpoints_and_methods() {
         );
     }
 }
+
+#[test]
+fn keys_route_back_to_themselves() {
+    let key_of = |route: Option<Route>| match route? {
+        Route::Metadata(m) => Some(m.key),
+        Route::Artifact(a) => Some(a.key),
+        _ => None,
+    };
+    for path in [
+        "lodash",
+        "@types%2fnode",
+        "@types/node",
+        "lodash/-/lodash-4.17.21.tgz",
+        "@types/node/-/node-20.0.0.tgz",
+    ] {
+        let key = key_of(route(path, None).expect("routes")).expect("a key");
+        let again = key_of(Npm.key_route(&key).expect("key routes")).expect("a key");
+        assert_eq!(again, key, "{path}");
+    }
+    for hostile in [
+        "../../etc/passwd",
+        "a\0b",
+        "file:///etc/passwd",
+        "lodash/-/%2e%2e",
+    ] {
+        let back = Npm
+            .key_route(hostile)
+            .ok()
+            .flatten()
+            .and_then(|r| key_of(Some(r)));
+        assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
+    }
+}

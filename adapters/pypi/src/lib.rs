@@ -170,6 +170,15 @@ impl Ecosystem for Pypi {
         Ok(None)
     }
 
+    /// Keys are not paths: `{project}` is a page, `{project}/{file}` a file.
+    fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
+        let path = match key.split_once('/') {
+            Some((project, file)) => format!("files/{project}/{file}"),
+            None => format!("simple/{key}/"),
+        };
+        self.route(&Request::get(&path))
+    }
+
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
         let page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
         let mut out = Vec::new();

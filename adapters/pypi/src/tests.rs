@@ -151,3 +151,30 @@ fn artifacts_render_and_file_host() {
         "hash fragments kept"
     );
 }
+
+#[test]
+fn keys_route_back_to_themselves() {
+    let key_of = |route: Option<Route>| match route? {
+        Route::Metadata(m) => Some(m.key),
+        Route::Artifact(a) => Some(a.key),
+        _ => None,
+    };
+    for path in [
+        "simple/requests/",
+        "files/requests/requests-2.32.3-py3-none-any.whl",
+        "files/requests/requests-2.32.3-py3-none-any.whl.metadata",
+        "files/requests/requests-2.32.3.tar.gz",
+    ] {
+        let key = key_of(route(path).expect("routes")).expect("a key");
+        let again = key_of(Pypi.key_route(&key).expect("key routes")).expect("a key");
+        assert_eq!(again, key, "{path}");
+    }
+    for hostile in ["../../etc/passwd", "a\0b", "file:///etc/passwd", "Requests"] {
+        let back = Pypi
+            .key_route(hostile)
+            .ok()
+            .flatten()
+            .and_then(|r| key_of(Some(r)));
+        assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
+    }
+}

@@ -1,9 +1,101 @@
 //! Export then import between two stores; truncated and tampered bundles change nothing.
 
 use super::*;
-use crate::cid::{Algorithm, Digest, RootCid};
-use crate::index::{ArtifactRecord, MetadataRecord, RefRecord};
-use crate::snapshot::{ArtifactEntry, DocumentEntry, RefEntry};
+use crate::cid::RootCid;
+use crate::now_ms;
+use crate::snapshot::{ArtifactEntry, DocumentEntry};
+
+/// A minimal ecosystem: a document `NAME` lists files as `KEY SHA512HEX` lines (one that
+/// starts with `unsigned` is refused, as apt refuses an unsigned `InRelease`), and a file is
+/// `NAME/-/FILE`.
+struct Test;
+
+fn good_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+}
+
+fn doc_route(name: &str) -> MetadataRoute {
+    MetadataRoute {
+        key: name.to_owned(),
+        upstream_path: name.to_owned(),
+        variant: "raw",
+        upstream_accept: None,
+        context: None,
+    }
+}
+
+impl Ecosystem for Test {
+    fn name(&self) -> &'static str {
+        "t"
+    }
+
+    fn route(
+        &self,
+        request: &crate::ecosystem::Request<'_>,
+    ) -> Result<Option<Route>, crate::ecosystem::BadRequest> {
+        let path = request.path;
+        let bad = || crate::ecosystem::BadRequest(format!("bad path {path:?}"));
+        if let Some((name, file)) = path.split_once("/-/") {
+            if !good_name(name) || !good_name(file) {
+                return Err(bad());
+            }
+            return Ok(Some(Route::Artifact(ArtifactRoute {
+                key: path.to_owned(),
+                listed_by: Listing::Document(doc_route(name)),
+                derive: None,
+            })));
+        }
+        if !good_name(path) {
+            return Err(bad());
+        }
+        Ok(Some(Route::Metadata(doc_route(path))))
+    }
+
+    fn artifacts(
+        &self,
+        doc: &MetadataDoc<'_>,
+    ) -> Result<Vec<crate::ecosystem::ArtifactRef>, crate::ecosystem::AdapterError> {
+        let fail = |e: String| crate::ecosystem::AdapterError(e);
+        let text = std::str::from_utf8(doc.body).map_err(|e| fail(e.to_string()))?;
+        if text.starts_with("unsigned") {
+            return Err(fail(format!("{}: not signed", doc.key)));
+        }
+        text.lines()
+            .map(|line| {
+                let (key, hex_digest) = line
+                    .split_once(' ')
+                    .ok_or_else(|| fail(format!("bad line {line:?}")))?;
+                let bytes = hex::decode(hex_digest).map_err(|e| fail(e.to_string()))?;
+                Ok(crate::ecosystem::ArtifactRef {
+                    key: key.to_owned(),
+                    url: doc.url.join(key).map_err(|e| fail(e.to_string()))?,
+                    digest: Digest::new(Algorithm::Sha512, bytes)
+                        .map_err(|e| fail(e.to_string()))?,
+                    size: None,
+                })
+            })
+            .collect()
+    }
+
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        _variant: &'static str,
+        _base: &Url,
+    ) -> Result<crate::ecosystem::Rendered, crate::ecosystem::AdapterError> {
+        Ok(crate::ecosystem::Rendered {
+            body: bytes::Bytes::copy_from_slice(doc.body),
+            content_type: "text/plain",
+        })
+    }
+}
+
+fn ecosystems() -> Vec<Arc<dyn Ecosystem>> {
+    vec![Arc::new(Test)]
+}
 
 struct Node {
     _dir: tempfile::TempDir,
@@ -28,73 +120,86 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A node holding a document, a 3-byte artifact, a 3 MiB + 5 artifact, and a reference.
-fn populated() -> (Node, Snapshot) {
-    let n = node();
-    let doc = br#"{"name":"left-pad"}"#;
-    let cid = n.store.put_metadata(doc).expect("doc");
+fn sha512_hex(data: &[u8]) -> String {
+    let digest = Digest::of(Algorithm::Sha512, data);
+    hex::encode(digest.flat_cid().0.hash().digest())
+}
+
+/// Index a document `name` listing `lines` in `n`, fetched at `fetched_at`.
+fn put_doc(n: &Node, name: &str, body: &str, fetched_at: i64) -> DocumentEntry {
+    let cid = n.store.put_metadata(body.as_bytes()).expect("doc");
     let record = MetadataRecord {
         cid: Some(cid),
         status: 200,
-        upstream_url: "https://upstream.invalid/left-pad".into(),
-        fetched_at: 1,
+        upstream_url: format!("https://upstream.invalid/{name}"),
+        fetched_at,
         etag: None,
         last_modified: Some("Thu, 01 Jan 2026 00:00:00 GMT".into()),
-        size: doc.len() as u64,
+        size: body.len() as u64,
     };
     n.index
-        .put_metadata("npm", "left-pad", &record, &[])
+        .put_metadata("t", name, &record, &[])
         .expect("index doc");
-    let mut snapshot = Snapshot::default();
-    snapshot.documents.push(DocumentEntry {
-        ecosystem: "npm".into(),
-        key: "left-pad".into(),
+    DocumentEntry {
+        ecosystem: "t".into(),
+        key: name.into(),
         record,
-    });
-    for (key, data) in [
-        ("small.tgz", bytes(3, 1)),
-        ("big.tgz", bytes(3 * (1 << 20) + 5, 2)),
-    ] {
-        let mut writer = n
-            .store
-            .artifact_writer(Digest::of(Algorithm::Sha512, &data))
-            .expect("writer");
-        writer.write(&data).expect("write");
-        let committed = writer.finish().expect("commit");
-        let record = ArtifactRecord {
-            flat: committed.flat,
-            root: RootCid(committed.dag.root),
-            size: data.len() as u64,
-            upstream_url: format!("https://upstream.invalid/{key}"),
-            fetched_at: 2,
-        };
-        n.index
-            .put_artifact("npm", key, &record, &committed.dag)
-            .expect("index artifact");
-        snapshot.artifacts.push(ArtifactEntry {
-            ecosystem: "npm".into(),
-            key: key.into(),
-            record,
-        });
     }
-    snapshot.refs.push(RefEntry {
-        ecosystem: "npm".into(),
-        key: "other.tgz".into(),
-        listed_by: "left-pad".into(),
-        record: RefRecord {
-            flat: Digest::of(Algorithm::Sha512, b"x").flat_cid(),
-            url: "https://upstream.invalid/other.tgz".into(),
-            size: Some(1),
-        },
-    });
+}
+
+/// Store `data` in `n` as artifact `key` (no document needed: the exporting side is trusted
+/// by these tests, the importing side is what is checked).
+fn put_artifact(n: &Node, key: &str, data: &[u8]) -> ArtifactEntry {
+    let mut writer = n
+        .store
+        .artifact_writer(Digest::of(Algorithm::Sha512, data))
+        .expect("writer");
+    writer.write(data).expect("write");
+    let committed = writer.finish().expect("commit");
+    let record = ArtifactRecord {
+        flat: committed.flat,
+        root: RootCid(committed.dag.root),
+        size: data.len() as u64,
+        upstream_url: format!("https://upstream.invalid/{key}"),
+        fetched_at: 2,
+    };
+    n.index
+        .put_artifact("t", key, &record, &committed.dag)
+        .expect("index artifact");
+    ArtifactEntry {
+        ecosystem: "t".into(),
+        key: key.into(),
+        record,
+    }
+}
+
+/// A node holding a document, a 3-byte artifact and a 3 MiB + 5 artifact it lists, and a
+/// third file it lists but the node does not hold.
+fn populated() -> (Node, Snapshot) {
+    let n = node();
+    let small = bytes(3, 1);
+    let big = bytes(3 * (1 << 20) + 5, 2);
+    let body = format!(
+        "left-pad/-/small.tgz {}\nleft-pad/-/big.tgz {}\nleft-pad/-/other.tgz {}\n",
+        sha512_hex(&small),
+        sha512_hex(&big),
+        sha512_hex(b"x")
+    );
+    let mut snapshot = Snapshot::default();
+    snapshot.documents.push(put_doc(&n, "left-pad", &body, 1));
+    snapshot
+        .artifacts
+        .push(put_artifact(&n, "left-pad/-/small.tgz", &small));
+    snapshot
+        .artifacts
+        .push(put_artifact(&n, "left-pad/-/big.tgz", &big));
     (n, snapshot)
 }
 
 fn export_bytes(n: &Node, snapshot: &Snapshot) -> (Cid, Vec<u8>) {
     let encoded = snapshot.encode();
     let mut out = Vec::new();
-    let counts = export(&n.store, &n.index, snapshot, &encoded, &mut out, |_| {}).expect("export");
-    assert_eq!(counts.artifacts, 2);
+    export(&n.store, &n.index, snapshot, &encoded, &mut out, |_| {}).expect("export");
     (encoded.root, out)
 }
 
@@ -107,14 +212,15 @@ fn export_then_import_gives_the_same_state() {
     let (a, snapshot) = populated();
     let (root, car) = export_bytes(&a, &snapshot);
     let b = node();
-    let (imported, counts) = import(&b.store, &b.index, &car[..], |_| {}).expect("import");
+    let (imported, counts) =
+        import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
     assert_eq!(imported, root);
     assert_eq!(counts.artifacts, 2);
     assert_eq!(counts.documents, 1);
     for entry in &snapshot.artifacts {
         let got = b
             .index
-            .get_artifact("npm", &entry.key)
+            .get_artifact("t", &entry.key)
             .expect("read")
             .expect("imported");
         assert_eq!(got.root, entry.record.root);
@@ -122,20 +228,27 @@ fn export_then_import_gives_the_same_state() {
         let copied = std::fs::read(b.store.blob_path(&entry.record.flat)).expect("b");
         assert_eq!(original, copied);
     }
-    assert!(b.index.get_ref("npm", "other.tgz").expect("ref").is_some());
+    assert!(
+        b.index
+            .get_ref("t", "left-pad/-/other.tgz")
+            .expect("ref")
+            .is_some()
+    );
     let doc = b
         .index
-        .get_metadata("npm", "left-pad")
+        .get_metadata("t", "left-pad")
         .expect("doc")
         .expect("doc");
-    assert_eq!(
-        &b.store.read_metadata(&doc.cid.expect("cid")).expect("body")[..],
-        br#"{"name":"left-pad"}"#
+    assert!(
+        b.store
+            .read_metadata(&doc.cid.expect("cid"))
+            .expect("body")
+            .starts_with(b"left-pad/-/small.tgz ")
     );
     // The snapshot itself is kept, so `export --snapshot` can name it later.
     assert!(b.index.get_block(&root).expect("block").is_some());
     // Importing again changes nothing and succeeds.
-    import(&b.store, &b.index, &car[..], |_| {}).expect("again");
+    import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("again");
     assert_eq!(stats(&b), stats(&a));
 }
 
@@ -146,7 +259,8 @@ fn truncated_bundles_leave_the_store_as_it_was() {
     let b = node();
     // Cut inside the header, the snapshot, a document, a leaf and the last inner node.
     for cut in [10, 100, car.len() / 3, car.len() / 2, car.len() - 1] {
-        let e = import(&b.store, &b.index, &car[..cut], |_| {}).expect_err("truncated");
+        let e =
+            import(&b.store, &b.index, &ecosystems(), &car[..cut], |_| {}).expect_err("truncated");
         let text = e.to_string();
         assert!(
             text.contains("truncated") || text.contains("ends at byte") || text.contains("byte"),
@@ -170,7 +284,7 @@ fn a_tampered_bundle_is_refused_naming_the_block() {
     let b = node();
     let at = car.len() / 2;
     car[at] ^= 0x01;
-    let e = import(&b.store, &b.index, &car[..], |_| {}).expect_err("tampered");
+    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("tampered");
     assert!(e.to_string().contains("bafk"), "{e}");
     assert!(stats(&b).is_empty());
     assert_eq!(walk(&b.store.root().join("blobs")), 0);
@@ -198,4 +312,293 @@ fn dag_shapes() {
     assert_eq!(inner_count(2), 1);
     assert_eq!(inner_count(1024), 1);
     assert_eq!(inner_count(1025), 3);
+}
+
+/// A CAR of `snapshot` followed by `documents` and `blocks`, as given (no export checks).
+fn handmade(snapshot: &Snapshot, documents: &[&[u8]], blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
+    let encoded = snapshot.encode();
+    let mut out = Vec::new();
+    let mut car = CarWriter::new(&mut out, &[encoded.root]).expect("car");
+    for (cid, block) in &encoded.blocks {
+        car.write_block(cid, block).expect("write");
+    }
+    for document in documents {
+        car.write_block(&raw_block_cid(document), document)
+            .expect("write");
+    }
+    for (cid, block) in blocks {
+        car.write_block(cid, block).expect("write");
+    }
+    car.finish().expect("finish");
+    out
+}
+
+fn assert_nothing_imported(b: &Node) {
+    assert!(stats(b).is_empty(), "something was indexed");
+    assert_eq!(walk(&b.store.root().join("blobs")), 0, "blobs were placed");
+    assert_eq!(walk(&b.store.root().join("tmp")), 0, "temp files were left");
+}
+
+#[test]
+fn a_huge_size_field_is_refused_without_allocating() {
+    let (a, mut snapshot) = populated();
+    let body = a
+        .store
+        .read_metadata(&snapshot.documents[0].record.cid.expect("cid"))
+        .expect("body");
+    snapshot.artifacts.retain(|e| e.key.ends_with("small.tgz"));
+    let small = bytes(3, 1);
+    for size in [1u64 << 62, i64::MAX as u64] {
+        snapshot.artifacts[0].record.size = size;
+        let car = handmade(
+            &snapshot,
+            &[&body],
+            &[(raw_block_cid(&small), small.clone())],
+        );
+        let b = node();
+        let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {})
+            .expect_err("a size the CAR cannot back");
+        assert!(e.to_string().contains("ends at byte"), "{e}");
+        assert_nothing_imported(&b);
+    }
+}
+
+#[test]
+fn junk_before_the_snapshot_is_complete_is_refused_past_a_bounded_buffer() {
+    let (_, snapshot) = populated();
+    let encoded = snapshot.encode();
+    // The root, then 24 MiB of dag-cbor blocks nothing links to, then the rest.
+    let junk: Vec<(Cid, Vec<u8>)> = (0..24)
+        .map(|i| {
+            let block =
+                crate::dagcbor::Value::Bytes(crate::testing::noise(1 << 20, 2 * i + 1)).encode();
+            let digest = crate::cid::sha256(&block);
+            let hash = *crate::cid::raw_cid(crate::cid::SHA2_256, &digest).hash();
+            (Cid::new_v1(DAG_CBOR, hash), block)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut car = CarWriter::new(&mut out, &[encoded.root]).expect("car");
+    car.write_block(&encoded.blocks[0].0, &encoded.blocks[0].1)
+        .expect("root");
+    for (cid, block) in junk.iter().chain(&encoded.blocks[1..]) {
+        car.write_block(cid, block).expect("write");
+    }
+    car.finish().expect("finish");
+    let b = node();
+    let e = import(&b.store, &b.index, &ecosystems(), &out[..], |_| {}).expect_err("junk");
+    match &e {
+        BundleError::Unlinked { limit, offset } => {
+            assert_eq!(*limit, MAX_UNLINKED_BYTES);
+            // Refused as soon as the buffer passed the limit, not at the end of the junk.
+            assert!(*offset < MAX_UNLINKED_BYTES + (2 << 20), "{e}");
+        }
+        other => panic!("wrong error: {other}"),
+    }
+    assert!(
+        e.to_string().contains(&MAX_UNLINKED_BYTES.to_string()),
+        "{e}"
+    );
+    assert_nothing_imported(&b);
+}
+
+#[test]
+fn snapshot_blocks_in_any_order_within_the_buffer_are_read() {
+    let (a, snapshot) = populated();
+    let encoded = snapshot.encode();
+    let body = a
+        .store
+        .read_metadata(&snapshot.documents[0].record.cid.expect("cid"))
+        .expect("body");
+    // Root first, then the others reversed (pages before the node that links them).
+    let mut out = Vec::new();
+    let mut car = CarWriter::new(&mut out, &[encoded.root]).expect("car");
+    car.write_block(&encoded.blocks[0].0, &encoded.blocks[0].1)
+        .expect("root");
+    for (cid, block) in encoded.blocks[1..].iter().rev() {
+        car.write_block(cid, block).expect("write");
+    }
+    car.write_block(&raw_block_cid(&body), &body).expect("doc");
+    let mut tail = Vec::new();
+    export(&a.store, &a.index, &snapshot, &encoded, &mut tail, |_| {}).expect("export");
+    car.finish().expect("finish");
+    // The artifacts' blocks, from a regular export: everything after the document block.
+    let doc_end = {
+        let mut reader = CarReader::new(&tail[..]).expect("car");
+        for _ in 0..encoded.blocks.len() + 1 {
+            reader.next_block().expect("block").expect("block");
+        }
+        reader.offset() as usize
+    };
+    out.extend_from_slice(&tail[doc_end..]);
+    let b = node();
+    import(&b.store, &b.index, &ecosystems(), &out[..], |_| {}).expect("import");
+    assert_eq!(stats(&b), stats(&a));
+}
+
+#[test]
+fn hostile_keys_are_refused_and_nothing_indexed() {
+    for key in ["../../etc/passwd", "left-pad/-/a\0b", "file:///etc/passwd"] {
+        // As an artifact key.
+        let (a, mut snapshot) = populated();
+        snapshot.artifacts.push(put_artifact(&a, key, b"evil"));
+        let (_, car) = export_bytes(&a, &snapshot);
+        let b = node();
+        let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {})
+            .expect_err("hostile artifact key");
+        assert!(matches!(e, BundleError::BadKey { .. }), "{key:?}: {e}");
+        assert_nothing_imported(&b);
+        // As a document key.
+        let (a, mut snapshot) = populated();
+        snapshot.documents.push(put_doc(&a, key, "", 1));
+        let (_, car) = export_bytes(&a, &snapshot);
+        let b = node();
+        let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {})
+            .expect_err("hostile document key");
+        assert!(matches!(e, BundleError::BadKey { .. }), "{key:?}: {e}");
+        assert_nothing_imported(&b);
+    }
+    // A document fetched, it says, from a file.
+    let (a, mut snapshot) = populated();
+    snapshot.documents[0].record.upstream_url = "file:///etc/passwd".into();
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("file URL");
+    assert!(e.to_string().contains("not http or https"), "{e}");
+    assert_nothing_imported(&b);
+}
+
+#[test]
+fn an_ecosystem_this_node_does_not_serve_is_refused() {
+    let (a, snapshot) = populated();
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    let e = import(&b.store, &b.index, &[], &car[..], |_| {}).expect_err("no ecosystems");
+    assert!(matches!(e, BundleError::UnknownEcosystem { .. }), "{e}");
+    assert_nothing_imported(&b);
+}
+
+#[test]
+fn a_bundle_that_rebinds_a_held_key_is_refused() {
+    let key = "left-pad/-/small.tgz";
+    // B holds the key with its bytes, listed by its document.
+    let b = node();
+    let original = bytes(3, 1);
+    put_doc(
+        &b,
+        "left-pad",
+        &format!("{key} {}\n", sha512_hex(&original)),
+        1,
+    );
+    let held = put_artifact(&b, key, &original);
+    // A's bundle names other bytes for it, listed by A's document.
+    let a = node();
+    let other = bytes(3, 9);
+    let mut snapshot = Snapshot::default();
+    snapshot.documents.push(put_doc(
+        &a,
+        "left-pad",
+        &format!("{key} {}\n", sha512_hex(&other)),
+        now_ms() - 1000,
+    ));
+    snapshot.artifacts.push(put_artifact(&a, key, &other));
+    let (_, car) = export_bytes(&a, &snapshot);
+    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("rebinding");
+    assert!(matches!(e, BundleError::Rebinds { .. }), "{e}");
+    let still = b.index.get_artifact("t", key).expect("read").expect("held");
+    assert_eq!(still.flat, held.record.flat);
+    assert_eq!(
+        std::fs::read(b.store.blob_path(&still.flat)).expect("blob"),
+        original
+    );
+    assert!(
+        !b.store
+            .blob_path(&snapshot.artifacts[0].record.flat)
+            .exists()
+    );
+}
+
+#[test]
+fn a_document_its_adapter_refuses_is_refused() {
+    let a = node();
+    let data = bytes(3, 1);
+    let mut snapshot = Snapshot::default();
+    snapshot.documents.push(put_doc(
+        &a,
+        "left-pad",
+        &format!("unsigned\nleft-pad/-/small.tgz {}\n", sha512_hex(&data)),
+        1,
+    ));
+    snapshot
+        .artifacts
+        .push(put_artifact(&a, "left-pad/-/small.tgz", &data));
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("unsigned");
+    assert!(matches!(e, BundleError::BadDocument { .. }), "{e}");
+    assert!(e.to_string().contains("not signed"), "{e}");
+    assert_nothing_imported(&b);
+}
+
+#[test]
+fn an_artifact_no_document_lists_is_refused() {
+    let (a, mut snapshot) = populated();
+    snapshot
+        .artifacts
+        .push(put_artifact(&a, "left-pad/-/evil.tgz", b"evil"));
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("unlisted");
+    assert!(matches!(e, BundleError::Unlisted { .. }), "{e}");
+    assert_nothing_imported(&b);
+}
+
+#[test]
+fn bundle_times_in_the_future_are_clamped_to_now() {
+    let (a, mut snapshot) = populated();
+    let future = now_ms() + 10 * 365 * 24 * 3600 * 1000;
+    snapshot.documents[0].record.fetched_at = future;
+    for artifact in &mut snapshot.artifacts {
+        artifact.record.fetched_at = future;
+    }
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    let before = now_ms();
+    import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+    let after = now_ms();
+    let doc = b
+        .index
+        .get_metadata("t", "left-pad")
+        .expect("read")
+        .expect("doc");
+    assert!(
+        (before..=after).contains(&doc.fetched_at),
+        "{}",
+        doc.fetched_at
+    );
+    for artifact in &snapshot.artifacts {
+        let got = b
+            .index
+            .get_artifact("t", &artifact.key)
+            .expect("read")
+            .expect("artifact");
+        assert!(got.fetched_at <= after, "{}", got.fetched_at);
+    }
+}
+
+#[test]
+fn a_newer_held_document_is_kept() {
+    let (a, snapshot) = populated();
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    let mine = put_doc(&b, "left-pad", "", now_ms());
+    import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+    let doc = b
+        .index
+        .get_metadata("t", "left-pad")
+        .expect("read")
+        .expect("doc");
+    assert_eq!(doc.cid, mine.record.cid);
+    // The bundle's artifacts came in: its own document listed them.
+    assert_eq!(stats(&b)[0].artifacts, 2);
 }

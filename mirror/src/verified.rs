@@ -1,0 +1,164 @@
+//! Cached artifacts read for serving, each 1 MiB leaf checked against its CID on the way out. A
+//! flat file damaged on disk (or gone) is never served: the request that notices it drops the
+//! artifact from the index ([`Mirror::forget_damaged`]) and the artifact is fetched again.
+//!
+//! A small file (one leaf) is checked when it is read from disk, before any byte is sent, so a
+//! damaged one is fetched again within the same request; it is then served from memory. A large
+//! file is checked leaf by leaf as it is sent, on a blocking thread writing into a bounded
+//! channel: a bad leaf ends the body (the client sees a broken transfer, never wrong bytes) and
+//! the next request fetches the file again. BENCHMARKS.md has the cost.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use cid::Cid;
+use tokio::sync::mpsc;
+
+use crate::cid::RAW;
+use crate::error::Error;
+use crate::index::{ArtifactRecord, Index};
+use crate::mirror::{CachedArtifact, Mirror};
+use crate::unixfs::CHUNK_SIZE;
+
+/// Leaves read ahead of the client at most, per response.
+const QUEUE: usize = 4;
+
+/// Why a stored artifact cannot be served: its file is damaged or gone.
+pub(crate) type Damage = String;
+
+/// The leaf CIDs of an artifact, in file order (its root alone for a file of one leaf).
+/// Blocking.
+pub(crate) fn leaves(index: &Index, record: &ArtifactRecord) -> Result<Vec<Cid>, Damage> {
+    let mut out = Vec::new();
+    let mut pending = vec![record.root.0];
+    while let Some(cid) = pending.pop() {
+        if cid.codec() == RAW {
+            out.push(cid);
+            continue;
+        }
+        let node = index
+            .get_block(&cid)
+            .map_err(|e| format!("inner node {cid}: {e}"))?
+            .ok_or_else(|| format!("inner node {cid} is not indexed"))?;
+        let links = crate::unixfs::decode_node(&node)
+            .map_err(|e| format!("inner node {cid}: {e}"))?
+            .links;
+        pending.extend(links.iter().rev().map(|l| l.cid));
+    }
+    if out.len() as u64 != record.size.div_ceil(CHUNK_SIZE).max(1) {
+        return Err(format!(
+            "its DAG has {} leaves for {} bytes",
+            out.len(),
+            record.size
+        ));
+    }
+    Ok(out)
+}
+
+/// An I/O failure on a stored file: damage when the file is gone, else an error that names the
+/// artifact (the path goes to the log, not to the client).
+fn io_failure(flat: &crate::cid::FlatCid, path: &Path, e: std::io::Error) -> Result<Damage, Error> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return Ok("its file is missing".to_owned());
+    }
+    tracing::error!(path = %path.display(), "cannot read a stored artifact: {e}");
+    Err(Error::Internal(format!(
+        "cannot read the stored file of {flat}: {e}"
+    )))
+}
+
+/// A file of one leaf, read whole and checked against its CID. Blocking.
+pub(crate) fn read_whole(cached: &CachedArtifact) -> Result<Result<Bytes, Damage>, Error> {
+    let record = &cached.record;
+    let bytes = match std::fs::read(&cached.path) {
+        Ok(bytes) => bytes,
+        Err(e) => return io_failure(&record.flat, &cached.path, e).map(Err),
+    };
+    if bytes.len() as u64 != record.size {
+        return Ok(Err(format!(
+            "its file has {} bytes, the index says {}",
+            bytes.len(),
+            record.size
+        )));
+    }
+    if record.root.0.codec() != RAW {
+        return Ok(Err(format!(
+            "{} bytes under the DAG root {}",
+            record.size, record.root
+        )));
+    }
+    if let Err(e) = crate::blocks::verify(&record.root.0, &bytes, String::new) {
+        return Ok(Err(e.to_string()));
+    }
+    Ok(Ok(Bytes::from(bytes)))
+}
+
+/// The file and its leaves, to stream. Blocking.
+pub(crate) fn open(
+    index: &Index,
+    cached: &CachedArtifact,
+) -> Result<Result<(File, Vec<Cid>), Damage>, Error> {
+    let file = match File::open(&cached.path) {
+        Ok(file) => file,
+        Err(e) => return io_failure(&cached.record.flat, &cached.path, e).map(Err),
+    };
+    Ok(leaves(index, &cached.record).map(|leaves| (file, leaves)))
+}
+
+/// Bytes `start..start + len` of `file`, read a whole leaf at a time and each leaf checked
+/// before any of it is sent. A bad leaf ends the body and drops the artifact.
+pub(crate) fn stream(
+    mirror: Mirror,
+    cached: Arc<CachedArtifact>,
+    file: File,
+    leaves: Vec<Cid>,
+    start: u64,
+    len: u64,
+) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        if len == 0 {
+            return;
+        }
+        let end = start + len;
+        let size = cached.record.size;
+        for i in start / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE {
+            let offset = i * CHUNK_SIZE;
+            let n = CHUNK_SIZE.min(size - offset) as usize;
+            let mut leaf = vec![0u8; n];
+            let damage = match (
+                file.read_exact_at(&mut leaf, offset),
+                leaves.get(i as usize),
+            ) {
+                (Err(e), _) => Some(format!("reading leaf {i}: {e}")),
+                (Ok(()), None) => Some(format!("no leaf {i} in its DAG")),
+                (Ok(()), Some(cid)) => crate::blocks::verify(cid, &leaf, String::new)
+                    .err()
+                    .map(|e| format!("leaf {i}: {e}")),
+            };
+            if let Some(damage) = damage {
+                mirror.forget_damaged(&cached, &damage);
+                let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                    "stored artifact {} is damaged ({damage}); it will be fetched again",
+                    cached.record.flat
+                ))));
+                return;
+            }
+            let from = (start.max(offset) - offset) as usize;
+            let to = (end.min(offset + n as u64) - offset) as usize;
+            if tx
+                .blocking_send(Ok(Bytes::from(leaf).slice(from..to)))
+                .is_err()
+            {
+                return; // the client went away
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}

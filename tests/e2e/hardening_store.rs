@@ -1,0 +1,236 @@
+//! A store damaged under a running node: a flat file with a byte flipped, or deleted while its
+//! index row stays, is never served; the node drops it and fetches it again from upstream, and
+//! no answer names the data directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::fake_npm::{FakeNpm, Registry, noise};
+use crate::support::{Cairn, get, wait_for};
+
+const MIB: usize = 1 << 20;
+
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    r.publish("small-pkg", "1.0.0", &[], &[]).publish(
+        "large-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(3 * MIB + 17, 21))],
+    );
+    r
+}
+
+/// The stored flat file holding exactly `bytes`.
+fn blob_of(data_dir: &Path, bytes: &[u8]) -> PathBuf {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    // The download commits just after its last byte went out.
+    wait_for(Duration::from_secs(10), "the artifact's blob", || {
+        let mut files = Vec::new();
+        walk(&data_dir.join("blobs"), &mut files);
+        files
+            .into_iter()
+            .find(|f| std::fs::read(f).is_ok_and(|b| b == bytes))
+    })
+}
+
+struct Case {
+    path: &'static str,
+    tarball: Vec<u8>,
+}
+
+fn cases(npm: &FakeNpm) -> Vec<Case> {
+    [
+        ("small-pkg", "small-pkg/-/small-pkg-1.0.0.tgz"),
+        ("large-pkg", "large-pkg/-/large-pkg-1.0.0.tgz"),
+    ]
+    .into_iter()
+    .map(|(name, path)| Case {
+        path,
+        tarball: npm.registry().version(name, "1.0.0").tarball.to_vec(),
+    })
+    .collect()
+}
+
+/// The download that fetched it again commits just after its last byte went out.
+fn blob_back(blob: &Path, bytes: &[u8]) {
+    wait_for(Duration::from_secs(10), "the blob back in place", || {
+        std::fs::read(blob).ok().filter(|b| b == bytes)
+    });
+}
+
+fn assert_no_path(text: &str, data_dir: &Path) {
+    let dir = data_dir.to_str().expect("path");
+    assert!(
+        !text.contains(dir),
+        "an answer names the data directory: {text}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_stored_blob_is_never_served_and_is_fetched_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let npm = FakeNpm::start(registry());
+    let node = Cairn::start(&data, &["--npm-upstream", &npm.url]);
+    let cases = cases(&npm);
+    assert!(
+        cases[1].tarball.len() > 2 * MIB,
+        "the large tarball spans leaves"
+    );
+    for case in &cases {
+        let url = format!("{}/npm/{}", node.url, case.path);
+        let first = get(&url);
+        assert_eq!(first.status, 200, "{}: {}", case.path, first.text);
+        assert_eq!(&first.body[..], &case.tarball[..]);
+        assert_eq!(npm.hits(case.path), 1);
+
+        // One byte flipped on disk, in the last leaf of the large file.
+        let blob = blob_of(&data, &case.tarball);
+        let mut damaged = case.tarball.clone();
+        let at = damaged.len() - 3;
+        damaged[at] ^= 0x20;
+        std::fs::write(&blob, &damaged).expect("damage the blob");
+
+        let second = get(&url);
+        assert_ne!(
+            &second.body[..],
+            &damaged[..],
+            "{}: the damaged bytes were served",
+            case.path
+        );
+        assert_no_path(&second.text, &data);
+        if case.tarball.len() <= MIB {
+            // Noticed before anything was sent: fetched again within the same request.
+            assert_eq!(second.status, 200, "{}", second.text);
+            assert_eq!(&second.body[..], &case.tarball[..]);
+        }
+        // The next request (or this one, for the small file) fetched it again from upstream.
+        let third = get(&url);
+        assert_eq!(third.status, 200, "{}: {}", case.path, third.text);
+        assert_eq!(&third.body[..], &case.tarball[..], "{}", case.path);
+        assert_eq!(npm.hits(case.path), 2, "{}", case.path);
+        blob_back(&blob, &case.tarball);
+    }
+    assert!(
+        node.logs().contains("stored artifact is damaged"),
+        "{}",
+        node.logs()
+    );
+    node.stop();
+}
+
+#[test]
+fn a_deleted_blob_is_fetched_again_and_no_answer_names_the_data_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let npm = FakeNpm::start(registry());
+    let node = Cairn::start(&data, &["--npm-upstream", &npm.url]);
+    for case in &cases(&npm) {
+        let url = format!("{}/npm/{}", node.url, case.path);
+        assert_eq!(get(&url).status, 200);
+        let blob = blob_of(&data, &case.tarball);
+        std::fs::remove_file(&blob).expect("delete the blob");
+        // Noticed before anything was sent: fetched again within the same request.
+        let again = get(&url);
+        assert_no_path(&again.text, &data);
+        assert_eq!(again.status, 200, "{}: {}", case.path, again.text);
+        assert_eq!(&again.body[..], &case.tarball[..]);
+        assert_eq!(npm.hits(case.path), 2, "{}", case.path);
+        blob_back(&blob, &case.tarball);
+    }
+    node.stop();
+}
+
+/// A bundle holding one apt document, `dists/stable/InRelease` of archive `test`, with `body`.
+fn in_release_bundle(path: &Path, body: &[u8]) {
+    use cairn_mirror::car::CarWriter;
+    use cairn_mirror::cid::{BlockCid, raw_block_cid};
+    use cairn_mirror::index::MetadataRecord;
+    use cairn_mirror::snapshot::{DocumentEntry, Snapshot};
+    let cid = raw_block_cid(body);
+    let mut snapshot = Snapshot::default();
+    snapshot.documents.push(DocumentEntry {
+        ecosystem: "apt/test".into(),
+        key: "dists/stable/InRelease".into(),
+        record: MetadataRecord {
+            cid: Some(BlockCid(cid)),
+            status: 200,
+            upstream_url: "http://127.0.0.1:9/debian/dists/stable/InRelease".into(),
+            fetched_at: cairn_mirror::now_ms(),
+            etag: None,
+            last_modified: None,
+            size: body.len() as u64,
+        },
+    });
+    let encoded = snapshot.encode();
+    let file = std::fs::File::create(path).expect("bundle");
+    let mut car = CarWriter::new(file, &[encoded.root]).expect("car");
+    for (cid, block) in &encoded.blocks {
+        car.write_block(cid, block).expect("write");
+    }
+    car.write_block(&cid, body).expect("write");
+    car.finish().expect("finish");
+}
+
+#[test]
+fn a_bundled_in_release_without_a_good_signature_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let archive = crate::fake_apt::build_archive(&t.join("archive"));
+    let suite = archive.dir.join("dists/stable");
+    let signed = std::fs::read(suite.join("InRelease")).expect("InRelease");
+    let unsigned = std::fs::read(suite.join("Release")).expect("Release");
+    let mut tampered = signed.clone();
+    let at = tampered
+        .windows(6)
+        .position(|w| w == b"Suite:")
+        .expect("a Suite field");
+    tampered[at + 7] ^= 0x01;
+    let keyring = format!("test={}", archive.keyring.display());
+    let wrong = format!("test={}", archive.wrong_keyring.display());
+    let import = |name: &str, body: &[u8], keyring: &str| {
+        let data = t.join(format!("data-{name}"));
+        let car = t.join(format!("{name}.car"));
+        in_release_bundle(&car, body);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["import", "--data-dir"])
+            .arg(&data)
+            .args(["--apt-upstream", "test=http://127.0.0.1:9/debian/"])
+            .args(["--apt-keyring", keyring])
+            .arg(&car)
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("CAIRN_LOG", "warn")
+            .output()
+            .expect("cairn import");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let held = std::fs::read_dir(data.join("meta"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (out.status.success(), text, held)
+    };
+    // The genuine document, checked against its keyring, goes in.
+    let (ok, text, held) = import("signed", &signed, &keyring);
+    assert!(ok, "{text}");
+    assert_eq!(held, 1, "{text}");
+    for (name, body, keyring) in [
+        ("unsigned", &unsigned, &keyring),
+        ("tampered", &tampered, &keyring),
+        ("other-key", &signed, &wrong),
+    ] {
+        let (ok, text, held) = import(name, body, keyring);
+        assert!(!ok, "{name}: imported\n{text}");
+        assert!(text.contains("was not imported"), "{name}: {text}");
+        assert!(text.contains("dists/stable/InRelease"), "{name}: {text}");
+        assert_eq!(held, 0, "{name}: something was stored");
+    }
+}
