@@ -1818,7 +1818,7 @@ impl Mirror {
     }
 
     /// Delete cached upstream "not found"s older than the negative TTL, and the oldest beyond
-    /// [`MAX_NEGATIVE`], from the index and from memory. Returns how many rows went.
+    /// `MAX_NEGATIVE` (100,000), from the index and from memory. Returns how many rows went.
     pub async fn expire_negative(&self) -> Result<usize, Error> {
         let now = now_ms();
         let before = now.saturating_sub(self.inner.config.negative_ttl.as_millis() as i64);
