@@ -668,14 +668,39 @@ async fn passthrough(
             hint: hint.clone(),
         })?;
     let url = upstream.join(upstream_path)?;
-    let body = axum::body::to_bytes(body, MAX_FORWARD_BODY)
-        .await
-        .map_err(|e| Error::BadRequest(format!("request body: {e}")))?;
-    let _permit = upstream.permit().await;
-    let response = upstream.forward(method, &url, &parts.headers, body).await?;
-    let status = response.status();
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let body = read_answer(response, &url).await?;
+    // The client's body and the whole upstream exchange each get the upstream deadline, so
+    // neither a trickling client nor a trickling upstream holds a metadata slot for longer.
+    let deadline = upstream.limits().deadline;
+    let body =
+        match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_FORWARD_BODY)).await {
+            Ok(body) => body.map_err(|e| Error::BadRequest(format!("request body: {e}")))?,
+            Err(_) => {
+                return Err(Error::BadRequest(format!(
+                    "request body for {name} /{upstream_path} not complete within {}",
+                    crate::limits::duration(deadline)
+                )));
+            }
+        };
+    let exchange = async {
+        let _permit = upstream.permit().await;
+        let response = upstream.forward(method, &url, &parts.headers, body).await?;
+        let status = response.status();
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        let body = read_answer(response, &url).await?;
+        Ok::<_, Error>((status, content_type, body))
+    };
+    let (status, content_type, body) = match tokio::time::timeout(deadline, exchange).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(Error::UpstreamFailed {
+                url: crate::upstream::redact(&url),
+                reason: format!(
+                    "no complete answer within the {} upstream deadline (--upstream-deadline)",
+                    crate::limits::duration(deadline)
+                ),
+            });
+        }
+    };
     let mut out = (status, body).into_response();
     if let Some(ct) = content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);

@@ -1,6 +1,6 @@
 //! The bounds on upstreams, set by `cairn serve`'s flags: a packument over `--max-document-size`
 //! is a 502 naming the limit, a trickling packument ends at `--upstream-deadline` with a 504
-//! naming it (and holds no other request), an endless tarball stops at `--max-artifact-size`
+//! naming it (and holds no other request; the audit passthrough too), an endless tarball stops at `--max-artifact-size`
 //! with nothing left behind. The upstream is a small npm registry of its own here.
 
 use std::time::Duration;
@@ -42,18 +42,10 @@ fn registry() -> String {
             "/endless",
             axum::routing::get(move || async move { endless }),
         )
+        .route("/slow", axum::routing::get(|| async { trickle() }))
         .route(
-            "/slow",
-            axum::routing::get(|| async {
-                let stream = futures_util::stream::unfold((), |()| async {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Some((
-                        Ok::<_, std::convert::Infallible>(Bytes::from_static(b" ")),
-                        (),
-                    ))
-                });
-                axum::body::Body::from_stream(stream)
-            }),
+            "/-/npm/v1/security/advisories/bulk",
+            axum::routing::post(|| async { trickle() }),
         )
         .route(
             "/endless/-/endless-1.0.0.tgz",
@@ -67,6 +59,18 @@ fn registry() -> String {
         );
     serve_fake(listener, app);
     base
+}
+
+/// A body of one space every 200 ms, without end.
+fn trickle() -> axum::body::Body {
+    let stream = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(b" ")),
+            (),
+        ))
+    });
+    axum::body::Body::from_stream(stream)
 }
 
 #[test]
@@ -116,6 +120,28 @@ fn limit_flags_bound_documents_exchanges_and_artifacts() {
             .contains("within the 3s upstream deadline (--upstream-deadline)"),
         "{}",
         slow.text
+    );
+
+    // The audit passthrough is held to the same deadline.
+    let audit = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            "{}",
+        ])
+        .args(["-w", "\n%{http_code}", "--max-time", "60"])
+        .arg(format!("{npm}-/npm/v1/security/advisories/bulk"))
+        .output()
+        .expect("curl");
+    let audit = String::from_utf8_lossy(&audit.stdout).into_owned();
+    assert!(
+        audit.ends_with("\n504")
+            && audit.contains("within the 3s upstream deadline (--upstream-deadline)"),
+        "{audit}"
     );
 
     assert_eq!(get(&format!("{npm}endless")).status, 200);
