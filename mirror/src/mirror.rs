@@ -1340,6 +1340,7 @@ impl Mirror {
             // (apt after `update`) and asks for a file it names must find the entry, or wait
             // for it (see `wait_for_listings`).
             self.listings_started(name);
+            progress.hold_until_committed();
         }
         let this = self.clone();
         let (shared, size) = (download.clone(), reference.size);
