@@ -19,7 +19,7 @@ mod metadata;
 mod pending;
 mod resolve;
 mod transfer;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +33,14 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+pub use metadata::{
+    Header as MetadataHeader, MAX_BODY as MAX_METADATA_BODY, Request as MetadataRequest,
+};
 pub use pending::{MirrorBlocks, PendingMap};
-pub use resolve::{ArtifactSource, Frame as ResolveFrame, HeldArtifact, WireLeaf};
+pub use resolve::{
+    ArtifactSource, Frame as ResolveFrame, HeldArtifact, Request as ResolveRequest, WireLeaf,
+    parse_leaf,
+};
 pub use transfer::{AHEAD_LEAVES, HEDGE_AFTER, IDLE, MAX_OUTRUN, MAX_WINDOW, STALL};
 
 use crate::swarm::{Node, NodeError};
