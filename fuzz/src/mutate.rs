@@ -136,7 +136,7 @@ pub fn mutate(rng: &mut Rng, input: &mut Vec<u8>, other: &[u8], max_len: usize) 
 
 fn mutate_once(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
     let len = data.len();
-    match rng.below(14) {
+    match rng.below(15) {
         // Flip one bit.
         0 if len > 0 => {
             let at = rng.below(len);
@@ -229,6 +229,17 @@ fn mutate_once(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
                 let end = (at + varint.len()).min(len);
                 data.splice(at..end, varint);
             }
+        }
+        // Replace the uvarint starting at some byte with another (protobuf fields, CAR and
+        // frame lengths), keeping what follows it in place.
+        14 if len > 0 => {
+            let at = rng.below(len);
+            let end = (at..len.min(at + 10))
+                .find(|&i| data[i] & 0x80 == 0)
+                .map_or(len, |i| i + 1);
+            let mut varint = Vec::new();
+            put_varint(&mut varint, interesting_number(rng, len));
+            data.splice(at..end, varint);
         }
         // Replace a run of ASCII digits with another decimal number.
         10 if len > 0 => {

@@ -132,6 +132,73 @@ pub fn generated() -> Vec<Seed> {
         seeds.push(("dag-pb", format!("file-node-{i}"), node.clone()));
     }
 
+    // dag-pb as other writers make it: sizes without a `filesize`, inline data, a directory.
+    let unixfs = |kind: u64, data: &[u8], filesize: Option<u64>, sizes: &[u64]| {
+        let mut out = Vec::new();
+        put_varint(&mut out, 1 << 3);
+        put_varint(&mut out, kind);
+        if !data.is_empty() {
+            put_varint(&mut out, (2 << 3) | 2);
+            put_varint(&mut out, data.len() as u64);
+            out.extend_from_slice(data);
+        }
+        if let Some(size) = filesize {
+            put_varint(&mut out, 3 << 3);
+            put_varint(&mut out, size);
+        }
+        for &size in sizes {
+            put_varint(&mut out, 4 << 3);
+            put_varint(&mut out, size);
+        }
+        out
+    };
+    let node = |links: &[Cid], data: &[u8]| {
+        let mut out = Vec::new();
+        for cid in links {
+            let mut link = Vec::new();
+            let hash = cid.to_bytes();
+            put_varint(&mut link, (1 << 3) | 2);
+            put_varint(&mut link, hash.len() as u64);
+            link.extend_from_slice(&hash);
+            put_varint(&mut link, 3 << 3);
+            put_varint(&mut link, 1 << 20);
+            put_varint(&mut out, (2 << 3) | 2);
+            put_varint(&mut out, link.len() as u64);
+            out.extend_from_slice(&link);
+        }
+        put_varint(&mut out, (1 << 3) | 2);
+        put_varint(&mut out, data.len() as u64);
+        out.extend_from_slice(data);
+        out
+    };
+    let leaves: Vec<Cid> = dag.leaves.iter().map(|l| l.cid).collect();
+    seeds.push((
+        "dag-pb",
+        "sizes-without-filesize".into(),
+        node(&leaves, &unixfs(2, b"", None, &[1 << 20, 1 << 20, 1 << 16])),
+    ));
+    seeds.push((
+        "dag-pb",
+        "inline-data".into(),
+        node(&[], &unixfs(2, b"hello", Some(5), &[])),
+    ));
+    seeds.push((
+        "dag-pb",
+        "directory".into(),
+        node(&leaves[..1], &unixfs(1, b"", None, &[])),
+    ));
+
+    seeds.push((
+        "dag-pb",
+        "data-sizes-without-filesize".into(),
+        unixfs(2, b"", None, &[1 << 20, 1 << 20, 1 << 16]),
+    ));
+    seeds.push((
+        "dag-pb",
+        "data-inline".into(),
+        unixfs(0, b"hello", Some(5), &[]),
+    ));
+
     // Bitswap: a wantlist, then blocks and presences.
     let wants = Message {
         wantlist: Some(Wantlist {

@@ -74,14 +74,17 @@ pub fn snapshot(input: &[u8]) -> bool {
 }
 
 /// One dag-pb node and its UnixFS `Data`, read as the gateway's walk and the resolve server
-/// read inner nodes.
+/// read inner nodes. The input is also read as a bare `Data` message, so that its fields are
+/// mutated without breaking the length of the node field around them.
 pub fn dag_pb(input: &[u8]) -> bool {
+    let bare = unixfs(input);
     let Ok(node) = decode_node(input) else {
-        return false;
+        return bare;
     };
-    let Some(data) = node.data else {
-        return true;
-    };
+    node.data.is_none_or(unixfs) || bare
+}
+
+fn unixfs(data: &[u8]) -> bool {
     let Ok(unixfs) = decode_unixfs(data) else {
         return false;
     };
