@@ -156,6 +156,8 @@ pub struct Report {
     /// Inputs run: seeds plus mutants.
     pub inputs: u64,
     pub elapsed: Duration,
+    /// The longest any one input ran (work out of proportion to the input shows here first).
+    pub slowest: Duration,
     /// The first failing input, if any (a run stops at its first finding).
     pub finding: Option<Finding>,
 }
@@ -205,6 +207,8 @@ const POOL: usize = 512;
 struct Progress {
     /// Inputs started.
     started: AtomicU64,
+    /// Longest run of one input, in microseconds.
+    slowest_us: AtomicU64,
     /// The input running now (kept so that a hang can be saved).
     current: Mutex<Vec<u8>>,
     stop: AtomicBool,
@@ -221,6 +225,7 @@ pub fn fuzz(target: &'static Target, seeds: Vec<Vec<u8>>, options: &Options) -> 
     let started_at = Instant::now();
     let progress = Arc::new(Progress {
         started: AtomicU64::new(0),
+        slowest_us: AtomicU64::new(0),
         current: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     });
@@ -241,6 +246,7 @@ pub fn fuzz(target: &'static Target, seeds: Vec<Vec<u8>>, options: &Options) -> 
                 target: target.name,
                 inputs: 0,
                 elapsed: started_at.elapsed(),
+                slowest: Duration::ZERO,
                 finding: Some(Finding {
                     target: target.name,
                     reason: format!("cannot start the fuzzing thread: {e}"),
@@ -295,6 +301,7 @@ pub fn fuzz(target: &'static Target, seeds: Vec<Vec<u8>>, options: &Options) -> 
         target: target.name,
         inputs: progress.started.load(Ordering::Relaxed),
         elapsed: started_at.elapsed(),
+        slowest: Duration::from_micros(progress.slowest_us.load(Ordering::Relaxed)),
         finding,
     }
 }
@@ -314,7 +321,11 @@ fn run_loop(
             current.extend_from_slice(input);
         }
         progress.started.fetch_add(1, Ordering::Relaxed);
-        check(target, input).map_err(|reason| Finding {
+        let began = Instant::now();
+        let result = check(target, input);
+        let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        progress.slowest_us.fetch_max(took, Ordering::Relaxed);
+        result.map_err(|reason| Finding {
             target: target.name,
             reason,
             input: input.to_vec(),

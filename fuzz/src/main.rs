@@ -123,12 +123,13 @@ fn main() -> ExitCode {
         total += report.inputs;
         let secs = report.elapsed.as_secs_f64().max(1e-3);
         println!(
-            "{:<14} {:>10} inputs in {:>5.1} s ({:>8.0}/s) from {} seeds",
+            "{:<14} {:>10} inputs in {:>5.1} s ({:>8.0}/s) from {} seeds, slowest {:.1} ms",
             report.target,
             report.inputs,
             secs,
             report.inputs as f64 / secs,
-            count
+            count,
+            report.slowest.as_secs_f64() * 1000.0
         );
         match report.finding {
             None => passed += 1,
