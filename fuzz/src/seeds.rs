@@ -111,6 +111,35 @@ pub fn generated() -> Vec<Seed> {
         let empty = Snapshot::default().encode();
         car_of(&[empty.root], &empty.blocks)
     }));
+    // A bundle of one small artifact: its snapshot, then its one raw leaf.
+    let hello = b"hello, bundle";
+    let leaf = raw_block_cid(hello);
+    let one = Snapshot {
+        artifacts: vec![ArtifactEntry {
+            ecosystem: "npm".into(),
+            key: "hello/-/hello-1.0.0.tgz".into(),
+            record: ArtifactRecord {
+                flat: Digest::of(Algorithm::Sha512, hello).flat_cid(),
+                root: RootCid(leaf),
+                size: hello.len() as u64,
+                upstream_url: "https://upstream.invalid/hello/-/hello-1.0.0.tgz".into(),
+                fetched_at: 1_700_000_000_000,
+            },
+        }],
+        ..Snapshot::default()
+    }
+    .encode();
+    let mut blocks = one.blocks.clone();
+    blocks.push((leaf, hello.to_vec()));
+    seeds.push((
+        "bundle",
+        "one-artifact".into(),
+        car_of(&[one.root], &blocks),
+    ));
+    seeds.push(("bundle", "empty".into(), {
+        let empty = Snapshot::default().encode();
+        car_of(&[empty.root], &empty.blocks)
+    }));
     for (i, (_, block)) in encoded.blocks.iter().enumerate() {
         seeds.push(("dag-cbor", format!("snapshot-block-{i}"), block.clone()));
     }

@@ -23,10 +23,10 @@ fn seeds_and_regressions_pass() {
         files.extend(
             cairn_fuzz::load_dir(&cairn_fuzz::regressions_dir(target.name)).expect("regressions"),
         );
-        for (path, input) in &files {
+        for (i, (path, input)) in files.iter().enumerate() {
             match cairn_fuzz::check(target, input) {
-                Ok(true) => accepted += 1,
-                Ok(false) => {}
+                Ok(true) if i < seeds => accepted += 1,
+                Ok(_) => {}
                 Err(panic) => failures.push(format!("{}: {panic}", path.display())),
             }
         }

@@ -1,6 +1,7 @@
 //! Targets for the content-addressed formats: CAR streams (bundles), dag-cbor and snapshots,
 //! dag-pb / UnixFS nodes (from peers, bundles and identity CIDs in gateway requests).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use cairn_mirror::car::CarReader;
@@ -92,4 +93,42 @@ fn unixfs(data: &[u8]) -> bool {
         let _ = unixfs.file_size();
     }
     true
+}
+
+/// A store and index that bundles are imported into, one per thread (opening SQLite per input
+/// would be most of the work). A thread-local is dropped when its thread ends, and with it the
+/// temporary directory: each run of the target runs on a thread of its own.
+struct Sink {
+    _dir: tempfile::TempDir,
+    store: cairn_mirror::store::Store,
+    index: cairn_mirror::index::Index,
+}
+
+impl Sink {
+    fn open() -> Sink {
+        let dir = tempfile::tempdir().expect("a temporary directory for the bundle target");
+        let store = cairn_mirror::store::Store::open(&dir.path().join("store"))
+            .expect("a store for the bundle target");
+        let index = cairn_mirror::index::Index::open(&dir.path().join("index.sqlite3"))
+            .expect("an index for the bundle target");
+        Sink {
+            _dir: dir,
+            store,
+            index,
+        }
+    }
+}
+
+thread_local! {
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+}
+
+/// A whole bundle, imported as `cairn import` does: the snapshot, then documents and artifacts
+/// streamed into a store, verified, and indexed.
+pub fn bundle(input: &[u8]) -> bool {
+    SINK.with(|sink| {
+        let mut sink = sink.borrow_mut();
+        let sink = sink.get_or_insert_with(Sink::open);
+        cairn_mirror::bundle::import(&sink.store, &sink.index, input, |_| {}).is_ok()
+    })
 }

@@ -65,6 +65,10 @@ pub static TARGETS: &[Target] = &[
         run: formats::snapshot,
     },
     Target {
+        name: "bundle",
+        run: formats::bundle,
+    },
+    Target {
         name: "dag-pb",
         run: formats::dag_pb,
     },
