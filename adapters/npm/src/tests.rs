@@ -105,3 +105,12 @@ fn api_routes() {
     }
     assert_eq!(route("lodash/4.17.21", None), Ok(None));
 }
+
+#[test]
+fn dist_tags_without_a_name_is_refused() {
+    for path in ["-/package/dist-tags", "-/package//dist-tags"] {
+        assert!(route(path, None).is_err(), "{path} should be refused");
+    }
+    let (key, _, _) = metadata("-/package/@s%2Fb/dist-tags", None);
+    assert_eq!(key, "@s/b");
+}
