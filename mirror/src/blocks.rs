@@ -611,15 +611,17 @@ impl Walk {
         let mut children = Vec::with_capacity(node.links.len());
         match (sizes, self.range) {
             (Some((inline, sizes)), Some((first, last))) => {
-                let mut offset = start + inline;
+                // Saturating: `blocksizes` come from the block (an identity root is the
+                // client's), and hostile ones may sum past `u64::MAX`.
+                let mut offset = start.saturating_add(inline);
                 for (link, &size) in node.links.iter().zip(sizes) {
-                    if offset <= last && offset + size > first {
+                    if offset <= last && offset.saturating_add(size) > first {
                         children.push(Child {
                             cid: link.cid,
                             start: offset,
                         });
                     }
-                    offset += size;
+                    offset = offset.saturating_add(size);
                 }
             }
             _ => children.extend(node.links.iter().map(|link| Child {

@@ -290,10 +290,15 @@ impl UnixfsData<'_> {
         matches!(self.kind, UNIXFS_FILE | UNIXFS_RAW)
     }
 
-    /// Bytes of the file under this node: `filesize`, else the inline data plus `blocksizes`.
+    /// Bytes of the file under this node: `filesize`, else the inline data plus `blocksizes`
+    /// (saturating: the sizes come from the block, and a hostile one may sum past `u64::MAX`).
     pub fn file_size(&self) -> u64 {
         self.filesize.unwrap_or_else(|| {
-            self.data.len() as u64 + self.blocksizes.iter().copied().sum::<u64>()
+            self.blocksizes
+                .iter()
+                .fold(self.data.len() as u64, |sum, &size| {
+                    sum.saturating_add(size)
+                })
         })
     }
 }

@@ -86,7 +86,10 @@ impl Ecosystem for Npm {
                     body: Bytes::from_static(b"{}"),
                 }),
                 _ if api.starts_with("package/") && api.ends_with("/dist-tags") => {
-                    let raw = &api["package/".len()..api.len() - "/dist-tags".len()];
+                    // `package/dist-tags` matches both ends with nothing between: no name.
+                    let raw = api
+                        .get("package/".len()..api.len() - "/dist-tags".len())
+                        .unwrap_or_default();
                     let name = PackageName::parse(&decode(raw).map_err(bad)?).map_err(bad)?;
                     Some(Route::Metadata(metadata_route(&name, DIST_TAGS_VARIANT)))
                 }

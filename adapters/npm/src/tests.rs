@@ -175,3 +175,12 @@ fn keys_route_back_to_themselves() {
         assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
     }
 }
+
+#[test]
+fn dist_tags_without_a_name_is_refused() {
+    for path in ["-/package/dist-tags", "-/package//dist-tags"] {
+        assert!(route(path, None).is_err(), "{path} should be refused");
+    }
+    let (key, _, _) = metadata("-/package/@s%2Fb/dist-tags", None);
+    assert_eq!(key, "@s/b");
+}

@@ -324,3 +324,40 @@ fn a_missing_or_corrupt_child_ends_the_walk_after_the_blocks_before_it() {
         "{got:?}"
     );
 }
+
+/// An identity-hashed dag-pb root (the client writes its bytes) over two identity leaves,
+/// whose `blocksizes` sum past `u64::MAX`.
+#[test]
+fn hostile_blocksizes_in_an_identity_root_do_not_overflow() {
+    use crate::unixfs::put_varint;
+    let identity = |codec: u64, bytes: &[u8]| {
+        Cid::new_v1(
+            codec,
+            cid::multihash::Multihash::wrap(IDENTITY, bytes).expect("fits"),
+        )
+    };
+    let field = |out: &mut Vec<u8>, tag: u64, bytes: &[u8]| {
+        put_varint(out, (tag << 3) | 2);
+        put_varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    };
+    let mut node = Vec::new();
+    for leaf in [b"ab", b"cd"] {
+        let mut link = Vec::new();
+        field(&mut link, 1, &identity(RAW, leaf).to_bytes());
+        field(&mut node, 2, &link);
+    }
+    let mut data = Vec::new();
+    for (tag, value) in [(1, 2), (4, u64::MAX), (4, 2)] {
+        put_varint(&mut data, tag << 3);
+        put_varint(&mut data, value);
+    }
+    field(&mut node, 1, &data);
+    let root = identity(DAG_PB, &node);
+    let f = fixture();
+    for selector in [range(0, Some(10)), range(-3, None), Selector::default()] {
+        let walk = f.blocks.walk(root, selector).expect("walk").expect("held");
+        assert_eq!(walk.entity_size(), Some(u64::MAX));
+        let _ = walk.collect::<Result<Vec<_>, _>>();
+    }
+}

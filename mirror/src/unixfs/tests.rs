@@ -196,3 +196,22 @@ fn known_leaves_build_the_same_dag() {
     shifted.update(&data[10 + CHUNK_SIZE as usize..]);
     assert_eq!(shifted.finish().root, plain.root);
 }
+
+/// UnixFS `Data` of a file with these `blocksizes` and no `filesize`.
+fn sizes_only(sizes: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_varint_field(&mut out, 1, UNIXFS_FILE);
+    for &size in sizes {
+        put_varint_field(&mut out, 4, size);
+    }
+    out
+}
+
+#[test]
+fn file_size_saturates_on_hostile_blocksizes() {
+    let data = sizes_only(&[u64::MAX, 5]);
+    let unixfs = decode_unixfs(&data).expect("decodes");
+    assert_eq!(unixfs.file_size(), u64::MAX);
+    let data = sizes_only(&[3, 5]);
+    assert_eq!(decode_unixfs(&data).expect("decodes").file_size(), 8);
+}

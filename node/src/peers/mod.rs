@@ -21,7 +21,7 @@ mod penalties;
 mod pending;
 mod resolve;
 mod transfer;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +35,15 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+pub use metadata::{
+    Header as MetadataHeader, MAX_BODY as MAX_METADATA_BODY, Request as MetadataRequest,
+};
 pub use penalties::{LIED, MAX_PENALIZED, STALLED};
 pub use pending::{MirrorBlocks, PendingMap};
-pub use resolve::{ArtifactSource, Frame as ResolveFrame, HeldArtifact, WireLeaf};
+pub use resolve::{
+    ArtifactSource, Frame as ResolveFrame, HeldArtifact, Request as ResolveRequest, WireLeaf,
+    parse_leaf,
+};
 pub use transfer::{
     AHEAD_LEAVES, FIRST_PROGRESS, HEDGE_AFTER, IDLE, MAX_OUTRUN, MAX_WINDOW, STALL,
 };
