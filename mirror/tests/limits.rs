@@ -467,7 +467,8 @@ async fn an_endless_artifact_stops_at_the_declared_or_configured_size_and_leaves
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_big_listing_is_indexed_in_batches_while_healthz_and_other_writes_go_on() {
+async fn a_big_listing_is_indexed_in_batches_while_healthz_and_other_writes_go_on_and_its_body_ends_after()
+ {
     let upstream = upstream().await;
     let (paused_tx, paused) = std::sync::mpsc::channel();
     let (resume, resume_rx) = std::sync::mpsc::channel();
@@ -486,8 +487,11 @@ async fn a_big_listing_is_indexed_in_batches_while_healthz_and_other_writes_go_o
         |_| {},
     );
     get(&setup.mirror, "/t/d/doc").await;
-    let (status, body) = get(&setup.mirror, "/t/f/doc/idx.list").await;
-    assert_eq!(status, 200, "{body}");
+    // The listing's body ends only once its references are indexed: the client waits.
+    let listing = tokio::spawn({
+        let mirror = setup.mirror.clone();
+        async move { get(&mirror, "/t/f/doc/idx.list").await }
+    });
     let paused = tokio::task::spawn_blocking(move || paused.recv_timeout(HANG));
     paused
         .await
@@ -503,9 +507,12 @@ async fn a_big_listing_is_indexed_in_batches_while_healthz_and_other_writes_go_o
     assert!(index.get_metadata("t", "other").expect("index").is_some());
     assert!(index.get_ref("t", "ref-0").expect("index").is_some());
     assert!(index.get_ref("t", "ref-24999").expect("index").is_none());
+    assert!(
+        !listing.is_finished(),
+        "the listing's body ended before its references were indexed"
+    );
     resume.send(()).expect("resume");
-    until("the whole listing is indexed", || {
-        index.get_ref("t", "ref-24999").expect("index").is_some()
-    })
-    .await;
+    let (status, body) = listing.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+    assert!(index.get_ref("t", "ref-24999").expect("index").is_some());
 }
