@@ -231,6 +231,10 @@ fn tampered_or_wrongly_signed_release_files_are_refused() {
     let warning = reply.header("warning").expect("Warning on a stale copy");
     assert!(warning.contains("no good signature"), "{warning}");
     assert!(cairn.logs().contains("serving stale metadata"));
+    assert!(
+        !cairn.logs().contains('\u{1b}'),
+        "a log written to a file carries ANSI colour codes"
+    );
     // And Release + Release.gpg are checked together.
     let reply = get(&format!("{uri}/dists/stable/Release"));
     assert_eq!(reply.status, 502, "{}", reply.text);
