@@ -1,5 +1,5 @@
 //! `cairn snapshot`, `cairn pin`, `cairn export` and `cairn import`: a node's state as a
-//! dag-cbor snapshot, and CAR bundles of it to carry to another node (DESIGN.md, "Snapshot").
+//! dag-cbor snapshot, and CAR bundles of it to carry to another node.
 //! They act on the store directly, alongside a running `serve` (SQLite WAL; `tmp/` left alone).
 
 use std::collections::HashSet;

@@ -1,5 +1,5 @@
 //! Upstream discovery: Cairn fronts whatever the machine's own clients already use, so no
-//! registry host is written into Cairn itself (DESIGN.md, "Upstream defaults").
+//! registry host is written into Cairn itself.
 //!
 //! npm: `npm config get registry`, which honours the user's and the project's `.npmrc` and
 //! `NPM_CONFIG_REGISTRY`. A registry that points back at this node (after `cairn setup npm

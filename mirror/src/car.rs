@@ -1,6 +1,6 @@
 //! CAR v1 (Content Addressable aRchive): a streaming writer and a verifying reader.
 //!
-//! Layout (PROTOCOLS.md §5.3): `uvarint(header length) ‖ header`, then sections
+//! Layout (docs/protocols.md): `uvarint(header length) ‖ header`, then sections
 //! `uvarint(len(cid) + len(data)) ‖ cid ‖ data`. The header is the dag-cbor map
 //! `{"roots": [CID…], "version": 1}`; it is encoded and parsed here by hand (a CID in dag-cbor is
 //! tag 42 over the bytes `00 ‖ cid`, and map keys sort length-first, so `roots` precedes

@@ -1,6 +1,6 @@
 //! Content identifiers: the registry digests Cairn verifies against and the CIDs it stores by.
 //!
-//! Two identifiers name every artifact (DESIGN.md, "Data model"):
+//! Two identifiers name every artifact:
 //! - [`FlatCid`]: CIDv1 raw over the registry's own digest of the whole file (sha2-512 for npm,
 //!   sha2-256 elsewhere, sha1 for very old npm packages). Computable before a byte is seen, so it
 //!   keys the store and is what peers look up.

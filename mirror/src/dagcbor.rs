@@ -303,7 +303,7 @@ mod tests {
         ]);
         let bytes = value.encode();
         assert_eq!(Value::decode(&bytes).expect("decode"), value);
-        // The CAR header of PROTOCOLS.md §5.3 is this encoding of {roots, version}.
+        // The CAR header of docs/protocols.md is this encoding of {roots, version}.
         let header = Value::map(vec![
             ("version", Value::Int(1)),
             ("roots", Value::Array(vec![Value::Link(cid)])),

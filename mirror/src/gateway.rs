@@ -1,4 +1,4 @@
-//! The IPFS HTTP trustless gateway on `/ipfs/{cid}` (PROTOCOLS.md §5.4): any block this node
+//! The IPFS HTTP trustless gateway on `/ipfs/{cid}` (docs/protocols.md): any block this node
 //! holds, as a raw block or as a CAR v1 of the DAG under it, for any IPFS tool.
 //!
 //! Goals: serve every held block ([`crate::blocks`]) verified; stream CARs in constant memory

@@ -1,5 +1,5 @@
 //! Snapshots: a dag-cbor DAG naming, per ecosystem, each cached metadata document and artifact
-//! by CID (DESIGN.md, "Snapshot"). Its root CID identifies a state of the mirror; `cairn export`
+//! by CID. Its root CID identifies a state of the mirror; `cairn export`
 //! writes it as the root of a CAR, and `cairn import` reads it to know what the CAR holds.
 //!
 //! ```text

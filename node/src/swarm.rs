@@ -1,6 +1,6 @@
 //! The libp2p node: transports, discovery, the DHT and Bitswap, run on tokio.
 //!
-//! Shape (STYLE.md, "Async and shutdown"): [`Node`] is a cloneable handle with a bounded command
+//! Shape: [`Node`] is a cloneable handle with a bounded command
 //! channel and oneshot replies; an event loop task owns the [`Swarm`]. Bitswap does not go
 //! through the loop: it talks to the swarm through its own `libp2p-stream` control.
 //!
@@ -12,7 +12,7 @@
 //!   warning);
 //! - identify (announcing the protocols the handlers accept, Bitswap included), ping (RTTs),
 //!   mDNS (optional), Kademlia in server mode under a private protocol name (provider records
-//!   keyed by multihash, PROTOCOLS.md §5.6), and an allow-list that refuses connections from
+//!   keyed by multihash, docs/protocols.md), and an allow-list that refuses connections from
 //!   peers not listed when the list is not empty.
 
 use std::collections::{HashMap, HashSet};
@@ -57,7 +57,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connection with no open stream is kept.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Provider records are valid this long; servers expire them after it (PROTOCOLS.md §5.6).
+/// Provider records are valid this long; servers expire them after it (docs/protocols.md).
 pub const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
 
 /// This node republishes its provider records this often, well within their TTL.

@@ -1,5 +1,5 @@
 //! Cairn's apt adapter: one Debian (or Ubuntu-style) archive per instance, served at
-//! `/apt/NAME/` (PROTOCOLS.md §4), with the archive's chain of trust enforced by the mirror:
+//! `/apt/NAME/` (docs/protocols.md), with the archive's chain of trust enforced by the mirror:
 //!
 //! - `dists/SUITE/InRelease` (and `Release` with `Release.gpg`) is a metadata document. Before it
 //!   is stored its signature is checked against the archive's keyring and its dates as apt checks

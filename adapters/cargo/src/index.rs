@@ -1,6 +1,6 @@
 //! The sparse index: crate names, index file paths, index lines, and the `dl` template.
 //!
-//! Index paths are computed from the lower-cased name (PROTOCOLS.md §2.3): `1/a`, `2/io`,
+//! Index paths are computed from the lower-cased name (docs/protocols.md): `1/a`, `2/io`,
 //! `3/s/syn`, `se/rd/serde`. Index lines are one JSON object per published version and are
 //! passed through byte for byte; only `name`, `vers` and `cksum` are read here.
 

@@ -1,4 +1,4 @@
-//! Cairn's cargo adapter: the sparse index (PROTOCOLS.md §2), served as a source replacement
+//! Cairn's cargo adapter: the sparse index (docs/protocols.md), served as a source replacement
 //! for crates-io.
 //!
 //! Routes below `/cargo/`:

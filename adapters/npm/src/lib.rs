@@ -2,7 +2,7 @@
 //!
 //! Routes below `/npm/`:
 //! - `{name}` and `@scope%2f{name}` / `@scope/{name}`: packuments, full or abbreviated by
-//!   `Accept` (PROTOCOLS.md §1.2), with every `dist.tarball` pointing back at this node;
+//!   `Accept` (docs/protocols.md), with every `dist.tarball` pointing back at this node;
 //! - `{name}/-/{file}.tgz`: tarballs, verified against the version's `dist.integrity` (sha512) or
 //!   `dist.shasum` (sha1, very old packages);
 //! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;

@@ -1,4 +1,4 @@
-//! Cairn's PyPI adapter: the simple repository API (PROTOCOLS.md §3) for pip and uv.
+//! Cairn's PyPI adapter: the simple repository API (docs/protocols.md) for pip and uv.
 //!
 //! Routes below `/pypi/`:
 //! - `simple/{project}/`: the project page, PEP 691 JSON or PEP 503 HTML by `Accept` (q-values;

@@ -1,5 +1,5 @@
 //! The Bitswap wire format: the protobuf `Message` of Bitswap 1.0.0–1.2.0, its uvarint
-//! length-prefixed framing, and CID prefixes (PROTOCOLS.md §5.5).
+//! length-prefixed framing, and CID prefixes (docs/protocols.md).
 //!
 //! Goals: byte-exact interoperability with boxo/kubo for the fields Cairn uses, no `protoc` (the
 //! types are derived with prost), and a hard 4 MiB ceiling on any frame read, checked before a
@@ -15,7 +15,7 @@ use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use prost::Message as _;
 use sha2::Digest as _;
 
-/// The largest message read or written, framing excluded (PROTOCOLS.md §5.5).
+/// The largest message read or written, framing excluded (docs/protocols.md).
 pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
 
 /// The largest block sent or accepted; larger blocks are not interoperable.

@@ -1,4 +1,4 @@
-//! Bitswap 1.2.0 (PROTOCOLS.md §5.5) on `libp2p-stream`: serving the blocks a [`BlockSource`]
+//! Bitswap 1.2.0 (docs/protocols.md) on `libp2p-stream`: serving the blocks a [`BlockSource`]
 //! holds and fetching verified blocks from peers.
 //!
 //! Bitswap is message-based, not request/response: a peer's wants arrive on the streams *it*
