@@ -109,23 +109,9 @@ enum Command {
     Import {
         #[arg(value_name = "FILE.car")]
         file: PathBuf,
-        /// An apt archive the bundle may hold, as `serve` takes it (repeatable) [default: every
-        /// archive in apt's sources]
-        #[arg(
-            long,
-            env = "CAIRN_APT_UPSTREAM",
-            value_name = "NAME=URL",
-            value_delimiter = ','
-        )]
-        apt_upstream: Vec<String>,
-        /// The keyring an apt archive's Release files must be signed with (repeatable)
-        #[arg(
-            long,
-            env = "CAIRN_APT_KEYRING",
-            value_name = "NAME=FILE",
-            value_delimiter = ','
-        )]
-        apt_keyring: Vec<String>,
+        /// The apt archives the bundle may hold, as `serve` takes them
+        #[command(flatten)]
+        apt: AptArgs,
     },
     /// Print the root CID of the node's current state (and keep the snapshot)
     Snapshot,
@@ -146,21 +132,10 @@ enum Command {
     },
 }
 
-#[derive(Args, Default)]
-struct Serve {
-    /// Never contact an upstream registry
-    #[arg(long, env = "CAIRN_OFFLINE")]
-    offline: bool,
-    /// npm upstream registry [default: npm's own `registry` setting]
-    #[arg(long, env = "CAIRN_NPM_UPSTREAM")]
-    npm_upstream: Option<String>,
-    /// cargo upstream sparse index [default: from cargo's config or registry cache]
-    #[arg(long, env = "CAIRN_CARGO_UPSTREAM")]
-    cargo_upstream: Option<String>,
-    /// PyPI upstream simple index [default: pip's index-url, else pip's default]
-    #[arg(long, env = "CAIRN_PYPI_UPSTREAM")]
-    pypi_upstream: Option<String>,
-    /// An apt archive to serve at /apt/NAME/ (repeatable) [default: every archive in apt's sources]
+/// The apt archives to serve (`serve`) or to check a bundle against (`import`).
+#[derive(clap::Args, Debug, Default)]
+struct AptArgs {
+    /// An apt archive, served at /apt/NAME/ (repeatable) [default: every archive in apt's sources]
     #[arg(
         long,
         env = "CAIRN_APT_UPSTREAM",
@@ -177,6 +152,24 @@ struct Serve {
         value_delimiter = ','
     )]
     apt_keyring: Vec<String>,
+}
+
+#[derive(Args, Default)]
+struct Serve {
+    /// Never contact an upstream registry
+    #[arg(long, env = "CAIRN_OFFLINE")]
+    offline: bool,
+    /// npm upstream registry [default: npm's own `registry` setting]
+    #[arg(long, env = "CAIRN_NPM_UPSTREAM")]
+    npm_upstream: Option<String>,
+    /// cargo upstream sparse index [default: from cargo's config or registry cache]
+    #[arg(long, env = "CAIRN_CARGO_UPSTREAM")]
+    cargo_upstream: Option<String>,
+    /// PyPI upstream simple index [default: pip's index-url, else pip's default]
+    #[arg(long, env = "CAIRN_PYPI_UPSTREAM")]
+    pypi_upstream: Option<String>,
+    #[command(flatten)]
+    apt: AptArgs,
     /// The URL clients reach this node at [default: each request's Host]
     #[arg(long, env = "CAIRN_PUBLIC_URL")]
     public_url: Option<Url>,
@@ -314,11 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("export")?
         }
-        Command::Import {
-            file: car,
-            apt_upstream,
-            apt_keyring,
-        } => {
+        Command::Import { file: car, apt } => {
             let data_dir = data_dir(&cli.common, &file);
             let listen = listen_addr(&cli.common, &file)?;
             // The adapters check what the bundle holds as they check what upstream sends.
@@ -328,7 +317,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Arc::new(cairn_pypi::Pypi),
             ];
             ecosystems.extend(
-                apt_ecosystems(&apt_upstream, &apt_keyring, &file, &listen, None)?
+                apt_ecosystems(&apt, &file, &listen, None)?
                     .into_iter()
                     .map(|setup| setup.ecosystem),
             );
@@ -525,8 +514,7 @@ async fn open_mirror(
         },
     ];
     ecosystems.extend(apt_ecosystems(
-        &args.apt_upstream,
-        &args.apt_keyring,
+        &args.apt,
         file,
         &listen,
         public_url.as_ref(),
@@ -627,14 +615,13 @@ async fn run_server(
 /// One ecosystem per apt archive, with its keyring loaded. A configured archive whose keyring
 /// cannot be read is an error; a discovered one is left off with a warning.
 fn apt_ecosystems(
-    apt_upstream: &[String],
-    apt_keyring: &[String],
+    apt: &AptArgs,
     file: &FileSettings,
     listen: &SocketAddr,
     public_url: Option<&Url>,
 ) -> Result<Vec<EcosystemSetup>> {
-    let configured = settings::pick(apt_upstream, &file.apt_upstream);
-    let keyrings = settings::pick(apt_keyring, &file.apt_keyring);
+    let configured = settings::pick(&apt.apt_upstream, &file.apt_upstream);
+    let keyrings = settings::pick(&apt.apt_keyring, &file.apt_keyring);
     let archives = apt::archives(
         &configured,
         &keyrings,
