@@ -27,6 +27,17 @@ use crate::settings::{FileSettings, parse_duration, parse_size};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 
+/// `cairn --version`: the release, and the formats and protocols it speaks, which decide whether
+/// two nodes (or a bundle and a node) understand each other.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nregistries: npm, cargo sparse index, PyPI simple (PEP 503/691/658), apt (InRelease, by-hash)",
+    "\nIPFS: CIDv1 (raw, dag-pb UnixFS with 1 MiB raw leaves, dag-cbor snapshots), CAR v1, \
+     trustless gateway",
+    "\npeers: libp2p (TCP+noise+yamux, QUIC), Kademlia /cairn/kad/1.0.0, Bitswap 1.2.0, \
+     /cairn/resolve/1.0.0, /cairn/metadata/1.0.0"
+);
+
 /// jemalloc hands freed memory back to the system on a timer (background threads), where
 /// glibc's per-thread arenas keep it: after a cold install of ~470 npm packages the node idles at
 /// 63 MB instead of 91 MB, most of it the bounded caches (BENCHMARKS.md). mimalloc was tried and
@@ -38,7 +49,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "cairn",
     version,
-    about = "Content-addressed, peer-to-peer package mirror"
+    long_version = LONG_VERSION,
+    about = "Content-addressed, peer-to-peer mirror and caching proxy for npm, cargo, PyPI and apt",
+    after_help = "Start with `cairn serve`, then `cairn setup CLIENT` for each client. \
+                  Durations take a unit (300s, 5m, 2h, 1d); sizes are bytes or K, M, G."
 )]
 struct Cli {
     #[command(flatten)]
@@ -50,22 +64,23 @@ struct Cli {
 #[derive(Args)]
 struct Common {
     /// Where the store and index live [default: $XDG_DATA_HOME/cairn]
-    #[arg(long, global = true, env = "CAIRN_DATA_DIR")]
+    #[arg(long, global = true, env = "CAIRN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Config file [default: $XDG_CONFIG_HOME/cairn/cairn.toml]
-    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:7777]
-    #[arg(long, global = true, env = "CAIRN_LISTEN")]
+    /// HTTP address: HOST:PORT, or a PORT on 127.0.0.1 [default: 127.0.0.1:7777]
+    #[arg(long, global = true, env = "CAIRN_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy
+    /// Run the node: the HTTP proxy for npm, cargo, PyPI and apt clients, and the peer
     Serve(Box<Serve>),
     /// Print (or apply) a client's configuration for this node
     Setup {
+        /// The client to configure
         client: setup::Client,
         /// The node's URL for this client [default: from --listen]
         #[arg(long)]
@@ -74,8 +89,9 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
-    /// What the node holds
+    /// What the node holds, where each ecosystem's upstream is, and whether it is running
     Status {
+        /// Print the report as JSON
         #[arg(long)]
         json: bool,
     },
@@ -107,6 +123,8 @@ enum Command {
     },
     /// Read a CAR bundle into the store: all of it, verified, or nothing
     Import {
+        /// The bundle, as `cairn export` wrote it (it may come from another machine: every
+        /// document and artifact is checked as if upstream had sent it)
         #[arg(value_name = "FILE.car")]
         file: PathBuf,
         /// The apt archives the bundle may hold, as `serve` takes them
@@ -117,6 +135,7 @@ enum Command {
     Snapshot,
     /// Keep a snapshot: the current state, or CID
     Pin {
+        /// The snapshot to keep [default: the current state]
         #[arg(value_name = "CID")]
         root: Option<cid::Cid>,
     },
@@ -124,6 +143,7 @@ enum Command {
     Id,
     /// The peers the running node is connected to, with their round-trip times
     Peers {
+        /// Print the report as JSON
         #[arg(long)]
         json: bool,
         /// The node [default: the one at --listen]
@@ -160,37 +180,37 @@ struct Serve {
     #[arg(long, env = "CAIRN_OFFLINE")]
     offline: bool,
     /// npm upstream registry [default: npm's own `registry` setting]
-    #[arg(long, env = "CAIRN_NPM_UPSTREAM")]
+    #[arg(long, env = "CAIRN_NPM_UPSTREAM", value_name = "URL")]
     npm_upstream: Option<String>,
     /// cargo upstream sparse index [default: from cargo's config or registry cache]
-    #[arg(long, env = "CAIRN_CARGO_UPSTREAM")]
+    #[arg(long, env = "CAIRN_CARGO_UPSTREAM", value_name = "URL")]
     cargo_upstream: Option<String>,
     /// PyPI upstream simple index [default: pip's index-url, else pip's default]
-    #[arg(long, env = "CAIRN_PYPI_UPSTREAM")]
+    #[arg(long, env = "CAIRN_PYPI_UPSTREAM", value_name = "URL")]
     pypi_upstream: Option<String>,
     #[command(flatten)]
     apt: AptArgs,
     /// The URL clients reach this node at [default: each request's Host]
-    #[arg(long, env = "CAIRN_PUBLIC_URL")]
+    #[arg(long, env = "CAIRN_PUBLIC_URL", value_name = "URL")]
     public_url: Option<Url>,
-    /// How long metadata is served before upstream is asked again (e.g. 300s, 5m)
-    #[arg(long, env = "CAIRN_METADATA_TTL")]
+    /// How long metadata is served before upstream is asked again (e.g. 300s, 5m) [default: 5m]
+    #[arg(long, env = "CAIRN_METADATA_TTL", value_name = "DURATION")]
     metadata_ttl: Option<String>,
     /// How long an upstream "not found" is remembered before upstream is asked again
     /// [default: 1m]
-    #[arg(long, env = "CAIRN_NEGATIVE_TTL")]
+    #[arg(long, env = "CAIRN_NEGATIVE_TTL", value_name = "DURATION")]
     negative_ttl: Option<String>,
     /// Metadata requests, and apart from them artifact downloads, in flight to one upstream at
     /// most [default: 64 each]
-    #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY")]
+    #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY", value_name = "N")]
     upstream_concurrency: Option<usize>,
     /// Longest wait for an upstream's headers or next bytes; an artifact body must also bring
     /// 16 KiB/s over each such window [default: 30s]
-    #[arg(long, env = "CAIRN_UPSTREAM_TIMEOUT")]
+    #[arg(long, env = "CAIRN_UPSTREAM_TIMEOUT", value_name = "DURATION")]
     upstream_timeout: Option<String>,
     /// Longest a whole metadata exchange with upstream may take, and an artifact download may
     /// wait for a slot [default: 2m]
-    #[arg(long, env = "CAIRN_UPSTREAM_DEADLINE")]
+    #[arg(long, env = "CAIRN_UPSTREAM_DEADLINE", value_name = "DURATION")]
     upstream_deadline: Option<String>,
     /// Largest metadata document accepted, for every ecosystem (e.g. 256M) [default: npm 128M,
     /// PyPI 64M, cargo and apt 32M]
@@ -202,18 +222,18 @@ struct Serve {
     max_artifact_size: Option<String>,
     /// HTTP connections served at once; more wait to be accepted
     /// [default: what fits in the descriptor limit, at most 4096]
-    #[arg(long, env = "CAIRN_MAX_CONNECTIONS")]
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
     /// Longest time a client may take to send a request's headers (also the keep-alive
     /// timeout) [default: 30s]
-    #[arg(long, env = "CAIRN_HEADER_TIMEOUT")]
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT", value_name = "DURATION")]
     header_timeout: Option<String>,
     /// Close a connection that has moved no bytes for this long with no request being handled
     /// [default: 60s]
-    #[arg(long, env = "CAIRN_IDLE_TIMEOUT")]
+    #[arg(long, env = "CAIRN_IDLE_TIMEOUT", value_name = "DURATION")]
     idle_timeout: Option<String>,
     /// Log format: text or json [default: text]
-    #[arg(long, env = "CAIRN_LOG_FORMAT")]
+    #[arg(long, env = "CAIRN_LOG_FORMAT", value_name = "text|json")]
     log_format: Option<String>,
     #[command(flatten)]
     p2p: p2p::P2pArgs,
@@ -246,8 +266,7 @@ fn listen_addr(common: &Common, file: &FileSettings) -> Result<SocketAddr> {
         .as_deref()
         .or(file.listen.as_deref())
         .unwrap_or(DEFAULT_LISTEN);
-    text.parse()
-        .with_context(|| format!("invalid listen address {text:?} (expected e.g. 127.0.0.1:7777)"))
+    settings::parse_listen(text, [127, 0, 0, 1].into())
 }
 
 fn data_dir(common: &Common, file: &FileSettings) -> PathBuf {
@@ -353,11 +372,18 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The log filter when neither `CAIRN_LOG` nor `RUST_LOG` is set. Kademlia warns "Failed to
+/// trigger bootstrap: No known peers" whenever it bootstraps with an empty routing table, which
+/// is every start of a node that has no peer yet (and every five minutes on a node alone): not
+/// worth a warning. Its only other warning concerns record replication, which Cairn does not use
+/// (it publishes provider records only).
+const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
+
 fn init_logging(format: &str) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CAIRN_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour only for a terminal: a log file or a pipe gets plain text.

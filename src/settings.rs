@@ -159,7 +159,8 @@ pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Result<()>
     std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Parse `300`, `300s`, `5m`, `2h` or `1d`.
+/// Parse a duration with its unit: `300s`, `5m`, `2h` or `1d` (`0` alone is allowed: it needs no
+/// unit). A bare number is refused: `--metadata-ttl 300` could mean seconds or minutes.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
     let (number, unit) = text.split_at(
@@ -169,14 +170,47 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     let n: u64 = number
         .parse()
         .with_context(|| format!("invalid duration {text:?}: expected e.g. 300s, 5m, 2h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let scale = match unit {
+        "" if n == 0 => 0,
+        "" => bail!("invalid duration {text:?}: give a unit (s, m, h or d), e.g. {n}s"),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => bail!("invalid duration {text:?}: unit must be s, m, h or d"),
     };
+    let secs = n
+        .checked_mul(scale)
+        .with_context(|| format!("invalid duration {text:?}: too long"))?;
     Ok(Duration::from_secs(secs))
+}
+
+/// Parse an HTTP listen address: `HOST:PORT` (an IP address or a host name such as
+/// `localhost`, resolved here), or a bare `PORT` on the default host.
+pub fn parse_listen(text: &str, default_host: std::net::IpAddr) -> Result<std::net::SocketAddr> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let text = text.trim();
+    let expected = "expected HOST:PORT (e.g. 127.0.0.1:7777, 0.0.0.0:7777, localhost:7777) or a port";
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(default_host, port));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("invalid listen address {text:?}: {expected}"))?;
+    port.parse::<u16>()
+        .with_context(|| format!("invalid listen address {text:?}: bad port {port:?}; {expected}"))?;
+    if host.is_empty() || host.contains(['/', '[', ']', ' ']) {
+        bail!("invalid listen address {text:?}: {expected}");
+    }
+    let mut found = text
+        .to_socket_addrs()
+        .with_context(|| format!("invalid listen address {text:?}: cannot resolve {host:?}"))?;
+    found
+        .next()
+        .with_context(|| format!("invalid listen address {text:?}: {host:?} has no address"))
 }
 
 /// Parse a size: bytes, or a number with `K`, `M` or `G` (binary: `64M` is 64 MiB; a
@@ -225,14 +259,30 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(
-            parse_duration("300").expect("plain"),
-            Duration::from_secs(300)
-        );
+        assert_eq!(parse_duration("300s").expect("s"), Duration::from_secs(300));
+        assert_eq!(parse_duration("0").expect("zero"), Duration::ZERO);
+        let bare = parse_duration("300").expect_err("a bare number has no unit");
+        assert!(bare.to_string().contains("300s"), "{bare}");
+        assert!(parse_duration("99999999999999999d").is_err());
         assert_eq!(parse_duration("5m").expect("m"), Duration::from_secs(300));
         assert_eq!(parse_duration("2h").expect("h"), Duration::from_secs(7200));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let parse = |text| parse_listen(text, local).map(|a| a.to_string());
+        assert_eq!(parse("7777").expect("port"), "127.0.0.1:7777");
+        assert_eq!(parse("0.0.0.0:80").expect("ip"), "0.0.0.0:80");
+        assert_eq!(parse("[::1]:7777").expect("v6"), "[::1]:7777");
+        let named = parse("localhost:7777").expect("localhost");
+        assert!(named == "127.0.0.1:7777" || named == "[::1]:7777", "{named}");
+        for bad in ["", "localhost", "localhost:http", "host:99999", "a b:1", "/tmp/sock:1"] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("listen address"), "{bad}: {e}");
+        }
     }
 
     #[test]
