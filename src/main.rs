@@ -139,7 +139,8 @@ enum Command {
         #[arg(value_name = "CID")]
         root: Option<cid::Cid>,
     },
-    /// Print this node's peer ID (its key is created in the data dir if there is none)
+    /// Print this node's peer ID, then the addresses other nodes can give `--bootstrap` (the
+    /// running node's real ports when it answers at --listen)
     Id,
     /// The peers the running node is connected to, with their round-trip times
     Peers {
@@ -352,8 +353,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Id => {
             let data_dir = data_dir(&cli.common, &file);
-            println!("{}", p2p::peer_id(&data_dir)?);
-            Ok(())
+            let node = Url::parse(&format!("http://{}/", listen_addr(&cli.common, &file)?))
+                .context("node URL")?;
+            p2p::print_id(&data_dir, &node, &file).await
         }
         Command::Peers { json, url } => {
             let url = match url {
@@ -800,19 +802,72 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    let npm = discover::npm(file.npm_upstream.as_deref(), &listen, None).await;
-    let cargo = discover::cargo(file.cargo_upstream.as_deref(), &listen, None).await;
-    let pypi = discover::pypi(file.pypi_upstream.as_deref(), &listen, None).await;
+    // As `serve` would find them without flags: environment, then `cairn.toml`, then the
+    // clients' own settings.
+    let setting = |env: &str, key: &Option<String>| std::env::var(env).ok().or(key.clone());
+    let npm_setting = setting("CAIRN_NPM_UPSTREAM", &file.npm_upstream);
+    let cargo_setting = setting("CAIRN_CARGO_UPSTREAM", &file.cargo_upstream);
+    let pypi_setting = setting("CAIRN_PYPI_UPSTREAM", &file.pypi_upstream);
+    let npm = discover::npm(npm_setting.as_deref(), &listen, None).await;
+    let cargo = discover::cargo(cargo_setting.as_deref(), &listen, None).await;
+    let pypi = discover::pypi(pypi_setting.as_deref(), &listen, None).await;
+    let mut upstreams: Vec<serde_json::Value> = [
+        ("npm", "--npm-upstream URL", npm),
+        ("cargo", "--cargo-upstream URL", cargo),
+        ("pypi", "--pypi-upstream URL", pypi),
+    ]
+    .into_iter()
+    .map(|(name, flag, found)| match found {
+        Ok(found) => serde_json::json!({
+            "ecosystem": name,
+            "url": found.shown(),
+            "from": match &found {
+                discover::Found::Configured(_) => "configured",
+                discover::Found::Discovered { from, .. } => from,
+            },
+        }),
+        Err(why) => serde_json::json!({ "ecosystem": name, "off": why, "enable": flag }),
+    })
+    .collect();
+    let from_env = |env: &str| -> Vec<String> {
+        std::env::var(env)
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let apt_configured = settings::pick(&from_env("CAIRN_APT_UPSTREAM"), &file.apt_upstream);
+    let apt_keyrings = settings::pick(&from_env("CAIRN_APT_KEYRING"), &file.apt_keyring);
+    match apt::archives(
+        &apt_configured,
+        &apt_keyrings,
+        std::path::Path::new(apt::APT_ETC),
+        &listen,
+        None,
+    ) {
+        Ok(archives) if archives.is_empty() => upstreams.push(serde_json::json!({
+            "ecosystem": "apt",
+            "off": "no archives in apt's sources",
+            "enable": "--apt-upstream NAME=URL",
+        })),
+        Ok(archives) => upstreams.extend(archives.into_iter().map(|a| {
+            serde_json::json!({
+                "ecosystem": format!("apt/{}", a.name),
+                "url": cairn_mirror::upstream::redact(&a.upstream),
+                "from": a.from,
+            })
+        })),
+        Err(e) => upstreams.push(serde_json::json!({
+            "ecosystem": "apt",
+            "off": format!("{e:#}"),
+            "enable": "--apt-upstream NAME=URL",
+        })),
+    }
     if json {
         let report = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
             "data_dir": data_dir,
             "listen": listen.to_string(),
             "running": running,
-            "upstreams": {
-                "npm": npm.as_ref().map(|f| f.shown()).map_err(Clone::clone),
-                "cargo": cargo.as_ref().map(|f| f.shown()).map_err(Clone::clone),
-                "pypi": pypi.as_ref().map(|f| f.shown()).map_err(Clone::clone),
-            },
+            "upstreams": upstreams,
             "stats": stats,
         });
         println!(
@@ -821,26 +876,42 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
         );
         return Ok(());
     }
-    println!("data dir: {}", data_dir.display());
+    let width = upstreams
+        .iter()
+        .filter_map(|u| u["ecosystem"].as_str())
+        .map(|name| name.len() + 1)
+        .chain([9])
+        .max()
+        .unwrap_or(9);
+    println!("{:<width$} {}", "data dir:", data_dir.display());
     println!(
-        "server:   {} ({listen})",
+        "{:<width$} {} ({listen})",
+        "server:",
         if running { "running" } else { "not running" }
     );
-    for (name, found) in [("npm", npm), ("cargo", cargo), ("pypi", pypi)] {
-        match found {
-            Ok(found) => println!("{:<9} ← {}", format!("{name}:"), found.shown()),
-            Err(why) => println!("{:<9} off: {why}", format!("{name}:")),
+    for u in &upstreams {
+        let name = format!("{}:", u["ecosystem"].as_str().unwrap_or("?"));
+        match (u["url"].as_str(), u["off"].as_str()) {
+            (Some(url), _) => println!(
+                "{name:<width$} ← {url} (from {})",
+                u["from"].as_str().unwrap_or("?")
+            ),
+            (None, Some(why)) => println!(
+                "{name:<width$} off: {why}; turn it on with {}",
+                u["enable"].as_str().unwrap_or("its upstream flag")
+            ),
+            (None, None) => {}
         }
     }
     if stats.is_empty() {
-        println!("cache:    empty");
+        println!("{:<width$} empty", "cache:");
     }
     for s in stats {
         println!(
-            "{:<9} {} artifacts ({:.1} MiB), {} metadata documents",
+            "{:<width$} {} artifacts ({}), {} metadata documents",
             format!("{}:", s.ecosystem),
             s.artifacts,
-            s.artifact_bytes as f64 / (1 << 20) as f64,
+            cairn_mirror::units::human_bytes(s.artifact_bytes),
             s.metadata_documents
         );
     }

@@ -140,10 +140,120 @@ fn listen_given(args: &P2pArgs, file: &FileSettings) -> bool {
     !args.p2p_listen.is_empty() || file.p2p_listen.as_ref().is_some_and(|l| !l.is_empty())
 }
 
-/// `cairn id`: the peer ID of the node whose data dir this is.
+/// The peer ID of the node whose data dir this is (its key is created if there is none).
 pub fn peer_id(data_dir: &Path) -> Result<PeerId> {
     let path = data_dir.join(IDENTITY_FILE);
     cairn_node::swarm::identity(&path).with_context(|| format!("node identity {}", path.display()))
+}
+
+/// `cairn id`: the peer ID, then the addresses another node can give `--bootstrap`, one a
+/// line. The node running at `node_url` (when it is this one) knows its real ports; otherwise
+/// the configured listen addresses are printed, a wildcard spelled out per interface.
+pub async fn print_id(data_dir: &Path, node_url: &Url, file: &FileSettings) -> Result<()> {
+    let id = peer_id(data_dir)?;
+    println!("{id}");
+    if let Some(addresses) = running_addresses(node_url, &id).await {
+        for address in addresses {
+            println!("{address}");
+        }
+        return Ok(());
+    }
+    let mut listen = file.p2p_listen.clone().unwrap_or_default();
+    if listen.is_empty() {
+        listen = DEFAULT_LISTEN.iter().map(|a| (*a).to_owned()).collect();
+    }
+    let hosts = interface_addresses();
+    let mut any_free_port = false;
+    for text in listen {
+        let address: Multiaddr = text
+            .parse()
+            .with_context(|| format!("invalid p2p-listen address {text:?} in cairn.toml"))?;
+        any_free_port |= address.iter().any(|p| {
+            matches!(
+                p,
+                libp2p::multiaddr::Protocol::Tcp(0) | libp2p::multiaddr::Protocol::Udp(0)
+            )
+        });
+        for expanded in spell_out(&address, &hosts) {
+            println!("{expanded}/p2p/{id}");
+        }
+    }
+    eprintln!(
+        "cairn: no node with this peer ID answers at {node_url}; these are the addresses \
+         `cairn serve` listens on{}",
+        if any_free_port {
+            " (port 0 is a free port chosen at start: run `cairn id` while it serves)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// The listen addresses of the node answering at `url`, if it is the node `id`: those on other
+/// hosts' reach first, loopback last.
+async fn running_addresses(url: &Url, id: &PeerId) -> Option<Vec<String>> {
+    let endpoint = url.join("api/v1/peers").ok()?;
+    let response = reqwest::Client::new()
+        .get(endpoint)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let body = response.bytes().await.ok()?;
+    let report: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    if report["peer_id"].as_str() != Some(id.to_string().as_str()) {
+        return None;
+    }
+    let mut addresses: Vec<String> = report["listen"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    addresses.sort_by_key(|a| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/"));
+    Some(addresses)
+}
+
+/// This host's IPv4 and IPv6 addresses, loopback last.
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut found: Vec<(bool, std::net::IpAddr)> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_link_local())
+        .map(|i| (i.is_loopback(), i.ip()))
+        .collect();
+    found.sort();
+    found.dedup();
+    found.into_iter().map(|(_, ip)| ip).collect()
+}
+
+/// `address` with a wildcard host (`0.0.0.0`, `::`) replaced by each of `hosts` of its family.
+fn spell_out(address: &Multiaddr, hosts: &[std::net::IpAddr]) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = address.iter();
+    let replace = match parts.next() {
+        Some(Protocol::Ip4(ip)) if ip.is_unspecified() => Some(true),
+        Some(Protocol::Ip6(ip)) if ip.is_unspecified() => Some(false),
+        _ => None,
+    };
+    let Some(v4) = replace else {
+        return vec![address.clone()];
+    };
+    hosts
+        .iter()
+        .filter(|ip| ip.is_ipv4() == v4)
+        .map(|ip| {
+            let mut spelled = Multiaddr::empty();
+            spelled.push(match ip {
+                std::net::IpAddr::V4(ip) => Protocol::Ip4(*ip),
+                std::net::IpAddr::V6(ip) => Protocol::Ip6(*ip),
+            });
+            for part in address.iter().skip(1) {
+                spelled.push(part);
+            }
+            spelled
+        })
+        .collect()
 }
 
 /// `cairn peers`: ask the running node at `url`.
@@ -203,6 +313,33 @@ pub async fn print_peers(url: &Url, json: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wildcard_listen_address_is_spelled_out_per_interface() {
+        let hosts: Vec<std::net::IpAddr> = vec![
+            [10, 0, 0, 5].into(),
+            [127, 0, 0, 1].into(),
+            "fd00::5".parse().expect("v6"),
+        ];
+        let spelled = |text: &str| -> Vec<String> {
+            spell_out(&text.parse().expect("multiaddr"), &hosts)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            spelled("/ip4/0.0.0.0/tcp/7778"),
+            ["/ip4/10.0.0.5/tcp/7778", "/ip4/127.0.0.1/tcp/7778"]
+        );
+        assert_eq!(
+            spelled("/ip6/::/udp/7778/quic-v1"),
+            ["/ip6/fd00::5/udp/7778/quic-v1"]
+        );
+        assert_eq!(
+            spelled("/ip4/192.168.1.2/tcp/9"),
+            ["/ip4/192.168.1.2/tcp/9"]
+        );
+    }
 
     #[test]
     fn flags_become_a_node_config() {

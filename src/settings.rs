@@ -190,7 +190,8 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 pub fn parse_listen(text: &str, default_host: std::net::IpAddr) -> Result<std::net::SocketAddr> {
     use std::net::{SocketAddr, ToSocketAddrs};
     let text = text.trim();
-    let expected = "expected HOST:PORT (e.g. 127.0.0.1:7777, 0.0.0.0:7777, localhost:7777) or a port";
+    let expected =
+        "expected HOST:PORT (e.g. 127.0.0.1:7777, 0.0.0.0:7777, localhost:7777) or a port";
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::new(default_host, port));
     }
@@ -200,8 +201,9 @@ pub fn parse_listen(text: &str, default_host: std::net::IpAddr) -> Result<std::n
     let (host, port) = text
         .rsplit_once(':')
         .with_context(|| format!("invalid listen address {text:?}: {expected}"))?;
-    port.parse::<u16>()
-        .with_context(|| format!("invalid listen address {text:?}: bad port {port:?}; {expected}"))?;
+    port.parse::<u16>().with_context(|| {
+        format!("invalid listen address {text:?}: bad port {port:?}; {expected}")
+    })?;
     if host.is_empty() || host.contains(['/', '[', ']', ' ']) {
         bail!("invalid listen address {text:?}: {expected}");
     }
@@ -278,8 +280,18 @@ mod tests {
         assert_eq!(parse("0.0.0.0:80").expect("ip"), "0.0.0.0:80");
         assert_eq!(parse("[::1]:7777").expect("v6"), "[::1]:7777");
         let named = parse("localhost:7777").expect("localhost");
-        assert!(named == "127.0.0.1:7777" || named == "[::1]:7777", "{named}");
-        for bad in ["", "localhost", "localhost:http", "host:99999", "a b:1", "/tmp/sock:1"] {
+        assert!(
+            named == "127.0.0.1:7777" || named == "[::1]:7777",
+            "{named}"
+        );
+        for bad in [
+            "",
+            "localhost",
+            "localhost:http",
+            "host:99999",
+            "a b:1",
+            "/tmp/sock:1",
+        ] {
             let e = parse(bad).expect_err(bad);
             assert!(e.to_string().contains("listen address"), "{bad}: {e}");
         }

@@ -106,6 +106,15 @@ pub enum Error {
         reason: String,
         why_not_upstream: String,
     },
+    #[error(
+        "{what}: {holders} connected peer(s) hold it, but {why}; upstream was not asked: {why_not_upstream}"
+    )]
+    PeerMetadataRefused {
+        what: String,
+        holders: usize,
+        why: String,
+        why_not_upstream: String,
+    },
     #[error("{ecosystem} has no upstream configured: {hint}")]
     NoUpstream {
         ecosystem: &'static str,
@@ -162,7 +171,9 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            // The node's own policy refuses copies it can see: no retry can change that, and a
+            // 403 is what clients do not retry (they do retry a 5xx, for over a minute).
+            Error::Forbidden(_) | Error::PeerMetadataRefused { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamStatus { status, .. } if status.is_client_error() => *status,
             // Upstream is down or unreachable: the gateway could not get an answer.
             Error::UpstreamStatus { status, .. } if status.is_server_error() => {

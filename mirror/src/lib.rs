@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+pub mod units;
 pub mod unixfs;
 pub mod upstream;
 mod verified;

@@ -470,8 +470,37 @@ impl Mirror {
                     stale_because: Some(e.to_string()),
                 })
             }
-            (Err(e), _) => Err(Error::Shared(e)),
+            (Err(e), _) => match self.refused_peer_copies(registered, route, &e).await {
+                Some(refused) => Err(refused),
+                None => Err(Error::Shared(e)),
+            },
         }
+    }
+
+    /// When peers hold a document this node could not get elsewhere but its policy refuses
+    /// peers' metadata: the error that says so and how to change it (logged too), instead of
+    /// a bare miss. `None` when peers' copies are taken, or no peer holds one.
+    async fn refused_peer_copies(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        why_not_upstream: &Error,
+    ) -> Option<Error> {
+        let peers = self.peer_source()?;
+        let why = peers.metadata_refused()?;
+        let name = registered.ecosystem.name();
+        let holders = peers.metadata_holders(name, route.key.clone()).await;
+        if holders == 0 {
+            return None;
+        }
+        let error = Error::PeerMetadataRefused {
+            what: format!("{name} metadata {}", route.key),
+            holders,
+            why,
+            why_not_upstream: why_not_upstream.to_string(),
+        };
+        tracing::warn!(ecosystem = name, key = %route.key, "{error}");
+        Some(error)
     }
 
     /// Fetch a document from upstream (once for all concurrent callers) and index it, unless

@@ -106,6 +106,19 @@ pub trait PeerSource: Send + Sync + 'static {
         key: String,
     ) -> BoxFuture<'static, Vec<PeerDocument>>;
 
+    /// Why this node does not take peers' metadata, in words that say how to change it; `None`
+    /// when it takes it (a private swarm, or trust given).
+    fn metadata_refused(&self) -> Option<String> {
+        None
+    }
+
+    /// How many peers hold document `key` of `ecosystem`, asked without taking a copy (within a
+    /// bounded time), so that a refusal can say the document was there.
+    fn metadata_holders(&self, ecosystem: &'static str, key: String) -> BoxFuture<'static, usize> {
+        let _ = (ecosystem, key);
+        Box::pin(async { 0 })
+    }
+
     /// The node as `/api/v1/peers` shows it (and `cairn peers` prints it):
     /// `{"peer_id": "12D3…", "listen": ["/ip4/…/tcp/…/p2p/12D3…", …], "private": bool,
     ///   "peers": [{"peer": "12D3…", "address": "/ip4/…", "rtt_ms": 0.4}, …]}`.

@@ -817,8 +817,11 @@ async fn dashboard(mirror: &Mirror) -> Response {
     out.push('\n');
     for s in &report.stats {
         out.push_str(&format!(
-            "{}: {} artifacts ({} bytes), {} metadata documents\n",
-            s.ecosystem, s.artifacts, s.artifact_bytes, s.metadata_documents
+            "{}: {} artifacts ({}), {} metadata documents\n",
+            s.ecosystem,
+            s.artifacts,
+            crate::units::human_bytes(s.artifact_bytes),
+            s.metadata_documents
         ));
     }
     out.push_str("\nSee /metrics (Prometheus) and /api/v1/status (JSON).\n");

@@ -150,6 +150,22 @@ fn npm_install_then_offline_ci_with_an_empty_cache() {
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(report["stats"][0]["ecosystem"], "npm");
     assert_eq!(report["stats"][0]["artifacts"], 5);
+    // Plain fields, no Rust enum shapes (`{"Ok": …}`), and every ecosystem listed.
+    let upstreams = report["upstreams"].as_array().expect("upstreams list");
+    let names: Vec<&str> = upstreams
+        .iter()
+        .filter_map(|u| u["ecosystem"].as_str())
+        .collect();
+    assert!(
+        names.starts_with(&["npm", "cargo", "pypi"]) && names.iter().any(|n| n.starts_with("apt")),
+        "{report}"
+    );
+    for u in upstreams {
+        assert!(
+            u["url"].is_string() != u["off"].is_string() && u.get("Ok").is_none(),
+            "{u}"
+        );
+    }
 
     // Restart offline on the same address; npm's cache is empty; upstream is never asked.
     let listen = format!("127.0.0.1:{}", port_of(&cairn.url));

@@ -368,6 +368,80 @@ fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
     }
 }
 
+#[test]
+fn a_node_without_swarm_key_says_peers_hold_the_document_and_npm_does_not_retry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upstreams = Upstreams::start(&tmp.path().join("build"));
+    let a_dir = tmp.path().join("a");
+    let a = start_node(&a_dir, &upstreams.args());
+    let a_id = a.peer_id();
+
+    // `cairn id` prints the peer ID, then the running node's real addresses: one of them is
+    // what B bootstraps from.
+    let listen = a.url.trim_start_matches("http://").to_owned();
+    let id = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["id", "--listen", &listen, "--data-dir"])
+        .arg(&a_dir)
+        .env("HOME", tmp.path())
+        .env("XDG_CONFIG_HOME", tmp.path().join("none"))
+        .output()
+        .expect("cairn id");
+    assert_success(&id, "cairn id");
+    let printed = String::from_utf8_lossy(&id.stdout).into_owned();
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some(a_id.as_str()), "{printed}");
+    let bootstrap = lines
+        .find(|l| l.starts_with("/ip4/127.0.0.1/tcp/") && !l.contains("/tcp/0/"))
+        .unwrap_or_else(|| panic!("no dialable TCP address in `cairn id`:\n{printed}"))
+        .to_owned();
+    assert!(bootstrap.ends_with(&format!("/p2p/{a_id}")), "{bootstrap}");
+
+    // B: no swarm key, no --trust-peer-metadata, offline. It joins A (an open swarm).
+    let mut b_args = strings(&["--bootstrap", &bootstrap, "--offline"]);
+    b_args.extend(upstreams.args());
+    let b = start_node(&tmp.path().join("b"), &b_args);
+    b.wait_connected(&[&a_id], JOIN);
+    assert_success(
+        &npm_install(
+            &a,
+            &tmp.path().join("a-clients"),
+            serde_json::json!({ "left-app": "^1.0.0" }),
+        ),
+        "npm install through A",
+    );
+
+    // B refuses A's copy, as designed, and says so: in npm's error and in its log, with the
+    // two ways to change it. A 403 is an answer npm does not retry (it retries a 5xx for
+    // over a minute), so B answers the packument exactly once.
+    let output = npm_install(
+        &b,
+        &tmp.path().join("b-clients"),
+        serde_json::json!({ "left-app": "^1.0.0" }),
+    );
+    assert!(!output.status.success(), "npm installed through B");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for hint in ["peer(s) hold it", "--swarm-key", "--trust-peer-metadata"] {
+        assert!(
+            stderr.contains(hint),
+            "npm's error lacks {hint:?}:\n{stderr}"
+        );
+    }
+    let logs = b.logs();
+    assert!(
+        logs.contains("WARN") && logs.contains("left-app") && logs.contains("--swarm-key"),
+        "B logged no refusal:\n{logs}"
+    );
+    assert_eq!(
+        b.metric("cairn_http_requests_total{route=\"npm\",kind=\"metadata\",status=\"403\"}"),
+        1.0,
+        "npm asked B more than once:\n{}",
+        b.metrics()
+    );
+    for node in [b, a] {
+        node.stop();
+    }
+}
+
 /// Helia's libp2p and Bitswap, installed once per run (tools the test drives, not packages
 /// that flow through Cairn). Versions that run on Node.js 20.
 fn helia_tools() -> PathBuf {

@@ -1,9 +1,11 @@
 //! `/cairn/metadata/1.0.0`: a peer's cached copy of a metadata document.
 //!
-//! Request: one JSON frame `{"ecosystem": "…", "key": "…"}`. Response: one JSON frame
+//! Request: one JSON frame `{"ecosystem": "…", "key": "…"}`, with `"probe": true` when the
+//! asker only wants to know whether the peer holds the document. Response: one JSON frame
 //! `{"found": false}`, or `{"found": true, "upstream_url", "fetched_at", "etag",
-//! "last_modified", "size"}` followed by one raw frame of `size` bytes (at most
-//! [`MAX_BODY`]): the exact bytes upstream sent that peer. `upstream_url` never carries a user
+//! "last_modified", "size"}` followed, unless probed, by one raw frame of `size` bytes (at most
+//! [`MAX_BODY`]): the exact bytes upstream sent that peer. (A peer that predates `probe` sends
+//! the body anyway; the asker closes the stream without reading it.) `upstream_url` never carries a user
 //! name or password: they are stripped before sending and again on receipt.
 //!
 //! Every node serves its documents to any peer that can connect to it: whether a peer's copy
@@ -37,6 +39,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Request {
     pub ecosystem: String,
     pub key: String,
+    /// Answer the header only: the asker will not take the copy (its policy refuses peers'
+    /// metadata) and wants to say who holds it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -104,6 +110,9 @@ async fn answer(mirror: cairn_mirror::Mirror, stream: &mut Stream) -> Result<(),
     wire::write_json(stream, NAME, &header)
         .await
         .map_err(|e| e.to_string())?;
+    if request.probe {
+        return Ok(());
+    }
     wire::write_frame(stream, NAME, &document.body)
         .await
         .map_err(|e| e.to_string())
@@ -120,7 +129,11 @@ async fn ask(
         .open_stream(peer, PROTOCOL)
         .await
         .map_err(|e| format!("cannot open a metadata stream to {peer}: {e}"))?;
-    let request = Request { ecosystem, key };
+    let request = Request {
+        ecosystem,
+        key,
+        probe: false,
+    };
     wire::write_json(&mut stream, NAME, &request)
         .await
         .map_err(|e| e.to_string())?;
@@ -188,4 +201,61 @@ pub(crate) async fn fetch(
     }
     copies.sort_by_key(|d| std::cmp::Reverse(d.fetched_at));
     copies
+}
+
+/// Whether `peer` holds document `key` of `ecosystem`, asked with `probe` (no body). Cancel-safe.
+async fn holds(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    ecosystem: String,
+    key: String,
+) -> Result<bool, String> {
+    let mut stream = control
+        .open_stream(peer, PROTOCOL)
+        .await
+        .map_err(|e| format!("cannot open a metadata stream to {peer}: {e}"))?;
+    let request = Request {
+        ecosystem,
+        key,
+        probe: true,
+    };
+    wire::write_json(&mut stream, NAME, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let header: Header = wire::read_json(&mut stream, NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{peer} closed the metadata stream without an answer"))?;
+    let _ = stream.close().await;
+    Ok(header.found)
+}
+
+/// How many connected peers hold a copy of the document, asked in parallel within
+/// [`DEADLINE`] without taking any copy: what a node that refuses peers' metadata tells its
+/// client.
+pub(crate) async fn holders(node: crate::swarm::Node, ecosystem: String, key: String) -> usize {
+    let Ok(peers) = node.connected_peers().await else {
+        return 0;
+    };
+    let mut asks: futures::stream::FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|info| {
+            holds(
+                node.stream_control(),
+                info.peer,
+                ecosystem.clone(),
+                key.clone(),
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut found = 0;
+    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
+        match answer {
+            Ok(true) => found += 1,
+            Ok(false) => {}
+            Err(e) => tracing::debug!("metadata probe: {e}"),
+        }
+    }
+    found
 }

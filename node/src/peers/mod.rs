@@ -301,6 +301,22 @@ impl PeerSource for Peers {
         })
     }
 
+    fn metadata_refused(&self) -> Option<String> {
+        if self.inner.policy.trust_metadata || self.inner.node.is_private() {
+            return None;
+        }
+        Some(
+            "this node takes metadata from peers only in a private swarm: give every node the \
+             same --swarm-key FILE, or start this one with --trust-peer-metadata"
+                .to_owned(),
+        )
+    }
+
+    fn metadata_holders(&self, ecosystem: &'static str, key: String) -> BoxFuture<'static, usize> {
+        let node = self.inner.node.clone();
+        Box::pin(metadata::holders(node, ecosystem.to_owned(), key))
+    }
+
     fn describe(&self) -> BoxFuture<'static, serde_json::Value> {
         let node = self.inner.node.clone();
         Box::pin(async move {
