@@ -410,6 +410,9 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
     let limits = connection_limits(file, &args)?;
     let mirror = open_mirror(common, file, &args, &listen).await?;
     let data_dir = mirror.config().data_dir.clone();
+    if !mirror.config().offline {
+        probe_upstreams(&mirror);
+    }
     let node = p2p::start(&args.p2p, file, &mirror).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -554,6 +557,49 @@ async fn open_mirror(
         .await
         .context("opening the store")?
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
+
+/// Ask each upstream once, in the background, whether it answers at all, so that a mistyped
+/// or unreachable upstream shows in the log at start rather than at the first client's miss.
+/// Any HTTP answer counts (a `HEAD` without credentials may well get a 401 or a 405); only a
+/// failed lookup, connection or TLS handshake, or silence, is reported.
+fn probe_upstreams(mirror: &Mirror) {
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::debug!("no upstream probe: {e}");
+            return;
+        }
+    };
+    for (ecosystem, upstream) in mirror.upstreams() {
+        let Ok(shown) = upstream else { continue };
+        let Ok(mut url) = Url::parse(&shown) else {
+            continue;
+        };
+        // `shown` masks credentials; the probe sends none.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.head(url).send().await {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(inner) = source {
+                    reason = format!("{reason}: {inner}");
+                    source = inner.source();
+                }
+                tracing::warn!(
+                    ecosystem,
+                    upstream = %shown,
+                    "upstream does not answer ({reason}); check the URL (flag, cairn.toml or the client setting it was found in), or use --offline"
+                );
+            }
+        });
+    }
 }
 
 /// The HTTP connection cap and timeouts, with the descriptor limit raised as far as it goes.

@@ -472,7 +472,15 @@ impl Mirror {
             }
             (Err(e), _) => match self.refused_peer_copies(registered, route, &e).await {
                 Some(refused) => Err(refused),
-                None => Err(Error::Shared(e)),
+                None => {
+                    // Offline, or no upstream: what the node was told to do, not a failure.
+                    if matches!(*e, Error::Offline { .. } | Error::NoUpstream { .. }) {
+                        tracing::info!(ecosystem = name, key = %route.key, "metadata not available: {e}");
+                    } else {
+                        tracing::warn!(ecosystem = name, key = %route.key, "metadata not available: {e}");
+                    }
+                    Err(Error::Shared(e))
+                }
             },
         }
     }

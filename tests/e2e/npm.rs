@@ -473,6 +473,12 @@ fn stale_metadata_revalidation_and_abbreviated_packuments() {
     let miss = get(&format!("{}lib-d", cairn.npm()));
     assert_eq!(miss.status, 504, "{}", miss.text);
     assert!(miss.text.contains("503"), "{}", miss.text);
+    crate::support::wait_for(Duration::from_secs(10), "the failure in the log", || {
+        let logs = cairn.logs();
+        logs.lines()
+            .any(|l| l.contains("WARN") && l.contains("lib-d") && l.contains("503"))
+            .then_some(())
+    });
 
     // Back up: the document is fetched afresh.
     fake.faults.down.store(false, Ordering::SeqCst);
@@ -516,6 +522,25 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_is_logged_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: what a mistyped upstream URL looks like.
+    let closed = crate::support::bind_local();
+    let dead = format!("http://{}/", closed.local_addr().expect("address"));
+    drop(closed);
+    let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &dead]);
+    crate::support::wait_for(Duration::from_secs(30), "the probe's warning", || {
+        let logs = cairn.logs();
+        logs.lines()
+            .any(|l| {
+                l.contains("WARN") && l.contains("upstream does not answer") && l.contains(&dead)
+            })
+            .then_some(())
+    });
+    cairn.stop();
 }
 
 #[test]
