@@ -38,6 +38,12 @@ pub enum StoreError {
         "data directory {dir} is in use by {holder} (another `cairn serve`?): stop it, or give this one its own --data-dir"
     )]
     Locked { dir: PathBuf, holder: String },
+    #[error("no room in the store for {what}: {needed} bytes needed, {free} free")]
+    NoRoom {
+        what: String,
+        needed: u64,
+        free: u64,
+    },
     #[error("artifact writer used after finish")]
     Finished,
     #[error("the thread hashing an artifact failed")]
@@ -68,7 +74,11 @@ impl StoreError {
 
     /// True when the disk is full, so callers can say so rather than "internal error".
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if source.raw_os_error() == Some(28))
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(28),
+            StoreError::NoRoom { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -165,6 +175,15 @@ impl From<StoreError> for Error {
 }
 
 impl Error {
+    /// True when the store's disk is full (or would be by this download).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_disk_full(),
+            Error::Shared(e) => e.is_disk_full(),
+            _ => false,
+        }
+    }
+
     /// The HTTP status a client gets for this error.
     pub fn status(&self) -> StatusCode {
         match self {

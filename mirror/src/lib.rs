@@ -28,6 +28,7 @@ pub mod store;
 pub mod testing;
 pub mod units;
 pub mod unixfs;
+mod unkept;
 pub mod upstream;
 mod verified;
 

@@ -122,6 +122,9 @@ pub struct MetadataHit {
 pub enum ArtifactBody {
     Cached(Arc<CachedArtifact>),
     Downloading(Arc<Download>),
+    /// Streamed from upstream to this one client and checked on the way, not stored: the store
+    /// has no room for it.
+    Unkept(crate::unkept::Unkept),
 }
 
 /// A cached artifact with what its responses need worked out once: artifacts are immutable, so
@@ -174,6 +177,23 @@ const MAX_NEGATIVE: u64 = 100_000;
 /// How long an artifact whose bytes from peers failed its digest is fetched from upstream only.
 const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(600);
 
+/// Space the store keeps free beyond a download's own size, for the index's WAL and the next
+/// metadata documents. A download that would eat into it is streamed to its client unkept.
+const STORE_RESERVE: u64 = 1 << 20;
+
+/// How long after the disk filled up every miss is streamed unkept, whatever `statvfs` says
+/// (a download that fills the disk frees its temp file when it fails).
+const FULL_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether a miss is downloaded into the store, or streamed to its client without keeping it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Into the store when it has room for it; unkept otherwise.
+    IfRoom,
+    /// Unkept: the store just ran out of room for this one.
+    Never,
+}
+
 /// The mirror. Cheap to clone.
 #[derive(Clone)]
 pub struct Mirror {
@@ -203,6 +223,8 @@ pub(crate) struct Inner {
     peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
     /// Artifacts whose bytes from peers failed the registry digest, and when.
     peer_failures: Mutex<HashMap<FlatCid, Instant>>,
+    /// When a download last failed for want of disk space.
+    store_filled_at: Mutex<Option<Instant>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -267,6 +289,7 @@ impl Mirror {
                 listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),
                 peers: std::sync::OnceLock::new(),
                 peer_failures: Mutex::new(HashMap::new()),
+                store_filled_at: Mutex::new(None),
             }),
         })
     }
@@ -987,6 +1010,7 @@ impl Mirror {
         &self,
         registered: &Registered,
         route: &ArtifactRoute,
+        keep: Keep,
     ) -> Result<ArtifactBody, Error> {
         let name = registered.ecosystem.name();
         if let Listing::Current(document) = &route.listed_by {
@@ -994,8 +1018,11 @@ impl Mirror {
         }
         let asked_at = now_ms();
         // The download map before the index: a download commits to the index before it leaves
-        // the map, so a request that misses the one finds the other.
-        if let Some(download) = self.download_of(name, &route.key) {
+        // the map, so a request that misses the one finds the other. (Not when that download
+        // just failed for want of room.)
+        if keep == Keep::IfRoom
+            && let Some(download) = self.download_of(name, &route.key)
+        {
             self.inner.metrics.cache(name, "artifact", "joined");
             return Ok(ArtifactBody::Downloading(download));
         }
@@ -1077,6 +1104,17 @@ impl Mirror {
             upstream.check(&url)?;
         }
         self.inner.metrics.cache(name, "artifact", "miss");
+        // A listing must be stored to be read; everything else may pass through unkept when
+        // the store is full (until something can be evicted).
+        if let Some(upstream) = &upstream
+            && !registered.ecosystem.is_listing(&route.key)
+            && (keep == Keep::Never || !self.has_room(reference.size.unwrap_or(0)))
+        {
+            tracing::warn!(ecosystem = name, key = %route.key, free = ?self.inner.store.free_bytes(), "no room in the store: streaming the artifact without keeping it");
+            self.inner.metrics.cache(name, "artifact", "unkept");
+            return crate::unkept::start(self, name, &route.key, upstream, url, &reference)
+                .map(ArtifactBody::Unkept);
+        }
         self.start_download(
             registered,
             route.key.clone(),
@@ -1256,8 +1294,16 @@ impl Mirror {
             derive: None,
         };
         // Boxed: `artifact` calls this, and this calls `artifact` for the source.
-        let source = match Box::pin(self.artifact(registered, &source_route)).await? {
+        let source = match Box::pin(self.artifact(registered, &source_route, Keep::IfRoom)).await? {
             ArtifactBody::Cached(cached) => cached.path.clone(),
+            ArtifactBody::Unkept(_) => {
+                // Derived from a stored file only: none can be had while the store is full.
+                return Err(Error::Store(crate::error::StoreError::NoRoom {
+                    what: format!("{name} {} (derived from {})", route.key, derive.source),
+                    needed: STORE_RESERVE,
+                    free: self.inner.store.free_bytes().unwrap_or(0),
+                }));
+            }
             ArtifactBody::Downloading(download) => {
                 let record = download
                     .committed()
@@ -1422,6 +1468,9 @@ impl Mirror {
                             .inc();
                         tracing::error!(ecosystem = name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
                     } else {
+                        if e.is_disk_full() {
+                            this.store_filled();
+                        }
                         tracing::warn!(ecosystem = name, key = %key, error = %e, "download failed");
                     }
                     progress.failed(&e);
@@ -1447,24 +1496,7 @@ impl Mirror {
         size: Option<u64>,
     ) -> Result<ArtifactRecord, Error> {
         let flat = download.flat;
-        // No more bytes than the listing declares, or than the operator allows when it
-        // declares none: an endless body cannot fill the disk.
-        let max = self.inner.config.max_artifact_bytes;
-        let (cap, setting) = match size {
-            Some(declared) if declared <= max => (declared, "the size its listing declares"),
-            _ => (max, "--max-artifact-size"),
-        };
-        let too_large = {
-            let what = format!("{name} artifact {key} from {}", redact(url));
-            move || Error::TooLarge {
-                what: what.clone(),
-                limit: crate::limits::size(cap),
-                setting: setting.to_owned(),
-            }
-        };
-        if size.is_some_and(|declared| declared > cap) {
-            return Err(too_large());
-        }
+        let (cap, too_large) = self.artifact_cap(name, key, url, size)?;
         let peers = self.peer_source().cloned();
         let from_peers = match &peers {
             Some(peers) if !self.peers_failed(&flat) => peers.fetch(flat, size).await,
@@ -1542,6 +1574,18 @@ impl Mirror {
                 why_not_upstream: self.no_upstream_reason(name),
             }),
             (_, Some(upstream)) => {
+                let mut on_headers = |total: Option<u64>, away: bool| {
+                    if away {
+                        progress.withhold();
+                    }
+                    // A body announced bigger than the room left is not started: the client
+                    // gets it streamed unkept instead (see `Keep`).
+                    if let Some(total) = total {
+                        self.check_room(name, key, total.saturating_sub(sent))?;
+                    }
+                    progress.total(total);
+                    Ok(())
+                };
                 self.copy_upstream(
                     name,
                     key,
@@ -1549,7 +1593,7 @@ impl Mirror {
                     url,
                     &tx,
                     sent,
-                    progress,
+                    &mut on_headers,
                     (cap, &too_large),
                 )
                 .await
@@ -1582,6 +1626,72 @@ impl Mirror {
         .await
     }
 
+    /// The most bytes a download of `key` may bring, and the error for going over: what the
+    /// listing declares, or what the operator allows when it declares none, so an endless body
+    /// cannot fill the disk. An artifact declared over the operator's limit is refused here.
+    pub(crate) fn artifact_cap(
+        &self,
+        name: &'static str,
+        key: &str,
+        url: &Url,
+        size: Option<u64>,
+    ) -> Result<(u64, impl Fn() -> Error + Sync + Send + Clone + 'static), Error> {
+        let max = self.inner.config.max_artifact_bytes;
+        let (cap, setting) = match size {
+            Some(declared) if declared <= max => (declared, "the size its listing declares"),
+            _ => (max, "--max-artifact-size"),
+        };
+        let what = format!("{name} artifact {key} from {}", redact(url));
+        let too_large = move || Error::TooLarge {
+            what: what.clone(),
+            limit: crate::limits::size(cap),
+            setting: setting.to_owned(),
+        };
+        if size.is_some_and(|declared| declared > cap) {
+            return Err(too_large());
+        }
+        Ok((cap, too_large))
+    }
+
+    /// Whether the store can take `bytes` more and keep [`STORE_RESERVE`] free, and has not
+    /// run out of space in the last [`FULL_BACKOFF`]. A `statvfs`, quick enough to make
+    /// inline.
+    pub(crate) fn has_room(&self, bytes: u64) -> bool {
+        let filled = *self
+            .inner
+            .store_filled_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if filled.is_some_and(|at| at.elapsed() < FULL_BACKOFF) {
+            return false;
+        }
+        self.inner
+            .store
+            .free_bytes()
+            .is_none_or(|free| free >= bytes.saturating_add(STORE_RESERVE))
+    }
+
+    /// [`Mirror::has_room`] as an error naming what did not fit.
+    fn check_room(&self, name: &'static str, key: &str, bytes: u64) -> Result<(), Error> {
+        if self.has_room(bytes) {
+            return Ok(());
+        }
+        Err(Error::Store(crate::error::StoreError::NoRoom {
+            what: format!("{name} artifact {key}"),
+            needed: bytes.saturating_add(STORE_RESERVE),
+            free: self.inner.store.free_bytes().unwrap_or(0),
+        }))
+    }
+
+    /// Remember that the disk filled up: for [`FULL_BACKOFF`], misses are streamed unkept.
+    fn store_filled(&self) {
+        *self
+            .inner
+            .store_filled_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
     /// Why an artifact cannot be downloaded from upstream now, for an error message.
     fn no_upstream_reason(&self, name: &'static str) -> String {
         if self.inner.config.offline {
@@ -1595,9 +1705,12 @@ impl Mirror {
 
     /// Send the artifact's bytes from upstream into `tx`, skipping the first `skip` bytes (which
     /// peers already supplied). A body announced or running over `cap.0` bytes is refused with
-    /// the error `cap.1` makes; one arriving slower than the minimum rate is ended.
+    /// the error `cap.1` makes; one arriving slower than the minimum rate is ended. Once the
+    /// headers are in, `on_headers` gets the announced length and whether the answer came from
+    /// another origin than the one asked (the download must then be held back until verified);
+    /// its error ends the copy before any byte is sent.
     #[allow(clippy::too_many_arguments)]
-    async fn copy_upstream(
+    pub(crate) async fn copy_upstream(
         &self,
         name: &'static str,
         key: &str,
@@ -1605,7 +1718,7 @@ impl Mirror {
         url: &Url,
         tx: &tokio::sync::mpsc::Sender<(Bytes, Option<cid::Cid>)>,
         skip: u64,
-        progress: &Progress,
+        on_headers: &mut (dyn FnMut(Option<u64>, bool) -> Result<(), Error> + Send),
         (cap, too_large): (u64, &(dyn Fn() -> Error + Sync)),
     ) -> Result<(), Error> {
         let _permit = upstream.artifact_permit(url).await?;
@@ -1620,17 +1733,17 @@ impl Mirror {
                 status: response.status(),
             });
         }
-        if upstream.redirected_away(url, &response) {
+        let away = upstream.redirected_away(url, &response);
+        if away {
             // Bytes from a host the request was redirected to are not handed to clients
             // before they verify.
             tracing::info!(ecosystem = name, key = %key, to = %redact(response.url()), "redirected to another origin: holding the artifact back until it verifies");
-            progress.withhold();
         }
         let total = response.content_length();
         if total.is_some_and(|n| n > cap) {
             return Err(too_large());
         }
-        progress.total(total);
+        on_headers(total, away)?;
         let mut rate = crate::limits::MinRate::new(limits.read_timeout, limits.min_artifact_rate);
         let mut received = 0u64;
         loop {

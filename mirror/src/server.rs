@@ -23,7 +23,7 @@ use crate::download::Download;
 use crate::ecosystem::{ArtifactRoute, MetadataRoute, Request, Route};
 use crate::error::Error;
 use crate::mirror::{
-    ArtifactBody, CachedArtifact, MetadataHit, Mirror, Registered, http_date, now_ms,
+    ArtifactBody, CachedArtifact, Keep, MetadataHit, Mirror, Registered, http_date, now_ms,
 };
 
 /// Largest request body forwarded upstream (npm audit reports).
@@ -427,16 +427,23 @@ async fn artifact(
 ) -> Result<Response, Error> {
     // A stored file found damaged is dropped by `cached_file`; the second lookup fetches it
     // again.
-    for _ in 0..2 {
-        match mirror.artifact(registered, route).await? {
+    let mut keep = Keep::IfRoom;
+    for _ in 0..3 {
+        match mirror.artifact(registered, route, keep).await? {
             ArtifactBody::Cached(cached) => {
                 if let Some(response) = cached_file(mirror, &cached, request).await? {
                     return Ok(response);
                 }
             }
-            ArtifactBody::Downloading(download) => {
-                return downloading(mirror, download, request).await;
-            }
+            ArtifactBody::Downloading(download) => match download.ready().await {
+                // The store had no room for it, and this client has had nothing yet: stream
+                // it unkept.
+                Err((StatusCode::INSUFFICIENT_STORAGE, _)) if keep == Keep::IfRoom => {
+                    keep = Keep::Never;
+                }
+                ready => return downloading(mirror, download, ready, request).await,
+            },
+            ArtifactBody::Unkept(unkept) => return unkept_response(unkept, request).await,
         }
     }
     Err(Error::Internal(format!(
@@ -596,12 +603,32 @@ async fn cached_file(
     Ok(Some((status, headers, body).into_response()))
 }
 
+/// An artifact streamed without being kept: headers once upstream's are in, then the body as
+/// it verifies.
+async fn unkept_response(
+    mut unkept: crate::unkept::Unkept,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let total = unkept.ready().await?;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", unkept.flat))
+        .map_err(|e| Error::Internal(format!("ETag of {}: {e}", unkept.flat)))?;
+    let mut headers = artifact_headers(etag);
+    if let Some(total) = total {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    if request.method == Method::HEAD {
+        return Ok((headers, Body::empty()).into_response());
+    }
+    Ok((headers, Body::from_stream(unkept.into_stream())).into_response())
+}
+
 async fn downloading(
     mirror: &Mirror,
     download: Arc<Download>,
+    ready: Result<Option<u64>, (StatusCode, String)>,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
-    let total = match download.ready().await {
+    let total = match ready {
         Ok(total) => total,
         Err((status, message)) => return Ok(error_response(status, &message)),
     };

@@ -131,6 +131,13 @@ impl Store {
     }
 
     /// Start writing an artifact whose whole-file digest must equal `expected`.
+    /// Bytes an unprivileged writer can still put on the store's filesystem (`None` when the
+    /// filesystem will not say).
+    pub fn free_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.root).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     pub fn artifact_writer(&self, expected: Digest) -> Result<ArtifactWriter, StoreError> {
         let (path, file) = self.temp_file()?;
         Ok(ArtifactWriter {

@@ -544,36 +544,51 @@ fn an_upstream_that_does_not_answer_is_logged_at_start() {
 }
 
 #[test]
-fn a_full_disk_fails_the_download_cleanly_and_keeps_serving() {
+fn a_full_disk_streams_downloads_unkept_and_keeps_serving() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let fake = FakeNpm::start(registry());
     let disk = Tmpfs::mount(&tmp.path().join("disk"), "3m");
     let data = disk.0.join("data");
     let cairn = Cairn::start(&data, &["--npm-upstream", &fake.url]);
 
-    // 3.5 MiB does not fit on a 3 MiB disk: the client gets an error, nothing is left behind.
+    // 3.5 MiB does not fit on a 3 MiB disk: the client gets the verified file all the same,
+    // and nothing of it is left on the disk.
     let url = format!("{}big-data/-/big-data-1.0.0.tgz", cairn.npm());
-    let outcome = runtime().block_on(async {
-        let response = reqwest::get(&url).await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.bytes().await.is_ok())
-    });
+    let expected = fake.registry().version("big-data", "1.0.0").tarball.clone();
+    for attempt in 0..2 {
+        let reply = get(&url);
+        assert_eq!(reply.status, 200, "attempt {attempt}: {}", reply.text);
+        assert!(reply.body == expected, "attempt {attempt}: wrong bytes");
+        assert!(files_under(&data.join("blobs")).is_empty());
+        assert!(
+            files_under(&data.join("tmp")).is_empty(),
+            "temp file left on a full disk"
+        );
+    }
     assert!(
-        outcome.0 == 507 || !outcome.1,
-        "a download that cannot be stored looked complete: {outcome:?}"
-    );
-    assert!(
-        cairn.logs().contains("No space left on device"),
+        cairn.logs().contains("no room in the store"),
         "{}",
         cairn.logs()
     );
-    assert!(files_under(&data.join("blobs")).is_empty());
-    assert!(
-        files_under(&data.join("tmp")).is_empty(),
-        "temp file left on a full disk"
-    );
 
-    // Small packages still go through once the space is free again.
+    // A tampered file streamed unkept is cut, never complete.
+    fake.faults
+        .tampered
+        .lock()
+        .expect("faults")
+        .insert("big-data/-/big-data-1.0.0.tgz".to_owned());
+    let outcome = runtime().block_on(async {
+        let response = reqwest::get(&url).await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.map(|b| b.len()))
+    });
+    assert!(
+        outcome.0 != 200 || outcome.1.is_err(),
+        "a tampered download looked complete: {outcome:?}"
+    );
+    fake.faults.tampered.lock().expect("faults").clear();
+
+    // Small packages still go through.
     let reply = get(&format!("{}lib-d/-/lib-d-1.0.0.tgz", cairn.npm()));
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(
