@@ -559,45 +559,55 @@ async fn open_mirror(
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))
 }
 
-/// Ask each upstream once, in the background, whether it answers at all, so that a mistyped
-/// or unreachable upstream shows in the log at start rather than at the first client's miss.
-/// Any HTTP answer counts (a `HEAD` without credentials may well get a 401 or a 405); only a
-/// failed lookup, connection or TLS handshake, or silence, is reported.
+/// Check once, in the background, that each upstream's host resolves and takes a TCP
+/// connection, so that a mistyped or unreachable upstream shows in the log at start rather
+/// than at the first client's miss. No HTTP request is sent: the upstream sees nothing. Behind
+/// a proxy (`HTTP(S)_PROXY`) a direct connection proves nothing, so there is no check.
 fn probe_upstreams(mirror: &Mirror) {
-    let client = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::debug!("no upstream probe: {e}");
-            return;
-        }
-    };
+    let proxied = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    if proxied {
+        return;
+    }
     for (ecosystem, upstream) in mirror.upstreams() {
         let Ok(shown) = upstream else { continue };
-        let Ok(mut url) = Url::parse(&shown) else {
+        let Ok(url) = Url::parse(&shown) else {
             continue;
         };
-        // `shown` masks credentials; the probe sends none.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let client = client.clone();
+        let (Some(host), Some(port)) = (
+            url.host_str().map(str::to_owned),
+            url.port_or_known_default(),
+        ) else {
+            continue;
+        };
         tokio::spawn(async move {
-            if let Err(e) = client.head(url).send().await {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(inner) = source {
-                    reason = format!("{reason}: {inner}");
-                    source = inner.source();
-                }
-                tracing::warn!(
-                    ecosystem,
-                    upstream = %shown,
-                    "upstream does not answer ({reason}); check the URL (flag, cairn.toml or the client setting it was found in), or use --offline"
-                );
-            }
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let reason = match tokio::time::timeout(
+                Duration::from_secs(15),
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => format!("cannot connect to {host}:{port}: {e}"),
+                Err(_) => format!("no connection to {host}:{port} within 15 s"),
+            };
+            tracing::warn!(
+                ecosystem,
+                upstream = %shown,
+                "upstream does not answer ({reason}); check the URL (flag, cairn.toml or the client setting it was found in), or use --offline"
+            );
         });
     }
 }
