@@ -303,19 +303,17 @@ async fn run(cli: Cli) -> Result<()> {
                 _ => bundles::Selection::Lockfiles(lockfiles),
             };
             let data_dir = data_dir(&cli.common, &file);
-            tokio::task::spawn_blocking(move || bundles::export(&data_dir, selection, &output))
-                .await
-                .context("export")?
+            tokio::task::spawn_blocking(move || {
+                bundles::export(&data_dir, base_ecosystems(), selection, &output)
+            })
+            .await
+            .context("export")?
         }
         Command::Import { file: car, apt } => {
             let data_dir = data_dir(&cli.common, &file);
             let listen = listen_addr(&cli.common, &file)?;
             // The adapters check what the bundle holds as they check what upstream sends.
-            let mut ecosystems: Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> = vec![
-                Arc::new(cairn_npm::Npm),
-                Arc::new(cairn_cargo::Cargo),
-                Arc::new(cairn_pypi::Pypi),
-            ];
+            let mut ecosystems = base_ecosystems();
             ecosystems.extend(
                 apt_ecosystems(&apt, &file, &listen, None)?
                     .into_iter()
@@ -351,6 +349,15 @@ async fn run(cli: Cli) -> Result<()> {
                 .context("pin")?
         }
     }
+}
+
+/// The ecosystems every node has (apt archives are configured).
+fn base_ecosystems() -> Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> {
+    vec![
+        Arc::new(cairn_npm::Npm),
+        Arc::new(cairn_cargo::Cargo),
+        Arc::new(cairn_pypi::Pypi),
+    ]
 }
 
 fn init_logging(format: &str) -> Result<()> {

@@ -40,6 +40,7 @@ fn sample_snapshot() -> Snapshot {
                 last_modified: None,
                 size: body.len() as u64,
             },
+            root: None,
         });
         let flat = Digest::of(Algorithm::Sha512, body.as_bytes()).flat_cid();
         s.artifacts.push(ArtifactEntry {
