@@ -472,3 +472,80 @@ fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
     );
     b.stop();
 }
+
+/// `cairn prefetch` with no node at `--listen` (so it runs one in its own process), with the
+/// given `CAIRN_LOG` (none: the default). Returns its output.
+fn prefetch_in_process(
+    config: &Path,
+    data: &Path,
+    listen: &str,
+    lockfile: &Path,
+    log: Option<&str>,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
+        .args(["prefetch", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", listen, "--lockfile"])
+        .arg(lockfile)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("CAIRN_LOG")
+        .env_remove("RUST_LOG");
+    if let Some(log) = log {
+        command.env("CAIRN_LOG", log);
+    }
+    command.output().expect("cairn prefetch")
+}
+
+#[test]
+fn prefetch_with_its_own_node_logs_trouble_not_chatter() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let npm = FakeNpm::start(crate::npm::registry());
+    let a = Cairn::start(&t.join("a"), &["--npm-upstream", &npm.url]);
+    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
+    let app = project(
+        &t.join("app"),
+        serde_json::json!({ "app-a": "^1.0.0", "big-data": "1.0.0" }),
+    );
+    assert_success(
+        &env.run("npm", &["install", "--package-lock-only"], &app),
+        "npm install --package-lock-only",
+    );
+    // Nothing answers here any more: prefetch runs its own node.
+    let listen = format!("127.0.0.1:{}", port_of(&a.url));
+    a.stop();
+    let config = t.join("cairn.toml");
+    std::fs::write(&config, format!("npm-upstream = {:?}\n", npm.url)).expect("config");
+    // One tarball comes tampered: the node logs an error, and prefetch names the item.
+    npm.faults
+        .tampered
+        .lock()
+        .expect("faults")
+        .insert("big-data/-/big-data-1.0.0.tgz".into());
+    let lock = app.join("package-lock.json");
+
+    let out = prefetch_in_process(&config, &t.join("b"), &listen, &lock, None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a tampered tarball was prefetched:\n{stderr}"
+    );
+    assert!(stderr.contains("npm big-data@1.0.0"), "{stderr}");
+    assert!(stderr.contains("prefetched 4 of 5 items"), "{stderr}");
+    // The node's error is there, on a line of its own; its routine chatter is not.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(" ERROR ") && l.contains("digest mismatch")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" INFO "), "{stderr}");
+
+    // CAIRN_LOG still asks for more, and gets it.
+    let out = prefetch_in_process(&config, &t.join("c"), &listen, &lock, Some("info"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains(" INFO "), "{stderr}");
+}
