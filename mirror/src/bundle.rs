@@ -135,12 +135,24 @@ fn inner_count(leaves: u64) -> u64 {
 
 /// Give each document of `snapshot` over [`MAX_DOCUMENT_BLOCK`] the root of the UnixFS file a
 /// bundle carries it as, and each its size as stored; call before [`Snapshot::encode`] for a
-/// snapshot to export. Streams each large document from the store once (1 MiB at a time).
+/// snapshot to export. Streams each large document from the store once (1 MiB at a time); a
+/// small one is only looked up. A document missing from the store is left as the index has it
+/// (an export of it fails, naming it).
 pub fn chunk_documents(store: &Store, snapshot: &mut Snapshot) -> Result<(), BundleError> {
     let mut buffer = vec![0u8; CHUNK_SIZE as usize];
     for doc in &mut snapshot.documents {
         let Some(cid) = doc.record.cid else { continue };
         let path = store.meta_path(&cid);
+        let stored = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(crate::error::StoreError::io("read", &path, e).into()),
+        };
+        if stored <= MAX_DOCUMENT_BLOCK {
+            doc.record.size = stored;
+            doc.root = None;
+            continue;
+        }
         let mut file = std::fs::File::open(&path)
             .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
         let mut builder = crate::unixfs::DagBuilder::new();
