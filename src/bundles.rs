@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use cairn_mirror::bundle;
 use cairn_mirror::cid::{Algorithm, Digest, FlatCid};
+use cairn_mirror::ecosystem::Ecosystem;
 use cairn_mirror::index::Index;
 use cairn_mirror::snapshot::{self, Snapshot};
 use cairn_mirror::store::Store;
@@ -52,8 +53,9 @@ fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// The current state's snapshot, stored (so it can be exported or pinned later): its root.
-fn take_snapshot(index: &Index) -> Result<(Snapshot, snapshot::Encoded)> {
-    let (snapshot, _) = snapshot::collect(index, None).context("reading the index")?;
+fn take_snapshot(store: &Store, index: &Index) -> Result<(Snapshot, snapshot::Encoded)> {
+    let (mut snapshot, _) = snapshot::collect(index, None).context("reading the index")?;
+    bundle::chunk_documents(store, &mut snapshot).context("reading the documents")?;
     let encoded = snapshot.encode();
     index
         .put_blocks(&encoded.blocks)
@@ -62,8 +64,8 @@ fn take_snapshot(index: &Index) -> Result<(Snapshot, snapshot::Encoded)> {
 }
 
 pub fn snapshot(data_dir: &Path) -> Result<()> {
-    let (_, index) = open(data_dir)?;
-    let (snapshot, encoded) = take_snapshot(&index)?;
+    let (store, index) = open(data_dir)?;
+    let (snapshot, encoded) = take_snapshot(&store, &index)?;
     eprintln!(
         "{} documents, {} artifacts",
         snapshot.documents.len(),
@@ -74,7 +76,7 @@ pub fn snapshot(data_dir: &Path) -> Result<()> {
 }
 
 pub fn pin(data_dir: &Path, root: Option<Cid>) -> Result<()> {
-    let (_, index) = open(data_dir)?;
+    let (store, index) = open(data_dir)?;
     let root = match root {
         Some(root) => {
             if index
@@ -86,7 +88,7 @@ pub fn pin(data_dir: &Path, root: Option<Cid>) -> Result<()> {
             }
             root
         }
-        None => take_snapshot(&index)?.1.root,
+        None => take_snapshot(&store, &index)?.1.root,
     };
     index
         .pin(&root, cairn_mirror::now_ms())
@@ -141,14 +143,49 @@ fn lockfile_flats(store: &Store, index: &Index, files: &[String]) -> Result<Hash
     Ok(flats)
 }
 
-pub fn export(data_dir: &Path, selection: Selection, output: &Path) -> Result<()> {
+/// `ecosystems`, plus each apt archive `snapshot` holds that is not among them, for checking
+/// keys only (an export checks what import will; an apt key's route does not depend on the
+/// archive's keyring, which only the importing node needs).
+fn with_apt_archives(
+    mut ecosystems: Vec<Arc<dyn Ecosystem>>,
+    snapshot: &Snapshot,
+) -> Result<Vec<Arc<dyn Ecosystem>>> {
+    let names = snapshot
+        .documents
+        .iter()
+        .map(|d| &d.ecosystem)
+        .chain(snapshot.artifacts.iter().map(|a| &a.ecosystem));
+    for name in names {
+        let Some(archive) = name.strip_prefix("apt/") else {
+            continue;
+        };
+        if ecosystems.iter().any(|e| e.name() == name) {
+            continue;
+        }
+        let keyring = cairn_apt::Keyring::from_bytes(&[], "no keyring (export checks keys only)")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let archive = cairn_apt::Archive::new(archive, keyring)
+            .map_err(|e| anyhow::anyhow!("apt archive {archive}: {e}"))?;
+        ecosystems.push(Arc::new(archive));
+    }
+    Ok(ecosystems)
+}
+
+/// Write a bundle of `selection` to `output`; `ecosystems` check its entries as an import
+/// will (apt archives are added as the snapshot names them).
+pub fn export(
+    data_dir: &Path,
+    ecosystems: Vec<Arc<dyn Ecosystem>>,
+    selection: Selection,
+    output: &Path,
+) -> Result<()> {
     let (store, index) = open(data_dir)?;
     let (snapshot, encoded) = match selection {
-        Selection::All => take_snapshot(&index)?,
+        Selection::All => take_snapshot(&store, &index)?,
         Selection::Snapshot(root) => stored_snapshot(&index, &root)?,
         Selection::Lockfiles(files) => {
             let flats = lockfile_flats(&store, &index, &files)?;
-            let (snapshot, missing) =
+            let (mut snapshot, missing) =
                 snapshot::collect(&index, Some(&flats)).context("reading the index")?;
             if !missing.is_empty() {
                 let list: Vec<String> = missing.iter().map(|f| f.to_string()).collect();
@@ -159,6 +196,7 @@ pub fn export(data_dir: &Path, selection: Selection, output: &Path) -> Result<()
                     list.join(", ")
                 );
             }
+            bundle::chunk_documents(&store, &mut snapshot).context("reading the documents")?;
             let encoded = snapshot.encode();
             index
                 .put_blocks(&encoded.blocks)
@@ -166,6 +204,7 @@ pub fn export(data_dir: &Path, selection: Selection, output: &Path) -> Result<()
             (snapshot, encoded)
         }
     };
+    let ecosystems = with_apt_archives(ecosystems, &snapshot)?;
     let total: u64 = snapshot.artifacts.iter().map(|a| a.record.size).sum();
     let temp = PathBuf::from(format!("{}.part", output.display()));
     let file = std::fs::File::create(&temp)
@@ -174,6 +213,7 @@ pub fn export(data_dir: &Path, selection: Selection, output: &Path) -> Result<()
     let result = bundle::export(
         &store,
         &index,
+        &ecosystems,
         &snapshot,
         &encoded,
         std::io::BufWriter::with_capacity(1 << 20, file),
@@ -217,6 +257,7 @@ pub fn import(
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = bar(total, "import");
+    let started = std::time::Instant::now();
     let result = bundle::import(&store, &index, ecosystems, file, |at| {
         progress.set_position(at)
     });
@@ -227,12 +268,68 @@ pub fn import(
             input.display()
         )
     })?;
-    eprintln!(
-        "imported {} documents and {} artifacts ({:.1} MiB), all verified",
-        counts.documents,
-        counts.artifacts,
-        counts.bytes as f64 / f64::from(1 << 20)
-    );
+    println!("{}", import_summary(&counts, started.elapsed()));
     println!("{root}");
     Ok(())
+}
+
+/// Bytes as people read them: `512 B`, `3.4 MiB`, `1.20 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The lines `cairn import` ends with: what was written, what the node already held, how long.
+fn import_summary(counts: &bundle::Counts, elapsed: std::time::Duration) -> String {
+    let new_bytes = counts.bytes.saturating_sub(counts.bytes_held);
+    format!(
+        "imported, all verified, in {:.2} s ({} read):\n  \
+         documents: {} written, {} kept (held already, same or newer)\n  \
+         artifacts: {} in the bundle, {} written ({}), {} held already ({})",
+        elapsed.as_secs_f64(),
+        human_bytes(counts.car_bytes),
+        counts.documents,
+        counts.documents_kept,
+        counts.artifacts,
+        counts.artifacts - counts.artifacts_held.min(counts.artifacts),
+        human_bytes(new_bytes),
+        counts.artifacts_held,
+        human_bytes(counts.bytes_held),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_import_summary_names_what_was_written_and_what_was_held() {
+        let counts = bundle::Counts {
+            documents: 3,
+            artifacts: 10,
+            bytes: 5 << 20,
+            documents_kept: 1,
+            artifacts_held: 4,
+            bytes_held: 1 << 20,
+            car_bytes: 6 << 20,
+        };
+        let text = import_summary(&counts, std::time::Duration::from_millis(1500));
+        assert_eq!(
+            text,
+            "imported, all verified, in 1.50 s (6.0 MiB read):\n  \
+             documents: 3 written, 1 kept (held already, same or newer)\n  \
+             artifacts: 10 in the bundle, 6 written (4.0 MiB), 4 held already (1.0 MiB)"
+        );
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
 }

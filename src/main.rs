@@ -2,6 +2,7 @@
 //! Errors are one line on stderr and a non-zero exit.
 
 mod apt;
+mod barlog;
 mod bundles;
 mod descriptors;
 mod discover;
@@ -323,19 +324,17 @@ async fn run(cli: Cli) -> Result<()> {
                 _ => bundles::Selection::Lockfiles(lockfiles),
             };
             let data_dir = data_dir(&cli.common, &file);
-            tokio::task::spawn_blocking(move || bundles::export(&data_dir, selection, &output))
-                .await
-                .context("export")?
+            tokio::task::spawn_blocking(move || {
+                bundles::export(&data_dir, base_ecosystems(), selection, &output)
+            })
+            .await
+            .context("export")?
         }
         Command::Import { file: car, apt } => {
             let data_dir = data_dir(&cli.common, &file);
             let listen = listen_addr(&cli.common, &file)?;
             // The adapters check what the bundle holds as they check what upstream sends.
-            let mut ecosystems: Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> = vec![
-                Arc::new(cairn_npm::Npm),
-                Arc::new(cairn_cargo::Cargo),
-                Arc::new(cairn_pypi::Pypi),
-            ];
+            let mut ecosystems = base_ecosystems();
             ecosystems.extend(
                 apt_ecosystems(&apt, &file, &listen, None)?
                     .into_iter()
@@ -381,16 +380,33 @@ async fn run(cli: Cli) -> Result<()> {
 /// (it publishes provider records only).
 const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
 
+/// The ecosystems every node has (apt archives are configured).
+fn base_ecosystems() -> Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> {
+    vec![
+        Arc::new(cairn_npm::Npm),
+        Arc::new(cairn_cargo::Cargo),
+        Arc::new(cairn_pypi::Pypi),
+    ]
+}
+
 fn init_logging(format: &str) -> Result<()> {
+    init_logging_to(format, DEFAULT_LOG_FILTER, std::io::stderr)
+}
+
+/// Logging to `writer` at `default` (a filter, unless `CAIRN_LOG` or `RUST_LOG` gives one).
+fn init_logging_to<W>(format: &str, default: &str, writer: W) -> Result<()>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CAIRN_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour only for a terminal: a log file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         "text" => builder.init(),
         "json" => builder.json().init(),
@@ -793,10 +809,12 @@ async fn prefetch(
     .await
     .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
     if answers {
-        return prefetch::run(base, items, apt).await;
+        return prefetch::run(base, items, apt, None).await;
     }
-    // No node there: run one here, on a free port, for the prefetch.
-    init_logging("text").ok();
+    // No node there: run one here, on a free port, for the prefetch. Its log is for trouble
+    // (warnings and errors, unless CAIRN_LOG says otherwise), written around the progress bar.
+    let log = barlog::BarLog::default();
+    init_logging_to("text", "warn,libp2p_kad::behaviour=error", log.clone()).ok();
     let local: SocketAddr = "127.0.0.1:0".parse().context("address")?;
     let mirror = open_mirror(common, file, &Serve::default(), &listen).await?;
     let listener = tokio::net::TcpListener::bind(local)
@@ -811,7 +829,7 @@ async fn prefetch(
         stop.clone().cancelled_owned(),
     ));
     let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;
-    let result = prefetch::run(base, items, apt).await;
+    let result = prefetch::run(base, items, apt, Some(&log)).await;
     stop.cancel();
     let _ = server.await;
     mirror.close().await.context("closing the store")?;

@@ -144,10 +144,26 @@ async fn plan(node: &Node, item: &Item) -> Result<Vec<Fetch>, String> {
 }
 
 /// Fetch every item through the node at `base`; `apt` holds apt pool files already resolved
-/// (archive, path, digest). Prints a summary; fails naming each item that failed.
-pub async fn run(base: Url, items: Vec<Item>, apt: Vec<(String, String, Digest)>) -> Result<()> {
+/// (archive, path, digest). Prints a summary; fails naming each item that failed. `log`, the
+/// in-process node's log, is written around the progress bar while it shows.
+pub async fn run(
+    base: Url,
+    items: Vec<Item>,
+    apt: Vec<(String, String, Digest)>,
+    log: Option<&crate::barlog::BarLog>,
+) -> Result<()> {
     let node = Arc::new(Node {
         client: reqwest::Client::builder()
+            // A body ends only once the node has indexed the file, so an export right after
+            // the prefetch finds everything it fetched.
+            .default_headers(
+                [(
+                    reqwest::header::HeaderName::from_static(cairn_mirror::server::WAIT_HEADER),
+                    reqwest::header::HeaderValue::from_static("committed"),
+                )]
+                .into_iter()
+                .collect(),
+            )
             .build()
             .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?,
         base,
@@ -177,6 +193,9 @@ pub async fn run(base: Url, items: Vec<Item>, apt: Vec<(String, String, Digest)>
         indicatif::ProgressStyle::with_template("prefetch [{bar:30}] {pos}/{len} items {msg}")
     {
         bar.set_style(style.progress_chars("=> "));
+    }
+    if let Some(log) = log {
+        log.attach(&bar);
     }
     let started = Instant::now();
     let failures: Vec<String> = futures_util::stream::iter(jobs)
@@ -210,6 +229,9 @@ pub async fn run(base: Url, items: Vec<Item>, apt: Vec<(String, String, Digest)>
         .collect()
         .await;
     bar.finish_and_clear();
+    if let Some(log) = log {
+        log.detach();
+    }
     let bytes = node.bytes.load(Ordering::Relaxed);
     eprintln!(
         "prefetched {} of {total} items ({:.1} MiB) in {:.1} s",

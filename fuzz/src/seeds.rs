@@ -40,6 +40,7 @@ fn sample_snapshot() -> Snapshot {
                 last_modified: None,
                 size: body.len() as u64,
             },
+            root: None,
         });
         let flat = Digest::of(Algorithm::Sha512, body.as_bytes()).flat_cid();
         s.artifacts.push(ArtifactEntry {
@@ -107,6 +108,16 @@ pub fn generated() -> Vec<Seed> {
     let bundle = car_of(&[encoded.root], &encoded.blocks);
     seeds.push(("car", "snapshot".into(), bundle.clone()));
     seeds.push(("snapshot", "three-entries".into(), bundle));
+    // Version 2: a document large enough to travel as a UnixFS file names that file's root.
+    let mut chunked = sample_snapshot();
+    chunked.documents[0].record.size = 3 << 20;
+    chunked.documents[0].root = Some(RootCid(sample_dag().root));
+    let chunked = chunked.encode();
+    seeds.push((
+        "snapshot",
+        "version-2-document-root".into(),
+        car_of(&[chunked.root], &chunked.blocks),
+    ));
     seeds.push(("snapshot", "empty".into(), {
         let empty = Snapshot::default().encode();
         car_of(&[empty.root], &empty.blocks)

@@ -3,7 +3,9 @@
 //!
 //! Order of the blocks after the header (whose one root is the snapshot root):
 //! 1. the snapshot's dag-cbor blocks, root first;
-//! 2. each metadata document's raw block, in snapshot order;
+//! 2. each metadata document in snapshot order: its raw block, or, for one over
+//!    [`MAX_DOCUMENT_BLOCK`] (whose snapshot entry links a `root`), its UnixFS file laid out as
+//!    an artifact's below;
 //! 3. each artifact in snapshot order: its DAG depth first from the root (inner dag-pb nodes,
 //!    then the leaves they link to, so the leaves come in file order; a file of one chunk is
 //!    its root leaf alone).
@@ -15,7 +17,12 @@
 //! snapshot's entries, never the bytes.
 //!
 //! Import verifies every block against its CID (the CAR reader does), every artifact against its
-//! registry digest (its flat CID) and its rebuilt DAG against the snapshot's root CID. Nothing is
+//! registry digest (its flat CID) and its rebuilt DAG against the snapshot's root CID, and every
+//! document carried in pieces against its own raw block CID (and its DAG against its root) before
+//! an adapter reads it. A document's size is checked against its ecosystem's
+//! [`Ecosystem::max_document_bytes`] before any of its bytes are read; its pieces go to a file
+//! under `tmp/`, so memory holds one block at a time. Export applies the same checks of keys,
+//! URLs and sizes ([`check_entries`]) and refuses, naming the entry, what import would refuse. Nothing is
 //! placed or indexed until the whole CAR has been read and verified; then files are renamed into
 //! place and the index written in one transaction. A truncated or tampered CAR leaves the store
 //! as it was.
@@ -29,11 +36,13 @@ use cid::Cid;
 use url::Url;
 
 use crate::car::{CarError, CarReader, CarWriter};
-use crate::cid::{Algorithm, BlockCid, DAG_CBOR, DAG_PB, Digest, FlatCid, RAW, raw_block_cid};
+use crate::cid::{
+    Algorithm, BlockCid, DAG_CBOR, DAG_PB, Digest, FlatCid, RAW, RootCid, raw_block_cid,
+};
 use crate::ecosystem::{ArtifactRoute, Ecosystem, Listing, MetadataDoc, MetadataRoute, Route};
 use crate::index::{ArtifactRecord, ImportedDocument, Index, MetadataRecord, RefRecord};
-use crate::snapshot::{Encoded, Snapshot};
-use crate::store::{Staged, Store};
+use crate::snapshot::{Encoded, MAX_DOCUMENT_BLOCK, Snapshot};
+use crate::store::{ArtifactWriter, Staged, Store};
 use crate::unixfs::{CHUNK_SIZE, Dag, MAX_LINKS};
 
 /// What went wrong with a bundle; the message names the block, artifact or file.
@@ -93,10 +102,19 @@ pub enum BundleError {
 /// Counts of what a bundle holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Documents written (export: documents in the bundle).
     pub documents: u64,
     pub artifacts: u64,
     /// Artifact bytes.
     pub bytes: u64,
+    /// Import: documents of the bundle not written, the node holding them or a newer copy.
+    pub documents_kept: u64,
+    /// Import: artifacts whose bytes the node already held (read past, not written again).
+    pub artifacts_held: u64,
+    /// Import: the bytes of those.
+    pub bytes_held: u64,
+    /// Bytes of the CAR.
+    pub car_bytes: u64,
 }
 
 /// Leaves of a file of `size` bytes.
@@ -115,11 +133,183 @@ fn inner_count(leaves: u64) -> u64 {
     nodes
 }
 
-/// Write `snapshot` (already encoded) and every block it needs to `out` as a CAR v1.
+/// Give each document of `snapshot` over [`MAX_DOCUMENT_BLOCK`] the root of the UnixFS file a
+/// bundle carries it as, and each its size as stored; call before [`Snapshot::encode`] for a
+/// snapshot to export. Streams each large document from the store once (1 MiB at a time); a
+/// small one is only looked up. A document missing from the store is left as the index has it
+/// (an export of it fails, naming it).
+pub fn chunk_documents(store: &Store, snapshot: &mut Snapshot) -> Result<(), BundleError> {
+    let mut buffer = vec![0u8; CHUNK_SIZE as usize];
+    for doc in &mut snapshot.documents {
+        let Some(cid) = doc.record.cid else { continue };
+        let path = store.meta_path(&cid);
+        let stored = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(crate::error::StoreError::io("read", &path, e).into()),
+        };
+        if stored <= MAX_DOCUMENT_BLOCK {
+            doc.record.size = stored;
+            doc.root = None;
+            continue;
+        }
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+        let mut builder = crate::unixfs::DagBuilder::new();
+        loop {
+            let n = read_full(&mut file, &mut buffer)
+                .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+            builder.update(&buffer[..n]);
+            if n < buffer.len() {
+                break;
+            }
+        }
+        doc.record.size = builder.len();
+        doc.root = (builder.len() > MAX_DOCUMENT_BLOCK).then(|| RootCid(builder.finish().root));
+    }
+    Ok(())
+}
+
+/// Check every entry of `snapshot` as an import checks it before reading any of its bytes:
+/// each ecosystem is one of `ecosystems`, each key one its adapter routes (and no key twice),
+/// each upstream URL http or https, each document within its ecosystem's
+/// [`Ecosystem::max_document_bytes`] and carried as the snapshot says it must be (one block up
+/// to [`MAX_DOCUMENT_BLOCK`], a UnixFS file over it). Returns each entry's route.
+fn check_entries(
+    snapshot: &Snapshot,
+    ecosystems: &[Arc<dyn Ecosystem>],
+) -> Result<(Vec<MetadataRoute>, Vec<ArtifactRoute>), BundleError> {
+    let mut doc_routes = Vec::with_capacity(snapshot.documents.len());
+    let mut seen_docs: HashSet<(&str, &str)> = HashSet::new();
+    for doc in &snapshot.documents {
+        let ecosystem = registered(ecosystems, &doc.ecosystem)?;
+        doc_routes.push(document_route(ecosystem.as_ref(), &doc.key)?);
+        check_url(&doc.ecosystem, &doc.key, &doc.record.upstream_url)?;
+        let refused = |reason: String| BundleError::BadDocument {
+            ecosystem: doc.ecosystem.clone(),
+            key: doc.key.clone(),
+            reason,
+        };
+        if !seen_docs.insert((&doc.ecosystem, &doc.key)) {
+            return Err(refused("the snapshot names it twice".into()));
+        }
+        let size = doc.record.size;
+        let limit = ecosystem.max_document_bytes();
+        if size > limit {
+            return Err(refused(format!(
+                "its {size} bytes pass the limit of {limit} bytes for {} documents",
+                doc.ecosystem
+            )));
+        }
+        match doc.root {
+            Some(_) if size <= MAX_DOCUMENT_BLOCK => {
+                return Err(refused(format!(
+                    "it is carried in pieces, but its {size} bytes fit one block"
+                )));
+            }
+            None if size > MAX_DOCUMENT_BLOCK && doc.record.cid.is_some() => {
+                return Err(refused(format!(
+                    "its {size} bytes pass the block limit of {MAX_DOCUMENT_BLOCK} and the snapshot \
+                     names no UnixFS root to carry it in pieces (take a new snapshot)"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let mut art_routes = Vec::with_capacity(snapshot.artifacts.len());
+    let mut seen: HashMap<(&str, &str), FlatCid> = HashMap::new();
+    for entry in &snapshot.artifacts {
+        let ecosystem = registered(ecosystems, &entry.ecosystem)?;
+        let route = artifact_route(ecosystem.as_ref(), &entry.key, &entry.record.flat)?;
+        let url = &entry.record.upstream_url;
+        match (&route.derive, url.strip_prefix("derived from ")) {
+            (Some(derive), Some(source)) if source == derive.source => {}
+            _ => {
+                check_url(&entry.ecosystem, &entry.key, url)?;
+            }
+        }
+        let bundled = entry.record.flat;
+        if let Some(twice) = seen.insert((&entry.ecosystem, &entry.key), bundled)
+            && twice != bundled
+        {
+            return Err(BundleError::Rebinds {
+                ecosystem: entry.ecosystem.clone(),
+                key: entry.key.clone(),
+                held: twice.to_string(),
+                bundled: bundled.to_string(),
+            });
+        }
+        art_routes.push(route);
+    }
+    Ok((doc_routes, art_routes))
+}
+
+/// Check what an import checks of the snapshot's own blocks: each within the block limit, all
+/// within [`MAX_SNAPSHOT_BYTES`].
+fn check_encoded(encoded: &Encoded) -> Result<(), BundleError> {
+    let mut total = 0u64;
+    for (cid, block) in &encoded.blocks {
+        let len = block.len() as u64;
+        if len > crate::car::MAX_BLOCK_SIZE {
+            return Err(BundleError::Invalid(format!(
+                "snapshot block {cid} has {len} bytes, more than the block limit of {}",
+                crate::car::MAX_BLOCK_SIZE
+            )));
+        }
+        total += len;
+    }
+    if total > MAX_SNAPSHOT_BYTES {
+        return Err(BundleError::SnapshotTooLarge {
+            limit: MAX_SNAPSHOT_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Write the blocks of the UnixFS DAG `dag` of `data`, depth first from the root (inner nodes,
+/// then the leaves they link to, so the leaves come in file order).
+fn write_dag(
+    car: &mut CarWriter<impl Write>,
+    dag: &Dag,
+    data: &[u8],
+    name: &str,
+) -> Result<(), BundleError> {
+    let nodes: HashMap<Cid, &[u8]> = dag.nodes.iter().map(|(c, b)| (*c, b.as_slice())).collect();
+    let mut leaves = dag.leaves.iter();
+    let mut pending = vec![dag.root];
+    while let Some(cid) = pending.pop() {
+        if cid.codec() == RAW {
+            let leaf = leaves
+                .next()
+                .filter(|leaf| leaf.cid == cid)
+                .ok_or_else(|| BundleError::Invalid(format!("{name}: leaf {cid} out of order")))?;
+            let range = leaf.offset as usize..(leaf.offset + leaf.len) as usize;
+            let chunk = data.get(range).ok_or_else(|| {
+                BundleError::Invalid(format!("{name}: leaf {cid} passes the end of the file"))
+            })?;
+            car.write_block(&cid, chunk).map_err(BundleError::Write)?;
+            continue;
+        }
+        let node = nodes
+            .get(&cid)
+            .ok_or_else(|| BundleError::Invalid(format!("{name}: node {cid} is not in its DAG")))?;
+        let links = crate::unixfs::decode_node(node)
+            .map_err(|e| BundleError::Invalid(format!("{name}: node {cid}: {e}")))?
+            .links;
+        pending.extend(links.iter().rev().map(|l| l.cid));
+        car.write_block(&cid, node).map_err(BundleError::Write)?;
+    }
+    Ok(())
+}
+
+/// Write `snapshot` (already encoded) and every block it needs to `out` as a CAR v1, after
+/// checking everything an import of it will check before it reads the bytes ([`check_entries`]
+/// with `ecosystems`, the snapshot blocks' sizes): a bundle import would refuse is not written.
 /// `progress(bytes)` is called as artifact bytes go out. Blocking.
 pub fn export(
     store: &Store,
     index: &Index,
+    ecosystems: &[Arc<dyn Ecosystem>],
     snapshot: &Snapshot,
     encoded: &Encoded,
     out: impl Write,
@@ -127,6 +317,20 @@ pub fn export(
 ) -> Result<Counts, BundleError> {
     let mut snapshot = snapshot.clone();
     snapshot.normalize();
+    check_entries(&snapshot, ecosystems)?;
+    check_encoded(encoded)?;
+    write_bundle(store, index, &snapshot, encoded, out, &mut progress)
+}
+
+/// [`export`] without its checks: `snapshot` normalized.
+fn write_bundle(
+    store: &Store,
+    index: &Index,
+    snapshot: &Snapshot,
+    encoded: &Encoded,
+    out: impl Write,
+    progress: &mut impl FnMut(u64),
+) -> Result<Counts, BundleError> {
     let mut car = CarWriter::new(out, &[encoded.root]).map_err(BundleError::Write)?;
     for (cid, block) in &encoded.blocks {
         car.write_block(cid, block).map_err(BundleError::Write)?;
@@ -134,8 +338,39 @@ pub fn export(
     let mut counts = Counts::default();
     for doc in &snapshot.documents {
         let Some(cid) = doc.record.cid else { continue };
+        let refused = |reason: String| BundleError::BadDocument {
+            ecosystem: doc.ecosystem.clone(),
+            key: doc.key.clone(),
+            reason,
+        };
+        // Bounded: check_entries held the size the snapshot says to the ecosystem's limit.
+        let path = store.meta_path(&cid);
+        let stored = std::fs::metadata(&path)
+            .map_err(|e| crate::error::StoreError::io("read", &path, e))?
+            .len();
+        if stored != doc.record.size {
+            return Err(refused(format!(
+                "the store holds {stored} bytes of it, the snapshot says {} (take a new snapshot)",
+                doc.record.size
+            )));
+        }
         let body = store.read_metadata(&cid)?;
-        car.write_block(&cid.0, &body).map_err(BundleError::Write)?;
+        match doc.root {
+            None => car.write_block(&cid.0, &body).map_err(BundleError::Write)?,
+            Some(root) => {
+                let mut builder = crate::unixfs::DagBuilder::new();
+                builder.update(&body);
+                let dag = builder.finish();
+                if dag.root != root.0 {
+                    return Err(refused(format!(
+                        "its bytes make the UnixFS root {}, the snapshot names {root}",
+                        dag.root
+                    )));
+                }
+                let name = format!("{} document {}", doc.ecosystem, doc.key);
+                write_dag(&mut car, &dag, &body, &name)?;
+            }
+        }
         counts.documents += 1;
     }
     let mut buffer = vec![0u8; CHUNK_SIZE as usize];
@@ -188,6 +423,7 @@ pub fn export(
         counts.artifacts += 1;
         counts.bytes += record.size;
     }
+    counts.car_bytes = car.bytes_written();
     car.finish().map_err(BundleError::Write)?;
     Ok(counts)
 }
@@ -454,30 +690,12 @@ pub fn import(
     progress(car.offset());
 
     // Every key is checked before any byte of what it names is read.
-    let mut doc_routes = Vec::with_capacity(snapshot.documents.len());
-    for doc in &snapshot.documents {
-        let ecosystem = registered(ecosystems, &doc.ecosystem)?;
-        doc_routes.push(document_route(ecosystem.as_ref(), &doc.key)?);
-        check_url(&doc.ecosystem, &doc.key, &doc.record.upstream_url)?;
-    }
-    let mut art_routes = Vec::with_capacity(snapshot.artifacts.len());
-    let mut seen: HashMap<(&str, &str), FlatCid> = HashMap::new();
+    let (doc_routes, art_routes) = check_entries(&snapshot, ecosystems)?;
     for entry in &snapshot.artifacts {
-        let ecosystem = registered(ecosystems, &entry.ecosystem)?;
-        let route = artifact_route(ecosystem.as_ref(), &entry.key, &entry.record.flat)?;
-        let url = &entry.record.upstream_url;
-        match (&route.derive, url.strip_prefix("derived from ")) {
-            (Some(derive), Some(source)) if source == derive.source => {}
-            _ => {
-                check_url(&entry.ecosystem, &entry.key, url)?;
-            }
-        }
         let bundled = entry.record.flat;
-        let held = index
+        if let Some(held) = index
             .get_artifact(&entry.ecosystem, &entry.key)?
-            .map(|r| r.flat);
-        let twice = seen.insert((&entry.ecosystem, &entry.key), bundled);
-        if let Some(held) = held.or(twice)
+            .map(|r| r.flat)
             && held != bundled
         {
             return Err(BundleError::Rebinds {
@@ -487,7 +705,6 @@ pub fn import(
                 bundled: bundled.to_string(),
             });
         }
-        art_routes.push(route);
     }
 
     // 2. Documents, staged.
@@ -497,21 +714,56 @@ pub fn import(
         let Some(expected) = doc.record.cid else {
             continue;
         };
-        let (cid, data) = next(&format!("{} document {}", doc.ecosystem, doc.key), &mut car)?;
-        if cid != expected.0 {
-            return Err(BundleError::Invalid(format!(
-                "block at byte {} is {cid}, expected {} document {} ({})",
-                car.offset(),
-                doc.ecosystem,
-                doc.key,
-                expected.0
-            )));
-        }
-        let at = if store.meta_path(&expected).exists() {
-            None
-        } else {
-            staged.push(store.stage_metadata(&data)?);
-            Some(staged.len() - 1)
+        let name = format!("{} document {}", doc.ecosystem, doc.key);
+        let held = store.meta_path(&expected).exists();
+        let at = match doc.root {
+            None => {
+                let (cid, data) = next(&name, &mut car)?;
+                if cid != expected.0 {
+                    return Err(BundleError::Invalid(format!(
+                        "block at byte {} is {cid}, expected {name} ({})",
+                        car.offset(),
+                        expected.0
+                    )));
+                }
+                if held {
+                    None
+                } else {
+                    staged.push(store.stage_metadata(&data)?);
+                    Some(staged.len() - 1)
+                }
+            }
+            // In pieces: written to `tmp/` as they come (check_entries bounded the size, which
+            // bounds how many blocks are read), then checked as a whole against its raw block
+            // CID, the document's identity, and its pieces against the root.
+            Some(root) => {
+                let mut writer = if held {
+                    None
+                } else {
+                    Some(store.document_writer(&expected)?)
+                };
+                let blocks = read_file(
+                    &mut car,
+                    &name,
+                    doc.record.size,
+                    writer.as_mut(),
+                    &mut progress,
+                )?;
+                match writer {
+                    None => None,
+                    Some(writer) => {
+                        let (file, _, dag) = writer.verify().map_err(|e| {
+                            BundleError::Invalid(format!(
+                                "{name}: its pieces are not the document {}: {e}",
+                                expected.0
+                            ))
+                        })?;
+                        check_dag(&name, &dag, &blocks, &root.0)?;
+                        staged.push(file);
+                        Some(staged.len() - 1)
+                    }
+                }
+            }
         };
         bodies.insert((&doc.ecosystem, &doc.key), (expected, at));
         progress(car.offset());
@@ -523,6 +775,8 @@ pub fn import(
         };
         let body =
             std::fs::read(&path).map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+        // Raw blocks are within the block limit and pieces within the checked size: a body is
+        // never larger than its ecosystem's documents may be.
         if raw_block_cid(&body) != cid.0 {
             return Err(BundleError::Invalid(format!(
                 "document {cid} changed on disk while it was imported"
@@ -617,6 +871,7 @@ pub fn import(
     }
 
     // 3. Artifacts.
+    let mut counts = Counts::default();
     let mut arrived = Vec::with_capacity(snapshot.artifacts.len());
     let mut have: HashMap<FlatCid, usize> = HashMap::new();
     for (entry, route) in snapshot.artifacts.iter().zip(art_routes) {
@@ -640,77 +895,18 @@ pub fn import(
                 record.root, existing.root
             )));
         }
-        let leaves = leaf_count(record.size);
         let mut writer = if earlier.is_some() || held.is_some() {
             None
         } else {
             Some(store.artifact_writer(digest)?)
         };
-        // Depth first: inner nodes and leaves interleaved, the leaves in file order. Nothing
-        // is sized by the snapshot's numbers: a block count or size from the bundle drives no
-        // allocation, only how many blocks are read.
-        let mut received = 0u64;
-        let mut leaf_cids = Vec::new();
-        let mut nodes = HashSet::new();
-        for i in 0..leaves.saturating_add(inner_count(leaves)) {
-            let at = car.offset();
-            let Some((cid, data)) = car.next_section()? else {
-                return Err(BundleError::Invalid(format!(
-                    "the CAR ends at byte {at} inside {name} (block {i})"
-                )));
-            };
-            match cid.codec() {
-                RAW => {
-                    received += data.len() as u64;
-                    if received > record.size {
-                        return Err(BundleError::Invalid(format!(
-                            "{name}: its leaves pass the {} bytes the snapshot says",
-                            record.size
-                        )));
-                    }
-                    match writer.as_mut() {
-                        // Hashed by the writer's DAG builder, compared below.
-                        Some(writer) => writer.write(&data)?,
-                        None => crate::car::verify_block(&cid, &data, at)?,
-                    }
-                    leaf_cids.push(cid);
-                }
-                DAG_PB => {
-                    crate::car::verify_block(&cid, &data, at)?;
-                    nodes.insert(cid);
-                }
-                _ => {
-                    return Err(BundleError::Invalid(format!(
-                        "{name}: unexpected block {cid} at byte {at}"
-                    )));
-                }
-            }
-            progress(car.offset());
-        }
-        if received != record.size || leaf_cids.len() as u64 != leaves {
-            return Err(BundleError::Invalid(format!(
-                "{name}: {received} bytes in {} leaves, the snapshot says {} bytes",
-                leaf_cids.len(),
-                record.size
-            )));
-        }
+        let blocks = read_file(&mut car, &name, record.size, writer.as_mut(), &mut progress)?;
         let (dag, path) = match writer {
             Some(writer) => {
                 let (file, flat, dag) = writer
                     .verify()
                     .map_err(|e| BundleError::Invalid(format!("{name}: {e}")))?;
-                if let Some((i, (built, named))) = dag
-                    .leaves
-                    .iter()
-                    .zip(&leaf_cids)
-                    .enumerate()
-                    .find(|(_, (built, named))| built.cid != **named)
-                {
-                    return Err(BundleError::Invalid(format!(
-                        "{name}: leaf {i} is named {named} but its bytes hash to {}",
-                        built.cid
-                    )));
-                }
+                check_dag(&name, &dag, &blocks, &record.root.0)?;
                 let path = file.path().map(Path::to_path_buf).ok_or_else(|| {
                     BundleError::Invalid(format!("{name}: its staged file is gone"))
                 })?;
@@ -718,28 +914,21 @@ pub fn import(
                 have.insert(flat, arrived.len());
                 (Some(dag), path)
             }
-            None => match earlier {
-                Some(i) => {
-                    let first: &Arrived = &arrived[i];
-                    (None, first.path.clone())
+            // The root was checked against the held copy above.
+            None => {
+                if held.is_some() {
+                    counts.artifacts_held += 1;
+                    counts.bytes_held += record.size;
                 }
-                None => (None, store.blob_path(&record.flat)),
-            },
-        };
-        let root_ok = match &dag {
-            Some(dag) => {
-                dag.root == record.root.0
-                    && dag.nodes.iter().all(|(cid, _)| nodes.contains(cid))
-                    && dag.leaves.iter().map(|l| &l.cid).eq(leaf_cids.iter())
+                match earlier {
+                    Some(i) => {
+                        let first: &Arrived = &arrived[i];
+                        (None, first.path.clone())
+                    }
+                    None => (None, store.blob_path(&record.flat)),
+                }
             }
-            None => true, // the root was checked against the held copy above
         };
-        if !root_ok {
-            return Err(BundleError::Invalid(format!(
-                "{name}: its blocks do not make the root {} the snapshot names",
-                record.root
-            )));
-        }
         let mut record = record.clone();
         record.fetched_at = record.fetched_at.clamp(0, now);
         arrived.push(Arrived {
@@ -771,12 +960,106 @@ pub fn import(
         .collect();
     let written = index.import(&documents, &artifacts, &listing_refs)?;
     index.put_blocks(&snapshot_blocks)?;
-    let counts = Counts {
-        documents: written,
-        artifacts: artifacts.len() as u64,
-        bytes: snapshot.artifacts.iter().map(|a| a.record.size).sum(),
-    };
+    counts.documents = written;
+    counts.documents_kept = (documents.len() as u64).saturating_sub(written);
+    counts.artifacts = artifacts.len() as u64;
+    counts.bytes = snapshot.artifacts.iter().map(|a| a.record.size).sum();
+    counts.car_bytes = car.offset();
     Ok((root, counts))
+}
+
+/// The blocks of a UnixFS file read from a bundle.
+struct FileBlocks {
+    /// Leaf CIDs, in file order.
+    leaves: Vec<Cid>,
+    /// Inner nodes, each checked against its CID.
+    nodes: HashSet<Cid>,
+}
+
+/// Read the blocks of the UnixFS file `name` of `size` bytes from `car`, depth first (inner
+/// nodes and leaves interleaved, the leaves in file order): into `writer` when the bytes are
+/// wanted (its DAG builder hashes the leaves, compared by [`check_dag`]), else each block
+/// checked against its CID. Nothing is sized by the snapshot's numbers: `size` drives no
+/// allocation, only how many blocks are read, and the leaves may not pass it.
+fn read_file<R: Read>(
+    car: &mut CarReader<R>,
+    name: &str,
+    size: u64,
+    mut writer: Option<&mut ArtifactWriter>,
+    progress: &mut impl FnMut(u64),
+) -> Result<FileBlocks, BundleError> {
+    let leaves = leaf_count(size);
+    let mut received = 0u64;
+    let mut blocks = FileBlocks {
+        leaves: Vec::new(),
+        nodes: HashSet::new(),
+    };
+    for i in 0..leaves.saturating_add(inner_count(leaves)) {
+        let at = car.offset();
+        let Some((cid, data)) = car.next_section()? else {
+            return Err(BundleError::Invalid(format!(
+                "the CAR ends at byte {at} inside {name} (block {i})"
+            )));
+        };
+        match cid.codec() {
+            RAW => {
+                received += data.len() as u64;
+                if received > size {
+                    return Err(BundleError::Invalid(format!(
+                        "{name}: its leaves pass the {size} bytes the snapshot says"
+                    )));
+                }
+                match writer.as_mut() {
+                    // Hashed by the writer's DAG builder, compared in check_dag.
+                    Some(writer) => writer.write(&data)?,
+                    None => crate::car::verify_block(&cid, &data, at)?,
+                }
+                blocks.leaves.push(cid);
+            }
+            DAG_PB => {
+                crate::car::verify_block(&cid, &data, at)?;
+                blocks.nodes.insert(cid);
+            }
+            _ => {
+                return Err(BundleError::Invalid(format!(
+                    "{name}: unexpected block {cid} at byte {at}"
+                )));
+            }
+        }
+        progress(car.offset());
+    }
+    if received != size || blocks.leaves.len() as u64 != leaves {
+        return Err(BundleError::Invalid(format!(
+            "{name}: {received} bytes in {} leaves, the snapshot says {size} bytes",
+            blocks.leaves.len(),
+        )));
+    }
+    Ok(blocks)
+}
+
+/// Check that `dag`, built from the bytes written, is the one `blocks` named, with root `root`.
+fn check_dag(name: &str, dag: &Dag, blocks: &FileBlocks, root: &Cid) -> Result<(), BundleError> {
+    if let Some((i, (built, named))) = dag
+        .leaves
+        .iter()
+        .zip(&blocks.leaves)
+        .enumerate()
+        .find(|(_, (built, named))| built.cid != **named)
+    {
+        return Err(BundleError::Invalid(format!(
+            "{name}: leaf {i} is named {named} but its bytes hash to {}",
+            built.cid
+        )));
+    }
+    let whole = dag.root == *root
+        && dag.nodes.iter().all(|(cid, _)| blocks.nodes.contains(cid))
+        && dag.leaves.len() == blocks.leaves.len();
+    if !whole {
+        return Err(BundleError::Invalid(format!(
+            "{name}: its blocks do not make the root {root} the snapshot names"
+        )));
+    }
+    Ok(())
 }
 
 /// Check that every arrived artifact's digest is named for its key by a document (`named`,

@@ -26,6 +26,11 @@ use crate::mirror::{
     ArtifactBody, CachedArtifact, Keep, MetadataHit, Mirror, Registered, http_date, now_ms,
 };
 
+/// A request header: `committed` makes the body of a download under way end only once the
+/// file is in the index (not just verified), as `cairn prefetch` asks so that an export right
+/// after it finds everything. It only ever delays the asker's own response.
+pub const WAIT_HEADER: &str = "cairn-wait";
+
 /// Largest request body forwarded upstream (npm audit reports).
 const MAX_FORWARD_BODY: usize = 32 << 20;
 /// Largest answer relayed from upstream for a passthrough request.
@@ -643,13 +648,28 @@ async fn downloading(
         return Ok((headers, Body::empty()).into_response());
     }
     let mut tally = crate::download::ServedTally::new(download.clone(), mirror.clone());
-    let stream = download.stream().map(move |chunk| {
+    let stream = download.clone().stream().map(move |chunk| {
         if let Ok(bytes) = &chunk {
             tally.sent(bytes.len() as u64);
         }
         chunk
     });
-    Ok((headers, Body::from_stream(stream)).into_response())
+    let wait_for_index = request
+        .headers
+        .get(WAIT_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"committed");
+    if !wait_for_index {
+        return Ok((headers, Body::from_stream(stream)).into_response());
+    }
+    // The last bytes go out once the download is indexed; a failure to commit cuts the body.
+    let committed = futures_util::stream::once(async move {
+        match download.committed().await {
+            Ok(_) => None,
+            Err((_, message)) => Some(Err(std::io::Error::other(message))),
+        }
+    })
+    .filter_map(std::future::ready);
+    Ok((headers, Body::from_stream(stream.chain(committed))).into_response())
 }
 
 /// True when the path part of `upstream_path` has a dot segment, an encoded slash or

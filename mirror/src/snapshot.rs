@@ -3,13 +3,19 @@
 //! writes it as the root of a CAR, and `cairn import` reads it to know what the CAR holds.
 //!
 //! ```text
-//! root  {"type": "cairn-snapshot", "version": 1, "ecosystems": {NAME: link(eco)}}
+//! root  {"type": "cairn-snapshot", "version": 1 or 2, "ecosystems": {NAME: link(eco)}}
 //! eco   {"refs": [link(page)…], "artifacts": [link(page)…], "documents": [link(page)…]}
-//! documents page  [{"key", "cid": link(raw block), "url", "size", "etag", "status", "fetched", "modified"}…]
+//! documents page  [{"key", "cid": link(raw block), "root"?: link(dag-pb), "url", "size", "etag", "status", "fetched", "modified"}…]
 //! artifacts page  [{"key", "flat": link(flat CID), "root": link(root CID), "url", "size", "fetched"}…]
 //! refs page       [{"key", "flat": link, "url", "size", "listed-by"}…]
 //! ```
 //! Pages hold at most [`PAGE`] entries, so every block stays far below the 1 MiB block size.
+//!
+//! A document is named by its raw block CID (the sha2-256 of its bytes), whatever its size. One
+//! over [`MAX_DOCUMENT_BLOCK`] cannot travel as one block, so a bundle carries it as a UnixFS
+//! file and its entry also links that file's `root`. Version 2 is the format with such roots; a
+//! snapshot without any is written as version 1, byte for byte as before, so older nodes still
+//! read it.
 //! `refs` carries what documents and listings say about artifacts not in the snapshot (apt's
 //! `Packages` entries, versions not yet fetched), so an imported node resolves names as the
 //! exporting one did.
@@ -26,6 +32,9 @@ use crate::upstream::strip_userinfo;
 /// Entries per page block.
 pub const PAGE: usize = 2048;
 const TYPE: &str = "cairn-snapshot";
+/// The largest document a bundle carries as one raw block: the largest block a CAR reader
+/// takes. Larger ones travel as UnixFS files (1 MiB raw leaves under dag-pb nodes).
+pub const MAX_DOCUMENT_BLOCK: u64 = crate::car::MAX_BLOCK_SIZE;
 
 /// A cached metadata document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +42,10 @@ pub struct DocumentEntry {
     pub ecosystem: String,
     pub key: String,
     pub record: MetadataRecord,
+    /// The root of the UnixFS file a bundle carries the document as, for one over
+    /// [`MAX_DOCUMENT_BLOCK`] ([`crate::bundle::chunk_documents`] sets it); `None` for one that
+    /// travels as its raw block.
+    pub root: Option<RootCid>,
 }
 
 /// A cached artifact.
@@ -149,9 +162,15 @@ impl Snapshot {
             eco_links.push((name, Value::Link(put(node, &mut blocks))));
             blocks.append(&mut eco_pages);
         }
+        // Version 1 unless a document needs what only version 2 says.
+        let version = if self.documents.iter().any(|d| d.root.is_some()) {
+            2
+        } else {
+            1
+        };
         let root = Value::map(vec![
             ("type", Value::text(TYPE)),
-            ("version", Value::Int(1)),
+            ("version", Value::Int(version)),
             ("ecosystems", Value::map(eco_links)),
         ]);
         let root_cid = put(root, &mut blocks);
@@ -177,11 +196,18 @@ impl Snapshot {
             Value::decode(&get(cid)?).map_err(|e| format!("snapshot block {cid}: {e}"))
         };
         let top = read(root)?;
-        if top.get("type").and_then(Value::as_text) != Some(TYPE)
-            || top.get("version").and_then(Value::as_u64) != Some(1)
-        {
-            return Err(format!("{root} is not a version 1 Cairn snapshot"));
+        if top.get("type").and_then(Value::as_text) != Some(TYPE) {
+            return Err(format!("{root} is not a Cairn snapshot"));
         }
+        let version = match top.get("version").and_then(Value::as_u64) {
+            Some(v @ (1 | 2)) => v,
+            Some(v) => {
+                return Err(format!(
+                    "{root} is a version {v} Cairn snapshot; this node reads versions 1 and 2 (upgrade it)"
+                ));
+            }
+            None => return Err(format!("snapshot {root} has no version")),
+        };
         let Some(Value::Map(ecos)) = top.get("ecosystems") else {
             return Err(format!("snapshot {root} has no ecosystems map"));
         };
@@ -209,7 +235,7 @@ impl Snapshot {
                         match kind {
                             0 => snapshot
                                 .documents
-                                .push(read_document(name, entry).map_err(|e| bad(&e))?),
+                                .push(read_document(name, entry, version).map_err(|e| bad(&e))?),
                             1 => snapshot
                                 .artifacts
                                 .push(read_artifact(name, entry).map_err(|e| bad(&e))?),
@@ -248,6 +274,7 @@ pub fn collect(
                     ecosystem,
                     key,
                     record,
+                    root: None,
                 })
                 .collect(),
             artifacts: a
@@ -357,7 +384,7 @@ pub fn collect(
 
 fn document(d: &DocumentEntry) -> Value {
     let r = &d.record;
-    Value::map(vec![
+    let mut fields = vec![
         ("key", Value::text(&d.key)),
         ("cid", r.cid.map_or(Value::Null, |c| Value::Link(c.0))),
         (
@@ -369,7 +396,12 @@ fn document(d: &DocumentEntry) -> Value {
         ("status", Value::Int(i128::from(r.status))),
         ("fetched", Value::Int(i128::from(r.fetched_at))),
         ("modified", Value::opt_text(r.last_modified.as_deref())),
-    ])
+    ];
+    // Only when there is one: an entry without it is exactly a version 1 entry.
+    if let Some(root) = d.root {
+        fields.push(("root", Value::Link(root.0)));
+    }
+    Value::map(fields)
 }
 
 fn artifact(a: &ArtifactEntry) -> Value {
@@ -434,12 +466,31 @@ fn int(v: &Value, field: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("entry without integer {field}"))
 }
 
-fn read_document(eco: &str, v: &Value) -> Result<DocumentEntry, String> {
+fn read_document(eco: &str, v: &Value, version: u64) -> Result<DocumentEntry, String> {
     let cid = link(v, "cid")?;
-    if cid.codec() != crate::cid::RAW {
-        return Err(format!("document {cid} is not a raw block"));
+    if cid.codec() != crate::cid::RAW || cid.hash().code() != crate::cid::SHA2_256 {
+        return Err(format!("document {cid} is not a sha2-256 raw block"));
     }
+    let root = match v.get("root") {
+        None => None,
+        Some(_) if version < 2 => {
+            return Err(format!(
+                "document {cid} has a root, which version {version} snapshots do not carry"
+            ));
+        }
+        Some(root) => {
+            let root = root
+                .as_link()
+                .copied()
+                .ok_or_else(|| format!("document {cid}: its root is not a link"))?;
+            if root.codec() != crate::cid::DAG_PB {
+                return Err(format!("document {cid}: its root {root} is not dag-pb"));
+            }
+            Some(RootCid(root))
+        }
+    };
     Ok(DocumentEntry {
+        root,
         ecosystem: eco.to_owned(),
         key: text(v, "key")?,
         record: MetadataRecord {
@@ -506,6 +557,7 @@ mod tests {
                     last_modified: None,
                     size: body.len() as u64,
                 },
+                root: None,
             });
             let flat = Digest::of(Algorithm::Sha512, body.as_bytes()).flat_cid();
             s.artifacts.push(ArtifactEntry {
@@ -584,11 +636,71 @@ mod tests {
         assert_eq!(shuffled.encode().root, encoded.root);
     }
 
+    fn decode_encoded(encoded: &Encoded) -> Result<Snapshot, String> {
+        let blocks: std::collections::HashMap<Cid, Vec<u8>> =
+            encoded.blocks.iter().cloned().collect();
+        Snapshot::decode(&encoded.root, |cid| {
+            blocks
+                .get(cid)
+                .cloned()
+                .ok_or_else(|| format!("missing {cid}"))
+        })
+    }
+
+    fn version_of(encoded: &Encoded) -> Option<u64> {
+        Value::decode(&encoded.blocks[0].1)
+            .ok()?
+            .get("version")
+            .and_then(Value::as_u64)
+    }
+
+    #[test]
+    fn document_roots_make_version_2_and_only_they_do() {
+        // Without a chunked document: version 1, as older nodes write and read it.
+        let plain = sample(3);
+        let encoded = plain.encode();
+        assert_eq!(version_of(&encoded), Some(1));
+        // With one: version 2, and the root comes back.
+        let mut chunked = sample(3);
+        let root = RootCid(crate::unixfs::root_of(&vec![7u8; 3 << 20]));
+        chunked.documents[1].root = Some(root);
+        let encoded = chunked.encode();
+        assert_eq!(version_of(&encoded), Some(2));
+        assert_ne!(encoded.root, plain.encode().root);
+        let decoded = decode_encoded(&encoded).expect("decode");
+        assert_eq!(sorted(decoded), sorted(chunked.clone()));
+        // Deterministic.
+        assert_eq!(chunked.encode().root, encoded.root);
+    }
+
+    #[test]
+    fn a_root_in_a_version_1_snapshot_or_an_unknown_version_is_refused() {
+        let mut chunked = sample(1);
+        chunked.documents[0].root = Some(RootCid(crate::unixfs::root_of(&vec![7u8; 3 << 20])));
+        let encoded = chunked.encode();
+        for (version, expect) in [(1, "version 1 snapshots do not carry"), (3, "version 3")] {
+            let mut top = Value::decode(&encoded.blocks[0].1).expect("root");
+            if let Value::Map(entries) = &mut top {
+                for (k, v) in entries.iter_mut() {
+                    if k == "version" {
+                        *v = Value::Int(version);
+                    }
+                }
+            }
+            let bytes = top.encode();
+            let root = dag_cbor_cid(&bytes);
+            let mut blocks = encoded.blocks.clone();
+            blocks[0] = (root, bytes);
+            let e = decode_encoded(&Encoded { root, blocks }).expect_err("refused");
+            assert!(e.contains(expect), "{e}");
+        }
+    }
+
     #[test]
     fn foreign_roots_are_refused() {
         let other = Value::map(vec![("type", Value::text("something-else"))]).encode();
         let cid = dag_cbor_cid(&other);
         let e = Snapshot::decode(&cid, |_| Ok(other.clone())).expect_err("not a snapshot");
-        assert!(e.contains("not a version 1 Cairn snapshot"), "{e}");
+        assert!(e.contains("not a Cairn snapshot"), "{e}");
     }
 }

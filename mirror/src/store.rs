@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::cid::{BlockCid, Digest, FlatCid, Hasher, raw_block_cid};
+use crate::cid::{Algorithm, BlockCid, Digest, FlatCid, Hasher, raw_block_cid};
 use crate::error::StoreError;
 use crate::unixfs::{Dag, DagBuilder};
 
@@ -139,13 +139,37 @@ impl Store {
     }
 
     pub fn artifact_writer(&self, expected: Digest) -> Result<ArtifactWriter, StoreError> {
+        let dest = self.blob_path(&expected.flat_cid());
+        self.writer_to(expected, dest)
+    }
+
+    /// Start writing a metadata document that arrives in pieces (a bundle carries a large one
+    /// as a UnixFS file): its bytes must hash to `cid`, a sha2-256 raw block CID, and it is put
+    /// in place as that block ([`Store::meta_path`]), not as an artifact.
+    pub fn document_writer(&self, cid: &BlockCid) -> Result<ArtifactWriter, StoreError> {
+        let hash = cid.0.hash();
+        let expected = match Algorithm::from_multihash_code(hash.code()) {
+            Some(Algorithm::Sha256) => {
+                Digest::new(Algorithm::Sha256, hash.digest().to_vec()).map_err(|e| e.to_string())
+            }
+            _ => Err("not a sha2-256 hash".to_owned()),
+        }
+        .map_err(|reason| StoreError::Corrupt {
+            path: self.meta_path(cid),
+            expected: "a document named by a sha2-256 raw block CID".into(),
+            got: format!("{cid}: {reason}"),
+        })?;
+        self.writer_to(expected, self.meta_path(cid))
+    }
+
+    fn writer_to(&self, expected: Digest, dest: PathBuf) -> Result<ArtifactWriter, StoreError> {
         let (path, file) = self.temp_file()?;
         Ok(ArtifactWriter {
-            store: self.clone(),
             hasher: Some(FlatHasher::Inline(Hasher::new(expected.algorithm()))),
             expected,
             dag: DagBuilder::new(),
             temp: Some(path),
+            dest,
             file,
         })
     }
@@ -386,11 +410,12 @@ impl FlatHasher {
 /// Writes one artifact under `tmp/` while hashing it; [`ArtifactWriter::finish`] verifies the
 /// digest and moves it into place. Dropping an unfinished writer deletes the temp file.
 pub struct ArtifactWriter {
-    store: Store,
     expected: Digest,
     hasher: Option<FlatHasher>,
     dag: DagBuilder,
     temp: Option<PathBuf>,
+    /// Where the verified file goes.
+    dest: PathBuf,
     file: File,
 }
 
@@ -486,7 +511,7 @@ impl ArtifactWriter {
         let temp = self.temp.take().ok_or(StoreError::Finished)?;
         let staged = Staged {
             temp: Some(temp.clone()),
-            dest: self.store.blob_path(&flat),
+            dest: self.dest.clone(),
         };
         self.file
             .sync_all()

@@ -10,7 +10,7 @@ use sha2::Digest as _;
 
 use crate::fake_apt::{self, AptClient};
 use crate::fake_cargo::FakeCargo;
-use crate::fake_npm::FakeNpm;
+use crate::fake_npm::{FakeNpm, Registry};
 use crate::fake_pypi::FakePypi;
 use crate::support::{Cairn, ClientEnv, assert_success, project};
 
@@ -29,6 +29,15 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The last line of what a command printed: `cairn import` ends with the root it imported.
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn port_of(url: &str) -> &str {
@@ -275,7 +284,7 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
         car.to_str().expect("path"),
     ]);
     assert!(out.status.success(), "import failed:\n{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), root);
+    assert_eq!(last_line(&out), root);
     let dead = "http://127.0.0.1:9/";
     let dead_apt = format!("test={dead}debian/");
     let b = Cairn::start(
@@ -334,4 +343,209 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     let out = apt_b.run(&["install", "--download-only", "-y", "cairn-hello"]);
     assert_success(&out, "apt-get install from the bundle");
     b.stop();
+}
+
+/// A popular package's packument: thousands of versions, several MiB, as the real ones are.
+fn popular_registry(versions: usize) -> Registry {
+    let mut registry = Registry::default();
+    for i in 0..versions {
+        registry.publish("popular", &format!("1.{}.{}", i / 100, i % 100), &[], &[]);
+    }
+    registry
+}
+
+#[test]
+fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let npm = FakeNpm::start(popular_registry(8000));
+    let upstream = crate::support::get(&format!("{}popular", npm.url));
+    assert!(
+        upstream.body.len() as u64 > cairn_mirror::car::MAX_BLOCK_SIZE + (1 << 20),
+        "the packument has only {} bytes",
+        upstream.body.len()
+    );
+    let data_a = t.join("a");
+    let a = Cairn::start(&data_a, &["--npm-upstream", &npm.url]);
+    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
+    let app = project(&t.join("app"), serde_json::json!({ "popular": "^1.0.0" }));
+    assert_success(
+        &env.run("npm", &["install", "--package-lock-only"], &app),
+        "npm install --package-lock-only",
+    );
+    let lock = app.join("package-lock.json");
+    let lock_arg = lock.to_str().expect("path");
+    let data_a_arg = data_a.to_str().expect("path");
+    let listen_a = format!("127.0.0.1:{}", port_of(&a.url));
+    let out = cairn(&[
+        "prefetch",
+        "--data-dir",
+        data_a_arg,
+        "--listen",
+        &listen_a,
+        "--lockfile",
+        lock_arg,
+    ]);
+    assert!(out.status.success(), "prefetch failed:\n{}", text(&out));
+    // Stopped first: a download is indexed just after its response ends, so an export right
+    // after a prefetch through a running node can miss the last file.
+    a.stop();
+    let car = t.join("popular.car");
+    let out = cairn(&[
+        "export",
+        "--data-dir",
+        data_a_arg,
+        "--lockfile",
+        lock_arg,
+        "-o",
+        car.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "export failed:\n{}", text(&out));
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    // A fresh node imports it, saying what it wrote.
+    let data_b = t.join("b");
+    let data_b_arg = data_b.to_str().expect("path");
+    let out = cairn(&[
+        "import",
+        "--data-dir",
+        data_b_arg,
+        car.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "import failed:\n{}", text(&out));
+    assert_eq!(last_line(&out), root);
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(summary.contains("documents: 1 written"), "{summary}");
+    assert!(
+        summary.contains("artifacts: 1 in the bundle, 1 written"),
+        "{summary}"
+    );
+    // Again: everything is held already.
+    let out = cairn(&[
+        "import",
+        "--data-dir",
+        data_b_arg,
+        car.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "second import failed:\n{}",
+        text(&out)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        summary.contains("documents: 0 written, 1 kept"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("0 written (0 B), 1 held already"),
+        "{summary}"
+    );
+
+    // Offline, no peers, upstream dead: npm ci from the imported packument.
+    let dead = "http://127.0.0.1:9/";
+    // On A's address: the lockfile's `resolved` URLs name it.
+    let b = Cairn::start(
+        &data_b,
+        &["--offline", "--listen", &listen_a, "--npm-upstream", dead],
+    );
+    let env_b = ClientEnv::new(&t.join("npm-client-b"), &b.npm());
+    assert_success(&env_b.run("npm", &["ci"], &app), "npm ci from the bundle");
+    let installed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(app.join("node_modules/popular/package.json")).expect("installed"),
+    )
+    .expect("package.json");
+    let locked: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lock).expect("lockfile")).expect("lockfile json");
+    assert_eq!(installed["version"], "1.79.99");
+    assert_eq!(
+        locked["packages"]["node_modules/popular"]["version"],
+        "1.79.99"
+    );
+    // And the packument itself, whole, for a client resolving anew.
+    let served = crate::support::get(&format!("{}popular", b.npm()));
+    assert_eq!(served.status, 200);
+    let served: serde_json::Value = serde_json::from_slice(&served.body).expect("packument");
+    assert_eq!(
+        served["versions"].as_object().map(serde_json::Map::len),
+        Some(8000)
+    );
+    b.stop();
+}
+
+/// `cairn prefetch` with no node at `--listen` (so it runs one in its own process), with the
+/// given `CAIRN_LOG` (none: the default). Returns its output.
+fn prefetch_in_process(
+    config: &Path,
+    data: &Path,
+    listen: &str,
+    lockfile: &Path,
+    log: Option<&str>,
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
+        .args(["prefetch", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", listen, "--lockfile"])
+        .arg(lockfile)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("CAIRN_LOG")
+        .env_remove("RUST_LOG");
+    if let Some(log) = log {
+        command.env("CAIRN_LOG", log);
+    }
+    command.output().expect("cairn prefetch")
+}
+
+#[test]
+fn prefetch_with_its_own_node_logs_trouble_not_chatter() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let npm = FakeNpm::start(crate::npm::registry());
+    let a = Cairn::start(&t.join("a"), &["--npm-upstream", &npm.url]);
+    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
+    let app = project(
+        &t.join("app"),
+        serde_json::json!({ "app-a": "^1.0.0", "big-data": "1.0.0" }),
+    );
+    assert_success(
+        &env.run("npm", &["install", "--package-lock-only"], &app),
+        "npm install --package-lock-only",
+    );
+    // Nothing answers here any more: prefetch runs its own node.
+    let listen = format!("127.0.0.1:{}", port_of(&a.url));
+    a.stop();
+    let config = t.join("cairn.toml");
+    std::fs::write(&config, format!("npm-upstream = {:?}\n", npm.url)).expect("config");
+    // One tarball comes tampered: the node logs an error, and prefetch names the item.
+    npm.faults
+        .tampered
+        .lock()
+        .expect("faults")
+        .insert("big-data/-/big-data-1.0.0.tgz".into());
+    let lock = app.join("package-lock.json");
+
+    let out = prefetch_in_process(&config, &t.join("b"), &listen, &lock, None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a tampered tarball was prefetched:\n{stderr}"
+    );
+    assert!(stderr.contains("npm big-data@1.0.0"), "{stderr}");
+    assert!(stderr.contains("prefetched 4 of 5 items"), "{stderr}");
+    // The node's error is there, on a line of its own; its routine chatter is not.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(" ERROR ") && l.contains("digest mismatch")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" INFO "), "{stderr}");
+
+    // CAIRN_LOG still asks for more, and gets it.
+    let out = prefetch_in_process(&config, &t.join("c"), &listen, &lock, Some("info"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains(" INFO "), "{stderr}");
 }

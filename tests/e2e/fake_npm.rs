@@ -212,9 +212,16 @@ fn packument(shared: &Shared, name: &str) -> Option<serde_json::Value> {
                 },
             }),
         );
+        // A minute apart, so thousands of versions still have valid times in January.
         time.insert(
             v.version.clone(),
-            format!("2026-01-{:02}T00:00:00.000Z", i + 1).into(),
+            format!(
+                "2026-01-{:02}T{:02}:{:02}:00.000Z",
+                1 + i / 1440,
+                i / 60 % 24,
+                i % 60
+            )
+            .into(),
         );
     }
     time.insert("modified".into(), "2026-02-01T00:00:00.000Z".into());

@@ -171,6 +171,7 @@ fn in_release_bundle(path: &Path, body: &[u8]) {
             last_modified: None,
             size: body.len() as u64,
         },
+        root: None,
     });
     let encoded = snapshot.encode();
     let file = std::fs::File::create(path).expect("bundle");

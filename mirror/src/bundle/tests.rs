@@ -144,6 +144,7 @@ fn put_doc(n: &Node, name: &str, body: &str, fetched_at: i64) -> DocumentEntry {
         ecosystem: "t".into(),
         key: name.into(),
         record,
+        root: None,
     }
 }
 
@@ -199,8 +200,46 @@ fn populated() -> (Node, Snapshot) {
 fn export_bytes(n: &Node, snapshot: &Snapshot) -> (Cid, Vec<u8>) {
     let encoded = snapshot.encode();
     let mut out = Vec::new();
-    export(&n.store, &n.index, snapshot, &encoded, &mut out, |_| {}).expect("export");
+    export(
+        &n.store,
+        &n.index,
+        &ecosystems(),
+        snapshot,
+        &encoded,
+        &mut out,
+        |_| {},
+    )
+    .expect("export");
     (encoded.root, out)
+}
+
+/// A bundle as [`export`] writes it, without the checks that keep it from writing what an
+/// import refuses: for testing the import's own checks. Returns what `export` says of it.
+fn export_unchecked(n: &Node, snapshot: &Snapshot) -> (Vec<u8>, BundleError) {
+    let encoded = snapshot.encode();
+    let refused = export(
+        &n.store,
+        &n.index,
+        &ecosystems(),
+        snapshot,
+        &encoded,
+        std::io::sink(),
+        |_| {},
+    )
+    .expect_err("export writes a bundle import refuses");
+    let mut snapshot = snapshot.clone();
+    snapshot.normalize();
+    let mut out = Vec::new();
+    write_bundle(
+        &n.store,
+        &n.index,
+        &snapshot,
+        &encoded,
+        &mut out,
+        &mut |_| {},
+    )
+    .expect("write");
+    (out, refused)
 }
 
 fn stats(n: &Node) -> Vec<crate::index::EcosystemStats> {
@@ -420,7 +459,16 @@ fn snapshot_blocks_in_any_order_within_the_buffer_are_read() {
     }
     car.write_block(&raw_block_cid(&body), &body).expect("doc");
     let mut tail = Vec::new();
-    export(&a.store, &a.index, &snapshot, &encoded, &mut tail, |_| {}).expect("export");
+    export(
+        &a.store,
+        &a.index,
+        &ecosystems(),
+        &snapshot,
+        &encoded,
+        &mut tail,
+        |_| {},
+    )
+    .expect("export");
     car.finish().expect("finish");
     // The artifacts' blocks, from a regular export: everything after the document block.
     let doc_end = {
@@ -436,36 +484,291 @@ fn snapshot_blocks_in_any_order_within_the_buffer_are_read() {
     assert_eq!(stats(&b), stats(&a));
 }
 
+/// Import `car` into an empty node, which must refuse it and be left empty; the error.
+fn refused_by_import(car: &[u8], what: &str) -> BundleError {
+    let b = node();
+    let e = import(&b.store, &b.index, &ecosystems(), car, |_| {}).expect_err(what);
+    assert_nothing_imported(&b);
+    e
+}
+
 #[test]
-fn hostile_keys_are_refused_and_nothing_indexed() {
+fn hostile_keys_are_refused_by_export_and_import_alike() {
     for key in ["../../etc/passwd", "left-pad/-/a\0b", "file:///etc/passwd"] {
         // As an artifact key.
         let (a, mut snapshot) = populated();
         snapshot.artifacts.push(put_artifact(&a, key, b"evil"));
-        let (_, car) = export_bytes(&a, &snapshot);
-        let b = node();
-        let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {})
-            .expect_err("hostile artifact key");
+        let (car, by_export) = export_unchecked(&a, &snapshot);
+        let e = refused_by_import(&car, "hostile artifact key");
         assert!(matches!(e, BundleError::BadKey { .. }), "{key:?}: {e}");
-        assert_nothing_imported(&b);
+        assert_eq!(by_export.to_string(), e.to_string());
         // As a document key.
         let (a, mut snapshot) = populated();
         snapshot.documents.push(put_doc(&a, key, "", 1));
-        let (_, car) = export_bytes(&a, &snapshot);
-        let b = node();
-        let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {})
-            .expect_err("hostile document key");
+        let (car, by_export) = export_unchecked(&a, &snapshot);
+        let e = refused_by_import(&car, "hostile document key");
         assert!(matches!(e, BundleError::BadKey { .. }), "{key:?}: {e}");
-        assert_nothing_imported(&b);
+        assert_eq!(by_export.to_string(), e.to_string());
     }
     // A document fetched, it says, from a file.
     let (a, mut snapshot) = populated();
     snapshot.documents[0].record.upstream_url = "file:///etc/passwd".into();
+    let (car, by_export) = export_unchecked(&a, &snapshot);
+    let e = refused_by_import(&car, "file URL");
+    assert!(e.to_string().contains("not http or https"), "{e}");
+    assert_eq!(by_export.to_string(), e.to_string());
+}
+
+/// `lines` lines listing artifacts under `name`, each naming a digest: a document of about
+/// `lines * 150` bytes, as a popular package's metadata is.
+fn long_doc(name: &str, lines: usize) -> String {
+    (0..lines)
+        .map(|i| {
+            let data = format!("version {i}");
+            format!("{name}/-/{name}-{i}.tgz {}\n", sha512_hex(data.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_document_over_the_block_limit_travels_in_pieces_and_round_trips() {
+    let (a, mut snapshot) = populated();
+    let body = long_doc("popular", 40_000);
+    assert!(body.len() > 5 << 20, "{} bytes", body.len());
+    snapshot.documents.push(put_doc(&a, "popular", &body, 1));
+    let data = b"version 7".to_vec();
+    snapshot
+        .artifacts
+        .push(put_artifact(&a, "popular/-/popular-7.tgz", &data));
+    chunk_documents(&a.store, &mut snapshot).expect("chunk");
+    let big = snapshot
+        .documents
+        .iter()
+        .find(|d| d.key == "popular")
+        .expect("doc");
+    let root = big.root.expect("a root for the large document");
+    assert_eq!(root.0, crate::unixfs::root_of(body.as_bytes()));
+    assert!(
+        snapshot
+            .documents
+            .iter()
+            .filter(|d| d.key != "popular")
+            .all(|d| d.root.is_none()),
+        "a small document was chunked"
+    );
+    let (bundle_root, car) = export_bytes(&a, &snapshot);
+    // Every block fits what a CAR reader takes, and the document's pieces are 1 MiB leaves.
+    let mut reader = CarReader::new(&car[..]).expect("car");
+    let mut leaves = 0;
+    while let Some((cid, block)) = reader.next_block().expect("block") {
+        assert!(block.len() as u64 <= crate::car::MAX_BLOCK_SIZE, "{cid}");
+        leaves += usize::from(cid.codec() == RAW && block.len() as u64 == CHUNK_SIZE);
+    }
+    assert!(leaves >= 5 + 3, "{leaves} full leaves");
+
+    let b = node();
+    let (imported, counts) =
+        import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+    assert_eq!(imported, bundle_root);
+    assert_eq!(counts.documents, 2);
+    let held = b
+        .index
+        .get_metadata("t", "popular")
+        .expect("doc")
+        .expect("imported");
+    assert_eq!(held.size, body.len() as u64);
+    let stored = b
+        .store
+        .read_metadata(&held.cid.expect("cid"))
+        .expect("body");
+    assert_eq!(&stored[..], body.as_bytes());
+    // What it lists is known to the importing node, as after a download.
+    assert!(
+        b.index
+            .get_ref("t", "popular/-/popular-39999.tgz")
+            .expect("ref")
+            .is_some()
+    );
+    assert_eq!(stats(&b), stats(&a));
+    // Again: everything held, nothing written.
+    let (_, again) = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("again");
+    assert_eq!((again.documents, again.documents_kept), (0, 2));
+    assert_eq!((again.artifacts_held, again.bytes_held), (3, counts.bytes));
+    assert_eq!(walk(&b.store.root().join("tmp")), 0);
+}
+
+/// A snapshot with one document `key` of `size` bytes said to travel in pieces under `root`.
+fn chunked_snapshot(key: &str, body: &[u8], size: u64, root: Cid) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    snapshot.documents.push(DocumentEntry {
+        ecosystem: "t".into(),
+        key: key.into(),
+        record: MetadataRecord {
+            cid: Some(BlockCid(raw_block_cid(body))),
+            status: 200,
+            upstream_url: format!("https://upstream.invalid/{key}"),
+            fetched_at: 1,
+            etag: None,
+            last_modified: None,
+            size,
+        },
+        root: Some(RootCid(root)),
+    });
+    snapshot
+}
+
+/// The blocks of `data`'s UnixFS DAG, depth first.
+fn dag_blocks(data: &[u8]) -> Vec<(Cid, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut car = CarWriter::new(&mut out, &[]).expect("car");
+    let mut builder = crate::unixfs::DagBuilder::new();
+    builder.update(data);
+    write_dag(&mut car, &builder.finish(), data, "test").expect("dag");
+    car.finish().expect("finish");
+    CarReader::new(&out[..])
+        .expect("car")
+        .map(|b| b.expect("block"))
+        .collect()
+}
+
+#[test]
+fn a_bundle_claiming_a_huge_document_is_refused_before_reading_it() {
+    let body = long_doc("popular", 25_000);
+    let root = crate::unixfs::root_of(body.as_bytes());
+    let blocks = dag_blocks(body.as_bytes());
+    // Sizes past the ecosystem's limit: refused by the snapshot alone, whatever follows.
+    for size in [
+        crate::ecosystem::DEFAULT_MAX_DOCUMENT + 1,
+        1 << 40,
+        i64::MAX as u64,
+    ] {
+        let snapshot = chunked_snapshot("popular", body.as_bytes(), size, root);
+        let car = handmade(&snapshot, &[], &blocks);
+        let e = refused_by_import(&car, "a huge document");
+        assert!(matches!(e, BundleError::BadDocument { .. }), "{e}");
+        assert!(
+            e.to_string().contains("pass the limit") && e.to_string().contains("popular"),
+            "{e}"
+        );
+    }
+    // A size within the limit that the blocks do not back: read up to it, then refused.
+    let snapshot = chunked_snapshot("popular", body.as_bytes(), 30 << 20, root);
+    let e = refused_by_import(&handmade(&snapshot, &[], &blocks), "short pieces");
+    assert!(e.to_string().contains("popular"), "{e}");
+    // Fewer bytes than the pieces bring.
+    let short = body.len() as u64 - (1 << 20) - 1;
+    let snapshot = chunked_snapshot("popular", body.as_bytes(), short, root);
+    let e = refused_by_import(&handmade(&snapshot, &[], &blocks), "too many bytes");
+    assert!(e.to_string().contains("pass the"), "{e}");
+    // A large document said to be one block.
+    let mut snapshot = chunked_snapshot("popular", body.as_bytes(), body.len() as u64, root);
+    snapshot.documents[0].root = None;
+    let e = refused_by_import(
+        &handmade(&snapshot, &[body.as_bytes()], &[]),
+        "a large raw block",
+    );
+    assert!(e.to_string().contains("block limit"), "{e}");
+}
+
+#[test]
+fn pieces_of_another_document_are_refused_before_the_adapter_reads_them() {
+    let body = long_doc("popular", 25_000);
+    let other = long_doc("popular", 25_001);
+    // The pieces and root of `other`, under the identity (raw block CID) of `body`.
+    let mut snapshot = chunked_snapshot(
+        "popular",
+        body.as_bytes(),
+        other.len() as u64,
+        crate::unixfs::root_of(other.as_bytes()),
+    );
+    let e = refused_by_import(
+        &handmade(&snapshot, &[], &dag_blocks(other.as_bytes())),
+        "another document",
+    );
+    assert!(e.to_string().contains("are not the document"), "{e}");
+    // The right bytes under another root: the pieces were not the ones the snapshot named.
+    snapshot.documents[0].record.size = body.len() as u64;
+    let e = refused_by_import(
+        &handmade(&snapshot, &[], &dag_blocks(body.as_bytes())),
+        "another root",
+    );
+    assert!(e.to_string().contains("do not make the root"), "{e}");
+}
+
+/// The test ecosystem, with documents of at most `.0` bytes.
+struct Limited(u64);
+
+impl Ecosystem for Limited {
+    fn name(&self) -> &'static str {
+        Test.name()
+    }
+    fn route(
+        &self,
+        request: &crate::ecosystem::Request<'_>,
+    ) -> Result<Option<Route>, crate::ecosystem::BadRequest> {
+        Test.route(request)
+    }
+    fn artifacts(
+        &self,
+        doc: &MetadataDoc<'_>,
+    ) -> Result<Vec<crate::ecosystem::ArtifactRef>, crate::ecosystem::AdapterError> {
+        Test.artifacts(doc)
+    }
+    fn render(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<crate::ecosystem::Rendered, crate::ecosystem::AdapterError> {
+        Test.render(doc, variant, base)
+    }
+    fn max_document_bytes(&self) -> u64 {
+        self.0
+    }
+}
+
+#[test]
+fn export_refuses_a_document_the_importer_would_refuse_naming_it() {
+    let (a, mut snapshot) = populated();
+    let body = long_doc("popular", 40_000);
+    snapshot.documents.push(put_doc(&a, "popular", &body, 1));
+    chunk_documents(&a.store, &mut snapshot).expect("chunk");
+    let encoded = snapshot.encode();
+    let limited: Vec<Arc<dyn Ecosystem>> = vec![Arc::new(Limited(4 << 20))];
+    let mut out = Vec::new();
+    let by_export = export(
+        &a.store,
+        &a.index,
+        &limited,
+        &snapshot,
+        &encoded,
+        &mut out,
+        |_| {},
+    )
+    .expect_err("a document over the limit");
+    assert!(out.is_empty(), "export wrote {} bytes", out.len());
+    assert!(
+        matches!(&by_export, BundleError::BadDocument { key, .. } if key == "popular"),
+        "{by_export}"
+    );
+    // The bundle an unchecked export writes: a node with the same limit refuses it alike.
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
-    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("file URL");
-    assert!(e.to_string().contains("not http or https"), "{e}");
+    let by_import =
+        import(&b.store, &b.index, &limited, &car[..], |_| {}).expect_err("over the limit");
+    assert_eq!(by_export.to_string(), by_import.to_string());
     assert_nothing_imported(&b);
+    // A snapshot taken before documents were chunked names no root for one over the block
+    // limit: export says so instead of writing a block no reader takes.
+    let mut stale = snapshot.clone();
+    stale.documents.iter_mut().for_each(|d| d.root = None);
+    let (car, by_export) = export_unchecked(&a, &stale);
+    assert!(
+        by_export.to_string().contains("take a new snapshot"),
+        "{by_export}"
+    );
+    let e = refused_by_import(&car, "a stale snapshot");
+    assert_eq!(by_export.to_string(), e.to_string());
 }
 
 #[test]
