@@ -176,7 +176,12 @@ fn lockfile_flats(
 ) -> Result<HashSet<FlatCid>> {
     let items = lockfiles::read_all(files)?;
     let target = if items.iter().any(|i| matches!(i, Item::Pypi(_))) {
-        python.target()?
+        let target = python.target()?;
+        match &target {
+            Some(t) => eprintln!("pypi: files for {}", cairn_pypi::select::describe(t)),
+            None => eprintln!("pypi: every file the lockfiles name (--all-platforms)"),
+        }
+        target
     } else {
         None
     };

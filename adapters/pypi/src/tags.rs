@@ -132,7 +132,11 @@ pub fn platform_fit(wanted: &str, wheel: &str) -> Option<u32> {
         (versioned(&wheel, "macosx_"), versioned(&wanted, "macosx_"))
     {
         let older = (wm, wn) <= (hm, hn);
-        return (older && mac_arch_fits(wa, ha)).then(|| (hm - wm) * 100 + hn.saturating_sub(wn));
+        return (older && mac_arch_fits(wa, ha)).then(|| {
+            (hm - wm)
+                .saturating_mul(100)
+                .saturating_add(hn.saturating_sub(wn))
+        });
     }
     None
 }
@@ -159,6 +163,11 @@ impl Python {
         if major != 3 {
             return Err(format!(
                 "Python version {version}: only Python 3 is supported"
+            ));
+        }
+        if minor > 99 {
+            return Err(format!(
+                "Python version {version}: no such Python 3 release"
             ));
         }
         let implementation = implementation.to_ascii_lowercase();
@@ -462,6 +471,11 @@ mod tests {
         assert!(Python::parse("3", "cp").is_err());
         assert!(Python::parse("2.7", "cp").is_err());
         assert!(Python::parse("3.x", "cp").is_err());
+        assert!(Python::parse("3.1000", "cp").is_err());
+        assert_eq!(
+            platform_fit("macosx_4000000000_0_x86_64", "macosx_10_9_x86_64"),
+            Some(u32::MAX)
+        );
         let t = target(Some("3.9"), &[&["manylinux_2_17_x86_64"]]);
         assert!(!t.fits(&wheel(FILES[0])));
         assert!(t.fits(&wheel(FILES[7])));
