@@ -139,6 +139,61 @@ mod tests {
         );
     }
 
+    /// A release laid out like a big compiled project's: 8 Pythons × 9 platforms and an sdist.
+    fn release() -> Vec<String> {
+        let platforms = [
+            "manylinux_2_17_x86_64.manylinux2014_x86_64",
+            "manylinux_2_28_x86_64",
+            "manylinux_2_17_aarch64.manylinux2014_aarch64",
+            "musllinux_1_1_x86_64",
+            "musllinux_1_2_aarch64",
+            "macosx_10_9_x86_64",
+            "macosx_11_0_arm64",
+            "win32",
+            "win_amd64",
+        ];
+        let mut files: Vec<String> = (8..=15)
+            .flat_map(|minor| {
+                platforms
+                    .iter()
+                    .map(move |p| format!("big_pkg-2.1.0-cp3{minor}-cp3{minor}-{p}.whl"))
+            })
+            .collect();
+        files.push("big_pkg-2.1.0.tar.gz".into());
+        files
+    }
+
+    #[test]
+    fn a_big_release_takes_one_file_per_machine() {
+        let files = release();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        assert_eq!(names.len(), 73);
+        let l = locked("big-pkg", "2.1.0");
+        let host = Target {
+            python: Some(Python::parse("3.11", "cp").expect("python")),
+            groups: vec![vec!["manylinux_2_36_x86_64".into(), "linux_x86_64".into()]],
+        };
+        assert_eq!(
+            select(&l, &names, Some(&host)).expect("host"),
+            ["big_pkg-2.1.0-cp311-cp311-manylinux_2_28_x86_64.whl"]
+        );
+        let two = Target {
+            python: Some(Python::parse("3.12", "cp").expect("python")),
+            groups: vec![
+                vec!["musllinux_1_2_x86_64".into()],
+                vec!["macosx_14_0_arm64".into()],
+            ],
+        };
+        assert_eq!(
+            select(&l, &names, Some(&two)).expect("two"),
+            [
+                "big_pkg-2.1.0-cp312-cp312-musllinux_1_1_x86_64.whl",
+                "big_pkg-2.1.0-cp312-cp312-macosx_11_0_arm64.whl"
+            ]
+        );
+        assert_eq!(select(&l, &names, None).expect("all").len(), 73);
+    }
+
     #[test]
     fn nothing_that_fits_names_the_target_and_the_files() {
         let wheels_only = &PAGE[..3];
