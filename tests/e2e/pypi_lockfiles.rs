@@ -164,6 +164,58 @@ fn a_platform_filter_bundles_only_the_matching_wheel_and_pip_installs_it_offline
     args.extend(filter);
     let out = cairn(&args);
     assert!(out.status.success(), "export failed:\n{}", text(&out));
+
+    // A uv.lock naming the same release (every file, with its URL and hash) takes the same one.
+    let mut uv_lock = String::from(
+        "version = 1\nrequires-python = \">=3.8\"\n\n[[package]]\nname = \"multi\"\n\
+         version = \"1.0\"\nsource = { registry = \"http://cache.invalid/pypi/simple\" }\n",
+    );
+    let entry = |name: &str| {
+        let sha = pypi.index().file(name).sha256();
+        format!(
+            "{{ url = \"http://cache.invalid/pypi/files/multi/{name}\", hash = \"sha256:{sha}\" }}"
+        )
+    };
+    let wheels: Vec<String> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".whl"))
+        .map(|(n, _)| format!("    {},\n", entry(n)))
+        .collect();
+    uv_lock.push_str(&format!(
+        "sdist = {}\nwheels = [\n{}]\n",
+        entry("multi-1.0.tar.gz"),
+        wheels.concat()
+    ));
+    let uv_dir = t.join("uv-project");
+    std::fs::create_dir_all(&uv_dir).expect("dir");
+    std::fs::write(uv_dir.join("uv.lock"), uv_lock).expect("uv.lock");
+    let uv_car = t.join("uv.car");
+    let uv_lock_path = uv_dir.join("uv.lock");
+    let mut args = vec![
+        "export",
+        "--data-dir",
+        data_a_arg,
+        "-o",
+        uv_car.to_str().expect("path"),
+        "--lockfile",
+        uv_lock_path.to_str().expect("path"),
+    ];
+    args.extend(filter);
+    let out = cairn(&args);
+    assert!(
+        out.status.success(),
+        "uv.lock export failed:\n{}",
+        text(&out)
+    );
+    let data_c = t.join("c");
+    let out = cairn(&[
+        "import",
+        "--data-dir",
+        data_c.to_str().expect("path"),
+        uv_car.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "import failed:\n{}", text(&out));
+    assert_eq!(held_pypi_files(&data_c), [format!("multi/{chosen}")]);
     a.stop();
 
     let data_b = t.join("b");
