@@ -20,7 +20,8 @@ use crate::lockfiles::{self, Item};
 /// What `cairn export` writes.
 pub enum Selection {
     All,
-    Lockfiles(Vec<String>),
+    /// What these lockfiles name; Python entries only the files for the target.
+    Lockfiles(Vec<String>, crate::pytarget::PythonTargetArgs),
     Snapshot(Cid),
 }
 
@@ -118,14 +119,88 @@ fn stored_snapshot(index: &Index, root: &Cid) -> Result<(Snapshot, snapshot::Enc
     ))
 }
 
-/// The flat CIDs a set of lockfiles names; apt lists are resolved against the indexes held.
-fn lockfile_flats(store: &Store, index: &Index, files: &[String]) -> Result<HashSet<FlatCid>> {
-    let items = lockfiles::read_all(files)?;
-    let mut flats: HashSet<FlatCid> = items
+/// Most files one PyPI project's page may list for an export to choose from.
+const MAX_PROJECT_FILES: usize = 100_000;
+
+/// The flat CIDs of the files `l` takes for `target`: chosen among the files the lockfile
+/// names, or, when it names none by file (`requirements.txt`), among those of the project's
+/// page the node holds.
+fn pypi_flats(
+    index: &Index,
+    l: &cairn_pypi::lockfile::Locked,
+    target: Option<&cairn_pypi::tags::Target>,
+) -> Result<Vec<FlatCid>> {
+    let what = format!("pypi {}=={}", l.project, l.version);
+    if target.is_none() && !l.sha256.is_empty() {
+        return Ok(l.sha256.iter().map(Digest::flat_cid).collect());
+    }
+    let files: Vec<(String, FlatCid)> = if l.filenames.is_empty() {
+        let prefix = format!("{}/", l.project);
+        let refs = index
+            .refs_with_prefix("pypi", &prefix, MAX_PROJECT_FILES)
+            .context("reading the index")?;
+        if refs.is_empty() {
+            bail!(
+                "{what}: this node holds no index page of {} (run `cairn prefetch` with the same \
+                 lockfiles first)",
+                l.project
+            );
+        }
+        let wanted: HashSet<FlatCid> = l.sha256.iter().map(Digest::flat_cid).collect();
+        refs.into_iter()
+            .filter(|(_, r)| wanted.is_empty() || wanted.contains(&r.flat))
+            .map(|(key, r)| (key[prefix.len()..].to_owned(), r.flat))
+            .collect()
+    } else {
+        l.filenames
+            .iter()
+            .cloned()
+            .zip(l.sha256.iter().map(Digest::flat_cid))
+            .collect()
+    };
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let chosen = cairn_pypi::select::select(l, &names, target)
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(files
         .iter()
-        .flat_map(Item::digests)
-        .map(|d| d.flat_cid())
-        .collect();
+        .filter(|(n, _)| chosen.contains(&n.as_str()))
+        .map(|(_, f)| *f)
+        .collect())
+}
+
+/// The flat CIDs a set of lockfiles names; apt lists are resolved against the indexes held,
+/// Python requirements against `python`'s target.
+fn lockfile_flats(
+    store: &Store,
+    index: &Index,
+    files: &[String],
+    python: &crate::pytarget::PythonTargetArgs,
+) -> Result<HashSet<FlatCid>> {
+    let items = lockfiles::read_all(files)?;
+    let target = if items.iter().any(|i| matches!(i, Item::Pypi(_))) {
+        let target = python.target()?;
+        match &target {
+            Some(t) => eprintln!("pypi: files for {}", cairn_pypi::select::describe(t)),
+            None => eprintln!("pypi: every file the lockfiles name (--all-platforms)"),
+        }
+        target
+    } else {
+        None
+    };
+    let mut flats: HashSet<FlatCid> = HashSet::new();
+    let mut errors = Vec::new();
+    for item in &items {
+        match item {
+            Item::Pypi(l) => match pypi_flats(index, l, target.as_ref()) {
+                Ok(found) => flats.extend(found),
+                Err(e) => errors.push(format!("{e:#}")),
+            },
+            other => flats.extend(other.digests().iter().map(Digest::flat_cid)),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
     let wanted: Vec<cairn_apt::lockfile::Wanted> = items
         .iter()
         .filter_map(|i| match i {
@@ -183,8 +258,8 @@ pub fn export(
     let (snapshot, encoded) = match selection {
         Selection::All => take_snapshot(&store, &index)?,
         Selection::Snapshot(root) => stored_snapshot(&index, &root)?,
-        Selection::Lockfiles(files) => {
-            let flats = lockfile_flats(&store, &index, &files)?;
+        Selection::Lockfiles(files, python) => {
+            let flats = lockfile_flats(&store, &index, &files, &python)?;
             let (mut snapshot, missing) =
                 snapshot::collect(&index, Some(&flats)).context("reading the index")?;
             if !missing.is_empty() {

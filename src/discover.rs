@@ -4,8 +4,14 @@
 //! npm: `npm config get registry`, which honours the user's and the project's `.npmrc` and
 //! `NPM_CONFIG_REGISTRY`. A registry that points back at this node (after `cairn setup npm
 //! --apply`) is refused; `setup` records the original upstream in `cairn.toml` first.
+//!
+//! A client that is not installed (a dedicated cache host often has no npm or Python) turns its
+//! ecosystem off with a message naming the flag that turns it on. Discovery reads the
+//! environment through `Env`, so tests give it a fake `PATH` and home.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -32,9 +38,61 @@ impl Found {
     }
 }
 
+/// What discovery reads from the environment.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// `PATH`, where clients are looked for.
+    pub path: Option<OsString>,
+    /// `$CARGO_HOME`, else `~/.cargo`.
+    pub cargo_home: PathBuf,
+    /// `PIP_INDEX_URL`.
+    pub pip_index_url: Option<String>,
+}
+
+impl Env {
+    pub fn current() -> Env {
+        Env {
+            path: std::env::var_os("PATH"),
+            cargo_home: cargo_home(),
+            pip_index_url: std::env::var("PIP_INDEX_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+        }
+    }
+
+    /// The executable `program` on `PATH`, if any.
+    pub fn find(&self, program: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::env::split_paths(self.path.as_deref()?)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(|dir| dir.join(program))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+}
+
+/// `NAME is not installed here; turn ECOSYSTEM on with --FLAG URL (…)`.
+fn not_installed(client: &str, ecosystem: &str, flag: &str) -> String {
+    let env = format!("CAIRN_{}", flag.to_ascii_uppercase().replace('-', "_"));
+    format!(
+        "{client} is not installed here; turn {ecosystem} on with --{flag} URL (or {env}, or \
+         {flag} in cairn.toml)"
+    )
+}
+
 /// Run a client's config command and return its trimmed output (at most 15 s).
 pub async fn client_setting(program: &str, args: &[&str]) -> Result<String, String> {
-    let child = tokio::process::Command::new(program)
+    client_setting_in(&Env::current(), program, args).await
+}
+
+/// `client_setting` with the client looked for on `env`'s `PATH`.
+async fn client_setting_in(env: &Env, program: &str, args: &[&str]) -> Result<String, String> {
+    let Some(path) = env.find(program) else {
+        return Err(format!("cannot run `{program}`: not on PATH"));
+    };
+    let child = tokio::process::Command::new(path)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -87,13 +145,25 @@ pub async fn npm(
     listen: &SocketAddr,
     public: Option<&Url>,
 ) -> Result<Found, String> {
+    npm_in(&Env::current(), configured, listen, public).await
+}
+
+async fn npm_in(
+    env: &Env,
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
     if let Some(text) = configured {
         let url = Url::parse(text)
             .map_err(|e| format!("invalid npm upstream {:?}: {e}", redact_text(text)))?;
         return Ok(Found::Configured(url));
     }
     let hint = "set --npm-upstream, CAIRN_NPM_UPSTREAM or npm-upstream in cairn.toml";
-    let text = client_setting("npm", &["config", "get", "registry"])
+    if env.find("npm").is_none() {
+        return Err(not_installed("npm", "npm", "npm-upstream"));
+    }
+    let text = client_setting_in(env, "npm", &["config", "get", "registry"])
         .await
         .map_err(|e| format!("cannot discover npm's registry ({e}); {hint}"))?;
     let url = Url::parse(&text).map_err(|e| {
@@ -184,8 +254,17 @@ fn cargo_cached_index(home: &std::path::Path) -> Option<String> {
 }
 
 /// The cargo upstream (a sparse index): configured, else cargo's crates-io replacement, else the
-/// index cargo's registry cache is named after.
+/// index cargo's registry cache is named after, else the one cargo itself would use.
 pub async fn cargo(
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
+    cargo_in(&Env::current(), configured, listen, public).await
+}
+
+async fn cargo_in(
+    env: &Env,
     configured: Option<&str>,
     listen: &SocketAddr,
     public: Option<&Url>,
@@ -198,7 +277,7 @@ pub async fn cargo(
         return Ok(Found::Configured(parse(text)?));
     }
     let hint = "set --cargo-upstream, CAIRN_CARGO_UPSTREAM or cargo-upstream in cairn.toml";
-    let home = cargo_home();
+    let home = env.cargo_home.clone();
     if let Some(path) = cargo_config_path(&home) {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}; {hint}", path.display()))?;
@@ -224,16 +303,105 @@ pub async fn cargo(
             });
         }
     }
-    match cargo_cached_index(&home) {
-        Some(url) => Ok(Found::Discovered {
+    if let Some(url) = cargo_cached_index(&home) {
+        return Ok(Found::Discovered {
             url: parse(&url)?,
             from: "cargo's registry cache",
-        }),
-        None => Err(format!(
-            "no sparse index found in cargo's config or registry cache ({}); {hint}",
-            home.display()
-        )),
+        });
     }
+    let Some(cargo) = env.find("cargo") else {
+        return Err(not_installed("cargo", "cargo", "cargo-upstream"));
+    };
+    let url = cargo_default_index(&cargo, &home)
+        .await
+        .map_err(|e| format!("{e}; {hint}"))?;
+    let url = parse(&url)?;
+    if points_at_self(&url, listen, public) {
+        return Err(format!(
+            "cargo's registry ({}) is this Cairn node; {hint}",
+            redact(&url)
+        ));
+    }
+    Ok(Found::Discovered {
+        url,
+        from: "cargo's default registry",
+    })
+}
+
+/// The URL in cargo's "failed to download from `URL/config.json`" error, without `config.json`.
+fn index_from_cargo_error(stderr: &str) -> Option<String> {
+    let marker = "failed to download from `";
+    let at = stderr.find(marker)? + marker.len();
+    let url = &stderr[at..][..stderr[at..].find('`')?];
+    let index = url.strip_suffix("config.json")?;
+    (index.starts_with("https://") || index.starts_with("http://")).then(|| index.to_owned())
+}
+
+/// Ask cargo which sparse index it uses for crates-io when its config does not say and it has no
+/// registry cache yet: resolve a throw-away project with one dependency, with cargo's user
+/// config but an empty home, through an HTTP proxy on a closed local port. cargo's first request
+/// (the index's `config.json`) fails before anything leaves the machine, and its error names the
+/// URL. Nothing is written outside a temporary directory, which is removed.
+async fn cargo_default_index(cargo: &Path, home: &Path) -> Result<String, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("cairn-cargo-probe-{}-{nanos}", std::process::id()));
+    let result = probe_cargo_in(cargo, home, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn probe_cargo_in(cargo: &Path, home: &Path, dir: &Path) -> Result<String, String> {
+    let io =
+        |e: std::io::Error| format!("cannot prepare a probe of cargo in {}: {e}", dir.display());
+    let probe_home = dir.join("home");
+    std::fs::create_dir_all(dir.join("src")).map_err(io)?;
+    std::fs::create_dir_all(&probe_home).map_err(io)?;
+    if let Some(config) = cargo_config_path(home) {
+        std::fs::copy(&config, probe_home.join("config.toml")).map_err(io)?;
+    }
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"cairn-probe\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n\
+         [dependencies]\ncairn-probe-dependency = \"1\"\n",
+    )
+    .map_err(io)?;
+    std::fs::write(dir.join("src/lib.rs"), "").map_err(io)?;
+    // A port that was free a moment ago: the proxy connection is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a closed local port: {e}"))?;
+    let child = tokio::process::Command::new(cargo)
+        .args(["generate-lockfile", "--quiet"])
+        .current_dir(dir)
+        .env("CARGO_HOME", &probe_home)
+        .env("CARGO_HTTP_PROXY", format!("http://{closed}"))
+        .env("CARGO_NET_RETRY", "0")
+        .env("CARGO_HTTP_TIMEOUT", "5")
+        .env_remove("CARGO_NET_OFFLINE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(15), child)
+        .await
+        .map_err(|_| "asking cargo for its registry took over 15 s".to_owned())?
+        .map_err(|e| format!("cannot run {}: {e}", cargo.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    index_from_cargo_error(&stderr).ok_or_else(|| {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        format!(
+            "cargo's default registry is not a sparse index Cairn can front (cargo said: {})",
+            redact_text(last.trim())
+        )
+    })
 }
 
 #[cfg(test)]
@@ -269,6 +437,15 @@ pub async fn pypi(
     listen: &SocketAddr,
     public: Option<&Url>,
 ) -> Result<Found, String> {
+    pypi_in(&Env::current(), configured, listen, public).await
+}
+
+async fn pypi_in(
+    env: &Env,
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
     let parse = |text: &str| {
         Url::parse(text).map_err(|e| format!("invalid PyPI index {:?}: {e}", redact_text(text)))
     };
@@ -276,9 +453,13 @@ pub async fn pypi(
         return Ok(Found::Configured(parse(text)?));
     }
     let hint = "set --pypi-upstream, CAIRN_PYPI_UPSTREAM or pypi-upstream in cairn.toml";
-    let (text, from) = match std::env::var("PIP_INDEX_URL") {
-        Ok(url) if !url.is_empty() => (url, "PIP_INDEX_URL"),
-        _ => match client_setting(
+    let (text, from) = match &env.pip_index_url {
+        Some(url) => (url.clone(), "PIP_INDEX_URL"),
+        None if env.find("python3").is_none() => {
+            return Err(not_installed("pip (python3)", "PyPI", "pypi-upstream"));
+        }
+        None => match client_setting_in(
+            env,
             "python3",
             &["-m", "pip", "config", "get", "global.index-url"],
         )
@@ -286,7 +467,8 @@ pub async fn pypi(
         {
             Ok(url) if !url.is_empty() => (url, "pip config"),
             _ => {
-                let default = client_setting(
+                let default = client_setting_in(
+                    env,
                     "python3",
                     &[
                         "-c",
@@ -307,4 +489,124 @@ pub async fn pypi(
         ));
     }
     Ok(Found::Discovered { url, from })
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn env(path: &Path, home: &Path) -> Env {
+        Env {
+            path: Some(path.as_os_str().to_owned()),
+            cargo_home: home.to_owned(),
+            pip_index_url: None,
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:7777".parse().expect("addr")
+    }
+
+    #[test]
+    fn clients_missing_from_path_name_the_flag_that_turns_them_on() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (bin, home) = (tmp.path().join("bin"), tmp.path().join("cargo-home"));
+        std::fs::create_dir_all(&bin).expect("bin");
+        // A non-executable file named like a client is not one.
+        std::fs::write(bin.join("npm"), "").expect("npm");
+        let env = env(&bin, &home);
+        let npm = run(npm_in(&env, None, &listen(), None)).expect_err("no npm");
+        assert!(
+            npm.starts_with("npm is not installed here; turn npm on with --npm-upstream URL"),
+            "{npm}"
+        );
+        let pypi = run(pypi_in(&env, None, &listen(), None)).expect_err("no python3");
+        assert!(
+            pypi.starts_with(
+                "pip (python3) is not installed here; turn PyPI on with --pypi-upstream URL"
+            ),
+            "{pypi}"
+        );
+        let cargo = run(cargo_in(&env, None, &listen(), None)).expect_err("no cargo");
+        assert!(
+            cargo.starts_with("cargo is not installed here; turn cargo on with --cargo-upstream URL (or CAIRN_CARGO_UPSTREAM"),
+            "{cargo}"
+        );
+        // PIP_INDEX_URL needs no pip.
+        let with_index = Env {
+            pip_index_url: Some("http://pypi.example.invalid/simple/".into()),
+            ..env.clone()
+        };
+        let found = run(pypi_in(&with_index, None, &listen(), None)).expect("index");
+        assert_eq!(found.url().as_str(), "http://pypi.example.invalid/simple/");
+    }
+
+    #[test]
+    fn cargo_with_no_registry_cache_is_asked_for_its_index() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (bin, home) = (tmp.path().join("bin"), tmp.path().join("cargo-home"));
+        std::fs::create_dir_all(&bin).expect("bin");
+        // A cargo that fails its first download as cargo does, if it was sent through a proxy.
+        let script = "#!/bin/sh\n[ -n \"$CARGO_HTTP_PROXY\" ] || exit 3\n\
+            echo 'error: failed to get `cairn-probe-dependency`' >&2\n\
+            echo 'Caused by:' >&2\n\
+            echo '  failed to download from `https://index.example.invalid/config.json`' >&2\n\
+            exit 101\n";
+        let cargo = bin.join("cargo");
+        std::fs::write(&cargo, script).expect("script");
+        std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let found = run(cargo_in(&env(&bin, &home), None, &listen(), None)).expect("found");
+        assert_eq!(
+            found,
+            Found::Discovered {
+                url: Url::parse("https://index.example.invalid/").expect("url"),
+                from: "cargo's default registry"
+            }
+        );
+        assert!(!home.exists(), "the probe wrote into cargo's home");
+    }
+
+    #[test]
+    fn the_installed_cargo_names_its_default_sparse_index_without_network() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = std::env::var_os("PATH").expect("PATH");
+        let env = Env {
+            path: Some(path),
+            cargo_home: tmp.path().join("empty-home"),
+            pip_index_url: None,
+        };
+        let found = run(cargo_in(&env, None, &listen(), None)).expect("cargo must be installed");
+        let url = found.url();
+        assert_eq!(url.scheme(), "https", "{url}");
+        assert!(url.path().ends_with('/'), "{url}");
+        assert!(!url.as_str().contains("config.json"), "{url}");
+    }
+
+    #[test]
+    fn index_urls_from_cargo_errors() {
+        assert_eq!(
+            index_from_cargo_error(
+                "x\n  failed to download from `https://i.example.invalid/a/config.json`\n"
+            )
+            .as_deref(),
+            Some("https://i.example.invalid/a/")
+        );
+        assert_eq!(
+            index_from_cargo_error("failed to download from `https://i.example.invalid/x.crate`"),
+            None
+        );
+        assert_eq!(
+            index_from_cargo_error("failed to fetch `https://git.example.invalid/`"),
+            None
+        );
+    }
 }

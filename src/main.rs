@@ -9,6 +9,7 @@ mod discover;
 mod lockfiles;
 mod p2p;
 mod prefetch;
+mod pytarget;
 mod settings;
 mod setup;
 
@@ -106,6 +107,8 @@ enum Command {
         /// The node to warm [default: the one at --listen, else this process runs one]
         #[arg(long)]
         url: Option<Url>,
+        #[command(flatten)]
+        python: pytarget::PythonTargetArgs,
     },
     /// Write a CAR bundle: a snapshot and every block needed to serve it offline
     Export {
@@ -121,6 +124,9 @@ enum Command {
         /// The CAR file to write
         #[arg(short = 'o', long = "output", value_name = "FILE.car")]
         output: PathBuf,
+        /// Which Python files the lockfiles' entries take (as `prefetch` did)
+        #[command(flatten)]
+        python: pytarget::PythonTargetArgs,
     },
     /// Read a CAR bundle into the store: all of it, verified, or nothing
     Import {
@@ -308,12 +314,17 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Status { json } => status(&cli.common, &file, json).await,
-        Command::Prefetch { lockfiles, url } => prefetch(&cli.common, &file, lockfiles, url).await,
+        Command::Prefetch {
+            lockfiles,
+            url,
+            python,
+        } => prefetch(&cli.common, &file, lockfiles, url, &python).await,
         Command::Export {
             lockfiles,
             all,
             snapshot,
             output,
+            python,
         } => {
             let selection = match (all, snapshot) {
                 (true, _) => bundles::Selection::All,
@@ -321,7 +332,7 @@ async fn run(cli: Cli) -> Result<()> {
                 _ if lockfiles.is_empty() => {
                     anyhow::bail!("say what to export: --lockfile FILE…, --all or --snapshot CID")
                 }
-                _ => bundles::Selection::Lockfiles(lockfiles),
+                _ => bundles::Selection::Lockfiles(lockfiles, python),
             };
             let data_dir = data_dir(&cli.common, &file);
             tokio::task::spawn_blocking(move || {
@@ -764,8 +775,10 @@ async fn prefetch(
     file: &FileSettings,
     lockfiles: Vec<String>,
     url: Option<Url>,
+    python: &pytarget::PythonTargetArgs,
 ) -> Result<()> {
     let items = lockfiles::read_all(&lockfiles)?;
+    let target = pypi_target(&items, python)?;
     let wanted: Vec<cairn_apt::lockfile::Wanted> = items
         .iter()
         .filter_map(|i| match i {
@@ -809,7 +822,7 @@ async fn prefetch(
     .await
     .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
     if answers {
-        return prefetch::run(base, items, apt, None).await;
+        return prefetch::run(base, items, apt, None, target.as_ref()).await;
     }
     // No node there: run one here, on a free port, for the prefetch. Its log is for trouble
     // (warnings and errors, unless CAIRN_LOG says otherwise), written around the progress bar.
@@ -829,11 +842,27 @@ async fn prefetch(
         stop.clone().cancelled_owned(),
     ));
     let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;
-    let result = prefetch::run(base, items, apt, Some(&log)).await;
+    let result = prefetch::run(base, items, apt, Some(&log), target.as_ref()).await;
     stop.cancel();
     let _ = server.await;
     mirror.close().await.context("closing the store")?;
     result
+}
+
+/// The Python target for `items`, said on stderr; not probed when no item is PyPI's.
+fn pypi_target(
+    items: &[lockfiles::Item],
+    python: &pytarget::PythonTargetArgs,
+) -> Result<Option<cairn_pypi::tags::Target>> {
+    if !items.iter().any(|i| matches!(i, lockfiles::Item::Pypi(_))) {
+        return Ok(None);
+    }
+    let target = python.target()?;
+    match &target {
+        Some(t) => eprintln!("pypi: files for {}", cairn_pypi::select::describe(t)),
+        None => eprintln!("pypi: every file the lockfiles name (--all-platforms)"),
+    }
+    Ok(target)
 }
 
 fn spawn_signal_handler(token: CancellationToken) {
@@ -970,6 +999,9 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
                 "{name:<width$} ← {url} (from {})",
                 u["from"].as_str().unwrap_or("?")
             ),
+            // The reason names the flag that turns the ecosystem on (also in the JSON's
+            // `enable`).
+            (None, Some(why)) if why.contains("--") => println!("{name:<width$} off: {why}"),
             (None, Some(why)) => println!(
                 "{name:<width$} off: {why}; turn it on with {}",
                 u["enable"].as_str().unwrap_or("its upstream flag")

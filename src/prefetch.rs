@@ -2,14 +2,17 @@
 //! metadata included, by asking the node for it through its own routes exactly as the clients
 //! would (so everything is verified and indexed by the node, whether it runs as `serve` or, when
 //! none answers, in this process). Each downloaded file is also checked here against the
-//! lockfile's own digest, which catches a lockfile that disagrees with its registry.
+//! lockfile's own digest, which catches a lockfile that disagrees with its registry. Python
+//! entries take the files that suit a `Target` (`cairn_pypi::select`); a requirement without
+//! hashes (`pip freeze`) takes the file the index page lists, checked against the page's digest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use cairn_mirror::cid::{Digest, Hasher};
+use cairn_mirror::cid::{Algorithm, Digest, Hasher};
+use cairn_pypi::tags::Target;
 use futures_util::StreamExt;
 use url::Url;
 
@@ -77,70 +80,107 @@ impl Node {
     }
 }
 
-/// The requests that fetch one lockfile item (metadata first).
-async fn plan(node: &Node, item: &Item) -> Result<Vec<Fetch>, String> {
+/// The requests that fetch one lockfile item (metadata first), and the files chosen for it when
+/// there was a choice to make (PyPI).
+async fn plan(
+    node: &Node,
+    item: &Item,
+    target: Option<&Target>,
+) -> Result<(Vec<Fetch>, Vec<String>), String> {
     let fetch = |path: String, digest: Option<Digest>| Fetch { path, digest };
-    Ok(match item {
-        Item::Npm(l) => {
-            let file = l.name.rsplit('/').next().unwrap_or(&l.name);
-            vec![
-                fetch(format!("npm/{}", l.name), None),
+    if let Item::Pypi(l) = item {
+        return plan_pypi(node, l, target).await;
+    }
+    Ok((
+        match item {
+            Item::Npm(l) => {
+                let file = l.name.rsplit('/').next().unwrap_or(&l.name);
+                vec![
+                    fetch(format!("npm/{}", l.name), None),
+                    fetch(
+                        format!("npm/{}/-/{file}-{}.tgz", l.name, l.version),
+                        Some(l.integrity.clone()),
+                    ),
+                ]
+            }
+            Item::Cargo(l) => vec![
+                fetch("cargo/index/config.json".into(), None),
                 fetch(
-                    format!("npm/{}/-/{file}-{}.tgz", l.name, l.version),
-                    Some(l.integrity.clone()),
+                    format!("cargo/index/{}", cairn_cargo::index::index_path(&l.name)),
+                    None,
                 ),
-            ]
+                fetch(
+                    format!("cargo/crates/{}/{}/download", l.name, l.version),
+                    Some(l.checksum.clone()),
+                ),
+            ],
+            Item::Pypi(_) | Item::Apt(_) => Vec::new(),
+        },
+        Vec::new(),
+    ))
+}
+
+/// A Python requirement: its page (as JSON), the files of it the lockfile names (by hash and
+/// name when it gives them), the ones `target` takes, each checked against the lockfile's
+/// digest, else the page's.
+async fn plan_pypi(
+    node: &Node,
+    l: &cairn_pypi::lockfile::Locked,
+    target: Option<&Target>,
+) -> Result<(Vec<Fetch>, Vec<String>), String> {
+    let page = format!("pypi/simple/{}/", cairn_pypi::name::normalize(&l.project));
+    let body = node
+        .get(&page, Some("application/vnd.pypi.simple.v1+json"), None)
+        .await?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{page}: {e}"))?;
+    let mut listed: Vec<(&str, &str, Digest)> = Vec::new();
+    for file in json["files"].as_array().into_iter().flatten() {
+        let (Some(name), Some(url), Some(sha)) = (
+            file["filename"].as_str(),
+            file["url"].as_str(),
+            file["hashes"]["sha256"].as_str(),
+        ) else {
+            continue; // a file without a sha256 cannot be verified
+        };
+        let Some(digest) = hex::decode(sha)
+            .ok()
+            .and_then(|b| Digest::new(Algorithm::Sha256, b).ok())
+        else {
+            continue;
+        };
+        if !l.sha256.is_empty() && !l.sha256.contains(&digest) {
+            continue;
         }
-        Item::Cargo(l) => vec![
-            fetch("cargo/index/config.json".into(), None),
-            fetch(
-                format!("cargo/index/{}", cairn_cargo::index::index_path(&l.name)),
-                None,
-            ),
-            fetch(
-                format!("cargo/crates/{}/{}/download", l.name, l.version),
-                Some(l.checksum.clone()),
-            ),
-        ],
-        Item::Pypi(l) => {
-            // The page (as JSON) says which of its files the lockfile's hashes name.
-            let page = format!("pypi/simple/{}/", cairn_pypi::name::normalize(&l.project));
-            let body = node
-                .get(&page, Some("application/vnd.pypi.simple.v1+json"), None)
-                .await?;
-            let json: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| format!("{page}: {e}"))?;
-            let mut out = Vec::new();
-            for file in json["files"].as_array().into_iter().flatten() {
-                let (Some(name), Some(url), Some(sha)) = (
-                    file["filename"].as_str(),
-                    file["url"].as_str(),
-                    file["hashes"]["sha256"].as_str(),
-                ) else {
-                    continue;
-                };
-                let Some(digest) = l.sha256.iter().find(|d| hex::encode(d.bytes()) == sha) else {
-                    continue;
-                };
-                if l.filename.as_deref().is_some_and(|f| f != name) {
-                    continue;
-                }
-                out.push(fetch(url.to_owned(), Some(digest.clone())));
-                if name.ends_with(".whl") {
-                    // pip and uv ask for PEP 658 metadata before the wheel.
-                    out.push(fetch(format!("{url}.metadata"), None));
-                }
-            }
-            if out.is_empty() {
-                return Err(format!(
-                    "{page}: no file there has a hash the lockfile gives for {}=={}",
-                    l.project, l.version
-                ));
-            }
-            out
+        if !l.filenames.is_empty() && !l.filenames.iter().any(|f| f == name) {
+            continue;
         }
-        Item::Apt(_) => Vec::new(),
-    })
+        listed.push((name, url, digest));
+    }
+    if listed.is_empty() && !l.sha256.is_empty() {
+        return Err(format!(
+            "{page}: no file there has a hash the lockfile gives for {}=={}",
+            l.project, l.version
+        ));
+    }
+    let names: Vec<&str> = listed.iter().map(|(n, _, _)| *n).collect();
+    let chosen =
+        cairn_pypi::select::select(l, &names, target).map_err(|e| format!("{page}: {e}"))?;
+    let mut out = Vec::new();
+    for (name, url, digest) in listed.iter().filter(|(n, _, _)| chosen.contains(n)) {
+        out.push(Fetch {
+            path: (*url).to_owned(),
+            digest: Some(digest.clone()),
+        });
+        if name.ends_with(".whl") {
+            // pip and uv ask for PEP 658 metadata before the wheel.
+            out.push(Fetch {
+                path: format!("{url}.metadata"),
+                digest: None,
+            });
+        }
+    }
+    Ok((out, chosen.iter().map(|c| (*c).to_owned()).collect()))
 }
 
 /// Fetch every item through the node at `base`; `apt` holds apt pool files already resolved
@@ -151,6 +191,7 @@ pub async fn run(
     items: Vec<Item>,
     apt: Vec<(String, String, Digest)>,
     log: Option<&crate::barlog::BarLog>,
+    target: Option<&Target>,
 ) -> Result<()> {
     let node = Arc::new(Node {
         client: reqwest::Client::builder()
@@ -198,19 +239,21 @@ pub async fn run(
         log.attach(&bar);
     }
     let started = Instant::now();
-    let failures: Vec<String> = futures_util::stream::iter(jobs)
+    let results: Vec<Result<Option<String>, String>> = futures_util::stream::iter(jobs)
         .map(|(what, item, fixed)| {
             let (node, bar) = (node.clone(), bar.clone());
             async move {
                 let result = async {
-                    let fetches = match &item {
-                        Some(item) => plan(&node, item).await?,
-                        None => fixed,
+                    let (fetches, chosen) = match &item {
+                        Some(item) => plan(&node, item, target).await?,
+                        None => (fixed, Vec::new()),
                     };
                     for f in fetches {
                         node.get(&f.path, None, f.digest.as_ref()).await?;
                     }
-                    Ok::<(), String>(())
+                    Ok::<_, String>(
+                        (!chosen.is_empty()).then(|| format!("{what}: {}", chosen.join(", "))),
+                    )
                 }
                 .await;
                 let bytes = node.bytes.load(Ordering::Relaxed);
@@ -221,17 +264,25 @@ pub async fn run(
                     bytes as f64 / 1048576.0 / secs
                 ));
                 bar.inc(1);
-                result.err().map(|e| format!("{what}: {e}"))
+                result.map_err(|e| format!("{what}: {e}"))
             }
         })
         .buffer_unordered(PARALLEL)
-        .filter_map(|failure| async move { failure })
         .collect()
         .await;
     bar.finish_and_clear();
     if let Some(log) = log {
         log.detach();
     }
+    let mut chosen: Vec<&String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.as_ref())
+        .collect();
+    chosen.sort();
+    for line in chosen {
+        eprintln!("{line}");
+    }
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     let bytes = node.bytes.load(Ordering::Relaxed);
     eprintln!(
         "prefetched {} of {total} items ({:.1} MiB) in {:.1} s",
@@ -240,6 +291,7 @@ pub async fn run(
         started.elapsed().as_secs_f64()
     );
     if !failures.is_empty() {
+        let failures: Vec<&str> = failures.iter().map(|f| f.as_str()).collect();
         bail!("{} items failed:\n{}", failures.len(), failures.join("\n"));
     }
     Ok(())

@@ -3,7 +3,10 @@
 //! by editing `$CARGO_HOME/config.toml`).
 //!
 //! Applying first records the client's current upstream in `cairn.toml` (unless one is set
-//! there), so Cairn keeps fronting the same registry after the client points at Cairn.
+//! there), so Cairn keeps fronting the same registry after the client points at Cairn. It
+//! refuses when the node would have no upstream for the client's ecosystem (the running node
+//! says so in `/api/v1/status`; with none running, nothing is configured or discoverable), as
+//! the client would then point at nothing.
 
 use std::path::Path;
 
@@ -194,14 +197,71 @@ fn apply_uv(url: &Url) -> Result<()> {
     Ok(())
 }
 
+/// The ecosystem of `client` as the node names it, and the flag that gives its upstream.
+fn ecosystem(client: Client) -> (&'static str, &'static str) {
+    match client {
+        Client::Pip | Client::Uv => ("pypi", "pypi-upstream"),
+        Client::Cargo => ("cargo", "cargo-upstream"),
+        _ => ("npm", "npm-upstream"),
+    }
+}
+
+/// What the node at `url` (a client URL below it) says of `client`'s ecosystem: `None` when no
+/// node answers there, else `Err(why it is off)` or `Ok(())`.
+async fn node_has_upstream(client: Client, url: &Url) -> Option<Result<(), String>> {
+    let mut base = url.clone();
+    let path = base.path().to_owned();
+    base.set_path(path.strip_suffix(client.path()).unwrap_or("/"));
+    let status = base.join("api/v1/status").ok()?;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(2), reqwest::get(status))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    // A status report is small; more than 1 MiB is not one.
+    let mut response = response;
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            body.extend_from_slice(&chunk);
+            if body.len() > 1 << 20 {
+                return None;
+            }
+        }
+        Some(body)
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()??;
+    let report: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let (name, _) = ecosystem(client);
+    let entry = report["upstreams"]
+        .as_array()?
+        .iter()
+        .find(|u| u["ecosystem"] == name)?;
+    if entry["upstream"].is_string() {
+        return Some(Ok(()));
+    }
+    Some(Err(entry["disabled_because"]
+        .as_str()
+        .unwrap_or("no upstream")
+        .to_owned()))
+}
+
 /// Record the client's current upstream in `cairn.toml` unless one is recorded there already.
+/// True when the node will have an upstream for it (recorded, in the environment, or found).
 async fn record_upstream(
     client: Client,
     config: Option<&Path>,
     file: &crate::settings::FileSettings,
     listen: &std::net::SocketAddr,
     url: &Url,
-) -> Result<()> {
+) -> Result<bool> {
+    let (_, flag) = ecosystem(client);
+    let env = format!("CAIRN_{}", flag.to_ascii_uppercase().replace('-', "_"));
+    let in_env = std::env::var(&env).is_ok_and(|v| !v.is_empty());
     let (key, recorded, found) = match client {
         Client::Pip | Client::Uv => (
             "pypi-upstream",
@@ -220,16 +280,19 @@ async fn record_upstream(
         ),
     };
     if recorded {
-        return Ok(());
+        return Ok(true);
     }
     match found {
         Ok(found) => {
             let path = crate::settings::record(config, key, found.url().as_str())?;
             println!("recorded {key} = {} in {}", found.shown(), path.display());
+            Ok(true)
         }
-        Err(e) => println!("no upstream recorded: {e}"),
+        Err(e) => {
+            println!("no upstream recorded: {e}");
+            Ok(in_env)
+        }
     }
-    Ok(())
 }
 
 /// Print or apply the configuration of `client` for the node at `url`.
@@ -268,7 +331,23 @@ pub async fn run(
         }
         return Ok(());
     }
-    record_upstream(client, config, file, listen, url).await?;
+    let (name, flag) = ecosystem(client);
+    let node = node_has_upstream(client, url).await;
+    if let Some(Err(why)) = &node {
+        bail!(
+            "refusing to point {client:?} at {url}: that node has no {name} upstream ({why}); \
+             restart it with --{flag} URL"
+        );
+    }
+    let recorded = record_upstream(client, config, file, listen, url).await?;
+    if !recorded && node.is_none() {
+        bail!(
+            "refusing to point {client:?} at {url}: the node would have no {name} upstream (none \
+             in cairn.toml, CAIRN_{} or the client's own settings); give one with --{flag} URL \
+             or {flag} in cairn.toml first",
+            flag.to_ascii_uppercase().replace('-', "_")
+        );
+    }
     if client == Client::Cargo {
         return apply_cargo(url);
     }

@@ -431,6 +431,37 @@ impl Index {
         })
     }
 
+    /// The references whose key starts with `prefix` (one PyPI project's files, `PROJECT/`),
+    /// by key, at most `limit` of them.
+    pub fn refs_with_prefix(
+        &self,
+        ecosystem: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, RefRecord)>, IndexError> {
+        // Keys in [prefix, prefix + U+10FFFF): an indexed range of the primary key.
+        let end = format!("{prefix}\u{10FFFF}");
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT key, flat_cid, url, size FROM artifact_refs
+                 WHERE ecosystem = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![
+                        ecosystem,
+                        prefix,
+                        end,
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| Ok((row.get(0)?, ref_columns(row, 1)?)),
+                )
+                .and_then(|rows| rows.collect())
+            })
+            .map_err(err("list artifact references"))
+        })
+    }
+
     pub fn get_metadata(
         &self,
         ecosystem: &str,
@@ -966,11 +997,45 @@ mod tests {
                 &[("x/-/x-1.0.0.tgz".into(), reference.clone())],
             )
             .expect("put");
-        assert_eq!(index.get_metadata("npm", "x").expect("get"), Some(record));
+        assert_eq!(
+            index.get_metadata("npm", "x").expect("get"),
+            Some(record.clone())
+        );
         assert_eq!(
             index.get_ref("npm", "x/-/x-1.0.0.tgz").expect("ref"),
-            Some(reference)
+            Some(reference.clone())
         );
+        // One project's references by key prefix: not its neighbours' nor another ecosystem's.
+        let refs = |keys: &[&str]| -> Vec<(String, RefRecord)> {
+            keys.iter()
+                .map(|k| ((*k).to_owned(), reference.clone()))
+                .collect()
+        };
+        index
+            .put_metadata(
+                "pypi",
+                "six",
+                &record,
+                &refs(&["six/a.whl", "six/b.tar.gz"]),
+            )
+            .expect("put");
+        index
+            .put_metadata("pypi", "sixty", &record, &refs(&["sixty/c.whl"]))
+            .expect("put");
+        index
+            .put_metadata("pypi", "si", &record, &refs(&["si/d.whl"]))
+            .expect("put");
+        let keys = |prefix: &str, limit: usize| -> Vec<String> {
+            index
+                .refs_with_prefix("pypi", prefix, limit)
+                .expect("prefix")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(keys("six/", 10), ["six/a.whl", "six/b.tar.gz"]);
+        assert_eq!(keys("six/", 1), ["six/a.whl"]);
+        assert!(keys("x/", 10).is_empty());
         index.touch_metadata("npm", "x", 99).expect("touch");
         assert_eq!(
             index

@@ -14,7 +14,7 @@ use crate::fake_npm::{FakeNpm, Registry};
 use crate::fake_pypi::FakePypi;
 use crate::support::{Cairn, ClientEnv, assert_success, project};
 
-fn cairn(args: &[&str]) -> Output {
+pub(crate) fn cairn(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(args)
         .env("XDG_CONFIG_HOME", "/nonexistent")
@@ -23,7 +23,7 @@ fn cairn(args: &[&str]) -> Output {
         .expect("cairn")
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

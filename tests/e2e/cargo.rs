@@ -251,3 +251,42 @@ fn setup_cargo_apply_records_the_upstream_and_replaces_crates_io() {
         "other settings kept"
     );
 }
+
+#[test]
+fn setup_cargo_apply_refuses_when_the_node_would_have_no_cargo_upstream() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // No cargo on PATH, no registry cache, no config: nothing to front.
+    let (home, bin) = (tmp.path().join("cargo-home"), tmp.path().join("bin"));
+    std::fs::create_dir_all(&bin).expect("bin");
+    let config = tmp.path().join("cairn.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "setup",
+            "cargo",
+            "--apply",
+            "--url",
+            "http://127.0.0.1:9/cargo/index/",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .env("CARGO_HOME", &home)
+        .env("HOME", tmp.path())
+        .env("PATH", &bin)
+        .env_remove("CAIRN_CARGO_UPSTREAM")
+        .output()
+        .expect("cairn setup");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "applied:\n{stdout}{stderr}");
+    assert!(
+        stderr.contains("refusing to point Cargo at http://127.0.0.1:9/cargo/index/")
+            && stderr.contains("--cargo-upstream URL"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("cargo is not installed here; turn cargo on with --cargo-upstream URL"),
+        "{stdout}"
+    );
+    assert!(!home.join("config.toml").exists(), "cargo was configured");
+    assert!(!config.exists(), "an upstream was recorded");
+}

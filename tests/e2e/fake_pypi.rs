@@ -15,19 +15,19 @@ use sha2::Digest as _;
 
 use crate::support::{Hits, bind_local, serve_fake};
 
-/// Builds `{dist}-{version}-py3-none-any.whl` with a package that records its own version.
+/// Builds `{dist}-{version}-{tag}.whl` with a package that records its own version and tag.
 const BUILD_WHEEL: &str = r#"
 import base64, hashlib, sys, zipfile
-out, name, version = sys.argv[1], sys.argv[2], sys.argv[3]
-requires = sys.argv[4:]
+out, name, version, tag = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+requires = sys.argv[5:]
 dist = name.replace("-", "_")
 module = dist.lower()
 info = f"{dist}-{version}.dist-info"
 files = {
-    f"{module}/__init__.py": f"VERSION = {version!r}\n",
+    f"{module}/__init__.py": f"VERSION = {version!r}\nTAG = {tag!r}\n",
     f"{info}/METADATA": "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n"
         + "".join(f"Requires-Dist: {r}\n" for r in requires),
-    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: cairn-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: cairn-e2e\nRoot-Is-Purelib: true\nTag: " + tag + "\n",
 }
 record = []
 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
@@ -85,13 +85,43 @@ impl Index {
         requires: &[&str],
         yanked: Option<&str>,
     ) -> &mut Self {
+        self.build(work, name, version, "py3-none-any", requires, yanked)
+    }
+
+    /// Publish a wheel of `name` `version` tagged `tag` (`cp311-cp311-manylinux_2_17_x86_64`).
+    pub fn wheel_tagged(&mut self, work: &Path, name: &str, version: &str, tag: &str) -> &mut Self {
+        self.build(work, name, version, tag, &[], None)
+    }
+
+    /// Publish an sdist `{name}-{version}.tar.gz` (a `PKG-INFO`, enough to be listed and fetched).
+    pub fn sdist(&mut self, name: &str, version: &str) -> &mut Self {
+        let root = format!("{name}-{version}");
+        let pkg_info = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+        self.files.push(File {
+            project: normalize(name),
+            filename: format!("{root}.tar.gz"),
+            bytes: crate::support::targz([(format!("{root}/PKG-INFO"), pkg_info.into_bytes())]),
+            yanked: None,
+        });
+        self
+    }
+
+    fn build(
+        &mut self,
+        work: &Path,
+        name: &str,
+        version: &str,
+        tag: &str,
+        requires: &[&str],
+        yanked: Option<&str>,
+    ) -> &mut Self {
         std::fs::create_dir_all(work).expect("work dir");
-        let filename = format!("{}-{version}-py3-none-any.whl", name.replace('-', "_"));
+        let filename = format!("{}-{version}-{tag}.whl", name.replace('-', "_"));
         let out = work.join(&filename);
         let status = Command::new("python3")
             .args(["-c", BUILD_WHEEL])
             .arg(&out)
-            .args([name, version])
+            .args([name, version, tag])
             .args(requires)
             .status()
             .expect("python3 must be installed");
@@ -103,6 +133,10 @@ impl Index {
             yanked: yanked.map(str::to_owned),
         });
         self
+    }
+
+    pub fn files(&self) -> &[File] {
+        &self.files
     }
 
     pub fn file(&self, filename: &str) -> &File {

@@ -19,4 +19,5 @@ mod netns;
 mod npm;
 mod p2p;
 mod pypi;
+mod pypi_lockfiles;
 mod support;

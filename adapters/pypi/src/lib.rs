@@ -17,6 +17,8 @@
 pub mod lockfile;
 pub mod name;
 pub mod page;
+pub mod select;
+pub mod tags;
 pub mod wheel;
 
 use cairn_mirror::cid::{Algorithm, Digest};

@@ -1,5 +1,6 @@
-//! Lockfile readers: `requirements.txt` (pinned `==` lines with `--hash`) and `uv.lock`. Each
-//! names the distribution files a project installs by their sha256, which is their flat CID.
+//! Lockfile readers: `requirements.txt` (pinned `==` lines, with `--hash` options or without, as
+//! `pip freeze` writes them) and `uv.lock`. Hashes name distribution files by their sha256,
+//! which is their flat CID; a line without them is resolved against the index (`select.rs`).
 //! Errors name the file and the line.
 
 use cairn_mirror::cid::{Algorithm, Digest};
@@ -11,8 +12,10 @@ pub struct Locked {
     /// Normalised project name.
     pub project: String,
     pub version: String,
-    /// The file name, when the lockfile says it (`uv.lock` does, `requirements.txt` does not).
-    pub filename: Option<String>,
+    /// The file names, when the lockfile says them (`uv.lock` does, `requirements.txt` does
+    /// not); in the order of `sha256` when given.
+    pub filenames: Vec<String>,
+    /// The digests a file may have; none for a `pip freeze` line.
     pub sha256: Vec<Digest>,
 }
 
@@ -69,14 +72,33 @@ pub fn requirements(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError
                     format!("nested requirement files are not followed: {entry}"),
                 ));
             }
+            if entry.starts_with("-e") || entry.starts_with("--editable") {
+                return Err(fail(
+                    start,
+                    format!("{entry}: an editable install is not from an index"),
+                ));
+            }
             continue; // index options and the like
         }
         let mut words = entry.split_whitespace();
         let spec = words.next().unwrap_or_default();
         let spec = spec.split(';').next().unwrap_or_default();
+        if entry.contains(" @ ") || spec.contains("://") {
+            return Err(fail(
+                start,
+                format!("{entry}: a direct URL or path is not from an index; pin it with =="),
+            ));
+        }
         let Some((name, version)) = spec.split_once("==") else {
-            return Err(fail(start, format!("{spec} is not pinned with ==")));
+            return Err(fail(
+                start,
+                format!("{spec} is not pinned with == (ranges and bare names are not resolved)"),
+            ));
         };
+        let version = version.trim();
+        if version.is_empty() || version.contains(['*', ',', '<', '>', '=', '!', '~']) {
+            return Err(fail(start, format!("{spec} is not pinned to one version")));
+        }
         let name = name.split('[').next().unwrap_or_default();
         crate::name::check_name(name).map_err(|e| fail(start, e.to_string()))?;
         let mut sha256 = Vec::new();
@@ -92,8 +114,8 @@ pub fn requirements(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError
         }
         out.push(Locked {
             project: crate::name::normalize(name),
-            version: version.trim().to_owned(),
-            filename: None,
+            version: version.to_owned(),
+            filenames: Vec::new(),
             sha256,
         });
     }
@@ -135,6 +157,12 @@ pub fn uv_lock(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError> {
         let Some(version) = package.version else {
             continue;
         };
+        let mut locked = Locked {
+            project: crate::name::normalize(&package.name),
+            version: version.clone(),
+            filenames: Vec::new(),
+            sha256: Vec::new(),
+        };
         for dist in package.sdist.iter().chain(&package.wheels) {
             let (Some(url), Some(hash)) = (&dist.url, &dist.hash) else {
                 continue; // path and git sources
@@ -147,16 +175,13 @@ pub fn uv_lock(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError> {
                     line: 0,
                     reason: format!("{} {version}: invalid hash {hash:?}", package.name),
                 })?;
-            let filename = url
-                .rsplit('/')
-                .next()
-                .map(|f| f.split('#').next().unwrap_or(f).to_owned());
-            out.push(Locked {
-                project: crate::name::normalize(&package.name),
-                version: version.clone(),
-                filename,
-                sha256: vec![sha256],
-            });
+            let filename = url.rsplit('/').next().unwrap_or_default();
+            let filename = filename.split('#').next().unwrap_or(filename);
+            locked.filenames.push(filename.to_owned());
+            locked.sha256.push(sha256);
+        }
+        if !locked.sha256.is_empty() {
+            out.push(locked);
         }
     }
     Ok(out)
@@ -188,7 +213,50 @@ mod tests {
         let err = requirements("reqs.txt", "six==1.0\n\nflask>=2\n").expect_err("unpinned");
         assert_eq!(
             err.to_string(),
-            "reqs.txt:3: flask>=2 is not pinned with =="
+            "reqs.txt:3: flask>=2 is not pinned with == (ranges and bare names are not resolved)"
+        );
+        for (line, what) in [
+            ("requests\n", "requests is not pinned with =="),
+            ("six==1.*\n", "six==1.* is not pinned to one version"),
+            ("six===1.0\n", "six===1.0 is not pinned to one version"),
+            (
+                "pkg @ file:///tmp/pkg\n",
+                "pkg @ file:///tmp/pkg: a direct URL",
+            ),
+            (
+                "-e git+https://example.invalid/x.git#egg=x\n",
+                "-e git+https://example.invalid/x.git#egg=x: an editable install",
+            ),
+        ] {
+            let e = requirements("r.txt", line).expect_err(line);
+            assert!(
+                e.to_string().starts_with(&format!("r.txt:1: {what}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn pip_freeze_output_is_read_without_hashes() {
+        let text = "Flask==3.0.3\nJinja2==3.1.4\nMarkupSafe==2.1.5\nzope.interface==6.4.post2\n";
+        let locked = requirements("freeze.txt", text).expect("read");
+        let names: Vec<(&str, &str)> = locked
+            .iter()
+            .map(|l| (l.project.as_str(), l.version.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("flask", "3.0.3"),
+                ("jinja2", "3.1.4"),
+                ("markupsafe", "2.1.5"),
+                ("zope-interface", "6.4.post2")
+            ]
+        );
+        assert!(
+            locked
+                .iter()
+                .all(|l| l.sha256.is_empty() && l.filenames.is_empty())
         );
     }
 
@@ -214,11 +282,12 @@ source = {{ editable = "." }}
 "#
         );
         let locked = uv_lock("uv.lock", &text).expect("read");
-        assert_eq!(locked.len(), 2);
+        assert_eq!(locked.len(), 1);
         assert_eq!(
-            locked[1].filename.as_deref(),
-            Some("six-1.17.0-py2.py3-none-any.whl")
+            locked[0].filenames,
+            ["six-1.17.0.tar.gz", "six-1.17.0-py2.py3-none-any.whl"]
         );
+        assert_eq!(locked[0].sha256.len(), 2);
         let err = uv_lock("uv.lock", "[[package]]\nname = \n").expect_err("malformed");
         assert!(err.to_string().starts_with("uv.lock:2:"), "{err}");
     }

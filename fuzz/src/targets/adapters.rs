@@ -337,9 +337,9 @@ pub fn lockfile(input: &[u8]) -> bool {
             cairn_npm::lockfile::read(file, text).is_ok()
         }
         "Cargo.lock" => cairn_cargo::lockfile::read(file, text).is_ok(),
-        "uv.lock" => cairn_pypi::lockfile::uv_lock(file, text).is_ok(),
+        "uv.lock" => pypi_select(text, cairn_pypi::lockfile::uv_lock(file, text)),
         f if f.starts_with("requirements") && f.ends_with(".txt") => {
-            cairn_pypi::lockfile::requirements(file, text).is_ok()
+            pypi_select(text, cairn_pypi::lockfile::requirements(file, text))
         }
         _ => match cairn_apt::lockfile::read(file, text) {
             Ok(wanted) => {
@@ -350,6 +350,34 @@ pub fn lockfile(input: &[u8]) -> bool {
             Err(_) => false,
         },
     }
+}
+
+/// Python entries also go through file selection, the words of the input standing for the file
+/// names an index page lists (wheel and sdist names are outside input too).
+fn pypi_select(
+    text: &str,
+    read: Result<Vec<cairn_pypi::lockfile::Locked>, cairn_pypi::lockfile::LockfileError>,
+) -> bool {
+    let Ok(locked) = read else {
+        return false;
+    };
+    let names: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '/')
+        .take(256)
+        .collect();
+    let target = cairn_pypi::tags::Target {
+        python: cairn_pypi::tags::Python::parse("3.11", "cp").ok(),
+        groups: vec![
+            vec!["manylinux_2_17_x86_64".into(), "linux_x86_64".into()],
+            vec!["macosx_11_0_arm64".into()],
+            vec!["any".into()],
+        ],
+    };
+    for l in locked.iter().take(64) {
+        let _ = cairn_pypi::select::select(l, &names, Some(&target));
+        let _ = cairn_pypi::select::select(l, &names, None);
+    }
+    true
 }
 
 fn apt_pool() -> &'static [cairn_apt::packages::PoolFile] {
