@@ -392,14 +392,17 @@ async fn probe_cargo_in(cargo: &Path, home: &Path, dir: &Path) -> Result<String,
         .map_err(|e| format!("cannot run {}: {e}", cargo.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     index_from_cargo_error(&stderr).ok_or_else(|| {
-        let last = stderr
+        // cargo's own error line (a failing toolchain prints a backtrace after it).
+        let said = stderr
             .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+            .map(str::trim)
+            .find(|l| l.starts_with("error") || l.contains("panicked"))
+            .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+            .unwrap_or("nothing");
         format!(
-            "cargo's default registry is not a sparse index Cairn can front (cargo said: {})",
-            redact_text(last.trim())
+            "cannot learn cargo's default registry: `cargo generate-lockfile` named no sparse index \
+             Cairn can front (cargo said: {})",
+            redact_text(said)
         )
     })
 }
