@@ -48,6 +48,14 @@ impl<'a> Request<'a> {
 pub enum Route {
     /// A metadata document: cached as upstream sent it, rendered as `variant` when served.
     Metadata(MetadataRoute),
+    /// One part of a metadata document (npm's manifest of one version or dist-tag): the
+    /// document is looked up exactly as for [`Route::Metadata`] (same key, same freshness, stale
+    /// copies served the same way) and [`Ecosystem::render_part`] cuts `part` out of it. A part
+    /// the document does not have is a 404.
+    Part {
+        document: MetadataRoute,
+        part: String,
+    },
     /// An immutable artifact. Its digest comes from the metadata document `metadata` names.
     Artifact(ArtifactRoute),
     /// Sent to upstream as it is and never cached (npm's audit endpoints). The adapter names
@@ -258,4 +266,18 @@ pub trait Ecosystem: Send + Sync + 'static {
         variant: &'static str,
         base: &Url,
     ) -> Result<Rendered, AdapterError>;
+
+    /// Render one part of `doc` (named by a [`Route::Part`] this adapter routed) as `variant`,
+    /// with artifact URLs pointing at `base`; `Ok(None)` when the document has no such part.
+    /// Deterministic, like [`Ecosystem::render`]. Adapters that route no parts keep the default.
+    fn render_part(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        part: &str,
+        base: &Url,
+    ) -> Result<Option<Rendered>, AdapterError> {
+        let _ = (doc, variant, part, base);
+        Ok(None)
+    }
 }

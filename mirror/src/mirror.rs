@@ -875,11 +875,13 @@ impl Mirror {
             .inc();
     }
 
-    /// The document behind `hit`, rendered as `variant` for clients at `base`. Cancel-safe.
+    /// The document behind `hit`, or its `part` when one is named, rendered as `variant` for
+    /// clients at `base`. A part the document does not have is [`Error::NotFound`]. Cancel-safe.
     pub(crate) async fn render(
         &self,
         registered: &Registered,
         route: &MetadataRoute,
+        part: Option<&str>,
         hit: &MetadataHit,
         base: &Url,
     ) -> Result<Arc<RenderedDoc>, Error> {
@@ -892,6 +894,7 @@ impl Mirror {
         let key = RenderKey {
             cid,
             variant: route.variant,
+            part: part.map(str::to_owned),
             base: base.to_string(),
         };
         if let Some(doc) = self.inner.rendered.get(&key) {
@@ -910,6 +913,7 @@ impl Mirror {
                 let store = this.inner.store.clone();
                 let etag = key.etag();
                 let variant = key.variant;
+                let part = key.part.clone();
                 let rendered = blocking(move || {
                     let body = store.read_metadata(&cid)?;
                     let url = Url::parse(&upstream_url)
@@ -920,13 +924,22 @@ impl Mirror {
                         body: &body,
                         context: None,
                     };
-                    let rendered =
-                        ecosystem
-                            .render(&doc, variant, &base)
-                            .map_err(|e| Error::BadMetadata {
-                                url: redact(&url),
-                                reason: e.0,
-                            })?;
+                    let bad = |e: crate::ecosystem::AdapterError| Error::BadMetadata {
+                        url: redact(&url),
+                        reason: e.0,
+                    };
+                    let rendered = match &part {
+                        None => ecosystem.render(&doc, variant, &base).map_err(bad)?,
+                        Some(part) => ecosystem
+                            .render_part(&doc, variant, part, &base)
+                            .map_err(bad)?
+                            .ok_or_else(|| {
+                                Error::NotFound(format!(
+                                    "{} {doc_key} has no {part:?}",
+                                    ecosystem.name()
+                                ))
+                            })?,
+                    };
                     Ok(Arc::new(RenderedDoc::new(
                         rendered.body,
                         rendered.content_type,

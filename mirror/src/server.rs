@@ -228,7 +228,13 @@ async fn ecosystem(
         ),
         Route::Metadata(route) if is_read => (
             "metadata",
-            metadata(mirror, registered, &route, &parts)
+            metadata(mirror, registered, &route, None, &parts)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
+        Route::Part { document, part } if is_read => (
+            "metadata",
+            metadata(mirror, registered, &document, Some(&part), &parts)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         ),
@@ -307,6 +313,7 @@ async fn metadata(
     mirror: &Mirror,
     registered: &Registered,
     route: &MetadataRoute,
+    part: Option<&str>,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
     let hit: MetadataHit = mirror.metadata(registered, route).await?;
@@ -322,7 +329,7 @@ async fn metadata(
         ));
     }
     let base = base_url(mirror, registered.ecosystem.name(), request)?;
-    let doc = mirror.render(registered, route, &hit, &base).await?;
+    let doc = mirror.render(registered, route, part, &hit, &base).await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;
     let gzip = doc.body.len() >= GZIP_MIN && accepts_gzip(&request.headers);

@@ -17,6 +17,7 @@ mod hardening_store;
 mod hardening_upstream;
 mod netns;
 mod npm;
+mod npm_clients;
 mod p2p;
 mod pypi;
 mod support;

@@ -5,6 +5,8 @@
 //!   `Accept` (docs/protocols.md), with every `dist.tarball` pointing back at this node;
 //! - `{name}/-/{file}.tgz`: tarballs, verified against the version's `dist.integrity` (sha512) or
 //!   `dist.shasum` (sha1, very old packages);
+//! - `{name}/{version}` and `{name}/{dist-tag}` (scoped names in both spellings): one version's
+//!   full manifest, cut from the packument (same key, same freshness), tarball rewritten;
 //! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;
 //! - `-/ping`: answered locally; the audit endpoints npm uses (`POST
 //!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`
@@ -30,6 +32,30 @@ pub const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
 const FULL_VARIANT: &str = "full";
 const ABBREVIATED_VARIANT: &str = "abbreviated";
 const DIST_TAGS_VARIANT: &str = "dist-tags";
+/// One version's manifest (a [`Route::Part`] of the packument).
+const VERSION_VARIANT: &str = "version";
+/// Longest version or dist-tag accepted in `/{name}/{part}`.
+const MAX_PART: usize = 256;
+
+/// A version or dist-tag as a path segment: printable ASCII without separators or quoting, at
+/// most [`MAX_PART`] bytes. Semver's characters and every tag npm's own tooling makes fit.
+fn check_part(part: &str) -> Result<(), String> {
+    if part.is_empty() || part.len() > MAX_PART {
+        return Err(format!(
+            "npm version or dist-tag must be 1 to {MAX_PART} bytes, got {}",
+            part.len()
+        ));
+    }
+    if let Some(c) = part
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~')))
+    {
+        return Err(format!(
+            "npm version or dist-tag {part:?} has the character {c:?}"
+        ));
+    }
+    Ok(())
+}
 
 /// The npm ecosystem.
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,12 +154,25 @@ impl Ecosystem for Npm {
         }
         let decoded = decode(path).map_err(bad)?;
         let slashes = decoded.matches('/').count();
-        if slashes > usize::from(decoded.starts_with('@')) {
-            // `{name}/{version}` and other per-version documents are not served.
+        let name_slashes = usize::from(decoded.starts_with('@'));
+        if slashes > name_slashes {
             if decoded.split('/').any(|s| s == ".." || s == ".") {
                 return Err(bad(name::NameError::DotSegment(decoded)));
             }
-            return Ok(None);
+            // `{name}/{version}` or `{name}/{dist-tag}`: one version's manifest, cut from the
+            // packument. Deeper paths are not npm's.
+            let Some((raw_name, part)) = decoded.rsplit_once('/') else {
+                return Ok(None);
+            };
+            if slashes > name_slashes + 1 {
+                return Ok(None);
+            }
+            let name = PackageName::parse(raw_name).map_err(bad)?;
+            check_part(part).map_err(bad)?;
+            return Ok(Some(Route::Part {
+                document: metadata_route(&name, VERSION_VARIANT),
+                part: part.to_owned(),
+            }));
         }
         let name = PackageName::parse(&decoded).map_err(bad)?;
         let variant = if wants_abbreviated(request.accept) {
@@ -162,6 +201,11 @@ impl Ecosystem for Npm {
                 content_type: "application/json",
             });
         }
+        if variant == VERSION_VARIANT {
+            return Err(AdapterError(format!(
+                "{name}: the {VERSION_VARIANT} rendering needs a version or dist-tag"
+            )));
+        }
         let abbreviated = variant == ABBREVIATED_VARIANT;
         let body = packument::render(&name, doc.url, doc.body, abbreviated, base)?;
         Ok(Rendered {
@@ -172,6 +216,27 @@ impl Ecosystem for Npm {
                 "application/json"
             },
         })
+    }
+
+    fn render_part(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        part: &str,
+        base: &Url,
+    ) -> Result<Option<Rendered>, AdapterError> {
+        if variant != VERSION_VARIANT {
+            return Ok(None);
+        }
+        let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
+        Ok(
+            packument::version_manifest(&name, doc.url, doc.body, part, base)?.map(|body| {
+                Rendered {
+                    body: Bytes::from(body),
+                    content_type: "application/json",
+                }
+            }),
+        )
     }
 }
 

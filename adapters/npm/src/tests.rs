@@ -106,7 +106,54 @@ fn api_routes() {
         }
         other => panic!("dist-tags: {other:?}"),
     }
-    assert_eq!(route("lodash/4.17.21", None), Ok(None));
+}
+
+fn part(path: &str) -> (String, &'static str, String) {
+    match route(path, Some(ABBREVIATED)) {
+        Ok(Some(Route::Part { document, part })) => (document.key, document.variant, part),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+#[test]
+fn versions_and_dist_tags_are_parts_of_the_packument() {
+    for (path, key, wanted) in [
+        ("lodash/4.17.21", "lodash", "4.17.21"),
+        ("lodash/latest", "lodash", "latest"),
+        ("pnpm/9.15.4", "pnpm", "9.15.4"),
+        ("@types/node/20.0.0", "@types/node", "20.0.0"),
+        ("@types%2fnode/20.0.0", "@types/node", "20.0.0"),
+        ("@types%2Fnode/next", "@types/node", "next"),
+        (
+            "@yarnpkg/cli-dist/4.0.0-rc.1+build.5",
+            "@yarnpkg/cli-dist",
+            "4.0.0-rc.1+build.5",
+        ),
+    ] {
+        // The same document key as the packument: one upstream fetch, one freshness.
+        assert_eq!(
+            part(path),
+            (key.into(), VERSION_VARIANT, wanted.into()),
+            "{path}"
+        );
+    }
+    // Deeper paths are not npm's; hostile parts are refused before any fetch.
+    assert_eq!(route("lodash/4.17.21/extra", None), Ok(None));
+    assert_eq!(route("@types/node/20.0.0/x", None), Ok(None));
+    for hostile in [
+        "lodash/..",
+        "lodash/.",
+        "lodash/%2e%2e",
+        "lodash/1.0.0%00",
+        "lodash/1.0.0%20",
+        "lodash/a\\b",
+        "lodash/%22",
+        "..%2f..%2fetc/passwd",
+        &format!("lodash/{}", "1".repeat(MAX_PART + 1)),
+    ] {
+        assert!(route(hostile, None).is_err(), "{hostile} should be refused");
+    }
+    assert!(route(&format!("lodash/{}", "1".repeat(MAX_PART)), None).is_ok());
 }
 
 #[test]
