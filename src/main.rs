@@ -10,6 +10,7 @@ mod p2p;
 mod prefetch;
 mod settings;
 mod setup;
+mod yarnrc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

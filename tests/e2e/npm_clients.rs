@@ -155,3 +155,117 @@ fn version_and_dist_tag_documents_follow_npm() {
         304
     );
 }
+
+fn cairn_setup(home: &Path, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("setup")
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
+        .output()
+        .expect("run cairn setup");
+    assert_success(&output, &format!("cairn setup {args:?}"));
+    output
+}
+
+#[test]
+fn setup_names_clients_as_users_type_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (client, url) in [
+        ("npm", "http://cache.invalid:7777/npm/"),
+        ("pnpm", "http://cache.invalid:7777/npm/"),
+        ("yarn", "http://cache.invalid:7777/npm/"),
+        ("pip", "http://cache.invalid:7777/pypi/simple/"),
+    ] {
+        let output = cairn_setup(tmp.path(), &[client, "--url", url]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!("# Point {client} at Cairn")),
+            "{client}: {stdout}"
+        );
+        for debug_name in ["Npm", "Pnpm", "Yarn", "Pip"] {
+            assert!(!stdout.contains(debug_name), "{client}: {stdout}");
+        }
+    }
+}
+
+#[test]
+fn setup_yarn_configures_yarn_1_and_yarn_berry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let url = "http://cache.invalid:7777/npm/";
+    let printed = cairn_setup(&home, &["yarn", "--url", url]);
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        stdout.contains(&format!("yarn config set registry {url}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("npmRegistryServer: \"{url}\"")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unsafeHttpWhitelist:\n  - \"cache.invalid\""),
+        "{stdout}"
+    );
+
+    std::fs::write(home.join(".yarnrc.yml"), "enableTelemetry: false\n").expect("yarnrc");
+    cairn_setup(&home, &["yarn", "--url", url, "--apply"]);
+    assert_eq!(
+        std::fs::read_to_string(home.join(".yarnrc.yml")).expect("yarnrc"),
+        format!(
+            "enableTelemetry: false\nnpmRegistryServer: \"{url}\"\n\
+             unsafeHttpWhitelist:\n  - \"cache.invalid\"\n"
+        )
+    );
+}
+
+/// yarn 4 ("berry"), installed once from the machine's npm registry like the other JS tools:
+/// the path of its single-file CLI.
+fn yarn_berry() -> std::path::PathBuf {
+    let manifest = serde_json::json!({
+        "name": "yarn-berry-tools",
+        "private": true,
+        "dependencies": { "@yarnpkg/cli-dist": "4.5.3" },
+    });
+    crate::support::npm_tools("yarn-berry", &manifest, &[])
+        .join("node_modules/@yarnpkg/cli-dist/bin/yarn.js")
+}
+
+#[test]
+fn yarn_berry_installs_through_cairn_with_the_setup_config() {
+    let yarn = yarn_berry();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(crate::npm::registry());
+    let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &fake.url]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    cairn_setup(&home, &["yarn", "--url", &cairn.npm(), "--apply"]);
+
+    let dir = crate::support::project(
+        &tmp.path().join("project"),
+        serde_json::json!({ "app-a": "^1.0.0" }),
+    );
+    let output = Command::new("node")
+        .arg(&yarn)
+        .arg("install")
+        .current_dir(&dir)
+        .env("HOME", &home)
+        .env("YARN_ENABLE_TELEMETRY", "0")
+        .env("YARN_ENABLE_IMMUTABLE_INSTALLS", "0")
+        .env("YARN_ENABLE_GLOBAL_CACHE", "0")
+        .env("YARN_NODE_LINKER", "node-modules")
+        .env_remove("YARN_NPM_REGISTRY_SERVER")
+        .env_remove("YARN_UNSAFE_HTTP_WHITELIST")
+        .env_remove("NPM_CONFIG_REGISTRY")
+        .output()
+        .expect("run yarn 4");
+    assert_success(&output, "yarn 4 install");
+    assert!(dir.join("node_modules/@scope/lib-c/package.json").exists());
+    let lock = std::fs::read_to_string(dir.join("yarn.lock")).expect("yarn.lock");
+    assert!(lock.contains("\"app-a@npm:^1.0.0\""), "{lock}");
+    // Every tarball came through Cairn from the fake upstream.
+    assert_eq!(fake.hits("lib-d/-/lib-d-1.0.0.tgz"), 1);
+    assert_eq!(fake.hits("@scope/lib-c/-/lib-c-2.0.0.tgz"), 1);
+}
