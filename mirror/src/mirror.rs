@@ -110,11 +110,30 @@ struct ContextDoc {
     body: Bytes,
 }
 
+/// Why a stale copy is served instead of a fresh one: what kept Cairn from revalidating it,
+/// said for a client reading the `Warning` header (not the error a miss would get).
+pub(crate) fn stale_reason(error: &Error) -> String {
+    match error {
+        Error::Shared(inner) => stale_reason(inner),
+        Error::Offline { .. } => "upstream not contacted: this node runs --offline".into(),
+        Error::NoUpstream { ecosystem, .. } => {
+            format!("upstream not contacted: no {ecosystem} upstream is configured")
+        }
+        Error::UpstreamStatus { status, .. } => format!("upstream answered {status}"),
+        Error::UpstreamFailed { reason, .. } => format!("upstream unreachable: {reason}"),
+        Error::BadMetadata { reason, .. } => {
+            format!("upstream sent a document Cairn cannot use: {reason}")
+        }
+        other => format!("revalidation failed: {other}"),
+    }
+}
+
 /// A metadata lookup's result.
 #[derive(Clone, Debug)]
 pub struct MetadataHit {
     pub record: MetadataRecord,
-    /// Set when the copy is past its TTL and could not be revalidated.
+    /// Set when the copy is past its TTL and could not be revalidated: why
+    /// ([`stale_reason`]).
     pub stale_because: Option<String>,
 }
 
@@ -467,7 +486,7 @@ impl Mirror {
                 tracing::warn!(ecosystem = name, key = %route.key, error = %e, "serving stale metadata");
                 Ok(MetadataHit {
                     record: stale,
-                    stale_because: Some(e.to_string()),
+                    stale_because: Some(stale_reason(&e)),
                 })
             }
             (Err(e), _) => Err(Error::Shared(e)),

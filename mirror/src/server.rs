@@ -299,6 +299,39 @@ fn base_url(
     Ok(url)
 }
 
+/// Longest reason a `Warning` header carries (upstream errors can be long).
+const MAX_WARNING_REASON: usize = 300;
+
+/// The `Warning: 110` value of a stale metadata answer: that a stale copy was served, how old it
+/// is, and why it was not revalidated. The text is one quoted string of visible ASCII.
+fn stale_warning(age_secs: i64, reason: &str) -> String {
+    let reason: String = reason
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => ' ',
+        })
+        .take(MAX_WARNING_REASON)
+        .collect();
+    format!(
+        "110 cairn \"Response is Stale: served a cached copy fetched {} ago; {reason}\"",
+        human_age(age_secs)
+    )
+}
+
+/// `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
+fn human_age(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -362,11 +395,7 @@ async fn metadata(
     );
     if let Some(reason) = &hit.stale_because {
         headers.insert(header::AGE, HeaderValue::from(age_secs));
-        let warning = format!(
-            "110 cairn \"Response is Stale\" ({})",
-            reason.replace(['"', '\r', '\n'], "'")
-        );
-        if let Ok(v) = HeaderValue::from_str(&warning) {
+        if let Ok(v) = HeaderValue::from_str(&stale_warning(age_secs, reason)) {
             headers.insert(header::WARNING, v);
         }
     }
@@ -887,6 +916,39 @@ mod tests {
             assert_eq!(accepts_gzip(&headers), expect, "{value}");
         }
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn stale_warnings_say_what_happened() {
+        let offline = crate::mirror::stale_reason(&Error::Shared(Arc::new(Error::Offline {
+            what: "npm metadata lodash".into(),
+        })));
+        let warning = stale_warning(7_500, &offline);
+        assert_eq!(
+            warning,
+            "110 cairn \"Response is Stale: served a cached copy fetched 2h 5m ago; upstream not \
+             contacted: this node runs --offline\""
+        );
+        assert!(!warning.contains("not cached"), "{warning}");
+        let down = crate::mirror::stale_reason(&Error::UpstreamFailed {
+            url: "http://up.invalid/lodash".into(),
+            reason: "connection refused \"x\"\r\nInjected: yes é".into(),
+        });
+        let warning = stale_warning(42, &down);
+        assert!(HeaderValue::from_str(&warning).is_ok(), "{warning}");
+        assert_eq!(
+            warning,
+            "110 cairn \"Response is Stale: served a cached copy fetched 42s ago; upstream \
+             unreachable: connection refused 'x'  Injected: yes  \""
+        );
+        let status = crate::mirror::stale_reason(&Error::UpstreamStatus {
+            url: "http://up.invalid/lodash".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        });
+        assert_eq!(status, "upstream answered 503 Service Unavailable");
+        assert!(stale_warning(0, &"x".repeat(10_000)).len() < MAX_WARNING_REASON + 100);
+        assert_eq!(human_age(3 * 86_400 + 4 * 3600 + 5), "3d 4h");
+        assert_eq!(human_age(65), "1m 5s");
     }
 
     #[test]

@@ -269,3 +269,40 @@ fn yarn_berry_installs_through_cairn_with_the_setup_config() {
     assert_eq!(fake.hits("lib-d/-/lib-d-1.0.0.tgz"), 1);
     assert_eq!(fake.hits("@scope/lib-c/-/lib-c-2.0.0.tgz"), 1);
 }
+
+#[test]
+fn stale_documents_served_offline_say_why() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(package_managers());
+    let data = tmp.path().join("data");
+    let cairn = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    assert_eq!(get(&format!("{}pnpm", cairn.npm())).status, 200);
+    cairn.stop();
+
+    // Past its TTL, offline: the packument and its version documents are served stale, and the
+    // Warning says so (not that the document is "not cached").
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let cairn = Cairn::start(
+        &data,
+        &[
+            "--offline",
+            "--npm-upstream",
+            &fake.url,
+            "--metadata-ttl",
+            "1s",
+        ],
+    );
+    for path in ["pnpm", "pnpm/9.15.4", "pnpm/latest"] {
+        let reply = get(&format!("{}{path}", cairn.npm()));
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        let warning = reply.header("warning").unwrap_or_default();
+        assert!(
+            warning.starts_with("110 cairn \"Response is Stale: served a cached copy fetched ")
+                && warning.contains("upstream not contacted: this node runs --offline"),
+            "{path}: {warning}"
+        );
+        assert!(!warning.contains("not cached"), "{path}: {warning}");
+        assert!(reply.header("age").is_some(), "{path}");
+    }
+    assert_eq!(fake.hits("pnpm"), 1);
+}
