@@ -10,7 +10,7 @@
 //! (`lodash/-/lodash-4.17.21.tgz`). Keys are namespaced by [`Ecosystem::name`] in the index.
 
 use bytes::Bytes;
-pub use http::Method;
+pub use http::{Method, StatusCode};
 use url::Url;
 
 use crate::cid::Digest;
@@ -73,7 +73,15 @@ pub enum Route {
     /// A permanent redirect to another path below the ecosystem's prefix (PyPI's normalised
     /// project names).
     Redirect { path: String },
+    /// A request the registry protocol has but a read-only mirror does not take (npm's
+    /// publish, login, whoami), answered with `status` and `message` in the error body. The
+    /// server replaces [`UPSTREAM_MARK`] in the message with the upstream's URL, so the client is
+    /// told where to go instead.
+    Refused { status: StatusCode, message: String },
 }
+
+/// Stands for the upstream's URL in a [`Route::Refused`] message.
+pub const UPSTREAM_MARK: &str = "{upstream}";
 
 /// A metadata document, named by the adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -208,6 +208,14 @@ async fn ecosystem(
     };
     let is_read = matches!(parts.method, Method::GET | Method::HEAD);
     match route {
+        Route::Refused { status, message } => {
+            let upstream = match &registered.upstream {
+                Ok(upstream) => upstream.base().to_string(),
+                Err(_) => "the upstream registry".to_owned(),
+            };
+            let message = message.replace(crate::ecosystem::UPSTREAM_MARK, &upstream);
+            ("refused", error_response(status, &message))
+        }
         Route::Local { content_type, body } => (
             "local",
             ([(header::CONTENT_TYPE, content_type)], body).into_response(),

@@ -306,3 +306,64 @@ fn stale_documents_served_offline_say_why() {
     }
     assert_eq!(fake.hits("pnpm"), 1);
 }
+
+#[test]
+fn npm_publish_deprecate_and_whoami_are_told_cairn_is_a_read_only_mirror() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(crate::npm::registry());
+    let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &fake.url]);
+    let env = crate::support::ClientEnv::new(&tmp.path().join("client"), &cairn.npm());
+    // A token for Cairn's address: without one npm refuses these commands before asking.
+    let nerfed = cairn.npm().trim_start_matches("http:").to_owned();
+    let npmrc = env.dir.join("npmrc");
+    let mut config = std::fs::read_to_string(&npmrc).expect("npmrc");
+    config.push_str(&format!("{nerfed}:_authToken=e2e-token\n"));
+    std::fs::write(&npmrc, config).expect("npmrc");
+    let upstream = fake.url.as_str();
+
+    let dir = tmp.path().join("my-pkg");
+    std::fs::create_dir_all(&dir).expect("package dir");
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::json!({ "name": "my-pkg", "version": "1.0.0" }).to_string(),
+    )
+    .expect("package.json");
+    std::fs::write(dir.join("index.js"), "module.exports = 1;\n").expect("index.js");
+
+    let expect_refusal = |output: &Output, what: &str, status: &str, says: &str| {
+        assert!(
+            !output.status.success(),
+            "{what} succeeded against a mirror"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(status)
+                && stderr.contains(&format!("read-only Cairn mirror of {upstream}"))
+                && stderr.contains(says),
+            "{what}: npm does not print why:\n{stderr}"
+        );
+    };
+    let publish = env.run("npm", &["publish"], &dir);
+    expect_refusal(
+        &publish,
+        "npm publish",
+        "405 Method Not Allowed - PUT",
+        &format!("npm publish --registry {upstream}"),
+    );
+    let deprecate = env.run("npm", &["deprecate", "lib-d@1.0.0", "old"], &dir);
+    expect_refusal(
+        &deprecate,
+        "npm deprecate",
+        "405 Method Not Allowed - PUT",
+        &format!("npm publish --registry {upstream}"),
+    );
+    let whoami = env.run("npm", &["whoami"], &dir);
+    expect_refusal(
+        &whoami,
+        "npm whoami",
+        "404",
+        &format!("has no accounts: log in to and publish on {upstream} itself"),
+    );
+    // Reads still work beside the refusals.
+    assert_eq!(get(&format!("{}lib-d", cairn.npm())).status, 200);
+}

@@ -11,7 +11,10 @@
 //! - `-/ping`: answered locally; the audit endpoints npm uses (`POST
 //!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`
 //!   and `GET -/v1/search`: passed through to upstream, never cached. These exact paths only:
-//!   anything else under `-/` is not routed.
+//!   anything else under `-/` is not routed;
+//! - writes (`PUT`, `DELETE`, `POST` but the audit passthroughs) and account endpoints
+//!   (`-/whoami`, `-/user/…`, `-/v1/login`, …): refused in npm's error format, saying this is
+//!   a read-only mirror and where to publish instead.
 
 pub mod lockfile;
 pub mod name;
@@ -20,7 +23,7 @@ pub mod packument;
 use bytes::Bytes;
 use cairn_mirror::ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Method, Rendered, Request, Route,
+    MetadataRoute, Method, Rendered, Request, Route, StatusCode,
 };
 use url::Url;
 
@@ -94,16 +97,52 @@ fn metadata_route(name: &PackageName, variant: &'static str) -> MetadataRoute {
 /// Largest packument accepted: the biggest real ones are a few tens of megabytes.
 pub const MAX_PACKUMENT: u64 = 128 << 20;
 
-impl Ecosystem for Npm {
-    fn name(&self) -> &'static str {
-        "npm"
-    }
+/// npm's account endpoints (`npm whoami`, `login`, `adduser`, `token`, `profile`, `org`,
+/// `team`): a read-only mirror has no accounts.
+fn is_account_endpoint(path: &str) -> bool {
+    let Some(api) = path.strip_prefix("-/") else {
+        return false;
+    };
+    matches!(api, "whoami" | "v1/login" | "npm/v1/user" | "npm/v1/tokens")
+        || ["user/", "v1/login/", "npm/v1/tokens/", "org/", "team/"]
+            .iter()
+            .any(|prefix| api.starts_with(prefix))
+}
 
-    fn max_document_bytes(&self) -> u64 {
-        MAX_PACKUMENT
+/// The answer to a write (`npm publish`, `unpublish`, `deprecate`, `dist-tag add`, `owner`,
+/// `star`, `access`) or an account request: 405 for a write, 404 for reading an account, each
+/// with a message npm prints after the status (`npm error 405 Method Not Allowed - PUT URL -
+/// MESSAGE`) that says where to go instead. Not 401: npm then prints its own text, not ours.
+fn refused(request: &Request<'_>, account: bool) -> Route {
+    let is_read = matches!(*request.method, Method::GET | Method::HEAD);
+    let upstream = cairn_mirror::ecosystem::UPSTREAM_MARK;
+    let message = if account {
+        format!(
+            "this registry is a read-only Cairn mirror of {upstream} and has no accounts: log in \
+             to and publish on {upstream} itself (npm login --registry {upstream})"
+        )
+    } else {
+        format!(
+            "this registry is a read-only Cairn mirror of {upstream}: {} /{} changes nothing \
+             here; publish, deprecate or tag on {upstream} itself (npm publish --registry \
+             {upstream}), and Cairn picks the change up when its copy expires",
+            request.method, request.path
+        )
+    };
+    Route::Refused {
+        status: if is_read {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        },
+        message,
     }
+}
 
-    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+impl Npm {
+    /// The route of a request that reads (any method: the server refuses a method a route
+    /// does not take).
+    fn read_route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
         let path = request.path;
         if let Some(api) = path.strip_prefix("-/") {
             return Ok(match api {
@@ -181,6 +220,37 @@ impl Ecosystem for Npm {
             FULL_VARIANT
         };
         Ok(Some(Route::Metadata(metadata_route(&name, variant))))
+    }
+}
+
+impl Ecosystem for Npm {
+    fn name(&self) -> &'static str {
+        "npm"
+    }
+
+    fn max_document_bytes(&self) -> u64 {
+        MAX_PACKUMENT
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        let is_read = matches!(*request.method, Method::GET | Method::HEAD);
+        let account = is_account_endpoint(request.path);
+        if account || !is_read {
+            // A passthrough keeps its one method; every other write, and every account
+            // endpoint, is refused in npm's error format.
+            if !account
+                && let Ok(Some(route @ Route::Passthrough { .. })) = self.read_route(request)
+                && matches!(&route, Route::Passthrough { method, .. } if method == request.method)
+            {
+                return Ok(Some(route));
+            }
+            return Ok(Some(refused(request, account)));
+        }
+        self.read_route(request)
+    }
+
+    fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
+        self.read_route(&Request::get(key))
     }
 
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
