@@ -73,12 +73,20 @@ pub enum Route {
     /// A permanent redirect to another path below the ecosystem's prefix (PyPI's normalised
     /// project names).
     Redirect { path: String },
+    /// The list of the documents this node holds (PyPI's simple root, which an upstream
+    /// lists in hundreds of thousands and no installer reads): the mirror reads their keys from
+    /// its index, at most [`MAX_HELD_LISTED`], and [`Ecosystem::render_held`] renders them as
+    /// `variant`. Never cached, never fetched upstream.
+    Held { variant: &'static str },
     /// A request the registry protocol has but a read-only mirror does not take (npm's
     /// publish, login, whoami), answered with `status` and `message` in the error body. The
     /// server replaces [`UPSTREAM_MARK`] in the message with the upstream's URL, so the client is
     /// told where to go instead.
     Refused { status: StatusCode, message: String },
 }
+
+/// Most document keys a [`Route::Held`] list names.
+pub const MAX_HELD_LISTED: usize = 100_000;
 
 /// Stands for the upstream's URL in a [`Route::Refused`] message.
 pub const UPSTREAM_MARK: &str = "{upstream}";
@@ -274,6 +282,27 @@ pub trait Ecosystem: Send + Sync + 'static {
         variant: &'static str,
         base: &Url,
     ) -> Result<Rendered, AdapterError>;
+
+    /// The path below the ecosystem's prefix that clients are pointed at (PyPI's `simple/`,
+    /// cargo's `index/`), named in the hint a request under no ecosystem gets.
+    fn client_root(&self) -> &'static str {
+        ""
+    }
+
+    /// Render the list of held documents a [`Route::Held`] asks for (`keys`, sorted), with
+    /// links under `base`. Adapters that route no such list keep the default, an error.
+    fn render_held(
+        &self,
+        keys: &[String],
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        let _ = (keys, variant, base);
+        Err(AdapterError(format!(
+            "{} lists no held documents",
+            self.name()
+        )))
+    }
 
     /// Render one part of `doc` (named by a [`Route::Part`] this adapter routed) as `variant`,
     /// with artifact URLs pointing at `base`; `Ok(None)` when the document has no such part.

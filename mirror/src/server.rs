@@ -104,7 +104,8 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                     None => (
                         "unknown",
                         "-",
-                        Error::NotFound(format!("no route for {path}")).into_response(),
+                        Error::NotFound(format!("no route for {path}: {}", where_to_go(&mirror)))
+                            .into_response(),
                     ),
                 },
             }
@@ -119,6 +120,36 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         })
         .inc();
     response
+}
+
+/// Where each ecosystem this node serves lives, for a request under none of them. Ecosystems
+/// without an upstream are off (they answer from the cache and peers only) and said so apart.
+fn where_to_go(mirror: &Mirror) -> String {
+    let (mut served, mut off) = (Vec::new(), Vec::new());
+    for (name, upstream) in mirror.upstreams() {
+        let Some(registered) = mirror.ecosystem(name) else {
+            continue;
+        };
+        let at = format!("{name} at /{name}/{}", registered.ecosystem.client_root());
+        match upstream {
+            Ok(_) => served.push(at),
+            Err(_) => off.push(at),
+        }
+    }
+    served.sort();
+    off.sort();
+    let mut out = if served.is_empty() {
+        "this node fronts no upstream".to_owned()
+    } else {
+        format!("this node serves {}", served.join(", "))
+    };
+    if !off.is_empty() {
+        out.push_str(&format!(
+            "; off for want of an upstream (cache and peers only): {}",
+            off.join(", ")
+        ));
+    }
+    out
 }
 
 /// True for an HTTP/1 request in absolute form (`GET http://host/path`): a proxy request. An
@@ -208,6 +239,12 @@ async fn ecosystem(
     };
     let is_read = matches!(parts.method, Method::GET | Method::HEAD);
     match route {
+        Route::Held { variant } if is_read => (
+            "metadata",
+            held(mirror, registered, variant, &parts)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
         Route::Refused { status, message } => {
             let upstream = match &registered.upstream {
                 Ok(upstream) => upstream.base().to_string(),
@@ -305,6 +342,35 @@ fn base_url(
     let mut url = base;
     url.set_path(&path);
     Ok(url)
+}
+
+/// The list of documents `registered` holds (a [`Route::Held`]), read from the index now.
+async fn held(
+    mirror: &Mirror,
+    registered: &Registered,
+    variant: &'static str,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let name = registered.ecosystem.name();
+    let base = base_url(mirror, name, request)?;
+    let index = mirror.index().clone();
+    let keys = crate::mirror::blocking(move || {
+        Ok(index.metadata_keys(name, crate::ecosystem::MAX_HELD_LISTED)?)
+    })
+    .await?;
+    let rendered = registered
+        .ecosystem
+        .render_held(&keys, variant, &base)
+        .map_err(|e| Error::Internal(format!("{name} list of held documents: {}", e.0)))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, rendered.content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "Accept"),
+        ],
+        rendered.body,
+    )
+        .into_response())
 }
 
 /// Longest reason a `Warning` header carries (upstream errors can be long).

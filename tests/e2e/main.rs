@@ -15,6 +15,7 @@ mod hardening_limits;
 mod hardening_peers;
 mod hardening_store;
 mod hardening_upstream;
+mod hints;
 mod netns;
 mod npm;
 mod npm_clients;

@@ -284,7 +284,10 @@ fn check_routed(path: &str, route: &Route) {
             keys
         }
         Route::Redirect { path } => vec![path],
-        Route::Passthrough { .. } | Route::Local { .. } | Route::Refused { .. } => Vec::new(),
+        Route::Passthrough { .. }
+        | Route::Local { .. }
+        | Route::Refused { .. }
+        | Route::Held { .. } => Vec::new(),
     };
     for key in keys {
         let bad = key.contains('\0')
