@@ -12,6 +12,7 @@ mod prefetch;
 mod pytarget;
 mod settings;
 mod setup;
+mod yarnrc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

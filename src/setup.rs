@@ -28,6 +28,19 @@ pub enum Client {
 }
 
 impl Client {
+    /// The client's own name, as users type it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Npm => "npm",
+            Client::Yarn => "yarn",
+            Client::Pnpm => "pnpm",
+            Client::Cargo => "cargo",
+            Client::Pip => "pip",
+            Client::Uv => "uv",
+            Client::Apt => "apt",
+        }
+    }
+
     /// The route prefix of the client's ecosystem on a node.
     pub fn path(self) -> &'static str {
         match self {
@@ -85,46 +98,49 @@ async fn steps(client: Client, url: &Url) -> Vec<Step> {
                 url,
             ],
         }],
-        Client::Yarn => {
-            let berry = discover::client_setting("yarn", &["--version"])
-                .await
-                .is_ok_and(|v| !v.starts_with("1."));
-            if berry {
-                let host = Url::parse(&url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_else(|| "localhost".into());
-                vec![
-                    Step {
-                        program: "yarn",
-                        args: vec![
-                            "config".into(),
-                            "set".into(),
-                            "-H".into(),
-                            "npmRegistryServer".into(),
-                            url,
-                        ],
-                    },
-                    Step {
-                        program: "yarn",
-                        args: vec![
-                            "config".into(),
-                            "set".into(),
-                            "-H".into(),
-                            "unsafeHttpWhitelist".into(),
-                            "--json".into(),
-                            format!("[\"{host}\"]"),
-                        ],
-                    },
-                ]
-            } else {
-                vec![Step {
-                    program: "yarn",
-                    args: vec!["config".into(), "set".into(), "registry".into(), url],
-                }]
-            }
-        }
+        // yarn 1 only: yarn 2+ is configured through `.yarnrc.yml` (see `apply_yarn_berry`).
+        Client::Yarn if yarn_is_v1().await => vec![Step {
+            program: "yarn",
+            args: vec!["config".into(), "set".into(), "registry".into(), url],
+        }],
+        Client::Yarn => Vec::new(),
     }
+}
+
+/// True when the `yarn` on the PATH is yarn 1 (classic). yarn 2+ is often a per-project
+/// version (corepack), so its configuration is written whatever this says.
+async fn yarn_is_v1() -> bool {
+    discover::client_setting("yarn", &["--version"])
+        .await
+        .is_ok_and(|v| v.starts_with("1."))
+}
+
+/// yarn 2+'s user configuration file: `~/.yarnrc.yml`.
+fn yarnrc_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".yarnrc.yml")
+}
+
+fn apply_yarn_berry(url: &Url) -> Result<()> {
+    let path = yarnrc_path();
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let temp = path.with_extension("yml.cairn-tmp");
+    std::fs::write(&temp, crate::yarnrc::edit(&existing, url))
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "wrote npmRegistryServer{} to {} (yarn 2+)",
+        if url.scheme() == "http" {
+            " and unsafeHttpWhitelist"
+        } else {
+            ""
+        },
+        path.display()
+    );
+    Ok(())
 }
 
 /// The source replacement that points cargo at `url`, merged into `config`.
@@ -322,7 +338,17 @@ pub async fn run(
             print!("{}", toml::to_string(&snippet).context("cargo config")?);
             return Ok(());
         }
-        println!("# Point {client:?} at Cairn (or run this command with --apply):");
+        println!(
+            "# Point {} at Cairn (or run this command with --apply):",
+            client.name()
+        );
+        if client == Client::Yarn {
+            println!("# yarn 1:");
+            println!("yarn config set registry {url}");
+            println!("# yarn 2+, in ~/.yarnrc.yml (or a project's .yarnrc.yml, which wins):");
+            print!("{}", crate::yarnrc::edit("", url));
+            return Ok(());
+        }
         for step in &steps {
             println!("{}", step.shown());
         }
@@ -353,6 +379,9 @@ pub async fn run(
     }
     if client == Client::Uv {
         return apply_uv(url);
+    }
+    if client == Client::Yarn {
+        apply_yarn_berry(url)?;
     }
     for step in &steps {
         let status = tokio::process::Command::new(step.program)

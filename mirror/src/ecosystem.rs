@@ -10,7 +10,7 @@
 //! (`lodash/-/lodash-4.17.21.tgz`). Keys are namespaced by [`Ecosystem::name`] in the index.
 
 use bytes::Bytes;
-pub use http::Method;
+pub use http::{Method, StatusCode};
 use url::Url;
 
 use crate::cid::Digest;
@@ -48,6 +48,14 @@ impl<'a> Request<'a> {
 pub enum Route {
     /// A metadata document: cached as upstream sent it, rendered as `variant` when served.
     Metadata(MetadataRoute),
+    /// One part of a metadata document (npm's manifest of one version or dist-tag): the
+    /// document is looked up exactly as for [`Route::Metadata`] (same key, same freshness, stale
+    /// copies served the same way) and [`Ecosystem::render_part`] cuts `part` out of it. A part
+    /// the document does not have is a 404.
+    Part {
+        document: MetadataRoute,
+        part: String,
+    },
     /// An immutable artifact. Its digest comes from the metadata document `metadata` names.
     Artifact(ArtifactRoute),
     /// Sent to upstream as it is and never cached (npm's audit endpoints). The adapter names
@@ -65,7 +73,23 @@ pub enum Route {
     /// A permanent redirect to another path below the ecosystem's prefix (PyPI's normalised
     /// project names).
     Redirect { path: String },
+    /// The list of the documents this node holds (PyPI's simple root, which an upstream
+    /// lists in hundreds of thousands and no installer reads): the mirror reads their keys from
+    /// its index, at most [`MAX_HELD_LISTED`], and [`Ecosystem::render_held`] renders them as
+    /// `variant`. Never cached, never fetched upstream.
+    Held { variant: &'static str },
+    /// A request the registry protocol has but a read-only mirror does not take (npm's
+    /// publish, login, whoami), answered with `status` and `message` in the error body. The
+    /// server replaces [`UPSTREAM_MARK`] in the message with the upstream's URL, so the client is
+    /// told where to go instead.
+    Refused { status: StatusCode, message: String },
 }
+
+/// Most document keys a [`Route::Held`] list names.
+pub const MAX_HELD_LISTED: usize = 100_000;
+
+/// Stands for the upstream's URL in a [`Route::Refused`] message.
+pub const UPSTREAM_MARK: &str = "{upstream}";
 
 /// A metadata document, named by the adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,4 +282,39 @@ pub trait Ecosystem: Send + Sync + 'static {
         variant: &'static str,
         base: &Url,
     ) -> Result<Rendered, AdapterError>;
+
+    /// The path below the ecosystem's prefix that clients are pointed at (PyPI's `simple/`,
+    /// cargo's `index/`), named in the hint a request under no ecosystem gets.
+    fn client_root(&self) -> &'static str {
+        ""
+    }
+
+    /// Render the list of held documents a [`Route::Held`] asks for (`keys`, sorted), with
+    /// links under `base`. Adapters that route no such list keep the default, an error.
+    fn render_held(
+        &self,
+        keys: &[String],
+        variant: &'static str,
+        base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        let _ = (keys, variant, base);
+        Err(AdapterError(format!(
+            "{} lists no held documents",
+            self.name()
+        )))
+    }
+
+    /// Render one part of `doc` (named by a [`Route::Part`] this adapter routed) as `variant`,
+    /// with artifact URLs pointing at `base`; `Ok(None)` when the document has no such part.
+    /// Deterministic, like [`Ecosystem::render`]. Adapters that route no parts keep the default.
+    fn render_part(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        part: &str,
+        base: &Url,
+    ) -> Result<Option<Rendered>, AdapterError> {
+        let _ = (doc, variant, part, base);
+        Ok(None)
+    }
 }

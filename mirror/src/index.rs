@@ -618,6 +618,25 @@ impl Index {
         })
     }
 
+    /// The keys of `ecosystem`'s cached documents (not the "not found"s), sorted, at most
+    /// `limit`.
+    pub fn metadata_keys(&self, ecosystem: &str, limit: usize) -> Result<Vec<String>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT key FROM metadata WHERE ecosystem = ?1 AND cid IS NOT NULL
+                     ORDER BY key LIMIT ?2",
+                )
+                .map_err(err("list metadata keys"))?;
+            stmt.query_map(
+                rusqlite::params![ecosystem, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| row.get(0),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(err("list metadata keys"))
+        })
+    }
+
     /// Every cached artifact, by ecosystem and key.
     pub fn all_artifacts(&self) -> Result<Vec<(String, String, ArtifactRecord)>, IndexError> {
         self.read(|conn| {

@@ -110,11 +110,30 @@ struct ContextDoc {
     body: Bytes,
 }
 
+/// Why a stale copy is served instead of a fresh one: what kept Cairn from revalidating it,
+/// said for a client reading the `Warning` header (not the error a miss would get).
+pub(crate) fn stale_reason(error: &Error) -> String {
+    match error {
+        Error::Shared(inner) => stale_reason(inner),
+        Error::Offline { .. } => "upstream not contacted: this node runs --offline".into(),
+        Error::NoUpstream { ecosystem, .. } => {
+            format!("upstream not contacted: no {ecosystem} upstream is configured")
+        }
+        Error::UpstreamStatus { status, .. } => format!("upstream answered {status}"),
+        Error::UpstreamFailed { reason, .. } => format!("upstream unreachable: {reason}"),
+        Error::BadMetadata { reason, .. } => {
+            format!("upstream sent a document Cairn cannot use: {reason}")
+        }
+        other => format!("revalidation failed: {other}"),
+    }
+}
+
 /// A metadata lookup's result.
 #[derive(Clone, Debug)]
 pub struct MetadataHit {
     pub record: MetadataRecord,
-    /// Set when the copy is past its TTL and could not be revalidated.
+    /// Set when the copy is past its TTL and could not be revalidated: why
+    /// ([`stale_reason`]).
     pub stale_because: Option<String>,
 }
 
@@ -490,7 +509,7 @@ impl Mirror {
                 tracing::warn!(ecosystem = name, key = %route.key, error = %e, "serving stale metadata");
                 Ok(MetadataHit {
                     record: stale,
-                    stale_because: Some(e.to_string()),
+                    stale_because: Some(stale_reason(&e)),
                 })
             }
             (Err(e), _) => match self.refused_peer_copies(registered, route, &e).await {
@@ -935,11 +954,13 @@ impl Mirror {
             .inc();
     }
 
-    /// The document behind `hit`, rendered as `variant` for clients at `base`. Cancel-safe.
+    /// The document behind `hit`, or its `part` when one is named, rendered as `variant` for
+    /// clients at `base`. A part the document does not have is [`Error::NotFound`]. Cancel-safe.
     pub(crate) async fn render(
         &self,
         registered: &Registered,
         route: &MetadataRoute,
+        part: Option<&str>,
         hit: &MetadataHit,
         base: &Url,
     ) -> Result<Arc<RenderedDoc>, Error> {
@@ -952,6 +973,7 @@ impl Mirror {
         let key = RenderKey {
             cid,
             variant: route.variant,
+            part: part.map(str::to_owned),
             base: base.to_string(),
         };
         if let Some(doc) = self.inner.rendered.get(&key) {
@@ -970,6 +992,7 @@ impl Mirror {
                 let store = this.inner.store.clone();
                 let etag = key.etag();
                 let variant = key.variant;
+                let part = key.part.clone();
                 let rendered = blocking(move || {
                     let body = store.read_metadata(&cid)?;
                     let url = Url::parse(&upstream_url)
@@ -980,13 +1003,22 @@ impl Mirror {
                         body: &body,
                         context: None,
                     };
-                    let rendered =
-                        ecosystem
-                            .render(&doc, variant, &base)
-                            .map_err(|e| Error::BadMetadata {
-                                url: redact(&url),
-                                reason: e.0,
-                            })?;
+                    let bad = |e: crate::ecosystem::AdapterError| Error::BadMetadata {
+                        url: redact(&url),
+                        reason: e.0,
+                    };
+                    let rendered = match &part {
+                        None => ecosystem.render(&doc, variant, &base).map_err(bad)?,
+                        Some(part) => ecosystem
+                            .render_part(&doc, variant, part, &base)
+                            .map_err(bad)?
+                            .ok_or_else(|| {
+                                Error::NotFound(format!(
+                                    "{} {doc_key} has no {part:?}",
+                                    ecosystem.name()
+                                ))
+                            })?,
+                    };
                     Ok(Arc::new(RenderedDoc::new(
                         rendered.body,
                         rendered.content_type,

@@ -2,7 +2,7 @@
 //!
 //! Rendering a packument means parsing and rewriting it; a hit must cost no more than handing out
 //! bytes, so rendered bodies are kept in memory (a byte-bounded [`crate::lru::Lru`]) keyed by
-//! (document CID, variant, base URL), with their ETag computed once.
+//! (document CID, variant, part, base URL), with their ETag computed once.
 
 use std::sync::Arc;
 
@@ -14,6 +14,8 @@ use crate::cid::{BlockCid, sha256};
 pub struct RenderKey {
     pub cid: BlockCid,
     pub variant: &'static str,
+    /// The part of the document rendered ([`crate::ecosystem::Route::Part`]), if not all of it.
+    pub part: Option<String>,
     pub base: String,
 }
 
@@ -23,6 +25,10 @@ impl RenderKey {
         let mut input = self.cid.to_bytes();
         input.extend_from_slice(self.variant.as_bytes());
         input.push(0);
+        if let Some(part) = &self.part {
+            input.extend_from_slice(part.as_bytes());
+            input.push(0);
+        }
         input.extend_from_slice(self.base.as_bytes());
         format!("\"{}\"", hex::encode(&sha256(&input)[..16]))
     }
@@ -76,7 +82,7 @@ impl crate::lru::Weight for RenderedDoc {
     }
 }
 
-/// Rendered documents by (document, variant, base).
+/// Rendered documents by (document, variant, part, base).
 pub type RenderCache = crate::lru::Lru<RenderKey, Arc<RenderedDoc>>;
 
 #[cfg(test)]
@@ -87,6 +93,7 @@ mod tests {
         RenderKey {
             cid: BlockCid(crate::cid::raw_block_cid(&[n])),
             variant: "full",
+            part: None,
             base: "http://h/npm/".into(),
         }
     }

@@ -109,7 +109,8 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                     None => (
                         "unknown",
                         "-",
-                        Error::NotFound(format!("no route for {path}")).into_response(),
+                        Error::NotFound(format!("no route for {path}: {}", where_to_go(&mirror)))
+                            .into_response(),
                     ),
                 },
             }
@@ -124,6 +125,36 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         })
         .inc();
     response
+}
+
+/// Where each ecosystem this node serves lives, for a request under none of them. Ecosystems
+/// without an upstream are off (they answer from the cache and peers only) and said so apart.
+fn where_to_go(mirror: &Mirror) -> String {
+    let (mut served, mut off) = (Vec::new(), Vec::new());
+    for (name, upstream) in mirror.upstreams() {
+        let Some(registered) = mirror.ecosystem(name) else {
+            continue;
+        };
+        let at = format!("{name} at /{name}/{}", registered.ecosystem.client_root());
+        match upstream {
+            Ok(_) => served.push(at),
+            Err(_) => off.push(at),
+        }
+    }
+    served.sort();
+    off.sort();
+    let mut out = if served.is_empty() {
+        "this node fronts no upstream".to_owned()
+    } else {
+        format!("this node serves {}", served.join(", "))
+    };
+    if !off.is_empty() {
+        out.push_str(&format!(
+            "; off for want of an upstream (cache and peers only): {}",
+            off.join(", ")
+        ));
+    }
+    out
 }
 
 /// True for an HTTP/1 request in absolute form (`GET http://host/path`): a proxy request. An
@@ -213,6 +244,20 @@ async fn ecosystem(
     };
     let is_read = matches!(parts.method, Method::GET | Method::HEAD);
     match route {
+        Route::Held { variant } if is_read => (
+            "metadata",
+            held(mirror, registered, variant, &parts)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
+        Route::Refused { status, message } => {
+            let upstream = match &registered.upstream {
+                Ok(upstream) => upstream.base().to_string(),
+                Err(_) => "the upstream registry".to_owned(),
+            };
+            let message = message.replace(crate::ecosystem::UPSTREAM_MARK, &upstream);
+            ("refused", error_response(status, &message))
+        }
         Route::Local { content_type, body } => (
             "local",
             ([(header::CONTENT_TYPE, content_type)], body).into_response(),
@@ -233,7 +278,13 @@ async fn ecosystem(
         ),
         Route::Metadata(route) if is_read => (
             "metadata",
-            metadata(mirror, registered, &route, &parts)
+            metadata(mirror, registered, &route, None, &parts)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+        ),
+        Route::Part { document, part } if is_read => (
+            "metadata",
+            metadata(mirror, registered, &document, Some(&part), &parts)
                 .await
                 .unwrap_or_else(IntoResponse::into_response),
         ),
@@ -298,6 +349,68 @@ fn base_url(
     Ok(url)
 }
 
+/// The list of documents `registered` holds (a [`Route::Held`]), read from the index now.
+async fn held(
+    mirror: &Mirror,
+    registered: &Registered,
+    variant: &'static str,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let name = registered.ecosystem.name();
+    let base = base_url(mirror, name, request)?;
+    let index = mirror.index().clone();
+    let keys = crate::mirror::blocking(move || {
+        Ok(index.metadata_keys(name, crate::ecosystem::MAX_HELD_LISTED)?)
+    })
+    .await?;
+    let rendered = registered
+        .ecosystem
+        .render_held(&keys, variant, &base)
+        .map_err(|e| Error::Internal(format!("{name} list of held documents: {}", e.0)))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, rendered.content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "Accept"),
+        ],
+        rendered.body,
+    )
+        .into_response())
+}
+
+/// Longest reason a `Warning` header carries (upstream errors can be long).
+const MAX_WARNING_REASON: usize = 300;
+
+/// The `Warning: 110` value of a stale metadata answer: that a stale copy was served, how old it
+/// is, and why it was not revalidated. The text is one quoted string of visible ASCII.
+fn stale_warning(age_secs: i64, reason: &str) -> String {
+    let reason: String = reason
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => ' ',
+        })
+        .take(MAX_WARNING_REASON)
+        .collect();
+    format!(
+        "110 cairn \"Response is Stale: served a cached copy fetched {} ago; {reason}\"",
+        human_age(age_secs)
+    )
+}
+
+/// `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
+fn human_age(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -312,6 +425,7 @@ async fn metadata(
     mirror: &Mirror,
     registered: &Registered,
     route: &MetadataRoute,
+    part: Option<&str>,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
     let hit: MetadataHit = mirror.metadata(registered, route).await?;
@@ -327,7 +441,7 @@ async fn metadata(
         ));
     }
     let base = base_url(mirror, registered.ecosystem.name(), request)?;
-    let doc = mirror.render(registered, route, &hit, &base).await?;
+    let doc = mirror.render(registered, route, part, &hit, &base).await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;
     let gzip = doc.body.len() >= GZIP_MIN && accepts_gzip(&request.headers);
@@ -360,11 +474,7 @@ async fn metadata(
     );
     if let Some(reason) = &hit.stale_because {
         headers.insert(header::AGE, HeaderValue::from(age_secs));
-        let warning = format!(
-            "110 cairn \"Response is Stale\" ({})",
-            reason.replace(['"', '\r', '\n'], "'")
-        );
-        if let Ok(v) = HeaderValue::from_str(&warning) {
+        if let Ok(v) = HeaderValue::from_str(&stale_warning(age_secs, reason)) {
             headers.insert(header::WARNING, v);
         }
     }
@@ -930,6 +1040,39 @@ mod tests {
             assert_eq!(accepts_gzip(&headers), expect, "{value}");
         }
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn stale_warnings_say_what_happened() {
+        let offline = crate::mirror::stale_reason(&Error::Shared(Arc::new(Error::Offline {
+            what: "npm metadata lodash".into(),
+        })));
+        let warning = stale_warning(7_500, &offline);
+        assert_eq!(
+            warning,
+            "110 cairn \"Response is Stale: served a cached copy fetched 2h 5m ago; upstream not \
+             contacted: this node runs --offline\""
+        );
+        assert!(!warning.contains("not cached"), "{warning}");
+        let down = crate::mirror::stale_reason(&Error::UpstreamFailed {
+            url: "http://up.invalid/lodash".into(),
+            reason: "connection refused \"x\"\r\nInjected: yes é".into(),
+        });
+        let warning = stale_warning(42, &down);
+        assert!(HeaderValue::from_str(&warning).is_ok(), "{warning}");
+        assert_eq!(
+            warning,
+            "110 cairn \"Response is Stale: served a cached copy fetched 42s ago; upstream \
+             unreachable: connection refused 'x'  Injected: yes  \""
+        );
+        let status = crate::mirror::stale_reason(&Error::UpstreamStatus {
+            url: "http://up.invalid/lodash".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        });
+        assert_eq!(status, "upstream answered 503 Service Unavailable");
+        assert!(stale_warning(0, &"x".repeat(10_000)).len() < MAX_WARNING_REASON + 100);
+        assert_eq!(human_age(3 * 86_400 + 4 * 3600 + 5), "3d 4h");
+        assert_eq!(human_age(65), "1m 5s");
     }
 
     #[test]

@@ -88,6 +88,10 @@ impl Ecosystem for Cargo {
         "cargo"
     }
 
+    fn client_root(&self) -> &'static str {
+        "index/"
+    }
+
     fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
         let path = request.path;
         if path.contains('%') || path.split('/').any(|s| s == ".." || s == ".") {

@@ -5,11 +5,16 @@
 //!   `Accept` (docs/protocols.md), with every `dist.tarball` pointing back at this node;
 //! - `{name}/-/{file}.tgz`: tarballs, verified against the version's `dist.integrity` (sha512) or
 //!   `dist.shasum` (sha1, very old packages);
+//! - `{name}/{version}` and `{name}/{dist-tag}` (scoped names in both spellings): one version's
+//!   full manifest, cut from the packument (same key, same freshness), tarball rewritten;
 //! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;
 //! - `-/ping`: answered locally; the audit endpoints npm uses (`POST
 //!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`
 //!   and `GET -/v1/search`: passed through to upstream, never cached. These exact paths only:
-//!   anything else under `-/` is not routed.
+//!   anything else under `-/` is not routed;
+//! - writes (`PUT`, `DELETE`, `POST` but the audit passthroughs) and account endpoints
+//!   (`-/whoami`, `-/user/…`, `-/v1/login`, …): refused in npm's error format, saying this is
+//!   a read-only mirror and where to publish instead.
 
 pub mod lockfile;
 pub mod name;
@@ -18,7 +23,7 @@ pub mod packument;
 use bytes::Bytes;
 use cairn_mirror::ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Method, Rendered, Request, Route,
+    MetadataRoute, Method, Rendered, Request, Route, StatusCode,
 };
 use url::Url;
 
@@ -30,6 +35,30 @@ pub const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
 const FULL_VARIANT: &str = "full";
 const ABBREVIATED_VARIANT: &str = "abbreviated";
 const DIST_TAGS_VARIANT: &str = "dist-tags";
+/// One version's manifest (a [`Route::Part`] of the packument).
+const VERSION_VARIANT: &str = "version";
+/// Longest version or dist-tag accepted in `/{name}/{part}`.
+const MAX_PART: usize = 256;
+
+/// A version or dist-tag as a path segment: printable ASCII without separators or quoting, at
+/// most [`MAX_PART`] bytes. Semver's characters and every tag npm's own tooling makes fit.
+fn check_part(part: &str) -> Result<(), String> {
+    if part.is_empty() || part.len() > MAX_PART {
+        return Err(format!(
+            "npm version or dist-tag must be 1 to {MAX_PART} bytes, got {}",
+            part.len()
+        ));
+    }
+    if let Some(c) = part
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~')))
+    {
+        return Err(format!(
+            "npm version or dist-tag {part:?} has the character {c:?}"
+        ));
+    }
+    Ok(())
+}
 
 /// The npm ecosystem.
 #[derive(Clone, Copy, Debug, Default)]
@@ -68,16 +97,52 @@ fn metadata_route(name: &PackageName, variant: &'static str) -> MetadataRoute {
 /// Largest packument accepted: the biggest real ones are a few tens of megabytes.
 pub const MAX_PACKUMENT: u64 = 128 << 20;
 
-impl Ecosystem for Npm {
-    fn name(&self) -> &'static str {
-        "npm"
-    }
+/// npm's account endpoints (`npm whoami`, `login`, `adduser`, `token`, `profile`, `org`,
+/// `team`): a read-only mirror has no accounts.
+fn is_account_endpoint(path: &str) -> bool {
+    let Some(api) = path.strip_prefix("-/") else {
+        return false;
+    };
+    matches!(api, "whoami" | "v1/login" | "npm/v1/user" | "npm/v1/tokens")
+        || ["user/", "v1/login/", "npm/v1/tokens/", "org/", "team/"]
+            .iter()
+            .any(|prefix| api.starts_with(prefix))
+}
 
-    fn max_document_bytes(&self) -> u64 {
-        MAX_PACKUMENT
+/// The answer to a write (`npm publish`, `unpublish`, `deprecate`, `dist-tag add`, `owner`,
+/// `star`, `access`) or an account request: 405 for a write, 404 for reading an account, each
+/// with a message npm prints after the status (`npm error 405 Method Not Allowed - PUT URL -
+/// MESSAGE`) that says where to go instead. Not 401: npm then prints its own text, not ours.
+fn refused(request: &Request<'_>, account: bool) -> Route {
+    let is_read = matches!(*request.method, Method::GET | Method::HEAD);
+    let upstream = cairn_mirror::ecosystem::UPSTREAM_MARK;
+    let message = if account {
+        format!(
+            "this registry is a read-only Cairn mirror of {upstream} and has no accounts: log in \
+             to and publish on {upstream} itself (npm login --registry {upstream})"
+        )
+    } else {
+        format!(
+            "this registry is a read-only Cairn mirror of {upstream}: {} /{} changes nothing \
+             here; publish, deprecate or tag on {upstream} itself (npm publish --registry \
+             {upstream}), and Cairn picks the change up when its copy expires",
+            request.method, request.path
+        )
+    };
+    Route::Refused {
+        status: if is_read {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        },
+        message,
     }
+}
 
-    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+impl Npm {
+    /// The route of a request that reads (any method: the server refuses a method a route
+    /// does not take).
+    fn read_route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
         let path = request.path;
         if let Some(api) = path.strip_prefix("-/") {
             return Ok(match api {
@@ -128,12 +193,25 @@ impl Ecosystem for Npm {
         }
         let decoded = decode(path).map_err(bad)?;
         let slashes = decoded.matches('/').count();
-        if slashes > usize::from(decoded.starts_with('@')) {
-            // `{name}/{version}` and other per-version documents are not served.
+        let name_slashes = usize::from(decoded.starts_with('@'));
+        if slashes > name_slashes {
             if decoded.split('/').any(|s| s == ".." || s == ".") {
                 return Err(bad(name::NameError::DotSegment(decoded)));
             }
-            return Ok(None);
+            // `{name}/{version}` or `{name}/{dist-tag}`: one version's manifest, cut from the
+            // packument. Deeper paths are not npm's.
+            let Some((raw_name, part)) = decoded.rsplit_once('/') else {
+                return Ok(None);
+            };
+            if slashes > name_slashes + 1 {
+                return Ok(None);
+            }
+            let name = PackageName::parse(raw_name).map_err(bad)?;
+            check_part(part).map_err(bad)?;
+            return Ok(Some(Route::Part {
+                document: metadata_route(&name, VERSION_VARIANT),
+                part: part.to_owned(),
+            }));
         }
         let name = PackageName::parse(&decoded).map_err(bad)?;
         let variant = if wants_abbreviated(request.accept) {
@@ -142,6 +220,37 @@ impl Ecosystem for Npm {
             FULL_VARIANT
         };
         Ok(Some(Route::Metadata(metadata_route(&name, variant))))
+    }
+}
+
+impl Ecosystem for Npm {
+    fn name(&self) -> &'static str {
+        "npm"
+    }
+
+    fn max_document_bytes(&self) -> u64 {
+        MAX_PACKUMENT
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        let is_read = matches!(*request.method, Method::GET | Method::HEAD);
+        let account = is_account_endpoint(request.path);
+        if account || !is_read {
+            // A passthrough keeps its one method; every other write, and every account
+            // endpoint, is refused in npm's error format.
+            if !account
+                && let Ok(Some(route @ Route::Passthrough { .. })) = self.read_route(request)
+                && matches!(&route, Route::Passthrough { method, .. } if method == request.method)
+            {
+                return Ok(Some(route));
+            }
+            return Ok(Some(refused(request, account)));
+        }
+        self.read_route(request)
+    }
+
+    fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
+        self.read_route(&Request::get(key))
     }
 
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
@@ -162,6 +271,11 @@ impl Ecosystem for Npm {
                 content_type: "application/json",
             });
         }
+        if variant == VERSION_VARIANT {
+            return Err(AdapterError(format!(
+                "{name}: the {VERSION_VARIANT} rendering needs a version or dist-tag"
+            )));
+        }
         let abbreviated = variant == ABBREVIATED_VARIANT;
         let body = packument::render(&name, doc.url, doc.body, abbreviated, base)?;
         Ok(Rendered {
@@ -172,6 +286,27 @@ impl Ecosystem for Npm {
                 "application/json"
             },
         })
+    }
+
+    fn render_part(
+        &self,
+        doc: &MetadataDoc<'_>,
+        variant: &'static str,
+        part: &str,
+        base: &Url,
+    ) -> Result<Option<Rendered>, AdapterError> {
+        if variant != VERSION_VARIANT {
+            return Ok(None);
+        }
+        let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
+        Ok(
+            packument::version_manifest(&name, doc.url, doc.body, part, base)?.map(|body| {
+                Rendered {
+                    body: Bytes::from(body),
+                    content_type: "application/json",
+                }
+            }),
+        )
     }
 }
 

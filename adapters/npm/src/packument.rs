@@ -227,6 +227,45 @@ pub fn dist_tags(name: &PackageName, body: &[u8]) -> Result<Vec<u8>, AdapterErro
         .map_or_else(|| b"{}".to_vec(), |m| m.value.to_vec()))
 }
 
+/// The manifest of one version, as the registry serves it at `/{name}/{part}`: `part` is a
+/// version the packument lists or one of its `dist-tags` (a version is looked for first). The
+/// manifest is the full one, with `dist.tarball` under `base` as in [`render`]. `None` when the
+/// packument has no such version or tag.
+pub fn version_manifest(
+    name: &PackageName,
+    doc_url: &Url,
+    body: &[u8],
+    part: &str,
+    base: &Url,
+) -> Result<Option<Vec<u8>>, AdapterError> {
+    let malformed = |e: json::JsonError| bad(format!("packument of {name}: {e}"));
+    let top = json::members(body).map_err(malformed)?;
+    let Some(versions) = top.iter().find(|m| m.is("versions")) else {
+        return Ok(None);
+    };
+    let versions = json::members(versions.value).map_err(malformed)?;
+    let mut found = versions.iter().find(|v| v.is(part));
+    if found.is_none()
+        && let Some(tags) = top.iter().find(|m| m.is("dist-tags"))
+        && let Some(tag) = json::members(tags.value)
+            .map_err(malformed)?
+            .iter()
+            .find(|t| t.is(part))
+    {
+        // A tag that is not a string names no version.
+        if let Ok(version) = serde_json::from_slice::<String>(tag.value) {
+            found = versions.iter().find(|v| v.is(&version));
+        }
+    }
+    let Some(version) = found else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(version.value.len() + 256);
+    let tarball_base = format!("{base}{}/-/", name.path());
+    version_object(name, doc_url, version, false, &tarball_base, &mut out)?;
+    Ok(Some(out))
+}
+
 fn versions(
     name: &PackageName,
     doc_url: &Url,
@@ -238,36 +277,51 @@ fn versions(
     let malformed = |e: json::JsonError| bad(format!("versions of {name}: {e}"));
     let mut writer = ObjectWriter::new(out);
     for version in json::members(value).map_err(malformed)? {
-        let fields = json::members(version.value).map_err(malformed)?;
         let out = writer.key(version.key);
-        let mut vw = ObjectWriter::new(out);
-        let mut has_install_script = false;
-        for field in &fields {
-            if field.is("dist") {
-                let out = vw.key(field.key);
-                dist(doc_url, field.value, tarball_base, out).map_err(|e| {
-                    bad(format!(
-                        "{name} version {}: {}",
-                        String::from_utf8_lossy(version.key),
-                        e.0
-                    ))
-                })?;
-            } else if !abbreviated {
-                vw.copy(field);
-            } else if field.is("scripts") {
-                has_install_script = json::members(field.value)
-                    .map(|s| s.iter().any(|m| INSTALL_SCRIPTS.iter().any(|k| m.is(k))))
-                    .unwrap_or(false);
-            } else if keep_abbreviated(field) {
-                vw.copy(field);
-            }
-        }
-        if abbreviated && has_install_script && !fields.iter().any(|f| f.is("hasInstallScript")) {
-            vw.key(b"\"hasInstallScript\"").extend_from_slice(b"true");
-        }
-        vw.finish();
+        version_object(name, doc_url, &version, abbreviated, tarball_base, out)?;
     }
     writer.finish();
+    Ok(())
+}
+
+/// One member of `versions` (its value), full or abbreviated, with its tarball under
+/// `tarball_base`.
+fn version_object(
+    name: &PackageName,
+    doc_url: &Url,
+    version: &Member<'_>,
+    abbreviated: bool,
+    tarball_base: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), AdapterError> {
+    let fields =
+        json::members(version.value).map_err(|e| bad(format!("versions of {name}: {e}")))?;
+    let mut vw = ObjectWriter::new(out);
+    let mut has_install_script = false;
+    for field in &fields {
+        if field.is("dist") {
+            let out = vw.key(field.key);
+            dist(doc_url, field.value, tarball_base, out).map_err(|e| {
+                bad(format!(
+                    "{name} version {}: {}",
+                    String::from_utf8_lossy(version.key),
+                    e.0
+                ))
+            })?;
+        } else if !abbreviated {
+            vw.copy(field);
+        } else if field.is("scripts") {
+            has_install_script = json::members(field.value)
+                .map(|s| s.iter().any(|m| INSTALL_SCRIPTS.iter().any(|k| m.is(k))))
+                .unwrap_or(false);
+        } else if keep_abbreviated(field) {
+            vw.copy(field);
+        }
+    }
+    if abbreviated && has_install_script && !fields.iter().any(|f| f.is("hasInstallScript")) {
+        vw.key(b"\"hasInstallScript\"").extend_from_slice(b"true");
+    }
+    vw.finish();
     Ok(())
 }
 

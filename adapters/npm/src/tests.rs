@@ -99,14 +99,61 @@ fn api_routes() {
             ..
         }))
     ));
-    assert_eq!(route("-/whoami", None), Ok(None));
+    assert_eq!(route("-/nothing-here", None), Ok(None));
     match route("-/package/@types%2fnode/dist-tags", None) {
         Ok(Some(Route::Metadata(m))) => {
             assert_eq!((m.key.as_str(), m.variant), ("@types/node", "dist-tags"))
         }
         other => panic!("dist-tags: {other:?}"),
     }
-    assert_eq!(route("lodash/4.17.21", None), Ok(None));
+}
+
+fn part(path: &str) -> (String, &'static str, String) {
+    match route(path, Some(ABBREVIATED)) {
+        Ok(Some(Route::Part { document, part })) => (document.key, document.variant, part),
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
+#[test]
+fn versions_and_dist_tags_are_parts_of_the_packument() {
+    for (path, key, wanted) in [
+        ("lodash/4.17.21", "lodash", "4.17.21"),
+        ("lodash/latest", "lodash", "latest"),
+        ("pnpm/9.15.4", "pnpm", "9.15.4"),
+        ("@types/node/20.0.0", "@types/node", "20.0.0"),
+        ("@types%2fnode/20.0.0", "@types/node", "20.0.0"),
+        ("@types%2Fnode/next", "@types/node", "next"),
+        (
+            "@yarnpkg/cli-dist/4.0.0-rc.1+build.5",
+            "@yarnpkg/cli-dist",
+            "4.0.0-rc.1+build.5",
+        ),
+    ] {
+        // The same document key as the packument: one upstream fetch, one freshness.
+        assert_eq!(
+            part(path),
+            (key.into(), VERSION_VARIANT, wanted.into()),
+            "{path}"
+        );
+    }
+    // Deeper paths are not npm's; hostile parts are refused before any fetch.
+    assert_eq!(route("lodash/4.17.21/extra", None), Ok(None));
+    assert_eq!(route("@types/node/20.0.0/x", None), Ok(None));
+    for hostile in [
+        "lodash/..",
+        "lodash/.",
+        "lodash/%2e%2e",
+        "lodash/1.0.0%00",
+        "lodash/1.0.0%20",
+        "lodash/a\\b",
+        "lodash/%22",
+        "..%2f..%2fetc/passwd",
+        &format!("lodash/{}", "1".repeat(MAX_PART + 1)),
+    ] {
+        assert!(route(hostile, None).is_err(), "{hostile} should be refused");
+    }
+    assert!(route(&format!("lodash/{}", "1".repeat(MAX_PART)), None).is_ok());
 }
 
 #[test]
@@ -183,4 +230,96 @@ fn dist_tags_without_a_name_is_refused() {
     }
     let (key, _, _) = metadata("-/package/@s%2Fb/dist-tags", None);
     assert_eq!(key, "@s/b");
+}
+
+fn with_method(method: Method, path: &str) -> Result<Option<Route>, BadRequest> {
+    Npm.route(&Request {
+        method: &method,
+        path,
+        query: None,
+        accept: None,
+    })
+}
+
+fn refusal(method: Method, path: &str) -> (StatusCode, String) {
+    match with_method(method.clone(), path) {
+        Ok(Some(Route::Refused { status, message })) => (status, message),
+        other => panic!("{method} {path}: {other:?}"),
+    }
+}
+
+#[test]
+fn writes_are_refused_as_a_read_only_mirror() {
+    for (method, path) in [
+        (Method::PUT, "lodash"),       // npm publish, deprecate, owner
+        (Method::PUT, "@scope%2fpkg"), // scoped publish
+        (Method::DELETE, "lodash/-/lodash-1.0.0.tgz/-rev/3-abc"), // unpublish
+        (Method::DELETE, "lodash/-rev/3-abc"),
+        (Method::PUT, "-/package/lodash/dist-tags/next"), // npm dist-tag add
+        (Method::DELETE, "-/package/lodash/dist-tags/next"),
+        (Method::POST, "-/package/lodash/access"),
+        (Method::POST, "lodash"),
+        (Method::PATCH, "lodash"),
+    ] {
+        let (status, message) = refusal(method.clone(), path);
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(
+            message.contains("read-only Cairn mirror of {upstream}")
+                && message.contains("npm publish --registry {upstream}")
+                && message.contains(&format!("{method} /{path}")),
+            "{method} {path}: {message}"
+        );
+    }
+    // The audit passthroughs keep their POST; reads stay reads.
+    assert!(matches!(
+        with_method(Method::POST, "-/npm/v1/security/audits/quick"),
+        Ok(Some(Route::Passthrough { .. }))
+    ));
+    assert!(matches!(
+        with_method(Method::HEAD, "lodash"),
+        Ok(Some(Route::Metadata(_)))
+    ));
+    // A POST to a GET-only passthrough is a write like any other.
+    assert_eq!(
+        refusal(Method::POST, "-/npm/v1/keys").0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[test]
+fn accounts_do_not_exist_on_a_mirror() {
+    for (method, path, status) in [
+        (Method::GET, "-/whoami", StatusCode::NOT_FOUND),
+        (Method::GET, "-/npm/v1/user", StatusCode::NOT_FOUND),
+        (Method::GET, "-/npm/v1/tokens", StatusCode::NOT_FOUND),
+        (
+            Method::GET,
+            "-/user/org.couchdb.user:bob",
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "-/org/acme/user", StatusCode::NOT_FOUND),
+        (Method::POST, "-/v1/login", StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::PUT,
+            "-/user/org.couchdb.user:bob",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::DELETE,
+            "-/npm/v1/tokens/token/abc",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::PUT,
+            "-/team/acme/devs/user",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let (got, message) = refusal(method.clone(), path);
+        assert_eq!(got, status, "{method} {path}");
+        assert!(
+            message.contains("read-only Cairn mirror") && message.contains("has no accounts"),
+            "{method} {path}: {message}"
+        );
+    }
 }

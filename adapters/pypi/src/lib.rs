@@ -4,6 +4,8 @@
 //! - `simple/{project}/`: the project page, PEP 691 JSON or PEP 503 HTML by `Accept` (q-values;
 //!   `?format=` overrides; HTML when nothing is asked). Other spellings of the name, and the URL
 //!   without its trailing `/`, redirect to the normalised one.
+//! - `simple/`: the root, listing the projects this node holds (not upstream's list of every
+//!   project), JSON or HTML as for pages;
 //! - `files/{project}/{filename}`: distribution files, verified against the page's sha256
 //!   (their flat CID);
 //! - `files/{project}/{wheel}.metadata`: PEP 658 core metadata: upstream's where it publishes
@@ -127,13 +129,28 @@ impl Ecosystem for Pypi {
         if path.split('/').any(|s| s == ".." || s == ".") {
             return Err(bad(format!("path /{path} has a dot segment")));
         }
+        match path {
+            // The root: upstream's lists every project (hundreds of thousands, and no
+            // installer reads it); this node's lists the projects it holds.
+            "simple/" => {
+                return Ok(Some(Route::Held {
+                    variant: negotiate(request.accept, request.query),
+                }));
+            }
+            "simple" => {
+                return Ok(Some(Route::Redirect {
+                    path: "simple/".into(),
+                }));
+            }
+            _ => {}
+        }
         if let Some(rest) = path.strip_prefix("simple/") {
             let (raw, trailing) = match rest.strip_suffix('/') {
                 Some(raw) => (raw, true),
                 None => (rest, false),
             };
             if raw.is_empty() {
-                // The list of every project: installers never ask for it.
+                // `simple//` and the like.
                 return Ok(None);
             }
             let name = decode(raw).map_err(bad)?;
@@ -170,6 +187,33 @@ impl Ecosystem for Pypi {
             })));
         }
         Ok(None)
+    }
+
+    fn client_root(&self) -> &'static str {
+        "simple/"
+    }
+
+    /// The simple root (PEP 503 HTML or PEP 691 JSON) listing the projects this node holds.
+    fn render_held(
+        &self,
+        keys: &[String],
+        variant: &'static str,
+        _base: &Url,
+    ) -> Result<Rendered, AdapterError> {
+        if variant == JSON_VARIANT {
+            return Ok(Rendered {
+                body: page::root_json(keys).into(),
+                content_type: page::JSON,
+            });
+        }
+        Ok(Rendered {
+            body: page::root_html(keys).into_bytes().into(),
+            content_type: if variant == HTML_VARIANT {
+                page::HTML
+            } else {
+                "text/html; charset=utf-8"
+            },
+        })
     }
 
     /// Keys are not paths: `{project}` is a page, `{project}/{file}` a file.

@@ -141,6 +141,31 @@ fn hex_sha256(value: Option<&Value>) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// The simple root as PEP 691 JSON: one `{"name": …}` per project (normalised names).
+pub fn root_json(projects: &[String]) -> Vec<u8> {
+    let projects: Vec<Value> = projects
+        .iter()
+        .map(|name| serde_json::json!({ "name": name }))
+        .collect();
+    serde_json::json!({ "meta": { "api-version": "1.0" }, "projects": projects })
+        .to_string()
+        .into_bytes()
+}
+
+/// The simple root as PEP 503 HTML: one link per project, to its page (relative, so it follows
+/// wherever the root is served from).
+pub fn root_html(projects: &[String]) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.0\">\n    <title>Simple index</title>\n  </head>\n  <body>\n",
+    );
+    for name in projects {
+        let name = escape(name);
+        out.push_str(&format!("    <a href=\"{name}/\">{name}</a>\n"));
+    }
+    out.push_str("  </body>\n</html>\n");
+    out
+}
+
 /// Render the model as PEP 503 HTML (with PEP 592, 658 and 714 attributes). Every value is
 /// escaped; digests are written only when they are hex of the right length.
 pub fn to_html(page: &Value) -> String {

@@ -96,7 +96,61 @@ fn files_and_hostile_paths() {
     ] {
         assert!(route(hostile).is_err(), "{hostile} should be refused");
     }
-    assert_eq!(route("simple/"), Ok(None));
+}
+
+#[test]
+fn the_simple_root_lists_held_projects() {
+    let json = "application/vnd.pypi.simple.v1+json";
+    assert_eq!(
+        route_with("simple/", Some(json), None),
+        Ok(Some(Route::Held {
+            variant: JSON_VARIANT
+        }))
+    );
+    assert_eq!(
+        route("simple/"),
+        Ok(Some(Route::Held {
+            variant: TEXT_HTML_VARIANT
+        }))
+    );
+    assert_eq!(
+        route("simple"),
+        Ok(Some(Route::Redirect {
+            path: "simple/".into()
+        }))
+    );
+    let projects = vec!["a-b".to_owned(), "six".to_owned()];
+    let base = Url::parse("http://127.0.0.1:7777/pypi/").expect("base");
+    let rendered = Pypi
+        .render_held(&projects, JSON_VARIANT, &base)
+        .expect("json");
+    assert_eq!(rendered.content_type, page::JSON);
+    let doc: serde_json::Value = serde_json::from_slice(&rendered.body).expect("JSON");
+    assert_eq!(
+        doc,
+        serde_json::json!({
+            "meta": { "api-version": "1.0" },
+            "projects": [{ "name": "a-b" }, { "name": "six" }],
+        })
+    );
+    let html = Pypi
+        .render_held(&projects, TEXT_HTML_VARIANT, &base)
+        .expect("html");
+    assert_eq!(html.content_type, "text/html; charset=utf-8");
+    let text = String::from_utf8(html.body.to_vec()).expect("utf-8");
+    assert!(
+        text.contains("<a href=\"a-b/\">a-b</a>") && text.contains("<a href=\"six/\">six</a>"),
+        "{text}"
+    );
+    let hostile = vec!["<script>\"".to_owned()];
+    let text = page::root_html(&hostile);
+    assert!(!text.contains("<script>"), "{text}");
+    // Nothing held: still a valid, empty index.
+    let empty = Pypi.render_held(&[], JSON_VARIANT, &base).expect("json");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&empty.body).expect("JSON")["projects"],
+        serde_json::json!([])
+    );
 }
 
 #[test]

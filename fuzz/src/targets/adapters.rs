@@ -59,6 +59,10 @@ fn ingest_and_render(
     let base = url(BASE);
     for route in routes {
         let _ = eco.render(&doc, route.variant, &base);
+        // Parts (npm's versions and dist-tags) are cut from the same document.
+        for part in ["latest", "1.0.0"] {
+            let _ = eco.render_part(&doc, route.variant, part, &base);
+        }
     }
     accepted
 }
@@ -272,7 +276,7 @@ pub fn apt_sources(input: &[u8]) -> bool {
 /// upstream path is checked where it is sent: `Upstream::check` refuses dot segments.)
 fn check_routed(path: &str, route: &Route) {
     let keys: Vec<&str> = match route {
-        Route::Metadata(m) => vec![&m.key],
+        Route::Metadata(m) | Route::Part { document: m, .. } => vec![&m.key],
         Route::Artifact(a) => {
             let mut keys = vec![a.key.as_str()];
             keys.extend(a.listed_by.document().map(|d| d.key.as_str()));
@@ -280,7 +284,10 @@ fn check_routed(path: &str, route: &Route) {
             keys
         }
         Route::Redirect { path } => vec![path],
-        Route::Passthrough { .. } | Route::Local { .. } => Vec::new(),
+        Route::Passthrough { .. }
+        | Route::Local { .. }
+        | Route::Refused { .. }
+        | Route::Held { .. } => Vec::new(),
     };
     for key in keys {
         let bad = key.contains('\0')

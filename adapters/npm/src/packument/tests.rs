@@ -125,3 +125,69 @@ fn digests_prefer_sha512() {
     );
     assert_eq!(digest_of(Some("md5-xyz"), None), None);
 }
+
+fn manifest(part: &str) -> Option<serde_json::Value> {
+    let name = PackageName::parse("is-number").expect("name");
+    let body = fixture("is-number.json");
+    version_manifest(&name, &doc_url("is-number"), &body, part, &base())
+        .expect("packument reads")
+        .map(|m| value(&m))
+}
+
+#[test]
+fn a_version_manifest_is_the_full_version_with_its_tarball_here() {
+    let upstream = value(&fixture("is-number.json"));
+    let mut expected = upstream["versions"]["7.0.0"].clone();
+    expected["dist"]["tarball"] =
+        "http://127.0.0.1:7777/npm/is-number/-/is-number-7.0.0.tgz".into();
+    assert_eq!(manifest("7.0.0"), Some(expected.clone()));
+    // A dist-tag names the version it points at.
+    assert_eq!(upstream["dist-tags"]["latest"], "7.0.0");
+    assert_eq!(manifest("latest"), Some(expected));
+    let old = manifest("2.0.0").expect("2.0.0 is published");
+    assert_eq!(old["version"], "2.0.0");
+    // Unknown versions and tags are absent, not errors.
+    assert_eq!(manifest("99.0.0"), None);
+    assert_eq!(manifest("no-such-tag"), None);
+}
+
+#[test]
+fn a_version_manifest_of_a_scoped_package_and_odd_documents() {
+    let name = PackageName::parse("@types/ms").expect("name");
+    let body = fixture("@types__ms.json");
+    let doc = value(&body);
+    let latest = doc["dist-tags"]["latest"]
+        .as_str()
+        .expect("latest")
+        .to_owned();
+    let got = version_manifest(&name, &doc_url("@types%2fms"), &body, "latest", &base())
+        .expect("reads")
+        .map(|m| value(&m))
+        .expect("latest exists");
+    assert_eq!(got["version"], latest.as_str());
+    assert_eq!(
+        got["dist"]["tarball"],
+        format!("http://127.0.0.1:7777/npm/@types/ms/-/ms-{latest}.tgz")
+    );
+    // No versions, a tag that is not a string, a tag naming a missing version: nothing.
+    for odd in [
+        r#"{"name":"is-number"}"#,
+        r#"{"name":"is-number","dist-tags":{"latest":7},"versions":{}}"#,
+        r#"{"name":"is-number","dist-tags":{"latest":"1.0.0"},"versions":{}}"#,
+    ] {
+        let name = PackageName::parse("is-number").expect("name");
+        let got = version_manifest(
+            &name,
+            &doc_url("is-number"),
+            odd.as_bytes(),
+            "latest",
+            &base(),
+        );
+        assert_eq!(got, Ok(None), "{odd}");
+    }
+    let name = PackageName::parse("is-number").expect("name");
+    let broken = br#"{"versions":{"1.0.0":{"dist":{"tarball":5}}}}"#;
+    let err = version_manifest(&name, &doc_url("is-number"), broken, "1.0.0", &base())
+        .expect_err("a non-string tarball is an error");
+    assert!(err.0.contains("tarball"), "{}", err.0);
+}
