@@ -387,9 +387,8 @@ fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
         lock_arg,
     ]);
     assert!(out.status.success(), "prefetch failed:\n{}", text(&out));
-    // Stopped first: a download is indexed just after its response ends, so an export right
-    // after a prefetch through a running node can miss the last file.
-    a.stop();
+    // Exported while A still runs, right after the prefetch: a prefetch's downloads end only
+    // once indexed, so the export finds every file.
     let car = t.join("popular.car");
     let out = cairn(&[
         "export",
@@ -402,6 +401,7 @@ fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
     ]);
     assert!(out.status.success(), "export failed:\n{}", text(&out));
     let root = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    a.stop();
 
     // A fresh node imports it, saying what it wrote.
     let data_b = t.join("b");
