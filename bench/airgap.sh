@@ -117,7 +117,8 @@ for run in $(seq "$RUNS"); do
     T[cargo-$port]+="$(install_cargo $port) "
     T[pip-$port]+="$(install_pip $port) "
   done
-  log "  run $run: npm ${T[npm-$PORT_B]##* } cargo ${T[cargo-$PORT_B]##* } pip ${T[pip-$PORT_B]##* } (B, last)"
+  last() { local v=${1% }; echo "${v##* }"; }
+  log "  run $run through B: npm $(last "${T[npm-$PORT_B]}") s, cargo $(last "${T[cargo-$PORT_B]}") s, pip $(last "${T[pip-$PORT_B]}") s"
 done
 stop_pid "$BN"; stop_pid "$A"
 
