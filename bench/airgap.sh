@@ -105,7 +105,7 @@ biggest=$(find "$B/store-a/meta" -type f -printf '%s\n' | sort -n | tail -1)
 
 log "3. import into an empty store"
 read -r import_s import_rss <<< "$(timed "$CAIRN" import --data-dir "$B/store-b" "$B/bundle.car")"
-import_summary=$(tr '\n' ' ' < "$B/logs/cmd.out")
+import_summary=$(grep -E '^  (documents|artifacts):' "$B/logs/cmd.out" | sed 's/^ *//' | paste -sd ';' -)
 
 log "4. node B (--offline, imported store) against A (online, warm)"
 serve $PORT_B "$B/store-b" --offline
