@@ -6,6 +6,7 @@
 //! Debian's archive keyring.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -198,6 +199,7 @@ pub fn setup(
     config: Option<&Path>,
     etc: &Path,
     listen: &SocketAddr,
+    out: &mut dyn std::io::Write,
 ) -> Result<()> {
     let found: Vec<(Source, PathBuf)> = machine_sources(etc)
         .into_iter()
@@ -211,15 +213,26 @@ pub fn setup(
     }
     let list: Vec<Source> = found.iter().map(|(s, _)| s.clone()).collect();
     let text = sources::render_deb822(&list, base);
+    // One file often holds several entries (a deb822 file with one stanza per archive): each
+    // file is named once.
+    let mut files: Vec<&PathBuf> = Vec::new();
+    for (_, file) in &found {
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    let write_failed = |e: std::io::Error| anyhow::anyhow!("cannot write the apt setup: {e}");
     if !apply {
-        println!(
+        writeln!(
+            out,
             "# Write to {}/sources.list.d/cairn.sources, replacing the entries below (or run this command with --apply):",
             etc.display()
-        );
-        for (_, file) in &found {
-            println!("#   {}", file.display());
+        )
+        .map_err(write_failed)?;
+        for file in &files {
+            writeln!(out, "#   {}", file.display()).map_err(write_failed)?;
         }
-        print!("{text}");
+        write!(out, "{text}").map_err(write_failed)?;
         return Ok(());
     }
     let upstreams: Vec<String> = list
@@ -234,15 +247,13 @@ pub fn setup(
             toml::Value::Array(upstreams.into_iter().map(toml::Value::String).collect())
         });
     })?;
-    println!("recorded apt-upstream in {}", path.display());
+    writeln!(out, "recorded apt-upstream in {}", path.display()).map_err(write_failed)?;
     let target = etc.join("sources.list.d").join("cairn.sources");
     let temp = target.with_extension("sources.cairn-tmp");
     std::fs::write(&temp, &text).with_context(|| format!("cannot write {}", temp.display()))?;
     std::fs::rename(&temp, &target)
         .with_context(|| format!("cannot write {}", target.display()))?;
-    println!("wrote {}", target.display());
-    let mut files: Vec<&PathBuf> = found.iter().map(|(_, f)| f).collect();
-    files.dedup();
+    writeln!(out, "wrote {}", target.display()).map_err(write_failed)?;
     for file in files {
         if file == &target {
             continue;
@@ -250,7 +261,7 @@ pub fn setup(
         let aside = PathBuf::from(format!("{}.disabled-by-cairn", file.display()));
         std::fs::rename(file, &aside)
             .with_context(|| format!("cannot move {} aside", file.display()))?;
-        println!("moved {} to {}", file.display(), aside.display());
+        writeln!(out, "moved {} to {}", file.display(), aside.display()).map_err(write_failed)?;
     }
     Ok(())
 }
@@ -308,6 +319,50 @@ mod tests {
     }
 
     #[test]
+    fn setup_names_each_replaced_file_once() {
+        let etc = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).expect("dir");
+        // Two stanzas (two archives) in one deb822 file, and a one-line file with two lines.
+        std::fs::write(
+            etc.path().join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: https://upstream.invalid/debian\nSuites: bookworm bookworm-updates\n\
+             Components: main\n\n\
+             Types: deb\nURIs: https://upstream.invalid/debian-security\nSuites: bookworm-security\n\
+             Components: main\n",
+        )
+        .expect("write");
+        std::fs::write(
+            etc.path().join("sources.list"),
+            "deb https://upstream.invalid/extra a main\ndeb https://upstream.invalid/extra b main\n",
+        )
+        .expect("write");
+        let listen: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
+        let base = Url::parse("http://127.0.0.1:7777/apt/").expect("url");
+        let mut printed = Vec::new();
+        setup(&base, false, None, etc.path(), &listen, &mut printed).expect("print");
+        let printed = String::from_utf8(printed).expect("utf-8");
+        for file in ["sources.list.d/debian.sources", "sources.list"] {
+            let line = format!("#   {}\n", etc.path().join(file).display());
+            assert_eq!(printed.matches(&line).count(), 1, "{file}:\n{printed}");
+        }
+        assert_eq!(printed.matches("URIs: ").count(), 4, "{printed}");
+
+        let config = etc.path().join("cairn.toml");
+        let mut applied = Vec::new();
+        setup(
+            &base,
+            true,
+            Some(&config),
+            etc.path(),
+            &listen,
+            &mut applied,
+        )
+        .expect("apply");
+        let applied = String::from_utf8(applied).expect("utf-8");
+        assert_eq!(applied.matches("moved ").count(), 2, "{applied}");
+    }
+
+    #[test]
     fn setup_apply_replaces_the_sources() {
         let etc = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(etc.path().join("sources.list.d")).expect("dir");
@@ -320,7 +375,15 @@ mod tests {
         let config = etc.path().join("cairn.toml");
         let listen: SocketAddr = "127.0.0.1:7777".parse().expect("addr");
         let base = Url::parse("http://127.0.0.1:7777/apt/").expect("url");
-        setup(&base, true, Some(&config), etc.path(), &listen).expect("apply");
+        setup(
+            &base,
+            true,
+            Some(&config),
+            etc.path(),
+            &listen,
+            &mut Vec::new(),
+        )
+        .expect("apply");
         let written =
             std::fs::read_to_string(etc.path().join("sources.list.d/cairn.sources")).expect("read");
         assert!(
