@@ -6,7 +6,6 @@
 //! Debian's archive keyring.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -187,6 +186,157 @@ pub fn resolve_held(
             (archive, f.clone())
         })
         .collect())
+}
+
+/// One suite of an archive, as machines' apt sources name it: what `cairn prefetch` fetches
+/// the indexes of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AptSuite {
+    /// The archive, as served at `/apt/NAME/`.
+    pub archive: String,
+    pub suite: String,
+    pub components: Vec<String>,
+    /// A `deb-src` entry names it: `Sources` too.
+    pub sources: bool,
+}
+
+/// The suites of apt sources files (`*.sources` in deb822, anything else in the one-line
+/// format), else of the machine's own apt sources: the suites the offline machines'
+/// `apt-get update` will ask for. Entries pointing at a Cairn node (`…/apt/NAME`) name their
+/// archive as the node serves it, as do those pointing at the archive itself.
+pub fn suites(files: &[PathBuf], etc: &Path) -> Result<Vec<AptSuite>> {
+    let found: Vec<Source> = if files.is_empty() {
+        let found: Vec<Source> = machine_sources(etc).into_iter().map(|(s, _)| s).collect();
+        if found.is_empty() {
+            bail!(
+                "no apt sources in {}/sources.list or sources.list.d to find the suites of the                  package lists in: pass --apt-sources FILE (the sources the machines use)",
+                etc.display()
+            );
+        }
+        found
+    } else {
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read apt sources {}", file.display()))?;
+            let parsed = match file.extension().and_then(|e| e.to_str()) {
+                Some("sources") => sources::parse_deb822(&text),
+                _ => sources::parse_list(&text),
+            };
+            if parsed.is_empty() {
+                bail!("{}: no apt source entries in it", file.display());
+            }
+            found.extend(parsed);
+        }
+        found
+    };
+    let mut out: Vec<AptSuite> = Vec::new();
+    for source in found {
+        let archive = source.archive_name();
+        if cairn_apt::check_archive_name(&archive).is_err() {
+            continue;
+        }
+        let deb_src = source.types.iter().any(|t| t == "deb-src");
+        for suite in &source.suites {
+            // A suite with a path (`./`, flat repositories) has no dists/ layout.
+            if suite.contains('/') || suite.contains("..") || suite.is_empty() {
+                continue;
+            }
+            match out
+                .iter_mut()
+                .find(|s| s.archive == archive && s.suite == *suite)
+            {
+                Some(known) => {
+                    for c in &source.components {
+                        if !known.components.contains(c) {
+                            known.components.push(c.clone());
+                        }
+                    }
+                    known.sources |= deb_src;
+                }
+                None => out.push(AptSuite {
+                    archive: archive.clone(),
+                    suite: suite.clone(),
+                    components: source.components.clone(),
+                    sources: deb_src,
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// dpkg's architectures of this machine (native, then foreign), which apt fetches `Packages`
+/// for; from the build target when dpkg is not there.
+pub fn machine_architectures() -> Vec<String> {
+    let dpkg = |arg: &str| -> Option<Vec<String>> {
+        let out = std::process::Command::new("dpkg")
+            .arg(arg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    match dpkg("--print-architecture") {
+        Some(mut archs) if !archs.is_empty() => {
+            archs.extend(dpkg("--print-foreign-architectures").unwrap_or_default());
+            archs
+        }
+        _ => {
+            let arch = match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "i386",
+                "arm" => "armhf",
+                "powerpc64" => "ppc64el",
+                other => other,
+            };
+            vec![arch.to_owned()]
+        }
+    }
+}
+
+/// The index files `apt-get update` fetches ([`cairn_apt::indexes::is_update_index`]) that this
+/// node holds for the current `InRelease` (or `Release`) of every suite of every archive: a
+/// bundle for apt carries them all, with the suites' documents, so that an offline machine's
+/// `apt-get update` finds every index it asks for, for every suite of its sources.
+pub fn held_update_indexes(
+    index: &cairn_mirror::index::Index,
+) -> Result<std::collections::HashSet<cairn_mirror::cid::FlatCid>> {
+    let held: std::collections::HashSet<(String, cairn_mirror::cid::FlatCid)> = index
+        .all_artifacts()
+        .context("reading the index")?
+        .into_iter()
+        .filter(|(eco, _, _)| eco.starts_with("apt/"))
+        .map(|(eco, _, record)| (eco, record.flat))
+        .collect();
+    let mut out = std::collections::HashSet::new();
+    for (eco, key, listed_by, record) in index.all_refs().context("reading the index")? {
+        if !eco.starts_with("apt/") {
+            continue;
+        }
+        let Some(suite_dir) = listed_by
+            .strip_suffix("/InRelease")
+            .or_else(|| listed_by.strip_suffix("/Release"))
+        else {
+            continue;
+        };
+        let Some(path) = key
+            .strip_prefix(suite_dir)
+            .and_then(|rest| rest.strip_prefix('/'))
+        else {
+            continue;
+        };
+        if cairn_apt::indexes::is_update_index(path) && held.contains(&(eco, record.flat)) {
+            out.insert(record.flat);
+        }
+    }
+    Ok(out)
 }
 
 /// Print, or write, the apt sources that point the machine's archives at Cairn (`base` is

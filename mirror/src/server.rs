@@ -236,7 +236,7 @@ async fn ecosystem(
             "artifact",
             artifact(mirror, registered, &route, &parts)
                 .await
-                .unwrap_or_else(IntoResponse::into_response),
+                .unwrap_or_else(|e| artifact_error(mirror, registered, &route, e)),
         ),
         Route::Passthrough { .. } if proxied => (
             "passthrough",
@@ -444,6 +444,25 @@ async fn artifact(
         registered.ecosystem.name(),
         route.key
     )))
+}
+
+/// The answer to an artifact request that failed: the error's own status, except that a miss
+/// on an `--offline` node (a 504: no upstream to ask, and no peer had it) is a 404 for the keys
+/// whose clients read a 404 as "try the next name" and a 5xx as "retry, then give up"
+/// ([`Ecosystem::offline_miss_is_not_found`]).
+fn artifact_error(
+    mirror: &Mirror,
+    registered: &Registered,
+    route: &ArtifactRoute,
+    error: Error,
+) -> Response {
+    if mirror.config().offline
+        && error.status() == StatusCode::GATEWAY_TIMEOUT
+        && registered.ecosystem.offline_miss_is_not_found(&route.key)
+    {
+        return error_response(StatusCode::NOT_FOUND, &public_message(&error));
+    }
+    error.into_response()
 }
 
 /// Headers of every artifact response: immutable bytes, named by their flat CID.

@@ -15,6 +15,7 @@
 //! Paths arrive percent-encoded the way apt writes them (`%2b` for `+`, `%7e` for `~`) or raw;
 //! keys are the decoded paths.
 
+pub mod indexes;
 pub mod lockfile;
 pub mod packages;
 pub mod release;
@@ -262,6 +263,13 @@ impl Ecosystem for Archive {
 
     fn is_listing(&self, key: &str) -> bool {
         is_listing_key(key)
+    }
+
+    /// Index files (every artifact under `dists/`): apt tries each by hash, then by path, then
+    /// in the next compression, moving on at once after a 404 but only after its retries and
+    /// their delays after a 5xx (docs/protocols.md). Pool files keep the 504.
+    fn offline_miss_is_not_found(&self, key: &str) -> bool {
+        key.starts_with("dists/")
     }
 
     fn listing(
