@@ -568,8 +568,8 @@ fn a_bundle_from_a_package_list_updates_every_suite_offline_with_default_retries
         assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), deb.sha256);
     }
 
-    // What the node cannot have: an index it does not hold is a 404 (apt moves on to the next
-    // name at once), a suite it does not hold a 504 (apt keeps what it had).
+    // What the node cannot have is a 404, which apt does not retry: an index (apt moves on to
+    // its next name at once), a suite, a pool file.
     let reply = get(&format!(
         "{b_uri}/dists/{}/{}/Contents-{}.gz",
         fake_apt::SUITE,
@@ -579,6 +579,10 @@ fn a_bundle_from_a_package_list_updates_every_suite_offline_with_default_retries
     assert_eq!(reply.status, 404, "{}", reply.text);
     assert!(reply.text.contains("offline"), "{}", reply.text);
     let reply = get(&format!("{b_uri}/dists/elsewhere/InRelease"));
-    assert_eq!(reply.status, 504, "{}", reply.text);
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    let tools = archive.deb("cairn-tools");
+    let reply = get(&format!("{b_uri}/{}", tools.filename));
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    assert!(reply.text.contains("offline"), "{}", reply.text);
     b.stop();
 }

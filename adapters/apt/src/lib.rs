@@ -265,11 +265,11 @@ impl Ecosystem for Archive {
         is_listing_key(key)
     }
 
-    /// Index files (every artifact under `dists/`): apt tries each by hash, then by path, then
-    /// in the next compression, moving on at once after a 404 but only after its retries and
-    /// their delays after a 5xx (docs/protocols.md). Pool files keep the 504.
-    fn offline_miss_is_not_found(&self, key: &str) -> bool {
-        key.starts_with("dists/")
+    /// Everything: apt reads a 5xx as transient and retries it, and `apt-get update` against an
+    /// offline node answering 504 did not finish in ten minutes; a 404 is final, and for an
+    /// index apt moves on at once to its other names and compressions (docs/protocols.md).
+    fn offline_miss_is_not_found(&self, _key: &str) -> bool {
+        true
     }
 
     fn listing(
