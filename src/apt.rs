@@ -469,6 +469,59 @@ mod tests {
     }
 
     #[test]
+    fn suites_come_from_sources_files_or_the_machines() {
+        let etc = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).expect("dir");
+        let deb822 = etc.path().join("sources.list.d/cairn.sources");
+        std::fs::write(
+            &deb822,
+            "Types: deb deb-src\nURIs: http://node.invalid:7777/apt/debian\n\
+             Suites: bookworm bookworm-updates\nComponents: main contrib\n",
+        )
+        .expect("write");
+        let list = etc.path().join("extra.list");
+        std::fs::write(
+            &list,
+            "deb https://upstream.invalid/debian bookworm main non-free\n\
+             deb https://upstream.invalid/flat ./\n",
+        )
+        .expect("write");
+        let found =
+            suites(&[deb822.clone(), list.clone()], Path::new("/nonexistent")).expect("suites");
+        let named: Vec<(&str, &str, Vec<&str>, bool)> = found
+            .iter()
+            .map(|s| {
+                (
+                    s.archive.as_str(),
+                    s.suite.as_str(),
+                    s.components.iter().map(String::as_str).collect(),
+                    s.sources,
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (
+                    "debian",
+                    "bookworm",
+                    vec!["main", "contrib", "non-free"],
+                    true
+                ),
+                ("debian", "bookworm-updates", vec!["main", "contrib"], true),
+            ]
+        );
+        // No files given: the machine's sources.
+        assert_eq!(suites(&[], etc.path()).expect("machine").len(), 2);
+        let e = suites(&[], Path::new("/nonexistent")).expect_err("none");
+        assert!(e.to_string().contains("--apt-sources"), "{e}");
+        let empty = etc.path().join("empty.list");
+        std::fs::write(&empty, "# nothing\n").expect("write");
+        let e = suites(&[empty], etc.path()).expect_err("empty");
+        assert!(e.to_string().contains("no apt source entries"), "{e}");
+    }
+
+    #[test]
     fn setup_names_each_replaced_file_once() {
         let etc = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(etc.path().join("sources.list.d")).expect("dir");

@@ -578,6 +578,22 @@ fn a_bundle_from_a_package_list_updates_every_suite_offline_with_default_retries
     ));
     assert_eq!(reply.status, 404, "{}", reply.text);
     assert!(reply.text.contains("offline"), "{}", reply.text);
+    // A file A only fetched by path (prefetch does) is served by hash too, from the same copy.
+    let components = format!(
+        "dists/{}/{}/dep11/Components-{}.yml.gz",
+        fake_apt::SUITE,
+        fake_apt::COMPONENT,
+        archive.arch
+    );
+    let bytes = fake.read(&components);
+    let (dir, _) = components.rsplit_once('/').expect("dir");
+    let by_hash = format!(
+        "{b_uri}/{dir}/by-hash/SHA256/{}",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    let reply = get(&by_hash);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body.as_ref(), bytes.as_slice());
     let reply = get(&format!("{b_uri}/dists/elsewhere/InRelease"));
     assert_eq!(reply.status, 404, "{}", reply.text);
     let tools = archive.deb("cairn-tools");
