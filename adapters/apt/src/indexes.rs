@@ -6,6 +6,8 @@
 //! only when configured) nor pdiffs (asked only to update lists a machine already has, and
 //! replaced by the whole index when missing).
 
+use std::collections::{HashMap, HashSet};
+
 use crate::release::{Listed, Release};
 
 /// File name suffixes in the order apt tries them (its default `Acquire::CompressionTypes`:
@@ -70,17 +72,24 @@ pub fn update_indexes<'a>(
     if listed_archs.as_ref().is_some_and(|l| l.contains(&"all")) {
         archs.push("all");
     }
+    // Bases in order, each once (a long Release is read in linear time).
     let mut bases: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut push = |base: String| {
+        if seen.insert(base.clone()) {
+            bases.push(base);
+        }
+    };
     for component in components {
         for arch in &archs {
-            bases.push(format!("{component}/binary-{arch}/Packages"));
+            push(format!("{component}/binary-{arch}/Packages"));
             if *arch != "all" {
-                bases.push(format!("{component}/dep11/Components-{arch}.yml"));
-                bases.push(format!("{component}/cnf/Commands-{arch}"));
+                push(format!("{component}/dep11/Components-{arch}.yml"));
+                push(format!("{component}/cnf/Commands-{arch}"));
             }
         }
         if sources {
-            bases.push(format!("{component}/source/Sources"));
+            push(format!("{component}/source/Sources"));
         }
         // Every translation and every icon size the suite has: which ones a machine asks for
         // depends on its locale and desktop settings.
@@ -91,18 +100,19 @@ pub fn update_indexes<'a>(
             };
             let wanted = rest.starts_with("/i18n/Translation-")
                 || (rest.starts_with("/dep11/icons-") && rest.ends_with(".tar"));
-            if wanted && !rest[1..].contains("/by-hash/") && !bases.iter().any(|b| b == base) {
-                bases.push(base.to_owned());
+            if wanted && !rest.contains("/by-hash/") {
+                push(base.to_owned());
             }
         }
     }
+    let by_path: HashMap<&str, &Listed> =
+        release.files.iter().map(|f| (f.path.as_str(), f)).collect();
     bases
         .iter()
         .filter_map(|base| {
-            COMPRESSIONS.iter().find_map(|suffix| {
-                let path = format!("{base}{suffix}");
-                release.files.iter().find(|f| f.path == path)
-            })
+            COMPRESSIONS
+                .iter()
+                .find_map(|suffix| by_path.get(format!("{base}{suffix}").as_str()).copied())
         })
         .collect()
 }
