@@ -86,7 +86,8 @@ enum Command {
         /// a package list or `dpkg --get-selections` output)
         #[arg(long = "lockfile", value_name = "[KIND:]FILE", required = true)]
         lockfiles: Vec<String>,
-        /// The node to warm [default: the one at --listen, else this process runs one]
+        /// The node to warm, which must answer [default: the one at --listen, else this
+        /// process runs one on the data directory]
         #[arg(long)]
         url: Option<Url>,
         /// apt sources naming the suites apt package lists are resolved in, whose indexes are
@@ -685,8 +686,8 @@ async fn prefetch(
         None
     };
     let listen = listen_addr(common, file)?;
-    let base = match url {
-        Some(url) => url,
+    let base = match &url {
+        Some(url) => url.clone(),
         None => Url::parse(&format!("http://{listen}/")).context("node URL")?,
     };
     let answers = tokio::time::timeout(
@@ -697,6 +698,10 @@ async fn prefetch(
     .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
     if answers {
         return prefetch::run(base, items, apt).await;
+    }
+    if url.is_some() {
+        // A node named explicitly is the one to warm: another one's data directory is not.
+        anyhow::bail!("no Cairn node answers at {base} (GET /healthz)");
     }
     // No node there: run one here, on a free port, for the prefetch.
     init_logging("text").ok();

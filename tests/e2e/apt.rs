@@ -467,6 +467,26 @@ fn a_bundle_from_a_package_list_updates_every_suite_offline_with_default_retries
         !home.join(".local/share/cairn").exists(),
         "prefetch through a node created the default data directory"
     );
+    // A node named that does not answer is an error, not a node run on the default data dir.
+    let out = cairn_cli(
+        &home,
+        &[
+            "prefetch",
+            "--url",
+            "http://127.0.0.1:9/",
+            "--lockfile",
+            &list_arg,
+            "--apt-sources",
+            sources.to_str().expect("path"),
+        ],
+    );
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("no Cairn node answers"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!home.join(".local/share/cairn").exists());
     let car = t.join("apt.car");
     let data_a = t.join("a");
     let out = cairn_cli(
