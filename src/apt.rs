@@ -146,7 +146,8 @@ pub fn archives(
     Ok(out)
 }
 
-/// Resolve package lists against the `Packages` indexes this node holds: for each wanted
+/// Resolve package lists against the `Packages` indexes this node holds (for `cairn export`;
+/// prefetch resolves them through the node): for each wanted
 /// package, (archive name, pool path, SHA256). `what` names the lists in errors.
 pub fn resolve_held(
     store: &cairn_mirror::store::Store,
@@ -175,7 +176,7 @@ pub fn resolve_held(
     }
     if listed.is_empty() {
         bail!(
-            "no apt indexes on this node to resolve the {what} against (run `apt-get update` through it first)"
+            "no apt indexes on this node to resolve the {what} against (run `cairn prefetch` with them first)"
         );
     }
     let found = cairn_apt::lockfile::resolve(what, wanted, &listed)?;
