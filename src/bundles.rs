@@ -209,6 +209,8 @@ fn lockfile_flats(
         })
         .collect();
     if !wanted.is_empty() {
+        // What apt-get update asks for, for every suite held, besides the packages.
+        flats.extend(crate::apt::held_update_indexes(index)?);
         for (_, file) in crate::apt::resolve_held(store, index, "package lists", &wanted)? {
             let digest = Digest::new(Algorithm::Sha256, file.sha256.to_vec())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.filename))?;

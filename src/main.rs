@@ -105,11 +105,16 @@ enum Command {
         /// a package list or `dpkg --get-selections` output)
         #[arg(long = "lockfile", value_name = "[KIND:]FILE", required = true)]
         lockfiles: Vec<String>,
-        /// The node to warm [default: the one at --listen, else this process runs one]
+        /// The node to warm, which must answer [default: the one at --listen, else this
+        /// process runs one on the data directory]
         #[arg(long)]
         url: Option<Url>,
         #[command(flatten)]
         python: pytarget::PythonTargetArgs,
+        /// apt sources naming the suites apt package lists are resolved in, whose indexes are
+        /// fetched too (repeatable; `*.sources` or one-line format) [default: this machine's]
+        #[arg(long = "apt-sources", value_name = "FILE")]
+        apt_sources: Vec<PathBuf>,
     },
     /// Write a CAR bundle: a snapshot and every block needed to serve it offline
     Export {
@@ -319,7 +324,8 @@ async fn run(cli: Cli) -> Result<()> {
             lockfiles,
             url,
             python,
-        } => prefetch(&cli.common, &file, lockfiles, url, &python).await,
+            apt_sources,
+        } => prefetch(&cli.common, &file, lockfiles, url, &python, &apt_sources).await,
         Command::Export {
             lockfiles,
             all,
@@ -770,50 +776,29 @@ fn apt_ecosystems(
 }
 
 /// `cairn prefetch`: through the node at `url` (or `--listen`) when one answers, else through a
-/// node run in this process for the purpose, with the same settings `serve` would use.
+/// node run in this process for the purpose, with the same settings `serve` would use. Only
+/// that second case opens a data directory.
 async fn prefetch(
     common: &Common,
     file: &FileSettings,
     lockfiles: Vec<String>,
     url: Option<Url>,
     python: &pytarget::PythonTargetArgs,
+    apt_sources: &[PathBuf],
 ) -> Result<()> {
     let items = lockfiles::read_all(&lockfiles)?;
     let target = pypi_target(&items, python)?;
-    let wanted: Vec<cairn_apt::lockfile::Wanted> = items
-        .iter()
-        .filter_map(|i| match i {
-            lockfiles::Item::Apt(w) => Some(w.clone()),
-            _ => None,
+    let apt = if items.iter().any(|i| matches!(i, lockfiles::Item::Apt(_))) {
+        Some(prefetch::AptScope {
+            suites: apt::suites(apt_sources, std::path::Path::new(apt::APT_ETC))?,
+            architectures: apt::machine_architectures(),
         })
-        .collect();
-    let data_dir = data_dir(common, file);
-    let apt = if wanted.is_empty() {
-        Vec::new()
     } else {
-        let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
-            let store = cairn_mirror::store::Store::attach(&dir)?;
-            let index = cairn_mirror::index::Index::open(&dir.join("index.sqlite3"))?;
-            let found = apt::resolve_held(&store, &index, "package lists", &wanted)?;
-            found
-                .into_iter()
-                .map(|(archive, f)| {
-                    let digest = cairn_mirror::cid::Digest::new(
-                        cairn_mirror::cid::Algorithm::Sha256,
-                        f.sha256.to_vec(),
-                    )
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.filename))?;
-                    Ok((archive, f.filename, digest))
-                })
-                .collect()
-        })
-        .await
-        .context("resolving apt package lists")??
+        None
     };
     let listen = listen_addr(common, file)?;
-    let base = match url {
-        Some(url) => url,
+    let base = match &url {
+        Some(url) => url.clone(),
         None => Url::parse(&format!("http://{listen}/")).context("node URL")?,
     };
     let answers = tokio::time::timeout(
@@ -824,6 +809,10 @@ async fn prefetch(
     .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
     if answers {
         return prefetch::run(base, items, apt, None, target.as_ref()).await;
+    }
+    if url.is_some() {
+        // A node named explicitly is the one to warm: another one's data directory is not.
+        anyhow::bail!("no Cairn node answers at {base} (GET /healthz)");
     }
     // No node there: run one here, on a free port, for the prefetch. Its log is for trouble
     // (warnings and errors, unless CAIRN_LOG says otherwise), written around the progress bar.

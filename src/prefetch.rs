@@ -5,6 +5,11 @@
 //! lockfile's own digest, which catches a lockfile that disagrees with its registry. Python
 //! entries take the files that suit a `Target` (`cairn_pypi::select`); a requirement without
 //! hashes (`pip freeze`) takes the file the index page lists, checked against the page's digest.
+//!
+//! apt package lists name packages, not files: for them the node's `InRelease` of every suite
+//! of the apt sources is read, the indexes `apt-get update` fetches are fetched through it (so
+//! an export carries them all), and the packages are resolved against its `Packages` files.
+//! Everything comes from the node over HTTP: no data directory is read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +21,14 @@ use cairn_pypi::tags::Target;
 use futures_util::StreamExt;
 use url::Url;
 
+use crate::apt::AptSuite;
 use crate::lockfiles::Item;
 
 /// Files in flight at once.
 const PARALLEL: usize = 8;
+/// The largest body kept in memory: a document, or an apt `Packages` file as served
+/// (compressed; Debian's largest is about a tenth of this).
+const MAX_KEPT: u64 = 256 << 20;
 
 /// One file to fetch: a request path below the node and the digest it must have.
 struct Fetch {
@@ -40,11 +49,26 @@ impl Node {
     }
 
     /// GET `path` (an absolute URL, or a path below the node), checking the body's digest.
+    /// The body is returned when there is no digest to check, else empty.
     async fn get(
         &self,
         path: &str,
         accept: Option<&str>,
         digest: Option<&Digest>,
+    ) -> Result<Vec<u8>, String> {
+        self.fetch(path, accept, digest, digest.is_none(), MAX_KEPT)
+            .await
+    }
+
+    /// GET `path`, checking its digest if one is given, and returning the body (at most
+    /// `limit` bytes) when `keep`.
+    async fn fetch(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        digest: Option<&Digest>,
+        keep: bool,
+        limit: u64,
     ) -> Result<Vec<u8>, String> {
         let url = self.url(path)?;
         let mut request = self.client.get(url.clone());
@@ -63,9 +87,14 @@ impl Node {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| format!("{url}: {e}"))?;
             self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            match hasher.as_mut() {
-                Some(h) => h.update(&chunk),
-                None => kept.extend_from_slice(&chunk),
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            if keep {
+                if kept.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(format!("{url}: larger than {limit} bytes"));
+                }
+                kept.extend_from_slice(&chunk);
             }
         }
         if let (Some(hasher), Some(expected)) = (hasher, digest) {
@@ -183,13 +212,123 @@ async fn plan_pypi(
     Ok((out, chosen.iter().map(|c| (*c).to_owned()).collect()))
 }
 
-/// Fetch every item through the node at `base`; `apt` holds apt pool files already resolved
-/// (archive, path, digest). Prints a summary; fails naming each item that failed. `log`, the
-/// in-process node's log, is written around the progress bar while it shows.
+/// What apt package lists are resolved against: the suites of the machines' sources, and the
+/// architectures whose indexes their `apt-get update` fetches.
+pub struct AptScope {
+    pub suites: Vec<AptSuite>,
+    pub architectures: Vec<String>,
+}
+
+/// The pool files a `Packages` index of an archive lists.
+type ArchiveFiles = (String, Vec<cairn_apt::packages::PoolFile>);
+
+/// Fetch, through the node, the `InRelease` of every suite of `scope` and the indexes
+/// `apt-get update` fetches for it (each checked against the `InRelease`); then resolve
+/// `wanted` against the `Packages` files among them: (archive, pool path, digest) of each.
+async fn apt_files(
+    node: &Arc<Node>,
+    scope: &AptScope,
+    wanted: &[cairn_apt::lockfile::Wanted],
+) -> Result<Vec<(String, String, Digest)>> {
+    let mut fetches: Vec<(String, String, bool, Digest)> = Vec::new();
+    let mut failures = Vec::new();
+    for suite in &scope.suites {
+        let path = format!("apt/{}/dists/{}/InRelease", suite.archive, suite.suite);
+        let release = match node.get(&path, None, None).await.and_then(|body| {
+            let text =
+                cairn_apt::indexes::signed_text(&body).map_err(|e| format!("{path}: {e}"))?;
+            cairn_apt::release::Release::parse(&text).map_err(|e| format!("{path}: {e}"))
+        }) {
+            Ok(release) => release,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        for file in cairn_apt::indexes::update_indexes(
+            &release,
+            &suite.components,
+            &scope.architectures,
+            suite.sources,
+        ) {
+            let digest = Digest::new(Algorithm::Sha256, file.sha256.to_vec())
+                .map_err(|e| anyhow::anyhow!("{path}: {}: {e}", file.path))?;
+            let is_packages = file.path.contains("/binary-")
+                && file
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|f| f.starts_with("Packages"));
+            fetches.push((
+                suite.archive.clone(),
+                format!("apt/{}/dists/{}/{}", suite.archive, suite.suite, file.path),
+                is_packages,
+                digest,
+            ));
+        }
+    }
+    let results: Vec<Result<Option<ArchiveFiles>, String>> = futures_util::stream::iter(fetches)
+        .map(|(archive, path, is_packages, digest)| {
+            let node = node.clone();
+            async move {
+                let body = node
+                    .fetch(&path, None, Some(&digest), is_packages, MAX_KEPT)
+                    .await?;
+                if !is_packages {
+                    return Ok(None);
+                }
+                let files =
+                    tokio::task::spawn_blocking(move || cairn_apt::packages::read(body.as_slice()))
+                        .await
+                        .map_err(|e| format!("{path}: {e}"))?
+                        .map_err(|e| format!("{path}: {e}"))?;
+                Ok(Some((archive, files)))
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut listed = Vec::new();
+    let mut archive_of = std::collections::HashMap::new();
+    for result in results {
+        match result {
+            Ok(Some((archive, files))) => {
+                for f in files {
+                    archive_of.insert(f.filename.clone(), archive.clone());
+                    listed.push(f);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => failures.push(e),
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} apt indexes could not be fetched through the node (are these the suites it \
+             serves? see --apt-sources):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+    let found = cairn_apt::lockfile::resolve("package lists", wanted, &listed)?;
+    found
+        .into_iter()
+        .map(|f| {
+            let digest = Digest::new(Algorithm::Sha256, f.sha256.to_vec())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.filename))?;
+            let archive = archive_of.get(&f.filename).cloned().unwrap_or_default();
+            Ok((archive, f.filename.clone(), digest))
+        })
+        .collect()
+}
+
+/// Fetch every item through the node at `base`, apt package lists resolved within `apt`.
+/// Prints a summary; fails naming each item that failed. `log`, the in-process node's log, is
+/// written around the progress bar while it shows; `target` chooses Python files.
 pub async fn run(
     base: Url,
     items: Vec<Item>,
-    apt: Vec<(String, String, Digest)>,
+    apt: Option<AptScope>,
     log: Option<&crate::barlog::BarLog>,
     target: Option<&Target>,
 ) -> Result<()> {
@@ -210,6 +349,17 @@ pub async fn run(
         base,
         bytes: AtomicU64::new(0),
     });
+    let wanted: Vec<cairn_apt::lockfile::Wanted> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Apt(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    let apt = match apt {
+        Some(scope) if !wanted.is_empty() => apt_files(&node, &scope, &wanted).await?,
+        _ => Vec::new(),
+    };
     let mut jobs: Vec<(String, Option<Item>, Vec<Fetch>)> = items
         .into_iter()
         .filter(|i| !matches!(i, Item::Apt(_)))

@@ -321,7 +321,14 @@ pub async fn run(
     listen: &std::net::SocketAddr,
 ) -> Result<()> {
     if client == Client::Apt {
-        return crate::apt::setup(url, apply, config, Path::new(crate::apt::APT_ETC), listen);
+        return crate::apt::setup(
+            url,
+            apply,
+            config,
+            Path::new(crate::apt::APT_ETC),
+            listen,
+            &mut std::io::stdout().lock(),
+        );
     }
     let steps = steps(client, url).await;
     if !apply {

@@ -243,6 +243,15 @@ pub trait Ecosystem: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// True when a miss of `key` (a document or an artifact) on a node that is `--offline` is
+    /// answered 404 rather than 504. A 504 says the gateway could not reach upstream, which clients read as
+    /// "try again later"; some read a 404 as "try the next name" instead (apt, for the index
+    /// files it can fetch under several names and compressions: docs/protocols.md).
+    fn offline_miss_is_not_found(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
+
     /// True when the artifact `key` is itself a listing of other artifacts' digests (apt's
     /// `Packages` and `Sources` files), to be read by [`Ecosystem::listing`] once verified.
     fn is_listing(&self, key: &str) -> bool {

@@ -1100,7 +1100,9 @@ impl Mirror {
             // Upstream does not publish it: make it from the source artifact.
             return self.derive(registered, route, derive).await;
         }
-        let upstream = self.download_upstream(registered, &route.key)?;
+        // Whether a download may go upstream is settled after the cache is searched by content:
+        // an offline node serves a file it holds under another name (apt's by-hash names).
+        let upstream = self.download_upstream(registered, &route.key);
         let reference = match self.reference(name, &route.key).await? {
             Some(r) => r,
             None => {
@@ -1119,6 +1121,7 @@ impl Mirror {
             self.inner.metrics.cache(name, "artifact", "hit");
             return Ok(ArtifactBody::Cached(cached));
         }
+        let upstream = upstream?;
         if let Some(upstream) = &upstream {
             if !upstream.allows(&url)
                 && let Some(document) = route.listed_by.document()

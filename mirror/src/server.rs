@@ -280,19 +280,19 @@ async fn ecosystem(
             "metadata",
             metadata(mirror, registered, &route, None, &parts)
                 .await
-                .unwrap_or_else(IntoResponse::into_response),
+                .unwrap_or_else(|e| miss_error(mirror, registered, &route.key, e)),
         ),
         Route::Part { document, part } if is_read => (
             "metadata",
             metadata(mirror, registered, &document, Some(&part), &parts)
                 .await
-                .unwrap_or_else(IntoResponse::into_response),
+                .unwrap_or_else(|e| miss_error(mirror, registered, &document.key, e)),
         ),
         Route::Artifact(route) if is_read => (
             "artifact",
             artifact(mirror, registered, &route, &parts)
                 .await
-                .unwrap_or_else(IntoResponse::into_response),
+                .unwrap_or_else(|e| miss_error(mirror, registered, &route.key, e)),
         ),
         Route::Passthrough { .. } if proxied => (
             "passthrough",
@@ -566,6 +566,20 @@ async fn artifact(
         registered.ecosystem.name(),
         route.key
     )))
+}
+
+/// The answer to a document or artifact request that failed: the error's own status, except
+/// that a miss on an `--offline` node (a 504: no upstream to ask, and no peer had it) is a 404
+/// for the keys whose clients read a 5xx as "retry" and a 404 as final or "try the next name"
+/// ([`crate::ecosystem::Ecosystem::offline_miss_is_not_found`]).
+fn miss_error(mirror: &Mirror, registered: &Registered, key: &str, error: Error) -> Response {
+    if mirror.config().offline
+        && error.status() == StatusCode::GATEWAY_TIMEOUT
+        && registered.ecosystem.offline_miss_is_not_found(key)
+    {
+        return error_response(StatusCode::NOT_FOUND, &public_message(&error));
+    }
+    error.into_response()
 }
 
 /// Headers of every artifact response: immutable bytes, named by their flat CID.

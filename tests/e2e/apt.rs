@@ -378,3 +378,247 @@ fn apt_installs_from_the_swarm_and_a_peers_wrongly_signed_release_is_refused() {
     a.stop();
     c.stop();
 }
+
+/// `cairn …` with `HOME` at `home` and nothing of the machine's configuration or data.
+fn cairn_cli(home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("CAIRN_DATA_DIR")
+        .env("CAIRN_LOG", "warn")
+        .output()
+        .expect("cairn")
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Both suites of the archive at `uri`, as `cairn setup apt` would write them for a machine
+/// with a `-updates` suite.
+fn two_suites(archive: &Archive, uri: &str) -> String {
+    [fake_apt::SUITE, fake_apt::UPDATES_SUITE]
+        .iter()
+        .map(|suite| {
+            format!(
+                "deb [signed-by={}] {uri} {suite} {}\n",
+                archive.keyring.display(),
+                fake_apt::COMPONENT
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_bundle_from_a_package_list_updates_every_suite_offline_with_default_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = dir.path();
+    let archive = fake_apt::build_archive_with_updates(&t.join("archive"));
+    let fake = fake_apt::serve(&archive);
+    let a = start(t, "a", &archive, &fake, &[]);
+    let a_uri = format!("{}/apt/test", a.url);
+    // A machine without AppStream updates through A: A holds both suites' Packages, not their
+    // DEP-11, translations or Commands.
+    let plain = AptClient::new(&t.join("apt-a"), two_suites(&archive, &a_uri).trim_end());
+    assert_success(&plain.run(&["update"]), "apt-get update through A");
+
+    // The package list names packages of the first suite only.
+    let list = t.join("packages.list");
+    std::fs::write(
+        &list,
+        "cairn-hello\nlibcairn-test++1\ncairn-data\tinstall\n",
+    )
+    .expect("list");
+    let list_arg = format!("apt:{}", list.display());
+    let sources = t.join("offline.sources.list");
+    std::fs::write(
+        &sources,
+        two_suites(&archive, "http://offline.invalid/apt/test"),
+    )
+    .expect("w");
+
+    // Prefetch talks to A over HTTP only: no data directory is read or created.
+    let home = t.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let out = cairn_cli(
+        &home,
+        &[
+            "prefetch",
+            "--url",
+            &a.url,
+            "--lockfile",
+            &list_arg,
+            "--apt-sources",
+            sources.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "prefetch failed:\n{}",
+        output_text(&out)
+    );
+    assert!(
+        !home.join(".local/share/cairn").exists(),
+        "prefetch through a node created the default data directory"
+    );
+    // A node named that does not answer is an error, not a node run on the default data dir.
+    let out = cairn_cli(
+        &home,
+        &[
+            "prefetch",
+            "--url",
+            "http://127.0.0.1:9/",
+            "--lockfile",
+            &list_arg,
+            "--apt-sources",
+            sources.to_str().expect("path"),
+        ],
+    );
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("no Cairn node answers"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!home.join(".local/share/cairn").exists());
+    let car = t.join("apt.car");
+    let data_a = t.join("a");
+    let out = cairn_cli(
+        &home,
+        &[
+            "export",
+            "--data-dir",
+            data_a.to_str().expect("path"),
+            "--lockfile",
+            &list_arg,
+            "-o",
+            car.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "export failed:\n{}",
+        output_text(&out)
+    );
+    a.stop();
+    // Nothing asked for the Contents file, which apt fetches only when told to.
+    let contents = format!(
+        "debian/dists/{}/{}/Contents-{}.xz",
+        fake_apt::SUITE,
+        fake_apt::COMPONENT,
+        archive.arch
+    );
+    assert_eq!(fake.hits.get(&contents), 0, "{:?}", fake.requests());
+
+    // A fresh node imports the bundle and serves it offline, its upstream dead.
+    fake.set_down(true);
+    let data_b = t.join("b");
+    let dead = "test=http://127.0.0.1:9/debian/";
+    let keyring = format!("test={}", archive.keyring.display());
+    let out = cairn_cli(
+        &home,
+        &[
+            "import",
+            "--data-dir",
+            data_b.to_str().expect("path"),
+            "--apt-upstream",
+            dead,
+            "--apt-keyring",
+            &keyring,
+            car.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "import failed:\n{}",
+        output_text(&out)
+    );
+    let b = Cairn::start(
+        &data_b,
+        &[
+            "--offline",
+            "--apt-upstream",
+            dead,
+            "--apt-keyring",
+            &keyring,
+        ],
+    );
+    let b_uri = format!("{}/apt/test", b.url);
+    // A desktop machine: default retries, translations, DEP-11 and Commands.
+    let desktop = AptClient::with_defaults(&t.join("apt-b"), &two_suites(&archive, &b_uri));
+    let out = desktop.run(&["update"]);
+    assert_success(&out, "apt-get update from the bundle");
+    assert_no_warnings(&out, "apt-get update from the bundle");
+    let lists: Vec<String> = std::fs::read_dir(desktop.lists_dir())
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    for wanted in [
+        format!("_dists_{}_InRelease", fake_apt::UPDATES_SUITE),
+        format!(
+            "_dists_{}_main_dep11_Components-{}.yml.gz",
+            fake_apt::SUITE,
+            archive.arch
+        ),
+        format!(
+            "_dists_{}_main_cnf_Commands-{}",
+            fake_apt::UPDATES_SUITE,
+            archive.arch
+        ),
+    ] {
+        assert!(
+            lists.iter().any(|l| l.ends_with(&wanted)),
+            "apt has no {wanted}: {lists:?}"
+        );
+    }
+    let out = desktop.run(&["install", "--download-only", "-y", "cairn-hello"]);
+    assert_success(&out, "apt-get install from the bundle");
+    assert_no_warnings(&out, "apt-get install from the bundle");
+    for name in ["cairn-hello", "libcairn-test++1", "cairn-data"] {
+        let deb = archive.deb(name);
+        let file = deb.filename.rsplit('/').next().expect("file name");
+        let bytes = std::fs::read(desktop.archives_dir().join(file))
+            .unwrap_or_else(|e| panic!("{file} not downloaded: {e}"));
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), deb.sha256);
+    }
+
+    // What the node cannot have is a 404, which apt does not retry: an index (apt moves on to
+    // its next name at once), a suite, a pool file.
+    let reply = get(&format!(
+        "{b_uri}/dists/{}/{}/Contents-{}.gz",
+        fake_apt::SUITE,
+        fake_apt::COMPONENT,
+        archive.arch
+    ));
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    assert!(reply.text.contains("offline"), "{}", reply.text);
+    // A file A only fetched by path (prefetch does) is served by hash too, from the same copy.
+    let components = format!(
+        "dists/{}/{}/dep11/Components-{}.yml.gz",
+        fake_apt::SUITE,
+        fake_apt::COMPONENT,
+        archive.arch
+    );
+    let bytes = fake.read(&components);
+    let (dir, _) = components.rsplit_once('/').expect("dir");
+    let by_hash = format!(
+        "{b_uri}/{dir}/by-hash/SHA256/{}",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    let reply = get(&by_hash);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body.as_ref(), bytes.as_slice());
+    let reply = get(&format!("{b_uri}/dists/elsewhere/InRelease"));
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    let tools = archive.deb("cairn-tools");
+    let reply = get(&format!("{b_uri}/{}", tools.filename));
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    assert!(reply.text.contains("offline"), "{}", reply.text);
+    b.stop();
+}

@@ -140,7 +140,26 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     ];
     let data_a_arg = data_a.to_str().expect("path");
     let listen_a = format!("127.0.0.1:{}", port_of(&a.url));
-    let mut args = vec!["prefetch", "--data-dir", data_a_arg, "--listen", &listen_a];
+    // The suites the offline machines' sources name.
+    let apt_sources = t.join("offline.list");
+    std::fs::write(
+        &apt_sources,
+        format!(
+            "deb [signed-by={}] http://offline.invalid/apt/test stable main\n",
+            archive.keyring.display()
+        ),
+    )
+    .expect("sources");
+    let apt_sources = apt_sources.to_str().expect("path");
+    let mut args = vec![
+        "prefetch",
+        "--data-dir",
+        data_a_arg,
+        "--listen",
+        &listen_a,
+        "--apt-sources",
+        apt_sources,
+    ];
     args.extend(lockfiles);
     let out = cairn(&args);
     assert!(out.status.success(), "prefetch failed:\n{}", text(&out));

@@ -271,58 +271,155 @@ fn sign(home: &Path, suite_dir: &Path, uid: &str) {
 /// Build a signed archive in `dir` (new or empty): `dists/`, `pool/`, `keys/{keyring,wrong-keyring}.gpg`
 /// and the gnupg home `.gnupg` (never served: the fake refuses `.` segments).
 pub fn build_archive(dir: &Path) -> Archive {
-    ensure_tools();
-    let host = host_arch();
-    let root = dir.to_path_buf();
-    std::fs::create_dir_all(&root).expect("archive dir");
-    let work = root.join(".work");
+    build(dir, false)
+}
 
-    let packages: Vec<Deb> = PACKAGES
+/// The suite of [`build_archive_with_updates`] that only the second suite's package is in.
+pub const UPDATES_SUITE: &str = "stable-updates";
+/// The package of [`UPDATES_SUITE`].
+pub const UPDATES_PACKAGE: (&str, &str, bool, &str, &str) =
+    ("cairn-extra", "1.1-1", false, "cairn-extra", "");
+
+/// Like a real distribution's archive: two suites, `stable` and [`UPDATES_SUITE`], each with
+/// its own signed `InRelease`, and beside each `Packages` the other indexes a real suite lists:
+/// `Translation-en`, DEP-11 `Components` and icons, command-not-found `Commands`, and a
+/// `Contents` file apt only fetches when told to.
+pub fn build_archive_with_updates(dir: &Path) -> Archive {
+    build(dir, true)
+}
+
+/// The files of a suite besides `Packages`, relative to `dists/SUITE/`, with their contents.
+fn extra_indexes(host: &str, suite: &str, packages: &[Deb]) -> Vec<(String, Vec<u8>)> {
+    let names: Vec<&str> = packages.iter().map(|d| d.name.as_str()).collect();
+    let translations: String = packages
         .iter()
-        .map(|spec| build_deb(&root, &work, &host, *spec))
+        .map(|d| {
+            format!(
+                "Package: {}\nDescription-md5: {}\nDescription-en: {} of {suite}\n a package of the Cairn test archive\n\n",
+                d.name,
+                &sha256(d.name.as_bytes())[..32],
+                d.name
+            )
+        })
         .collect();
+    let components: String = packages
+        .iter()
+        .map(|d| {
+            format!(
+                "---\nType: desktop-application\nID: org.cairn.{}\nPackage: {}\nName:\n  C: {}\n",
+                d.name, d.name, d.name
+            )
+        })
+        .collect();
+    let commands: String = format!(
+        "suite: {suite}\ncomponent: {COMPONENT}\narch: {host}\n\n{}",
+        names
+            .iter()
+            .map(|n| format!("name: {n}\nversion: 1\ncommands: {n}\n\n"))
+            .collect::<String>()
+    );
+    let contents: String = packages
+        .iter()
+        .map(|d| format!("usr/share/doc/{}/README misc/{}\n", d.name, d.name))
+        .collect();
+    let icons = |size: &str| -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let data = format!("{size} icon of cairn-hello\n").into_bytes();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        tar.append_data(&mut header, "cairn-hello_org.cairn.png", data.as_slice())
+            .expect("tar entry");
+        tar.into_inner().expect("tar")
+    };
+    let c = COMPONENT;
+    vec![
+        (
+            format!("{c}/i18n/Translation-en"),
+            translations.into_bytes(),
+        ),
+        (
+            format!("{c}/dep11/Components-{host}.yml"),
+            components.into_bytes(),
+        ),
+        (format!("{c}/dep11/icons-48x48.tar"), icons("48x48")),
+        (format!("{c}/dep11/icons-64x64.tar"), icons("64x64")),
+        (format!("{c}/cnf/Commands-{host}"), commands.into_bytes()),
+        (format!("{c}/Contents-{host}"), contents.into_bytes()),
+    ]
+}
 
-    // Packages, from the pool, with paths relative to the root.
-    let binary = root.join(format!("dists/{SUITE}/{COMPONENT}/binary-{host}"));
+/// Write `Packages` of the `.deb`s under `pool` (`debs`) into `suite`, with the extra indexes
+/// when `extras`, then its `Release`, the `by-hash` copies of every file it lists, `InRelease`
+/// and `Release.gpg`.
+fn write_suite(
+    root: &Path,
+    gnupghome: &Path,
+    host: &str,
+    (suite, pool): (&str, &str),
+    debs: &[Deb],
+    extras: bool,
+) {
+    let suite_dir = root.join("dists").join(suite);
+    let binary = suite_dir.join(format!("{COMPONENT}/binary-{host}"));
     std::fs::create_dir_all(&binary).expect("binary dir");
+    // Packages, from the pool directory of the suite, with paths relative to the root.
     let index = run(
         Command::new("apt-ftparchive")
-            .args(["packages", "pool/"])
-            .current_dir(&root),
+            .args(["packages", pool])
+            .current_dir(root),
         "apt-ftparchive packages",
-    );
-    assert!(!index.stdout.is_empty(), "empty Packages");
-    std::fs::write(binary.join("Packages"), &index.stdout).expect("Packages");
-    run(
-        Command::new("gzip")
-            .args(["-9nk", "Packages"])
-            .current_dir(&binary),
-        "gzip Packages",
-    );
-    run(
-        Command::new("xz")
-            .args(["-k", "Packages"])
-            .current_dir(&binary),
-        "xz Packages",
-    );
+    )
+    .stdout;
+    assert!(!index.is_empty(), "empty Packages");
+    let mut files: Vec<(String, Vec<u8>)> =
+        vec![(format!("{COMPONENT}/binary-{host}/Packages"), index)];
+    if extras {
+        files.extend(extra_indexes(host, suite, debs));
+    }
+    for (path, bytes) in &files {
+        let file = suite_dir.join(path);
+        std::fs::create_dir_all(file.parent().expect("index dir")).expect("index dir");
+        std::fs::write(&file, bytes).expect("index file");
+        let dir = file.parent().expect("index dir");
+        let name = file.file_name().expect("name").to_str().expect("utf-8");
+        // Like Debian: the tarballs and YAML in gzip only, the rest in xz too. The plain file
+        // stays: the Release lists it (apt looks an index up by its uncompressed name).
+        let tools: &[&[&str]] = if name.ends_with(".tar") || name.ends_with(".yml") {
+            &[&["gzip", "-9nk"]]
+        } else {
+            &[&["gzip", "-9nk"], &["xz", "-k"]]
+        };
+        for tool in tools {
+            run(
+                Command::new(tool[0])
+                    .args(&tool[1..])
+                    .arg(name)
+                    .current_dir(dir),
+                &format!("{} {path}", tool[0]),
+            );
+        }
+    }
 
     // Release, before the by-hash copies so it lists only the indexes.
-    let suite_dir = root.join("dists").join(SUITE);
     let field = |k: &str, v: &str| format!("APT::FTPArchive::Release::{k}={v}");
     let mut release = run(
         Command::new("apt-ftparchive")
             .arg("release")
             .args(["-o", &field("Origin", "Cairn")])
             .args(["-o", &field("Label", "Cairn")])
-            .args(["-o", &field("Suite", SUITE)])
-            .args(["-o", &field("Codename", SUITE)])
-            .args(["-o", &field("Architectures", &host)])
+            .args(["-o", &field("Suite", suite)])
+            .args(["-o", &field("Codename", suite)])
+            .args(["-o", &field("Architectures", host)])
             .args(["-o", &field("Components", COMPONENT)])
             .args(["-o", &field("Description", "Cairn test archive")])
             .args(["-o", &field("Acquire-By-Hash", "yes")])
             // MD5Sum and SHA256 only, like Debian: apt asks for the strongest hash's by-hash path.
             .args(["-o", &field("SHA1", "false")])
             .args(["-o", &field("SHA512", "false")])
+            .args(["-o", "APT::FTPArchive::Release::Patterns::=Commands-*"])
             .arg(".")
             .current_dir(&suite_dir),
         "apt-ftparchive release",
@@ -340,22 +437,54 @@ pub fn build_archive(dir: &Path) -> Archive {
     }
     std::fs::write(suite_dir.join("Release"), &release).expect("Release");
     let text = String::from_utf8_lossy(&release);
+    let listed: Vec<(String, String)> = text
+        .split("\nSHA256:\n")
+        .nth(1)
+        .expect("SHA256 section")
+        .lines()
+        .take_while(|l| l.starts_with(' '))
+        .map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            (parts[0].to_owned(), parts[2].to_owned())
+        })
+        .collect();
     for name in ["Packages", "Packages.gz", "Packages.xz"] {
-        let bytes = std::fs::read(binary.join(name)).expect("index file");
-        let listed = [
-            sha256(&bytes),
-            bytes.len().to_string(),
-            format!("{COMPONENT}/binary-{host}/{name}"),
-        ];
+        let path = format!("{COMPONENT}/binary-{host}/{name}");
         assert!(
-            text.lines()
-                .any(|l| l.split_whitespace().eq(listed.iter().map(String::as_str))),
-            "Release lacks {listed:?}:\n{text}"
+            listed.iter().any(|(_, p)| *p == path),
+            "Release lacks {path}:\n{text}"
         );
-        let by_hash = binary.join("by-hash/SHA256");
-        std::fs::create_dir_all(&by_hash).expect("by-hash dir");
-        std::fs::write(by_hash.join(sha256(&bytes)), &bytes).expect("by-hash copy");
     }
+    if extras {
+        for (path, _) in extra_indexes(host, suite, debs) {
+            assert!(
+                listed.iter().any(|(_, p)| p.starts_with(&path)),
+                "Release lacks {path}:\n{text}"
+            );
+        }
+    }
+    for (hash, path) in &listed {
+        let file = suite_dir.join(path);
+        let by_hash = file.parent().expect("index dir").join("by-hash/SHA256");
+        std::fs::create_dir_all(&by_hash).expect("by-hash dir");
+        let bytes = std::fs::read(&file).expect("listed file");
+        assert_eq!(sha256(&bytes), *hash, "{path}");
+        std::fs::write(by_hash.join(hash), &bytes).expect("by-hash copy");
+    }
+    sign(gnupghome, &suite_dir, SIGNING_UID);
+}
+
+fn build(dir: &Path, with_updates: bool) -> Archive {
+    ensure_tools();
+    let host = host_arch();
+    let root = dir.to_path_buf();
+    std::fs::create_dir_all(&root).expect("archive dir");
+    let work = root.join(".work");
+
+    let mut packages: Vec<Deb> = PACKAGES
+        .iter()
+        .map(|spec| build_deb(&root, &work, &host, *spec))
+        .collect();
 
     // Keys: gpg's sockets live in its home, whose path must stay short.
     let (gnupghome, short_home) = if root.as_os_str().len() < 60 {
@@ -393,7 +522,32 @@ pub fn build_archive(dir: &Path) -> Archive {
             &format!("gpg --export {email}"),
         );
     }
-    sign(&gnupghome, &suite_dir, SIGNING_UID);
+    write_suite(
+        &root,
+        &gnupghome,
+        &host,
+        (SUITE, "pool/"),
+        &packages,
+        with_updates,
+    );
+    if with_updates {
+        let extra = build_deb(&root, &work, &host, UPDATES_PACKAGE);
+        let pool = extra
+            .filename
+            .rsplit_once('/')
+            .expect("pool dir")
+            .0
+            .to_owned();
+        write_suite(
+            &root,
+            &gnupghome,
+            &host,
+            (UPDATES_SUITE, &pool),
+            std::slice::from_ref(&extra),
+            true,
+        );
+        packages.push(extra);
+    }
     let _ = std::fs::remove_dir_all(&work);
 
     Archive {
@@ -547,8 +701,44 @@ pub struct AptClient {
 
 impl AptClient {
     /// A client whose only source is `sources_line`
-    /// (`deb [signed-by=/…/keyring.gpg] http://127.0.0.1:PORT/debian stable main`).
+    /// (`deb [signed-by=/…/keyring.gpg] http://127.0.0.1:PORT/debian stable main`), with no
+    /// retries and no translations.
     pub fn new(dir: &Path, sources_line: &str) -> AptClient {
+        AptClient::configured(dir, sources_line, true)
+    }
+
+    /// A client configured like a desktop machine's: apt's defaults (three retries with their
+    /// delays, translations, pdiffs), plus the DEP-11 targets the AppStream package adds and the
+    /// `Commands` target of command-not-found. `sources` is its `sources.list`.
+    pub fn with_defaults(dir: &Path, sources: &str) -> AptClient {
+        let client = AptClient::configured(dir, sources.trim_end(), false);
+        let targets = r#"Acquire::IndexTargets {
+    deb::DEP-11 {
+        MetaKey "$(COMPONENT)/dep11/Components-$(NATIVE_ARCHITECTURE).yml";
+        ShortDescription "Components-$(NATIVE_ARCHITECTURE)";
+        Description "$(RELEASE)/$(COMPONENT) $(NATIVE_ARCHITECTURE) DEP-11 Metadata";
+        KeepCompressed "true";
+        KeepCompressedAs "gz";
+    };
+    deb::DEP-11-icons {
+        MetaKey "$(COMPONENT)/dep11/icons-64x64.tar";
+        ShortDescription "icons-64x64";
+        Description "$(RELEASE)/$(COMPONENT) DEP-11 64x64 Icons";
+        KeepCompressed "true";
+        KeepCompressedAs "gz";
+    };
+    deb::CNF {
+        MetaKey "$(COMPONENT)/cnf/Commands-$(NATIVE_ARCHITECTURE)";
+        ShortDescription "Commands-$(NATIVE_ARCHITECTURE)";
+        Description "$(RELEASE)/$(COMPONENT) $(NATIVE_ARCHITECTURE) c-n-f Metadata";
+    };
+};
+"#;
+        std::fs::write(dir.join("etc/apt.conf.d/50targets"), targets).expect("targets");
+        client
+    }
+
+    fn configured(dir: &Path, sources: &str, quiet: bool) -> AptClient {
         let etc = dir.join("etc");
         for sub in [
             "etc/apt.conf.d",
@@ -562,11 +752,11 @@ impl AptClient {
             std::fs::create_dir_all(dir.join(sub)).expect("apt dir");
         }
         std::fs::write(dir.join("state/status"), "").expect("status");
-        std::fs::write(etc.join("sources.list"), format!("{sources_line}\n")).expect("sources");
+        std::fs::write(etc.join("sources.list"), format!("{sources}\n")).expect("sources");
         let d = |p: &str| dir.join(p).display().to_string();
         // Read through APT_CONFIG, which apt reads before (and instead of the machine's)
         // apt.conf.d; `-o` on the command line would come too late for Dir::Etc::Parts.
-        let conf = [
+        let mut conf = vec![
             ("Dir::State", d("state")),
             ("Dir::State::status", d("state/status")),
             ("Dir::Cache", d("cache")),
@@ -583,15 +773,20 @@ impl AptClient {
             ("Dir::Etc::netrc", d("etc/auth.conf")),
             ("Debug::NoLocking", "1".to_owned()),
             ("APT::Sandbox::User", "root".to_owned()),
-            ("Acquire::Languages", "none".to_owned()),
-            ("Acquire::PDiffs", "false".to_owned()),
-            ("Acquire::Retries", "0".to_owned()),
             ("Acquire::http::Timeout", "30".to_owned()),
             ("Acquire::http::Proxy", "DIRECT".to_owned()),
-        ]
-        .iter()
-        .map(|(k, v)| format!("{k} \"{v}\";\n"))
-        .collect::<String>();
+        ];
+        if quiet {
+            conf.extend([
+                ("Acquire::Languages", "none".to_owned()),
+                ("Acquire::PDiffs", "false".to_owned()),
+                ("Acquire::Retries", "0".to_owned()),
+            ]);
+        }
+        let conf = conf
+            .iter()
+            .map(|(k, v)| format!("{k} \"{v}\";\n"))
+            .collect::<String>();
         std::fs::write(etc.join("apt.conf"), conf).expect("apt.conf");
         AptClient {
             dir: dir.to_path_buf(),

@@ -15,6 +15,7 @@
 //! Paths arrive percent-encoded the way apt writes them (`%2b` for `+`, `%7e` for `~`) or raw;
 //! keys are the decoded paths.
 
+pub mod indexes;
 pub mod lockfile;
 pub mod packages;
 pub mod release;
@@ -262,6 +263,13 @@ impl Ecosystem for Archive {
 
     fn is_listing(&self, key: &str) -> bool {
         is_listing_key(key)
+    }
+
+    /// Everything: apt reads a 5xx as transient and retries it, and `apt-get update` against an
+    /// offline node answering 504 did not finish in ten minutes; a 404 is final, and for an
+    /// index apt moves on at once to its other names and compressions (docs/protocols.md).
+    fn offline_miss_is_not_found(&self, _key: &str) -> bool {
+        true
     }
 
     fn listing(

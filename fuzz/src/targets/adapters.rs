@@ -222,17 +222,28 @@ pub fn apt_inrelease(input: &[u8]) -> bool {
     accepted
 }
 
-/// The text of a `Release` file (signature checks are `apt-inrelease`'s), with its dates
-/// checked against a fixed time.
+/// The text of a `Release` file, or of an `InRelease` unwrapped unverified as `cairn prefetch`
+/// reads a node's (signature checks are `apt-inrelease`'s), with its dates checked against a
+/// fixed time, and the indexes `apt-get update` would fetch picked from it.
 pub fn apt_release(input: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(input) else {
+    let Ok(text) = cairn_apt::indexes::signed_text(input) else {
         return false;
     };
-    let Ok(release) = cairn_apt::release::Release::parse(text) else {
+    let Ok(release) = cairn_apt::release::Release::parse(&text) else {
         return false;
     };
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
     let _ = release.field("Suite");
+    let picked = cairn_apt::indexes::update_indexes(
+        &release,
+        &["main".to_owned(), "contrib".to_owned()],
+        &["amd64".to_owned(), "all".to_owned()],
+        true,
+    );
+    assert!(picked.len() <= release.files.len());
+    for file in &release.files {
+        let _ = cairn_apt::indexes::is_update_index(&file.path);
+    }
     release.check_dates(now).is_ok()
 }
 
