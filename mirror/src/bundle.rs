@@ -22,7 +22,7 @@
 //! an adapter reads it. A document's size is checked against its ecosystem's
 //! [`Ecosystem::max_document_bytes`] before any of its bytes are read; its pieces go to a file
 //! under `tmp/`, so memory holds one block at a time. Export applies the same checks of keys,
-//! URLs and sizes ([`check_entries`]) and refuses, naming the entry, what import would refuse. Nothing is
+//! URLs and sizes (`check_entries`) and refuses, naming the entry, what import would refuse. Nothing is
 //! placed or indexed until the whole CAR has been read and verified; then files are renamed into
 //! place and the index written in one transaction. A truncated or tampered CAR leaves the store
 //! as it was.
@@ -303,7 +303,7 @@ fn write_dag(
 }
 
 /// Write `snapshot` (already encoded) and every block it needs to `out` as a CAR v1, after
-/// checking everything an import of it will check before it reads the bytes ([`check_entries`]
+/// checking everything an import of it will check before it reads the bytes (`check_entries`
 /// with `ecosystems`, the snapshot blocks' sizes): a bundle import would refuse is not written.
 /// `progress(bytes)` is called as artifact bytes go out. Blocking.
 pub fn export(

@@ -133,7 +133,7 @@ pub(crate) fn stale_reason(error: &Error) -> String {
 pub struct MetadataHit {
     pub record: MetadataRecord,
     /// Set when the copy is past its TTL and could not be revalidated: why
-    /// ([`stale_reason`]).
+    /// (`stale_reason`).
     pub stale_because: Option<String>,
 }
 
