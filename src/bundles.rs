@@ -350,21 +350,6 @@ pub fn import(
     Ok(())
 }
 
-/// Bytes as people read them: `512 B`, `3.4 MiB`, `1.20 GiB`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// The lines `cairn import` ends with: what was written, what the node already held, how long.
 fn import_summary(counts: &bundle::Counts, elapsed: std::time::Duration) -> String {
     let new_bytes = counts.bytes.saturating_sub(counts.bytes_held);
@@ -373,14 +358,14 @@ fn import_summary(counts: &bundle::Counts, elapsed: std::time::Duration) -> Stri
          documents: {} written, {} kept (held already, same or newer)\n  \
          artifacts: {} in the bundle, {} written ({}), {} held already ({})",
         elapsed.as_secs_f64(),
-        human_bytes(counts.car_bytes),
+        cairn_mirror::units::size(counts.car_bytes),
         counts.documents,
         counts.documents_kept,
         counts.artifacts,
         counts.artifacts - counts.artifacts_held.min(counts.artifacts),
-        human_bytes(new_bytes),
+        cairn_mirror::units::size(new_bytes),
         counts.artifacts_held,
-        human_bytes(counts.bytes_held),
+        cairn_mirror::units::size(counts.bytes_held),
     )
 }
 
@@ -402,11 +387,9 @@ mod tests {
         let text = import_summary(&counts, std::time::Duration::from_millis(1500));
         assert_eq!(
             text,
-            "imported, all verified, in 1.50 s (6.0 MiB read):\n  \
+            "imported, all verified, in 1.50 s (6 MiB read):\n  \
              documents: 3 written, 1 kept (held already, same or newer)\n  \
-             artifacts: 10 in the bundle, 6 written (4.0 MiB), 4 held already (1.0 MiB)"
+             artifacts: 10 in the bundle, 6 written (4 MiB), 4 held already (1 MiB)"
         );
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

@@ -1007,7 +1007,7 @@ async fn status(common: &Common, file: &FileSettings, json: bool) -> Result<()> 
             "{:<width$} {} artifacts ({}), {} metadata documents",
             format!("{}:", s.ecosystem),
             s.artifacts,
-            cairn_mirror::units::human_bytes(s.artifact_bytes),
+            cairn_mirror::units::size(s.artifact_bytes),
             s.metadata_documents
         );
     }

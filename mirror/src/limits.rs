@@ -3,20 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-/// `bytes` as a short human size (`128 MiB`, `1.5 GiB`, `512 bytes`).
-pub fn size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, scale) in UNITS {
-        if bytes >= scale {
-            return if bytes.is_multiple_of(scale) {
-                format!("{} {unit}", bytes / scale)
-            } else {
-                format!("{:.1} {unit}", bytes as f64 / scale as f64)
-            };
-        }
-    }
-    format!("{bytes} bytes")
-}
+pub use cairn_ecosystem::units::size;
 
 /// `d` as the flags write durations (`120s`, `1500ms`).
 pub fn duration(d: Duration) -> String {

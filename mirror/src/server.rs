@@ -991,7 +991,7 @@ async fn dashboard(mirror: &Mirror) -> Response {
             "{}: {} artifacts ({}), {} metadata documents\n",
             s.ecosystem,
             s.artifacts,
-            crate::units::human_bytes(s.artifact_bytes),
+            crate::units::size(s.artifact_bytes),
             s.metadata_documents
         ));
     }

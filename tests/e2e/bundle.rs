@@ -457,7 +457,7 @@ fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
         "{summary}"
     );
     assert!(
-        summary.contains("0 written (0 B), 1 held already"),
+        summary.contains("0 written (0 bytes), 1 held already"),
         "{summary}"
     );
 

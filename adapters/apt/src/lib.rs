@@ -25,8 +25,8 @@ pub mod sources;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cairn_mirror::cid::{Algorithm, Digest};
-use cairn_mirror::ecosystem::{
+use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::{
     AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing,
     MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };

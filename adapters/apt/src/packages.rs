@@ -150,7 +150,7 @@ fn read_line(input: &mut dyn BufRead, raw: &mut Vec<u8>, max: usize) -> std::io:
                 std::io::ErrorKind::InvalidData,
                 format!(
                     "longer than {}, the line limit of an index",
-                    cairn_mirror::limits::size(max as u64)
+                    cairn_ecosystem::units::size(max as u64)
                 ),
             ));
         }
@@ -205,7 +205,7 @@ pub fn read_each(
         if total > limits.decompressed {
             return Err(format!(
                 "line {n}: the index decompresses to more than {}, the limit of an index",
-                cairn_mirror::limits::size(limits.decompressed)
+                cairn_ecosystem::units::size(limits.decompressed)
             ));
         }
         let line = String::from_utf8_lossy(&raw);

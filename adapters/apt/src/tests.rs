@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use cairn_mirror::ecosystem::{Listing, MetadataDoc, Request, Route};
+use cairn_ecosystem::{Listing, MetadataDoc, Request, Route};
 use http::Method;
 use url::Url;
 

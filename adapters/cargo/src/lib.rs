@@ -15,7 +15,7 @@
 pub mod index;
 pub mod lockfile;
 
-use cairn_mirror::ecosystem::{
+use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Rendered, Request, Route,
 };

@@ -21,7 +21,7 @@ pub mod name;
 pub mod packument;
 
 use bytes::Bytes;
-use cairn_mirror::ecosystem::{
+use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Method, Rendered, Request, Route, StatusCode,
 };
@@ -70,7 +70,7 @@ pub fn wants_abbreviated(accept: Option<&str>) -> bool {
         return false;
     };
     let (mut corgi, mut json) = (0.0f32, 0.0f32);
-    for (media, q) in cairn_mirror::negotiate::q_values(accept) {
+    for (media, q) in cairn_ecosystem::negotiate::q_values(accept) {
         if media == ABBREVIATED {
             corgi = corgi.max(q);
         } else if media == "application/json" {
@@ -115,7 +115,7 @@ fn is_account_endpoint(path: &str) -> bool {
 /// MESSAGE`) that says where to go instead. Not 401: npm then prints its own text, not ours.
 fn refused(request: &Request<'_>, account: bool) -> Route {
     let is_read = matches!(*request.method, Method::GET | Method::HEAD);
-    let upstream = cairn_mirror::ecosystem::UPSTREAM_MARK;
+    let upstream = cairn_ecosystem::UPSTREAM_MARK;
     let message = if account {
         format!(
             "this registry is a read-only Cairn mirror of {upstream} and has no accounts: log in \

@@ -14,8 +14,8 @@
 //! the whole file). The pnpm reader is line-based rather than a YAML parser: pnpm writes its
 //! `packages:` section in a fixed shape (two-space keys, inline `resolution: {…}` maps).
 
-use cairn_mirror::cid::{Algorithm, Digest};
-use cairn_mirror::json::{self, JsonError};
+use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::json::{self, JsonError};
 use serde::Deserialize;
 
 use crate::name::{PackageName, decode};

@@ -1,7 +1,7 @@
 //! Packuments: the digests they publish, and their full and abbreviated renderings for clients.
 //!
 //! Reading digests uses serde with borrowed, mostly-ignored fields (cheap even on 20 MB
-//! documents). Rendering walks the document as spans (`cairn_mirror::json`), copies everything it
+//! documents). Rendering walks the document as spans (`cairn_ecosystem::json`), copies everything it
 //! keeps verbatim and rewrites only `versions[*].dist.tarball`, so both forms are produced in one
 //! pass with memory of about input plus output. The abbreviated ("corgi") form is made here
 //! because upstreams may ignore the `Accept` header that asks for it.
@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use cairn_mirror::cid::{Algorithm, Digest};
-use cairn_mirror::ecosystem::{AdapterError, ArtifactRef};
-use cairn_mirror::json::{self, Member, ObjectWriter};
+use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::json::{self, Member, ObjectWriter};
+use cairn_ecosystem::{AdapterError, ArtifactRef};
 use serde::Deserialize;
 use url::Url;
 

@@ -23,8 +23,8 @@ pub mod select;
 pub mod tags;
 pub mod wheel;
 
-use cairn_mirror::cid::{Algorithm, Digest};
-use cairn_mirror::ecosystem::{
+use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Rendered, Request, Route,
 };
@@ -62,7 +62,7 @@ pub fn negotiate(accept: Option<&str>, query: Option<&str>) -> &'static str {
         return TEXT_HTML_VARIANT;
     };
     let mut best: Option<(f32, usize, &'static str)> = None;
-    for (media, q) in cairn_mirror::negotiate::q_values(accept) {
+    for (media, q) in cairn_ecosystem::negotiate::q_values(accept) {
         let Some(variant) = variant_of(&media) else {
             continue;
         };

@@ -3,7 +3,7 @@
 //! which is their flat CID; a line without them is resolved against the index (`select.rs`).
 //! Errors name the file and the line.
 
-use cairn_mirror::cid::{Algorithm, Digest};
+use cairn_ecosystem::cid::{Algorithm, Digest};
 use serde::Deserialize;
 
 /// One pinned requirement, with the digests a file for it may have.

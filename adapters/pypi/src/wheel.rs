@@ -6,7 +6,7 @@
 
 use std::io::{Read, SeekFrom};
 
-use cairn_mirror::ecosystem::{AdapterError, ArtifactReader};
+use cairn_ecosystem::{AdapterError, ArtifactReader};
 
 const EOCD: u32 = 0x0605_4b50;
 const CENTRAL: u32 = 0x0201_4b50;

@@ -1,4 +1,6 @@
-//! The contract between the mirror and a registry adapter.
+//! `cairn-ecosystem`: the contract between the mirror and a registry adapter, and the toolkit
+//! adapters share (a JSON span scanner, `Accept` negotiation, sizes for messages). It depends on
+//! no I/O crate: adapters built on it cannot fetch, store or listen.
 //!
 //! An adapter only translates: it classifies request paths, says which artifacts a metadata
 //! document names (with the digests the registry published), and renders documents for clients.
@@ -8,6 +10,13 @@
 //! Lookups go store → (peers, later) → upstream. Keys are the adapter's own names: a metadata key
 //! names one upstream document (`lodash`, `@types/node`); an artifact key names one immutable file
 //! (`lodash/-/lodash-4.17.21.tgz`). Keys are namespaced by [`Ecosystem::name`] in the index.
+
+pub mod json;
+pub mod negotiate;
+pub mod units;
+
+/// The identifiers adapters name artifacts with.
+pub use cairn_ipld::cid;
 
 use bytes::Bytes;
 pub use http::{Method, StatusCode};
