@@ -455,11 +455,7 @@ async fn serve(common: &Common, file: &FileSettings, args: Serve) -> Result<()> 
     tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
     // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
     println!("cairn listening on http://{bound}");
-    let result = run_server(mirror, listener, limits).await;
-    if let Some(node) = node {
-        node.shutdown();
-    }
-    result
+    run_server(mirror, listener, limits, node).await
 }
 
 /// The mirror `serve` runs, with every ecosystem whose upstream was found (flags, `cairn.toml`,
@@ -679,11 +675,14 @@ fn connection_limits(file: &FileSettings, args: &Serve) -> Result<ConnectionLimi
     Ok(limits)
 }
 
-/// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order.
+/// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order: stop
+/// accepting and drain HTTP, stop the peer (so no Bitswap or resolve stream reads the store any
+/// more), record access times, then close the store (WAL checkpoint).
 async fn run_server(
     mirror: Mirror,
     listener: tokio::net::TcpListener,
     limits: ConnectionLimits,
+    node: Option<cairn_node::Node>,
 ) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
@@ -723,6 +722,9 @@ async fn run_server(
         Ok(Ok(Err(e))) => tracing::warn!("server error: {e}"),
         Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
         Err(_) => tracing::warn!("connections still open after 10 s; closing them"),
+    }
+    if let Some(node) = node {
+        node.shutdown();
     }
     let _ = flusher.await;
     mirror.close().await.context("closing the store")?;
