@@ -201,13 +201,7 @@ fn lockfile_flats(
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
-    let wanted: Vec<cairn_apt::lockfile::Wanted> = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Apt(w) => Some(w.clone()),
-            _ => None,
-        })
-        .collect();
+    let wanted = crate::lockfiles::apt_wanted(&items);
     if !wanted.is_empty() {
         // What apt-get update asks for, for every suite held, besides the packages.
         flats.extend(crate::apt::held_update_indexes(index)?);

@@ -105,6 +105,18 @@ fn is_uv_lock(path: &Path) -> bool {
 }
 
 /// Read every lockfile; all errors at once, one per line.
+/// The apt package-list entries among `items` (they name packages, resolved later against
+/// `Packages` indexes, where every other item names its files).
+pub fn apt_wanted(items: &[Item]) -> Vec<cairn_apt::lockfile::Wanted> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Apt(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn read_all(args: &[String]) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let mut errors = Vec::new();

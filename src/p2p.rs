@@ -193,15 +193,7 @@ pub async fn print_id(data_dir: &Path, node_url: &Url, file: &FileSettings) -> R
 /// The listen addresses of the node answering at `url`, if it is the node `id`: those on other
 /// hosts' reach first, loopback last.
 async fn running_addresses(url: &Url, id: &PeerId) -> Option<Vec<String>> {
-    let endpoint = url.join("api/v1/peers").ok()?;
-    let response = reqwest::Client::new()
-        .get(endpoint)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    let body = response.bytes().await.ok()?;
-    let report: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let report = peers_report(url, Duration::from_secs(2)).await.ok()?;
     if report["peer_id"].as_str() != Some(id.to_string().as_str()) {
         return None;
     }
@@ -256,12 +248,12 @@ fn spell_out(address: &Multiaddr, hosts: &[std::net::IpAddr]) -> Vec<Multiaddr> 
         .collect()
 }
 
-/// `cairn peers`: ask the running node at `url`.
-pub async fn print_peers(url: &Url, json: bool) -> Result<()> {
+/// `GET /api/v1/peers` of the node at `url`, within `timeout`.
+async fn peers_report(url: &Url, timeout: Duration) -> Result<serde_json::Value> {
     let endpoint = url.join("api/v1/peers").context("node URL")?;
     let response = reqwest::Client::new()
         .get(endpoint.clone())
-        .timeout(Duration::from_secs(5))
+        .timeout(timeout)
         .send()
         .await
         .with_context(|| format!("no Cairn node answers at {url} (is `cairn serve` running?)"))?;
@@ -272,8 +264,12 @@ pub async fn print_peers(url: &Url, json: bool) -> Result<()> {
         .bytes()
         .await
         .with_context(|| format!("reading {endpoint}"))?;
-    let report: serde_json::Value =
-        serde_json::from_slice(&body).with_context(|| format!("{endpoint} did not answer JSON"))?;
+    serde_json::from_slice(&body).with_context(|| format!("{endpoint} did not answer JSON"))
+}
+
+/// `cairn peers`: ask the running node at `url`.
+pub async fn print_peers(url: &Url, json: bool) -> Result<()> {
+    let report = peers_report(url, Duration::from_secs(5)).await?;
     if json {
         println!(
             "{}",

@@ -349,13 +349,7 @@ pub async fn run(
         base,
         bytes: AtomicU64::new(0),
     });
-    let wanted: Vec<cairn_apt::lockfile::Wanted> = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Apt(w) => Some(w.clone()),
-            _ => None,
-        })
-        .collect();
+    let wanted = crate::lockfiles::apt_wanted(&items);
     let apt = match apt {
         Some(scope) if !wanted.is_empty() => apt_files(&node, &scope, &wanted).await?,
         _ => Vec::new(),

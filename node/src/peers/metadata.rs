@@ -118,29 +118,40 @@ async fn answer(mirror: cairn_mirror::Mirror, stream: &mut Stream) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
-/// Ask `peer` for document `key` of `ecosystem`. Cancel-safe.
-async fn ask(
+/// Send `request` to `peer` and read the answer's header; the stream is returned for the body.
+/// Cancel-safe.
+async fn open_and_ask(
     mut control: libp2p_stream::Control,
     peer: PeerId,
-    ecosystem: String,
-    key: String,
-) -> Result<Option<PeerDocument>, String> {
+    request: &Request,
+) -> Result<(Stream, Header), String> {
     let mut stream = control
         .open_stream(peer, PROTOCOL)
         .await
         .map_err(|e| format!("cannot open a metadata stream to {peer}: {e}"))?;
-    let request = Request {
-        ecosystem,
-        key,
-        probe: false,
-    };
-    wire::write_json(&mut stream, NAME, &request)
+    wire::write_json(&mut stream, NAME, request)
         .await
         .map_err(|e| e.to_string())?;
     let header: Header = wire::read_json(&mut stream, NAME)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{peer} closed the metadata stream without an answer"))?;
+    Ok((stream, header))
+}
+
+/// Ask `peer` for document `key` of `ecosystem`. Cancel-safe.
+async fn ask(
+    control: libp2p_stream::Control,
+    peer: PeerId,
+    ecosystem: String,
+    key: String,
+) -> Result<Option<PeerDocument>, String> {
+    let request = Request {
+        ecosystem,
+        key,
+        probe: false,
+    };
+    let (mut stream, header) = open_and_ask(control, peer, &request).await?;
     if !header.found {
         return Ok(None);
     }
@@ -170,92 +181,66 @@ async fn ask(
     }))
 }
 
+/// `ask` put to every connected peer in parallel; the answers that came within [`DEADLINE`].
+async fn ask_connected<T, F, Fut>(node: &crate::swarm::Node, ask: F) -> Vec<T>
+where
+    F: Fn(libp2p_stream::Control, PeerId) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let Ok(peers) = node.connected_peers().await else {
+        return Vec::new();
+    };
+    let mut asks: futures::stream::FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|info| ask(node.stream_control(), info.peer))
+        .collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut answers = Vec::new();
+    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
+        match answer {
+            Ok(answer) => answers.push(answer),
+            Err(e) => tracing::debug!("metadata: {e}"),
+        }
+    }
+    answers
+}
+
 /// The connected peers' copies, asked in parallel within [`DEADLINE`], newest first.
 pub(crate) async fn fetch(
     node: crate::swarm::Node,
     ecosystem: String,
     key: String,
 ) -> Vec<PeerDocument> {
-    let Ok(peers) = node.connected_peers().await else {
-        return Vec::new();
-    };
-    let mut asks: futures::stream::FuturesUnordered<_> = peers
-        .into_iter()
-        .map(|info| {
-            ask(
-                node.stream_control(),
-                info.peer,
-                ecosystem.clone(),
-                key.clone(),
-            )
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut copies = Vec::new();
-    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
-        match answer {
-            Ok(Some(document)) => copies.push(document),
-            Ok(None) => {}
-            Err(e) => tracing::debug!("metadata: {e}"),
-        }
-    }
+    let mut copies: Vec<PeerDocument> = ask_connected(&node, |control, peer| {
+        ask(control, peer, ecosystem.clone(), key.clone())
+    })
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     copies.sort_by_key(|d| std::cmp::Reverse(d.fetched_at));
     copies
 }
 
-/// Whether `peer` holds document `key` of `ecosystem`, asked with `probe` (no body). Cancel-safe.
-async fn holds(
-    mut control: libp2p_stream::Control,
-    peer: PeerId,
-    ecosystem: String,
-    key: String,
-) -> Result<bool, String> {
-    let mut stream = control
-        .open_stream(peer, PROTOCOL)
-        .await
-        .map_err(|e| format!("cannot open a metadata stream to {peer}: {e}"))?;
+/// How many connected peers hold a copy of the document, asked in parallel within
+/// [`DEADLINE`] with `probe` (the header, no body), taking no copy: what a node that refuses
+/// peers' metadata tells its client.
+pub(crate) async fn holders(node: crate::swarm::Node, ecosystem: String, key: String) -> usize {
     let request = Request {
         ecosystem,
         key,
         probe: true,
     };
-    wire::write_json(&mut stream, NAME, &request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let header: Header = wire::read_json(&mut stream, NAME)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{peer} closed the metadata stream without an answer"))?;
-    let _ = stream.close().await;
-    Ok(header.found)
-}
-
-/// How many connected peers hold a copy of the document, asked in parallel within
-/// [`DEADLINE`] without taking any copy: what a node that refuses peers' metadata tells its
-/// client.
-pub(crate) async fn holders(node: crate::swarm::Node, ecosystem: String, key: String) -> usize {
-    let Ok(peers) = node.connected_peers().await else {
-        return 0;
-    };
-    let mut asks: futures::stream::FuturesUnordered<_> = peers
-        .into_iter()
-        .map(|info| {
-            holds(
-                node.stream_control(),
-                info.peer,
-                ecosystem.clone(),
-                key.clone(),
-            )
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut found = 0;
-    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, asks.next()).await {
-        match answer {
-            Ok(true) => found += 1,
-            Ok(false) => {}
-            Err(e) => tracing::debug!("metadata probe: {e}"),
+    ask_connected(&node, |control, peer| {
+        let request = request.clone();
+        async move {
+            let (mut stream, header) = open_and_ask(control, peer, &request).await?;
+            let _ = stream.close().await;
+            Ok(header.found)
         }
-    }
-    found
+    })
+    .await
+    .into_iter()
+    .filter(|found| *found)
+    .count()
 }
