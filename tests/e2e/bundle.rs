@@ -23,6 +23,23 @@ pub(crate) fn cairn(args: &[&str]) -> Output {
         .expect("cairn")
 }
 
+/// A project `name` under `dir` with `dependencies`, and the `package-lock.json` npm writes for
+/// it through `node` from metadata alone (nothing is installed).
+fn npm_lockfile(
+    node: &Cairn,
+    dir: &Path,
+    name: &str,
+    dependencies: serde_json::Value,
+) -> std::path::PathBuf {
+    let env = ClientEnv::new(&dir.join("npm-client"), &node.npm());
+    let app = project(&dir.join(name), dependencies);
+    assert_success(
+        &env.run("npm", &["install", "--package-lock-only"], &app),
+        "npm install --package-lock-only",
+    );
+    app
+}
+
 pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -80,14 +97,11 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     );
 
     // Lockfiles, written by the clients through A from metadata alone.
-    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
-    let app = project(
-        &t.join("npm-app"),
+    let app = npm_lockfile(
+        &a,
+        t,
+        "npm-app",
         serde_json::json!({ "app-a": "^1.0.0", "big-data": "1.0.0" }),
-    );
-    assert_success(
-        &env.run("npm", &["install", "--package-lock-only"], &app),
-        "npm install --package-lock-only",
     );
     let home = crate::cargo::cargo_home(&t.join("cargo-a"), &format!("{}/cargo/index/", a.url));
     let crate_app = crate::cargo::project(&t.join("cargo-app"), &[("app-core", "1")]);
@@ -386,12 +400,7 @@ fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
     );
     let data_a = t.join("a");
     let a = Cairn::start(&data_a, &["--npm-upstream", &npm.url]);
-    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
-    let app = project(&t.join("app"), serde_json::json!({ "popular": "^1.0.0" }));
-    assert_success(
-        &env.run("npm", &["install", "--package-lock-only"], &app),
-        "npm install --package-lock-only",
-    );
+    let app = npm_lockfile(&a, t, "app", serde_json::json!({ "popular": "^1.0.0" }));
     let lock = app.join("package-lock.json");
     let lock_arg = lock.to_str().expect("path");
     let data_a_arg = data_a.to_str().expect("path");
@@ -524,14 +533,11 @@ fn prefetch_with_its_own_node_logs_trouble_not_chatter() {
     let t = tmp.path();
     let npm = FakeNpm::start(crate::npm::registry());
     let a = Cairn::start(&t.join("a"), &["--npm-upstream", &npm.url]);
-    let env = ClientEnv::new(&t.join("npm-client"), &a.npm());
-    let app = project(
-        &t.join("app"),
+    let app = npm_lockfile(
+        &a,
+        t,
+        "app",
         serde_json::json!({ "app-a": "^1.0.0", "big-data": "1.0.0" }),
-    );
-    assert_success(
-        &env.run("npm", &["install", "--package-lock-only"], &app),
-        "npm install --package-lock-only",
     );
     // Nothing answers here any more: prefetch runs its own node.
     let listen = format!("127.0.0.1:{}", port_of(&a.url));
