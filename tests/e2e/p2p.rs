@@ -1,4 +1,4 @@
-//! The swarm (issue 6) end to end, on 127.0.0.1: `cairn serve` nodes that share a swarm key
+//! The swarm end to end, on 127.0.0.1: `cairn serve` nodes that share a swarm key
 //! and join through `--bootstrap` serve each other's caches to the real npm, cargo and pip; a
 //! node without the key is kept out and fails cleanly; a peer that sends wrong blocks is
 //! caught; and Cairn's Bitswap talks to Helia's both ways.
