@@ -7,6 +7,7 @@ pub mod bundle;
 mod engine;
 pub mod error;
 mod gateway;
+pub mod holdings;
 pub mod index;
 pub mod limits;
 pub mod metrics;

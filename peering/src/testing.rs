@@ -11,7 +11,8 @@ use cid::Cid;
 
 use crate::{ContentError, LocalContent, PeerDocument};
 
-/// `len` bytes of deterministic noise (xorshift64 seeded by `seed`): incompressible test data.
+/// `len` deterministic, incompressible bytes (xorshift64 from `seed`). No 1 MiB chunk repeats
+/// another, so every leaf of a generated file is a different block, and gzip leaves it as big.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
