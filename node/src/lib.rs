@@ -4,7 +4,7 @@
 //!
 //! The node knows the engine only through `cairn-peering`: it implements
 //! [`PeerSource`](cairn_peering::PeerSource) for the engine, and reads this node's holdings
-//! through a [`LocalContent`](cairn_peering::LocalContent) the store side hands it. It holds
+//! through a [`LocalContent`] the store side hands it. It holds
 //! nothing of the engine, so the engine holding the node makes no cycle. Starting one:
 //!
 //! ```ignore

@@ -68,7 +68,7 @@ impl State {
     }
 }
 
-/// Leaf CID → range of a download's temp file, shared by [`MirrorBlocks`] (which reads it)
+/// Leaf CID → range of a download's temp file, shared by [`ContentBlocks`] (which reads it)
 /// and `Peers` (which registers and removes downloads). Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct PendingMap {
