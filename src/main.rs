@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cairn_mirror::server::ConnectionLimits;
+use cairn_mirror::http::ConnectionLimits;
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -708,8 +708,8 @@ async fn run_server(
         })
     };
 
-    let router = cairn_mirror::server::router(mirror.clone());
-    let server = tokio::spawn(cairn_mirror::server::serve(
+    let router = cairn_mirror::http::router(mirror.clone());
+    let server = tokio::spawn(cairn_mirror::http::serve(
         listener,
         router,
         limits,
@@ -827,9 +827,9 @@ async fn prefetch(
         .context("cannot listen on 127.0.0.1")?;
     let bound = listener.local_addr().context("listen address")?;
     let stop = CancellationToken::new();
-    let server = tokio::spawn(cairn_mirror::server::serve(
+    let server = tokio::spawn(cairn_mirror::http::serve(
         listener,
-        cairn_mirror::server::router(mirror.clone()),
+        cairn_mirror::http::router(mirror.clone()),
         connection_limits(file, &Serve::default())?,
         stop.clone().cancelled_owned(),
     ));

@@ -306,7 +306,7 @@ async fn get(mirror: &Mirror, path: &str) -> (u16, String) {
         .body(axum::body::Body::empty())
         .expect("request");
     let exchange = async {
-        let response = cairn_mirror::server::router(mirror.clone())
+        let response = cairn_mirror::http::router(mirror.clone())
             .oneshot(request)
             .await
             .expect("response");

@@ -311,7 +311,7 @@ async fn serve(
         let message =
             format!("{cid} is not held by this node (it never fetches on a gateway request)");
         if only_if_cached {
-            crate::server::error_response(StatusCode::PRECONDITION_FAILED, &message)
+            crate::http::error_response(StatusCode::PRECONDITION_FAILED, &message)
         } else {
             Error::NotFound(message).into_response()
         }
@@ -365,7 +365,7 @@ async fn serve(
             headers.insert(header::CONTENT_LOCATION, location);
         }
     }
-    if crate::server::matches_etag(&parts.headers, &etag) {
+    if crate::http::matches_etag(&parts.headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
     let head = parts.method == Method::HEAD;
