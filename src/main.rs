@@ -676,8 +676,9 @@ fn connection_limits(file: &FileSettings, args: &Serve) -> Result<ConnectionLimi
 }
 
 /// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order: stop
-/// accepting and drain HTTP, stop the peer (so no Bitswap or resolve stream reads the store any
-/// more), record access times, then close the store (WAL checkpoint).
+/// accepting and drain HTTP, let downloads under way finish (10 s at most, then abandon them),
+/// stop the peer (so no Bitswap or resolve stream reads the store any more), record access
+/// times, then close the store (WAL checkpoint).
 async fn run_server(
     mirror: Mirror,
     listener: tokio::net::TcpListener,
@@ -723,6 +724,7 @@ async fn run_server(
         Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
         Err(_) => tracing::warn!("connections still open after 10 s; closing them"),
     }
+    mirror.finish_downloads(Duration::from_secs(10)).await;
     if let Some(node) = node {
         node.shutdown();
     }
@@ -837,6 +839,7 @@ async fn prefetch(
     let result = prefetch::run(base, items, apt, Some(&log), target.as_ref()).await;
     stop.cancel();
     let _ = server.await;
+    mirror.finish_downloads(Duration::from_secs(10)).await;
     mirror.close().await.context("closing the store")?;
     result
 }

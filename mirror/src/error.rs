@@ -157,6 +157,9 @@ pub enum Error {
     Index(#[from] IndexError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The node is shutting down and gave up waiting for this download.
+    #[error("{key}: download abandoned, the node is shutting down")]
+    Abandoned { key: String },
     /// One failure shared by every caller of a single-flight operation.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
@@ -202,6 +205,7 @@ impl Error {
             | Error::Offline { .. }
             | Error::NoUpstream { .. }
             | Error::NoSource { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Abandoned { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // Upstream answered, but with something Cairn will not pass on.
             Error::UpstreamStatus { .. }
             | Error::BadMetadata { .. }

@@ -86,19 +86,22 @@ impl Mirror {
         }
         let this = self.clone();
         let (shared, size) = (download.clone(), reference.size);
-        tokio::spawn(async move {
-            let result = this
-                .run_download(
-                    name,
-                    &key,
-                    upstream.as_ref(),
-                    &url,
-                    writer,
-                    &progress,
-                    &shared,
-                    size,
-                )
-                .await;
+        let abandon = self.inner.abandon.clone();
+        self.spawn(async move {
+            let run = this.run_download(
+                name,
+                &key,
+                upstream.as_ref(),
+                &url,
+                writer,
+                &progress,
+                &shared,
+                size,
+            );
+            let result = tokio::select! {
+                result = run => result,
+                () = abandon.cancelled() => Err(Error::Abandoned { key: key.clone() }),
+            };
             if let Some(listing) = listing {
                 if let Ok(record) = &result {
                     this.read_listing(ecosystem, listing, record).await;

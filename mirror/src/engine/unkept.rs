@@ -80,8 +80,9 @@ pub(crate) fn start(
             relay(chunks, &body_tx, Hasher::new(algorithm), &withhold_all)
         })
     };
+    let owner = mirror.clone();
     let (mirror, key, upstream) = (mirror.clone(), key.to_owned(), upstream.clone());
-    tokio::spawn(async move {
+    owner.spawn(async move {
         let head_tx = Mutex::new(Some(head_tx));
         let send_head = |result: Result<Option<u64>, Error>| -> Result<(), Error> {
             let sender = head_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
