@@ -157,7 +157,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))?;
+            .map_err(Error::HttpClient)?;
         Ok(Upstream {
             base,
             credentials,
@@ -244,7 +244,9 @@ impl Upstream {
         let deadline = self.limits.deadline;
         match tokio::time::timeout(deadline, self.artifact_permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(Error::Internal("artifact download slots closed".to_owned())),
+            Ok(Err(_)) => Err(Error::Download {
+                what: "artifact download slots closed".to_owned(),
+            }),
             Err(_) => Err(Error::UpstreamFailed {
                 url: redact(url),
                 reason: format!(
@@ -326,16 +328,18 @@ impl Upstream {
     ) -> Result<reqwest::Response, Error> {
         match tokio::time::timeout(self.limits.read_timeout, request.send()).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(match refused_redirect(&e) {
-                Some(refused) => Error::RedirectRefused {
-                    url: redact(url),
-                    to: refused.to.clone(),
+            Ok(Err(e)) => Err(
+                match refused_redirect(&e).map(|refused| refused.to.clone()) {
+                    Some(to) => Error::RedirectRefused {
+                        url: redact(url),
+                        to,
+                    },
+                    None => Error::UpstreamRequest {
+                        url: redact(url),
+                        source: e,
+                    },
                 },
-                None => Error::UpstreamFailed {
-                    url: redact(url),
-                    reason: describe(&e),
-                },
-            }),
+            ),
             Err(_) => Err(Error::UpstreamFailed {
                 url: redact(url),
                 reason: format!("no response within {:?}", self.limits.read_timeout),

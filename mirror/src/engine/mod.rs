@@ -184,7 +184,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|source| Error::Task {
+            what: "a blocking task".to_owned(),
+            source,
+        })?
 }
 
 impl Mirror {
@@ -398,7 +401,7 @@ impl Mirror {
         if tokio::time::timeout(deadline, tasks.wait()).await.is_ok() {
             return 0;
         }
-        let abandoned = tasks.len();
+        let abandoned = self.downloads().len();
         tracing::warn!(
             downloads = abandoned,
             "downloads still running at shutdown; abandoning them"
@@ -418,7 +421,8 @@ impl Mirror {
         abandoned
     }
 
-    /// Start `task` as one of the engine's own (see [`Mirror::finish_downloads`]).
+    /// Start `task` as one of the engine's own (see [`Mirror::finish_downloads`]; a download's
+    /// blocking writer is one too, so that waiting for the tasks waits for its temp file to go).
     pub(super) fn spawn<F>(&self, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,

@@ -44,7 +44,11 @@ pub(super) async fn status(mirror: &Mirror) -> Response {
     match status_report(mirror).await {
         Ok(report) => match serde_json::to_vec_pretty(&report) {
             Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-            Err(e) => Error::Internal(format!("status report: {e}")).into_response(),
+            Err(source) => Error::Report {
+                what: "status report",
+                source,
+            }
+            .into_response(),
         },
         Err(e) => e.into_response(),
     }
@@ -58,7 +62,11 @@ pub(super) async fn peers(mirror: &Mirror) -> Response {
     };
     match serde_json::to_vec_pretty(&report) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => Error::Internal(format!("peers report: {e}")).into_response(),
+        Err(source) => Error::Report {
+            what: "peers report",
+            source,
+        }
+        .into_response(),
     }
 }
 

@@ -78,7 +78,10 @@ pub(super) async fn metadata(
     let mut headers = HeaderMap::new();
     headers.insert(
         header::ETAG,
-        HeaderValue::from_str(&etag).map_err(|e| Error::Internal(e.to_string()))?,
+        HeaderValue::from_str(&etag).map_err(|source| Error::Header {
+            what: format!("the ETag {etag}"),
+            source,
+        })?,
     );
     headers.insert(
         header::VARY,
@@ -94,8 +97,12 @@ pub(super) async fn metadata(
     headers.insert(header::LAST_MODIFIED, last_modified);
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("public, max-age={}", (ttl - age_secs).max(0)))
-            .map_err(|e| Error::Internal(e.to_string()))?,
+        HeaderValue::from_str(&format!("public, max-age={}", (ttl - age_secs).max(0))).map_err(
+            |source| Error::Header {
+                what: "Cache-Control".to_owned(),
+                source,
+            },
+        )?,
     );
     if let Some(reason) = &hit.stale_because {
         headers.insert(header::AGE, HeaderValue::from(age_secs));

@@ -43,11 +43,13 @@ pub(super) async fn artifact(
             ArtifactBody::Unkept(unkept) => return unkept_response(unkept, request).await,
         }
     }
-    Err(Error::Internal(format!(
-        "{} {}: the stored file was damaged again right after it was fetched",
-        registered.ecosystem.name(),
-        route.key
-    )))
+    Err(Error::Download {
+        what: format!(
+            "{} {}: the stored file was damaged again right after it was fetched",
+            registered.ecosystem.name(),
+            route.key
+        ),
+    })
 }
 
 /// The answer to a document or artifact request that failed: the error's own status, except
@@ -153,15 +155,22 @@ pub(super) async fn cached_file(
             let value = format!("bytes {start}-{end}/{size}");
             headers.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&value).map_err(|e| Error::Internal(e.to_string()))?,
+                HeaderValue::from_str(&value).map_err(|source| Error::Header {
+                    what: value.clone(),
+                    source,
+                })?,
             );
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         Some(Err(())) => {
             headers.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{size}"))
-                    .map_err(|e| Error::Internal(e.to_string()))?,
+                HeaderValue::from_str(&format!("bytes */{size}")).map_err(|source| {
+                    Error::Header {
+                        what: "Content-Range".to_owned(),
+                        source,
+                    }
+                })?,
             );
             return Ok(Some(
                 (StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response(),
@@ -226,8 +235,11 @@ pub(super) async fn unkept_response(
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
     let total = unkept.ready().await?;
-    let etag = HeaderValue::from_str(&format!("\"{}\"", unkept.flat))
-        .map_err(|e| Error::Internal(format!("ETag of {}: {e}", unkept.flat)))?;
+    let etag =
+        HeaderValue::from_str(&format!("\"{}\"", unkept.flat)).map_err(|source| Error::Header {
+            what: format!("the ETag of {}", unkept.flat),
+            source,
+        })?;
     let mut headers = artifact_headers(etag);
     if let Some(total) = total {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
@@ -249,8 +261,12 @@ pub(super) async fn downloading(
         Err((status, message)) => return Ok(error_response(status, &message)),
     };
     // The bytes are immutable and named before they arrive; only Range waits for the cache.
-    let etag = HeaderValue::from_str(&format!("\"{}\"", download.flat))
-        .map_err(|e| Error::Internal(format!("ETag of {}: {e}", download.flat)))?;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", download.flat)).map_err(|source| {
+        Error::Header {
+            what: format!("the ETag of {}", download.flat),
+            source,
+        }
+    })?;
     let mut headers = artifact_headers(etag);
     if let Some(total) = total {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));

@@ -331,7 +331,10 @@ async fn serve(
     };
     let mut headers = HeaderMap::with_capacity(12);
     let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|e| Error::Internal(format!("header value {s:?}: {e}")))
+        HeaderValue::from_str(s).map_err(|source| Error::Header {
+            what: format!("{s:?}"),
+            source,
+        })
     };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::ETAG, value(&etag)?);

@@ -205,7 +205,10 @@ pub(super) async fn held(
     let rendered = registered
         .ecosystem
         .render_held(&keys, variant, &base)
-        .map_err(|e| Error::Internal(format!("{name} list of held documents: {}", e.0)))?;
+        .map_err(|source| Error::Adapter {
+            what: format!("{name} list of held documents"),
+            source,
+        })?;
     Ok((
         [
             (header::CONTENT_TYPE, rendered.content_type),

@@ -195,7 +195,7 @@ async fn redirects_outside_the_allow_list_are_refused() {
     );
     let looped = u.get(&u.join("loop").expect("url"), None, None, None).await;
     assert!(
-        matches!(looped, Err(Error::UpstreamFailed { .. })),
+        matches!(looped, Err(Error::UpstreamRequest { .. })),
         "{looped:?}"
     );
     // Cairn's own request carried the credentials; the client's forward did not.
