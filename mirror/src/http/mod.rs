@@ -7,9 +7,9 @@
 //! CID), served from their flat file with single-range support, or streamed from a download under
 //! way. Errors are JSON `{"error": "…"}` with the status [`Error::status`] gives.
 //!
-//! By job: [`routes`] (a request under an ecosystem's mount), [`documents`] and [`files`] (the
-//! two kinds of response), [`passthrough`], [`api`] (Cairn's own routes), [`gateway`] (the IPFS
-//! trustless gateway on `/ipfs/`), and [`accept`] (the listener: connection caps, timeouts,
+//! By job: `routes` (a request under an ecosystem's mount), `documents` and `files` (the
+//! two kinds of response), `passthrough`, `api` (Cairn's own routes), `gateway` (the IPFS
+//! trustless gateway on `/ipfs/`), and `accept` (the listener: connection caps, timeouts,
 //! graceful shutdown).
 
 mod accept;
