@@ -103,6 +103,8 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
 /// mirror's holdings (`Mirror::local_content`, which holds no `Mirror`), registers its metrics
 /// beside the mirror's, and becomes the mirror's peer source.
 pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Result<Option<Node>> {
+    // Registered with p2p off too, so that `/metrics` shows the same families either way.
+    let metrics = mirror.metrics().register(cairn_node::NodeMetrics::register);
     let Some(config) = config(args, file, &mirror.config().data_dir)? else {
         tracing::info!("p2p off (--no-p2p)");
         return Ok(None);
@@ -111,7 +113,6 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
         trust_metadata: args.trust_peer_metadata || file.trust_peer_metadata.unwrap_or(false),
     };
     let private = config.swarm_key.is_some();
-    let metrics = mirror.metrics().register(cairn_node::NodeMetrics::register);
     let content = mirror.local_content();
     let start = |config| Peers::start(config, content.clone(), policy, metrics.clone());
     let peers = match start(config.clone()).await {
@@ -374,6 +375,36 @@ mod tests {
 
     fn config_is_none(args: &P2pArgs, dir: &Path) -> bool {
         matches!(config(args, &FileSettings::default(), dir), Ok(None))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_swarms_metrics_are_in_the_mirrors_exposition_with_p2p_on_or_off() {
+        for no_p2p in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = cairn_mirror::MirrorConfig::new(dir.path().into());
+            let mirror = Mirror::open(config, vec![]).expect("mirror");
+            let args = P2pArgs {
+                p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+                no_mdns: true,
+                no_p2p,
+                ..P2pArgs::default()
+            };
+            let node = start(&args, &FileSettings::default(), &mirror)
+                .await
+                .expect("node starts");
+            assert_eq!(node.is_none(), no_p2p);
+            // Counter families show once counted; the histogram, registered by the node's
+            // metrics only, shows from the start.
+            let text = mirror.metrics().encode();
+            let family = "# TYPE cairn_provider_lookup_seconds histogram";
+            assert!(
+                text.lines().any(|l| l == family),
+                "no {family:?} (no_p2p: {no_p2p}) in:\n{text}"
+            );
+            if let Some(node) = node {
+                node.shutdown();
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
