@@ -23,3 +23,4 @@ mod p2p;
 mod pypi;
 mod pypi_lockfiles;
 mod support;
+mod tools;

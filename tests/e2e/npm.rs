@@ -8,7 +8,7 @@ use sha2::Digest as _;
 
 use crate::fake_npm::{FakeNpm, Registry, noise};
 use crate::support::{
-    Cairn, ClientEnv, assert_success, get, get_with, js_tools, project, raw_status, runtime,
+    Cairn, ClientEnv, assert_success, get, get_with, project, raw_status, runtime,
 };
 
 const MIB: usize = 1 << 20;
@@ -200,7 +200,7 @@ fn npm_install_then_offline_ci_with_an_empty_cache() {
 
 #[test]
 fn yarn_and_pnpm_install_through_cairn() {
-    let tools = js_tools();
+    let tools = crate::tools::tools();
     let tmp = tempfile::tempdir().expect("tempdir");
     let fake = FakeNpm::start(registry());
     let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &fake.url]);
@@ -208,8 +208,7 @@ fn yarn_and_pnpm_install_through_cairn() {
     let deps = serde_json::json!({ "app-a": "^1.0.0" });
 
     let yarn_dir = project(&tmp.path().join("yarn"), deps.clone());
-    let yarn = tools.join("yarn");
-    let yarn = yarn.to_str().expect("path");
+    let yarn = tools.yarn.to_str().expect("path");
     let registry_flag = cairn.npm();
     assert_success(
         &env.run(
@@ -233,7 +232,7 @@ fn yarn_and_pnpm_install_through_cairn() {
     assert!(resolved.iter().all(|l| l.contains(&cairn.npm())), "{lock}");
 
     let pnpm_dir = project(&tmp.path().join("pnpm"), deps);
-    let pnpm = tools.join("pnpm");
+    let pnpm = &tools.pnpm;
     let store = tmp.path().join("pnpm-store");
     let store_flag = format!("--store-dir={}", store.display());
     let registry_flag = format!("--registry={}", cairn.npm());

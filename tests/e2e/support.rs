@@ -353,35 +353,6 @@ pub fn project(dir: &Path, dependencies: serde_json::Value) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// yarn v1 and pnpm, installed once from the machine's npm registry into the target dir (they
-/// are tools the tests drive, not packages that flow through Cairn).
-pub fn js_tools() -> PathBuf {
-    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
-    TOOLS
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-tools");
-            let bin = dir.join("node_modules/.bin");
-            if !(bin.join("yarn").exists() && bin.join("pnpm").exists()) {
-                std::fs::create_dir_all(&dir).expect("tools dir");
-                let output = Command::new("npm")
-                    .args([
-                        "install",
-                        "--no-save",
-                        "--no-audit",
-                        "--no-fund",
-                        "--prefix",
-                    ])
-                    .arg(&dir)
-                    .args(["yarn@1.22.22", "pnpm@9.15.9"])
-                    .output()
-                    .expect("npm must be installed");
-                assert_success(&output, "installing yarn and pnpm");
-            }
-            bin
-        })
-        .clone()
-}
-
 /// Ask `check` every 100 ms until it gives a value; panic naming `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -477,40 +448,4 @@ impl Cairn {
     pub fn metrics(&self) -> String {
         get(&format!("{}/metrics", self.url)).text
     }
-}
-
-/// JS tools installed once per test run into `CARGO_TARGET_TMPDIR/NAME` from `manifest` (a
-/// `package.json` with exact versions), with the scripts of `tests/tools/` named in `scripts`
-/// copied next to them so their imports resolve. Install scripts are not run: the tools need
-/// none, and some optional dependencies would try to download native builds.
-pub fn npm_tools(name: &str, manifest: &serde_json::Value, scripts: &[&str]) -> PathBuf {
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let manifest = serde_json::to_string_pretty(manifest).expect("manifest");
-    let stamp = dir.join(".installed-manifest");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(manifest.as_str()) {
-        let _ = std::fs::remove_dir_all(dir.join("node_modules"));
-        std::fs::create_dir_all(&dir).expect("tools dir");
-        std::fs::write(dir.join("package.json"), &manifest).expect("package.json");
-        let output = Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--no-package-lock",
-            ])
-            .current_dir(&dir)
-            .env_remove("NPM_CONFIG_PREFIX")
-            .output()
-            .expect("npm must be installed");
-        assert_success(&output, &format!("installing the JS tools {name}"));
-        std::fs::write(&stamp, &manifest).expect("stamp");
-    }
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
-    for script in scripts {
-        std::fs::copy(tools.join(script), dir.join(script)).expect("copy script");
-    }
-    dir
 }
