@@ -171,6 +171,15 @@ fn a_file_that_does_not_match_its_sha256_fails_and_is_never_stored() {
             .next()
             .is_none()
     );
+    let wheel = "evil_pkg-1.0.0-py3-none-any.whl";
+    crate::support::assert_refused_and_nothing_stored(
+        &crate::support::get(&format!("{}/pypi/files/evil-pkg/{wheel}", cairn.url)),
+        502,
+        &data,
+        "pypi",
+        &format!("evil-pkg/{wheel}"),
+        &[&fake.index().file(wheel).bytes],
+    );
     assert!(cairn.metric("cairn_digest_mismatches_total{ecosystem=\"pypi\"}") >= 1.0);
 }
 
