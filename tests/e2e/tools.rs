@@ -87,8 +87,18 @@ fn read(path: &Path) -> String {
 /// installed already), check every pinned package is there at its exact version, and copy the
 /// `tests/tools/` scripts named in `scripts` beside it.
 fn npm_set(name: &str, scripts: &[&str]) -> PathBuf {
-    let pinned = pins().join("js").join(name);
     let dir = installed().join("js").join(name);
+    let what = install_npm_set(name, &pins().join("js").join(name), &dir);
+    for script in scripts {
+        std::fs::copy(pins().join(script), dir.join(script))
+            .unwrap_or_else(|e| panic!("copying tests/tools/{script} beside {what}: {e}"));
+    }
+    dir
+}
+
+/// Install the set pinned in `pinned` into `dir`, unless its pins are installed there already;
+/// panic naming the set and its packages when that fails. Returns that name.
+fn install_npm_set(name: &str, pinned: &Path, dir: &Path) -> String {
     let manifest = read(&pinned.join("package.json"));
     let lock = read(&pinned.join("package-lock.json"));
     let stamp = dir.join(".provisioned");
@@ -108,15 +118,15 @@ fn npm_set(name: &str, scripts: &[&str]) -> PathBuf {
             .join(", ")
     );
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins_text.as_str()) {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("tools dir");
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("tools dir");
         std::fs::write(dir.join("package.json"), &manifest).expect("package.json");
         std::fs::write(dir.join("package-lock.json"), &lock).expect("package-lock.json");
         // No install scripts: the tools need none, and some optional dependencies would try
         // to download native builds.
         let output = Command::new("npm")
             .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .env_remove("NPM_CONFIG_PREFIX")
             .output()
             .unwrap_or_else(|e| panic!("installing {what}: cannot run npm: {e}"));
@@ -136,11 +146,7 @@ fn npm_set(name: &str, scripts: &[&str]) -> PathBuf {
             dir.display()
         );
     }
-    for script in scripts {
-        std::fs::copy(pins().join(script), dir.join(script))
-            .unwrap_or_else(|e| panic!("copying tests/tools/{script} beside {what}: {e}"));
-    }
-    dir
+    what
 }
 
 /// uv, installed into a venv from `tests/tools/python/requirements.txt` (its wheels' hashes
@@ -238,4 +244,41 @@ fn the_pinned_tools_run_at_their_pinned_versions() {
             "{script} is not beside its tools"
         );
     }
+}
+
+#[test]
+fn a_tool_whose_bytes_do_not_match_its_pinned_hash_fails_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pinned = tmp.path().join("pins");
+    std::fs::create_dir_all(&pinned).expect("pins dir");
+    let manifest = serde_json::json!({
+        "name": "broken-tools",
+        "private": true,
+        "dependencies": { "p-defer": "4.0.1" },
+    });
+    // The lockfile's integrity is the sha512 of no bytes: what the registry sends cannot match.
+    let lock = serde_json::json!({
+        "name": "broken-tools",
+        "lockfileVersion": 3,
+        "requires": true,
+        "packages": {
+            "": { "name": "broken-tools", "dependencies": { "p-defer": "4.0.1" } },
+            "node_modules/p-defer": {
+                "version": "4.0.1",
+                "integrity": "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==",
+            },
+        },
+    });
+    std::fs::write(pinned.join("package.json"), manifest.to_string()).expect("package.json");
+    std::fs::write(pinned.join("package-lock.json"), lock.to_string()).expect("lockfile");
+    let failed = std::panic::catch_unwind(|| {
+        install_npm_set("broken", &pinned, &tmp.path().join("installed"))
+    })
+    .expect_err("a tool that does not match its pinned hash was installed");
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("installing the pinned JS tools broken (p-defer@4.0.1) failed")
+            && message.contains("EINTEGRITY"),
+        "{message}"
+    );
 }
