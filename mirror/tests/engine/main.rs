@@ -93,7 +93,7 @@ pub(crate) async fn get_with(mirror: &Mirror, path: &str, headers: &[(&str, &str
         request = request.header(*name, *value);
     }
     let request = request.body(axum::body::Body::empty()).expect("request");
-    let response = cairn_mirror::server::router(mirror.clone())
+    let response = cairn_mirror::http::router(mirror.clone())
         .oneshot(request)
         .await
         .expect("response");
