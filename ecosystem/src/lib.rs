@@ -15,14 +15,14 @@ pub mod json;
 pub mod negotiate;
 pub mod units;
 
-/// The identifiers adapters name artifacts with.
-pub use cairn_ipld::cid;
+/// The digests adapters name artifacts with.
+pub use cairn_ipld::digest;
 
 use bytes::Bytes;
 pub use http::{Method, StatusCode};
 use url::Url;
 
-use crate::cid::Digest;
+use crate::digest::Digest;
 
 /// [`Ecosystem::max_document_bytes`] unless an adapter says otherwise.
 pub const DEFAULT_MAX_DOCUMENT: u64 = 32 << 20;
@@ -210,14 +210,30 @@ pub struct Rendered {
 }
 
 /// A request path an adapter refuses (answered with 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRequest(pub String);
 
 /// A metadata document an adapter cannot read (answered with 502).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterError(pub String);
+
+// The message is the whole error (hand-written rather than derived: the contract keeps the
+// adapters free of proc-macro crates).
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadRequest {}
+
+impl std::fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AdapterError {}
 
 /// One registry protocol. Used as `Arc<dyn Ecosystem>`.
 pub trait Ecosystem: Send + Sync + 'static {
@@ -334,5 +350,20 @@ pub trait Ecosystem: Send + Sync + 'static {
     ) -> Result<Option<Rendered>, AdapterError> {
         let _ = (doc, variant, part, base);
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use url::Url;
+
+    /// The workspace pins url's IDNA back end to the ASCII-only one (Cargo.toml): hosts are
+    /// configured upstreams, written as ASCII, and the Unicode tables were most of an adapter's
+    /// dependency tree. A non-ASCII host is refused, not mapped; punycode and case folding work.
+    #[test]
+    fn urls_take_ascii_hosts_only() {
+        assert!(Url::parse("https://b\u{fc}cher.example/simple/").is_err());
+        let url = Url::parse("https://XN--BCHER-KVA.Example/simple/").expect("punycode host");
+        assert_eq!(url.host_str(), Some("xn--bcher-kva.example"));
     }
 }

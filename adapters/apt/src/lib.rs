@@ -25,7 +25,7 @@ pub mod sources;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
     AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing,
     MetadataDoc, MetadataRoute, Rendered, Request, Route,

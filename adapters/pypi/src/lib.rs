@@ -23,7 +23,7 @@ pub mod select;
 pub mod tags;
 pub mod wheel;
 
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Rendered, Request, Route,
