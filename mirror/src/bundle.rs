@@ -847,7 +847,7 @@ pub fn import(
                 context: context_doc.as_ref(),
             })
             .map_err(|e| refused(e.0))?;
-        let refs = crate::mirror::ref_records(refs);
+        let refs = crate::engine::ref_records(refs);
         for (key, r) in &refs {
             named
                 .entry((doc.ecosystem.clone(), key.clone()))
@@ -1110,7 +1110,7 @@ fn check_listed(
             });
             match listed {
                 Ok(()) => {
-                    let refs = crate::mirror::ref_records(read);
+                    let refs = crate::engine::ref_records(read);
                     for (key, r) in &refs {
                         named
                             .entry((name.to_owned(), key.clone()))

@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 
 use crate::blocks::{Blocks, DagScope, EntityBytes, Location, MAX_BLOCK_SIZE, Selector, Walk};
 use crate::car::CarWriter;
+use crate::engine::{Mirror, blocking};
 use crate::error::Error;
-use crate::mirror::{Mirror, blocking};
 
 const RAW_TYPE: &str = "application/vnd.ipld.raw";
 const CAR_TYPE: &str = "application/vnd.ipld.car";

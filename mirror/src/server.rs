@@ -19,12 +19,12 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use url::Url;
 
-use crate::download::Download;
 use crate::ecosystem::{ArtifactRoute, MetadataRoute, Request, Route};
-use crate::error::Error;
-use crate::mirror::{
+use crate::engine::download::Download;
+use crate::engine::{
     ArtifactBody, CachedArtifact, Keep, MetadataHit, Mirror, Registered, http_date, now_ms,
 };
+use crate::error::Error;
 
 /// A request header: `committed` makes the body of a download under way end only once the
 /// file is in the index (not just verified), as `cairn prefetch` asks so that an export right
@@ -359,7 +359,7 @@ async fn held(
     let name = registered.ecosystem.name();
     let base = base_url(mirror, name, request)?;
     let index = mirror.index().clone();
-    let keys = crate::mirror::blocking(move || {
+    let keys = crate::engine::blocking(move || {
         Ok(index.metadata_keys(name, crate::ecosystem::MAX_HELD_LISTED)?)
     })
     .await?;
@@ -494,7 +494,7 @@ async fn metadata(
             Some(body) => body.clone(),
             None => {
                 let doc = doc.clone();
-                crate::mirror::blocking(move || Ok(doc.gzipped())).await?
+                crate::engine::blocking(move || Ok(doc.gzipped())).await?
             }
         }
     } else {
@@ -693,8 +693,8 @@ async fn cached_file(
             Some(bytes) => bytes,
             None => {
                 let (m, c) = (mirror.clone(), cached.clone());
-                let read = crate::mirror::blocking(move || {
-                    Ok(match crate::verified::read_whole(&c)? {
+                let read = crate::engine::blocking(move || {
+                    Ok(match crate::engine::verified::read_whole(&c)? {
                         Ok(bytes) => Some(bytes),
                         Err(damage) => {
                             m.forget_damaged(&c, &damage);
@@ -713,8 +713,8 @@ async fn cached_file(
         Body::from(whole.slice(start as usize..(start + len) as usize))
     } else {
         let (m, c, index) = (mirror.clone(), cached.clone(), mirror.index().clone());
-        let opened = crate::mirror::blocking(move || {
-            Ok(match crate::verified::open(&index, &c)? {
+        let opened = crate::engine::blocking(move || {
+            Ok(match crate::engine::verified::open(&index, &c)? {
                 Ok(opened) => Some(opened),
                 Err(damage) => {
                     m.forget_damaged(&c, &damage);
@@ -726,7 +726,7 @@ async fn cached_file(
         let Some((file, leaves)) = opened else {
             return Ok(None);
         };
-        crate::verified::stream(mirror.clone(), cached.clone(), file, leaves, start, len)
+        crate::engine::verified::stream(mirror.clone(), cached.clone(), file, leaves, start, len)
     };
     mirror.metrics().served("cache", len);
     Ok(Some((status, headers, body).into_response()))
@@ -735,7 +735,7 @@ async fn cached_file(
 /// An artifact streamed without being kept: headers once upstream's are in, then the body as
 /// it verifies.
 async fn unkept_response(
-    mut unkept: crate::unkept::Unkept,
+    mut unkept: crate::engine::unkept::Unkept,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
     let total = unkept.ready().await?;
@@ -771,7 +771,7 @@ async fn downloading(
     if request.method == Method::HEAD {
         return Ok((headers, Body::empty()).into_response());
     }
-    let mut tally = crate::download::ServedTally::new(download.clone(), mirror.clone());
+    let mut tally = crate::engine::download::ServedTally::new(download.clone(), mirror.clone());
     let stream = download.clone().stream().map(move |chunk| {
         if let Ok(bytes) = &chunk {
             tally.sent(bytes.len() as u64);
@@ -928,7 +928,7 @@ struct UpstreamStatus {
 
 async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
     let index = mirror.index().clone();
-    let stats = crate::mirror::blocking(move || Ok(index.stats()?)).await?;
+    let stats = crate::engine::blocking(move || Ok(index.stats()?)).await?;
     Ok(StatusReport {
         offline: mirror.config().offline,
         data_dir: mirror.config().data_dir.display().to_string(),
@@ -1058,7 +1058,7 @@ mod tests {
 
     #[test]
     fn stale_warnings_say_what_happened() {
-        let offline = crate::mirror::stale_reason(&Error::Shared(Arc::new(Error::Offline {
+        let offline = crate::engine::stale_reason(&Error::Shared(Arc::new(Error::Offline {
             what: "npm metadata lodash".into(),
         })));
         let warning = stale_warning(7_500, &offline);
@@ -1068,7 +1068,7 @@ mod tests {
              contacted: this node runs --offline\""
         );
         assert!(!warning.contains("not cached"), "{warning}");
-        let down = crate::mirror::stale_reason(&Error::UpstreamFailed {
+        let down = crate::engine::stale_reason(&Error::UpstreamFailed {
             url: "http://up.invalid/lodash".into(),
             reason: "connection refused \"x\"\r\nInjected: yes é".into(),
         });
@@ -1079,7 +1079,7 @@ mod tests {
             "110 cairn \"Response is Stale: served a cached copy fetched 42s ago; upstream \
              unreachable: connection refused 'x'  Injected: yes  \""
         );
-        let status = crate::mirror::stale_reason(&Error::UpstreamStatus {
+        let status = crate::engine::stale_reason(&Error::UpstreamStatus {
             url: "http://up.invalid/lodash".into(),
             status: StatusCode::SERVICE_UNAVAILABLE,
         });

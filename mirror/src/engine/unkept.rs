@@ -17,11 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
 use crate::cid::{Digest, FlatCid, Hasher};
-use crate::download::HOLDBACK;
+use crate::engine::Mirror;
+use crate::engine::download::HOLDBACK;
 use crate::error::Error;
 use crate::index::RefRecord;
 use crate::metrics::EcosystemLabels;
-use crate::mirror::Mirror;
 use crate::upstream::{Upstream, redact};
 
 /// The most a download redirected to another origin may hold in memory while it cannot be

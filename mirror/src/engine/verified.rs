@@ -19,9 +19,9 @@ use cid::Cid;
 use tokio::sync::mpsc;
 
 use crate::cid::RAW;
+use crate::engine::{CachedArtifact, Mirror};
 use crate::error::Error;
 use crate::index::{ArtifactRecord, Index};
-use crate::mirror::{CachedArtifact, Mirror};
 use crate::unixfs::CHUNK_SIZE;
 
 /// Leaves read ahead of the client at most, per response.

@@ -1,7 +1,7 @@
 //! Metadata documents as rendered for clients, and their cache.
 //!
 //! Rendering a packument means parsing and rewriting it; a hit must cost no more than handing out
-//! bytes, so rendered bodies are kept in memory (a byte-bounded [`crate::lru::Lru`]) keyed by
+//! bytes, so rendered bodies are kept in memory (a byte-bounded [`crate::engine::lru::Lru`]) keyed by
 //! (document CID, variant, part, base URL), with their ETag computed once.
 
 use std::sync::Arc;
@@ -76,14 +76,14 @@ impl RenderedDoc {
     }
 }
 
-impl crate::lru::Weight for RenderedDoc {
+impl crate::engine::lru::Weight for RenderedDoc {
     fn weight(&self) -> usize {
         self.body.len() + self.gzip.get().map_or(0, |g| g.len())
     }
 }
 
 /// Rendered documents by (document, variant, part, base).
-pub type RenderCache = crate::lru::Lru<RenderKey, Arc<RenderedDoc>>;
+pub type RenderCache = crate::engine::lru::Lru<RenderKey, Arc<RenderedDoc>>;
 
 #[cfg(test)]
 mod tests {

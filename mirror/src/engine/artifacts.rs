@@ -1,0 +1,405 @@
+//! Artifact lookups: a hot or indexed copy, a download under way, the same bytes held under
+//! another key, a derived artifact, or a new download; and the references that give an
+//! artifact its digest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use url::Url;
+
+use super::{
+    CachedArtifact, Enough, HOT_ARTIFACTS, Keep, Mirror, Registered, STORE_RESERVE, blocking,
+    now_ms,
+};
+use crate::cid::{Digest, FlatCid, RootCid};
+use crate::ecosystem::{ArtifactRoute, Listing, MetadataRoute};
+use crate::engine::download::Download;
+use crate::error::Error;
+use crate::index::{ArtifactRecord, RefRecord};
+use crate::upstream::Upstream;
+
+/// What a client gets for an artifact.
+pub enum ArtifactBody {
+    Cached(Arc<CachedArtifact>),
+    Downloading(Arc<Download>),
+    /// Streamed from upstream to this one client and checked on the way, not stored: the store
+    /// has no room for it.
+    Unkept(crate::engine::unkept::Unkept),
+}
+
+impl Mirror {
+    /// Look up an artifact: cache, a download under way, or a new download from upstream.
+    /// Cancel-safe: a started download goes on without the caller.
+    pub(crate) async fn artifact(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        keep: Keep,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        if let Listing::Current(document) = &route.listed_by {
+            return self.current_artifact(registered, route, document).await;
+        }
+        let asked_at = now_ms();
+        // The download map before the index: a download commits to the index before it leaves
+        // the map, so a request that misses the one finds the other. (Not when that download
+        // just failed for want of room.)
+        if keep == Keep::IfRoom
+            && let Some(download) = self.download_of(name, &route.key)
+        {
+            self.inner.metrics.cache(name, "artifact", "joined");
+            return Ok(ArtifactBody::Downloading(download));
+        }
+        let hot = self
+            .hot()
+            .get(name)
+            .and_then(|by_key| by_key.get(&route.key))
+            .cloned();
+        let cached = match hot {
+            Some(cached) => Some(cached),
+            None => {
+                let (index, key, store) = (
+                    self.inner.index.clone(),
+                    route.key.clone(),
+                    self.inner.store.clone(),
+                );
+                let found = blocking(move || {
+                    Ok(index.get_artifact(name, &key)?.map(|record| {
+                        let path = store.blob_path(&record.flat);
+                        Arc::new(CachedArtifact::new(name, key, record, path))
+                    }))
+                })
+                .await?;
+                if let Some(cached) = &found {
+                    let mut hot = self.hot();
+                    let by_key = hot.entry(name).or_default();
+                    if by_key.len() >= HOT_ARTIFACTS {
+                        by_key.clear();
+                    }
+                    by_key.insert(route.key.clone(), cached.clone());
+                }
+                found
+            }
+        };
+        if let Some(cached) = cached {
+            self.inner.metrics.cache(name, "artifact", "hit");
+            self.touch(&cached);
+            return Ok(ArtifactBody::Cached(cached));
+        }
+        if let Some(derive) = &route.derive
+            && self.reference(name, &route.key).await?.is_none()
+        {
+            // Upstream does not publish it: make it from the source artifact.
+            return self.derive(registered, route, derive).await;
+        }
+        // Whether a download may go upstream is settled after the cache is searched by content:
+        // an offline node serves a file it holds under another name (apt's by-hash names).
+        let upstream = self.download_upstream(registered, &route.key);
+        let reference = match self.reference(name, &route.key).await? {
+            Some(r) => r,
+            None => {
+                self.reference_from_metadata(registered, route, asked_at)
+                    .await?
+            }
+        };
+        let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
+            url: reference.url.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(cached) = self
+            .same_content(name, Some(&route.key), &reference.flat)
+            .await?
+        {
+            self.inner.metrics.cache(name, "artifact", "hit");
+            return Ok(ArtifactBody::Cached(cached));
+        }
+        let upstream = upstream?;
+        if let Some(upstream) = &upstream {
+            if !upstream.allows(&url)
+                && let Some(document) = route.listed_by.document()
+            {
+                // Declared download prefixes live in memory: after a restart, the indexed
+                // references come back before the documents that declared them have been read
+                // again.
+                if let Some(context) = &document.context {
+                    self.load_doc(name, context).await?;
+                }
+                if !upstream.allows(&url) {
+                    self.load_doc(name, document).await?;
+                }
+            }
+            upstream.check(&url)?;
+        }
+        self.inner.metrics.cache(name, "artifact", "miss");
+        // A listing must be stored to be read; everything else may pass through unkept when
+        // the store is full (until something can be evicted).
+        if let Some(upstream) = &upstream
+            && !registered.ecosystem.is_listing(&route.key)
+            && (keep == Keep::Never || !self.has_room(reference.size.unwrap_or(0)))
+        {
+            tracing::warn!(ecosystem = name, key = %route.key, free = ?self.inner.store.free_bytes(), "no room in the store: streaming the artifact without keeping it");
+            self.inner.metrics.cache(name, "artifact", "unkept");
+            return crate::engine::unkept::start(self, name, &route.key, upstream, url, &reference)
+                .map(ArtifactBody::Unkept);
+        }
+        self.start_download(
+            registered,
+            route.key.clone(),
+            &route.key,
+            upstream,
+            url,
+            &reference,
+        )
+        .await
+    }
+
+    /// The upstream a miss of `key` may download from: `None` when only peers may be asked
+    /// (offline, or no upstream configured, with the swarm on). Without the swarm, those are the
+    /// errors a client gets.
+    pub(super) fn download_upstream(
+        &self,
+        registered: &Registered,
+        key: &str,
+    ) -> Result<Option<Upstream>, Error> {
+        let name = registered.ecosystem.name();
+        let peers = self.peer_source().is_some();
+        if self.inner.config.offline {
+            return if peers {
+                Ok(None)
+            } else {
+                Err(Error::Offline {
+                    what: format!("{name} artifact {key}"),
+                })
+            };
+        }
+        match self.upstream(registered) {
+            Ok(upstream) => Ok(Some(upstream.clone())),
+            Err(_) if peers => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An artifact named by a mutable key ([`Listing::Current`]): whatever file `document`
+    /// lists under the key now, served from the cache when those bytes are there, else
+    /// downloaded and cached under a key naming its content.
+    pub(super) async fn current_artifact(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        document: &MetadataRoute,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        let hit = self.metadata(registered, document).await?;
+        if hit.record.cid.is_none() {
+            return Err(Error::NotFound(format!(
+                "{name} {}: upstream has no {}",
+                route.key, document.key
+            )));
+        }
+        let reference = self.reference(name, &route.key).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{name} {}: not listed in {}",
+                route.key, document.key
+            ))
+        })?;
+        if let Some(cached) = self.same_content(name, None, &reference.flat).await? {
+            self.inner.metrics.cache(name, "artifact", "hit");
+            self.touch(&cached);
+            return Ok(ArtifactBody::Cached(cached));
+        }
+        let key = format!("{}@{}", route.key, reference.flat);
+        if let Some(download) = self.download_of(name, &key) {
+            self.inner.metrics.cache(name, "artifact", "joined");
+            return Ok(ArtifactBody::Downloading(download));
+        }
+        let upstream = self.download_upstream(registered, &route.key)?;
+        let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
+            url: reference.url.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(upstream) = &upstream {
+            upstream.check(&url)?;
+        }
+        self.inner.metrics.cache(name, "artifact", "miss");
+        self.start_download(registered, key, &route.key, upstream, url, &reference)
+            .await
+    }
+
+    /// A cached artifact of `name` with the bytes `flat` names, whatever key it was cached
+    /// under; indexed under `alias` too when one is given (the same file named twice, as apt
+    /// names an index by path and by hash).
+    pub(super) async fn same_content(
+        &self,
+        name: &'static str,
+        alias: Option<&str>,
+        flat: &FlatCid,
+    ) -> Result<Option<Arc<CachedArtifact>>, Error> {
+        let (index, store, flat) = (self.inner.index.clone(), self.inner.store.clone(), *flat);
+        let alias = alias.map(str::to_owned);
+        blocking(move || {
+            let Some((key, record)) = index.find_by_flat(name, &flat)? else {
+                return Ok(None);
+            };
+            let key = match alias {
+                Some(alias) => {
+                    index.alias_artifact(name, &alias, &record)?;
+                    alias
+                }
+                None => key,
+            };
+            let path = store.blob_path(&record.flat);
+            Ok(Some(Arc::new(CachedArtifact::new(name, key, record, path))))
+        })
+        .await
+    }
+
+    /// The digest and URL of an artifact its cached metadata does not list (yet): get the
+    /// document (fresh from the cache if another request just fetched it), and if it still does
+    /// not list the artifact, fetch it afresh once (a version published since).
+    pub(super) async fn reference_from_metadata(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        asked_at: i64,
+    ) -> Result<RefRecord, Error> {
+        let name = registered.ecosystem.name();
+        let Some(document) = route.listed_by.document() else {
+            if self.wait_for_listings(name).await
+                && let Some(found) = self.reference(name, &route.key).await?
+            {
+                return Ok(found);
+            }
+            return Err(Error::NotFound(format!(
+                "{name} {}: not listed in any index this node holds (fetch the indexes through it first)",
+                route.key
+            )));
+        };
+        let hit = self.metadata(registered, document).await?;
+        let mut record = hit.record;
+        if record.cid.is_some()
+            && let Some(found) = self.reference(name, &route.key).await?
+        {
+            return Ok(found);
+        }
+        if record.fetched_at < asked_at && hit.stale_because.is_none() {
+            record = self
+                .refresh(
+                    registered,
+                    document,
+                    Some(record),
+                    Enough::FetchedSince(asked_at),
+                )
+                .await
+                .map_err(Error::Shared)?;
+        }
+        if record.cid.is_none() {
+            return Err(Error::NotFound(format!(
+                "{name} {}: upstream has no {}",
+                route.key, document.key
+            )));
+        }
+        self.reference(name, &route.key).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{name} {}: not listed in {}",
+                route.key, document.key
+            ))
+        })
+    }
+
+    /// Make `route`'s artifact from its source (cached or downloaded first), store it and index
+    /// it like any artifact. Concurrent calls may both derive; the results are identical.
+    pub(super) async fn derive(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        derive: &crate::ecosystem::Derive,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        let source_route = ArtifactRoute {
+            key: derive.source.clone(),
+            listed_by: route.listed_by.clone(),
+            derive: None,
+        };
+        // Boxed: `artifact` calls this, and this calls `artifact` for the source.
+        let source = match Box::pin(self.artifact(registered, &source_route, Keep::IfRoom)).await? {
+            ArtifactBody::Cached(cached) => cached.path.clone(),
+            ArtifactBody::Unkept(_) => {
+                // Derived from a stored file only: none can be had while the store is full.
+                return Err(Error::Store(crate::error::StoreError::NoRoom {
+                    what: format!("{name} {} (derived from {})", route.key, derive.source),
+                    needed: STORE_RESERVE,
+                    free: self.inner.store.free_bytes().unwrap_or(0),
+                }));
+            }
+            ArtifactBody::Downloading(download) => {
+                let record = download
+                    .committed()
+                    .await
+                    .map_err(|(status, message)| Error::Relayed { status, message })?;
+                self.inner.store.blob_path(&record.flat)
+            }
+        };
+        let (store, index, key) = (
+            self.inner.store.clone(),
+            self.inner.index.clone(),
+            route.key.clone(),
+        );
+        let (function, source_key) = (derive.function, derive.source.clone());
+        let cached = blocking(move || {
+            let mut file = std::fs::File::open(&source)
+                .map_err(|e| crate::error::StoreError::io("open", &source, e))?;
+            let bytes = function(&mut file)
+                .map_err(|e| Error::NotFound(format!("{name} {key}: {}", e.0)))?;
+            let mut writer =
+                store.artifact_writer(Digest::of(crate::cid::Algorithm::Sha256, &bytes))?;
+            writer.write(&bytes)?;
+            let committed = writer.finish()?;
+            let record = ArtifactRecord {
+                flat: committed.flat,
+                root: RootCid(committed.dag.root),
+                size: committed.dag.size,
+                upstream_url: format!("derived from {source_key}"),
+                fetched_at: now_ms(),
+            };
+            index.put_artifact(name, &key, &record, &committed.dag)?;
+            Ok(Arc::new(CachedArtifact::new(
+                name,
+                key,
+                record,
+                committed.path,
+            )))
+        })
+        .await?;
+        tracing::info!(ecosystem = name, key = %route.key, source = %derive.source, "artifact derived");
+        Ok(ArtifactBody::Cached(cached))
+    }
+
+    pub(super) async fn reference(
+        &self,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<RefRecord>, Error> {
+        let (index, key) = (self.inner.index.clone(), key.to_owned());
+        blocking(move || Ok(index.get_ref(name, &key)?)).await
+    }
+
+    pub(super) fn hot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>
+    {
+        self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn downloads(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Arc<Download>>> {
+        self.inner
+            .downloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn download_of(&self, name: &'static str, key: &str) -> Option<Arc<Download>> {
+        self.downloads().get(&(name, key.to_owned())).cloned()
+    }
+}

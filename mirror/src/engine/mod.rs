@@ -1,0 +1,463 @@
+//! The engine: the store, the index and the upstreams behind the registered ecosystems, and the
+//! two lookups every request comes down to, metadata and artifacts. One [`Mirror`] type, its
+//! methods split by job:
+//!
+//! - [`metadata`]: a fresh cached document is served as it is; a stale one is revalidated
+//!   upstream (conditional GET, one request per key however many clients ask); when upstream
+//!   fails or the node is offline a stale copy is served (marked by `Age`), and a miss is a 504
+//!   that says why. Each fetched version is read by the adapter before it is stored, and the
+//!   digests it lists are indexed with it. [`from_peers`] asks trusted peers when upstream cannot
+//!   answer; [`rendering`] turns stored documents into what clients get.
+//! - [`artifacts`]: a cached one is a flat file ([`cached`]); a miss starts one shared
+//!   [`Download`] ([`fill`]) whose digest is known before the first byte (from the indexed
+//!   metadata), and which commits only verified bytes. [`listings`] reads artifacts that list
+//!   other artifacts' digests.
+//!
+//! The helpers they share: [`download`] (one download's progress, shared by its readers),
+//! [`flight`] (one call per key), [`lru`] and [`render`] (bounded memory caches), [`unkept`]
+//! (streaming when the store is full) and [`verified`] (checking cached files as they are served).
+
+mod artifacts;
+mod cached;
+pub mod download;
+mod fill;
+pub(crate) mod flight;
+mod from_peers;
+mod listings;
+pub(crate) mod lru;
+mod metadata;
+pub(crate) mod render;
+mod rendering;
+pub(crate) mod unkept;
+pub(crate) mod verified;
+
+pub use artifacts::ArtifactBody;
+pub use cached::CachedArtifact;
+pub(crate) use cached::http_date;
+pub(crate) use fill::Keep;
+pub use metadata::MetadataHit;
+#[cfg(test)]
+pub(crate) use metadata::stale_reason;
+use metadata::{Enough, Fetched};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use url::Url;
+
+use crate::cid::{FlatCid, RootCid};
+use crate::ecosystem::Ecosystem;
+use crate::engine::download::Download;
+use crate::engine::flight::SingleFlight;
+use crate::engine::render::{RenderCache, RenderKey, RenderedDoc};
+use crate::error::Error;
+use crate::index::{Index, MetadataRecord, RefRecord};
+use crate::metrics::Metrics;
+use crate::peers::PeerSource;
+use crate::store::Store;
+use crate::upstream::{Upstream, UpstreamLimits, redact, strip_userinfo, without_credentials};
+
+/// Settings of the mirror core.
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    pub data_dir: PathBuf,
+    /// Never contact an upstream.
+    pub offline: bool,
+    /// How long a fetched metadata document is served without asking upstream again.
+    pub metadata_ttl: Duration,
+    /// How long an upstream "not found" is remembered.
+    pub negative_ttl: Duration,
+    /// The URL clients reach this node at; by default taken from each request's `Host`.
+    pub public_url: Option<Url>,
+    pub limits: UpstreamLimits,
+    /// Memory for rendered metadata documents.
+    pub render_cache_bytes: usize,
+    /// Memory for the bytes of hot small artifacts (each at most 1 MiB).
+    pub content_cache_bytes: usize,
+    /// Largest metadata document accepted from upstream or a peer, for every ecosystem;
+    /// `None`: each ecosystem's own ([`Ecosystem::max_document_bytes`]).
+    pub max_document_bytes: Option<u64>,
+    /// Largest artifact downloaded (one whose listing declares its size is also held to that
+    /// size).
+    pub max_artifact_bytes: u64,
+}
+
+impl MirrorConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        MirrorConfig {
+            data_dir,
+            offline: false,
+            metadata_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(60),
+            public_url: None,
+            limits: UpstreamLimits::default(),
+            render_cache_bytes: 24 << 20,
+            content_cache_bytes: 16 << 20,
+            max_document_bytes: None,
+            max_artifact_bytes: 8 << 30,
+        }
+    }
+}
+
+/// An ecosystem to serve, with its upstream (or why it has none).
+pub struct EcosystemSetup {
+    pub ecosystem: Arc<dyn Ecosystem>,
+    pub upstream: Result<Url, String>,
+}
+
+pub(crate) struct Registered {
+    pub ecosystem: Arc<dyn Ecosystem>,
+    pub upstream: Result<Upstream, String>,
+}
+
+/// Hot artifact rows (about 400 bytes each) and metadata rows kept in memory at most, per
+/// ecosystem.
+const HOT_ARTIFACTS: usize = 50_000;
+
+/// Cached upstream "not found"s kept at most (the newest): each random name asked for leaves
+/// one until the negative TTL sweeps it.
+const MAX_NEGATIVE: u64 = 100_000;
+
+/// How long an artifact whose bytes from peers failed its digest is fetched from upstream only.
+const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(600);
+
+/// Space the store keeps free beyond a download's own size, for the index's WAL and the next
+/// metadata documents. A download that would eat into it is streamed to its client unkept.
+const STORE_RESERVE: u64 = 1 << 20;
+
+/// How long after the disk filled up every miss is streamed unkept, whatever `statvfs` says
+/// (a download that fills the disk frees its temp file when it fails).
+const FULL_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The mirror. Cheap to clone.
+#[derive(Clone)]
+pub struct Mirror {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: MirrorConfig,
+    pub store: Store,
+    pub index: Arc<Index>,
+    pub ecosystems: HashMap<&'static str, Registered>,
+    pub metrics: Metrics,
+    downloads: Mutex<HashMap<(&'static str, String), Arc<Download>>>,
+    metadata_flights: SingleFlight<(&'static str, String), Result<MetadataRecord, Arc<Error>>>,
+    /// Asks of the peers for a document upstream could not give, once for all callers.
+    peer_metadata_flights: SingleFlight<(&'static str, String), Option<MetadataRecord>>,
+    render_flights: SingleFlight<RenderKey, Result<Arc<RenderedDoc>, Arc<Error>>>,
+    rendered: RenderCache,
+    pub content: crate::engine::lru::Lru<FlatCid, Bytes>,
+    hot: Mutex<HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>,
+    /// Metadata records as last read or written by this process: a hit skips SQLite.
+    hot_metadata: Mutex<HashMap<&'static str, HashMap<String, MetadataRecord>>>,
+    touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
+    /// Listing artifacts being downloaded or read, per ecosystem, and their completions.
+    listings: (Mutex<HashMap<&'static str, usize>>, tokio::sync::Notify),
+    /// The swarm, once the node has started (`--no-p2p`: never).
+    peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
+    /// Artifacts whose bytes from peers failed the registry digest, and when.
+    peer_failures: Mutex<HashMap<FlatCid, Instant>>,
+    /// When a download last failed for want of disk space.
+    store_filled_at: Mutex<Option<Instant>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Run blocking work (SQLite, hashing, fsync) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+impl Mirror {
+    /// Open the store and index under `config.data_dir` and register `ecosystems`. Blocking.
+    pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
+        let store = Store::open(&config.data_dir)?;
+        let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
+        let stripped = index.strip_credentials()?;
+        if stripped > 0 {
+            tracing::info!(
+                rows = stripped,
+                "removed credentials from stored upstream URLs"
+            );
+        }
+        let mut registered = HashMap::new();
+        for setup in ecosystems {
+            let upstream = match setup.upstream {
+                Ok(url) => Ok(Upstream::new(url, config.limits.clone())?),
+                Err(hint) => Err(hint),
+            };
+            registered.insert(
+                setup.ecosystem.name(),
+                Registered {
+                    ecosystem: setup.ecosystem,
+                    upstream,
+                },
+            );
+        }
+        Ok(Mirror {
+            inner: Arc::new(Inner {
+                rendered: RenderCache::new(config.render_cache_bytes),
+                content: crate::engine::lru::Lru::new(config.content_cache_bytes),
+                config,
+                store,
+                index,
+                ecosystems: registered,
+                metrics: Metrics::new(),
+                downloads: Mutex::new(HashMap::new()),
+                metadata_flights: SingleFlight::default(),
+                peer_metadata_flights: SingleFlight::default(),
+                render_flights: SingleFlight::default(),
+                hot: Mutex::new(HashMap::new()),
+                hot_metadata: Mutex::new(HashMap::new()),
+                touched: Mutex::new(Vec::new()),
+                listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),
+                peers: std::sync::OnceLock::new(),
+                peer_failures: Mutex::new(HashMap::new()),
+                store_filled_at: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &MirrorConfig {
+        &self.inner.config
+    }
+
+    /// Connect the swarm: from now on misses ask peers first, and what this node downloads or
+    /// holds is announced to them. Set once; a second call is ignored.
+    pub fn set_peers(&self, peers: Arc<dyn PeerSource>) {
+        let _ = self.inner.peers.set(peers);
+    }
+
+    /// The swarm, when it is on.
+    pub fn peer_source(&self) -> Option<&Arc<dyn PeerSource>> {
+        self.inner.peers.get()
+    }
+
+    /// Every block this node holds, by CID (what Bitswap and the gateway serve).
+    pub fn blocks(&self) -> crate::blocks::Blocks {
+        crate::blocks::Blocks::new(self.inner.store.clone(), self.inner.index.clone())
+    }
+
+    /// The cached copy of metadata document `key` of `ecosystem`, as a peer asking for it gets
+    /// it: the exact upstream bytes with their age and validators. `None` when this node has no
+    /// document under that key (or only upstream's "not found"). Blocking: call it on a blocking
+    /// thread.
+    pub fn peer_document(
+        &self,
+        ecosystem: &str,
+        key: &str,
+    ) -> Result<Option<crate::peers::PeerDocument>, Error> {
+        let Some(record) = self.inner.index.get_metadata(ecosystem, key)? else {
+            return Ok(None);
+        };
+        let Some(cid) = record.cid else {
+            return Ok(None);
+        };
+        let body = self.inner.store.read_metadata(&cid)?;
+        Ok(Some(crate::peers::PeerDocument {
+            body,
+            upstream_url: strip_userinfo(&record.upstream_url).into_owned(),
+            fetched_at: record.fetched_at,
+            etag: record.etag,
+            last_modified: record.last_modified,
+            peer: Arc::from("self"),
+        }))
+    }
+
+    /// Flat and root CIDs of every artifact held, to announce at start. Blocking.
+    pub fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, Error> {
+        Ok(self.inner.index.held_files()?)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Bytes of hot small artifacts, by flat CID.
+    pub(crate) fn content(&self) -> &crate::engine::lru::Lru<FlatCid, Bytes> {
+        &self.inner.content
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.inner.index
+    }
+
+    /// The registered ecosystems and their upstreams (or why there is none).
+    pub fn upstreams(&self) -> Vec<(&'static str, Result<String, String>)> {
+        let mut out: Vec<_> = self
+            .inner
+            .ecosystems
+            .iter()
+            .map(|(name, r)| {
+                (
+                    *name,
+                    r.upstream
+                        .as_ref()
+                        .map(Upstream::shown)
+                        .map_err(Clone::clone),
+                )
+            })
+            .collect();
+        out.sort_by_key(|(name, _)| *name);
+        out
+    }
+
+    pub(crate) fn ecosystem(&self, name: &str) -> Option<&Registered> {
+        self.inner.ecosystems.get(name)
+    }
+
+    /// The ecosystem whose upstream base URL holds `path` on `host:port` (the scheme is not
+    /// compared: an https upstream may be asked for by an http proxy client), and the path
+    /// below that base.
+    pub(crate) fn ecosystem_for_upstream(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<(&Registered, String)> {
+        self.inner.ecosystems.values().find_map(|registered| {
+            let base = registered.upstream.as_ref().ok()?.base();
+            let same_port =
+                port.is_none_or(|p| Some(p) == base.port_or_known_default()) || port == base.port();
+            if !base.host_str()?.eq_ignore_ascii_case(host) || !same_port {
+                return None;
+            }
+            let below = path.strip_prefix(base.path())?;
+            Some((registered, below.to_owned()))
+        })
+    }
+
+    fn upstream<'a>(&self, registered: &'a Registered) -> Result<&'a Upstream, Error> {
+        registered
+            .upstream
+            .as_ref()
+            .map_err(|hint| Error::NoUpstream {
+                ecosystem: registered.ecosystem.name(),
+                hint: hint.clone(),
+            })
+    }
+
+    /// Delete cached upstream "not found"s older than the negative TTL, and the oldest beyond
+    /// `MAX_NEGATIVE` (100,000), from the index and from memory. Returns how many rows went.
+    pub async fn expire_negative(&self) -> Result<usize, Error> {
+        let now = now_ms();
+        let before = now.saturating_sub(self.inner.config.negative_ttl.as_millis() as i64);
+        self.hot_metadata().values_mut().for_each(|by_key| {
+            by_key.retain(|_, record| record.cid.is_some() || self.is_fresh(record, now))
+        });
+        let index = self.inner.index.clone();
+        blocking(move || Ok(index.expire_negative(before, MAX_NEGATIVE)?)).await
+    }
+
+    /// Write batched last-access times to the index. Blocking work runs off the async workers.
+    pub async fn flush_access_times(&self) -> Result<(), Error> {
+        let batch =
+            std::mem::take(&mut *self.inner.touched.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let index = self.inner.index.clone();
+        blocking(move || {
+            let batch: Vec<(&str, &str, i64)> = batch
+                .iter()
+                .map(|(c, at)| (c.ecosystem, c.key.as_str(), *at))
+                .collect();
+            Ok(index.touch_artifacts(&batch)?)
+        })
+        .await
+    }
+
+    /// Flush what is pending and checkpoint the index (at shutdown).
+    pub async fn close(&self) -> Result<(), Error> {
+        self.flush_access_times().await?;
+        let index = self.inner.index.clone();
+        blocking(move || Ok(index.checkpoint()?)).await
+    }
+
+    /// The flat CID of an artifact key, if cached.
+    pub async fn cached_flat(
+        &self,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<FlatCid>, Error> {
+        let (index, key) = (self.inner.index.clone(), key.to_owned());
+        blocking(move || Ok(index.get_artifact(name, &key)?.map(|r| r.flat))).await
+    }
+}
+
+/// References of a listing indexed per transaction (see [`Mirror::read_listing`]).
+const LISTING_BATCH: usize = 10_000;
+
+/// An artifact reference as the index keeps it.
+fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
+    (
+        r.key,
+        RefRecord {
+            flat: r.digest.flat_cid(),
+            url: without_credentials(&r.url).to_string(),
+            size: r.size,
+        },
+    )
+}
+
+/// Artifact references as the index keeps them.
+pub(crate) fn ref_records(refs: Vec<crate::ecosystem::ArtifactRef>) -> Vec<(String, RefRecord)> {
+    refs.into_iter().map(ref_record).collect()
+}
+
+/// The error for a document of `ecosystem` from `url` over `limit` bytes.
+fn document_too_large(url: &Url, ecosystem: &str, limit: u64) -> Error {
+    Error::TooLarge {
+        what: format!("{ecosystem} document {}", redact(url)),
+        limit: crate::limits::size(limit),
+        setting: format!("{ecosystem} documents (--max-document-size)"),
+    }
+}
+
+/// Read a document's body into memory, refusing more than `limit` bytes (`ecosystem`'s limit,
+/// named in the error).
+async fn read_limited(
+    mut response: reqwest::Response,
+    url: &Url,
+    ecosystem: &str,
+    limit: u64,
+) -> Result<Bytes, Error> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(document_too_large(url, ecosystem, limit));
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(document_too_large(url, ecosystem, limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(Error::UpstreamFailed {
+                    url: redact(url),
+                    reason: crate::upstream::describe(&e),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod credentials_tests;
