@@ -120,7 +120,7 @@ fn npm_packument_tarballs_route_back_to_the_packument() {
         body: &body,
         context: None,
     };
-    let listed = npm.artifacts(&doc).expect("packument read");
+    let listed = npm.read(&doc).expect("packument read").artifacts;
     assert_eq!(listed.len(), 600);
     let mut client_urls = Vec::new();
     for accept in [None, Some(cairn_npm::ABBREVIATED)] {
@@ -197,7 +197,7 @@ fn cargo_index_releases_route_back_to_the_index_file() {
         body: &body,
         context: Some(&config),
     };
-    let listed = cargo.artifacts(&doc).expect("index file read");
+    let listed = cargo.read(&doc).expect("index file read").artifacts;
     assert_eq!(listed.len(), 400);
     // What cargo does: `dl` from the rendered config.json (no markers: it appends
     // `/{crate}/{version}/download`), the name and version from each rendered index line.
@@ -303,7 +303,7 @@ fn pypi_page_files_route_back_to_the_page() {
         body: &body,
         context: None,
     };
-    let listed = pypi.artifacts(&doc).expect("page read");
+    let listed = pypi.read(&doc).expect("page read").artifacts;
     // 480 files, and the upstream metadata of half the 360 wheels.
     assert_eq!(listed.len(), 660);
     let mut client_urls = Vec::new();
@@ -373,7 +373,7 @@ fn apt_indexes_route_back_to_their_in_release() {
         body: &body,
         context: None,
     };
-    let listed = apt.artifacts(&doc).expect("InRelease verified");
+    let listed = apt.read(&doc).expect("InRelease verified").artifacts;
     assert!(listed.len() > 100, "{} index files", listed.len());
     // What apt does: every file of the SHA256 section below `dists/SUITE/`, by path and by hash.
     let text = rendered_text(&apt, &doc, &route, &base);

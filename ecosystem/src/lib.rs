@@ -114,7 +114,7 @@ pub struct MetadataRoute {
     pub upstream_accept: Option<&'static str>,
     /// Another document the adapter needs to read this one (cargo's `config.json` for an index
     /// file: it says where downloads live). The mirror fetches it like any metadata and passes
-    /// it to [`Ecosystem::artifacts`] as [`MetadataDoc::context`].
+    /// it to [`Ecosystem::read`] as [`MetadataDoc::context`].
     pub context: Option<Box<MetadataRoute>>,
 }
 
@@ -133,7 +133,7 @@ pub struct ArtifactRoute {
 /// Where an artifact's digest comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listing {
-    /// The metadata document whose [`Ecosystem::artifacts`] lists it (an npm packument, a cargo
+    /// The metadata document whose [`Ecosystem::read`] lists it (an npm packument, a cargo
     /// index file, a PyPI page). The key names one immutable file.
     Document(MetadataRoute),
     /// Whatever file this document lists under the key *now* (apt's `Packages.xz` beside its
@@ -189,6 +189,28 @@ pub struct ArtifactRef {
     pub size: Option<u64>,
 }
 
+/// What a metadata document says, as [`Ecosystem::read`] finds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentFacts {
+    /// The artifacts it names, with the digests the registry published.
+    pub artifacts: Vec<ArtifactRef>,
+    /// Download locations, besides the upstream's base URL, that it declares (cargo's
+    /// `config.json` `dl`; the file host of PyPI's project pages). The mirror fetches artifacts
+    /// only under the base and these prefixes. Most registries serve everything under the base
+    /// and declare none.
+    pub download_prefixes: Vec<Url>,
+}
+
+impl DocumentFacts {
+    /// Facts of a document that names `artifacts` and declares no download location.
+    pub fn artifacts(artifacts: Vec<ArtifactRef>) -> Self {
+        DocumentFacts {
+            artifacts,
+            download_prefixes: Vec::new(),
+        }
+    }
+}
+
 /// A fetched metadata document.
 #[derive(Clone, Copy, Debug)]
 pub struct MetadataDoc<'a> {
@@ -198,7 +220,7 @@ pub struct MetadataDoc<'a> {
     /// Exactly the upstream bytes.
     pub body: &'a [u8],
     /// The document [`MetadataRoute::context`] named, when there is one (given to
-    /// [`Ecosystem::artifacts`] only).
+    /// [`Ecosystem::read`] only).
     pub context: Option<&'a MetadataDoc<'a>>,
 }
 
@@ -254,19 +276,11 @@ pub trait Ecosystem: Send + Sync + 'static {
         self.route(&Request::get(key))
     }
 
-    /// The artifacts `doc` names with their digests. Called once per fetched version of a
-    /// document, before it is stored: an error here means the document is malformed and is not
-    /// stored.
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError>;
-
-    /// Download locations, besides the upstream's base URL, that a document fetched from the
-    /// upstream declares (cargo's `config.json` `dl`; the file host of PyPI's project pages).
-    /// The mirror fetches artifacts only under the base and these prefixes. Most registries
-    /// serve everything under the base and declare none.
-    fn download_prefixes(&self, doc: &MetadataDoc<'_>) -> Vec<Url> {
-        let _ = doc;
-        Vec::new()
-    }
+    /// Read a fetched document once: the artifacts it names with their digests, and the
+    /// download locations it declares. Called once per fetched version of a document, before it
+    /// is stored (an error means the document is malformed, and it is not stored), and for a
+    /// stored document whose declared locations the mirror needs again (after a restart).
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError>;
 
     /// True when a miss of `key` (a document or an artifact) on a node that is `--offline` is
     /// answered 404 rather than 504. A 504 says the gateway could not reach upstream, which clients read as

@@ -839,15 +839,15 @@ pub fn import(
             body,
             context: None,
         });
-        let refs = ecosystem
-            .artifacts(&MetadataDoc {
+        let facts = ecosystem
+            .read(&MetadataDoc {
                 key: &doc.key,
                 url: &url,
                 body: &body,
                 context: context_doc.as_ref(),
             })
             .map_err(|e| refused(e.0))?;
-        let refs = crate::engine::ref_records(refs);
+        let refs = crate::engine::ref_records(facts.artifacts);
         for (key, r) in &refs {
             named
                 .entry((doc.ecosystem.clone(), key.clone()))

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_mirror::cid::{Algorithm, Digest};
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing,
-    MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem,
+    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
 use sha2::Digest as _;
@@ -67,7 +67,7 @@ impl Ecosystem for Test {
             }))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let text = std::str::from_utf8(doc.body).map_err(|e| AdapterError(e.to_string()))?;
         text.lines()
             .filter(|line| !line.is_empty())
@@ -85,7 +85,8 @@ impl Ecosystem for Test {
                     size: rest.first().and_then(|s| s.parse().ok()),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(DocumentFacts::artifacts)
     }
 
     fn is_listing(&self, key: &str) -> bool {

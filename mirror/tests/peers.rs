@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_mirror::cid::{FlatCid, RootCid};
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing,
+    MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use cairn_mirror::peers::{PeerChunk, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
@@ -53,7 +53,7 @@ impl Ecosystem for Test {
         })
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let text = std::str::from_utf8(doc.body).map_err(|e| AdapterError(e.to_string()))?;
         text.lines()
             .map(|line| {
@@ -75,7 +75,8 @@ impl Ecosystem for Test {
                     size: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(DocumentFacts::artifacts)
     }
 
     fn render(

@@ -27,8 +27,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
-    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing,
-    MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem,
+    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use url::Url;
@@ -178,6 +178,43 @@ impl Archive {
     }
 }
 
+impl Archive {
+    /// The index files a Release document lists, once its signature and dates are checked.
+    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+        let file = doc.key.rsplit('/').next().unwrap_or_default();
+        let refused = |e: signature::SignatureError| AdapterError(e.0);
+        match file {
+            "InRelease" => {
+                let (text, signer) = self
+                    .keyring
+                    .verify_cleartext(doc.key, doc.body)
+                    .map_err(refused)?;
+                tracing_signer(doc.key, &signer);
+                self.listed(doc, &text)
+            }
+            "Release" => {
+                let signature = doc.context.ok_or_else(|| {
+                    AdapterError(format!("{}: no Release.gpg to check it with", doc.key))
+                })?;
+                let signer = self
+                    .keyring
+                    .verify_detached(doc.key, doc.body, signature.body)
+                    .map_err(refused)?;
+                tracing_signer(doc.key, &signer);
+                let text = std::str::from_utf8(doc.body)
+                    .map_err(|_| AdapterError(format!("{} is not UTF-8 text", doc.key)))?;
+                self.listed(doc, text)
+            }
+            "Release.gpg" => {
+                signature::is_signature(doc.body)
+                    .map_err(|e| AdapterError(format!("{}: {e}", doc.key)))?;
+                Ok(Vec::new())
+            }
+            _ => Err(AdapterError(format!("{}: not an apt document", doc.key))),
+        }
+    }
+}
+
 impl Ecosystem for Archive {
     fn name(&self) -> &'static str {
         self.name
@@ -227,38 +264,8 @@ impl Ecosystem for Archive {
         Ok(Some(route))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
-        let file = doc.key.rsplit('/').next().unwrap_or_default();
-        let refused = |e: signature::SignatureError| AdapterError(e.0);
-        match file {
-            "InRelease" => {
-                let (text, signer) = self
-                    .keyring
-                    .verify_cleartext(doc.key, doc.body)
-                    .map_err(refused)?;
-                tracing_signer(doc.key, &signer);
-                self.listed(doc, &text)
-            }
-            "Release" => {
-                let signature = doc.context.ok_or_else(|| {
-                    AdapterError(format!("{}: no Release.gpg to check it with", doc.key))
-                })?;
-                let signer = self
-                    .keyring
-                    .verify_detached(doc.key, doc.body, signature.body)
-                    .map_err(refused)?;
-                tracing_signer(doc.key, &signer);
-                let text = std::str::from_utf8(doc.body)
-                    .map_err(|_| AdapterError(format!("{} is not UTF-8 text", doc.key)))?;
-                self.listed(doc, text)
-            }
-            "Release.gpg" => {
-                signature::is_signature(doc.body)
-                    .map_err(|e| AdapterError(format!("{}: {e}", doc.key)))?;
-                Ok(Vec::new())
-            }
-            _ => Err(AdapterError(format!("{}: not an apt document", doc.key))),
-        }
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
+        self.artifacts(doc).map(DocumentFacts::artifacts)
     }
 
     fn is_listing(&self, key: &str) -> bool {

@@ -22,7 +22,7 @@ pub mod packument;
 
 use bytes::Bytes;
 use cairn_ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
+    AdapterError, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Method, Rendered, Request, Route, StatusCode,
 };
 use url::Url;
@@ -253,9 +253,9 @@ impl Ecosystem for Npm {
         self.read_route(&Request::get(key))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
-        packument::artifacts(&name, doc.url, doc.body)
+        packument::artifacts(&name, doc.url, doc.body).map(DocumentFacts::artifacts)
     }
 
     fn render(

@@ -54,10 +54,10 @@ impl Ecosystem for Test {
         Ok(Some(Route::Metadata(doc_route(path))))
     }
 
-    fn artifacts(
+    fn read(
         &self,
         doc: &MetadataDoc<'_>,
-    ) -> Result<Vec<crate::ecosystem::ArtifactRef>, crate::ecosystem::AdapterError> {
+    ) -> Result<crate::ecosystem::DocumentFacts, crate::ecosystem::AdapterError> {
         let fail = |e: String| crate::ecosystem::AdapterError(e);
         let text = std::str::from_utf8(doc.body).map_err(|e| fail(e.to_string()))?;
         if text.starts_with("unsigned") {
@@ -77,7 +77,8 @@ impl Ecosystem for Test {
                     size: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(crate::ecosystem::DocumentFacts::artifacts)
     }
 
     fn render(
@@ -708,11 +709,11 @@ impl Ecosystem for Limited {
     ) -> Result<Option<Route>, crate::ecosystem::BadRequest> {
         Test.route(request)
     }
-    fn artifacts(
+    fn read(
         &self,
         doc: &MetadataDoc<'_>,
-    ) -> Result<Vec<crate::ecosystem::ArtifactRef>, crate::ecosystem::AdapterError> {
-        Test.artifacts(doc)
+    ) -> Result<crate::ecosystem::DocumentFacts, crate::ecosystem::AdapterError> {
+        Test.read(doc)
     }
     fn render(
         &self,

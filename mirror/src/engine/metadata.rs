@@ -407,14 +407,14 @@ impl Mirror {
                 body: &body,
                 context: context_doc.as_ref(),
             };
-            let refs = ecosystem.artifacts(&doc).map_err(|e| Error::BadMetadata {
+            let facts = ecosystem.read(&doc).map_err(|e| Error::BadMetadata {
                 url: redact(&url),
                 reason: e.0,
             })?;
             if let Some(upstream) = &upstream {
-                upstream.add_prefixes(ecosystem.download_prefixes(&doc));
+                upstream.add_prefixes(facts.download_prefixes);
             }
-            let refs = ref_records(refs);
+            let refs = ref_records(facts.artifacts);
             store.put_metadata(&body)?;
             let record = MetadataRecord {
                 cid: Some(cid),
@@ -467,7 +467,11 @@ impl Mirror {
                 body: &context.body,
                 context: None,
             };
-            upstream.add_prefixes(registered.ecosystem.download_prefixes(&doc));
+            // A stored document was read when it was fetched: one that no longer reads (an
+            // adapter grown stricter) declares nothing, as before it was stored.
+            if let Ok(facts) = registered.ecosystem.read(&doc) {
+                upstream.add_prefixes(facts.download_prefixes);
+            }
         }
         Ok(context)
     }
