@@ -128,6 +128,10 @@ pub struct ArtifactRoute {
     /// How to make the artifact from another one when upstream does not publish it (PyPI's
     /// core metadata, extracted from the wheel).
     pub derive: Option<Derive>,
+    /// True when the artifact is itself a listing of other artifacts' digests (apt's `Packages`
+    /// and `Sources` files), to be read by [`Ecosystem::listing`] once verified. For a key that
+    /// did not come in a request, [`Ecosystem::key_route`] says it.
+    pub listing: bool,
 }
 
 /// Where an artifact's digest comes from.
@@ -140,8 +144,8 @@ pub enum Listing {
     /// `InRelease`): the key is a mutable name, resolved through the document (fresh or stale
     /// as for any metadata) on every request, and the file is cached by its content.
     Current(MetadataRoute),
-    /// Listed by artifacts that are themselves listings ([`Ecosystem::listing`]: apt's
-    /// `Packages` names the digest of every `.deb`). Known once such a listing has been fetched.
+    /// Listed by artifacts that are themselves listings ([`ArtifactRoute::listing`], read by
+    /// [`Ecosystem::listing`]: apt's `Packages` names the digest of every `.deb`). Known once such a listing has been fetched.
     Listings,
 }
 
@@ -291,14 +295,7 @@ pub trait Ecosystem: Send + Sync + 'static {
         false
     }
 
-    /// True when the artifact `key` is itself a listing of other artifacts' digests (apt's
-    /// `Packages` and `Sources` files), to be read by [`Ecosystem::listing`] once verified.
-    fn is_listing(&self, key: &str) -> bool {
-        let _ = key;
-        false
-    }
-
-    /// The artifacts a verified listing artifact names, with their digests, handed to `each`
+    /// The artifacts a verified listing artifact ([`ArtifactRoute::listing`]) names, with their digests, handed to `each`
     /// one by one as they are read (a listing may name hundreds of thousands: the mirror indexes
     /// them in batches, never holding them all). `url` is where it was fetched from (names in it
     /// are relative to the archive it belongs to). An error from `each` ends the reading and is

@@ -602,16 +602,16 @@ fn artifact_route(
         key: key.to_owned(),
         reason,
     };
-    let (name, current) = match key.rsplit_once('@') {
-        Some((name, tail)) if tail.parse::<Cid>().is_ok() => {
-            if tail != flat.to_string() {
+    let (name, current) = match crate::content_key::read(key) {
+        Some((name, named)) => {
+            if named != *flat {
                 return Err(bad(format!(
-                    "it names the bytes {tail}, the bundle brings {flat}"
+                    "it names the bytes {named}, the bundle brings {flat}"
                 )));
             }
             (name, true)
         }
-        _ => (key, false),
+        None => (key, false),
     };
     match ecosystem.key_route(name) {
         Ok(Some(Route::Artifact(route)))
@@ -1095,7 +1095,7 @@ fn check_listed(
             }
             accepted[i] = true;
             progress = true;
-            if !a.ecosystem.is_listing(route_key) {
+            if !a.route.listing {
                 continue;
             }
             let url = Url::parse(&a.record.upstream_url)

@@ -63,6 +63,7 @@ impl Ecosystem for Test {
                     key: request.path["f/".len()..].to_owned(),
                     listed_by: Listing::Document(doc_route(doc)),
                     derive: None,
+                    listing: request.path.ends_with(".list"),
                 })
             }))
     }
@@ -87,10 +88,6 @@ impl Ecosystem for Test {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(DocumentFacts::artifacts)
-    }
-
-    fn is_listing(&self, key: &str) -> bool {
-        key.ends_with(".list")
     }
 
     fn listing(

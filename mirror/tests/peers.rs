@@ -48,6 +48,7 @@ impl Ecosystem for Test {
                     key: key.to_owned(),
                     listed_by: Listing::Document(doc_route()),
                     derive: None,
+                    listing: false,
                 })
             }),
         })

@@ -8,7 +8,8 @@
 //! - Index files (`Packages.xz`, `Translation-en`, `Contents-*`, DEP-11, …) are artifacts. By
 //!   path they are mutable names, resolved through the suite's current `InRelease`
 //!   ([`Listing::Current`]); `by-hash/SHA256/…` names are immutable.
-//! - `Packages` and `Sources` are listings ([`Ecosystem::listing`]): once verified, the pool
+//! - `Packages` and `Sources` are listings (their routes say so, [`ArtifactRoute::listing`], and
+//!   [`Ecosystem::listing`] reads them): once verified, the pool
 //!   files they name, with SHA256 and size, are indexed, and `pool/…` requests are verified
 //!   against those digests.
 //!
@@ -231,6 +232,7 @@ impl Ecosystem for Archive {
                 key: path,
                 listed_by: Listing::Listings,
                 derive: None,
+                listing: false,
             })));
         };
         let Some((suite, file)) = rest.split_once('/') else {
@@ -250,12 +252,14 @@ impl Ecosystem for Archive {
                     return Ok(None); // only the strong hash is listed; apt falls back to it
                 }
                 Route::Artifact(ArtifactRoute {
+                    listing: is_listing_key(&path),
                     key: path,
                     listed_by: Listing::Document(in_release(suite)),
                     derive: None,
                 })
             }
             _ => Route::Artifact(ArtifactRoute {
+                listing: is_listing_key(&path),
                 key: path,
                 listed_by: Listing::Current(in_release(suite)),
                 derive: None,
@@ -266,10 +270,6 @@ impl Ecosystem for Archive {
 
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         self.artifacts(doc).map(DocumentFacts::artifacts)
-    }
-
-    fn is_listing(&self, key: &str) -> bool {
-        is_listing_key(key)
     }
 
     /// Everything: apt reads a 5xx as transient and retries it, and `apt-get update` against an
@@ -322,8 +322,8 @@ impl Ecosystem for Archive {
     }
 }
 
-/// True for the keys of `Packages` and `Sources` indexes (by path, by hash, or by path with the
-/// `@FLATCID` the mirror adds to files named through `InRelease`).
+/// True for the paths of `Packages` and `Sources` indexes below `dists/` (by path or by hash):
+/// what [`Archive`] routes as listings ([`ArtifactRoute::listing`]).
 pub fn is_listing_key(key: &str) -> bool {
     if !key.starts_with("dists/") || key.contains(".diff/") {
         return false;

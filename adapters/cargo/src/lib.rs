@@ -125,6 +125,7 @@ impl Ecosystem for Cargo {
                 key: artifact_key(name, version),
                 listed_by: Listing::Document(index_route(name)),
                 derive: None,
+                listing: false,
             })));
         }
         Ok(None)

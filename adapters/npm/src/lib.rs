@@ -189,6 +189,7 @@ impl Npm {
                 key: packument::artifact_key(&name, &file),
                 listed_by: Listing::Document(metadata_route(&name, FULL_VARIANT)),
                 derive: None,
+                listing: false,
             })));
         }
         let decoded = decode(path).map_err(bad)?;

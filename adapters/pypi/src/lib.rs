@@ -184,6 +184,7 @@ impl Ecosystem for Pypi {
                 key: artifact_key(&project, &file),
                 listed_by: Listing::Document(page_route(&project, JSON_VARIANT)),
                 derive,
+                listing: false,
             })));
         }
         Ok(None)

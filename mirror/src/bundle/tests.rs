@@ -46,6 +46,7 @@ impl Ecosystem for Test {
                 key: path.to_owned(),
                 listed_by: Listing::Document(doc_route(name)),
                 derive: None,
+                listing: false,
             })));
         }
         if !good_name(path) {

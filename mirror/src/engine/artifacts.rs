@@ -134,7 +134,7 @@ impl Mirror {
         // A listing must be stored to be read; everything else may pass through unkept when
         // the store is full (until something can be evicted).
         if let Some(upstream) = &upstream
-            && !registered.ecosystem.is_listing(&route.key)
+            && !route.listing
             && (keep == Keep::Never || !self.has_room(reference.size.unwrap_or(0)))
         {
             tracing::warn!(ecosystem = name, key = %route.key, free = ?self.inner.store.free_bytes(), "no room in the store: streaming the artifact without keeping it");
@@ -145,7 +145,7 @@ impl Mirror {
         self.start_download(
             registered,
             route.key.clone(),
-            &route.key,
+            route,
             upstream,
             url,
             &reference,
@@ -207,7 +207,7 @@ impl Mirror {
             self.touch(&cached);
             return Ok(ArtifactBody::Cached(cached));
         }
-        let key = format!("{}@{}", route.key, reference.flat);
+        let key = crate::engine::content_key::make(&route.key, &reference.flat);
         if let Some(download) = self.download_of(name, &key) {
             self.inner.metrics.cache(name, "artifact", "joined");
             return Ok(ArtifactBody::Downloading(download));
@@ -221,7 +221,7 @@ impl Mirror {
             upstream.check(&url)?;
         }
         self.inner.metrics.cache(name, "artifact", "miss");
-        self.start_download(registered, key, &route.key, upstream, url, &reference)
+        self.start_download(registered, key, route, upstream, url, &reference)
             .await
     }
 
@@ -319,6 +319,7 @@ impl Mirror {
             key: derive.source.clone(),
             listed_by: route.listed_by.clone(),
             derive: None,
+            listing: false,
         };
         // Boxed: `artifact` calls this, and this calls `artifact` for the source.
         let source = match Box::pin(self.artifact(registered, &source_route, Keep::IfRoom)).await? {

@@ -14,6 +14,7 @@ use super::{
     STORE_RESERVE, blocking, now_ms,
 };
 use crate::cid::{FlatCid, RootCid};
+use crate::ecosystem::ArtifactRoute;
 use crate::engine::download::{Download, Progress};
 use crate::error::Error;
 use crate::index::{ArtifactRecord, RefRecord};
@@ -31,24 +32,25 @@ pub(crate) enum Keep {
 }
 
 impl Mirror {
-    /// Start downloading `reference` as the artifact `key` (the route's key `asked`, or a key
+    /// Start downloading `reference` as the artifact `key` (the key of `route`, or a key
     /// naming its content), or join the download of it already under way, or take it from the
     /// index when a download committed it since the caller looked.
     pub(super) async fn start_download(
         &self,
         registered: &Registered,
         key: String,
-        asked: &str,
+        route: &ArtifactRoute,
         upstream: Option<Upstream>,
         url: Url,
         reference: &RefRecord,
     ) -> Result<ArtifactBody, Error> {
         let ecosystem = registered.ecosystem.clone();
         let name = ecosystem.name();
+        let asked = route.key.as_str();
         let expected = reference.flat.digest().ok_or_else(|| {
             Error::Internal(format!("{asked}: unsupported digest in {}", reference.flat))
         })?;
-        let listing = ecosystem.is_listing(asked).then(|| asked.to_owned());
+        let listing = route.listing.then(|| asked.to_owned());
         let store = self.inner.store.clone();
         let writer = {
             let expected = expected.clone();

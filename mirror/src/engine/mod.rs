@@ -19,6 +19,7 @@
 
 mod artifacts;
 mod cached;
+pub mod content_key;
 pub mod download;
 mod fill;
 pub(crate) mod flight;
