@@ -263,8 +263,10 @@ impl std::error::Error for AdapterError {}
 
 /// One registry protocol. Used as `Arc<dyn Ecosystem>`.
 pub trait Ecosystem: Send + Sync + 'static {
-    /// Route prefix (`/npm/`), index namespace and metric label.
-    fn name(&self) -> &'static str;
+    /// The ecosystem's identity: its index namespace and metric label (`npm`, `apt/debian`).
+    /// Where it is served (its mount, the path prefix) is the engine's registration, not the
+    /// adapter's.
+    fn name(&self) -> &str;
 
     /// Classify a request. Hostile names (`..`, NUL, over-long) are a [`BadRequest`]; a path
     /// the protocol does not know is `Ok(None)` (404).

@@ -126,10 +126,7 @@ pub enum Error {
         why_not_upstream: String,
     },
     #[error("{ecosystem} has no upstream configured: {hint}")]
-    NoUpstream {
-        ecosystem: &'static str,
-        hint: String,
-    },
+    NoUpstream { ecosystem: String, hint: String },
     #[error("refusing to fetch {url}: it is not under a configured upstream")]
     NotUnderUpstream { url: String },
     #[error("upstream {url} redirected to {to}, which is not under a configured upstream")]

@@ -7,6 +7,7 @@
 //! CID), served from their flat file with single-range support, or streamed from a download under
 //! way. Errors are JSON `{"error": "…"}` with the status [`Error::status`] gives.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Router;
@@ -74,14 +75,18 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
-    let (route, kind, response) =
+    let (route, kind, response): (Cow<'static, str>, &'static str, Response) =
         if request.method() == Method::CONNECT || is_absolute_form(&request) {
             proxied(&mirror, request).await
         } else {
             match path.as_str() {
-                "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
+                "/healthz" => (
+                    "healthz".into(),
+                    "-",
+                    (StatusCode::OK, "ok\n").into_response(),
+                ),
                 "/metrics" => (
-                    "metrics",
+                    "metrics".into(),
                     "-",
                     (
                         [(
@@ -92,22 +97,22 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                     )
                         .into_response(),
                 ),
-                "/api/v1/status" => ("status", "-", status(&mirror).await),
-                "/api/v1/peers" => ("peers", "-", peers(&mirror).await),
-                "/" => ("dashboard", "-", dashboard(&mirror).await),
+                "/api/v1/status" => ("status".into(), "-", status(&mirror).await),
+                "/api/v1/peers" => ("peers".into(), "-", peers(&mirror).await),
+                "/" => ("dashboard".into(), "-", dashboard(&mirror).await),
                 ipfs if ipfs.starts_with("/ipfs/") => {
                     let (kind, response) = crate::gateway::handle(&mirror, request).await;
-                    ("ipfs", kind, response)
+                    ("ipfs".into(), kind, response)
                 }
                 _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
                     Some((registered, below)) => {
-                        let name = registered.ecosystem.name();
+                        let name = registered.name.to_string();
                         let (kind, response) =
                             ecosystem(&mirror, registered, below, request, false).await;
-                        (name, kind, response)
+                        (name.into(), kind, response)
                     }
                     None => (
-                        "unknown",
+                        "unknown".into(),
                         "-",
                         Error::NotFound(format!("no route for {path}: {}", where_to_go(&mirror)))
                             .into_response(),
@@ -119,7 +124,7 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         .metrics()
         .requests
         .get_or_create(&crate::metrics::RequestLabels {
-            route,
+            route: route.into_owned(),
             kind,
             status: response.status().as_u16(),
         })
@@ -135,7 +140,11 @@ fn where_to_go(mirror: &Mirror) -> String {
         let Some(registered) = mirror.ecosystem(name) else {
             continue;
         };
-        let at = format!("{name} at /{name}/{}", registered.ecosystem.client_root());
+        let at = format!(
+            "{name} at /{}/{}",
+            registered.mount,
+            registered.ecosystem.client_root()
+        );
         match upstream {
             Ok(_) => served.push(at),
             Err(_) => off.push(at),
@@ -167,14 +176,14 @@ fn is_absolute_form(request: &http::Request<Body>) -> bool {
 /// prefix is one segment (`npm`) or two (`apt/debian`: one ecosystem per apt archive).
 fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Registered, &'p str)> {
     let (first, below) = rest.split_once('/').unwrap_or((rest, ""));
-    if let Some(registered) = mirror.ecosystem(first) {
+    if let Some(registered) = mirror.ecosystem_at(first) {
         return Some((registered, below));
     }
     let second = below.find('/').unwrap_or(below.len());
     let prefix = rest.get(..first.len() + 1 + second)?;
     let below = below.get(second..).unwrap_or("").trim_start_matches('/');
     mirror
-        .ecosystem(prefix)
+        .ecosystem_at(prefix)
         .map(|registered| (registered, below))
 }
 
@@ -184,29 +193,29 @@ fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Regi
 async fn proxied(
     mirror: &Mirror,
     request: http::Request<Body>,
-) -> (&'static str, &'static str, Response) {
+) -> (Cow<'static, str>, &'static str, Response) {
     let target = request.uri().to_string();
     if request.method() == Method::CONNECT {
         let e = Error::Forbidden(format!(
             "CONNECT {target}: Cairn is not an open proxy; use http:// sources (the archive's \
              signatures make that safe)"
         ));
-        return ("proxy", "-", e.into_response());
+        return ("proxy".into(), "-", e.into_response());
     }
     let found = request.uri().authority().and_then(|authority| {
         mirror.ecosystem_for_upstream(authority.host(), authority.port_u16(), request.uri().path())
     });
     match found {
         Some((registered, below)) => {
-            let name = registered.ecosystem.name();
+            let name = registered.name.to_string();
             let (kind, response) = ecosystem(mirror, registered, &below, request, true).await;
-            (name, kind, response)
+            (name.into(), kind, response)
         }
         None => {
             let e = Error::Forbidden(format!(
                 "{target} is not under a configured upstream: Cairn is not an open proxy"
             ));
-            ("proxy", "-", e.into_response())
+            ("proxy".into(), "-", e.into_response())
         }
     }
 }
@@ -264,7 +273,7 @@ async fn ecosystem(
         ),
         Route::Redirect { path } => (
             "redirect",
-            match base_url(mirror, registered.ecosystem.name(), &parts).and_then(|base| {
+            match base_url(mirror, &registered.mount, &parts).and_then(|base| {
                 base.join(&path)
                     .map_err(|e| Error::BadRequest(e.to_string()))
             }) {
@@ -319,13 +328,9 @@ async fn ecosystem(
     }
 }
 
-/// The URL clients reach `ecosystem` at: the configured public URL, else the request's Host
-/// (HTTP/1) or `:authority` (HTTP/2, where there is no Host header).
-fn base_url(
-    mirror: &Mirror,
-    ecosystem: &str,
-    request: &http::request::Parts,
-) -> Result<Url, Error> {
+/// The URL clients reach the ecosystem mounted at `mount` at: the configured public URL, else
+/// the request's Host (HTTP/1) or `:authority` (HTTP/2, where there is no Host header).
+fn base_url(mirror: &Mirror, mount: &str, request: &http::request::Parts) -> Result<Url, Error> {
     let headers = &request.headers;
     let authority = request.uri.authority().map(|a| a.as_str());
     let base = match &mirror.config().public_url {
@@ -343,7 +348,7 @@ fn base_url(
                 .map_err(|e| Error::BadRequest(format!("invalid Host header {host:?}: {e}")))?
         }
     };
-    let path = format!("{}/{ecosystem}/", base.path().trim_end_matches('/'));
+    let path = format!("{}/{mount}/", base.path().trim_end_matches('/'));
     let mut url = base;
     url.set_path(&path);
     Ok(url)
@@ -356,11 +361,12 @@ async fn held(
     variant: &'static str,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
-    let name = registered.ecosystem.name();
-    let base = base_url(mirror, name, request)?;
+    let base = base_url(mirror, &registered.mount, request)?;
     let index = mirror.index().clone();
-    let keys = crate::engine::blocking(move || {
-        Ok(index.metadata_keys(name, crate::ecosystem::MAX_HELD_LISTED)?)
+    let name = registered.name.clone();
+    let keys = crate::engine::blocking({
+        let name = name.clone();
+        move || Ok(index.metadata_keys(&name, crate::ecosystem::MAX_HELD_LISTED)?)
     })
     .await?;
     let rendered = registered
@@ -440,7 +446,7 @@ async fn metadata(
             ),
         ));
     }
-    let base = base_url(mirror, registered.ecosystem.name(), request)?;
+    let base = base_url(mirror, &registered.mount, request)?;
     let doc = mirror.render(registered, route, part, &hit, &base).await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;
@@ -835,7 +841,7 @@ async fn passthrough(
         .upstream
         .as_ref()
         .map_err(|hint| Error::NoUpstream {
-            ecosystem: name,
+            ecosystem: name.to_owned(),
             hint: hint.clone(),
         })?;
     let url = upstream.join(upstream_path)?;
@@ -921,7 +927,7 @@ struct StatusReport {
 
 #[derive(serde::Serialize)]
 struct UpstreamStatus {
-    ecosystem: &'static str,
+    ecosystem: String,
     upstream: Option<String>,
     disabled_because: Option<String>,
 }
@@ -936,7 +942,7 @@ async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
             .upstreams()
             .into_iter()
             .map(|(ecosystem, upstream)| UpstreamStatus {
-                ecosystem,
+                ecosystem: ecosystem.to_owned(),
                 upstream: upstream.clone().ok(),
                 disabled_because: upstream.err(),
             })

@@ -36,7 +36,7 @@ fn doc_route() -> MetadataRoute {
 }
 
 impl Ecosystem for Test {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "t"
     }
 
@@ -152,11 +152,7 @@ impl PeerSource for Scripted {
         self.log.lock().expect("log").holds.push((flat, root));
     }
 
-    fn metadata(
-        &self,
-        _ecosystem: &'static str,
-        _key: String,
-    ) -> BoxFuture<'static, Vec<PeerDocument>> {
+    fn metadata(&self, _ecosystem: String, _key: String) -> BoxFuture<'static, Vec<PeerDocument>> {
         self.log.lock().expect("log").metadata_asks += 1;
         let documents = self.documents.clone();
         Box::pin(async move {
@@ -219,6 +215,7 @@ fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setu
         config,
         vec![EcosystemSetup {
             ecosystem: Arc::new(Test),
+            mount: "t".into(),
             upstream,
         }],
     )

@@ -55,8 +55,8 @@ const PATH_ENCODE: &AsciiSet = &CONTROLS
 /// One apt archive.
 #[derive(Debug)]
 pub struct Archive {
-    /// `apt/NAME`: the route prefix and index namespace.
-    name: &'static str,
+    /// `apt/NAME`: the index namespace (and, as the bin registers it, the mount).
+    name: String,
     keyring: Keyring,
 }
 
@@ -64,10 +64,10 @@ impl Archive {
     /// The archive `name` (as in `/apt/NAME/`), whose Release files `keyring` must sign.
     pub fn new(name: &str, keyring: Keyring) -> Result<Archive, String> {
         check_archive_name(name)?;
-        // One per configured archive, made once at start: leaking the name gives the
-        // `&'static str` the mirror's labels and keys want.
-        let name: &'static str = Box::leak(format!("apt/{name}").into_boxed_str());
-        Ok(Archive { name, keyring })
+        Ok(Archive {
+            name: format!("apt/{name}"),
+            keyring,
+        })
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -217,8 +217,8 @@ impl Archive {
 }
 
 impl Ecosystem for Archive {
-    fn name(&self) -> &'static str {
-        self.name
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {

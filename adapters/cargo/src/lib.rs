@@ -91,7 +91,7 @@ fn download_prefix(config: &MetadataDoc<'_>) -> Option<Url> {
 }
 
 impl Ecosystem for Cargo {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "cargo"
     }
 

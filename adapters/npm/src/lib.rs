@@ -225,7 +225,7 @@ impl Npm {
 }
 
 impl Ecosystem for Npm {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "npm"
     }
 

@@ -116,7 +116,7 @@ fn sha256_digest(hex_digest: &str) -> Option<Digest> {
 pub const MAX_PAGE: u64 = 64 << 20;
 
 impl Ecosystem for Pypi {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "pypi"
     }
 

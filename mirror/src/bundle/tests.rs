@@ -28,7 +28,7 @@ fn doc_route(name: &str) -> MetadataRoute {
 }
 
 impl Ecosystem for Test {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "t"
     }
 
@@ -701,7 +701,7 @@ fn pieces_of_another_document_are_refused_before_the_adapter_reads_them() {
 struct Limited(u64);
 
 impl Ecosystem for Limited {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         Test.name()
     }
     fn route(

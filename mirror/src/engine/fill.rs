@@ -45,7 +45,7 @@ impl Mirror {
         reference: &RefRecord,
     ) -> Result<ArtifactBody, Error> {
         let ecosystem = registered.ecosystem.clone();
-        let name = ecosystem.name();
+        let name = registered.name.clone();
         let asked = route.key.as_str();
         let expected = reference.flat.digest().ok_or_else(|| {
             Error::Internal(format!("{asked}: unsupported digest in {}", reference.flat))
@@ -63,7 +63,7 @@ impl Mirror {
         let (download, progress) = Download::new(Arc::new(file), expected.flat_cid());
         {
             let mut downloads = self.downloads();
-            if let Some(existing) = downloads.get(&(name, key.clone())) {
+            if let Some(existing) = downloads.get(&(name.clone(), key.clone())) {
                 // Another request started it meanwhile; our writer is dropped and its temp
                 // file deleted.
                 return Ok(ArtifactBody::Downloading(existing.clone()));
@@ -71,19 +71,19 @@ impl Mirror {
             // A download commits to the index before it leaves the map, so under the map's
             // lock the index tells whether one finished since the caller looked (a point
             // lookup, short enough to hold the lock for).
-            if let Some(record) = self.inner.index.get_artifact(name, &key)? {
+            if let Some(record) = self.inner.index.get_artifact(&name, &key)? {
                 let path = self.inner.store.blob_path(&record.flat);
                 return Ok(ArtifactBody::Cached(Arc::new(CachedArtifact::new(
-                    name, key, record, path,
+                    &name, key, record, path,
                 ))));
             }
-            downloads.insert((name, key.clone()), download.clone());
+            downloads.insert((name.clone(), key.clone()), download.clone());
         }
         if listing.is_some() {
             // Counted from before any byte reaches a client: a client that has the whole index
             // (apt after `update`) and asks for a file it names must find the entry, or wait
             // for it (see `wait_for_listings`).
-            self.listings_started(name);
+            self.listings_started(&name);
             progress.hold_until_committed();
         }
         let this = self.clone();
@@ -91,7 +91,7 @@ impl Mirror {
         tokio::spawn(async move {
             let result = this
                 .run_download(
-                    name,
+                    &name,
                     &key,
                     upstream.as_ref(),
                     &url,
@@ -105,11 +105,11 @@ impl Mirror {
                 if let Ok(record) = &result {
                     this.read_listing(ecosystem, listing, record).await;
                 }
-                this.listings_done(name);
+                this.listings_done(&name);
             }
             match result {
                 Ok(record) => {
-                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
+                    tracing::info!(ecosystem = %name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
                     if let Some(peers) = this.peer_source() {
                         peers.holds(record.flat, record.root);
                     }
@@ -125,14 +125,16 @@ impl Mirror {
                         this.inner
                             .metrics
                             .digest_mismatches
-                            .get_or_create(&EcosystemLabels { ecosystem: name })
+                            .get_or_create(&EcosystemLabels {
+                                ecosystem: name.to_string(),
+                            })
                             .inc();
-                        tracing::error!(ecosystem = name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
+                        tracing::error!(ecosystem = %name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
                     } else {
                         if e.is_disk_full() {
                             this.store_filled();
                         }
-                        tracing::warn!(ecosystem = name, key = %key, error = %e, "download failed");
+                        tracing::warn!(ecosystem = %name, key = %key, error = %e, "download failed");
                     }
                     progress.failed(&e);
                 }
@@ -147,7 +149,7 @@ impl Mirror {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_download(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
         upstream: Option<&Upstream>,
         url: &Url,
@@ -268,7 +270,9 @@ impl Mirror {
         let index = self.inner.index.clone();
         let (key, upstream_url) = (key.to_owned(), url.to_string());
         let verified = progress.clone();
+        let owned_name = name.to_owned();
         blocking(move || {
+            let name = owned_name.as_str();
             let committed = writer.finish_with(|size| verified.verified(size))?;
             let record = ArtifactRecord {
                 flat: committed.flat,
@@ -292,7 +296,7 @@ impl Mirror {
     /// cannot fill the disk. An artifact declared over the operator's limit is refused here.
     pub(crate) fn artifact_cap(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
         url: &Url,
         size: Option<u64>,
@@ -333,12 +337,7 @@ impl Mirror {
     }
 
     /// [`Mirror::has_room`] as an error naming what did not fit.
-    pub(super) fn check_room(
-        &self,
-        name: &'static str,
-        key: &str,
-        bytes: u64,
-    ) -> Result<(), Error> {
+    pub(super) fn check_room(&self, name: &str, key: &str, bytes: u64) -> Result<(), Error> {
         if self.has_room(bytes) {
             return Ok(());
         }
@@ -359,7 +358,7 @@ impl Mirror {
     }
 
     /// Why an artifact cannot be downloaded from upstream now, for an error message.
-    pub(super) fn no_upstream_reason(&self, name: &'static str) -> String {
+    pub(super) fn no_upstream_reason(&self, name: &str) -> String {
         if self.inner.config.offline {
             return "--offline forbids contacting upstream".to_owned();
         }
@@ -378,7 +377,7 @@ impl Mirror {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn copy_upstream(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
         upstream: &Upstream,
         url: &Url,
