@@ -161,7 +161,8 @@ pub fn resolve_held(
         let Some(archive) = eco.strip_prefix("apt/") else {
             continue;
         };
-        if !cairn_apt::is_listing_key(&key) {
+        // Index files fetched through their mutable paths are held under content keys.
+        if !cairn_apt::is_listing_key(cairn_mirror::content_key::route_key(&key)) {
             continue;
         }
         let path = store.blob_path(&record.flat);

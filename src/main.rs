@@ -563,14 +563,17 @@ async fn open_mirror(
     let mut ecosystems = vec![
         EcosystemSetup {
             ecosystem: Arc::new(cairn_npm::Npm),
+            mount: "npm".into(),
             upstream: npm_upstream.map(|f| f.url().clone()),
         },
         EcosystemSetup {
             ecosystem: Arc::new(cairn_cargo::Cargo),
+            mount: "cargo".into(),
             upstream: cargo_upstream.map(|f| f.url().clone()),
         },
         EcosystemSetup {
             ecosystem: Arc::new(cairn_pypi::Pypi),
+            mount: "pypi".into(),
             upstream: pypi_upstream.map(|f| f.url().clone()),
         },
     ];
@@ -608,6 +611,7 @@ fn probe_upstreams(mirror: &Mirror) {
         return;
     }
     for (ecosystem, upstream) in mirror.upstreams() {
+        let ecosystem = ecosystem.to_owned();
         let Ok(shown) = upstream else { continue };
         let Ok(url) = Url::parse(&shown) else {
             continue;
@@ -773,6 +777,8 @@ fn apt_ecosystems(
         tracing::info!(ecosystem = %format!("apt/{}", archive.name), upstream = %cairn_mirror::upstream::redact(&archive.upstream), from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
         out.push(EcosystemSetup {
             ecosystem: Arc::new(ecosystem),
+            // Served where its index namespace says, as before the mount was the engine's.
+            mount: format!("apt/{}", archive.name),
             upstream: Ok(archive.upstream),
         });
     }

@@ -22,4 +22,6 @@ pub use cairn_ecosystem as ecosystem;
 pub use cairn_ecosystem::{json, negotiate, units};
 pub use cairn_ipld::{car, cid, dagcbor, unixfs};
 
-pub use crate::engine::{ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, now_ms};
+pub use crate::engine::{
+    ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, content_key, now_ms,
+};

@@ -12,7 +12,7 @@ use crate::index::ArtifactRecord;
 /// hot ones are kept in memory and a hit touches neither SQLite nor a CID encoder.
 #[derive(Debug)]
 pub struct CachedArtifact {
-    pub ecosystem: &'static str,
+    pub ecosystem: Arc<str>,
     pub key: String,
     pub record: ArtifactRecord,
     pub path: PathBuf,
@@ -23,12 +23,7 @@ pub struct CachedArtifact {
 }
 
 impl CachedArtifact {
-    pub(super) fn new(
-        ecosystem: &'static str,
-        key: String,
-        record: ArtifactRecord,
-        path: PathBuf,
-    ) -> Self {
+    pub(super) fn new(ecosystem: &str, key: String, record: ArtifactRecord, path: PathBuf) -> Self {
         let value = |s: String| {
             http::HeaderValue::from_str(&s).unwrap_or(http::HeaderValue::from_static("invalid"))
         };
@@ -36,7 +31,7 @@ impl CachedArtifact {
             etag: value(format!("\"{}\"", record.flat)),
             root: value(record.root.to_string()),
             last_modified: http_date(record.fetched_at),
-            ecosystem,
+            ecosystem: Arc::from(ecosystem),
             key,
             record,
             path,
@@ -60,7 +55,7 @@ impl Mirror {
     pub(crate) fn forget_damaged(&self, cached: &CachedArtifact, why: &str) {
         let flat = cached.record.flat;
         tracing::error!(
-            ecosystem = cached.ecosystem,
+            ecosystem = %cached.ecosystem,
             key = %cached.key,
             flat = %flat,
             "stored artifact is damaged ({why}): dropped, to be fetched again"
@@ -84,7 +79,7 @@ impl Mirror {
         }
         self.inner
             .metrics
-            .cache(cached.ecosystem, "artifact", "damaged");
+            .cache(&cached.ecosystem, "artifact", "damaged");
     }
 
     pub(super) fn touch(&self, cached: &Arc<CachedArtifact>) {
