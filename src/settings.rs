@@ -1,7 +1,9 @@
 //! Settings: every flag also has a `cairn.toml` key and a `CAIRN_*` environment variable.
 //!
 //! Precedence: command-line flag, then environment (both handled by clap), then `cairn.toml`,
-//! then the built-in default. The config file is `--config FILE` (or `CAIRN_CONFIG`), else
+//! then the built-in default. Each kind of setting is layered by one function here (`value`,
+//! `switch`, `pick`, `duration`, `size`, `listen`, `data_dir`, and `from_env` for commands that
+//! have no flag for a setting), and every command resolves its settings through them. The config file is `--config FILE` (or `CAIRN_CONFIG`), else
 //! `$XDG_CONFIG_HOME/cairn/cairn.toml` when it exists. Keys are the flags' names:
 //!
 //! ```toml
@@ -34,6 +36,7 @@
 //! trust-peer-metadata = false
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,6 +76,97 @@ pub struct FileSettings {
     pub no_mdns: Option<bool>,
     pub no_p2p: Option<bool>,
     pub trust_peer_metadata: Option<bool>,
+}
+
+/// The HTTP address when no flag, variable or key gives one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
+
+impl FileSettings {
+    /// The `cairn.toml` value of an ecosystem's upstream key (`npm-upstream`, …).
+    pub fn upstream(&self, key: &str) -> Option<&str> {
+        match key {
+            "npm-upstream" => self.npm_upstream.as_deref(),
+            "cargo-upstream" => self.cargo_upstream.as_deref(),
+            "pypi-upstream" => self.pypi_upstream.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable of a setting: `npm-upstream` is `CAIRN_NPM_UPSTREAM`.
+pub fn env_name(key: &str) -> String {
+    format!("CAIRN_{}", key.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// A single value: the flag (clap reads the environment variable into it), else `cairn.toml`;
+/// `None` leaves the built-in default to the caller.
+pub fn value<T>(given: Option<T>, file: Option<T>) -> Option<T> {
+    given.or(file)
+}
+
+/// A switch: on when the flag (or its variable) or `cairn.toml` turns it on.
+pub fn switch(given: bool, file: Option<bool>) -> bool {
+    given || file.unwrap_or(false)
+}
+
+/// A duration setting named `key`, parsed; `None` when neither layer gives one.
+pub fn duration(key: &str, given: Option<&str>, file: Option<&str>) -> Result<Option<Duration>> {
+    value(given, file)
+        .map(|text| parse_duration(text).context(key.to_owned()))
+        .transpose()
+}
+
+/// A size setting named `key`, parsed; `None` when neither layer gives one.
+pub fn size(key: &str, given: Option<&str>, file: Option<&str>) -> Result<Option<u64>> {
+    value(given, file)
+        .map(|text| parse_size(text).context(key.to_owned()))
+        .transpose()
+}
+
+/// The HTTP address: `--listen` (or `CAIRN_LISTEN`), else `listen` in `cairn.toml`, else
+/// [`DEFAULT_LISTEN`]. A bare port is on 127.0.0.1.
+pub fn listen(given: Option<&str>, file: &FileSettings) -> Result<SocketAddr> {
+    let text = value(given, file.listen.as_deref()).unwrap_or(DEFAULT_LISTEN);
+    parse_listen(text, [127, 0, 0, 1].into())
+}
+
+/// The data directory: `--data-dir` (or `CAIRN_DATA_DIR`), else `data-dir` in `cairn.toml`,
+/// else [`default_data_dir`].
+pub fn data_dir(given: Option<&Path>, file: &FileSettings) -> PathBuf {
+    value(given, file.data_dir.as_deref())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_data_dir)
+}
+
+/// A setting read by a command that has no flag for it (`status` and `setup` report the
+/// upstreams `serve` would take): its environment variable, else `cairn.toml`.
+pub fn from_env(key: &str, file: Option<&str>) -> Option<String> {
+    from_env_in(&|var| std::env::var(var).ok(), key, file)
+}
+
+fn from_env_in(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    file: Option<&str>,
+) -> Option<String> {
+    value(env(&env_name(key)), file.map(str::to_owned))
+}
+
+/// A list read by a command that has no flag for it: its environment variable
+/// (comma-separated, as clap splits the flag's), else the `cairn.toml` list.
+pub fn list_from_env(key: &str, file: &Option<Vec<String>>) -> Vec<String> {
+    list_from_env_in(&|var| std::env::var(var).ok(), key, file)
+}
+
+fn list_from_env_in(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    file: &Option<Vec<String>>,
+) -> Vec<String> {
+    let given: Vec<String> = env(&env_name(key))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    pick(&given, file)
 }
 
 /// A repeatable flag's values, else the `cairn.toml` list: flags replace the file's list, they
