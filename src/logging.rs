@@ -3,6 +3,11 @@
 
 use anyhow::Result;
 
+/// The target of the log lines `serve` writes about itself (its start, upstreams, limits and
+/// shutdown), kept as it was when they came from `main.rs`, so that log filters and readers
+/// keep matching them.
+pub const TARGET: &str = "cairn";
+
 /// The log filter when neither `CAIRN_LOG` nor `RUST_LOG` is set. Kademlia warns "Failed to
 /// trigger bootstrap: No known peers" whenever it bootstraps with an empty routing table, which
 /// is every start of a node that has no peer yet (and every five minutes on a node alone): not

@@ -30,7 +30,7 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr().context("listen address")?;
-    tracing::info!(address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
+    tracing::info!(target: crate::logging::TARGET, address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
     // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
     println!("cairn listening on http://{bound}");
     run_server(mirror, listener, limits, node).await
@@ -118,12 +118,14 @@ pub async fn open_mirror(
         let name = entry.name;
         match &found {
             Ok(found @ Found::Configured(_)) => {
-                tracing::info!(ecosystem = name, upstream = %found.shown(), "upstream (configured)")
+                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), "upstream (configured)")
             }
             Ok(found @ Found::Discovered { from, .. }) => {
-                tracing::info!(ecosystem = name, upstream = %found.shown(), from, "upstream (discovered)")
+                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), from, "upstream (discovered)")
             }
-            Err(why) => tracing::warn!(ecosystem = name, "off: {why}"),
+            Err(why) => {
+                tracing::warn!(target: crate::logging::TARGET, ecosystem = name, "off: {why}")
+            }
         }
         setups.push(EcosystemSetup {
             ecosystem: (registry.adapter)(),
@@ -165,7 +167,7 @@ pub fn connection_limits(file: &FileSettings, args: &Serve) -> Result<Connection
     if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
         anyhow::bail!("header-timeout and idle-timeout must be at least 1s");
     }
-    tracing::info!(
+    tracing::info!(target: crate::logging::TARGET,
         max_connections = limits.max_connections,
         descriptors,
         header_timeout = ?limits.header_timeout,
@@ -195,12 +197,12 @@ async fn run_server(
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {
                         if let Err(e) = mirror.flush_access_times().await {
-                            tracing::warn!("cannot record access times: {e}");
+                            tracing::warn!(target: crate::logging::TARGET, "cannot record access times: {e}");
                         }
                         match mirror.expire_negative().await {
                             Ok(0) => {}
-                            Ok(n) => tracing::debug!(entries = n, "expired cached not-founds"),
-                            Err(e) => tracing::warn!("cannot expire cached not-founds: {e}"),
+                            Ok(n) => tracing::debug!(target: crate::logging::TARGET, entries = n, "expired cached not-founds"),
+                            Err(e) => tracing::warn!(target: crate::logging::TARGET, "cannot expire cached not-founds: {e}"),
                         }
                     }
                 }
@@ -216,19 +218,21 @@ async fn run_server(
         shutdown.clone().cancelled_owned(),
     ));
     shutdown.cancelled().await;
-    tracing::info!("shutting down: draining connections (10 s at most)");
+    tracing::info!(target: crate::logging::TARGET, "shutting down: draining connections (10 s at most)");
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("server error: {e}"),
-        Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
-        Err(_) => tracing::warn!("connections still open after 10 s; closing them"),
+        Ok(Ok(Err(e))) => tracing::warn!(target: crate::logging::TARGET, "server error: {e}"),
+        Ok(Err(e)) => tracing::warn!(target: crate::logging::TARGET, "server task failed: {e}"),
+        Err(_) => {
+            tracing::warn!(target: crate::logging::TARGET, "connections still open after 10 s; closing them")
+        }
     }
     if let Some(node) = node {
         node.shutdown();
     }
     let _ = flusher.await;
     mirror.close().await.context("closing the store")?;
-    tracing::info!("stopped");
+    tracing::info!(target: crate::logging::TARGET, "stopped");
     Ok(())
 }
 
@@ -276,7 +280,7 @@ fn probe_upstreams(mirror: &Mirror) {
                 Ok(Err(e)) => format!("cannot connect to {host}:{port}: {e}"),
                 Err(_) => format!("no connection to {host}:{port} within 15 s"),
             };
-            tracing::warn!(
+            tracing::warn!(target: crate::logging::TARGET,
                 ecosystem,
                 upstream = %shown,
                 "upstream does not answer ({reason}); check the URL (flag, cairn.toml or the client setting it was found in), or use --offline"
@@ -342,6 +346,17 @@ mod tests {
         assert_eq!(config.negative_ttl, Duration::from_secs(180));
         assert!(config.offline);
         assert_eq!(config.limits.concurrency, 7);
+        // Each ecosystem's upstream flag is found by its table key.
+        let (_, args) = serve_args(&["--cargo-upstream", "http://flag.invalid/"]);
+        assert_eq!(
+            args.upstream("cargo-upstream"),
+            Some("http://flag.invalid/")
+        );
+        assert_eq!(args.upstream("npm-upstream"), None);
+        for (_, registry) in ecosystems::registries() {
+            let (_, args) = serve_args(&[&format!("--{}", registry.key), "http://x.invalid/"]);
+            assert_eq!(args.upstream(registry.key), Some("http://x.invalid/"));
+        }
         // Neither: the defaults.
         let (common, args) = serve_args(&[]);
         let defaults = mirror_config(&common, &FileSettings::default(), &args).expect("defaults");

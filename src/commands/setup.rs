@@ -133,7 +133,7 @@ async fn record_upstream(
     url: &Url,
 ) -> Result<bool> {
     let key = registry.key;
-    let in_env = std::env::var(settings::env_name(key)).is_ok_and(|v| !v.is_empty());
+    let in_env = settings::in_env(key);
     let found = ecosystems::find_upstream(registry, None, listen, Some(url)).await;
     if file.upstream(key).is_some() {
         return Ok(true);

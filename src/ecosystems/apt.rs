@@ -56,7 +56,7 @@ pub fn adapters(
 ) -> Result<Vec<EcosystemSetup>> {
     let archives = archives(configured, keyrings, Path::new(APT_ETC), listen, public_url)?;
     if archives.is_empty() {
-        tracing::warn!(
+        tracing::warn!(target: crate::logging::TARGET,
             ecosystem = "apt",
             "off: no archives in apt's sources; set --apt-upstream NAME=URL"
         );
@@ -67,14 +67,14 @@ pub fn adapters(
         let keyring = match cairn_apt::Keyring::load(&paths) {
             Ok(keyring) => keyring,
             Err(e) if configured.is_empty() => {
-                tracing::warn!(archive = %archive.name, "off: {e}; set --apt-keyring {}=FILE", archive.name);
+                tracing::warn!(target: crate::logging::TARGET, archive = %archive.name, "off: {e}; set --apt-keyring {}=FILE", archive.name);
                 continue;
             }
             Err(e) => bail!("apt archive {}: {e}", archive.name),
         };
         let ecosystem =
             cairn_apt::Archive::new(&archive.name, keyring).map_err(anyhow::Error::msg)?;
-        tracing::info!(ecosystem = %format!("apt/{}", archive.name), upstream = %cairn_mirror::upstream::redact(&archive.upstream), from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
+        tracing::info!(target: crate::logging::TARGET, ecosystem = %format!("apt/{}", archive.name), upstream = %cairn_mirror::upstream::redact(&archive.upstream), from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
         out.push(EcosystemSetup {
             ecosystem: Arc::new(ecosystem),
             upstream: Ok(archive.upstream),
@@ -215,7 +215,7 @@ pub fn archives(
             match out.iter_mut().find(|a| a.name == name) {
                 Some(existing) if existing.upstream == upstream => {}
                 Some(existing) => {
-                    tracing::warn!(archive = %name, kept = %cairn_mirror::upstream::redact(&existing.upstream), skipped = %cairn_mirror::upstream::redact(&upstream), "two apt archives share a name; set --apt-upstream to choose");
+                    tracing::warn!(target: "cairn::apt", archive = %name, kept = %cairn_mirror::upstream::redact(&existing.upstream), skipped = %cairn_mirror::upstream::redact(&upstream), "two apt archives share a name; set --apt-upstream to choose");
                 }
                 None => out.push(AptArchive {
                     name,
