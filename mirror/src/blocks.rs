@@ -123,7 +123,7 @@ impl From<BlockError> for Error {
             BlockErrorKind::Index(e) => Error::Index(e),
             BlockErrorKind::Corrupt { .. }
             | BlockErrorKind::Decode { .. }
-            | BlockErrorKind::TooDeep { .. } => Error::Internal(message),
+            | BlockErrorKind::TooDeep { .. } => Error::Block(e),
         }
     }
 }

@@ -1,17 +1,15 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
-mod accept;
 pub mod blocks;
 pub mod bundle;
 mod engine;
 pub mod error;
-mod gateway;
+pub mod http;
 pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod peers;
-pub mod server;
 pub mod snapshot;
 pub mod store;
 #[doc(hidden)]

@@ -344,7 +344,7 @@ pub async fn run(
             // the prefetch finds everything it fetched.
             .default_headers(
                 [(
-                    reqwest::header::HeaderName::from_static(cairn_mirror::server::WAIT_HEADER),
+                    reqwest::header::HeaderName::from_static(cairn_mirror::http::WAIT_HEADER),
                     reqwest::header::HeaderValue::from_static("committed"),
                 )]
                 .into_iter()
@@ -497,9 +497,9 @@ pub async fn command(
         .context("cannot listen on 127.0.0.1")?;
     let bound = listener.local_addr().context("listen address")?;
     let stop = CancellationToken::new();
-    let server = tokio::spawn(cairn_mirror::server::serve(
+    let server = tokio::spawn(cairn_mirror::http::serve(
         listener,
-        cairn_mirror::server::router(mirror.clone()),
+        cairn_mirror::http::router(mirror.clone()),
         serve::connection_limits(file, &Serve::default())?,
         stop.clone().cancelled_owned(),
     ));
@@ -507,6 +507,7 @@ pub async fn command(
     let result = run(base, items, apt, Some(&log), target.as_ref()).await;
     stop.cancel();
     let _ = server.await;
+    mirror.finish_downloads(Duration::from_secs(10)).await;
     mirror.close().await.context("closing the store")?;
     result
 }

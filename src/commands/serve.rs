@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cairn_mirror::server::ConnectionLimits;
+use cairn_mirror::http::ConnectionLimits;
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -178,8 +178,9 @@ pub fn connection_limits(file: &FileSettings, args: &Serve) -> Result<Connection
 }
 
 /// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order: stop
-/// accepting and drain HTTP, stop the peer (so no Bitswap or resolve stream reads the store any
-/// more), record access times, then close the store (WAL checkpoint).
+/// accepting and drain HTTP, let downloads under way finish (10 s at most, then abandon them),
+/// stop the peer (so no Bitswap or resolve stream reads the store any more), record access
+/// times, then close the store (WAL checkpoint).
 async fn run_server(
     mirror: Mirror,
     listener: tokio::net::TcpListener,
@@ -210,8 +211,8 @@ async fn run_server(
         })
     };
 
-    let router = cairn_mirror::server::router(mirror.clone());
-    let server = tokio::spawn(cairn_mirror::server::serve(
+    let router = cairn_mirror::http::router(mirror.clone());
+    let server = tokio::spawn(cairn_mirror::http::serve(
         listener,
         router,
         limits,
@@ -227,6 +228,7 @@ async fn run_server(
             tracing::warn!(target: crate::logging::TARGET, "connections still open after 10 s; closing them")
         }
     }
+    mirror.finish_downloads(Duration::from_secs(10)).await;
     if let Some(node) = node {
         node.shutdown();
     }

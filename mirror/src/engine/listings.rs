@@ -81,8 +81,10 @@ impl Mirror {
         );
         let upstream_url = record.upstream_url.clone();
         let result = blocking(move || {
-            let url = Url::parse(&upstream_url)
-                .map_err(|e| Error::Internal(format!("stored URL {upstream_url}: {e}")))?;
+            let url = Url::parse(&upstream_url).map_err(|source| Error::StoredUrl {
+                url: upstream_url.clone(),
+                source,
+            })?;
             let mut file = std::io::BufReader::new(
                 std::fs::File::open(&path)
                     .map_err(|e| crate::error::StoreError::io("open", &path, e))?,

@@ -66,9 +66,11 @@ fn io_failure(flat: &crate::cid::FlatCid, path: &Path, e: std::io::Error) -> Res
         return Ok("its file is missing".to_owned());
     }
     tracing::error!(path = %path.display(), "cannot read a stored artifact: {e}");
-    Err(Error::Internal(format!(
-        "cannot read the stored file of {flat}: {e}"
-    )))
+    Err(Error::Io {
+        op: "read",
+        what: format!("the stored file of {flat}"),
+        source: e,
+    })
 }
 
 /// A file of one leaf, read whole and checked against its CID. Blocking.
