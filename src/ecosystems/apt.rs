@@ -1,8 +1,8 @@
 //! apt's entry in the ecosystem table, and its specifics: which archives to serve (configured
 //! with `--apt-upstream NAME=URL`, else every archive of the machine's own apt sources), each
 //! with the keyring its Release files must be signed with and its own adapter, what `cairn
-//! status` says of them, and `cairn setup apt`. `suites.rs`: the package lists' suites, for
-//! `prefetch` and `export`.
+//! status` says of them, package lists resolved against the indexes a node holds (`export`),
+//! and `cairn setup apt`. `suites.rs`: the package lists' suites, for `prefetch` and `export`.
 //!
 //! Keyrings: `--apt-keyring NAME=FILE` (repeatable), else the source's `Signed-By` files, else
 //! Debian's archive keyring.
@@ -19,9 +19,7 @@ use cairn_apt::sources::{self, Source};
 use cairn_mirror::EcosystemSetup;
 use url::Url;
 
-pub use self::suites::{
-    AptSuite, held_update_indexes, machine_architectures, resolve_held, suites,
-};
+pub use self::suites::{AptSuite, held_update_indexes, machine_architectures, suites};
 use super::discover::points_at_self;
 use super::lockfiles::Item;
 use super::{Client, Entry, Kind, Lockfiles};
@@ -242,6 +240,49 @@ pub fn archives(
         }
     }
     Ok(out)
+}
+
+/// Resolve package lists against the `Packages` indexes this node holds (for `cairn export`;
+/// prefetch resolves them through the node): for each wanted
+/// package, (archive name, pool path, SHA256). `what` names the lists in errors.
+pub fn resolve_held(
+    store: &cairn_mirror::store::Store,
+    index: &cairn_mirror::index::Index,
+    what: &str,
+    wanted: &[cairn_apt::lockfile::Wanted],
+) -> Result<Vec<(String, cairn_apt::packages::PoolFile)>> {
+    let mut listed = Vec::new();
+    let mut archive_of = std::collections::HashMap::new();
+    for (eco, key, record) in index.all_artifacts().context("reading the index")? {
+        let Some(archive) = eco.strip_prefix("apt/") else {
+            continue;
+        };
+        if !cairn_apt::is_listing_key(&key) {
+            continue;
+        }
+        let path = store.blob_path(&record.flat);
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let files =
+            cairn_apt::packages::read(file).map_err(|e| anyhow::anyhow!("{eco} {key}: {e}"))?;
+        for f in files {
+            archive_of.insert(f.filename.clone(), archive.to_owned());
+            listed.push(f);
+        }
+    }
+    if listed.is_empty() {
+        bail!(
+            "no apt indexes on this node to resolve the {what} against (run `cairn prefetch` with them first)"
+        );
+    }
+    let found = cairn_apt::lockfile::resolve(what, wanted, &listed)?;
+    Ok(found
+        .into_iter()
+        .map(|f| {
+            let archive = archive_of.get(&f.filename).cloned().unwrap_or_default();
+            (archive, f.clone())
+        })
+        .collect())
 }
 
 /// Print, or write, the apt sources that point the machine's archives at Cairn (`base` is

@@ -1,6 +1,6 @@
 //! apt's package lists, for `cairn prefetch` and `cairn export`: the suites the machines' apt
-//! sources name (whose indexes are fetched), this machine's architectures, and the packages
-//! resolved against the `Packages` indexes a node holds.
+//! sources name (whose indexes are fetched), this machine's architectures, and the update
+//! indexes a node holds for them.
 
 use std::path::{Path, PathBuf};
 
@@ -8,49 +8,6 @@ use anyhow::{Context, Result, bail};
 use cairn_apt::sources::{self, Source};
 
 use super::machine_sources;
-
-/// Resolve package lists against the `Packages` indexes this node holds (for `cairn export`;
-/// prefetch resolves them through the node): for each wanted
-/// package, (archive name, pool path, SHA256). `what` names the lists in errors.
-pub fn resolve_held(
-    store: &cairn_mirror::store::Store,
-    index: &cairn_mirror::index::Index,
-    what: &str,
-    wanted: &[cairn_apt::lockfile::Wanted],
-) -> Result<Vec<(String, cairn_apt::packages::PoolFile)>> {
-    let mut listed = Vec::new();
-    let mut archive_of = std::collections::HashMap::new();
-    for (eco, key, record) in index.all_artifacts().context("reading the index")? {
-        let Some(archive) = eco.strip_prefix("apt/") else {
-            continue;
-        };
-        if !cairn_apt::is_listing_key(&key) {
-            continue;
-        }
-        let path = store.blob_path(&record.flat);
-        let file = std::fs::File::open(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let files =
-            cairn_apt::packages::read(file).map_err(|e| anyhow::anyhow!("{eco} {key}: {e}"))?;
-        for f in files {
-            archive_of.insert(f.filename.clone(), archive.to_owned());
-            listed.push(f);
-        }
-    }
-    if listed.is_empty() {
-        bail!(
-            "no apt indexes on this node to resolve the {what} against (run `cairn prefetch` with them first)"
-        );
-    }
-    let found = cairn_apt::lockfile::resolve(what, wanted, &listed)?;
-    Ok(found
-        .into_iter()
-        .map(|f| {
-            let archive = archive_of.get(&f.filename).cloned().unwrap_or_default();
-            (archive, f.clone())
-        })
-        .collect())
-}
 
 /// One suite of an archive, as machines' apt sources name it: what `cairn prefetch` fetches
 /// the indexes of.
