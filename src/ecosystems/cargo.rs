@@ -285,6 +285,22 @@ mod tests {
     use crate::ecosystems::discover::testing::{env, listen, run};
 
     #[test]
+    fn setup_prints_a_source_replacement_discovery_reads_back() {
+        let url = Url::parse("http://127.0.0.1:7777/cargo/index/").expect("url");
+        let text = print_setup(Client::Cargo, &url).expect("cargo");
+        let (comment, snippet) = text.split_once('\n').expect("two parts");
+        assert_eq!(
+            comment,
+            "# Add to $CARGO_HOME/config.toml (or run this command with --apply):"
+        );
+        let config: toml::Table = toml::from_str(snippet).expect("TOML");
+        assert_eq!(
+            cargo_replacement(&config).as_deref(),
+            Some("sparse+http://127.0.0.1:7777/cargo/index/")
+        );
+    }
+
+    #[test]
     fn replacement_and_cache_names() {
         let config: toml::Table = toml::from_str(
             "[source.crates-io]\nreplace-with = \"corp\"\n[source.corp]\nregistry = \"sparse+https://mirror.invalid/index/\"\n",
