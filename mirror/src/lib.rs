@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod bundle;
 mod engine;
 pub mod error;
+pub mod holdings;
 pub mod http;
 pub mod index;
 pub mod limits;

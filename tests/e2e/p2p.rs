@@ -7,7 +7,7 @@
 //! by side never find each other.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +20,7 @@ use crate::fake_cargo::FakeCargo;
 use crate::fake_npm::{FakeNpm, noise};
 use crate::fake_pypi::{FakePypi, Index};
 use crate::support::{
-    Cairn, ClientEnv, assert_success, get, metric_sum, npm_tools, project, runtime, swarm_key,
-    wait_for,
+    Cairn, ClientEnv, assert_success, get, metric_sum, project, runtime, swarm_key, wait_for,
 };
 
 const MIB: usize = 1 << 20;
@@ -442,30 +441,6 @@ fn a_node_without_swarm_key_says_peers_hold_the_document_and_npm_does_not_retry(
     }
 }
 
-/// Helia's libp2p and Bitswap, installed once per run (tools the test drives, not packages
-/// that flow through Cairn). Versions that run on Node.js 20.
-fn helia_tools() -> PathBuf {
-    let manifest = serde_json::json!({
-        "private": true,
-        "dependencies": {
-            "@helia/utils": "1.4.0",
-            "@helia/block-brokers": "4.2.4",
-            "@helia/unixfs": "5.0.4",
-            "blockstore-core": "5.0.4",
-            "datastore-core": "10.0.4",
-            "libp2p": "2.9.0",
-            "@libp2p/tcp": "10.1.9",
-            "@libp2p/identify": "3.0.9",
-            "@libp2p/ping": "2.0.9",
-            "@chainsafe/libp2p-noise": "16.1.5",
-            "@chainsafe/libp2p-yamux": "7.0.4",
-            "@multiformats/multiaddr": "12.5.1",
-            "multiformats": "13.4.2"
-        }
-    });
-    npm_tools("helia-tools", &manifest, &["helia-bitswap.mjs"])
-}
-
 /// Holds no block: the in-process node only fetches.
 struct NoBlocks;
 
@@ -481,7 +456,7 @@ fn tcp_localhost() -> libp2p::Multiaddr {
 
 #[test]
 fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
-    let tools = helia_tools();
+    let tools = &crate::tools::tools().helia;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut registry = crate::fake_npm::Registry::default();
     registry.publish(
@@ -510,7 +485,7 @@ fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
     let output = Command::new("node")
         .arg(tools.join("helia-bitswap.mjs"))
         .args(["fetch", &cairn.p2p_address(), &root])
-        .current_dir(&tools)
+        .current_dir(tools)
         .output()
         .expect("node must be installed");
     assert_success(&output, &format!("Helia fetching {root}\n{}", cairn.logs()));
@@ -527,11 +502,11 @@ fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
 
 #[test]
 fn cairn_fetches_a_block_only_helia_holds() {
-    let tools = helia_tools();
+    let tools = &crate::tools::tools().helia;
     let mut helia = Command::new("node")
         .arg(tools.join("helia-bitswap.mjs"))
         .arg("hold")
-        .current_dir(&tools)
+        .current_dir(tools)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -576,15 +551,43 @@ fn cairn_fetches_a_block_only_helia_holds() {
     );
 }
 
-/// Answers resolve honestly: the tarball's real leaves, root and size.
+/// Answers resolve honestly (the tarball's real leaves, root and size) and holds no block.
 struct Honest(cairn_node::HeldArtifact);
 
-impl cairn_node::ArtifactSource for Honest {
+impl cairn_node::LocalContent for Honest {
+    fn block(&self, _cid: &Cid, _max: u64) -> Result<Option<Bytes>, cairn_node::ContentError> {
+        Ok(None)
+    }
+
+    fn artifact(
+        &self,
+        _flat: &cairn_mirror::cid::FlatCid,
+    ) -> Result<Option<(cairn_mirror::cid::RootCid, u64)>, cairn_node::ContentError> {
+        Ok(Some((self.0.root, self.0.size)))
+    }
+
     fn held(
         &self,
         _flat: &cairn_mirror::cid::FlatCid,
-    ) -> Result<Option<cairn_node::HeldArtifact>, String> {
+    ) -> Result<Option<cairn_node::HeldArtifact>, cairn_node::ContentError> {
         Ok(Some(self.0.clone()))
+    }
+
+    fn held_artifacts(
+        &self,
+    ) -> Result<
+        Vec<(cairn_mirror::cid::FlatCid, cairn_mirror::cid::RootCid)>,
+        cairn_node::ContentError,
+    > {
+        Ok(Vec::new())
+    }
+
+    fn document(
+        &self,
+        _ecosystem: &str,
+        _key: &str,
+    ) -> Result<Option<cairn_mirror::peers::PeerDocument>, cairn_node::ContentError> {
+        Ok(None)
     }
 }
 
@@ -641,11 +644,6 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         size: dag.size,
         leaves: dag.leaves,
     };
-    let liar_mirror = cairn_mirror::Mirror::open(
-        cairn_mirror::MirrorConfig::new(tmp.path().join("liar")),
-        vec![],
-    )
-    .expect("the liar's empty mirror");
     let (liar, _liar_peers) = runtime().block_on(async {
         let config = cairn_node::NodeConfig {
             listen: vec![tcp_localhost()],
@@ -657,14 +655,14 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         let liar = cairn_node::Node::start(config, Arc::new(Lies))
             .await
             .expect("the lying node");
-        let peers = cairn_node::Peers::with_source(
+        let peers = cairn_node::Peers::new(
             liar.clone(),
-            liar_mirror,
+            Arc::new(Honest(held)),
             cairn_node::PendingMap::default(),
             cairn_node::PeerPolicy {
                 trust_metadata: false,
             },
-            Arc::new(Honest(held)),
+            cairn_node::NodeMetrics::default(),
         )
         .expect("the liar's resolve server");
         for cid in [flat.0, root] {

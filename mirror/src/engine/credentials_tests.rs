@@ -24,7 +24,8 @@ fn peer_documents_carry_no_credentials() {
         .put_metadata("npm", "x", &record, &[])
         .expect("index");
     let document = mirror
-        .peer_document("npm", "x")
+        .local_content()
+        .document("npm", "x")
         .expect("read")
         .expect("found");
     assert_eq!(document.upstream_url, "https://upstream.invalid/npm/x");
