@@ -32,6 +32,29 @@ pub(super) async fn artifact(
                     return Ok(response);
                 }
             }
+            // The ETag names the bytes by the registry's digest before they arrive: a client
+            // that has them needs nothing from this download, not even its first byte.
+            ArtifactBody::Downloading(download)
+                if matches_etag(&request.headers, &format!("\"{}\"", download.flat)) =>
+            {
+                let etag = format!("\"{}\"", download.flat);
+                let etag = HeaderValue::from_str(&etag).map_err(|source| Error::Header {
+                    what: format!("the ETag of {}", download.flat),
+                    source,
+                })?;
+                return Ok((StatusCode::NOT_MODIFIED, artifact_headers(etag)).into_response());
+            }
+            // A Range is answered from the stored file: wait for the download to commit, then
+            // look again (the next turn finds it cached).
+            ArtifactBody::Downloading(download) if request.headers.contains_key(header::RANGE) => {
+                match download.committed().await {
+                    Ok(_) => {}
+                    Err((StatusCode::INSUFFICIENT_STORAGE, _)) if keep == Keep::IfRoom => {
+                        keep = Keep::Never;
+                    }
+                    Err((status, message)) => return Ok(error_response(status, &message)),
+                }
+            }
             ArtifactBody::Downloading(download) => match download.ready().await {
                 // The store had no room for it, and this client has had nothing yet: stream
                 // it unkept.
@@ -260,7 +283,8 @@ pub(super) async fn downloading(
         Ok(total) => total,
         Err((status, message)) => return Ok(error_response(status, &message)),
     };
-    // The bytes are immutable and named before they arrive; only Range waits for the cache.
+    // The bytes are immutable and named before they arrive: a conditional request was answered
+    // at once, and a Range waits for the cache (both in `artifact`).
     let etag = HeaderValue::from_str(&format!("\"{}\"", download.flat)).map_err(|source| {
         Error::Header {
             what: format!("the ETag of {}", download.flat),

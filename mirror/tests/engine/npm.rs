@@ -1,5 +1,6 @@
-//! npm: freshness and revalidation of a packument, conditional requests, stale-if-error, and a
-//! tarball that does not match its integrity.
+//! npm: freshness and revalidation of a packument, conditional requests (also while the
+//! tarball is still downloading), ranges of a tarball under way, stale-if-error, and a tarball
+//! that does not match its integrity.
 
 use std::sync::Arc;
 
@@ -220,4 +221,59 @@ async fn a_digest_mismatch_is_a_502_with_nothing_stored_and_a_good_upstream_then
     committed(&mirror, "npm", "demo/-/demo-1.0.0.tgz").await;
     assert_eq!(blobs(dir.path()).len(), 1);
     assert_eq!(upstream.hits("demo/-/demo-1.0.0.tgz"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_joining_a_download_get_a_304_at_once_and_a_range_once_it_is_stored() {
+    let (upstream, tarball) = npm_upstream().await;
+    upstream.hold("demo/-/demo-1.0.0.tgz");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = open(dir.path(), TTL, vec![(npm(), upstream.url.clone())]);
+    assert_eq!(get(&mirror, "/npm/demo").await.status, 200);
+    let path = "/npm/demo/-/demo-1.0.0.tgz";
+    // The first client starts the download, which stops halfway until released.
+    let first = {
+        let mirror = mirror.clone();
+        tokio::spawn(async move { get(&mirror, path).await })
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.hits("demo/-/demo-1.0.0.tgz") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The flat CID of the tarball is its ETag, known before a byte arrives.
+    let etag = format!(
+        "\"{}\"",
+        cairn_mirror::cid::Digest::of(cairn_mirror::cid::Algorithm::Sha512, &tarball).flat_cid()
+    );
+    let conditional = get_with(&mirror, path, &[("if-none-match", &etag)]).await;
+    assert_eq!(
+        conditional.status, 304,
+        "answered while the download is held"
+    );
+    assert!(conditional.body.is_empty());
+    // A range waits for the stored file, then gets exactly its bytes.
+    let ranged = {
+        let mirror = mirror.clone();
+        tokio::spawn(async move { get_with(&mirror, path, &[("range", "bytes=10-99")]).await })
+    };
+    upstream.release();
+    let ranged = ranged.await.expect("range request");
+    assert_eq!(ranged.status, 206);
+    assert_eq!(&ranged.body[..], &tarball[10..=99]);
+    assert_eq!(
+        ranged.header("content-range"),
+        Some(format!("bytes 10-99/{}", tarball.len()).as_str())
+    );
+    let first = first.await.expect("first request");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, tarball);
+    assert_eq!(
+        upstream.hits("demo/-/demo-1.0.0.tgz"),
+        1,
+        "one download for all three"
+    );
 }

@@ -1,7 +1,8 @@
 //! A fake upstream for the engine tests: files by path on 127.0.0.1:0, each with an ETag and a
 //! Last-Modified, answering conditional requests with 304, counting every request and every 304
 //! by path, and switches for the faults the engine must survive (every answer a given status,
-//! bytes other than the ones it lists, and going away altogether).
+//! bytes other than the ones it lists, and going away altogether), and a gate that holds a
+//! file's body halfway until the test opens it (a download under way, for as long as needed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use sha2::Digest as _;
 use url::Url;
 
@@ -30,6 +32,18 @@ struct Shared {
     conditions: Mutex<HashMap<String, Conditions>>,
     /// Every request answered with this status and no file.
     status: Mutex<Option<u16>>,
+    /// Files whose bodies stop halfway until `gate` is opened.
+    held: Mutex<std::collections::HashSet<String>>,
+    gate: Gate,
+}
+
+/// Open (`true`) or shut; bodies of held files wait for it to open.
+struct Gate(tokio::sync::watch::Sender<bool>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(tokio::sync::watch::channel(false).0)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,6 +93,16 @@ impl Upstream {
     /// Serve `body` at `path` (without the leading `/`) from now on.
     pub fn put(&self, path: &str, body: impl Into<Bytes>) {
         lock(&self.shared.files).insert(path.to_owned(), body.into());
+    }
+
+    /// Send only the first half of `path`'s body until [`Upstream::release`].
+    pub fn hold(&self, path: &str) {
+        lock(&self.shared.held).insert(path.to_owned());
+    }
+
+    /// Let every held body go on to its end.
+    pub fn release(&self) {
+        self.shared.gate.0.send_replace(true);
     }
 
     /// Answer every request with `status` (`None`: serve the files again).
@@ -168,6 +192,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>)
     if unchanged {
         *lock(&shared.not_modified).entry(path).or_default() += 1;
         return (http::StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    if lock(&shared.held).contains(&path) {
+        let mut open = shared.gate.0.subscribe();
+        let (first, rest) = (body.slice(..body.len() / 2), body.slice(body.len() / 2..));
+        let rest = async move {
+            let _ = open.wait_for(|open| *open).await;
+            Ok::<_, std::convert::Infallible>(rest)
+        };
+        let stream =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(first) })
+                .chain(futures_util::stream::once(rest));
+        let length = [(http::header::CONTENT_LENGTH, body.len().to_string())];
+        return (headers, length, Body::from_stream(stream)).into_response();
     }
     (headers, body).into_response()
 }
