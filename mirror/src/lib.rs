@@ -2,18 +2,15 @@
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
 mod accept;
-pub mod blocks;
 pub mod bundle;
 mod engine;
 pub mod error;
 mod gateway;
-pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod snapshot;
-pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod upstream;
@@ -22,5 +19,7 @@ pub mod upstream;
 pub use cairn_ecosystem as ecosystem;
 pub use cairn_ecosystem::{json, negotiate, units};
 pub use cairn_ipld::{car, cid, dagcbor, unixfs};
+/// The data directory (files, index, blocks), from the crate that owns and alone writes it.
+pub use cairn_store::{blocks, index, store};
 
 pub use crate::engine::{ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, now_ms};

@@ -187,7 +187,7 @@ impl Mirror {
     pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
         let store = Store::open(&config.data_dir)?;
         let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
-        let stripped = index.strip_credentials()?;
+        let stripped = index.strip_credentials(crate::upstream::strip_userinfo)?;
         if stripped > 0 {
             tracing::info!(
                 rows = stripped,

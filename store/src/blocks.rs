@@ -37,7 +37,7 @@ use bytes::Bytes;
 use cid::{Cid, Version};
 
 use crate::cid::{Algorithm, BlockCid, DAG_PB, Digest, FlatCid, IDENTITY, RAW, RootCid, SHA2_256};
-use crate::error::{Error, IndexError, StoreError};
+use crate::error::{IndexError, StoreError};
 use crate::index::{Index, LeafRecord};
 use crate::store::Store;
 use crate::unixfs::{DecodeError, decode_node, decode_unixfs};
@@ -57,6 +57,10 @@ pub struct BlockError {
 impl BlockError {
     pub fn kind(&self) -> &BlockErrorKind {
         &self.kind
+    }
+
+    pub fn into_kind(self) -> BlockErrorKind {
+        *self.kind
     }
 }
 
@@ -108,23 +112,6 @@ impl From<StoreError> for BlockError {
 impl From<IndexError> for BlockError {
     fn from(e: IndexError) -> Self {
         BlockErrorKind::Index(e).into()
-    }
-}
-
-impl From<BlockError> for Error {
-    fn from(e: BlockError) -> Self {
-        let message = e.to_string();
-        match *e.kind {
-            BlockErrorKind::Missing { .. } => Error::NotFound(message),
-            BlockErrorKind::TooLarge { .. }
-            | BlockErrorKind::RangeOutside { .. }
-            | BlockErrorKind::UnsupportedHash { .. } => Error::BadRequest(message),
-            BlockErrorKind::Store(e) => Error::Store(e),
-            BlockErrorKind::Index(e) => Error::Index(e),
-            BlockErrorKind::Corrupt { .. }
-            | BlockErrorKind::Decode { .. }
-            | BlockErrorKind::TooDeep { .. } => Error::Internal(message),
-        }
     }
 }
 
