@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_mirror::cid::{Algorithm, Digest, FlatCid, RootCid};
-use cairn_mirror::index::{ArtifactRecord, MetadataRecord};
+use cairn_mirror::index::MetadataRecord;
 use cairn_mirror::peers::{PeerFetch, PeerSource};
-use cairn_mirror::store::Store;
+use cairn_mirror::store::Origin;
 use cairn_mirror::testing::noise;
 use cairn_mirror::{Mirror, MirrorConfig};
 use cairn_node::{BlockSource, Node, NodeConfig, PeerPolicy, Peers, PendingMap};
@@ -63,7 +63,7 @@ async fn address(node: &Node) -> Multiaddr {
 
 /// An honest Cairn node: a mirror in a temp dir, a swarm, its peer source.
 struct Honest {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     mirror: Mirror,
     peers: Peers,
 }
@@ -81,30 +81,30 @@ async fn honest(bootstrap: Vec<Multiaddr>, policy: PeerPolicy) -> Honest {
         .await
         .expect("node starts");
     let peers = Peers::new(node, mirror.clone(), pending, policy).expect("peers");
-    Honest { dir, mirror, peers }
+    Honest {
+        _dir: dir,
+        mirror,
+        peers,
+    }
 }
 
 impl Honest {
     /// Store and index `data` as an artifact, as a committed download would.
     fn add(&self, data: &[u8]) -> (FlatCid, RootCid) {
-        let store = Store::attach(self.dir.path()).expect("store");
-        let mut writer = store
-            .artifact_writer(Digest::of(Algorithm::Sha512, data))
-            .expect("writer");
+        let store = self.mirror.store();
+        let digest = Digest::of(Algorithm::Sha512, data);
+        let key = digest.flat_cid().to_string();
+        let mut writer = store.artifact_writer(digest).expect("writer");
         writer.write(data).expect("write");
-        let committed = writer.finish().expect("finish");
-        let record = ArtifactRecord {
-            flat: committed.flat,
-            root: RootCid(committed.dag.root),
-            size: data.len() as u64,
+        let origin = Origin {
             upstream_url: "http://upstream.invalid/a.tgz".into(),
             fetched_at: 1,
         };
-        self.mirror
-            .index()
-            .put_artifact("npm", &committed.flat.to_string(), &record, &committed.dag)
-            .expect("index");
-        (committed.flat, record.root)
+        let record = store
+            .commit_artifact("npm", &key, writer, origin, |_| {})
+            .expect("commit")
+            .record;
+        (record.flat, record.root)
     }
 }
 
@@ -267,11 +267,9 @@ async fn an_honest_peer_still_serves_while_a_staller_is_dropped() {
 async fn a_peer_document_dated_in_the_future_is_dated_now() {
     let a = honest(vec![], PeerPolicy::default()).await;
     let body = b"{\"name\":\"left-pad\"}";
-    let store = Store::attach(a.dir.path()).expect("store");
-    let cid = store.put_metadata(body).expect("block");
     let hour_ahead = cairn_mirror::now_ms() + 3_600_000;
     let record = MetadataRecord {
-        cid: Some(cid),
+        cid: None,
         status: 200,
         upstream_url: "http://upstream.invalid/left-pad".into(),
         fetched_at: hour_ahead,
@@ -280,9 +278,9 @@ async fn a_peer_document_dated_in_the_future_is_dated_now() {
         size: body.len() as u64,
     };
     a.mirror
-        .index()
-        .put_metadata("npm", "left-pad", &record, &[])
-        .expect("index");
+        .store()
+        .put_document("npm", "left-pad", body, record, &[])
+        .expect("store");
     let trusting = PeerPolicy {
         trust_metadata: true,
     };

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_mirror::cid::{Algorithm, Digest, FlatCid, RootCid};
-use cairn_mirror::index::{ArtifactRecord, MetadataRecord};
+use cairn_mirror::index::MetadataRecord;
 use cairn_mirror::metrics::PeerLabels;
 use cairn_mirror::peers::{LeafProgress, PeerFetch, PeerSource, PendingLeaves};
-use cairn_mirror::store::Store;
+use cairn_mirror::store::Origin;
 use cairn_mirror::{Mirror, MirrorConfig};
 use cairn_node::{BlockSource, Node, NodeConfig, PeerPolicy, Peers, PendingMap};
 use cid::Cid;
@@ -55,24 +55,20 @@ impl Peer {
 
     /// Store and index `data` as an artifact, as a committed download would.
     fn add(&self, data: &[u8]) -> (FlatCid, RootCid) {
-        let store = Store::attach(self.dir.path()).expect("store");
-        let mut writer = store
-            .artifact_writer(Digest::of(Algorithm::Sha512, data))
-            .expect("writer");
+        let store = self.mirror.store();
+        let digest = Digest::of(Algorithm::Sha512, data);
+        let key = digest.flat_cid().to_string();
+        let mut writer = store.artifact_writer(digest).expect("writer");
         writer.write(data).expect("write");
-        let committed = writer.finish().expect("finish");
-        let record = ArtifactRecord {
-            flat: committed.flat,
-            root: RootCid(committed.dag.root),
-            size: data.len() as u64,
+        let origin = Origin {
             upstream_url: "http://upstream.invalid/a.tgz".into(),
             fetched_at: 1,
         };
-        self.mirror
-            .index()
-            .put_artifact("npm", &committed.flat.to_string(), &record, &committed.dag)
-            .expect("index");
-        (committed.flat, record.root)
+        let record = store
+            .commit_artifact("npm", &key, writer, origin, |_| {})
+            .expect("commit")
+            .record;
+        (record.flat, record.root)
     }
 
     fn peer_bytes(&self, from: &Peer) -> u64 {
@@ -436,10 +432,8 @@ async fn simultaneous_misses_go_upstream_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newest_metadata_from_peers() {
     let put = |peer: &Peer, body: &[u8], fetched_at: i64| {
-        let store = Store::attach(peer.dir.path()).expect("store");
-        let cid = store.put_metadata(body).expect("block");
         let record = MetadataRecord {
-            cid: Some(cid),
+            cid: None,
             status: 200,
             upstream_url: "http://upstream.invalid/left-pad".into(),
             fetched_at,
@@ -448,9 +442,9 @@ async fn newest_metadata_from_peers() {
             size: body.len() as u64,
         };
         peer.mirror
-            .index()
-            .put_metadata("npm", "left-pad", &record, &[])
-            .expect("index");
+            .store()
+            .put_document("npm", "left-pad", body, record, &[])
+            .expect("store");
     };
     let a = start(vec![]).await;
     put(&a, b"{\"name\":\"left-pad\",\"new\":true}", 2000);

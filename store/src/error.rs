@@ -72,6 +72,11 @@ impl StoreError {
         }
     }
 
+    /// True when a file the store looked for is not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// True when the disk is full, so callers can say so rather than "internal error".
     pub fn is_disk_full(&self) -> bool {
         match self {

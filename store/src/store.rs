@@ -1,8 +1,10 @@
-//! The blockstore on disk: a filestore of flat artifact files plus metadata blocks.
+//! The data directory, behind one façade: the files (flat artifacts, metadata blocks) and the
+//! index over them. [`Store`] is the only writer of a data directory; everything else reads
+//! through it, and gets [`Blob`]s, never paths.
 //!
 //! ```text
 //! <data-dir>/
-//! ├── index.sqlite3          the index (see `index.rs`): keys, CIDs, freshness, inner DAG nodes
+//! ├── index.sqlite3          the index (see `index/`): keys, CIDs, freshness, inner DAG nodes
 //! ├── blobs/<xx>/<flat-cid>  one flat file per artifact, exactly the upstream bytes
 //! ├── meta/<xx>/<block-cid>  one raw block per fetched metadata document
 //! ├── tmp/                   downloads in progress; emptied at every start
@@ -12,7 +14,7 @@
 //! One process owns a data directory ([`Store::open`], for `serve` and an in-process
 //! `prefetch`): it takes an exclusive lock on `lock` and only then empties `tmp/`, so a second
 //! `serve` fails instead of deleting the first's downloads in progress. Other commands
-//! ([`Store::attach`]) work beside the owner.
+//! ([`Store::attach`]: `import`, `export`, `status`) work beside the owner.
 //! `<xx>` is the last two characters of the CID, to keep directories small.
 //!
 //! Why a filestore: an artifact's UnixFS leaves are the 1 MiB ranges of its flat file, so the
@@ -20,64 +22,129 @@
 //! file), and a leaf is served to a peer by reading its range. Only the small dag-pb inner nodes
 //! live elsewhere (in the index).
 //!
-//! Crash safety: every file is written under `tmp/`, fsynced, then renamed into place and the
-//! directory fsynced. A reader (or a restart) therefore sees a whole file or none; files left in
-//! `tmp/` by a crash are deleted at the next start. A blob is only ever served through the index,
-//! and the index row is written after the rename, so an orphan blob is harmless.
+//! What the store keeps true:
+//! - Whole file or none: every file is written under `tmp/`, verified against the digest it must
+//!   have, fsynced, then renamed into place and the directory fsynced. A reader (or a restart)
+//!   sees a whole file or none; files left in `tmp/` by a crash are deleted at the next start.
+//! - Index row after rename: a file is only ever served through the index, and its row is
+//!   written after the rename ([`Store::commit_artifact`], [`Store::put_document`],
+//!   [`Store::import`]), so an orphan file is harmless and a row always names a whole file.
+//! - Versioned schema: the index is migrated at open, and one from a newer Cairn is refused.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::cid::{Algorithm, BlockCid, Digest, FlatCid, Hasher, raw_block_cid};
+pub use crate::blob::Blob;
+use crate::blocks::Blocks;
+use crate::cid::{Algorithm, BlockCid, Digest, FlatCid, RootCid, raw_block_cid};
 use crate::error::StoreError;
-use crate::unixfs::{Dag, DagBuilder};
+use crate::index::{ArtifactRecord, ImportedDocument, Index, MetadataRecord, RefRecord};
+use crate::unixfs::Dag;
+pub use crate::writer::{ArtifactWriter, Staged};
 
-/// The file layout under a data directory. Cheap to clone; all methods are blocking.
-#[derive(Clone, Debug)]
+/// The data directory: its files and its index. Cheap to clone; all methods block.
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
+    index: Arc<Index>,
     /// The locked `lock` file, for the store's owner; released when the last clone goes.
-    _lock: Option<std::sync::Arc<File>>,
+    _lock: Option<Arc<File>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An artifact committed by [`Store::commit_artifact`]: its row, its DAG, its file.
+#[derive(Debug)]
+pub struct Committed {
+    pub record: ArtifactRecord,
+    pub dag: Dag,
+    pub blob: Blob,
+}
+
+/// Where an artifact's bytes come from, for its row: the URL it was fetched from (or how it
+/// was made) and when.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub upstream_url: String,
+    /// Milliseconds since the Unix epoch.
+    pub fetched_at: i64,
+}
+
+/// What a bundle brought, verified, for [`Store::import`]: staged files and the rows naming
+/// them.
+#[derive(Debug, Default)]
+pub struct Import {
+    /// Verified files under `tmp/`, placed before any row is written.
+    pub staged: Vec<Staged>,
+    pub documents: Vec<ImportedDocument>,
+    /// `(ecosystem, key, record, DAG)`: the DAG of bytes new to this store, `None` for held
+    /// ones.
+    pub artifacts: Vec<(String, String, ArtifactRecord, Option<Dag>)>,
+    /// `(ecosystem, listing key, references)`.
+    pub listing_refs: Vec<(String, String, Vec<(String, RefRecord)>)>,
+    /// Snapshot nodes to keep in the `blocks` table.
+    pub blocks: Vec<(cid::Cid, Vec<u8>)>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+const INDEX_FILE: &str = "index.sqlite3";
+
+fn make_dirs(root: &Path) -> Result<(), StoreError> {
+    for dir in ["blobs", "meta", "tmp"] {
+        let path = root.join(dir);
+        fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Open (creating) the layout under `root` as its owner: lock the data directory (an error
-    /// naming the process holding it, when another does) and empty `tmp/`.
+    /// Open (creating) the data directory `root` as its owner: lock it (an error naming the
+    /// process holding it, when another does), empty `tmp/`, open (migrating) the index.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in ["blobs", "meta", "tmp"] {
-            let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
-        }
+        make_dirs(root)?;
         let lock = lock_dir(root)?;
+        let index = Arc::new(Index::open(&root.join(INDEX_FILE))?);
         let store = Store {
             root: root.to_path_buf(),
-            _lock: Some(std::sync::Arc::new(lock)),
+            index,
+            _lock: Some(Arc::new(lock)),
         };
         store.clear_tmp()?;
         Ok(store)
     }
 
-    /// Use the layout under `root` as another process's store too (`cairn export`, `import`):
+    /// Use the data directory `root` beside its owner (`cairn export`, `import`, `status`):
     /// `tmp/` is left alone, since a running `serve` may be writing there.
     pub fn attach(root: &Path) -> Result<Self, StoreError> {
-        for dir in ["blobs", "meta", "tmp"] {
-            let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
-        }
+        make_dirs(root)?;
+        let index = Arc::new(Index::open(&root.join(INDEX_FILE))?);
         Ok(Store {
             root: root.to_path_buf(),
+            index,
             _lock: None,
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The index, to read (every write goes through the store).
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Every block held, by CID.
+    pub fn blocks(&self) -> Blocks {
+        Blocks::new(self.clone())
     }
 
     /// Delete what crashed processes left in `tmp/`. Files of a live process other than this
@@ -105,14 +172,22 @@ impl Store {
         self.root.join(dir).join(tail).join(cid)
     }
 
-    /// Where the flat file of an artifact lives.
-    pub fn blob_path(&self, flat: &FlatCid) -> PathBuf {
+    pub(crate) fn blob_path(&self, flat: &FlatCid) -> PathBuf {
         self.fan_out("blobs", &flat.to_string())
     }
 
-    /// Where a metadata block lives.
-    pub fn meta_path(&self, cid: &BlockCid) -> PathBuf {
+    pub(crate) fn meta_path(&self, cid: &BlockCid) -> PathBuf {
         self.fan_out("meta", &cid.to_string())
+    }
+
+    /// The flat file of an artifact (whether or not it is held: [`Blob::open`] says).
+    pub fn blob(&self, flat: &FlatCid) -> Blob {
+        Blob::new(self.blob_path(flat))
+    }
+
+    /// The stored block of a metadata document (whether or not it is held).
+    pub fn document_blob(&self, cid: &BlockCid) -> Blob {
+        Blob::new(self.meta_path(cid))
     }
 
     fn temp_file(&self) -> Result<(PathBuf, File), StoreError> {
@@ -130,7 +205,6 @@ impl Store {
         Ok((path, file))
     }
 
-    /// Start writing an artifact whose whole-file digest must equal `expected`.
     /// Bytes an unprivileged writer can still put on the store's filesystem (`None` when the
     /// filesystem will not say).
     pub fn free_bytes(&self) -> Option<u64> {
@@ -138,14 +212,17 @@ impl Store {
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
+    /// Start writing an artifact whose whole-file digest must equal `expected`, under `tmp/`;
+    /// [`Store::commit_artifact`] verifies and commits it.
     pub fn artifact_writer(&self, expected: Digest) -> Result<ArtifactWriter, StoreError> {
         let dest = self.blob_path(&expected.flat_cid());
-        self.writer_to(expected, dest)
+        let (temp, file) = self.temp_file()?;
+        Ok(ArtifactWriter::new(expected, temp, file, dest))
     }
 
     /// Start writing a metadata document that arrives in pieces (a bundle carries a large one
     /// as a UnixFS file): its bytes must hash to `cid`, a sha2-256 raw block CID, and it is put
-    /// in place as that block ([`Store::meta_path`]), not as an artifact.
+    /// in place as that block, not as an artifact.
     pub fn document_writer(&self, cid: &BlockCid) -> Result<ArtifactWriter, StoreError> {
         let hash = cid.0.hash();
         let expected = match Algorithm::from_multihash_code(hash.code()) {
@@ -159,48 +236,212 @@ impl Store {
             expected: "a document named by a sha2-256 raw block CID".into(),
             got: format!("{cid}: {reason}"),
         })?;
-        self.writer_to(expected, self.meta_path(cid))
+        let (temp, file) = self.temp_file()?;
+        Ok(ArtifactWriter::new(
+            expected,
+            temp,
+            file,
+            self.meta_path(cid),
+        ))
     }
 
-    fn writer_to(&self, expected: Digest, dest: PathBuf) -> Result<ArtifactWriter, StoreError> {
-        let (path, file) = self.temp_file()?;
-        Ok(ArtifactWriter {
-            hasher: Some(FlatHasher::Inline(Hasher::new(expected.algorithm()))),
-            expected,
-            dag: DagBuilder::new(),
-            temp: Some(path),
-            dest,
-            file,
+    /// Verify a written artifact, put its file in place, then write its row (with its DAG's
+    /// inner nodes and leaves) under `ecosystem`/`key`. `on_verified(size)` is called as soon as
+    /// the digest has matched (before the fsync), so readers of a download under way can be
+    /// released early. On a mismatch nothing is stored.
+    pub fn commit_artifact(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        writer: ArtifactWriter,
+        origin: Origin,
+        on_verified: impl FnOnce(u64),
+    ) -> Result<Committed, StoreError> {
+        let placed = writer.finish_with(on_verified)?;
+        let record = ArtifactRecord {
+            flat: placed.flat,
+            root: RootCid(placed.dag.root),
+            size: placed.dag.size,
+            upstream_url: origin.upstream_url,
+            fetched_at: origin.fetched_at,
+        };
+        self.index
+            .put_artifact(ecosystem, key, &record, &placed.dag)?;
+        Ok(Committed {
+            record,
+            dag: placed.dag,
+            blob: placed.blob,
         })
     }
 
-    /// Store a metadata document as a raw block; returns its CID. Idempotent.
-    pub fn put_metadata(&self, bytes: &[u8]) -> Result<BlockCid, StoreError> {
+    /// Some artifact of `ecosystem` with these bytes, under whichever key it was cached; indexed
+    /// under `alias` too when one is given (the same file named twice, as apt names an index by
+    /// path and by hash). Returns the key it is found under (`alias` when given).
+    pub fn find_by_flat(
+        &self,
+        ecosystem: &str,
+        flat: &FlatCid,
+        alias: Option<&str>,
+    ) -> Result<Option<(String, ArtifactRecord)>, StoreError> {
+        let Some((key, record)) = self.index.find_by_flat(ecosystem, flat)? else {
+            return Ok(None);
+        };
+        match alias {
+            Some(alias) => {
+                self.index.alias_artifact(ecosystem, alias, &record)?;
+                Ok(Some((alias.to_owned(), record)))
+            }
+            None => Ok(Some((key, record))),
+        }
+    }
+
+    /// Record what a listing artifact (`listed_by`, apt's `Packages`) says about other
+    /// artifacts, in one transaction.
+    pub fn put_refs(
+        &self,
+        ecosystem: &str,
+        listed_by: &str,
+        refs: &[(String, RefRecord)],
+    ) -> Result<(), StoreError> {
+        Ok(self.index.put_refs(ecosystem, listed_by, refs)?)
+    }
+
+    /// Store a fetched metadata document: its block (idempotent), then its row with the
+    /// references it lists. `record`'s CID and size are those of `body`. Returns the row.
+    pub fn put_document(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        body: &[u8],
+        record: MetadataRecord,
+        refs: &[(String, RefRecord)],
+    ) -> Result<MetadataRecord, StoreError> {
+        let cid = self.put_metadata(body)?;
+        let record = MetadataRecord {
+            cid: Some(cid),
+            size: body.len() as u64,
+            ..record
+        };
+        self.index.put_metadata(ecosystem, key, &record, refs)?;
+        Ok(record)
+    }
+
+    /// Record that upstream answered `record.status` without a document (a cached "not
+    /// found"); `record`'s CID is dropped.
+    pub fn put_not_found(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        record: MetadataRecord,
+    ) -> Result<MetadataRecord, StoreError> {
+        let record = MetadataRecord {
+            cid: None,
+            ..record
+        };
+        self.index.put_metadata(ecosystem, key, &record, &[])?;
+        Ok(record)
+    }
+
+    /// Mark a cached document fresh again (upstream answered 304 or sent the same bytes).
+    pub fn touch_document(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        fetched_at: i64,
+    ) -> Result<(), StoreError> {
+        Ok(self.index.touch_metadata(ecosystem, key, fetched_at)?)
+    }
+
+    /// Forget cached upstream "not found"s fetched before `before` (ms since the epoch), then
+    /// the oldest ones beyond the newest `keep`. Returns how many went.
+    pub fn expire_not_found(&self, before: i64, keep: u64) -> Result<usize, StoreError> {
+        Ok(self.index.expire_negative(before, keep)?)
+    }
+
+    /// Record last-access times, batched by the caller.
+    pub fn touch_artifacts(&self, touched: &[(&str, &str, i64)]) -> Result<(), StoreError> {
+        Ok(self.index.touch_artifacts(touched)?)
+    }
+
+    /// Store blocks (snapshot nodes) in the index's `blocks` table.
+    pub fn put_blocks(&self, blocks: &[(cid::Cid, Vec<u8>)]) -> Result<(), StoreError> {
+        Ok(self.index.put_blocks(blocks)?)
+    }
+
+    /// Record a pinned snapshot (kept by `gc`).
+    pub fn pin(&self, root: &cid::Cid, at: i64) -> Result<(), StoreError> {
+        Ok(self.index.pin(root, at)?)
+    }
+
+    /// Remove user names and passwords from the URLs the index holds with `strip`; returns how
+    /// many rows changed.
+    pub fn strip_credentials(
+        &self,
+        strip: impl Fn(&str) -> std::borrow::Cow<'_, str>,
+    ) -> Result<usize, StoreError> {
+        Ok(self.index.strip_credentials(strip)?)
+    }
+
+    /// Checkpoint the index's write-ahead log.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(self.index.checkpoint()?)
+    }
+
+    /// Drop the artifact whose flat file is `flat`, found damaged or missing: its file moved
+    /// aside (into `tmp/`, emptied at the next start), its rows under every key and its leaves
+    /// out of the index. The references that named it stay, so the next request fetches it
+    /// again. The file is moved even when the index cannot be written (the error says so).
+    pub fn forget_damaged(&self, flat: &FlatCid) -> Result<u64, StoreError> {
+        let path = self.blob_path(flat);
+        let aside = self.root.join("tmp").join(format!("damaged-{flat}"));
+        let moved = match fs::rename(&path, &aside) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::io("move aside", &path, e))
+            }
+            _ => Ok(()),
+        };
+        let rows = self.index.forget_flat(flat)?;
+        moved.map(|()| rows)
+    }
+
+    /// Write what a bundle brought, verified: its staged files put in place first, then every
+    /// row in one transaction, without replacing what is held (see [`Index::import`]). Returns
+    /// how many documents were written.
+    pub fn import(&self, import: Import) -> Result<u64, StoreError> {
+        for file in import.staged {
+            file.place()?;
+        }
+        let written =
+            self.index
+                .import(&import.documents, &import.artifacts, &import.listing_refs)?;
+        self.index.put_blocks(&import.blocks)?;
+        Ok(written)
+    }
+
+    /// Store a metadata document's block; returns its CID. Idempotent.
+    pub(crate) fn put_metadata(&self, bytes: &[u8]) -> Result<BlockCid, StoreError> {
         let cid = BlockCid(raw_block_cid(bytes));
         let dest = self.meta_path(&cid);
         if dest.exists() {
             return Ok(cid);
         }
         let (temp, mut file) = self.temp_file()?;
-        let guard = TempGuard(Some(temp.clone()));
+        let guard = crate::writer::TempGuard::new(temp.clone());
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| StoreError::io("write", &temp, e))?;
         drop(file);
-        place(&temp, &dest)?;
+        crate::writer::place(&temp, &dest)?;
         guard.disarm();
         Ok(cid)
     }
 
-    /// Write a metadata block under `tmp/`, to be put in place later (an import that must
-    /// commit all or nothing).
+    /// Write a metadata block under `tmp/`, to be put in place by [`Store::import`] (which
+    /// commits all or nothing).
     pub fn stage_metadata(&self, bytes: &[u8]) -> Result<Staged, StoreError> {
         let cid = BlockCid(raw_block_cid(bytes));
         let (temp, mut file) = self.temp_file()?;
-        let staged = Staged {
-            temp: Some(temp.clone()),
-            dest: self.meta_path(&cid),
-        };
+        let staged = Staged::new(temp.clone(), self.meta_path(&cid));
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| StoreError::io("write", &temp, e))?;
@@ -263,351 +504,5 @@ fn lock_dir(root: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-/// Rename `temp` to `dest` (creating its directory) and make the rename durable.
-fn place(temp: &Path, dest: &Path) -> Result<(), StoreError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
-    fs::rename(temp, dest).map_err(|e| StoreError::io("rename into place", dest, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("sync directory", dir, e))
-}
-
-/// A verified file under `tmp/`, fsynced, waiting to be renamed into place. Dropped unplaced,
-/// it is deleted.
-#[derive(Debug)]
-pub struct Staged {
-    temp: Option<PathBuf>,
-    dest: PathBuf,
-}
-
-impl Staged {
-    /// Where the file waits under `tmp/` (to read it back before it is placed).
-    pub fn path(&self) -> Option<&Path> {
-        self.temp.as_deref()
-    }
-
-    /// Rename into place (durably).
-    pub fn place(mut self) -> Result<PathBuf, StoreError> {
-        let temp = self.temp.take().ok_or(StoreError::Finished)?;
-        let guard = TempGuard(Some(temp.clone()));
-        place(&temp, &self.dest)?;
-        guard.disarm();
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(path) = self.temp.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// Deletes a temp file unless disarmed.
-struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// Files larger than this have their whole-file digest computed on a thread of its own, beside
-/// the leaf hashing and writing: sha2-512 (npm) runs at about half the speed of sha2-256 with
-/// SHA extensions, and on one thread the two hashes would add up.
-const HASH_THREAD_AFTER: u64 = 8 << 20;
-
-/// The whole-file digest of an artifact being written: inline while it is small, then on a
-/// thread fed with copies of the chunks.
-enum FlatHasher {
-    Inline(Hasher),
-    Thread {
-        chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
-        done: std::thread::JoinHandle<crate::cid::Digest>,
-        spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    },
-    /// The hashing thread could not be started.
-    Failed,
-}
-
-impl FlatHasher {
-    /// Hash `data`; `written` is the file's length before it.
-    fn update(self, data: &[u8], written: u64) -> FlatHasher {
-        match self {
-            FlatHasher::Inline(mut hasher) if written < HASH_THREAD_AFTER => {
-                hasher.update(data);
-                FlatHasher::Inline(hasher)
-            }
-            FlatHasher::Inline(mut hasher) => {
-                let (chunks, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-                let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("cairn-hash".into())
-                        .spawn(move || {
-                            for chunk in rx {
-                                hasher.update(&chunk);
-                                let _ = give_back.try_send(chunk);
-                            }
-                            hasher.finish()
-                        });
-                match spawned {
-                    Ok(done) => FlatHasher::Thread {
-                        chunks,
-                        done,
-                        spare,
-                    }
-                    .update(data, written),
-                    // No thread to be had: go on inline (the hasher moved into the failed
-                    // closure is gone, so report it at the end).
-                    Err(_) => FlatHasher::Failed,
-                }
-            }
-            FlatHasher::Thread {
-                chunks,
-                done,
-                spare,
-            } => {
-                // Buffers come back from the thread to be filled again: no allocation (and no
-                // fresh pages to fault in) per chunk.
-                let mut buffer = spare.try_recv().unwrap_or_default();
-                buffer.clear();
-                buffer.extend_from_slice(data);
-                // A send fails only if the thread died; `finish` reports it.
-                let _ = chunks.send(buffer);
-                FlatHasher::Thread {
-                    chunks,
-                    done,
-                    spare,
-                }
-            }
-            FlatHasher::Failed => FlatHasher::Failed,
-        }
-    }
-
-    fn finish(self) -> Result<crate::cid::Digest, StoreError> {
-        match self {
-            FlatHasher::Inline(hasher) => Ok(hasher.finish()),
-            FlatHasher::Thread { chunks, done, .. } => {
-                drop(chunks);
-                done.join().map_err(|_| StoreError::HashThread)
-            }
-            FlatHasher::Failed => Err(StoreError::HashThread),
-        }
-    }
-}
-
-/// Writes one artifact under `tmp/` while hashing it; [`ArtifactWriter::finish`] verifies the
-/// digest and moves it into place. Dropping an unfinished writer deletes the temp file.
-pub struct ArtifactWriter {
-    expected: Digest,
-    hasher: Option<FlatHasher>,
-    dag: DagBuilder,
-    temp: Option<PathBuf>,
-    /// Where the verified file goes.
-    dest: PathBuf,
-    file: File,
-}
-
-/// An artifact that passed verification and is in place.
-#[derive(Debug)]
-pub struct Committed {
-    pub flat: FlatCid,
-    pub dag: Dag,
-    pub path: PathBuf,
-}
-
-impl ArtifactWriter {
-    /// The temp file, for readers that stream the download while it is written.
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    /// The UnixFS leaves completed so far, in file order.
-    pub fn leaves(&self) -> &[crate::unixfs::Leaf] {
-        self.dag.leaves()
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.dag.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.dag.is_empty()
-    }
-
-    /// Append bytes (blocking: call from a blocking thread).
-    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.write_leaf(data, None)
-    }
-
-    /// [`ArtifactWriter::write`] of bytes already checked against the raw CID `leaf`, which
-    /// the DAG takes instead of hashing them again ([`DagBuilder::update_leaf`]). The registry
-    /// digest is computed over them all the same.
-    pub fn write_leaf(&mut self, data: &[u8], leaf: Option<&cid::Cid>) -> Result<(), StoreError> {
-        let path = self.temp.as_deref().unwrap_or(Path::new("tmp"));
-        self.file
-            .write_all(data)
-            .map_err(|e| StoreError::io("write", path, e))?;
-        if let Some(hasher) = self.hasher.take() {
-            self.hasher = Some(hasher.update(data, self.dag.len()));
-        }
-        match leaf {
-            Some(cid) => self.dag.update_leaf(data, cid),
-            None => self.dag.update(data),
-        }
-        Ok(())
-    }
-
-    /// Verify the digest, fsync and rename into place. On a mismatch the temp file is deleted
-    /// and nothing is stored.
-    pub fn finish(self) -> Result<Committed, StoreError> {
-        self.finish_with(|_| {})
-    }
-
-    /// [`ArtifactWriter::finish`], calling `on_verified(size)` as soon as the digest has matched
-    /// (before the fsync), so readers of a download under way can be released early.
-    pub fn finish_with(self, on_verified: impl FnOnce(u64)) -> Result<Committed, StoreError> {
-        let (staged, flat, dag) = self.verify_with(on_verified)?;
-        let path = staged.place()?;
-        Ok(Committed { flat, dag, path })
-    }
-
-    /// Verify the digest and fsync, but leave the file under `tmp/` until [`Staged::place`].
-    pub fn verify(self) -> Result<(Staged, FlatCid, Dag), StoreError> {
-        self.verify_with(|_| {})
-    }
-
-    fn verify_with(
-        mut self,
-        on_verified: impl FnOnce(u64),
-    ) -> Result<(Staged, FlatCid, Dag), StoreError> {
-        let got = match self.hasher.take() {
-            Some(hasher) => hasher.finish()?,
-            None => return Err(StoreError::Finished),
-        };
-        let flat = self.expected.flat_cid();
-        if got != self.expected {
-            return Err(StoreError::DigestMismatch(Box::new(
-                crate::error::DigestMismatch {
-                    flat,
-                    expected: self.expected.clone(),
-                    got,
-                },
-            )));
-        }
-        on_verified(self.dag.len());
-        let temp = self.temp.take().ok_or(StoreError::Finished)?;
-        let staged = Staged {
-            temp: Some(temp.clone()),
-            dest: self.dest.clone(),
-        };
-        self.file
-            .sync_all()
-            .map_err(|e| StoreError::io("sync", &temp, e))?;
-        let dag = std::mem::take(&mut self.dag).finish();
-        Ok((staged, flat, dag))
-    }
-}
-
-impl Drop for ArtifactWriter {
-    fn drop(&mut self) {
-        if let Some(path) = self.temp.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cid::Algorithm;
-
-    #[test]
-    fn a_verified_artifact_is_placed_and_tmp_is_left_empty() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let data = b"hello artifact";
-        let mut writer = store
-            .artifact_writer(Digest::of(Algorithm::Sha512, data))
-            .expect("writer");
-        writer.write(&data[..5]).expect("write");
-        writer.write(&data[5..]).expect("write");
-        let committed = writer.finish().expect("finish");
-        assert_eq!(fs::read(&committed.path).expect("read"), data);
-        assert_eq!(committed.dag.size, data.len() as u64);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
-    }
-
-    #[test]
-    fn a_mismatching_artifact_is_never_stored() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let expected = Digest::of(Algorithm::Sha256, b"good bytes");
-        let mut writer = store.artifact_writer(expected.clone()).expect("writer");
-        writer.write(b"evil bytes").expect("write");
-        let err = writer.finish().expect_err("mismatch");
-        assert!(err.to_string().contains("digest mismatch"), "{err}");
-        assert!(!store.blob_path(&expected.flat_cid()).exists());
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
-    }
-
-    #[test]
-    fn an_abandoned_writer_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let mut writer = store
-            .artifact_writer(Digest::of(Algorithm::Sha256, b"x"))
-            .expect("writer");
-        writer.write(b"partial").expect("write");
-        drop(writer);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 0);
-    }
-
-    #[test]
-    fn a_second_owner_is_refused_and_the_first_ones_temp_files_survive() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = Store::open(dir.path()).expect("open");
-        let mut writer = first
-            .artifact_writer(Digest::of(Algorithm::Sha256, b"x"))
-            .expect("writer");
-        writer.write(b"partial").expect("write");
-        let err = Store::open(dir.path()).expect_err("a second owner");
-        let message = err.to_string();
-        assert!(
-            message.contains(&dir.path().display().to_string())
-                && message.contains(&std::process::id().to_string()),
-            "{message}"
-        );
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("ls").count(), 1);
-        // Readers work beside the owner.
-        Store::attach(dir.path()).expect("attach");
-        drop(writer);
-        drop(first);
-        Store::open(dir.path()).expect("open again once the owner is gone");
-    }
-
-    #[test]
-    fn metadata_round_trips_and_corruption_is_detected() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let cid = store.put_metadata(b"{\"name\":\"x\"}").expect("put");
-        assert_eq!(
-            &store.read_metadata(&cid).expect("read")[..],
-            b"{\"name\":\"x\"}"
-        );
-        fs::write(store.meta_path(&cid), b"tampered").expect("tamper");
-        assert!(store.read_metadata(&cid).is_err());
-    }
-}
+mod tests;

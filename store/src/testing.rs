@@ -14,3 +14,32 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Commit `writer` as `ecosystem`/`key` with only the first `keep` leaves of its DAG indexed:
+/// an index that lost leaf rows, for tests of what its readers do then. Returns the committed
+/// artifact with its whole DAG.
+pub fn commit_keeping_leaves(
+    store: &crate::store::Store,
+    ecosystem: &str,
+    key: &str,
+    writer: crate::store::ArtifactWriter,
+    origin: crate::store::Origin,
+    keep: usize,
+) -> Result<crate::store::Committed, crate::error::StoreError> {
+    let placed = writer.finish_with(|_| {})?;
+    let mut dag = placed.dag.clone();
+    dag.leaves.truncate(keep);
+    let record = crate::index::ArtifactRecord {
+        flat: placed.flat,
+        root: crate::cid::RootCid(placed.dag.root),
+        size: placed.dag.size,
+        upstream_url: origin.upstream_url,
+        fetched_at: origin.fetched_at,
+    };
+    store.index().put_artifact(ecosystem, key, &record, &dag)?;
+    Ok(crate::store::Committed {
+        record,
+        dag: placed.dag,
+        blob: placed.blob,
+    })
+}

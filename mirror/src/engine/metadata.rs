@@ -313,13 +313,13 @@ impl Mirror {
             }
         };
         let now = now_ms();
-        let index = self.inner.index.clone();
+        let store = self.inner.store.clone();
         let key = route.key.clone();
         if status == StatusCode::NOT_MODIFIED
             && let Some(mut record) = cached.clone()
         {
             self.inner.metrics.cache(name, "metadata", "revalidated");
-            blocking(move || Ok(index.touch_metadata(name, &key, now)?)).await?;
+            blocking(move || Ok(store.touch_document(name, &key, now)?)).await?;
             record.fetched_at = now;
             return Ok(record);
         }
@@ -333,9 +333,7 @@ impl Mirror {
                 last_modified: None,
                 size: 0,
             };
-            let r = record.clone();
-            blocking(move || Ok(index.put_metadata(name, &key, &r, &[])?)).await?;
-            return Ok(record);
+            return blocking(move || Ok(store.put_not_found(name, &key, record)?)).await;
         }
         let Some(((etag, last_modified), body)) = got else {
             return Err(Error::UpstreamStatus {
@@ -374,7 +372,7 @@ impl Mirror {
             Some(context) => Some(self.load_doc(name, context).await?),
             None => None,
         };
-        let (index, key) = (self.inner.index.clone(), route.key.clone());
+        let key = route.key.clone();
         let store = self.inner.store.clone();
         let upstream = upstream.cloned();
         blocking(move || {
@@ -389,7 +387,7 @@ impl Mirror {
             if let Some(c) = &cached
                 && c.cid == Some(cid)
             {
-                index.touch_metadata(name, &key, fetched_at)?;
+                store.touch_document(name, &key, fetched_at)?;
                 return Ok(MetadataRecord {
                     fetched_at,
                     ..c.clone()
@@ -415,7 +413,6 @@ impl Mirror {
                 upstream.add_prefixes(ecosystem.download_prefixes(&doc));
             }
             let refs = ref_records(refs);
-            store.put_metadata(&body)?;
             let record = MetadataRecord {
                 cid: Some(cid),
                 status: 200,
@@ -425,7 +422,7 @@ impl Mirror {
                 last_modified,
                 size: body.len() as u64,
             };
-            index.put_metadata(name, &key, &record, &refs)?;
+            let record = store.put_document(name, &key, &body, record, &refs)?;
             tracing::info!(ecosystem = name, key = %key, bytes = body.len(), artifacts = refs.len(), "metadata fetched");
             Ok(record)
         })

@@ -186,8 +186,8 @@ impl Mirror {
     /// Open the store and index under `config.data_dir` and register `ecosystems`. Blocking.
     pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
         let store = Store::open(&config.data_dir)?;
-        let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
-        let stripped = index.strip_credentials(crate::upstream::strip_userinfo)?;
+        let index = store.index().clone();
+        let stripped = store.strip_credentials(crate::upstream::strip_userinfo)?;
         if stripped > 0 {
             tracing::info!(
                 rows = stripped,
@@ -249,7 +249,7 @@ impl Mirror {
 
     /// Every block this node holds, by CID (what Bitswap and the gateway serve).
     pub fn blocks(&self) -> crate::blocks::Blocks {
-        crate::blocks::Blocks::new(self.inner.store.clone(), self.inner.index.clone())
+        self.inner.store.blocks()
     }
 
     /// The cached copy of metadata document `key` of `ecosystem`, as a peer asking for it gets
@@ -292,8 +292,14 @@ impl Mirror {
         &self.inner.content
     }
 
+    /// The index, to read.
     pub fn index(&self) -> &Arc<Index> {
         &self.inner.index
+    }
+
+    /// The data directory (every write to it goes through the store).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// The registered ecosystems and their upstreams (or why there is none).
@@ -359,8 +365,8 @@ impl Mirror {
         self.hot_metadata().values_mut().for_each(|by_key| {
             by_key.retain(|_, record| record.cid.is_some() || self.is_fresh(record, now))
         });
-        let index = self.inner.index.clone();
-        blocking(move || Ok(index.expire_negative(before, MAX_NEGATIVE)?)).await
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.expire_not_found(before, MAX_NEGATIVE)?)).await
     }
 
     /// Write batched last-access times to the index. Blocking work runs off the async workers.
@@ -370,13 +376,13 @@ impl Mirror {
         if batch.is_empty() {
             return Ok(());
         }
-        let index = self.inner.index.clone();
+        let store = self.inner.store.clone();
         blocking(move || {
             let batch: Vec<(&str, &str, i64)> = batch
                 .iter()
                 .map(|(c, at)| (c.ecosystem, c.key.as_str(), *at))
                 .collect();
-            Ok(index.touch_artifacts(&batch)?)
+            Ok(store.touch_artifacts(&batch)?)
         })
         .await
     }
@@ -384,8 +390,8 @@ impl Mirror {
     /// Flush what is pending and checkpoint the index (at shutdown).
     pub async fn close(&self) -> Result<(), Error> {
         self.flush_access_times().await?;
-        let index = self.inner.index.clone();
-        blocking(move || Ok(index.checkpoint()?)).await
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.checkpoint()?)).await
     }
 
     /// The flat CID of an artifact key, if cached.

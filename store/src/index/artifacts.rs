@@ -111,7 +111,7 @@ impl Index {
     }
 
     /// Record a committed artifact with its DAG's inner nodes and leaves, in one transaction.
-    pub fn put_artifact(
+    pub(crate) fn put_artifact(
         &self,
         ecosystem: &str,
         key: &str,
@@ -150,7 +150,7 @@ impl Index {
     }
 
     /// Index the bytes of an artifact already cached (its DAG is indexed) under another key.
-    pub fn alias_artifact(
+    pub(crate) fn alias_artifact(
         &self,
         ecosystem: &str,
         key: &str,
@@ -160,7 +160,7 @@ impl Index {
     }
 
     /// Record last-access times, batched by the caller.
-    pub fn touch_artifacts(&self, touched: &[(&str, &str, i64)]) -> Result<(), IndexError> {
+    pub(crate) fn touch_artifacts(&self, touched: &[(&str, &str, i64)]) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         {
@@ -216,7 +216,7 @@ impl Index {
     /// Forget the artifact whose flat file is `flat` (it was found damaged or missing): its rows
     /// under every key and its leaves. The references that named it stay, so the next request
     /// fetches it again.
-    pub fn forget_flat(&self, flat: &FlatCid) -> Result<u64, IndexError> {
+    pub(crate) fn forget_flat(&self, flat: &FlatCid) -> Result<u64, IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         let bytes = flat.to_bytes();

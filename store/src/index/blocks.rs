@@ -16,7 +16,7 @@ pub struct LeafRecord {
 
 impl Index {
     /// Store blocks (snapshot nodes) in the `blocks` table.
-    pub fn put_blocks(&self, blocks: &[(cid::Cid, Vec<u8>)]) -> Result<(), IndexError> {
+    pub(crate) fn put_blocks(&self, blocks: &[(cid::Cid, Vec<u8>)]) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         {
@@ -32,7 +32,7 @@ impl Index {
     }
 
     /// Record a pinned snapshot (kept by `gc`).
-    pub fn pin(&self, root: &cid::Cid, at: i64) -> Result<(), IndexError> {
+    pub(crate) fn pin(&self, root: &cid::Cid, at: i64) -> Result<(), IndexError> {
         lock(&self.writer)
             .prepare_cached("INSERT OR REPLACE INTO pins (root, pinned_at) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute(params![root.to_bytes(), at]))

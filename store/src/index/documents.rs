@@ -91,7 +91,7 @@ impl Index {
     }
 
     /// Record a fetched metadata document and, when given, the artifacts it names, atomically.
-    pub fn put_metadata(
+    pub(crate) fn put_metadata(
         &self,
         ecosystem: &str,
         key: &str,
@@ -106,7 +106,7 @@ impl Index {
     }
 
     /// Mark a cached document fresh again (upstream answered 304 or sent the same bytes).
-    pub fn touch_metadata(
+    pub(crate) fn touch_metadata(
         &self,
         ecosystem: &str,
         key: &str,
@@ -121,7 +121,7 @@ impl Index {
 
     /// Forget cached upstream "not found"s fetched before `before` (ms since the epoch), then
     /// the oldest ones beyond the newest `keep`. Returns how many went.
-    pub fn expire_negative(&self, before: i64, keep: u64) -> Result<usize, IndexError> {
+    pub(crate) fn expire_negative(&self, before: i64, keep: u64) -> Result<usize, IndexError> {
         let conn = lock(&self.writer);
         let expired = conn
             .prepare_cached("DELETE FROM metadata WHERE cid IS NULL AND fetched_at < ?1")

@@ -26,7 +26,7 @@ impl Index {
     /// document is written (with the references it lists) only when the node has no copy as new;
     /// an artifact only when its key is free. Listings' references are written as given.
     /// Returns how many documents were written.
-    pub fn import(
+    pub(crate) fn import(
         &self,
         documents: &[ImportedDocument],
         artifacts: &[(String, String, ArtifactRecord, Option<Dag>)],

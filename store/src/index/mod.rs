@@ -77,7 +77,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Index {
     /// Open (creating) the index at `path`, migrating its schema to [`SCHEMA_VERSION`]; an
     /// index of a newer version is refused with an error naming both.
-    pub fn open(path: &Path) -> Result<Self, IndexError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, IndexError> {
         let mut writer = open_connection(path)?;
         schema::migrate(&mut writer, path)?;
         Ok(Index {

@@ -54,7 +54,7 @@ pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
 impl Index {
     /// Record what a listing artifact (`listed_by`, apt's `Packages`) says about other
     /// artifacts, in one transaction.
-    pub fn put_refs(
+    pub(crate) fn put_refs(
         &self,
         ecosystem: &str,
         listed_by: &str,

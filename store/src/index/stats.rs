@@ -72,7 +72,7 @@ impl Index {
     /// credentials were kept out of URLs), so they are never exported or sent to peers.
     /// `strip` is the caller's rule for taking them out of one URL. Returns how many rows
     /// changed.
-    pub fn strip_credentials(
+    pub(crate) fn strip_credentials(
         &self,
         strip: impl Fn(&str) -> std::borrow::Cow<'_, str>,
     ) -> Result<usize, IndexError> {
@@ -111,7 +111,7 @@ impl Index {
         Ok(changed)
     }
 
-    pub fn checkpoint(&self) -> Result<(), IndexError> {
+    pub(crate) fn checkpoint(&self) -> Result<(), IndexError> {
         lock(&self.writer)
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(err("checkpoint"))
