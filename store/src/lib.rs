@@ -5,6 +5,7 @@
 mod blob;
 pub mod blocks;
 pub mod error;
+pub mod events;
 pub mod index;
 pub mod store;
 #[doc(hidden)]

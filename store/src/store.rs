@@ -38,11 +38,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use tokio::sync::broadcast;
 
 pub use crate::blob::Blob;
 use crate::blocks::Blocks;
 use crate::cid::{Algorithm, BlockCid, Digest, FlatCid, RootCid, raw_block_cid};
 use crate::error::StoreError;
+use crate::events::{Events, StoreEvent};
 use crate::index::{ArtifactRecord, ImportedDocument, Index, MetadataRecord, RefRecord};
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
@@ -52,6 +54,7 @@ pub use crate::writer::{ArtifactWriter, Staged};
 pub struct Store {
     root: PathBuf,
     index: Arc<Index>,
+    events: Arc<Events>,
     /// The locked `lock` file, for the store's owner; released when the last clone goes.
     _lock: Option<Arc<File>>,
 }
@@ -119,6 +122,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             index,
+            events: Events::new(root.join(INDEX_FILE)),
             _lock: Some(Arc::new(lock)),
         };
         store.clear_tmp()?;
@@ -133,6 +137,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             index,
+            events: Events::new(root.join(INDEX_FILE)),
             _lock: None,
         })
     }
@@ -140,6 +145,14 @@ impl Store {
     /// The index, to read (every write goes through the store).
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// Every event from now on: artifacts this process commits, and artifacts any process
+    /// imports into this data directory (seen within about [`POLL_EVERY`]).
+    ///
+    /// [`POLL_EVERY`]: crate::events::POLL_EVERY
+    pub fn subscribe(&self) -> Result<broadcast::Receiver<StoreEvent>, StoreError> {
+        self.events.subscribe()
     }
 
     /// Every block held, by CID.
@@ -267,6 +280,12 @@ impl Store {
         };
         self.index
             .put_artifact(ecosystem, key, &record, &placed.dag)?;
+        self.events.emit(StoreEvent::Committed {
+            ecosystem: ecosystem.to_owned(),
+            key: key.to_owned(),
+            flat: record.flat,
+            root: record.root,
+        });
         Ok(Committed {
             record,
             dag: placed.dag,
@@ -405,8 +424,9 @@ impl Store {
     }
 
     /// Write what a bundle brought, verified: its staged files put in place first, then every
-    /// row in one transaction, without replacing what is held (see [`Index::import`]). Returns
-    /// how many documents were written.
+    /// row in one transaction, without replacing what is held; each artifact indexed is an
+    /// [`StoreEvent::Imported`] to the subscribers of every store on this data directory, this
+    /// one's included. Returns how many documents were written.
     pub fn import(&self, import: Import) -> Result<u64, StoreError> {
         for file in import.staged {
             file.place()?;

@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::artifacts::{ArtifactRecord, insert_dag};
 use super::documents::{MetadataRecord, insert_metadata};
+use super::events::{EventKind, insert_event};
 use super::refs::{RefRecord, insert_refs};
 use super::{Index, IndexError, err, lock};
 use crate::unixfs::Dag;
@@ -19,13 +20,12 @@ pub struct ImportedDocument {
 }
 
 impl Index {
-    /// Write a whole imported state in one transaction: documents, artifacts (with their DAGs)
-    /// and references. Either all of it is indexed or none.
-    #[allow(clippy::type_complexity)]
     /// Index what a bundle brought, in one transaction, without replacing what is held: a
     /// document is written (with the references it lists) only when the node has no copy as new;
-    /// an artifact only when its key is free. Listings' references are written as given.
-    /// Returns how many documents were written.
+    /// an artifact only when its key is free. Listings' references are written as given. Each
+    /// artifact indexed adds a row to `events`, in the same transaction, so that a store serving
+    /// the same data directory in another process learns of it ([`super::events`]). Either all
+    /// of it is indexed or none. Returns how many documents were written.
     pub(crate) fn import(
         &self,
         documents: &[ImportedDocument],
@@ -71,7 +71,11 @@ impl Index {
                     record.fetched_at
                 ])
             })
-            .map_err(err("write artifact"))?;
+            .map_err(err("write artifact"))
+            .and_then(|added| match added {
+                0 => Ok(()),
+                _ => insert_event(&tx, EventKind::Imported, eco, key, record),
+            })?;
             if let Some(dag) = dag {
                 insert_dag(&tx, &record.flat, dag)?;
             }

@@ -13,6 +13,8 @@
 //! - `blocks`: encoded dag-pb inner nodes of artifact DAGs, by CID.
 //! - `leaves`: raw leaf CID → (flat CID, offset, length): leaves are ranges of flat files.
 //! - `pins`: snapshot root CIDs to keep (`cairn pin`); their nodes are in `blocks`.
+//! - `events`: what other processes wrote that a serving store should hear of (imports), read
+//!   by its [`events::EventFeed`] and trimmed by age.
 //!
 //! The schema is versioned (`schema.rs`); one file per table or job beside this one.
 //!
@@ -29,6 +31,7 @@ pub use crate::error::IndexError;
 mod artifacts;
 mod blocks;
 mod documents;
+pub(crate) mod events;
 mod import;
 mod refs;
 mod schema;

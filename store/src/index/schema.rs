@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -65,9 +65,23 @@ CREATE TABLE IF NOT EXISTS leaves (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 2: an append-only log of what one process wrote that the store serving the same
+/// data directory in another process must hear of (an import beside a running `serve`).
+const V2: &str = r#"
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind      TEXT NOT NULL,
+    ecosystem TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    flat_cid  BLOB NOT NULL,
+    root_cid  BLOB NOT NULL,
+    at        INTEGER NOT NULL
+);
+"#;
+
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this

@@ -204,13 +204,15 @@ fn stored_credentials_are_stripped() {
 const SCHEMA_BEFORE_VERSIONS: &str = include_str!("testdata/schema-before-versions.sql");
 
 #[test]
-fn an_index_made_before_schema_versions_opens_as_version_1_unchanged() {
+fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_new_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("index.sqlite3");
     let tables = |conn: &Connection| -> Vec<(String, String)> {
-        conn.prepare("SELECT name, sql FROM sqlite_master ORDER BY name")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .expect("schema")
+        conn.prepare(
+            "SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .expect("schema")
     };
     let before = {
         let conn = Connection::open(&path).expect("old index");
@@ -226,15 +228,26 @@ fn an_index_made_before_schema_versions_opens_as_version_1_unchanged() {
         tables(&conn)
     };
     let index = Index::open(&path).expect("open the old index");
-    assert_eq!(index.schema_version().expect("version"), 1);
+    assert_eq!(index.schema_version().expect("version"), SCHEMA_VERSION);
     let record = index
         .get_artifact("npm", "x")
         .expect("get")
         .expect("old row");
     assert_eq!((record.size, record.fetched_at), (5, 7));
     drop(index);
-    let conn = Connection::open(&path).expect("reopen");
-    assert_eq!(tables(&conn), before, "the old tables were changed");
+    let after = tables(&Connection::open(&path).expect("reopen"));
+    // Version 1 is the old schema itself: every old table is as it was; version 2 only added
+    // the events table.
+    let added: Vec<&str> = after
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        before.iter().all(|t| after.contains(t)),
+        "an old table changed"
+    );
+    assert_eq!(added, ["events"]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::cid::Algorithm;
+use tokio::sync::broadcast;
 
 #[test]
 fn a_verified_artifact_is_placed_and_tmp_is_left_empty() {
@@ -276,4 +277,96 @@ fn an_import_places_its_staged_files_then_writes_its_rows() {
             .is_some()
     );
     assert!(tmp_files(dir.path()).is_empty());
+}
+
+/// `data` verified under `tmp/` and the rows an import of it as `npm`/`key` writes.
+fn import_of(store: &Store, key: &str, data: &[u8]) -> (Import, FlatCid, RootCid) {
+    let mut writer = store
+        .artifact_writer(Digest::of(Algorithm::Sha512, data))
+        .expect("writer");
+    writer.write(data).expect("write");
+    let (staged, flat, dag) = writer.verify().expect("verify");
+    let record = ArtifactRecord {
+        flat,
+        root: RootCid(dag.root),
+        size: dag.size,
+        upstream_url: format!("http://upstream.invalid/{key}"),
+        fetched_at: 5,
+    };
+    let root = record.root;
+    let import = Import {
+        staged: vec![staged],
+        artifacts: vec![("npm".into(), key.into(), record, Some(dag))],
+        ..Import::default()
+    };
+    (import, flat, root)
+}
+
+/// The next event, waiting for the store's feed (which polls every second) for a minute at
+/// most.
+fn next_event(events: &mut broadcast::Receiver<StoreEvent>) -> StoreEvent {
+    for _ in 0..600 {
+        match events.try_recv() {
+            Ok(event) => return event,
+            Err(broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => panic!("no event: {e}"),
+        }
+    }
+    panic!("no event within a minute");
+}
+
+#[test]
+fn a_commit_is_sent_to_the_subscribers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let mut events = store.subscribe().expect("subscribe");
+    let data = b"committed bytes";
+    let mut writer = store
+        .artifact_writer(Digest::of(Algorithm::Sha256, data))
+        .expect("writer");
+    writer.write(data).expect("write");
+    let committed = store
+        .commit_artifact("cargo", "c.crate", writer, origin(), |_| {})
+        .expect("commit");
+    assert_eq!(
+        events.try_recv().expect("sent with the commit"),
+        StoreEvent::Committed {
+            ecosystem: "cargo".into(),
+            key: "c.crate".into(),
+            flat: committed.record.flat,
+            root: committed.record.root,
+        }
+    );
+}
+
+#[test]
+fn an_import_by_another_process_reaches_the_owners_subscribers_once_and_only_new_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = Store::open(dir.path()).expect("open");
+    // Another process: its own store on the same directory (its own connections to the index).
+    let importer = Store::attach(dir.path()).expect("attach");
+    let (before, ..) = import_of(&importer, "before.tgz", b"imported before anyone listened");
+    importer.import(before).expect("import");
+
+    let mut events = owner.subscribe().expect("subscribe");
+    let (import, flat, root) = import_of(&importer, "x.tgz", b"imported while serving");
+    importer.import(import).expect("import");
+    assert_eq!(
+        next_event(&mut events),
+        StoreEvent::Imported {
+            ecosystem: "npm".into(),
+            key: "x.tgz".into(),
+            flat,
+            root,
+        }
+    );
+    // Imported again (a held key): nothing new, no event.
+    let (again, ..) = import_of(&importer, "x.tgz", b"imported while serving");
+    importer.import(again).expect("import again");
+    let (third, flat, _) = import_of(&importer, "y.tgz", b"a third file");
+    importer.import(third).expect("import");
+    assert_eq!(next_event(&mut events).cids().0, flat);
+    assert!(events.try_recv().is_err(), "an event too many");
 }
