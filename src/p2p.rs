@@ -131,8 +131,41 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
     let addresses = node.p2p_addrs().await.unwrap_or_default();
     tracing::info!(peer_id = %node.peer_id(), private, addresses = ?addresses, "p2p node started");
     peers.announce_held();
+    announce_imports(mirror)?;
     mirror.set_peers(Arc::new(peers));
     Ok(Some(node))
+}
+
+/// Announce what another process imports into this data directory (`cairn import` beside
+/// `serve`) as the store hears of it; the engine announces its own downloads.
+fn announce_imports(mirror: &Mirror) -> Result<()> {
+    use cairn_mirror::events::StoreEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = mirror
+        .store()
+        .subscribe()
+        .context("cannot follow the store")?;
+    let mirror = mirror.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event @ StoreEvent::Imported { .. }) => {
+                    if let Some(peers) = mirror.peer_source() {
+                        let (flat, root) = event.cids();
+                        peers.holds(flat, root);
+                    }
+                }
+                Ok(StoreEvent::Committed { .. }) => {}
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        "{n} store events missed: their artifacts are announced at the next start"
+                    )
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Whether the operator chose the listen addresses (then failing to listen is an error).

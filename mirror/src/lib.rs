@@ -20,6 +20,6 @@ pub use cairn_ecosystem as ecosystem;
 pub use cairn_ecosystem::{json, negotiate, units};
 pub use cairn_ipld::{car, cid, dagcbor, unixfs};
 /// The data directory (files, index, blocks), from the crate that owns and alone writes it.
-pub use cairn_store::{blocks, index, store};
+pub use cairn_store::{blocks, events, index, store};
 
 pub use crate::engine::{ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, now_ms};

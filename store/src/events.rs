@@ -128,7 +128,7 @@ fn follow(mut feed: EventFeed, events: Weak<Events>) {
             Err(e) => tracing::warn!("cannot read the store's events: {e}"),
         }
         polls = polls.wrapping_add(1);
-        if polls % TRIM_EVERY == 0
+        if polls.is_multiple_of(TRIM_EVERY)
             && let Err(e) = feed.trim()
         {
             tracing::warn!("cannot trim the store's events: {e}");

@@ -45,7 +45,9 @@ use crate::blocks::Blocks;
 use crate::cid::{Algorithm, BlockCid, Digest, FlatCid, RootCid, raw_block_cid};
 use crate::error::StoreError;
 use crate::events::{Events, StoreEvent};
-use crate::index::{ArtifactRecord, ImportedDocument, Index, MetadataRecord, RefRecord};
+use crate::index::{
+    ArtifactRecord, ImportedDocument, Index, ListingRefs, MetadataRecord, RefRecord,
+};
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
 
@@ -95,7 +97,7 @@ pub struct Import {
     /// ones.
     pub artifacts: Vec<(String, String, ArtifactRecord, Option<Dag>)>,
     /// `(ecosystem, listing key, references)`.
-    pub listing_refs: Vec<(String, String, Vec<(String, RefRecord)>)>,
+    pub listing_refs: Vec<ListingRefs>,
     /// Snapshot nodes to keep in the `blocks` table.
     pub blocks: Vec<(cid::Cid, Vec<u8>)>,
 }

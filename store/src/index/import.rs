@@ -19,6 +19,9 @@ pub struct ImportedDocument {
     pub refs: Vec<(String, RefRecord)>,
 }
 
+/// What one listing artifact says about others: `(ecosystem, listing key, references)`.
+pub type ListingRefs = (String, String, Vec<(String, RefRecord)>);
+
 impl Index {
     /// Index what a bundle brought, in one transaction, without replacing what is held: a
     /// document is written (with the references it lists) only when the node has no copy as new;
@@ -30,7 +33,7 @@ impl Index {
         &self,
         documents: &[ImportedDocument],
         artifacts: &[(String, String, ArtifactRecord, Option<Dag>)],
-        listing_refs: &[(String, String, Vec<(String, RefRecord)>)],
+        listing_refs: &[ListingRefs],
     ) -> Result<u64, IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;

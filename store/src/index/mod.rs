@@ -42,7 +42,7 @@ mod tests;
 pub use artifacts::ArtifactRecord;
 pub use blocks::LeafRecord;
 pub use documents::MetadataRecord;
-pub use import::ImportedDocument;
+pub use import::{ImportedDocument, ListingRefs};
 pub use refs::RefRecord;
 pub use schema::SCHEMA_VERSION;
 pub use stats::EcosystemStats;
