@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cairn_mirror::server::ConnectionLimits;
+use cairn_mirror::http::ConnectionLimits;
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -676,8 +676,9 @@ fn connection_limits(file: &FileSettings, args: &Serve) -> Result<ConnectionLimi
 }
 
 /// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order: stop
-/// accepting and drain HTTP, stop the peer (so no Bitswap or resolve stream reads the store any
-/// more), record access times, then close the store (WAL checkpoint).
+/// accepting and drain HTTP, let downloads under way finish (10 s at most, then abandon them),
+/// stop the peer (so no Bitswap or resolve stream reads the store any more), record access
+/// times, then close the store (WAL checkpoint).
 async fn run_server(
     mirror: Mirror,
     listener: tokio::net::TcpListener,
@@ -708,8 +709,8 @@ async fn run_server(
         })
     };
 
-    let router = cairn_mirror::server::router(mirror.clone());
-    let server = tokio::spawn(cairn_mirror::server::serve(
+    let router = cairn_mirror::http::router(mirror.clone());
+    let server = tokio::spawn(cairn_mirror::http::serve(
         listener,
         router,
         limits,
@@ -723,6 +724,7 @@ async fn run_server(
         Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
         Err(_) => tracing::warn!("connections still open after 10 s; closing them"),
     }
+    mirror.finish_downloads(Duration::from_secs(10)).await;
     if let Some(node) = node {
         node.shutdown();
     }
@@ -827,9 +829,9 @@ async fn prefetch(
         .context("cannot listen on 127.0.0.1")?;
     let bound = listener.local_addr().context("listen address")?;
     let stop = CancellationToken::new();
-    let server = tokio::spawn(cairn_mirror::server::serve(
+    let server = tokio::spawn(cairn_mirror::http::serve(
         listener,
-        cairn_mirror::server::router(mirror.clone()),
+        cairn_mirror::http::router(mirror.clone()),
         connection_limits(file, &Serve::default())?,
         stop.clone().cancelled_owned(),
     ));
@@ -837,6 +839,7 @@ async fn prefetch(
     let result = prefetch::run(base, items, apt, Some(&log), target.as_ref()).await;
     stop.cancel();
     let _ = server.await;
+    mirror.finish_downloads(Duration::from_secs(10)).await;
     mirror.close().await.context("closing the store")?;
     result
 }

@@ -338,7 +338,7 @@ pub async fn run(
             // the prefetch finds everything it fetched.
             .default_headers(
                 [(
-                    reqwest::header::HeaderName::from_static(cairn_mirror::server::WAIT_HEADER),
+                    reqwest::header::HeaderName::from_static(cairn_mirror::http::WAIT_HEADER),
                     reqwest::header::HeaderValue::from_static("committed"),
                 )]
                 .into_iter()

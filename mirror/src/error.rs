@@ -4,6 +4,7 @@
 use http::StatusCode;
 
 use crate::blocks::{BlockError, BlockErrorKind};
+use crate::cid::FlatCid;
 
 pub use cairn_store::error::{DigestMismatch, IndexError, StoreError};
 
@@ -22,6 +23,14 @@ pub enum Error {
     UpstreamStatus { url: String, status: StatusCode },
     #[error("upstream {url} failed: {reason}")]
     UpstreamFailed { url: String, reason: String },
+    /// The request to upstream failed (connection, TLS, protocol): the client's error is the
+    /// HTTP client's, with every cause in the message.
+    #[error("upstream {url} failed: {}", crate::upstream::describe(.source))]
+    UpstreamRequest {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error(
         "offline: {what} is not cached (or is stale) and --offline forbids contacting upstream"
     )]
@@ -71,8 +80,66 @@ pub enum Error {
     Store(StoreError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// A task the engine ran (a blocking job, an artifact writer, a relay) panicked or was
+    /// cancelled.
+    #[error("internal error: {what} failed: {source}")]
+    Task {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// An upstream URL kept in the index does not parse any more.
+    #[error("internal error: stored URL {url}: {source}")]
+    StoredUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// A response header Cairn made is not a valid header value.
+    #[error("internal error: header value of {what}: {source}")]
+    Header {
+        what: String,
+        #[source]
+        source: http::header::InvalidHeaderValue,
+    },
+    /// One of Cairn's own JSON reports could not be written.
+    #[error("internal error: {what}: {source}")]
+    Report {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An adapter could not render what Cairn asked of it from what it holds.
+    #[error("internal error: {what}: {source}")]
+    Adapter {
+        what: String,
+        #[source]
+        source: crate::ecosystem::AdapterError,
+    },
+    #[error("internal error: ecosystem {0} is not registered")]
+    NotRegistered(String),
+    #[error("internal error: {key}: unsupported digest in {flat}")]
+    UnsupportedDigest { key: String, flat: FlatCid },
+    #[error("internal error: {what}")]
+    Download { what: String },
+    #[error("internal error: cannot {op} {what}: {source}")]
+    Io {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored block or DAG is damaged or deeper than Cairn walks.
     #[error("internal error: {0}")]
-    Internal(String),
+    Block(#[source] crate::blocks::BlockError),
+    #[error("internal error: cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The client of an unkept stream went away: nobody is told.
+    #[error("the client went away")]
+    ClientGone,
+    /// The node is shutting down and gave up waiting for this download.
+    #[error("{key}: download abandoned, the node is shutting down")]
+    Abandoned { key: String },
     /// One failure shared by every caller of a single-flight operation.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
@@ -116,9 +183,11 @@ impl Error {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Error::UpstreamFailed { .. }
+            | Error::UpstreamRequest { .. }
             | Error::Offline { .. }
             | Error::NoUpstream { .. }
             | Error::NoSource { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Abandoned { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // Upstream answered, but with something Cairn will not pass on.
             Error::UpstreamStatus { .. }
             | Error::BadMetadata { .. }
@@ -130,7 +199,18 @@ impl Error {
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Store(_)
             | Error::Index(_)
-            | Error::Internal(_)
+            | Error::Task { .. }
+            | Error::StoredUrl { .. }
+            | Error::Header { .. }
+            | Error::Report { .. }
+            | Error::Adapter { .. }
+            | Error::NotRegistered(_)
+            | Error::UnsupportedDigest { .. }
+            | Error::Download { .. }
+            | Error::Io { .. }
+            | Error::HttpClient(_)
+            | Error::Block(_)
+            | Error::ClientGone
             | Error::BadUpstreamCredentials { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Shared(inner) => inner.status(),
             Error::Relayed { status, .. } => *status,
@@ -141,16 +221,20 @@ impl Error {
 impl From<BlockError> for Error {
     fn from(e: BlockError) -> Self {
         let message = e.to_string();
-        match e.into_kind() {
-            BlockErrorKind::Missing { .. } => Error::NotFound(message),
+        match e.kind() {
+            BlockErrorKind::Missing { .. } => return Error::NotFound(message),
             BlockErrorKind::TooLarge { .. }
             | BlockErrorKind::RangeOutside { .. }
-            | BlockErrorKind::UnsupportedHash { .. } => Error::BadRequest(message),
-            BlockErrorKind::Store(e) => Error::from(e),
-            BlockErrorKind::Index(e) => Error::Index(e),
+            | BlockErrorKind::UnsupportedHash { .. } => return Error::BadRequest(message),
             BlockErrorKind::Corrupt { .. }
             | BlockErrorKind::Decode { .. }
-            | BlockErrorKind::TooDeep { .. } => Error::Internal(message),
+            | BlockErrorKind::TooDeep { .. } => return Error::Block(e),
+            BlockErrorKind::Store(_) | BlockErrorKind::Index(_) => {}
+        }
+        match e.into_kind() {
+            BlockErrorKind::Store(e) => Error::from(e),
+            BlockErrorKind::Index(e) => Error::Index(e),
+            other => Error::Block(other.into()),
         }
     }
 }

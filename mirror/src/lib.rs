@@ -1,15 +1,13 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
-mod accept;
 pub mod bundle;
 mod engine;
 pub mod error;
-mod gateway;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod peers;
-pub mod server;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testing;

@@ -1,6 +1,7 @@
 //! The mirror's bounds on what upstream sends, through its HTTP router: a deadline on every
 //! metadata exchange, separate slots for artifact downloads, a minimum rate for artifact bodies,
-//! document and artifact size limits, and listings indexed in batches while the node serves.
+//! document and artifact size limits, listings indexed in batches while the node serves, and
+//! downloads abandoned at shutdown.
 //!
 //! The ecosystem here is a minimal one (`t`): `GET /t/d/NAME` is the document `NAME` upstream,
 //! which lists one file per line as `FILE SHA256HEX URL [SIZE]` (empty lines are skipped); `GET /t/f/NAME/FILE` is that
@@ -306,7 +307,7 @@ async fn get(mirror: &Mirror, path: &str) -> (u16, String) {
         .body(axum::body::Body::empty())
         .expect("request");
     let exchange = async {
-        let response = cairn_mirror::server::router(mirror.clone())
+        let response = cairn_mirror::http::router(mirror.clone())
             .oneshot(request)
             .await
             .expect("response");
@@ -515,4 +516,60 @@ async fn a_big_listing_is_indexed_in_batches_while_healthz_and_other_writes_go_o
     let (status, body) = listing.await.expect("join");
     assert_eq!(status, 200, "{body}");
     assert!(index.get_ref("t", "ref-24999").expect("index").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_abandons_a_download_past_its_deadline_and_leaves_no_temp_file() {
+    let upstream = upstream().await;
+    // A trickle well above the minimum rate's reach: only shutdown can end it.
+    let setup = mirror(&upstream, plain(), |config| {
+        config.limits.read_timeout = Duration::from_secs(600);
+    });
+    get(&setup.mirror, "/t/d/doc").await;
+    let client = {
+        let mirror = setup.mirror.clone();
+        tokio::spawn(async move { get(&mirror, "/t/f/doc/trickle").await })
+    };
+    until("the download writes its temp file", || {
+        !setup.files("tmp").is_empty()
+    })
+    .await;
+
+    let abandoned = setup
+        .mirror
+        .finish_downloads(Duration::from_millis(300))
+        .await;
+    assert_eq!(abandoned, 1);
+    let (status, body) = client.await.expect("client");
+    // The response had begun (200, streaming); its body ends short of the file.
+    assert!(status == 200 || status == 503, "{status} {body}");
+    assert!(setup.files("tmp").is_empty(), "{:?}", setup.files("tmp"));
+    assert!(
+        setup.files("blobs").is_empty(),
+        "{:?}",
+        setup.files("blobs")
+    );
+    assert_eq!(
+        setup
+            .mirror
+            .cached_flat("t", "doc/trickle")
+            .await
+            .ok()
+            .flatten(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn shutdown_with_no_download_under_way_returns_at_once() {
+    let upstream = upstream().await;
+    let setup = mirror(&upstream, plain(), |_| {});
+    get(&setup.mirror, "/t/d/doc").await;
+    assert_eq!(
+        setup
+            .mirror
+            .finish_downloads(Duration::from_secs(600))
+            .await,
+        0
+    );
 }

@@ -243,7 +243,7 @@ async fn get(mirror: &Mirror, path: &str) -> (u16, Bytes) {
         .header(http::header::HOST, "cairn.test")
         .body(axum::body::Body::empty())
         .expect("request");
-    let response = cairn_mirror::server::router(mirror.clone())
+    let response = cairn_mirror::http::router(mirror.clone())
         .oneshot(request)
         .await
         .expect("response");
@@ -549,7 +549,7 @@ async fn bytes_of_a_lying_peer_that_fail_the_digest_are_not_counted_as_served() 
         .header(http::header::HOST, "cairn.test")
         .body(axum::body::Body::empty())
         .expect("request");
-    let response = cairn_mirror::server::router(setup.mirror.clone())
+    let response = cairn_mirror::http::router(setup.mirror.clone())
         .oneshot(request)
         .await
         .expect("response");

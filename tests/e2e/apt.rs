@@ -167,7 +167,14 @@ fn a_tampered_deb_is_refused_and_never_stored() {
     );
     let url = format!("{uri}/{}", data.filename);
     let reply = get(&url);
-    assert_eq!(reply.status, 502, "{}", reply.text);
+    crate::support::assert_refused_and_nothing_stored(
+        &reply,
+        502,
+        &dir.path().join("data"),
+        "apt/test",
+        &data.filename,
+        &[&data.bytes],
+    );
     assert!(reply.text.contains("digest"), "{}", reply.text);
     assert!(cairn.metric("cairn_digest_mismatches_total{ecosystem=\"apt/test\"}") >= 1.0);
     // Upstream mends the file: the right bytes are fetched and served.

@@ -199,6 +199,15 @@ fn a_crate_that_does_not_match_its_cksum_fails_and_is_never_stored() {
             .is_none(),
         "a rejected crate was stored"
     );
+    let url = format!("{}/cargo/crates/evil-crate/1.0.0/download", cairn.url);
+    crate::support::assert_refused_and_nothing_stored(
+        &crate::support::get(&url),
+        502,
+        &data,
+        "cargo",
+        "evil-crate/1.0.0",
+        &[&fake.registry().release("evil-crate", "1.0.0").file],
+    );
     assert!(cairn.metric("cairn_digest_mismatches_total{ecosystem=\"cargo\"}") >= 1.0);
 
     // An unknown crate is a 404 (cargo: "no matching package"), remembered briefly.

@@ -1,22 +1,20 @@
 //! An in-process fake Debian archive, built with the real tools: `.deb`s from `dpkg-deb`,
 //! `Packages` and `Release` from `apt-ftparchive`, `by-hash` copies, and `InRelease` /
 //! `Release.gpg` signed by a throwaway gpg key. Served under `/debian/` like a mirror (paths
-//! percent-decoded, as apt encodes `+` and `~`), with switches to make it lie. `AptClient` runs
+//! percent-decoded, as apt encodes `+` and `~`), counted and made to lie by the shared fake
+//! upstream (`fake_upstream.rs`). `AptClient` runs
 //! the real `apt-get` with private state and configuration (never the machine's).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::{Hits, assert_success, bind_local, serve_fake};
+use crate::fake_upstream::{FakeUpstream, Faults, Hits, Request, Routes};
+use crate::support::assert_success;
 
 /// The suite and component of the archive.
 pub const SUITE: &str = "stable";
@@ -561,13 +559,9 @@ fn build(dir: &Path, with_updates: bool) -> Archive {
     }
 }
 
-struct Shared {
+/// The archive's files under `/debian/`.
+struct Files {
     root: PathBuf,
-    hits: Arc<Hits>,
-    /// Request targets as sent (still percent-encoded), in order.
-    raw: Mutex<Vec<String>>,
-    tampered: Mutex<HashSet<String>>,
-    down: AtomicBool,
 }
 
 /// A running fake archive.
@@ -576,76 +570,51 @@ pub struct FakeArchive {
     pub url: String,
     /// Every request, by decoded path without the leading `/` (`debian/dists/stable/InRelease`).
     pub hits: Arc<Hits>,
-    shared: Arc<Shared>,
+    pub faults: Arc<Faults>,
+    upstream: FakeUpstream,
+    root: PathBuf,
 }
 
 impl FakeArchive {
-    /// Serve every file whose path ends with `path_suffix` with one byte flipped (same length).
+    /// Serve every file whose path ends with `path_suffix` (after a `/`) with one byte flipped
+    /// (same length).
     pub fn tamper(&self, path_suffix: &str) {
-        self.shared
-            .tampered
-            .lock()
-            .expect("tampered")
-            .insert(path_suffix.to_owned());
+        self.faults.tamper(path_suffix);
     }
 
     /// Serve every file as stored again.
     pub fn mend(&self) {
-        self.shared.tampered.lock().expect("tampered").clear();
+        self.faults.mend();
     }
 
     /// Answer every request with 503 (or serve again).
     pub fn set_down(&self, down: bool) {
-        self.shared.down.store(down, Ordering::SeqCst);
+        self.faults.set_down(down);
     }
 
     /// The request paths as sent, before percent-decoding (`/debian/pool/…%2b…`).
     pub fn requests(&self) -> Vec<String> {
-        self.shared.raw.lock().expect("raw").clone()
+        self.upstream.requests()
     }
 
     /// A file of the archive, as stored (`path` relative to the root).
     pub fn read(&self, path: &str) -> Vec<u8> {
-        std::fs::read(self.shared.root.join(path)).expect("archive file")
+        std::fs::read(self.root.join(path)).expect("archive file")
     }
 }
 
 /// Serve `archive.dir` under `/debian/` on 127.0.0.1.
 pub fn serve(archive: &Archive) -> FakeArchive {
-    let listener = bind_local();
-    let url = format!("http://{}/debian/", listener.local_addr().expect("addr"));
-    let hits = Arc::new(Hits::default());
-    let shared = Arc::new(Shared {
+    let upstream = FakeUpstream::start(1, |_| Files {
         root: archive.dir.clone(),
-        hits: hits.clone(),
-        raw: Mutex::new(Vec::new()),
-        tampered: Mutex::new(HashSet::new()),
-        down: AtomicBool::new(false),
     });
-    serve_fake(
-        listener,
-        axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone()),
-    );
-    FakeArchive { url, hits, shared }
-}
-
-/// `%xx` escapes decoded (a `+` stays a `+`: this is a path, not a form).
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut rest = s.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'%' {
-            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            rest = &tail[2..];
-        } else {
-            out.push(b);
-            rest = tail;
-        }
+    FakeArchive {
+        url: format!("{}debian/", upstream.origins[0]),
+        hits: upstream.decoded_hits(),
+        faults: upstream.faults.clone(),
+        upstream,
+        root: archive.dir.clone(),
     }
-    String::from_utf8(out).ok()
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -658,40 +627,23 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
-    let raw = request.uri().path().to_owned();
-    shared.raw.lock().expect("raw").push(raw.clone());
-    let Some(path) = percent_decode(raw.trim_start_matches('/')) else {
-        return (http::StatusCode::BAD_REQUEST, "bad escape").into_response();
-    };
-    shared.hits.record(&path);
-    if shared.down.load(Ordering::SeqCst) {
-        return (http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+impl Routes for Files {
+    fn answer(&self, request: &Request) -> Response {
+        let Some(rest) = request.path.strip_prefix("debian/") else {
+            return (http::StatusCode::NOT_FOUND, "not found").into_response();
+        };
+        if rest.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
+            return (http::StatusCode::BAD_REQUEST, "bad path").into_response();
+        }
+        let file = self.root.join(rest);
+        if !file.is_file() {
+            return (http::StatusCode::NOT_FOUND, "not found").into_response();
+        }
+        let Ok(bytes) = std::fs::read(&file) else {
+            return (http::StatusCode::NOT_FOUND, "not found").into_response();
+        };
+        ([(http::header::CONTENT_TYPE, content_type(rest))], bytes).into_response()
     }
-    let Some(rest) = path.strip_prefix("debian/") else {
-        return (http::StatusCode::NOT_FOUND, "not found").into_response();
-    };
-    if rest.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
-        return (http::StatusCode::BAD_REQUEST, "bad path").into_response();
-    }
-    let file = shared.root.join(rest);
-    if !file.is_file() {
-        return (http::StatusCode::NOT_FOUND, "not found").into_response();
-    }
-    let Ok(mut bytes) = std::fs::read(&file) else {
-        return (http::StatusCode::NOT_FOUND, "not found").into_response();
-    };
-    let tampered = shared
-        .tampered
-        .lock()
-        .expect("tampered")
-        .iter()
-        .any(|suffix| rest.ends_with(suffix.as_str()));
-    if tampered && !bytes.is_empty() {
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-    }
-    ([(http::header::CONTENT_TYPE, content_type(rest))], bytes).into_response()
 }
 
 /// The real `apt-get` with private state, cache, sources, keys and configuration.

@@ -1,17 +1,16 @@
 //! An in-process fake sparse registry: the index on one port and the `.crate` files on another
 //! (a different origin, as real registries have), named by a `dl` template with markers. The
-//! crates are real tarballs of tiny generated packages, so cargo can build them.
+//! crates are real tarballs of tiny generated packages, so cargo can build them. Requests are
+//! counted and faults injected by the shared fake upstream (`fake_upstream.rs`).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::{Hits, bind_local, serve_fake};
+use crate::fake_upstream::{FakeUpstream, Faults, Request, Routes};
 
 /// One published crate version.
 #[derive(Clone)]
@@ -115,110 +114,98 @@ fn index_file(releases: &[Release]) -> String {
     out
 }
 
-struct Shared {
+/// The sparse index routes (index origin) and the `.crate` files (files origin).
+struct Crates {
     files_url: String,
-    registry: Registry,
-    tampered: Mutex<HashSet<String>>,
-    hits: Hits,
+    registry: Arc<Registry>,
 }
 
 /// A running fake sparse registry.
 pub struct FakeCargo {
     /// The index URL (ends in `/`).
     pub index_url: String,
-    shared: Arc<Shared>,
+    pub faults: Arc<Faults>,
+    upstream: FakeUpstream,
+    registry: Arc<Registry>,
 }
 
 impl FakeCargo {
     pub fn start(registry: Registry) -> FakeCargo {
-        let bind = || bind_local();
-        let (index, files) = (bind(), bind());
-        let index_url = format!("http://{}/index/", index.local_addr().expect("addr"));
-        let files_url = format!("http://{}/", files.local_addr().expect("addr"));
-        let shared = Arc::new(Shared {
-            files_url,
-            registry,
-            tampered: Mutex::new(HashSet::new()),
-            hits: Hits::default(),
+        let registry = Arc::new(registry);
+        let upstream = FakeUpstream::start(2, |origins| Crates {
+            files_url: origins[1].clone(),
+            registry: registry.clone(),
         });
-        for listener in [index, files] {
-            serve_fake(
-                listener,
-                axum::Router::new()
-                    .fallback(handle)
-                    .with_state(shared.clone()),
-            );
+        FakeCargo {
+            index_url: format!("{}index/", upstream.origins[0]),
+            faults: upstream.faults.clone(),
+            upstream,
+            registry,
         }
-        FakeCargo { index_url, shared }
     }
 
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        &self.registry
     }
 
     /// Serve this crate's file with one byte changed.
     pub fn tamper(&self, name: &str, version: &str) {
-        self.shared
-            .tampered
-            .lock()
-            .expect("tampered")
-            .insert(format!("{name}-{version}"));
+        self.faults.tamper(&format!("{name}-{version}.crate"));
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        self.shared.hits.get(path)
+        self.upstream.hits(path)
     }
 
     pub fn total_hits(&self) -> usize {
-        self.shared.hits.total()
+        self.upstream.total_hits()
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
-    let path = request.uri().path().trim_start_matches('/').to_owned();
-    shared.hits.record(&path);
-    if path == "index/config.json" {
-        let dl = format!(
-            "{}files/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate",
-            shared.files_url
-        );
-        return (
-            [(http::header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({ "dl": dl }).to_string(),
-        )
-            .into_response();
-    }
-    if let Some(rest) = path.strip_prefix("index/") {
-        let name = rest.rsplit('/').next().unwrap_or_default();
-        return match shared.registry.crates.get(name) {
-            Some(releases) if index_path(name) == rest => (
-                [(http::header::CONTENT_TYPE, "text/plain")],
-                index_file(releases),
+impl Routes for Crates {
+    fn answer(&self, request: &Request) -> Response {
+        let path = request.path.as_str();
+        if path == "index/config.json" {
+            let dl = format!(
+                "{}files/{{lowerprefix}}/{{crate}}/{{crate}}-{{version}}.crate",
+                self.files_url
+            );
+            return (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({ "dl": dl }).to_string(),
             )
-                .into_response(),
-            _ => (http::StatusCode::NOT_FOUND, "no such crate").into_response(),
-        };
-    }
-    if let Some(rest) = path.strip_prefix("files/") {
-        let file = rest.rsplit('/').next().unwrap_or_default();
-        for releases in shared.registry.crates.values() {
-            for r in releases {
-                let stem = format!("{}-{}", r.name, r.version);
-                if file == format!("{stem}.crate")
-                    && rest.starts_with(
-                        &index_path(&r.name)[..index_path(&r.name).rfind('/').unwrap_or(0)],
-                    )
-                {
-                    let mut bytes = r.file.to_vec();
-                    if shared.tampered.lock().expect("tampered").contains(&stem) {
-                        let last = bytes.len() - 1;
-                        bytes[last] ^= 0x01;
+                .into_response();
+        }
+        if let Some(rest) = path.strip_prefix("index/") {
+            let name = rest.rsplit('/').next().unwrap_or_default();
+            return match self.registry.crates.get(name) {
+                Some(releases) if index_path(name) == rest => (
+                    [(http::header::CONTENT_TYPE, "text/plain")],
+                    index_file(releases),
+                )
+                    .into_response(),
+                _ => (http::StatusCode::NOT_FOUND, "no such crate").into_response(),
+            };
+        }
+        if let Some(rest) = path.strip_prefix("files/") {
+            let file = rest.rsplit('/').next().unwrap_or_default();
+            for releases in self.registry.crates.values() {
+                for r in releases {
+                    let stem = format!("{}-{}", r.name, r.version);
+                    if file == format!("{stem}.crate")
+                        && rest.starts_with(
+                            &index_path(&r.name)[..index_path(&r.name).rfind('/').unwrap_or(0)],
+                        )
+                    {
+                        return (
+                            [(http::header::CONTENT_TYPE, "application/gzip")],
+                            r.file.clone(),
+                        )
+                            .into_response();
                     }
-                    return ([(http::header::CONTENT_TYPE, "application/gzip")], bytes)
-                        .into_response();
                 }
             }
         }
+        (http::StatusCode::NOT_FOUND, "not found").into_response()
     }
-    (http::StatusCode::NOT_FOUND, "not found").into_response()
 }

@@ -1,20 +1,17 @@
 //! An in-process fake npm registry on 127.0.0.1:0, serving packuments and tarballs the test
-//! generates (real gzipped tarballs with a `package.json`), counting every request, and able to
-//! misbehave on demand: tampered tarballs, malformed packuments, throttled bodies, an outage.
+//! generates (real gzipped tarballs with a `package.json`). The shared fake upstream
+//! (`fake_upstream.rs`) counts every request and misbehaves on demand: tampered tarballs,
+//! malformed packuments, throttled bodies, an outage.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::{Hits, bind_local, serve_fake};
+use crate::fake_upstream::{FakeUpstream, Request, Routes};
 
 /// One published version.
 #[derive(Clone)]
@@ -113,74 +110,53 @@ fn file_name(name: &str, version: &str) -> String {
     format!("{unscoped}-{version}.tgz")
 }
 
-/// Behaviour switches, flipped by tests while the server runs.
-#[derive(Default)]
-pub struct Faults {
-    /// Tarball paths (`name/-/file.tgz`) served with one byte changed.
-    pub tampered: Mutex<HashSet<String>>,
-    /// Package names whose packument is served as HTML.
-    pub malformed: Mutex<HashSet<String>>,
-    /// Tarball paths streamed slowly: (chunk bytes, pause between chunks).
-    pub throttled: Mutex<HashMap<String, (usize, Duration)>>,
-    /// Every request answered 503.
-    pub down: AtomicBool,
-}
+pub use crate::fake_upstream::Faults;
 
-struct Shared {
+/// The npm routes: packuments, tarballs and the bulk advisory endpoint.
+struct Npm {
     url: String,
-    registry: Registry,
-    faults: Arc<Faults>,
-    hits: Hits,
+    registry: Arc<Registry>,
 }
 
 /// A running fake registry.
 pub struct FakeNpm {
     pub url: String,
     pub faults: Arc<Faults>,
-    shared: Arc<Shared>,
+    upstream: FakeUpstream,
+    registry: Arc<Registry>,
 }
 
 impl FakeNpm {
     pub fn start(registry: Registry) -> FakeNpm {
-        let listener = bind_local();
-        let addr = listener.local_addr().expect("addr");
-        let url = format!("http://{addr}/");
-        let faults = Arc::new(Faults::default());
-        let shared = Arc::new(Shared {
-            url: url.clone(),
-            registry,
-            faults: faults.clone(),
-            hits: Hits::default(),
+        let registry = Arc::new(registry);
+        let upstream = FakeUpstream::start(1, |origins| Npm {
+            url: origins[0].clone(),
+            registry: registry.clone(),
         });
-        serve_fake(
-            listener,
-            axum::Router::new()
-                .fallback(handle)
-                .with_state(shared.clone()),
-        );
         FakeNpm {
-            url,
-            faults,
-            shared,
+            url: upstream.origins[0].clone(),
+            faults: upstream.faults.clone(),
+            upstream,
+            registry,
         }
     }
 
     /// Requests seen for a raw path (without the leading `/`).
     pub fn hits(&self, path: &str) -> usize {
-        self.shared.hits.get(path)
+        self.upstream.hits(path)
     }
 
     /// Requests seen in all.
     pub fn total_hits(&self) -> usize {
-        self.shared.hits.total()
+        self.upstream.total_hits()
     }
 
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        &self.registry
     }
 }
 
-fn packument(shared: &Shared, name: &str) -> Option<serde_json::Value> {
+fn packument(shared: &Npm, name: &str) -> Option<serde_json::Value> {
     let versions = shared.registry.packages.get(name)?;
     let mut out = serde_json::Map::new();
     let mut time = serde_json::Map::new();
@@ -239,108 +215,50 @@ fn packument(shared: &Shared, name: &str) -> Option<serde_json::Value> {
     }))
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
-    let raw = request.uri().path().trim_start_matches('/').to_owned();
-    shared.hits.record(&raw);
-    if shared.faults.down.load(Ordering::SeqCst) {
-        return (http::StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
-    }
-    if raw == "-/npm/v1/security/advisories/bulk" {
-        return bulk_advisories(request).await;
-    }
-    let decoded = raw.replace("%2f", "/").replace("%2F", "/");
-    if let Some((name, file)) = decoded.split_once("/-/") {
-        let Some(version) = shared
-            .registry
-            .packages
-            .get(name)
-            .and_then(|vs| vs.iter().find(|v| file_name(name, &v.version) == file))
-        else {
-            return (http::StatusCode::NOT_FOUND, "no such tarball").into_response();
-        };
-        let mut bytes = version.tarball.to_vec();
-        let key = format!("{name}/-/{file}");
-        if shared
-            .faults
-            .tampered
-            .lock()
-            .expect("faults")
-            .contains(&key)
-        {
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0xff;
+impl Routes for Npm {
+    fn answer(&self, request: &Request) -> Response {
+        if request.path == "-/npm/v1/security/advisories/bulk" {
+            return bulk_advisories(request);
         }
-        let throttle = shared
-            .faults
-            .throttled
-            .lock()
-            .expect("faults")
-            .get(&key)
-            .copied();
-        let len = bytes.len();
-        let body = match throttle {
-            None => Body::from(bytes),
-            Some((chunk, pause)) => {
-                let chunks: Vec<Bytes> = bytes.chunks(chunk).map(Bytes::copy_from_slice).collect();
-                let stream =
-                    futures_util::stream::unfold(chunks.into_iter(), move |mut it| async move {
-                        let next = it.next()?;
-                        tokio::time::sleep(pause).await;
-                        Some((Ok::<_, std::io::Error>(next), it))
-                    });
-                Body::from_stream(stream)
-            }
-        };
-        return (
-            [
-                (
-                    http::header::CONTENT_TYPE,
-                    "application/octet-stream".to_owned(),
-                ),
-                (http::header::CONTENT_LENGTH, len.to_string()),
-            ],
-            body,
-        )
-            .into_response();
-    }
-    if shared
-        .faults
-        .malformed
-        .lock()
-        .expect("faults")
-        .contains(&decoded)
-    {
-        return (
-            [(http::header::CONTENT_TYPE, "text/html")],
-            "<html><body>upstream error page</body></html>",
-        )
-            .into_response();
-    }
-    match packument(&shared, &decoded) {
-        Some(doc) => (
-            [(http::header::CONTENT_TYPE, "application/json")],
-            doc.to_string(),
-        )
-            .into_response(),
-        None => (
-            http::StatusCode::NOT_FOUND,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            "{\"error\":\"Not found\"}",
-        )
-            .into_response(),
+        if let Some((name, file)) = request.path.split_once("/-/") {
+            let Some(version) = self
+                .registry
+                .packages
+                .get(name)
+                .and_then(|vs| vs.iter().find(|v| file_name(name, &v.version) == file))
+            else {
+                return (http::StatusCode::NOT_FOUND, "no such tarball").into_response();
+            };
+            return (
+                [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                version.tarball.clone(),
+            )
+                .into_response();
+        }
+        match packument(self, &request.path) {
+            Some(doc) => (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                doc.to_string(),
+            )
+                .into_response(),
+            None => (
+                http::StatusCode::NOT_FOUND,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                "{\"error\":\"Not found\"}",
+            )
+                .into_response(),
+        }
     }
 }
 
 /// npm's bulk advisory endpoint: one advisory against `lib-d` below 2.0.0, if the (gzipped)
 /// request body asks about it.
-async fn bulk_advisories(request: http::Request<Body>) -> Response {
+fn bulk_advisories(request: &Request) -> Response {
     let gzipped = request
-        .headers()
+        .headers
         .get(http::header::CONTENT_ENCODING)
         .is_some_and(|v| v == "gzip");
-    let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
-        return (http::StatusCode::BAD_REQUEST, "unreadable body").into_response();
-    };
+    let body = &request.body;
     let mut json = Vec::new();
     if gzipped {
         use std::io::Read as _;

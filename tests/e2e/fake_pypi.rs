@@ -1,19 +1,17 @@
 //! An in-process fake PyPI: a simple index (PEP 691 JSON, or PEP 503 HTML when asked) on one
 //! port and the files on another (a separate file host, as real indexes have). Wheels are real:
-//! built by the machine's python3 with a proper `RECORD`, so pip and uv install them.
+//! built by the machine's python3 with a proper `RECORD`, so pip and uv install them. Requests
+//! are counted and faults injected by the shared fake upstream (`fake_upstream.rs`).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use crate::support::{Hits, bind_local, serve_fake};
+use crate::fake_upstream::{FakeUpstream, Faults, Request, Routes};
 
 /// Builds `{dist}-{version}-{tag}.whl` with a package that records its own version and tag.
 const BUILD_WHEEL: &str = r#"
@@ -147,64 +145,54 @@ impl Index {
     }
 }
 
-struct Shared {
+/// The simple index routes (pages origin) and the files (files origin).
+struct Simple {
     files_url: String,
-    index: Index,
-    tampered: Mutex<HashSet<String>>,
-    hits: Hits,
+    index: Arc<Index>,
 }
 
 /// A running fake index.
 pub struct FakePypi {
     /// The simple index URL (ends in `/`).
     pub simple_url: String,
-    shared: Arc<Shared>,
+    pub faults: Arc<Faults>,
+    upstream: FakeUpstream,
+    index: Arc<Index>,
 }
 
 impl FakePypi {
     pub fn start(index: Index) -> FakePypi {
-        let bind = || bind_local();
-        let (pages, files) = (bind(), bind());
-        let simple_url = format!("http://{}/simple/", pages.local_addr().expect("addr"));
-        let shared = Arc::new(Shared {
-            files_url: format!("http://{}/packages/", files.local_addr().expect("addr")),
-            index,
-            tampered: Mutex::new(HashSet::new()),
-            hits: Hits::default(),
+        let index = Arc::new(index);
+        let upstream = FakeUpstream::start(2, |origins| Simple {
+            files_url: format!("{}packages/", origins[1]),
+            index: index.clone(),
         });
-        for listener in [pages, files] {
-            serve_fake(
-                listener,
-                axum::Router::new()
-                    .fallback(handle)
-                    .with_state(shared.clone()),
-            );
+        FakePypi {
+            simple_url: format!("{}simple/", upstream.origins[0]),
+            faults: upstream.faults.clone(),
+            upstream,
+            index,
         }
-        FakePypi { simple_url, shared }
     }
 
     pub fn index(&self) -> &Index {
-        &self.shared.index
+        &self.index
     }
 
     pub fn tamper(&self, filename: &str) {
-        self.shared
-            .tampered
-            .lock()
-            .expect("tampered")
-            .insert(filename.to_owned());
+        self.faults.tamper(filename);
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        self.shared.hits.get(path)
+        self.upstream.hits(path)
     }
 
     pub fn total_hits(&self) -> usize {
-        self.shared.hits.total()
+        self.upstream.total_hits()
     }
 }
 
-fn page_json(shared: &Shared, project: &str) -> serde_json::Value {
+fn page_json(shared: &Simple, project: &str) -> serde_json::Value {
     let files: Vec<serde_json::Value> = shared
         .index
         .files
@@ -225,7 +213,7 @@ fn page_json(shared: &Shared, project: &str) -> serde_json::Value {
     serde_json::json!({ "meta": { "api-version": "1.1", "_last-serial": 7 }, "name": project, "versions": ["x"], "files": files })
 }
 
-fn page_html(shared: &Shared, project: &str) -> String {
+fn page_html(shared: &Simple, project: &str) -> String {
     let mut out = String::from("<!DOCTYPE html><html><body>\n");
     for f in shared.index.files.iter().filter(|f| f.project == project) {
         let yanked = f
@@ -245,51 +233,48 @@ fn page_html(shared: &Shared, project: &str) -> String {
     out
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
-    let path = request.uri().path().trim_start_matches('/').to_owned();
-    shared.hits.record(&path);
-    if let Some(project) = path
-        .strip_prefix("simple/")
-        .and_then(|p| p.strip_suffix('/'))
-    {
-        if !shared.index.files.iter().any(|f| f.project == project) {
-            return (http::StatusCode::NOT_FOUND, "no such project").into_response();
-        }
-        let wants_json = request
-            .headers()
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("vnd.pypi.simple.v1+json"));
-        return if wants_json {
-            (
-                [(
-                    http::header::CONTENT_TYPE,
-                    "application/vnd.pypi.simple.v1+json",
-                )],
-                page_json(&shared, project).to_string(),
-            )
-                .into_response()
-        } else {
-            (
-                [(http::header::CONTENT_TYPE, "text/html")],
-                page_html(&shared, project),
-            )
-                .into_response()
-        };
-    }
-    if let Some(rest) = path.strip_prefix("packages/") {
-        let filename = rest.rsplit('/').next().unwrap_or_default();
-        if let Some(f) = shared.index.files.iter().find(|f| f.filename == filename) {
-            let mut bytes = f.bytes.to_vec();
-            if shared.tampered.lock().expect("tampered").contains(filename) {
-                bytes[0] ^= 0xff;
+impl Routes for Simple {
+    fn answer(&self, request: &Request) -> Response {
+        let path = request.path.as_str();
+        if let Some(project) = path
+            .strip_prefix("simple/")
+            .and_then(|p| p.strip_suffix('/'))
+        {
+            if !self.index.files.iter().any(|f| f.project == project) {
+                return (http::StatusCode::NOT_FOUND, "no such project").into_response();
             }
-            return (
-                [(http::header::CONTENT_TYPE, "application/octet-stream")],
-                bytes,
-            )
-                .into_response();
+            let wants_json = request
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("vnd.pypi.simple.v1+json"));
+            return if wants_json {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/vnd.pypi.simple.v1+json",
+                    )],
+                    page_json(self, project).to_string(),
+                )
+                    .into_response()
+            } else {
+                (
+                    [(http::header::CONTENT_TYPE, "text/html")],
+                    page_html(self, project),
+                )
+                    .into_response()
+            };
         }
+        if let Some(rest) = path.strip_prefix("packages/") {
+            let filename = rest.rsplit('/').next().unwrap_or_default();
+            if let Some(f) = self.index.files.iter().find(|f| f.filename == filename) {
+                return (
+                    [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                    f.bytes.clone(),
+                )
+                    .into_response();
+            }
+        }
+        (http::StatusCode::NOT_FOUND, "not found").into_response()
     }
-    (http::StatusCode::NOT_FOUND, "not found").into_response()
 }

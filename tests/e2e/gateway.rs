@@ -3,9 +3,8 @@
 //! block broker fetches a block from it. A tarball goes through Cairn's npm route first; after
 //! that, no gateway request ever reaches the fake upstream.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use cairn_mirror::cid::{FlatCid, RootCid, raw_block_cid};
 use sha2::Digest as _;
@@ -16,62 +15,13 @@ use crate::support::{Cairn, Reply, assert_success, get, get_with, runtime};
 const MIB: usize = 1 << 20;
 const CAR: &str = "application/vnd.ipld.car";
 
-/// IPFS's JS implementation, installed once per test run from the machine's npm registry into
-/// the target dir (tools the test drives, not packages that flow through Cairn), with the
-/// scripts of `tests/tools/` copied next to it so their imports resolve.
-fn ipfs_tools() -> PathBuf {
-    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
-    let dir = TOOLS
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ipfs-tools");
-            let packages = [
-                "@ipld/car@5.4.7",
-                "ipfs-unixfs-exporter@16.2.2",
-                "multiformats@14.0.5",
-                "blockstore-core@7.0.1",
-                "@helia/block-brokers@5.2.4",
-                "@libp2p/logger@6.2.13",
-                "@multiformats/multiaddr@13.0.3",
-            ];
-            let installed = packages.iter().all(|spec| {
-                let (name, version) = spec.rsplit_once('@').expect("name@version");
-                std::fs::read_to_string(dir.join("node_modules").join(name).join("package.json"))
-                    .is_ok_and(|manifest| manifest.contains(&format!("\"version\": \"{version}\"")))
-            });
-            if !installed {
-                std::fs::create_dir_all(&dir).expect("tools dir");
-                let output = Command::new("npm")
-                    .args([
-                        "install",
-                        "--no-save",
-                        "--no-audit",
-                        "--no-fund",
-                        "--prefix",
-                    ])
-                    .arg(&dir)
-                    .args(packages)
-                    .current_dir(&dir)
-                    .output()
-                    .expect("npm must be installed");
-                assert_success(&output, "installing IPFS's JS tools");
-            }
-            dir
-        })
-        .clone();
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
-    for script in ["verify-car.mjs", "helia-gateway-fetch.mjs"] {
-        std::fs::copy(scripts.join(script), dir.join(script)).expect("copy script");
-    }
-    dir
-}
-
 /// Run `node SCRIPT args…` in the tools dir; its stdout.
 fn node(script: &str, args: &[&str]) -> String {
-    let dir = ipfs_tools();
+    let dir = &crate::tools::tools().ipfs;
     let output = Command::new("node")
         .arg(dir.join(script))
         .args(args)
-        .current_dir(&dir)
+        .current_dir(dir)
         .output()
         .expect("node must be installed");
     assert_success(&output, script);

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use crate::support::{Cairn, bind_local, get, serve_fake, swarm_key};
+use crate::fake_upstream::{bind_local, serve_fake};
+use crate::support::{Cairn, assert_refused_and_nothing_stored, get, swarm_key};
 
 const USER: &str = "cairnuser";
 const PASSWORD: &str = "s3cret-pw";
@@ -336,7 +337,14 @@ fn redirects_off_the_allow_list_are_refused_for_metadata_artifacts_and_passthrou
     let reply = get(&format!("{}/npm/hopfile", cairn.url));
     assert_eq!(reply.status, 200, "{}", reply.text);
     let reply = get(&format!("{}/npm/hopfile/-/hopfile-1.0.0.tgz", cairn.url));
-    assert_eq!(reply.status, 502, "artifact: {}", reply.text);
+    assert_refused_and_nothing_stored(
+        &reply,
+        502,
+        &tmp.path().join("data"),
+        "npm",
+        "hopfile/-/hopfile-1.0.0.tgz",
+        &[&tarball("hopfile")],
+    );
     let status = raw(
         &cairn.url,
         "POST",

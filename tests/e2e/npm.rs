@@ -8,7 +8,8 @@ use sha2::Digest as _;
 
 use crate::fake_npm::{FakeNpm, Registry, noise};
 use crate::support::{
-    Cairn, ClientEnv, assert_success, get, get_with, js_tools, project, raw_status, runtime,
+    Cairn, ClientEnv, assert_refused_and_nothing_stored, assert_success, files_under, get,
+    get_with, project, raw_status, runtime,
 };
 
 const MIB: usize = 1 << 20;
@@ -57,22 +58,6 @@ fn lockfile_resolved(dir: &Path) -> Vec<String> {
         .values()
         .filter_map(|p| p["resolved"].as_str().map(str::to_owned))
         .collect()
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]
@@ -200,7 +185,7 @@ fn npm_install_then_offline_ci_with_an_empty_cache() {
 
 #[test]
 fn yarn_and_pnpm_install_through_cairn() {
-    let tools = js_tools();
+    let tools = crate::tools::tools();
     let tmp = tempfile::tempdir().expect("tempdir");
     let fake = FakeNpm::start(registry());
     let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &fake.url]);
@@ -208,8 +193,7 @@ fn yarn_and_pnpm_install_through_cairn() {
     let deps = serde_json::json!({ "app-a": "^1.0.0" });
 
     let yarn_dir = project(&tmp.path().join("yarn"), deps.clone());
-    let yarn = tools.join("yarn");
-    let yarn = yarn.to_str().expect("path");
+    let yarn = tools.yarn.to_str().expect("path");
     let registry_flag = cairn.npm();
     assert_success(
         &env.run(
@@ -233,7 +217,7 @@ fn yarn_and_pnpm_install_through_cairn() {
     assert!(resolved.iter().all(|l| l.contains(&cairn.npm())), "{lock}");
 
     let pnpm_dir = project(&tmp.path().join("pnpm"), deps);
-    let pnpm = tools.join("pnpm");
+    let pnpm = &tools.pnpm;
     let store = tmp.path().join("pnpm-store");
     let store_flag = format!("--store-dir={}", store.display());
     let registry_flag = format!("--registry={}", cairn.npm());
@@ -280,7 +264,15 @@ fn a_tampered_tarball_fails_the_install_and_is_never_stored() {
     assert!(!dir.join("node_modules/evil-pkg").exists());
 
     let reply = get(&format!("{}evil-pkg/-/evil-pkg-1.0.0.tgz", cairn.npm()));
-    assert_eq!(reply.status, 502);
+    let tarball = &fake.registry().version("evil-pkg", "1.0.0").tarball;
+    assert_refused_and_nothing_stored(
+        &reply,
+        502,
+        &tmp.path().join("data"),
+        "npm",
+        "evil-pkg/-/evil-pkg-1.0.0.tgz",
+        &[tarball],
+    );
     assert!(
         reply.text.contains("digest mismatch") && reply.text.contains("sha512"),
         "{}",
@@ -289,10 +281,6 @@ fn a_tampered_tarball_fails_the_install_and_is_never_stored() {
     assert!(
         files_under(&tmp.path().join("data/blobs")).is_empty(),
         "a rejected artifact was stored"
-    );
-    assert!(
-        files_under(&tmp.path().join("data/tmp")).is_empty(),
-        "a temp file was left behind"
     );
     assert!(cairn.metric("cairn_digest_mismatches_total{ecosystem=\"npm\"}") >= 2.0);
     assert!(cairn.logs().contains("rejected artifact"));
@@ -528,7 +516,7 @@ impl Drop for Tmpfs {
 fn an_upstream_that_does_not_answer_is_logged_at_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A port nothing listens on: what a mistyped upstream URL looks like.
-    let closed = crate::support::bind_local();
+    let closed = crate::fake_upstream::bind_local();
     let dead = format!("http://{}/", closed.local_addr().expect("address"));
     drop(closed);
     let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &dead]);

@@ -221,21 +221,9 @@ fn setup_yarn_configures_yarn_1_and_yarn_berry() {
     );
 }
 
-/// yarn 4 ("berry"), installed once from the machine's npm registry like the other JS tools:
-/// the path of its single-file CLI.
-fn yarn_berry() -> std::path::PathBuf {
-    let manifest = serde_json::json!({
-        "name": "yarn-berry-tools",
-        "private": true,
-        "dependencies": { "@yarnpkg/cli-dist": "4.5.3" },
-    });
-    crate::support::npm_tools("yarn-berry", &manifest, &[])
-        .join("node_modules/@yarnpkg/cli-dist/bin/yarn.js")
-}
-
 #[test]
 fn yarn_berry_installs_through_cairn_with_the_setup_config() {
-    let yarn = yarn_berry();
+    let yarn = &crate::tools::tools().yarn_berry;
     let tmp = tempfile::tempdir().expect("tempdir");
     let fake = FakeNpm::start(crate::npm::registry());
     let cairn = Cairn::start(&tmp.path().join("data"), &["--npm-upstream", &fake.url]);
@@ -248,7 +236,7 @@ fn yarn_berry_installs_through_cairn_with_the_setup_config() {
         serde_json::json!({ "app-a": "^1.0.0" }),
     );
     let output = Command::new("node")
-        .arg(&yarn)
+        .arg(yarn)
         .arg("install")
         .current_dir(&dir)
         .env("HOME", &home)

@@ -8,7 +8,7 @@
 //! by side never find each other.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +21,7 @@ use crate::fake_cargo::FakeCargo;
 use crate::fake_npm::{FakeNpm, noise};
 use crate::fake_pypi::{FakePypi, Index};
 use crate::support::{
-    Cairn, ClientEnv, assert_success, get, metric_sum, npm_tools, project, runtime, swarm_key,
-    wait_for,
+    Cairn, ClientEnv, assert_success, get, metric_sum, project, runtime, swarm_key, wait_for,
 };
 
 const MIB: usize = 1 << 20;
@@ -443,30 +442,6 @@ fn a_node_without_swarm_key_says_peers_hold_the_document_and_npm_does_not_retry(
     }
 }
 
-/// Helia's libp2p and Bitswap, installed once per run (tools the test drives, not packages
-/// that flow through Cairn). Versions that run on Node.js 20.
-fn helia_tools() -> PathBuf {
-    let manifest = serde_json::json!({
-        "private": true,
-        "dependencies": {
-            "@helia/utils": "1.4.0",
-            "@helia/block-brokers": "4.2.4",
-            "@helia/unixfs": "5.0.4",
-            "blockstore-core": "5.0.4",
-            "datastore-core": "10.0.4",
-            "libp2p": "2.9.0",
-            "@libp2p/tcp": "10.1.9",
-            "@libp2p/identify": "3.0.9",
-            "@libp2p/ping": "2.0.9",
-            "@chainsafe/libp2p-noise": "16.1.5",
-            "@chainsafe/libp2p-yamux": "7.0.4",
-            "@multiformats/multiaddr": "12.5.1",
-            "multiformats": "13.4.2"
-        }
-    });
-    npm_tools("helia-tools", &manifest, &["helia-bitswap.mjs"])
-}
-
 /// Holds no block: the in-process node only fetches.
 struct NoBlocks;
 
@@ -482,7 +457,7 @@ fn tcp_localhost() -> libp2p::Multiaddr {
 
 #[test]
 fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
-    let tools = helia_tools();
+    let tools = &crate::tools::tools().helia;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut registry = crate::fake_npm::Registry::default();
     registry.publish(
@@ -511,7 +486,7 @@ fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
     let output = Command::new("node")
         .arg(tools.join("helia-bitswap.mjs"))
         .args(["fetch", &cairn.p2p_address(), &root])
-        .current_dir(&tools)
+        .current_dir(tools)
         .output()
         .expect("node must be installed");
     assert_success(&output, &format!("Helia fetching {root}\n{}", cairn.logs()));
@@ -528,11 +503,11 @@ fn helia_fetches_a_cached_tarball_from_cairn_over_bitswap() {
 
 #[test]
 fn cairn_fetches_a_block_only_helia_holds() {
-    let tools = helia_tools();
+    let tools = &crate::tools::tools().helia;
     let mut helia = Command::new("node")
         .arg(tools.join("helia-bitswap.mjs"))
         .arg("hold")
-        .current_dir(&tools)
+        .current_dir(tools)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use crate::fake_pypi::{FakePypi, Index};
 use crate::support::{Cairn, assert_success, get, get_with};
@@ -15,33 +14,6 @@ pub(crate) fn index(work: &Path) -> Index {
         .wheel(work, "Beta_Core", "2.1.0", &[], Some("broken build"))
         .wheel(work, "evil-pkg", "1.0.0", &[], None);
     i
-}
-
-/// uv, installed once from the machine's PyPI into a venv in the target dir (a tool the tests
-/// drive, not a package that flows through Cairn).
-fn uv() -> PathBuf {
-    static UV: OnceLock<PathBuf> = OnceLock::new();
-    UV.get_or_init(|| {
-        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py-tools");
-        let uv = venv.join("bin/uv");
-        if !uv.exists() {
-            assert_success(
-                &Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .output()
-                    .expect("python3"),
-                "venv",
-            );
-            let output = Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "uv"])
-                .output()
-                .expect("pip");
-            assert_success(&output, "installing uv");
-        }
-        uv
-    })
-    .clone()
 }
 
 /// Run a Python client with nothing from the machine's pip configuration.
@@ -78,7 +50,7 @@ fn uv_install(dir: &Path, index_url: &str, home: &Path) -> Output {
         index_url,
         "alpha-lib",
     ];
-    python_tool(&uv(), &args, home)
+    python_tool(&crate::tools::tools().uv, &args, home)
 }
 
 pub(crate) fn venv(dir: &Path) -> PathBuf {
@@ -198,6 +170,15 @@ fn a_file_that_does_not_match_its_sha256_fails_and_is_never_stored() {
             .expect("blobs")
             .next()
             .is_none()
+    );
+    let wheel = "evil_pkg-1.0.0-py3-none-any.whl";
+    crate::support::assert_refused_and_nothing_stored(
+        &crate::support::get(&format!("{}/pypi/files/evil-pkg/{wheel}", cairn.url)),
+        502,
+        &data,
+        "pypi",
+        &format!("evil-pkg/{wheel}"),
+        &[&fake.index().file(wheel).bytes],
     );
     assert!(cairn.metric("cairn_digest_mismatches_total{ecosystem=\"pypi\"}") >= 1.0);
 }

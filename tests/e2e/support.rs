@@ -19,42 +19,6 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Requests a fake upstream has seen, by path (without the leading `/`).
-#[derive(Default)]
-pub struct Hits(std::sync::Mutex<std::collections::HashMap<String, usize>>);
-
-impl Hits {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn record(&self, path: &str) {
-        *self.lock().entry(path.to_owned()).or_default() += 1;
-    }
-
-    pub fn get(&self, path: &str) -> usize {
-        self.lock().get(path).copied().unwrap_or(0)
-    }
-
-    pub fn total(&self) -> usize {
-        self.lock().values().sum()
-    }
-}
-
-/// A listener on a free port of 127.0.0.1, for a fake upstream.
-pub fn bind_local() -> tokio::net::TcpListener {
-    runtime()
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind 127.0.0.1:0")
-}
-
-/// Serve a fake upstream on the shared runtime for the rest of the test run.
-pub fn serve_fake(listener: tokio::net::TcpListener, app: axum::Router) {
-    runtime().spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-}
-
 /// A gzipped tarball of `(path, bytes)` entries, as registries serve packages (fixed mode and
 /// mtime, so the same entries always give the same bytes).
 pub fn targz<P: AsRef<Path>>(entries: impl IntoIterator<Item = (P, Vec<u8>)>) -> bytes::Bytes {
@@ -353,33 +317,76 @@ pub fn project(dir: &Path, dependencies: serde_json::Value) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// yarn v1 and pnpm, installed once from the machine's npm registry into the target dir (they
-/// are tools the tests drive, not packages that flow through Cairn).
-pub fn js_tools() -> PathBuf {
-    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
-    TOOLS
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-tools");
-            let bin = dir.join("node_modules/.bin");
-            if !(bin.join("yarn").exists() && bin.join("pnpm").exists()) {
-                std::fs::create_dir_all(&dir).expect("tools dir");
-                let output = Command::new("npm")
-                    .args([
-                        "install",
-                        "--no-save",
-                        "--no-audit",
-                        "--no-fund",
-                        "--prefix",
-                    ])
-                    .arg(&dir)
-                    .args(["yarn@1.22.22", "pnpm@9.15.9"])
-                    .output()
-                    .expect("npm must be installed");
-                assert_success(&output, "installing yarn and pnpm");
-            }
-            bin
-        })
-        .clone()
+/// Every file under `dir` (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// `reply` refused the artifact `key` of `ecosystem` with `status`, and the node on `data_dir`
+/// stored nothing of it: no index row for the key, no blob the index does not name (a refused
+/// download leaves none), no blob holding any of `bytes` (what upstream lists) or the tampered
+/// copy the fake upstream sends of them, and nothing left in `tmp/`.
+pub fn assert_refused_and_nothing_stored(
+    reply: &Reply,
+    status: u16,
+    data_dir: &Path,
+    ecosystem: &str,
+    key: &str,
+    bytes: &[&[u8]],
+) {
+    assert_eq!(reply.status, status, "{ecosystem} {key}: {}", reply.text);
+    let store = cairn_mirror::store::Store::attach(data_dir)
+        .unwrap_or_else(|e| panic!("opening the store in {}: {e}", data_dir.display()));
+    let index = store.index();
+    let row = index.get_artifact(ecosystem, key).expect("read the index");
+    assert!(
+        row.is_none(),
+        "the refused {ecosystem} {key} has an index row: {row:?}"
+    );
+    let named: std::collections::HashSet<String> = index
+        .all_artifacts()
+        .expect("read the index")
+        .into_iter()
+        .map(|(_, _, record)| record.flat.to_string())
+        .collect();
+    let refused: Vec<Vec<u8>> = bytes
+        .iter()
+        .flat_map(|b| [b.to_vec(), crate::fake_upstream::tampered(b)])
+        .collect();
+    for blob in files_under(&data_dir.join("blobs")) {
+        let name = blob
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(
+            named.contains(&name),
+            "after refusing {ecosystem} {key}, a blob no index row names: {}",
+            blob.display()
+        );
+        let content = std::fs::read(&blob).expect("read blob");
+        assert!(
+            !refused.contains(&content),
+            "the refused {ecosystem} {key} is stored as {}",
+            blob.display()
+        );
+    }
+    let left = files_under(&data_dir.join("tmp"));
+    assert!(
+        left.is_empty(),
+        "refusing {ecosystem} {key} left temp files: {left:?}"
+    );
 }
 
 /// Ask `check` every 100 ms until it gives a value; panic naming `what` after `limit`.
@@ -477,40 +484,4 @@ impl Cairn {
     pub fn metrics(&self) -> String {
         get(&format!("{}/metrics", self.url)).text
     }
-}
-
-/// JS tools installed once per test run into `CARGO_TARGET_TMPDIR/NAME` from `manifest` (a
-/// `package.json` with exact versions), with the scripts of `tests/tools/` named in `scripts`
-/// copied next to them so their imports resolve. Install scripts are not run: the tools need
-/// none, and some optional dependencies would try to download native builds.
-pub fn npm_tools(name: &str, manifest: &serde_json::Value, scripts: &[&str]) -> PathBuf {
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let manifest = serde_json::to_string_pretty(manifest).expect("manifest");
-    let stamp = dir.join(".installed-manifest");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(manifest.as_str()) {
-        let _ = std::fs::remove_dir_all(dir.join("node_modules"));
-        std::fs::create_dir_all(&dir).expect("tools dir");
-        std::fs::write(dir.join("package.json"), &manifest).expect("package.json");
-        let output = Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--no-package-lock",
-            ])
-            .current_dir(&dir)
-            .env_remove("NPM_CONFIG_PREFIX")
-            .output()
-            .expect("npm must be installed");
-        assert_success(&output, &format!("installing the JS tools {name}"));
-        std::fs::write(&stamp, &manifest).expect("stamp");
-    }
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
-    for script in scripts {
-        std::fs::copy(tools.join(script), dir.join(script)).expect("copy script");
-    }
-    dir
 }

@@ -45,19 +45,24 @@ impl Mirror {
     ) -> Result<ArtifactBody, Error> {
         let ecosystem = registered.ecosystem.clone();
         let name = ecosystem.name();
-        let expected = reference.flat.digest().ok_or_else(|| {
-            Error::Internal(format!("{asked}: unsupported digest in {}", reference.flat))
-        })?;
+        let expected = reference
+            .flat
+            .digest()
+            .ok_or_else(|| Error::UnsupportedDigest {
+                key: asked.to_string(),
+                flat: reference.flat,
+            })?;
         let listing = ecosystem.is_listing(asked).then(|| asked.to_owned());
         let store = self.inner.store.clone();
         let writer = {
             let expected = expected.clone();
             blocking(move || Ok(store.artifact_writer(expected)?)).await?
         };
-        let file = writer
-            .file()
-            .try_clone()
-            .map_err(|e| Error::Internal(format!("cannot share temp file of {key}: {e}")))?;
+        let file = writer.file().try_clone().map_err(|source| Error::Io {
+            op: "share",
+            what: format!("the temp file of {key}"),
+            source,
+        })?;
         let (download, progress) = Download::new(Arc::new(file), expected.flat_cid());
         {
             let mut downloads = self.downloads();
@@ -86,19 +91,22 @@ impl Mirror {
         }
         let this = self.clone();
         let (shared, size) = (download.clone(), reference.size);
-        tokio::spawn(async move {
-            let result = this
-                .run_download(
-                    name,
-                    &key,
-                    upstream.as_ref(),
-                    &url,
-                    writer,
-                    &progress,
-                    &shared,
-                    size,
-                )
-                .await;
+        let abandon = self.inner.abandon.clone();
+        self.spawn(async move {
+            let run = this.run_download(
+                name,
+                &key,
+                upstream.as_ref(),
+                &url,
+                writer,
+                &progress,
+                &shared,
+                size,
+            );
+            let result = tokio::select! {
+                result = run => result,
+                () = abandon.cancelled() => Err(Error::Abandoned { key: key.clone() }),
+            };
             if let Some(listing) = listing {
                 if let Ok(record) = &result {
                     this.read_listing(ecosystem, listing, record).await;
@@ -179,7 +187,7 @@ impl Mirror {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, Option<cid::Cid>)>(16);
         let writer_progress = progress.clone();
         let writer_too_large = too_large.clone();
-        let writer_task = tokio::task::spawn_blocking(move || {
+        let writer_task = self.inner.tasks.spawn_blocking(move || {
             let mut writer = writer;
             let mut published = 0;
             while let Some((chunk, leaf)) = rx.blocking_recv() {
@@ -259,9 +267,10 @@ impl Mirror {
             }
         };
         drop(tx);
-        let (writer, leaves) = writer_task
-            .await
-            .map_err(|e| Error::Internal(format!("writer of {key} panicked: {e}")))??;
+        let (writer, leaves) = writer_task.await.map_err(|source| Error::Task {
+            what: format!("the writer of {key}"),
+            source,
+        })??;
         read_result?;
         let store = self.inner.store.clone();
         let (key, upstream_url) = (key.to_owned(), url.to_string());
@@ -441,7 +450,9 @@ impl Mirror {
                         let _ = chunk.split_to((skip - start) as usize);
                     }
                     if tx.send((chunk, None)).await.is_err() {
-                        return Err(Error::Internal(format!("writer of {key} stopped")));
+                        return Err(Error::Download {
+                            what: format!("the writer of {key} stopped"),
+                        });
                     }
                 }
                 Ok(None) => break,

@@ -79,8 +79,10 @@ impl Mirror {
         let blob = store.blob(&record.flat);
         let upstream_url = record.upstream_url.clone();
         let result = blocking(move || {
-            let url = Url::parse(&upstream_url)
-                .map_err(|e| Error::Internal(format!("stored URL {upstream_url}: {e}")))?;
+            let url = Url::parse(&upstream_url).map_err(|source| Error::StoredUrl {
+                url: upstream_url.clone(),
+                source,
+            })?;
             let mut file = std::io::BufReader::new(blob.open()?);
             let started = Instant::now();
             let mut batch = Vec::with_capacity(LISTING_BATCH);

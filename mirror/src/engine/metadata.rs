@@ -56,6 +56,12 @@ pub(crate) fn stale_reason(error: &Error) -> String {
         }
         Error::UpstreamStatus { status, .. } => format!("upstream answered {status}"),
         Error::UpstreamFailed { reason, .. } => format!("upstream unreachable: {reason}"),
+        Error::UpstreamRequest { source, .. } => {
+            format!(
+                "upstream unreachable: {}",
+                crate::upstream::describe(source)
+            )
+        }
         Error::BadMetadata { reason, .. } => {
             format!("upstream sent a document Cairn cannot use: {reason}")
         }
@@ -439,7 +445,7 @@ impl Mirror {
     ) -> Result<ContextDoc, Error> {
         let registered = self
             .ecosystem(name)
-            .ok_or_else(|| Error::Internal(format!("ecosystem {name} is not registered")))?;
+            .ok_or_else(|| Error::NotRegistered(name.to_string()))?;
         // Boxed: this is reached from `metadata` itself (a context has no context of its own).
         let hit = Box::pin(self.metadata(registered, route)).await?;
         let Some(cid) = hit.record.cid else {
@@ -450,8 +456,10 @@ impl Mirror {
         };
         let store = self.inner.store.clone();
         let body = blocking(move || Ok(store.read_metadata(&cid)?)).await?;
-        let url = Url::parse(&hit.record.upstream_url)
-            .map_err(|e| Error::Internal(format!("stored URL {}: {e}", hit.record.upstream_url)))?;
+        let url = Url::parse(&hit.record.upstream_url).map_err(|source| Error::StoredUrl {
+            url: hit.record.upstream_url.clone(),
+            source,
+        })?;
         let context = ContextDoc {
             key: route.key.clone(),
             url,

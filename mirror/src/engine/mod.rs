@@ -163,6 +163,11 @@ pub(crate) struct Inner {
     peer_failures: Mutex<HashMap<FlatCid, Instant>>,
     /// When a download last failed for want of disk space.
     store_filled_at: Mutex<Option<Instant>>,
+    /// Every task the engine starts that outlives the request that started it (downloads,
+    /// unkept streams), so that shutdown can wait for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when shutdown stops waiting: downloads still running are abandoned.
+    abandon: tokio_util::sync::CancellationToken,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -179,7 +184,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|source| Error::Task {
+            what: "a blocking task".to_owned(),
+            source,
+        })?
 }
 
 impl Mirror {
@@ -228,6 +236,8 @@ impl Mirror {
                 peers: std::sync::OnceLock::new(),
                 peer_failures: Mutex::new(HashMap::new()),
                 store_filled_at: Mutex::new(None),
+                tasks: tokio_util::task::TaskTracker::new(),
+                abandon: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -388,6 +398,44 @@ impl Mirror {
     }
 
     /// Flush what is pending and checkpoint the index (at shutdown).
+    /// Let the downloads under way finish within `deadline`, then abandon the rest: each one's
+    /// temp file is deleted and whoever waits on it gets a 503. Call it once the HTTP front has
+    /// drained, before the peer stops and the store closes. Returns how many were abandoned.
+    pub async fn finish_downloads(&self, deadline: Duration) -> usize {
+        let tasks = &self.inner.tasks;
+        tasks.close();
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_ok() {
+            return 0;
+        }
+        let abandoned = self.downloads().len();
+        tracing::warn!(
+            downloads = abandoned,
+            "downloads still running at shutdown; abandoning them"
+        );
+        self.inner.abandon.cancel();
+        // An abandoned download ends at its next await; an unkept stream ends with its client,
+        // which the HTTP drain has already cut.
+        if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "engine tasks still running after abandon"
+            );
+        }
+        abandoned
+    }
+
+    /// Start `task` as one of the engine's own (see [`Mirror::finish_downloads`]; a download's
+    /// blocking writer is one too, so that waiting for the tasks waits for its temp file to go).
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(task);
+    }
+
     pub async fn close(&self) -> Result<(), Error> {
         self.flush_access_times().await?;
         let store = self.inner.store.clone();

@@ -23,10 +23,9 @@ impl Mirror {
         base: &Url,
     ) -> Result<Arc<RenderedDoc>, Error> {
         let Some(cid) = hit.record.cid else {
-            return Err(Error::Internal(format!(
-                "{} has no body to render",
-                route.key
-            )));
+            return Err(Error::Download {
+                what: format!("{} has no body to render", route.key),
+            });
         };
         let key = RenderKey {
             cid,
@@ -53,8 +52,10 @@ impl Mirror {
                 let part = key.part.clone();
                 let rendered = blocking(move || {
                     let body = store.read_metadata(&cid)?;
-                    let url = Url::parse(&upstream_url)
-                        .map_err(|e| Error::Internal(format!("stored URL {upstream_url}: {e}")))?;
+                    let url = Url::parse(&upstream_url).map_err(|source| Error::StoredUrl {
+                        url: upstream_url.clone(),
+                        source,
+                    })?;
                     let doc = MetadataDoc {
                         key: &doc_key,
                         url: &url,

@@ -19,7 +19,7 @@ use url::Url;
 use crate::cid::{Digest, FlatCid, Hasher};
 use crate::engine::Mirror;
 use crate::engine::download::HOLDBACK;
-use crate::error::Error;
+use crate::error::{DigestMismatch, Error, StoreError};
 use crate::index::RefRecord;
 use crate::metrics::EcosystemLabels;
 use crate::upstream::{Upstream, redact};
@@ -41,10 +41,12 @@ impl Unkept {
     pub async fn ready(&mut self) -> Result<Option<u64>, Error> {
         match (&mut self.head).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Internal(format!(
-                "the download of {} ended before upstream answered",
-                self.flat
-            ))),
+            Err(_) => Err(Error::Download {
+                what: format!(
+                    "the download of {} ended before upstream answered",
+                    self.flat
+                ),
+            }),
         }
     }
 
@@ -65,9 +67,13 @@ pub(crate) fn start(
     url: Url,
     reference: &RefRecord,
 ) -> Result<Unkept, Error> {
-    let expected = reference.flat.digest().ok_or_else(|| {
-        Error::Internal(format!("{key}: unsupported digest in {}", reference.flat))
-    })?;
+    let expected = reference
+        .flat
+        .digest()
+        .ok_or_else(|| Error::UnsupportedDigest {
+            key: key.to_string(),
+            flat: reference.flat,
+        })?;
     let (cap, too_large) = mirror.artifact_cap(name, key, &url, reference.size)?;
     let (head_tx, head) = oneshot::channel();
     let (body_tx, body) = mpsc::channel(16);
@@ -80,8 +86,9 @@ pub(crate) fn start(
             relay(chunks, &body_tx, Hasher::new(algorithm), &withhold_all)
         })
     };
+    let owner = mirror.clone();
     let (mirror, key, upstream) = (mirror.clone(), key.to_owned(), upstream.clone());
-    tokio::spawn(async move {
+    owner.spawn(async move {
         let head_tx = Mutex::new(Some(head_tx));
         let send_head = |result: Result<Option<u64>, Error>| -> Result<(), Error> {
             let sender = head_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -109,7 +116,12 @@ pub(crate) fn start(
         drop(chunk_tx);
         let relayed = relay
             .await
-            .unwrap_or_else(|e| Err(Error::Internal(format!("relay of {key} panicked: {e}"))));
+            .unwrap_or_else(|source| {
+                Err(Error::Task {
+                    what: format!("the relay of {key}"),
+                    source,
+                })
+            });
         let failure = match (copied, relayed) {
             (Ok(()), Ok((held, digest, size))) if digest == expected => {
                 for chunk in held {
@@ -132,13 +144,17 @@ pub(crate) fn start(
                     redact(&url)
                 );
                 tracing::error!(ecosystem = name, key = %key, "rejected artifact: {message}");
-                Error::Internal(message)
+                Error::from(StoreError::DigestMismatch(Box::new(DigestMismatch {
+                    flat: expected.flat_cid(),
+                    expected,
+                    got: digest,
+                })))
             }
             // The relay stopped first (client gone, or too much to withhold): its reason.
             (Err(_), Err(e)) | (Ok(()), Err(e)) => e,
             (Err(e), Ok(_)) => e,
         };
-        if matches!(&failure, Error::Internal(m) if m == CLIENT_GONE) {
+        if matches!(&failure, Error::ClientGone) {
             return;
         }
         tracing::warn!(ecosystem = name, key = %key, error = %failure, "unkept download failed");
@@ -155,10 +171,8 @@ pub(crate) fn start(
     })
 }
 
-const CLIENT_GONE: &str = "the client went away";
-
 fn client_gone() -> Error {
-    Error::Internal(CLIENT_GONE.to_owned())
+    Error::ClientGone
 }
 
 /// Hash the chunks and pass them on to the client, all but the last [`HOLDBACK`] bytes (all of
@@ -179,11 +193,13 @@ fn relay(
         held.push_back(chunk);
         if withhold_all.load(Ordering::Relaxed) {
             if held_bytes > MAX_WITHHELD {
-                return Err(Error::Internal(format!(
-                    "a download redirected to another origin must be held back until it \
-                     verifies, and over {} MiB cannot be without room in the store",
-                    MAX_WITHHELD >> 20
-                )));
+                return Err(Error::Download {
+                    what: format!(
+                        "a download redirected to another origin must be held back until it \
+                         verifies, and over {} MiB cannot be without room in the store",
+                        MAX_WITHHELD >> 20
+                    ),
+                });
             }
             continue;
         }

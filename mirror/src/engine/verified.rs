@@ -65,10 +65,14 @@ fn io_failure(flat: &crate::cid::FlatCid, e: crate::error::StoreError) -> Result
         return Ok("its file is missing".to_owned());
     }
     tracing::error!("cannot read a stored artifact: {e}");
-    Err(Error::Internal(format!(
-        "cannot read the stored file of {flat}: {}",
-        e.without_path()
-    )))
+    match e {
+        crate::error::StoreError::Io { op, source, .. } => Err(Error::Io {
+            op,
+            what: format!("the stored file of {flat}"),
+            source,
+        }),
+        other => Err(other.into()),
+    }
 }
 
 /// A file of one leaf, read whole and checked against its CID. Blocking.

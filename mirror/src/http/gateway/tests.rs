@@ -6,11 +6,11 @@ use std::str::FromStr as _;
 use tower::ServiceExt as _;
 
 use super::*;
+use crate::MirrorConfig;
 use crate::car::CarReader;
 use crate::cid::{Algorithm, Digest, FlatCid, raw_block_cid};
 use crate::testing::noise;
 use crate::unixfs::{CHUNK_SIZE, Dag};
-use crate::{MirrorConfig, server};
 
 #[test]
 fn format_negotiation() {
@@ -147,7 +147,7 @@ impl Node {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = server::router(self.mirror.clone())
+        let response = crate::http::router(self.mirror.clone())
             .oneshot(request.body(Body::empty()).expect("request"))
             .await
             .expect("infallible");

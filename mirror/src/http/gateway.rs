@@ -311,7 +311,7 @@ async fn serve(
         let message =
             format!("{cid} is not held by this node (it never fetches on a gateway request)");
         if only_if_cached {
-            crate::server::error_response(StatusCode::PRECONDITION_FAILED, &message)
+            crate::http::error_response(StatusCode::PRECONDITION_FAILED, &message)
         } else {
             Error::NotFound(message).into_response()
         }
@@ -331,7 +331,10 @@ async fn serve(
     };
     let mut headers = HeaderMap::with_capacity(12);
     let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|e| Error::Internal(format!("header value {s:?}: {e}")))
+        HeaderValue::from_str(s).map_err(|source| Error::Header {
+            what: format!("{s:?}"),
+            source,
+        })
     };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::ETAG, value(&etag)?);
@@ -365,7 +368,7 @@ async fn serve(
             headers.insert(header::CONTENT_LOCATION, location);
         }
     }
-    if crate::server::matches_etag(&parts.headers, &etag) {
+    if crate::http::matches_etag(&parts.headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
     let head = parts.method == Method::HEAD;

@@ -1,0 +1,103 @@
+//! Cairn's own routes: `/api/v1/status`, `/api/v1/peers` and the dashboard at `/`.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{self};
+
+use crate::engine::Mirror;
+use crate::error::Error;
+
+#[derive(serde::Serialize)]
+struct StatusReport {
+    offline: bool,
+    data_dir: String,
+    upstreams: Vec<UpstreamStatus>,
+    stats: Vec<crate::index::EcosystemStats>,
+}
+
+#[derive(serde::Serialize)]
+struct UpstreamStatus {
+    ecosystem: &'static str,
+    upstream: Option<String>,
+    disabled_because: Option<String>,
+}
+
+async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
+    let index = mirror.index().clone();
+    let stats = crate::engine::blocking(move || Ok(index.stats()?)).await?;
+    Ok(StatusReport {
+        offline: mirror.config().offline,
+        data_dir: mirror.config().data_dir.display().to_string(),
+        upstreams: mirror
+            .upstreams()
+            .into_iter()
+            .map(|(ecosystem, upstream)| UpstreamStatus {
+                ecosystem,
+                upstream: upstream.clone().ok(),
+                disabled_because: upstream.err(),
+            })
+            .collect(),
+        stats,
+    })
+}
+
+pub(super) async fn status(mirror: &Mirror) -> Response {
+    match status_report(mirror).await {
+        Ok(report) => match serde_json::to_vec_pretty(&report) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(source) => Error::Report {
+                what: "status report",
+                source,
+            }
+            .into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The peer's identity, addresses and connected peers; `{"p2p": false}` with `--no-p2p`.
+pub(super) async fn peers(mirror: &Mirror) -> Response {
+    let report = match mirror.peer_source() {
+        Some(peers) => peers.describe().await,
+        None => serde_json::json!({ "p2p": false, "peers": [] }),
+    };
+    match serde_json::to_vec_pretty(&report) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(source) => Error::Report {
+            what: "peers report",
+            source,
+        }
+        .into_response(),
+    }
+}
+
+pub(super) async fn dashboard(mirror: &Mirror) -> Response {
+    let report = match status_report(mirror).await {
+        Ok(report) => report,
+        Err(e) => return e.into_response(),
+    };
+    let mut out = String::from("Cairn: content-addressed package mirror\n\n");
+    out.push_str(&format!(
+        "mode: {}\ndata: {}\n\n",
+        if report.offline { "offline" } else { "online" },
+        report.data_dir
+    ));
+    for u in &report.upstreams {
+        match (&u.upstream, &u.disabled_because) {
+            (Some(url), _) => out.push_str(&format!("/{}/  ← {url}\n", u.ecosystem)),
+            (None, Some(why)) => out.push_str(&format!("/{}/  off: {why}\n", u.ecosystem)),
+            _ => {}
+        }
+    }
+    out.push('\n');
+    for s in &report.stats {
+        out.push_str(&format!(
+            "{}: {} artifacts ({}), {} metadata documents\n",
+            s.ecosystem,
+            s.artifacts,
+            crate::units::size(s.artifact_bytes),
+            s.metadata_documents
+        ));
+    }
+    out.push_str("\nSee /metrics (Prometheus) and /api/v1/status (JSON).\n");
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response()
+}

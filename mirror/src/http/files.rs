@@ -1,0 +1,300 @@
+//! Artifact responses: immutable headers, cached files whole or by a single range, downloads
+//! under way streamed as they arrive, and unkept streams when the store is full.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+
+use crate::ecosystem::ArtifactRoute;
+use crate::engine::download::Download;
+use crate::engine::{ArtifactBody, CachedArtifact, Keep, Mirror, Registered};
+use crate::error::Error;
+
+use super::{READ_WHOLE, WAIT_HEADER, error_response, matches_etag, public_message};
+
+pub(super) async fn artifact(
+    mirror: &Mirror,
+    registered: &Registered,
+    route: &ArtifactRoute,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    // A stored file found damaged is dropped by `cached_file`; the second lookup fetches it
+    // again.
+    let mut keep = Keep::IfRoom;
+    for _ in 0..3 {
+        match mirror.artifact(registered, route, keep).await? {
+            ArtifactBody::Cached(cached) => {
+                if let Some(response) = cached_file(mirror, &cached, request).await? {
+                    return Ok(response);
+                }
+            }
+            ArtifactBody::Downloading(download) => match download.ready().await {
+                // The store had no room for it, and this client has had nothing yet: stream
+                // it unkept.
+                Err((StatusCode::INSUFFICIENT_STORAGE, _)) if keep == Keep::IfRoom => {
+                    keep = Keep::Never;
+                }
+                ready => return downloading(mirror, download, ready, request).await,
+            },
+            ArtifactBody::Unkept(unkept) => return unkept_response(unkept, request).await,
+        }
+    }
+    Err(Error::Download {
+        what: format!(
+            "{} {}: the stored file was damaged again right after it was fetched",
+            registered.ecosystem.name(),
+            route.key
+        ),
+    })
+}
+
+/// The answer to a document or artifact request that failed: the error's own status, except
+/// that a miss on an `--offline` node (a 504: no upstream to ask, and no peer had it) is a 404
+/// for the keys whose clients read a 5xx as "retry" and a 404 as final or "try the next name"
+/// ([`crate::ecosystem::Ecosystem::offline_miss_is_not_found`]).
+pub(super) fn miss_error(
+    mirror: &Mirror,
+    registered: &Registered,
+    key: &str,
+    error: Error,
+) -> Response {
+    if mirror.config().offline
+        && error.status() == StatusCode::GATEWAY_TIMEOUT
+        && registered.ecosystem.offline_miss_is_not_found(key)
+    {
+        return error_response(StatusCode::NOT_FOUND, &public_message(&error));
+    }
+    error.into_response()
+}
+
+/// Headers of every artifact response: immutable bytes, named by their flat CID.
+pub(super) fn artifact_headers(etag: HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    headers.insert(header::ETAG, etag);
+    headers
+}
+
+/// A cached artifact's headers: [`artifact_headers`] plus what only a stored file has.
+pub(super) fn immutable_headers(cached: &CachedArtifact) -> HeaderMap {
+    let mut headers = artifact_headers(cached.etag.clone());
+    headers.insert(header::LAST_MODIFIED, cached.last_modified.clone());
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert("x-ipfs-roots", cached.root.clone());
+    headers
+}
+
+/// A single byte range `[start, end]` of a `size`-byte file, or why it cannot be served.
+pub(super) fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: serve the whole file instead
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 {
+                return Some(Err(()));
+            }
+            (size.saturating_sub(n), size.checked_sub(1)?)
+        }
+        (start, "") => (start.parse().ok()?, size.checked_sub(1)?),
+        (start, end) => {
+            let (s, e): (u64, u64) = (start.parse().ok()?, end.parse().ok()?);
+            if e < s {
+                return None;
+            }
+            (s, e.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+/// A cached artifact's response, or `None` when its stored file turned out damaged or missing
+/// before anything was sent (it has been dropped, so the caller looks it up again).
+pub(super) async fn cached_file(
+    mirror: &Mirror,
+    cached: &Arc<CachedArtifact>,
+    request: &http::request::Parts,
+) -> Result<Option<Response>, Error> {
+    let mut headers = immutable_headers(cached);
+    let etag = cached.etag.to_str().unwrap_or_default();
+    if matches_etag(&request.headers, etag) {
+        return Ok(Some((StatusCode::NOT_MODIFIED, headers).into_response()));
+    }
+    let size = cached.record.size;
+    let if_range_ok = request
+        .headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == etag);
+    let range = request
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| if_range_ok)
+        .and_then(|v| parse_range(v, size));
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Ok((start, end))) => {
+            let value = format!("bytes {start}-{end}/{size}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).map_err(|source| Error::Header {
+                    what: value.clone(),
+                    source,
+                })?,
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Some(Err(())) => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).map_err(|source| {
+                    Error::Header {
+                        what: "Content-Range".to_owned(),
+                        source,
+                    }
+                })?,
+            );
+            return Ok(Some(
+                (StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response(),
+            ));
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if request.method == Method::HEAD {
+        return Ok(Some((status, headers, Body::empty()).into_response()));
+    }
+    let body = if size <= READ_WHOLE {
+        // Small files are read whole once, checked, and then served from memory, sliced for
+        // ranges.
+        let flat = cached.record.flat;
+        let whole = match mirror.content().get(&flat) {
+            Some(bytes) => bytes,
+            None => {
+                let (m, c) = (mirror.clone(), cached.clone());
+                let read = crate::engine::blocking(move || {
+                    Ok(match crate::engine::verified::read_whole(&c)? {
+                        Ok(bytes) => Some(bytes),
+                        Err(damage) => {
+                            m.forget_damaged(&c, &damage);
+                            None
+                        }
+                    })
+                })
+                .await?;
+                let Some(bytes) = read else {
+                    return Ok(None);
+                };
+                mirror.content().insert(flat, bytes.clone());
+                bytes
+            }
+        };
+        Body::from(whole.slice(start as usize..(start + len) as usize))
+    } else {
+        let (m, c, index) = (mirror.clone(), cached.clone(), mirror.index().clone());
+        let opened = crate::engine::blocking(move || {
+            Ok(match crate::engine::verified::open(&index, &c)? {
+                Ok(opened) => Some(opened),
+                Err(damage) => {
+                    m.forget_damaged(&c, &damage);
+                    None
+                }
+            })
+        })
+        .await?;
+        let Some((file, leaves)) = opened else {
+            return Ok(None);
+        };
+        crate::engine::verified::stream(mirror.clone(), cached.clone(), file, leaves, start, len)
+    };
+    mirror.metrics().served("cache", len);
+    Ok(Some((status, headers, body).into_response()))
+}
+
+/// An artifact streamed without being kept: headers once upstream's are in, then the body as
+/// it verifies.
+pub(super) async fn unkept_response(
+    mut unkept: crate::engine::unkept::Unkept,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let total = unkept.ready().await?;
+    let etag =
+        HeaderValue::from_str(&format!("\"{}\"", unkept.flat)).map_err(|source| Error::Header {
+            what: format!("the ETag of {}", unkept.flat),
+            source,
+        })?;
+    let mut headers = artifact_headers(etag);
+    if let Some(total) = total {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    if request.method == Method::HEAD {
+        return Ok((headers, Body::empty()).into_response());
+    }
+    Ok((headers, Body::from_stream(unkept.into_stream())).into_response())
+}
+
+pub(super) async fn downloading(
+    mirror: &Mirror,
+    download: Arc<Download>,
+    ready: Result<Option<u64>, (StatusCode, String)>,
+    request: &http::request::Parts,
+) -> Result<Response, Error> {
+    let total = match ready {
+        Ok(total) => total,
+        Err((status, message)) => return Ok(error_response(status, &message)),
+    };
+    // The bytes are immutable and named before they arrive; only Range waits for the cache.
+    let etag = HeaderValue::from_str(&format!("\"{}\"", download.flat)).map_err(|source| {
+        Error::Header {
+            what: format!("the ETag of {}", download.flat),
+            source,
+        }
+    })?;
+    let mut headers = artifact_headers(etag);
+    if let Some(total) = total {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    if request.method == Method::HEAD {
+        return Ok((headers, Body::empty()).into_response());
+    }
+    let mut tally = crate::engine::download::ServedTally::new(download.clone(), mirror.clone());
+    let stream = download.clone().stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            tally.sent(bytes.len() as u64);
+        }
+        chunk
+    });
+    let wait_for_index = request
+        .headers
+        .get(WAIT_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"committed");
+    if !wait_for_index {
+        return Ok((headers, Body::from_stream(stream)).into_response());
+    }
+    // The last bytes go out once the download is indexed; a failure to commit cuts the body.
+    let committed = futures_util::stream::once(async move {
+        match download.committed().await {
+            Ok(_) => None,
+            Err((_, message)) => Some(Err(std::io::Error::other(message))),
+        }
+    })
+    .filter_map(std::future::ready);
+    Ok((headers, Body::from_stream(stream.chain(committed))).into_response())
+}

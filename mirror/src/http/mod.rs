@@ -1,0 +1,199 @@
+//! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
+//! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
+//! `/healthz`, `/metrics`, `/api/v1/status` and `/` are Cairn's own.
+//!
+//! Responses: metadata carries a strong ETag (answered with 304), `Vary: Accept`, and `Age` plus
+//! a `Warning` when it is stale; artifacts are immutable (`Cache-Control: immutable`, ETag = flat
+//! CID), served from their flat file with single-range support, or streamed from a download under
+//! way. Errors are JSON `{"error": "…"}` with the status [`Error::status`] gives.
+//!
+//! By job: `routes` (a request under an ecosystem's mount), `documents` and `files` (the
+//! two kinds of response), `passthrough`, `api` (Cairn's own routes), `gateway` (the IPFS
+//! trustless gateway on `/ipfs/`), and `accept` (the listener: connection caps, timeouts,
+//! graceful shutdown).
+
+mod accept;
+mod api;
+mod documents;
+mod files;
+mod gateway;
+mod passthrough;
+mod routes;
+
+use api::{dashboard, peers, status};
+use routes::{ecosystem, proxied};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
+
+use crate::engine::{Mirror, Registered};
+use crate::error::Error;
+
+/// A request header: `committed` makes the body of a download under way end only once the
+/// file is in the index (not just verified), as `cairn prefetch` asks so that an export right
+/// after it finds everything. It only ever delays the asker's own response.
+pub const WAIT_HEADER: &str = "cairn-wait";
+
+/// Largest request body forwarded upstream (npm audit reports).
+const MAX_FORWARD_BODY: usize = 32 << 20;
+/// Largest answer relayed from upstream for a passthrough request.
+const MAX_PASSTHROUGH_ANSWER: u64 = 32 << 20;
+/// Rendered documents smaller than this are never gzipped.
+const GZIP_MIN: usize = 1024;
+/// Cached files up to this size are read in one go; larger ones are streamed.
+const READ_WHOLE: u64 = 1 << 20;
+
+/// The router serving every route of `cairn serve`.
+pub fn router(mirror: Mirror) -> Router {
+    Router::new().fallback(dispatch).with_state(mirror)
+}
+
+pub use accept::{ConnectionLimits, serve};
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        error_response(self.status(), &public_message(&self))
+    }
+}
+
+/// What a client is told: the error's message, except that the store's own failures name no
+/// path of the data directory (the log has them).
+fn public_message(error: &Error) -> String {
+    match error {
+        Error::Store(e) => {
+            tracing::error!("{e}");
+            e.without_path()
+        }
+        Error::DigestMismatch(e) => e.without_path(),
+        Error::Shared(inner) => public_message(inner),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
+    let path = request.uri().path().to_owned();
+    let (route, kind, response) =
+        if request.method() == Method::CONNECT || is_absolute_form(&request) {
+            proxied(&mirror, request).await
+        } else {
+            match path.as_str() {
+                "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
+                "/metrics" => (
+                    "metrics",
+                    "-",
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        mirror.metrics().encode(),
+                    )
+                        .into_response(),
+                ),
+                "/api/v1/status" => ("status", "-", status(&mirror).await),
+                "/api/v1/peers" => ("peers", "-", peers(&mirror).await),
+                "/" => ("dashboard", "-", dashboard(&mirror).await),
+                ipfs if ipfs.starts_with("/ipfs/") => {
+                    let (kind, response) = crate::http::gateway::handle(&mirror, request).await;
+                    ("ipfs", kind, response)
+                }
+                _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
+                    Some((registered, below)) => {
+                        let name = registered.ecosystem.name();
+                        let (kind, response) =
+                            ecosystem(&mirror, registered, below, request, false).await;
+                        (name, kind, response)
+                    }
+                    None => (
+                        "unknown",
+                        "-",
+                        Error::NotFound(format!("no route for {path}: {}", where_to_go(&mirror)))
+                            .into_response(),
+                    ),
+                },
+            }
+        };
+    mirror
+        .metrics()
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route,
+            kind,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Where each ecosystem this node serves lives, for a request under none of them. Ecosystems
+/// without an upstream are off (they answer from the cache and peers only) and said so apart.
+fn where_to_go(mirror: &Mirror) -> String {
+    let (mut served, mut off) = (Vec::new(), Vec::new());
+    for (name, upstream) in mirror.upstreams() {
+        let Some(registered) = mirror.ecosystem(name) else {
+            continue;
+        };
+        let at = format!("{name} at /{name}/{}", registered.ecosystem.client_root());
+        match upstream {
+            Ok(_) => served.push(at),
+            Err(_) => off.push(at),
+        }
+    }
+    served.sort();
+    off.sort();
+    let mut out = if served.is_empty() {
+        "this node fronts no upstream".to_owned()
+    } else {
+        format!("this node serves {}", served.join(", "))
+    };
+    if !off.is_empty() {
+        out.push_str(&format!(
+            "; off for want of an upstream (cache and peers only): {}",
+            off.join(", ")
+        ));
+    }
+    out
+}
+
+/// True for an HTTP/1 request in absolute form (`GET http://host/path`): a proxy request. An
+/// HTTP/2 request always carries its authority (`:authority`), so only HTTP/1 can ask this way.
+fn is_absolute_form(request: &http::Request<Body>) -> bool {
+    request.version() < http::Version::HTTP_2 && request.uri().authority().is_some()
+}
+
+/// The ecosystem a path (without its leading `/`) is for, and the path below its prefix. A
+/// prefix is one segment (`npm`) or two (`apt/debian`: one ecosystem per apt archive).
+fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Registered, &'p str)> {
+    let (first, below) = rest.split_once('/').unwrap_or((rest, ""));
+    if let Some(registered) = mirror.ecosystem(first) {
+        return Some((registered, below));
+    }
+    let second = below.find('/').unwrap_or(below.len());
+    let prefix = rest.get(..first.len() + 1 + second)?;
+    let below = below.get(second..).unwrap_or("").trim_start_matches('/');
+    mirror
+        .ecosystem(prefix)
+        .map(|registered| (registered, below))
+}
+
+pub(crate) fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+#[cfg(test)]
+mod tests;
