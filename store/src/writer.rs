@@ -168,8 +168,9 @@ impl FlatHasher {
     }
 }
 
-/// Writes one artifact under `tmp/` while hashing it; [`ArtifactWriter::finish`] verifies the
-/// digest and moves it into place. Dropping an unfinished writer deletes the temp file.
+/// Writes one artifact under `tmp/` while hashing it; the store verifies the digest and moves
+/// it into place ([`Store::commit_artifact`](crate::store::Store::commit_artifact)). Dropping
+/// an unfinished writer deletes the temp file.
 pub struct ArtifactWriter {
     expected: Digest,
     hasher: Option<FlatHasher>,

@@ -8,13 +8,13 @@
 //!   download knows its digest before the first byte and without re-parsing metadata.
 //! - `metadata`: document key → raw block CID (none for a cached 404), status, fetched-at,
 //!   upstream validators, size. A cached 404 ("negative entry") lives for the negative TTL: it
-//!   is refetched after that, and deleted by the periodic [`Index::expire_negative`] sweep,
+//!   is refetched after that, and deleted by the periodic `Store::expire_not_found` sweep,
 //!   which also keeps only the newest ones beyond a fixed count.
 //! - `blocks`: encoded dag-pb inner nodes of artifact DAGs, by CID.
 //! - `leaves`: raw leaf CID → (flat CID, offset, length): leaves are ranges of flat files.
 //! - `pins`: snapshot root CIDs to keep (`cairn pin`); their nodes are in `blocks`.
 //! - `events`: what other processes wrote that a serving store should hear of (imports), read
-//!   by its [`events::EventFeed`] and trimmed by age.
+//!   by its `events::EventFeed` and trimmed by age.
 //!
 //! The schema is versioned (`schema.rs`); one file per table or job beside this one.
 //!
