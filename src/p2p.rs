@@ -1,5 +1,6 @@
 //! The peer side of `cairn serve`: flags and `cairn.toml` keys into a [`NodeConfig`], the node
-//! started beside the mirror and connected to it, and `cairn id` / `cairn peers`.
+//! started over the mirror's holdings and handed to it as its peer source, and `cairn id` /
+//! `cairn peers`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cairn_mirror::Mirror;
-use cairn_node::{Node, NodeConfig, NodeError};
+use cairn_node::{Node, NodeConfig, NodeError, Peers};
 use clap::Args;
 use libp2p::{Multiaddr, PeerId};
 use url::Url;
@@ -98,8 +99,12 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
     }))
 }
 
-/// Start the node and connect it to `mirror`, unless `--no-p2p`.
+/// Start the node and connect it to `mirror`, unless `--no-p2p`: the node serves the
+/// mirror's holdings (`Mirror::local_content`, which holds no `Mirror`), registers its metrics
+/// beside the mirror's, and becomes the mirror's peer source.
 pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Result<Option<Node>> {
+    // Registered with p2p off too, so that `/metrics` shows the same families either way.
+    let metrics = mirror.metrics().register(cairn_node::NodeMetrics::register);
     let Some(config) = config(args, file, &mirror.config().data_dir)? else {
         tracing::info!("p2p off (--no-p2p)");
         return Ok(None);
@@ -108,9 +113,9 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
         trust_metadata: args.trust_peer_metadata || file.trust_peer_metadata.unwrap_or(false),
     };
     let private = config.swarm_key.is_some();
-    let pending = cairn_node::PendingMap::default();
-    let source = cairn_node::block_source(mirror.blocks(), pending.clone());
-    let node = match Node::start(config.clone(), source.clone()).await {
+    let content = mirror.local_content();
+    let start = |config| Peers::start(config, content.clone(), policy, metrics.clone());
+    let peers = match start(config.clone()).await {
         Err(NodeError::Listen { address, reason }) if !listen_given(args, file) => {
             // Another node (or program) has the default port: take any free one.
             tracing::warn!(%address, "cannot listen on the default p2p port ({reason}); using a free port");
@@ -121,16 +126,14 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
                     .collect(),
                 ..config
             };
-            Node::start(config, source).await
+            start(config).await
         }
         other => other,
     }
     .context("cannot start the p2p node")?;
-    let peers = cairn_node::Peers::new(node.clone(), mirror.clone(), pending, policy)
-        .context("cannot start the p2p node")?;
+    let node = peers.node().clone();
     let addresses = node.p2p_addrs().await.unwrap_or_default();
     tracing::info!(peer_id = %node.peer_id(), private, addresses = ?addresses, "p2p node started");
-    peers.announce_held();
     announce_imports(mirror)?;
     mirror.set_peers(Arc::new(peers));
     Ok(Some(node))
@@ -405,6 +408,69 @@ mod tests {
 
     fn config_is_none(args: &P2pArgs, dir: &Path) -> bool {
         matches!(config(args, &FileSettings::default(), dir), Ok(None))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_swarms_metrics_are_in_the_mirrors_exposition_with_p2p_on_or_off() {
+        for no_p2p in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = cairn_mirror::MirrorConfig::new(dir.path().into());
+            let mirror = Mirror::open(config, vec![]).expect("mirror");
+            let args = P2pArgs {
+                p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+                no_mdns: true,
+                no_p2p,
+                ..P2pArgs::default()
+            };
+            let node = start(&args, &FileSettings::default(), &mirror)
+                .await
+                .expect("node starts");
+            assert_eq!(node.is_none(), no_p2p);
+            // Counter families show once counted; the histogram, registered by the node's
+            // metrics only, shows from the start.
+            let text = mirror.metrics().encode();
+            let family = "# TYPE cairn_provider_lookup_seconds histogram";
+            assert!(
+                text.lines().any(|l| l == family),
+                "no {family:?} (no_p2p: {no_p2p}) in:\n{text}"
+            );
+            if let Some(node) = node {
+                node.shutdown();
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mirror_and_its_node_are_freed_when_the_mirror_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || Mirror::open(cairn_mirror::MirrorConfig::new(dir.path().into()), vec![]);
+        let mirror = open().expect("mirror");
+        let args = P2pArgs {
+            p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            no_mdns: true,
+            ..P2pArgs::default()
+        };
+        let node = start(&args, &FileSettings::default(), &mirror)
+            .await
+            .expect("node starts")
+            .expect("p2p on");
+        assert!(mirror.peer_source().is_some(), "the mirror has its peers");
+        node.shutdown();
+        drop(node);
+        drop(mirror);
+        // The data directory's lock goes with the last handle on the store: were the node
+        // holding the mirror that holds the node, it would never go.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match open() {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the store is still held: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[test]

@@ -215,6 +215,18 @@ pub fn cid_from_bytes(bytes: &[u8]) -> Result<Cid, CidParseError> {
     })
 }
 
+/// Whether `data` hashes to `cid`'s multihash (identity, sha2-256, sha2-512 or sha1): how a
+/// block is checked before it is served or taken. `None` when the multihash is of another
+/// function, which Cairn does not compute.
+pub fn block_matches(cid: &Cid, data: &[u8]) -> Option<bool> {
+    let multihash = cid.hash();
+    match multihash.code() {
+        IDENTITY => Some(multihash.digest() == data),
+        code => Algorithm::from_multihash_code(code)
+            .map(|algorithm| Digest::of(algorithm, data).bytes() == multihash.digest()),
+    }
+}
+
 macro_rules! cid_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -309,6 +321,19 @@ mod tests {
         let parsed: FlatCid = flat.to_string().parse().expect("parse");
         assert_eq!(parsed, flat);
         assert_eq!(FlatCid::from_bytes(&flat.to_bytes()).expect("bytes"), flat);
+    }
+
+    #[test]
+    fn block_matches_checks_each_supported_hash_and_refuses_the_others() {
+        let data = b"a block";
+        assert_eq!(block_matches(&raw_block_cid(data), data), Some(true));
+        assert_eq!(block_matches(&raw_block_cid(data), b"another"), Some(false));
+        let sha512 = Digest::of(Algorithm::Sha512, data).flat_cid().0;
+        assert_eq!(block_matches(&sha512, data), Some(true));
+        assert_eq!(block_matches(&raw_cid(IDENTITY, data), data), Some(true));
+        assert_eq!(block_matches(&raw_cid(IDENTITY, data), b"x"), Some(false));
+        // blake3: a hash Cairn does not compute.
+        assert_eq!(block_matches(&raw_cid(0x1e, &[0; 32]), data), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod bundle;
 mod engine;
 pub mod error;
+pub mod holdings;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -1,10 +1,13 @@
-//! Prometheus metrics, served at `/metrics` in the text exposition format.
+//! Prometheus metrics, served at `/metrics` in the text exposition format: the engine's, and
+//! those other parts register into the same registry ([`Metrics::register`]: the swarm's, which
+//! `cairn-node` keeps).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -28,18 +31,6 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabels {
-    /// A peer ID.
-    pub peer: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LookupLabels {
-    /// `found` (at least one peer can serve it) or `none`.
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcosystemLabels {
     pub ecosystem: &'static str,
 }
@@ -50,9 +41,9 @@ pub struct UpstreamLabels {
     pub status: u16,
 }
 
-/// Every metric Cairn exports.
+/// Every metric the engine exports, and the registry `/metrics` encodes.
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registry>,
     /// HTTP requests served, by route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
@@ -68,14 +59,6 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     /// Artifacts rejected because their bytes did not match the registry's digest.
     pub digest_mismatches: Family<EcosystemLabels, Counter>,
-    /// Artifact bytes received from each peer (verified block by block).
-    pub peer_bytes: Family<PeerLabels, Counter>,
-    /// Blocks a peer sent that did not hash to the CID asked for.
-    pub bad_blocks: Family<PeerLabels, Counter>,
-    /// Provider lookups for artifacts, by result.
-    pub provider_lookups: Family<LookupLabels, Counter>,
-    /// Time a provider lookup took, to its answer or its deadline.
-    pub provider_lookup_seconds: Histogram,
     /// Metadata documents taken from peers, by ecosystem.
     pub peer_documents: Family<EcosystemLabels, Counter>,
 }
@@ -121,32 +104,6 @@ impl Metrics {
             "Artifacts rejected because their bytes did not match the published digest",
             digest_mismatches.clone(),
         );
-        let peer_bytes = Family::default();
-        registry.register(
-            "peer_received_bytes",
-            "Artifact bytes received from each peer",
-            peer_bytes.clone(),
-        );
-        let bad_blocks = Family::default();
-        registry.register(
-            "peer_bad_blocks",
-            "Blocks from a peer that did not match their CID",
-            bad_blocks.clone(),
-        );
-        let provider_lookups = Family::default();
-        registry.register(
-            "provider_lookups",
-            "DHT provider lookups for artifacts, by result",
-            provider_lookups.clone(),
-        );
-        let provider_lookup_seconds = Histogram::new([
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ]);
-        registry.register(
-            "provider_lookup_seconds",
-            "Time a provider lookup took, to its answer or deadline",
-            provider_lookup_seconds.clone(),
-        );
         let peer_documents = Family::default();
         registry.register(
             "peer_documents",
@@ -154,11 +111,7 @@ impl Metrics {
             peer_documents.clone(),
         );
         Metrics {
-            registry,
-            peer_bytes,
-            bad_blocks,
-            provider_lookups,
-            provider_lookup_seconds,
+            registry: Mutex::new(registry),
             peer_documents,
             requests,
             cache,
@@ -185,11 +138,22 @@ impl Metrics {
             .inc_by(bytes);
     }
 
+    /// Register more metrics into the registry `/metrics` encodes (its prefix is `cairn`):
+    /// `register` gets the registry and returns what it registered, e.g.
+    /// `metrics.register(cairn_node::NodeMetrics::register)`.
+    pub fn register<T>(&self, register: impl FnOnce(&mut Registry) -> T) -> T {
+        register(&mut self.registry())
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
         out
     }
 }

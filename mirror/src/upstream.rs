@@ -88,21 +88,9 @@ pub fn without_credentials(url: &Url) -> Url {
     clean
 }
 
-/// The text `url` (a URL or not) with the userinfo of a `scheme://user:pass@host` part removed.
-/// Text that is not a URL with an authority comes back unchanged. For stored URL strings (index
-/// rows, bundles, peers' answers), which may predate the rule or come from elsewhere.
-pub fn strip_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else {
-        return url.into();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_len].rfind('@') {
-        Some(at) => format!("{}{}", &url[..authority_start], &rest[at + 1..]).into(),
-        None => url.into(),
-    }
-}
+/// The text `url` with the userinfo of a `scheme://user:pass@host` part removed (for stored
+/// URL strings); owned by the peering contract, whose documents carry such URLs.
+pub use cairn_peering::strip_userinfo;
 
 /// Text that may be a URL with credentials (a setting that did not parse), for messages.
 pub fn redact_text(text: &str) -> String {

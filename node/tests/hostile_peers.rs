@@ -9,13 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_mirror::cid::{Algorithm, Digest, FlatCid, RootCid};
-use cairn_mirror::index::MetadataRecord;
-use cairn_mirror::peers::{PeerFetch, PeerSource};
-use cairn_mirror::store::Origin;
-use cairn_mirror::testing::noise;
-use cairn_mirror::{Mirror, MirrorConfig};
-use cairn_node::{BlockSource, Node, NodeConfig, PeerPolicy, Peers, PendingMap};
+use cairn_ipld::cid::{Algorithm, Digest, FlatCid};
+use cairn_node::{BlockSource, Node, NodeConfig, NodeMetrics, PeerPolicy, Peers};
+use cairn_peering::testing::{MemoryContent, noise};
+use cairn_peering::{PeerDocument, PeerFetch, PeerSource};
 use cid::Cid;
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::multiaddr::Protocol;
@@ -61,10 +58,9 @@ async fn address(node: &Node) -> Multiaddr {
         .expect("a TCP address")
 }
 
-/// An honest Cairn node: a mirror in a temp dir, a swarm, its peer source.
+/// An honest Cairn node: its holdings, a swarm, its peer source.
 struct Honest {
-    _dir: tempfile::TempDir,
-    mirror: Mirror,
+    content: MemoryContent,
     peers: Peers,
 }
 
@@ -73,39 +69,24 @@ async fn honest(bootstrap: Vec<Multiaddr>, policy: PeerPolicy) -> Honest {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mirror = Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), vec![]).expect("mirror");
-    let pending = PendingMap::default();
-    let source = cairn_node::block_source(mirror.blocks(), pending.clone());
-    let node = Node::start(config(bootstrap), source)
-        .await
-        .expect("node starts");
-    let peers = Peers::new(node, mirror.clone(), pending, policy).expect("peers");
-    Honest {
-        _dir: dir,
-        mirror,
-        peers,
-    }
+    let content = MemoryContent::default();
+    let peers = Peers::start(
+        config(bootstrap),
+        Arc::new(content.clone()),
+        policy,
+        NodeMetrics::default(),
+    )
+    .await
+    .expect("node starts");
+    Honest { content, peers }
 }
 
-impl Honest {
-    /// Store and index `data` as an artifact, as a committed download would.
-    fn add(&self, data: &[u8]) -> (FlatCid, RootCid) {
-        let store = self.mirror.store();
-        let digest = Digest::of(Algorithm::Sha512, data);
-        let key = digest.flat_cid().to_string();
-        let mut writer = store.artifact_writer(digest).expect("writer");
-        writer.write(data).expect("write");
-        let origin = Origin {
-            upstream_url: "http://upstream.invalid/a.tgz".into(),
-            fetched_at: 1,
-        };
-        let record = store
-            .commit_artifact("npm", &key, writer, origin, |_| {})
-            .expect("commit")
-            .record;
-        (record.flat, record.root)
-    }
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64
 }
 
 /// Wait until `node` is connected to `other`.
@@ -157,7 +138,7 @@ async fn staller() -> (Node, Arc<AtomicUsize>) {
                 }
                 let answer = br#"{"type":"downloading"}"#;
                 let mut frame = Vec::new();
-                cairn_mirror::unixfs::put_varint(&mut frame, answer.len() as u64);
+                cairn_ipld::unixfs::put_varint(&mut frame, answer.len() as u64);
                 frame.extend_from_slice(answer);
                 if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
                     return;
@@ -244,7 +225,7 @@ async fn an_honest_peer_still_serves_while_a_staller_is_dropped() {
     let (bad, asked) = staller().await;
     let a = honest(vec![address(&bad).await], PeerPolicy::default()).await;
     let data = noise(3 << 20, 3);
-    let (flat, _) = a.add(&data);
+    let (flat, _) = a.content.add(&data);
     let b = honest(
         vec![address(&bad).await, address(a.peers.node()).await],
         PeerPolicy::default(),
@@ -267,20 +248,16 @@ async fn an_honest_peer_still_serves_while_a_staller_is_dropped() {
 async fn a_peer_document_dated_in_the_future_is_dated_now() {
     let a = honest(vec![], PeerPolicy::default()).await;
     let body = b"{\"name\":\"left-pad\"}";
-    let hour_ahead = cairn_mirror::now_ms() + 3_600_000;
-    let record = MetadataRecord {
-        cid: None,
-        status: 200,
+    let hour_ahead = now_ms() + 3_600_000;
+    let document = PeerDocument {
+        body: Bytes::from_static(body),
         upstream_url: "http://upstream.invalid/left-pad".into(),
         fetched_at: hour_ahead,
         etag: None,
         last_modified: None,
-        size: body.len() as u64,
+        peer: Arc::from("self"),
     };
-    a.mirror
-        .store()
-        .put_document("npm", "left-pad", body, record, &[])
-        .expect("store");
+    a.content.put_document("npm", "left-pad", document);
     let trusting = PeerPolicy {
         trust_metadata: true,
     };
@@ -291,7 +268,7 @@ async fn a_peer_document_dated_in_the_future_is_dated_now() {
     assert_eq!(copies.len(), 1);
     assert_eq!(&copies[0].body[..], body);
     assert!(
-        copies[0].fetched_at <= cairn_mirror::now_ms(),
+        copies[0].fetched_at <= now_ms(),
         "fetched_at {} is in the future",
         copies[0].fetched_at
     );
@@ -302,7 +279,7 @@ async fn providers_the_lookup_finds_join_a_transfer_a_staller_started() {
     let (bad, asked) = staller().await;
     let h = honest(vec![address(&bad).await], PeerPolicy::default()).await;
     let data = noise(2 << 20, 4);
-    let (flat, root) = h.add(&data);
+    let (flat, root) = h.content.add(&data);
     h.peers.holds(flat, root);
     // The record is at the staller, the only DHT server the asker knows.
     let deadline = Instant::now() + DEADLINE;

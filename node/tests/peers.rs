@@ -1,8 +1,7 @@
-//! `Peers`, the mirror's peer source, between real in-process nodes on 127.0.0.1 with real
-//! mirror stores in temp dirs: fetches by flat CID from one and two peers, a lying peer, a
-//! download still under way, simultaneous misses, and metadata.
-
-use cairn_mirror::testing::noise;
+//! `Peers`, the engine's peer source, between real in-process nodes on 127.0.0.1, each serving
+//! holdings kept in memory (`MemoryContent`: the node needs no engine and no store, only a
+//! `LocalContent`): fetches by flat CID from one and two peers, a lying peer, a download still
+//! under way, simultaneous misses, and metadata.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -10,13 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_mirror::cid::{Algorithm, Digest, FlatCid, RootCid};
-use cairn_mirror::index::MetadataRecord;
-use cairn_mirror::metrics::PeerLabels;
-use cairn_mirror::peers::{LeafProgress, PeerFetch, PeerSource, PendingLeaves};
-use cairn_mirror::store::Origin;
-use cairn_mirror::{Mirror, MirrorConfig};
-use cairn_node::{BlockSource, Node, NodeConfig, PeerPolicy, Peers, PendingMap};
+use cairn_ipld::cid::{Algorithm, Digest, FlatCid, RootCid};
+use cairn_node::{BlockSource, Node, NodeConfig, NodeMetrics, PeerPolicy, Peers, PendingMap};
+use cairn_peering::testing::{MemoryContent, noise};
+use cairn_peering::{LeafProgress, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
 use cid::Cid;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -27,10 +23,10 @@ use tokio::time::Instant;
 const DEADLINE: Duration = Duration::from_secs(20);
 const MIB: usize = 1 << 20;
 
-/// One Cairn node: a mirror in a temp dir, a swarm, and its peer source.
+/// One Cairn node: its holdings, a swarm, and its peer source (and a temp dir for downloads).
 struct Peer {
     dir: tempfile::TempDir,
-    mirror: Mirror,
+    content: MemoryContent,
     peers: Peers,
 }
 
@@ -53,38 +49,17 @@ impl Peer {
             .expect("a TCP address")
     }
 
-    /// Store and index `data` as an artifact, as a committed download would.
+    /// Hold `data` as a committed artifact.
     fn add(&self, data: &[u8]) -> (FlatCid, RootCid) {
-        let store = self.mirror.store();
-        let digest = Digest::of(Algorithm::Sha512, data);
-        let key = digest.flat_cid().to_string();
-        let mut writer = store.artifact_writer(digest).expect("writer");
-        writer.write(data).expect("write");
-        let origin = Origin {
-            upstream_url: "http://upstream.invalid/a.tgz".into(),
-            fetched_at: 1,
-        };
-        let record = store
-            .commit_artifact("npm", &key, writer, origin, |_| {})
-            .expect("commit")
-            .record;
-        (record.flat, record.root)
+        self.content.add(data)
     }
 
     fn peer_bytes(&self, from: &Peer) -> u64 {
-        self.mirror
-            .metrics()
-            .peer_bytes
-            .get_or_create(&PeerLabels { peer: from.id() })
-            .get()
+        self.peers.metrics().received_from(&from.id())
     }
 
     fn bad_blocks(&self, from: &Peer) -> u64 {
-        self.mirror
-            .metrics()
-            .bad_blocks
-            .get_or_create(&PeerLabels { peer: from.id() })
-            .get()
+        self.peers.metrics().bad_blocks_from(&from.id())
     }
 }
 
@@ -110,7 +85,7 @@ impl BlockSource for StallingSource {
 /// Which Bitswap block source a test node serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Serves {
-    Mirror,
+    Content,
     Lies,
     Stalls,
 }
@@ -127,26 +102,37 @@ async fn start_with(bootstrap: Vec<Multiaddr>, policy: PeerPolicy, serves: Serve
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mirror = Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), vec![]).expect("mirror");
-    let pending = PendingMap::default();
-    let source: Arc<dyn BlockSource> = match serves {
-        Serves::Mirror => cairn_node::block_source(mirror.blocks(), pending.clone()),
-        Serves::Lies => Arc::new(LyingSource),
-        Serves::Stalls => Arc::new(StallingSource),
-    };
+    let content = MemoryContent::default();
     let config = NodeConfig {
         listen: vec![tcp_localhost()],
         bootstrap,
         mdns: false,
         ..NodeConfig::default()
     };
-    let node = Node::start(config, source).await.expect("node starts");
-    let peers = Peers::new(node, mirror.clone(), pending, policy).expect("peers");
-    Peer { dir, mirror, peers }
+    let metrics = NodeMetrics::default();
+    let peers = if serves == Serves::Content {
+        // The one-step start the bin uses.
+        Peers::start(config, Arc::new(content.clone()), policy, metrics)
+            .await
+            .expect("node starts")
+    } else {
+        let source: Arc<dyn BlockSource> = match serves {
+            Serves::Lies => Arc::new(LyingSource),
+            _ => Arc::new(StallingSource),
+        };
+        let node = Node::start(config, source).await.expect("node starts");
+        let pending = PendingMap::default();
+        Peers::new(node, Arc::new(content.clone()), pending, policy, metrics).expect("peers")
+    };
+    Peer {
+        dir,
+        content,
+        peers,
+    }
 }
 
 async fn start(bootstrap: Vec<Multiaddr>) -> Peer {
-    start_with(bootstrap, PeerPolicy::default(), Serves::Mirror).await
+    start_with(bootstrap, PeerPolicy::default(), Serves::Content).await
 }
 
 /// Wait until `peer` is connected to each of `others`.
@@ -203,7 +189,7 @@ async fn fetches_an_artifact_from_one_peer() {
     // A one-leaf artifact, whose root is its only leaf.
     let small = noise(100, 8);
     let (flat, root) = a.add(&small);
-    assert_eq!(root.0.codec(), cairn_mirror::cid::RAW);
+    assert_eq!(root.0.codec(), cairn_ipld::cid::RAW);
     let fetch = b.peers.fetch(flat, None).await.expect("A holds it");
     assert_eq!(read_all(fetch).await.expect("transfer"), small);
 
@@ -315,7 +301,7 @@ async fn a_stalling_peer_is_dropped_and_the_other_finishes() {
 struct HandDownload {
     file: File,
     progress: watch::Sender<LeafProgress>,
-    leaves: Vec<cairn_mirror::unixfs::Leaf>,
+    leaves: Vec<cairn_ipld::unixfs::Leaf>,
     written: usize,
 }
 
@@ -325,7 +311,7 @@ impl HandDownload {
         let file = File::create(&path).expect("temp file");
         let reader = Arc::new(File::open(&path).expect("reopen"));
         let (progress, receiver) = watch::channel(LeafProgress::default());
-        let mut builder = cairn_mirror::unixfs::DagBuilder::new();
+        let mut builder = cairn_ipld::unixfs::DagBuilder::new();
         builder.update(data);
         let leaves = builder.finish().leaves;
         peer.peers.downloading(PendingLeaves {
@@ -355,7 +341,7 @@ impl HandDownload {
         self.progress.send_modify(|p| p.leaves = listed);
     }
 
-    /// Commit `data` on `peer` (as the mirror does) and say so.
+    /// Commit `data` on `peer` (as the engine does) and say so.
     fn commit(mut self, peer: &Peer, data: &[u8]) {
         let all = self.leaves.len();
         self.feed(data, all);
@@ -432,19 +418,15 @@ async fn simultaneous_misses_go_upstream_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newest_metadata_from_peers() {
     let put = |peer: &Peer, body: &[u8], fetched_at: i64| {
-        let record = MetadataRecord {
-            cid: None,
-            status: 200,
+        let document = PeerDocument {
+            body: Bytes::copy_from_slice(body),
             upstream_url: "http://upstream.invalid/left-pad".into(),
             fetched_at,
             etag: Some("\"v1\"".into()),
             last_modified: None,
-            size: body.len() as u64,
+            peer: Arc::from("self"),
         };
-        peer.mirror
-            .store()
-            .put_document("npm", "left-pad", body, record, &[])
-            .expect("store");
+        peer.content.put_document("npm", "left-pad", document);
     };
     let a = start(vec![]).await;
     put(&a, b"{\"name\":\"left-pad\",\"new\":true}", 2000);
@@ -456,7 +438,7 @@ async fn newest_metadata_from_peers() {
     let b = start_with(
         vec![a.address().await, c.address().await],
         trusting,
-        Serves::Mirror,
+        Serves::Content,
     )
     .await;
     connected(&b, &[&a, &c]).await;
@@ -479,5 +461,66 @@ async fn newest_metadata_from_peers() {
             .metadata("npm", "left-pad".into())
             .await
             .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_in_one_step_announces_and_serves_what_its_content_already_holds() {
+    // Holdings from before the start, as a store reopened after a restart has them.
+    let content = MemoryContent::default();
+    let data = noise(2 * MIB + 33, 10);
+    let (flat, root) = content.add(&data);
+    let config = NodeConfig {
+        listen: vec![tcp_localhost()],
+        mdns: false,
+        ..NodeConfig::default()
+    };
+    let a = Peers::start(
+        config,
+        Arc::new(content),
+        PeerPolicy::default(),
+        NodeMetrics::default(),
+    )
+    .await
+    .expect("node starts");
+    let address = a
+        .node()
+        .p2p_addrs()
+        .await
+        .expect("addresses")
+        .into_iter()
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+        .expect("a TCP address");
+    let b = start(vec![address]).await;
+    // Announced by the start itself, by flat CID and root.
+    for cid in [flat.0, root.0] {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let found = b
+                .node()
+                .find_providers(cid, Instant::now() + Duration::from_secs(2))
+                .await
+                .expect("lookup");
+            if found.contains(&a.node().peer_id()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{cid} not announced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let fetch = b
+        .peers
+        .fetch(flat, Some(data.len() as u64))
+        .await
+        .expect("A holds it");
+    assert!(
+        read_all(fetch).await.expect("transfer") == data,
+        "bytes differ"
+    );
+    assert_eq!(
+        b.peers
+            .metrics()
+            .received_from(&a.node().peer_id().to_string()),
+        data.len() as u64
     );
 }

@@ -1,7 +1,7 @@
 //! In-process swarms on 127.0.0.1: Bitswap between nodes (blocks, DAGs, lies, DONT_HAVE),
 //! private networks, and provider records over Kademlia.
 
-use cairn_mirror::testing::noise;
+use cairn_peering::testing::noise;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ fn swarm_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
 
 /// A file's UnixFS DAG as a block source: its leaves and its inner nodes.
 fn dag_source(data: &[u8]) -> (Cid, Vec<(Cid, Bytes)>) {
-    let mut builder = cairn_mirror::unixfs::DagBuilder::new();
+    let mut builder = cairn_ipld::unixfs::DagBuilder::new();
     builder.update(data);
     let dag = builder.finish();
     let mut blocks: Vec<(Cid, Bytes)> = dag
@@ -104,10 +104,10 @@ fn dag_source(data: &[u8]) -> (Cid, Vec<(Cid, Bytes)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_raw_and_dag_pb_blocks_and_whole_dags() {
     let small = Bytes::from_static(b"hello from node A");
-    let small_cid = cairn_mirror::cid::raw_block_cid(&small);
+    let small_cid = cairn_ipld::cid::raw_block_cid(&small);
     let data = noise((2 << 20) + 100, 0);
     let (root, blocks) = dag_source(&data);
-    assert_eq!(root.codec(), cairn_mirror::cid::DAG_PB);
+    assert_eq!(root.codec(), cairn_ipld::cid::DAG_PB);
     let mut source = MapSource::default();
     source.0.insert(small_cid, small.clone());
     source.0.extend(blocks.iter().cloned());
@@ -161,7 +161,7 @@ async fn fetches_raw_and_dag_pb_blocks_and_whole_dags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_over_quic() {
     let block = Bytes::from_static(b"over QUIC");
-    let cid = cairn_mirror::cid::raw_block_cid(&block);
+    let cid = cairn_ipld::cid::raw_block_cid(&block);
     let mut source = MapSource::default();
     source.0.insert(cid, block.clone());
     let a = start(
@@ -198,7 +198,7 @@ async fn wrong_bytes_are_a_bad_block() {
         MapSource::default(),
     )
     .await;
-    let cid = cairn_mirror::cid::raw_block_cid(b"the real block");
+    let cid = cairn_ipld::cid::raw_block_cid(b"the real block");
     match b.get_block(a.peer_id(), cid, TIMEOUT).await {
         Err(FetchError::BadBlock { peer, cid: bad }) => {
             assert_eq!(peer, a.peer_id());
@@ -216,7 +216,7 @@ async fn missing_block_is_dont_have() {
         MapSource::default(),
     )
     .await;
-    let cid = cairn_mirror::cid::raw_block_cid(b"nobody has this");
+    let cid = cairn_ipld::cid::raw_block_cid(b"nobody has this");
     let asked = Instant::now();
     match b.get_block(a.peer_id(), cid, TIMEOUT).await {
         Err(FetchError::NotFound { peer, .. }) => assert_eq!(peer, a.peer_id()),
@@ -232,7 +232,7 @@ async fn swarm_key_keeps_others_out() {
     let key = swarm_key(dir.path(), "swarm.key", 0x11);
     let other_key = swarm_key(dir.path(), "other.key", 0x22);
     let block = Bytes::from_static(b"private block");
-    let cid = cairn_mirror::cid::raw_block_cid(&block);
+    let cid = cairn_ipld::cid::raw_block_cid(&block);
     let mut source = MapSource::default();
     source.0.insert(cid, block.clone());
 
@@ -292,7 +292,7 @@ async fn provider_record_found_through_bootstrap_peer() {
         MapSource::default(),
     )
     .await;
-    let cid = cairn_mirror::cid::raw_block_cid(b"provided by A");
+    let cid = cairn_ipld::cid::raw_block_cid(b"provided by A");
     a.provide(cid).await.expect("provide");
     let providers = b
         .find_providers(cid, Instant::now() + TIMEOUT)
@@ -301,7 +301,7 @@ async fn provider_record_found_through_bootstrap_peer() {
     assert_eq!(providers, vec![a.peer_id()]);
 
     // The key is the multihash: the dag-pb CID of the same digest finds the same record.
-    let same_digest = Cid::new_v1(cairn_mirror::cid::DAG_PB, *cid.hash());
+    let same_digest = Cid::new_v1(cairn_ipld::cid::DAG_PB, *cid.hash());
     let providers = b
         .find_providers(same_digest, Instant::now() + TIMEOUT)
         .await
@@ -315,7 +315,7 @@ async fn provider_record_found_two_hops_away() {
     let b_address = address_of(&b).await;
     let a = start(config(vec![b_address.clone()], None), MapSource::default()).await;
     let c = start(config(vec![b_address], None), MapSource::default()).await;
-    let cid = cairn_mirror::cid::raw_block_cid(b"provided by A, found by C");
+    let cid = cairn_ipld::cid::raw_block_cid(b"provided by A, found by C");
     a.provide(cid).await.expect("provide");
     let providers = c
         .find_providers(cid, Instant::now() + TIMEOUT)
@@ -327,7 +327,7 @@ async fn provider_record_found_two_hops_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allow_list_keeps_every_other_peer_out() {
     let block = Bytes::from_static(b"for listed peers only");
-    let cid = cairn_mirror::cid::raw_block_cid(&block);
+    let cid = cairn_ipld::cid::raw_block_cid(&block);
     let listed = start(config(vec![], None), MapSource::default()).await;
     let mut source = MapSource::default();
     source.0.insert(cid, block.clone());

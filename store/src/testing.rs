@@ -43,3 +43,8 @@ pub fn commit_keeping_leaves(
         blob: placed.blob,
     })
 }
+
+/// Where the flat file of `flat` lives, for tests that damage a stored file as a disk would.
+pub fn blob_path(store: &crate::store::Store, flat: &crate::cid::FlatCid) -> std::path::PathBuf {
+    store.blob_path(flat)
+}

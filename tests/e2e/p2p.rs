@@ -552,15 +552,43 @@ fn cairn_fetches_a_block_only_helia_holds() {
     );
 }
 
-/// Answers resolve honestly: the tarball's real leaves, root and size.
+/// Answers resolve honestly (the tarball's real leaves, root and size) and holds no block.
 struct Honest(cairn_node::HeldArtifact);
 
-impl cairn_node::ArtifactSource for Honest {
+impl cairn_node::LocalContent for Honest {
+    fn block(&self, _cid: &Cid, _max: u64) -> Result<Option<Bytes>, cairn_node::ContentError> {
+        Ok(None)
+    }
+
+    fn artifact(
+        &self,
+        _flat: &cairn_mirror::cid::FlatCid,
+    ) -> Result<Option<(cairn_mirror::cid::RootCid, u64)>, cairn_node::ContentError> {
+        Ok(Some((self.0.root, self.0.size)))
+    }
+
     fn held(
         &self,
         _flat: &cairn_mirror::cid::FlatCid,
-    ) -> Result<Option<cairn_node::HeldArtifact>, String> {
+    ) -> Result<Option<cairn_node::HeldArtifact>, cairn_node::ContentError> {
         Ok(Some(self.0.clone()))
+    }
+
+    fn held_artifacts(
+        &self,
+    ) -> Result<
+        Vec<(cairn_mirror::cid::FlatCid, cairn_mirror::cid::RootCid)>,
+        cairn_node::ContentError,
+    > {
+        Ok(Vec::new())
+    }
+
+    fn document(
+        &self,
+        _ecosystem: &str,
+        _key: &str,
+    ) -> Result<Option<cairn_mirror::peers::PeerDocument>, cairn_node::ContentError> {
+        Ok(None)
     }
 }
 
@@ -617,11 +645,6 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         size: dag.size,
         leaves: dag.leaves,
     };
-    let liar_mirror = cairn_mirror::Mirror::open(
-        cairn_mirror::MirrorConfig::new(tmp.path().join("liar")),
-        vec![],
-    )
-    .expect("the liar's empty mirror");
     let (liar, _liar_peers) = runtime().block_on(async {
         let config = cairn_node::NodeConfig {
             listen: vec![tcp_localhost()],
@@ -633,14 +656,14 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         let liar = cairn_node::Node::start(config, Arc::new(Lies))
             .await
             .expect("the lying node");
-        let peers = cairn_node::Peers::with_source(
+        let peers = cairn_node::Peers::new(
             liar.clone(),
-            liar_mirror,
+            Arc::new(Honest(held)),
             cairn_node::PendingMap::default(),
             cairn_node::PeerPolicy {
                 trust_metadata: false,
             },
-            Arc::new(Honest(held)),
+            cairn_node::NodeMetrics::default(),
         )
         .expect("the liar's resolve server");
         for cid in [flat.0, root] {

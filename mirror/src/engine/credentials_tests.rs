@@ -23,7 +23,8 @@ fn peer_documents_carry_no_credentials() {
         .put_document("npm", "x", body, record, &[])
         .expect("store");
     let document = mirror
-        .peer_document("npm", "x")
+        .local_content()
+        .document("npm", "x")
         .expect("read")
         .expect("found");
     assert_eq!(document.upstream_url, "https://upstream.invalid/npm/x");

@@ -58,7 +58,7 @@ use crate::index::{Index, MetadataRecord, RefRecord};
 use crate::metrics::Metrics;
 use crate::peers::PeerSource;
 use crate::store::Store;
-use crate::upstream::{Upstream, UpstreamLimits, redact, strip_userinfo, without_credentials};
+use crate::upstream::{Upstream, UpstreamLimits, redact, without_credentials};
 
 /// Settings of the mirror core.
 #[derive(Clone, Debug)]
@@ -262,33 +262,15 @@ impl Mirror {
         self.inner.store.blocks()
     }
 
-    /// The cached copy of metadata document `key` of `ecosystem`, as a peer asking for it gets
-    /// it: the exact upstream bytes with their age and validators. `None` when this node has no
-    /// document under that key (or only upstream's "not found"). Blocking: call it on a blocking
-    /// thread.
-    pub fn peer_document(
-        &self,
-        ecosystem: &str,
-        key: &str,
-    ) -> Result<Option<crate::peers::PeerDocument>, Error> {
-        let Some(record) = self.inner.index.get_metadata(ecosystem, key)? else {
-            return Ok(None);
-        };
-        let Some(cid) = record.cid else {
-            return Ok(None);
-        };
-        let body = self.inner.store.read_metadata(&cid)?;
-        Ok(Some(crate::peers::PeerDocument {
-            body,
-            upstream_url: strip_userinfo(&record.upstream_url).into_owned(),
-            fetched_at: record.fetched_at,
-            etag: record.etag,
-            last_modified: record.last_modified,
-            peer: Arc::from("self"),
-        }))
+    /// This node's holdings as the swarm reads them to serve peers: blocks, committed
+    /// artifacts, metadata documents (see `holdings.rs` for what peers may read). It holds the
+    /// store and index, not the `Mirror`, so the node can keep it while the mirror keeps the
+    /// node.
+    pub fn local_content(&self) -> Arc<dyn cairn_peering::LocalContent> {
+        Arc::new(crate::holdings::Holdings::new(self.inner.store.clone()))
     }
 
-    /// Flat and root CIDs of every artifact held, to announce at start. Blocking.
+    /// Flat and root CIDs of every artifact held. Blocking.
     pub fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, Error> {
         Ok(self.inner.index.held_files()?)
     }

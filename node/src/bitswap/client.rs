@@ -316,8 +316,8 @@ fn visit<'a>(
     out: &'a mut Vec<(Cid, Bytes)>,
 ) -> Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send + 'a>> {
     Box::pin(async move {
-        let links = if cid.codec() == cairn_mirror::cid::DAG_PB {
-            cairn_mirror::unixfs::decode_node(&data)
+        let links = if cid.codec() == cairn_ipld::cid::DAG_PB {
+            cairn_ipld::unixfs::decode_node(&data)
                 .map_err(|e| FetchError::BadNode {
                     peer,
                     cid,

@@ -155,7 +155,7 @@ impl BlockPresence {
 
 /// Append `value` as an unsigned LEB128 varint.
 pub fn put_uvarint(out: &mut Vec<u8>, value: u64) {
-    cairn_mirror::unixfs::put_varint(out, value);
+    cairn_ipld::unixfs::put_varint(out, value);
 }
 
 /// Read one uvarint from the front of `bytes`: its value and its length.
@@ -303,7 +303,7 @@ impl Prefix {
             }
         })?;
         match self.version {
-            0 if self.codec == cairn_mirror::cid::DAG_PB => {
+            0 if self.codec == cairn_ipld::cid::DAG_PB => {
                 Ok(Cid::new_v0(hash).map_err(|_| WireError::BadPrefix {
                     prefix: prefix(),
                     reason: "not a valid CIDv0",

@@ -53,30 +53,6 @@ pub trait BlockSource: Send + Sync + 'static {
     fn get(&self, cid: &Cid) -> Option<Bytes>;
 }
 
-impl BlockSource for cairn_mirror::blocks::Blocks {
-    fn get(&self, cid: &Cid) -> Option<Bytes> {
-        // A flat CID names a whole file: check its size before reading it.
-        let location = match self.locate(cid) {
-            Ok(Some(location)) => location,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(%cid, "bitswap: cannot look up block: {e}");
-                return None;
-            }
-        };
-        if location.size() > message::MAX_BLOCK_SIZE as u64 {
-            return None;
-        }
-        match self.read(cid, &location) {
-            Ok(data) => Some(data),
-            Err(e) => {
-                tracing::warn!(%cid, "bitswap: cannot read block: {e}");
-                None
-            }
-        }
-    }
-}
-
 /// The Bitswap could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("bitswap: protocol {protocol} is already accepted by another handler")]

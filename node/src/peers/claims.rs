@@ -58,8 +58,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cairn_mirror::cid::FlatCid;
-use cairn_mirror::peers::{LeafProgress, PendingLeaves};
+use cairn_ipld::cid::FlatCid;
+use cairn_peering::{LeafProgress, PendingLeaves};
 use libp2p::PeerId;
 use tokio::sync::watch;
 use tokio::time::Instant;

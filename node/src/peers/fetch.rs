@@ -18,9 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_mirror::cid::FlatCid;
-use cairn_mirror::metrics::LookupLabels;
-use cairn_mirror::peers::PeerFetch;
+use cairn_ipld::cid::FlatCid;
+use cairn_peering::PeerFetch;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -32,6 +31,7 @@ use super::claims::{Decision, Heard};
 use super::penalties::Fault;
 use super::resolve::{self, Answer, Frame, ResolveError};
 use super::transfer::{self, Asks, More};
+use crate::metrics::LookupLabels;
 
 /// How long the DHT is searched for providers.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_millis(400);
@@ -60,8 +60,7 @@ pub(crate) async fn fetch(
     let found = run(&inner, flat, size).await;
     let result = if found.is_some() { "found" } else { "none" };
     inner
-        .mirror
-        .metrics()
+        .metrics
         .provider_lookups
         .get_or_create(&LookupLabels { result })
         .inc();
@@ -166,7 +165,7 @@ async fn poll(
 async fn context(inner: &Inner) -> transfer::Context {
     transfer::Context {
         node: inner.node.clone(),
-        mirror: inner.mirror.clone(),
+        metrics: inner.metrics.clone(),
         rtts: rtts(inner).await,
         penalties: inner.penalties.clone(),
     }
@@ -192,8 +191,7 @@ async fn providers(inner: Arc<Inner>, flat: FlatCid) -> Vec<PeerId> {
         .await
         .unwrap_or_default();
     inner
-        .mirror
-        .metrics()
+        .metrics
         .provider_lookup_seconds
         .observe(started.elapsed().as_secs_f64());
     peers
@@ -275,7 +273,7 @@ async fn round(inner: &Arc<Inner>, flat: FlatCid, size: Option<u64>, claiming: b
             Frame::Holding | Frame::Downloading => {
                 let context = transfer::Context {
                     node: inner.node.clone(),
-                    mirror: inner.mirror.clone(),
+                    metrics: inner.metrics.clone(),
                     rtts,
                     penalties: inner.penalties.clone(),
                 };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_mirror::peers::PeerDocument;
+use cairn_peering::{LocalContent, PeerDocument, strip_userinfo};
 use futures::AsyncWriteExt as _;
 use futures::StreamExt as _;
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -60,9 +60,9 @@ pub struct Header {
     pub size: u64,
 }
 
-/// Answer one metadata stream from `peer` from `mirror`'s index.
-pub(crate) async fn serve(mirror: cairn_mirror::Mirror, peer: PeerId, mut stream: Stream) {
-    match tokio::time::timeout(IO_TIMEOUT, answer(mirror, &mut stream)).await {
+/// Answer one metadata stream from `peer` from this node's `content`.
+pub(crate) async fn serve(content: Arc<dyn LocalContent>, peer: PeerId, mut stream: Stream) {
+    match tokio::time::timeout(IO_TIMEOUT, answer(content, &mut stream)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(%peer, "metadata: {e}"),
         Err(_) => tracing::debug!(%peer, "metadata: answer not taken within {IO_TIMEOUT:?}"),
@@ -70,13 +70,13 @@ pub(crate) async fn serve(mirror: cairn_mirror::Mirror, peer: PeerId, mut stream
     let _ = tokio::time::timeout(IO_TIMEOUT, stream.close()).await;
 }
 
-async fn answer(mirror: cairn_mirror::Mirror, stream: &mut Stream) -> Result<(), String> {
+async fn answer(content: Arc<dyn LocalContent>, stream: &mut Stream) -> Result<(), String> {
     let request: Request = wire::read_json(stream, NAME)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("stream closed before a request")?;
     let (ecosystem, key) = (request.ecosystem.clone(), request.key.clone());
-    let document = tokio::task::spawn_blocking(move || mirror.peer_document(&ecosystem, &key))
+    let document = tokio::task::spawn_blocking(move || content.document(&ecosystem, &key))
         .await
         .map_err(|e| {
             format!(
@@ -99,9 +99,7 @@ async fn answer(mirror: cairn_mirror::Mirror, stream: &mut Stream) -> Result<(),
     };
     let header = Header {
         found: true,
-        upstream_url: Some(
-            cairn_mirror::upstream::strip_userinfo(&document.upstream_url).into_owned(),
-        ),
+        upstream_url: Some(strip_userinfo(&document.upstream_url).into_owned()),
         fetched_at: document.fetched_at,
         etag: document.etag,
         last_modified: document.last_modified,
@@ -171,14 +169,21 @@ async fn ask(
         // A peer's URL is never stored with credentials, whatever the peer sent.
         upstream_url: header
             .upstream_url
-            .map(|url| cairn_mirror::upstream::strip_userinfo(&url).into_owned())
+            .map(|url| strip_userinfo(&url).into_owned())
             .unwrap_or_default(),
         // The peer's clock, or a forged date, cannot make its copy fresher than now.
-        fetched_at: header.fetched_at.min(cairn_mirror::now_ms()),
+        fetched_at: header.fetched_at.min(now_ms()),
         etag: header.etag,
         last_modified: header.last_modified,
         peer: Arc::from(peer.to_string()),
     }))
+}
+
+/// Milliseconds since the Unix epoch (0 on a clock set before it).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `ask` put to every connected peer in parallel; the answers that came within [`DEADLINE`].

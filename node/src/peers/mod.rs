@@ -1,5 +1,6 @@
-//! The swarm as the mirror's [`PeerSource`]: artifacts fetched from peers by flat CID,
-//! downloads under way offered to peers, held artifacts announced, metadata shared.
+//! The swarm as the engine's [`PeerSource`]: artifacts fetched from peers by flat CID,
+//! downloads under way offered to peers, held artifacts announced, metadata shared. What it
+//! serves peers it reads from this node's [`LocalContent`], never from the engine.
 //!
 //! Parts:
 //! - `resolve.rs`: `/cairn/resolve/1.0.0`, what a peer holds or downloads (its leaves);
@@ -7,7 +8,7 @@
 //! - `fetch.rs`: who to ask, and the claim rule of `claims.rs` (one upstream download when
 //!   several nodes miss at once; the argument and its limits are written there);
 //! - `penalties.rs`: peers that stalled or lied lately, not asked again for a while;
-//! - `pending.rs`: leaves of downloads under way, served by Bitswap ([`MirrorBlocks`]);
+//! - `pending.rs`: leaves of downloads under way, served by Bitswap ([`ContentBlocks`]);
 //! - `metadata.rs`: `/cairn/metadata/1.0.0`;
 //! - `wire.rs`: the framing of both protocols.
 //!
@@ -26,8 +27,8 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_mirror::cid::{FlatCid, RootCid};
-use cairn_mirror::peers::{PeerDocument, PeerFetch, PeerSource, PendingLeaves};
+use cairn_ipld::cid::{FlatCid, RootCid};
+use cairn_peering::{LocalContent, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
 use cid::Cid;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
@@ -39,16 +40,14 @@ pub use metadata::{
     Header as MetadataHeader, MAX_BODY as MAX_METADATA_BODY, Request as MetadataRequest,
 };
 pub use penalties::{LIED, MAX_PENALIZED, STALLED};
-pub use pending::{MirrorBlocks, PendingMap};
-pub use resolve::{
-    ArtifactSource, Frame as ResolveFrame, HeldArtifact, Request as ResolveRequest, WireLeaf,
-    parse_leaf,
-};
+pub use pending::{ContentBlocks, PendingMap};
+pub use resolve::{Frame as ResolveFrame, Request as ResolveRequest, WireLeaf, parse_leaf};
 pub use transfer::{
     AHEAD_LEAVES, FIRST_PROGRESS, HEDGE_AFTER, IDLE, MAX_OUTRUN, MAX_WINDOW, STALL,
 };
 
-use crate::swarm::{Node, NodeError};
+use crate::metrics::NodeMetrics;
+use crate::swarm::{Node, NodeConfig, NodeError};
 
 /// Inbound resolve and metadata streams served at once, each protocol.
 pub const MAX_SERVING: usize = 256;
@@ -65,8 +64,9 @@ pub struct PeerPolicy {
     pub trust_metadata: bool,
 }
 
-/// The mirror's [`PeerSource`], over a running [`Node`]. Cheap to clone; the protocol
-/// servers stop when the last clone is dropped.
+/// The engine's [`PeerSource`], over a running [`Node`]. Cheap to clone; the protocol
+/// servers stop when the last clone is dropped. It holds this node's [`LocalContent`] and
+/// nothing of the engine, so the engine may hold it without a cycle.
 #[derive(Clone)]
 pub struct Peers {
     inner: Arc<Inner>,
@@ -84,9 +84,10 @@ impl std::fmt::Debug for Peers {
 pub(crate) struct Inner {
     node: Node,
     me: PeerId,
-    mirror: cairn_mirror::Mirror,
+    content: Arc<dyn LocalContent>,
     pending: PendingMap,
     policy: PeerPolicy,
+    metrics: NodeMetrics,
     claims: Arc<claims::Claims>,
     penalties: Arc<penalties::Penalties>,
 }
@@ -102,37 +103,41 @@ impl Drop for Tasks {
     }
 }
 
-/// The Bitswap block source of a Cairn node: `mirror`'s blocks, and the leaves of downloads
+/// The Bitswap block source of a Cairn node: `content`'s blocks, and the leaves of downloads
 /// under way that `pending` lists (give the same `pending` to [`Peers::new`]).
-pub fn block_source(
-    blocks: cairn_mirror::blocks::Blocks,
-    pending: PendingMap,
-) -> Arc<MirrorBlocks> {
-    Arc::new(MirrorBlocks::new(blocks, pending))
+pub fn block_source(content: Arc<dyn LocalContent>, pending: PendingMap) -> Arc<ContentBlocks> {
+    Arc::new(ContentBlocks::new(content, pending))
 }
 
 impl Peers {
-    /// Start serving this node's artifacts (resolve) and metadata to peers, and return the
-    /// source for the mirror. `pending` must be the map the node's Bitswap block source reads
-    /// ([`block_source`]). Must be called within a tokio runtime.
-    pub fn new(
-        node: Node,
-        mirror: cairn_mirror::Mirror,
-        pending: PendingMap,
+    /// Start a Cairn node serving `content` to peers: the swarm (Bitswap reading `content` and
+    /// the downloads under way), the resolve and metadata servers, and the announcement of
+    /// every artifact `content` holds. What the engine needs is the result, as its
+    /// `Arc<dyn PeerSource>`; [`Peers::node`] is the swarm, to stop at shutdown. Must be called
+    /// within a tokio runtime.
+    pub async fn start(
+        config: NodeConfig,
+        content: Arc<dyn LocalContent>,
         policy: PeerPolicy,
+        metrics: NodeMetrics,
     ) -> Result<Peers, NodeError> {
-        let source = Arc::new(mirror.clone());
-        Self::with_source(node, mirror, pending, policy, source)
+        let pending = PendingMap::default();
+        let node = Node::start(config, block_source(content.clone(), pending.clone())).await?;
+        let peers = Peers::new(node, content, pending, policy, metrics)?;
+        peers.announce_held();
+        Ok(peers)
     }
 
-    /// [`Peers::new`], with resolve answering about committed artifacts from `source` instead
-    /// of the mirror's index.
-    pub fn with_source(
+    /// Start serving `content`'s artifacts (resolve) and metadata to peers over a running
+    /// `node`, and return the source for the engine; [`Peers::start`] does all of it. `pending`
+    /// must be the map the node's Bitswap block source reads ([`block_source`]); a test may
+    /// give the node another block source. Must be called within a tokio runtime.
+    pub fn new(
         node: Node,
-        mirror: cairn_mirror::Mirror,
+        content: Arc<dyn LocalContent>,
         pending: PendingMap,
         policy: PeerPolicy,
-        source: Arc<dyn ArtifactSource>,
+        metrics: NodeMetrics,
     ) -> Result<Peers, NodeError> {
         let claims = Arc::new(claims::Claims::default());
         let mut control = node.stream_control();
@@ -147,13 +152,13 @@ impl Peers {
         let resolve_streams = accept(resolve::PROTOCOL)?;
         let metadata_streams = accept(metadata::PROTOCOL)?;
         let server = Arc::new(resolve::Server {
-            source,
+            content: content.clone(),
             claims: claims.clone(),
         });
         let resolve_task = serve_each(resolve_streams, move |peer, stream| {
             resolve::serve(server.clone(), peer, stream)
         });
-        let documents = mirror.clone();
+        let documents = content.clone();
         let metadata_task = serve_each(metadata_streams, move |peer, stream| {
             metadata::serve(documents.clone(), peer, stream)
         });
@@ -161,9 +166,10 @@ impl Peers {
             inner: Arc::new(Inner {
                 me: node.peer_id(),
                 node,
-                mirror,
+                content,
                 pending,
                 policy,
+                metrics,
                 claims,
                 penalties: Arc::default(),
             }),
@@ -175,13 +181,18 @@ impl Peers {
         &self.inner.node
     }
 
+    /// The swarm's metrics.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.inner.metrics
+    }
+
     /// Announce every artifact the store already holds (flat and root CIDs), in the
-    /// background, [`ANNOUNCE_CONCURRENCY`] at a time.
+    /// background, [`ANNOUNCE_CONCURRENCY`] at a time ([`Peers::start`] does it).
     pub fn announce_held(&self) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let mirror = inner.mirror.clone();
-            let held = match tokio::task::spawn_blocking(move || mirror.held_artifacts()).await {
+            let content = inner.content.clone();
+            let held = match tokio::task::spawn_blocking(move || content.held_artifacts()).await {
                 Ok(Ok(held)) => held,
                 Ok(Err(e)) => {
                     tracing::warn!("cannot list the held artifacts to announce: {e}");

@@ -1,10 +1,10 @@
 //! Leaves of downloads still under way, served to peers before the artifact is committed.
 //!
 //! [`PendingMap`] maps a leaf CID to its range of a download's temp file. The mirror lists a
-//! leaf in [`cairn_mirror::peers::LeafProgress`] only once its bytes are final, so a range read
-//! here never changes; it is still hashed again on every read and checked against the CID, as
-//! everything this node serves is. [`MirrorBlocks`] is the Bitswap [`BlockSource`] of a Cairn
-//! node: pending leaves first, then the mirror's store and index.
+//! leaf in [`LeafProgress`] only once its bytes are final, so a range read here never changes;
+//! it is still hashed again on every read and checked against the CID, as everything this node
+//! serves is. [`ContentBlocks`] is the Bitswap [`BlockSource`] of a Cairn node: pending leaves
+//! first, then this node's [`LocalContent`] (the store and index).
 //!
 //! A download is registered when the mirror starts it ([`PendingMap::register`], before any
 //! peer can hear of it through resolve) and its leaves are taken from its progress as they are
@@ -18,8 +18,8 @@ use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cairn_mirror::cid::FlatCid;
-use cairn_mirror::peers::{LeafProgress, PendingLeaves};
+use cairn_ipld::cid::FlatCid;
+use cairn_peering::{LeafProgress, LocalContent, PendingLeaves};
 use cid::Cid;
 use tokio::sync::watch;
 
@@ -68,7 +68,7 @@ impl State {
     }
 }
 
-/// Leaf CID → range of a download's temp file, shared by [`MirrorBlocks`] (which reads it)
+/// Leaf CID → range of a download's temp file, shared by [`ContentBlocks`] (which reads it)
 /// and `Peers` (which registers and removes downloads). Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct PendingMap {
@@ -152,12 +152,18 @@ impl PendingMap {
             tracing::warn!(%cid, flat = %leaf.flat, "cannot read a pending leaf: {e}");
             return None;
         }
-        match cairn_mirror::blocks::verify(cid, &data, || {
-            format!("the download of {} at offset {}", leaf.flat, leaf.offset)
-        }) {
-            Ok(()) => Some(Bytes::from(data)),
-            Err(e) => {
-                tracing::warn!("{e}");
+        match cairn_ipld::cid::block_matches(cid, &data) {
+            Some(true) => Some(Bytes::from(data)),
+            Some(false) => {
+                tracing::warn!(
+                    "block {cid} read from the download of {} at offset {} does not match its CID",
+                    leaf.flat,
+                    leaf.offset
+                );
+                None
+            }
+            None => {
+                tracing::warn!(%cid, "pending leaf of a hash Cairn does not compute");
                 None
             }
         }
@@ -165,31 +171,50 @@ impl PendingMap {
 }
 
 /// The blocks a Cairn node serves over Bitswap: leaves of downloads under way, then every
-/// block of the mirror's store and index.
-#[derive(Clone, Debug)]
-pub struct MirrorBlocks {
-    blocks: cairn_mirror::blocks::Blocks,
+/// block of this node's content (the store and index).
+#[derive(Clone)]
+pub struct ContentBlocks {
+    content: Arc<dyn LocalContent>,
     pending: PendingMap,
 }
 
-impl MirrorBlocks {
-    pub fn new(blocks: cairn_mirror::blocks::Blocks, pending: PendingMap) -> Self {
-        MirrorBlocks { blocks, pending }
+impl std::fmt::Debug for ContentBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentBlocks")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
     }
 }
 
-impl BlockSource for MirrorBlocks {
+impl ContentBlocks {
+    pub fn new(content: Arc<dyn LocalContent>, pending: PendingMap) -> Self {
+        ContentBlocks { content, pending }
+    }
+}
+
+impl BlockSource for ContentBlocks {
     fn get(&self, cid: &Cid) -> Option<Bytes> {
-        self.pending
-            .read(cid)
-            .or_else(|| BlockSource::get(&self.blocks, cid))
+        if let Some(data) = self.pending.read(cid) {
+            return Some(data);
+        }
+        // A flat CID names a whole file: the content checks its size before reading it.
+        match self
+            .content
+            .block(cid, crate::bitswap::message::MAX_BLOCK_SIZE as u64)
+        {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(%cid, "bitswap: cannot read block: {e}");
+                None
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_mirror::cid::{Algorithm, Digest};
+    use cairn_ipld::cid::{Algorithm, Digest};
     use std::io::Write as _;
 
     fn download(
@@ -197,11 +222,11 @@ mod tests {
     ) -> (
         PendingLeaves,
         watch::Sender<LeafProgress>,
-        Vec<cairn_mirror::unixfs::Leaf>,
+        Vec<cairn_ipld::unixfs::Leaf>,
     ) {
         let mut file = tempfile::tempfile().expect("temp file");
         file.write_all(data).expect("write");
-        let mut builder = cairn_mirror::unixfs::DagBuilder::new();
+        let mut builder = cairn_ipld::unixfs::DagBuilder::new();
         builder.update(data);
         let leaves = builder.finish().leaves;
         let (tx, rx) = watch::channel(LeafProgress::default());

@@ -26,9 +26,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_mirror::cid::{DAG_PB, FlatCid, RAW, RootCid};
-use cairn_mirror::peers::LeafProgress;
-use cairn_mirror::unixfs::{CHUNK_SIZE, Leaf};
+use cairn_ipld::cid::{FlatCid, RAW};
+use cairn_ipld::unixfs::{CHUNK_SIZE, Leaf};
+use cairn_peering::{LeafProgress, LocalContent};
 use cid::Cid;
 use futures::AsyncWriteExt as _;
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -50,9 +50,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest the server follows a download under way without a new leaf.
 const FOLLOW_IDLE: Duration = Duration::from_secs(120);
-
-/// Deepest DAG listed (Cairn's are at most 4 levels below a PiB).
-const MAX_DEPTH: usize = 16;
 
 /// A resolve request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,94 +78,6 @@ pub enum Frame {
     Leaves { leaves: Vec<WireLeaf> },
     Done { root: String, size: u64 },
     Failed { reason: String },
-}
-
-/// An artifact this node holds: its DAG root, size and leaves in file order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeldArtifact {
-    pub root: RootCid,
-    pub size: u64,
-    pub leaves: Vec<Leaf>,
-}
-
-/// Where the resolve server finds committed artifacts. Implemented for
-/// [`cairn_mirror::Mirror`]; tests may answer otherwise.
-///
-/// Contract: `held` returns the artifact's root, size and leaves when it is committed here,
-/// `None` when it is not. It blocks (SQLite): it is called on the blocking pool.
-pub trait ArtifactSource: Send + Sync + 'static {
-    fn held(&self, flat: &FlatCid) -> Result<Option<HeldArtifact>, String>;
-}
-
-impl ArtifactSource for cairn_mirror::Mirror {
-    fn held(&self, flat: &FlatCid) -> Result<Option<HeldArtifact>, String> {
-        let Some((size, root)) = self.index().get_flat(flat).map_err(|e| e.to_string())? else {
-            return Ok(None);
-        };
-        let blocks = self.blocks();
-        let mut leaves = Vec::new();
-        if root.0.codec() == RAW {
-            leaves.push(Leaf {
-                cid: root.0,
-                offset: 0,
-                len: size,
-            });
-        } else {
-            list_leaves(&blocks, root.0, 0, &mut leaves)?;
-        }
-        let listed: u64 = leaves.iter().map(|l| l.len).sum();
-        if listed != size {
-            return Err(format!(
-                "the DAG of {flat} under {root} lists {listed} bytes, not {size}"
-            ));
-        }
-        Ok(Some(HeldArtifact { root, size, leaves }))
-    }
-}
-
-/// Append the leaves under dag-pb node `cid` to `out`, offsets counted from `out`'s end.
-fn list_leaves(
-    blocks: &cairn_mirror::blocks::Blocks,
-    cid: Cid,
-    depth: usize,
-    out: &mut Vec<Leaf>,
-) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!(
-            "the DAG above {cid} is deeper than {MAX_DEPTH} levels"
-        ));
-    }
-    let data = blocks
-        .get(&cid)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("inner node {cid} is not held"))?;
-    let node = cairn_mirror::unixfs::decode_node(&data).map_err(|e| format!("{cid}: {e}"))?;
-    let unixfs = node
-        .data
-        .map(cairn_mirror::unixfs::decode_unixfs)
-        .transpose()
-        .map_err(|e| format!("{cid}: {e}"))?
-        .ok_or_else(|| format!("{cid} has no UnixFS data"))?;
-    if !unixfs.data.is_empty() || unixfs.blocksizes.len() != node.links.len() {
-        return Err(format!(
-            "{cid} is not a file node of the unixfs-v1-2025 profile"
-        ));
-    }
-    for (link, len) in node.links.iter().zip(unixfs.blocksizes) {
-        match link.cid.codec() {
-            RAW => {
-                let offset = out.last().map_or(0, |l: &Leaf| l.offset + l.len);
-                out.push(Leaf {
-                    cid: link.cid,
-                    offset,
-                    len,
-                });
-            }
-            DAG_PB => list_leaves(blocks, link.cid, depth + 1, out)?,
-            codec => return Err(format!("{cid} links to {} of codec 0x{codec:x}", link.cid)),
-        }
-    }
-    Ok(())
 }
 
 fn wire_leaves(leaves: &[Leaf]) -> Vec<WireLeaf> {
@@ -202,7 +111,7 @@ pub fn parse_leaf(leaf: &WireLeaf) -> Result<Leaf, String> {
 
 /// What the server side needs: the committed artifacts and the local state.
 pub(crate) struct Server {
-    pub source: Arc<dyn ArtifactSource>,
+    pub content: Arc<dyn LocalContent>,
     pub claims: Arc<super::claims::Claims>,
 }
 
@@ -244,8 +153,8 @@ async fn answer(server: &Server, peer: PeerId, stream: &mut Stream) -> Result<()
             Err(_) => return Err(format!("no request within {IO_TIMEOUT:?}")),
         };
     let flat: FlatCid = request.flat.parse().map_err(|e| format!("{e}"))?;
-    let source = server.source.clone();
-    let held = tokio::task::spawn_blocking(move || source.held(&flat))
+    let content = server.content.clone();
+    let held = tokio::task::spawn_blocking(move || content.held(&flat))
         .await
         .map_err(|e| format!("resolve of {flat}: blocking task failed: {e}"))?;
     let held = match held {

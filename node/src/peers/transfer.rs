@@ -36,10 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_mirror::cid::FlatCid;
-use cairn_mirror::metrics::PeerLabels;
-use cairn_mirror::peers::{PeerChunk, PeerFetch};
-use cairn_mirror::unixfs::Leaf;
+use cairn_ipld::cid::FlatCid;
+use cairn_ipld::unixfs::Leaf;
+use cairn_peering::{PeerChunk, PeerFetch};
 use futures::StreamExt as _;
 use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::stream::FuturesUnordered;
@@ -51,6 +50,7 @@ use tokio::time::Instant;
 use super::penalties::{Fault, Penalties};
 use super::resolve::{self, Answer, Frame, ResolveError};
 use crate::bitswap::FetchError;
+use crate::metrics::{NodeMetrics, PeerLabels};
 use crate::swarm::Node;
 
 /// In-flight blocks for the nearest peer.
@@ -92,11 +92,11 @@ pub(crate) type Asks = FuturesUnordered<BoxFuture<'static, Result<Answer, Resolv
 /// More peers to ask, once the DHT lookup still running when the transfer started ends.
 pub(crate) type More = BoxFuture<'static, Vec<BoxFuture<'static, Result<Answer, ResolveError>>>>;
 
-/// What the engine needs of the node and the mirror.
+/// What the transfer needs of the node.
 #[derive(Clone)]
 pub(crate) struct Context {
     pub node: Node,
-    pub mirror: cairn_mirror::Mirror,
+    pub metrics: NodeMetrics,
     /// Ping RTTs of the connected peers when the fetch began.
     pub rtts: HashMap<PeerId, Duration>,
     /// Where peers that stalled or lied are remembered.
@@ -592,8 +592,7 @@ impl Engine {
                     None => Arc::from(peer.to_string()),
                 };
                 self.context
-                    .mirror
-                    .metrics()
+                    .metrics
                     .peer_bytes
                     .get_or_create(&PeerLabels {
                         peer: label.to_string(),
@@ -641,8 +640,7 @@ impl Engine {
             Err(error) => {
                 if let FetchError::BadBlock { .. } = error {
                     self.context
-                        .mirror
-                        .metrics()
+                        .metrics
                         .bad_blocks
                         .get_or_create(&PeerLabels {
                             peer: peer.to_string(),

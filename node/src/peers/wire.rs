@@ -45,7 +45,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 ) -> Result<(), WireError> {
     let io = |source| WireError::Io { protocol, source };
     let mut prefix = Vec::with_capacity(10);
-    cairn_mirror::unixfs::put_varint(&mut prefix, body.len() as u64);
+    cairn_ipld::unixfs::put_varint(&mut prefix, body.len() as u64);
     writer.write_all(&prefix).await.map_err(io)?;
     writer.write_all(body).await.map_err(io)?;
     writer.flush().await.map_err(io)

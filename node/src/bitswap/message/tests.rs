@@ -112,7 +112,7 @@ fn prefix_roundtrip() {
         assert_eq!(decoded.codec, cid.codec());
     };
     check(test_cid(), "01551220");
-    let dag_pb = cairn_mirror::cid::dag_pb_cid(b"\x0a\x02\x08\x02");
+    let dag_pb = cairn_ipld::cid::dag_pb_cid(b"\x0a\x02\x08\x02");
     check(dag_pb, "01701220");
     let v0 = Cid::new_v0(*dag_pb.hash()).expect("fixture");
     check(v0, "00701220");
@@ -124,9 +124,9 @@ fn prefix_roundtrip() {
 #[test]
 fn prefix_rebuilds_cids() {
     let data = b"\x0a\x02\x08\x02";
-    let dag_pb = cairn_mirror::cid::dag_pb_cid(data);
+    let dag_pb = cairn_ipld::cid::dag_pb_cid(data);
     let v0 = Cid::new_v0(*dag_pb.hash()).expect("fixture");
-    for cid in [dag_pb, v0, cairn_mirror::cid::raw_block_cid(data)] {
+    for cid in [dag_pb, v0, cairn_ipld::cid::raw_block_cid(data)] {
         let rebuilt = Prefix::decode(&cid_prefix(&cid))
             .expect("fixture")
             .to_cid(data)

@@ -9,7 +9,7 @@ fn ordered() -> (PeerId, PeerId) {
 }
 
 fn flat() -> FlatCid {
-    cairn_mirror::cid::Digest::of(cairn_mirror::cid::Algorithm::Sha512, b"artifact").flat_cid()
+    cairn_ipld::cid::Digest::of(cairn_ipld::cid::Algorithm::Sha512, b"artifact").flat_cid()
 }
 
 #[test]

@@ -1,0 +1,107 @@
+//! This node's holdings as the swarm reads them ([`LocalContent`]), over the store and the
+//! index only: the node holds a [`Holdings`], never the engine, so the engine can hold the
+//! node (its `PeerSource`) without a reference cycle. `Mirror::local_content` hands one out.
+//!
+//! What peers may read: every block the gateway serves (verified on read, as ever), committed
+//! artifacts, and the metadata documents this node fetched, as upstream sent them, with the
+//! upstream URL stripped of any credentials (rows written before they were kept out of URLs
+//! may still carry them). Upstream's "not found" answers are not documents.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_peering::{ContentError, LocalContent, PeerDocument, strip_userinfo};
+use cid::Cid;
+
+use crate::blocks::Blocks;
+use crate::cid::{FlatCid, RootCid};
+use crate::index::Index;
+use crate::store::Store;
+
+/// The store and index, read for peers. Cheap to clone.
+#[derive(Clone)]
+pub struct Holdings {
+    store: Store,
+    index: Arc<Index>,
+    blocks: Blocks,
+}
+
+impl Holdings {
+    pub fn new(store: Store) -> Self {
+        Holdings {
+            blocks: store.blocks(),
+            index: store.index().clone(),
+            store,
+        }
+    }
+}
+
+impl std::fmt::Debug for Holdings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holdings")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalContent for Holdings {
+    fn block(&self, cid: &Cid, max_size: u64) -> Result<Option<Bytes>, ContentError> {
+        // A flat CID names a whole file: its size is known before a byte is read.
+        let Some(location) = self
+            .blocks
+            .locate(cid)
+            .map_err(|e| ContentError(format!("looking up block {cid}: {e}")))?
+        else {
+            return Ok(None);
+        };
+        if location.size() > max_size {
+            return Ok(None);
+        }
+        self.blocks
+            .read(cid, &location)
+            .map(Some)
+            .map_err(|e| ContentError(e.to_string()))
+    }
+
+    fn artifact(&self, flat: &FlatCid) -> Result<Option<(RootCid, u64)>, ContentError> {
+        let found = self
+            .index
+            .get_flat(flat)
+            .map_err(|e| ContentError(format!("looking up artifact {flat}: {e}")))?;
+        Ok(found.map(|(size, root)| (root, size)))
+    }
+
+    fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, ContentError> {
+        self.index
+            .held_files()
+            .map_err(|e| ContentError(format!("listing the held artifacts: {e}")))
+    }
+
+    fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ContentError(format!("reading document {key:?} of {ecosystem}: {e}"))
+        };
+        let Some(record) = self
+            .index
+            .get_metadata(ecosystem, key)
+            .map_err(|e| failed(&e))?
+        else {
+            return Ok(None);
+        };
+        let Some(cid) = record.cid else {
+            return Ok(None);
+        };
+        let body = self.store.read_metadata(&cid).map_err(|e| failed(&e))?;
+        Ok(Some(PeerDocument {
+            body,
+            upstream_url: strip_userinfo(&record.upstream_url).into_owned(),
+            fetched_at: record.fetched_at,
+            etag: record.etag,
+            last_modified: record.last_modified,
+            peer: Arc::from("self"),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

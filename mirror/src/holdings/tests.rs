@@ -1,0 +1,157 @@
+//! `Holdings` over a real store and index in a temp dir: what peers may read, and nothing more.
+
+use super::*;
+use crate::cid::{Algorithm, Digest};
+use crate::index::MetadataRecord;
+use crate::testing::noise;
+
+const MIB: usize = 1 << 20;
+
+fn open() -> (tempfile::TempDir, Holdings) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    (dir, Holdings::new(store))
+}
+
+/// Store and index `data` as a committed download would.
+fn add(holdings: &Holdings, data: &[u8]) -> (FlatCid, RootCid, cairn_ipld::unixfs::Dag) {
+    let mut writer = holdings
+        .store
+        .artifact_writer(Digest::of(Algorithm::Sha512, data))
+        .expect("writer");
+    writer.write(data).expect("write");
+    let origin = crate::store::Origin {
+        upstream_url: "http://upstream.invalid/a.tgz".into(),
+        fetched_at: 1,
+    };
+    let committed = holdings
+        .store
+        .commit_artifact("npm", "a.tgz", writer, origin, |_| {})
+        .expect("commit");
+    (committed.record.flat, committed.record.root, committed.dag)
+}
+
+fn put_document(holdings: &Holdings, key: &str, body: Option<&[u8]>, url: &str) {
+    let record = MetadataRecord {
+        cid: None,
+        status: if body.is_some() { 200 } else { 404 },
+        upstream_url: url.into(),
+        fetched_at: 7,
+        etag: Some("\"e\"".into()),
+        last_modified: None,
+        size: 0,
+    };
+    match body {
+        Some(body) => holdings
+            .store
+            .put_document("npm", key, body, record, &[])
+            .expect("document"),
+        None => holdings
+            .store
+            .put_not_found("npm", key, record)
+            .expect("not found"),
+    };
+}
+
+#[test]
+fn held_lists_the_committed_dag_and_held_artifacts_names_it() {
+    let (_dir, holdings) = open();
+    let data = noise(3 * MIB + 5, 1);
+    let (flat, root, dag) = add(&holdings, &data);
+    let held = holdings.held(&flat).expect("readable").expect("held");
+    assert_eq!(held.root, root);
+    assert_eq!(held.size, data.len() as u64);
+    assert_eq!(held.leaves, dag.leaves);
+    assert_eq!(holdings.held_artifacts().expect("list"), vec![(flat, root)]);
+    let absent = Digest::of(Algorithm::Sha512, b"absent").flat_cid();
+    assert_eq!(holdings.held(&absent), Ok(None));
+}
+
+#[test]
+fn blocks_are_served_verified_and_a_whole_file_only_within_the_size_asked() {
+    let (_dir, holdings) = open();
+    let data = noise(2 * MIB + 9, 2);
+    let (flat, root, dag) = add(&holdings, &data);
+    let leaf = &dag.leaves[1];
+    let block = holdings
+        .block(&leaf.cid, MIB as u64)
+        .expect("readable")
+        .expect("held");
+    assert!(block[..] == data[MIB..2 * MIB], "leaf bytes");
+    assert!(
+        holdings
+            .block(&root.0, MIB as u64)
+            .expect("readable")
+            .is_some()
+    );
+    // The flat CID names the whole file: refused under its size, served at it.
+    assert_eq!(holdings.block(&flat.0, 2 * MIB as u64), Ok(None));
+    let whole = holdings
+        .block(&flat.0, data.len() as u64)
+        .expect("readable")
+        .expect("held");
+    assert!(whole[..] == data[..], "whole file");
+    let unknown = cairn_ipld::cid::raw_block_cid(b"unknown");
+    assert_eq!(holdings.block(&unknown, MIB as u64), Ok(None));
+}
+
+#[test]
+fn a_damaged_leaf_is_an_error_naming_the_block_not_wrong_bytes() {
+    let (_dir, holdings) = open();
+    let data = noise(2 * MIB + 9, 3);
+    let (flat, _, dag) = add(&holdings, &data);
+    let blob = crate::testing::blob_path(&holdings.store, &flat);
+    let mut damaged = data.clone();
+    damaged[MIB + 1] ^= 0xff;
+    std::fs::write(&blob, &damaged).expect("damage the file");
+    let err = holdings
+        .block(&dag.leaves[1].cid, MIB as u64)
+        .expect_err("damaged");
+    // Logged by the node (which answers the peer DONT_HAVE), naming the block.
+    let cid = dag.leaves[1].cid.to_string();
+    assert!(err.0.contains(&cid), "{err}");
+    // The other leaves are intact and still served.
+    assert!(
+        holdings
+            .block(&dag.leaves[0].cid, MIB as u64)
+            .expect("intact")
+            .is_some()
+    );
+}
+
+#[test]
+fn documents_are_read_as_upstream_sent_them_without_credentials() {
+    let (_dir, holdings) = open();
+    let body = b"{\"name\":\"x\"}";
+    // As an index written before credentials were kept out of URLs would hold it.
+    put_document(
+        &holdings,
+        "x",
+        Some(body),
+        "https://cairn:s3cret@upstream.invalid/npm/x",
+    );
+    let document = holdings
+        .document("npm", "x")
+        .expect("readable")
+        .expect("found");
+    assert_eq!(&document.body[..], body);
+    assert_eq!(document.upstream_url, "https://upstream.invalid/npm/x");
+    assert_eq!(document.fetched_at, 7);
+    assert_eq!(document.etag.as_deref(), Some("\"e\""));
+    assert_eq!(&*document.peer, "self");
+}
+
+#[test]
+fn upstreams_not_found_and_unknown_keys_are_no_document() {
+    let (_dir, holdings) = open();
+    put_document(&holdings, "gone", None, "https://upstream.invalid/npm/gone");
+    assert_eq!(
+        holdings.document("npm", "gone").map(|d| d.is_none()),
+        Ok(true)
+    );
+    assert_eq!(
+        holdings.document("npm", "never").map(|d| d.is_none()),
+        Ok(true)
+    );
+    assert_eq!(holdings.document("t", "x").map(|d| d.is_none()), Ok(true));
+}
