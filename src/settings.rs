@@ -1,7 +1,9 @@
 //! Settings: every flag also has a `cairn.toml` key and a `CAIRN_*` environment variable.
 //!
 //! Precedence: command-line flag, then environment (both handled by clap), then `cairn.toml`,
-//! then the built-in default. The config file is `--config FILE` (or `CAIRN_CONFIG`), else
+//! then the built-in default. Each kind of setting is layered by one function here (`value`,
+//! `switch`, `pick`, `duration`, `size`, `listen`, `data_dir`, and `from_env` for commands that
+//! have no flag for a setting), and every command resolves its settings through them. The config file is `--config FILE` (or `CAIRN_CONFIG`), else
 //! `$XDG_CONFIG_HOME/cairn/cairn.toml` when it exists. Keys are the flags' names:
 //!
 //! ```toml
@@ -34,6 +36,7 @@
 //! trust-peer-metadata = false
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,6 +76,103 @@ pub struct FileSettings {
     pub no_mdns: Option<bool>,
     pub no_p2p: Option<bool>,
     pub trust_peer_metadata: Option<bool>,
+}
+
+/// The HTTP address when no flag, variable or key gives one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
+
+impl FileSettings {
+    /// The `cairn.toml` value of an ecosystem's upstream key (`npm-upstream`, …).
+    pub fn upstream(&self, key: &str) -> Option<&str> {
+        match key {
+            "npm-upstream" => self.npm_upstream.as_deref(),
+            "cargo-upstream" => self.cargo_upstream.as_deref(),
+            "pypi-upstream" => self.pypi_upstream.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable of a setting: `npm-upstream` is `CAIRN_NPM_UPSTREAM`.
+pub fn env_name(key: &str) -> String {
+    format!("CAIRN_{}", key.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// A single value: the flag (clap reads the environment variable into it), else `cairn.toml`;
+/// `None` leaves the built-in default to the caller.
+pub fn value<T>(given: Option<T>, file: Option<T>) -> Option<T> {
+    given.or(file)
+}
+
+/// A switch: on when the flag (or its variable) or `cairn.toml` turns it on.
+pub fn switch(given: bool, file: Option<bool>) -> bool {
+    given || file.unwrap_or(false)
+}
+
+/// A duration setting named `key`, parsed; `None` when neither layer gives one.
+pub fn duration(key: &str, given: Option<&str>, file: Option<&str>) -> Result<Option<Duration>> {
+    value(given, file)
+        .map(|text| parse_duration(text).context(key.to_owned()))
+        .transpose()
+}
+
+/// A size setting named `key`, parsed; `None` when neither layer gives one.
+pub fn size(key: &str, given: Option<&str>, file: Option<&str>) -> Result<Option<u64>> {
+    value(given, file)
+        .map(|text| parse_size(text).context(key.to_owned()))
+        .transpose()
+}
+
+/// The HTTP address: `--listen` (or `CAIRN_LISTEN`), else `listen` in `cairn.toml`, else
+/// [`DEFAULT_LISTEN`]. A bare port is on 127.0.0.1.
+pub fn listen(given: Option<&str>, file: &FileSettings) -> Result<SocketAddr> {
+    let text = value(given, file.listen.as_deref()).unwrap_or(DEFAULT_LISTEN);
+    parse_listen(text, [127, 0, 0, 1].into())
+}
+
+/// The data directory: `--data-dir` (or `CAIRN_DATA_DIR`), else `data-dir` in `cairn.toml`,
+/// else [`default_data_dir`].
+pub fn data_dir(given: Option<&Path>, file: &FileSettings) -> PathBuf {
+    value(given, file.data_dir.as_deref())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_data_dir)
+}
+
+/// A setting read by a command that has no flag for it (`status` and `setup` report the
+/// upstreams `serve` would take): its environment variable, else `cairn.toml`.
+pub fn from_env(key: &str, file: Option<&str>) -> Option<String> {
+    from_env_in(&|var| std::env::var(var).ok(), key, file)
+}
+
+fn from_env_in(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    file: Option<&str>,
+) -> Option<String> {
+    value(env(&env_name(key)), file.map(str::to_owned))
+}
+
+/// True when a setting's environment variable is set to something (`setup` counts on `serve`
+/// taking it).
+pub fn in_env(key: &str) -> bool {
+    std::env::var(env_name(key)).is_ok_and(|v| !v.is_empty())
+}
+
+/// A list read by a command that has no flag for it: its environment variable
+/// (comma-separated, as clap splits the flag's), else the `cairn.toml` list.
+pub fn list_from_env(key: &str, file: &Option<Vec<String>>) -> Vec<String> {
+    list_from_env_in(&|var| std::env::var(var).ok(), key, file)
+}
+
+fn list_from_env_in(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    file: &Option<Vec<String>>,
+) -> Vec<String> {
+    let given: Vec<String> = env(&env_name(key))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    pick(&given, file)
 }
 
 /// A repeatable flag's values, else the `cairn.toml` list: flags replace the file's list, they
@@ -316,5 +416,108 @@ mod tests {
         assert!(load(Some(&dir.path().join("missing.toml")), true).is_ok());
         assert_eq!(loaded.listen.as_deref(), Some("0.0.0.0:1"));
         assert_eq!(loaded.npm_upstream.as_deref(), Some("http://up.invalid/"));
+    }
+
+    #[test]
+    fn a_given_value_beats_the_file_which_beats_the_default() {
+        assert_eq!(value(Some(1), Some(2)), Some(1));
+        assert_eq!(value(None, Some(2)), Some(2));
+        assert_eq!(value::<u8>(None, None), None);
+        assert!(switch(true, Some(false)));
+        assert!(switch(false, Some(true)));
+        assert!(!switch(false, None));
+        let file = Some(vec!["a=1".to_owned(), "b=2".to_owned()]);
+        assert_eq!(
+            pick(&["c=3".to_owned()], &file),
+            ["c=3"],
+            "flags replace the list"
+        );
+        assert_eq!(pick(&[], &file), ["a=1", "b=2"]);
+        assert!(pick(&[], &None).is_empty());
+    }
+
+    #[test]
+    fn durations_and_sizes_layer_and_name_their_key() {
+        let ttl = duration("metadata-ttl", Some("10s"), Some("5m")).expect("flag");
+        assert_eq!(ttl, Some(Duration::from_secs(10)));
+        let ttl = duration("metadata-ttl", None, Some("5m")).expect("file");
+        assert_eq!(ttl, Some(Duration::from_secs(300)));
+        assert_eq!(duration("metadata-ttl", None, None).expect("none"), None);
+        // A bad value is an error naming the setting, even when a lower layer is fine.
+        let e = duration("negative-ttl", Some("5 minutes"), Some("1m")).expect_err("bad");
+        assert_eq!(e.to_string(), "negative-ttl");
+        assert_eq!(
+            size("max-artifact-size", Some("1G"), Some("2G")).expect("flag"),
+            Some(1 << 30)
+        );
+        assert_eq!(
+            size("max-artifact-size", None, Some("2G")).expect("file"),
+            Some(2 << 30)
+        );
+        let e = size("max-document-size", None, Some("0")).expect_err("zero");
+        assert_eq!(e.to_string(), "max-document-size");
+    }
+
+    #[test]
+    fn listen_and_data_dir_take_the_flag_then_the_file_then_the_default() {
+        let file: FileSettings =
+            toml::from_str("listen = \"0.0.0.0:1\"\ndata-dir = \"/from/file\"").expect("toml");
+        let none = FileSettings::default();
+        assert_eq!(
+            listen(Some("2"), &file).expect("flag").to_string(),
+            "127.0.0.1:2"
+        );
+        assert_eq!(listen(None, &file).expect("file").to_string(), "0.0.0.0:1");
+        assert_eq!(
+            listen(None, &none).expect("default").to_string(),
+            DEFAULT_LISTEN
+        );
+        assert!(listen(Some("nowhere"), &file).is_err());
+        assert_eq!(
+            data_dir(Some(Path::new("/flag")), &file),
+            Path::new("/flag")
+        );
+        assert_eq!(data_dir(None, &file), Path::new("/from/file"));
+        assert_eq!(data_dir(None, &none), default_data_dir());
+    }
+
+    #[test]
+    fn commands_without_the_flag_take_the_variable_then_the_file() {
+        assert_eq!(env_name("npm-upstream"), "CAIRN_NPM_UPSTREAM");
+        let env = |var: &str| {
+            (var == "CAIRN_NPM_UPSTREAM" || var == "CAIRN_APT_UPSTREAM")
+                .then(|| "a=http://env.invalid/,b=http://env2.invalid/".to_owned())
+        };
+        assert_eq!(
+            from_env_in(&env, "npm-upstream", Some("http://file.invalid/")).as_deref(),
+            Some("a=http://env.invalid/,b=http://env2.invalid/")
+        );
+        assert_eq!(
+            from_env_in(&env, "cargo-upstream", Some("http://file.invalid/")).as_deref(),
+            Some("http://file.invalid/")
+        );
+        assert_eq!(from_env_in(&env, "pypi-upstream", None), None);
+        let file = Some(vec!["c=http://file.invalid/".to_owned()]);
+        assert_eq!(
+            list_from_env_in(&env, "apt-upstream", &file),
+            ["a=http://env.invalid/", "b=http://env2.invalid/"]
+        );
+        assert_eq!(
+            list_from_env_in(&env, "apt-keyring", &file),
+            ["c=http://file.invalid/"]
+        );
+    }
+
+    #[test]
+    fn upstream_keys_read_their_own_field() {
+        let file: FileSettings = toml::from_str(
+            "npm-upstream = \"http://n.invalid/\"\ncargo-upstream = \"http://c.invalid/\"\n\
+             pypi-upstream = \"http://p.invalid/\"",
+        )
+        .expect("toml");
+        assert_eq!(file.upstream("npm-upstream"), Some("http://n.invalid/"));
+        assert_eq!(file.upstream("cargo-upstream"), Some("http://c.invalid/"));
+        assert_eq!(file.upstream("pypi-upstream"), Some("http://p.invalid/"));
+        assert_eq!(file.upstream("apt-upstream"), None);
     }
 }

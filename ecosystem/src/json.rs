@@ -10,12 +10,19 @@
 //! need a value.
 
 /// A malformed document, with the byte offset where scanning failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed JSON at byte {offset}: {reason}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonError {
     pub offset: usize,
     pub reason: &'static str,
 }
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed JSON at byte {}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for JsonError {}
 
 fn fail<T>(offset: usize, reason: &'static str) -> Result<T, JsonError> {
     Err(JsonError { offset, reason })

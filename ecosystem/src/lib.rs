@@ -15,14 +15,14 @@ pub mod json;
 pub mod negotiate;
 pub mod units;
 
-/// The identifiers adapters name artifacts with.
-pub use cairn_ipld::cid;
+/// The digests adapters name artifacts with.
+pub use cairn_ipld::digest;
 
 use bytes::Bytes;
 pub use http::{Method, StatusCode};
 use url::Url;
 
-use crate::cid::Digest;
+use crate::digest::Digest;
 
 /// [`Ecosystem::max_document_bytes`] unless an adapter says otherwise.
 pub const DEFAULT_MAX_DOCUMENT: u64 = 32 << 20;
@@ -114,7 +114,7 @@ pub struct MetadataRoute {
     pub upstream_accept: Option<&'static str>,
     /// Another document the adapter needs to read this one (cargo's `config.json` for an index
     /// file: it says where downloads live). The mirror fetches it like any metadata and passes
-    /// it to [`Ecosystem::artifacts`] as [`MetadataDoc::context`].
+    /// it to [`Ecosystem::read`] as [`MetadataDoc::context`].
     pub context: Option<Box<MetadataRoute>>,
 }
 
@@ -128,20 +128,24 @@ pub struct ArtifactRoute {
     /// How to make the artifact from another one when upstream does not publish it (PyPI's
     /// core metadata, extracted from the wheel).
     pub derive: Option<Derive>,
+    /// True when the artifact is itself a listing of other artifacts' digests (apt's `Packages`
+    /// and `Sources` files), to be read by [`Ecosystem::listing`] once verified. For a key that
+    /// did not come in a request, [`Ecosystem::key_route`] says it.
+    pub listing: bool,
 }
 
 /// Where an artifact's digest comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listing {
-    /// The metadata document whose [`Ecosystem::artifacts`] lists it (an npm packument, a cargo
+    /// The metadata document whose [`Ecosystem::read`] lists it (an npm packument, a cargo
     /// index file, a PyPI page). The key names one immutable file.
     Document(MetadataRoute),
     /// Whatever file this document lists under the key *now* (apt's `Packages.xz` beside its
     /// `InRelease`): the key is a mutable name, resolved through the document (fresh or stale
     /// as for any metadata) on every request, and the file is cached by its content.
     Current(MetadataRoute),
-    /// Listed by artifacts that are themselves listings ([`Ecosystem::listing`]: apt's
-    /// `Packages` names the digest of every `.deb`). Known once such a listing has been fetched.
+    /// Listed by artifacts that are themselves listings ([`ArtifactRoute::listing`], read by
+    /// [`Ecosystem::listing`]: apt's `Packages` names the digest of every `.deb`). Known once such a listing has been fetched.
     Listings,
 }
 
@@ -189,6 +193,28 @@ pub struct ArtifactRef {
     pub size: Option<u64>,
 }
 
+/// What a metadata document says, as [`Ecosystem::read`] finds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentFacts {
+    /// The artifacts it names, with the digests the registry published.
+    pub artifacts: Vec<ArtifactRef>,
+    /// Download locations, besides the upstream's base URL, that it declares (cargo's
+    /// `config.json` `dl`; the file host of PyPI's project pages). The mirror fetches artifacts
+    /// only under the base and these prefixes. Most registries serve everything under the base
+    /// and declare none.
+    pub download_prefixes: Vec<Url>,
+}
+
+impl DocumentFacts {
+    /// Facts of a document that names `artifacts` and declares no download location.
+    pub fn artifacts(artifacts: Vec<ArtifactRef>) -> Self {
+        DocumentFacts {
+            artifacts,
+            download_prefixes: Vec::new(),
+        }
+    }
+}
+
 /// A fetched metadata document.
 #[derive(Clone, Copy, Debug)]
 pub struct MetadataDoc<'a> {
@@ -198,7 +224,7 @@ pub struct MetadataDoc<'a> {
     /// Exactly the upstream bytes.
     pub body: &'a [u8],
     /// The document [`MetadataRoute::context`] named, when there is one (given to
-    /// [`Ecosystem::artifacts`] only).
+    /// [`Ecosystem::read`] only).
     pub context: Option<&'a MetadataDoc<'a>>,
 }
 
@@ -210,19 +236,37 @@ pub struct Rendered {
 }
 
 /// A request path an adapter refuses (answered with 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRequest(pub String);
 
 /// A metadata document an adapter cannot read (answered with 502).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterError(pub String);
+
+// The message is the whole error (hand-written rather than derived: the contract keeps the
+// adapters free of proc-macro crates).
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadRequest {}
+
+impl std::fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AdapterError {}
 
 /// One registry protocol. Used as `Arc<dyn Ecosystem>`.
 pub trait Ecosystem: Send + Sync + 'static {
-    /// Route prefix (`/npm/`), index namespace and metric label.
-    fn name(&self) -> &'static str;
+    /// The ecosystem's identity: its index namespace and metric label (`npm`, `apt/debian`).
+    /// Where it is served (its mount, the path prefix) is the engine's registration, not the
+    /// adapter's.
+    fn name(&self) -> &str;
 
     /// Classify a request. Hostile names (`..`, NUL, over-long) are a [`BadRequest`]; a path
     /// the protocol does not know is `Ok(None)` (404).
@@ -238,19 +282,11 @@ pub trait Ecosystem: Send + Sync + 'static {
         self.route(&Request::get(key))
     }
 
-    /// The artifacts `doc` names with their digests. Called once per fetched version of a
-    /// document, before it is stored: an error here means the document is malformed and is not
-    /// stored.
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError>;
-
-    /// Download locations, besides the upstream's base URL, that a document fetched from the
-    /// upstream declares (cargo's `config.json` `dl`; the file host of PyPI's project pages).
-    /// The mirror fetches artifacts only under the base and these prefixes. Most registries
-    /// serve everything under the base and declare none.
-    fn download_prefixes(&self, doc: &MetadataDoc<'_>) -> Vec<Url> {
-        let _ = doc;
-        Vec::new()
-    }
+    /// Read a fetched document once: the artifacts it names with their digests, and the
+    /// download locations it declares. Called once per fetched version of a document, before it
+    /// is stored (an error means the document is malformed, and it is not stored), and for a
+    /// stored document whose declared locations the mirror needs again (after a restart).
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError>;
 
     /// True when a miss of `key` (a document or an artifact) on a node that is `--offline` is
     /// answered 404 rather than 504. A 504 says the gateway could not reach upstream, which clients read as
@@ -261,14 +297,7 @@ pub trait Ecosystem: Send + Sync + 'static {
         false
     }
 
-    /// True when the artifact `key` is itself a listing of other artifacts' digests (apt's
-    /// `Packages` and `Sources` files), to be read by [`Ecosystem::listing`] once verified.
-    fn is_listing(&self, key: &str) -> bool {
-        let _ = key;
-        false
-    }
-
-    /// The artifacts a verified listing artifact names, with their digests, handed to `each`
+    /// The artifacts a verified listing artifact ([`ArtifactRoute::listing`]) names, with their digests, handed to `each`
     /// one by one as they are read (a listing may name hundreds of thousands: the mirror indexes
     /// them in batches, never holding them all). `url` is where it was fetched from (names in it
     /// are relative to the archive it belongs to). An error from `each` ends the reading and is
@@ -334,5 +363,20 @@ pub trait Ecosystem: Send + Sync + 'static {
     ) -> Result<Option<Rendered>, AdapterError> {
         let _ = (doc, variant, part, base);
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use url::Url;
+
+    /// The workspace pins url's IDNA back end to the ASCII-only one (Cargo.toml): hosts are
+    /// configured upstreams, written as ASCII, and the Unicode tables were most of an adapter's
+    /// dependency tree. A non-ASCII host is refused, not mapped; punycode and case folding work.
+    #[test]
+    fn urls_take_ascii_hosts_only() {
+        assert!(Url::parse("https://b\u{fc}cher.example/simple/").is_err());
+        let url = Url::parse("https://XN--BCHER-KVA.Example/simple/").expect("punycode host");
+        assert_eq!(url.host_str(), Some("xn--bcher-kva.example"));
     }
 }

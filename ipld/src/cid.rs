@@ -7,13 +7,16 @@
 //! - [`RootCid`]: the UnixFS DAG root under the `unixfs-v1-2025` profile, computed at ingest.
 //!
 //! [`Digest`] is the expected digest as a registry publishes it; [`Hasher`] computes it over a
-//! stream.
+//! stream. Both live in [`crate::digest`] (which needs no CID crate) and are re-exported here.
 
 use std::fmt;
 use std::str::FromStr;
 
 use cid::Cid;
-use sha1::Digest as _;
+
+pub use crate::digest::{
+    Algorithm, CidParseError, Digest, Hasher, SHA1, SHA2_256, SHA2_512, sha256,
+};
 
 /// Multicodec code of raw bytes.
 pub const RAW: u64 = 0x55;
@@ -23,161 +26,6 @@ pub const DAG_PB: u64 = 0x70;
 pub const DAG_CBOR: u64 = 0x71;
 /// Multihash code of the identity "hash" (the digest is the data itself).
 pub const IDENTITY: u64 = 0x00;
-/// Multihash code of sha2-256.
-pub const SHA2_256: u64 = 0x12;
-/// Multihash code of sha2-512.
-pub const SHA2_512: u64 = 0x13;
-/// Multihash code of sha1.
-pub const SHA1: u64 = 0x11;
-
-/// A CID string or bytes could not be parsed.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid CID {input:?}: {reason}")]
-pub struct CidParseError {
-    input: String,
-    reason: String,
-}
-
-/// The hash functions registries publish digests in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-impl Algorithm {
-    pub fn multihash_code(self) -> u64 {
-        match self {
-            Algorithm::Sha1 => SHA1,
-            Algorithm::Sha256 => SHA2_256,
-            Algorithm::Sha512 => SHA2_512,
-        }
-    }
-
-    pub fn from_multihash_code(code: u64) -> Option<Self> {
-        match code {
-            SHA1 => Some(Algorithm::Sha1),
-            SHA2_256 => Some(Algorithm::Sha256),
-            SHA2_512 => Some(Algorithm::Sha512),
-            _ => None,
-        }
-    }
-
-    pub fn digest_len(self) -> usize {
-        match self {
-            Algorithm::Sha1 => 20,
-            Algorithm::Sha256 => 32,
-            Algorithm::Sha512 => 64,
-        }
-    }
-
-    /// The name used in SRI strings and in messages (`sha512`, `sha256`, `sha1`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Sha1 => "sha1",
-            Algorithm::Sha256 => "sha256",
-            Algorithm::Sha512 => "sha512",
-        }
-    }
-}
-
-/// A digest of a whole artifact, as the registry published it.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Digest {
-    algorithm: Algorithm,
-    bytes: Vec<u8>,
-}
-
-impl Digest {
-    /// A digest from its raw bytes; fails when the length does not fit the algorithm.
-    pub fn new(algorithm: Algorithm, bytes: Vec<u8>) -> Result<Self, CidParseError> {
-        if bytes.len() != algorithm.digest_len() {
-            return Err(CidParseError {
-                input: hex::encode(&bytes),
-                reason: format!(
-                    "a {} digest has {} bytes, not {}",
-                    algorithm.name(),
-                    algorithm.digest_len(),
-                    bytes.len()
-                ),
-            });
-        }
-        Ok(Digest { algorithm, bytes })
-    }
-
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The flat CID this digest names: CIDv1, raw, multihash of this digest.
-    pub fn flat_cid(&self) -> FlatCid {
-        FlatCid(raw_cid(self.algorithm.multihash_code(), &self.bytes))
-    }
-
-    /// Digest of `data` under `algorithm`.
-    pub fn of(algorithm: Algorithm, data: &[u8]) -> Self {
-        let mut hasher = Hasher::new(algorithm);
-        hasher.update(data);
-        hasher.finish()
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.algorithm.name(), hex::encode(&self.bytes))
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Incremental hash of a stream under one [`Algorithm`].
-pub enum Hasher {
-    Sha1(sha1::Sha1),
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-}
-
-impl Hasher {
-    pub fn new(algorithm: Algorithm) -> Self {
-        match algorithm {
-            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-        }
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-        }
-    }
-
-    pub fn finish(self) -> Digest {
-        let (algorithm, bytes) = match self {
-            Hasher::Sha1(h) => (Algorithm::Sha1, h.finalize().to_vec()),
-            Hasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
-            Hasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
-        };
-        Digest { algorithm, bytes }
-    }
-}
-
-/// sha2-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    sha2::Sha256::digest(data).into()
-}
-
 fn make_cid(codec: u64, code: u64, digest: &[u8]) -> Cid {
     // Digests here are at most 64 bytes, the size `cid::Cid`'s multihash holds; `wrap` only
     // fails beyond that, so this cannot fail for the algorithms above.
@@ -286,6 +134,13 @@ cid_newtype!(
     /// CIDv1 raw sha2-256 of a stored metadata document's exact upstream bytes.
     BlockCid
 );
+
+impl Digest {
+    /// The flat CID this digest names: CIDv1, raw, multihash of this digest.
+    pub fn flat_cid(&self) -> FlatCid {
+        FlatCid(raw_cid(self.algorithm().multihash_code(), self.bytes()))
+    }
+}
 
 impl FlatCid {
     /// The digest this flat CID carries, when its hash function is one registries use.

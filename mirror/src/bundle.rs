@@ -594,16 +594,16 @@ fn artifact_route(
         key: key.to_owned(),
         reason,
     };
-    let (name, current) = match key.rsplit_once('@') {
-        Some((name, tail)) if tail.parse::<Cid>().is_ok() => {
-            if tail != flat.to_string() {
+    let (name, current) = match crate::content_key::read(key) {
+        Some((name, named)) => {
+            if named != *flat {
                 return Err(bad(format!(
-                    "it names the bytes {tail}, the bundle brings {flat}"
+                    "it names the bytes {named}, the bundle brings {flat}"
                 )));
             }
             (name, true)
         }
-        _ => (key, false),
+        None => (key, false),
     };
     match ecosystem.key_route(name) {
         Ok(Some(Route::Artifact(route)))
@@ -830,15 +830,15 @@ pub fn import(
             body,
             context: None,
         });
-        let refs = ecosystem
-            .artifacts(&MetadataDoc {
+        let facts = ecosystem
+            .read(&MetadataDoc {
                 key: &doc.key,
                 url: &url,
                 body: &body,
                 context: context_doc.as_ref(),
             })
             .map_err(|e| refused(e.0))?;
-        let refs = crate::engine::ref_records(refs);
+        let refs = crate::engine::ref_records(facts.artifacts);
         for (key, r) in &refs {
             named
                 .entry((doc.ecosystem.clone(), key.clone()))
@@ -1089,7 +1089,7 @@ fn check_listed(
             }
             accepted[i] = true;
             progress = true;
-            if !a.ecosystem.is_listing(route_key) {
+            if !a.route.listing {
                 continue;
             }
             let url = Url::parse(&a.record.upstream_url)

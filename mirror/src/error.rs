@@ -51,10 +51,7 @@ pub enum Error {
         why_not_upstream: String,
     },
     #[error("{ecosystem} has no upstream configured: {hint}")]
-    NoUpstream {
-        ecosystem: &'static str,
-        hint: String,
-    },
+    NoUpstream { ecosystem: String, hint: String },
     #[error("refusing to fetch {url}: it is not under a configured upstream")]
     NotUnderUpstream { url: String },
     #[error("upstream {url} redirected to {to}, which is not under a configured upstream")]
@@ -116,6 +113,9 @@ pub enum Error {
         #[source]
         source: crate::ecosystem::AdapterError,
     },
+    /// The ecosystems the engine was opened with do not fit together.
+    #[error("cannot register {0}")]
+    Registration(String),
     #[error("internal error: ecosystem {0} is not registered")]
     NotRegistered(String),
     #[error("internal error: {key}: unsupported digest in {flat}")]
@@ -205,6 +205,7 @@ impl Error {
             | Error::Report { .. }
             | Error::Adapter { .. }
             | Error::NotRegistered(_)
+            | Error::Registration(_)
             | Error::UnsupportedDigest { .. }
             | Error::Download { .. }
             | Error::Io { .. }

@@ -21,4 +21,6 @@ pub use cairn_ipld::{car, cid, dagcbor, unixfs};
 /// The data directory (files, index, blocks), from the crate that owns and alone writes it.
 pub use cairn_store::{blocks, events, index, store};
 
-pub use crate::engine::{ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, now_ms};
+pub use crate::engine::{
+    ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, content_key, now_ms,
+};

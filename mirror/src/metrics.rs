@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// An ecosystem (`npm`) or one of Cairn's own routes (`healthz`, `metrics`, …).
-    pub route: &'static str,
+    pub route: String,
     /// For ecosystems: `metadata`, `artifact`, `local`, `passthrough` or `other`.
     pub kind: &'static str,
     pub status: u16,
@@ -20,7 +20,7 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    pub ecosystem: &'static str,
+    pub ecosystem: String,
     pub kind: &'static str,
     pub result: &'static str,
 }
@@ -32,12 +32,12 @@ pub struct SourceLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcosystemLabels {
-    pub ecosystem: &'static str,
+    pub ecosystem: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub ecosystem: &'static str,
+    pub ecosystem: String,
     pub status: u16,
 }
 
@@ -122,10 +122,10 @@ impl Metrics {
         }
     }
 
-    pub fn cache(&self, ecosystem: &'static str, kind: &'static str, result: &'static str) {
+    pub fn cache(&self, ecosystem: &str, kind: &'static str, result: &'static str) {
         self.cache
             .get_or_create(&CacheLabels {
-                ecosystem,
+                ecosystem: ecosystem.to_owned(),
                 kind,
                 result,
             })

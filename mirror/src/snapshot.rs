@@ -335,7 +335,7 @@ pub fn collect(
     while let Some((eco, key)) = queue.pop() {
         let by = listed_by.get(&(eco.as_str(), key.as_str())).or_else(|| {
             // A file named through a mutable key is indexed as `KEY@FLAT`.
-            let (name, _) = key.rsplit_once('@')?;
+            let (name, _) = crate::content_key::read(&key)?;
             listed_by.get(&(eco.as_str(), name))
         });
         let Some(by) = by else { continue };

@@ -56,7 +56,7 @@ pub struct Upstream {
     /// `Authorization` for requests to the base's origin, from the configured URL's userinfo.
     credentials: Option<http::HeaderValue>,
     /// Download locations the upstream's own metadata declares (see
-    /// `Ecosystem::download_prefixes`), shared by every clone.
+    /// `DocumentFacts::download_prefixes`), shared by every clone.
     prefixes: Arc<RwLock<Vec<Url>>>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,

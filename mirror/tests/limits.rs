@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_mirror::cid::{Algorithm, Digest};
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing,
-    MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem,
+    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
 use sha2::Digest as _;
@@ -47,7 +47,7 @@ fn doc_route(name: &str) -> MetadataRoute {
 }
 
 impl Ecosystem for Test {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "t"
     }
 
@@ -64,11 +64,12 @@ impl Ecosystem for Test {
                     key: request.path["f/".len()..].to_owned(),
                     listed_by: Listing::Document(doc_route(doc)),
                     derive: None,
+                    listing: request.path.ends_with(".list"),
                 })
             }))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let text = std::str::from_utf8(doc.body).map_err(|e| AdapterError(e.to_string()))?;
         text.lines()
             .filter(|line| !line.is_empty())
@@ -86,11 +87,8 @@ impl Ecosystem for Test {
                     size: rest.first().and_then(|s| s.parse().ok()),
                 })
             })
-            .collect()
-    }
-
-    fn is_listing(&self, key: &str) -> bool {
-        key.ends_with(".list")
+            .collect::<Result<Vec<_>, _>>()
+            .map(DocumentFacts::artifacts)
     }
 
     fn listing(
@@ -279,6 +277,16 @@ impl Setup {
 }
 
 fn mirror(upstream: &Upstream, ecosystem: Test, tune: impl FnOnce(&mut MirrorConfig)) -> Setup {
+    mirror_at(upstream, ecosystem, "t", tune)
+}
+
+/// [`mirror`], with the ecosystem served under `mount`.
+fn mirror_at(
+    upstream: &Upstream,
+    ecosystem: Test,
+    mount: &str,
+    tune: impl FnOnce(&mut MirrorConfig),
+) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = MirrorConfig::new(dir.path().to_owned());
     tune(&mut config);
@@ -286,6 +294,7 @@ fn mirror(upstream: &Upstream, ecosystem: Test, tune: impl FnOnce(&mut MirrorCon
         config,
         vec![EcosystemSetup {
             ecosystem: Arc::new(ecosystem),
+            mount: mount.into(),
             upstream: Ok(upstream.url.clone()),
         }],
     )
@@ -393,6 +402,41 @@ async fn a_trickling_artifact_is_cut_below_the_minimum_rate_and_nothing_is_kept(
     assert!(body.contains("below the minimum of 1 KiB/s"), "{body}");
     assert!(setup.files("tmp").is_empty(), "{:?}", setup.files("tmp"));
     assert!(setup.files("blobs").is_empty());
+}
+
+#[tokio::test]
+async fn an_ecosystem_is_served_at_its_mount_and_indexed_under_its_own_name() {
+    let upstream = upstream().await;
+    let setup = mirror_at(&upstream, plain(), "v2/t", |_| {});
+    let (status, body) = get(&setup.mirror, "/v2/t/d/other").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        setup
+            .mirror
+            .index()
+            .get_metadata("t", "other")
+            .expect("index")
+            .is_some(),
+        "indexed under the adapter's name"
+    );
+    // Its name is not a mount, and the hint says where it is.
+    let (status, body) = get(&setup.mirror, "/t/d/other").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("t at /v2/t/"), "{body}");
+    // One mount serves one ecosystem.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let twice = |name: &str| EcosystemSetup {
+        ecosystem: Arc::new(plain()),
+        mount: name.into(),
+        upstream: Ok(upstream.url.clone()),
+    };
+    assert!(
+        Mirror::open(
+            MirrorConfig::new(dir.path().to_owned()),
+            vec![twice("a"), twice("a")]
+        )
+        .is_err()
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_mirror::cid::{FlatCid, RootCid};
 use cairn_mirror::ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing,
+    MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use cairn_mirror::peers::{PeerChunk, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
@@ -36,7 +36,7 @@ fn doc_route() -> MetadataRoute {
 }
 
 impl Ecosystem for Test {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "t"
     }
 
@@ -48,12 +48,13 @@ impl Ecosystem for Test {
                     key: key.to_owned(),
                     listed_by: Listing::Document(doc_route()),
                     derive: None,
+                    listing: false,
                 })
             }),
         })
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let text = std::str::from_utf8(doc.body).map_err(|e| AdapterError(e.to_string()))?;
         text.lines()
             .map(|line| {
@@ -75,7 +76,8 @@ impl Ecosystem for Test {
                     size: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(DocumentFacts::artifacts)
     }
 
     fn render(
@@ -150,11 +152,7 @@ impl PeerSource for Scripted {
         self.log.lock().expect("log").holds.push((flat, root));
     }
 
-    fn metadata(
-        &self,
-        _ecosystem: &'static str,
-        _key: String,
-    ) -> BoxFuture<'static, Vec<PeerDocument>> {
+    fn metadata(&self, _ecosystem: String, _key: String) -> BoxFuture<'static, Vec<PeerDocument>> {
         self.log.lock().expect("log").metadata_asks += 1;
         let documents = self.documents.clone();
         Box::pin(async move {
@@ -217,6 +215,7 @@ fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setu
         config,
         vec![EcosystemSetup {
             ecosystem: Arc::new(Test),
+            mount: "t".into(),
             upstream,
         }],
     )

@@ -264,7 +264,7 @@ async fn a_peer_document_dated_in_the_future_is_dated_now() {
     let b = honest(vec![address(a.peers.node()).await], trusting).await;
     connected(b.peers.node(), a.peers.node()).await;
 
-    let copies = b.peers.metadata("npm", "left-pad".into()).await;
+    let copies = b.peers.metadata("npm".into(), "left-pad".into()).await;
     assert_eq!(copies.len(), 1);
     assert_eq!(&copies[0].body[..], body);
     assert!(

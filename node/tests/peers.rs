@@ -443,7 +443,7 @@ async fn newest_metadata_from_peers() {
     .await;
     connected(&b, &[&a, &c]).await;
 
-    let copies = b.peers.metadata("npm", "left-pad".into()).await;
+    let copies = b.peers.metadata("npm".into(), "left-pad".into()).await;
     assert_eq!(copies.len(), 2, "both peers' copies");
     let (newest, older) = (&copies[0], &copies[1]);
     assert_eq!(&newest.body[..], b"{\"name\":\"left-pad\",\"new\":true}");
@@ -451,14 +451,19 @@ async fn newest_metadata_from_peers() {
     assert_eq!(&*newest.peer, a.id());
     assert_eq!(newest.etag.as_deref(), Some("\"v1\""));
     assert_eq!((older.fetched_at, &*older.peer), (1000, c.id().as_str()));
-    assert!(b.peers.metadata("npm", "absent".into()).await.is_empty());
+    assert!(
+        b.peers
+            .metadata("npm".into(), "absent".into())
+            .await
+            .is_empty()
+    );
 
     // An open network without trust_metadata takes no documents from peers.
     let wary = start(vec![a.address().await]).await;
     connected(&wary, &[&a]).await;
     assert!(
         wary.peers
-            .metadata("npm", "left-pad".into())
+            .metadata("npm".into(), "left-pad".into())
             .await
             .is_empty()
     );

@@ -98,11 +98,7 @@ pub trait PeerSource: Send + Sync + 'static {
     /// (`fetched_at`) first, for when upstream cannot be asked. The mirror takes the first its
     /// adapter accepts, so a peer with a bad copy cannot hide a good one. Empty when no peer has
     /// one or peers are not trusted with metadata.
-    fn metadata(
-        &self,
-        ecosystem: &'static str,
-        key: String,
-    ) -> BoxFuture<'static, Vec<PeerDocument>>;
+    fn metadata(&self, ecosystem: String, key: String) -> BoxFuture<'static, Vec<PeerDocument>>;
 
     /// Why this node does not take peers' metadata, in words that say how to change it; `None`
     /// when it takes it (a private swarm, or trust given).
@@ -112,7 +108,7 @@ pub trait PeerSource: Send + Sync + 'static {
 
     /// How many peers hold document `key` of `ecosystem`, asked without taking a copy (within a
     /// bounded time), so that a refusal can say the document was there.
-    fn metadata_holders(&self, ecosystem: &'static str, key: String) -> BoxFuture<'static, usize> {
+    fn metadata_holders(&self, ecosystem: String, key: String) -> BoxFuture<'static, usize> {
         let _ = (ecosystem, key);
         Box::pin(async { 0 })
     }

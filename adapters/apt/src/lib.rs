@@ -8,7 +8,8 @@
 //! - Index files (`Packages.xz`, `Translation-en`, `Contents-*`, DEP-11, …) are artifacts. By
 //!   path they are mutable names, resolved through the suite's current `InRelease`
 //!   ([`Listing::Current`]); `by-hash/SHA256/…` names are immutable.
-//! - `Packages` and `Sources` are listings ([`Ecosystem::listing`]): once verified, the pool
+//! - `Packages` and `Sources` are listings (their routes say so, [`ArtifactRoute::listing`], and
+//!   [`Ecosystem::listing`] reads them): once verified, the pool
 //!   files they name, with SHA256 and size, are indexed, and `pool/…` requests are verified
 //!   against those digests.
 //!
@@ -25,10 +26,10 @@ pub mod sources;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
-    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing,
-    MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem,
+    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use url::Url;
@@ -54,8 +55,8 @@ const PATH_ENCODE: &AsciiSet = &CONTROLS
 /// One apt archive.
 #[derive(Debug)]
 pub struct Archive {
-    /// `apt/NAME`: the route prefix and index namespace.
-    name: &'static str,
+    /// `apt/NAME`: the index namespace (and, as the bin registers it, the mount).
+    name: String,
     keyring: Keyring,
 }
 
@@ -63,10 +64,10 @@ impl Archive {
     /// The archive `name` (as in `/apt/NAME/`), whose Release files `keyring` must sign.
     pub fn new(name: &str, keyring: Keyring) -> Result<Archive, String> {
         check_archive_name(name)?;
-        // One per configured archive, made once at start: leaking the name gives the
-        // `&'static str` the mirror's labels and keys want.
-        let name: &'static str = Box::leak(format!("apt/{name}").into_boxed_str());
-        Ok(Archive { name, keyring })
+        Ok(Archive {
+            name: format!("apt/{name}"),
+            keyring,
+        })
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -178,55 +179,8 @@ impl Archive {
     }
 }
 
-impl Ecosystem for Archive {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
-        if request.path.is_empty() {
-            return Ok(None);
-        }
-        let path = clean_path(request.path)?;
-        let Some(rest) = path.strip_prefix("dists/") else {
-            // The pool, or wherever the indexes put files: verified against what they list.
-            return Ok(Some(Route::Artifact(ArtifactRoute {
-                key: path,
-                listed_by: Listing::Listings,
-                derive: None,
-            })));
-        };
-        let Some((suite, file)) = rest.split_once('/') else {
-            return Ok(None);
-        };
-        let (suite, file) = (suite.to_owned(), file.to_owned());
-        let suite = suite.as_str();
-        let route = match file.as_str() {
-            "InRelease" => Route::Metadata(in_release(suite)),
-            "Release" => Route::Metadata(document(
-                path.clone(),
-                Some(document(format!("{path}.gpg"), None)),
-            )),
-            "Release.gpg" => Route::Metadata(document(path, None)),
-            _ if file.contains("/by-hash/") || file.starts_with("by-hash/") => {
-                if !file.contains("by-hash/SHA256/") {
-                    return Ok(None); // only the strong hash is listed; apt falls back to it
-                }
-                Route::Artifact(ArtifactRoute {
-                    key: path,
-                    listed_by: Listing::Document(in_release(suite)),
-                    derive: None,
-                })
-            }
-            _ => Route::Artifact(ArtifactRoute {
-                key: path,
-                listed_by: Listing::Current(in_release(suite)),
-                derive: None,
-            }),
-        };
-        Ok(Some(route))
-    }
-
+impl Archive {
+    /// The index files a Release document lists, once its signature and dates are checked.
     fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
         let file = doc.key.rsplit('/').next().unwrap_or_default();
         let refused = |e: signature::SignatureError| AdapterError(e.0);
@@ -260,9 +214,62 @@ impl Ecosystem for Archive {
             _ => Err(AdapterError(format!("{}: not an apt document", doc.key))),
         }
     }
+}
 
-    fn is_listing(&self, key: &str) -> bool {
-        is_listing_key(key)
+impl Ecosystem for Archive {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Option<Route>, BadRequest> {
+        if request.path.is_empty() {
+            return Ok(None);
+        }
+        let path = clean_path(request.path)?;
+        let Some(rest) = path.strip_prefix("dists/") else {
+            // The pool, or wherever the indexes put files: verified against what they list.
+            return Ok(Some(Route::Artifact(ArtifactRoute {
+                key: path,
+                listed_by: Listing::Listings,
+                derive: None,
+                listing: false,
+            })));
+        };
+        let Some((suite, file)) = rest.split_once('/') else {
+            return Ok(None);
+        };
+        let (suite, file) = (suite.to_owned(), file.to_owned());
+        let suite = suite.as_str();
+        let route = match file.as_str() {
+            "InRelease" => Route::Metadata(in_release(suite)),
+            "Release" => Route::Metadata(document(
+                path.clone(),
+                Some(document(format!("{path}.gpg"), None)),
+            )),
+            "Release.gpg" => Route::Metadata(document(path, None)),
+            _ if file.contains("/by-hash/") || file.starts_with("by-hash/") => {
+                if !file.contains("by-hash/SHA256/") {
+                    return Ok(None); // only the strong hash is listed; apt falls back to it
+                }
+                Route::Artifact(ArtifactRoute {
+                    listing: is_listing_key(&path),
+                    key: path,
+                    listed_by: Listing::Document(in_release(suite)),
+                    derive: None,
+                })
+            }
+            _ => Route::Artifact(ArtifactRoute {
+                listing: is_listing_key(&path),
+                key: path,
+                listed_by: Listing::Current(in_release(suite)),
+                derive: None,
+            }),
+        };
+        Ok(Some(route))
+    }
+
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
+        self.artifacts(doc).map(DocumentFacts::artifacts)
     }
 
     /// Everything: apt reads a 5xx as transient and retries it, and `apt-get update` against an
@@ -315,8 +322,8 @@ impl Ecosystem for Archive {
     }
 }
 
-/// True for the keys of `Packages` and `Sources` indexes (by path, by hash, or by path with the
-/// `@FLATCID` the mirror adds to files named through `InRelease`).
+/// True for the paths of `Packages` and `Sources` indexes below `dists/` (by path or by hash):
+/// what [`Archive`] routes as listings ([`ArtifactRoute::listing`]).
 pub fn is_listing_key(key: &str) -> bool {
     if !key.starts_with("dists/") || key.contains(".diff/") {
         return false;

@@ -147,10 +147,17 @@ fn packages_list_pool_files_with_their_digests() {
         "87e7e94047fb7fb6f4ceecc7022d4bee55b66031cc2a7666d3196f3e0aabb846"
     );
     let key = "dists/bookworm-updates/main/binary-amd64/Packages.xz";
-    assert!(a.is_listing(key));
-    assert!(a.is_listing("dists/s/main/binary-amd64/by-hash/SHA256/00"));
-    assert!(!a.is_listing("dists/s/main/i18n/Translation-en.xz"));
-    assert!(!a.is_listing("dists/s/main/binary-amd64/Packages.diff/Index"));
+    // Whether an artifact is a listing travels on its route, by path and by hash alike.
+    let listing = |path: &str| match route(&a, path) {
+        Ok(Some(Route::Artifact(r))) => r.listing,
+        other => panic!("{path}: {other:?}"),
+    };
+    assert!(listing(key));
+    assert!(listing("dists/s/main/binary-amd64/by-hash/SHA256/00"));
+    assert!(listing("dists/s/main/source/Sources.xz"));
+    assert!(!listing("dists/s/main/i18n/Translation-en.xz"));
+    assert!(!listing("dists/s/main/binary-amd64/Packages.diff/Index"));
+    assert!(!listing("pool/main/p/Packages_1.0_all.deb"));
     let url = Url::parse(&format!("https://upstream.invalid/debian/{key}")).expect("url");
     let mut refs = Vec::new();
     a.listing(key, &url, &mut std::io::Cursor::new(xz), &mut |r| {

@@ -4,7 +4,7 @@
 //! `3/s/syn`, `se/rd/serde`. Index lines are one JSON object per published version and are
 //! passed through byte for byte; only `name`, `vers` and `cksum` are read here.
 
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use serde::Deserialize;
 
 /// crates.io's limit on a crate name's length.

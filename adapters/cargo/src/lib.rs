@@ -16,8 +16,8 @@ pub mod index;
 pub mod lockfile;
 
 use cairn_ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing,
+    MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use serde::Deserialize;
 use url::Url;
@@ -83,8 +83,15 @@ fn absolute_dl(doc: &MetadataDoc<'_>) -> Result<String, AdapterError> {
     Ok(format!("{resolved}{}", &dl[fixed.len().min(dl.len())..]))
 }
 
+/// Where downloads live: the fixed part of `config.json`'s `dl`, resolved; `None` when it is
+/// no URL (then nothing is fetched from outside the upstream's base).
+fn download_prefix(config: &MetadataDoc<'_>) -> Option<Url> {
+    let dl = absolute_dl(config).ok()?;
+    Url::parse(&index::download_prefix(&dl)).ok()
+}
+
 impl Ecosystem for Cargo {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "cargo"
     }
 
@@ -118,6 +125,7 @@ impl Ecosystem for Cargo {
                 key: artifact_key(name, version),
                 listed_by: Listing::Document(index_route(name)),
                 derive: None,
+                listing: false,
             })));
         }
         Ok(None)
@@ -137,10 +145,16 @@ impl Ecosystem for Cargo {
         self.route(&Request::get(&path))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    /// `config.json` names no artifact and declares where downloads live (the fixed part of
+    /// its `dl`); an index file names its releases' `.crate` files, found through the
+    /// `config.json` it is read with.
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         if doc.key == CONFIG_KEY {
             config_dl(doc)?;
-            return Ok(Vec::new());
+            return Ok(DocumentFacts {
+                artifacts: Vec::new(),
+                download_prefixes: download_prefix(doc).into_iter().collect(),
+            });
         }
         let config = doc.context.ok_or_else(|| {
             AdapterError(format!(
@@ -150,7 +164,7 @@ impl Ecosystem for Cargo {
         })?;
         let dl = absolute_dl(config)?;
         let releases = index::releases(doc.key, doc.body).map_err(AdapterError)?;
-        releases
+        let artifacts = releases
             .into_iter()
             .map(|release| {
                 let url = index::download_url(&dl, &release);
@@ -162,15 +176,11 @@ impl Ecosystem for Cargo {
                     size: None,
                 })
             })
-            .collect()
-    }
-
-    fn download_prefixes(&self, context: &MetadataDoc<'_>) -> Vec<Url> {
-        absolute_dl(context)
-            .ok()
-            .and_then(|dl| Url::parse(&index::download_prefix(&dl)).ok())
-            .into_iter()
-            .collect()
+            .collect::<Result<_, AdapterError>>()?;
+        Ok(DocumentFacts {
+            artifacts,
+            download_prefixes: download_prefix(config).into_iter().collect(),
+        })
     }
 
     fn render(

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use serde::Deserialize;
 
 /// One registry crate a lockfile pins.

@@ -81,7 +81,9 @@ fn config_points_downloads_back_at_the_node() {
     assert_eq!(config["dl"], "http://127.0.0.1:7777/cargo/crates");
     assert!(config.get("api").is_none());
     // The upstream's own dl is what the mirror may fetch from.
-    let prefixes = Cargo.download_prefixes(&config_doc(&url, &body));
+    let facts = Cargo.read(&config_doc(&url, &body)).expect("config read");
+    assert!(facts.artifacts.is_empty());
+    let prefixes = facts.download_prefixes;
     assert_eq!(prefixes.len(), 1);
     assert_eq!(prefixes[0].host_str(), Some("upstream.invalid"));
 }
@@ -99,7 +101,8 @@ fn index_file_digests_and_download_urls() {
         body: &body,
         context: Some(&context),
     };
-    let refs = Cargo.artifacts(&doc).expect("artifacts");
+    let facts = Cargo.read(&doc).expect("index file read");
+    let refs = &facts.artifacts;
     assert_eq!(
         refs.len(),
         body.split(|b| *b == b'\n')
@@ -109,7 +112,12 @@ fn index_file_digests_and_download_urls() {
     let first = &refs[0];
     assert!(first.key.starts_with("itoa/"));
     assert!(first.url.as_str().ends_with("/download"), "{}", first.url);
-    let prefix = &Cargo.download_prefixes(&context)[0];
+    // One read gives the download location too: where the config.json read with it says.
+    assert_eq!(
+        facts.download_prefixes,
+        Cargo.read(&context).expect("config read").download_prefixes
+    );
+    let prefix = &facts.download_prefixes[0];
     assert!(first.url.as_str().starts_with(prefix.as_str()));
     // Index files are passed through byte for byte.
     let rendered = Cargo
@@ -132,7 +140,7 @@ fn relative_and_templated_dl() {
         "http://up.invalid/files/{lowerprefix}/{crate}-{version}.crate"
     );
     assert_eq!(
-        Cargo.download_prefixes(&doc)[0].as_str(),
+        Cargo.read(&doc).expect("config read").download_prefixes[0].as_str(),
         "http://up.invalid/files/"
     );
 }

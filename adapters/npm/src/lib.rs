@@ -22,7 +22,7 @@ pub mod packument;
 
 use bytes::Bytes;
 use cairn_ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Ecosystem, Listing, MetadataDoc,
+    AdapterError, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing, MetadataDoc,
     MetadataRoute, Method, Rendered, Request, Route, StatusCode,
 };
 use url::Url;
@@ -189,6 +189,7 @@ impl Npm {
                 key: packument::artifact_key(&name, &file),
                 listed_by: Listing::Document(metadata_route(&name, FULL_VARIANT)),
                 derive: None,
+                listing: false,
             })));
         }
         let decoded = decode(path).map_err(bad)?;
@@ -224,7 +225,7 @@ impl Npm {
 }
 
 impl Ecosystem for Npm {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "npm"
     }
 
@@ -253,9 +254,9 @@ impl Ecosystem for Npm {
         self.read_route(&Request::get(key))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
-        packument::artifacts(&name, doc.url, doc.body)
+        packument::artifacts(&name, doc.url, doc.body).map(DocumentFacts::artifacts)
     }
 
     fn render(

@@ -14,7 +14,7 @@
 //! the whole file). The pnpm reader is line-based rather than a YAML parser: pnpm writes its
 //! `packages:` section in a fixed shape (two-space keys, inline `resolution: {…}` maps).
 
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::json::{self, JsonError};
 use serde::Deserialize;
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::json::{self, Member, ObjectWriter};
 use cairn_ecosystem::{AdapterError, ArtifactRef};
 use serde::Deserialize;

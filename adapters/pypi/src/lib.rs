@@ -23,10 +23,10 @@ pub mod select;
 pub mod tags;
 pub mod wheel;
 
-use cairn_ecosystem::cid::{Algorithm, Digest};
+use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
-    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Rendered, Request, Route,
+    AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, DocumentFacts, Ecosystem,
+    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
 use url::Url;
 
@@ -116,7 +116,7 @@ fn sha256_digest(hex_digest: &str) -> Option<Digest> {
 pub const MAX_PAGE: u64 = 64 << 20;
 
 impl Ecosystem for Pypi {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "pypi"
     }
 
@@ -184,6 +184,7 @@ impl Ecosystem for Pypi {
                 key: artifact_key(&project, &file),
                 listed_by: Listing::Document(page_route(&project, JSON_VARIANT)),
                 derive,
+                listing: false,
             })));
         }
         Ok(None)
@@ -225,9 +226,12 @@ impl Ecosystem for Pypi {
         self.route(&Request::get(&path))
     }
 
-    fn artifacts(&self, doc: &MetadataDoc<'_>) -> Result<Vec<ArtifactRef>, AdapterError> {
+    /// The page's files with their sha256 (and their upstream core metadata), and the origins
+    /// of the file URLs (the file host) as download locations, from one parse of the page.
+    fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         let page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
         let mut out = Vec::new();
+        let mut origins: Vec<Url> = Vec::new();
         for file in page::files(&page) {
             let filename = file
                 .get("filename")
@@ -235,6 +239,12 @@ impl Ecosystem for Pypi {
                 .unwrap_or_default();
             let url = file.get("url").and_then(|v| v.as_str()).unwrap_or_default();
             let url = Url::parse(url).map_err(|e| AdapterError(format!("{filename}: {e}")))?;
+            let mut origin = url.clone();
+            origin.set_path("/");
+            origin.set_query(None);
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
             // A file without a sha256 cannot be verified, so it is never fetched (a 404).
             let Some(digest) = page::sha256_of(file.get("hashes")).and_then(sha256_digest) else {
                 continue;
@@ -256,29 +266,10 @@ impl Ecosystem for Pypi {
                 size: file.get("size").and_then(|v| v.as_u64()),
             });
         }
-        Ok(out)
-    }
-
-    fn download_prefixes(&self, doc: &MetadataDoc<'_>) -> Vec<Url> {
-        let Ok(page) = page::parse(doc.key, doc.url, doc.body) else {
-            return Vec::new();
-        };
-        let mut origins: Vec<Url> = Vec::new();
-        for file in page::files(&page) {
-            let Some(mut url) = file
-                .get("url")
-                .and_then(|v| v.as_str())
-                .and_then(|u| Url::parse(u).ok())
-            else {
-                continue;
-            };
-            url.set_path("/");
-            url.set_query(None);
-            if !origins.contains(&url) {
-                origins.push(url);
-            }
-        }
-        origins
+        Ok(DocumentFacts {
+            artifacts: out,
+            download_prefixes: origins,
+        })
     }
 
     fn render(

@@ -3,8 +3,7 @@
 //! which is their flat CID; a line without them is resolved against the index (`select.rs`).
 //! Errors name the file and the line.
 
-use cairn_ecosystem::cid::{Algorithm, Digest};
-use serde::Deserialize;
+use cairn_ecosystem::digest::{Algorithm, Digest};
 
 /// One pinned requirement, with the digests a file for it may have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,13 +18,20 @@ pub struct Locked {
     pub sha256: Vec<Digest>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {reason}")]
+#[derive(Debug)]
 pub struct LockfileError {
     pub file: String,
     pub line: usize,
     pub reason: String,
 }
+
+impl std::fmt::Display for LockfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+    }
+}
+
+impl std::error::Error for LockfileError {}
 
 fn digest(hex_digest: &str) -> Option<Digest> {
     Digest::new(Algorithm::Sha256, hex::decode(hex_digest).ok()?).ok()
@@ -122,30 +128,88 @@ pub fn requirements(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError
     Ok(out)
 }
 
-#[derive(Deserialize)]
-struct UvLock {
-    #[serde(default)]
-    package: Vec<UvPackage>,
+/// One `[[package]]` of a `uv.lock`, read from its TOML table (the few fields used here; the
+/// table is walked by hand so the adapter needs no derive macros).
+struct UvPackage<'a> {
+    name: &'a str,
+    version: Option<&'a str>,
+    /// The sdist then the wheels: `(url, hash)`, either absent for path and git sources.
+    files: Vec<(Option<&'a str>, Option<&'a str>)>,
 }
 
-#[derive(Deserialize)]
-struct UvPackage {
-    name: String,
-    version: Option<String>,
-    sdist: Option<UvFile>,
-    #[serde(default)]
-    wheels: Vec<UvFile>,
+/// A `uv.lock` field of the wrong type.
+fn wrong_type(file: &str, what: &str) -> LockfileError {
+    LockfileError {
+        file: file.to_owned(),
+        line: 0,
+        reason: format!("not a uv.lock: {what} has the wrong type"),
+    }
 }
 
-#[derive(Deserialize)]
-struct UvFile {
-    url: Option<String>,
-    hash: Option<String>,
+fn uv_packages<'a>(file: &str, lock: &'a toml::Table) -> Result<Vec<UvPackage<'a>>, LockfileError> {
+    let Some(packages) = lock.get("package") else {
+        return Ok(Vec::new());
+    };
+    let packages = packages
+        .as_array()
+        .ok_or_else(|| wrong_type(file, "`package`"))?;
+    let mut out = Vec::with_capacity(packages.len());
+    for package in packages {
+        let package = package
+            .as_table()
+            .ok_or_else(|| wrong_type(file, "a `package`"))?;
+        let string = |key: &str| -> Result<Option<&'a str>, LockfileError> {
+            match package.get(key) {
+                None => Ok(None),
+                Some(value) => value
+                    .as_str()
+                    .map(Some)
+                    .ok_or_else(|| wrong_type(file, &format!("a package's `{key}`"))),
+            }
+        };
+        let name = string("name")?.ok_or_else(|| LockfileError {
+            file: file.to_owned(),
+            line: 0,
+            reason: "not a uv.lock: a package has no `name`".to_owned(),
+        })?;
+        let dist =
+            |value: &'a toml::Value| -> Result<(Option<&'a str>, Option<&'a str>), LockfileError> {
+                let table = value
+                    .as_table()
+                    .ok_or_else(|| wrong_type(file, &format!("a file of {name}")))?;
+                let field = |key: &str| match table.get(key) {
+                    None => Ok(None),
+                    Some(v) => v
+                        .as_str()
+                        .map(Some)
+                        .ok_or_else(|| wrong_type(file, &format!("`{key}` of a file of {name}"))),
+                };
+                Ok((field("url")?, field("hash")?))
+            };
+        let mut files = Vec::new();
+        if let Some(sdist) = package.get("sdist") {
+            files.push(dist(sdist)?);
+        }
+        if let Some(wheels) = package.get("wheels") {
+            let wheels = wheels
+                .as_array()
+                .ok_or_else(|| wrong_type(file, &format!("`wheels` of {name}")))?;
+            for wheel in wheels {
+                files.push(dist(wheel)?);
+            }
+        }
+        out.push(UvPackage {
+            name,
+            version: string("version")?,
+            files,
+        });
+    }
+    Ok(out)
 }
 
 /// Read a `uv.lock`: every registry sdist and wheel it names.
 pub fn uv_lock(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError> {
-    let lock: UvLock = toml::from_str(text).map_err(|e| LockfileError {
+    let lock: toml::Table = text.parse().map_err(|e: toml::de::Error| LockfileError {
         file: file.to_owned(),
         line: e
             .span()
@@ -153,18 +217,18 @@ pub fn uv_lock(file: &str, text: &str) -> Result<Vec<Locked>, LockfileError> {
         reason: format!("not a uv.lock: {}", e.message()),
     })?;
     let mut out = Vec::new();
-    for package in lock.package {
+    for package in uv_packages(file, &lock)? {
         let Some(version) = package.version else {
             continue;
         };
         let mut locked = Locked {
-            project: crate::name::normalize(&package.name),
-            version: version.clone(),
+            project: crate::name::normalize(package.name),
+            version: version.to_owned(),
             filenames: Vec::new(),
             sha256: Vec::new(),
         };
-        for dist in package.sdist.iter().chain(&package.wheels) {
-            let (Some(url), Some(hash)) = (&dist.url, &dist.hash) else {
+        for (url, hash) in &package.files {
+            let (Some(url), Some(hash)) = (url, hash) else {
                 continue; // path and git sources
             };
             let sha256 = hash
@@ -290,5 +354,25 @@ source = {{ editable = "." }}
         assert_eq!(locked[0].sha256.len(), 2);
         let err = uv_lock("uv.lock", "[[package]]\nname = \n").expect_err("malformed");
         assert!(err.to_string().starts_with("uv.lock:2:"), "{err}");
+    }
+
+    #[test]
+    fn uv_lock_fields_of_the_wrong_type_are_named() {
+        for (text, named) in [
+            ("package = 3\n", "`package`"),
+            ("[[package]]\nname = 7\nversion = \"1\"\n", "`name`"),
+            ("[[package]]\nversion = \"1\"\n", "no `name`"),
+            (
+                "[[package]]\nname = \"six\"\nwheels = \"x\"\n",
+                "`wheels` of six",
+            ),
+            (
+                "[[package]]\nname = \"six\"\nsdist = { url = 1, hash = \"h\" }\n",
+                "`url` of a file of six",
+            ),
+        ] {
+            let err = uv_lock("uv.lock", text).expect_err(text);
+            assert!(err.to_string().contains(named), "{text:?}: {err}");
+        }
     }
 }

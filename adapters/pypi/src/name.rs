@@ -6,15 +6,34 @@ use percent_encoding::percent_decode_str;
 pub const MAX_NAME_LEN: usize = 200;
 
 /// Why a name or path was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
-    #[error("project name {0:?} is not a valid Python project name")]
     BadName(String),
-    #[error("file name {0:?} is not a valid distribution file name")]
     BadFile(String),
-    #[error("{0:?} is not valid percent-encoded UTF-8")]
     Encoding(String),
 }
+
+impl std::fmt::Display for NameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameError::BadName(name) => {
+                write!(
+                    f,
+                    "project name {name:?} is not a valid Python project name"
+                )
+            }
+            NameError::BadFile(name) => {
+                write!(
+                    f,
+                    "file name {name:?} is not a valid distribution file name"
+                )
+            }
+            NameError::Encoding(raw) => write!(f, "{raw:?} is not valid percent-encoded UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
 
 /// PEP 503: runs of `-`, `_` and `.` become one `-`, and the name is lower-cased.
 pub fn normalize(name: &str) -> String {

@@ -167,14 +167,15 @@ fn artifacts_render_and_file_host() {
         body: &body,
         context: None,
     };
-    let refs = Pypi.artifacts(&doc).expect("artifacts");
+    let facts = Pypi.read(&doc).expect("page read");
+    let refs = &facts.artifacts;
     let wheel = refs
         .iter()
         .find(|r| r.key == "six/six-1.17.0-py2.py3-none-any.whl")
         .expect("wheel");
     assert_eq!(wheel.url.host_str(), Some("files.upstream.invalid"));
     assert!(wheel.size.is_some());
-    let prefixes = Pypi.download_prefixes(&doc);
+    let prefixes = &facts.download_prefixes;
     assert_eq!(
         prefixes.iter().map(Url::as_str).collect::<Vec<_>>(),
         ["https://files.upstream.invalid/"]

@@ -54,8 +54,7 @@ fn ingest_and_render(
         body,
         context,
     };
-    let accepted = eco.artifacts(&doc).is_ok();
-    let _ = eco.download_prefixes(&doc);
+    let accepted = eco.read(&doc).is_ok();
     let base = url(BASE);
     for route in routes {
         let _ = eco.render(&doc, route.variant, &base);
@@ -209,7 +208,7 @@ fn apt_doc(archive: &cairn_apt::Archive, path: &str, body: &[u8]) -> bool {
         body,
         context: None,
     };
-    let accepted = archive.artifacts(&doc).is_ok();
+    let accepted = archive.read(&doc).is_ok();
     let _ = archive.render(&doc, route.variant, &url(BASE));
     accepted
 }

@@ -28,7 +28,7 @@ fn doc_route(name: &str) -> MetadataRoute {
 }
 
 impl Ecosystem for Test {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "t"
     }
 
@@ -46,6 +46,7 @@ impl Ecosystem for Test {
                 key: path.to_owned(),
                 listed_by: Listing::Document(doc_route(name)),
                 derive: None,
+                listing: false,
             })));
         }
         if !good_name(path) {
@@ -54,10 +55,10 @@ impl Ecosystem for Test {
         Ok(Some(Route::Metadata(doc_route(path))))
     }
 
-    fn artifacts(
+    fn read(
         &self,
         doc: &MetadataDoc<'_>,
-    ) -> Result<Vec<crate::ecosystem::ArtifactRef>, crate::ecosystem::AdapterError> {
+    ) -> Result<crate::ecosystem::DocumentFacts, crate::ecosystem::AdapterError> {
         let fail = |e: String| crate::ecosystem::AdapterError(e);
         let text = std::str::from_utf8(doc.body).map_err(|e| fail(e.to_string()))?;
         if text.starts_with("unsigned") {
@@ -77,7 +78,8 @@ impl Ecosystem for Test {
                     size: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(crate::ecosystem::DocumentFacts::artifacts)
     }
 
     fn render(
@@ -697,7 +699,7 @@ fn pieces_of_another_document_are_refused_before_the_adapter_reads_them() {
 struct Limited(u64);
 
 impl Ecosystem for Limited {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         Test.name()
     }
     fn route(
@@ -706,11 +708,11 @@ impl Ecosystem for Limited {
     ) -> Result<Option<Route>, crate::ecosystem::BadRequest> {
         Test.route(request)
     }
-    fn artifacts(
+    fn read(
         &self,
         doc: &MetadataDoc<'_>,
-    ) -> Result<Vec<crate::ecosystem::ArtifactRef>, crate::ecosystem::AdapterError> {
-        Test.artifacts(doc)
+    ) -> Result<crate::ecosystem::DocumentFacts, crate::ecosystem::AdapterError> {
+        Test.read(doc)
     }
     fn render(
         &self,

@@ -2,7 +2,6 @@
 //! another key, a derived artifact, or a new download; and the references that give an
 //! artifact its digest.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use url::Url;
@@ -64,7 +63,9 @@ impl Mirror {
                     route.key.clone(),
                     self.inner.store.clone(),
                 );
+                let owned_name = registered.name.clone();
                 let found = blocking(move || {
+                    let name = &*owned_name;
                     Ok(index.get_artifact(name, &key)?.map(|record| {
                         let blob = store.blob(&record.flat);
                         Arc::new(CachedArtifact::new(name, key, record, blob))
@@ -73,7 +74,7 @@ impl Mirror {
                 .await?;
                 if let Some(cached) = &found {
                     let mut hot = self.hot();
-                    let by_key = hot.entry(name).or_default();
+                    let by_key = hot.entry(registered.name.clone()).or_default();
                     if by_key.len() >= HOT_ARTIFACTS {
                         by_key.clear();
                     }
@@ -135,7 +136,7 @@ impl Mirror {
         // A listing must be stored to be read; everything else may pass through unkept when
         // the store is full (until something can be evicted).
         if let Some(upstream) = &upstream
-            && !registered.ecosystem.is_listing(&route.key)
+            && !route.listing
             && (keep == Keep::Never || !self.has_room(reference.size.unwrap_or(0)))
         {
             tracing::warn!(ecosystem = name, key = %route.key, free = ?self.inner.store.free_bytes(), "no room in the store: streaming the artifact without keeping it");
@@ -146,7 +147,7 @@ impl Mirror {
         self.start_download(
             registered,
             route.key.clone(),
-            &route.key,
+            route,
             upstream,
             url,
             &reference,
@@ -208,7 +209,7 @@ impl Mirror {
             self.touch(&cached);
             return Ok(ArtifactBody::Cached(cached));
         }
-        let key = format!("{}@{}", route.key, reference.flat);
+        let key = crate::engine::content_key::make(&route.key, &reference.flat);
         if let Some(download) = self.download_of(name, &key) {
             self.inner.metrics.cache(name, "artifact", "joined");
             return Ok(ArtifactBody::Downloading(download));
@@ -222,7 +223,7 @@ impl Mirror {
             upstream.check(&url)?;
         }
         self.inner.metrics.cache(name, "artifact", "miss");
-        self.start_download(registered, key, &route.key, upstream, url, &reference)
+        self.start_download(registered, key, route, upstream, url, &reference)
             .await
     }
 
@@ -231,13 +232,15 @@ impl Mirror {
     /// names an index by path and by hash).
     pub(super) async fn same_content(
         &self,
-        name: &'static str,
+        name: &str,
         alias: Option<&str>,
         flat: &FlatCid,
     ) -> Result<Option<Arc<CachedArtifact>>, Error> {
         let (store, flat) = (self.inner.store.clone(), *flat);
         let alias = alias.map(str::to_owned);
+        let owned_name = name.to_owned();
         blocking(move || {
+            let name = owned_name.as_str();
             let Some((key, record)) = store.find_by_flat(name, &flat, alias.as_deref())? else {
                 return Ok(None);
             };
@@ -313,6 +316,7 @@ impl Mirror {
             key: derive.source.clone(),
             listed_by: route.listed_by.clone(),
             derive: None,
+            listing: false,
         };
         // Boxed: `artifact` calls this, and this calls `artifact` for the source.
         let source = match Box::pin(self.artifact(registered, &source_route, Keep::IfRoom)).await? {
@@ -335,7 +339,9 @@ impl Mirror {
         };
         let (store, key) = (self.inner.store.clone(), route.key.clone());
         let (function, source_key) = (derive.function, derive.source.clone());
+        let owned_name = name.to_owned();
         let cached = blocking(move || {
+            let name = owned_name.as_str();
             let mut file = source.open()?;
             let bytes = function(&mut file)
                 .map_err(|e| Error::NotFound(format!("{name} {key}: {}", e.0)))?;
@@ -361,30 +367,28 @@ impl Mirror {
 
     pub(super) async fn reference(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
     ) -> Result<Option<RefRecord>, Error> {
         let (index, key) = (self.inner.index.clone(), key.to_owned());
-        blocking(move || Ok(index.get_ref(name, &key)?)).await
+        let name = name.to_owned();
+        blocking(move || Ok(index.get_ref(&name, &key)?)).await
     }
 
-    pub(super) fn hot(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>
-    {
+    pub(super) fn hot(&self) -> std::sync::MutexGuard<'_, super::HotArtifacts> {
         self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn downloads(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Arc<Download>>> {
+    pub(super) fn downloads(&self) -> std::sync::MutexGuard<'_, super::Downloads> {
         self.inner
             .downloads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn download_of(&self, name: &'static str, key: &str) -> Option<Arc<Download>> {
-        self.downloads().get(&(name, key.to_owned())).cloned()
+    pub(super) fn download_of(&self, name: &str, key: &str) -> Option<Arc<Download>> {
+        self.downloads()
+            .get(&(Arc::from(name), key.to_owned()))
+            .cloned()
     }
 }

@@ -12,7 +12,7 @@ use crate::store::Blob;
 /// hot ones are kept in memory and a hit touches neither SQLite nor a CID encoder.
 #[derive(Debug)]
 pub struct CachedArtifact {
-    pub ecosystem: &'static str,
+    pub ecosystem: Arc<str>,
     pub key: String,
     pub record: ArtifactRecord,
     /// Its stored file.
@@ -24,12 +24,7 @@ pub struct CachedArtifact {
 }
 
 impl CachedArtifact {
-    pub(super) fn new(
-        ecosystem: &'static str,
-        key: String,
-        record: ArtifactRecord,
-        blob: Blob,
-    ) -> Self {
+    pub(super) fn new(ecosystem: &str, key: String, record: ArtifactRecord, blob: Blob) -> Self {
         let value = |s: String| {
             http::HeaderValue::from_str(&s).unwrap_or(http::HeaderValue::from_static("invalid"))
         };
@@ -37,7 +32,7 @@ impl CachedArtifact {
             etag: value(format!("\"{}\"", record.flat)),
             root: value(record.root.to_string()),
             last_modified: http_date(record.fetched_at),
-            ecosystem,
+            ecosystem: Arc::from(ecosystem),
             key,
             record,
             blob,
@@ -61,7 +56,7 @@ impl Mirror {
     pub(crate) fn forget_damaged(&self, cached: &CachedArtifact, why: &str) {
         let flat = cached.record.flat;
         tracing::error!(
-            ecosystem = cached.ecosystem,
+            ecosystem = %cached.ecosystem,
             key = %cached.key,
             flat = %flat,
             "stored artifact is damaged ({why}): dropped, to be fetched again"
@@ -74,7 +69,7 @@ impl Mirror {
         }
         self.inner
             .metrics
-            .cache(cached.ecosystem, "artifact", "damaged");
+            .cache(&cached.ecosystem, "artifact", "damaged");
     }
 
     pub(super) fn touch(&self, cached: &Arc<CachedArtifact>) {

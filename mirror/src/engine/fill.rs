@@ -14,6 +14,7 @@ use super::{
     STORE_RESERVE, blocking, now_ms,
 };
 use crate::cid::FlatCid;
+use crate::ecosystem::ArtifactRoute;
 use crate::engine::download::{Download, Progress};
 use crate::error::Error;
 use crate::index::{ArtifactRecord, RefRecord};
@@ -31,20 +32,21 @@ pub(crate) enum Keep {
 }
 
 impl Mirror {
-    /// Start downloading `reference` as the artifact `key` (the route's key `asked`, or a key
+    /// Start downloading `reference` as the artifact `key` (the key of `route`, or a key
     /// naming its content), or join the download of it already under way, or take it from the
     /// index when a download committed it since the caller looked.
     pub(super) async fn start_download(
         &self,
         registered: &Registered,
         key: String,
-        asked: &str,
+        route: &ArtifactRoute,
         upstream: Option<Upstream>,
         url: Url,
         reference: &RefRecord,
     ) -> Result<ArtifactBody, Error> {
         let ecosystem = registered.ecosystem.clone();
-        let name = ecosystem.name();
+        let name = registered.name.clone();
+        let asked = route.key.as_str();
         let expected = reference
             .flat
             .digest()
@@ -52,7 +54,7 @@ impl Mirror {
                 key: asked.to_string(),
                 flat: reference.flat,
             })?;
-        let listing = ecosystem.is_listing(asked).then(|| asked.to_owned());
+        let listing = route.listing.then(|| asked.to_owned());
         let store = self.inner.store.clone();
         let writer = {
             let expected = expected.clone();
@@ -66,7 +68,7 @@ impl Mirror {
         let (download, progress) = Download::new(Arc::new(file), expected.flat_cid());
         {
             let mut downloads = self.downloads();
-            if let Some(existing) = downloads.get(&(name, key.clone())) {
+            if let Some(existing) = downloads.get(&(name.clone(), key.clone())) {
                 // Another request started it meanwhile; our writer is dropped and its temp
                 // file deleted.
                 return Ok(ArtifactBody::Downloading(existing.clone()));
@@ -74,19 +76,19 @@ impl Mirror {
             // A download commits to the index before it leaves the map, so under the map's
             // lock the index tells whether one finished since the caller looked (a point
             // lookup, short enough to hold the lock for).
-            if let Some(record) = self.inner.index.get_artifact(name, &key)? {
+            if let Some(record) = self.inner.index.get_artifact(&name, &key)? {
                 let blob = self.inner.store.blob(&record.flat);
                 return Ok(ArtifactBody::Cached(Arc::new(CachedArtifact::new(
-                    name, key, record, blob,
+                    &name, key, record, blob,
                 ))));
             }
-            downloads.insert((name, key.clone()), download.clone());
+            downloads.insert((name.clone(), key.clone()), download.clone());
         }
         if listing.is_some() {
             // Counted from before any byte reaches a client: a client that has the whole index
             // (apt after `update`) and asks for a file it names must find the entry, or wait
             // for it (see `wait_for_listings`).
-            self.listings_started(name);
+            self.listings_started(&name);
             progress.hold_until_committed();
         }
         let this = self.clone();
@@ -94,7 +96,7 @@ impl Mirror {
         let abandon = self.inner.abandon.clone();
         self.spawn(async move {
             let run = this.run_download(
-                name,
+                &name,
                 &key,
                 upstream.as_ref(),
                 &url,
@@ -111,11 +113,11 @@ impl Mirror {
                 if let Ok(record) = &result {
                     this.read_listing(ecosystem, listing, record).await;
                 }
-                this.listings_done(name);
+                this.listings_done(&name);
             }
             match result {
                 Ok(record) => {
-                    tracing::info!(ecosystem = name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
+                    tracing::info!(ecosystem = %name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
                     if let Some(peers) = this.peer_source() {
                         peers.holds(record.flat, record.root);
                     }
@@ -131,14 +133,16 @@ impl Mirror {
                         this.inner
                             .metrics
                             .digest_mismatches
-                            .get_or_create(&EcosystemLabels { ecosystem: name })
+                            .get_or_create(&EcosystemLabels {
+                                ecosystem: name.to_string(),
+                            })
                             .inc();
-                        tracing::error!(ecosystem = name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
+                        tracing::error!(ecosystem = %name, key = %key, url = %redact(&url), error = %e, "rejected artifact");
                     } else {
                         if e.is_disk_full() {
                             this.store_filled();
                         }
-                        tracing::warn!(ecosystem = name, key = %key, error = %e, "download failed");
+                        tracing::warn!(ecosystem = %name, key = %key, error = %e, "download failed");
                     }
                     progress.failed(&e);
                 }
@@ -153,7 +157,7 @@ impl Mirror {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_download(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
         upstream: Option<&Upstream>,
         url: &Url,
@@ -275,7 +279,9 @@ impl Mirror {
         let store = self.inner.store.clone();
         let (key, upstream_url) = (key.to_owned(), url.to_string());
         let verified = progress.clone();
+        let owned_name = name.to_owned();
         blocking(move || {
+            let name = owned_name.as_str();
             let origin = crate::store::Origin {
                 upstream_url,
                 fetched_at: now_ms(),
@@ -297,7 +303,7 @@ impl Mirror {
     /// cannot fill the disk. An artifact declared over the operator's limit is refused here.
     pub(crate) fn artifact_cap(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
         url: &Url,
         size: Option<u64>,
@@ -338,12 +344,7 @@ impl Mirror {
     }
 
     /// [`Mirror::has_room`] as an error naming what did not fit.
-    pub(super) fn check_room(
-        &self,
-        name: &'static str,
-        key: &str,
-        bytes: u64,
-    ) -> Result<(), Error> {
+    pub(super) fn check_room(&self, name: &str, key: &str, bytes: u64) -> Result<(), Error> {
         if self.has_room(bytes) {
             return Ok(());
         }
@@ -364,7 +365,7 @@ impl Mirror {
     }
 
     /// Why an artifact cannot be downloaded from upstream now, for an error message.
-    pub(super) fn no_upstream_reason(&self, name: &'static str) -> String {
+    pub(super) fn no_upstream_reason(&self, name: &str) -> String {
         if self.inner.config.offline {
             return "--offline forbids contacting upstream".to_owned();
         }
@@ -383,7 +384,7 @@ impl Mirror {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn copy_upstream(
         &self,
-        name: &'static str,
+        name: &str,
         key: &str,
         upstream: &Upstream,
         url: &Url,

@@ -20,7 +20,7 @@ impl Mirror {
         cached: &Option<MetadataRecord>,
     ) -> Option<MetadataRecord> {
         self.peer_source()?;
-        let key = (registered.ecosystem.name(), route.key.clone());
+        let key = (registered.name.clone(), route.key.clone());
         self.inner
             .peer_metadata_flights
             .run(key, || {
@@ -41,7 +41,7 @@ impl Mirror {
         let peers = self.peer_source()?;
         let name = registered.ecosystem.name();
         let cached_at = cached.filter(|c| c.cid.is_some()).map(|c| c.fetched_at);
-        for mut doc in peers.metadata(name, route.key.clone()).await {
+        for mut doc in peers.metadata(name.to_owned(), route.key.clone()).await {
             // A peer's clock, or a forged date, cannot make its copy fresher than now.
             doc.fetched_at = doc.fetched_at.min(now_ms());
             if cached_at.is_some_and(|at| at >= doc.fetched_at) {
@@ -57,7 +57,9 @@ impl Mirror {
                     self.inner
                         .metrics
                         .peer_documents
-                        .get_or_create(&EcosystemLabels { ecosystem: name })
+                        .get_or_create(&EcosystemLabels {
+                            ecosystem: name.to_owned(),
+                        })
                         .inc();
                     tracing::info!(ecosystem = name, key = %route.key, peer = %peer, "metadata taken from a peer");
                     self.remember_metadata(name, &route.key, &record);

@@ -13,17 +13,17 @@ use crate::index::ArtifactRecord;
 use crate::upstream::redact;
 
 impl Mirror {
-    pub(super) fn listings_started(&self, name: &'static str) {
+    pub(super) fn listings_started(&self, name: &str) {
         let mut counts = self
             .inner
             .listings
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        *counts.entry(name).or_default() += 1;
+        *counts.entry(Arc::from(name)).or_default() += 1;
     }
 
-    pub(super) fn listings_done(&self, name: &'static str) {
+    pub(super) fn listings_done(&self, name: &str) {
         let mut counts = self
             .inner
             .listings
@@ -38,7 +38,7 @@ impl Mirror {
 
     /// Wait (30 s at most) until no listing of `name` is being downloaded or read; true if
     /// there was one to wait for.
-    pub(super) async fn wait_for_listings(&self, name: &'static str) -> bool {
+    pub(super) async fn wait_for_listings(&self, name: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut waited = false;
         loop {
@@ -74,11 +74,13 @@ impl Mirror {
         key: String,
         record: &ArtifactRecord,
     ) {
-        let name = ecosystem.name();
+        let name = ecosystem.name().to_owned();
         let store = self.inner.store.clone();
         let blob = store.blob(&record.flat);
         let upstream_url = record.upstream_url.clone();
+        let owned_name = name.clone();
         let result = blocking(move || {
+            let name = owned_name;
             let url = Url::parse(&upstream_url).map_err(|source| Error::StoredUrl {
                 url: upstream_url.clone(),
                 source,
@@ -91,7 +93,7 @@ impl Mirror {
             let mut each = |r: crate::ecosystem::ArtifactRef| {
                 batch.push(ref_record(r));
                 if batch.len() >= LISTING_BATCH {
-                    if let Err(e) = store.put_refs(name, &key, &batch) {
+                    if let Err(e) = store.put_refs(&name, &key, &batch) {
                         let message = e.to_string();
                         index_error = Some(e);
                         return Err(crate::ecosystem::AdapterError(message));
@@ -109,7 +111,7 @@ impl Mirror {
                 url: redact(&url),
                 reason: e.0,
             })?;
-            store.put_refs(name, &key, &batch)?;
+            store.put_refs(&name, &key, &batch)?;
             Ok((indexed + batch.len(), started.elapsed().as_millis()))
         })
         .await;

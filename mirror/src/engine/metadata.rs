@@ -104,7 +104,8 @@ impl Mirror {
             Some(record) => Some(record),
             None => {
                 let (index, key) = (self.inner.index.clone(), route.key.clone());
-                let record = blocking(move || Ok(index.get_metadata(name, &key)?)).await?;
+                let owned_name = registered.name.clone();
+                let record = blocking(move || Ok(index.get_metadata(&owned_name, &key)?)).await?;
                 if let Some(record) = &record {
                     self.remember_metadata(name, &route.key, record);
                 }
@@ -184,7 +185,9 @@ impl Mirror {
         let peers = self.peer_source()?;
         let why = peers.metadata_refused()?;
         let name = registered.ecosystem.name();
-        let holders = peers.metadata_holders(name, route.key.clone()).await;
+        let holders = peers
+            .metadata_holders(name.to_owned(), route.key.clone())
+            .await;
         if holders == 0 {
             return None;
         }
@@ -194,7 +197,7 @@ impl Mirror {
             why,
             why_not_upstream: why_not_upstream.to_string(),
         };
-        tracing::warn!(ecosystem = name, key = %route.key, "{error}");
+        tracing::warn!(ecosystem = %name, key = %route.key, "{error}");
         Some(error)
     }
 
@@ -208,18 +211,21 @@ impl Mirror {
         cached: Option<MetadataRecord>,
         enough: Enough,
     ) -> Result<MetadataRecord, Arc<Error>> {
-        let name = registered.ecosystem.name();
+        let name = registered.name.clone();
         let this = self.clone();
         let ecosystem = registered.ecosystem.clone();
         let upstream = self.upstream(registered).map_err(Arc::new)?.clone();
         let route = route.clone();
         self.inner
             .metadata_flights
-            .run((name, route.key.clone()), move || async move {
+            .run((name.clone(), route.key.clone()), move || async move {
                 let (index, key) = (this.inner.index.clone(), route.key.clone());
-                let latest = blocking(move || Ok(index.get_metadata(name, &key)?))
-                    .await
-                    .map_err(Arc::new)?;
+                let latest = blocking({
+                    let name = name.clone();
+                    move || Ok(index.get_metadata(&name, &key)?)
+                })
+                .await
+                .map_err(Arc::new)?;
                 if let Some(latest) = latest {
                     let satisfied = match enough {
                         Enough::Fresh => this.is_fresh(&latest, now_ms()),
@@ -233,7 +239,7 @@ impl Mirror {
                     .fetch_metadata(ecosystem, &upstream, &route, cached)
                     .await
                     .map_err(Arc::new)?;
-                this.remember_metadata(name, &route.key, &record);
+                this.remember_metadata(&name, &route.key, &record);
                 Ok(record)
             })
             .await
@@ -241,16 +247,16 @@ impl Mirror {
 
     pub(super) fn hot_metadata(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<&'static str, HashMap<String, MetadataRecord>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashMap<String, MetadataRecord>>> {
         self.inner
             .hot_metadata
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn remember_metadata(&self, name: &'static str, key: &str, record: &MetadataRecord) {
+    pub(super) fn remember_metadata(&self, name: &str, key: &str, record: &MetadataRecord) {
         let mut hot = self.hot_metadata();
-        let by_key = hot.entry(name).or_default();
+        let by_key = hot.entry(Arc::from(name)).or_default();
         if by_key.len() >= HOT_ARTIFACTS && !by_key.contains_key(key) {
             by_key.clear();
         }
@@ -264,7 +270,7 @@ impl Mirror {
         route: &MetadataRoute,
         cached: Option<MetadataRecord>,
     ) -> Result<MetadataRecord, Error> {
-        let name = ecosystem.name();
+        let name: Arc<str> = Arc::from(ecosystem.name());
         let url = upstream.join(&route.upstream_path)?;
         let (etag, last_modified) = match &cached {
             Some(c) if c.cid.is_some() => (c.etag.clone(), c.last_modified.clone()),
@@ -286,7 +292,7 @@ impl Mirror {
                     route.upstream_accept,
                 )
                 .await;
-            self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
+            self.observe_upstream(&name, started, response.as_ref().ok().map(|r| r.status()));
             let response = response?;
             let status = response.status();
             if !status.is_success() {
@@ -303,7 +309,7 @@ impl Mirror {
                 header(http::header::ETAG),
                 header(http::header::LAST_MODIFIED),
             );
-            let body = read_limited(response, &url, name, limit).await?;
+            let body = read_limited(response, &url, &name, limit).await?;
             Ok::<_, Error>((status, Some((validators, body))))
         };
         let (status, got) = match tokio::time::timeout(deadline, exchange).await {
@@ -324,8 +330,12 @@ impl Mirror {
         if status == StatusCode::NOT_MODIFIED
             && let Some(mut record) = cached.clone()
         {
-            self.inner.metrics.cache(name, "metadata", "revalidated");
-            blocking(move || Ok(store.touch_document(name, &key, now)?)).await?;
+            self.inner.metrics.cache(&name, "metadata", "revalidated");
+            blocking({
+                let name = name.clone();
+                move || Ok(store.touch_document(&name, &key, now)?)
+            })
+            .await?;
             record.fetched_at = now;
             return Ok(record);
         }
@@ -339,7 +349,11 @@ impl Mirror {
                 last_modified: None,
                 size: 0,
             };
-            return blocking(move || Ok(store.put_not_found(name, &key, record)?)).await;
+            return blocking({
+                let name = name.clone();
+                move || Ok(store.put_not_found(&name, &key, record)?)
+            })
+            .await;
         }
         let Some(((etag, last_modified), body)) = got else {
             return Err(Error::UpstreamStatus {
@@ -347,7 +361,7 @@ impl Mirror {
                 status,
             });
         };
-        self.inner.metrics.cache(name, "metadata", "miss");
+        self.inner.metrics.cache(&name, "metadata", "miss");
         // Without an upstream validator, a new body's fetch time stands in for one, so clients
         // that revalidate only by date (apt) get 304s until the document changes.
         let last_modified =
@@ -373,9 +387,9 @@ impl Mirror {
         cached: Option<MetadataRecord>,
         fetched: Fetched,
     ) -> Result<MetadataRecord, Error> {
-        let name = ecosystem.name();
+        let name: Arc<str> = Arc::from(ecosystem.name());
         let context = match &route.context {
-            Some(context) => Some(self.load_doc(name, context).await?),
+            Some(context) => Some(self.load_doc(&name, context).await?),
             None => None,
         };
         let key = route.key.clone();
@@ -393,7 +407,7 @@ impl Mirror {
             if let Some(c) = &cached
                 && c.cid == Some(cid)
             {
-                store.touch_document(name, &key, fetched_at)?;
+                store.touch_document(&name, &key, fetched_at)?;
                 return Ok(MetadataRecord {
                     fetched_at,
                     ..c.clone()
@@ -411,14 +425,14 @@ impl Mirror {
                 body: &body,
                 context: context_doc.as_ref(),
             };
-            let refs = ecosystem.artifacts(&doc).map_err(|e| Error::BadMetadata {
+            let facts = ecosystem.read(&doc).map_err(|e| Error::BadMetadata {
                 url: redact(&url),
                 reason: e.0,
             })?;
             if let Some(upstream) = &upstream {
-                upstream.add_prefixes(ecosystem.download_prefixes(&doc));
+                upstream.add_prefixes(facts.download_prefixes);
             }
-            let refs = ref_records(refs);
+            let refs = ref_records(facts.artifacts);
             let record = MetadataRecord {
                 cid: Some(cid),
                 status: 200,
@@ -428,8 +442,8 @@ impl Mirror {
                 last_modified,
                 size: body.len() as u64,
             };
-            let record = store.put_document(name, &key, &body, record, &refs)?;
-            tracing::info!(ecosystem = name, key = %key, bytes = body.len(), artifacts = refs.len(), "metadata fetched");
+            let record = store.put_document(&name, &key, &body, record, &refs)?;
+            tracing::info!(ecosystem = %name, key = %key, bytes = body.len(), artifacts = refs.len(), "metadata fetched");
             Ok(record)
         })
         .await
@@ -440,7 +454,7 @@ impl Mirror {
     /// after a restart.
     pub(super) async fn load_doc(
         &self,
-        name: &'static str,
+        name: &str,
         route: &MetadataRoute,
     ) -> Result<ContextDoc, Error> {
         let registered = self
@@ -472,7 +486,11 @@ impl Mirror {
                 body: &context.body,
                 context: None,
             };
-            upstream.add_prefixes(registered.ecosystem.download_prefixes(&doc));
+            // A stored document was read when it was fetched: one that no longer reads (an
+            // adapter grown stricter) declares nothing, as before it was stored.
+            if let Ok(facts) = registered.ecosystem.read(&doc) {
+                upstream.add_prefixes(facts.download_prefixes);
+            }
         }
         Ok(context)
     }
@@ -487,19 +505,21 @@ impl Mirror {
 
     pub(super) fn observe_upstream(
         &self,
-        name: &'static str,
+        name: &str,
         started: Instant,
         status: Option<StatusCode>,
     ) {
         let metrics = &self.inner.metrics;
         metrics
             .upstream_latency
-            .get_or_create(&EcosystemLabels { ecosystem: name })
+            .get_or_create(&EcosystemLabels {
+                ecosystem: name.to_owned(),
+            })
             .observe(started.elapsed().as_secs_f64());
         metrics
             .upstream_requests
             .get_or_create(&UpstreamLabels {
-                ecosystem: name,
+                ecosystem: name.to_owned(),
                 status: status.map_or(0, |s| s.as_u16()),
             })
             .inc();

@@ -19,6 +19,7 @@
 
 mod artifacts;
 mod cached;
+pub mod content_key;
 pub mod download;
 mod fill;
 pub(crate) mod flight;
@@ -102,16 +103,29 @@ impl MirrorConfig {
     }
 }
 
-/// An ecosystem to serve, with its upstream (or why it has none).
+/// An ecosystem to serve, where, and with its upstream (or why it has none).
 pub struct EcosystemSetup {
     pub ecosystem: Arc<dyn Ecosystem>,
+    /// The path prefix it is served under, without slashes at either end (`npm`, `apt/debian`).
+    /// Its identity (index namespace, metric label) is the adapter's [`Ecosystem::name`].
+    pub mount: String,
     pub upstream: Result<Url, String>,
 }
 
 pub(crate) struct Registered {
     pub ecosystem: Arc<dyn Ecosystem>,
+    /// [`Ecosystem::name`], shared by the engine's maps and labels.
+    pub name: Arc<str>,
+    /// Where it is served ([`EcosystemSetup::mount`]).
+    pub mount: String,
     pub upstream: Result<Upstream, String>,
 }
+
+/// Downloads under way, by ecosystem name and artifact key.
+pub(crate) type Downloads = HashMap<(Arc<str>, String), Arc<Download>>;
+
+/// Hot artifacts, by ecosystem name, then key.
+pub(crate) type HotArtifacts = HashMap<Arc<str>, HashMap<String, Arc<CachedArtifact>>>;
 
 /// Hot artifact rows (about 400 bytes each) and metadata rows kept in memory at most, per
 /// ecosystem.
@@ -142,21 +156,24 @@ pub(crate) struct Inner {
     pub config: MirrorConfig,
     pub store: Store,
     pub index: Arc<Index>,
-    pub ecosystems: HashMap<&'static str, Registered>,
+    /// By name ([`Ecosystem::name`]).
+    pub ecosystems: HashMap<Arc<str>, Registered>,
+    /// Names by mount.
+    mounts: HashMap<String, Arc<str>>,
     pub metrics: Metrics,
-    downloads: Mutex<HashMap<(&'static str, String), Arc<Download>>>,
-    metadata_flights: SingleFlight<(&'static str, String), Result<MetadataRecord, Arc<Error>>>,
+    downloads: Mutex<Downloads>,
+    metadata_flights: SingleFlight<(Arc<str>, String), Result<MetadataRecord, Arc<Error>>>,
     /// Asks of the peers for a document upstream could not give, once for all callers.
-    peer_metadata_flights: SingleFlight<(&'static str, String), Option<MetadataRecord>>,
+    peer_metadata_flights: SingleFlight<(Arc<str>, String), Option<MetadataRecord>>,
     render_flights: SingleFlight<RenderKey, Result<Arc<RenderedDoc>, Arc<Error>>>,
     rendered: RenderCache,
     pub content: crate::engine::lru::Lru<FlatCid, Bytes>,
-    hot: Mutex<HashMap<&'static str, HashMap<String, Arc<CachedArtifact>>>>,
+    hot: Mutex<HotArtifacts>,
     /// Metadata records as last read or written by this process: a hit skips SQLite.
-    hot_metadata: Mutex<HashMap<&'static str, HashMap<String, MetadataRecord>>>,
+    hot_metadata: Mutex<HashMap<Arc<str>, HashMap<String, MetadataRecord>>>,
     touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
     /// Listing artifacts being downloaded or read, per ecosystem, and their completions.
-    listings: (Mutex<HashMap<&'static str, usize>>, tokio::sync::Notify),
+    listings: (Mutex<HashMap<Arc<str>, usize>>, tokio::sync::Notify),
     /// The swarm, once the node has started (`--no-p2p`: never).
     peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
     /// Artifacts whose bytes from peers failed the registry digest, and when.
@@ -203,15 +220,26 @@ impl Mirror {
             );
         }
         let mut registered = HashMap::new();
+        let mut mounts = HashMap::new();
         for setup in ecosystems {
             let upstream = match setup.upstream {
                 Ok(url) => Ok(Upstream::new(url, config.limits.clone())?),
                 Err(hint) => Err(hint),
             };
+            let name: Arc<str> = Arc::from(setup.ecosystem.name());
+            let mount = setup.mount.trim_matches('/').to_owned();
+            if mount.is_empty() || mounts.contains_key(&mount) || registered.contains_key(&name) {
+                return Err(Error::Registration(format!(
+                    "ecosystem {name} at /{mount}/: the name and the mount must be unique and the mount not empty"
+                )));
+            }
+            mounts.insert(mount.clone(), name.clone());
             registered.insert(
-                setup.ecosystem.name(),
+                name.clone(),
                 Registered {
                     ecosystem: setup.ecosystem,
+                    name,
+                    mount,
                     upstream,
                 },
             );
@@ -224,6 +252,7 @@ impl Mirror {
                 store,
                 index,
                 ecosystems: registered,
+                mounts,
                 metrics: Metrics::new(),
                 downloads: Mutex::new(HashMap::new()),
                 metadata_flights: SingleFlight::default(),
@@ -294,15 +323,15 @@ impl Mirror {
         &self.inner.store
     }
 
-    /// The registered ecosystems and their upstreams (or why there is none).
-    pub fn upstreams(&self) -> Vec<(&'static str, Result<String, String>)> {
+    /// The registered ecosystems (by name) and their upstreams (or why there is none).
+    pub fn upstreams(&self) -> Vec<(&str, Result<String, String>)> {
         let mut out: Vec<_> = self
             .inner
             .ecosystems
             .iter()
             .map(|(name, r)| {
                 (
-                    *name,
+                    &**name,
                     r.upstream
                         .as_ref()
                         .map(Upstream::shown)
@@ -316,6 +345,16 @@ impl Mirror {
 
     pub(crate) fn ecosystem(&self, name: &str) -> Option<&Registered> {
         self.inner.ecosystems.get(name)
+    }
+
+    /// The ecosystem served under `mount` (a path prefix without slashes at its ends).
+    pub(crate) fn ecosystem_at(&self, mount: &str) -> Option<&Registered> {
+        self.ecosystem(self.inner.mounts.get(mount)?)
+    }
+
+    /// Where the ecosystem `name` is served, if it is registered.
+    pub fn mount_of(&self, name: &str) -> Option<&str> {
+        self.ecosystem(name).map(|r| r.mount.as_str())
     }
 
     /// The ecosystem whose upstream base URL holds `path` on `host:port` (the scheme is not
@@ -344,7 +383,7 @@ impl Mirror {
             .upstream
             .as_ref()
             .map_err(|hint| Error::NoUpstream {
-                ecosystem: registered.ecosystem.name(),
+                ecosystem: registered.name.to_string(),
                 hint: hint.clone(),
             })
     }
@@ -372,7 +411,7 @@ impl Mirror {
         blocking(move || {
             let batch: Vec<(&str, &str, i64)> = batch
                 .iter()
-                .map(|(c, at)| (c.ecosystem, c.key.as_str(), *at))
+                .map(|(c, at)| (&*c.ecosystem, c.key.as_str(), *at))
                 .collect();
             Ok(store.touch_artifacts(&batch)?)
         })
@@ -425,13 +464,9 @@ impl Mirror {
     }
 
     /// The flat CID of an artifact key, if cached.
-    pub async fn cached_flat(
-        &self,
-        name: &'static str,
-        key: &str,
-    ) -> Result<Option<FlatCid>, Error> {
-        let (index, key) = (self.inner.index.clone(), key.to_owned());
-        blocking(move || Ok(index.get_artifact(name, &key)?.map(|r| r.flat))).await
+    pub async fn cached_flat(&self, name: &str, key: &str) -> Result<Option<FlatCid>, Error> {
+        let (index, key, name) = (self.inner.index.clone(), key.to_owned(), name.to_owned());
+        blocking(move || Ok(index.get_artifact(&name, &key)?.map(|r| r.flat))).await
     }
 }
 

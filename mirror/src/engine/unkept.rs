@@ -61,7 +61,7 @@ impl Unkept {
 /// Start streaming `key` from `url` without keeping it.
 pub(crate) fn start(
     mirror: &Mirror,
-    name: &'static str,
+    name: &str,
     key: &str,
     upstream: &Upstream,
     url: Url,
@@ -88,7 +88,9 @@ pub(crate) fn start(
     };
     let owner = mirror.clone();
     let (mirror, key, upstream) = (mirror.clone(), key.to_owned(), upstream.clone());
+    let name = name.to_owned();
     owner.spawn(async move {
+        let name = name.as_str();
         let head_tx = Mutex::new(Some(head_tx));
         let send_head = |result: Result<Option<u64>, Error>| -> Result<(), Error> {
             let sender = head_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -137,7 +139,9 @@ pub(crate) fn start(
                 mirror
                     .metrics()
                     .digest_mismatches
-                    .get_or_create(&EcosystemLabels { ecosystem: name })
+                    .get_or_create(&EcosystemLabels {
+                        ecosystem: name.to_owned(),
+                    })
                     .inc();
                 let message = format!(
                     "{name} artifact {key} from {} does not match its registry digest: expected {expected}, got {digest}",

@@ -16,7 +16,7 @@ struct StatusReport {
 
 #[derive(serde::Serialize)]
 struct UpstreamStatus {
-    ecosystem: &'static str,
+    ecosystem: String,
     upstream: Option<String>,
     disabled_because: Option<String>,
 }
@@ -31,7 +31,7 @@ async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
             .upstreams()
             .into_iter()
             .map(|(ecosystem, upstream)| UpstreamStatus {
-                ecosystem,
+                ecosystem: ecosystem.to_owned(),
                 upstream: upstream.clone().ok(),
                 disabled_because: upstream.err(),
             })

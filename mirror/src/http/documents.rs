@@ -65,7 +65,7 @@ pub(super) async fn metadata(
             ),
         ));
     }
-    let base = base_url(mirror, registered.ecosystem.name(), request)?;
+    let base = base_url(mirror, &registered.mount, request)?;
     let doc = mirror.render(registered, route, part, &hit, &base).await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;

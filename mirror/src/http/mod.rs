@@ -23,6 +23,8 @@ mod routes;
 use api::{dashboard, peers, status};
 use routes::{ecosystem, proxied};
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -81,14 +83,18 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
-    let (route, kind, response) =
+    let (route, kind, response): (Cow<'static, str>, &'static str, Response) =
         if request.method() == Method::CONNECT || is_absolute_form(&request) {
             proxied(&mirror, request).await
         } else {
             match path.as_str() {
-                "/healthz" => ("healthz", "-", (StatusCode::OK, "ok\n").into_response()),
+                "/healthz" => (
+                    "healthz".into(),
+                    "-",
+                    (StatusCode::OK, "ok\n").into_response(),
+                ),
                 "/metrics" => (
-                    "metrics",
+                    "metrics".into(),
                     "-",
                     (
                         [(
@@ -99,22 +105,22 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                     )
                         .into_response(),
                 ),
-                "/api/v1/status" => ("status", "-", status(&mirror).await),
-                "/api/v1/peers" => ("peers", "-", peers(&mirror).await),
-                "/" => ("dashboard", "-", dashboard(&mirror).await),
+                "/api/v1/status" => ("status".into(), "-", status(&mirror).await),
+                "/api/v1/peers" => ("peers".into(), "-", peers(&mirror).await),
+                "/" => ("dashboard".into(), "-", dashboard(&mirror).await),
                 ipfs if ipfs.starts_with("/ipfs/") => {
                     let (kind, response) = crate::http::gateway::handle(&mirror, request).await;
-                    ("ipfs", kind, response)
+                    ("ipfs".into(), kind, response)
                 }
                 _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
                     Some((registered, below)) => {
-                        let name = registered.ecosystem.name();
+                        let name = registered.name.to_string();
                         let (kind, response) =
                             ecosystem(&mirror, registered, below, request, false).await;
-                        (name, kind, response)
+                        (name.into(), kind, response)
                     }
                     None => (
-                        "unknown",
+                        "unknown".into(),
                         "-",
                         Error::NotFound(format!("no route for {path}: {}", where_to_go(&mirror)))
                             .into_response(),
@@ -126,7 +132,7 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         .metrics()
         .requests
         .get_or_create(&crate::metrics::RequestLabels {
-            route,
+            route: route.into_owned(),
             kind,
             status: response.status().as_u16(),
         })
@@ -142,7 +148,11 @@ fn where_to_go(mirror: &Mirror) -> String {
         let Some(registered) = mirror.ecosystem(name) else {
             continue;
         };
-        let at = format!("{name} at /{name}/{}", registered.ecosystem.client_root());
+        let at = format!(
+            "{name} at /{}/{}",
+            registered.mount,
+            registered.ecosystem.client_root()
+        );
         match upstream {
             Ok(_) => served.push(at),
             Err(_) => off.push(at),
@@ -174,14 +184,14 @@ fn is_absolute_form(request: &http::Request<Body>) -> bool {
 /// prefix is one segment (`npm`) or two (`apt/debian`: one ecosystem per apt archive).
 fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Registered, &'p str)> {
     let (first, below) = rest.split_once('/').unwrap_or((rest, ""));
-    if let Some(registered) = mirror.ecosystem(first) {
+    if let Some(registered) = mirror.ecosystem_at(first) {
         return Some((registered, below));
     }
     let second = below.find('/').unwrap_or(below.len());
     let prefix = rest.get(..first.len() + 1 + second)?;
     let below = below.get(second..).unwrap_or("").trim_start_matches('/');
     mirror
-        .ecosystem(prefix)
+        .ecosystem_at(prefix)
         .map(|registered| (registered, below))
 }
 

@@ -52,7 +52,7 @@ pub(super) async fn passthrough(
         .upstream
         .as_ref()
         .map_err(|hint| Error::NoUpstream {
-            ecosystem: name,
+            ecosystem: name.to_owned(),
             hint: hint.clone(),
         })?;
     let url = upstream.join(upstream_path)?;

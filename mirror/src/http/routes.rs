@@ -2,6 +2,8 @@
 //! held list or a passthrough, and proxy-form requests (`GET http://upstream/...`) mapped onto
 //! the ecosystem whose upstream they name.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{self};
@@ -23,29 +25,29 @@ use super::passthrough::passthrough;
 pub(super) async fn proxied(
     mirror: &Mirror,
     request: http::Request<Body>,
-) -> (&'static str, &'static str, Response) {
+) -> (Cow<'static, str>, &'static str, Response) {
     let target = request.uri().to_string();
     if request.method() == Method::CONNECT {
         let e = Error::Forbidden(format!(
             "CONNECT {target}: Cairn is not an open proxy; use http:// sources (the archive's \
              signatures make that safe)"
         ));
-        return ("proxy", "-", e.into_response());
+        return ("proxy".into(), "-", e.into_response());
     }
     let found = request.uri().authority().and_then(|authority| {
         mirror.ecosystem_for_upstream(authority.host(), authority.port_u16(), request.uri().path())
     });
     match found {
         Some((registered, below)) => {
-            let name = registered.ecosystem.name();
+            let name = registered.name.to_string();
             let (kind, response) = ecosystem(mirror, registered, &below, request, true).await;
-            (name, kind, response)
+            (name.into(), kind, response)
         }
         None => {
             let e = Error::Forbidden(format!(
                 "{target} is not under a configured upstream: Cairn is not an open proxy"
             ));
-            ("proxy", "-", e.into_response())
+            ("proxy".into(), "-", e.into_response())
         }
     }
 }
@@ -103,7 +105,7 @@ pub(super) async fn ecosystem(
         ),
         Route::Redirect { path } => (
             "redirect",
-            match base_url(mirror, registered.ecosystem.name(), &parts).and_then(|base| {
+            match base_url(mirror, &registered.mount, &parts).and_then(|base| {
                 base.join(&path)
                     .map_err(|e| Error::BadRequest(e.to_string()))
             }) {
@@ -158,11 +160,11 @@ pub(super) async fn ecosystem(
     }
 }
 
-/// The URL clients reach `ecosystem` at: the configured public URL, else the request's Host
-/// (HTTP/1) or `:authority` (HTTP/2, where there is no Host header).
+/// The URL clients reach the ecosystem mounted at `mount` at: the configured public URL, else
+/// the request's Host (HTTP/1) or `:authority` (HTTP/2, where there is no Host header).
 pub(super) fn base_url(
     mirror: &Mirror,
-    ecosystem: &str,
+    mount: &str,
     request: &http::request::Parts,
 ) -> Result<Url, Error> {
     let headers = &request.headers;
@@ -182,7 +184,7 @@ pub(super) fn base_url(
                 .map_err(|e| Error::BadRequest(format!("invalid Host header {host:?}: {e}")))?
         }
     };
-    let path = format!("{}/{ecosystem}/", base.path().trim_end_matches('/'));
+    let path = format!("{}/{mount}/", base.path().trim_end_matches('/'));
     let mut url = base;
     url.set_path(&path);
     Ok(url)
@@ -195,11 +197,12 @@ pub(super) async fn held(
     variant: &'static str,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
-    let name = registered.ecosystem.name();
-    let base = base_url(mirror, name, request)?;
+    let base = base_url(mirror, &registered.mount, request)?;
     let index = mirror.index().clone();
-    let keys = crate::engine::blocking(move || {
-        Ok(index.metadata_keys(name, crate::ecosystem::MAX_HELD_LISTED)?)
+    let name = registered.name.clone();
+    let keys = crate::engine::blocking({
+        let name = name.clone();
+        move || Ok(index.metadata_keys(&name, crate::ecosystem::MAX_HELD_LISTED)?)
     })
     .await?;
     let rendered = registered

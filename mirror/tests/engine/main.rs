@@ -36,6 +36,7 @@ pub(crate) fn open(
     let setups = ecosystems
         .into_iter()
         .map(|(ecosystem, url)| EcosystemSetup {
+            mount: ecosystem.name().to_owned(),
             ecosystem,
             upstream: Ok(url),
         })
@@ -60,6 +61,7 @@ pub(crate) async fn reopen(
         let setups = ecosystems()
             .into_iter()
             .map(|(ecosystem, url)| EcosystemSetup {
+                mount: ecosystem.name().to_owned(),
                 ecosystem,
                 upstream: Ok(url),
             })

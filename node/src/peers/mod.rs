@@ -297,18 +297,14 @@ impl PeerSource for Peers {
         tokio::spawn(async move { provide_both(&node, flat, root).await });
     }
 
-    fn metadata(
-        &self,
-        ecosystem: &'static str,
-        key: String,
-    ) -> BoxFuture<'static, Vec<PeerDocument>> {
+    fn metadata(&self, ecosystem: String, key: String) -> BoxFuture<'static, Vec<PeerDocument>> {
         let node = self.inner.node.clone();
         let allowed = self.inner.policy.trust_metadata || node.is_private();
         Box::pin(async move {
             if !allowed {
                 return Vec::new();
             }
-            metadata::fetch(node, ecosystem.to_owned(), key).await
+            metadata::fetch(node, ecosystem, key).await
         })
     }
 
@@ -323,9 +319,9 @@ impl PeerSource for Peers {
         )
     }
 
-    fn metadata_holders(&self, ecosystem: &'static str, key: String) -> BoxFuture<'static, usize> {
+    fn metadata_holders(&self, ecosystem: String, key: String) -> BoxFuture<'static, usize> {
         let node = self.inner.node.clone();
-        Box::pin(metadata::holders(node, ecosystem.to_owned(), key))
+        Box::pin(metadata::holders(node, ecosystem, key))
     }
 
     fn describe(&self) -> BoxFuture<'static, serde_json::Value> {

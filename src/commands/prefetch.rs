@@ -11,18 +11,24 @@
 //! an export carries them all), and the packages are resolved against its `Packages` files.
 //! Everything comes from the node over HTTP: no data directory is read.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use cairn_mirror::cid::{Algorithm, Digest, Hasher};
 use cairn_pypi::tags::Target;
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::apt::AptSuite;
+use super::serve;
+use crate::apt::{self, AptSuite};
+use crate::cli::{Common, Serve};
 use crate::lockfiles::Item;
+use crate::settings::{self, FileSettings};
 
 /// Files in flight at once.
 const PARALLEL: usize = 8;
@@ -439,4 +445,85 @@ pub async fn run(
         bail!("{} items failed:\n{}", failures.len(), failures.join("\n"));
     }
     Ok(())
+}
+
+/// `cairn prefetch`: through the node at `url` (or `--listen`) when one answers, else through a
+/// node run in this process for the purpose, with the same settings `serve` would use. Only
+/// that second case opens a data directory.
+pub async fn command(
+    common: &Common,
+    file: &FileSettings,
+    lockfiles: Vec<String>,
+    url: Option<Url>,
+    python: &crate::pytarget::PythonTargetArgs,
+    apt_sources: &[PathBuf],
+) -> Result<()> {
+    let items = crate::lockfiles::read_all(&lockfiles)?;
+    let target = pypi_target(&items, python)?;
+    let apt = if items.iter().any(|i| matches!(i, Item::Apt(_))) {
+        Some(AptScope {
+            suites: apt::suites(apt_sources, std::path::Path::new(apt::APT_ETC))?,
+            architectures: apt::machine_architectures(),
+        })
+    } else {
+        None
+    };
+    let listen = settings::listen(common.listen.as_deref(), file)?;
+    let base = match &url {
+        Some(url) => url.clone(),
+        None => Url::parse(&format!("http://{listen}/")).context("node URL")?,
+    };
+    let answers = tokio::time::timeout(
+        Duration::from_secs(2),
+        reqwest::get(base.join("healthz").context("node URL")?),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+    if answers {
+        return run(base, items, apt, None, target.as_ref()).await;
+    }
+    if url.is_some() {
+        // A node named explicitly is the one to warm: another one's data directory is not.
+        anyhow::bail!("no Cairn node answers at {base} (GET /healthz)");
+    }
+    // No node there: run one here, on a free port, for the prefetch. Its log is for trouble
+    // (warnings and errors, unless CAIRN_LOG says otherwise), written around the progress bar.
+    let log = crate::barlog::BarLog::default();
+    crate::logging::init_to("text", "warn,libp2p_kad::behaviour=error", log.clone()).ok();
+    let local: SocketAddr = "127.0.0.1:0".parse().context("address")?;
+    let mirror = serve::open_mirror(common, file, &Serve::default(), &listen).await?;
+    let listener = tokio::net::TcpListener::bind(local)
+        .await
+        .context("cannot listen on 127.0.0.1")?;
+    let bound = listener.local_addr().context("listen address")?;
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(cairn_mirror::http::serve(
+        listener,
+        cairn_mirror::http::router(mirror.clone()),
+        serve::connection_limits(file, &Serve::default())?,
+        stop.clone().cancelled_owned(),
+    ));
+    let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;
+    let result = run(base, items, apt, Some(&log), target.as_ref()).await;
+    stop.cancel();
+    let _ = server.await;
+    mirror.finish_downloads(Duration::from_secs(10)).await;
+    mirror.close().await.context("closing the store")?;
+    result
+}
+
+/// The Python target for `items`, said on stderr; not probed when no item is PyPI's.
+fn pypi_target(
+    items: &[Item],
+    python: &crate::pytarget::PythonTargetArgs,
+) -> Result<Option<cairn_pypi::tags::Target>> {
+    if !items.iter().any(|i| matches!(i, Item::Pypi(_))) {
+        return Ok(None);
+    }
+    let target = python.target()?;
+    match &target {
+        Some(t) => eprintln!("pypi: files for {}", cairn_pypi::select::describe(t)),
+        None => eprintln!("pypi: every file the lockfiles name (--all-platforms)"),
+    }
+    Ok(target)
 }

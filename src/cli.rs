@@ -1,0 +1,236 @@
+//! The command line: every subcommand and flag, as clap parses them. Each flag's environment
+//! variable is read here too (clap's `env`); `cairn.toml` and the defaults are layered on top in
+//! `settings`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use url::Url;
+
+/// `cairn --version`: the release, and the formats and protocols it speaks, which decide whether
+/// two nodes (or a bundle and a node) understand each other.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nregistries: npm, cargo sparse index, PyPI simple (PEP 503/691/658), apt (InRelease, by-hash)",
+    "\nIPFS: CIDv1 (raw, dag-pb UnixFS with 1 MiB raw leaves, dag-cbor snapshots), CAR v1, \
+     trustless gateway",
+    "\npeers: libp2p (TCP+noise+yamux, QUIC), Kademlia /cairn/kad/1.0.0, Bitswap 1.2.0, \
+     /cairn/resolve/1.0.0, /cairn/metadata/1.0.0"
+);
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    long_version = LONG_VERSION,
+    about = "Content-addressed, peer-to-peer mirror and caching proxy for npm, cargo, PyPI and apt",
+    after_help = "Start with `cairn serve`, then `cairn setup CLIENT` for each client. \
+                  Durations take a unit (300s, 5m, 2h, 1d); sizes are bytes or K, M, G."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct Common {
+    /// Where the store and index live [default: $XDG_DATA_HOME/cairn]
+    #[arg(long, global = true, env = "CAIRN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file [default: $XDG_CONFIG_HOME/cairn/cairn.toml]
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP address: HOST:PORT, or a PORT on 127.0.0.1 [default: 127.0.0.1:7777]
+    #[arg(long, global = true, env = "CAIRN_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the node: the HTTP proxy for npm, cargo, PyPI and apt clients, and the peer
+    Serve(Box<Serve>),
+    /// Print (or apply) a client's configuration for this node
+    Setup {
+        /// The client to configure
+        client: crate::ecosystems::Client,
+        /// The node's URL for this client [default: from --listen]
+        #[arg(long)]
+        url: Option<Url>,
+        /// Run the client's own config commands instead of printing them
+        #[arg(long)]
+        apply: bool,
+    },
+    /// What the node holds, where each ecosystem's upstream is, and whether it is running
+    Status {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch everything lockfiles pin (with its metadata) into the node's cache
+    Prefetch {
+        /// A lockfile: package-lock.json, npm-shrinkwrap.json, yarn.lock, pnpm-lock.yaml,
+        /// Cargo.lock, requirements*.txt, uv.lock, or KIND:FILE (npm:, cargo:, pypi:, apt: for
+        /// a package list or `dpkg --get-selections` output)
+        #[arg(long = "lockfile", value_name = "[KIND:]FILE", required = true)]
+        lockfiles: Vec<String>,
+        /// The node to warm, which must answer [default: the one at --listen, else this
+        /// process runs one on the data directory]
+        #[arg(long)]
+        url: Option<Url>,
+        #[command(flatten)]
+        python: crate::pytarget::PythonTargetArgs,
+        /// apt sources naming the suites apt package lists are resolved in, whose indexes are
+        /// fetched too (repeatable; `*.sources` or one-line format) [default: this machine's]
+        #[arg(long = "apt-sources", value_name = "FILE")]
+        apt_sources: Vec<PathBuf>,
+    },
+    /// Write a CAR bundle: a snapshot and every block needed to serve it offline
+    Export {
+        /// Only what these lockfiles need
+        #[arg(long = "lockfile", value_name = "[KIND:]FILE", conflicts_with_all = ["all", "snapshot"])]
+        lockfiles: Vec<String>,
+        /// Everything the node holds
+        #[arg(long, conflicts_with = "snapshot")]
+        all: bool,
+        /// A snapshot taken earlier (`cairn snapshot`)
+        #[arg(long, value_name = "CID")]
+        snapshot: Option<cid::Cid>,
+        /// The CAR file to write
+        #[arg(short = 'o', long = "output", value_name = "FILE.car")]
+        output: PathBuf,
+        /// Which Python files the lockfiles' entries take (as `prefetch` did)
+        #[command(flatten)]
+        python: crate::pytarget::PythonTargetArgs,
+    },
+    /// Read a CAR bundle into the store: all of it, verified, or nothing
+    Import {
+        /// The bundle, as `cairn export` wrote it (it may come from another machine: every
+        /// document and artifact is checked as if upstream had sent it)
+        #[arg(value_name = "FILE.car")]
+        file: PathBuf,
+        /// The apt archives the bundle may hold, as `serve` takes them
+        #[command(flatten)]
+        apt: AptArgs,
+    },
+    /// Print the root CID of the node's current state (and keep the snapshot)
+    Snapshot,
+    /// Keep a snapshot: the current state, or CID
+    Pin {
+        /// The snapshot to keep [default: the current state]
+        #[arg(value_name = "CID")]
+        root: Option<cid::Cid>,
+    },
+    /// Print this node's peer ID, then the addresses other nodes can give `--bootstrap` (the
+    /// running node's real ports when it answers at --listen)
+    Id,
+    /// The peers the running node is connected to, with their round-trip times
+    Peers {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        /// The node [default: the one at --listen]
+        #[arg(long)]
+        url: Option<Url>,
+    },
+}
+
+/// The apt archives to serve (`serve`) or to check a bundle against (`import`).
+#[derive(clap::Args, Debug, Default)]
+pub struct AptArgs {
+    /// An apt archive, served at /apt/NAME/ (repeatable) [default: every archive in apt's sources]
+    #[arg(
+        long,
+        env = "CAIRN_APT_UPSTREAM",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub apt_upstream: Vec<String>,
+    /// The keyring an apt archive's Release files must be signed with (repeatable)
+    /// [default: the source's Signed-By, else Debian's archive keyring]
+    #[arg(
+        long,
+        env = "CAIRN_APT_KEYRING",
+        value_name = "NAME=FILE",
+        value_delimiter = ','
+    )]
+    pub apt_keyring: Vec<String>,
+}
+
+#[derive(Args, Default)]
+pub struct Serve {
+    /// Never contact an upstream registry
+    #[arg(long, env = "CAIRN_OFFLINE")]
+    pub offline: bool,
+    /// npm upstream registry [default: npm's own `registry` setting]
+    #[arg(long, env = "CAIRN_NPM_UPSTREAM", value_name = "URL")]
+    pub npm_upstream: Option<String>,
+    /// cargo upstream sparse index [default: from cargo's config or registry cache]
+    #[arg(long, env = "CAIRN_CARGO_UPSTREAM", value_name = "URL")]
+    pub cargo_upstream: Option<String>,
+    /// PyPI upstream simple index [default: pip's index-url, else pip's default]
+    #[arg(long, env = "CAIRN_PYPI_UPSTREAM", value_name = "URL")]
+    pub pypi_upstream: Option<String>,
+    #[command(flatten)]
+    pub apt: AptArgs,
+    /// The URL clients reach this node at [default: each request's Host]
+    #[arg(long, env = "CAIRN_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<Url>,
+    /// How long metadata is served before upstream is asked again (e.g. 300s, 5m) [default: 5m]
+    #[arg(long, env = "CAIRN_METADATA_TTL", value_name = "DURATION")]
+    pub metadata_ttl: Option<String>,
+    /// How long an upstream "not found" is remembered before upstream is asked again
+    /// [default: 1m]
+    #[arg(long, env = "CAIRN_NEGATIVE_TTL", value_name = "DURATION")]
+    pub negative_ttl: Option<String>,
+    /// Metadata requests, and apart from them artifact downloads, in flight to one upstream at
+    /// most [default: 64 each]
+    #[arg(long, env = "CAIRN_UPSTREAM_CONCURRENCY", value_name = "N")]
+    pub upstream_concurrency: Option<usize>,
+    /// Longest wait for an upstream's headers or next bytes; an artifact body must also bring
+    /// 16 KiB/s over each such window [default: 30s]
+    #[arg(long, env = "CAIRN_UPSTREAM_TIMEOUT", value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+    /// Longest a whole metadata exchange with upstream may take, and an artifact download may
+    /// wait for a slot [default: 2m]
+    #[arg(long, env = "CAIRN_UPSTREAM_DEADLINE", value_name = "DURATION")]
+    pub upstream_deadline: Option<String>,
+    /// Largest metadata document accepted, for every ecosystem (e.g. 256M) [default: npm 128M,
+    /// PyPI 64M, cargo and apt 32M]
+    #[arg(long, env = "CAIRN_MAX_DOCUMENT_SIZE", value_name = "SIZE")]
+    pub max_document_size: Option<String>,
+    /// Largest artifact downloaded; one whose listing declares its size is also held to that
+    /// size [default: 8G]
+    #[arg(long, env = "CAIRN_MAX_ARTIFACT_SIZE", value_name = "SIZE")]
+    pub max_artifact_size: Option<String>,
+    /// HTTP connections served at once; more wait to be accepted
+    /// [default: what fits in the descriptor limit, at most 4096]
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Longest time a client may take to send a request's headers (also the keep-alive
+    /// timeout) [default: 30s]
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Close a connection that has moved no bytes for this long with no request being handled
+    /// [default: 60s]
+    #[arg(long, env = "CAIRN_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "CAIRN_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+    #[command(flatten)]
+    pub p2p: crate::p2p::P2pArgs,
+}
+
+impl Serve {
+    /// The `--ECOSYSTEM-upstream` flag (or its variable) named by its key (`npm-upstream`, …).
+    pub fn upstream(&self, key: &str) -> Option<&str> {
+        match key {
+            "npm-upstream" => self.npm_upstream.as_deref(),
+            "cargo-upstream" => self.cargo_upstream.as_deref(),
+            "pypi-upstream" => self.pypi_upstream.as_deref(),
+            _ => None,
+        }
+    }
+}

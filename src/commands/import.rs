@@ -1,0 +1,31 @@
+//! `cairn import FILE.car`: read a bundle into the store, every document and artifact checked
+//! by the adapters as if upstream had sent it (`bundles.rs` does the work).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::bundles;
+use crate::cli::{AptArgs, Common};
+use crate::ecosystems::{self, apt};
+use crate::settings::{self, FileSettings};
+
+pub async fn run(common: &Common, file: &FileSettings, car: PathBuf, args: &AptArgs) -> Result<()> {
+    let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
+    let listen = settings::listen(common.listen.as_deref(), file)?;
+    // The adapters check what the bundle holds as they check what upstream sends.
+    let mut adapters = ecosystems::base_adapters();
+    adapters.extend(
+        apt::adapters(
+            &settings::pick(&args.apt_upstream, &file.apt_upstream),
+            &settings::pick(&args.apt_keyring, &file.apt_keyring),
+            &listen,
+            None,
+        )?
+        .into_iter()
+        .map(|setup| setup.ecosystem),
+    );
+    tokio::task::spawn_blocking(move || bundles::import(&data_dir, &adapters, &car))
+        .await
+        .context("import")?
+}

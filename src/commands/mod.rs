@@ -1,0 +1,14 @@
+//! One module per subcommand. Each takes the parsed flags and `cairn.toml`, resolves its
+//! settings through `settings`, and reaches the ecosystems through their table
+//! (`ecosystems`).
+
+pub mod export;
+pub mod id;
+pub mod import;
+pub mod peers;
+pub mod pin;
+pub mod prefetch;
+pub mod serve;
+pub mod setup;
+pub mod snapshot;
+pub mod status;

@@ -1,0 +1,386 @@
+//! `cairn serve`: open the mirror with every ecosystem of the table whose upstream is found,
+//! start the peer beside it, serve HTTP until SIGINT or SIGTERM, then shut down in order.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_mirror::http::ConnectionLimits;
+use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::cli::{Common, Serve};
+use crate::ecosystems::{self, apt, discover::Found};
+use crate::settings::{self, FileSettings};
+
+pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()> {
+    crate::logging::init(
+        settings::value(args.log_format.as_deref(), file.log_format.as_deref()).unwrap_or("text"),
+    )?;
+    let listen = settings::listen(common.listen.as_deref(), file)?;
+    let limits = connection_limits(file, &args)?;
+    let mirror = open_mirror(common, file, &args, &listen).await?;
+    let data_dir = mirror.config().data_dir.clone();
+    if !mirror.config().offline {
+        probe_upstreams(&mirror);
+    }
+    let node = crate::p2p::start(&args.p2p, file, &mirror).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr().context("listen address")?;
+    tracing::info!(target: crate::logging::TARGET, address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
+    // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
+    println!("cairn listening on http://{bound}");
+    run_server(mirror, listener, limits, node).await
+}
+
+/// The mirror's settings: each flag (or its variable), else `cairn.toml`, else the default.
+pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Result<MirrorConfig> {
+    let mut config = MirrorConfig::new(settings::data_dir(common.data_dir.as_deref(), file));
+    config.offline = settings::switch(args.offline, file.offline);
+    config.public_url = match args.public_url.clone() {
+        Some(url) => Some(url),
+        None => file
+            .public_url
+            .as_deref()
+            .map(Url::parse)
+            .transpose()
+            .context("invalid public-url in cairn.toml")?,
+    };
+    let duration = |key, given: &Option<String>, file: &Option<String>| {
+        settings::duration(key, given.as_deref(), file.as_deref())
+    };
+    let size = |key, given: &Option<String>, file: &Option<String>| {
+        settings::size(key, given.as_deref(), file.as_deref())
+    };
+    if let Some(ttl) = duration("metadata-ttl", &args.metadata_ttl, &file.metadata_ttl)? {
+        config.metadata_ttl = ttl;
+    }
+    if let Some(ttl) = duration("negative-ttl", &args.negative_ttl, &file.negative_ttl)? {
+        config.negative_ttl = ttl;
+    }
+    if let Some(n) = settings::value(args.upstream_concurrency, file.upstream_concurrency) {
+        config.limits.concurrency = n;
+    }
+    if let Some(t) = duration(
+        "upstream-timeout",
+        &args.upstream_timeout,
+        &file.upstream_timeout,
+    )? {
+        config.limits.read_timeout = t;
+    }
+    if let Some(t) = duration(
+        "upstream-deadline",
+        &args.upstream_deadline,
+        &file.upstream_deadline,
+    )? {
+        config.limits.deadline = t;
+        if config.limits.deadline.is_zero() {
+            anyhow::bail!("upstream-deadline must be above 0");
+        }
+    }
+    if let Some(bytes) = size(
+        "max-document-size",
+        &args.max_document_size,
+        &file.max_document_size,
+    )? {
+        config.max_document_bytes = Some(bytes);
+    }
+    if let Some(bytes) = size(
+        "max-artifact-size",
+        &args.max_artifact_size,
+        &file.max_artifact_size,
+    )? {
+        config.max_artifact_bytes = bytes;
+    }
+    Ok(config)
+}
+
+/// The mirror `serve` runs, with every ecosystem whose upstream was found (flags, `cairn.toml`,
+/// else the clients' own settings). `listen` is where clients will reach it (to refuse upstreams
+/// that point back at it).
+pub async fn open_mirror(
+    common: &Common,
+    file: &FileSettings,
+    args: &Serve,
+    listen: &SocketAddr,
+) -> Result<Mirror> {
+    let config = mirror_config(common, file, args)?;
+    let data_dir = config.data_dir.clone();
+    let public_url = config.public_url.clone();
+    let mut setups = Vec::new();
+    for (entry, registry) in ecosystems::registries() {
+        let configured = settings::value(args.upstream(registry.key), file.upstream(registry.key));
+        let found =
+            ecosystems::find_upstream(registry, configured, listen, public_url.as_ref()).await;
+        let name = entry.name;
+        match &found {
+            Ok(found @ Found::Configured(_)) => {
+                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), "upstream (configured)")
+            }
+            Ok(found @ Found::Discovered { from, .. }) => {
+                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), from, "upstream (discovered)")
+            }
+            Err(why) => {
+                tracing::warn!(target: crate::logging::TARGET, ecosystem = name, "off: {why}")
+            }
+        }
+        setups.push(EcosystemSetup {
+            ecosystem: (registry.adapter)(),
+            mount: name.into(),
+            upstream: found.map(|f| f.url().clone()),
+        });
+    }
+    setups.extend(apt::adapters(
+        &settings::pick(&args.apt.apt_upstream, &file.apt_upstream),
+        &settings::pick(&args.apt.apt_keyring, &file.apt_keyring),
+        listen,
+        public_url.as_ref(),
+    )?);
+
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    tokio::task::spawn_blocking(move || Mirror::open(config, setups))
+        .await
+        .context("opening the store")?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
+
+/// The HTTP connection cap and timeouts, with the descriptor limit raised as far as it goes.
+pub fn connection_limits(file: &FileSettings, args: &Serve) -> Result<ConnectionLimits> {
+    let mut limits = ConnectionLimits::default();
+    let descriptors = crate::descriptors::raise_limit();
+    limits.max_connections = crate::descriptors::pick_cap(
+        settings::value(args.max_connections, file.max_connections),
+        descriptors,
+    );
+    let duration = |key, given: &Option<String>, file: &Option<String>| {
+        settings::duration(key, given.as_deref(), file.as_deref())
+    };
+    if let Some(t) = duration("header-timeout", &args.header_timeout, &file.header_timeout)? {
+        limits.header_timeout = t;
+    }
+    if let Some(t) = duration("idle-timeout", &args.idle_timeout, &file.idle_timeout)? {
+        limits.idle_timeout = t;
+    }
+    if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+        anyhow::bail!("header-timeout and idle-timeout must be at least 1s");
+    }
+    tracing::info!(target: crate::logging::TARGET,
+        max_connections = limits.max_connections,
+        descriptors,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        "connection limits"
+    );
+    Ok(limits)
+}
+
+/// Serve `mirror` on `listener` until SIGINT or SIGTERM, then shut down in order: stop
+/// accepting and drain HTTP, let downloads under way finish (10 s at most, then abandon them),
+/// stop the peer (so no Bitswap or resolve stream reads the store any more), record access
+/// times, then close the store (WAL checkpoint).
+async fn run_server(
+    mirror: Mirror,
+    listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
+    node: Option<cairn_node::Node>,
+) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let flusher = {
+        let (mirror, shutdown) = (mirror.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = mirror.flush_access_times().await {
+                            tracing::warn!(target: crate::logging::TARGET, "cannot record access times: {e}");
+                        }
+                        match mirror.expire_negative().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(target: crate::logging::TARGET, entries = n, "expired cached not-founds"),
+                            Err(e) => tracing::warn!(target: crate::logging::TARGET, "cannot expire cached not-founds: {e}"),
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let router = cairn_mirror::http::router(mirror.clone());
+    let server = tokio::spawn(cairn_mirror::http::serve(
+        listener,
+        router,
+        limits,
+        shutdown.clone().cancelled_owned(),
+    ));
+    shutdown.cancelled().await;
+    tracing::info!(target: crate::logging::TARGET, "shutting down: draining connections (10 s at most)");
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(target: crate::logging::TARGET, "server error: {e}"),
+        Ok(Err(e)) => tracing::warn!(target: crate::logging::TARGET, "server task failed: {e}"),
+        Err(_) => {
+            tracing::warn!(target: crate::logging::TARGET, "connections still open after 10 s; closing them")
+        }
+    }
+    mirror.finish_downloads(Duration::from_secs(10)).await;
+    if let Some(node) = node {
+        node.shutdown();
+    }
+    let _ = flusher.await;
+    mirror.close().await.context("closing the store")?;
+    tracing::info!(target: crate::logging::TARGET, "stopped");
+    Ok(())
+}
+
+/// Check once, in the background, that each upstream's host resolves and takes a TCP
+/// connection, so that a mistyped or unreachable upstream shows in the log at start rather
+/// than at the first client's miss. No HTTP request is sent: the upstream sees nothing. Behind
+/// a proxy (`HTTP(S)_PROXY`) a direct connection proves nothing, so there is no check.
+fn probe_upstreams(mirror: &Mirror) {
+    let proxied = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    if proxied {
+        return;
+    }
+    for (ecosystem, upstream) in mirror.upstreams() {
+        let ecosystem = ecosystem.to_owned();
+        let Ok(shown) = upstream else { continue };
+        let Ok(url) = Url::parse(&shown) else {
+            continue;
+        };
+        let (Some(host), Some(port)) = (
+            url.host_str().map(str::to_owned),
+            url.port_or_known_default(),
+        ) else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let reason = match tokio::time::timeout(
+                Duration::from_secs(15),
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => format!("cannot connect to {host}:{port}: {e}"),
+                Err(_) => format!("no connection to {host}:{port} within 15 s"),
+            };
+            tracing::warn!(target: crate::logging::TARGET,
+                ecosystem,
+                upstream = %shown,
+                "upstream does not answer ({reason}); check the URL (flag, cairn.toml or the client setting it was found in), or use --offline"
+            );
+        });
+    }
+}
+
+fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        token.cancel();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// `cairn serve ARGS…`'s flags, as clap parses them.
+    fn serve_args(args: &[&str]) -> (Common, Serve) {
+        let cli = Cli::try_parse_from(["cairn", "serve"].iter().chain(args)).expect("flags");
+        match cli.command {
+            Command::Serve(serve) => (cli.common, *serve),
+            _ => unreachable!("parsed `serve`"),
+        }
+    }
+
+    #[test]
+    fn serve_flags_beat_cairn_toml_which_beats_the_defaults() {
+        let file: FileSettings = toml::from_str(
+            "data-dir = \"/from/file\"\nmetadata-ttl = \"2m\"\nnegative-ttl = \"3m\"\n\
+             offline = true\nmax-artifact-size = \"1G\"\nupstream-concurrency = 7\n",
+        )
+        .expect("cairn.toml");
+        let (common, args) = serve_args(&[
+            "--data-dir",
+            "/from/flag",
+            "--metadata-ttl",
+            "10s",
+            "--max-artifact-size",
+            "2G",
+        ]);
+        let config = mirror_config(&common, &file, &args).expect("config");
+        assert_eq!(config.data_dir, std::path::Path::new("/from/flag"));
+        assert_eq!(config.metadata_ttl, Duration::from_secs(10));
+        assert_eq!(config.max_artifact_bytes, 2 << 30);
+        // No flag: the file's.
+        assert_eq!(config.negative_ttl, Duration::from_secs(180));
+        assert!(config.offline);
+        assert_eq!(config.limits.concurrency, 7);
+        // Each ecosystem's upstream flag is found by its table key.
+        let (_, args) = serve_args(&["--cargo-upstream", "http://flag.invalid/"]);
+        assert_eq!(
+            args.upstream("cargo-upstream"),
+            Some("http://flag.invalid/")
+        );
+        assert_eq!(args.upstream("npm-upstream"), None);
+        for (_, registry) in ecosystems::registries() {
+            let (_, args) = serve_args(&[&format!("--{}", registry.key), "http://x.invalid/"]);
+            assert_eq!(args.upstream(registry.key), Some("http://x.invalid/"));
+        }
+        // Neither: the defaults.
+        let (common, args) = serve_args(&[]);
+        let defaults = mirror_config(&common, &FileSettings::default(), &args).expect("defaults");
+        let built_in = MirrorConfig::new(defaults.data_dir.clone());
+        assert_eq!(defaults.metadata_ttl, built_in.metadata_ttl);
+        assert_eq!(defaults.max_document_bytes, None);
+        assert!(!defaults.offline);
+    }
+
+    #[test]
+    fn bad_serve_settings_name_their_key() {
+        let (common, args) = serve_args(&["--upstream-deadline", "0"]);
+        let e = mirror_config(&common, &FileSettings::default(), &args).expect_err("zero");
+        assert_eq!(e.to_string(), "upstream-deadline must be above 0");
+        let file: FileSettings = toml::from_str("negative-ttl = \"5 minutes\"").expect("toml");
+        let (common, args) = serve_args(&[]);
+        let e = mirror_config(&common, &file, &args).expect_err("bad duration");
+        assert_eq!(e.to_string(), "negative-ttl");
+        let file: FileSettings = toml::from_str("idle-timeout = \"0\"").expect("toml");
+        let e = connection_limits(&file, &args).expect_err("zero timeout");
+        assert!(e.to_string().contains("idle-timeout"), "{e}");
+    }
+}

@@ -1,0 +1,152 @@
+//! `cairn setup CLIENT [--url URL] [--apply]`: the client configuration that points a package
+//! manager at this node, printed, or applied (with the client's own config command, or by
+//! editing its config file). What each client gets is its ecosystem's, in the table
+//! (`ecosystems`); this is the flow every client shares.
+//!
+//! Applying first records the client's current upstream in `cairn.toml` (unless one is set
+//! there), so Cairn keeps fronting the same registry after the client points at Cairn. It
+//! refuses when the node would have no upstream for the client's ecosystem (the running node
+//! says so in `/api/v1/status`; with none running, nothing is configured or discoverable), as
+//! the client would then point at nothing.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use url::Url;
+
+use crate::cli::Common;
+use crate::ecosystems::{self, Client, Kind, Registry, apt};
+use crate::settings::{self, FileSettings};
+
+/// `cairn setup`: `url`, else this node's at `--listen` (127.0.0.1 when it listens on every
+/// address).
+pub async fn run(
+    common: &Common,
+    file: &FileSettings,
+    client: Client,
+    url: Option<Url>,
+    apply: bool,
+) -> Result<()> {
+    let listen = settings::listen(common.listen.as_deref(), file)?;
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let host = if listen.ip().is_unspecified() {
+                SocketAddr::new([127, 0, 0, 1].into(), listen.port())
+            } else {
+                listen
+            };
+            Url::parse(&format!("http://{host}/{}", client.path())).context("node URL")?
+        }
+    };
+    let config = common.config.as_deref();
+    let registry = match &client.entry().kind {
+        Kind::Apt => {
+            return apt::setup(
+                &url,
+                apply,
+                config,
+                Path::new(apt::APT_ETC),
+                &listen,
+                &mut std::io::stdout().lock(),
+            );
+        }
+        Kind::Registry(registry) => registry,
+    };
+    if !apply {
+        print!("{}", (registry.print_setup)(client, &url)?);
+        return Ok(());
+    }
+    let name = client.entry().name;
+    let flag = registry.key;
+    let node = node_has_upstream(client, &url).await;
+    if let Some(Err(why)) = &node {
+        bail!(
+            "refusing to point {client:?} at {url}: that node has no {name} upstream ({why}); \
+             restart it with --{flag} URL"
+        );
+    }
+    let recorded = record_upstream(registry, config, file, &listen, &url).await?;
+    if !recorded && node.is_none() {
+        bail!(
+            "refusing to point {client:?} at {url}: the node would have no {name} upstream (none \
+             in cairn.toml, {} or the client's own settings); give one with --{flag} URL \
+             or {flag} in cairn.toml first",
+            settings::env_name(flag)
+        );
+    }
+    (registry.apply_setup)(client, &url).await
+}
+
+/// What the node at `url` (a client URL below it) says of `client`'s ecosystem: `None` when no
+/// node answers there, else `Err(why it is off)` or `Ok(())`.
+async fn node_has_upstream(client: Client, url: &Url) -> Option<Result<(), String>> {
+    let mut base = url.clone();
+    let path = base.path().to_owned();
+    base.set_path(path.strip_suffix(client.path()).unwrap_or("/"));
+    let status = base.join("api/v1/status").ok()?;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(2), reqwest::get(status))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    // A status report is small; more than 1 MiB is not one.
+    let mut response = response;
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            body.extend_from_slice(&chunk);
+            if body.len() > 1 << 20 {
+                return None;
+            }
+        }
+        Some(body)
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()??;
+    let report: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let name = client.entry().name;
+    let entry = report["upstreams"]
+        .as_array()?
+        .iter()
+        .find(|u| u["ecosystem"] == name)?;
+    if entry["upstream"].is_string() {
+        return Some(Ok(()));
+    }
+    Some(Err(entry["disabled_because"]
+        .as_str()
+        .unwrap_or("no upstream")
+        .to_owned()))
+}
+
+/// Record the client's current upstream in `cairn.toml` unless one is recorded there already.
+/// True when the node will have an upstream for it (recorded, in the environment, or found).
+async fn record_upstream(
+    registry: &Registry,
+    config: Option<&Path>,
+    file: &FileSettings,
+    listen: &SocketAddr,
+    url: &Url,
+) -> Result<bool> {
+    let key = registry.key;
+    let in_env = settings::in_env(key);
+    let found = ecosystems::find_upstream(registry, None, listen, Some(url)).await;
+    if file.upstream(key).is_some() {
+        return Ok(true);
+    }
+    match found {
+        Ok(found) => {
+            let path = settings::record(config, key, found.url().as_str())?;
+            println!("recorded {key} = {} in {}", found.shown(), path.display());
+            Ok(true)
+        }
+        Err(e) => {
+            println!("no upstream recorded: {e}");
+            Ok(in_env)
+        }
+    }
+}

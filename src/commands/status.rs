@@ -1,0 +1,122 @@
+//! `cairn status`: what the node holds, where each ecosystem's upstream is (as `serve` would
+//! find it without flags), and whether a node answers at `--listen`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cli::Common;
+use crate::ecosystems::{self, apt, discover::Found};
+use crate::settings::{self, FileSettings};
+
+pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()> {
+    let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
+    let listen = settings::listen(common.listen.as_deref(), file)?;
+    let index_path = data_dir.join("index.sqlite3");
+    if !index_path.exists() {
+        anyhow::bail!(
+            "no Cairn store in {} (run `cairn serve` first)",
+            data_dir.display()
+        );
+    }
+    let dir = data_dir.clone();
+    let stats = tokio::task::spawn_blocking(move || {
+        let store = cairn_mirror::store::Store::attach(&dir)?;
+        let stats = store.index().stats()?;
+        Ok::<_, cairn_mirror::error::StoreError>(stats)
+    })
+    .await
+    .context("reading the index")?
+    .context("reading the index")?;
+    let running = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(listen),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    // As `serve` would find them without flags: environment, then `cairn.toml`, then the
+    // clients' own settings.
+    let mut upstreams: Vec<serde_json::Value> = Vec::new();
+    for (entry, registry) in ecosystems::registries() {
+        let setting = settings::from_env(registry.key, file.upstream(registry.key));
+        let found = ecosystems::find_upstream(registry, setting.as_deref(), &listen, None).await;
+        upstreams.push(match found {
+            Ok(found) => serde_json::json!({
+                "ecosystem": entry.name,
+                "url": found.shown(),
+                "from": match &found {
+                    Found::Configured(_) => "configured",
+                    Found::Discovered { from, .. } => from,
+                },
+            }),
+            Err(why) => serde_json::json!({
+                "ecosystem": entry.name,
+                "off": why,
+                "enable": format!("--{} URL", registry.key),
+            }),
+        });
+    }
+    upstreams.extend(apt::status(
+        &settings::list_from_env("apt-upstream", &file.apt_upstream),
+        &settings::list_from_env("apt-keyring", &file.apt_keyring),
+        &listen,
+    ));
+    if json {
+        let report = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "data_dir": data_dir,
+            "listen": listen.to_string(),
+            "running": running,
+            "upstreams": upstreams,
+            "stats": stats,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("status report")?
+        );
+        return Ok(());
+    }
+    let width = upstreams
+        .iter()
+        .filter_map(|u| u["ecosystem"].as_str())
+        .map(|name| name.len() + 1)
+        .chain([9])
+        .max()
+        .unwrap_or(9);
+    println!("{:<width$} {}", "data dir:", data_dir.display());
+    println!(
+        "{:<width$} {} ({listen})",
+        "server:",
+        if running { "running" } else { "not running" }
+    );
+    for u in &upstreams {
+        let name = format!("{}:", u["ecosystem"].as_str().unwrap_or("?"));
+        match (u["url"].as_str(), u["off"].as_str()) {
+            (Some(url), _) => println!(
+                "{name:<width$} ← {url} (from {})",
+                u["from"].as_str().unwrap_or("?")
+            ),
+            // The reason names the flag that turns the ecosystem on (also in the JSON's
+            // `enable`).
+            (None, Some(why)) if why.contains("--") => println!("{name:<width$} off: {why}"),
+            (None, Some(why)) => println!(
+                "{name:<width$} off: {why}; turn it on with {}",
+                u["enable"].as_str().unwrap_or("its upstream flag")
+            ),
+            (None, None) => {}
+        }
+    }
+    if stats.is_empty() {
+        println!("{:<width$} empty", "cache:");
+    }
+    for s in stats {
+        println!(
+            "{:<width$} {} artifacts ({}), {} metadata documents",
+            format!("{}:", s.ecosystem),
+            s.artifacts,
+            cairn_mirror::units::size(s.artifact_bytes),
+            s.metadata_documents
+        );
+    }
+    Ok(())
+}

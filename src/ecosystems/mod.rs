@@ -1,0 +1,247 @@
+//! The ecosystems the bin knows, in ONE table ([`TABLE`]): per ecosystem its adapter, how its
+//! upstream is found, the clients `cairn setup` configures for it, and the lockfiles
+//! `--lockfile` reads for it. `serve`, `import`, `export`, `status`, `setup` and `prefetch` all
+//! walk this table, so adding an ecosystem means one new entry (and its module beside this one).
+//!
+//! apt is the one ecosystem with many upstreams (one adapter per archive, from the flags or the
+//! machine's apt sources): its entry says so ([`Kind::Apt`]) and `apt.rs` holds its specifics.
+
+pub mod apt;
+pub mod cargo;
+pub mod discover;
+pub mod lockfiles;
+pub mod npm;
+pub mod pypi;
+mod yarnrc;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use futures_util::future::BoxFuture;
+use url::Url;
+
+use self::discover::{Env, Found};
+use self::lockfiles::Item;
+
+/// One ecosystem.
+pub struct Entry {
+    /// Its name, as the node and its adapter name it (`npm`), and the `KIND:` prefix of
+    /// `--lockfile`.
+    pub name: &'static str,
+    /// The route prefix its clients are pointed at on a node.
+    pub route: &'static str,
+    /// The clients `cairn setup` configures for it.
+    pub clients: &'static [Client],
+    /// The lockfiles `--lockfile` reads for it.
+    pub lockfiles: Lockfiles,
+    pub kind: Kind,
+}
+
+/// How an ecosystem's upstreams are set up.
+pub enum Kind {
+    /// One upstream URL: configured, else discovered from its clients' own settings.
+    Registry(Registry),
+    /// One adapter per apt archive (`apt.rs`).
+    Apt,
+}
+
+/// Finds an ecosystem's upstream: the configured one (`Some`), else the clients' setting;
+/// `listen` and the public URL are this node's, whose own URL is refused.
+pub type Discover = for<'a> fn(
+    &'a Env,
+    Option<&'a str>,
+    &'a SocketAddr,
+    Option<&'a Url>,
+) -> BoxFuture<'a, Result<Found, String>>;
+
+/// Applies a client's configuration for the node at the URL.
+pub type Apply = for<'a> fn(Client, &'a Url) -> BoxFuture<'a, Result<()>>;
+
+/// An ecosystem with one upstream URL.
+pub struct Registry {
+    /// The setting that gives the upstream: the flag `--KEY`, the key in `cairn.toml`, and
+    /// `CAIRN_KEY` in the environment.
+    pub key: &'static str,
+    /// Its adapter.
+    pub adapter: fn() -> Arc<dyn cairn_mirror::ecosystem::Ecosystem>,
+    pub discover: Discover,
+    /// The configuration `cairn setup CLIENT` prints.
+    pub print_setup: fn(Client, &Url) -> Result<String>,
+    /// What `cairn setup CLIENT --apply` does once the upstream is recorded.
+    pub apply_setup: Apply,
+}
+
+/// The lockfiles of an ecosystem.
+pub struct Lockfiles {
+    /// The file names that say a file is one (`*` stands for any text), in the order errors
+    /// list them. Empty when only the `KIND:` prefix says so (apt package lists).
+    pub names: &'static [&'static str],
+    /// Read one: the file's name for errors, its path, its text.
+    pub read: fn(&str, &Path, &str) -> Result<Vec<Item>>,
+}
+
+/// Every ecosystem, in the order commands list them.
+pub static TABLE: [Entry; 4] = [npm::ENTRY, cargo::ENTRY, pypi::ENTRY, apt::ENTRY];
+
+/// The ecosystems with one upstream URL, with their entries.
+pub fn registries() -> impl Iterator<Item = (&'static Entry, &'static Registry)> {
+    TABLE.iter().filter_map(|entry| match &entry.kind {
+        Kind::Registry(registry) => Some((entry, registry)),
+        Kind::Apt => None,
+    })
+}
+
+/// The adapters every node has (apt archives are configured).
+pub fn base_adapters() -> Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> {
+    registries()
+        .map(|(_, registry)| (registry.adapter)())
+        .collect()
+}
+
+/// The upstream of `registry`: `configured`, else discovered from the machine's clients.
+pub async fn find_upstream(
+    registry: &Registry,
+    configured: Option<&str>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Found, String> {
+    (registry.discover)(&Env::current(), configured, listen, public).await
+}
+
+/// The clients `setup` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Client {
+    Npm,
+    Yarn,
+    Pnpm,
+    Cargo,
+    Pip,
+    Uv,
+    Apt,
+}
+
+impl Client {
+    /// The client's own name, as users type it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Npm => "npm",
+            Client::Yarn => "yarn",
+            Client::Pnpm => "pnpm",
+            Client::Cargo => "cargo",
+            Client::Pip => "pip",
+            Client::Uv => "uv",
+            Client::Apt => "apt",
+        }
+    }
+
+    /// The ecosystem the client installs from.
+    pub fn entry(self) -> &'static Entry {
+        // Every client is in one entry's list (checked by a test), so the search always
+        // finds it; apt's entry is the fallback only a mistake in the table could reach.
+        TABLE
+            .iter()
+            .find(|entry| entry.clients.contains(&self))
+            .unwrap_or(&TABLE[TABLE.len() - 1])
+    }
+
+    /// The route prefix of the client's ecosystem on a node.
+    pub fn path(self) -> &'static str {
+        self.entry().route
+    }
+}
+
+/// One command that configures a client.
+pub struct Step {
+    pub program: &'static str,
+    pub args: Vec<String>,
+}
+
+impl Step {
+    /// The command as a shell would take it.
+    pub fn shown(&self) -> String {
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| {
+                if a.contains([' ', '"', '[']) {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        format!("{} {}", self.program, args.join(" "))
+    }
+
+    /// Run the command; its failure is an error naming it.
+    pub async fn run(&self) -> Result<()> {
+        let status = tokio::process::Command::new(self.program)
+            .args(&self.args)
+            .status()
+            .await
+            .with_context(|| format!("cannot run {}", self.shown()))?;
+        if !status.success() {
+            bail!("{} failed with {status}", self.shown());
+        }
+        println!("ran: {}", self.shown());
+        Ok(())
+    }
+}
+
+/// A client's own `config set` command: `PROGRAM config set KEY URL`.
+pub fn config_set(program: &'static str, key: &str, url: &Url) -> Step {
+    Step {
+        program,
+        args: vec!["config".into(), "set".into(), key.into(), url.to_string()],
+    }
+}
+
+/// `# Point CLIENT at Cairn (or run this command with --apply):`, the first line of the
+/// configuration `setup` prints for a client configured by commands.
+pub fn point_at_cairn(client: Client) -> String {
+    format!(
+        "# Point {} at Cairn (or run this command with --apply):\n",
+        client.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_belongs_to_exactly_one_ecosystem() {
+        use clap::ValueEnum as _;
+        for client in Client::value_variants() {
+            let owners: Vec<&str> = TABLE
+                .iter()
+                .filter(|e| e.clients.contains(client))
+                .map(|e| e.name)
+                .collect();
+            assert_eq!(owners.len(), 1, "{client:?} is in {owners:?}");
+            assert_eq!(client.entry().name, owners[0]);
+        }
+        assert_eq!(Client::Yarn.path(), "npm/");
+        assert_eq!(Client::Uv.path(), "pypi/simple/");
+        assert_eq!(Client::Cargo.path(), "cargo/index/");
+        assert_eq!(Client::Apt.path(), "apt/");
+    }
+
+    #[test]
+    fn table_names_are_the_adapters_names_and_unique() {
+        for (entry, registry) in registries() {
+            assert_eq!((registry.adapter)().name(), entry.name);
+            assert_eq!(registry.key, format!("{}-upstream", entry.name));
+        }
+        let mut names: Vec<&str> = TABLE.iter().map(|e| e.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), TABLE.len());
+        assert_eq!(
+            base_adapters().iter().map(|a| a.name()).collect::<Vec<_>>(),
+            ["npm", "cargo", "pypi"]
+        );
+    }
+}
