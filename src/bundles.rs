@@ -35,8 +35,8 @@ fn open(data_dir: &Path) -> Result<(Store, Arc<Index>)> {
     }
     let store = Store::attach(data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let index = Index::open(&index_path).context("cannot open the index")?;
-    Ok((store, Arc::new(index)))
+    let index = store.index().clone();
+    Ok((store, index))
 }
 
 fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
@@ -58,7 +58,7 @@ fn take_snapshot(store: &Store, index: &Index) -> Result<(Snapshot, snapshot::En
     let (mut snapshot, _) = snapshot::collect(index, None).context("reading the index")?;
     bundle::chunk_documents(store, &mut snapshot).context("reading the documents")?;
     let encoded = snapshot.encode();
-    index
+    store
         .put_blocks(&encoded.blocks)
         .context("storing the snapshot")?;
     Ok((snapshot, encoded))
@@ -91,7 +91,7 @@ pub fn pin(data_dir: &Path, root: Option<Cid>) -> Result<()> {
         }
         None => take_snapshot(&store, &index)?.1.root,
     };
-    index
+    store
         .pin(&root, cairn_mirror::now_ms())
         .context("pinning")?;
     println!("pinned {root}");
@@ -269,7 +269,7 @@ pub fn export(
             }
             bundle::chunk_documents(&store, &mut snapshot).context("reading the documents")?;
             let encoded = snapshot.encode();
-            index
+            store
                 .put_blocks(&encoded.blocks)
                 .context("storing the snapshot")?;
             (snapshot, encoded)
@@ -323,7 +323,7 @@ pub fn import(
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let store = Store::attach(data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let index = Index::open(&data_dir.join("index.sqlite3")).context("cannot open the index")?;
+    let index = store.index().clone();
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -134,8 +134,43 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
     let node = peers.node().clone();
     let addresses = node.p2p_addrs().await.unwrap_or_default();
     tracing::info!(peer_id = %node.peer_id(), private, addresses = ?addresses, "p2p node started");
-    mirror.set_peers(Arc::new(peers));
+    let peers = Arc::new(peers);
+    announce_imports(mirror, Arc::downgrade(&peers))?;
+    mirror.set_peers(peers);
     Ok(Some(node))
+}
+
+/// Announce what another process imports into this data directory (`cairn import` beside
+/// `serve`) through `peers` as the store hears of it; the engine announces its own downloads.
+/// The task holds neither the mirror nor the peers (both hold the store, whose events it waits
+/// for): it ends when the store goes.
+fn announce_imports(mirror: &Mirror, peers: std::sync::Weak<Peers>) -> Result<()> {
+    use cairn_mirror::events::StoreEvent;
+    use cairn_mirror::peers::PeerSource;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = mirror
+        .store()
+        .subscribe()
+        .context("cannot follow the store")?;
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event @ StoreEvent::Imported { .. }) => {
+                    let Some(peers) = peers.upgrade() else { return };
+                    let (flat, root) = event.cids();
+                    peers.holds(flat, root);
+                }
+                Ok(StoreEvent::Committed { .. }) => {}
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        "{n} store events missed: their artifacts are announced at the next start"
+                    )
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Whether the operator chose the listen addresses (then failing to listen is an error).

@@ -29,7 +29,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cid::Cid;
@@ -42,7 +41,7 @@ use crate::cid::{
 use crate::ecosystem::{ArtifactRoute, Ecosystem, Listing, MetadataDoc, MetadataRoute, Route};
 use crate::index::{ArtifactRecord, ImportedDocument, Index, MetadataRecord, RefRecord};
 use crate::snapshot::{Encoded, MAX_DOCUMENT_BLOCK, Snapshot};
-use crate::store::{ArtifactWriter, Staged, Store};
+use crate::store::{ArtifactWriter, Blob, Import, Staged, Store};
 use crate::unixfs::{CHUNK_SIZE, Dag, MAX_LINKS};
 
 /// What went wrong with a bundle; the message names the block, artifact or file.
@@ -142,23 +141,17 @@ pub fn chunk_documents(store: &Store, snapshot: &mut Snapshot) -> Result<(), Bun
     let mut buffer = vec![0u8; CHUNK_SIZE as usize];
     for doc in &mut snapshot.documents {
         let Some(cid) = doc.record.cid else { continue };
-        let path = store.meta_path(&cid);
-        let stored = match std::fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(crate::error::StoreError::io("read", &path, e).into()),
-        };
+        let blob = store.document_blob(&cid);
+        let Some(stored) = blob.len()? else { continue };
         if stored <= MAX_DOCUMENT_BLOCK {
             doc.record.size = stored;
             doc.root = None;
             continue;
         }
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+        let mut file = blob.open()?;
         let mut builder = crate::unixfs::DagBuilder::new();
         loop {
-            let n = read_full(&mut file, &mut buffer)
-                .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+            let n = read_full(&mut file, &mut buffer).map_err(|e| blob.error("read", e))?;
             builder.update(&buffer[..n]);
             if n < buffer.len() {
                 break;
@@ -344,9 +337,11 @@ fn write_bundle(
             reason,
         };
         // Bounded: check_entries held the size the snapshot says to the ecosystem's limit.
-        let path = store.meta_path(&cid);
-        let stored = std::fs::metadata(&path)
-            .map_err(|e| crate::error::StoreError::io("read", &path, e))?
+        let blob = store.document_blob(&cid);
+        let stored = blob
+            .open()?
+            .metadata()
+            .map_err(|e| blob.error("read", e))?
             .len();
         if stored != doc.record.size {
             return Err(refused(format!(
@@ -377,9 +372,8 @@ fn write_bundle(
     for artifact in &snapshot.artifacts {
         let record = &artifact.record;
         let name = format!("{} {}", artifact.ecosystem, artifact.key);
-        let path = store.blob_path(&record.flat);
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+        let blob = store.blob(&record.flat);
+        let mut file = blob.open()?;
         // Depth first from the root: inner nodes from the index, and the leaves they link to,
         // which come in file order, read from the flat file. The leaves are not hashed here:
         // the importer checks every one.
@@ -389,12 +383,10 @@ fn write_bundle(
             if cid.codec() == RAW {
                 let want = (record.size - written).min(CHUNK_SIZE) as usize;
                 let chunk = &mut buffer[..want];
-                let n = read_full(&mut file, chunk)
-                    .map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+                let n = read_full(&mut file, chunk).map_err(|e| blob.error("read", e))?;
                 if n != want {
                     return Err(BundleError::Invalid(format!(
-                        "{name}: the stored file {} is shorter than the {} bytes indexed",
-                        path.display(),
+                        "{name}: the stored file {blob} is shorter than the {} bytes indexed",
                         record.size
                     )));
                 }
@@ -646,8 +638,8 @@ struct Arrived {
     route: ArtifactRoute,
     record: ArtifactRecord,
     dag: Option<Dag>,
-    /// Where its bytes are: staged under `tmp/`, or the held blob.
-    path: PathBuf,
+    /// Its bytes: staged under `tmp/`, or the held file.
+    blob: Blob,
 }
 
 /// Read a bundle into `store` and `index`: all of it, verified, or nothing. Everything goes
@@ -715,7 +707,7 @@ pub fn import(
             continue;
         };
         let name = format!("{} document {}", doc.ecosystem, doc.key);
-        let held = store.meta_path(&expected).exists();
+        let held = store.document_blob(&expected).exists();
         let at = match doc.root {
             None => {
                 let (cid, data) = next(&name, &mut car)?;
@@ -769,12 +761,11 @@ pub fn import(
         progress(car.offset());
     }
     let read_body = |cid: &BlockCid, at: Option<usize>| -> Result<Vec<u8>, BundleError> {
-        let path = match at.and_then(|i| staged[i].path()) {
-            Some(path) => path.to_path_buf(),
-            None => store.meta_path(cid),
+        let blob = match at.and_then(|i| staged[i].blob()) {
+            Some(blob) => blob,
+            None => store.document_blob(cid),
         };
-        let body =
-            std::fs::read(&path).map_err(|e| crate::error::StoreError::io("read", &path, e))?;
+        let body = blob.read()?;
         // Raw blocks are within the block limit and pieces within the checked size: a body is
         // never larger than its ecosystem's documents may be.
         if raw_block_cid(&body) != cid.0 {
@@ -901,18 +892,18 @@ pub fn import(
             Some(store.artifact_writer(digest)?)
         };
         let blocks = read_file(&mut car, &name, record.size, writer.as_mut(), &mut progress)?;
-        let (dag, path) = match writer {
+        let (dag, blob) = match writer {
             Some(writer) => {
                 let (file, flat, dag) = writer
                     .verify()
                     .map_err(|e| BundleError::Invalid(format!("{name}: {e}")))?;
                 check_dag(&name, &dag, &blocks, &record.root.0)?;
-                let path = file.path().map(Path::to_path_buf).ok_or_else(|| {
+                let blob = file.blob().ok_or_else(|| {
                     BundleError::Invalid(format!("{name}: its staged file is gone"))
                 })?;
                 staged.push(file);
                 have.insert(flat, arrived.len());
-                (Some(dag), path)
+                (Some(dag), blob)
             }
             // The root was checked against the held copy above.
             None => {
@@ -923,9 +914,9 @@ pub fn import(
                 match earlier {
                     Some(i) => {
                         let first: &Arrived = &arrived[i];
-                        (None, first.path.clone())
+                        (None, first.blob.clone())
                     }
-                    None => (None, store.blob_path(&record.flat)),
+                    None => (None, store.blob(&record.flat)),
                 }
             }
         };
@@ -937,7 +928,7 @@ pub fn import(
             route,
             record,
             dag,
-            path,
+            blob,
         });
     }
     if let Some((cid, _)) = car.next_block()? {
@@ -951,18 +942,21 @@ pub fn import(
     let listing_refs = check_listed(store, index, &arrived, &mut named)?;
 
     // Everything verified: place the files, then index it all at once.
-    for file in staged {
-        file.place()?;
-    }
     let artifacts: Vec<_> = arrived
         .into_iter()
         .map(|a| (a.ecosystem.name().to_owned(), a.key, a.record, a.dag))
         .collect();
-    let written = index.import(&documents, &artifacts, &listing_refs)?;
-    index.put_blocks(&snapshot_blocks)?;
+    let (offered, arrived) = (documents.len() as u64, artifacts.len() as u64);
+    let written = store.import(Import {
+        staged,
+        documents,
+        artifacts,
+        listing_refs,
+        blocks: snapshot_blocks,
+    })?;
     counts.documents = written;
-    counts.documents_kept = (documents.len() as u64).saturating_sub(written);
-    counts.artifacts = artifacts.len() as u64;
+    counts.documents_kept = offered.saturating_sub(written);
+    counts.artifacts = arrived;
     counts.bytes = snapshot.artifacts.iter().map(|a| a.record.size).sum();
     counts.car_bytes = car.offset();
     Ok((root, counts))
@@ -1100,8 +1094,7 @@ fn check_listed(
             }
             let url = Url::parse(&a.record.upstream_url)
                 .map_err(|e| BundleError::Invalid(format!("{name} listing {}: {e}", a.key)))?;
-            let file = std::fs::File::open(&a.path)
-                .map_err(|e| crate::error::StoreError::io("open", &a.path, e))?;
+            let file = a.blob.open()?;
             let mut reader = std::io::BufReader::new(file);
             let mut read = Vec::new();
             let listed = a.ecosystem.listing(route_key, &url, &mut reader, &mut |r| {
@@ -1148,16 +1141,15 @@ fn check_listed(
             .iter()
             .enumerate()
             .find(|(j, s)| accepted[*j] && s.ecosystem.name() == name && s.key == derive.source)
-            .map(|(_, s)| s.path.clone());
+            .map(|(_, s)| s.blob.clone());
         let source = match source {
-            Some(path) => path,
+            Some(blob) => blob,
             None => match index.get_artifact(name, &derive.source)? {
-                Some(record) => store.blob_path(&record.flat),
+                Some(record) => store.blob(&record.flat),
                 None => return Err(unlisted()),
             },
         };
-        let mut file = std::fs::File::open(&source)
-            .map_err(|e| crate::error::StoreError::io("open", &source, e))?;
+        let mut file = source.open()?;
         let bytes = (derive.function)(&mut file).map_err(|e| BundleError::BadDocument {
             ecosystem: name.to_owned(),
             key: a.key.clone(),

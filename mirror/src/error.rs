@@ -1,95 +1,12 @@
 //! Errors, classified by origin: the client's request (4xx), the upstream (502/504), or Cairn
 //! itself (500). [`Error::status`] is the one place that maps them to HTTP.
 
-use std::path::{Path, PathBuf};
-
 use http::StatusCode;
 
-use crate::cid::{Digest, FlatCid};
+use crate::blocks::{BlockError, BlockErrorKind};
+use crate::cid::FlatCid;
 
-/// Bytes that did not hash to the digest the registry published.
-#[derive(Debug, thiserror::Error)]
-#[error("digest mismatch for {flat}: expected {expected}, got {got}")]
-pub struct DigestMismatch {
-    pub flat: FlatCid,
-    pub expected: Digest,
-    pub got: Digest,
-}
-
-/// The blockstore on disk failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    DigestMismatch(Box<DigestMismatch>),
-    #[error("stored block {path} is corrupt: expected {expected}, got {got}")]
-    Corrupt {
-        path: PathBuf,
-        expected: String,
-        got: String,
-    },
-    #[error(
-        "data directory {dir} is in use by {holder} (another `cairn serve`?): stop it, or give this one its own --data-dir"
-    )]
-    Locked { dir: PathBuf, holder: String },
-    #[error("no room in the store for {what}: {needed} bytes needed, {free} free")]
-    NoRoom {
-        what: String,
-        needed: u64,
-        free: u64,
-    },
-    #[error("artifact writer used after finish")]
-    Finished,
-    #[error("the thread hashing an artifact failed")]
-    HashThread,
-}
-
-impl StoreError {
-    pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    /// The message without the path of the data directory it names (what a client is told).
-    pub fn without_path(&self) -> String {
-        match self {
-            StoreError::Io { op, source, .. } => {
-                format!("cannot {op} a file of the store: {source}")
-            }
-            StoreError::Corrupt { expected, got, .. } => {
-                format!("a stored block is corrupt: expected {expected}, got {got}")
-            }
-            other => other.to_string(),
-        }
-    }
-
-    /// True when the disk is full, so callers can say so rather than "internal error".
-    pub fn is_disk_full(&self) -> bool {
-        match self {
-            StoreError::Io { source, .. } => source.raw_os_error() == Some(28),
-            StoreError::NoRoom { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-/// The SQLite index failed.
-#[derive(Debug, thiserror::Error)]
-#[error("index {op} failed: {source}")]
-pub struct IndexError {
-    pub op: &'static str,
-    #[source]
-    pub source: rusqlite::Error,
-}
+pub use cairn_store::error::{DigestMismatch, IndexError, StoreError};
 
 /// What went wrong serving a request. Messages name the subject; see [`Error::status`].
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +152,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::DigestMismatch { .. } => Error::DigestMismatch(e),
+            StoreError::Index(e) => Error::Index(e),
             other => Error::Store(other),
         }
     }
@@ -297,6 +215,27 @@ impl Error {
             | Error::BadUpstreamCredentials { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Shared(inner) => inner.status(),
             Error::Relayed { status, .. } => *status,
+        }
+    }
+}
+
+impl From<BlockError> for Error {
+    fn from(e: BlockError) -> Self {
+        let message = e.to_string();
+        match e.kind() {
+            BlockErrorKind::Missing { .. } => return Error::NotFound(message),
+            BlockErrorKind::TooLarge { .. }
+            | BlockErrorKind::RangeOutside { .. }
+            | BlockErrorKind::UnsupportedHash { .. } => return Error::BadRequest(message),
+            BlockErrorKind::Corrupt { .. }
+            | BlockErrorKind::Decode { .. }
+            | BlockErrorKind::TooDeep { .. } => return Error::Block(e),
+            BlockErrorKind::Store(_) | BlockErrorKind::Index(_) => {}
+        }
+        match e.into_kind() {
+            BlockErrorKind::Store(e) => Error::from(e),
+            BlockErrorKind::Index(e) => Error::Index(e),
+            other => Error::Block(other.into()),
         }
     }
 }

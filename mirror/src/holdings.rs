@@ -27,11 +27,11 @@ pub struct Holdings {
 }
 
 impl Holdings {
-    pub fn new(store: Store, index: Arc<Index>) -> Self {
+    pub fn new(store: Store) -> Self {
         Holdings {
-            blocks: Blocks::new(store.clone(), index.clone()),
+            blocks: store.blocks(),
+            index: store.index().clone(),
             store,
-            index,
         }
     }
 }
@@ -39,7 +39,7 @@ impl Holdings {
 impl std::fmt::Debug for Holdings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Holdings")
-            .field("store", &self.store.root())
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }

@@ -1,18 +1,15 @@
 //! Cairn's core: the store, the index, upstream fetching, verification and the HTTP server.
 //! It knows no ecosystem by name; adapters plug in through [`ecosystem::Ecosystem`].
 
-pub mod blocks;
 pub mod bundle;
 mod engine;
 pub mod error;
 pub mod holdings;
 pub mod http;
-pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod peers;
 pub mod snapshot;
-pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod upstream;
@@ -21,6 +18,8 @@ pub mod upstream;
 pub use cairn_ecosystem as ecosystem;
 pub use cairn_ecosystem::{json, negotiate, units};
 pub use cairn_ipld::{car, cid, dagcbor, unixfs};
+/// The data directory (files, index, blocks), from the crate that owns and alone writes it.
+pub use cairn_store::{blocks, events, index, store};
 
 pub use crate::engine::{
     ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, content_key, now_ms,

@@ -4,3 +4,4 @@
 /// another, so every leaf of a generated file is a different block, and gzip leaves it as big.
 /// The same function the node's tests use, from the crate both sides share.
 pub use cairn_peering::testing::noise;
+pub use cairn_store::testing::{blob_path, commit_keeping_leaves};

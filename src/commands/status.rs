@@ -19,8 +19,11 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
             data_dir.display()
         );
     }
+    let dir = data_dir.clone();
     let stats = tokio::task::spawn_blocking(move || {
-        cairn_mirror::index::Index::open(&index_path).and_then(|i| i.stats())
+        let store = cairn_mirror::store::Store::attach(&dir)?;
+        let stats = store.index().stats()?;
+        Ok::<_, cairn_mirror::error::StoreError>(stats)
     })
     .await
     .context("reading the index")?

@@ -263,9 +263,10 @@ pub fn resolve_held(
         if !cairn_apt::is_listing_key(cairn_mirror::content_key::route_key(&key)) {
             continue;
         }
-        let path = store.blob_path(&record.flat);
-        let file = std::fs::File::open(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = store
+            .blob(&record.flat)
+            .open()
+            .with_context(|| format!("{eco} {key}"))?;
         let files =
             cairn_apt::packages::read(file).map_err(|e| anyhow::anyhow!("{eco} {key}: {e}"))?;
         for f in files {

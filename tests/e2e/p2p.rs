@@ -1,7 +1,8 @@
 //! The swarm end to end, on 127.0.0.1: `cairn serve` nodes that share a swarm key
 //! and join through `--bootstrap` serve each other's caches to the real npm, cargo and pip; a
 //! node without the key is kept out and fails cleanly; a peer that sends wrong blocks is
-//! caught; and Cairn's Bitswap talks to Helia's both ways.
+//! caught; an artifact `cairn import` writes beside a running node is announced without a
+//! restart; and Cairn's Bitswap talks to Helia's both ways.
 //!
 //! Every node gets `--p2p-listen /ip4/127.0.0.1/tcp/0` and `--no-mdns`, so tests running side
 //! by side never find each other.
@@ -730,5 +731,110 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
     );
     liar.shutdown();
     b.stop();
+    a.stop();
+}
+
+/// The DHT's providers of `cid` as an in-process node joined to `address` finds them, asked
+/// again until `peer` is among them or a minute has passed.
+fn providers_found(address: &str, cid: Cid, peer: &str, first_only: bool) -> Vec<String> {
+    runtime().block_on(async {
+        let config = cairn_node::NodeConfig {
+            listen: vec![tcp_localhost()],
+            mdns: false,
+            ..cairn_node::NodeConfig::default()
+        };
+        let node = cairn_node::Node::start(config, Arc::new(NoBlocks))
+            .await
+            .expect("in-process node");
+        node.dial(address.parse().expect("multiaddr"))
+            .await
+            .expect("dial the serving node");
+        let started = Instant::now();
+        let found = loop {
+            let found: Vec<String> = node
+                .find_providers(cid, tokio::time::Instant::now() + Duration::from_secs(5))
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if first_only || found.iter().any(|p| p == peer) || started.elapsed() > JOIN * 2 {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        node.shutdown();
+        found
+    })
+}
+
+#[test]
+fn an_artifact_imported_beside_a_serving_node_is_announced_to_the_swarm_without_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut registry = crate::fake_npm::Registry::default();
+    registry.publish(
+        "imported-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(2 * MIB + MIB / 4, 81))],
+    );
+    let fake = FakeNpm::start(registry);
+    let tarball = fake
+        .registry()
+        .version("imported-pkg", "1.0.0")
+        .tarball
+        .clone();
+
+    // X caches the tarball from upstream; its store goes into a bundle.
+    let data_x = tmp.path().join("x");
+    let x = Cairn::start(&data_x, &["--no-p2p", "--npm-upstream", &fake.url]);
+    let url = format!("{}imported-pkg/-/imported-pkg-1.0.0.tgz", x.npm());
+    assert_eq!(get(&url).body, tarball);
+    let root = wait_for(Duration::from_secs(30), "the tarball's root CID", || {
+        get(&url).header("x-ipfs-roots")
+    });
+    x.stop();
+    let car = tmp.path().join("x.car");
+    let out = crate::bundle::cairn(&[
+        "export",
+        "--data-dir",
+        data_x.to_str().expect("path"),
+        "--all",
+        "-o",
+        car.to_str().expect("path"),
+    ]);
+    assert_success(&out, "cairn export --all");
+
+    // A serves with the swarm on and holds nothing: no one provides the tarball.
+    let data_a = tmp.path().join("a");
+    let a = start_node(&data_a, &strings(&["--npm-upstream", &fake.url]));
+    let (a_id, a_address) = (a.peer_id(), a.p2p_address());
+    let root: Cid = root.parse().expect("root CID");
+    assert!(
+        !providers_found(&a_address, root, &a_id, true).contains(&a_id),
+        "A provides what it does not hold"
+    );
+
+    // Imported by another process while A runs: A's store hears of it and A announces it.
+    let out = crate::bundle::cairn(&[
+        "import",
+        "--data-dir",
+        data_a.to_str().expect("path"),
+        car.to_str().expect("path"),
+    ]);
+    assert_success(&out, "cairn import beside a running serve");
+    let found = providers_found(&a_address, root, &a_id, false);
+    assert!(
+        found.contains(&a_id),
+        "a node in the swarm does not find A holding {root} (providers: {found:?})\n--- A's log\n{}",
+        a.logs()
+    );
+    // And A serves it from the store the import wrote, without going upstream.
+    let upstream_requests = fake.total_hits();
+    assert_eq!(
+        get(&format!("{}imported-pkg/-/imported-pkg-1.0.0.tgz", a.npm())).body,
+        tarball
+    );
+    assert_eq!(fake.total_hits(), upstream_requests, "A went upstream");
     a.stop();
 }

@@ -70,8 +70,9 @@ fn multi_files(pypi: &FakePypi) -> Vec<(String, String)> {
 
 /// The PyPI files (not derived `.metadata`) a store holds, sorted.
 fn held_pypi_files(data_dir: &Path) -> Vec<String> {
-    let index = cairn_mirror::index::Index::open(&data_dir.join("index.sqlite3")).expect("index");
-    let mut keys: Vec<String> = index
+    let store = cairn_mirror::store::Store::attach(data_dir).expect("store");
+    let mut keys: Vec<String> = store
+        .index()
         .all_artifacts()
         .expect("artifacts")
         .into_iter()

@@ -347,8 +347,9 @@ pub fn assert_refused_and_nothing_stored(
     bytes: &[&[u8]],
 ) {
     assert_eq!(reply.status, status, "{ecosystem} {key}: {}", reply.text);
-    let index = cairn_mirror::index::Index::open(&data_dir.join("index.sqlite3"))
-        .unwrap_or_else(|e| panic!("opening the index of {}: {e}", data_dir.display()));
+    let store = cairn_mirror::store::Store::attach(data_dir)
+        .unwrap_or_else(|e| panic!("opening the store in {}: {e}", data_dir.display()));
+    let index = store.index();
     let row = index.get_artifact(ecosystem, key).expect("read the index");
     assert!(
         row.is_none(),

@@ -101,7 +101,6 @@ fn unixfs(data: &[u8]) -> bool {
 struct Sink {
     _dir: tempfile::TempDir,
     store: cairn_mirror::store::Store,
-    index: cairn_mirror::index::Index,
     ecosystems: Vec<std::sync::Arc<dyn cairn_mirror::ecosystem::Ecosystem>>,
 }
 
@@ -110,12 +109,9 @@ impl Sink {
         let dir = tempfile::tempdir().expect("a temporary directory for the bundle target");
         let store = cairn_mirror::store::Store::open(&dir.path().join("store"))
             .expect("a store for the bundle target");
-        let index = cairn_mirror::index::Index::open(&dir.path().join("index.sqlite3"))
-            .expect("an index for the bundle target");
         Sink {
             _dir: dir,
             store,
-            index,
             ecosystems: super::adapters::ecosystems(),
         }
     }
@@ -131,7 +127,7 @@ pub fn bundle(input: &[u8]) -> bool {
     SINK.with(|sink| {
         let mut sink = sink.borrow_mut();
         let sink = sink.get_or_insert_with(Sink::open);
-        cairn_mirror::bundle::import(&sink.store, &sink.index, &sink.ecosystems, input, |_| {})
-            .is_ok()
+        let index = sink.store.index();
+        cairn_mirror::bundle::import(&sink.store, index, &sink.ecosystems, input, |_| {}).is_ok()
     })
 }

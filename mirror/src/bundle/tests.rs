@@ -102,13 +102,13 @@ fn ecosystems() -> Vec<Arc<dyn Ecosystem>> {
 struct Node {
     _dir: tempfile::TempDir,
     store: Store,
-    index: Index,
+    index: Arc<Index>,
 }
 
 fn node() -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
-    let index = Index::open(&dir.path().join("index.sqlite3")).expect("index");
+    let index = store.index().clone();
     Node {
         _dir: dir,
         store,
@@ -129,9 +129,8 @@ fn sha512_hex(data: &[u8]) -> String {
 
 /// Index a document `name` listing `lines` in `n`, fetched at `fetched_at`.
 fn put_doc(n: &Node, name: &str, body: &str, fetched_at: i64) -> DocumentEntry {
-    let cid = n.store.put_metadata(body.as_bytes()).expect("doc");
     let record = MetadataRecord {
-        cid: Some(cid),
+        cid: None,
         status: 200,
         upstream_url: format!("https://upstream.invalid/{name}"),
         fetched_at,
@@ -139,9 +138,10 @@ fn put_doc(n: &Node, name: &str, body: &str, fetched_at: i64) -> DocumentEntry {
         last_modified: Some("Thu, 01 Jan 2026 00:00:00 GMT".into()),
         size: body.len() as u64,
     };
-    n.index
-        .put_metadata("t", name, &record, &[])
-        .expect("index doc");
+    let record = n
+        .store
+        .put_document("t", name, body.as_bytes(), record, &[])
+        .expect("doc");
     DocumentEntry {
         ecosystem: "t".into(),
         key: name.into(),
@@ -158,17 +158,15 @@ fn put_artifact(n: &Node, key: &str, data: &[u8]) -> ArtifactEntry {
         .artifact_writer(Digest::of(Algorithm::Sha512, data))
         .expect("writer");
     writer.write(data).expect("write");
-    let committed = writer.finish().expect("commit");
-    let record = ArtifactRecord {
-        flat: committed.flat,
-        root: RootCid(committed.dag.root),
-        size: data.len() as u64,
+    let origin = crate::store::Origin {
         upstream_url: format!("https://upstream.invalid/{key}"),
         fetched_at: 2,
     };
-    n.index
-        .put_artifact("t", key, &record, &committed.dag)
-        .expect("index artifact");
+    let record = n
+        .store
+        .commit_artifact("t", key, writer, origin, |_| {})
+        .expect("commit")
+        .record;
     ArtifactEntry {
         ecosystem: "t".into(),
         key: key.into(),
@@ -265,8 +263,8 @@ fn export_then_import_gives_the_same_state() {
             .expect("read")
             .expect("imported");
         assert_eq!(got.root, entry.record.root);
-        let original = std::fs::read(a.store.blob_path(&entry.record.flat)).expect("a");
-        let copied = std::fs::read(b.store.blob_path(&entry.record.flat)).expect("b");
+        let original = a.store.blob(&entry.record.flat).read().expect("a");
+        let copied = b.store.blob(&entry.record.flat).read().expect("b");
         assert_eq!(original, copied);
     }
     assert!(
@@ -308,10 +306,10 @@ fn truncated_bundles_leave_the_store_as_it_was() {
             "cut {cut}: {text}"
         );
         assert!(stats(&b).is_empty(), "cut {cut} indexed something");
-        let blobs = walk(&b.store.root().join("blobs"));
+        let blobs = walk(&b._dir.path().join("blobs"));
         assert_eq!(blobs, 0, "cut {cut} left files in blobs/");
         assert_eq!(
-            walk(&b.store.root().join("tmp")),
+            walk(&b._dir.path().join("tmp")),
             0,
             "cut {cut} left temp files"
         );
@@ -328,7 +326,7 @@ fn a_tampered_bundle_is_refused_naming_the_block() {
     let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("tampered");
     assert!(e.to_string().contains("bafk"), "{e}");
     assert!(stats(&b).is_empty());
-    assert_eq!(walk(&b.store.root().join("blobs")), 0);
+    assert_eq!(walk(&b._dir.path().join("blobs")), 0);
 }
 
 fn walk(dir: &std::path::Path) -> usize {
@@ -376,8 +374,8 @@ fn handmade(snapshot: &Snapshot, documents: &[&[u8]], blocks: &[(Cid, Vec<u8>)])
 
 fn assert_nothing_imported(b: &Node) {
     assert!(stats(b).is_empty(), "something was indexed");
-    assert_eq!(walk(&b.store.root().join("blobs")), 0, "blobs were placed");
-    assert_eq!(walk(&b.store.root().join("tmp")), 0, "temp files were left");
+    assert_eq!(walk(&b._dir.path().join("blobs")), 0, "blobs were placed");
+    assert_eq!(walk(&b._dir.path().join("tmp")), 0, "temp files were left");
 }
 
 #[test]
@@ -596,7 +594,7 @@ fn a_document_over_the_block_limit_travels_in_pieces_and_round_trips() {
     let (_, again) = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("again");
     assert_eq!((again.documents, again.documents_kept), (0, 2));
     assert_eq!((again.artifacts_held, again.bytes_held), (3, counts.bytes));
-    assert_eq!(walk(&b.store.root().join("tmp")), 0);
+    assert_eq!(walk(&b._dir.path().join("tmp")), 0);
 }
 
 /// A snapshot with one document `key` of `size` bytes said to travel in pieces under `root`.
@@ -812,15 +810,8 @@ fn a_bundle_that_rebinds_a_held_key_is_refused() {
     assert!(matches!(e, BundleError::Rebinds { .. }), "{e}");
     let still = b.index.get_artifact("t", key).expect("read").expect("held");
     assert_eq!(still.flat, held.record.flat);
-    assert_eq!(
-        std::fs::read(b.store.blob_path(&still.flat)).expect("blob"),
-        original
-    );
-    assert!(
-        !b.store
-            .blob_path(&snapshot.artifacts[0].record.flat)
-            .exists()
-    );
+    assert_eq!(b.store.blob(&still.flat).read().expect("blob"), original);
+    assert!(!b.store.blob(&snapshot.artifacts[0].record.flat).exists());
 }
 
 #[test]

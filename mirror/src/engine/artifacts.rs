@@ -10,11 +10,12 @@ use super::{
     CachedArtifact, Enough, HOT_ARTIFACTS, Keep, Mirror, Registered, STORE_RESERVE, blocking,
     now_ms,
 };
-use crate::cid::{Digest, FlatCid, RootCid};
+use crate::cid::{Digest, FlatCid};
 use crate::ecosystem::{ArtifactRoute, Listing, MetadataRoute};
 use crate::engine::download::Download;
 use crate::error::Error;
-use crate::index::{ArtifactRecord, RefRecord};
+use crate::index::RefRecord;
+use crate::store::Origin;
 use crate::upstream::Upstream;
 
 /// What a client gets for an artifact.
@@ -66,8 +67,8 @@ impl Mirror {
                 let found = blocking(move || {
                     let name = &*owned_name;
                     Ok(index.get_artifact(name, &key)?.map(|record| {
-                        let path = store.blob_path(&record.flat);
-                        Arc::new(CachedArtifact::new(name, key, record, path))
+                        let blob = store.blob(&record.flat);
+                        Arc::new(CachedArtifact::new(name, key, record, blob))
                     }))
                 })
                 .await?;
@@ -235,23 +236,16 @@ impl Mirror {
         alias: Option<&str>,
         flat: &FlatCid,
     ) -> Result<Option<Arc<CachedArtifact>>, Error> {
-        let (index, store, flat) = (self.inner.index.clone(), self.inner.store.clone(), *flat);
+        let (store, flat) = (self.inner.store.clone(), *flat);
         let alias = alias.map(str::to_owned);
         let owned_name = name.to_owned();
         blocking(move || {
             let name = owned_name.as_str();
-            let Some((key, record)) = index.find_by_flat(name, &flat)? else {
+            let Some((key, record)) = store.find_by_flat(name, &flat, alias.as_deref())? else {
                 return Ok(None);
             };
-            let key = match alias {
-                Some(alias) => {
-                    index.alias_artifact(name, &alias, &record)?;
-                    alias
-                }
-                None => key,
-            };
-            let path = store.blob_path(&record.flat);
-            Ok(Some(Arc::new(CachedArtifact::new(name, key, record, path))))
+            let blob = store.blob(&record.flat);
+            Ok(Some(Arc::new(CachedArtifact::new(name, key, record, blob))))
         })
         .await
     }
@@ -326,7 +320,7 @@ impl Mirror {
         };
         // Boxed: `artifact` calls this, and this calls `artifact` for the source.
         let source = match Box::pin(self.artifact(registered, &source_route, Keep::IfRoom)).await? {
-            ArtifactBody::Cached(cached) => cached.path.clone(),
+            ArtifactBody::Cached(cached) => cached.blob.clone(),
             ArtifactBody::Unkept(_) => {
                 // Derived from a stored file only: none can be had while the store is full.
                 return Err(Error::Store(crate::error::StoreError::NoRoom {
@@ -340,39 +334,30 @@ impl Mirror {
                     .committed()
                     .await
                     .map_err(|(status, message)| Error::Relayed { status, message })?;
-                self.inner.store.blob_path(&record.flat)
+                self.inner.store.blob(&record.flat)
             }
         };
-        let (store, index, key) = (
-            self.inner.store.clone(),
-            self.inner.index.clone(),
-            route.key.clone(),
-        );
+        let (store, key) = (self.inner.store.clone(), route.key.clone());
         let (function, source_key) = (derive.function, derive.source.clone());
         let owned_name = name.to_owned();
         let cached = blocking(move || {
             let name = owned_name.as_str();
-            let mut file = std::fs::File::open(&source)
-                .map_err(|e| crate::error::StoreError::io("open", &source, e))?;
+            let mut file = source.open()?;
             let bytes = function(&mut file)
                 .map_err(|e| Error::NotFound(format!("{name} {key}: {}", e.0)))?;
             let mut writer =
                 store.artifact_writer(Digest::of(crate::cid::Algorithm::Sha256, &bytes))?;
             writer.write(&bytes)?;
-            let committed = writer.finish()?;
-            let record = ArtifactRecord {
-                flat: committed.flat,
-                root: RootCid(committed.dag.root),
-                size: committed.dag.size,
+            let origin = Origin {
                 upstream_url: format!("derived from {source_key}"),
                 fetched_at: now_ms(),
             };
-            index.put_artifact(name, &key, &record, &committed.dag)?;
+            let committed = store.commit_artifact(name, &key, writer, origin, |_| {})?;
             Ok(Arc::new(CachedArtifact::new(
                 name,
                 key,
-                record,
-                committed.path,
+                committed.record,
+                committed.blob,
             )))
         })
         .await?;

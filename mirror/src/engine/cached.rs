@@ -1,12 +1,12 @@
 //! Cached artifacts: what a hit needs worked out once, kept hot in memory; access times
 //! batched; damaged copies dropped so that the next request fetches them again.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Mirror, now_ms};
 use crate::index::ArtifactRecord;
+use crate::store::Blob;
 
 /// A cached artifact with what its responses need worked out once: artifacts are immutable, so
 /// hot ones are kept in memory and a hit touches neither SQLite nor a CID encoder.
@@ -15,7 +15,8 @@ pub struct CachedArtifact {
     pub ecosystem: Arc<str>,
     pub key: String,
     pub record: ArtifactRecord,
-    pub path: PathBuf,
+    /// Its stored file.
+    pub blob: Blob,
     /// `"<flat CID>"`: a strong validator for every representation of the file.
     pub etag: http::HeaderValue,
     pub root: http::HeaderValue,
@@ -23,7 +24,7 @@ pub struct CachedArtifact {
 }
 
 impl CachedArtifact {
-    pub(super) fn new(ecosystem: &str, key: String, record: ArtifactRecord, path: PathBuf) -> Self {
+    pub(super) fn new(ecosystem: &str, key: String, record: ArtifactRecord, blob: Blob) -> Self {
         let value = |s: String| {
             http::HeaderValue::from_str(&s).unwrap_or(http::HeaderValue::from_static("invalid"))
         };
@@ -34,7 +35,7 @@ impl CachedArtifact {
             ecosystem: Arc::from(ecosystem),
             key,
             record,
-            path,
+            blob,
         }
     }
 }
@@ -63,19 +64,8 @@ impl Mirror {
         for by_key in self.hot().values_mut() {
             by_key.retain(|_, c| c.record.flat != flat);
         }
-        let aside = self
-            .inner
-            .store
-            .root()
-            .join("tmp")
-            .join(format!("damaged-{flat}"));
-        if let Err(e) = std::fs::rename(&cached.path, &aside)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(flat = %flat, "cannot move the damaged file aside: {e}");
-        }
-        if let Err(e) = self.inner.index.forget_flat(&flat) {
-            tracing::warn!(flat = %flat, "cannot drop the damaged artifact from the index: {e}");
+        if let Err(e) = self.inner.store.forget_damaged(&flat) {
+            tracing::warn!(flat = %flat, "cannot drop the damaged artifact: {e}");
         }
         self.inner
             .metrics

@@ -8,9 +8,8 @@ fn peer_documents_carry_no_credentials() {
     let mirror =
         Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), Vec::new()).expect("open");
     let body = b"{\"name\":\"x\"}";
-    let cid = mirror.inner.store.put_metadata(body).expect("store");
     let record = MetadataRecord {
-        cid: Some(cid),
+        cid: None,
         status: 200,
         // As an index written before credentials were kept out of URLs would hold it.
         upstream_url: "https://cairn:s3cret@upstream.invalid/npm/x".into(),
@@ -20,9 +19,9 @@ fn peer_documents_carry_no_credentials() {
         size: body.len() as u64,
     };
     mirror
-        .index()
-        .put_metadata("npm", "x", &record, &[])
-        .expect("index");
+        .store()
+        .put_document("npm", "x", body, record, &[])
+        .expect("store");
     let document = mirror
         .local_content()
         .document("npm", "x")

@@ -13,7 +13,7 @@ use super::{
     ArtifactBody, CachedArtifact, FULL_BACKOFF, Mirror, PEER_FAILURE_MEMORY, Registered,
     STORE_RESERVE, blocking, now_ms,
 };
-use crate::cid::{FlatCid, RootCid};
+use crate::cid::FlatCid;
 use crate::ecosystem::ArtifactRoute;
 use crate::engine::download::{Download, Progress};
 use crate::error::Error;
@@ -77,9 +77,9 @@ impl Mirror {
             // lock the index tells whether one finished since the caller looked (a point
             // lookup, short enough to hold the lock for).
             if let Some(record) = self.inner.index.get_artifact(&name, &key)? {
-                let path = self.inner.store.blob_path(&record.flat);
+                let blob = self.inner.store.blob(&record.flat);
                 return Ok(ArtifactBody::Cached(Arc::new(CachedArtifact::new(
-                    &name, key, record, path,
+                    &name, key, record, blob,
                 ))));
             }
             downloads.insert((name.clone(), key.clone()), download.clone());
@@ -276,21 +276,19 @@ impl Mirror {
             source,
         })??;
         read_result?;
-        let index = self.inner.index.clone();
+        let store = self.inner.store.clone();
         let (key, upstream_url) = (key.to_owned(), url.to_string());
         let verified = progress.clone();
         let owned_name = name.to_owned();
         blocking(move || {
             let name = owned_name.as_str();
-            let committed = writer.finish_with(|size| verified.verified(size))?;
-            let record = ArtifactRecord {
-                flat: committed.flat,
-                root: RootCid(committed.dag.root),
-                size: committed.dag.size,
+            let origin = crate::store::Origin {
                 upstream_url,
                 fetched_at: now_ms(),
             };
-            index.put_artifact(name, &key, &record, &committed.dag)?;
+            let committed = store
+                .commit_artifact(name, &key, writer, origin, |size| verified.verified(size))?;
+            let record = committed.record;
             leaves.send_modify(|p| {
                 p.leaves = committed.dag.leaves.clone();
                 p.done = Some(Ok((record.root, record.size)));

@@ -75,10 +75,8 @@ impl Mirror {
         record: &ArtifactRecord,
     ) {
         let name = ecosystem.name().to_owned();
-        let (index, path) = (
-            self.inner.index.clone(),
-            self.inner.store.blob_path(&record.flat),
-        );
+        let store = self.inner.store.clone();
+        let blob = store.blob(&record.flat);
         let upstream_url = record.upstream_url.clone();
         let owned_name = name.clone();
         let result = blocking(move || {
@@ -87,10 +85,7 @@ impl Mirror {
                 url: upstream_url.clone(),
                 source,
             })?;
-            let mut file = std::io::BufReader::new(
-                std::fs::File::open(&path)
-                    .map_err(|e| crate::error::StoreError::io("open", &path, e))?,
-            );
+            let mut file = std::io::BufReader::new(blob.open()?);
             let started = Instant::now();
             let mut batch = Vec::with_capacity(LISTING_BATCH);
             let mut indexed = 0usize;
@@ -98,7 +93,7 @@ impl Mirror {
             let mut each = |r: crate::ecosystem::ArtifactRef| {
                 batch.push(ref_record(r));
                 if batch.len() >= LISTING_BATCH {
-                    if let Err(e) = index.put_refs(&name, &key, &batch) {
+                    if let Err(e) = store.put_refs(&name, &key, &batch) {
                         let message = e.to_string();
                         index_error = Some(e);
                         return Err(crate::ecosystem::AdapterError(message));
@@ -116,7 +111,7 @@ impl Mirror {
                 url: redact(&url),
                 reason: e.0,
             })?;
-            index.put_refs(&name, &key, &batch)?;
+            store.put_refs(&name, &key, &batch)?;
             Ok((indexed + batch.len(), started.elapsed().as_millis()))
         })
         .await;

@@ -325,7 +325,7 @@ impl Mirror {
             }
         };
         let now = now_ms();
-        let index = self.inner.index.clone();
+        let store = self.inner.store.clone();
         let key = route.key.clone();
         if status == StatusCode::NOT_MODIFIED
             && let Some(mut record) = cached.clone()
@@ -333,7 +333,7 @@ impl Mirror {
             self.inner.metrics.cache(&name, "metadata", "revalidated");
             blocking({
                 let name = name.clone();
-                move || Ok(index.touch_metadata(&name, &key, now)?)
+                move || Ok(store.touch_document(&name, &key, now)?)
             })
             .await?;
             record.fetched_at = now;
@@ -349,13 +349,11 @@ impl Mirror {
                 last_modified: None,
                 size: 0,
             };
-            let r = record.clone();
-            blocking({
+            return blocking({
                 let name = name.clone();
-                move || Ok(index.put_metadata(&name, &key, &r, &[])?)
+                move || Ok(store.put_not_found(&name, &key, record)?)
             })
-            .await?;
-            return Ok(record);
+            .await;
         }
         let Some(((etag, last_modified), body)) = got else {
             return Err(Error::UpstreamStatus {
@@ -394,7 +392,7 @@ impl Mirror {
             Some(context) => Some(self.load_doc(&name, context).await?),
             None => None,
         };
-        let (index, key) = (self.inner.index.clone(), route.key.clone());
+        let key = route.key.clone();
         let store = self.inner.store.clone();
         let upstream = upstream.cloned();
         blocking(move || {
@@ -409,7 +407,7 @@ impl Mirror {
             if let Some(c) = &cached
                 && c.cid == Some(cid)
             {
-                index.touch_metadata(&name, &key, fetched_at)?;
+                store.touch_document(&name, &key, fetched_at)?;
                 return Ok(MetadataRecord {
                     fetched_at,
                     ..c.clone()
@@ -435,7 +433,6 @@ impl Mirror {
                 upstream.add_prefixes(facts.download_prefixes);
             }
             let refs = ref_records(facts.artifacts);
-            store.put_metadata(&body)?;
             let record = MetadataRecord {
                 cid: Some(cid),
                 status: 200,
@@ -445,7 +442,7 @@ impl Mirror {
                 last_modified,
                 size: body.len() as u64,
             };
-            index.put_metadata(&name, &key, &record, &refs)?;
+            let record = store.put_document(&name, &key, &body, record, &refs)?;
             tracing::info!(ecosystem = %name, key = %key, bytes = body.len(), artifacts = refs.len(), "metadata fetched");
             Ok(record)
         })

@@ -211,8 +211,8 @@ impl Mirror {
     /// Open the store and index under `config.data_dir` and register `ecosystems`. Blocking.
     pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
         let store = Store::open(&config.data_dir)?;
-        let index = Arc::new(Index::open(&config.data_dir.join("index.sqlite3"))?);
-        let stripped = index.strip_credentials()?;
+        let index = store.index().clone();
+        let stripped = store.strip_credentials(crate::upstream::strip_userinfo)?;
         if stripped > 0 {
             tracing::info!(
                 rows = stripped,
@@ -288,7 +288,7 @@ impl Mirror {
 
     /// Every block this node holds, by CID (what Bitswap and the gateway serve).
     pub fn blocks(&self) -> crate::blocks::Blocks {
-        crate::blocks::Blocks::new(self.inner.store.clone(), self.inner.index.clone())
+        self.inner.store.blocks()
     }
 
     /// This node's holdings as the swarm reads them to serve peers: blocks, committed
@@ -296,10 +296,7 @@ impl Mirror {
     /// store and index, not the `Mirror`, so the node can keep it while the mirror keeps the
     /// node.
     pub fn local_content(&self) -> Arc<dyn cairn_peering::LocalContent> {
-        Arc::new(crate::holdings::Holdings::new(
-            self.inner.store.clone(),
-            self.inner.index.clone(),
-        ))
+        Arc::new(crate::holdings::Holdings::new(self.inner.store.clone()))
     }
 
     /// Flat and root CIDs of every artifact held. Blocking.
@@ -316,8 +313,14 @@ impl Mirror {
         &self.inner.content
     }
 
+    /// The index, to read.
     pub fn index(&self) -> &Arc<Index> {
         &self.inner.index
+    }
+
+    /// The data directory (every write to it goes through the store).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// The registered ecosystems (by name) and their upstreams (or why there is none).
@@ -393,8 +396,8 @@ impl Mirror {
         self.hot_metadata().values_mut().for_each(|by_key| {
             by_key.retain(|_, record| record.cid.is_some() || self.is_fresh(record, now))
         });
-        let index = self.inner.index.clone();
-        blocking(move || Ok(index.expire_negative(before, MAX_NEGATIVE)?)).await
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.expire_not_found(before, MAX_NEGATIVE)?)).await
     }
 
     /// Write batched last-access times to the index. Blocking work runs off the async workers.
@@ -404,13 +407,13 @@ impl Mirror {
         if batch.is_empty() {
             return Ok(());
         }
-        let index = self.inner.index.clone();
+        let store = self.inner.store.clone();
         blocking(move || {
             let batch: Vec<(&str, &str, i64)> = batch
                 .iter()
                 .map(|(c, at)| (&*c.ecosystem, c.key.as_str(), *at))
                 .collect();
-            Ok(index.touch_artifacts(&batch)?)
+            Ok(store.touch_artifacts(&batch)?)
         })
         .await
     }
@@ -456,8 +459,8 @@ impl Mirror {
 
     pub async fn close(&self) -> Result<(), Error> {
         self.flush_access_times().await?;
-        let index = self.inner.index.clone();
-        blocking(move || Ok(index.checkpoint()?)).await
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.checkpoint()?)).await
     }
 
     /// The flat CID of an artifact key, if cached.

@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -59,26 +58,29 @@ pub(crate) fn leaves(index: &Index, record: &ArtifactRecord) -> Result<Vec<Cid>,
     Ok(out)
 }
 
-/// An I/O failure on a stored file: damage when the file is gone, else an error that names the
-/// artifact (the path goes to the log, not to the client).
-fn io_failure(flat: &crate::cid::FlatCid, path: &Path, e: std::io::Error) -> Result<Damage, Error> {
-    if e.kind() == std::io::ErrorKind::NotFound {
+/// A failure reading a stored file: damage when the file is gone, else an error that names the
+/// artifact (the file's place goes to the log, not to the client).
+fn io_failure(flat: &crate::cid::FlatCid, e: crate::error::StoreError) -> Result<Damage, Error> {
+    if e.is_not_found() {
         return Ok("its file is missing".to_owned());
     }
-    tracing::error!(path = %path.display(), "cannot read a stored artifact: {e}");
-    Err(Error::Io {
-        op: "read",
-        what: format!("the stored file of {flat}"),
-        source: e,
-    })
+    tracing::error!("cannot read a stored artifact: {e}");
+    match e {
+        crate::error::StoreError::Io { op, source, .. } => Err(Error::Io {
+            op,
+            what: format!("the stored file of {flat}"),
+            source,
+        }),
+        other => Err(other.into()),
+    }
 }
 
 /// A file of one leaf, read whole and checked against its CID. Blocking.
 pub(crate) fn read_whole(cached: &CachedArtifact) -> Result<Result<Bytes, Damage>, Error> {
     let record = &cached.record;
-    let bytes = match std::fs::read(&cached.path) {
+    let bytes = match cached.blob.read() {
         Ok(bytes) => bytes,
-        Err(e) => return io_failure(&record.flat, &cached.path, e).map(Err),
+        Err(e) => return io_failure(&record.flat, e).map(Err),
     };
     if bytes.len() as u64 != record.size {
         return Ok(Err(format!(
@@ -104,9 +106,9 @@ pub(crate) fn open(
     index: &Index,
     cached: &CachedArtifact,
 ) -> Result<Result<(File, Vec<Cid>), Damage>, Error> {
-    let file = match File::open(&cached.path) {
+    let file = match cached.blob.open() {
         Ok(file) => file,
-        Err(e) => return io_failure(&cached.record.flat, &cached.path, e).map(Err),
+        Err(e) => return io_failure(&cached.record.flat, e).map(Err),
     };
     Ok(leaves(index, &cached.record).map(|leaves| (file, leaves)))
 }

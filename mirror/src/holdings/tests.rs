@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cid::{Algorithm, Digest};
-use crate::index::{ArtifactRecord, MetadataRecord};
+use crate::index::MetadataRecord;
 use crate::testing::noise;
 
 const MIB: usize = 1 << 20;
@@ -10,8 +10,7 @@ const MIB: usize = 1 << 20;
 fn open() -> (tempfile::TempDir, Holdings) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
-    let index = Arc::new(Index::open(&dir.path().join("index.sqlite3")).expect("index"));
-    (dir, Holdings::new(store, index))
+    (dir, Holdings::new(store))
 }
 
 /// Store and index `data` as a committed download would.
@@ -21,36 +20,37 @@ fn add(holdings: &Holdings, data: &[u8]) -> (FlatCid, RootCid, cairn_ipld::unixf
         .artifact_writer(Digest::of(Algorithm::Sha512, data))
         .expect("writer");
     writer.write(data).expect("write");
-    let committed = writer.finish().expect("finish");
-    let record = ArtifactRecord {
-        flat: committed.flat,
-        root: RootCid(committed.dag.root),
-        size: data.len() as u64,
+    let origin = crate::store::Origin {
         upstream_url: "http://upstream.invalid/a.tgz".into(),
         fetched_at: 1,
     };
-    holdings
-        .index
-        .put_artifact("npm", "a.tgz", &record, &committed.dag)
-        .expect("index");
-    (committed.flat, record.root, committed.dag)
+    let committed = holdings
+        .store
+        .commit_artifact("npm", "a.tgz", writer, origin, |_| {})
+        .expect("commit");
+    (committed.record.flat, committed.record.root, committed.dag)
 }
 
 fn put_document(holdings: &Holdings, key: &str, body: Option<&[u8]>, url: &str) {
-    let cid = body.map(|body| holdings.store.put_metadata(body).expect("block"));
     let record = MetadataRecord {
-        cid,
+        cid: None,
         status: if body.is_some() { 200 } else { 404 },
         upstream_url: url.into(),
         fetched_at: 7,
         etag: Some("\"e\"".into()),
         last_modified: None,
-        size: body.map_or(0, |b| b.len() as u64),
+        size: 0,
     };
-    holdings
-        .index
-        .put_metadata("npm", key, &record, &[])
-        .expect("index");
+    match body {
+        Some(body) => holdings
+            .store
+            .put_document("npm", key, body, record, &[])
+            .expect("document"),
+        None => holdings
+            .store
+            .put_not_found("npm", key, record)
+            .expect("not found"),
+    };
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn a_damaged_leaf_is_an_error_naming_the_block_not_wrong_bytes() {
     let (_dir, holdings) = open();
     let data = noise(2 * MIB + 9, 3);
     let (flat, _, dag) = add(&holdings, &data);
-    let blob = holdings.store.blob_path(&flat);
+    let blob = crate::testing::blob_path(&holdings.store, &flat);
     let mut damaged = data.clone();
     damaged[MIB + 1] ^= 0xff;
     std::fs::write(&blob, &damaged).expect("damage the file");

@@ -392,7 +392,7 @@ enum RawBody {
     /// Verified bytes.
     Bytes(Bytes),
     /// A flat file too big to re-hash (verified at ingest), streamed.
-    File(std::path::PathBuf, u64),
+    File(std::fs::File, u64),
     /// `HEAD`: only the size.
     Size(u64),
 }
@@ -414,7 +414,7 @@ async fn raw(
         Ok(Some(match &location {
             _ if head => RawBody::Size(location.size()),
             Location::Flat { flat, size, .. } if *size > MAX_BLOCK_SIZE => {
-                RawBody::File(blocks.flat_path(flat), *size)
+                RawBody::File(blocks.flat_blob(flat).open()?, *size)
             }
             _ => RawBody::Bytes(blocks.read(&cid, &location)?),
         }))
@@ -426,10 +426,8 @@ async fn raw(
     let (len, body) = match body {
         RawBody::Size(len) => (len, Body::empty()),
         RawBody::Bytes(bytes) => (bytes.len() as u64, Body::from(bytes)),
-        RawBody::File(path, len) => {
-            let file = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| crate::error::StoreError::io("open", &path, e))?;
+        RawBody::File(file, len) => {
+            let file = tokio::fs::File::from_std(file);
             let stream = tokio_util::io::ReaderStream::with_capacity(file, CAR_CHUNK);
             (len, Body::from_stream(stream))
         }

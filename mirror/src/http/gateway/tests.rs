@@ -8,8 +8,7 @@ use tower::ServiceExt as _;
 use super::*;
 use crate::MirrorConfig;
 use crate::car::CarReader;
-use crate::cid::{Algorithm, Digest, FlatCid, RootCid, raw_block_cid};
-use crate::index::ArtifactRecord;
+use crate::cid::{Algorithm, Digest, FlatCid, raw_block_cid};
 use crate::testing::noise;
 use crate::unixfs::{CHUNK_SIZE, Dag};
 
@@ -127,23 +126,15 @@ impl Node {
             .artifact_writer(Digest::of(Algorithm::Sha512, data))
             .expect("writer");
         writer.write(data).expect("write");
-        let committed = writer.finish().expect("finish");
-        let mut dag = committed.dag.clone();
-        if let Some(n) = keep_leaves {
-            dag.leaves.truncate(n);
-        }
-        let record = ArtifactRecord {
-            flat: committed.flat,
-            root: RootCid(dag.root),
-            size: data.len() as u64,
+        let origin = crate::store::Origin {
             upstream_url: "http://upstream.invalid/x.tgz".into(),
             fetched_at: 1,
         };
-        self.mirror
-            .index()
-            .put_artifact("npm", "x.tgz", &record, &dag)
-            .expect("index");
-        (committed.flat, committed.dag)
+        let keep = keep_leaves.unwrap_or(usize::MAX);
+        let committed =
+            crate::testing::commit_keeping_leaves(store, "npm", "x.tgz", writer, origin, keep)
+                .expect("commit");
+        (committed.record.flat, committed.dag)
     }
 
     async fn request(

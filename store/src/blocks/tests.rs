@@ -18,8 +18,8 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
-    let index = Arc::new(Index::open(&dir.path().join("index.sqlite3")).expect("index"));
-    let blocks = Blocks::new(store.clone(), index.clone());
+    let index = store.index().clone();
+    let blocks = Blocks::new(store.clone());
     Fixture {
         _dir: dir,
         store,

@@ -13,7 +13,7 @@
 //!
 //! Everything read is checked against its CID before it is handed out ([`verify`]); a block
 //! that fails is an error, never served. The one exception is left to callers: a flat file over
-//! [`MAX_BLOCK_SIZE`] can be streamed from [`Blocks::flat_path`] unhashed, since it was verified
+//! [`MAX_BLOCK_SIZE`] can be streamed from [`Blocks::flat_blob`] unhashed, since it was verified
 //! against the registry digest at ingest and re-hashing it per request would cost a full read.
 //!
 //! [`Walk`] yields the blocks of a DAG in depth-first order (a node, then its children left to
@@ -29,7 +29,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -37,9 +36,9 @@ use bytes::Bytes;
 use cid::{Cid, Version};
 
 use crate::cid::{Algorithm, BlockCid, DAG_PB, Digest, FlatCid, IDENTITY, RAW, RootCid, SHA2_256};
-use crate::error::{Error, IndexError, StoreError};
+use crate::error::{IndexError, StoreError};
 use crate::index::{Index, LeafRecord};
-use crate::store::Store;
+use crate::store::{Blob, Store};
 use crate::unixfs::{DecodeError, decode_node, decode_unixfs};
 
 /// The largest block a [`Walk`] yields: what CAR readers and Bitswap accept.
@@ -57,6 +56,10 @@ pub struct BlockError {
 impl BlockError {
     pub fn kind(&self) -> &BlockErrorKind {
         &self.kind
+    }
+
+    pub fn into_kind(self) -> BlockErrorKind {
+        *self.kind
     }
 }
 
@@ -108,23 +111,6 @@ impl From<StoreError> for BlockError {
 impl From<IndexError> for BlockError {
     fn from(e: IndexError) -> Self {
         BlockErrorKind::Index(e).into()
-    }
-}
-
-impl From<BlockError> for Error {
-    fn from(e: BlockError) -> Self {
-        let message = e.to_string();
-        match *e.kind {
-            BlockErrorKind::Missing { .. } => Error::NotFound(message),
-            BlockErrorKind::TooLarge { .. }
-            | BlockErrorKind::RangeOutside { .. }
-            | BlockErrorKind::UnsupportedHash { .. } => Error::BadRequest(message),
-            BlockErrorKind::Store(e) => Error::Store(e),
-            BlockErrorKind::Index(e) => Error::Index(e),
-            BlockErrorKind::Corrupt { .. }
-            | BlockErrorKind::Decode { .. }
-            | BlockErrorKind::TooDeep { .. } => Error::Block(e),
-        }
     }
 }
 
@@ -189,13 +175,14 @@ pub struct Blocks {
 impl fmt::Debug for Blocks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Blocks")
-            .field("store", &self.store.root())
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
 
 impl Blocks {
-    pub fn new(store: Store, index: Arc<Index>) -> Self {
+    pub fn new(store: Store) -> Self {
+        let index = store.index().clone();
         Blocks { store, index }
     }
 
@@ -224,11 +211,8 @@ impl Blocks {
         }
         if mh.code() == SHA2_256 {
             let block = BlockCid(v1);
-            if let Ok(meta) = std::fs::metadata(self.store.meta_path(&block)) {
-                return Ok(Some(Location::Metadata {
-                    cid: block,
-                    size: meta.len(),
-                }));
+            if let Ok(Some(size)) = self.store.document_blob(&block).len() {
+                return Ok(Some(Location::Metadata { cid: block, size }));
             }
         }
         let flat = FlatCid(v1);
@@ -239,8 +223,8 @@ impl Blocks {
     }
 
     /// The flat file of an artifact, to stream a [`Location::Flat`] too big to re-hash.
-    pub fn flat_path(&self, flat: &FlatCid) -> PathBuf {
-        self.store.blob_path(flat)
+    pub fn flat_blob(&self, flat: &FlatCid) -> Blob {
+        self.store.blob(flat)
     }
 
     /// Read the block at `location` whole and verify it against `cid`.
@@ -273,18 +257,14 @@ impl Blocks {
                 return Ok(self.store.read_metadata(block)?);
             }
             Location::Flat { flat, .. } => {
-                let path = self.store.blob_path(flat);
-                let bytes = std::fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
-                (Bytes::from(bytes), "a flat file")
+                (Bytes::from(self.store.blob(flat).read()?), "a flat file")
             }
         };
         verify(cid, &data, || match location {
-            Location::Leaf(leaf) => format!(
-                "{} at offset {}",
-                self.store.blob_path(&leaf.flat).display(),
-                leaf.offset
-            ),
-            Location::Flat { flat, .. } => self.store.blob_path(flat).display().to_string(),
+            Location::Leaf(leaf) => {
+                format!("{} at offset {}", self.store.blob(&leaf.flat), leaf.offset)
+            }
+            Location::Flat { flat, .. } => self.store.blob(flat).to_string(),
             _ => from.to_owned(),
         })?;
         Ok(data)
@@ -308,18 +288,18 @@ impl Blocks {
                 .into());
             }
         };
-        let path = self.store.blob_path(&leaf.flat);
+        let blob = self.store.blob(&leaf.flat);
         let file = match open {
             Some((flat, file)) if *flat == leaf.flat => file,
             _ => {
-                let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+                let file = blob.open()?;
                 &mut open.insert((leaf.flat, file)).1
             }
         };
         let mut data = vec![0u8; len];
         file.seek(SeekFrom::Start(leaf.offset))
             .and_then(|_| file.read_exact(&mut data))
-            .map_err(|e| StoreError::io("read a leaf of", &path, e))?;
+            .map_err(|e| StoreError::io("read a leaf of", blob.path(), e))?;
         Ok(Bytes::from(data))
     }
 

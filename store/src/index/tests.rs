@@ -1,0 +1,289 @@
+//! Tests of the index over a real SQLite file in a temp dir.
+
+use super::*;
+use crate::cid::{Algorithm, Digest};
+use crate::cid::{BlockCid, RootCid};
+use crate::unixfs::DagBuilder;
+
+/// The caller's rule for taking credentials out of a URL (the mirror passes its own).
+fn strip_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]).into(),
+        None => url.into(),
+    }
+}
+
+fn index() -> (tempfile::TempDir, Index) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = Index::open(&dir.path().join("index.sqlite3")).expect("open");
+    (dir, index)
+}
+
+#[test]
+fn artifacts_round_trip() {
+    let (_dir, index) = index();
+    let mut builder = DagBuilder::new();
+    builder.update(b"bytes");
+    let dag = builder.finish();
+    let record = ArtifactRecord {
+        flat: Digest::of(Algorithm::Sha512, b"bytes").flat_cid(),
+        root: RootCid(dag.root),
+        size: 5,
+        upstream_url: "http://upstream/x.tgz".into(),
+        fetched_at: 42,
+    };
+    assert_eq!(index.get_artifact("npm", "x").expect("get"), None);
+    index.put_artifact("npm", "x", &record, &dag).expect("put");
+    assert_eq!(index.get_artifact("npm", "x").expect("get"), Some(record));
+    assert_eq!(index.get_artifact("cargo", "x").expect("get"), None);
+    let stats = index.stats().expect("stats");
+    assert_eq!(stats[0].artifacts, 1);
+    assert_eq!(stats[0].artifact_bytes, 5);
+}
+
+#[test]
+fn negative_entries_expire_and_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = Index::open(&dir.path().join("i.sqlite3")).expect("open");
+    let record = |cid: Option<BlockCid>, fetched_at| MetadataRecord {
+        cid,
+        status: if cid.is_some() { 200 } else { 404 },
+        upstream_url: "https://upstream.invalid/x".into(),
+        fetched_at,
+        etag: None,
+        last_modified: None,
+        size: 0,
+    };
+    let found = BlockCid(crate::cid::raw_block_cid(b"doc"));
+    index
+        .put_metadata("npm", "kept", &record(Some(found), 1), &[])
+        .expect("put");
+    for (key, at) in [("old", 10), ("newer", 20), ("newest", 30), ("latest", 40)] {
+        index
+            .put_metadata("npm", key, &record(None, at), &[])
+            .expect("put");
+    }
+    // "old" has expired; of the rest, only the newest two are kept.
+    assert_eq!(index.expire_negative(15, 2).expect("expire"), 2);
+    let present = |key: &str| index.get_metadata("npm", key).expect("get").is_some();
+    assert!(!present("old") && !present("newer"));
+    assert!(present("newest") && present("latest"));
+    // A document is never expired this way, however old.
+    assert!(present("kept"));
+    assert_eq!(index.expire_negative(i64::MAX, 10).expect("expire"), 2);
+    assert!(present("kept"));
+}
+
+#[test]
+fn metadata_and_refs_are_written_together() {
+    let (_dir, index) = index();
+    let record = MetadataRecord {
+        cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+        status: 200,
+        upstream_url: "http://upstream/x".into(),
+        fetched_at: 1,
+        etag: Some("\"e\"".into()),
+        last_modified: None,
+        size: 2,
+    };
+    let reference = RefRecord {
+        flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
+        url: "http://upstream/x/-/x-1.0.0.tgz".into(),
+        size: Some(1),
+    };
+    index
+        .put_metadata(
+            "npm",
+            "x",
+            &record,
+            &[("x/-/x-1.0.0.tgz".into(), reference.clone())],
+        )
+        .expect("put");
+    assert_eq!(
+        index.get_metadata("npm", "x").expect("get"),
+        Some(record.clone())
+    );
+    assert_eq!(
+        index.get_ref("npm", "x/-/x-1.0.0.tgz").expect("ref"),
+        Some(reference.clone())
+    );
+    // One project's references by key prefix: not its neighbours' nor another ecosystem's.
+    let refs = |keys: &[&str]| -> Vec<(String, RefRecord)> {
+        keys.iter()
+            .map(|k| ((*k).to_owned(), reference.clone()))
+            .collect()
+    };
+    index
+        .put_metadata(
+            "pypi",
+            "six",
+            &record,
+            &refs(&["six/a.whl", "six/b.tar.gz"]),
+        )
+        .expect("put");
+    index
+        .put_metadata("pypi", "sixty", &record, &refs(&["sixty/c.whl"]))
+        .expect("put");
+    index
+        .put_metadata("pypi", "si", &record, &refs(&["si/d.whl"]))
+        .expect("put");
+    let keys = |prefix: &str, limit: usize| -> Vec<String> {
+        index
+            .refs_with_prefix("pypi", prefix, limit)
+            .expect("prefix")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(keys("six/", 10), ["six/a.whl", "six/b.tar.gz"]);
+    assert_eq!(keys("six/", 1), ["six/a.whl"]);
+    assert!(keys("x/", 10).is_empty());
+    index.touch_metadata("npm", "x", 99).expect("touch");
+    assert_eq!(
+        index
+            .get_metadata("npm", "x")
+            .expect("get")
+            .map(|r| r.fetched_at),
+        Some(99)
+    );
+}
+
+#[test]
+fn stored_credentials_are_stripped() {
+    let (_dir, index) = index();
+    let record = MetadataRecord {
+        cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+        status: 200,
+        upstream_url: "http://cairn:s3cret@upstream.invalid/x".into(),
+        fetched_at: 1,
+        etag: None,
+        last_modified: None,
+        size: 2,
+    };
+    let reference = RefRecord {
+        flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
+        url: "http://cairn:s3cret@upstream.invalid/x/-/x-1.0.0.tgz".into(),
+        size: Some(1),
+    };
+    let scoped = MetadataRecord {
+        upstream_url: "http://upstream.invalid/@types%2fnode".into(),
+        ..record.clone()
+    };
+    index
+        .put_metadata(
+            "npm",
+            "x",
+            &record,
+            &[("x/-/x-1.0.0.tgz".into(), reference)],
+        )
+        .expect("put");
+    index
+        .put_metadata("npm", "@types/node", &scoped, &[])
+        .expect("put");
+    assert_eq!(index.strip_credentials(strip_userinfo).expect("strip"), 2);
+    let got = index.get_metadata("npm", "x").expect("get").expect("row");
+    assert_eq!(got.upstream_url, "http://upstream.invalid/x");
+    let got = index
+        .get_ref("npm", "x/-/x-1.0.0.tgz")
+        .expect("ref")
+        .expect("row");
+    assert_eq!(got.url, "http://upstream.invalid/x/-/x-1.0.0.tgz");
+    let got = index
+        .get_metadata("npm", "@types/node")
+        .expect("get")
+        .expect("row");
+    assert_eq!(got.upstream_url, scoped.upstream_url);
+    assert_eq!(index.strip_credentials(strip_userinfo).expect("strip"), 0);
+}
+
+/// The schema as the releases before schema versions created it, word for word.
+const SCHEMA_BEFORE_VERSIONS: &str = include_str!("testdata/schema-before-versions.sql");
+
+#[test]
+fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_new_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index.sqlite3");
+    let tables = |conn: &Connection| -> Vec<(String, String)> {
+        conn.prepare(
+            "SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .expect("schema")
+    };
+    let before = {
+        let conn = Connection::open(&path).expect("old index");
+        conn.execute_batch("PRAGMA journal_mode=WAL;").expect("wal");
+        conn.execute_batch(SCHEMA_BEFORE_VERSIONS)
+            .expect("old schema");
+        let flat = Digest::of(Algorithm::Sha512, b"bytes").flat_cid();
+        conn.execute(
+            "INSERT INTO artifacts VALUES ('npm', 'x', ?1, ?2, 5, 'http://upstream/x.tgz', 7, 7)",
+            rusqlite::params![flat.to_bytes(), flat.to_bytes()],
+        )
+        .expect("old row");
+        tables(&conn)
+    };
+    let index = Index::open(&path).expect("open the old index");
+    assert_eq!(index.schema_version().expect("version"), SCHEMA_VERSION);
+    let record = index
+        .get_artifact("npm", "x")
+        .expect("get")
+        .expect("old row");
+    assert_eq!((record.size, record.fetched_at), (5, 7));
+    drop(index);
+    let after = tables(&Connection::open(&path).expect("reopen"));
+    // Version 1 is the old schema itself: every old table is as it was; version 2 only added
+    // the events table.
+    let added: Vec<&str> = after
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        before.iter().all(|t| after.contains(t)),
+        "an old table changed"
+    );
+    assert_eq!(added, ["events"]);
+}
+
+#[test]
+fn a_new_index_is_at_the_newest_version_and_reopens_unchanged() {
+    let (dir, index) = index();
+    assert_eq!(index.schema_version().expect("version"), SCHEMA_VERSION);
+    drop(index);
+    let index = Index::open(&dir.path().join("index.sqlite3")).expect("reopen");
+    assert_eq!(index.schema_version().expect("version"), SCHEMA_VERSION);
+}
+
+#[test]
+fn an_index_from_a_newer_cairn_is_refused_naming_both_versions() {
+    let (dir, index) = index();
+    drop(index);
+    let path = dir.path().join("index.sqlite3");
+    let newer = SCHEMA_VERSION + 1;
+    Connection::open(&path)
+        .and_then(|c| c.execute_batch(&format!("PRAGMA user_version = {newer}")))
+        .expect("mark newer");
+    let err = match Index::open(&path) {
+        Ok(_) => panic!("an index of version {newer} was opened"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, IndexError::TooNew { found, supported, .. }
+        if found == newer && supported == SCHEMA_VERSION));
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("schema version {newer}"))
+            && message.contains(&format!("newer than {SCHEMA_VERSION}"))
+            && message.contains(&path.display().to_string()),
+        "{message}"
+    );
+    // Refused, not rewritten.
+    let version: i64 = Connection::open(&path)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .expect("version");
+    assert_eq!(version, newer);
+}

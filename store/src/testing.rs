@@ -1,0 +1,50 @@
+//! Helpers for tests of this crate and of the crates built on it (hidden from the docs).
+
+/// `len` deterministic, incompressible bytes (xorshift64 from `seed`). No 1 MiB chunk repeats
+/// another, so every leaf of a generated file is a different block, and gzip leaves it as big.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Commit `writer` as `ecosystem`/`key` with only the first `keep` leaves of its DAG indexed:
+/// an index that lost leaf rows, for tests of what its readers do then. Returns the committed
+/// artifact with its whole DAG.
+pub fn commit_keeping_leaves(
+    store: &crate::store::Store,
+    ecosystem: &str,
+    key: &str,
+    writer: crate::store::ArtifactWriter,
+    origin: crate::store::Origin,
+    keep: usize,
+) -> Result<crate::store::Committed, crate::error::StoreError> {
+    let placed = writer.finish_with(|_| {})?;
+    let mut dag = placed.dag.clone();
+    dag.leaves.truncate(keep);
+    let record = crate::index::ArtifactRecord {
+        flat: placed.flat,
+        root: crate::cid::RootCid(placed.dag.root),
+        size: placed.dag.size,
+        upstream_url: origin.upstream_url,
+        fetched_at: origin.fetched_at,
+    };
+    store.index().put_artifact(ecosystem, key, &record, &dag)?;
+    Ok(crate::store::Committed {
+        record,
+        dag: placed.dag,
+        blob: placed.blob,
+    })
+}
+
+/// Where the flat file of `flat` lives, for tests that damage a stored file as a disk would.
+pub fn blob_path(store: &crate::store::Store, flat: &crate::cid::FlatCid) -> std::path::PathBuf {
+    store.blob_path(flat)
+}
