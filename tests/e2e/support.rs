@@ -355,26 +355,33 @@ pub fn assert_refused_and_nothing_stored(
         row.is_none(),
         "the refused {ecosystem} {key} has an index row: {row:?}"
     );
-    let named: std::collections::HashSet<String> = index
-        .all_artifacts()
-        .expect("read the index")
-        .into_iter()
-        .map(|(_, _, record)| record.flat.to_string())
-        .collect();
+    // Other downloads the client started beside the refused one may still be committing (file
+    // renamed into place, row not yet written; temp file not yet renamed): wait for them, then
+    // every blob must be named by a row and `tmp/` empty.
     let refused: Vec<Vec<u8>> = bytes
         .iter()
         .flat_map(|b| [b.to_vec(), crate::fake_upstream::tampered(b)])
         .collect();
-    for blob in files_under(&data_dir.join("blobs")) {
-        let name = blob
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        assert!(
-            named.contains(&name),
-            "after refusing {ecosystem} {key}, a blob no index row names: {}",
-            blob.display()
-        );
+    let blobs = wait_for(
+        Duration::from_secs(10),
+        &format!("every blob named by a row and tmp/ empty after refusing {ecosystem} {key}"),
+        || {
+            let named: std::collections::HashSet<String> = index
+                .all_artifacts()
+                .expect("read the index")
+                .into_iter()
+                .map(|(_, _, record)| record.flat.to_string())
+                .collect();
+            let blobs = files_under(&data_dir.join("blobs"));
+            let unnamed = blobs.iter().any(|blob| {
+                let name = blob.file_name().map(|n| n.to_string_lossy().into_owned());
+                !name.is_some_and(|n| named.contains(&n))
+            });
+            let left = files_under(&data_dir.join("tmp"));
+            (!unnamed && left.is_empty()).then_some(blobs)
+        },
+    );
+    for blob in blobs {
         let content = std::fs::read(&blob).expect("read blob");
         assert!(
             !refused.contains(&content),
@@ -382,11 +389,6 @@ pub fn assert_refused_and_nothing_stored(
             blob.display()
         );
     }
-    let left = files_under(&data_dir.join("tmp"));
-    assert!(
-        left.is_empty(),
-        "refusing {ecosystem} {key} left temp files: {left:?}"
-    );
 }
 
 /// Ask `check` every 100 ms until it gives a value; panic naming `what` after `limit`.
