@@ -30,6 +30,13 @@
 //! - Providers that the DHT lookup finds after the transfer started still join it (`more`), so
 //!   a connected peer that answers first cannot keep them out.
 //! - The engine ends when the reader of the chunks goes away.
+//!
+//! Files: this one holds the engine's state, its loop, dropping a peer and writing the leaves
+//! in file order; `plan.rs` takes peers in and checks the leaves they list (and their first
+//! progress); `schedule.rs` fills the windows, hedges, and takes the blocks that come back.
+
+mod plan;
+mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -40,7 +47,7 @@ use cairn_ipld::cid::FlatCid;
 use cairn_ipld::unixfs::Leaf;
 use cairn_peering::{PeerChunk, PeerFetch};
 use futures::StreamExt as _;
-use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::future::{AbortHandle, BoxFuture};
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -48,9 +55,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::penalties::{Fault, Penalties};
-use super::resolve::{self, Answer, Frame, ResolveError};
+use super::resolve::{Answer, Frame, ResolveError};
 use crate::bitswap::FetchError;
-use crate::metrics::{NodeMetrics, PeerLabels};
+use crate::metrics::NodeMetrics;
 use crate::swarm::Node;
 
 /// In-flight blocks for the nearest peer.
@@ -258,85 +265,6 @@ impl Engine {
         }
     }
 
-    /// Take `answer`'s peer into the transfer and read its further frames.
-    fn join(&mut self, answer: Answer, events: &mpsc::Sender<(PeerId, Event)>) {
-        let Answer {
-            peer,
-            mut stream,
-            elapsed,
-            ..
-        } = answer;
-        if self.peers.contains_key(&peer) {
-            return;
-        }
-        let rtt = self.context.rtts.get(&peer).copied().unwrap_or(elapsed);
-        self.peers.insert(
-            peer,
-            Peer {
-                label: Arc::from(peer.to_string()),
-                rtt,
-                available: 0,
-                listed: 0,
-                done: false,
-                inflight: Vec::new(),
-                outrun: 0,
-                joined: Instant::now(),
-                delivered: false,
-            },
-        );
-        let events = events.clone();
-        self.readers.spawn(async move {
-            loop {
-                let event = match resolve::next_frame(&mut stream).await {
-                    Ok(Some(frame)) => Event::Frame(frame),
-                    Ok(None) => Event::End(Ok(())),
-                    Err(e) => Event::End(Err(e.to_string())),
-                };
-                let end = matches!(event, Event::End(_));
-                if events.send((peer, event)).await.is_err() || end {
-                    break;
-                }
-            }
-        });
-    }
-
-    /// When the next peer runs out of [`FIRST_PROGRESS`], if any peer still owes it.
-    fn next_progress_check(&self) -> Option<Instant> {
-        self.peers.values().filter_map(Self::progress_due).min()
-    }
-
-    /// When `peer` must have shown progress by: its first leaf listed, its first block sent.
-    fn progress_due(peer: &Peer) -> Option<Instant> {
-        if peer.listed == 0 {
-            return Some(peer.joined + FIRST_PROGRESS);
-        }
-        if peer.delivered {
-            return None;
-        }
-        let asked = peer.inflight.iter().map(|r| r.since).min()?;
-        Some(asked + FIRST_PROGRESS)
-    }
-
-    /// Drop (and penalize) the peers that owe progress past [`FIRST_PROGRESS`].
-    fn drop_silent(&mut self) {
-        let now = Instant::now();
-        let silent: Vec<(PeerId, bool)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| Self::progress_due(p).is_some_and(|due| due <= now))
-            .map(|(id, p)| (*id, p.listed == 0))
-            .collect();
-        for (peer, no_leaf) in silent {
-            let what = if no_leaf {
-                "listed no leaf"
-            } else {
-                "sent no block"
-            };
-            let reason = format!("{peer} {what} of {} within {FIRST_PROGRESS:?}", self.flat);
-            self.drop_peer(peer, reason, Some(Fault::Stalled));
-        }
-    }
-
     /// Drop `peer` for this transfer: its leaves in flight go back to the queue. With a
     /// `fault`, it goes to the penalty box too.
     fn drop_peer(&mut self, peer: PeerId, reason: String, fault: Option<Fault>) {
@@ -354,316 +282,6 @@ impl Engine {
         self.dropped.push(reason);
     }
 
-    /// Put leaf `index` back in the queue unless it is written, buffered or in flight at a
-    /// peer.
-    fn requeue(&mut self, index: usize) {
-        let elsewhere = self
-            .peers
-            .values()
-            .any(|p| p.inflight.iter().any(|r| r.index == index));
-        if index >= self.next && !self.buffer.contains_key(&index) && !elsewhere {
-            self.queue.insert(index);
-        }
-    }
-
-    /// Ask `peer` for leaf `index`.
-    fn request(&mut self, peer: PeerId, index: usize) {
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let (handle, registration) = AbortHandle::new_pair();
-        state.inflight.push(Inflight {
-            index,
-            handle,
-            since: Instant::now(),
-        });
-        let node = self.context.node.clone();
-        let cid = self.leaves[index].cid;
-        let get = Abortable::new(
-            async move { node.get_block(peer, cid, STALL).await },
-            registration,
-        );
-        self.inflight
-            .push(Box::pin(async move { (peer, index, get.await) }));
-    }
-
-    /// A resolve frame from `peer`; true when it moved the transfer on.
-    fn on_event(&mut self, peer: PeerId, event: Event) -> bool {
-        let Some(state) = self.peers.get(&peer) else {
-            return false;
-        };
-        let done = state.done;
-        match event {
-            Event::Frame(Frame::Leaves { leaves }) => match self.on_leaves(peer, &leaves) {
-                Ok(()) => true,
-                Err(reason) => {
-                    self.drop_peer(
-                        peer,
-                        format!("{peer} listed leaves of {}: {reason}", self.flat),
-                        Some(Fault::Lied),
-                    );
-                    false
-                }
-            },
-            Event::Frame(Frame::Done { size, .. }) => match self.on_done(peer, size) {
-                Ok(()) => true,
-                Err(reason) => {
-                    let reason = format!("{peer} finished {}: {reason}", self.flat);
-                    self.drop_peer(peer, reason, Some(Fault::Lied));
-                    false
-                }
-            },
-            Event::Frame(Frame::Failed { reason }) => {
-                self.drop_peer(
-                    peer,
-                    format!("{peer}'s download of {} failed: {reason}", self.flat),
-                    None,
-                );
-                false
-            }
-            Event::Frame(other) => {
-                self.drop_peer(
-                    peer,
-                    format!("{peer} sent {other:?} inside a resolve answer"),
-                    Some(Fault::Lied),
-                );
-                false
-            }
-            Event::End(_) if done => false,
-            Event::End(result) => {
-                let why = result.err().unwrap_or_else(|| "stream closed".into());
-                self.drop_peer(
-                    peer,
-                    format!("{peer}'s resolve stream for {} ended: {why}", self.flat),
-                    None,
-                );
-                false
-            }
-        }
-    }
-
-    fn on_leaves(&mut self, peer: PeerId, leaves: &[resolve::WireLeaf]) -> Result<(), String> {
-        for wire in leaves {
-            let leaf = resolve::parse_leaf(wire)?;
-            let Some(state) = self.peers.get_mut(&peer) else {
-                return Ok(());
-            };
-            let position = state.listed;
-            match self.leaves.get(position) {
-                Some(known) if *known == leaf => {}
-                Some(known) => {
-                    return Err(format!(
-                        "leaf {position} is {leaf:?}, others listed {known:?}"
-                    ));
-                }
-                None => {
-                    let end = self.leaves.last().map_or(0, |l| l.offset + l.len);
-                    if leaf.offset != end || (leaf.len == 0 && position > 0) {
-                        return Err(format!(
-                            "leaf {position} {leaf:?} does not follow offset {end}"
-                        ));
-                    }
-                    if self.size.is_some_and(|size| end + leaf.len > size) {
-                        return Err(format!(
-                            "leaf {position} runs past the size {:?}",
-                            self.size
-                        ));
-                    }
-                    if self.total.is_some() {
-                        return Err("more leaves than the finished plan".into());
-                    }
-                    self.leaves.push(leaf);
-                    self.queue.insert(position);
-                }
-            }
-            state.listed += 1;
-            state.available = state.listed;
-        }
-        Ok(())
-    }
-
-    fn on_done(&mut self, peer: PeerId, size: u64) -> Result<(), String> {
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return Ok(());
-        };
-        let listed = state.listed;
-        let end = self
-            .leaves
-            .get(..listed)
-            .and_then(|l| l.last())
-            .map_or(0, |l| l.offset + l.len);
-        if end != size || self.size.is_some_and(|expected| expected != size) {
-            return Err(format!(
-                "its leaves end at {end}, it says {size}, expected {:?}",
-                self.size
-            ));
-        }
-        if listed == 0 || self.total.is_some_and(|total| total != listed) {
-            return Err(format!("{listed} leaves, others listed {:?}", self.total));
-        }
-        state.done = true;
-        self.total = Some(listed);
-        Ok(())
-    }
-
-    /// Window of a peer `rtt` away when the nearest is `best` away.
-    fn window(best: Duration, rtt: Duration) -> usize {
-        let best = best.max(RTT_FLOOR).as_secs_f64();
-        let rtt = rtt.max(RTT_FLOOR).as_secs_f64();
-        ((MAX_WINDOW as f64 * best / rtt).round() as usize).clamp(1, MAX_WINDOW)
-    }
-
-    /// Fill each peer's window from the queue, nearest peer first.
-    fn schedule(&mut self) {
-        let Some(best) = self.peers.values().map(|p| p.rtt).min() else {
-            return;
-        };
-        let mut order: Vec<(Duration, PeerId)> =
-            self.peers.iter().map(|(id, p)| (p.rtt, *id)).collect();
-        order.sort();
-        let limit = self.next + AHEAD_LEAVES;
-        for (rtt, peer) in order {
-            let window = Self::window(best, rtt);
-            let Some(state) = self.peers.get_mut(&peer) else {
-                continue;
-            };
-            let mut room = window.saturating_sub(state.inflight.len());
-            let bound = state.available.min(limit);
-            while room > 0 {
-                let Some(index) = self.queue.range(..bound).next().copied() else {
-                    break;
-                };
-                self.queue.remove(&index);
-                self.request(peer, index);
-                room -= 1;
-            }
-            if room > 0 && self.queue.range(..bound).next().is_none() {
-                self.hedge(peer, bound);
-            }
-        }
-    }
-
-    /// Ask `peer`, which has room and nothing queued it can serve, for the lowest leaf below
-    /// `bound` in flight elsewhere for more than [`HEDGE_AFTER`].
-    fn hedge(&mut self, peer: PeerId, bound: usize) {
-        let now = Instant::now();
-        let slow = self
-            .peers
-            .iter()
-            .filter(|(id, _)| **id != peer)
-            .flat_map(|(_, p)| p.inflight.iter())
-            .filter(|r| {
-                r.index < bound
-                    && !self.hedged.contains(&r.index)
-                    && now.duration_since(r.since) > HEDGE_AFTER
-            })
-            .map(|r| r.index)
-            .min();
-        if let Some(index) = slow {
-            self.hedged.insert(index);
-            self.request(peer, index);
-        }
-    }
-
-    /// A block from `peer`; true when it moved the transfer on.
-    fn on_block(
-        &mut self,
-        peer: PeerId,
-        index: usize,
-        result: Result<Result<Bytes, FetchError>, futures::future::Aborted>,
-    ) -> bool {
-        let Ok(result) = result else {
-            return false;
-        };
-        if let Some(state) = self.peers.get_mut(&peer) {
-            state.inflight.retain(|r| r.index != index);
-        }
-        if result.is_err() {
-            // Asked again of another peer; a duplicate answer is ignored.
-            self.requeue(index);
-        }
-        match result {
-            Ok(data) if data.len() as u64 == self.leaves[index].len => {
-                let label = match self.peers.get_mut(&peer) {
-                    Some(state) => {
-                        state.delivered = true;
-                        state.label.clone()
-                    }
-                    None => Arc::from(peer.to_string()),
-                };
-                self.context
-                    .metrics
-                    .peer_bytes
-                    .get_or_create(&PeerLabels {
-                        peer: label.to_string(),
-                    })
-                    .inc_by(data.len() as u64);
-                // A hedged leaf's other request is withdrawn; a peer outrun too often goes.
-                let mut stalling = Vec::new();
-                for (id, state) in &mut self.peers {
-                    let before = state.inflight.len();
-                    state.inflight.retain(|r| {
-                        let same = r.index == index;
-                        if same {
-                            r.handle.abort();
-                        }
-                        !same
-                    });
-                    if state.inflight.len() < before {
-                        state.outrun += 1;
-                        if state.outrun >= MAX_OUTRUN {
-                            stalling.push(*id);
-                        }
-                    }
-                }
-                for id in stalling {
-                    let reason =
-                        format!("{id} was outrun {MAX_OUTRUN} times fetching {}", self.flat);
-                    self.drop_peer(id, reason, None);
-                }
-                if index >= self.next && !self.buffer.contains_key(&index) {
-                    self.buffer.insert(index, (data, label));
-                    return true;
-                }
-                false
-            }
-            Ok(data) => {
-                self.requeue(index);
-                let reason = format!(
-                    "{peer} sent {} bytes for leaf {index} of {}",
-                    data.len(),
-                    self.flat
-                );
-                self.drop_peer(peer, reason, Some(Fault::Lied));
-                false
-            }
-            Err(error) => {
-                if let FetchError::BadBlock { .. } = error {
-                    self.context
-                        .metrics
-                        .bad_blocks
-                        .get_or_create(&PeerLabels {
-                            peer: peer.to_string(),
-                        })
-                        .inc();
-                }
-                let fault = match error {
-                    FetchError::BadBlock { .. } | FetchError::BadNode { .. } => Some(Fault::Lied),
-                    // DONT_HAVE for a leaf it listed: a lie, or a download that just failed
-                    // there (its `failed` frame may come after); kept out as briefly as a stall.
-                    FetchError::NotFound { .. } | FetchError::Timeout { .. } => {
-                        Some(Fault::Stalled)
-                    }
-                    FetchError::Unreachable { .. }
-                    | FetchError::UnsupportedHash { .. }
-                    | FetchError::Shutdown { .. } => None,
-                };
-                self.drop_peer(peer, error.to_string(), fault);
-                false
-            }
-        }
-    }
-
     /// Write the leaves that are next in file order. `Err` when the reader went away.
     async fn emit(&mut self) -> Result<(), ()> {
         while let Some((data, peer)) = self.buffer.remove(&self.next) {
@@ -676,22 +294,5 @@ impl Engine {
             self.next += 1;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_follow_rtt() {
-        let ms = Duration::from_millis;
-        assert_eq!(Engine::window(ms(1), ms(1)), MAX_WINDOW);
-        assert_eq!(
-            Engine::window(Duration::from_micros(200), Duration::from_micros(300)),
-            MAX_WINDOW
-        );
-        assert_eq!(Engine::window(ms(1), ms(51)), 1);
-        assert_eq!(Engine::window(ms(10), ms(20)), MAX_WINDOW / 2);
     }
 }
