@@ -1,5 +1,5 @@
 //! `PeerSource::fetch`: find who can serve an artifact, apply the claim rule (`claims.rs`)
-//! when nobody can, and hand the peers that can to the transfer engine (`transfer.rs`).
+//! when nobody can, and hand the peers that can to the transfer engine (`transfer/`).
 //!
 //! Candidates are the DHT's providers of the flat CID, found within [`LOOKUP_DEADLINE`], and
 //! the directly connected peers (on a LAN they are usually all of them, and a peer that has

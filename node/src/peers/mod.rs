@@ -4,7 +4,7 @@
 //!
 //! Parts:
 //! - `resolve.rs`: `/cairn/resolve/1.0.0`, what a peer holds or downloads (its leaves);
-//! - `transfer.rs`: leaves over Bitswap from several peers at once, in file order;
+//! - `transfer/`: leaves over Bitswap from several peers at once, in file order;
 //! - `fetch.rs`: who to ask, and the claim rule of `claims.rs` (one upstream download when
 //!   several nodes miss at once; the argument and its limits are written there);
 //! - `penalties.rs`: peers that stalled or lied lately, not asked again for a while;
