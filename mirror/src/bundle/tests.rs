@@ -1,9 +1,22 @@
 //! Export then import between two stores; truncated and tampered bundles change nothing.
 
+use std::sync::Arc;
+
+use cid::Cid;
+use url::Url;
+
+use super::export::write_bundle;
+use super::files::{inner_count, leaf_count, write_dag};
 use super::*;
-use crate::cid::RootCid;
+use crate::car::{CarReader, CarWriter};
+use crate::cid::{Algorithm, BlockCid, DAG_CBOR, Digest, RAW, RootCid, raw_block_cid};
+use crate::ecosystem::{ArtifactRoute, Ecosystem, Listing, MetadataDoc, MetadataRoute, Route};
+use crate::index::{Index, MetadataRecord};
 use crate::now_ms;
+use crate::snapshot::Snapshot;
 use crate::snapshot::{ArtifactEntry, DocumentEntry};
+use crate::store::Store;
+use crate::unixfs::CHUNK_SIZE;
 
 /// A minimal ecosystem: a document `NAME` lists files as `KEY SHA512HEX` lines (one that
 /// starts with `unsigned` is refused, as apt refuses an unsigned `InRelease`), and a file is

@@ -1,5 +1,7 @@
 //! Tests of block lookup and DAG walks over a real store and index in a temp dir.
 
+use std::str::FromStr;
+
 use super::*;
 use crate::cid::{raw_block_cid, raw_cid};
 use crate::index::ArtifactRecord;
