@@ -155,8 +155,8 @@ async fn fetches_raw_and_dag_pb_blocks_and_whole_dags() {
 
 // About one run in ten, B's want over QUIC is never answered (a 60 s timeout), even with wants
 // sent again; the TCP fetch never fails so. Suspected: the bootstrap dial and the stream open
-// racing into two QUIC connections, one of which swallows the exchange. To be settled when the
-// node is wired into the mirror; run it with `cargo test -- --ignored`.
+// racing into two QUIC connections, one of which swallows the exchange. Not yet traced; run it
+// with `cargo test -p cairn-node --test swarm -- --ignored` (several times) to see it.
 #[ignore = "intermittent over QUIC: see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_over_quic() {

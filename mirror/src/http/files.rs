@@ -37,12 +37,8 @@ pub(super) async fn artifact(
             ArtifactBody::Downloading(download)
                 if matches_etag(&request.headers, &format!("\"{}\"", download.flat)) =>
             {
-                let etag = format!("\"{}\"", download.flat);
-                let etag = HeaderValue::from_str(&etag).map_err(|source| Error::Header {
-                    what: format!("the ETag of {}", download.flat),
-                    source,
-                })?;
-                return Ok((StatusCode::NOT_MODIFIED, artifact_headers(etag)).into_response());
+                let headers = artifact_headers(flat_etag(&download.flat)?);
+                return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
             }
             // A Range is answered from the stored file: wait for the download to commit, then
             // look again (the next turn finds it cached).
@@ -251,6 +247,15 @@ pub(super) async fn cached_file(
     Ok(Some((status, headers, body).into_response()))
 }
 
+/// The strong ETag of an artifact whose bytes are named by `flat` (its registry digest), known
+/// before any of them arrive.
+fn flat_etag(flat: &crate::cid::FlatCid) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(&format!("\"{flat}\"")).map_err(|source| Error::Header {
+        what: format!("the ETag of {flat}"),
+        source,
+    })
+}
+
 /// An artifact streamed without being kept: headers once upstream's are in, then the body as
 /// it verifies.
 pub(super) async fn unkept_response(
@@ -258,12 +263,7 @@ pub(super) async fn unkept_response(
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
     let total = unkept.ready().await?;
-    let etag =
-        HeaderValue::from_str(&format!("\"{}\"", unkept.flat)).map_err(|source| Error::Header {
-            what: format!("the ETag of {}", unkept.flat),
-            source,
-        })?;
-    let mut headers = artifact_headers(etag);
+    let mut headers = artifact_headers(flat_etag(&unkept.flat)?);
     if let Some(total) = total {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     }
@@ -285,13 +285,7 @@ pub(super) async fn downloading(
     };
     // The bytes are immutable and named before they arrive: a conditional request was answered
     // at once, and a Range waits for the cache (both in `artifact`).
-    let etag = HeaderValue::from_str(&format!("\"{}\"", download.flat)).map_err(|source| {
-        Error::Header {
-            what: format!("the ETag of {}", download.flat),
-            source,
-        }
-    })?;
-    let mut headers = artifact_headers(etag);
+    let mut headers = artifact_headers(flat_etag(&download.flat)?);
     if let Some(total) = total {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     }
