@@ -1,14 +1,13 @@
 //! The peer side of `cairn serve`: flags and `cairn.toml` keys into a [`NodeConfig`], the node
-//! started over the mirror's holdings and handed to it as its peer source, and `cairn id` /
+//! started over the store (before the engine, which takes it as its peers), and `cairn id` /
 //! `cairn peers`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cairn_mirror::Mirror;
-use cairn_node::{Node, NodeConfig, NodeError, Peers};
+use cairn_mirror::store::Store;
+use cairn_node::{NodeConfig, NodeError, NodeMetrics, Peers};
 use clap::Args;
 use libp2p::{Multiaddr, PeerId};
 use url::Url;
@@ -99,13 +98,17 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
     }))
 }
 
-/// Start the node and connect it to `mirror`, unless `--no-p2p`: the node serves the
-/// mirror's holdings (`Mirror::local_content`, which holds no `Mirror`), registers its metrics
-/// beside the mirror's, and becomes the mirror's peer source.
-pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Result<Option<Node>> {
-    // Registered with p2p off too, so that `/metrics` shows the same families either way.
-    let metrics = mirror.metrics().register(cairn_node::NodeMetrics::register);
-    let Some(config) = config(args, file, &mirror.config().data_dir)? else {
+/// Start the node over `store` unless `--no-p2p`: it serves the store's holdings to peers and
+/// announces each artifact the store comes to hold (downloads, imports by any process), and
+/// counts into `metrics`. The result is the engine's peers.
+pub async fn start(
+    args: &P2pArgs,
+    file: &FileSettings,
+    store: &Store,
+    metrics: NodeMetrics,
+    data_dir: &Path,
+) -> Result<Option<Peers>> {
+    let Some(config) = config(args, file, data_dir)? else {
         tracing::info!("p2p off (--no-p2p)");
         return Ok(None);
     };
@@ -113,7 +116,7 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
         trust_metadata: args.trust_peer_metadata || file.trust_peer_metadata.unwrap_or(false),
     };
     let private = config.swarm_key.is_some();
-    let content = mirror.local_content();
+    let content = store.holdings();
     let start = |config| Peers::start(config, content.clone(), policy, metrics.clone());
     let peers = match start(config.clone()).await {
         Err(NodeError::Listen { address, reason }) if !listen_given(args, file) => {
@@ -131,46 +134,10 @@ pub async fn start(args: &P2pArgs, file: &FileSettings, mirror: &Mirror) -> Resu
         other => other,
     }
     .context("cannot start the p2p node")?;
-    let node = peers.node().clone();
+    let node = peers.node();
     let addresses = node.p2p_addrs().await.unwrap_or_default();
     tracing::info!(peer_id = %node.peer_id(), private, addresses = ?addresses, "p2p node started");
-    let peers = Arc::new(peers);
-    announce_imports(mirror, Arc::downgrade(&peers))?;
-    mirror.set_peers(peers);
-    Ok(Some(node))
-}
-
-/// Announce what another process imports into this data directory (`cairn import` beside
-/// `serve`) through `peers` as the store hears of it; the engine announces its own downloads.
-/// The task holds neither the mirror nor the peers (both hold the store, whose events it waits
-/// for): it ends when the store goes.
-fn announce_imports(mirror: &Mirror, peers: std::sync::Weak<Peers>) -> Result<()> {
-    use cairn_mirror::events::StoreEvent;
-    use cairn_mirror::peers::PeerSource;
-    use tokio::sync::broadcast::error::RecvError;
-    let mut events = mirror
-        .store()
-        .subscribe()
-        .context("cannot follow the store")?;
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event @ StoreEvent::Imported { .. }) => {
-                    let Some(peers) = peers.upgrade() else { return };
-                    let (flat, root) = event.cids();
-                    peers.holds(flat, root);
-                }
-                Ok(StoreEvent::Committed { .. }) => {}
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        "{n} store events missed: their artifacts are announced at the next start"
-                    )
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
-    Ok(())
+    Ok(Some(peers))
 }
 
 /// Whether the operator chose the listen addresses (then failing to listen is an error).
@@ -347,6 +314,7 @@ pub async fn print_peers(url: &Url, json: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_mirror::Mirror;
 
     #[test]
     fn a_wildcard_listen_address_is_spelled_out_per_interface() {
@@ -412,22 +380,26 @@ mod tests {
         matches!(config(args, &FileSettings::default(), dir), Ok(None))
     }
 
+    /// The mirror as `serve` builds it over `dir` (no ecosystem), with the node unless `no_p2p`.
+    async fn build(dir: &Path, no_p2p: bool) -> Mirror {
+        let args = P2pArgs {
+            p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            no_mdns: true,
+            no_p2p,
+            ..P2pArgs::default()
+        };
+        let config = cairn_mirror::MirrorConfig::new(dir.into());
+        crate::commands::serve::build_mirror(config, vec![], &FileSettings::default(), Some(&args))
+            .await
+            .expect("mirror")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_swarms_metrics_are_in_the_mirrors_exposition_with_p2p_on_or_off() {
         for no_p2p in [false, true] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let config = cairn_mirror::MirrorConfig::new(dir.path().into());
-            let mirror = Mirror::open(config, vec![]).expect("mirror");
-            let args = P2pArgs {
-                p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-                no_mdns: true,
-                no_p2p,
-                ..P2pArgs::default()
-            };
-            let node = start(&args, &FileSettings::default(), &mirror)
-                .await
-                .expect("node starts");
-            assert_eq!(node.is_none(), no_p2p);
+            let mirror = build(dir.path(), no_p2p).await;
+            assert_eq!(mirror.peer_source().is_none(), no_p2p);
             // Counter families show once counted; the histogram, registered by the node's
             // metrics only, shows from the start.
             let text = mirror.metrics().encode();
@@ -436,8 +408,8 @@ mod tests {
                 text.lines().any(|l| l == family),
                 "no {family:?} (no_p2p: {no_p2p}) in:\n{text}"
             );
-            if let Some(node) = node {
-                node.shutdown();
+            if let Some(peers) = mirror.peer_source() {
+                peers.shutdown();
             }
         }
     }
@@ -445,26 +417,20 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_mirror_and_its_node_are_freed_when_the_mirror_goes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let open = || Mirror::open(cairn_mirror::MirrorConfig::new(dir.path().into()), vec![]);
-        let mirror = open().expect("mirror");
-        let args = P2pArgs {
-            p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            no_mdns: true,
-            ..P2pArgs::default()
-        };
-        let node = start(&args, &FileSettings::default(), &mirror)
-            .await
-            .expect("node starts")
-            .expect("p2p on");
-        assert!(mirror.peer_source().is_some(), "the mirror has its peers");
-        node.shutdown();
-        drop(node);
+        let mirror = build(dir.path(), false).await;
+        let peers = mirror
+            .peer_source()
+            .expect("the mirror has its peers")
+            .clone();
+        peers.shutdown();
+        drop(peers);
         drop(mirror);
-        // The data directory's lock goes with the last handle on the store: were the node
-        // holding the mirror that holds the node, it would never go.
+        // The data directory's lock goes with the last handle on the store, which the node's
+        // holdings share: were the node holding the mirror, or its tasks the store, it would
+        // never go.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            match open() {
+            match Mirror::open(cairn_mirror::MirrorConfig::new(dir.path().into()), vec![]) {
                 Ok(_) => break,
                 Err(e) => assert!(
                     std::time::Instant::now() < deadline,

@@ -4,11 +4,11 @@
 pub mod bundle;
 mod engine;
 pub mod error;
-pub mod holdings;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod peers;
+pub mod serving;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testing;
@@ -19,8 +19,9 @@ pub use cairn_ecosystem as ecosystem;
 pub use cairn_ecosystem::{json, negotiate, units};
 pub use cairn_ipld::{car, cid, dagcbor, unixfs};
 /// The data directory (files, index, blocks), from the crate that owns and alone writes it.
-pub use cairn_store::{blocks, events, index, store};
+pub use cairn_store::{blocks, events, holdings, index, store};
 
 pub use crate::engine::{
-    ArtifactBody, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, content_key, now_ms,
+    ArtifactBody, Builder, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, content_key, now_ms,
 };
+pub use crate::serving::Serving;

@@ -16,8 +16,12 @@ use cairn_mirror::ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing,
     MetadataDoc, MetadataRoute, Rendered, Request, Route,
 };
-use cairn_mirror::peers::{PeerChunk, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
+use cairn_mirror::peers::{
+    HoldingChange, PeerChunk, PeerDocument, PeerFetch, PeerSource, PendingLeaves,
+};
+use cairn_mirror::store::Store;
 use cairn_mirror::{EcosystemSetup, Mirror, MirrorConfig};
+use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use sha2::Digest as _;
 use tower::ServiceExt as _;
@@ -106,6 +110,7 @@ enum Script {
 struct Log {
     fetches: usize,
     downloading: Vec<FlatCid>,
+    /// What the store said it came to hold: what the swarm announces.
     holds: Vec<(FlatCid, RootCid)>,
     metadata_asks: usize,
 }
@@ -146,10 +151,6 @@ impl PeerSource for Scripted {
 
     fn downloading(&self, pending: PendingLeaves) {
         self.log.lock().expect("log").downloading.push(pending.flat);
-    }
-
-    fn holds(&self, flat: FlatCid, root: RootCid) {
-        self.log.lock().expect("log").holds.push((flat, root));
     }
 
     fn metadata(&self, _ecosystem: String, _key: String) -> BoxFuture<'static, Vec<PeerDocument>> {
@@ -211,7 +212,20 @@ fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setu
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = MirrorConfig::new(dir.path().to_owned());
     config.offline = offline;
-    let mirror = Mirror::open(
+    // As the bin builds it: the store first, what the swarm would announce followed from it,
+    // then the engine with its peers.
+    let store = Store::open(dir.path()).expect("store");
+    let log = peers.log.clone();
+    let mut changes = store.holdings().changes().expect("follow the store");
+    let announced = log.clone();
+    tokio::spawn(async move {
+        while let Some(change) = changes.next().await {
+            if let HoldingChange::Held { flat, root } = change {
+                announced.lock().expect("log").holds.push((flat, root));
+            }
+        }
+    });
+    let mirror = Mirror::builder(
         config,
         vec![EcosystemSetup {
             ecosystem: Arc::new(Test),
@@ -219,9 +233,10 @@ fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setu
             upstream,
         }],
     )
+    .store(store)
+    .peers(Arc::new(peers))
+    .build()
     .expect("mirror");
-    let log = peers.log.clone();
-    mirror.set_peers(Arc::new(peers));
     Setup {
         mirror,
         log,

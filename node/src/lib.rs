@@ -4,19 +4,20 @@
 //!
 //! The node knows the engine only through `cairn-peering`: it implements
 //! [`PeerSource`](cairn_peering::PeerSource) for the engine, and reads this node's holdings
-//! through a [`LocalContent`] the store side hands it. It holds
-//! nothing of the engine, so the engine holding the node makes no cycle. Starting one:
+//! through the [`LocalContent`] the store hands out (`Store::holdings`), which also tells it of
+//! every artifact the store comes to hold. It holds nothing of the engine, so the engine holding
+//! the node makes no cycle. The bin starts it before the engine:
 //!
 //! ```ignore
-//! let metrics = cairn_node::NodeMetrics::register(&mut registry);
-//! let peers = cairn_node::Peers::start(config, local_content, policy, metrics).await?;
-//! engine.set_peers(Arc::new(peers.clone())); // and keep `peers.node()` to stop it
+//! let metrics = metrics_registry.register(cairn_node::NodeMetrics::register);
+//! let peers = cairn_node::Peers::start(config, store.holdings(), policy, metrics).await?;
+//! let engine = Mirror::builder(config, ecosystems).store(store).peers(Arc::new(peers)).build()?;
 //! ```
 //!
 //! [`Peers::start`] starts the swarm with a Bitswap block source over the content and the
 //! downloads under way ([`block_source`]), the resolve and metadata servers ([`Peers::new`]),
-//! and the announcement of every held artifact ([`Peers::announce_held`]); tests that need
-//! another block source call those steps themselves.
+//! and the announcements ([`Peers::announce`]): what is held at start, then each change; tests
+//! that need another block source call those steps themselves.
 
 pub mod bitswap;
 pub mod metrics;

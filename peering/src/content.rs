@@ -1,13 +1,18 @@
 //! What the swarm reads of this node's holdings to serve peers ([`LocalContent`]): blocks by
-//! CID, committed artifacts with their leaves, the artifacts to announce, and metadata
-//! documents. The store side implements it; the swarm holds it and nothing of the engine.
+//! CID, committed artifacts with their leaves, the artifacts to announce (those held at start,
+//! then each new one as it comes: [`HoldingChange`]), and metadata documents. The store side
+//! implements it; the swarm holds it and nothing of the engine.
 //!
-//! Every method blocks (a database, files): the swarm calls them on the blocking thread pool.
+//! Every method but [`LocalContent::changes`] blocks (a database, files): the swarm calls them on
+//! the blocking thread pool.
 
 use bytes::Bytes;
 use cairn_ipld::cid::{DAG_PB, FlatCid, RAW, RootCid};
 use cairn_ipld::unixfs::{self, Leaf};
 use cid::Cid;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
+use tokio::sync::broadcast;
 
 use crate::source::PeerDocument;
 
@@ -84,10 +89,51 @@ pub trait LocalContent: Send + Sync + 'static {
     /// Flat and root CIDs of every artifact held, to announce to the swarm at start.
     fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, ContentError>;
 
+    /// Every artifact this node comes to hold from now on (downloaded and committed, imported
+    /// from a bundle by this process or another one writing the same data directory), as it
+    /// comes: the swarm announces each. Taken once, before [`LocalContent::held_artifacts`], so
+    /// that nothing falls between the two. Does not block; the stream ends when the holdings
+    /// go.
+    fn changes(&self) -> Result<BoxStream<'static, HoldingChange>, ContentError>;
+
     /// The copy of metadata document `key` of `ecosystem` that peers may read: the exact bytes
     /// upstream sent, their age and validators, and an `upstream_url` with no credentials.
     /// `None` when there is no document under that key (or only upstream's "not found").
     fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError>;
+}
+
+/// What [`LocalContent::changes`] tells the swarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldingChange {
+    /// Artifact `flat`, with UnixFS root `root`, is held now.
+    Held { flat: FlatCid, root: RootCid },
+    /// `count` changes went by before they could be read: list what is held again.
+    Missed { count: u64 },
+}
+
+/// The changes a broadcast `receiver` carries, each made a [`HoldingChange::Held`] by `held`;
+/// a receiver that lagged says [`HoldingChange::Missed`]. Ends when the sender goes.
+pub fn changes_from<T, F>(
+    receiver: broadcast::Receiver<T>,
+    held: F,
+) -> BoxStream<'static, HoldingChange>
+where
+    T: Clone + Send + 'static,
+    F: Fn(T) -> (FlatCid, RootCid) + Send + 'static,
+{
+    use broadcast::error::RecvError;
+    futures_util::stream::unfold((receiver, held), |(mut receiver, held)| async move {
+        let change = match receiver.recv().await {
+            Ok(item) => {
+                let (flat, root) = held(item);
+                HoldingChange::Held { flat, root }
+            }
+            Err(RecvError::Lagged(count)) => HoldingChange::Missed { count },
+            Err(RecvError::Closed) => return None,
+        };
+        Some((change, (receiver, held)))
+    })
+    .boxed()
 }
 
 type GetBlock<'a> = dyn Fn(&Cid) -> Result<Option<Bytes>, ContentError> + 'a;

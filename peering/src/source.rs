@@ -90,10 +90,6 @@ pub trait PeerSource: Send + Sync + 'static {
     /// to peers as they are hashed, until `progress` says it is done.
     fn downloading(&self, pending: PendingLeaves);
 
-    /// This node now holds the artifact `flat` with UnixFS root `root` (committed, imported):
-    /// announce both.
-    fn holds(&self, flat: FlatCid, root: RootCid);
-
     /// The copies of metadata document `key` of `ecosystem` that trusted peers hold, newest
     /// (`fetched_at`) first, for when upstream cannot be asked. The mirror takes the first its
     /// adapter accepts, so a peer with a bad copy cannot hide a good one. Empty when no peer has
@@ -117,4 +113,9 @@ pub trait PeerSource: Send + Sync + 'static {
     /// `{"peer_id": "12D3…", "listen": ["/ip4/…/tcp/…/p2p/12D3…", …], "private": bool,
     ///   "peers": [{"peer": "12D3…", "address": "/ip4/…", "rtt_ms": 0.4}, …]}`.
     fn describe(&self) -> BoxFuture<'static, serde_json::Value>;
+
+    /// Leave the swarm: called once at shutdown, after the downloads have finished and before
+    /// the store closes. What this node holds is announced by the swarm itself, from the store's
+    /// changes ([`crate::LocalContent::changes`]), not through this trait.
+    fn shutdown(&self) {}
 }

@@ -8,8 +8,10 @@ use bytes::Bytes;
 use cairn_ipld::cid::{Algorithm, Digest, FlatCid, RootCid, block_matches};
 use cairn_ipld::unixfs::DagBuilder;
 use cid::Cid;
+use futures_util::stream::BoxStream;
+use tokio::sync::broadcast;
 
-use crate::{ContentError, LocalContent, PeerDocument};
+use crate::{ContentError, HoldingChange, LocalContent, PeerDocument, changes_from};
 
 /// `len` deterministic, incompressible bytes (xorshift64 from `seed`). No 1 MiB chunk repeats
 /// another, so every leaf of a generated file is a different block, and gzip leaves it as big.
@@ -35,10 +37,21 @@ struct Held {
 
 /// A node's holdings in memory: artifacts (their leaves and inner nodes as blocks, and the
 /// whole file under its flat CID) and metadata documents. Blocks are checked against their CID
-/// when read, as a store's are. Cheap to clone (clones share the holdings).
-#[derive(Clone, Default)]
+/// when read, as a store's are; each artifact added is a change to its subscribers, as a
+/// store's commit is. Cheap to clone (clones share the holdings).
+#[derive(Clone)]
 pub struct MemoryContent {
     held: Arc<Mutex<Held>>,
+    changes: broadcast::Sender<(FlatCid, RootCid)>,
+}
+
+impl Default for MemoryContent {
+    fn default() -> Self {
+        MemoryContent {
+            held: Arc::default(),
+            changes: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryContent {
@@ -70,6 +83,8 @@ impl MemoryContent {
         }
         held.blocks.insert(flat.0, Bytes::copy_from_slice(data));
         held.artifacts.insert(flat, (RootCid(dag.root), dag.size));
+        drop(held);
+        let _ = self.changes.send((flat, RootCid(dag.root)));
         (flat, RootCid(dag.root))
     }
 
@@ -87,6 +102,7 @@ impl MemoryContent {
     /// blocks held.
     pub fn put_artifact(&self, flat: FlatCid, root: RootCid, size: u64) {
         self.lock().artifacts.insert(flat, (root, size));
+        let _ = self.changes.send((flat, root));
     }
 
     /// Hold `document` as document `key` of `ecosystem`.
@@ -127,6 +143,10 @@ impl LocalContent for MemoryContent {
             .iter()
             .map(|(flat, (root, _))| (*flat, *root))
             .collect())
+    }
+
+    fn changes(&self) -> Result<BoxStream<'static, HoldingChange>, ContentError> {
+        Ok(changes_from(self.changes.subscribe(), |held| held))
     }
 
     fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError> {

@@ -21,7 +21,6 @@ use anyhow::{Context as _, Result, bail};
 use cairn_mirror::cid::{Algorithm, Digest, Hasher};
 use cairn_pypi::tags::Target;
 use futures_util::StreamExt;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::serve;
@@ -491,24 +490,18 @@ pub async fn command(
     let log = crate::barlog::BarLog::default();
     crate::logging::init_to("text", "warn,libp2p_kad::behaviour=error", log.clone()).ok();
     let local: SocketAddr = "127.0.0.1:0".parse().context("address")?;
-    let mirror = serve::open_mirror(common, file, &Serve::default(), &listen).await?;
+    let mirror = serve::open_mirror(common, file, &Serve::default(), &listen, None).await?;
     let listener = tokio::net::TcpListener::bind(local)
         .await
         .context("cannot listen on 127.0.0.1")?;
     let bound = listener.local_addr().context("listen address")?;
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(cairn_mirror::http::serve(
-        listener,
-        cairn_mirror::http::router(mirror.clone()),
-        serve::connection_limits(file, &Serve::default())?,
-        stop.clone().cancelled_owned(),
-    ));
+    let serving = mirror.serve(listener, serve::connection_limits(file, &Serve::default())?);
     let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;
     let result = run(base, items, apt, Some(&log), target.as_ref()).await;
-    stop.cancel();
-    let _ = server.await;
-    mirror.finish_downloads(Duration::from_secs(10)).await;
-    mirror.close().await.context("closing the store")?;
+    serving
+        .shutdown(Duration::from_secs(10))
+        .await
+        .context("closing the store")?;
     result
 }
 

@@ -20,12 +20,11 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     )?;
     let listen = settings::listen(common.listen.as_deref(), file)?;
     let limits = connection_limits(file, &args)?;
-    let mirror = open_mirror(common, file, &args, &listen).await?;
+    let mirror = open_mirror(common, file, &args, &listen, Some(&args.p2p)).await?;
     let data_dir = mirror.config().data_dir.clone();
     if !mirror.config().offline {
         probe_upstreams(&mirror);
     }
-    let node = crate::p2p::start(&args.p2p, file, &mirror).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -33,7 +32,7 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     tracing::info!(target: crate::logging::TARGET, address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
     // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
     println!("cairn listening on http://{bound}");
-    run_server(mirror, listener, limits, node).await
+    run_server(mirror, listener, limits).await
 }
 
 /// The mirror's settings: each flag (or its variable), else `cairn.toml`, else the default.
@@ -101,14 +100,17 @@ pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Resu
 /// The mirror `serve` runs, with every ecosystem whose upstream was found (flags, `cairn.toml`,
 /// else the clients' own settings). `listen` is where clients will reach it (to refuse upstreams
 /// that point back at it).
+/// The mirror `serve` runs: its configuration and ecosystems from the flags and `cairn.toml`,
+/// the store opened, then the node started over the store (unless `p2p` is `None` or turns it
+/// off), then the engine built with the node as its peers.
 pub async fn open_mirror(
     common: &Common,
     file: &FileSettings,
     args: &Serve,
     listen: &SocketAddr,
+    p2p: Option<&crate::p2p::P2pArgs>,
 ) -> Result<Mirror> {
     let config = mirror_config(common, file, args)?;
-    let data_dir = config.data_dir.clone();
     let public_url = config.public_url.clone();
     let mut setups = Vec::new();
     for (entry, registry) in ecosystems::registries() {
@@ -140,12 +142,46 @@ pub async fn open_mirror(
         public_url.as_ref(),
     )?);
 
+    build_mirror(config, setups, file, p2p).await
+}
+
+/// Open the store under `config.data_dir`, start the node over it (unless `p2p` is `None` or
+/// turns it off), then build the engine with the node as its peers and its metrics beside the
+/// engine's.
+pub async fn build_mirror(
+    config: MirrorConfig,
+    setups: Vec<EcosystemSetup>,
+    file: &FileSettings,
+    p2p: Option<&crate::p2p::P2pArgs>,
+) -> Result<Mirror> {
+    let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    tokio::task::spawn_blocking(move || Mirror::open(config, setups))
+    let in_dir = || format!("cannot open the store in {}", data_dir.display());
+    let store = {
+        let data_dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || cairn_mirror::store::Store::open(&data_dir))
+            .await
+            .context("opening the store")?
+            .with_context(in_dir)?
+    };
+    // Registered with p2p off too, so that `/metrics` shows the same families either way.
+    let metrics = cairn_mirror::metrics::Metrics::default();
+    let node_metrics = metrics.register(cairn_node::NodeMetrics::register);
+    let peers = match p2p {
+        Some(args) => crate::p2p::start(args, file, &store, node_metrics, &data_dir).await?,
+        None => None,
+    };
+    let mut builder = Mirror::builder(config, setups)
+        .store(store)
+        .metrics(metrics);
+    if let Some(peers) = peers {
+        builder = builder.peers(std::sync::Arc::new(peers));
+    }
+    tokio::task::spawn_blocking(move || builder.build())
         .await
         .context("opening the store")?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+        .with_context(in_dir)
 }
 
 /// The HTTP connection cap and timeouts, with the descriptor limit raised as far as it goes.
@@ -182,67 +218,25 @@ pub fn connection_limits(file: &FileSettings, args: &Serve) -> Result<Connection
 /// accepting and drain HTTP, let downloads under way finish (10 s at most, then abandon them),
 /// stop the peer (so no Bitswap or resolve stream reads the store any more), record access
 /// times, then close the store (WAL checkpoint).
+/// Serve until SIGINT or SIGTERM, then stop in order (see `cairn_mirror::serving`).
 async fn run_server(
     mirror: Mirror,
     listener: tokio::net::TcpListener,
     limits: ConnectionLimits,
-    node: Option<cairn_node::Node>,
 ) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    let flusher = {
-        let (mirror, shutdown) = (mirror.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = mirror.flush_access_times().await {
-                            tracing::warn!(target: crate::logging::TARGET, "cannot record access times: {e}");
-                        }
-                        match mirror.expire_negative().await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::debug!(target: crate::logging::TARGET, entries = n, "expired cached not-founds"),
-                            Err(e) => tracing::warn!(target: crate::logging::TARGET, "cannot expire cached not-founds: {e}"),
-                        }
-                    }
-                }
-            }
-        })
-    };
-
-    let router = cairn_mirror::http::router(mirror.clone());
-    let server = tokio::spawn(cairn_mirror::http::serve(
-        listener,
-        router,
-        limits,
-        shutdown.clone().cancelled_owned(),
-    ));
+    let serving = mirror.serve(listener, limits);
     shutdown.cancelled().await;
-    tracing::info!(target: crate::logging::TARGET, "shutting down: draining connections (10 s at most)");
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(target: crate::logging::TARGET, "server error: {e}"),
-        Ok(Err(e)) => tracing::warn!(target: crate::logging::TARGET, "server task failed: {e}"),
-        Err(_) => {
-            tracing::warn!(target: crate::logging::TARGET, "connections still open after 10 s; closing them")
-        }
-    }
-    mirror.finish_downloads(Duration::from_secs(10)).await;
-    if let Some(node) = node {
-        node.shutdown();
-    }
-    let _ = flusher.await;
-    mirror.close().await.context("closing the store")?;
+    tracing::info!(target: crate::logging::TARGET, "shutting down: draining connections, then downloads ({GRACE:?} each at most)");
+    serving.shutdown(GRACE).await.context("closing the store")?;
     tracing::info!(target: crate::logging::TARGET, "stopped");
     Ok(())
 }
 
-/// Check once, in the background, that each upstream's host resolves and takes a TCP
-/// connection, so that a mistyped or unreachable upstream shows in the log at start rather
-/// than at the first client's miss. No HTTP request is sent: the upstream sees nothing. Behind
-/// a proxy (`HTTP(S)_PROXY`) a direct connection proves nothing, so there is no check.
+/// How long shutdown waits for open connections, then for downloads under way.
+const GRACE: Duration = Duration::from_secs(10);
+
 fn probe_upstreams(mirror: &Mirror) {
     let proxied = [
         "HTTPS_PROXY",

@@ -6,6 +6,7 @@ mod blob;
 pub mod blocks;
 pub mod error;
 pub mod events;
+pub mod holdings;
 pub mod index;
 pub mod store;
 #[doc(hidden)]

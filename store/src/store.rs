@@ -162,6 +162,11 @@ impl Store {
         Blocks::new(self.clone())
     }
 
+    /// What peers may read of this store, and what it comes to hold, for the swarm.
+    pub fn holdings(&self) -> Arc<dyn cairn_peering::LocalContent> {
+        Arc::new(crate::holdings::Holdings::new(self.clone()))
+    }
+
     /// Delete what crashed processes left in `tmp/`. Files of a live process other than this
     /// one (an `import` staging its bundle beside a starting `serve`) are left alone.
     fn clear_tmp(&self) -> Result<(), StoreError> {

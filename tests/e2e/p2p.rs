@@ -583,6 +583,15 @@ impl cairn_node::LocalContent for Honest {
         Ok(Vec::new())
     }
 
+    fn changes(
+        &self,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, cairn_mirror::peers::HoldingChange>,
+        cairn_node::ContentError,
+    > {
+        Ok(Box::pin(futures_util::stream::empty()))
+    }
+
     fn document(
         &self,
         _ecosystem: &str,

@@ -23,7 +23,8 @@ fn peer_documents_carry_no_credentials() {
         .put_document("npm", "x", body, record, &[])
         .expect("store");
     let document = mirror
-        .local_content()
+        .store()
+        .holdings()
         .document("npm", "x")
         .expect("read")
         .expect("found");

@@ -118,9 +118,6 @@ impl Mirror {
             match result {
                 Ok(record) => {
                     tracing::info!(ecosystem = %name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
-                    if let Some(peers) = this.peer_source() {
-                        peers.holds(record.flat, record.root);
-                    }
                     progress.committed(record);
                 }
                 Err(e) => {

@@ -18,6 +18,7 @@
 //! (streaming when the store is full) and [`verified`] (checking cached files as they are served).
 
 mod artifacts;
+mod builder;
 mod cached;
 pub mod content_key;
 pub mod download;
@@ -33,6 +34,7 @@ pub(crate) mod unkept;
 pub(crate) mod verified;
 
 pub use artifacts::ArtifactBody;
+pub use builder::Builder;
 pub use cached::CachedArtifact;
 pub(crate) use cached::http_date;
 pub(crate) use fill::Keep;
@@ -174,8 +176,8 @@ pub(crate) struct Inner {
     touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,
     /// Listing artifacts being downloaded or read, per ecosystem, and their completions.
     listings: (Mutex<HashMap<Arc<str>, usize>>, tokio::sync::Notify),
-    /// The swarm, once the node has started (`--no-p2p`: never).
-    peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
+    /// The swarm (`--no-p2p`: none).
+    peers: Option<Arc<dyn PeerSource>>,
     /// Artifacts whose bytes from peers failed the registry digest, and when.
     peer_failures: Mutex<HashMap<FlatCid, Instant>>,
     /// When a download last failed for want of disk space.
@@ -208,95 +210,31 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl Mirror {
-    /// Open the store and index under `config.data_dir` and register `ecosystems`. Blocking.
+    /// Open the store under `config.data_dir` and register `ecosystems`, with no peers: what
+    /// [`Mirror::builder`] builds when given nothing else. Blocking.
     pub fn open(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Result<Self, Error> {
-        let store = Store::open(&config.data_dir)?;
-        let index = store.index().clone();
-        let stripped = store.strip_credentials(crate::upstream::strip_userinfo)?;
-        if stripped > 0 {
-            tracing::info!(
-                rows = stripped,
-                "removed credentials from stored upstream URLs"
-            );
-        }
-        let mut registered = HashMap::new();
-        let mut mounts = HashMap::new();
-        for setup in ecosystems {
-            let upstream = match setup.upstream {
-                Ok(url) => Ok(Upstream::new(url, config.limits.clone())?),
-                Err(hint) => Err(hint),
-            };
-            let name: Arc<str> = Arc::from(setup.ecosystem.name());
-            let mount = setup.mount.trim_matches('/').to_owned();
-            if mount.is_empty() || mounts.contains_key(&mount) || registered.contains_key(&name) {
-                return Err(Error::Registration(format!(
-                    "ecosystem {name} at /{mount}/: the name and the mount must be unique and the mount not empty"
-                )));
-            }
-            mounts.insert(mount.clone(), name.clone());
-            registered.insert(
-                name.clone(),
-                Registered {
-                    ecosystem: setup.ecosystem,
-                    name,
-                    mount,
-                    upstream,
-                },
-            );
-        }
-        Ok(Mirror {
-            inner: Arc::new(Inner {
-                rendered: RenderCache::new(config.render_cache_bytes),
-                content: crate::engine::lru::Lru::new(config.content_cache_bytes),
-                config,
-                store,
-                index,
-                ecosystems: registered,
-                mounts,
-                metrics: Metrics::new(),
-                downloads: Mutex::new(HashMap::new()),
-                metadata_flights: SingleFlight::default(),
-                peer_metadata_flights: SingleFlight::default(),
-                render_flights: SingleFlight::default(),
-                hot: Mutex::new(HashMap::new()),
-                hot_metadata: Mutex::new(HashMap::new()),
-                touched: Mutex::new(Vec::new()),
-                listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),
-                peers: std::sync::OnceLock::new(),
-                peer_failures: Mutex::new(HashMap::new()),
-                store_filled_at: Mutex::new(None),
-                tasks: tokio_util::task::TaskTracker::new(),
-                abandon: tokio_util::sync::CancellationToken::new(),
-            }),
-        })
+        Mirror::builder(config, ecosystems).build()
+    }
+
+    /// A mirror to build: give it the store, metrics and peers opened before it (the node
+    /// reads the same store and registers its metrics beside the engine's), then
+    /// [`Builder::build`].
+    pub fn builder(config: MirrorConfig, ecosystems: Vec<EcosystemSetup>) -> Builder {
+        Builder::new(config, ecosystems)
     }
 
     pub fn config(&self) -> &MirrorConfig {
         &self.inner.config
     }
 
-    /// Connect the swarm: from now on misses ask peers first, and what this node downloads or
-    /// holds is announced to them. Set once; a second call is ignored.
-    pub fn set_peers(&self, peers: Arc<dyn PeerSource>) {
-        let _ = self.inner.peers.set(peers);
-    }
-
     /// The swarm, when it is on.
     pub fn peer_source(&self) -> Option<&Arc<dyn PeerSource>> {
-        self.inner.peers.get()
+        self.inner.peers.as_ref()
     }
 
     /// Every block this node holds, by CID (what Bitswap and the gateway serve).
     pub fn blocks(&self) -> crate::blocks::Blocks {
         self.inner.store.blocks()
-    }
-
-    /// This node's holdings as the swarm reads them to serve peers: blocks, committed
-    /// artifacts, metadata documents (see `holdings.rs` for what peers may read). It holds the
-    /// store and index, not the `Mirror`, so the node can keep it while the mirror keeps the
-    /// node.
-    pub fn local_content(&self) -> Arc<dyn cairn_peering::LocalContent> {
-        Arc::new(crate::holdings::Holdings::new(self.inner.store.clone()))
     }
 
     /// Flat and root CIDs of every artifact held. Blocking.

@@ -1,5 +1,6 @@
 //! The swarm as the engine's [`PeerSource`]: artifacts fetched from peers by flat CID,
-//! downloads under way offered to peers, held artifacts announced, metadata shared. What it
+//! downloads under way offered to peers, metadata shared; and every artifact this node holds
+//! announced, those held at start and each one after as the holdings' changes tell it. What it
 //! serves peers it reads from this node's [`LocalContent`], never from the engine.
 //!
 //! Parts:
@@ -28,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_ipld::cid::{FlatCid, RootCid};
-use cairn_peering::{LocalContent, PeerDocument, PeerFetch, PeerSource, PendingLeaves};
+use cairn_peering::{
+    HoldingChange, LocalContent, PeerDocument, PeerFetch, PeerSource, PendingLeaves,
+};
 use cid::Cid;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
@@ -51,9 +54,9 @@ use crate::swarm::{Node, NodeConfig, NodeError};
 
 /// Inbound resolve and metadata streams served at once, each protocol.
 pub const MAX_SERVING: usize = 256;
-/// Provides of held artifacts in flight at once in [`Peers::announce_held`].
+/// Provides of held artifacts in flight at once in [`Peers::announce`].
 pub const ANNOUNCE_CONCURRENCY: usize = 16;
-/// How long one provide of [`Peers::announce_held`], `holds` or `downloading` may take.
+/// How long one provide of [`Peers::announce`] or `downloading` may take.
 const PROVIDE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What this node accepts from peers.
@@ -92,14 +95,31 @@ pub(crate) struct Inner {
     penalties: Arc<penalties::Penalties>,
 }
 
-/// Aborts the accept loops on drop.
-struct Tasks(Vec<AbortHandle>);
+/// Aborts the accept loops and the announcer on drop.
+struct Tasks(std::sync::Mutex<Vec<AbortHandle>>);
+
+impl Tasks {
+    fn add(&self, task: AbortHandle) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task);
+    }
+
+    fn abort_all(&self) {
+        let tasks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for task in tasks.iter() {
+            task.abort();
+        }
+    }
+}
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
+        self.abort_all();
     }
 }
 
@@ -124,7 +144,7 @@ impl Peers {
         let pending = PendingMap::default();
         let node = Node::start(config, block_source(content.clone(), pending.clone())).await?;
         let peers = Peers::new(node, content, pending, policy, metrics)?;
-        peers.announce_held();
+        peers.announce()?;
         Ok(peers)
     }
 
@@ -173,7 +193,10 @@ impl Peers {
                 claims,
                 penalties: Arc::default(),
             }),
-            _tasks: Arc::new(Tasks(vec![resolve_task, metadata_task])),
+            _tasks: Arc::new(Tasks(std::sync::Mutex::new(vec![
+                resolve_task,
+                metadata_task,
+            ]))),
         })
     }
 
@@ -186,33 +209,65 @@ impl Peers {
         &self.inner.metrics
     }
 
-    /// Announce every artifact the store already holds (flat and root CIDs), in the
-    /// background, [`ANNOUNCE_CONCURRENCY`] at a time ([`Peers::start`] does it).
-    pub fn announce_held(&self) {
+    /// Announce every artifact the content holds, then each one it comes to hold (its
+    /// [`LocalContent::changes`]: downloads committed, bundles imported, by this process or
+    /// another), [`ANNOUNCE_CONCURRENCY`] provides at a time, until the last clone of these
+    /// peers goes. [`Peers::start`] does it; call it once.
+    pub fn announce(&self) -> Result<(), NodeError> {
+        // Subscribed before the listing, so that nothing held between the two is missed.
+        let changes = self.inner.content.changes().map_err(|e| NodeError::Setup {
+            what: "the announcement of held artifacts",
+            reason: e.to_string(),
+        })?;
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let content = inner.content.clone();
-            let held = match tokio::task::spawn_blocking(move || content.held_artifacts()).await {
-                Ok(Ok(held)) => held,
-                Ok(Err(e)) => {
-                    tracing::warn!("cannot list the held artifacts to announce: {e}");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!("listing the held artifacts failed: {e}");
-                    return;
-                }
-            };
-            let count = held.len();
-            futures::stream::iter(held)
-                .for_each_concurrent(ANNOUNCE_CONCURRENCY, |(flat, root)| {
-                    let node = inner.node.clone();
-                    async move { provide_both(&node, flat, root).await }
+        let task = tokio::spawn(async move {
+            announce_all_held(&inner).await;
+            changes
+                .for_each_concurrent(ANNOUNCE_CONCURRENCY, |change| {
+                    let inner = inner.clone();
+                    async move {
+                        match change {
+                            HoldingChange::Held { flat, root } => {
+                                provide_both(&inner.node, flat, root).await
+                            }
+                            HoldingChange::Missed { count } => {
+                                tracing::info!(
+                                    "{count} changes of the holdings missed: announcing all again"
+                                );
+                                announce_all_held(&inner).await;
+                            }
+                        }
+                    }
                 })
                 .await;
-            tracing::info!("announced {count} held artifacts to the DHT");
         });
+        self._tasks.add(task.abort_handle());
+        Ok(())
     }
+}
+
+/// Provide every artifact `inner`'s content lists as held, [`ANNOUNCE_CONCURRENCY`] at a time.
+async fn announce_all_held(inner: &Arc<Inner>) {
+    let content = inner.content.clone();
+    let held = match tokio::task::spawn_blocking(move || content.held_artifacts()).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot list the held artifacts to announce: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("listing the held artifacts failed: {e}");
+            return;
+        }
+    };
+    let count = held.len();
+    futures::stream::iter(held)
+        .for_each_concurrent(ANNOUNCE_CONCURRENCY, |(flat, root)| {
+            let node = inner.node.clone();
+            async move { provide_both(&node, flat, root).await }
+        })
+        .await;
+    tracing::info!("announced {count} held artifacts to the DHT");
 }
 
 /// Run `serve` on each inbound stream, at most [`MAX_SERVING`] at once.
@@ -292,11 +347,6 @@ impl PeerSource for Peers {
         tokio::spawn(follow_download(self.inner.clone(), pending));
     }
 
-    fn holds(&self, flat: FlatCid, root: RootCid) {
-        let node = self.inner.node.clone();
-        tokio::spawn(async move { provide_both(&node, flat, root).await });
-    }
-
     fn metadata(&self, ecosystem: String, key: String) -> BoxFuture<'static, Vec<PeerDocument>> {
         let node = self.inner.node.clone();
         let allowed = self.inner.policy.trust_metadata || node.is_private();
@@ -322,6 +372,11 @@ impl PeerSource for Peers {
     fn metadata_holders(&self, ecosystem: String, key: String) -> BoxFuture<'static, usize> {
         let node = self.inner.node.clone();
         Box::pin(metadata::holders(node, ecosystem, key))
+    }
+
+    fn shutdown(&self) {
+        self._tasks.abort_all();
+        self.inner.node.shutdown();
     }
 
     fn describe(&self) -> BoxFuture<'static, serde_json::Value> {

@@ -1,6 +1,6 @@
-//! This node's holdings as the swarm reads them ([`LocalContent`]), over the store and the
-//! index only: the node holds a [`Holdings`], never the engine, so the engine can hold the
-//! node (its `PeerSource`) without a reference cycle. `Mirror::local_content` hands one out.
+//! This node's holdings as the swarm reads them ([`LocalContent`]): a read-only view of the
+//! store and index, and the store's events as the changes the swarm announces. The swarm holds a
+//! [`Holdings`] and nothing of the engine.
 //!
 //! What peers may read: every block the gateway serves (verified on read, as ever), committed
 //! artifacts, and the metadata documents this node fetched, as upstream sent them, with the
@@ -10,8 +10,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_peering::{ContentError, LocalContent, PeerDocument, strip_userinfo};
+use cairn_peering::{
+    ContentError, HoldingChange, LocalContent, PeerDocument, changes_from, strip_userinfo,
+};
 use cid::Cid;
+use futures_util::stream::BoxStream;
 
 use crate::blocks::Blocks;
 use crate::cid::{FlatCid, RootCid};
@@ -75,6 +78,14 @@ impl LocalContent for Holdings {
         self.index
             .held_files()
             .map_err(|e| ContentError(format!("listing the held artifacts: {e}")))
+    }
+
+    fn changes(&self) -> Result<BoxStream<'static, HoldingChange>, ContentError> {
+        let events = self
+            .store
+            .subscribe()
+            .map_err(|e| ContentError(format!("following the store's events: {e}")))?;
+        Ok(changes_from(events, |event| event.cids()))
     }
 
     fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError> {

@@ -155,3 +155,15 @@ fn upstreams_not_found_and_unknown_keys_are_no_document() {
     );
     assert_eq!(holdings.document("t", "x").map(|d| d.is_none()), Ok(true));
 }
+
+#[test]
+fn an_artifact_committed_after_the_swarm_subscribed_is_a_change_to_announce() {
+    use futures_util::StreamExt as _;
+    let (_dir, holdings) = open();
+    let (before, _, _) = add(&holdings, &noise(1000, 4));
+    let mut changes = holdings.changes().expect("subscribe");
+    let (flat, root, _) = add(&holdings, &noise(MIB + 1, 5));
+    let change = futures::executor::block_on(changes.next()).expect("a change");
+    assert_eq!(change, HoldingChange::Held { flat, root });
+    assert_ne!(flat, before, "what was held before is listed, not a change");
+}
