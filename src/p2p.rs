@@ -62,7 +62,7 @@ pub struct P2pArgs {
 
 /// The flags (else `cairn.toml`) as a node configuration; `None` with `--no-p2p`.
 fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option<NodeConfig>> {
-    if args.no_p2p || file.no_p2p.unwrap_or(false) {
+    if settings::switch(args.no_p2p, file.no_p2p) {
         return Ok(None);
     }
     let mut listen = settings::pick(&args.p2p_listen, &file.p2p_listen);
@@ -90,9 +90,9 @@ fn config(args: &P2pArgs, file: &FileSettings, data_dir: &Path) -> Result<Option
             "--bootstrap",
             settings::pick(&args.bootstrap, &file.bootstrap),
         )?,
-        swarm_key: args.swarm_key.clone().or_else(|| file.swarm_key.clone()),
+        swarm_key: settings::value(args.swarm_key.clone(), file.swarm_key.clone()),
         allow_peers,
-        mdns: !(args.no_mdns || file.no_mdns.unwrap_or(false)),
+        mdns: !settings::switch(args.no_mdns, file.no_mdns),
         identity_path: Some(data_dir.join(IDENTITY_FILE)),
         ..NodeConfig::default()
     }))
@@ -113,7 +113,7 @@ pub async fn start(
         return Ok(None);
     };
     let policy = cairn_node::PeerPolicy {
-        trust_metadata: args.trust_peer_metadata || file.trust_peer_metadata.unwrap_or(false),
+        trust_metadata: settings::switch(args.trust_peer_metadata, file.trust_peer_metadata),
     };
     let private = config.swarm_key.is_some();
     let content = store.holdings();

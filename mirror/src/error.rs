@@ -120,8 +120,32 @@ pub enum Error {
     NotRegistered(String),
     #[error("internal error: {key}: unsupported digest in {flat}")]
     UnsupportedDigest { key: String, flat: FlatCid },
-    #[error("internal error: {what}")]
-    Download { what: String },
+    /// A download task went away before upstream's headers came (it was abandoned at
+    /// shutdown, or failed).
+    #[error("internal error: the download of {flat} ended before upstream answered")]
+    DownloadEnded { flat: FlatCid },
+    /// The writer a download feeds stopped taking bytes.
+    #[error("internal error: the writer of {key} stopped")]
+    WriterStopped { key: String },
+    /// A download that must be held back until it verifies (it was redirected to another
+    /// origin) outgrew what may be held in memory while the store has no room.
+    #[error(
+        "internal error: a download redirected to another origin must be held back until it \
+         verifies, and over {limit_mib} MiB cannot be without room in the store"
+    )]
+    TooBigToHoldBack { limit_mib: usize },
+    /// A document record without a body reached rendering.
+    #[error("internal error: {key} has no body to render")]
+    NoBodyToRender { key: String },
+    /// The file stored for an artifact failed its check again right after it was fetched.
+    #[error(
+        "internal error: {ecosystem} {key}: the stored file was damaged again right after it \
+         was fetched"
+    )]
+    DamagedAgain { ecosystem: String, key: String },
+    /// The upstream's pool of artifact download slots was closed.
+    #[error("internal error: artifact download slots closed")]
+    SlotsClosed,
     #[error("internal error: cannot {op} {what}: {source}")]
     Io {
         op: &'static str,
@@ -207,7 +231,12 @@ impl Error {
             | Error::NotRegistered(_)
             | Error::Registration(_)
             | Error::UnsupportedDigest { .. }
-            | Error::Download { .. }
+            | Error::DownloadEnded { .. }
+            | Error::WriterStopped { .. }
+            | Error::TooBigToHoldBack { .. }
+            | Error::NoBodyToRender { .. }
+            | Error::DamagedAgain { .. }
+            | Error::SlotsClosed
             | Error::Io { .. }
             | Error::HttpClient(_)
             | Error::Block(_)

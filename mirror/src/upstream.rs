@@ -232,9 +232,7 @@ impl Upstream {
         let deadline = self.limits.deadline;
         match tokio::time::timeout(deadline, self.artifact_permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(Error::Download {
-                what: "artifact download slots closed".to_owned(),
-            }),
+            Ok(Err(_)) => Err(Error::SlotsClosed),
             Err(_) => Err(Error::UpstreamFailed {
                 url: redact(url),
                 reason: format!(

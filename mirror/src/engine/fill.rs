@@ -448,8 +448,8 @@ impl Mirror {
                         let _ = chunk.split_to((skip - start) as usize);
                     }
                     if tx.send((chunk, None)).await.is_err() {
-                        return Err(Error::Download {
-                            what: format!("the writer of {key} stopped"),
+                        return Err(Error::WriterStopped {
+                            key: key.to_owned(),
                         });
                     }
                 }

@@ -23,8 +23,8 @@ impl Mirror {
         base: &Url,
     ) -> Result<Arc<RenderedDoc>, Error> {
         let Some(cid) = hit.record.cid else {
-            return Err(Error::Download {
-                what: format!("{} has no body to render", route.key),
+            return Err(Error::NoBodyToRender {
+                key: route.key.clone(),
             });
         };
         let key = RenderKey {

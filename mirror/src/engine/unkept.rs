@@ -41,12 +41,7 @@ impl Unkept {
     pub async fn ready(&mut self) -> Result<Option<u64>, Error> {
         match (&mut self.head).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Download {
-                what: format!(
-                    "the download of {} ended before upstream answered",
-                    self.flat
-                ),
-            }),
+            Err(_) => Err(Error::DownloadEnded { flat: self.flat }),
         }
     }
 
@@ -197,12 +192,8 @@ fn relay(
         held.push_back(chunk);
         if withhold_all.load(Ordering::Relaxed) {
             if held_bytes > MAX_WITHHELD {
-                return Err(Error::Download {
-                    what: format!(
-                        "a download redirected to another origin must be held back until it \
-                         verifies, and over {} MiB cannot be without room in the store",
-                        MAX_WITHHELD >> 20
-                    ),
+                return Err(Error::TooBigToHoldBack {
+                    limit_mib: MAX_WITHHELD >> 20,
                 });
             }
             continue;

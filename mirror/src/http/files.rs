@@ -62,12 +62,9 @@ pub(super) async fn artifact(
             ArtifactBody::Unkept(unkept) => return unkept_response(unkept, request).await,
         }
     }
-    Err(Error::Download {
-        what: format!(
-            "{} {}: the stored file was damaged again right after it was fetched",
-            registered.ecosystem.name(),
-            route.key
-        ),
+    Err(Error::DamagedAgain {
+        ecosystem: registered.ecosystem.name().to_owned(),
+        key: route.key.clone(),
     })
 }
 
