@@ -204,6 +204,10 @@ pub struct Serve {
     /// size [default: 8G]
     #[arg(long, env = "CAIRN_MAX_ARTIFACT_SIZE", value_name = "SIZE")]
     pub max_artifact_size: Option<String>,
+    /// Most bytes of artifacts the store keeps: past it, the least recently used are evicted
+    /// (pinned ones never) [default: no limit]
+    #[arg(long, env = "CAIRN_MAX_SIZE", value_name = "SIZE")]
+    pub max_size: Option<String>,
     /// HTTP connections served at once; more wait to be accepted
     /// [default: what fits in the descriptor limit, at most 4096]
     #[arg(long, env = "CAIRN_MAX_CONNECTIONS", value_name = "N")]

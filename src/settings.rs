@@ -23,6 +23,7 @@
 //! upstream-deadline = "2m"
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
+//! max-size = "50G"           # artifacts kept at most; least recently used evicted past it
 //! max-connections = 4096     # default: what fits in the descriptor limit, at most 4096
 //! header-timeout = "30s"
 //! idle-timeout = "60s"
@@ -65,6 +66,7 @@ pub struct FileSettings {
     pub upstream_deadline: Option<String>,
     pub max_document_size: Option<String>,
     pub max_artifact_size: Option<String>,
+    pub max_size: Option<String>,
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,

@@ -21,6 +21,7 @@ pub use cairn_ipld::{car, cid, dagcbor, unixfs};
 /// The data directory (files, index, blocks), from the crate that owns and alone writes it.
 pub use cairn_store::{blocks, events, holdings, index, store};
 
+pub use crate::engine::eviction::Eviction;
 pub use crate::engine::{
     ArtifactBody, Builder, EcosystemSetup, MetadataHit, Mirror, MirrorConfig, content_key, now_ms,
 };

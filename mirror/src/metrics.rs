@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -61,6 +62,13 @@ pub struct Metrics {
     pub digest_mismatches: Family<EcosystemLabels, Counter>,
     /// Metadata documents taken from peers, by ecosystem.
     pub peer_documents: Family<EcosystemLabels, Counter>,
+    /// Bytes of artifact files held (each file once).
+    pub store_bytes: Gauge,
+    /// The size limit (`--max-size`); 0 when there is none.
+    pub store_limit_bytes: Gauge,
+    /// Artifact files evicted to stay under the limit, and their bytes.
+    pub evicted_files: Counter,
+    pub evicted_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -110,8 +118,36 @@ impl Metrics {
             "Metadata documents taken from peers while upstream was unreachable",
             peer_documents.clone(),
         );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Bytes of artifact files held, each file once",
+            store_bytes.clone(),
+        );
+        let store_limit_bytes = Gauge::default();
+        registry.register(
+            "store_limit_bytes",
+            "The store's size limit (0: none)",
+            store_limit_bytes.clone(),
+        );
+        let evicted_files = Counter::default();
+        registry.register(
+            "evicted_files",
+            "Artifact files evicted to stay under the size limit",
+            evicted_files.clone(),
+        );
+        let evicted_bytes = Counter::default();
+        registry.register(
+            "evicted_bytes",
+            "Bytes of artifact files evicted to stay under the size limit",
+            evicted_bytes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            store_bytes,
+            store_limit_bytes,
+            evicted_files,
+            evicted_bytes,
             peer_documents,
             requests,
             cache,

@@ -1,5 +1,6 @@
 //! A mirror at work: [`Mirror::serve`] starts the HTTP front on a listener and the upkeep beside
-//! it (access times written and cached not-founds expired, every [`UPKEEP_EVERY`]), and returns
+//! it (access times written, cached not-founds expired and the store kept under its size limit,
+//! every [`UPKEEP_EVERY`] and whenever a commit passes the limit), and returns
 //! the [`Serving`] handle that owns both. [`Serving::shutdown`] stops everything in one order:
 //!
 //! 1. stop accepting connections, and let open ones finish their requests (within the grace);
@@ -76,21 +77,28 @@ impl Serving {
     }
 }
 
-/// Every [`UPKEEP_EVERY`] until `stop`: write batched access times, expire cached not-founds.
+/// Every [`UPKEEP_EVERY`] until `stop`: write batched access times, expire cached not-founds,
+/// and keep the store under its size limit; and at once when a commit passes the limit.
 async fn upkeep(mirror: Mirror, stop: CancellationToken) {
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
-        tokio::select! {
+        let timed = tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => true,
+            () = mirror.eviction_due() => false,
+        };
         if let Err(e) = mirror.flush_access_times().await {
             tracing::warn!("cannot record access times: {e}");
         }
-        match mirror.expire_negative().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(entries = n, "expired cached not-founds"),
-            Err(e) => tracing::warn!("cannot expire cached not-founds: {e}"),
+        if timed {
+            match mirror.expire_negative().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(entries = n, "expired cached not-founds"),
+                Err(e) => tracing::warn!("cannot expire cached not-founds: {e}"),
+            }
+        }
+        if let Err(e) = mirror.evict_if_over().await {
+            tracing::warn!("cannot evict: {e}");
         }
     }
 }

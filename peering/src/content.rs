@@ -107,31 +107,30 @@ pub trait LocalContent: Send + Sync + 'static {
 pub enum HoldingChange {
     /// Artifact `flat`, with UnixFS root `root`, is held now.
     Held { flat: FlatCid, root: RootCid },
+    /// Artifact `flat`, with UnixFS root `root`, is no longer held (evicted).
+    Dropped { flat: FlatCid, root: RootCid },
     /// `count` changes went by before they could be read: list what is held again.
     Missed { count: u64 },
 }
 
-/// The changes a broadcast `receiver` carries, each made a [`HoldingChange::Held`] by `held`;
-/// a receiver that lagged says [`HoldingChange::Missed`]. Ends when the sender goes.
+/// The changes a broadcast `receiver` carries, each made a [`HoldingChange`] by `change`; a
+/// receiver that lagged says [`HoldingChange::Missed`]. Ends when the sender goes.
 pub fn changes_from<T, F>(
     receiver: broadcast::Receiver<T>,
-    held: F,
+    change: F,
 ) -> BoxStream<'static, HoldingChange>
 where
     T: Clone + Send + 'static,
-    F: Fn(T) -> (FlatCid, RootCid) + Send + 'static,
+    F: Fn(T) -> HoldingChange + Send + 'static,
 {
     use broadcast::error::RecvError;
-    futures_util::stream::unfold((receiver, held), |(mut receiver, held)| async move {
-        let change = match receiver.recv().await {
-            Ok(item) => {
-                let (flat, root) = held(item);
-                HoldingChange::Held { flat, root }
-            }
+    futures_util::stream::unfold((receiver, change), |(mut receiver, change)| async move {
+        let next = match receiver.recv().await {
+            Ok(item) => change(item),
             Err(RecvError::Lagged(count)) => HoldingChange::Missed { count },
             Err(RecvError::Closed) => return None,
         };
-        Some((change, (receiver, held)))
+        Some((next, (receiver, change)))
     })
     .boxed()
 }

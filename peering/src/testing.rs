@@ -42,7 +42,7 @@ struct Held {
 #[derive(Clone)]
 pub struct MemoryContent {
     held: Arc<Mutex<Held>>,
-    changes: broadcast::Sender<(FlatCid, RootCid)>,
+    changes: broadcast::Sender<HoldingChange>,
 }
 
 impl Default for MemoryContent {
@@ -84,7 +84,10 @@ impl MemoryContent {
         held.blocks.insert(flat.0, Bytes::copy_from_slice(data));
         held.artifacts.insert(flat, (RootCid(dag.root), dag.size));
         drop(held);
-        let _ = self.changes.send((flat, RootCid(dag.root)));
+        let _ = self.changes.send(HoldingChange::Held {
+            flat,
+            root: RootCid(dag.root),
+        });
         (flat, RootCid(dag.root))
     }
 
@@ -102,7 +105,17 @@ impl MemoryContent {
     /// blocks held.
     pub fn put_artifact(&self, flat: FlatCid, root: RootCid, size: u64) {
         self.lock().artifacts.insert(flat, (root, size));
-        let _ = self.changes.send((flat, root));
+        let _ = self.changes.send(HoldingChange::Held { flat, root });
+    }
+
+    /// Stop holding artifact `flat` (its blocks stay), as an eviction does.
+    pub fn remove_artifact(&self, flat: &FlatCid) {
+        let removed = self.lock().artifacts.remove(flat);
+        if let Some((root, _)) = removed {
+            let _ = self
+                .changes
+                .send(HoldingChange::Dropped { flat: *flat, root });
+        }
     }
 
     /// Hold `document` as document `key` of `ecosystem`.
@@ -146,7 +159,7 @@ impl LocalContent for MemoryContent {
     }
 
     fn changes(&self) -> Result<BoxStream<'static, HoldingChange>, ContentError> {
-        Ok(changes_from(self.changes.subscribe(), |held| held))
+        Ok(changes_from(self.changes.subscribe(), |change| change))
     }
 
     fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError> {

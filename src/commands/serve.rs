@@ -94,6 +94,12 @@ pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Resu
     )? {
         config.max_artifact_bytes = bytes;
     }
+    if let Some(bytes) = size("max-size", &args.max_size, &file.max_size)? {
+        if bytes == 0 {
+            anyhow::bail!("max-size must be above 0");
+        }
+        config.max_store_bytes = Some(bytes);
+    }
     Ok(config)
 }
 

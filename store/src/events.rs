@@ -1,6 +1,6 @@
-//! What the store tells its subscribers: an artifact committed by this process, or imported by
+//! What the store tells its subscribers: an artifact committed by this process, imported by
 //! this process or by another one writing the same data directory (`cairn import` beside a
-//! running `cairn serve`). Subscribers get a [`tokio::sync::broadcast`] receiver; one that falls
+//! running `cairn serve`), or evicted by this process. Subscribers get a [`tokio::sync::broadcast`] receiver; one that falls
 //! more than [`CAPACITY`] events behind is told it lagged (and should look at the index again).
 //!
 //! Commits are sent as they happen. Imports reach every process the same way, through the
@@ -26,7 +26,7 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Polls between two trims of old event rows.
 const TRIM_EVERY: u32 = 600;
 
-/// Something the store holds that it did not hold before.
+/// A change in what the store holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreEvent {
     /// An artifact this process downloaded (or derived), verified and committed.
@@ -43,15 +43,21 @@ pub enum StoreEvent {
         flat: FlatCid,
         root: RootCid,
     },
+    /// An artifact file this process evicted (under every key that named it).
+    Evicted {
+        flat: FlatCid,
+        root: RootCid,
+        size: u64,
+    },
 }
 
 impl StoreEvent {
     /// The flat and root CIDs of the artifact the event is about.
     pub fn cids(&self) -> (FlatCid, RootCid) {
         match self {
-            StoreEvent::Committed { flat, root, .. } | StoreEvent::Imported { flat, root, .. } => {
-                (*flat, *root)
-            }
+            StoreEvent::Committed { flat, root, .. }
+            | StoreEvent::Imported { flat, root, .. }
+            | StoreEvent::Evicted { flat, root, .. } => (*flat, *root),
         }
     }
 }

@@ -18,6 +18,7 @@ use futures_util::stream::BoxStream;
 
 use crate::blocks::Blocks;
 use crate::cid::{FlatCid, RootCid};
+use crate::events::StoreEvent;
 use crate::index::Index;
 use crate::store::Store;
 
@@ -85,7 +86,15 @@ impl LocalContent for Holdings {
             .store
             .subscribe()
             .map_err(|e| ContentError(format!("following the store's events: {e}")))?;
-        Ok(changes_from(events, |event| event.cids()))
+        Ok(changes_from(events, |event| {
+            let (flat, root) = event.cids();
+            match event {
+                StoreEvent::Committed { .. } | StoreEvent::Imported { .. } => {
+                    HoldingChange::Held { flat, root }
+                }
+                StoreEvent::Evicted { .. } => HoldingChange::Dropped { flat, root },
+            }
+        }))
     }
 
     fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError> {

@@ -531,5 +531,6 @@ fn lock_dir(root: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
+mod evict;
 #[cfg(test)]
 mod tests;

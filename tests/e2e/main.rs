@@ -23,5 +23,6 @@ mod npm_clients;
 mod p2p;
 mod pypi;
 mod pypi_lockfiles;
+mod store_limits;
 mod support;
 mod tools;

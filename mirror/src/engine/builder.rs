@@ -64,6 +64,7 @@ impl Builder {
             None => Store::open(&config.data_dir)?,
         };
         let index = store.index().clone();
+        let held = store.held_bytes()?;
         let stripped = store.strip_credentials(crate::upstream::strip_userinfo)?;
         if stripped > 0 {
             tracing::info!(
@@ -71,6 +72,11 @@ impl Builder {
                 "removed credentials from stored upstream URLs"
             );
         }
+        let metrics = self.metrics.unwrap_or_default();
+        metrics.store_bytes.set(held as i64);
+        metrics
+            .store_limit_bytes
+            .set(config.max_store_bytes.unwrap_or(0) as i64);
         let mut registered = HashMap::new();
         let mut mounts = HashMap::new();
         for setup in self.ecosystems {
@@ -105,7 +111,7 @@ impl Builder {
                 index,
                 ecosystems: registered,
                 mounts,
-                metrics: self.metrics.unwrap_or_default(),
+                metrics,
                 downloads: Mutex::new(HashMap::new()),
                 metadata_flights: SingleFlight::default(),
                 peer_metadata_flights: SingleFlight::default(),
@@ -119,6 +125,9 @@ impl Builder {
                 store_filled_at: Mutex::new(None),
                 tasks: tokio_util::task::TaskTracker::new(),
                 abandon: tokio_util::sync::CancellationToken::new(),
+                held_bytes: std::sync::atomic::AtomicU64::new(held),
+                upkeep_due: tokio::sync::Notify::new(),
+                pinned: Mutex::default(),
             }),
         })
     }

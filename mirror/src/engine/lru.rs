@@ -65,6 +65,13 @@ impl<K: Hash + Eq + Clone, V: Weight + Clone> Lru<K, V> {
         })
     }
 
+    pub fn remove(&self, key: &K) {
+        let mut entries = self.lock();
+        if let Some((old, _)) = entries.map.remove(key) {
+            entries.used -= old.weight();
+        }
+    }
+
     pub fn insert(&self, key: K, value: V) {
         let weight = value.weight();
         if !self.admits(weight) {

@@ -22,6 +22,7 @@ mod builder;
 mod cached;
 pub mod content_key;
 pub mod download;
+pub mod eviction;
 mod fill;
 pub(crate) mod flight;
 mod from_peers;
@@ -86,6 +87,9 @@ pub struct MirrorConfig {
     /// Largest artifact downloaded (one whose listing declares its size is also held to that
     /// size).
     pub max_artifact_bytes: u64,
+    /// The most bytes of artifact files the store keeps (`--max-size`): past it, the least
+    /// recently used are evicted (`Mirror::evict_if_over`). `None`: no limit.
+    pub max_store_bytes: Option<u64>,
 }
 
 impl MirrorConfig {
@@ -101,6 +105,7 @@ impl MirrorConfig {
             content_cache_bytes: 16 << 20,
             max_document_bytes: None,
             max_artifact_bytes: 8 << 30,
+            max_store_bytes: None,
         }
     }
 }
@@ -187,6 +192,12 @@ pub(crate) struct Inner {
     tasks: tokio_util::task::TaskTracker,
     /// Cancelled when shutdown stops waiting: downloads still running are abandoned.
     abandon: tokio_util::sync::CancellationToken,
+    /// Bytes of artifact files held, as last counted ([`eviction`]).
+    held_bytes: std::sync::atomic::AtomicU64,
+    /// Notified when a commit passes the size limit.
+    upkeep_due: tokio::sync::Notify,
+    /// The artifacts pinned snapshots name, cached by their roots.
+    pinned: Mutex<eviction::Pinned>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,11 +1,12 @@
 //! The engine's behaviour, pinned through its public API: a [`Mirror`] with the real adapters,
 //! asked through the HTTP router, in front of a fake upstream on 127.0.0.1:0 that counts what it
 //! is asked. Freshness and revalidation, conditional requests, stale-if-error, refused digests,
-//! mutable apt index names, listings, derived artifacts, reuse of bytes under another key, and
-//! download locations after a restart. No package client, no root, no timed assertion.
+//! mutable apt index names, listings, derived artifacts, reuse of bytes under another key,
+//! download locations after a restart, and eviction under a size limit. No package client, no root, no timed assertion.
 
 mod apt;
 mod cargo;
+mod eviction;
 mod npm;
 mod pypi;
 mod upstream;

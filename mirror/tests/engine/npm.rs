@@ -22,7 +22,7 @@ fn npm() -> Arc<dyn Ecosystem> {
 }
 
 /// A packument of `name` 1.0.0 whose tarball, on `upstream`, has `tarball` as its bytes.
-fn packument(upstream: &Url, name: &str, tarball: &[u8]) -> String {
+pub(crate) fn packument(upstream: &Url, name: &str, tarball: &[u8]) -> String {
     let integrity = format!(
         "sha512-{}",
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(tarball))

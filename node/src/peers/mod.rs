@@ -211,8 +211,9 @@ impl Peers {
 
     /// Announce every artifact the content holds, then each one it comes to hold (its
     /// [`LocalContent::changes`]: downloads committed, bundles imported, by this process or
-    /// another), [`ANNOUNCE_CONCURRENCY`] provides at a time, until the last clone of these
-    /// peers goes. [`Peers::start`] does it; call it once.
+    /// another), [`ANNOUNCE_CONCURRENCY`] provides at a time, and stop announcing each one it
+    /// drops (evicted), until the last clone of these peers goes. [`Peers::start`] does it;
+    /// call it once.
     pub fn announce(&self) -> Result<(), NodeError> {
         // Subscribed before the listing, so that nothing held between the two is missed.
         let changes = self.inner.content.changes().map_err(|e| NodeError::Setup {
@@ -229,6 +230,13 @@ impl Peers {
                         match change {
                             HoldingChange::Held { flat, root } => {
                                 provide_both(&inner.node, flat, root).await
+                            }
+                            HoldingChange::Dropped { flat, root } => {
+                                for cid in [flat.0, root.0] {
+                                    if let Err(e) = inner.node.stop_providing(cid).await {
+                                        tracing::debug!("{e}");
+                                    }
+                                }
                             }
                             HoldingChange::Missed { count } => {
                                 tracing::info!(

@@ -20,6 +20,7 @@ pub(super) enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerInfo>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
     Provide(Cid, oneshot::Sender<Result<(), NodeError>>),
+    StopProviding(Cid),
     FindProviders(Cid, mpsc::UnboundedSender<PeerId>),
 }
 
@@ -170,6 +171,12 @@ impl EventLoop {
                         }));
                     }
                 }
+            }
+            Command::StopProviding(cid) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&kad_key(&cid));
             }
             Command::Provide(cid, reply) => {
                 match self

@@ -284,6 +284,17 @@ impl Node {
         self.ask(|reply| Command::Provide(cid, reply)).await?
     }
 
+    /// Stop announcing `cid`'s multihash: this node no longer republishes its provider record
+    /// (copies other peers hold expire with their TTL; asked, this node says it does not hold
+    /// it).
+    pub async fn stop_providing(&self, cid: Cid) -> Result<(), NodeError> {
+        self.inner
+            .commands
+            .send(Command::StopProviding(cid))
+            .await
+            .map_err(|_| NodeError::Shutdown)
+    }
+
     /// The peers the DHT names as providers of `cid`'s multihash, found by `deadline` (earlier
     /// when the lookup ends). This node is never among them. Cancel-safe.
     pub async fn find_providers(

@@ -157,7 +157,7 @@ fn upstreams_not_found_and_unknown_keys_are_no_document() {
 }
 
 #[test]
-fn an_artifact_committed_after_the_swarm_subscribed_is_a_change_to_announce() {
+fn artifacts_committed_or_evicted_after_the_swarm_subscribed_are_changes_to_announce() {
     use futures_util::StreamExt as _;
     let (_dir, holdings) = open();
     let (before, _, _) = add(&holdings, &noise(1000, 4));
@@ -166,4 +166,10 @@ fn an_artifact_committed_after_the_swarm_subscribed_is_a_change_to_announce() {
     let change = futures::executor::block_on(changes.next()).expect("a change");
     assert_eq!(change, HoldingChange::Held { flat, root });
     assert_ne!(flat, before, "what was held before is listed, not a change");
+    // Evicted, the artifact is a change too: the swarm withdraws it.
+    let evicted = holdings.store.evict(1, &|f| *f != flat).expect("evict");
+    assert_eq!(evicted.len(), 1);
+    let change = futures::executor::block_on(changes.next()).expect("a change");
+    assert_eq!(change, HoldingChange::Dropped { flat, root });
+    assert_eq!(holdings.artifact(&flat), Ok(None));
 }

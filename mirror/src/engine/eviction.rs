@@ -1,0 +1,173 @@
+//! Keeping the store under its size limit (`--max-size`): when the artifact files it holds
+//! pass the limit, the least recently used go, down to [`LOW_WATER`] of it, in the background
+//! (the upkeep of `Serving`, woken by the commit that crossed the limit). A hit never waits for
+//! it: eviction reads the index through its own connection and writes in short batches.
+//!
+//! What is never evicted: an artifact a pinned snapshot names (`cairn pin`), and anything used
+//! since the pass chose it (access times are written before the pass). A download under way is
+//! not in the index yet, and a response already streaming a file ends whole. Metadata
+//! documents are not counted against the limit (they are what the node needs to answer at all).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cid::Cid;
+
+use super::{Mirror, blocking};
+use crate::cid::FlatCid;
+use crate::error::Error;
+use crate::snapshot::Snapshot;
+
+/// Where a pass stops: this share of the limit.
+pub const LOW_WATER: f64 = 0.9;
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Eviction {
+    /// Bytes of artifact files held after the pass.
+    pub held: u64,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// The artifacts pinned snapshots name, for the set of pins they were read from.
+#[derive(Default)]
+pub(crate) struct Pinned {
+    roots: Vec<Cid>,
+    flats: Arc<HashSet<FlatCid>>,
+}
+
+impl Mirror {
+    /// Bytes of artifact files held, as last counted (commits add to it, every pass recounts).
+    pub fn held_bytes(&self) -> u64 {
+        self.inner.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A commit of `size` bytes: count it, and wake the upkeep when the limit is passed.
+    pub(super) fn count_committed(&self, size: u64) {
+        let held = self.inner.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        self.inner.metrics.store_bytes.set(held as i64);
+        if self
+            .inner
+            .config
+            .max_store_bytes
+            .is_some_and(|max| held > max)
+        {
+            self.inner.upkeep_due.notify_one();
+        }
+    }
+
+    /// Resolves when a commit has passed the size limit since the last call.
+    pub async fn eviction_due(&self) {
+        self.inner.upkeep_due.notified().await
+    }
+
+    /// One eviction pass when the store is over its limit (nothing without a limit): recount
+    /// what is held, and evict least recently used files down to 90% of the limit,
+    /// keeping pinned ones. Write access times first ([`Mirror::flush_access_times`]) so that
+    /// what was just used counts as used.
+    pub async fn evict_if_over(&self) -> Result<Eviction, Error> {
+        let Some(max) = self.inner.config.max_store_bytes else {
+            return Ok(Eviction {
+                held: self.held_bytes(),
+                ..Eviction::default()
+            });
+        };
+        // Recounted: imports by other processes are not counted as they come.
+        let store = self.inner.store.clone();
+        let held = blocking(move || Ok(store.held_bytes()?)).await?;
+        self.inner.held_bytes.store(held, Ordering::Relaxed);
+        self.inner.metrics.store_bytes.set(held as i64);
+        if held <= max {
+            return Ok(Eviction {
+                held,
+                ..Eviction::default()
+            });
+        }
+        let need = held - (max as f64 * LOW_WATER) as u64;
+        let pinned = self.pinned_flats().await?;
+        let store = self.inner.store.clone();
+        let evicted = blocking(move || {
+            let keep = |flat: &FlatCid| pinned.contains(flat);
+            Ok(store.evict(need, &keep)?)
+        })
+        .await?;
+        let bytes: u64 = evicted.iter().map(|f| f.size).sum();
+        let gone: HashSet<FlatCid> = evicted.iter().map(|f| f.flat).collect();
+        for by_key in self.hot().values_mut() {
+            by_key.retain(|_, c| !gone.contains(&c.record.flat));
+        }
+        for flat in &gone {
+            self.content().remove(flat);
+        }
+        let held = self
+            .inner
+            .held_bytes
+            .fetch_sub(bytes.min(held), Ordering::Relaxed)
+            .saturating_sub(bytes);
+        let metrics = &self.inner.metrics;
+        metrics.store_bytes.set(held as i64);
+        metrics.evicted_files.inc_by(evicted.len() as u64);
+        metrics.evicted_bytes.inc_by(bytes);
+        if bytes < need {
+            tracing::warn!(
+                held,
+                limit = max,
+                "the store is over its size limit and nothing more may be evicted (pinned or just used)"
+            );
+        }
+        tracing::info!(
+            files = evicted.len(),
+            bytes,
+            held,
+            limit = max,
+            "evicted least recently used artifacts"
+        );
+        Ok(Eviction {
+            held,
+            files: evicted.len(),
+            bytes,
+        })
+    }
+
+    /// The artifacts pinned snapshots name; read again only when the pins change.
+    async fn pinned_flats(&self) -> Result<Arc<HashSet<FlatCid>>, Error> {
+        let index = self.inner.index.clone();
+        let roots = blocking(move || Ok(index.pins()?)).await?;
+        {
+            let cached = self.inner.pinned.lock().unwrap_or_else(|p| p.into_inner());
+            if cached.roots == roots {
+                return Ok(cached.flats.clone());
+            }
+        }
+        let index = self.inner.index.clone();
+        let read = roots.clone();
+        let flats = blocking(move || {
+            let mut flats = HashSet::new();
+            for root in &read {
+                let snapshot = Snapshot::decode(root, |cid| {
+                    index
+                        .get_block(cid)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("block {cid} is not held"))
+                });
+                match snapshot {
+                    Ok(snapshot) => {
+                        flats.extend(snapshot.artifacts.iter().map(|a| a.record.flat));
+                    }
+                    // A pin that cannot be read keeps nothing; the operator is told.
+                    Err(e) => tracing::warn!(%root, "cannot read a pinned snapshot: {e}"),
+                }
+            }
+            Ok(Arc::new(flats))
+        })
+        .await?;
+        let mut cached = self.inner.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        *cached = Pinned {
+            roots,
+            flats: flats.clone(),
+        };
+        Ok(flats)
+    }
+}

@@ -1,0 +1,141 @@
+//! What eviction reads and writes of the index: the bytes the artifacts' files hold, the files
+//! in order of last access, and dropping a file's rows. A file may be named by several keys
+//! (the same bytes under another name); it is used when any of them is, and goes with all of
+//! them.
+
+use rusqlite::params;
+
+use super::{Index, IndexError, cid_column, err, lock};
+use crate::cid::{FlatCid, RootCid};
+
+/// One artifact file as eviction sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldFile {
+    pub flat: FlatCid,
+    pub root: RootCid,
+    pub size: u64,
+    /// The last access under any of its keys (ms since the epoch), as last written.
+    pub last_access: i64,
+}
+
+impl Index {
+    /// Bytes of the artifact files the index names, each file counted once.
+    pub fn held_bytes(&self) -> Result<u64, IndexError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM
+                   (SELECT MAX(size) AS size FROM artifacts GROUP BY flat_cid)",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(err("sum the held bytes"))
+        })
+    }
+
+    /// Files least recently used first, skipping those `keep` says must stay, until their sizes
+    /// add up to `need` bytes (or every file has been seen).
+    pub fn least_recently_used(
+        &self,
+        need: u64,
+        keep: &dyn Fn(&FlatCid) -> bool,
+    ) -> Result<Vec<HeldFile>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT flat_cid, MAX(root_cid), MAX(size), MAX(last_access) AS seen
+                     FROM artifacts GROUP BY flat_cid ORDER BY seen, flat_cid",
+                )
+                .map_err(err("list files by last access"))?;
+            let mut rows = stmt.query([]).map_err(err("list files by last access"))?;
+            let (mut chosen, mut freed) = (Vec::new(), 0u64);
+            while freed < need {
+                let Some(row) = rows.next().map_err(err("list files by last access"))? else {
+                    break;
+                };
+                let file = HeldFile {
+                    flat: cid_column(row, 0, FlatCid::from_bytes)
+                        .map_err(err("list files by last access"))?,
+                    root: cid_column(row, 1, RootCid::from_bytes)
+                        .map_err(err("list files by last access"))?,
+                    size: row
+                        .get::<_, i64>(2)
+                        .map_err(err("list files by last access"))?
+                        .max(0) as u64,
+                    last_access: row.get(3).map_err(err("list files by last access"))?,
+                };
+                if keep(&file.flat) {
+                    continue;
+                }
+                freed += file.size;
+                chosen.push(file);
+            }
+            Ok(chosen)
+        })
+    }
+
+    /// Drop the rows of `files` (under every key, and their leaves) in one transaction, except
+    /// those used since they were chosen (a row accessed after `last_access`, or a new key for
+    /// the same bytes): the files whose rows went, which the caller may now delete.
+    pub(crate) fn drop_files(&self, files: &[HeldFile]) -> Result<Vec<HeldFile>, IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        let mut dropped = Vec::with_capacity(files.len());
+        {
+            let mut used = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM artifacts WHERE flat_cid = ?1 AND last_access > ?2)",
+                )
+                .map_err(err("check a file's last access"))?;
+            let mut artifacts = tx
+                .prepare_cached("DELETE FROM artifacts WHERE flat_cid = ?1")
+                .map_err(err("drop artifact rows"))?;
+            let mut leaves = tx
+                .prepare_cached("DELETE FROM leaves WHERE flat_cid = ?1")
+                .map_err(err("drop leaf rows"))?;
+            for file in files {
+                let flat = file.flat.to_bytes();
+                let since: bool = used
+                    .query_row(params![flat, file.last_access], |row| row.get(0))
+                    .map_err(err("check a file's last access"))?;
+                if since {
+                    continue;
+                }
+                if artifacts
+                    .execute(params![flat])
+                    .map_err(err("drop artifact rows"))?
+                    == 0
+                {
+                    continue;
+                }
+                leaves
+                    .execute(params![flat])
+                    .map_err(err("drop leaf rows"))?;
+                dropped.push(*file);
+            }
+        }
+        tx.commit().map_err(err("commit an eviction"))?;
+        Ok(dropped)
+    }
+
+    /// The snapshot roots `cairn pin` keeps.
+    pub fn pins(&self) -> Result<Vec<cid::Cid>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT root FROM pins ORDER BY pinned_at")
+                .map_err(err("list pins"))?;
+            stmt.query_map([], |row| {
+                let bytes: Vec<u8> = row.get(0)?;
+                cid::Cid::try_from(bytes.as_slice()).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Blob,
+                        Box::new(e),
+                    )
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err("list pins"))
+        })
+    }
+}

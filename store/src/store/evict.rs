@@ -1,0 +1,196 @@
+//! Eviction: the least recently used artifact files go until enough bytes are free. Rows go
+//! first, in batches of [`BATCH`] per transaction (so commits are never held up long), then the
+//! files; each file is a [`StoreEvent::Evicted`] to the subscribers (the node withdraws it
+//! from the swarm, the engine drops it from its memory caches).
+//!
+//! A response already streaming an evicted file keeps its open descriptor and ends whole. The
+//! references that named the file stay, so the next request fetches it again. If the same
+//! bytes are committed again while their old file is being evicted, the new row may name a file
+//! that is gone: the first read finds it missing and fetches it again, as for any damaged file.
+
+use std::fs;
+
+use super::Store;
+use crate::cid::FlatCid;
+use crate::error::StoreError;
+use crate::events::StoreEvent;
+use crate::index::HeldFile;
+
+/// Files whose rows are dropped in one transaction.
+pub const BATCH: usize = 256;
+
+impl Store {
+    /// Bytes of the artifact files held, each counted once.
+    pub fn held_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.index.held_bytes()?)
+    }
+
+    /// Evict the least recently used artifact files until `need` bytes are freed or no file is
+    /// left that `keep` lets go. Blocking; returns the files evicted.
+    pub fn evict(
+        &self,
+        need: u64,
+        keep: &dyn Fn(&FlatCid) -> bool,
+    ) -> Result<Vec<HeldFile>, StoreError> {
+        let chosen = self.index.least_recently_used(need, keep)?;
+        let mut evicted = Vec::with_capacity(chosen.len());
+        for batch in chosen.chunks(BATCH) {
+            for file in self.index.drop_files(batch)? {
+                let path = self.blob_path(&file.flat);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        // The rows are gone: the file is an orphan that `gc` will remove.
+                        tracing::warn!("evicted {} but cannot delete it: {e}", path.display());
+                    }
+                }
+                self.events.emit(StoreEvent::Evicted {
+                    flat: file.flat,
+                    root: file.root,
+                    size: file.size,
+                });
+                evicted.push(file);
+            }
+        }
+        Ok(evicted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::{Algorithm, Digest};
+    use crate::store::Origin;
+    use crate::testing::noise;
+
+    /// Commit `data` under `key`, last used at `at`.
+    fn add(store: &Store, key: &str, data: &[u8], at: i64) -> HeldFile {
+        let mut writer = store
+            .artifact_writer(Digest::of(Algorithm::Sha512, data))
+            .expect("writer");
+        writer.write(data).expect("write");
+        let origin = Origin {
+            upstream_url: format!("http://upstream.invalid/{key}"),
+            fetched_at: at,
+        };
+        let committed = store
+            .commit_artifact("npm", key, writer, origin, |_| {})
+            .expect("commit");
+        HeldFile {
+            flat: committed.record.flat,
+            root: committed.record.root,
+            size: committed.record.size,
+            last_access: at,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        (dir, store)
+    }
+
+    #[test]
+    fn the_least_recently_used_files_go_first_until_enough_is_freed() {
+        let (_dir, store) = open();
+        let old = add(&store, "old.tgz", &noise(3000, 1), 10);
+        let middle = add(&store, "middle.tgz", &noise(2000, 2), 20);
+        let recent = add(&store, "recent.tgz", &noise(1000, 3), 30);
+        // Used since it was committed: the most recent now.
+        store
+            .touch_artifacts(&[("npm", "old.tgz", 40)])
+            .expect("touch");
+        assert_eq!(store.held_bytes().expect("count"), 6000);
+        let mut events = store.subscribe().expect("subscribe");
+
+        let evicted = store.evict(2500, &|_| false).expect("evict");
+
+        assert_eq!(
+            evicted.iter().map(|f| f.flat).collect::<Vec<_>>(),
+            [middle.flat, recent.flat]
+        );
+        assert_eq!(store.held_bytes().expect("count"), 3000);
+        for gone in [&middle, &recent] {
+            assert!(!store.blob_path(&gone.flat).exists(), "the file is deleted");
+            assert_eq!(store.index().get_flat(&gone.flat).expect("read"), None);
+            assert_eq!(
+                events.try_recv().expect("an event"),
+                StoreEvent::Evicted {
+                    flat: gone.flat,
+                    root: gone.root,
+                    size: gone.size
+                }
+            );
+        }
+        assert!(store.blob_path(&old.flat).exists());
+        assert!(
+            store
+                .index()
+                .get_artifact("npm", "old.tgz")
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn files_kept_by_the_caller_stay_and_the_pass_stops_when_nothing_else_may_go() {
+        let (_dir, store) = open();
+        let pinned = add(&store, "pinned.tgz", &noise(4000, 4), 1);
+        let other = add(&store, "other.tgz", &noise(1000, 5), 2);
+        let evicted = store
+            .evict(10_000, &|flat| *flat == pinned.flat)
+            .expect("evict");
+        assert_eq!(evicted, [other]);
+        assert!(store.blob_path(&pinned.flat).exists());
+        assert_eq!(store.held_bytes().expect("count"), 4000);
+    }
+
+    #[test]
+    fn bytes_under_two_keys_are_one_file_counted_once_and_evicted_under_both() {
+        let (_dir, store) = open();
+        let data = noise(5000, 6);
+        let first = add(&store, "a/x.tgz", &data, 5);
+        let second = add(&store, "b/x.tgz", &data, 7);
+        assert_eq!(first.flat, second.flat);
+        assert_eq!(store.held_bytes().expect("count"), 5000);
+        let evicted = store.evict(1, &|_| false).expect("evict");
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(
+            evicted[0].last_access, 7,
+            "the file's last use is its newest key's"
+        );
+        for key in ["a/x.tgz", "b/x.tgz"] {
+            assert!(
+                store
+                    .index()
+                    .get_artifact("npm", key)
+                    .expect("read")
+                    .is_none()
+            );
+        }
+        assert_eq!(store.held_bytes().expect("count"), 0);
+    }
+
+    #[test]
+    fn a_file_used_after_it_was_chosen_keeps_its_rows() {
+        let (_dir, store) = open();
+        let file = add(&store, "busy.tgz", &noise(1000, 7), 1);
+        let chosen = store
+            .index
+            .least_recently_used(1, &|_| false)
+            .expect("choose");
+        assert_eq!(chosen, [file]);
+        store
+            .touch_artifacts(&[("npm", "busy.tgz", 2)])
+            .expect("touch");
+        assert_eq!(store.index.drop_files(&chosen).expect("drop"), []);
+        assert!(
+            store
+                .index()
+                .get_artifact("npm", "busy.tgz")
+                .expect("read")
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The store's size limit with the real npm: a node with `--max-size` fed more than that stays
+//! under it, keeps what a pinned snapshot names and what was used last, and a reinstall of
+//! the last project is served from the cache alone; an evicted package is fetched again.
+
+use std::time::Duration;
+
+use crate::bundle::cairn;
+use crate::fake_npm::{FakeNpm, Registry, noise};
+use crate::support::{Cairn, ClientEnv, assert_success, get, project, wait_for};
+
+const MIB: usize = 1 << 20;
+/// Twelve tarballs of about 1.06 MiB: the four pinned and the four of the last project fit under
+/// the limit's low-water mark (90%), the four between do not.
+const LIMIT: u64 = 10 * MIB as u64;
+
+/// Twelve packages `p1`…`p12`, each a tarball of about 1 MiB (incompressible).
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    for i in 1..=12u64 {
+        r.publish(
+            &format!("p{i}"),
+            "1.0.0",
+            &[],
+            &[("data.bin", noise(MIB, 100 + 2 * i))],
+        );
+    }
+    r
+}
+
+fn tarball(i: u32) -> String {
+    format!("p{i}/-/p{i}-1.0.0.tgz")
+}
+
+/// `npm install` of a project depending on `p{from}`…`p{to}` in a fresh client; the project's
+/// directory.
+fn install(
+    tmp: &std::path::Path,
+    node: &Cairn,
+    name: &str,
+    packages: std::ops::RangeInclusive<u32>,
+) -> std::path::PathBuf {
+    let env = ClientEnv::new(&tmp.join(format!("client-{name}")), &node.npm());
+    let dependencies: serde_json::Map<String, serde_json::Value> = packages
+        .map(|i| (format!("p{i}"), serde_json::json!("1.0.0")))
+        .collect();
+    let dir = project(&tmp.join(name), serde_json::Value::Object(dependencies));
+    assert_success(
+        &env.run("npm", &["install"], &dir),
+        &format!("npm install ({name})"),
+    );
+    dir
+}
+
+#[test]
+fn a_node_over_its_size_limit_evicts_the_least_recently_used_and_keeps_pins_and_recent_installs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    let data = tmp.path().join("data");
+    let limit = LIMIT.to_string();
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url, "--max-size", &limit]);
+
+    install(tmp.path(), &node, "first", 1..=4);
+    // Pin what the node holds now: `p1`…`p4`, beside the running node.
+    let pinned = cairn(&["pin", "--data-dir", data.to_str().expect("path")]);
+    assert!(
+        pinned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    install(tmp.path(), &node, "second", 5..=8);
+    let last = install(tmp.path(), &node, "third", 9..=12);
+
+    // About 12.7 MiB went through a 10 MiB store: it settles under the limit.
+    let held = wait_for(Duration::from_secs(60), "the store under its limit", || {
+        let held = node.metric("cairn_store_bytes");
+        (held > 0.0 && held <= LIMIT as f64).then_some(held)
+    });
+    assert!(
+        node.metric("cairn_evicted_files_total") >= 3.0,
+        "held {held}"
+    );
+    assert_eq!(node.metric("cairn_store_limit_bytes"), LIMIT as f64);
+
+    // The last project again, on a fresh machine: every tarball from the cache.
+    let env = ClientEnv::new(&tmp.path().join("client-again"), &node.npm());
+    std::fs::remove_dir_all(last.join("node_modules")).expect("node_modules");
+    assert_success(&env.run("npm", &["ci"], &last), "npm ci (third, again)");
+    for i in 9..=12 {
+        assert_eq!(
+            fake.hits(&tarball(i)),
+            1,
+            "{} was fetched again",
+            tarball(i)
+        );
+    }
+    // Pinned packages stayed whatever their age.
+    for i in 1..=4 {
+        let reply = get(&format!("{}{}", node.npm(), tarball(i)));
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            fake.hits(&tarball(i)),
+            1,
+            "pinned {} was evicted",
+            tarball(i)
+        );
+    }
+    // Of the middle project's four (downloaded in parallel, so in any order), at least three
+    // had to go, whatever the passes' timing, and come back from upstream whole.
+    let mut refetched = 0;
+    for i in 5..=8 {
+        let reply = get(&format!("{}{}", node.npm(), tarball(i)));
+        assert_eq!(reply.status, 200);
+        let name = format!("p{i}");
+        assert_eq!(reply.body, fake.registry().version(&name, "1.0.0").tarball);
+        refetched += fake.hits(&tarball(i)) - 1;
+    }
+    assert!(
+        refetched >= 3,
+        "only {refetched} of the least recently used went"
+    );
+    assert!(
+        node.logs()
+            .contains("evicted least recently used artifacts"),
+        "{}",
+        node.logs()
+    );
+}
