@@ -208,6 +208,10 @@ pub struct Serve {
     /// (pinned ones never) [default: no limit]
     #[arg(long, env = "CAIRN_MAX_SIZE", value_name = "SIZE")]
     pub max_size: Option<String>,
+    /// Free space kept on the store's disk, as a SIZE or a share (`5%`): a download that would
+    /// leave less evicts least recently used artifacts first [default: 5%]
+    #[arg(long, env = "CAIRN_MIN_FREE", value_name = "SIZE|N%")]
+    pub min_free: Option<String>,
     /// HTTP connections served at once; more wait to be accepted
     /// [default: what fits in the descriptor limit, at most 4096]
     #[arg(long, env = "CAIRN_MAX_CONNECTIONS", value_name = "N")]

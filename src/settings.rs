@@ -24,6 +24,7 @@
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
 //! max-size = "50G"           # artifacts kept at most; least recently used evicted past it
+//! min-free = "5%"            # or a size: free space kept on the store's disk
 //! max-connections = 4096     # default: what fits in the descriptor limit, at most 4096
 //! header-timeout = "30s"
 //! idle-timeout = "60s"
@@ -67,6 +68,7 @@ pub struct FileSettings {
     pub max_document_size: Option<String>,
     pub max_artifact_size: Option<String>,
     pub max_size: Option<String>,
+    pub min_free: Option<String>,
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -317,6 +319,22 @@ pub fn parse_listen(text: &str, default_host: std::net::IpAddr) -> Result<std::n
         .with_context(|| format!("invalid listen address {text:?}: {host:?} has no address"))
 }
 
+/// Parse `min-free`: a size ([`parse_size`]) or a share of the disk such as `5%` (above 0,
+/// below 100).
+pub fn parse_min_free(text: &str) -> Result<cairn_mirror::MinFree> {
+    let Some(share) = text.trim().strip_suffix('%') else {
+        return Ok(cairn_mirror::MinFree::Bytes(parse_size(text)?));
+    };
+    let share: f64 = share
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid share {text:?}: expected e.g. 5%"))?;
+    if !(share > 0.0 && share < 100.0) {
+        bail!("invalid share {text:?}: must be above 0% and below 100%");
+    }
+    Ok(cairn_mirror::MinFree::Percent(share))
+}
+
 /// Parse a size: bytes, or a number with `K`, `M` or `G` (binary: `64M` is 64 MiB; a
 /// trailing `iB` or `B` is allowed).
 pub fn parse_size(text: &str) -> Result<u64> {
@@ -436,6 +454,27 @@ mod tests {
         );
         assert_eq!(pick(&[], &file), ["a=1", "b=2"]);
         assert!(pick(&[], &None).is_empty());
+    }
+
+    #[test]
+    fn min_free_is_a_size_or_a_share_of_the_disk() {
+        use cairn_mirror::MinFree;
+        assert_eq!(parse_min_free("5%").expect("share"), MinFree::Percent(5.0));
+        assert_eq!(
+            parse_min_free(" 2.5 %").expect("share"),
+            MinFree::Percent(2.5)
+        );
+        assert_eq!(
+            parse_min_free("10G").expect("size"),
+            MinFree::Bytes(10 << 30)
+        );
+        for bad in ["0%", "100%", "-1%", "x%", "0", "5 percent"] {
+            assert!(parse_min_free(bad).is_err(), "{bad:?} accepted");
+        }
+        // A share of an unknown disk keeps the 1 MiB floor; so does a tiny size.
+        assert_eq!(MinFree::Percent(5.0).bytes(None), 1 << 20);
+        assert_eq!(MinFree::Bytes(10).bytes(Some(1 << 40)), 1 << 20);
+        assert_eq!(MinFree::Percent(5.0).bytes(Some(100 << 30)), 5 << 30);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Resu
         }
         config.max_store_bytes = Some(bytes);
     }
+    if let Some(text) = settings::value(args.min_free.as_deref(), file.min_free.as_deref()) {
+        config.min_free = settings::parse_min_free(text).context("min-free")?;
+    }
     Ok(config)
 }
 

@@ -232,6 +232,12 @@ impl Store {
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
+    /// Size of the filesystem holding the data directory, when `statvfs` can tell.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.root).ok()?;
+        Some(stat.f_blocks.saturating_mul(stat.f_frsize))
+    }
+
     /// Start writing an artifact whose whole-file digest must equal `expected`, under `tmp/`;
     /// [`Store::commit_artifact`] verifies and commits it.
     pub fn artifact_writer(&self, expected: Digest) -> Result<ArtifactWriter, StoreError> {

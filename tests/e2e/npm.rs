@@ -490,11 +490,11 @@ fn setup_prints_the_client_configuration() {
 }
 
 /// Unmounts a tmpfs when dropped.
-struct Tmpfs(std::path::PathBuf);
+pub(crate) struct Tmpfs(pub(crate) std::path::PathBuf);
 
 impl Tmpfs {
     /// A tmpfs of `size` (e.g. `3m`) at `dir` (the tests run as root, as CI does).
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).expect("mount point");
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

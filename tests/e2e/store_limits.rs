@@ -125,3 +125,89 @@ fn a_node_over_its_size_limit_evicts_the_least_recently_used_and_keeps_pins_and_
         node.logs()
     );
 }
+
+/// The store's files, under `blobs/`.
+fn blob_count(data: &std::path::Path) -> usize {
+    crate::support::files_under(&data.join("blobs")).len()
+}
+
+#[test]
+fn a_disk_running_short_evicts_to_make_room_and_with_everything_pinned_streams_unkept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    let disk = crate::npm::Tmpfs::mount(&tmp.path().join("disk"), "6m");
+    let data = disk.0.join("data");
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url, "--min-free", "1M"]);
+    let fetch = |i: u32| {
+        let reply = get(&format!("{}{}", node.npm(), tarball(i)));
+        assert_eq!(reply.status, 200, "{}: {}", tarball(i), reply.text);
+        let name = format!("p{i}");
+        assert!(
+            reply.body == fake.registry().version(&name, "1.0.0").tarball,
+            "{name}: wrong bytes"
+        );
+    };
+
+    // Tarballs of about 1.06 MiB on a 6 MiB disk that keeps 1 MiB free: four fit.
+    for i in 1..=4 {
+        fetch(i);
+    }
+    assert_eq!(blob_count(&data), 4);
+    // The fifth does not: its client gets it whole all the same (npm declares no size, so the
+    // lack of room shows with upstream's headers), and the oldest goes to make room.
+    fetch(5);
+    wait_for(Duration::from_secs(30), "an eviction to make room", || {
+        node.logs()
+            .contains("to make room on the disk")
+            .then_some(())
+    });
+    fetch(6);
+    wait_for(Duration::from_secs(30), "p6 kept", || {
+        (get(&format!("{}{}", node.npm(), tarball(6)))
+            .headers
+            .contains_key("x-ipfs-roots"))
+        .then_some(())
+    });
+    assert_eq!(fake.hits(&tarball(6)), 1, "p6 was kept");
+    let before = fake.hits(&tarball(1));
+    fetch(1);
+    assert!(
+        fake.hits(&tarball(1)) > before,
+        "the least recently used went to make room"
+    );
+
+    // Everything held pinned: nothing may go, and a new package is streamed unkept.
+    let pinned = cairn(&["pin", "--data-dir", data.to_str().expect("path")]);
+    assert!(
+        pinned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    let pinned_files = crate::support::files_under(&data.join("blobs"));
+    // Four more: at most one fits beside the pinned ones; the others are streamed unkept.
+    for i in 7..=10 {
+        fetch(i);
+    }
+    let after = crate::support::files_under(&data.join("blobs"));
+    for file in &pinned_files {
+        assert!(
+            after.contains(file),
+            "pinned {} was evicted",
+            file.display()
+        );
+    }
+    assert!(
+        after.len() <= pinned_files.len() + 1,
+        "{} files kept",
+        after.len()
+    );
+    assert!(
+        crate::support::files_under(&data.join("tmp")).is_empty(),
+        "temp files left"
+    );
+    assert!(
+        node.logs().contains("no room in the store"),
+        "{}",
+        node.logs()
+    );
+}

@@ -134,10 +134,10 @@ impl Mirror {
         }
         self.inner.metrics.cache(name, "artifact", "miss");
         // A listing must be stored to be read; everything else may pass through unkept when
-        // the store is full (until something can be evicted).
+        // the store is full and nothing can be evicted.
         if let Some(upstream) = &upstream
             && !route.listing
-            && (keep == Keep::Never || !self.has_room(reference.size.unwrap_or(0)))
+            && (keep == Keep::Never || !self.make_room(reference.size.unwrap_or(0)).await)
         {
             tracing::warn!(ecosystem = name, key = %route.key, free = ?self.inner.store.free_bytes(), "no room in the store: streaming the artifact without keeping it");
             self.inner.metrics.cache(name, "artifact", "unkept");

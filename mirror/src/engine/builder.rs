@@ -128,6 +128,7 @@ impl Builder {
                 held_bytes: std::sync::atomic::AtomicU64::new(held),
                 upkeep_due: tokio::sync::Notify::new(),
                 pinned: Mutex::default(),
+                evicting: tokio::sync::Mutex::new(()),
             }),
         })
     }

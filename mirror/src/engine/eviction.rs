@@ -3,6 +3,10 @@
 //! (the upkeep of `Serving`, woken by the commit that crossed the limit). A hit never waits for
 //! it: eviction reads the index through its own connection and writes in short batches.
 //!
+//! The disk has its own floor (`--min-free`, 5% of it by default): a download that would leave
+//! less free evicts least recently used artifacts first, limit or not ([`Mirror::make_room`]),
+//! and is streamed to its client unkept when nothing more may go.
+//!
 //! What is never evicted: an artifact a pinned snapshot names (`cairn pin`), and anything used
 //! since the pass chose it (access times are written before the pass). A download under way is
 //! not in the index yet, and a response already streaming a file ends whole. Metadata
@@ -86,6 +90,68 @@ impl Mirror {
             });
         }
         let need = held - (max as f64 * LOW_WATER) as u64;
+        let _pass = self.inner.evicting.lock().await;
+        let (files, bytes) = self.evict_lru(need).await?;
+        let held = self.held_bytes();
+        if bytes < need {
+            tracing::warn!(
+                held,
+                limit = max,
+                "the store is over its size limit and nothing more may be evicted (pinned or just used)"
+            );
+        }
+        tracing::info!(
+            files,
+            bytes,
+            held,
+            limit = max,
+            "evicted least recently used artifacts"
+        );
+        Ok(Eviction { held, files, bytes })
+    }
+
+    /// Make room for a download of `bytes`: when it would leave less free on the disk than the
+    /// reserve (`--min-free`), evict least recently used artifacts (never pinned ones) until it
+    /// would not. Whether there is room now; when there is not, the caller streams the download
+    /// unkept.
+    pub(crate) async fn make_room(&self, bytes: u64) -> bool {
+        if self.has_room(bytes) {
+            return true;
+        }
+        let _pass = self.inner.evicting.lock().await;
+        // Another pass may have made room meanwhile.
+        let Some(free) = self.inner.store.free_bytes() else {
+            return false;
+        };
+        let need = bytes.saturating_add(self.reserve()).saturating_sub(free);
+        if need == 0 {
+            self.inner.clear_filled();
+            return self.has_room(bytes);
+        }
+        if let Err(e) = self.flush_access_times().await {
+            tracing::warn!("cannot record access times before evicting: {e}");
+        }
+        match self.evict_lru(need).await {
+            Ok((files, freed)) => {
+                tracing::info!(
+                    files,
+                    bytes = freed,
+                    free,
+                    needed = need,
+                    "evicted least recently used artifacts to make room on the disk"
+                );
+                if freed > 0 {
+                    self.inner.clear_filled();
+                }
+            }
+            Err(e) => tracing::warn!("cannot evict to make room: {e}"),
+        }
+        self.has_room(bytes)
+    }
+
+    /// Evict least recently used, unpinned files until `need` bytes are freed or nothing more
+    /// may go; drop them from the memory caches and count them. The files and bytes evicted.
+    async fn evict_lru(&self, need: u64) -> Result<(usize, u64), Error> {
         let pinned = self.pinned_flats().await?;
         let store = self.inner.store.clone();
         let evicted = blocking(move || {
@@ -101,34 +167,15 @@ impl Mirror {
         for flat in &gone {
             self.content().remove(flat);
         }
-        let held = self
-            .inner
-            .held_bytes
-            .fetch_sub(bytes.min(held), Ordering::Relaxed)
-            .saturating_sub(bytes);
+        let held = &self.inner.held_bytes;
+        let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+            Some(h.saturating_sub(bytes))
+        });
         let metrics = &self.inner.metrics;
-        metrics.store_bytes.set(held as i64);
+        metrics.store_bytes.set(held.load(Ordering::Relaxed) as i64);
         metrics.evicted_files.inc_by(evicted.len() as u64);
         metrics.evicted_bytes.inc_by(bytes);
-        if bytes < need {
-            tracing::warn!(
-                held,
-                limit = max,
-                "the store is over its size limit and nothing more may be evicted (pinned or just used)"
-            );
-        }
-        tracing::info!(
-            files = evicted.len(),
-            bytes,
-            held,
-            limit = max,
-            "evicted least recently used artifacts"
-        );
-        Ok(Eviction {
-            held,
-            files: evicted.len(),
-            bytes,
-        })
+        Ok((evicted.len(), bytes))
     }
 
     /// The artifacts pinned snapshots name; read again only when the pins change.

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use url::Url;
 
 use super::{
-    ArtifactBody, CachedArtifact, FULL_BACKOFF, Mirror, PEER_FAILURE_MEMORY, Registered,
-    STORE_RESERVE, blocking, now_ms,
+    ArtifactBody, CachedArtifact, FULL_BACKOFF, Mirror, PEER_FAILURE_MEMORY, Registered, blocking,
+    now_ms,
 };
 use crate::cid::FlatCid;
 use crate::ecosystem::ArtifactRoute;
@@ -323,9 +323,17 @@ impl Mirror {
         Ok((cap, too_large))
     }
 
-    /// Whether the store can take `bytes` more and keep [`STORE_RESERVE`] free, and has not
-    /// run out of space in the last [`FULL_BACKOFF`]. A `statvfs`, quick enough to make
-    /// inline.
+    /// The free space the store keeps beyond a download's own size (`--min-free`, at least
+    /// 1 MiB).
+    pub(crate) fn reserve(&self) -> u64 {
+        self.inner
+            .config
+            .min_free
+            .bytes(self.inner.store.disk_bytes())
+    }
+
+    /// Whether the store can take `bytes` more and keep its reserve free, and has not run out
+    /// of space in the last [`FULL_BACKOFF`]. A `statvfs`, quick enough to make inline.
     pub(crate) fn has_room(&self, bytes: u64) -> bool {
         let filled = *self
             .inner
@@ -338,17 +346,23 @@ impl Mirror {
         self.inner
             .store
             .free_bytes()
-            .is_none_or(|free| free >= bytes.saturating_add(STORE_RESERVE))
+            .is_none_or(|free| free >= bytes.saturating_add(self.reserve()))
     }
 
     /// [`Mirror::has_room`] as an error naming what did not fit.
+    /// When there is none, an eviction pass starts in the background, so that the next
+    /// download finds room (this one is streamed unkept).
     pub(super) fn check_room(&self, name: &str, key: &str, bytes: u64) -> Result<(), Error> {
         if self.has_room(bytes) {
             return Ok(());
         }
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            this.make_room(bytes).await;
+        });
         Err(Error::Store(crate::error::StoreError::NoRoom {
             what: format!("{name} artifact {key}"),
-            needed: bytes.saturating_add(STORE_RESERVE),
+            needed: bytes.saturating_add(self.reserve()),
             free: self.inner.store.free_bytes().unwrap_or(0),
         }))
     }

@@ -90,6 +90,28 @@ pub struct MirrorConfig {
     /// The most bytes of artifact files the store keeps (`--max-size`): past it, the least
     /// recently used are evicted (`Mirror::evict_if_over`). `None`: no limit.
     pub max_store_bytes: Option<u64>,
+    /// Free space the store keeps on its disk (`--min-free`): a download that would leave less
+    /// first evicts least recently used artifacts to make room (at least 1 MiB is kept).
+    pub min_free: MinFree,
+}
+
+/// How much of its disk the store leaves free.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MinFree {
+    Bytes(u64),
+    /// A share of the disk's size, in percent.
+    Percent(f64),
+}
+
+impl MinFree {
+    /// The bytes to keep free on a disk of `disk` bytes (unknown: the share is of nothing).
+    pub fn bytes(self, disk: Option<u64>) -> u64 {
+        let wanted = match self {
+            MinFree::Bytes(bytes) => bytes,
+            MinFree::Percent(share) => (disk.unwrap_or(0) as f64 * share / 100.0) as u64,
+        };
+        wanted.max(STORE_RESERVE)
+    }
 }
 
 impl MirrorConfig {
@@ -106,6 +128,7 @@ impl MirrorConfig {
             max_document_bytes: None,
             max_artifact_bytes: 8 << 30,
             max_store_bytes: None,
+            min_free: MinFree::Percent(5.0),
         }
     }
 }
@@ -145,8 +168,10 @@ const MAX_NEGATIVE: u64 = 100_000;
 /// How long an artifact whose bytes from peers failed its digest is fetched from upstream only.
 const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(600);
 
-/// Space the store keeps free beyond a download's own size, for the index's WAL and the next
-/// metadata documents. A download that would eat into it is streamed to its client unkept.
+/// The least space the store keeps free beyond a download's own size, for the index's WAL and
+/// the next metadata documents, whatever `--min-free` says. A download that would eat into the
+/// reserve evicts what it can first ([`MirrorConfig::min_free`]), and is streamed to its client
+/// unkept when that is not enough.
 const STORE_RESERVE: u64 = 1 << 20;
 
 /// How long after the disk filled up every miss is streamed unkept, whatever `statvfs` says
@@ -198,6 +223,18 @@ pub(crate) struct Inner {
     upkeep_due: tokio::sync::Notify,
     /// The artifacts pinned snapshots name, cached by their roots.
     pinned: Mutex<eviction::Pinned>,
+    /// Held by an eviction pass: one at a time.
+    evicting: tokio::sync::Mutex<()>,
+}
+
+impl Inner {
+    /// Forget that the disk filled up (eviction has made room since).
+    fn clear_filled(&self) {
+        *self
+            .store_filled_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// Milliseconds since the Unix epoch.
