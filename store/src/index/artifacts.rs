@@ -125,6 +125,20 @@ impl Index {
         tx.commit().map_err(err("commit artifact"))
     }
 
+    /// Record many committed artifacts in one transaction (for building large test stores).
+    pub(crate) fn put_artifacts(
+        &self,
+        rows: &[(String, String, ArtifactRecord, Dag)],
+    ) -> Result<(), IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        for (ecosystem, key, record, dag) in rows {
+            insert_artifact(&tx, ecosystem, key, record)?;
+            insert_dag(&tx, &record.flat, dag)?;
+        }
+        tx.commit().map_err(err("commit artifacts"))
+    }
+
     /// Some artifact of `ecosystem` with these bytes, under whichever key it was cached.
     pub fn find_by_flat(
         &self,

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -79,9 +79,15 @@ CREATE TABLE events (
 );
 "#;
 
+/// Version 3: leaf rows found by their file, for dropping an artifact's leaves (eviction,
+/// damage) without a scan of every leaf.
+const V3: &str = r#"
+CREATE INDEX leaves_by_flat ON leaves (flat_cid);
+"#;
+
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this

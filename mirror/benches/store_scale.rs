@@ -1,0 +1,106 @@
+//! The store at scale: a data directory of `CAIRN_BENCH_ARTIFACTS` artifacts (default
+//! 1,000,000 files of 256 bytes, built by `cairn_store::testing::synthetic_artifacts`), then,
+//! each timed with the process's memory: opening the mirror on it, counting the bytes held,
+//! choosing a tenth of the store by last use, and an eviction pass of a tenth of it under a
+//! size limit (rows dropped in batches, files deleted, events sent).
+//!
+//!   cargo bench -p cairn-mirror --bench store_scale
+//!
+//! Knobs: `CAIRN_BENCH_ARTIFACTS`, `CAIRN_BENCH_SIZE` (bytes per artifact), `CAIRN_BENCH_DIR`
+//! (the data directory's parent; default the system's temp dir; it needs about 5 GB for the
+//! default, mostly file-system overhead of a million small files).
+
+use std::time::Instant;
+
+use cairn_mirror::{Mirror, MirrorConfig};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// This process's resident and peak resident memory, in MiB.
+fn memory() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn report(what: &str, started: Instant) {
+    let (rss, peak) = memory();
+    println!(
+        "| {what} | {:.2} | {rss:.0} | {peak:.0} |",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    let count = env("CAIRN_BENCH_ARTIFACTS", 1_000_000);
+    let size = env("CAIRN_BENCH_SIZE", 256) as usize;
+    let parent = std::env::var_os("CAIRN_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let dir = tempfile::tempdir_in(parent).expect("a temp dir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let built = Instant::now();
+    {
+        let store = cairn_mirror::store::Store::open(dir.path()).expect("store");
+        cairn_store::testing::synthetic_artifacts(&store, "npm", count, size).expect("build");
+        store.checkpoint().expect("checkpoint");
+    }
+    println!(
+        "{count} artifacts of {size} bytes built in {:.0} s\n",
+        built.elapsed().as_secs_f64()
+    );
+    println!("| step | seconds | RSS MiB after | peak RSS MiB |");
+    println!("|---|---:|---:|---:|");
+
+    let started = Instant::now();
+    let mut config = MirrorConfig::new(dir.path().to_owned());
+    // Just under what is held: a pass evicts down to 90% of it, a tenth of the store.
+    config.max_store_bytes = Some(count * size as u64 - 1);
+    let mirror = Mirror::open(config, Vec::new()).expect("open");
+    report("open the mirror (the bytes held counted)", started);
+
+    let started = Instant::now();
+    let held = mirror.store().held_bytes().expect("held");
+    report("count the bytes held", started);
+    assert_eq!(held, count * size as u64);
+
+    let started = Instant::now();
+    let chosen = mirror
+        .index()
+        .least_recently_used(held / 10, &|_| false)
+        .expect("choose");
+    report("choose a tenth by last use", started);
+    assert!(chosen.len() as u64 >= count / 10);
+    drop(chosen);
+
+    let started = Instant::now();
+    let pass = runtime
+        .block_on(mirror.evict_if_over())
+        .expect("eviction pass");
+    report(
+        &format!("evict a tenth ({} files, {} bytes)", pass.files, pass.bytes),
+        started,
+    );
+    assert!(pass.files as u64 >= count / 10);
+
+    let started = Instant::now();
+    runtime.block_on(mirror.close()).expect("close");
+    drop(mirror);
+    let mirror = Mirror::open(MirrorConfig::new(dir.path().to_owned()), Vec::new()).expect("open");
+    report("close, then open again", started);
+    drop(mirror);
+}
