@@ -20,14 +20,24 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
         );
     }
     let dir = data_dir.clone();
-    let stats = tokio::task::spawn_blocking(move || {
+    let (stats, held, free, pins) = tokio::task::spawn_blocking(move || {
         let store = cairn_mirror::store::Store::attach(&dir)?;
         let stats = store.index().stats()?;
-        Ok::<_, cairn_mirror::error::StoreError>(stats)
+        let pins = store.index().pins()?.len();
+        Ok::<_, cairn_mirror::error::StoreError>((
+            stats,
+            store.held_bytes()?,
+            store.free_bytes(),
+            pins,
+        ))
     })
     .await
     .context("reading the index")?
     .context("reading the index")?;
+    // As `serve` would take it without flags: environment, then `cairn.toml`.
+    let limit = settings::from_env("max-size", file.max_size.as_deref())
+        .map(|text| settings::parse_size(&text).context("max-size"))
+        .transpose()?;
     let running = tokio::time::timeout(
         Duration::from_millis(500),
         tokio::net::TcpStream::connect(listen),
@@ -69,6 +79,12 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
             "running": running,
             "upstreams": upstreams,
             "stats": stats,
+            "store": {
+                "held_bytes": held,
+                "limit_bytes": limit,
+                "free_bytes": free,
+                "pinned_snapshots": pins,
+            },
         });
         println!(
             "{}",
@@ -106,6 +122,15 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
             (None, None) => {}
         }
     }
+    let size = cairn_mirror::units::size;
+    println!(
+        "{:<width$} {} of artifacts held, {}{}, {pins} pinned snapshot{}",
+        "store:",
+        size(held),
+        limit.map_or("no size limit".to_owned(), |l| format!("limit {}", size(l))),
+        free.map_or(String::new(), |f| format!(", {} free on its disk", size(f))),
+        if pins == 1 { "" } else { "s" },
+    );
     if stats.is_empty() {
         println!("{:<width$} empty", "cache:");
     }

@@ -67,7 +67,13 @@ pub fn synthetic_artifacts(
         let end = (start + BATCH).min(count);
         let mut rows = Vec::with_capacity((end - start) as usize);
         for n in start..end {
-            let data: Vec<u8> = n.to_le_bytes().iter().copied().cycle().take(size.max(8)).collect();
+            let data: Vec<u8> = n
+                .to_le_bytes()
+                .iter()
+                .copied()
+                .cycle()
+                .take(size.max(8))
+                .collect();
             let flat = Digest::of(Algorithm::Sha256, &data).flat_cid();
             let mut builder = crate::unixfs::DagBuilder::new();
             builder.update(&data);

@@ -80,6 +80,22 @@ fn a_node_over_its_size_limit_evicts_the_least_recently_used_and_keeps_pins_and_
         "held {held}"
     );
     assert_eq!(node.metric("cairn_store_limit_bytes"), LIMIT as f64);
+    // `cairn status`, beside the node, sees the same store.
+    let status = cairn(&[
+        "status",
+        "--json",
+        "--data-dir",
+        data.to_str().expect("path"),
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["store"]["pinned_snapshots"], 1);
+    let held_now = status["store"]["held_bytes"].as_u64().expect("held_bytes");
+    assert!(held_now > 0 && held_now <= LIMIT, "{status}");
 
     // The last project again, on a fresh machine: every tarball from the cache.
     let env = ClientEnv::new(&tmp.path().join("client-again"), &node.npm());
