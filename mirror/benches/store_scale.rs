@@ -71,7 +71,7 @@ fn main() {
     // Just under what is held: a pass evicts down to 90% of it, a tenth of the store.
     config.max_store_bytes = Some(count * size as u64 - 1);
     let mirror = Mirror::open(config, Vec::new()).expect("open");
-    report("open the mirror (the bytes held counted)", started);
+    report("open the mirror", started);
 
     let started = Instant::now();
     let held = mirror.store().held_bytes().expect("held");

@@ -86,8 +86,9 @@ pub trait LocalContent: Send + Sync + 'static {
         Ok(Some(HeldArtifact { root, size, leaves }))
     }
 
-    /// Flat and root CIDs of every artifact held, to announce to the swarm at start.
-    fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, ContentError>;
+    /// Flat and root CIDs of the artifacts held, to announce to the swarm at start: the most
+    /// recently used first, at most `limit` of them.
+    fn held_artifacts(&self, limit: usize) -> Result<Vec<(FlatCid, RootCid)>, ContentError>;
 
     /// Every artifact this node comes to hold from now on (downloaded and committed, imported
     /// from a bundle by this process or another one writing the same data directory), as it

@@ -149,12 +149,13 @@ impl LocalContent for MemoryContent {
         Ok(self.lock().artifacts.get(flat).copied())
     }
 
-    fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, ContentError> {
+    fn held_artifacts(&self, limit: usize) -> Result<Vec<(FlatCid, RootCid)>, ContentError> {
         Ok(self
             .lock()
             .artifacts
             .iter()
             .map(|(flat, (root, _))| (*flat, *root))
+            .take(limit)
             .collect())
     }
 

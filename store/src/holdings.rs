@@ -75,9 +75,9 @@ impl LocalContent for Holdings {
         Ok(found.map(|(size, root)| (root, size)))
     }
 
-    fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, ContentError> {
+    fn held_artifacts(&self, limit: usize) -> Result<Vec<(FlatCid, RootCid)>, ContentError> {
         self.index
-            .held_files()
+            .held_files(Some(limit))
             .map_err(|e| ContentError(format!("listing the held artifacts: {e}")))
     }
 

@@ -576,6 +576,7 @@ impl cairn_node::LocalContent for Honest {
 
     fn held_artifacts(
         &self,
+        _limit: usize,
     ) -> Result<
         Vec<(cairn_mirror::cid::FlatCid, cairn_mirror::cid::RootCid)>,
         cairn_node::ContentError,

@@ -64,7 +64,6 @@ impl Builder {
             None => Store::open(&config.data_dir)?,
         };
         let index = store.index().clone();
-        let held = store.held_bytes()?;
         let stripped = store.strip_credentials(crate::upstream::strip_userinfo)?;
         if stripped > 0 {
             tracing::info!(
@@ -73,7 +72,6 @@ impl Builder {
             );
         }
         let metrics = self.metrics.unwrap_or_default();
-        metrics.store_bytes.set(held as i64);
         metrics
             .store_limit_bytes
             .set(config.max_store_bytes.unwrap_or(0) as i64);
@@ -125,10 +123,11 @@ impl Builder {
                 store_filled_at: Mutex::new(None),
                 tasks: tokio_util::task::TaskTracker::new(),
                 abandon: tokio_util::sync::CancellationToken::new(),
-                held_bytes: std::sync::atomic::AtomicU64::new(held),
+                held_bytes: std::sync::atomic::AtomicU64::new(0),
                 upkeep_due: tokio::sync::Notify::new(),
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),
+                counted_at: Mutex::new(None),
             }),
         })
     }

@@ -26,6 +26,9 @@ use crate::snapshot::Snapshot;
 /// Where a pass stops: this share of the limit.
 pub const LOW_WATER: f64 = 0.9;
 
+/// How often what is held is counted again from the index when no pass needs it.
+pub const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Eviction {
@@ -43,7 +46,8 @@ pub(crate) struct Pinned {
 }
 
 impl Mirror {
-    /// Bytes of artifact files held, as last counted (commits add to it, every pass recounts).
+    /// Bytes of artifact files held, as last counted (commits add to it; see
+    /// [`Mirror::evict_if_over`]); 0 until the first count.
     pub fn held_bytes(&self) -> u64 {
         self.inner.held_bytes.load(Ordering::Relaxed)
     }
@@ -67,28 +71,33 @@ impl Mirror {
         self.inner.upkeep_due.notified().await
     }
 
-    /// One eviction pass when the store is over its limit (nothing without a limit): recount
-    /// what is held, and evict least recently used files down to 90% of the limit,
-    /// keeping pinned ones. Write access times first ([`Mirror::flush_access_times`]) so that
-    /// what was just used counts as used.
+    /// One eviction pass when the store is over its limit (nothing without a limit): evict
+    /// least recently used files down to 90% of the limit, keeping pinned ones. Write access
+    /// times first ([`Mirror::flush_access_times`]) so that what was just used counts as used.
+    ///
+    /// What is held is counted from the index (a scan: seconds for a million artifacts) at the
+    /// first pass, every [`RECOUNT_EVERY`] after (imports by other processes are not counted as
+    /// they come), and before any eviction; between counts, commits add to the count.
     pub async fn evict_if_over(&self) -> Result<Eviction, Error> {
-        let Some(max) = self.inner.config.max_store_bytes else {
-            return Ok(Eviction {
-                held: self.held_bytes(),
-                ..Eviction::default()
-            });
+        let due = self
+            .inner
+            .counted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY);
+        let max = self.inner.config.max_store_bytes;
+        let over = max.is_some_and(|max| self.held_bytes() > max);
+        let held = if due || over {
+            self.recount().await?
+        } else {
+            self.held_bytes()
         };
-        // Recounted: imports by other processes are not counted as they come.
-        let store = self.inner.store.clone();
-        let held = blocking(move || Ok(store.held_bytes()?)).await?;
-        self.inner.held_bytes.store(held, Ordering::Relaxed);
-        self.inner.metrics.store_bytes.set(held as i64);
-        if held <= max {
+        let Some(max) = max.filter(|&max| held > max) else {
             return Ok(Eviction {
                 held,
                 ..Eviction::default()
             });
-        }
+        };
         let need = held - (max as f64 * LOW_WATER) as u64;
         let _pass = self.inner.evicting.lock().await;
         let (files, bytes) = self.evict_lru(need).await?;
@@ -108,6 +117,20 @@ impl Mirror {
             "evicted least recently used artifacts"
         );
         Ok(Eviction { held, files, bytes })
+    }
+
+    /// Count what is held from the index, and remember it.
+    async fn recount(&self) -> Result<u64, Error> {
+        let store = self.inner.store.clone();
+        let held = blocking(move || Ok(store.held_bytes()?)).await?;
+        self.inner.held_bytes.store(held, Ordering::Relaxed);
+        self.inner.metrics.store_bytes.set(held as i64);
+        *self
+            .inner
+            .counted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        Ok(held)
     }
 
     /// Make room for a download of `bytes`: when it would leave less free on the disk than the

@@ -225,6 +225,8 @@ pub(crate) struct Inner {
     pinned: Mutex<eviction::Pinned>,
     /// Held by an eviction pass: one at a time.
     evicting: tokio::sync::Mutex<()>,
+    /// When `held_bytes` was last counted from the index.
+    counted_at: Mutex<Option<Instant>>,
 }
 
 impl Inner {
@@ -287,7 +289,7 @@ impl Mirror {
 
     /// Flat and root CIDs of every artifact held. Blocking.
     pub fn held_artifacts(&self) -> Result<Vec<(FlatCid, RootCid)>, Error> {
-        Ok(self.inner.index.held_files()?)
+        Ok(self.inner.index.held_files(None)?)
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -56,6 +56,12 @@ use crate::swarm::{Node, NodeConfig, NodeError};
 pub const MAX_SERVING: usize = 256;
 /// Provides of held artifacts in flight at once in [`Peers::announce`].
 pub const ANNOUNCE_CONCURRENCY: usize = 16;
+/// Held artifacts announced at start (and after missed changes), the most recently used first:
+/// a store of a million artifacts must not make every start a storm of DHT queries, nor
+/// overflow the DHT's store. Artifacts beyond it are still served to peers that ask this node
+/// directly (a miss asks connected peers as well as the DHT's providers), and each new one is
+/// announced as it comes.
+pub const MAX_ANNOUNCED: usize = 100_000;
 /// How long one provide of [`Peers::announce`] or `downloading` may take.
 const PROVIDE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -257,17 +263,18 @@ impl Peers {
 /// Provide every artifact `inner`'s content lists as held, [`ANNOUNCE_CONCURRENCY`] at a time.
 async fn announce_all_held(inner: &Arc<Inner>) {
     let content = inner.content.clone();
-    let held = match tokio::task::spawn_blocking(move || content.held_artifacts()).await {
-        Ok(Ok(held)) => held,
-        Ok(Err(e)) => {
-            tracing::warn!("cannot list the held artifacts to announce: {e}");
-            return;
-        }
-        Err(e) => {
-            tracing::warn!("listing the held artifacts failed: {e}");
-            return;
-        }
-    };
+    let held =
+        match tokio::task::spawn_blocking(move || content.held_artifacts(MAX_ANNOUNCED)).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot list the held artifacts to announce: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("listing the held artifacts failed: {e}");
+                return;
+            }
+        };
     let count = held.len();
     futures::stream::iter(held)
         .for_each_concurrent(ANNOUNCE_CONCURRENCY, |(flat, root)| {

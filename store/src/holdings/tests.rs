@@ -62,7 +62,10 @@ fn held_lists_the_committed_dag_and_held_artifacts_names_it() {
     assert_eq!(held.root, root);
     assert_eq!(held.size, data.len() as u64);
     assert_eq!(held.leaves, dag.leaves);
-    assert_eq!(holdings.held_artifacts().expect("list"), vec![(flat, root)]);
+    assert_eq!(
+        holdings.held_artifacts(10).expect("list"),
+        vec![(flat, root)]
+    );
     let absent = Digest::of(Algorithm::Sha512, b"absent").flat_cid();
     assert_eq!(holdings.held(&absent), Ok(None));
 }

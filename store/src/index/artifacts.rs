@@ -209,14 +209,18 @@ impl Index {
         })
     }
 
-    /// The flat and root CID of every distinct file held, whatever its keys (what a node
-    /// announces to its peers at start).
-    pub fn held_files(&self) -> Result<Vec<(FlatCid, RootCid)>, IndexError> {
+    /// The flat and root CID of each distinct file held, whatever its keys, the most recently
+    /// used first, at most `limit` of them (what a node announces to its peers at start).
+    pub fn held_files(&self, limit: Option<usize>) -> Result<Vec<(FlatCid, RootCid)>, IndexError> {
+        let limit = limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
         self.read(|conn| {
             let mut stmt = conn
-                .prepare("SELECT DISTINCT flat_cid, root_cid FROM artifacts")
+                .prepare(
+                    "SELECT flat_cid, MAX(root_cid), MAX(last_access) AS seen FROM artifacts
+                     GROUP BY flat_cid ORDER BY seen DESC LIMIT ?1",
+                )
                 .map_err(err("list held files"))?;
-            stmt.query_map([], |row| {
+            stmt.query_map([limit], |row| {
                 Ok((
                     cid_column(row, 0, FlatCid::from_bytes)?,
                     cid_column(row, 1, RootCid::from_bytes)?,

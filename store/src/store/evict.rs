@@ -173,6 +173,21 @@ mod tests {
     }
 
     #[test]
+    fn the_files_to_announce_are_the_most_recently_used_first_within_the_limit() {
+        let (_dir, store) = open();
+        let old = add(&store, "old.tgz", &noise(100, 8), 1);
+        let recent = add(&store, "recent.tgz", &noise(100, 10), 3);
+        let middle = add(&store, "middle.tgz", &noise(100, 12), 2);
+        let listed = store.index().held_files(Some(2)).expect("list");
+        assert_eq!(
+            listed,
+            [(recent.flat, recent.root), (middle.flat, middle.root)]
+        );
+        assert_eq!(store.index().held_files(None).expect("list").len(), 3);
+        assert!(!listed.contains(&(old.flat, old.root)));
+    }
+
+    #[test]
     fn a_file_used_after_it_was_chosen_keeps_its_rows() {
         let (_dir, store) = open();
         let file = add(&store, "busy.tgz", &noise(1000, 7), 1);
