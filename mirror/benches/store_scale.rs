@@ -8,7 +8,9 @@
 //!
 //! Knobs: `CAIRN_BENCH_ARTIFACTS`, `CAIRN_BENCH_SIZE` (bytes per artifact), `CAIRN_BENCH_DIR`
 //! (the data directory's parent; default the system's temp dir; it needs about 5 GB for the
-//! default, mostly file-system overhead of a million small files).
+//! default, mostly file-system overhead of a million small files). With
+//! `CAIRN_BENCH_BUILD_INTO=DIR` it only builds the store in DIR and exits (`bench/eviction.sh`
+//! serves it).
 
 use std::time::Instant;
 
@@ -45,6 +47,12 @@ fn report(what: &str, started: Instant) {
 fn main() {
     let count = env("CAIRN_BENCH_ARTIFACTS", 1_000_000);
     let size = env("CAIRN_BENCH_SIZE", 256) as usize;
+    if let Some(into) = std::env::var_os("CAIRN_BENCH_BUILD_INTO") {
+        let store = cairn_mirror::store::Store::open(std::path::Path::new(&into)).expect("store");
+        cairn_store::testing::synthetic_artifacts(&store, "npm", count, size).expect("build");
+        store.checkpoint().expect("checkpoint");
+        return;
+    }
     let parent = std::env::var_os("CAIRN_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(parent).expect("a temp dir");
     let runtime = tokio::runtime::Builder::new_multi_thread()
