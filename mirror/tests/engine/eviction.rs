@@ -133,3 +133,53 @@ async fn what_a_pinned_snapshot_names_is_never_evicted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_response_streaming_a_file_when_it_is_evicted_ends_whole() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let upstream = Upstream::start().await;
+    // Sixteen leaves: the response reads at most a few ahead of its client, so most are read
+    // from the open file after it is evicted.
+    let tarball = Bytes::from(noise(16 << 20, 61));
+    upstream.put("big", packument(&upstream.url, "big", &tarball));
+    upstream.put("big/-/big-1.0.0.tgz", tarball.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = open_limited(dir.path(), &upstream, 1 << 20);
+    assert_eq!(get(&mirror, "/npm/big").await.status, 200);
+    served_from_store(&mirror, "/npm/big/-/big-1.0.0.tgz").await;
+
+    let request = http::Request::get("/npm/big/-/big-1.0.0.tgz")
+        .header(http::header::HOST, "cairn.test")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = cairn_mirror::http::router(mirror.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().contains_key("x-ipfs-roots"),
+        "from the store"
+    );
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while received.len() < 1 << 20 {
+        let frame = body.frame().await.expect("a frame").expect("bytes");
+        received.extend_from_slice(frame.data_ref().expect("data"));
+    }
+    // Over a 1 MiB limit, the file goes while the response is under way.
+    let pass = mirror.evict_if_over().await.expect("evict");
+    assert_eq!(pass.files, 1);
+    assert!(
+        mirror
+            .index()
+            .get_artifact("npm", "big/-/big-1.0.0.tgz")
+            .expect("read")
+            .is_none()
+    );
+    while let Some(frame) = body.frame().await {
+        received.extend_from_slice(frame.expect("bytes").data_ref().expect("data"));
+    }
+    assert!(received == tarball[..], "the response was cut or changed");
+}
