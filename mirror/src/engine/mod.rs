@@ -29,6 +29,7 @@ mod from_peers;
 mod listings;
 pub(crate) mod lru;
 mod metadata;
+pub mod purge;
 pub(crate) mod render;
 mod rendering;
 pub(crate) mod unkept;

@@ -39,7 +39,9 @@ pub struct PurgedRows {
     pub files: Vec<PurgedFile>,
     /// The document keys whose rows went (documents and cached "not found"s), sorted.
     pub documents: Vec<String>,
-    /// Document blocks no row names any more: their `meta/` files may go.
+    /// The blocks of the documents whose rows went (for caches of what was made of them).
+    pub blocks: Vec<BlockCid>,
+    /// Of those, the blocks no row names any more: their `meta/` files may go.
     pub unnamed_blocks: Vec<BlockCid>,
 }
 
@@ -176,18 +178,20 @@ impl Index {
             blocks.extend(cid);
         }
         for bytes in blocks {
+            let block = BlockCid::from_bytes(&bytes).map_err(super::corrupt)?;
+            purged.blocks.push(block);
             let named: bool = tx
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM metadata WHERE cid = ?1)")
                 .and_then(|mut stmt| stmt.query_row(params![bytes], |row| row.get(0)))
                 .map_err(err("look for other rows naming a purged document"))?;
             if !named {
-                purged
-                    .unnamed_blocks
-                    .push(BlockCid::from_bytes(&bytes).map_err(super::corrupt)?);
+                purged.unnamed_blocks.push(block);
             }
         }
         tx.commit().map_err(err("commit a purge"))?;
         purged.documents.sort();
+        purged.blocks.sort();
+        purged.blocks.dedup();
         purged.unnamed_blocks.sort();
         purged.unnamed_blocks.dedup();
         Ok(purged)
