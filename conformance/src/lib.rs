@@ -1,6 +1,7 @@
 //! One conformance check of the adapter contract, run over every adapter by
 //! `tests/adapters.rs`: whatever a document lists, a client that follows the URLs Cairn rendered
-//! for it comes back to the same artifact, listed by the same document, and never leaves the node.
+//! for it comes back to the same artifact, listed by the same document, and never leaves the node;
+//! and a purge of the package the document is reaches all of it.
 //!
 //! Why a crate of its own: the check needs all four adapters. `cairn-ecosystem` cannot have them
 //! as dev-dependencies (they depend on it); `mirror/tests/` would tie a check of the pure contract
