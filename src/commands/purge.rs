@@ -184,6 +184,12 @@ fn describe(report: &PurgeReport) -> String {
             artifact.ecosystem, artifact.key
         ));
     }
+    for key in &report.unfinished {
+        out.push_str(&format!(
+            "  still downloading {}:{key} (held again when it ends: purge again then)\n",
+            report.ecosystem
+        ));
+    }
     out
 }
 
@@ -222,6 +228,7 @@ mod tests {
                 ecosystem: "npm".into(),
                 key: "left-pad/-/left-pad-1.3.0.tgz".into(),
             }],
+            unfinished: vec!["left-pad/-/left-pad-1.4.0.tgz".into()],
         };
         let text = describe(&report);
         assert!(
@@ -231,6 +238,10 @@ mod tests {
         assert!(text.contains("document npm:left-pad\n"), "{text}");
         assert!(
             text.contains("file     npm:left-pad/-/left-pad-1.3.0.tgz\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("still downloading npm:left-pad/-/left-pad-1.4.0.tgz"),
             "{text}"
         );
     }

@@ -5,13 +5,16 @@
 //! every memory cache (hot artifact and metadata rows, rendered documents, hot bytes), so the next
 //! request for any of it goes upstream.
 //!
-//! A download of the package already under way is not stopped: it commits when it ends, and the
-//! file is held again (a purge drops what was held when it ran).
+//! Downloads of the package already under way are waited for (up to [`DOWNLOAD_WAIT`]), so that
+//! what they commit is purged too; one still running after that commits when it ends and is held
+//! again, and the report names it (`unfinished`).
 //!
 //! [`Ecosystem::package_scope`]: crate::ecosystem::Ecosystem::package_scope
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +111,9 @@ impl std::fmt::Display for PurgeSpec {
     }
 }
 
+/// How long a purge waits for downloads of the package under way before it purges.
+pub const DOWNLOAD_WAIT: Duration = Duration::from_secs(60);
+
 /// The path prefix of purge requests.
 pub const PURGE_PREFIX: &str = "/api/v1/purge/";
 
@@ -142,6 +148,10 @@ pub struct PurgeReport {
     /// Every key that named them (a file named by a key outside the package goes too: its bytes
     /// are what is purged).
     pub artifacts: Vec<PurgedKey>,
+    /// Keys of the package still downloading when the purge ran (after waiting for them): they
+    /// are held again when they end; purge again then.
+    #[serde(default)]
+    pub unfinished: Vec<String>,
 }
 
 impl PurgeReport {
@@ -162,8 +172,19 @@ impl PurgeReport {
                     key: key.clone(),
                 })
                 .collect(),
+            unfinished: Vec::new(),
         }
     }
+}
+
+/// True when `key` is one of the artifact keys `scope` names by prefix and owns (how downloads
+/// under way, which have no row yet, are matched).
+fn in_scope(scope: &PackageScope, key: &str) -> bool {
+    scope
+        .artifact_prefixes
+        .iter()
+        .any(|prefix| key.starts_with(prefix.as_str()))
+        && (scope.owns)(key)
 }
 
 /// Drop what `scope` names in the store (blocking): what `cairn purge` does to a data
@@ -202,13 +223,22 @@ impl Mirror {
             .ecosystem
             .package_scope(&spec.name, spec.version.as_deref())
             .map_err(|e| Error::BadRequest(format!("{spec}: {e}")))?;
+        let unfinished = self.wait_for_downloads(&registered.name, &scope).await;
         let store = self.inner.store.clone();
-        let (report, rows) = {
+        let (mut report, rows) = {
             let (spec, documents) = (spec.clone(), scope.documents.clone());
             let (report, rows) = blocking(move || purge_store(&store, &spec, &scope)).await?;
             self.forget_purged(&registered.name, &documents, &rows);
             (report, rows)
         };
+        if !unfinished.is_empty() {
+            tracing::warn!(
+                spec = %spec,
+                downloads = ?unfinished,
+                "downloads of a purged package were still running: they will be held again"
+            );
+        }
+        report.unfinished = unfinished;
         tracing::info!(
             spec = %spec,
             files = report.files,
@@ -217,6 +247,34 @@ impl Mirror {
             "purged"
         );
         Ok(report)
+    }
+
+    /// Wait (up to [`DOWNLOAD_WAIT`]) for the downloads under way of keys of `ecosystem` that
+    /// `scope` owns, so that the purge finds what they commit; the keys still running after.
+    async fn wait_for_downloads(&self, ecosystem: &Arc<str>, scope: &PackageScope) -> Vec<String> {
+        let under_way: Vec<(String, Arc<super::download::Download>)> = self
+            .downloads()
+            .iter()
+            .filter(|((name, key), _)| name == ecosystem && in_scope(scope, key))
+            .map(|((_, key), download)| (key.clone(), download.clone()))
+            .collect();
+        if under_way.is_empty() {
+            return Vec::new();
+        }
+        tracing::info!(
+            downloads = under_way.len(),
+            "a purge waits for downloads of the package under way"
+        );
+        let all = futures_util::future::join_all(under_way.iter().map(|(_, d)| d.committed()));
+        if tokio::time::timeout(DOWNLOAD_WAIT, all).await.is_ok() {
+            return Vec::new();
+        }
+        let running = self.downloads();
+        under_way
+            .into_iter()
+            .filter(|(key, _)| running.contains_key(&(ecosystem.clone(), key.clone())))
+            .map(|(key, _)| key)
+            .collect()
     }
 
     /// Drop what a purge removed from the memory caches: hot artifact rows naming a purged

@@ -339,3 +339,56 @@ async fn the_purge_route_takes_only_delete_and_names_what_it_cannot_find() {
     let report: PurgeReport = serde_json::from_slice(&reply.body).expect("a report");
     assert_eq!((report.package.as_str(), report.files), ("@types/node", 0));
 }
+
+#[tokio::test]
+async fn a_purge_waits_for_a_download_of_the_package_under_way_and_drops_what_it_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = Upstream::start().await;
+    let tarball = Bytes::from(noise(300 << 10, 27));
+    let path = "late/-/late-1.0.0.tgz";
+    upstream.put(
+        "late",
+        packument(&upstream.url, "late", &[("1.0.0", &tarball)]),
+    );
+    upstream.put(path, tarball.clone());
+    upstream.hold(path);
+    let mirror = open(dir.path(), TTL, vec![(npm(), upstream.url.clone())]);
+    assert_eq!(get(&mirror, "/npm/late").await.status, 200);
+    // A client starts the download; upstream sends half of it and waits.
+    let client = {
+        let mirror = mirror.clone();
+        tokio::spawn(async move { get(&mirror, &format!("/npm/{path}")).await })
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.hits(path) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let purge = {
+        let mirror = mirror.clone();
+        tokio::spawn(async move { mirror.purge(&spec("npm:late")).await })
+    };
+    // On this single-threaded runtime the purge runs now, up to its wait for the download.
+    tokio::task::yield_now().await;
+    assert!(!purge.is_finished(), "the purge waits for the download");
+    upstream.release();
+
+    let report = purge.await.expect("the purge task").expect("purge");
+    assert_eq!(
+        report.files, 1,
+        "what the download committed was purged: {report:?}"
+    );
+    assert!(report.unfinished.is_empty());
+    assert_eq!(client.await.expect("the client").body, tarball);
+    assert!(
+        mirror
+            .index()
+            .get_artifact("npm", path)
+            .expect("read")
+            .is_none()
+    );
+    assert!(blobs(dir.path()).is_empty(), "nothing of it stays");
+}

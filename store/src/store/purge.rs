@@ -9,7 +9,7 @@
 //! file goes when no other row names the same block.
 //!
 //! A download under way is not in the index yet: one that commits after the purge is held
-//! again (the engine's purge drops only what was held).
+//! again (the engine's purge waits for the package's downloads first).
 //!
 //! [`Index::purge`]: crate::index::Index
 
