@@ -129,6 +129,7 @@ impl Builder {
                 upkeep_due: tokio::sync::Notify::new(),
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),
+                purges: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

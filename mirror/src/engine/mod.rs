@@ -226,6 +226,9 @@ pub(crate) struct Inner {
     pinned: Mutex<eviction::Pinned>,
     /// Held by an eviction pass: one at a time.
     evicting: tokio::sync::Mutex<()>,
+    /// Purges done: a metadata row read from the index before a purge is not remembered after
+    /// it (it may name a document the purge dropped).
+    purges: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {

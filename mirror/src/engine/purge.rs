@@ -249,6 +249,11 @@ impl Mirror {
         Ok(report)
     }
 
+    /// How many purges this engine has done.
+    pub(super) fn purges(&self) -> u64 {
+        self.inner.purges.load(Ordering::SeqCst)
+    }
+
     /// Wait (up to [`DOWNLOAD_WAIT`]) for the downloads under way of keys of `ecosystem` that
     /// `scope` owns, so that the purge finds what they commit; the keys still running after.
     async fn wait_for_downloads(&self, ecosystem: &Arc<str>, scope: &PackageScope) -> Vec<String> {
@@ -289,13 +294,18 @@ impl Mirror {
             self.content().remove(flat);
         }
         let mut blocks = HashSet::new();
-        if let Some(by_key) = self.hot_metadata().get_mut(ecosystem) {
+        let mut hot = self.hot_metadata();
+        // Under the lock the hot rows are written with: a lookup that read the index before
+        // the purge does not remember what it read.
+        self.inner.purges.fetch_add(1, Ordering::SeqCst);
+        if let Some(by_key) = hot.get_mut(ecosystem) {
             for key in documents {
                 if let Some(cid) = by_key.remove(key).and_then(|record| record.cid) {
                     blocks.insert(cid);
                 }
             }
         }
+        drop(hot);
         blocks.extend(rows.blocks.iter().copied());
         self.inner
             .rendered
@@ -322,6 +332,39 @@ mod tests {
             name: name.into(),
             version: version.map(Into::into),
         }
+    }
+
+    #[test]
+    fn a_row_read_before_a_purge_is_not_remembered_after_it() {
+        use crate::MirrorConfig;
+        use crate::index::MetadataRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mirror =
+            Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), Vec::new()).expect("open");
+        let record = MetadataRecord {
+            cid: None,
+            status: 404,
+            upstream_url: "http://upstream.invalid/x".into(),
+            fetched_at: 1,
+            etag: None,
+            last_modified: None,
+            size: 0,
+        };
+        let hot = |mirror: &Mirror| {
+            mirror
+                .hot_metadata()
+                .get("npm")
+                .is_some_and(|by_key| by_key.contains_key("x"))
+        };
+        // Read before a purge, remembered after it: dropped.
+        let before = mirror.purges();
+        mirror.forget_purged("npm", &["x".to_owned()], &PurgedRows::default());
+        mirror.remember_metadata_unless_purged("npm", "x", &record, before);
+        assert!(!hot(&mirror));
+        // Read and remembered with no purge between: kept.
+        let now = mirror.purges();
+        mirror.remember_metadata_unless_purged("npm", "x", &record, now);
+        assert!(hot(&mirror));
     }
 
     #[test]
