@@ -315,10 +315,10 @@ impl Mirror {
         let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
             Some(h.saturating_sub(bytes))
         });
-        self.inner
-            .metrics
-            .store_bytes
-            .set(held.load(Ordering::Relaxed) as i64);
+        let metrics = &self.inner.metrics;
+        metrics.store_bytes.set(held.load(Ordering::Relaxed) as i64);
+        metrics.purged_files.inc_by(rows.files.len() as u64);
+        metrics.purged_bytes.inc_by(bytes);
     }
 }
 

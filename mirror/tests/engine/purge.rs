@@ -127,6 +127,12 @@ async fn after_a_package_purge_its_packument_and_tarballs_come_from_upstream_aga
         held_before - 2,
         "the files are gone"
     );
+    let metrics = mirror.metrics().encode();
+    assert!(
+        metrics.contains("cairn_purged_files_total 2")
+            && metrics.contains(&format!("cairn_purged_bytes_total {}", 2 * (100 << 10))),
+        "{metrics}"
+    );
     assert!(
         mirror
             .index()
