@@ -355,6 +355,7 @@ pub fn source_package_scope(
         )));
     }
     let source = source.to_owned();
+    // The name is ASCII (checked above): byte offsets are character boundaries.
     let prefix = if source.starts_with("lib") && source.len() > 3 {
         source[..4].to_owned()
     } else {
