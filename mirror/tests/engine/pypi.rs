@@ -1,4 +1,4 @@
-//! PyPI: core metadata derived from a wheel when upstream publishes none, and a file host learned
+//! PyPI: core metadata derived from a wheel when upstream publishes none, a file host learned
 //! from a page still allowed after a restart, and a project purge reaching its derived metadata.
 
 use std::sync::Arc;
