@@ -125,6 +125,18 @@ pub enum Command {
     /// Print this node's peer ID, then the addresses other nodes can give `--bootstrap` (the
     /// running node's real ports when it answers at --listen)
     Id,
+    /// Drop packages' cached files and documents at once, so the next request fetches them
+    /// from upstream (through the node at --listen when one answers, else in the data directory)
+    Purge {
+        /// ECOSYSTEM:NAME[@VERSION]: npm:left-pad, npm:left-pad@1.3.0, pypi:litellm,
+        /// cargo:serde@1.0.0, apt:ARCHIVE/SOURCE (an apt archive's pool files of one source
+        /// package)
+        #[arg(value_name = "SPEC", required = true)]
+        specs: Vec<String>,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The peers the running node is connected to, with their round-trip times
     Peers {
         /// Print the report as JSON

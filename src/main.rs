@@ -82,5 +82,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pin { root } => commands::pin::run(common, &file, root).await,
         Command::Id => commands::id::run(common, &file).await,
         Command::Peers { json, url } => commands::peers::run(common, &file, url, json).await,
+        Command::Purge { specs, json } => commands::purge::run(common, &file, &specs, json).await,
     }
 }

@@ -1,6 +1,7 @@
 //! One conformance check of the adapter contract, run over every adapter by
 //! `tests/adapters.rs`: whatever a document lists, a client that follows the URLs Cairn rendered
-//! for it comes back to the same artifact, listed by the same document, and never leaves the node.
+//! for it comes back to the same artifact, listed by the same document, and never leaves the node;
+//! and a purge of the package the document is reaches all of it.
 //!
 //! Why a crate of its own: the check needs all four adapters. `cairn-ecosystem` cannot have them
 //! as dev-dependencies (they depend on it); `mirror/tests/` would tie a check of the pure contract
@@ -38,6 +39,9 @@ pub struct Case<'a> {
     /// Every artifact URL a client takes from the rendered document(s), fragments removed (a
     /// client does not send them).
     pub client_urls: &'a [String],
+    /// The package the document is, as an operator names it to `cairn purge` (any spelling the
+    /// registry takes); `None` when the document is no one package's (apt's).
+    pub package: Option<&'a str>,
 }
 
 /// Most problems one check reports (a broken adapter breaks every artifact the same way).
@@ -51,6 +55,8 @@ const MAX_REPORTED: usize = 20;
 /// - Every artifact the document lists is reached by some client URL.
 /// - Every listed key routes back to itself through [`Ecosystem::key_route`], listed by the same
 ///   document (how keys that come from a bundle or a peer are checked).
+/// - The package's scope ([`Ecosystem::package_scope`]) holds the document, and reaches and owns
+///   every artifact key a client can reach (a purge of the package leaves nothing of it).
 pub fn check(case: &Case<'_>) -> Vec<String> {
     let mut problems = Vec::new();
     if case.listed.is_empty() {
@@ -81,7 +87,48 @@ pub fn check(case: &Case<'_>) -> Vec<String> {
             )),
         }
     }
+    if let Some(package) = case.package {
+        problems.extend(check_scope(case, package, &reached));
+    }
     problems.truncate(MAX_REPORTED);
+    problems
+}
+
+/// What is wrong with `package`'s scope: a document it leaves, or a `reached` key (listed or
+/// derived) it does not reach or own.
+fn check_scope(case: &Case<'_>, package: &str, reached: &BTreeSet<String>) -> Vec<String> {
+    let scope = match case.adapter.package_scope(package, None) {
+        Ok(scope) => scope,
+        Err(e) => return vec![format!("package {package}: no scope: {e}")],
+    };
+    let mut problems = Vec::new();
+    let document = match case.listed_by {
+        ListedBy::Document(key) => Some(key),
+        ListedBy::Listings => None,
+    };
+    if let Some(key) = document
+        && !scope.documents.iter().any(|d| d == key)
+    {
+        problems.push(format!(
+            "package {package}: its scope leaves the document {key}"
+        ));
+    }
+    let listed: BTreeSet<&str> = case.listed.iter().map(|a| a.key.as_str()).collect();
+    for key in listed
+        .iter()
+        .copied()
+        .chain(reached.iter().map(String::as_str))
+    {
+        let by_prefix = scope
+            .artifact_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()));
+        let by_refs = listed.contains(key)
+            && document.is_some_and(|d| scope.listed_by.iter().any(|l| l == d));
+        if !(by_prefix || by_refs) || !(scope.owns)(key) {
+            problems.push(format!("package {package}: its scope does not reach {key}"));
+        }
+    }
     problems
 }
 

@@ -142,6 +142,7 @@ fn npm_packument_tarballs_route_back_to_the_packument() {
             listed_by: ListedBy::Document(doc.key),
             listed: &listed,
             client_urls: &client_urls,
+            package: Some("@acme/widgets"),
         },
     );
 }
@@ -224,6 +225,7 @@ fn cargo_index_releases_route_back_to_the_index_file() {
             listed_by: ListedBy::Document(doc.key),
             listed: &listed,
             client_urls: &client_urls,
+            package: Some("Big_Crate"),
         },
     );
 }
@@ -339,6 +341,7 @@ fn pypi_page_files_route_back_to_the_page() {
             listed_by: ListedBy::Document(doc.key),
             listed: &listed,
             client_urls: &client_urls,
+            package: Some("Big.Project"),
         },
     );
 }
@@ -406,6 +409,7 @@ fn apt_indexes_route_back_to_their_in_release() {
             listed_by: ListedBy::Document(doc.key),
             listed: &listed,
             client_urls: &client_urls,
+            package: None,
         },
     );
 }
@@ -442,6 +446,7 @@ fn apt_pool_files_route_back_to_the_listings() {
             listed_by: ListedBy::Listings,
             listed: &listed,
             client_urls: &client_urls,
+            package: None,
         },
     );
 }

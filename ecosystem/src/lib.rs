@@ -215,6 +215,68 @@ impl DocumentFacts {
     }
 }
 
+/// What of a node's cache belongs to one package, or to one version of it, as
+/// [`Ecosystem::package_scope`] names it (for the operator's `cairn purge`). Keys only: the
+/// mirror finds what is held under them.
+pub struct PackageScope {
+    /// Metadata documents that are the package's own, dropped whole with the references they
+    /// list (so the next request fetches them, and the digests they list, from upstream).
+    pub documents: Vec<String>,
+    /// Documents whose listed artifacts (the references each recorded) are candidates.
+    pub listed_by: Vec<String>,
+    /// Artifact keys beginning with one of these are candidates too (files cached under a
+    /// document that is gone, or listed by listing artifacts such as apt's `Packages`).
+    pub artifact_prefixes: Vec<String>,
+    /// Of the candidate artifact keys, those that belong (all of them for a whole package; one
+    /// version's files for `NAME@VERSION`).
+    pub owns: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl PackageScope {
+    /// The scope of a whole package: its documents, what they list and every artifact key under
+    /// `prefix`.
+    pub fn whole(document: &str, prefix: String) -> Self {
+        PackageScope {
+            documents: vec![document.to_owned()],
+            listed_by: vec![document.to_owned()],
+            artifact_prefixes: vec![prefix],
+            owns: Box::new(|_| true),
+        }
+    }
+}
+
+impl std::fmt::Debug for PackageScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageScope")
+            .field("documents", &self.documents)
+            .field("listed_by", &self.listed_by)
+            .field("artifact_prefixes", &self.artifact_prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest version accepted in a package selector.
+pub const MAX_VERSION_LEN: usize = 256;
+
+/// Check a version given in a package selector (`NAME@VERSION`): not empty, bounded, printable
+/// ASCII without `/` (a version names files, never a path).
+pub fn check_version(version: &str) -> Result<(), BadRequest> {
+    let ok = !version.is_empty()
+        && version.len() <= MAX_VERSION_LEN
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
+        && version != "."
+        && version != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(BadRequest(format!(
+            "version {version:?} is not a version (printable ASCII without `/`, at most {MAX_VERSION_LEN} bytes)"
+        )))
+    }
+}
+
 /// A fetched metadata document.
 #[derive(Clone, Copy, Debug)]
 pub struct MetadataDoc<'a> {
@@ -330,6 +392,18 @@ pub trait Ecosystem: Send + Sync + 'static {
         base: &Url,
     ) -> Result<Rendered, AdapterError>;
 
+    /// What of the cache belongs to the package `name` (as users spell it: the adapter
+    /// normalises it the way its routes do), or only to its version `version`: the operator's
+    /// `cairn purge`. A name or version the protocol cannot have is a [`BadRequest`] naming it.
+    /// Adapters that name no packages keep the default, an error.
+    fn package_scope(&self, name: &str, version: Option<&str>) -> Result<PackageScope, BadRequest> {
+        let _ = (name, version);
+        Err(BadRequest(format!(
+            "{} names no packages to purge",
+            self.name()
+        )))
+    }
+
     /// The path below the ecosystem's prefix that clients are pointed at (PyPI's `simple/`,
     /// cargo's `index/`), named in the hint a request under no ecosystem gets.
     fn client_root(&self) -> &'static str {
@@ -369,6 +443,17 @@ pub trait Ecosystem: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use url::Url;
+
+    #[test]
+    fn selector_versions_are_bounded_printable_and_never_paths() {
+        for good in ["1.3.0", "1.0.0-beta.1+build", "2:1.2-3~deb12u1"] {
+            assert!(super::check_version(good).is_ok(), "{good}");
+        }
+        let long = "1".repeat(super::MAX_VERSION_LEN + 1);
+        for bad in ["", "..", "1/2", "1\\2", "1 2", "1\n", long.as_str()] {
+            assert!(super::check_version(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// The workspace pins url's IDNA back end to the ASCII-only one (Cargo.toml): hosts are
     /// configured upstreams, written as ASCII, and the Unicode tables were most of an adapter's

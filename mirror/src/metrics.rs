@@ -69,6 +69,9 @@ pub struct Metrics {
     /// Artifact files evicted to stay under the limit, and their bytes.
     pub evicted_files: Counter,
     pub evicted_bytes: Counter,
+    /// Artifact files purged (`cairn purge`), and their bytes.
+    pub purged_files: Counter,
+    pub purged_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -142,12 +145,26 @@ impl Metrics {
             "Bytes of artifact files evicted to stay under the size limit",
             evicted_bytes.clone(),
         );
+        let purged_files = Counter::default();
+        registry.register(
+            "purged_files",
+            "Artifact files dropped by purges",
+            purged_files.clone(),
+        );
+        let purged_bytes = Counter::default();
+        registry.register(
+            "purged_bytes",
+            "Bytes of artifact files dropped by purges",
+            purged_bytes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             store_bytes,
             store_limit_bytes,
             evicted_files,
             evicted_bytes,
+            purged_files,
+            purged_bytes,
             peer_documents,
             requests,
             cache,

@@ -8,6 +8,7 @@ pub mod import;
 pub mod peers;
 pub mod pin;
 pub mod prefetch;
+pub mod purge;
 pub mod serve;
 pub mod setup;
 pub mod snapshot;

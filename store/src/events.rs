@@ -1,6 +1,6 @@
 //! What the store tells its subscribers: an artifact committed by this process, imported by
 //! this process or by another one writing the same data directory (`cairn import` beside a
-//! running `cairn serve`), or evicted by this process. Subscribers get a [`tokio::sync::broadcast`] receiver; one that falls
+//! running `cairn serve`), or evicted or purged by this process. Subscribers get a [`tokio::sync::broadcast`] receiver; one that falls
 //! more than [`CAPACITY`] events behind is told it lagged (and should look at the index again).
 //!
 //! Commits are sent as they happen. Imports reach every process the same way, through the
@@ -49,6 +49,12 @@ pub enum StoreEvent {
         root: RootCid,
         size: u64,
     },
+    /// An artifact file this process purged (`cairn purge`: under every key that named it).
+    Purged {
+        flat: FlatCid,
+        root: RootCid,
+        size: u64,
+    },
 }
 
 impl StoreEvent {
@@ -57,7 +63,8 @@ impl StoreEvent {
         match self {
             StoreEvent::Committed { flat, root, .. }
             | StoreEvent::Imported { flat, root, .. }
-            | StoreEvent::Evicted { flat, root, .. } => (*flat, *root),
+            | StoreEvent::Evicted { flat, root, .. }
+            | StoreEvent::Purged { flat, root, .. } => (*flat, *root),
         }
     }
 }

@@ -92,7 +92,9 @@ impl LocalContent for Holdings {
                 StoreEvent::Committed { .. } | StoreEvent::Imported { .. } => {
                     HoldingChange::Held { flat, root }
                 }
-                StoreEvent::Evicted { .. } => HoldingChange::Dropped { flat, root },
+                StoreEvent::Evicted { .. } | StoreEvent::Purged { .. } => {
+                    HoldingChange::Dropped { flat, root }
+                }
             }
         }))
     }

@@ -538,5 +538,6 @@ fn lock_dir(root: &Path) -> Result<File, StoreError> {
 }
 
 mod evict;
+mod purge;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ mod netns;
 mod npm;
 mod npm_clients;
 mod p2p;
+mod purge;
 mod pypi;
 mod pypi_lockfiles;
 mod store_limits;

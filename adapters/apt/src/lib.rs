@@ -29,7 +29,7 @@ use bytes::Bytes;
 use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
     AdapterError, ArtifactReader, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem,
-    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    Listing, MetadataDoc, MetadataRoute, PackageScope, Rendered, Request, Route,
 };
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use url::Url;
@@ -268,6 +268,10 @@ impl Ecosystem for Archive {
         Ok(Some(route))
     }
 
+    fn package_scope(&self, name: &str, version: Option<&str>) -> Result<PackageScope, BadRequest> {
+        source_package_scope(name, version)
+    }
+
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         self.artifacts(doc).map(DocumentFacts::artifacts)
     }
@@ -324,6 +328,53 @@ impl Ecosystem for Archive {
 
 /// True for the paths of `Packages` and `Sources` indexes below `dists/` (by path or by hash):
 /// what [`Archive`] routes as listings ([`ArtifactRoute::listing`]).
+/// What of an archive belongs to the source package `source`: its pool files, in every
+/// component (`pool/COMPONENT/PREFIX/SOURCE/FILE`, where `PREFIX` is the name's first letter, or
+/// its first four for `lib…` names), the binary packages built from it included. The
+/// `Packages` and `Sources` indexes and the Release files stay (they are the archive's, and the
+/// next request for a pool file is verified against them again). Versions are not selected:
+/// several Debian revisions share one upstream tarball.
+pub fn source_package_scope(
+    source: &str,
+    version: Option<&str>,
+) -> Result<PackageScope, BadRequest> {
+    let valid = source.len() >= 2
+        && source.len() <= 128
+        && source.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && source
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+    if !valid {
+        return Err(BadRequest(format!(
+            "{source:?} is not a Debian source package name (lower-case letters, digits, `+`, `-` and `.`)"
+        )));
+    }
+    if let Some(version) = version {
+        return Err(BadRequest(format!(
+            "apt packages are purged whole: drop `@{version}` from {source}"
+        )));
+    }
+    let source = source.to_owned();
+    // The name is ASCII (checked above): byte offsets are character boundaries.
+    let prefix = if source.starts_with("lib") && source.len() > 3 {
+        source[..4].to_owned()
+    } else {
+        source[..1].to_owned()
+    };
+    Ok(PackageScope {
+        documents: Vec::new(),
+        listed_by: Vec::new(),
+        artifact_prefixes: vec!["pool/".to_owned()],
+        owns: Box::new(move |key| {
+            let mut dirs = key.rsplit('/').skip(1);
+            dirs.next() == Some(source.as_str())
+                && dirs.next() == Some(prefix.as_str())
+                && key.starts_with("pool/")
+                && dirs.count() >= 2
+        }),
+    })
+}
+
 pub fn is_listing_key(key: &str) -> bool {
     if !key.starts_with("dists/") || key.contains(".diff/") {
         return false;

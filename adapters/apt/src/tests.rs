@@ -441,3 +441,43 @@ fn keys_route_back_to_themselves() {
         assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
     }
 }
+
+#[test]
+fn a_source_package_scope_is_its_pool_files_in_every_component() {
+    let scope = archive().package_scope("openssl", None).expect("scope");
+    assert!(scope.documents.is_empty(), "the Release files stay");
+    assert!(scope.listed_by.is_empty(), "the Packages indexes stay");
+    assert_eq!(scope.artifact_prefixes, ["pool/"]);
+    for owned in [
+        "pool/main/o/openssl/libssl3_3.0.11-1~deb12u2_amd64.deb",
+        "pool/main/o/openssl/openssl_3.0.11-1~deb12u2.dsc",
+        "pool/updates/main/o/openssl/openssl_3.0.13-1~deb12u1_amd64.deb",
+    ] {
+        assert!((scope.owns)(owned), "{owned}");
+    }
+    for other in [
+        "pool/main/o/openssl-blacklist/openssl-blacklist_0.5-3_all.deb",
+        "pool/main/o/openssl",
+        "pool/o/openssl/x.deb",
+        "dists/bookworm/main/o/openssl/x",
+        "pool/main/p/openssl/x.deb",
+    ] {
+        assert!(!(scope.owns)(other), "{other}");
+    }
+    let lib = archive().package_scope("libxml2", None).expect("scope");
+    assert!((lib.owns)(
+        "pool/main/libx/libxml2/libxml2_2.9.14_amd64.deb"
+    ));
+    assert!(!(lib.owns)("pool/main/l/libxml2/libxml2_2.9.14_amd64.deb"));
+}
+
+#[test]
+fn source_package_scopes_refuse_bad_names_and_versions() {
+    for name in ["", "a", "OpenSSL", "../x", "a/b", "x y"] {
+        assert!(archive().package_scope(name, None).is_err(), "{name:?}");
+    }
+    let err = archive()
+        .package_scope("openssl", Some("3.0"))
+        .expect_err("versions are not selected");
+    assert!(err.0.contains("@3.0"), "{err}");
+}

@@ -17,7 +17,7 @@ pub mod lockfile;
 
 use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing,
-    MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    MetadataDoc, MetadataRoute, PackageScope, Rendered, Request, Route,
 };
 use serde::Deserialize;
 use url::Url;
@@ -148,6 +148,21 @@ impl Ecosystem for Cargo {
     /// `config.json` names no artifact and declares where downloads live (the fixed part of
     /// its `dl`); an index file names its releases' `.crate` files, found through the
     /// `config.json` it is read with.
+    /// A crate is its index file and every `.crate` under `NAME/`; a version is its `.crate`,
+    /// `NAME/VERSION`, and the index file stays. Names are lower-cased, as the routes key them.
+    fn package_scope(&self, name: &str, version: Option<&str>) -> Result<PackageScope, BadRequest> {
+        index::check_name(name).map_err(bad)?;
+        let lower = name.to_ascii_lowercase();
+        let mut scope = PackageScope::whole(&lower, format!("{lower}/"));
+        if let Some(version) = version {
+            index::check_version(version).map_err(bad)?;
+            let key = artifact_key(name, version);
+            scope.documents.clear();
+            scope.owns = Box::new(move |candidate| candidate == key);
+        }
+        Ok(scope)
+    }
+
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         if doc.key == CONFIG_KEY {
             config_dl(doc)?;

@@ -181,3 +181,23 @@ fn keys_route_back_to_themselves() {
         assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
     }
 }
+
+#[test]
+fn a_crate_scope_is_its_index_file_and_every_crate_file() {
+    let scope = Cargo.package_scope("Serde", None).expect("scope");
+    assert_eq!(scope.documents, ["serde"]);
+    assert_eq!(scope.listed_by, ["serde"]);
+    assert_eq!(scope.artifact_prefixes, ["serde/"]);
+    assert!((scope.owns)("serde/1.0.0"));
+    assert!(Cargo.package_scope("config.json", None).is_err());
+}
+
+#[test]
+fn a_version_scope_is_that_crate_file_and_keeps_the_index_file() {
+    let scope = Cargo.package_scope("foo", Some("1.2.3")).expect("scope");
+    assert!(scope.documents.is_empty());
+    assert!((scope.owns)("foo/1.2.3"));
+    assert!(!(scope.owns)("foo/1.2.30"));
+    assert!(Cargo.package_scope("foo", Some("../x")).is_err());
+    assert!(Cargo.package_scope("foo", Some("")).is_err());
+}

@@ -23,7 +23,7 @@ pub mod packument;
 use bytes::Bytes;
 use cairn_ecosystem::{
     AdapterError, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing, MetadataDoc,
-    MetadataRoute, Method, Rendered, Request, Route, StatusCode,
+    MetadataRoute, Method, PackageScope, Rendered, Request, Route, StatusCode,
 };
 use url::Url;
 
@@ -252,6 +252,23 @@ impl Ecosystem for Npm {
 
     fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
         self.read_route(&Request::get(key))
+    }
+
+    /// A package is its packument (every variant of it is cut from the one document) and the
+    /// tarballs under `NAME/-/`; a version is its tarball, `NAME/-/UNSCOPED-VERSION.tgz` (the
+    /// name every npm registry gives it), and the packument stays.
+    fn package_scope(&self, name: &str, version: Option<&str>) -> Result<PackageScope, BadRequest> {
+        let name = PackageName::parse(name).map_err(bad)?;
+        let mut scope = PackageScope::whole(&name.to_string(), format!("{}/-/", name.path()));
+        if let Some(version) = version {
+            cairn_ecosystem::check_version(version)?;
+            let file = format!("{}-{version}.tgz", name.unscoped());
+            check_file(&file).map_err(bad)?;
+            let key = packument::artifact_key(&name, &file);
+            scope.documents.clear();
+            scope.owns = Box::new(move |candidate| candidate == key);
+        }
+        Ok(scope)
     }
 
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {

@@ -323,3 +323,43 @@ fn accounts_do_not_exist_on_a_mirror() {
         );
     }
 }
+
+#[test]
+fn a_package_scope_is_its_packument_and_every_tarball_under_it() {
+    let scope = Npm.package_scope("@types/node", None).expect("scope");
+    assert_eq!(scope.documents, ["@types/node"]);
+    assert_eq!(scope.listed_by, ["@types/node"]);
+    assert_eq!(scope.artifact_prefixes, ["@types/node/-/"]);
+    assert!((scope.owns)("@types/node/-/node-20.1.0.tgz"));
+}
+
+#[test]
+fn a_version_scope_is_that_versions_tarball_and_keeps_the_packument() {
+    let scope = Npm.package_scope("left-pad", Some("1.3.0")).expect("scope");
+    assert!(scope.documents.is_empty(), "the packument stays");
+    assert_eq!(scope.listed_by, ["left-pad"]);
+    assert!((scope.owns)("left-pad/-/left-pad-1.3.0.tgz"));
+    assert!(!(scope.owns)("left-pad/-/left-pad-1.3.1.tgz"));
+    assert!(!(scope.owns)("left-pad/-/left-pad-1.3.0-beta.tgz"));
+    let scoped = Npm
+        .package_scope("@scope/pkg", Some("2.0.0"))
+        .expect("scope");
+    assert!((scoped.owns)("@scope/pkg/-/pkg-2.0.0.tgz"));
+}
+
+#[test]
+fn package_scopes_refuse_names_and_versions_npm_cannot_have() {
+    for (name, version) in [
+        ("", None),
+        ("../etc", None),
+        ("@scope", None),
+        ("left-pad", Some("")),
+        ("left-pad", Some("1.0/../../x")),
+        ("left-pad", Some("1.0 beta")),
+    ] {
+        let err = Npm
+            .package_scope(name, version)
+            .expect_err(&format!("{name}@{version:?}"));
+        assert!(!err.0.is_empty());
+    }
+}

@@ -26,7 +26,7 @@ pub mod wheel;
 use cairn_ecosystem::digest::{Algorithm, Digest};
 use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, DocumentFacts, Ecosystem,
-    Listing, MetadataDoc, MetadataRoute, Rendered, Request, Route,
+    Listing, MetadataDoc, MetadataRoute, PackageScope, Rendered, Request, Route,
 };
 use url::Url;
 
@@ -105,6 +105,32 @@ fn page_route(project: &str, variant: &'static str) -> MetadataRoute {
 /// Index key of a file: `{normalised project}/{filename}`.
 pub fn artifact_key(project: &str, filename: &str) -> String {
     format!("{project}/{filename}")
+}
+
+/// Source distribution extensions, longest first.
+const SDIST_EXTENSIONS: &[&str] = &[
+    ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.Z", ".tgz", ".zip", ".tar",
+];
+
+/// The version a distribution file of `project` (normalised) names: a wheel's or egg's second
+/// `-` field (`NAME-VERSION-…`), a source distribution's tail (`NAME-VERSION.tar.gz`, whose
+/// name may hold `-`), a `.metadata` file's wheel's. `None` when the name is not one of those,
+/// or names another project.
+pub fn file_version<'a>(project: &str, file: &'a str) -> Option<&'a str> {
+    let file = file.strip_suffix(".metadata").unwrap_or(file);
+    if let Some(stem) = file
+        .strip_suffix(".whl")
+        .or_else(|| file.strip_suffix(".egg"))
+    {
+        let mut fields = stem.split('-');
+        let (name, version) = (fields.next()?, fields.next()?);
+        return (normalize(name) == project).then_some(version);
+    }
+    let stem = SDIST_EXTENSIONS
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))?;
+    let (name, version) = stem.rsplit_once('-')?;
+    (normalize(name) == project && !version.is_empty()).then_some(version)
 }
 
 fn sha256_digest(hex_digest: &str) -> Option<Digest> {
@@ -188,6 +214,27 @@ impl Ecosystem for Pypi {
             })));
         }
         Ok(None)
+    }
+
+    /// A project is its page and every file under `PROJECT/` (the `.metadata` files derived
+    /// from wheels with them); a version is the files whose names carry it
+    /// ([`file_version`]), and the page stays.
+    fn package_scope(&self, name: &str, version: Option<&str>) -> Result<PackageScope, BadRequest> {
+        check_name(name).map_err(bad)?;
+        let project = normalize(name);
+        let mut scope = PackageScope::whole(&project, format!("{project}/"));
+        if let Some(version) = version {
+            cairn_ecosystem::check_version(version)?;
+            let (project, version) = (project.clone(), version.to_ascii_lowercase());
+            scope.documents.clear();
+            scope.owns = Box::new(move |key| {
+                key.strip_prefix(&project)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .and_then(|file| file_version(&project, file))
+                    .is_some_and(|found| found.eq_ignore_ascii_case(&version))
+            });
+        }
+        Ok(scope)
     }
 
     fn client_root(&self) -> &'static str {

@@ -233,3 +233,54 @@ fn keys_route_back_to_themselves() {
         assert_ne!(back.as_deref(), Some(hostile), "{hostile:?}");
     }
 }
+
+#[test]
+fn a_project_scope_is_its_page_and_every_file_under_it() {
+    let scope = Pypi.package_scope("LiteLLM", None).expect("scope");
+    assert_eq!(scope.documents, ["litellm"]);
+    assert_eq!(scope.listed_by, ["litellm"]);
+    assert_eq!(scope.artifact_prefixes, ["litellm/"]);
+    assert!((scope.owns)("litellm/litellm-1.0.0.tar.gz"));
+}
+
+#[test]
+fn a_version_scope_is_the_files_naming_that_version() {
+    let scope = Pypi.package_scope("Foo_Bar", Some("1.2.0")).expect("scope");
+    assert!(scope.documents.is_empty(), "the page stays");
+    assert_eq!(scope.artifact_prefixes, ["foo-bar/"]);
+    for owned in [
+        "foo-bar/foo_bar-1.2.0-py3-none-any.whl",
+        "foo-bar/foo_bar-1.2.0-py3-none-any.whl.metadata",
+        "foo-bar/foo-bar-1.2.0.tar.gz",
+        "foo-bar/Foo.Bar-1.2.0.zip",
+        "foo-bar/foo_bar-1.2.0-1-cp312-cp312-manylinux_2_17_x86_64.whl",
+    ] {
+        assert!((scope.owns)(owned), "{owned}");
+    }
+    for other in [
+        "foo-bar/foo_bar-1.2.01-py3-none-any.whl",
+        "foo-bar/foo-bar-1.2.0rc1.tar.gz",
+        "foo-bar/foo_bar-1.3.0-py3-none-any.whl",
+        "foo-bar/other-1.2.0.tar.gz",
+        "foo-bar/README",
+        "foo-barx/foo_bar-1.2.0-py3-none-any.whl",
+    ] {
+        assert!(!(scope.owns)(other), "{other}");
+    }
+}
+
+#[test]
+fn project_scopes_refuse_names_and_versions_pypi_cannot_have() {
+    for (name, version) in [
+        ("", None),
+        ("../x", None),
+        ("a b", None),
+        ("litellm", Some("")),
+        ("litellm", Some("1/2")),
+    ] {
+        assert!(
+            Pypi.package_scope(name, version).is_err(),
+            "{name}@{version:?}"
+        );
+    }
+}

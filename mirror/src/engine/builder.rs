@@ -128,6 +128,7 @@ impl Builder {
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),
                 counted_at: Mutex::new(None),
+                purges: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

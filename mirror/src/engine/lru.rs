@@ -72,6 +72,20 @@ impl<K: Hash + Eq + Clone, V: Weight + Clone> Lru<K, V> {
         }
     }
 
+    /// Keep only the entries `keep` says to.
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        let mut entries = self.lock();
+        let mut freed = 0;
+        entries.map.retain(|key, (value, _)| {
+            let kept = keep(key, value);
+            if !kept {
+                freed += value.weight();
+            }
+            kept
+        });
+        entries.used -= freed;
+    }
+
     pub fn insert(&self, key: K, value: V) {
         let weight = value.weight();
         if !self.admits(weight) {
@@ -128,5 +142,20 @@ mod tests {
             cache.get(&6).is_none(),
             "over a quarter of the budget is not kept"
         );
+    }
+
+    #[test]
+    fn retained_entries_stay_and_the_others_free_their_budget() {
+        let cache = Lru::new(100);
+        for key in 1..=4 {
+            cache.insert(key, body(25));
+        }
+        cache.retain(|key, _| key % 2 == 0);
+        assert!(cache.get(&1).is_none() && cache.get(&3).is_none());
+        assert!(cache.get(&2).is_some() && cache.get(&4).is_some());
+        // Half the budget was freed: two more fit without pushing anything out.
+        cache.insert(5, body(25));
+        cache.insert(6, body(25));
+        assert!([2, 4, 5, 6].iter().all(|key| cache.get(key).is_some()));
     }
 }

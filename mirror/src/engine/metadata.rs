@@ -105,9 +105,10 @@ impl Mirror {
             None => {
                 let (index, key) = (self.inner.index.clone(), route.key.clone());
                 let owned_name = registered.name.clone();
+                let purges = self.purges();
                 let record = blocking(move || Ok(index.get_metadata(&owned_name, &key)?)).await?;
                 if let Some(record) = &record {
-                    self.remember_metadata(name, &route.key, record);
+                    self.remember_metadata_unless_purged(name, &route.key, record, purges);
                 }
                 record
             }
@@ -255,7 +256,31 @@ impl Mirror {
     }
 
     pub(super) fn remember_metadata(&self, name: &str, key: &str, record: &MetadataRecord) {
+        Self::remember_in(&mut self.hot_metadata(), name, key, record);
+    }
+
+    /// Remember a row read from the index when no purge ran since `purges` was read (a row read
+    /// before a purge may name a document it dropped). The check and the write hold the lock a
+    /// purge drops hot rows under, so no purge falls between them.
+    pub(super) fn remember_metadata_unless_purged(
+        &self,
+        name: &str,
+        key: &str,
+        record: &MetadataRecord,
+        purges: u64,
+    ) {
         let mut hot = self.hot_metadata();
+        if self.purges() == purges {
+            Self::remember_in(&mut hot, name, key, record);
+        }
+    }
+
+    fn remember_in(
+        hot: &mut HashMap<Arc<str>, HashMap<String, MetadataRecord>>,
+        name: &str,
+        key: &str,
+        record: &MetadataRecord,
+    ) {
         let by_key = hot.entry(Arc::from(name)).or_default();
         if by_key.len() >= HOT_ARTIFACTS && !by_key.contains_key(key) {
             by_key.clear();

@@ -29,6 +29,7 @@ mod from_peers;
 mod listings;
 pub(crate) mod lru;
 mod metadata;
+pub mod purge;
 pub(crate) mod render;
 mod rendering;
 pub(crate) mod unkept;
@@ -227,6 +228,9 @@ pub(crate) struct Inner {
     evicting: tokio::sync::Mutex<()>,
     /// When `held_bytes` was last counted from the index.
     counted_at: Mutex<Option<Instant>>,
+    /// Purges done: a metadata row read from the index before a purge is not remembered after
+    /// it (it may name a document the purge dropped).
+    purges: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {

@@ -203,8 +203,8 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("cannot accept a connection: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -221,8 +221,13 @@ pub async fn serve(
             let (router, activity) = (router.clone(), activity.clone());
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let (router, busy) = (router.clone(), Busy::new(&activity));
+                // The TCP peer, for the routes only local clients may use (a purge).
+                let mut request = request.map(Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
                 async move {
-                    let response = router.oneshot(request.map(Body::new)).await;
+                    let response = router.oneshot(request).await;
                     drop(busy);
                     response
                 }

@@ -1,6 +1,6 @@
 //! apt: a mutable index name resolved through the current `InRelease`, a `.deb` listed only by
-//! a `Packages` index, and an index fetched by path served by hash without a second download.
-//! The `InRelease` files are signed with a throwaway OpenPGP key.
+//! a `Packages` index, an index fetched by path served by hash without a second download, and a
+//! source package's purge (its pool files go, the indexes stay). The `InRelease` files are signed with a throwaway OpenPGP key.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use sha2::Digest as _;
 use url::Url;
 
 use crate::upstream::Upstream;
-use crate::{STALE, TTL, blobs, get, open};
+use crate::{STALE, TTL, blobs, get, open, served_from_store};
 
 /// A throwaway OpenPGP key (deterministic) that signs `InRelease` files.
 struct Signer {
@@ -221,4 +221,34 @@ async fn the_same_bytes_under_another_key_are_not_downloaded_again() {
     );
     assert_eq!(upstream.hits(&format!("debian/dists/stable/{INDEX}")), 1);
     assert_eq!(blobs(dir.path()).len(), 1, "one copy of the bytes");
+}
+
+#[tokio::test]
+async fn a_source_package_purge_drops_its_pool_files_and_keeps_the_indexes() {
+    let (upstream, signer, _, deb) = apt_upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = open(dir.path(), TTL, vec![(signer.archive(), debian(&upstream))]);
+    let index_path = format!("/apt/test/dists/stable/{INDEX}");
+    assert_eq!(get(&mirror, &index_path).await.status, 200);
+    let deb_path = format!("/apt/test/{DEB}");
+    assert_eq!(served_from_store(&mirror, &deb_path).await.body, deb);
+
+    let spec = cairn_mirror::PurgeSpec::parse("apt:test/hello").expect("spec");
+    let report = mirror.purge(&spec).await.expect("purge");
+
+    assert!(report.documents.is_empty(), "the InRelease stays");
+    assert_eq!(report.files, 1);
+    assert_eq!(report.artifacts[0].key, DEB);
+    assert!(
+        mirror
+            .index()
+            .get_artifact("apt/test", DEB)
+            .expect("read")
+            .is_none()
+    );
+    // The index stays held, and still lists the pool file: it is fetched again, verified.
+    assert_eq!(get(&mirror, &index_path).await.status, 200);
+    assert_eq!(upstream.hits(&format!("debian/dists/stable/{INDEX}")), 1);
+    assert_eq!(served_from_store(&mirror, &deb_path).await.body, deb);
+    assert_eq!(upstream.hits(&format!("debian/{DEB}")), 2);
 }

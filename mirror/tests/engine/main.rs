@@ -2,12 +2,13 @@
 //! asked through the HTTP router, in front of a fake upstream on 127.0.0.1:0 that counts what it
 //! is asked. Freshness and revalidation, conditional requests, stale-if-error, refused digests,
 //! mutable apt index names, listings, derived artifacts, reuse of bytes under another key,
-//! download locations after a restart, and eviction under a size limit. No package client, no root, no timed assertion.
+//! download locations after a restart, eviction under a size limit, and purging a package. No package client, no root, no timed assertion.
 
 mod apt;
 mod cargo;
 mod eviction;
 mod npm;
+mod purge;
 mod pypi;
 mod upstream;
 

@@ -1,5 +1,5 @@
-//! PyPI: core metadata derived from a wheel when upstream publishes none, and a file host learned
-//! from a page still allowed after a restart.
+//! PyPI: core metadata derived from a wheel when upstream publishes none, a file host learned
+//! from a page still allowed after a restart, and a project purge reaching its derived metadata.
 
 use std::sync::Arc;
 
@@ -138,4 +138,46 @@ async fn a_pypi_file_host_learned_from_a_page_is_allowed_after_a_restart() {
         "the stored page was still fresh"
     );
     assert_eq!(files.hits(&format!("packages/{WHEEL}")), 1);
+}
+
+#[tokio::test]
+async fn a_project_purge_drops_its_page_its_wheel_and_the_metadata_derived_from_it() {
+    let (index, files, wheel) = pypi_upstreams().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = open(
+        dir.path(),
+        TTL,
+        vec![(pypi(), index.url.join("simple/").expect("url"))],
+    );
+    assert_eq!(get(&mirror, "/pypi/simple/demo/").await.status, 200);
+    let metadata = format!("/pypi/files/demo/{WHEEL}.metadata");
+    assert_eq!(&get(&mirror, &metadata).await.body[..], METADATA);
+    assert_eq!(
+        get(&mirror, &format!("/pypi/files/demo/{WHEEL}"))
+            .await
+            .body,
+        wheel
+    );
+    assert_eq!(files.hits(&format!("packages/{WHEEL}")), 1);
+
+    // Named as users write it: the adapter normalises the project name.
+    let spec = cairn_mirror::PurgeSpec::parse("pypi:Demo").expect("spec");
+    let report = mirror.purge(&spec).await.expect("purge");
+
+    assert_eq!(report.documents, ["demo"]);
+    let mut keys: Vec<&str> = report.artifacts.iter().map(|k| k.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            format!("demo/{WHEEL}").as_str(),
+            format!("demo/{WHEEL}.metadata").as_str()
+        ]
+    );
+    assert!(crate::blobs(dir.path()).is_empty(), "nothing of demo stays");
+    // The page, then the wheel (to derive the metadata from), come from upstream again.
+    assert_eq!(get(&mirror, "/pypi/simple/demo/").await.status, 200);
+    assert_eq!(index.hits("simple/demo/"), 2);
+    assert_eq!(&get(&mirror, &metadata).await.body[..], METADATA);
+    assert_eq!(files.hits(&format!("packages/{WHEEL}")), 2);
 }

@@ -176,3 +176,23 @@ fn artifacts_committed_or_evicted_after_the_swarm_subscribed_are_changes_to_anno
     assert_eq!(change, HoldingChange::Dropped { flat, root });
     assert_eq!(holdings.artifact(&flat), Ok(None));
 }
+
+#[test]
+fn a_purged_artifact_is_a_change_the_swarm_withdraws() {
+    use futures_util::StreamExt as _;
+    let (_dir, holdings) = open();
+    let (flat, root, _) = add(&holdings, &noise(MIB + 1, 7));
+    let mut changes = holdings.changes().expect("subscribe");
+    let keys = crate::index::PurgeKeys {
+        documents: &[],
+        listed_by: &[],
+        artifact_prefixes: &["a.tgz".to_owned()],
+        owns: &|_| true,
+    };
+    let purged = holdings.store.purge("npm", &keys).expect("purge");
+    assert_eq!(purged.files.len(), 1);
+    let change = futures::executor::block_on(changes.next()).expect("a change");
+    assert_eq!(change, HoldingChange::Dropped { flat, root });
+    assert_eq!(holdings.artifact(&flat), Ok(None));
+    assert_eq!(holdings.held_artifacts(10).map(|held| held.len()), Ok(0));
+}
