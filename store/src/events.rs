@@ -43,7 +43,8 @@ pub enum StoreEvent {
         flat: FlatCid,
         root: RootCid,
     },
-    /// An artifact file this process evicted (under every key that named it).
+    /// An artifact file this process evicted (under every key that named it), or dropped as
+    /// damaged.
     Evicted {
         flat: FlatCid,
         root: RootCid,

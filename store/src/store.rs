@@ -422,8 +422,11 @@ impl Store {
     /// Drop the artifact whose flat file is `flat`, found damaged or missing: its file moved
     /// aside (into `tmp/`, emptied at the next start), its rows under every key and its leaves
     /// out of the index. The references that named it stay, so the next request fetches it
-    /// again. The file is moved even when the index cannot be written (the error says so).
+    /// again. The file is moved even when the index cannot be written (the error says so). A
+    /// file that had rows is a [`StoreEvent::Evicted`] to the subscribers: the swarm stops
+    /// announcing what this node can no longer serve.
     pub fn forget_damaged(&self, flat: &FlatCid) -> Result<u64, StoreError> {
+        let held = self.index.get_flat(flat)?;
         let path = self.blob_path(flat);
         let aside = self.root.join("tmp").join(format!("damaged-{flat}"));
         let moved = match fs::rename(&path, &aside) {
@@ -433,6 +436,13 @@ impl Store {
             _ => Ok(()),
         };
         let rows = self.index.forget_flat(flat)?;
+        if let Some((size, root)) = held.filter(|_| rows > 0) {
+            self.events.emit(StoreEvent::Evicted {
+                flat: *flat,
+                root,
+                size,
+            });
+        }
         moved.map(|()| rows)
     }
 

@@ -195,7 +195,17 @@ fn a_damaged_artifact_is_moved_aside_and_forgotten_under_every_key() {
         .find_by_flat("apt", &digest.flat_cid(), Some("by-hash"))
         .expect("find");
     assert_eq!(found.map(|(key, _)| key).as_deref(), Some("by-hash"));
+    let mut events = store.subscribe().expect("subscribe");
     assert_eq!(store.forget_damaged(&digest.flat_cid()).expect("forget"), 2);
+    // The swarm hears of it, and stops announcing it.
+    assert_eq!(
+        events.try_recv().expect("an event"),
+        StoreEvent::Evicted {
+            flat: committed.record.flat,
+            root: committed.record.root,
+            size: data.len() as u64,
+        }
+    );
     assert!(!committed.blob.exists());
     for key in ["by-path", "by-hash"] {
         assert_eq!(store.index().get_artifact("apt", key).expect("get"), None);
@@ -204,8 +214,9 @@ fn a_damaged_artifact_is_moved_aside_and_forgotten_under_every_key() {
         tmp_files(dir.path()),
         [format!("damaged-{}", digest.flat_cid())]
     );
-    // Gone already: nothing to move, nothing to forget.
+    // Gone already: nothing to move, nothing to forget, nothing to tell.
     assert_eq!(store.forget_damaged(&digest.flat_cid()).expect("again"), 0);
+    assert!(events.try_recv().is_err());
 }
 
 #[test]
