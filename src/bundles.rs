@@ -244,6 +244,112 @@ fn with_apt_archives(
 
 /// Write a bundle of `selection` to `output`; `ecosystems` check its entries as an import
 /// will (apt archives are added as the snapshot names them).
+/// `cairn pin --lockfile …`: a snapshot of exactly what `files` need (every artifact must be
+/// held), stored and pinned.
+pub fn pin_lockfiles(
+    data_dir: &Path,
+    files: &[String],
+    python: &crate::pytarget::PythonTargetArgs,
+) -> Result<()> {
+    let (store, index) = open(data_dir)?;
+    let flats = lockfile_flats(&store, &index, files, python)?;
+    let (snapshot, encoded) = lockfile_snapshot(&store, &index, &flats)?;
+    store
+        .pin(&encoded.root, cairn_mirror::now_ms())
+        .context("pinning")?;
+    let bytes: u64 = snapshot.artifacts.iter().map(|a| a.record.size).sum();
+    eprintln!(
+        "keeps {} artifacts ({}) and {} documents",
+        snapshot.artifacts.len(),
+        cairn_mirror::units::size(bytes),
+        snapshot.documents.len()
+    );
+    println!("pinned {}", encoded.root);
+    Ok(())
+}
+
+/// `cairn unpin CID`.
+pub fn unpin(data_dir: &Path, root: &Cid) -> Result<()> {
+    let (store, _) = open(data_dir)?;
+    if !store.unpin(root).context("unpinning")? {
+        bail!("{root} is not pinned (see `cairn pins`)");
+    }
+    println!("unpinned {root}");
+    Ok(())
+}
+
+/// `cairn pins [--json]`: each pinned snapshot, when it was pinned, and what it keeps.
+pub fn list_pins(data_dir: &Path, json: bool) -> Result<()> {
+    let (_, index) = open(data_dir)?;
+    let mut pins = Vec::new();
+    for (root, pinned_at) in index.pinned().context("reading the index")? {
+        let entry = match stored_snapshot(&index, &root) {
+            Ok((snapshot, _)) => serde_json::json!({
+                "root": root.to_string(),
+                "pinned_at": pinned_at,
+                "artifacts": snapshot.artifacts.len(),
+                "bytes": snapshot.artifacts.iter().map(|a| a.record.size).sum::<u64>(),
+                "documents": snapshot.documents.len(),
+            }),
+            Err(e) => serde_json::json!({
+                "root": root.to_string(),
+                "pinned_at": pinned_at,
+                "error": format!("{e:#}"),
+            }),
+        };
+        pins.push(entry);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pins).context("pins report")?
+        );
+        return Ok(());
+    }
+    if pins.is_empty() {
+        println!("no pinned snapshot");
+    }
+    for pin in &pins {
+        let root = pin["root"].as_str().unwrap_or("?");
+        match pin["error"].as_str() {
+            Some(e) => println!("{root}  unreadable: {e}"),
+            None => println!(
+                "{root}  {} artifacts ({}), {} documents",
+                pin["artifacts"],
+                cairn_mirror::units::size(pin["bytes"].as_u64().unwrap_or(0)),
+                pin["documents"]
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot of exactly the artifacts `flats` (and the documents that list them), stored; an
+/// error naming the ones this node does not hold.
+fn lockfile_snapshot(
+    store: &Store,
+    index: &Index,
+    flats: &HashSet<FlatCid>,
+) -> Result<(Snapshot, snapshot::Encoded)> {
+    let (mut snapshot, missing) =
+        snapshot::collect(index, Some(flats)).context("reading the index")?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|f| f.to_string()).collect();
+        bail!(
+            "{} of the files the lockfiles name are not in this node (run `cairn prefetch` \
+             with the same lockfiles first): {}",
+            missing.len(),
+            list.join(", ")
+        );
+    }
+    bundle::chunk_documents(store, &mut snapshot).context("reading the documents")?;
+    let encoded = snapshot.encode();
+    store
+        .put_blocks(&encoded.blocks)
+        .context("storing the snapshot")?;
+    Ok((snapshot, encoded))
+}
+
 pub fn export(
     data_dir: &Path,
     ecosystems: Vec<Arc<dyn Ecosystem>>,
@@ -256,23 +362,7 @@ pub fn export(
         Selection::Snapshot(root) => stored_snapshot(&index, &root)?,
         Selection::Lockfiles(files, python) => {
             let flats = lockfile_flats(&store, &index, &files, &python)?;
-            let (mut snapshot, missing) =
-                snapshot::collect(&index, Some(&flats)).context("reading the index")?;
-            if !missing.is_empty() {
-                let list: Vec<String> = missing.iter().map(|f| f.to_string()).collect();
-                bail!(
-                    "{} of the files the lockfiles name are not in this node (run `cairn prefetch` \
-                     with the same lockfiles first): {}",
-                    missing.len(),
-                    list.join(", ")
-                );
-            }
-            bundle::chunk_documents(&store, &mut snapshot).context("reading the documents")?;
-            let encoded = snapshot.encode();
-            store
-                .put_blocks(&encoded.blocks)
-                .context("storing the snapshot")?;
-            (snapshot, encoded)
+            lockfile_snapshot(&store, &index, &flats)?
         }
     };
     let ecosystems = with_apt_archives(ecosystems, &snapshot)?;

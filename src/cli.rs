@@ -116,11 +116,28 @@ pub enum Command {
     },
     /// Print the root CID of the node's current state (and keep the snapshot)
     Snapshot,
-    /// Keep a snapshot: the current state, or CID
+    /// Keep a snapshot (never evicted): the current state, CID, or what lockfiles need
     Pin {
         /// The snapshot to keep [default: the current state]
-        #[arg(value_name = "CID")]
+        #[arg(value_name = "CID", conflicts_with = "lockfiles")]
         root: Option<cid::Cid>,
+        /// Keep exactly what these lockfiles need (as `export` resolves them)
+        #[arg(long = "lockfile", value_name = "[KIND:]FILE")]
+        lockfiles: Vec<String>,
+        /// Which Python files the lockfiles' entries take (as `prefetch` did)
+        #[command(flatten)]
+        python: crate::pytarget::PythonTargetArgs,
+    },
+    /// Stop keeping a pinned snapshot: its artifacts may be evicted again
+    Unpin {
+        #[arg(value_name = "CID")]
+        root: cid::Cid,
+    },
+    /// List the pinned snapshots, with what each keeps
+    Pins {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Print this node's peer ID, then the addresses other nodes can give `--bootstrap` (the
     /// running node's real ports when it answers at --listen)

@@ -79,7 +79,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Import { file: car, apt } => commands::import::run(common, &file, car, &apt).await,
         Command::Snapshot => commands::snapshot::run(common, &file).await,
-        Command::Pin { root } => commands::pin::run(common, &file, root).await,
+        Command::Pin {
+            root,
+            lockfiles,
+            python,
+        } => commands::pin::run(common, &file, root, lockfiles, python).await,
+        Command::Unpin { root } => commands::pin::unpin(common, &file, root).await,
+        Command::Pins { json } => commands::pin::list(common, &file, json).await,
         Command::Id => commands::id::run(common, &file).await,
         Command::Peers { json, url } => commands::peers::run(common, &file, url, json).await,
         Command::Purge { specs, json } => commands::purge::run(common, &file, &specs, json).await,

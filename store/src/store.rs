@@ -405,6 +405,11 @@ impl Store {
         Ok(self.index.pin(root, at)?)
     }
 
+    /// Stop keeping snapshot `root` (its artifacts may be evicted again); whether it was pinned.
+    pub fn unpin(&self, root: &cid::Cid) -> Result<bool, StoreError> {
+        Ok(self.index.unpin(root)?)
+    }
+
     /// Remove user names and passwords from the URLs the index holds with `strip`; returns how
     /// many rows changed.
     pub fn strip_credentials(

@@ -59,14 +59,31 @@ fn a_node_over_its_size_limit_evicts_the_least_recently_used_and_keeps_pins_and_
     let limit = LIMIT.to_string();
     let node = Cairn::start(&data, &["--npm-upstream", &fake.url, "--max-size", &limit]);
 
-    install(tmp.path(), &node, "first", 1..=4);
-    // Pin what the node holds now: `p1`…`p4`, beside the running node.
-    let pinned = cairn(&["pin", "--data-dir", data.to_str().expect("path")]);
+    let first = install(tmp.path(), &node, "first", 1..=4);
+    // Pin exactly what the first project's lockfile needs (`p1`…`p4`), beside the running node.
+    let data_arg = data.to_str().expect("path");
+    let lockfile = first.join("package-lock.json");
+    let pinned = cairn(&[
+        "pin",
+        "--lockfile",
+        lockfile.to_str().expect("path"),
+        "--data-dir",
+        data_arg,
+    ]);
     assert!(
         pinned.status.success(),
         "{}",
         String::from_utf8_lossy(&pinned.stderr)
     );
+    let root = String::from_utf8_lossy(&pinned.stdout)
+        .trim()
+        .strip_prefix("pinned ")
+        .expect("the pinned root")
+        .to_owned();
+    let pins = cairn(&["pins", "--json", "--data-dir", data_arg]);
+    let pins: serde_json::Value = serde_json::from_slice(&pins.stdout).expect("pins JSON");
+    assert_eq!(pins[0]["root"], root.as_str());
+    assert_eq!(pins[0]["artifacts"], 4, "{pins}");
     install(tmp.path(), &node, "second", 5..=8);
     let last = install(tmp.path(), &node, "third", 9..=12);
 
@@ -140,6 +157,18 @@ fn a_node_over_its_size_limit_evicts_the_least_recently_used_and_keeps_pins_and_
         "{}",
         node.logs()
     );
+    // Unpinned, the snapshot keeps nothing any more; unpinning it again is an error naming it.
+    let unpinned = cairn(&["unpin", &root, "--data-dir", data_arg]);
+    assert!(
+        unpinned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpinned.stderr)
+    );
+    let pins = cairn(&["pins", "--json", "--data-dir", data_arg]);
+    assert_eq!(String::from_utf8_lossy(&pins.stdout).trim(), "[]");
+    let again = cairn(&["unpin", &root, "--data-dir", data_arg]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&root));
 }
 
 /// The store's files, under `blobs/`.

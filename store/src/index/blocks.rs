@@ -40,6 +40,16 @@ impl Index {
             .map_err(err("pin snapshot"))
     }
 
+    /// Stop keeping snapshot `root`; whether it was pinned. Its blocks stay (they are small, and
+    /// a later `gc` removes what nothing names).
+    pub(crate) fn unpin(&self, root: &cid::Cid) -> Result<bool, IndexError> {
+        lock(&self.writer)
+            .prepare_cached("DELETE FROM pins WHERE root = ?1")
+            .and_then(|mut s| s.execute(params![root.to_bytes()]))
+            .map(|n| n > 0)
+            .map_err(err("unpin snapshot"))
+    }
+
     /// An encoded inner node (or any block kept in the `blocks` table), by CID.
     pub fn get_block(&self, cid: &cid::Cid) -> Result<Option<Vec<u8>>, IndexError> {
         self.read(|conn| {

@@ -118,21 +118,28 @@ impl Index {
         Ok(dropped)
     }
 
-    /// The snapshot roots `cairn pin` keeps.
+    /// The snapshot roots `cairn pin` keeps, oldest pin first.
     pub fn pins(&self) -> Result<Vec<cid::Cid>, IndexError> {
+        Ok(self.pinned()?.into_iter().map(|(root, _)| root).collect())
+    }
+
+    /// The snapshot roots `cairn pin` keeps, with when each was pinned (ms since the epoch),
+    /// oldest first.
+    pub fn pinned(&self) -> Result<Vec<(cid::Cid, i64)>, IndexError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT root FROM pins ORDER BY pinned_at")
+                .prepare_cached("SELECT root, pinned_at FROM pins ORDER BY pinned_at, root")
                 .map_err(err("list pins"))?;
             stmt.query_map([], |row| {
                 let bytes: Vec<u8> = row.get(0)?;
-                cid::Cid::try_from(bytes.as_slice()).map_err(|e| {
+                let root = cid::Cid::try_from(bytes.as_slice()).map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         0,
                         rusqlite::types::Type::Blob,
                         Box::new(e),
                     )
-                })
+                })?;
+                Ok((root, row.get(1)?))
             })
             .and_then(|rows| rows.collect())
             .map_err(err("list pins"))
