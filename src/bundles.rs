@@ -408,6 +408,7 @@ pub fn import(
     data_dir: &Path,
     ecosystems: &[Arc<dyn cairn_mirror::ecosystem::Ecosystem>],
     input: &Path,
+    pin: bool,
 ) -> Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -430,6 +431,13 @@ pub fn import(
         )
     })?;
     println!("{}", import_summary(&counts, started.elapsed()));
+    if pin {
+        // After the import: a pin names a snapshot whose blocks are held.
+        store
+            .pin(&root, cairn_mirror::now_ms())
+            .with_context(|| format!("imported, but cannot pin {root}"))?;
+        eprintln!("pinned {root}");
+    }
     println!("{root}");
     Ok(())
 }

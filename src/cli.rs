@@ -110,6 +110,9 @@ pub enum Command {
         /// document and artifact is checked as if upstream had sent it)
         #[arg(value_name = "FILE.car")]
         file: PathBuf,
+        /// Pin the bundle's snapshot once it is in: what it brought is never evicted
+        #[arg(long)]
+        pin: bool,
         /// The apt archives the bundle may hold, as `serve` takes them
         #[command(flatten)]
         apt: AptArgs,

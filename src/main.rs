@@ -77,7 +77,11 @@ async fn run(cli: Cli) -> Result<()> {
             let selection = commands::export::selection(lockfiles, all, snapshot, python)?;
             commands::export::run(common, &file, selection, output).await
         }
-        Command::Import { file: car, apt } => commands::import::run(common, &file, car, &apt).await,
+        Command::Import {
+            file: car,
+            pin,
+            apt,
+        } => commands::import::run(common, &file, car, pin, &apt).await,
         Command::Snapshot => commands::snapshot::run(common, &file).await,
         Command::Pin {
             root,

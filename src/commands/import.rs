@@ -10,7 +10,13 @@ use crate::cli::{AptArgs, Common};
 use crate::ecosystems::{self, apt};
 use crate::settings::{self, FileSettings};
 
-pub async fn run(common: &Common, file: &FileSettings, car: PathBuf, args: &AptArgs) -> Result<()> {
+pub async fn run(
+    common: &Common,
+    file: &FileSettings,
+    car: PathBuf,
+    pin: bool,
+    args: &AptArgs,
+) -> Result<()> {
     let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
     let listen = settings::listen(common.listen.as_deref(), file)?;
     // The adapters check what the bundle holds as they check what upstream sends.
@@ -25,7 +31,7 @@ pub async fn run(common: &Common, file: &FileSettings, car: PathBuf, args: &AptA
         .into_iter()
         .map(|setup| setup.ecosystem),
     );
-    tokio::task::spawn_blocking(move || bundles::import(&data_dir, &adapters, &car))
+    tokio::task::spawn_blocking(move || bundles::import(&data_dir, &adapters, &car, pin))
         .await
         .context("import")?
 }

@@ -306,8 +306,10 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     // Import, then serve offline on A's address with every upstream dead.
     // The archive and its keyring, as `serve` takes them: the bundle's `InRelease` files are
     // checked against it.
+    // Pinned as it is imported: what the bundle brought is never evicted.
     let out = cairn(&[
         "import",
+        "--pin",
         "--data-dir",
         data_b_arg,
         "--apt-upstream",
@@ -318,6 +320,13 @@ fn lockfiles_prefetch_export_import_then_every_client_offline() {
     ]);
     assert!(out.status.success(), "import failed:\n{}", text(&out));
     assert_eq!(last_line(&out), root);
+    let pins = cairn(&["pins", "--json", "--data-dir", data_b_arg]);
+    let pins: serde_json::Value = serde_json::from_slice(&pins.stdout).expect("pins JSON");
+    assert_eq!(pins[0]["root"], root.as_str(), "{pins}");
+    assert!(
+        pins[0]["artifacts"].as_u64().is_some_and(|n| n > 0),
+        "{pins}"
+    );
     let dead = "http://127.0.0.1:9/";
     let dead_apt = format!("test={dead}debian/");
     let b = Cairn::start(
