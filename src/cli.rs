@@ -157,6 +157,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove what nothing needs: files no row names, rows whose file is gone, leftovers in
+    /// tmp/ (beside a running node too)
+    Gc {
+        /// Only say what would be removed
+        #[arg(long)]
+        dry_run: bool,
+        /// Files younger than this are kept (a commit writes its file a moment before its row)
+        #[arg(long, value_name = "DUR", default_value = "1h")]
+        min_age: String,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The peers the running node is connected to, with their round-trip times
     Peers {
         /// Print the report as JSON

@@ -92,6 +92,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pins { json } => commands::pin::list(common, &file, json).await,
         Command::Id => commands::id::run(common, &file).await,
         Command::Peers { json, url } => commands::peers::run(common, &file, url, json).await,
+        Command::Gc {
+            dry_run,
+            min_age,
+            json,
+        } => commands::gc::run(common, &file, dry_run, &min_age, json).await,
         Command::Purge { specs, json } => commands::purge::run(common, &file, &specs, json).await,
     }
 }

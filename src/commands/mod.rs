@@ -3,6 +3,7 @@
 //! (`ecosystems`).
 
 pub mod export;
+pub mod gc;
 pub mod id;
 pub mod import;
 pub mod peers;

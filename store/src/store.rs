@@ -50,6 +50,7 @@ use crate::index::{
 };
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
+pub use gc::{GcReport, TMP_GRACE};
 
 /// The data directory: its files and its index. Cheap to clone; all methods block.
 #[derive(Clone)]
@@ -553,6 +554,7 @@ fn lock_dir(root: &Path) -> Result<File, StoreError> {
 }
 
 mod evict;
+mod gc;
 mod purge;
 #[cfg(test)]
 mod tests;

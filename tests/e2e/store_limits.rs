@@ -1,6 +1,7 @@
-//! The store's size limit with the real npm: a node with `--max-size` fed more than that stays
-//! under it, keeps what a pinned snapshot names and what was used last, and a reinstall of
-//! the last project is served from the cache alone; an evicted package is fetched again.
+//! The store's upkeep with the real npm: a node with `--max-size` fed more than that stays under
+//! it, keeps what a pinned snapshot names and what was used last, and a reinstall of the last
+//! project is served from the cache alone; an evicted package is fetched again; a disk running
+//! short makes room; `cairn gc` beside a running node removes leftovers and nothing else.
 
 use std::time::Duration;
 
@@ -255,4 +256,74 @@ fn a_disk_running_short_evicts_to_make_room_and_with_everything_pinned_streams_u
         "{}",
         node.logs()
     );
+}
+
+#[test]
+fn gc_beside_a_running_node_removes_the_leftovers_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    let data = tmp.path().join("data");
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    install(tmp.path(), &node, "project", 1..=3);
+    let held = crate::support::files_under(&data.join("blobs"));
+    assert_eq!(held.len(), 3);
+    // A crash between a file's rename and its row leaves an orphan; a disk fault loses a file.
+    let fan_out = held[0].parent().expect("fan-out directory");
+    let orphan = fan_out.join("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+    std::fs::write(&orphan, b"left by a crash").expect("orphan");
+    std::fs::remove_file(&held[2]).expect("lose a file");
+    let data_arg = data.to_str().expect("path");
+
+    let dry = cairn(&[
+        "gc",
+        "--dry-run",
+        "--json",
+        "--min-age",
+        "1s",
+        "--data-dir",
+        data_arg,
+    ]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).expect("gc JSON");
+    assert_eq!(dry["missing_files"], 1, "{dry}");
+    assert!(orphan.exists(), "a dry run removed a file");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = cairn(&["gc", "--json", "--min-age", "1s", "--data-dir", data_arg]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("gc JSON");
+    assert_eq!(report["orphan_files"], 1, "{report}");
+    assert_eq!(report["missing_files"], 1, "{report}");
+    assert!(!orphan.exists());
+    for file in &held[..2] {
+        assert!(file.exists(), "gc removed the held {}", file.display());
+    }
+    // Nothing is left to remove, and every package is served: the lost one fetched again.
+    let again = cairn(&["gc", "--json", "--min-age", "0s", "--data-dir", data_arg]);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("gc JSON");
+    assert_eq!(
+        (
+            again["orphan_files"].as_u64(),
+            again["missing_files"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    for i in 1..=3 {
+        let reply = get(&format!("{}{}", node.npm(), tarball(i)));
+        assert_eq!(reply.status, 200);
+        let name = format!("p{i}");
+        assert!(
+            reply.body == fake.registry().version(&name, "1.0.0").tarball,
+            "{name}"
+        );
+    }
 }

@@ -33,6 +33,7 @@ mod blocks;
 mod documents;
 pub(crate) mod events;
 mod eviction;
+mod gc;
 mod import;
 mod purge;
 mod refs;
