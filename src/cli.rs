@@ -148,7 +148,7 @@ pub enum Command {
     /// Drop packages' cached files and documents at once, so the next request fetches them
     /// from upstream (through the node at --listen when one answers, else in the data directory)
     Purge {
-        /// ECOSYSTEM:NAME[@VERSION]: npm:left-pad, npm:left-pad@1.3.0, pypi:litellm,
+        /// ECOSYSTEM:NAME or ECOSYSTEM:NAME@VERSION: npm:left-pad, npm:left-pad@1.3.0, pypi:litellm,
         /// cargo:serde@1.0.0, apt:ARCHIVE/SOURCE (an apt archive's pool files of one source
         /// package)
         #[arg(value_name = "SPEC", required = true)]

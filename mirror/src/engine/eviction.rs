@@ -76,7 +76,7 @@ impl Mirror {
     /// times first ([`Mirror::flush_access_times`]) so that what was just used counts as used.
     ///
     /// What is held is counted from the index (a scan: seconds for a million artifacts) at the
-    /// first pass, every [`RECOUNT_EVERY`] after (imports by other processes are not counted as
+    /// first pass, every 10 minutes after (imports by other processes are not counted as
     /// they come), and before any eviction; between counts, commits add to the count.
     pub async fn evict_if_over(&self) -> Result<Eviction, Error> {
         let due = self
