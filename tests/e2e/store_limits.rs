@@ -1,7 +1,8 @@
-//! The store's upkeep with the real npm: a node with `--max-size` fed more than that stays under
-//! it, keeps what a pinned snapshot names and what was used last, and a reinstall of the last
-//! project is served from the cache alone; an evicted package is fetched again; a disk running
-//! short makes room; `cairn gc` beside a running node removes leftovers and nothing else.
+//! The store's upkeep with the real clients: a node with `--max-size` fed more than that through
+//! npm, cargo or pip stays under it, keeps what a pinned snapshot names and what was used last,
+//! and the last project again is served from the cache alone; an evicted package is fetched
+//! again; a disk running short makes room; `cairn gc` beside a running node removes leftovers
+//! and nothing else.
 
 use std::time::Duration;
 
@@ -326,4 +327,138 @@ fn gc_beside_a_running_node_removes_the_leftovers_and_nothing_else() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn cargo_through_a_node_over_its_size_limit_keeps_the_last_project_whole() {
+    use crate::cargo::{cargo, cargo_home, project};
+    let names = [
+        "lim-a", "lim-b", "lim-c", "lim-d", "lim-e", "lim-f", "lim-g", "lim-h",
+    ];
+    let mut registry = crate::fake_cargo::Registry::default();
+    for name in names {
+        registry.publish(name, "1.0.0", &[], false);
+    }
+    let fake = crate::fake_cargo::FakeCargo::start(registry);
+    let size = |name: &str| fake.registry().release(name, "1.0.0").file.len() as u64;
+    // Room for five crates: the last project's four fit under the low-water mark (90%).
+    let limit: u64 = names[..5].iter().map(|n| size(n)).sum();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let node = Cairn::start(
+        &data,
+        &[
+            "--cargo-upstream",
+            &fake.index_url,
+            "--max-size",
+            &limit.to_string(),
+        ],
+    );
+    let registry_url = format!("{}/cargo/index/", node.url);
+    let fetch = |project_name: &str, crates: &[&str]| {
+        let deps: Vec<(&str, &str)> = crates.iter().map(|c| (*c, "1")).collect();
+        let app = project(&tmp.path().join(project_name), &deps);
+        let home = cargo_home(
+            &tmp.path().join(format!("home-{}", fake.total_hits())),
+            &registry_url,
+        );
+        assert_success(
+            &cargo(&home, &app, &["fetch"]),
+            &format!("cargo fetch ({project_name})"),
+        );
+        app
+    };
+
+    fetch("first", &names[..4]);
+    let last = fetch("second", &names[4..]);
+
+    wait_for(Duration::from_secs(60), "the store under its limit", || {
+        let held = node.metric("cairn_store_bytes");
+        (held > 0.0 && held <= limit as f64).then_some(())
+    });
+    assert!(node.metric("cairn_evicted_files_total") >= 3.0);
+    // The last project again with an empty CARGO_HOME: nothing from upstream.
+    let before = fake.total_hits();
+    let home = cargo_home(&tmp.path().join("home-again"), &registry_url);
+    assert_success(
+        &cargo(&home, &last, &["fetch"]),
+        "cargo fetch (second, again)",
+    );
+    assert_eq!(
+        fake.total_hits(),
+        before,
+        "the last project was not served from the cache alone"
+    );
+}
+
+#[test]
+fn pip_through_a_node_over_its_size_limit_keeps_the_last_requirements_whole() {
+    use crate::pypi::{python_tool, venv};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let names = [
+        "lim-a", "lim-b", "lim-c", "lim-d", "lim-e", "lim-f", "lim-g", "lim-h",
+    ];
+    let mut index = crate::fake_pypi::Index::default();
+    for name in names {
+        index.wheel(&tmp.path().join("wheels"), name, "1.0.0", &[], None);
+    }
+    let fake = crate::fake_pypi::FakePypi::start(index);
+    let largest = fake
+        .index()
+        .files()
+        .iter()
+        .map(|f| f.bytes.len() as u64)
+        .max()
+        .expect("wheels");
+    // Room for six wheels (and the core metadata files derived from them): the last four and
+    // theirs fit under the low-water mark (90%), the eight do not.
+    let limit = 6 * largest;
+    let data = tmp.path().join("data");
+    let node = Cairn::start(
+        &data,
+        &[
+            "--pypi-upstream",
+            &fake.simple_url,
+            "--max-size",
+            &limit.to_string(),
+        ],
+    );
+    let index_url = format!("{}/pypi/simple/", node.url);
+    let python = venv(&tmp.path().join("venv"));
+    let home = tmp.path().join("home");
+    let download = |what: &str, projects: &[&str]| {
+        let dest = tmp.path().join(format!("dl-{what}"));
+        let dest = dest.to_str().expect("path");
+        let mut args = vec![
+            "download",
+            "--no-cache-dir",
+            "--no-deps",
+            "-d",
+            dest,
+            "--index-url",
+            &index_url,
+        ];
+        args.extend_from_slice(projects);
+        assert_success(
+            &python_tool(&python.join("bin/pip"), &args, &home),
+            &format!("pip download ({what})"),
+        );
+    };
+
+    download("first", &names[..4]);
+    download("second", &names[4..]);
+
+    wait_for(Duration::from_secs(60), "the store under its limit", || {
+        let held = node.metric("cairn_store_bytes");
+        (held > 0.0 && held <= limit as f64).then_some(())
+    });
+    assert!(node.metric("cairn_evicted_files_total") >= 1.0);
+    // The last requirements again, no pip cache: nothing from upstream.
+    let before = fake.total_hits();
+    download("again", &names[4..]);
+    assert_eq!(
+        fake.total_hits(),
+        before,
+        "the last requirements were not served from the cache alone"
+    );
 }
