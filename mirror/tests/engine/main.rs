@@ -97,6 +97,11 @@ pub(crate) async fn get_with(mirror: &Mirror, path: &str, headers: &[(&str, &str
         request = request.header(*name, *value);
     }
     let request = request.body(axum::body::Body::empty()).expect("request");
+    send(mirror, request).await
+}
+
+/// `request` through the mirror's router, its answer read whole.
+pub(crate) async fn send(mirror: &Mirror, request: http::Request<axum::body::Body>) -> Reply {
     let response = cairn_mirror::http::router(mirror.clone())
         .oneshot(request)
         .await

@@ -11,7 +11,6 @@ use cairn_mirror::ecosystem::Ecosystem;
 use cairn_mirror::testing::noise;
 use cairn_mirror::{Mirror, PurgeReport, PurgeSpec};
 use sha2::Digest as _;
-use tower::ServiceExt as _;
 use url::Url;
 
 use crate::upstream::Upstream;
@@ -216,20 +215,7 @@ async fn ask(mirror: &Mirror, method: &str, path: &str, remote: Option<&str>, ho
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(remote));
     }
-    let response = cairn_mirror::http::router(mirror.clone())
-        .oneshot(request)
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    crate::send(mirror, request).await
 }
 
 fn error_of(reply: &Reply) -> String {
