@@ -51,6 +51,7 @@ use crate::index::{
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
 pub use gc::{GcReport, TMP_GRACE};
+pub use verify::Checked;
 
 /// The data directory: its files and its index. Cheap to clone; all methods block.
 #[derive(Clone)]
@@ -558,3 +559,6 @@ mod gc;
 mod purge;
 #[cfg(test)]
 mod tests;
+mod verify;
+#[cfg(test)]
+mod verify_tests;

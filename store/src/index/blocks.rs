@@ -87,4 +87,12 @@ impl Index {
                 .transpose()
         })
     }
+
+    /// Delete an inner node, as a damaged index would lose it. For tests.
+    #[cfg(test)]
+    pub(crate) fn delete_block_for_tests(&self, cid: &cid::Cid) -> Result<usize, IndexError> {
+        super::lock(&self.writer)
+            .execute("DELETE FROM blocks WHERE cid = ?1", [cid.to_bytes()])
+            .map_err(super::err("delete a block"))
+    }
 }

@@ -15,6 +15,7 @@
 //! - `pins`: snapshot root CIDs to keep (`cairn pin`); their nodes are in `blocks`.
 //! - `events`: what other processes wrote that a serving store should hear of (imports), read
 //!   by its `events::EventFeed` and trimmed by age.
+//! - `upkeep_runs`: the last run of each upkeep job (`verify`): when it ended, and its report.
 //!
 //! The schema is versioned (`schema.rs`); one file per table or job beside this one.
 //!
@@ -41,6 +42,7 @@ mod schema;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 pub use artifacts::ArtifactRecord;
 pub use blocks::LeafRecord;
@@ -51,6 +53,7 @@ pub use purge::{PurgeKeys, PurgedFile, PurgedRows};
 pub use refs::RefRecord;
 pub use schema::SCHEMA_VERSION;
 pub use stats::EcosystemStats;
+pub use verify::HeldArtifact;
 
 const READERS: usize = 4;
 

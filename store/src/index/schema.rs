@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -87,7 +87,16 @@ CREATE INDEX leaves_by_flat ON leaves (flat_cid);
 
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// The last run of each upkeep job (`verify`), for `cairn status` and `/metrics`.
+const V4: &str = r#"
+CREATE TABLE upkeep_runs (
+    job         TEXT PRIMARY KEY,
+    finished_at INTEGER NOT NULL,
+    report      TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this
