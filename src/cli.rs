@@ -170,6 +170,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read every stored file again and check it against its CIDs; damaged files are moved
+    /// aside and never served again (through the node at --listen when one answers)
+    Verify {
+        /// Fetch each damaged file again (from peers, then upstream) and verify it
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// The peers the running node is connected to, with their round-trip times
     Peers {
         /// Print the report as JSON

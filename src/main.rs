@@ -98,5 +98,8 @@ async fn run(cli: Cli) -> Result<()> {
             json,
         } => commands::gc::run(common, &file, dry_run, &min_age, json).await,
         Command::Purge { specs, json } => commands::purge::run(common, &file, &specs, json).await,
+        Command::Verify { repair, json } => {
+            commands::verify::run(common, &file, repair, json).await
+        }
     }
 }

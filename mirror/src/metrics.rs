@@ -72,6 +72,10 @@ pub struct Metrics {
     /// Artifact files purged (`cairn purge`), and their bytes.
     pub purged_files: Counter,
     pub purged_bytes: Counter,
+    /// Stored files (artifacts and documents) found damaged, while serving them or at a
+    /// verify's request, and dropped; and those fetched again by a repair.
+    pub damaged_files: Counter,
+    pub repaired_files: Counter,
 }
 
 impl Default for Metrics {
@@ -157,6 +161,18 @@ impl Metrics {
             "Bytes of artifact files dropped by purges",
             purged_bytes.clone(),
         );
+        let damaged_files = Counter::default();
+        registry.register(
+            "damaged_files",
+            "Stored files found damaged (while serving them, or by cairn verify) and dropped",
+            damaged_files.clone(),
+        );
+        let repaired_files = Counter::default();
+        registry.register(
+            "repaired_files",
+            "Damaged stored files fetched again and verified by cairn verify --repair",
+            repaired_files.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             store_bytes,
@@ -165,6 +181,8 @@ impl Metrics {
             evicted_bytes,
             purged_files,
             purged_bytes,
+            damaged_files,
+            repaired_files,
             peer_documents,
             requests,
             cache,

@@ -12,14 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cairn_mirror::ecosystem::PackageScope;
 use cairn_mirror::{PurgeReport, PurgeSpec};
-use url::Url;
 
+use super::local_node::LocalNode;
 use crate::cli::Common;
 use crate::ecosystems;
 use crate::settings::{self, FileSettings};
 
-/// How long a node at `--listen` has to answer `/healthz` before the data directory is used.
-const PROBE: Duration = Duration::from_secs(2);
 /// How long a node has to answer one purge.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -34,34 +32,22 @@ pub async fn run(common: &Common, file: &FileSettings, specs: &[String], json: b
         })
         .collect::<Result<Vec<_>>>()?;
     let listen = settings::listen(common.listen.as_deref(), file)?;
-    // A node listening on every interface is reached (and purges) through loopback.
-    let host = match listen.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-    };
-    let base = Url::parse(&format!("http://{host}:{}/", listen.port())).context("node URL")?;
-    let client = reqwest::Client::builder()
-        .timeout(PURGE_TIMEOUT)
-        .build()
-        .context("HTTP client")?;
-    let answers = tokio::time::timeout(
-        PROBE,
-        client.get(base.join("healthz").context("node URL")?).send(),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+    let node = LocalNode::find(listen, PURGE_TIMEOUT).await?;
     let mut reports = Vec::new();
-    if answers {
+    if let Some(node) = &node {
         for spec in &specs {
-            reports.push(through_node(&client, &base, spec).await?);
+            let what = format!("the purge of {spec}");
+            reports.push(
+                node.call(reqwest::Method::DELETE, &spec.path(), &what)
+                    .await?,
+            );
         }
     } else {
         let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
         if !data_dir.join("index.sqlite3").exists() {
             bail!(
-                "no Cairn node answers at {base} and there is no Cairn store in {}: nothing to purge",
+                "no Cairn node answers at {listen} and there is no Cairn store in {}: nothing to \
+                 purge",
                 data_dir.display()
             );
         }
@@ -102,34 +88,6 @@ fn check_ecosystem(spec: &PurgeSpec) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Ask the running node at `base` to purge `spec`.
-async fn through_node(
-    client: &reqwest::Client,
-    base: &Url,
-    spec: &PurgeSpec,
-) -> Result<PurgeReport> {
-    let url = base.join(&spec.path()).context("purge URL")?;
-    let response = client
-        .delete(url.clone())
-        .send()
-        .await
-        .with_context(|| format!("asking the node at {base} to purge {spec}"))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .with_context(|| format!("reading the node's answer to the purge of {spec}"))?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("the node at {base} did not purge {spec}: {status}: {message}");
-    }
-    serde_json::from_slice(&body)
-        .with_context(|| format!("the node's report of the purge of {spec}"))
 }
 
 /// Purge `specs` in the data directory `data_dir`, no node running (blocking).

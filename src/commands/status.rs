@@ -34,6 +34,7 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
     .await
     .context("reading the index")?
     .context("reading the index")?;
+    let last_verify = last_verify(&data_dir).await?;
     // As `serve` would take it without flags: environment, then `cairn.toml`.
     let limit = settings::from_env("max-size", file.max_size.as_deref())
         .map(|text| settings::parse_size(&text).context("max-size"))
@@ -85,6 +86,7 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
                 "free_bytes": free,
                 "pinned_snapshots": pins,
             },
+            "last_verify": last_verify,
         });
         println!(
             "{}",
@@ -131,6 +133,11 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
         free.map_or(String::new(), |f| format!(", {} free on its disk", size(f))),
         if pins == 1 { "" } else { "s" },
     );
+    println!(
+        "{:<width$} {}",
+        "verify:",
+        describe_verify(last_verify.as_ref())
+    );
     if stats.is_empty() {
         println!("{:<width$} empty", "cache:");
     }
@@ -144,4 +151,53 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
         );
     }
     Ok(())
+}
+
+/// The last `cairn verify` run, as kept in the index: when it ended (`finished_at`, ms since
+/// the epoch) and its report.
+async fn last_verify(data_dir: &std::path::Path) -> Result<Option<serde_json::Value>> {
+    let dir = data_dir.to_path_buf();
+    let run = tokio::task::spawn_blocking(move || {
+        cairn_mirror::store::Store::attach(&dir)?
+            .index()
+            .last_run(super::verify::JOB)
+            .map_err(cairn_mirror::error::StoreError::from)
+    })
+    .await
+    .context("reading the index")?
+    .context("reading the last verify run")?;
+    Ok(run.map(|(at, report)| {
+        let report: super::verify::VerifyReport = serde_json::from_str(&report).unwrap_or_default();
+        serde_json::json!({
+            "finished_at": at,
+            "files": report.files,
+            "bytes": report.bytes,
+            "documents": report.documents,
+            "damaged": report.damaged.len(),
+            "repaired": report.repaired,
+            "remaining": report.remaining,
+        })
+    }))
+}
+
+/// The last verify run in words.
+fn describe_verify(run: Option<&serde_json::Value>) -> String {
+    let Some(run) = run else {
+        return "never run (`cairn verify`)".to_owned();
+    };
+    let ago = (cairn_mirror::now_ms() - run["finished_at"].as_i64().unwrap_or(0)).max(0) / 1000;
+    let ago = match ago {
+        0..120 => format!("{ago} s"),
+        120..7200 => format!("{} min", ago / 60),
+        7200..172_800 => format!("{} h", ago / 3600),
+        _ => format!("{} days", ago / 86_400),
+    };
+    let files = run["files"].as_u64().unwrap_or(0);
+    match run["damaged"].as_u64().unwrap_or(0) {
+        0 => format!("{ago} ago, {files} files, no damage"),
+        damaged => format!(
+            "{ago} ago, {files} files: {damaged} damaged, {} repaired",
+            run["repaired"].as_u64().unwrap_or(0)
+        ),
+    }
 }

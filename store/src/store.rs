@@ -51,7 +51,7 @@ use crate::index::{
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
 pub use gc::{GcReport, TMP_GRACE};
-pub use verify::Checked;
+pub use verify::{Checked, DamagedFile};
 
 /// The data directory: its files and its index. Cheap to clone; all methods block.
 #[derive(Clone)]

@@ -27,3 +27,4 @@ mod pypi_lockfiles;
 mod store_limits;
 mod support;
 mod tools;
+mod verify;

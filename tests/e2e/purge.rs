@@ -116,7 +116,7 @@ fn cairn_purge_refuses_a_malformed_spec_or_an_unknown_ecosystem_and_drops_nothin
 
 /// An address of this machine that is not loopback (a test machine has one: a failure, not a
 /// skip, when it has none).
-fn non_loopback_address() -> String {
+pub(crate) fn non_loopback_address() -> String {
     let output = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])
         .output()
@@ -132,13 +132,18 @@ fn non_loopback_address() -> String {
 
 /// A raw `DELETE path` to `to` (`HOST:PORT`), with `Host: to`; the status and body.
 fn delete(to: &str, path: &str) -> (u16, String) {
+    raw_request("DELETE", to, path)
+}
+
+/// A raw `METHOD path` to `to` (`HOST:PORT`), with `Host: to`; the status and body.
+pub(crate) fn raw_request(method: &str, to: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(to).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     write!(
         stream,
-        "DELETE {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("send");
     let mut answer = String::new();

@@ -124,7 +124,7 @@ pub(super) fn registered<'a>(
 }
 
 /// The route of a document key, as a request for it gives it.
-pub(super) fn document_route(
+pub(crate) fn document_route(
     ecosystem: &dyn Ecosystem,
     key: &str,
 ) -> Result<MetadataRoute, BundleError> {
@@ -143,7 +143,7 @@ pub(super) fn document_route(
 
 /// The route of an artifact key, as a request for it gives it, and the key the route names (a
 /// mutable name, [`Listing::Current`], is held as `KEY@FLAT`).
-pub(super) fn artifact_route(
+pub(crate) fn artifact_route(
     ecosystem: &dyn Ecosystem,
     key: &str,
     flat: &FlatCid,

@@ -27,7 +27,7 @@
 //! place and the index written in one transaction. A truncated or tampered CAR leaves the store
 //! as it was.
 
-mod check;
+pub(crate) mod check;
 mod export;
 mod files;
 mod import;

@@ -70,6 +70,7 @@ impl Mirror {
         self.inner
             .metrics
             .cache(&cached.ecosystem, "artifact", "damaged");
+        self.inner.metrics.damaged_files.inc();
     }
 
     pub(super) fn touch(&self, cached: &Arc<CachedArtifact>) {

@@ -32,6 +32,7 @@ mod metadata;
 pub mod purge;
 pub(crate) mod render;
 mod rendering;
+pub mod repair;
 pub(crate) mod unkept;
 pub(crate) mod verified;
 

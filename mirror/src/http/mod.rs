@@ -1,7 +1,7 @@
 //! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
 //! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
-//! `/healthz`, `/metrics`, `/api/v1/status`, `/api/v1/peers`, `/api/v1/purge/…` (local clients
-//! only) and `/` are Cairn's own.
+//! `/healthz`, `/metrics`, `/api/v1/status`, `/api/v1/peers`, `/api/v1/purge/…` and
+//! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own.
 //!
 //! Responses: metadata carries a strong ETag (answered with 304), `Vary: Accept`, and `Age` plus
 //! a `Warning` when it is stale; artifacts are immutable (`Cache-Control: immutable`, ETag = flat
@@ -20,10 +20,12 @@ mod files;
 mod gateway;
 mod passthrough;
 mod purge;
+mod repair;
 mod routes;
 
 use api::{dashboard, peers, status};
 use purge::purge;
+use repair::repair;
 use routes::{ecosystem, proxied};
 
 use std::borrow::Cow;
@@ -112,6 +114,9 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 "/api/v1/peers" => ("peers".into(), "-", peers(&mirror).await),
                 purge_path if purge_path.starts_with(crate::PURGE_PREFIX) => {
                     ("purge".into(), "-", purge(&mirror, request).await)
+                }
+                repair_path if repair_path.starts_with(crate::REPAIR_PREFIX) => {
+                    ("repair".into(), "-", repair(&mirror, request).await)
                 }
                 "/" => ("dashboard".into(), "-", dashboard(&mirror).await),
                 ipfs if ipfs.starts_with("/ipfs/") => {

@@ -34,7 +34,7 @@ pub(super) async fn purge(mirror: &Mirror, request: http::Request<Body>) -> Resp
             .insert(header::ALLOW, http::HeaderValue::from_static("DELETE"));
         return response;
     }
-    if let Err(why) = local_client(&request) {
+    if let Err(why) = local_client(&request, "a purge") {
         tracing::warn!("refused a purge of {}: {why}", request.uri().path());
         return Error::Forbidden(why).into_response();
     }
@@ -60,18 +60,18 @@ pub(super) async fn purge(mirror: &Mirror, request: http::Request<Body>) -> Resp
     }
 }
 
-/// Whether `request` comes from this machine, and names it as only a local client would.
-fn local_client(request: &http::Request<Body>) -> Result<(), String> {
+/// Whether `request` comes from this machine, and names it as only a local client would. `what`
+/// names the request in the refusal (`a purge`).
+pub(super) fn local_client(request: &http::Request<Body>, what: &str) -> Result<(), String> {
     let Some(ConnectInfo(remote)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
-        return Err(
-            "a purge is answered only to clients on this machine, and this request's \
-                    address is unknown"
-                .to_owned(),
-        );
+        return Err(format!(
+            "{what} is answered only to clients on this machine, and this request's address \
+             is unknown"
+        ));
     };
     if !remote.ip().to_canonical().is_loopback() {
         return Err(format!(
-            "a purge is answered only to clients on this machine (loopback), not to {}",
+            "{what} is answered only to clients on this machine (loopback), not to {}",
             remote.ip()
         ));
     }
@@ -92,7 +92,7 @@ fn local_client(request: &http::Request<Body>) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "a purge must name the node by IP address or localhost, not {host:?} (a \
+                    "{what} must name the node by IP address or localhost, not {host:?} (a \
                      DNS name could point a web page at this machine)"
                 ))
             }

@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 
 use super::Store;
-use crate::cid::{BlockCid, Hasher, RAW, raw_block_cid};
+use crate::cid::{BlockCid, FlatCid, Hasher, RAW, raw_block_cid};
 use crate::error::StoreError;
 use crate::index::HeldArtifact;
 use crate::unixfs::{CHUNK_SIZE, DagBuilder};
@@ -27,6 +27,17 @@ pub enum Checked {
     Gone,
     /// The file is missing, unreadable or does not match: why, in words.
     Damaged(String),
+}
+
+/// A stored file found damaged and dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedFile {
+    /// Why it is damaged, in words.
+    pub why: String,
+    /// The `(ecosystem, key)` of the rows that named it (dropped with it).
+    pub keys: Vec<(String, String)>,
+    /// Its size as the index had it (an artifact), or on disk (a document).
+    pub size: u64,
 }
 
 impl Store {
@@ -96,6 +107,41 @@ impl Store {
         };
         let keys = self.index.forget_document_block(cid)?;
         moved.map(|()| keys)
+    }
+
+    /// Check the artifact file `flat` again and, when it is damaged, drop it
+    /// ([`Store::forget_damaged`]). What was dropped; `None` when the file is sound or no
+    /// longer held. Blocking.
+    pub fn forget_if_damaged(&self, flat: &FlatCid) -> Result<Option<DamagedFile>, StoreError> {
+        let Some((size, root)) = self.index.get_flat(flat)? else {
+            return Ok(None);
+        };
+        let held = HeldArtifact {
+            flat: *flat,
+            root,
+            size,
+        };
+        let Checked::Damaged(why) = self.check_artifact(&held, &mut |_| {})? else {
+            return Ok(None);
+        };
+        let keys = self.index.keys_of(flat)?;
+        self.forget_damaged(flat)?;
+        Ok(Some(DamagedFile { why, keys, size }))
+    }
+
+    /// Check the metadata block `cid` again and, when it is damaged, drop it
+    /// ([`Store::forget_damaged_document`]). Blocking.
+    pub fn forget_document_if_damaged(
+        &self,
+        cid: &BlockCid,
+    ) -> Result<Option<DamagedFile>, StoreError> {
+        let path = self.meta_path(cid);
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let Checked::Damaged(why) = self.check_document(cid)? else {
+            return Ok(None);
+        };
+        let keys = self.forget_damaged_document(cid)?;
+        Ok(Some(DamagedFile { why, keys, size }))
     }
 
     /// The metadata blocks rows name, in CID order.

@@ -1,0 +1,75 @@
+//! The node running on this machine, as the upkeep commands (`purge`, `verify`) reach it: at
+//! `--listen` through loopback (the node's operator routes answer only loopback clients), when
+//! it answers `/healthz` in time. When none does, those commands work on the data directory
+//! themselves.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use url::Url;
+
+/// How long a node at `--listen` has to answer `/healthz` before the data directory is used.
+const PROBE: Duration = Duration::from_secs(2);
+
+/// A node answering on this machine: its base URL and a client with `timeout` per request.
+pub struct LocalNode {
+    pub client: reqwest::Client,
+    pub base: Url,
+}
+
+impl LocalNode {
+    /// The node listening at `listen` (one on every interface is reached through loopback),
+    /// when it answers.
+    pub async fn find(listen: SocketAddr, timeout: Duration) -> Result<Option<LocalNode>> {
+        let host = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let base = Url::parse(&format!("http://{host}:{}/", listen.port())).context("node URL")?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .context("HTTP client")?;
+        let answers = tokio::time::timeout(
+            PROBE,
+            client.get(base.join("healthz").context("node URL")?).send(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+        Ok(answers.then_some(LocalNode { client, base }))
+    }
+
+    /// Send `method` to `path` below the node and read its JSON answer as `T`; a refusal is an
+    /// error with the node's own message. `what` names the request in errors.
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        what: &str,
+    ) -> Result<T> {
+        let base = &self.base;
+        let url = base.join(path).with_context(|| format!("URL of {what}"))?;
+        let response = self
+            .client
+            .request(method, url)
+            .send()
+            .await
+            .with_context(|| format!("asking the node at {base} for {what}"))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the node's answer to {what}"))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("the node at {base} refused {what}: {status}: {message}");
+        }
+        serde_json::from_slice(&body).with_context(|| format!("the node's report of {what}"))
+    }
+}
