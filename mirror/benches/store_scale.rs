@@ -1,8 +1,9 @@
 //! The store at scale: a data directory of `CAIRN_BENCH_ARTIFACTS` artifacts (default
 //! 1,000,000 files of 256 bytes, built by `cairn_store::testing::synthetic_artifacts`), then,
 //! each timed with the process's memory: opening the mirror on it, counting the bytes held,
-//! choosing a tenth of the store by last use, and an eviction pass of a tenth of it under a
-//! size limit (rows dropped in batches, files deleted, events sent).
+//! choosing a tenth of the store by last use, a `gc` with nothing to remove, `verify`'s scan
+//! (every file read and checked against its CIDs), and an eviction pass of a tenth of it under
+//! a size limit (rows dropped in batches, files deleted, events sent).
 //!
 //!   cargo bench -p cairn-mirror --bench store_scale
 //!
@@ -94,6 +95,37 @@ fn main() {
     report("choose a tenth by last use", started);
     assert!(chosen.len() as u64 >= count / 10);
     drop(chosen);
+
+    // `cairn gc` with nothing to remove: every file looked up, every row's file looked at.
+    let started = Instant::now();
+    let gc = mirror
+        .store()
+        .gc(false, std::time::Duration::from_secs(3600))
+        .expect("gc");
+    report("gc (nothing to remove)", started);
+    assert_eq!(gc.orphan_files + gc.missing_files, 0);
+
+    // `cairn verify`'s scan: every file read and checked, listed a page at a time.
+    let started = Instant::now();
+    let (mut after, mut checked) = (None, 0u64);
+    loop {
+        let page = mirror
+            .index()
+            .held_artifacts_after(after.as_ref(), 1000)
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.flat);
+        for held in &page {
+            let sound = mirror
+                .store()
+                .check_artifact(held, &mut |_| {})
+                .expect("check");
+            assert_eq!(sound, cairn_mirror::store::Checked::Sound);
+            checked += 1;
+        }
+    }
+    report("verify every file", started);
+    assert_eq!(checked, count);
 
     let started = Instant::now();
     let pass = runtime

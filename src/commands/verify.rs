@@ -12,7 +12,8 @@
 //!
 //! A damaged file is moved aside and its rows dropped, so it is never served again (the next
 //! request fetches it again). The run's report is kept in the index for `cairn status`; the
-//! exit status is non-zero while any damage found is not repaired.
+//! exit status is non-zero while any damage found is not repaired. The reading runs at the
+//! lowest CPU priority.
 
 use std::time::{Duration, Instant};
 
@@ -172,12 +173,18 @@ pub async fn run(common: &Common, file: &FileSettings, repair: bool, json: bool)
 }
 
 /// Check every artifact file, a page at a time, then every metadata block, sending what is
-/// damaged to `found`. Files, bytes and documents checked. Blocking.
+/// damaged to `found`. Files, bytes and documents checked. Blocking; the thread runs at the
+/// lowest CPU priority (and so the lowest I/O priority of its class), so that a node serving
+/// beside it keeps the machine.
 fn scan(
     store: &Store,
     bar: &indicatif::ProgressBar,
     found: &mpsc::Sender<Found>,
 ) -> Result<(u64, u64, u64)> {
+    // On Linux this sets the calling thread's nice value; a failure only costs the node time.
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        tracing::debug!("cannot lower verify's priority: {e}");
+    }
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut after = None;
     loop {
