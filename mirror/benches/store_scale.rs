@@ -100,7 +100,11 @@ fn main() {
     let started = Instant::now();
     let gc = mirror
         .store()
-        .gc(false, std::time::Duration::from_secs(3600))
+        .gc(
+            false,
+            std::time::Duration::from_secs(3600),
+            &cairn_mirror::store::GcKeep::default(),
+        )
         .expect("gc");
     report("gc (nothing to remove)", started);
     assert_eq!(gc.orphan_files + gc.missing_files, 0);

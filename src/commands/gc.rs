@@ -1,7 +1,11 @@
 //! `cairn gc [--dry-run] [--min-age DUR] [--json]`: remove what nothing needs from the data
-//! directory (the store's `gc` says what that is); it works beside a running node.
+//! directory (the store's `gc` says what that is), keeping what the pinned snapshots need
+//! (their documents and their own blocks); it works beside a running node.
 
 use anyhow::{Context, Result};
+
+use cairn_mirror::snapshot::Snapshot;
+use cairn_mirror::store::{GcKeep, Store};
 
 use crate::cli::Common;
 use crate::settings::{self, FileSettings};
@@ -20,7 +24,9 @@ pub async fn run(
     }
     let dir = data_dir.clone();
     let report = tokio::task::spawn_blocking(move || {
-        cairn_mirror::store::Store::attach(&dir)?.gc(dry_run, grace)
+        let store = Store::attach(&dir).context("opening the store")?;
+        let keep = pinned(&store)?;
+        store.gc(dry_run, grace, &keep).context("gc")
     })
     .await
     .context("gc")?
@@ -35,13 +41,14 @@ pub async fn run(
     let size = cairn_mirror::units::size;
     let verb = if dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb} {} files no row names ({}), {} temp files ({}); {} rows whose file is gone, {} orphan leaf rows",
+        "{verb} {} files no row names ({}), {} temp files ({}); {} rows whose file is gone, {} orphan leaf rows, {} blocks of unpinned snapshots",
         report.orphan_files,
         size(report.orphan_bytes),
         report.temp_files,
         size(report.temp_bytes),
         report.missing_files,
         report.orphan_leaf_rows,
+        report.snapshot_blocks,
     );
     if report.foreign_files > 0 {
         println!(
@@ -50,4 +57,29 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// What the pinned snapshots need: their documents' blocks and their own blocks. A pinned
+/// snapshot that cannot be read stops the gc (what it needs is unknown). Blocking.
+fn pinned(store: &Store) -> Result<GcKeep> {
+    let mut keep = GcKeep::default();
+    for root in store.index().pins().context("reading the pins")? {
+        let snapshot = Snapshot::decode(&root, |cid| {
+            keep.snapshot_blocks.insert(*cid);
+            store
+                .index()
+                .get_block(cid)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("block {cid} is not held"))
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the pinned snapshot {root} cannot be read ({e}): nothing was removed (unpin it, \
+                 or import its bundle again)"
+            )
+        })?;
+        keep.documents
+            .extend(snapshot.documents.iter().filter_map(|d| d.record.cid));
+    }
+    Ok(keep)
 }

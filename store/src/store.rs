@@ -50,7 +50,7 @@ use crate::index::{
 };
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
-pub use gc::{GcReport, TMP_GRACE};
+pub use gc::{GcKeep, GcReport, TMP_GRACE};
 pub use verify::{Checked, DamagedFile};
 
 /// The data directory: its files and its index. Cheap to clone; all methods block.

@@ -328,6 +328,64 @@ fn gc_beside_a_running_node_removes_the_leftovers_and_nothing_else() {
 }
 
 #[test]
+fn gc_removes_an_unpinned_snapshot_and_keeps_a_pinned_one_whole_for_export() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("path");
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", data_arg]);
+        let out = cairn(&all);
+        assert!(
+            out.status.success(),
+            "cairn {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    install(tmp.path(), &node, "one", 1..=1);
+    let unpinned = run(&["snapshot"]);
+    install(tmp.path(), &node, "two", 2..=2);
+    let pinned = run(&["pin"])
+        .strip_prefix("pinned ")
+        .expect("the pinned root")
+        .to_owned();
+    assert_ne!(unpinned, pinned);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&run(&["gc", "--json", "--min-age", "0s"])).expect("gc JSON");
+    assert!(report["snapshot_blocks"].as_u64() >= Some(1), "{report}");
+    assert_eq!(report["orphan_files"], 0, "{report}");
+    // The pinned snapshot exports whole, its documents and files included; the other is gone.
+    let car = tmp.path().join("pinned.car");
+    run(&[
+        "export",
+        "--snapshot",
+        &pinned,
+        "-o",
+        car.to_str().expect("path"),
+    ]);
+    assert!(std::fs::metadata(&car).expect("the CAR").len() > 2 * MIB as u64);
+    let gone = cairn(&[
+        "export",
+        "--snapshot",
+        &unpinned,
+        "-o",
+        tmp.path().join("gone.car").to_str().expect("path"),
+        "--data-dir",
+        data_arg,
+    ]);
+    assert!(!gone.status.success(), "an unpinned snapshot survived gc");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains(&unpinned));
+    // A second gc finds nothing more.
+    let again: serde_json::Value =
+        serde_json::from_str(&run(&["gc", "--json", "--min-age", "0s"])).expect("gc JSON");
+    assert_eq!(again["snapshot_blocks"], 0, "{again}");
+}
+
+#[test]
 fn cargo_through_a_node_over_its_size_limit_keeps_the_last_project_whole() {
     use crate::cargo::{cargo, cargo_home, project};
     let names = [

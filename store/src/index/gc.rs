@@ -59,4 +59,42 @@ impl Index {
             .map(|n| n as u64)
             .map_err(err("delete orphan leaf rows"))
     }
+
+    /// The snapshot nodes held: the dag-cbor blocks of the `blocks` table (the others are
+    /// artifacts' dag-pb inner nodes).
+    pub(crate) fn snapshot_blocks(&self) -> Result<Vec<cid::Cid>, IndexError> {
+        const OP: &str = "list snapshot blocks";
+        self.read(|conn| {
+            // A CIDv1's bytes begin with its version (1) and its codec (dag-cbor, 0x71).
+            let mut stmt = conn
+                .prepare("SELECT cid FROM blocks WHERE substr(cid, 1, 2) = x'0171'")
+                .map_err(err(OP))?;
+            let rows = stmt
+                .query_map([], |row| row.get::<_, Vec<u8>>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err(OP))?;
+            rows.iter()
+                .map(|bytes| crate::cid::cid_from_bytes(bytes).map_err(super::corrupt))
+                .collect()
+        })
+    }
+
+    /// Delete `cids` from the `blocks` table; how many were there.
+    pub(crate) fn delete_blocks(&self, cids: &[cid::Cid]) -> Result<u64, IndexError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        let mut deleted = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM blocks WHERE cid = ?1")
+                .map_err(err("delete blocks"))?;
+            for cid in cids {
+                deleted += stmt
+                    .execute([cid.to_bytes()])
+                    .map_err(err("delete blocks"))? as u64;
+            }
+        }
+        tx.commit().map_err(err("commit deleting blocks"))?;
+        Ok(deleted)
+    }
 }

@@ -8,9 +8,15 @@
 //! - Leaf rows whose file no artifact row names.
 //! - Files in `tmp/` older than [`TMP_GRACE`] (the owner empties `tmp/` when it starts; these
 //!   are what a crash left beside a node that has not restarted).
+//! - Metadata blocks no row names: the older versions of documents fetched again, unless a
+//!   snapshot to keep names them ([`GcKeep::documents`]: what pinned snapshots need, so that
+//!   `export --snapshot` of a pinned one still finds its documents).
+//! - Snapshot nodes (the dag-cbor blocks of `cairn snapshot`, `export`, `import`) that no
+//!   snapshot to keep reaches ([`GcKeep::snapshot_blocks`]): unpinned snapshots go.
 //!
 //! Files whose names are not CIDs are not Cairn's: they are counted, never removed.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,6 +28,16 @@ use crate::error::StoreError;
 
 /// Age past which a file in `tmp/` is a leftover: longer than any download takes.
 pub const TMP_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// What a `gc` must keep beyond what the index's rows name: what the snapshots to keep (the
+/// pinned ones) need. Reading snapshots is the mirror's business; the caller fills this in.
+#[derive(Clone, Debug, Default)]
+pub struct GcKeep {
+    /// Metadata blocks the snapshots name.
+    pub documents: HashSet<BlockCid>,
+    /// The snapshots' own blocks (every dag-cbor node reachable from their roots).
+    pub snapshot_blocks: HashSet<cid::Cid>,
+}
 
 /// What a `gc` found (and removed, unless it was a dry run).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -38,12 +54,19 @@ pub struct GcReport {
     pub temp_bytes: u64,
     /// Files under `blobs/` or `meta/` whose names are not CIDs (left alone).
     pub foreign_files: u64,
+    /// Snapshot nodes no snapshot to keep reaches.
+    pub snapshot_blocks: u64,
 }
 
 impl Store {
-    /// Remove what nothing needs (see the module's documentation); with `dry_run`, only say
-    /// what would go. Files younger than `grace` are kept. Blocking.
-    pub fn gc(&self, dry_run: bool, grace: Duration) -> Result<GcReport, StoreError> {
+    /// Remove what nothing needs (see the module's documentation) and `keep` does not name;
+    /// with `dry_run`, only say what would go. Files younger than `grace` are kept. Blocking.
+    pub fn gc(
+        &self,
+        dry_run: bool,
+        grace: Duration,
+        keep: &GcKeep,
+    ) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let old_enough = |path: &Path, age: Duration| -> bool {
             fs::metadata(path)
@@ -75,7 +98,10 @@ impl Store {
                 report.foreign_files += 1;
                 continue;
             };
-            if old_enough(&path, grace) && !named.contains(&block) {
+            if old_enough(&path, grace)
+                && !named.contains(&block)
+                && !keep.documents.contains(&block)
+            {
                 remove(&path, &mut report);
             }
         }
@@ -90,6 +116,16 @@ impl Store {
             }
         }
         report.orphan_leaf_rows = self.index.orphan_leaves(dry_run)?;
+        let unreached: Vec<cid::Cid> = self
+            .index
+            .snapshot_blocks()?
+            .into_iter()
+            .filter(|cid| !keep.snapshot_blocks.contains(cid))
+            .collect();
+        report.snapshot_blocks = unreached.len() as u64;
+        if !dry_run {
+            self.index.delete_blocks(&unreached)?;
+        }
 
         for path in files_under(&self.root.join("tmp"))? {
             if old_enough(&path, TMP_GRACE.max(grace)) {
@@ -180,23 +216,31 @@ mod tests {
         let foreign = dir.path().join("blobs").join("notes.txt");
         fs::write(&foreign, b"not Cairn's").expect("foreign");
 
-        let dry = store.gc(true, Duration::ZERO).expect("dry run");
+        let dry = store
+            .gc(true, Duration::ZERO, &GcKeep::default())
+            .expect("dry run");
         assert_eq!((dry.orphan_files, dry.orphan_bytes), (1, 3000));
         assert_eq!(dry.foreign_files, 1);
         assert!(lost.exists(), "a dry run removed a file");
 
         // Younger than the grace: a commit may be about to write its row.
-        let young = store.gc(false, Duration::from_secs(3600)).expect("gc");
+        let young = store
+            .gc(false, Duration::from_secs(3600), &GcKeep::default())
+            .expect("gc");
         assert_eq!(young.orphan_files, 0);
         assert!(lost.exists());
 
-        let report = store.gc(false, Duration::ZERO).expect("gc");
+        let report = store
+            .gc(false, Duration::ZERO, &GcKeep::default())
+            .expect("gc");
         assert_eq!((report.orphan_files, report.orphan_bytes), (1, 3000));
         assert!(!lost.exists());
         assert!(store.blob_path(&held).exists(), "a held file went");
         assert!(foreign.exists(), "a file that is not Cairn's went");
         assert_eq!(
-            store.gc(false, Duration::ZERO).expect("again"),
+            store
+                .gc(false, Duration::ZERO, &GcKeep::default())
+                .expect("again"),
             GcReport {
                 foreign_files: 1,
                 ..GcReport::default()
@@ -212,7 +256,9 @@ mod tests {
         fs::remove_file(store.blob_path(&gone)).expect("delete by hand");
         let mut events = store.subscribe().expect("subscribe");
 
-        let report = store.gc(false, Duration::ZERO).expect("gc");
+        let report = store
+            .gc(false, Duration::ZERO, &GcKeep::default())
+            .expect("gc");
 
         assert_eq!(report.missing_files, 1);
         assert!(
@@ -258,10 +304,83 @@ mod tests {
         fs::create_dir_all(stray_path.parent().expect("parent")).expect("dir");
         fs::write(&stray_path, b"an old version").expect("stray");
 
-        let report = store.gc(false, Duration::ZERO).expect("gc");
+        let report = store
+            .gc(false, Duration::ZERO, &GcKeep::default())
+            .expect("gc");
 
         assert_eq!(report.orphan_files, 1);
         assert!(!stray_path.exists());
         assert!(store.meta_path(&named).exists(), "a named document went");
+    }
+
+    #[test]
+    fn old_document_versions_and_unkept_snapshot_blocks_go_and_what_keep_names_stays() {
+        let (_dir, store) = open();
+        let record = crate::index::MetadataRecord {
+            cid: None,
+            status: 200,
+            upstream_url: "http://upstream.invalid/x".into(),
+            fetched_at: 1,
+            etag: None,
+            last_modified: None,
+            size: 0,
+        };
+        let document = |body: &[u8]| {
+            store
+                .put_document("npm", "x", body, record.clone(), &[])
+                .expect("put")
+                .cid
+                .expect("a block")
+        };
+        let (first, second, third) = (
+            document(b"{\"v\":1}"),
+            document(b"{\"v\":2}"),
+            document(b"{\"v\":3}"),
+        );
+        let snapshot_block = |n: u8| {
+            let data = vec![0xa1, 0x61, b'n', n];
+            let cid = crate::cid::raw_cid(crate::cid::SHA2_256, &crate::cid::sha256(&data));
+            let cid = cid::Cid::new_v1(crate::cid::DAG_CBOR, *cid.hash());
+            store.put_blocks(&[(cid, data)]).expect("put block");
+            cid
+        };
+        let (kept_block, lost_block) = (snapshot_block(1), snapshot_block(2));
+        let keep = GcKeep {
+            documents: [first].into(),
+            snapshot_blocks: [kept_block].into(),
+        };
+
+        let report = store.gc(false, Duration::ZERO, &keep).expect("gc");
+        assert_eq!(report.orphan_files, 1, "{report:?}");
+        assert_eq!(report.snapshot_blocks, 1, "{report:?}");
+        // The newest version (a row names it) and the kept one stay; the one between goes.
+        assert!(store.read_metadata(&third).is_ok());
+        assert!(store.read_metadata(&first).is_ok());
+        assert!(store.read_metadata(&second).is_err());
+        assert!(
+            store
+                .index()
+                .get_block(&kept_block)
+                .expect("read")
+                .is_some()
+        );
+        assert!(
+            store
+                .index()
+                .get_block(&lost_block)
+                .expect("read")
+                .is_none()
+        );
+        // An artifact's dag-pb inner nodes are not snapshot blocks.
+        let flat = add(&store, "big.tgz", &noise(3 << 20, 9));
+        let (_, root) = store.index().get_flat(&flat).expect("flat").expect("held");
+        assert_eq!(
+            store
+                .gc(false, Duration::ZERO, &keep)
+                .expect("gc")
+                .snapshot_blocks,
+            0
+        );
+        assert!(store.index().get_block(&root.0).expect("read").is_some());
     }
 }
