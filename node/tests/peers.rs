@@ -530,3 +530,63 @@ async fn a_node_started_in_one_step_announces_and_serves_what_its_content_alread
         data.len() as u64
     );
 }
+
+/// A node of the private swarm whose key is in `key`.
+async fn start_private(key: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Peer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let content = MemoryContent::default();
+    let config = NodeConfig {
+        listen: vec![tcp_localhost()],
+        bootstrap,
+        mdns: false,
+        swarm_key: Some(key.to_path_buf()),
+        ..NodeConfig::default()
+    };
+    let peers = Peers::start(
+        config,
+        Arc::new(content.clone()),
+        PeerPolicy::default(),
+        NodeMetrics::default(),
+    )
+    .await
+    .expect("node starts");
+    Peer {
+        dir,
+        content,
+        peers,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_node_learns_which_of_its_files_its_peers_hold_and_an_open_one_does_not_ask() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("swarm.key");
+    std::fs::write(
+        &key,
+        format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "5e".repeat(32)),
+    )
+    .expect("key");
+    let a = start_private(&key, vec![]).await;
+    let c = start_private(&key, vec![a.address().await]).await;
+    let b = start_private(&key, vec![a.address().await, c.address().await]).await;
+    connected(&b, &[&a, &c]).await;
+    let (on_a, _) = a.add(&noise(3000, 61));
+    let (on_c, _) = c.add(&noise(5000, 63));
+    let (on_b, _) = b.add(&noise(7000, 65));
+    let (nowhere, _) = MemoryContent::default().add(&noise(9000, 67));
+    // A long list, in several requests: the answers put together.
+    let mut asked = vec![on_a, on_b, on_c, nowhere];
+    for n in 0..2500u64 {
+        let (other, _) = MemoryContent::default().add(&n.to_le_bytes());
+        asked.push(other);
+    }
+    let held = b.peers.held_elsewhere(asked).await;
+    assert_eq!(held, [on_a, on_c].into_iter().collect());
+
+    // Outside a private swarm, peers' copies are not counted on.
+    let holder = start(vec![]).await;
+    let (held_open, _) = holder.add(&noise(3000, 69));
+    let open = start(vec![holder.address().await]).await;
+    connected(&open, &[&holder]).await;
+    assert!(open.peers.held_elsewhere(vec![held_open]).await.is_empty());
+}

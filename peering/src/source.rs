@@ -7,6 +7,7 @@
 //! checks its signature) before it is indexed. The peer side verifies every block against its
 //! CID on arrival, which lets it drop a lying peer before the whole file is in.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::sync::Arc;
 
@@ -107,6 +108,15 @@ pub trait PeerSource: Send + Sync + 'static {
     fn metadata_holders(&self, ecosystem: String, key: String) -> BoxFuture<'static, usize> {
         let _ = (ecosystem, key);
         Box::pin(async { 0 })
+    }
+
+    /// Which of `flats` (artifacts this node holds and may evict) other nodes of its private
+    /// swarm hold now, asked within a bounded time: eviction lets those go first and keeps
+    /// what may be the swarm's last copy. Empty outside a private swarm, or when no peer
+    /// answers: every file then counts as a last copy, and eviction is plain LRU.
+    fn held_elsewhere(&self, flats: Vec<FlatCid>) -> BoxFuture<'static, HashSet<FlatCid>> {
+        let _ = flats;
+        Box::pin(async { HashSet::new() })
     }
 
     /// The node as `/api/v1/peers` shows it (and `cairn peers` prints it):

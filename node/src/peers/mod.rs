@@ -18,6 +18,7 @@
 
 mod claims;
 mod fetch;
+mod holds;
 mod metadata;
 mod penalties;
 mod pending;
@@ -25,6 +26,7 @@ mod resolve;
 mod transfer;
 pub mod wire;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,6 +179,7 @@ impl Peers {
         };
         let resolve_streams = accept(resolve::PROTOCOL)?;
         let metadata_streams = accept(metadata::PROTOCOL)?;
+        let holds_streams = accept(holds::PROTOCOL)?;
         let server = Arc::new(resolve::Server {
             content: content.clone(),
             claims: claims.clone(),
@@ -187,6 +190,10 @@ impl Peers {
         let documents = content.clone();
         let metadata_task = serve_each(metadata_streams, move |peer, stream| {
             metadata::serve(documents.clone(), peer, stream)
+        });
+        let held = content.clone();
+        let holds_task = serve_each(holds_streams, move |peer, stream| {
+            holds::serve(held.clone(), peer, stream)
         });
         Ok(Peers {
             inner: Arc::new(Inner {
@@ -202,6 +209,7 @@ impl Peers {
             _tasks: Arc::new(Tasks(std::sync::Mutex::new(vec![
                 resolve_task,
                 metadata_task,
+                holds_task,
             ]))),
         })
     }
@@ -387,6 +395,18 @@ impl PeerSource for Peers {
     fn metadata_holders(&self, ecosystem: String, key: String) -> BoxFuture<'static, usize> {
         let node = self.inner.node.clone();
         Box::pin(metadata::holders(node, ecosystem, key))
+    }
+
+    fn held_elsewhere(&self, flats: Vec<FlatCid>) -> BoxFuture<'static, HashSet<FlatCid>> {
+        let node = self.inner.node.clone();
+        Box::pin(async move {
+            // Only the nodes of a private swarm are one cache: an open swarm's peers are not
+            // this organisation's to count on.
+            if !node.is_private() || flats.is_empty() {
+                return HashSet::new();
+            }
+            holds::held_by_peers(node, flats).await
+        })
     }
 
     fn shutdown(&self) {
