@@ -110,6 +110,12 @@ pub trait PeerSource: Send + Sync + 'static {
         Box::pin(async { 0 })
     }
 
+    /// Whether this node's peers are one cache with it (a private swarm), so that eviction
+    /// asks [`PeerSource::held_elsewhere`] before it chooses.
+    fn shares_holdings(&self) -> bool {
+        false
+    }
+
     /// Which of `flats` (artifacts this node holds and may evict) other nodes of its private
     /// swarm hold now, asked within a bounded time: eviction lets those go first and keeps
     /// what may be the swarm's last copy. Empty outside a private swarm, or when no peer

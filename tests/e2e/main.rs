@@ -26,5 +26,6 @@ mod pypi;
 mod pypi_lockfiles;
 mod store_limits;
 mod support;
+mod swarm_eviction;
 mod tools;
 mod verify;

@@ -397,6 +397,10 @@ impl PeerSource for Peers {
         Box::pin(metadata::holders(node, ecosystem, key))
     }
 
+    fn shares_holdings(&self) -> bool {
+        self.inner.node.is_private()
+    }
+
     fn held_elsewhere(&self, flats: Vec<FlatCid>) -> BoxFuture<'static, HashSet<FlatCid>> {
         let node = self.inner.node.clone();
         Box::pin(async move {
