@@ -33,6 +33,7 @@ pub mod purge;
 pub(crate) mod render;
 mod rendering;
 pub mod repair;
+pub(crate) mod swarm_choice;
 pub(crate) mod unkept;
 pub(crate) mod verified;
 
