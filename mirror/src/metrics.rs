@@ -69,6 +69,10 @@ pub struct Metrics {
     /// Artifact files evicted to stay under the limit, and their bytes.
     pub evicted_files: Counter,
     pub evicted_bytes: Counter,
+    /// Of those, in a private swarm: files a peer held when they went, and files no peer
+    /// answered it held (the swarm's last copies, evicted because nothing else could go).
+    pub evicted_shared_files: Counter,
+    pub evicted_last_copies: Counter,
     /// Artifact files purged (`cairn purge`), and their bytes.
     pub purged_files: Counter,
     pub purged_bytes: Counter,
@@ -161,6 +165,18 @@ impl Metrics {
             "Bytes of artifact files dropped by purges",
             purged_bytes.clone(),
         );
+        let evicted_shared_files = Counter::default();
+        registry.register(
+            "evicted_shared_files",
+            "Files evicted in a private swarm while a peer held them",
+            evicted_shared_files.clone(),
+        );
+        let evicted_last_copies = Counter::default();
+        registry.register(
+            "evicted_last_copies",
+            "Files evicted in a private swarm that no peer said it held (nothing else could go)",
+            evicted_last_copies.clone(),
+        );
         let damaged_files = Counter::default();
         registry.register(
             "damaged_files",
@@ -179,6 +195,8 @@ impl Metrics {
             store_limit_bytes,
             evicted_files,
             evicted_bytes,
+            evicted_shared_files,
+            evicted_last_copies,
             purged_files,
             purged_bytes,
             damaged_files,

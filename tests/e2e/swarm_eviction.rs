@@ -116,13 +116,15 @@ fn scenario(private: bool) -> Outcome {
 
 #[test]
 fn a_node_of_a_private_swarm_evicts_what_its_peers_hold_and_keeps_the_swarms_last_copy() {
+    // Bound whole: the peers and the data directories must last to the end.
+    let outcome = scenario(true);
     let Outcome {
         gone,
         kept,
         a,
         fake,
         ..
-    } = scenario(true);
+    } = &outcome;
     // `s1` is the least recently used, but no peer holds it: `s2` (on b) and `s3` (on c) go.
     assert_eq!(*gone, [2, 3], "{}", a.logs());
     assert_eq!(*kept, [1, 4]);
@@ -131,7 +133,7 @@ fn a_node_of_a_private_swarm_evicts_what_its_peers_hold_and_keeps_the_swarms_las
     // Nothing of the working set was lost to the swarm: `s2` comes back from a peer.
     let hits = fake.hits(&tarball(2));
     let reply = get(&format!("{}{}", a.npm(), tarball(2)));
-    assert_eq!(reply.status, 200);
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text, a.logs());
     assert_eq!(
         fake.hits(&tarball(2)),
         hits,

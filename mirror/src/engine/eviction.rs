@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use cid::Cid;
 
-use super::{Mirror, blocking};
+use super::{Mirror, blocking, swarm_choice};
 use crate::cid::FlatCid;
 use crate::error::Error;
 use crate::snapshot::Snapshot;
@@ -177,11 +177,20 @@ impl Mirror {
     async fn evict_lru(&self, need: u64) -> Result<(usize, u64), Error> {
         let pinned = self.pinned_flats().await?;
         let store = self.inner.store.clone();
-        let evicted = blocking(move || {
-            let keep = |flat: &FlatCid| pinned.contains(flat);
-            Ok(store.evict(need, &keep)?)
-        })
-        .await?;
+        let swarm = self
+            .peer_source()
+            .filter(|peers| peers.shares_holdings())
+            .cloned();
+        let evicted = match swarm {
+            None => {
+                blocking(move || {
+                    let keep = |flat: &FlatCid| pinned.contains(flat);
+                    Ok(store.evict(need, &keep)?)
+                })
+                .await?
+            }
+            Some(peers) => self.evict_as_swarm(&*peers, need, pinned).await?,
+        };
         let bytes: u64 = evicted.iter().map(|f| f.size).sum();
         let gone: HashSet<FlatCid> = evicted.iter().map(|f| f.flat).collect();
         for by_key in self.hot().values_mut() {
@@ -199,6 +208,43 @@ impl Mirror {
         metrics.evicted_files.inc_by(evicted.len() as u64);
         metrics.evicted_bytes.inc_by(bytes);
         Ok((evicted.len(), bytes))
+    }
+
+    /// Evict as a node of a private swarm ([`swarm_choice`]): the least recently used files
+    /// (a window of [`swarm_choice::WINDOW`] times `need`), the peers asked which of them they
+    /// hold, those evicted first. Counts what went as held elsewhere or as a last copy.
+    async fn evict_as_swarm(
+        &self,
+        peers: &dyn crate::peers::PeerSource,
+        need: u64,
+        pinned: Arc<HashSet<FlatCid>>,
+    ) -> Result<Vec<crate::index::HeldFile>, Error> {
+        let index = self.inner.index.clone();
+        let window = need.saturating_mul(swarm_choice::WINDOW);
+        let candidates = blocking(move || {
+            let keep = |flat: &FlatCid| pinned.contains(flat);
+            Ok(index.least_recently_used(window, &keep)?)
+        })
+        .await?;
+        let shared = peers
+            .held_elsewhere(candidates.iter().map(|f| f.flat).collect())
+            .await;
+        let (chosen, _) = swarm_choice::choose(candidates, &shared, need);
+        let store = self.inner.store.clone();
+        let evicted = blocking(move || Ok(store.evict_files(&chosen)?)).await?;
+        let held_elsewhere = evicted.iter().filter(|f| shared.contains(&f.flat)).count();
+        let metrics = &self.inner.metrics;
+        metrics.evicted_shared_files.inc_by(held_elsewhere as u64);
+        metrics
+            .evicted_last_copies
+            .inc_by((evicted.len() - held_elsewhere) as u64);
+        if evicted.len() > held_elsewhere {
+            tracing::info!(
+                files = evicted.len() - held_elsewhere,
+                "evicted files no peer of the private swarm holds (nothing else could go)"
+            );
+        }
+        Ok(evicted)
     }
 
     /// The artifacts pinned snapshots name; read again only when the pins change.

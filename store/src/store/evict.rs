@@ -33,6 +33,12 @@ impl Store {
         keep: &dyn Fn(&FlatCid) -> bool,
     ) -> Result<Vec<HeldFile>, StoreError> {
         let chosen = self.index.least_recently_used(need, keep)?;
+        self.evict_files(&chosen)
+    }
+
+    /// Evict exactly the files `chosen` (from [`crate::index::Index::least_recently_used`]),
+    /// each unless it was used since it was chosen. Blocking; returns the files evicted.
+    pub fn evict_files(&self, chosen: &[HeldFile]) -> Result<Vec<HeldFile>, StoreError> {
         let mut evicted = Vec::with_capacity(chosen.len());
         for batch in chosen.chunks(BATCH) {
             for file in self.index.drop_files(batch)? {
