@@ -45,7 +45,7 @@ start_node() {
   local http=$NEXT_PORT p2p=$((NEXT_PORT + 100))
   NEXT_PORT=$((NEXT_PORT + 1))
   local id
-  id=$("$CAIRN" id --data-dir "$B/$name")
+  id=$("$CAIRN" id --data-dir "$B/$name" | awk 'NR == 1')
   "$CAIRN" serve --listen "127.0.0.1:$http" --data-dir "$B/$name" \
     --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns "${KEY_ARGS[@]}" \
     --cargo-upstream http://127.0.0.1:9/ --pypi-upstream http://127.0.0.1:9/ \
