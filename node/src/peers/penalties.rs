@@ -3,11 +3,12 @@
 //!
 //! A peer is put here by the transfer engine when, after saying it holds or downloads an
 //! artifact, it lists no leaf or sends no block within
-//! [`FIRST_PROGRESS`](super::transfer::FIRST_PROGRESS), lets a block time out, answers
-//! DONT_HAVE for a leaf it listed, sends a block that does not hash to its CID, or lists leaves
-//! that contradict the others (or itself); and by the claim rule when a claimer it waited for
-//! never started. Lies are remembered for [`LIED`]; stalls and DONT_HAVE, which an honest peer
-//! with a slow or failing upstream can show too, for [`STALLED`]. The box holds at most [`MAX_PENALIZED`] peers: when
+//! [`FIRST_PROGRESS`](super::transfer::FIRST_PROGRESS), lets a block time out, sends a block
+//! that does not hash to its CID, or lists leaves that contradict the others (or itself); and
+//! by the claim rule when a claimer it waited for never started. Lies are remembered for
+//! [`LIED`]; stalls, which an honest peer with a slow or failing upstream can show too, for
+//! [`STALLED`]. A DONT_HAVE for a leaf it listed only drops the peer from that transfer: the
+//! file was most likely evicted there since it answered. The box holds at most [`MAX_PENALIZED`] peers: when
 //! it is full the entry that would expire first makes room.
 
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ pub const MAX_PENALIZED: usize = 1024;
 pub(crate) enum Fault {
     /// Wrong bytes, or a plan that contradicts itself or others.
     Lied,
-    /// No progress within the time given, or DONT_HAVE for a leaf it listed.
+    /// No progress within the time given.
     Stalled,
 }
 

@@ -194,11 +194,13 @@ impl Engine {
                 }
                 let fault = match error {
                     FetchError::BadBlock { .. } | FetchError::BadNode { .. } => Some(Fault::Lied),
-                    // DONT_HAVE for a leaf it listed: a lie, or a download that just failed
-                    // there (its `failed` frame may come after); kept out as briefly as a stall.
-                    FetchError::NotFound { .. } | FetchError::Timeout { .. } => {
-                        Some(Fault::Stalled)
-                    }
+                    FetchError::Timeout { .. } => Some(Fault::Stalled),
+                    // DONT_HAVE for a leaf it listed: most often the file was evicted there
+                    // since it answered (a swarm under its size limits evicts all the time), or
+                    // a download there just failed. Dropped from this transfer only: kept out
+                    // of every fetch, it could not serve the files it does hold, and the next
+                    // fetch of this file asks it again and hears it has none.
+                    FetchError::NotFound { .. } => None,
                     FetchError::Unreachable { .. }
                     | FetchError::UnsupportedHash { .. }
                     | FetchError::Shutdown { .. } => None,
