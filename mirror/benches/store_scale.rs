@@ -1,8 +1,9 @@
 //! The store at scale: a data directory of `CAIRN_BENCH_ARTIFACTS` artifacts (default
 //! 1,000,000 files of 256 bytes, built by `cairn_store::testing::synthetic_artifacts`), then,
-//! each timed with the process's memory: opening the mirror on it, counting the bytes held,
-//! choosing a tenth of the store by last use, and an eviction pass of a tenth of it under a
-//! size limit (rows dropped in batches, files deleted, events sent).
+//! each timed with the process's memory: opening the mirror on it, counting the bytes held (in
+//! all, then in all and per ecosystem in one scan, as the upkeep does), choosing a tenth of the
+//! store by last use, and an eviction pass of a tenth of it under a size limit (rows dropped in
+//! batches, files deleted, events sent, the store counted again).
 //!
 //!   cargo bench -p cairn-mirror --bench store_scale
 //!
@@ -85,6 +86,18 @@ fn main() {
     let held = mirror.store().held_bytes().expect("held");
     report("count the bytes held", started);
     assert_eq!(held, count * size as u64);
+
+    let started = Instant::now();
+    let counted = mirror
+        .store()
+        .held_bytes_by_ecosystem()
+        .expect("held per ecosystem");
+    report(
+        "count the bytes held in all and per ecosystem (one scan, as the upkeep counts)",
+        started,
+    );
+    assert_eq!(counted.total, held);
+    assert_eq!(counted.by_ecosystem.get("npm"), Some(&held));
 
     let started = Instant::now();
     let chosen = mirror
