@@ -291,7 +291,7 @@ pub struct Serve {
 
 impl Serve {
     /// The `--max-size-ECOSYSTEM` flag (or its variable) of `ecosystem` (`npm`, `cargo`,
-    /// `pypi`, `apt`; see [`crate::settings::ECOSYSTEM_LIMITS`]).
+    /// `pypi`, `apt`; see `settings::ECOSYSTEM_LIMITS`).
     pub fn max_size_of(&self, ecosystem: &str) -> Option<&str> {
         match ecosystem {
             "npm" => self.max_size_npm.as_deref(),

@@ -2,7 +2,7 @@
 //! 1,000,000 files of 256 bytes, built by `cairn_store::testing::synthetic_artifacts`), then,
 //! each timed with the process's memory: opening the mirror on it, counting the bytes held (in
 //! all, then in all and per ecosystem in one scan, as the upkeep does), choosing a tenth of the
-//! store by last use, and an eviction pass of a tenth of it under a size limit (rows dropped in
+//! store by last use (of all files, then of one ecosystem's), and an eviction pass of a tenth of it under a size limit (rows dropped in
 //! batches, files deleted, events sent, the store counted again).
 //!
 //!   cargo bench -p cairn-mirror --bench store_scale
@@ -105,6 +105,15 @@ fn main() {
         .least_recently_used(held / 10, &|_| false)
         .expect("choose");
     report("choose a tenth by last use", started);
+    assert!(chosen.len() as u64 >= count / 10);
+    drop(chosen);
+
+    let started = Instant::now();
+    let chosen = mirror
+        .index()
+        .least_recently_used_in(Some("npm"), held / 10, &|_| false)
+        .expect("choose in npm");
+    report("choose a tenth by last use among npm's files", started);
     assert!(chosen.len() as u64 >= count / 10);
     drop(chosen);
 

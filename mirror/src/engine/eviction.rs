@@ -4,7 +4,7 @@
 //! (of that ecosystem, for its limit), down to [`LOW_WATER`] of it, in the background (the
 //! upkeep of `Serving`, woken by the commit that crossed the limit). A hit never waits for it:
 //! eviction reads the index through its own connection and writes in short batches. Every pass
-//! goes through [`Mirror::evict_lru`], so pins and files in use are kept alike.
+//! goes through `Mirror::evict_lru`, so pins and files in use are kept alike.
 //!
 //! The disk has its own floor (`--min-free`, 5% of it by default): a download that would leave
 //! less free evicts least recently used artifacts first, limit or not ([`Mirror::make_room`]),

@@ -112,7 +112,7 @@ impl Index {
 
     /// As [`Index::least_recently_used`], among the files `ecosystem` names when given (an
     /// [`ecosystem_family`]: `apt` is every apt archive). A file's last use is still its last
-    /// use under any key in any ecosystem, as [`Index::drop_files`] checks it.
+    /// use under any key in any ecosystem, as `Index::drop_files` checks it.
     pub fn least_recently_used_in(
         &self,
         ecosystem: Option<&str>,
