@@ -263,6 +263,19 @@ pub struct Serve {
     /// (pinned ones never) [default: no limit]
     #[arg(long, env = "CAIRN_MAX_SIZE", value_name = "SIZE")]
     pub max_size: Option<String>,
+    /// Most bytes of npm's artifacts the store keeps: past it, npm's least recently used are
+    /// evicted (pinned ones never), beside --max-size [default: no limit]
+    #[arg(long, env = "CAIRN_MAX_SIZE_NPM", value_name = "SIZE")]
+    pub max_size_npm: Option<String>,
+    /// As --max-size-npm, for cargo's crates [default: no limit]
+    #[arg(long, env = "CAIRN_MAX_SIZE_CARGO", value_name = "SIZE")]
+    pub max_size_cargo: Option<String>,
+    /// As --max-size-npm, for PyPI's files [default: no limit]
+    #[arg(long, env = "CAIRN_MAX_SIZE_PYPI", value_name = "SIZE")]
+    pub max_size_pypi: Option<String>,
+    /// As --max-size-npm, for every apt archive's files together [default: no limit]
+    #[arg(long, env = "CAIRN_MAX_SIZE_APT", value_name = "SIZE")]
+    pub max_size_apt: Option<String>,
     /// Free space kept on the store's disk, as a SIZE or a share (`5%`): a download that would
     /// leave less evicts least recently used artifacts first [default: 5%]
     #[arg(long, env = "CAIRN_MIN_FREE", value_name = "SIZE|N%")]
@@ -287,6 +300,18 @@ pub struct Serve {
 }
 
 impl Serve {
+    /// The `--max-size-ECOSYSTEM` flag (or its variable) of `ecosystem` (`npm`, `cargo`,
+    /// `pypi`, `apt`; see `settings::ECOSYSTEM_LIMITS`).
+    pub fn max_size_of(&self, ecosystem: &str) -> Option<&str> {
+        match ecosystem {
+            "npm" => self.max_size_npm.as_deref(),
+            "cargo" => self.max_size_cargo.as_deref(),
+            "pypi" => self.max_size_pypi.as_deref(),
+            "apt" => self.max_size_apt.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The `--ECOSYSTEM-upstream` flag (or its variable) named by its key (`npm-upstream`, …).
     pub fn upstream(&self, key: &str) -> Option<&str> {
         match key {

@@ -24,6 +24,7 @@
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
 //! max-size = "50G"           # artifacts kept at most; least recently used evicted past it
+//! max-size-npm = "20G"       # npm's artifacts kept at most (also -cargo, -pypi, -apt)
 //! min-free = "5%"            # or a size: free space kept on the store's disk
 //! max-connections = 4096     # default: what fits in the descriptor limit, at most 4096
 //! header-timeout = "30s"
@@ -68,6 +69,10 @@ pub struct FileSettings {
     pub max_document_size: Option<String>,
     pub max_artifact_size: Option<String>,
     pub max_size: Option<String>,
+    pub max_size_npm: Option<String>,
+    pub max_size_cargo: Option<String>,
+    pub max_size_pypi: Option<String>,
+    pub max_size_apt: Option<String>,
     pub min_free: Option<String>,
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,
@@ -85,7 +90,28 @@ pub struct FileSettings {
 /// The HTTP address when no flag, variable or key gives one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7777";
 
+/// The ecosystems that may have a size limit of their own, each with its setting
+/// (`max-size-npm`: the flag, the `cairn.toml` key, and `CAIRN_MAX_SIZE_NPM`). `apt` covers
+/// every apt archive.
+pub const ECOSYSTEM_LIMITS: [(&str, &str); 4] = [
+    ("npm", "max-size-npm"),
+    ("cargo", "max-size-cargo"),
+    ("pypi", "max-size-pypi"),
+    ("apt", "max-size-apt"),
+];
+
 impl FileSettings {
+    /// The `cairn.toml` value of an ecosystem's size limit (`max-size-npm`, …).
+    pub fn max_size_of(&self, ecosystem: &str) -> Option<&str> {
+        match ecosystem {
+            "npm" => self.max_size_npm.as_deref(),
+            "cargo" => self.max_size_cargo.as_deref(),
+            "pypi" => self.max_size_pypi.as_deref(),
+            "apt" => self.max_size_apt.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The `cairn.toml` value of an ecosystem's upstream key (`npm-upstream`, …).
     pub fn upstream(&self, key: &str) -> Option<&str> {
         match key {
@@ -335,17 +361,27 @@ pub fn parse_min_free(text: &str) -> Result<cairn_mirror::MinFree> {
     Ok(cairn_mirror::MinFree::Percent(share))
 }
 
+/// A value quoted in an error, cut to its first 32 characters: a value from outside may be
+/// anything, of any length.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(32) {
+        Some((at, _)) => format!("{:?}…", &text[..at]),
+        None => format!("{text:?}"),
+    }
+}
+
 /// Parse a size: bytes, or a number with `K`, `M` or `G` (binary: `64M` is 64 MiB; a
-/// trailing `iB` or `B` is allowed).
+/// trailing `iB` or `B` is allowed). Errors quote at most 32 characters of the value.
 pub fn parse_size(text: &str) -> Result<u64> {
     let text = text.trim();
+    let quoted = excerpt(text);
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
     let n: u64 = number
         .parse()
-        .with_context(|| format!("invalid size {text:?}: expected e.g. 512M, 8G"))?;
+        .with_context(|| format!("invalid size {quoted}: expected e.g. 512M, 8G"))?;
     let unit = unit.trim();
     let unit = unit
         .strip_suffix("iB")
@@ -357,11 +393,11 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => bail!("invalid size {text:?}: unit must be K, M, G or T"),
+        _ => bail!("invalid size {quoted}: unit must be K, M, G or T"),
     };
     n.checked_mul(1 << shift)
         .filter(|&bytes| bytes > 0)
-        .with_context(|| format!("invalid size {text:?}: must be above 0 and below 16 EiB"))
+        .with_context(|| format!("invalid size {quoted}: must be above 0 and below 16 EiB"))
 }
 
 #[cfg(test)]
@@ -377,6 +413,10 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("8 gigs").is_err());
         assert!(parse_size("").is_err());
+        let long = parse_size(&"9".repeat(100_000)).expect_err("too big");
+        assert!(long.to_string().len() < 100, "{long}");
+        assert!(parse_size("-5G").is_err());
+        assert!(parse_size("1G\nmax-size = 1").is_err());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The store at scale: a data directory of `CAIRN_BENCH_ARTIFACTS` artifacts (default
 //! 1,000,000 files of 256 bytes, built by `cairn_store::testing::synthetic_artifacts`), then,
-//! each timed with the process's memory: opening the mirror on it, counting the bytes held,
-//! choosing a tenth of the store by last use, a `gc` with nothing to remove, `verify`'s scan
-//! (every file read and checked against its CIDs), and an eviction pass of a tenth of it under
-//! a size limit (rows dropped in batches, files deleted, events sent).
+//! each timed with the process's memory: opening the mirror on it, counting the bytes held (in
+//! all, then in all and per ecosystem in one scan, as the upkeep does), choosing a tenth of the
+//! store by last use (of all files, then of one ecosystem's), a `gc` with nothing to remove,
+//! `verify`'s scan (every file read and checked against its CIDs), and an eviction pass of a
+//! tenth of it under a size limit (rows dropped in batches, files deleted, events sent, the
+//! store counted again).
 //!
 //!   cargo bench -p cairn-mirror --bench store_scale
 //!
@@ -88,6 +90,18 @@ fn main() {
     assert_eq!(held, count * size as u64);
 
     let started = Instant::now();
+    let counted = mirror
+        .store()
+        .held_bytes_by_ecosystem()
+        .expect("held per ecosystem");
+    report(
+        "count the bytes held in all and per ecosystem (one scan, as the upkeep counts)",
+        started,
+    );
+    assert_eq!(counted.total, held);
+    assert_eq!(counted.by_ecosystem.get("npm"), Some(&held));
+
+    let started = Instant::now();
     let chosen = mirror
         .index()
         .least_recently_used(held / 10, &|_| false)
@@ -130,6 +144,15 @@ fn main() {
     }
     report("verify every file", started);
     assert_eq!(checked, count);
+
+    let started = Instant::now();
+    let chosen = mirror
+        .index()
+        .least_recently_used_in(Some("npm"), held / 10, &|_| false)
+        .expect("choose in npm");
+    report("choose a tenth by last use among npm's files", started);
+    assert!(chosen.len() as u64 >= count / 10);
+    drop(chosen);
 
     let started = Instant::now();
     let pass = runtime

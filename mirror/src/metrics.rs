@@ -66,6 +66,11 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// The size limit (`--max-size`); 0 when there is none.
     pub store_limit_bytes: Gauge,
+    /// Bytes of artifact files held per ecosystem (`apt` for every archive; a file named in
+    /// two ecosystems counts in each).
+    pub store_ecosystem_bytes: Family<EcosystemLabels, Gauge>,
+    /// Per-ecosystem size limits (`--max-size-npm`, …), only for ecosystems that have one.
+    pub store_ecosystem_limit_bytes: Family<EcosystemLabels, Gauge>,
     /// Artifact files evicted to stay under the limit, and their bytes.
     pub evicted_files: Counter,
     pub evicted_bytes: Counter,
@@ -141,6 +146,18 @@ impl Metrics {
             "The store's size limit (0: none)",
             store_limit_bytes.clone(),
         );
+        let store_ecosystem_bytes = Family::default();
+        registry.register(
+            "store_ecosystem_bytes",
+            "Bytes of artifact files held per ecosystem, each file once in each ecosystem naming it",
+            store_ecosystem_bytes.clone(),
+        );
+        let store_ecosystem_limit_bytes = Family::default();
+        registry.register(
+            "store_ecosystem_limit_bytes",
+            "The size limit of each ecosystem that has one",
+            store_ecosystem_limit_bytes.clone(),
+        );
         let evicted_files = Counter::default();
         registry.register(
             "evicted_files",
@@ -193,6 +210,8 @@ impl Metrics {
             registry: Mutex::new(registry),
             store_bytes,
             store_limit_bytes,
+            store_ecosystem_bytes,
+            store_ecosystem_limit_bytes,
             evicted_files,
             evicted_bytes,
             evicted_shared_files,

@@ -100,6 +100,19 @@ pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Resu
         }
         config.max_store_bytes = Some(bytes);
     }
+    for (ecosystem, key) in settings::ECOSYSTEM_LIMITS {
+        // `parse_size` refuses 0 and garbage; the error names the setting.
+        let limit = settings::size(
+            key,
+            args.max_size_of(ecosystem),
+            file.max_size_of(ecosystem),
+        )?;
+        if let Some(bytes) = limit {
+            config
+                .max_ecosystem_bytes
+                .insert(ecosystem.to_owned(), bytes);
+        }
+    }
     if let Some(text) = settings::value(args.min_free.as_deref(), file.min_free.as_deref()) {
         config.min_free = settings::parse_min_free(text).context("min-free")?;
     }
@@ -371,6 +384,62 @@ mod tests {
         assert_eq!(defaults.metadata_ttl, built_in.metadata_ttl);
         assert_eq!(defaults.max_document_bytes, None);
         assert!(!defaults.offline);
+    }
+
+    #[test]
+    fn ecosystem_size_limits_layer_like_the_others_and_only_given_ones_are_set() {
+        let file: FileSettings =
+            toml::from_str("max-size-npm = \"1G\"\nmax-size-apt = \"3G\"\nmax-size = \"2G\"\n")
+                .expect("cairn.toml");
+        let (common, args) = serve_args(&["--max-size-npm", "20M", "--max-size-pypi", "5G"]);
+        let config = mirror_config(&common, &file, &args).expect("config");
+        let limits: Vec<(&str, u64)> = config
+            .max_ecosystem_bytes
+            .iter()
+            .map(|(e, b)| (e.as_str(), *b))
+            .collect();
+        // The flag beats the file; the file's apt limit stays; cargo has none.
+        assert_eq!(
+            limits,
+            [("apt", 3 << 30), ("npm", 20 << 20), ("pypi", 5 << 30)]
+        );
+        // Above the global limit is allowed: it just never binds.
+        assert_eq!(config.max_store_bytes, Some(2 << 30));
+        for (ecosystem, key) in settings::ECOSYSTEM_LIMITS {
+            let (_, args) = serve_args(&[&format!("--{key}"), "7M"]);
+            assert_eq!(args.max_size_of(ecosystem), Some("7M"), "{key}");
+            let file: FileSettings = toml::from_str(&format!("{key} = \"7M\"")).expect("toml");
+            assert_eq!(file.max_size_of(ecosystem), Some("7M"), "{key}");
+        }
+    }
+
+    #[test]
+    fn bad_ecosystem_size_limits_name_their_setting() {
+        for bad in [
+            "0",
+            "0G",
+            "-1G",
+            "garbage",
+            "20 gigs",
+            "99999999999999T",
+            "1G; rm -rf /",
+            "",
+        ] {
+            let (common, args) = serve_args(&[&format!("--max-size-cargo={bad}")]);
+            let e = mirror_config(&common, &FileSettings::default(), &args).expect_err(bad);
+            assert_eq!(e.to_string(), "max-size-cargo", "{bad:?}");
+            assert!(format!("{e:#}").contains("invalid size"), "{bad:?}: {e:#}");
+            let file: FileSettings =
+                toml::from_str(&format!("max-size-apt = {bad:?}")).expect("toml");
+            let (common, args) = serve_args(&[]);
+            let e = mirror_config(&common, &file, &args).expect_err(bad);
+            assert_eq!(e.to_string(), "max-size-apt", "{bad:?}");
+        }
+        // An ecosystem with no limit setting is an unknown key, named.
+        let e = toml::from_str::<FileSettings>("max-size-foo = \"1G\"").expect_err("unknown");
+        assert!(e.to_string().contains("max-size-foo"), "{e}");
+        // A limit that is not a string is refused too.
+        assert!(toml::from_str::<FileSettings>("max-size-npm = 0").is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
         let pins = store.index().pins()?.len();
         Ok::<_, cairn_mirror::error::StoreError>((
             stats,
-            store.held_bytes()?,
+            store.held_bytes_by_ecosystem()?,
             store.free_bytes(),
             pins,
         ))
@@ -39,6 +39,28 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
     let limit = settings::from_env("max-size", file.max_size.as_deref())
         .map(|text| settings::parse_size(&text).context("max-size"))
         .transpose()?;
+    let mut ecosystem_limits = std::collections::BTreeMap::new();
+    for (ecosystem, key) in settings::ECOSYSTEM_LIMITS {
+        if let Some(text) = settings::from_env(key, file.max_size_of(ecosystem)) {
+            ecosystem_limits.insert(ecosystem, settings::parse_size(&text).context(key)?);
+        }
+    }
+    // Bytes held per ecosystem (`apt`: every archive), with its limit; an ecosystem with a
+    // limit that holds nothing is shown too.
+    let mut by_ecosystem: std::collections::BTreeMap<&str, (u64, Option<u64>)> = held
+        .by_ecosystem
+        .iter()
+        .map(|(e, &bytes)| {
+            (
+                e.as_str(),
+                (bytes, ecosystem_limits.get(e.as_str()).copied()),
+            )
+        })
+        .collect();
+    for (&ecosystem, &limit) in &ecosystem_limits {
+        by_ecosystem.entry(ecosystem).or_insert((0, Some(limit)));
+    }
+    let held = held.total;
     let running = tokio::time::timeout(
         Duration::from_millis(500),
         tokio::net::TcpStream::connect(listen),
@@ -85,6 +107,12 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
                 "limit_bytes": limit,
                 "free_bytes": free,
                 "pinned_snapshots": pins,
+                "ecosystems": by_ecosystem
+                    .iter()
+                    .map(|(e, (bytes, limit))| {
+                        (e.to_string(), serde_json::json!({ "held_bytes": bytes, "limit_bytes": limit }))
+                    })
+                    .collect::<serde_json::Map<_, _>>(),
             },
             "last_verify": last_verify,
         });
@@ -138,6 +166,16 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
         "verify:",
         describe_verify(last_verify.as_ref())
     );
+    if !by_ecosystem.is_empty() {
+        let shown: Vec<String> = by_ecosystem
+            .iter()
+            .map(|(e, (bytes, limit))| match limit {
+                Some(limit) => format!("{e} {} of {}", size(*bytes), size(*limit)),
+                None => format!("{e} {}", size(*bytes)),
+            })
+            .collect();
+        println!("{:<width$} {}", "held:", shown.join(", "));
+    }
     if stats.is_empty() {
         println!("{:<width$} empty", "cache:");
     }

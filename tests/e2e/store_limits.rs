@@ -2,7 +2,8 @@
 //! npm, cargo or pip stays under it, keeps what a pinned snapshot names and what was used last,
 //! and the last project again is served from the cache alone; an evicted package is fetched
 //! again; a disk running short makes room; `cairn gc` beside a running node removes leftovers
-//! and nothing else.
+//! and nothing else. A node with `--max-size-npm` trims npm's files alone, pip's stay; a bad
+//! per-ecosystem limit stops `serve` with an error naming it.
 
 use std::time::Duration;
 
@@ -517,4 +518,231 @@ fn pip_through_a_node_over_its_size_limit_keeps_the_last_requirements_whole() {
         before,
         "the last requirements were not served from the cache alone"
     );
+}
+
+/// Bytes of an ecosystem's artifacts a node holds, from `/metrics`.
+fn ecosystem_bytes(node: &Cairn, ecosystem: &str) -> f64 {
+    node.metric(&format!(
+        "cairn_store_ecosystem_bytes{{ecosystem=\"{ecosystem}\"}}"
+    ))
+}
+
+#[test]
+fn npm_over_its_own_limit_settles_under_it_while_every_pip_file_stays() {
+    use crate::pypi::{python_tool, venv};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let npm = FakeNpm::start(registry());
+    let names = ["eco-a", "eco-b", "eco-c", "eco-d"];
+    let mut index = crate::fake_pypi::Index::default();
+    for name in names {
+        index.wheel(&tmp.path().join("wheels"), name, "1.0.0", &[], None);
+    }
+    let pypi = crate::fake_pypi::FakePypi::start(index);
+    // Room for four npm tarballs of about 1.06 MiB (4.25 MiB under the low-water mark of
+    // 4.5 MiB); no limit for PyPI and none for the whole store.
+    let npm_limit = 5 * MIB as u64;
+    let data = tmp.path().join("data");
+    let node = Cairn::start(
+        &data,
+        &[
+            "--npm-upstream",
+            &npm.url,
+            "--pypi-upstream",
+            &pypi.simple_url,
+            "--max-size-npm",
+            "5M",
+        ],
+    );
+    let index_url = format!("{}/pypi/simple/", node.url);
+    let python = venv(&tmp.path().join("venv"));
+    let home = tmp.path().join("home");
+    let download = |what: &str| {
+        let dest = tmp.path().join(format!("dl-{what}"));
+        let dest = dest.to_str().expect("path");
+        let mut args = vec![
+            "download",
+            "--no-cache-dir",
+            "--no-deps",
+            "-d",
+            dest,
+            "--index-url",
+            &index_url,
+        ];
+        args.extend_from_slice(&names);
+        assert_success(
+            &python_tool(&python.join("bin/pip"), &args, &home),
+            &format!("pip download ({what})"),
+        );
+    };
+
+    // PyPI's files first: the least recently used of the whole store, which a global pass
+    // would take first.
+    download("first");
+    let pypi_hits = pypi.total_hits();
+    install(tmp.path(), &node, "first", 1..=4);
+    let last = install(tmp.path(), &node, "second", 5..=8);
+
+    // About 8.5 MiB of npm through a 5 MiB npm limit: once the last commit is counted, the
+    // first project's four went and npm settles under its limit.
+    wait_for(Duration::from_secs(60), "npm under its limit", || {
+        let held = ecosystem_bytes(&node, "npm");
+        let evicted = node.metric("cairn_evicted_files_total");
+        (held > 0.0 && held <= npm_limit as f64 && evicted >= 4.0).then_some(())
+    });
+    assert_eq!(
+        node.metric("cairn_store_ecosystem_limit_bytes{ecosystem=\"npm\"}"),
+        npm_limit as f64
+    );
+    assert_eq!(
+        node.metric("cairn_store_limit_bytes"),
+        0.0,
+        "no global limit"
+    );
+    let metrics = get(&format!("{}/metrics", node.url)).text;
+    assert!(
+        !metrics.contains("cairn_store_ecosystem_limit_bytes{ecosystem=\"pypi\"}"),
+        "{metrics}"
+    );
+    assert!(ecosystem_bytes(&node, "pypi") > 0.0, "{metrics}");
+    assert!(
+        node.logs()
+            .contains("evicted the ecosystem's least recently used artifacts"),
+        "{}",
+        node.logs()
+    );
+
+    // Every pip file stayed: the same downloads again, no pip cache, nothing from upstream.
+    download("again");
+    assert_eq!(
+        pypi.total_hits(),
+        pypi_hits,
+        "a PyPI file was fetched again"
+    );
+    // The last npm project again on a fresh machine: every tarball from the cache.
+    let env = ClientEnv::new(&tmp.path().join("client-again"), &node.npm());
+    std::fs::remove_dir_all(last.join("node_modules")).expect("node_modules");
+    assert_success(&env.run("npm", &["ci"], &last), "npm ci (second, again)");
+    for i in 5..=8 {
+        assert_eq!(npm.hits(&tarball(i)), 1, "{} was fetched again", tarball(i));
+    }
+    // The first project's tarballs went, and come back from upstream whole.
+    for i in 1..=4 {
+        let reply = get(&format!("{}{}", node.npm(), tarball(i)));
+        assert_eq!(reply.status, 200);
+        assert_eq!(npm.hits(&tarball(i)), 2, "{} was not evicted", tarball(i));
+    }
+
+    // `cairn status`, beside the node: bytes held per ecosystem and npm's limit.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "status",
+            "--json",
+            "--data-dir",
+            data.to_str().expect("path"),
+        ])
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("CAIRN_MAX_SIZE_NPM", "5M")
+        .output()
+        .expect("cairn status");
+    assert_success(&status, "cairn status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let ecosystems = &status["store"]["ecosystems"];
+    assert_eq!(ecosystems["npm"]["limit_bytes"], npm_limit, "{status}");
+    assert!(
+        ecosystems["npm"]["held_bytes"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert!(
+        ecosystems["pypi"]["held_bytes"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert!(ecosystems["pypi"]["limit_bytes"].is_null(), "{status}");
+}
+
+/// `cairn [GLOBAL] serve … [ARGS]` with `env`, which must refuse to start: its stderr. A node
+/// that starts anyway is killed after a minute and the test fails.
+fn serve_refused(
+    data: &std::path::Path,
+    global: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
+        .args(global)
+        .args(["serve", "--no-p2p", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(["--npm-upstream", "http://127.0.0.1:9/"])
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn cairn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cairn serve {args:?} {env:?} started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "{args:?} {env:?} exited 0: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_zero_garbage_or_unknown_ecosystem_size_limit_stops_serve_with_an_error_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    // Flags.
+    for (key, value) in [
+        ("max-size-npm", "0"),
+        ("max-size-cargo", "lots"),
+        ("max-size-pypi", "-5G"),
+        ("max-size-apt", "99999999999999999999G"),
+        ("max-size-npm", "1G\nmax-size = 1"),
+        ("max-size-pypi", &"9".repeat(100_000)),
+    ] {
+        // `--flag=VALUE`: a value starting with `-` is not read as a flag.
+        let flag = format!("--{key}={value}");
+        let stderr = serve_refused(&data, &[], &[&flag], &[]);
+        assert!(
+            stderr.contains(&format!("cairn: {key}: invalid size")),
+            "{key}={value:.40}: {stderr:.400}"
+        );
+        assert!(stderr.len() < 4096, "the error echoes the whole value back");
+    }
+    // Environment variables.
+    let stderr = serve_refused(&data, &[], &[], &[("CAIRN_MAX_SIZE_APT", "0B")]);
+    assert!(
+        stderr.contains("cairn: max-size-apt: invalid size"),
+        "{stderr}"
+    );
+    // `cairn.toml`: a bad value, and an ecosystem that has no limit setting.
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, "max-size-cargo = \"0\"\n").expect("config");
+    let config_arg = config.to_str().expect("path");
+    let stderr = serve_refused(&data, &["--config", config_arg], &[], &[]);
+    assert!(
+        stderr.contains("cairn: max-size-cargo: invalid size"),
+        "{stderr}"
+    );
+    std::fs::write(&config, "max-size-foo = \"1G\"\n").expect("config");
+    let stderr = serve_refused(&data, &["--config", config_arg], &[], &[]);
+    assert!(
+        stderr.contains("invalid config") && stderr.contains("max-size-foo"),
+        "{stderr}"
+    );
+    // None of them left a store behind.
+    assert!(!data.join("index.sqlite3").exists());
 }

@@ -361,7 +361,7 @@ impl Mirror {
             )))
         })
         .await?;
-        self.count_committed(cached.record.size);
+        self.count_committed(name, cached.record.size);
         tracing::info!(ecosystem = name, key = %route.key, source = %derive.source, "artifact derived");
         Ok(ArtifactBody::Cached(cached))
     }

@@ -75,6 +75,14 @@ impl Builder {
         metrics
             .store_limit_bytes
             .set(config.max_store_bytes.unwrap_or(0) as i64);
+        for (ecosystem, &limit) in &config.max_ecosystem_bytes {
+            metrics
+                .store_ecosystem_limit_bytes
+                .get_or_create(&crate::metrics::EcosystemLabels {
+                    ecosystem: ecosystem.clone(),
+                })
+                .set(limit as i64);
+        }
         let mut registered = HashMap::new();
         let mut mounts = HashMap::new();
         for setup in self.ecosystems {
@@ -124,6 +132,7 @@ impl Builder {
                 tasks: tokio_util::task::TaskTracker::new(),
                 abandon: tokio_util::sync::CancellationToken::new(),
                 held_bytes: std::sync::atomic::AtomicU64::new(0),
+                held_by_ecosystem: Mutex::default(),
                 upkeep_due: tokio::sync::Notify::new(),
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),

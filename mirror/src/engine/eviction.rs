@@ -1,7 +1,10 @@
-//! Keeping the store under its size limit (`--max-size`): when the artifact files it holds
-//! pass the limit, the least recently used go, down to [`LOW_WATER`] of it, in the background
-//! (the upkeep of `Serving`, woken by the commit that crossed the limit). A hit never waits for
-//! it: eviction reads the index through its own connection and writes in short batches.
+//! Keeping the store under its size limits: the global one (`--max-size`) and each
+//! ecosystem's (`--max-size-npm`, …; `apt` covers every apt archive). When the artifact files
+//! held in all, or those an ecosystem's rows name, pass their limit, the least recently used go
+//! (of that ecosystem, for its limit), down to [`LOW_WATER`] of it, in the background (the
+//! upkeep of `Serving`, woken by the commit that crossed the limit). A hit never waits for it:
+//! eviction reads the index through its own connection and writes in short batches. Every pass
+//! goes through `Mirror::evict_lru`, so pins and files in use are kept alike.
 //!
 //! The disk has its own floor (`--min-free`, 5% of it by default): a download that would leave
 //! less free evicts least recently used artifacts first, limit or not ([`Mirror::make_room`]),
@@ -10,9 +13,11 @@
 //! What is never evicted: an artifact a pinned snapshot names (`cairn pin`), and anything used
 //! since the pass chose it (access times are written before the pass). A download under way is
 //! not in the index yet, and a response already streaming a file ends whole. Metadata
-//! documents are not counted against the limit (they are what the node needs to answer at all).
+//! documents are not counted against the limits (they are what the node needs to answer at
+//! all). A file named in two ecosystems counts in each, and an ecosystem's pass that evicts it
+//! takes it from both (the unit is the file).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,6 +26,8 @@ use cid::Cid;
 use super::{Mirror, blocking, swarm_choice};
 use crate::cid::FlatCid;
 use crate::error::Error;
+use crate::index::ecosystem_family;
+use crate::metrics::EcosystemLabels;
 use crate::snapshot::Snapshot;
 
 /// Where a pass stops: this share of the limit.
@@ -29,11 +36,12 @@ pub const LOW_WATER: f64 = 0.9;
 /// How often what is held is counted again from the index when no pass needs it.
 pub const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// What one pass did.
+/// What one pass did (over every limit that was passed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Eviction {
     /// Bytes of artifact files held after the pass.
     pub held: u64,
+    /// Files and bytes evicted, for the global limit and the ecosystems' together.
     pub files: usize,
     pub bytes: u64,
 }
@@ -52,18 +60,91 @@ impl Mirror {
         self.inner.held_bytes.load(Ordering::Relaxed)
     }
 
-    /// A commit of `size` bytes: count it, and wake the upkeep when the limit is passed.
-    pub(super) fn count_committed(&self, size: u64) {
+    /// Bytes of artifact files an ecosystem's rows name (`npm`; `apt` for every archive), as
+    /// last counted; 0 until the first count.
+    pub fn held_bytes_in(&self, ecosystem: &str) -> u64 {
+        self.held_by_ecosystem()
+            .get(ecosystem)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn held_by_ecosystem(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.inner
+            .held_by_ecosystem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A commit of `size` bytes in `ecosystem`: count it, in all and in the ecosystem, and
+    /// wake the upkeep when a limit is passed.
+    pub(super) fn count_committed(&self, ecosystem: &str, size: u64) {
         let held = self.inner.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
         self.inner.metrics.store_bytes.set(held as i64);
-        if self
-            .inner
-            .config
-            .max_store_bytes
-            .is_some_and(|max| held > max)
-        {
+        let family = ecosystem_family(ecosystem);
+        let in_ecosystem = {
+            let mut by = self.held_by_ecosystem();
+            let count = match by.get_mut(family) {
+                Some(count) => count,
+                None => by.entry(family.to_owned()).or_default(),
+            };
+            *count += size;
+            *count
+        };
+        self.set_ecosystem_gauge(family, in_ecosystem);
+        let config = &self.inner.config;
+        let over = config.max_store_bytes.is_some_and(|max| held > max)
+            || config
+                .max_ecosystem_bytes
+                .get(family)
+                .is_some_and(|&max| in_ecosystem > max);
+        if over {
             self.inner.upkeep_due.notify_one();
         }
+    }
+
+    fn set_ecosystem_gauge(&self, ecosystem: &str, bytes: u64) {
+        self.inner
+            .metrics
+            .store_ecosystem_bytes
+            .get_or_create(&EcosystemLabels {
+                ecosystem: ecosystem.to_owned(),
+            })
+            .set(bytes as i64);
+    }
+
+    /// Whether what was last counted is over the global limit or an ecosystem's.
+    fn over_a_limit(&self) -> bool {
+        let config = &self.inner.config;
+        if config
+            .max_store_bytes
+            .is_some_and(|max| self.held_bytes() > max)
+        {
+            return true;
+        }
+        let by = self.held_by_ecosystem();
+        config
+            .max_ecosystem_bytes
+            .iter()
+            .any(|(ecosystem, &max)| by.get(ecosystem).is_some_and(|&held| held > max))
+    }
+
+    /// The counts are no longer exact (files went whose ecosystems were not counted): the next
+    /// upkeep counts again from the index.
+    pub(super) fn count_stale(&self) {
+        *self
+            .inner
+            .counted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn counted(&self) -> bool {
+        self.inner
+            .counted_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Resolves when a commit has passed the size limit since the last call.
@@ -71,13 +152,16 @@ impl Mirror {
         self.inner.upkeep_due.notified().await
     }
 
-    /// One eviction pass when the store is over its limit (nothing without a limit): evict
-    /// least recently used files down to 90% of the limit, keeping pinned ones. Write access
-    /// times first ([`Mirror::flush_access_times`]) so that what was just used counts as used.
+    /// One eviction pass when the store is over a limit (nothing without limits): for each
+    /// ecosystem over its own limit, evict its least recently used files down to 90% of that
+    /// limit; then, when the store is over the global limit, the least recently used of all
+    /// down to 90% of it. Pinned files stay. Write access times first
+    /// ([`Mirror::flush_access_times`]) so that what was just used counts as used.
     ///
-    /// What is held is counted from the index (a scan: seconds for a million artifacts) at the
-    /// first pass, every 10 minutes after (imports by other processes are not counted as
-    /// they come), and before any eviction; between counts, commits add to the count.
+    /// What is held, in all and per ecosystem, is counted from the index (one scan: seconds for
+    /// a million artifacts) at the first pass, every 10 minutes after (imports by other
+    /// processes are not counted as they come), before any eviction and after each pass that
+    /// evicted; between counts, commits add to the counts.
     pub async fn evict_if_over(&self) -> Result<Eviction, Error> {
         let due = self
             .inner
@@ -85,46 +169,104 @@ impl Mirror {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY);
-        let max = self.inner.config.max_store_bytes;
-        let over = max.is_some_and(|max| self.held_bytes() > max);
-        let held = if due || over {
+        let held = if due || self.over_a_limit() {
             self.recount().await?
         } else {
             self.held_bytes()
         };
-        let Some(max) = max.filter(|&max| held > max) else {
+        if !self.over_a_limit() {
             return Ok(Eviction {
                 held,
                 ..Eviction::default()
             });
-        };
-        let need = held - (max as f64 * LOW_WATER) as u64;
+        }
         let _pass = self.inner.evicting.lock().await;
-        let (files, bytes) = self.evict_lru(need).await?;
-        let held = self.held_bytes();
-        if bytes < need {
-            tracing::warn!(
-                held,
+        let config = &self.inner.config;
+        let mut done = Eviction::default();
+        for (ecosystem, &max) in &config.max_ecosystem_bytes {
+            if !self.counted() {
+                self.recount().await?;
+            }
+            let held = self.held_bytes_in(ecosystem);
+            if held <= max {
+                continue;
+            }
+            let need = held - (max as f64 * LOW_WATER) as u64;
+            let (files, bytes) = self.evict_lru(Some(ecosystem), need).await?;
+            done.files += files;
+            done.bytes += bytes;
+            if bytes < need {
+                tracing::warn!(
+                    ecosystem = %ecosystem,
+                    held = held - bytes.min(held),
+                    limit = max,
+                    "the ecosystem is over its size limit and nothing more of it may be evicted (pinned or just used)"
+                );
+            }
+            tracing::info!(
+                ecosystem = %ecosystem,
+                files,
+                bytes,
                 limit = max,
-                "the store is over its size limit and nothing more may be evicted (pinned or just used)"
+                "evicted the ecosystem's least recently used artifacts"
             );
         }
-        tracing::info!(
-            files,
-            bytes,
-            held,
-            limit = max,
-            "evicted least recently used artifacts"
-        );
-        Ok(Eviction { held, files, bytes })
+        if !self.counted() {
+            self.recount().await?;
+        }
+        if let Some(max) = config.max_store_bytes {
+            let held = self.held_bytes();
+            if held > max {
+                let need = held - (max as f64 * LOW_WATER) as u64;
+                let (files, bytes) = self.evict_lru(None, need).await?;
+                done.files += files;
+                done.bytes += bytes;
+                if bytes < need {
+                    tracing::warn!(
+                        held = self.held_bytes(),
+                        limit = max,
+                        "the store is over its size limit and nothing more may be evicted (pinned or just used)"
+                    );
+                }
+                tracing::info!(
+                    files,
+                    bytes,
+                    held = self.held_bytes(),
+                    limit = max,
+                    "evicted least recently used artifacts"
+                );
+            }
+        }
+        done.held = if self.counted() {
+            self.held_bytes()
+        } else {
+            self.recount().await?
+        };
+        Ok(done)
     }
 
-    /// Count what is held from the index, and remember it.
+    /// Count what is held from the index, in all and per ecosystem (one scan), and remember
+    /// it.
     async fn recount(&self) -> Result<u64, Error> {
         let store = self.inner.store.clone();
-        let held = blocking(move || Ok(store.held_bytes()?)).await?;
+        let counted = blocking(move || Ok(store.held_bytes_by_ecosystem()?)).await?;
+        let held = counted.total;
         self.inner.held_bytes.store(held, Ordering::Relaxed);
         self.inner.metrics.store_bytes.set(held as i64);
+        {
+            let mut by = self.held_by_ecosystem();
+            // An ecosystem that holds nothing any more reads 0, not its last count.
+            for (ecosystem, _) in by
+                .iter()
+                .filter(|(e, _)| !counted.by_ecosystem.contains_key(*e))
+            {
+                self.set_ecosystem_gauge(ecosystem, 0);
+            }
+            for (ecosystem, &bytes) in &counted.by_ecosystem {
+                self.set_ecosystem_gauge(ecosystem, bytes);
+            }
+            *by = counted.by_ecosystem;
+        }
         *self
             .inner
             .counted_at
@@ -154,7 +296,7 @@ impl Mirror {
         if let Err(e) = self.flush_access_times().await {
             tracing::warn!("cannot record access times before evicting: {e}");
         }
-        match self.evict_lru(need).await {
+        match self.evict_lru(None, need).await {
             Ok((files, freed)) => {
                 tracing::info!(
                     files,
@@ -172,24 +314,30 @@ impl Mirror {
         self.has_room(bytes)
     }
 
-    /// Evict least recently used, unpinned files until `need` bytes are freed or nothing more
-    /// may go; drop them from the memory caches and count them. The files and bytes evicted.
-    async fn evict_lru(&self, need: u64) -> Result<(usize, u64), Error> {
+    /// Evict least recently used, unpinned files (of `ecosystem` when given) until `need`
+    /// bytes are freed or nothing more may go; drop them from the memory caches and count them.
+    /// The files and bytes evicted. Every pass, for any limit or the disk's floor, goes
+    /// through here.
+    async fn evict_lru(&self, ecosystem: Option<&str>, need: u64) -> Result<(usize, u64), Error> {
         let pinned = self.pinned_flats().await?;
         let store = self.inner.store.clone();
         let swarm = self
             .peer_source()
             .filter(|peers| peers.shares_holdings())
             .cloned();
+        let ecosystem = ecosystem.map(str::to_owned);
         let evicted = match swarm {
             None => {
                 blocking(move || {
                     let keep = |flat: &FlatCid| pinned.contains(flat);
-                    Ok(store.evict(need, &keep)?)
+                    Ok(store.evict_in(ecosystem.as_deref(), need, &keep)?)
                 })
                 .await?
             }
-            Some(peers) => self.evict_as_swarm(&*peers, need, pinned).await?,
+            Some(peers) => {
+                self.evict_as_swarm(&*peers, ecosystem, need, pinned)
+                    .await?
+            }
         };
         let bytes: u64 = evicted.iter().map(|f| f.size).sum();
         let gone: HashSet<FlatCid> = evicted.iter().map(|f| f.flat).collect();
@@ -207,15 +355,20 @@ impl Mirror {
         metrics.store_bytes.set(held.load(Ordering::Relaxed) as i64);
         metrics.evicted_files.inc_by(evicted.len() as u64);
         metrics.evicted_bytes.inc_by(bytes);
+        if !evicted.is_empty() {
+            // Which ecosystems named the files is not known here: count them again.
+            self.count_stale();
+        }
         Ok((evicted.len(), bytes))
     }
 
     /// Evict as a node of a private swarm ([`swarm_choice`]): the least recently used files
-    /// (a window of [`swarm_choice::WINDOW`] times `need`), the peers asked which of them they
+    /// (of `ecosystem` when given; a window of [`swarm_choice::WINDOW`] times `need`), the peers asked which of them they
     /// hold, those evicted first. Counts what went as held elsewhere or as a last copy.
     async fn evict_as_swarm(
         &self,
         peers: &dyn crate::peers::PeerSource,
+        ecosystem: Option<String>,
         need: u64,
         pinned: Arc<HashSet<FlatCid>>,
     ) -> Result<Vec<crate::index::HeldFile>, Error> {
@@ -223,7 +376,7 @@ impl Mirror {
         let window = need.saturating_mul(swarm_choice::WINDOW);
         let candidates = blocking(move || {
             let keep = |flat: &FlatCid| pinned.contains(flat);
-            Ok(index.least_recently_used(window, &keep)?)
+            Ok(index.least_recently_used_in(ecosystem.as_deref(), window, &keep)?)
         })
         .await?;
         let shared = peers

@@ -47,7 +47,7 @@ pub use metadata::MetadataHit;
 pub(crate) use metadata::stale_reason;
 use metadata::{Enough, Fetched};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -93,6 +93,10 @@ pub struct MirrorConfig {
     /// The most bytes of artifact files the store keeps (`--max-size`): past it, the least
     /// recently used are evicted (`Mirror::evict_if_over`). `None`: no limit.
     pub max_store_bytes: Option<u64>,
+    /// Size limits per ecosystem (`--max-size-npm`, …; `apt` is every apt archive): past one,
+    /// that ecosystem's least recently used files are evicted. Beside `max_store_bytes`, which
+    /// still holds over everything.
+    pub max_ecosystem_bytes: BTreeMap<String, u64>,
     /// Free space the store keeps on its disk (`--min-free`): a download that would leave less
     /// first evicts least recently used artifacts to make room (at least 1 MiB is kept).
     pub min_free: MinFree,
@@ -131,6 +135,7 @@ impl MirrorConfig {
             max_document_bytes: None,
             max_artifact_bytes: 8 << 30,
             max_store_bytes: None,
+            max_ecosystem_bytes: BTreeMap::new(),
             min_free: MinFree::Percent(5.0),
         }
     }
@@ -222,6 +227,8 @@ pub(crate) struct Inner {
     abandon: tokio_util::sync::CancellationToken,
     /// Bytes of artifact files held, as last counted ([`eviction`]).
     held_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes held per ecosystem (its family: `apt`), as last counted.
+    held_by_ecosystem: Mutex<BTreeMap<String, u64>>,
     /// Notified when a commit passes the size limit.
     upkeep_due: tokio::sync::Notify,
     /// The artifacts pinned snapshots name, cached by their roots.

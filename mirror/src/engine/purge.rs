@@ -319,6 +319,8 @@ impl Mirror {
         metrics.store_bytes.set(held.load(Ordering::Relaxed) as i64);
         metrics.purged_files.inc_by(rows.files.len() as u64);
         metrics.purged_bytes.inc_by(bytes);
+        // The ecosystems' counts: the next upkeep counts them again.
+        self.count_stale();
     }
 }
 

@@ -107,6 +107,9 @@ async fn after_a_package_purge_its_packument_and_tarballs_come_from_upstream_aga
     let dir = tempfile::tempdir().expect("tempdir");
     let (upstream, mirror, tarballs) = warmed(dir.path()).await;
     let held_before = blobs(dir.path()).len();
+    // The upkeep has counted the store: three tarballs of npm.
+    mirror.evict_if_over().await.expect("upkeep");
+    assert_eq!(mirror.held_bytes_in("npm"), 3 * (100 << 10));
 
     let report = mirror.purge(&spec("npm:left-pad")).await.expect("purge");
 
@@ -139,6 +142,10 @@ async fn after_a_package_purge_its_packument_and_tarballs_come_from_upstream_aga
             .expect("read")
             .is_none()
     );
+    // The next upkeep counts again (the purge cannot know which ecosystems named the files).
+    let upkeep = mirror.evict_if_over().await.expect("upkeep");
+    assert_eq!(upkeep.held, 100 << 10);
+    assert_eq!(mirror.held_bytes_in("npm"), 100 << 10);
 
     // The packument (in any of its forms) and each tarball are fetched from upstream again.
     assert_eq!(get(&mirror, "/npm/left-pad").await.status, 200);

@@ -47,7 +47,7 @@ mod verify;
 pub use artifacts::ArtifactRecord;
 pub use blocks::LeafRecord;
 pub use documents::MetadataRecord;
-pub use eviction::HeldFile;
+pub use eviction::{HeldBytes, HeldFile, ecosystem_family};
 pub use import::{ImportedDocument, ListingRefs};
 pub use purge::{PurgeKeys, PurgedFile, PurgedRows};
 pub use refs::RefRecord;

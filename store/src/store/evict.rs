@@ -14,7 +14,7 @@ use super::Store;
 use crate::cid::FlatCid;
 use crate::error::StoreError;
 use crate::events::StoreEvent;
-use crate::index::HeldFile;
+use crate::index::{HeldBytes, HeldFile};
 
 /// Files whose rows are dropped in one transaction.
 pub const BATCH: usize = 256;
@@ -25,6 +25,12 @@ impl Store {
         Ok(self.index.held_bytes()?)
     }
 
+    /// Bytes of the artifact files held, in all and per ecosystem, in one pass
+    /// ([`Index::held_bytes_by_ecosystem`](crate::index::Index::held_bytes_by_ecosystem)).
+    pub fn held_bytes_by_ecosystem(&self) -> Result<HeldBytes, StoreError> {
+        Ok(self.index.held_bytes_by_ecosystem()?)
+    }
+
     /// Evict the least recently used artifact files until `need` bytes are freed or no file is
     /// left that `keep` lets go. Blocking; returns the files evicted.
     pub fn evict(
@@ -32,11 +38,22 @@ impl Store {
         need: u64,
         keep: &dyn Fn(&FlatCid) -> bool,
     ) -> Result<Vec<HeldFile>, StoreError> {
-        let chosen = self.index.least_recently_used(need, keep)?;
+        self.evict_in(None, need, keep)
+    }
+
+    /// As [`Store::evict`], choosing among the files `ecosystem` names when given (`npm`; `apt`
+    /// is every apt archive). A chosen file goes under all its keys, in every ecosystem.
+    pub fn evict_in(
+        &self,
+        ecosystem: Option<&str>,
+        need: u64,
+        keep: &dyn Fn(&FlatCid) -> bool,
+    ) -> Result<Vec<HeldFile>, StoreError> {
+        let chosen = self.index.least_recently_used_in(ecosystem, need, keep)?;
         self.evict_files(&chosen)
     }
 
-    /// Evict exactly the files `chosen` (from [`crate::index::Index::least_recently_used`]),
+    /// Evict exactly the files `chosen` (from [`crate::index::Index::least_recently_used_in`]),
     /// each unless it was used since it was chosen. Blocking; returns the files evicted.
     pub fn evict_files(&self, chosen: &[HeldFile]) -> Result<Vec<HeldFile>, StoreError> {
         let mut evicted = Vec::with_capacity(chosen.len());
@@ -67,11 +84,17 @@ impl Store {
 mod tests {
     use super::*;
     use crate::cid::{Algorithm, Digest};
+    use crate::index::ecosystem_family;
     use crate::store::Origin;
     use crate::testing::noise;
 
     /// Commit `data` under `key`, last used at `at`.
     fn add(store: &Store, key: &str, data: &[u8], at: i64) -> HeldFile {
+        add_in(store, "npm", key, data, at)
+    }
+
+    /// Commit `data` under `key` of `ecosystem`, last used at `at`.
+    fn add_in(store: &Store, ecosystem: &str, key: &str, data: &[u8], at: i64) -> HeldFile {
         let mut writer = store
             .artifact_writer(Digest::of(Algorithm::Sha512, data))
             .expect("writer");
@@ -81,7 +104,7 @@ mod tests {
             fetched_at: at,
         };
         let committed = store
-            .commit_artifact("npm", key, writer, origin, |_| {})
+            .commit_artifact(ecosystem, key, writer, origin, |_| {})
             .expect("commit");
         HeldFile {
             flat: committed.record.flat,
@@ -191,6 +214,86 @@ mod tests {
         );
         assert_eq!(store.index().held_files(None).expect("list").len(), 3);
         assert!(!listed.contains(&(old.flat, old.root)));
+    }
+
+    #[test]
+    fn bytes_per_ecosystem_count_each_file_once_in_each_ecosystem_that_names_it() {
+        let (_dir, store) = open();
+        let shared = noise(5000, 41);
+        add_in(&store, "npm", "a/shared.tgz", &shared, 1);
+        add_in(&store, "npm", "b/shared.tgz", &shared, 2);
+        add_in(&store, "pypi", "shared.whl", &shared, 3);
+        add_in(&store, "npm", "only.tgz", &noise(1000, 43), 4);
+        let deb = noise(300, 45);
+        add_in(&store, "apt/debian", "pool/x.deb", &deb, 5);
+        add_in(&store, "apt/ubuntu", "pool/x.deb", &deb, 6);
+        add_in(&store, "apt/ubuntu", "pool/y.deb", &noise(200, 47), 7);
+
+        let held = store.held_bytes_by_ecosystem().expect("count");
+
+        assert_eq!(held.total, 5000 + 1000 + 300 + 200);
+        assert_eq!(held.total, store.held_bytes().expect("count"));
+        let by: Vec<(&str, u64)> = held
+            .by_ecosystem
+            .iter()
+            .map(|(e, b)| (e.as_str(), *b))
+            .collect();
+        assert_eq!(by, [("apt", 500), ("npm", 6000), ("pypi", 5000)]);
+        assert_eq!(ecosystem_family("apt/debian"), "apt");
+        assert_eq!(ecosystem_family("npm"), "npm");
+    }
+
+    #[test]
+    fn eviction_in_one_ecosystem_takes_only_its_files_least_recently_used_first() {
+        // Odd seeds: `noise` sets the lowest bit, so 2k and 2k+1 would give the same bytes.
+        let (_dir, store) = open();
+        let old_pypi = add_in(&store, "pypi", "old.whl", &noise(4000, 51), 1);
+        let old_npm = add_in(&store, "npm", "old.tgz", &noise(1000, 53), 2);
+        let new_npm = add_in(&store, "npm", "new.tgz", &noise(1000, 55), 9);
+        // Named by both: its last use is pypi's (8), after `mid.tgz`'s.
+        let shared = noise(1000, 57);
+        let both = add_in(&store, "npm", "shared.tgz", &shared, 3);
+        add_in(&store, "pypi", "shared.whl", &shared, 8);
+        let mid_npm = add_in(&store, "npm", "mid.tgz", &noise(1000, 59), 5);
+        let deb = add_in(&store, "apt/debian", "pool/x.deb", &noise(700, 61), 0);
+
+        let chosen = store
+            .index()
+            .least_recently_used_in(Some("npm"), 2000, &|_| false)
+            .expect("choose");
+        assert_eq!(
+            chosen.iter().map(|f| f.flat).collect::<Vec<_>>(),
+            [old_npm.flat, mid_npm.flat]
+        );
+
+        let evicted = store
+            .evict_in(Some("npm"), 2500, &|_| false)
+            .expect("evict");
+        assert_eq!(
+            evicted.iter().map(|f| f.flat).collect::<Vec<_>>(),
+            [old_npm.flat, mid_npm.flat, both.flat]
+        );
+        assert_eq!(evicted[2].last_access, 8, "its last use under any key");
+        assert!(
+            store.blob_path(&old_pypi.flat).exists(),
+            "pypi's own file stays"
+        );
+        assert!(store.blob_path(&new_npm.flat).exists());
+        assert!(
+            store
+                .index()
+                .get_artifact("pypi", "shared.whl")
+                .expect("read")
+                .is_none(),
+            "a file goes under all its keys"
+        );
+
+        let apt = store.evict_in(Some("apt"), 1, &|_| false).expect("evict");
+        assert_eq!(apt, [deb], "`apt` is every apt archive");
+        assert_eq!(
+            store.evict_in(Some("cargo"), 1, &|_| false).expect("evict"),
+            []
+        );
     }
 
     #[test]
