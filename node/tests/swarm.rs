@@ -196,11 +196,19 @@ async fn fetches_over_quic() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let got = b
-        .get_block(a.peer_id(), cid, TIMEOUT)
-        .await
-        .expect("block over QUIC");
-    assert_eq!(got, block);
+    // A want sent on the one of two simultaneous connections that is then closed is lost (the
+    // dial race ARCHITECTURE.md names); a fetch asks again, as the transfer engine does.
+    let mut last = None;
+    for _ in 0..3 {
+        match b.get_block(a.peer_id(), cid, TIMEOUT / 3).await {
+            Ok(got) => {
+                assert_eq!(got, block);
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no block over QUIC in three asks: {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
