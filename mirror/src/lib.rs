@@ -23,7 +23,9 @@ pub use cairn_store::{blocks, events, holdings, index, store};
 
 pub use crate::engine::eviction::Eviction;
 pub use crate::engine::purge::{PURGE_PREFIX, PurgeReport, PurgeSpec, PurgedKey, purge_store};
-pub use crate::engine::repair::{REPAIR_PREFIX, RepairReport, RepairedKey};
+pub use crate::engine::repair::{
+    REPAIR_PREFIX, RepairReport, RepairedKey, VERIFY_JOB, VerifyReport,
+};
 pub use crate::engine::{
     ArtifactBody, Builder, EcosystemSetup, MetadataHit, MinFree, Mirror, MirrorConfig, content_key,
     now_ms,

@@ -85,6 +85,13 @@ pub struct Metrics {
     /// verify's request, and dropped; and those fetched again by a repair.
     pub damaged_files: Counter,
     pub repaired_files: Counter,
+    /// Snapshots pinned (`cairn pin`), as last read from the index.
+    pub pinned_snapshots: Gauge,
+    /// The last `cairn verify` run: when it ended (Unix seconds), the damaged files it found,
+    /// and those not held again.
+    pub verify_last_run_seconds: Gauge,
+    pub verify_last_damaged: Gauge,
+    pub verify_last_remaining: Gauge,
 }
 
 impl Default for Metrics {
@@ -206,6 +213,30 @@ impl Metrics {
             "Damaged stored files fetched again and verified by cairn verify --repair",
             repaired_files.clone(),
         );
+        let pinned_snapshots = Gauge::default();
+        registry.register(
+            "pinned_snapshots",
+            "Snapshots pinned (cairn pin): what they name is never evicted",
+            pinned_snapshots.clone(),
+        );
+        let verify_last_run_seconds = Gauge::default();
+        registry.register(
+            "verify_last_run_timestamp_seconds",
+            "When the last cairn verify ended (Unix time; 0: never)",
+            verify_last_run_seconds.clone(),
+        );
+        let verify_last_damaged = Gauge::default();
+        registry.register(
+            "verify_last_damaged_files",
+            "Damaged files the last cairn verify found",
+            verify_last_damaged.clone(),
+        );
+        let verify_last_remaining = Gauge::default();
+        registry.register(
+            "verify_last_unrepaired_files",
+            "Damaged files the last cairn verify found and did not get back",
+            verify_last_remaining.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             store_bytes,
@@ -220,6 +251,10 @@ impl Metrics {
             purged_bytes,
             damaged_files,
             repaired_files,
+            pinned_snapshots,
+            verify_last_run_seconds,
+            verify_last_damaged,
+            verify_last_remaining,
             peer_documents,
             requests,
             cache,

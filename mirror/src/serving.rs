@@ -78,7 +78,8 @@ impl Serving {
 }
 
 /// Every [`UPKEEP_EVERY`] until `stop`: write batched access times, expire cached not-founds,
-/// and keep the store under its size limit; and at once when a commit passes the limit.
+/// read the pins and the last verify run for `/metrics`, and keep the store under its size
+/// limit; and at once when a commit passes the limit.
 async fn upkeep(mirror: Mirror, stop: CancellationToken) {
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
@@ -91,6 +92,9 @@ async fn upkeep(mirror: Mirror, stop: CancellationToken) {
             tracing::warn!("cannot record access times: {e}");
         }
         if timed {
+            if let Err(e) = mirror.refresh_upkeep_gauges().await {
+                tracing::warn!("cannot read the pins and the last verify for /metrics: {e}");
+            }
             match mirror.expire_negative().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(entries = n, "expired cached not-founds"),

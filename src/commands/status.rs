@@ -198,14 +198,14 @@ async fn last_verify(data_dir: &std::path::Path) -> Result<Option<serde_json::Va
     let run = tokio::task::spawn_blocking(move || {
         cairn_mirror::store::Store::attach(&dir)?
             .index()
-            .last_run(super::verify::JOB)
+            .last_run(cairn_mirror::VERIFY_JOB)
             .map_err(cairn_mirror::error::StoreError::from)
     })
     .await
     .context("reading the index")?
     .context("reading the last verify run")?;
     Ok(run.map(|(at, report)| {
-        let report: super::verify::VerifyReport = serde_json::from_str(&report).unwrap_or_default();
+        let report: cairn_mirror::VerifyReport = serde_json::from_str(&report).unwrap_or_default();
         serde_json::json!({
             "finished_at": at,
             "files": report.files,

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cairn_mirror::cid::{BlockCid, FlatCid};
 use cairn_mirror::store::{Checked, DamagedFile, Store};
-use cairn_mirror::{Mirror, RepairReport, RepairedKey};
-use serde::{Deserialize, Serialize};
+use cairn_mirror::{Mirror, RepairReport, RepairedKey, VERIFY_JOB, VerifyReport};
 use tokio::sync::mpsc;
 
 use super::local_node::LocalNode;
@@ -33,25 +32,6 @@ use crate::settings::{self, FileSettings};
 const PAGE: usize = 1000;
 /// How long a node has to answer one repair (a fetch again of a large file included).
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// The job name under which the last run is kept in the index.
-pub const JOB: &str = "verify";
-
-/// What a run found and did.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct VerifyReport {
-    /// Artifact files checked, and their bytes.
-    pub files: u64,
-    pub bytes: u64,
-    /// Metadata blocks checked.
-    pub documents: u64,
-    pub seconds: f64,
-    /// The damaged files, each with what was done.
-    pub damaged: Vec<RepairReport>,
-    /// Damaged files held again (`--repair`).
-    pub repaired: u64,
-    /// Damaged files not held again.
-    pub remaining: u64,
-}
 
 /// A stored file the scan found damaged (why is said again by whoever drops it, after its
 /// own check).
@@ -151,7 +131,9 @@ pub async fn run(common: &Common, file: &FileSettings, repair: bool, json: bool)
     {
         let (store, text) = (store.clone(), text.clone());
         tokio::task::spawn_blocking(move || {
-            store.index().record_run(JOB, cairn_mirror::now_ms(), &text)
+            store
+                .index()
+                .record_run(VERIFY_JOB, cairn_mirror::now_ms(), &text)
         })
         .await
         .context("recording the run")?

@@ -87,6 +87,9 @@ fn a_node_over_its_size_limit_evicts_the_least_recently_used_and_keeps_pins_and_
     let pins: serde_json::Value = serde_json::from_slice(&pins.stdout).expect("pins JSON");
     assert_eq!(pins[0]["root"], root.as_str());
     assert_eq!(pins[0]["artifacts"], 4, "{pins}");
+    wait_for(Duration::from_secs(60), "the pin in /metrics", || {
+        (node.metric("cairn_pinned_snapshots") == 1.0).then_some(())
+    });
     install(tmp.path(), &node, "second", 5..=8);
     let last = install(tmp.path(), &node, "third", 9..=12);
 
@@ -326,6 +329,105 @@ fn gc_beside_a_running_node_removes_the_leftovers_and_nothing_else() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn gc_after_a_crash_mid_download_and_a_refused_import_removes_the_leftovers_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    fake.faults
+        .throttled
+        .lock()
+        .expect("faults")
+        .insert(tarball(5), (16 << 10, Duration::from_millis(50)));
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().expect("path");
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    install(tmp.path(), &node, "project", 1..=2);
+    let held = crate::support::files_under(&data.join("blobs"));
+    assert_eq!(held.len(), 2);
+
+    // A bundle from another node, one byte of a tarball flipped: its import is refused.
+    let other_data = tmp.path().join("other");
+    let other = Cairn::start(&other_data, &["--npm-upstream", &fake.url]);
+    install(tmp.path(), &other, "elsewhere", 3..=4);
+    let bundle = tmp.path().join("other.car");
+    let exported = cairn(&[
+        "export",
+        "--all",
+        "-o",
+        bundle.to_str().expect("path"),
+        "--data-dir",
+        other_data.to_str().expect("path"),
+    ]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let mut bytes = std::fs::read(&bundle).expect("bundle");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&bundle, bytes).expect("bundle");
+
+    // kill -9 in the middle of a slow download: its partial file stays in tmp/.
+    let url = format!("{}{}", node.npm(), tarball(5));
+    // The request fails when the node dies (its thread may panic: that is expected).
+    let slow = std::thread::spawn(move || get(&url));
+    let partial = wait_for(Duration::from_secs(60), "a download under way", || {
+        crate::support::files_under(&data.join("tmp"))
+            .into_iter()
+            .find(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+    });
+    node.kill();
+    let _ = slow.join();
+    assert!(partial.exists());
+
+    let refused = cairn(&[
+        "import",
+        bundle.to_str().expect("path"),
+        "--data-dir",
+        data_arg,
+    ]);
+    assert!(!refused.status.success(), "a tampered bundle was imported");
+
+    // The crash's leftover is a day old by the time anyone collects it.
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&partial)
+        .and_then(|f| f.set_modified(two_days_ago))
+        .expect("backdate");
+    let report = cairn(&["gc", "--json", "--min-age", "0s", "--data-dir", data_arg]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("gc JSON");
+    assert_eq!(report["temp_files"], 1, "{report}");
+    assert_eq!(
+        report["orphan_files"], 0,
+        "the refused import left nothing: {report}"
+    );
+    assert_eq!(report["missing_files"], 0, "{report}");
+    assert!(!partial.exists());
+    assert_eq!(crate::support::files_under(&data.join("blobs")), held);
+
+    // Started again, the node serves what it held from its store, and fetches the rest.
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    for i in 1..=2 {
+        assert_eq!(get(&format!("{}{}", node.npm(), tarball(i))).status, 200);
+        assert_eq!(
+            fake.hits(&tarball(i)),
+            1,
+            "{} was fetched again",
+            tarball(i)
+        );
+    }
+    fake.faults.throttled.lock().expect("faults").clear();
+    let reply = get(&format!("{}{}", node.npm(), tarball(5)));
+    assert!(reply.body == fake.registry().version("p5", "1.0.0").tarball);
 }
 
 #[test]

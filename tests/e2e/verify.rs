@@ -204,6 +204,14 @@ fn verify_names_each_damage_drops_it_unserved_and_repair_fetches_it_again_from_u
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["last_verify"]["damaged"], 3, "{status:#}");
     assert_eq!(status["last_verify"]["repaired"], 3, "{status:#}");
+    // The node reads the last run for /metrics at its next upkeep.
+    wait_for(
+        Duration::from_secs(60),
+        "the last verify in /metrics",
+        || (node.metric("cairn_verify_last_damaged_files") == 3.0).then_some(()),
+    );
+    assert_eq!(node.metric("cairn_verify_last_unrepaired_files"), 0.0);
+    assert!(node.metric("cairn_verify_last_run_timestamp_seconds") > 1.7e9);
 }
 
 #[test]

@@ -21,6 +21,27 @@ use crate::store::DamagedFile;
 /// `POST /api/v1/repair/document/BLOCK-CID`, each with `?fetch=true` to fetch it again.
 pub const REPAIR_PREFIX: &str = "/api/v1/repair/";
 
+/// The name under which the last `cairn verify` run is kept in the index
+/// ([`crate::index::Index::record_run`]).
+pub const VERIFY_JOB: &str = "verify";
+
+/// What a `cairn verify` run found and did, as kept in the index and printed with `--json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Artifact files checked, and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Metadata blocks checked.
+    pub documents: u64,
+    pub seconds: f64,
+    /// The damaged files, each with what was done.
+    pub damaged: Vec<RepairReport>,
+    /// Damaged files held again (`--repair`).
+    pub repaired: u64,
+    /// Damaged files not held again.
+    pub remaining: u64,
+}
+
 /// What a repair of one stored file found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairReport {
@@ -206,5 +227,24 @@ impl Mirror {
             Some(_) => Ok(()),
             None => Err(format!("upstream answered {} for it", hit.record.status)),
         }
+    }
+}
+
+impl Mirror {
+    /// Read what `/metrics` shows of the store's upkeep from the index: the pinned snapshots
+    /// and the last `cairn verify` run (which another process records).
+    pub async fn refresh_upkeep_gauges(&self) -> Result<(), Error> {
+        let index = self.inner.index.clone();
+        let (pins, run) =
+            blocking(move || Ok((index.pins()?.len(), index.last_run(VERIFY_JOB)?))).await?;
+        let metrics = &self.inner.metrics;
+        metrics.pinned_snapshots.set(pins as i64);
+        if let Some((at, report)) = run {
+            let report: VerifyReport = serde_json::from_str(&report).unwrap_or_default();
+            metrics.verify_last_run_seconds.set(at / 1000);
+            metrics.verify_last_damaged.set(report.damaged.len() as i64);
+            metrics.verify_last_remaining.set(report.remaining as i64);
+        }
+        Ok(())
     }
 }
