@@ -25,7 +25,7 @@ pub(super) struct Behaviour {
     pub(super) stream: libp2p_stream::Behaviour,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
-    pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(super) kad: kad::Behaviour<super::records::CompactStore>,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 use cid::Cid;
 use libp2p::{PeerId, StreamProtocol, kad};
 
+use super::records::{Bounds, CompactStore};
+
 /// Provider records are valid this long; servers expire them after it (docs/protocols.md).
 pub const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
 
@@ -17,28 +19,33 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Provider keys held in the DHT store, this node's and other nodes' together. An artifact
 /// takes two (flat and root CIDs), so this covers a few hundred thousand artifacts across the
-/// swarm; each key costs a few hundred bytes.
-const MAX_PROVIDER_KEYS: usize = 1 << 20;
+/// swarm; each key costs a few hundred bytes (`records.rs`), so the store stays under about
+/// 200 MB however many peers provide.
+const MAX_PROVIDER_KEYS: usize = 1 << 19;
+
+/// Providers kept per key (Kademlia's replication factor): more are ignored, against floods.
+const MAX_PROVIDERS_PER_KEY: usize = 20;
+
+/// Largest value record kept (Cairn publishes none).
+const MAX_VALUE_BYTES: usize = 64 << 10;
 
 /// Value records (Cairn publishes none; other peers may put some).
 const MAX_VALUE_RECORDS: usize = 4096;
 
 /// The DHT of node `peer_id`, speaking `protocol`, in server mode.
-pub(super) fn kademlia(
-    peer_id: PeerId,
-    protocol: StreamProtocol,
-) -> kad::Behaviour<kad::store::MemoryStore> {
+pub(super) fn kademlia(peer_id: PeerId, protocol: StreamProtocol) -> kad::Behaviour<CompactStore> {
     let mut config = kad::Config::new(protocol);
     config
         .set_query_timeout(QUERY_TIMEOUT)
         .set_provider_record_ttl(Some(PROVIDER_RECORD_TTL))
         .set_provider_publication_interval(Some(PROVIDER_PUBLICATION_INTERVAL));
-    let store = kad::store::MemoryStore::with_config(
+    let store = CompactStore::new(
         peer_id,
-        kad::store::MemoryStoreConfig {
+        Bounds {
             max_records: MAX_VALUE_RECORDS,
-            max_provided_keys: MAX_PROVIDER_KEYS,
-            ..kad::store::MemoryStoreConfig::default()
+            max_value_bytes: MAX_VALUE_BYTES,
+            max_provider_keys: MAX_PROVIDER_KEYS,
+            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
         },
     );
     let mut kad = kad::Behaviour::with_config(peer_id, store, config);

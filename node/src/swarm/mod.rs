@@ -24,6 +24,7 @@ mod behaviour;
 mod dht;
 mod event_loop;
 mod identity;
+mod records;
 mod transport;
 
 use std::path::PathBuf;
