@@ -339,5 +339,18 @@ pub fn generated() -> Vec<Seed> {
         "not-found".into(),
         json_frames(&[serde_json::json!({"found": false})]),
     ));
+
+    // Holds: a request naming files, and an answer naming some of them.
+    let other = Digest::of(Algorithm::Sha512, b"another artifact").flat_cid();
+    seeds.push((
+        "holds",
+        "request".into(),
+        json_frames(&[serde_json::json!({"flats": [flat.to_string(), other.to_string()]})]),
+    ));
+    seeds.push((
+        "holds",
+        "answer".into(),
+        json_frames(&[serde_json::json!({"held": [other.to_string()]})]),
+    ));
     seeds
 }

@@ -84,4 +84,8 @@ pub static TARGETS: &[Target] = &[
         name: "metadata",
         run: peers::metadata,
     },
+    Target {
+        name: "holds",
+        run: peers::holds,
+    },
 ];

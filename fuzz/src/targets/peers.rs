@@ -1,12 +1,12 @@
 //! Targets for what peers send: Bitswap messages (uvarint-framed protobuf) and the frames of
-//! `/cairn/resolve/1.0.0` and `/cairn/metadata/1.0.0` (uvarint-framed JSON and bodies), read
-//! from a stream as the node reads them, both as the server and as the asker.
+//! `/cairn/resolve/1.0.0`, `/cairn/metadata/1.0.0` and `/cairn/holds/1.0.0` (uvarint-framed JSON
+//! and bodies), read from a stream as the node reads them, both as the server and as the asker.
 
 use cairn_mirror::cid::FlatCid;
 use cairn_node::bitswap::message::{self, Message};
 use cairn_node::peers::{
-    MAX_METADATA_BODY, MetadataHeader, MetadataRequest, ResolveFrame, ResolveRequest, parse_leaf,
-    wire,
+    HoldsAnswer, HoldsRequest, MAX_HOLDS_FLATS, MAX_METADATA_BODY, MetadataHeader, MetadataRequest,
+    ResolveFrame, ResolveRequest, parse_leaf, wire,
 };
 use cid::Cid;
 use futures::executor::block_on;
@@ -95,4 +95,21 @@ pub fn metadata(input: &[u8]) -> bool {
         block_on(wire::read_frame(&mut stream, "metadata", MAX_METADATA_BODY)),
         Ok(Some(body)) if body.len() as u64 == header.size
     )
+}
+
+/// A holds stream: read as the server reads a request (a list longer than it takes is refused)
+/// and as the asker reads the answer, each CID parsed.
+pub fn holds(input: &[u8]) -> bool {
+    let mut stream = Cursor::new(input);
+    let mut accepted = false;
+    if let Ok(Some(request)) = block_on(wire::read_json::<_, HoldsRequest>(&mut stream, "holds"))
+        && request.flats.len() <= MAX_HOLDS_FLATS
+    {
+        accepted |= request.flats.iter().all(|f| f.parse::<FlatCid>().is_ok());
+    }
+    let mut stream = Cursor::new(input);
+    if let Ok(Some(answer)) = block_on(wire::read_json::<_, HoldsAnswer>(&mut stream, "holds")) {
+        accepted |= answer.held.iter().all(|f| f.parse::<FlatCid>().is_ok());
+    }
+    accepted
 }

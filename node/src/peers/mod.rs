@@ -41,6 +41,7 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+pub use holds::{Answer as HoldsAnswer, MAX_FLATS as MAX_HOLDS_FLATS, Request as HoldsRequest};
 pub use metadata::{
     Header as MetadataHeader, MAX_BODY as MAX_METADATA_BODY, Request as MetadataRequest,
 };
