@@ -292,6 +292,23 @@ pub struct Serve {
     /// [default: 60s]
     #[arg(long, env = "CAIRN_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; with --tls-key.
+    /// Read again when it changes: a renewal needs no restart
+    #[arg(
+        long,
+        env = "CAIRN_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "CAIRN_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,

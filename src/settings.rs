@@ -19,7 +19,9 @@
 //! apt-upstream = ["debian=https://deb.internal/debian/"] # NAME=URL, served at /apt/NAME/
 //! apt-keyring = ["debian=/usr/share/keyrings/debian-archive-keyring.gpg"]
 //! upstream-concurrency = 64
-//! upstream-timeout = "30s"
+//! idle-timeout = "60s"
+//! tls-cert = "/etc/cairn/cert.pem" # with tls-key: serve HTTPS (HTTP/2 and HTTP/1.1)
+//! tls-key = "/etc/cairn/key.pem"
 //! upstream-deadline = "2m"
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
@@ -77,6 +79,8 @@ pub struct FileSettings {
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
     pub p2p_listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,

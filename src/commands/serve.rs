@@ -31,7 +31,12 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     let bound = listener.local_addr().context("listen address")?;
     tracing::info!(target: crate::logging::TARGET, address = %bound, data_dir = %data_dir.display(), offline = mirror.config().offline, "serving");
     // Tests and scripts read the bound address (`--listen 127.0.0.1:0`) from this line.
-    println!("cairn listening on http://{bound}");
+    let scheme = if limits.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("cairn listening on {scheme}://{bound}");
     run_server(mirror, listener, limits).await
 }
 
@@ -226,6 +231,22 @@ pub fn connection_limits(file: &FileSettings, args: &Serve) -> Result<Connection
     if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
         anyhow::bail!("header-timeout and idle-timeout must be at least 1s");
     }
+    limits.tls = match (
+        settings::value(args.tls_cert.as_ref(), file.tls_cert.as_ref()),
+        settings::value(args.tls_key.as_ref(), file.tls_key.as_ref()),
+    ) {
+        (Some(cert), Some(key)) => {
+            let files = cairn_mirror::http::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            // Loaded once here, so that a bad file stops `serve` with its name.
+            files.load()?;
+            Some(files)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("tls-cert and tls-key go together: give both, or neither"),
+    };
     tracing::info!(target: crate::logging::TARGET,
         max_connections = limits.max_connections,
         descriptors,

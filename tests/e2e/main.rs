@@ -27,5 +27,6 @@ mod pypi_lockfiles;
 mod store_limits;
 mod support;
 mod swarm_eviction;
+mod tls;
 mod tools;
 mod verify;

@@ -1,6 +1,8 @@
 //! The HTTP accept loop: at most `max_connections` connections at once (the rest wait in the
 //! listen backlog), a deadline for each request head, a deadline for connections that move no
-//! bytes, HTTP/1.1 and HTTP/2 (TLS-less prior knowledge) on one port, and a graceful drain.
+//! bytes, HTTP/1.1 and HTTP/2 on one port (prior knowledge in plain HTTP, ALPN over TLS, see
+//! `tls.rs`), and a graceful drain. A TLS handshake runs in the connection's own task, within
+//! the request-head deadline.
 //!
 //! Timeouts, per connection:
 //! - HTTP/1: a request head must arrive whole within `header_timeout`, counted from when the
@@ -33,6 +35,8 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// Longest time a connection may sit with no handler running and no byte moving.
     pub idle_timeout: Duration,
+    /// Serve HTTPS with this certificate and key; plain HTTP when `None`.
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 impl Default for ConnectionLimits {
@@ -41,6 +45,7 @@ impl Default for ConnectionLimits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -189,6 +194,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS);
     let builder = Arc::new(builder);
+    let tls = match &limits.tls {
+        Some(files) => Some(files.acceptor().map_err(std::io::Error::other)?),
+        None => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -213,38 +222,30 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
+        let watched = Watched {
             stream,
             activity: activity.clone(),
-        });
-        let service = {
-            let (router, activity) = (router.clone(), activity.clone());
-            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let (router, busy) = (router.clone(), Busy::new(&activity));
-                // The TCP peer, for the routes only local clients may use (a purge).
-                let mut request = request.map(Body::new);
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(remote));
-                async move {
-                    let response = router.oneshot(request).await;
-                    drop(busy);
-                    response
-                }
-            })
         };
-        let (builder, watcher, idle_timeout) =
-            (builder.clone(), graceful.watcher(), limits.idle_timeout);
+        let connection = Connection {
+            builder: builder.clone(),
+            router: router.clone(),
+            activity,
+            remote,
+            idle_timeout: limits.idle_timeout,
+            watcher: graceful.watcher(),
+        };
+        let (tls, handshake_timeout) = (tls.clone(), limits.header_timeout);
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::select! {
-                result = watcher.watch(connection) => {
-                    if let Err(e) = result {
-                        tracing::debug!("connection ended: {e}");
+            match tls {
+                None => connection.serve(watched, false).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(watched)).await {
+                        Ok(Ok(stream)) => connection.serve(stream, true).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                        Err(_) => {
+                            tracing::debug!(%remote, "no TLS handshake within {handshake_timeout:?}")
+                        }
                     }
-                }
-                () = idle(&activity, idle_timeout) => {
-                    tracing::debug!("closing a connection idle for {idle_timeout:?}");
                 }
             }
             drop(permit);
@@ -253,4 +254,67 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Requests arriving over TLS carry this extension: the URLs a node writes into documents
+/// then say `https`.
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
+
+/// What serving one accepted connection needs.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    router: Router,
+    activity: Arc<Activity>,
+    remote: std::net::SocketAddr,
+    idle_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    /// Serve `io` (the TCP stream, or the TLS stream over it) until it ends, idles out or the
+    /// drain ends it.
+    async fn serve<I>(self, io: I, over_tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            router,
+            activity,
+            remote,
+            idle_timeout,
+            watcher,
+        } = self;
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (router, busy) = (router.clone(), Busy::new(&activity));
+                // The TCP peer, for the routes only local clients may use (a purge).
+                let mut request = request.map(Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                if over_tls {
+                    request.extensions_mut().insert(OverTls);
+                }
+                async move {
+                    let response = router.oneshot(request).await;
+                    drop(busy);
+                    response
+                }
+            })
+        };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::select! {
+            result = watcher.watch(connection) => {
+                if let Err(e) = result {
+                    tracing::debug!("connection ended: {e}");
+                }
+            }
+            () = idle(&activity, idle_timeout) => {
+                tracing::debug!("closing a connection idle for {idle_timeout:?}");
+            }
+        }
+    }
 }

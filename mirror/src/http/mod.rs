@@ -22,6 +22,7 @@ mod passthrough;
 mod purge;
 mod repair;
 mod routes;
+pub mod tls;
 
 use api::{dashboard, peers, status};
 use purge::purge;

@@ -180,7 +180,12 @@ pub(super) fn base_url(
             if host.is_empty() || host.contains(['/', '\\', '?', '#', '@', ' ']) {
                 return Err(Error::BadRequest(format!("invalid Host header {host:?}")));
             }
-            Url::parse(&format!("http://{host}/"))
+            let scheme = if request.extensions.get::<super::accept::OverTls>().is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            Url::parse(&format!("{scheme}://{host}/"))
                 .map_err(|e| Error::BadRequest(format!("invalid Host header {host:?}: {e}")))?
         }
     };

@@ -1,0 +1,257 @@
+//! `serve --tls-cert --tls-key`: the real npm installs through `https://` with a test CA, the
+//! documents it gets name `https://` tarball URLs, HTTP/2 is negotiated by ALPN, and a renewed
+//! certificate is served without a restart. And the abuse: a key that is not the certificate's,
+//! half a pair, and a plain-HTTP client on the TLS port.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::fake_npm::{FakeNpm, Registry, noise};
+use crate::support::{Cairn, ClientEnv, assert_success, project, wait_for};
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (it must be installed)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA in `dir` (`ca.crt`, `ca.key`).
+fn ca(dir: &Path) -> PathBuf {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=Cairn test CA",
+            "-days",
+            "2",
+        ],
+        dir,
+    );
+    dir.join("ca.crt")
+}
+
+/// A certificate for 127.0.0.1 signed by the CA, as `NAME.crt` and `NAME.key` in `dir`.
+fn server_cert(dir: &Path, name: &str, serial: &str) -> (PathBuf, PathBuf) {
+    let (crt, key, csr) = (
+        format!("{name}.crt"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            serial,
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            &crt,
+        ],
+        dir,
+    );
+    (dir.join(crt), dir.join(key))
+}
+
+/// The serial number of the certificate the node at `address` serves now.
+fn served_serial(address: &str, ca: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {address} -CAfile {} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            ca.display()
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    r.publish(
+        "secure-pkg",
+        "1.0.0",
+        &[],
+        &[("data.bin", noise(200 << 10, 71))],
+    );
+    r
+}
+
+#[test]
+fn npm_installs_over_https_with_http2_and_a_renewed_certificate_needs_no_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs");
+    let ca = ca(&certs);
+    let (crt, key) = server_cert(&certs, "server", "0x1001");
+    let fake = FakeNpm::start(registry());
+    let node = Cairn::start(
+        &tmp.path().join("data"),
+        &[
+            "--npm-upstream",
+            &fake.url,
+            "--tls-cert",
+            crt.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+    );
+    assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+
+    // The real npm, trusting the test CA.
+    let env = ClientEnv::new(&tmp.path().join("client"), &node.npm());
+    let npmrc = env.dir.join("npmrc");
+    let mut config = std::fs::read_to_string(&npmrc).expect("npmrc");
+    config.push_str(&format!("cafile={}\n", ca.display()));
+    std::fs::write(&npmrc, config).expect("npmrc");
+    let dir = project(
+        &tmp.path().join("app"),
+        serde_json::json!({ "secure-pkg": "1.0.0" }),
+    );
+    assert_success(
+        &env.run("npm", &["install"], &dir),
+        "npm install over https",
+    );
+    assert_eq!(fake.hits("secure-pkg/-/secure-pkg-1.0.0.tgz"), 1);
+    let lock = std::fs::read_to_string(dir.join("package-lock.json")).expect("lockfile");
+    assert!(
+        lock.contains(&format!("{}secure-pkg/-/secure-pkg-1.0.0.tgz", node.npm())),
+        "the tarball URL names the node over https: {lock}"
+    );
+
+    // HTTP/2 by ALPN.
+    let version = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--http2",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg(format!("{}secure-pkg", node.npm()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&version.stdout), "2");
+
+    // A renewal: new files in place, served within the reload check, no restart.
+    let address = node.url.trim_start_matches("https://").to_owned();
+    assert_eq!(served_serial(&address, &ca), "serial=1001");
+    let (renewed_crt, renewed_key) = server_cert(&certs, "renewed", "0x2002");
+    std::fs::copy(&renewed_key, &key).expect("key");
+    std::fs::copy(&renewed_crt, &crt).expect("cert");
+    wait_for(
+        Duration::from_secs(60),
+        "the renewed certificate served",
+        || (served_serial(&address, &ca) == "serial=2002").then_some(()),
+    );
+    assert!(
+        node.logs().contains("TLS certificate loaded again"),
+        "{}",
+        node.logs()
+    );
+
+    // A plain-HTTP client on the TLS port gets nothing served.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(format!("http://{address}/healthz"))
+        .output()
+        .expect("curl");
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+}
+
+#[test]
+fn serve_refuses_a_key_that_is_not_the_certificates_and_half_a_pair() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs");
+    ca(&certs);
+    let (crt, _) = server_cert(&certs, "one", "0x1");
+    let (_, other_key) = server_cert(&certs, "two", "0x2");
+    let serve = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-p2p", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .expect("cairn")
+    };
+    let crt_arg = crt.to_str().expect("path");
+    let mismatch = serve(&[
+        "--tls-cert",
+        crt_arg,
+        "--tls-key",
+        other_key.to_str().expect("path"),
+    ]);
+    assert!(!mismatch.status.success());
+    let stderr = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(
+        stderr.contains("does not go with") && stderr.contains("one.crt"),
+        "{stderr}"
+    );
+    let half = serve(&["--tls-cert", crt_arg]);
+    assert!(!half.status.success());
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-key"));
+    let missing = serve(&["--tls-cert", crt_arg, "--tls-key", "/nonexistent/key.pem"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/key.pem"));
+}
