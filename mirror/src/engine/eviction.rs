@@ -79,7 +79,6 @@ impl Mirror {
     /// A commit of `size` bytes in `ecosystem`: count it, in all and in the ecosystem, and
     /// wake the upkeep when a limit is passed.
     pub(super) fn count_committed(&self, ecosystem: &str, size: u64) {
-        self.inner.committed_bytes.fetch_add(size, Ordering::SeqCst);
         let held = self.inner.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
         self.inner.metrics.store_bytes.set(held as i64);
         let family = ecosystem_family(ecosystem);
@@ -250,13 +249,8 @@ impl Mirror {
     /// it.
     async fn recount(&self) -> Result<u64, Error> {
         let store = self.inner.store.clone();
-        let before = self.inner.committed_bytes.load(Ordering::SeqCst);
         let counted = blocking(move || Ok(store.held_bytes_by_ecosystem()?)).await?;
-        // Commits that landed while the index was read may be missing from the count: add
-        // them (an over-count only makes a pass start early), and count again at once, so
-        // that a store never sits over its limit believing itself under it.
-        let during = self.inner.committed_bytes.load(Ordering::SeqCst) - before;
-        let held = counted.total + during;
+        let held = counted.total;
         self.inner.held_bytes.store(held, Ordering::Relaxed);
         self.inner.metrics.store_bytes.set(held as i64);
         {
@@ -277,10 +271,7 @@ impl Mirror {
             .inner
             .counted_at
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = (during == 0).then(std::time::Instant::now);
-        if during > 0 {
-            self.inner.upkeep_due.notify_one();
-        }
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         Ok(held)
     }
 

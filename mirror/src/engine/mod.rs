@@ -227,9 +227,6 @@ pub(crate) struct Inner {
     abandon: tokio_util::sync::CancellationToken,
     /// Bytes of artifact files held, as last counted ([`eviction`]).
     held_bytes: std::sync::atomic::AtomicU64,
-    /// Bytes committed since the engine started (never lowered): a count from the index that
-    /// ran while commits landed adds what they brought, and is taken again soon.
-    committed_bytes: std::sync::atomic::AtomicU64,
     /// Bytes held per ecosystem (its family: `apt`), as last counted.
     held_by_ecosystem: Mutex<BTreeMap<String, u64>>,
     /// Notified when a commit passes the size limit.
