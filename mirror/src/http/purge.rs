@@ -22,17 +22,8 @@ use crate::engine::purge::{PURGE_PREFIX, PurgeSpec};
 use crate::error::Error;
 
 pub(super) async fn purge(mirror: &Mirror, request: http::Request<Body>) -> Response {
-    if request.method() != Method::DELETE {
-        let mut response = Error::MethodNotAllowed(format!(
-            "{} {}: a purge is a DELETE",
-            request.method(),
-            request.uri().path()
-        ))
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, http::HeaderValue::from_static("DELETE"));
-        return response;
+    if let Some(refused) = only(&request, Method::DELETE, "a purge") {
+        return refused;
     }
     if let Err(why) = local_client(&request, "a purge") {
         tracing::warn!("refused a purge of {}: {why}", request.uri().path());
@@ -42,20 +33,39 @@ pub(super) async fn purge(mirror: &Mirror, request: http::Request<Body>) -> Resp
         Ok(spec) => spec,
         Err(why) => return Error::BadRequest(why).into_response(),
     };
-    match mirror.purge(&spec).await {
-        Ok(report) => match serde_json::to_vec_pretty(&report) {
-            Ok(body) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            Err(source) => Error::Report {
-                what: "purge report",
-                source,
-            }
+    json_report(mirror.purge(&spec).await, "purge report")
+}
+
+/// A `405` naming the method `request` must use (`what`: `a purge`), unless it uses it.
+pub(super) fn only(request: &http::Request<Body>, method: Method, what: &str) -> Option<Response> {
+    if *request.method() == method {
+        return None;
+    }
+    let mut response = Error::MethodNotAllowed(format!(
+        "{} {}: {what} is a {method}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response();
+    if let Ok(allow) = http::HeaderValue::from_str(method.as_str()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    Some(response)
+}
+
+/// An operator route's answer: its report as pretty JSON, or its error.
+pub(super) fn json_report<T: serde::Serialize>(
+    result: Result<T, Error>,
+    what: &'static str,
+) -> Response {
+    match result.map(|report| serde_json::to_vec_pretty(&report)) {
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
             .into_response(),
-        },
+        Ok(Err(source)) => Error::Report { what, source }.into_response(),
         Err(e) => e.into_response(),
     }
 }

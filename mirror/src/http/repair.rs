@@ -9,26 +9,17 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode, header};
+use http::Method;
 
-use super::purge::local_client;
+use super::purge::{json_report, local_client, only};
 use crate::cid::{BlockCid, FlatCid};
 use crate::engine::Mirror;
 use crate::engine::repair::REPAIR_PREFIX;
 use crate::error::Error;
 
 pub(super) async fn repair(mirror: &Mirror, request: http::Request<Body>) -> Response {
-    if request.method() != Method::POST {
-        let mut response = Error::MethodNotAllowed(format!(
-            "{} {}: a repair is a POST",
-            request.method(),
-            request.uri().path()
-        ))
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-        return response;
+    if let Some(refused) = only(&request, Method::POST, "a repair") {
+        return refused;
     }
     if let Err(why) = local_client(&request, "a repair") {
         tracing::warn!("refused a repair of {}: {why}", request.uri().path());
@@ -59,20 +50,5 @@ pub(super) async fn repair(mirror: &Mirror, request: http::Request<Body>) -> Res
             "no route for {path}: {REPAIR_PREFIX}artifact/FLAT-CID or {REPAIR_PREFIX}document/BLOCK-CID"
         ))),
     };
-    match result {
-        Ok(report) => match serde_json::to_vec_pretty(&report) {
-            Ok(body) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            Err(source) => Error::Report {
-                what: "repair report",
-                source,
-            }
-            .into_response(),
-        },
-        Err(e) => e.into_response(),
-    }
+    json_report(result, "repair report")
 }
