@@ -361,7 +361,7 @@ impl Mirror {
             )))
         })
         .await?;
-        self.count_committed(name, cached.record.size);
+        self.committed(name);
         tracing::info!(ecosystem = name, key = %route.key, source = %derive.source, "artifact derived");
         Ok(ArtifactBody::Cached(cached))
     }

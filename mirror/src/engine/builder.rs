@@ -131,8 +131,6 @@ impl Builder {
                 store_filled_at: Mutex::new(None),
                 tasks: tokio_util::task::TaskTracker::new(),
                 abandon: tokio_util::sync::CancellationToken::new(),
-                held_bytes: std::sync::atomic::AtomicU64::new(0),
-                held_by_ecosystem: Mutex::default(),
                 upkeep_due: tokio::sync::Notify::new(),
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),

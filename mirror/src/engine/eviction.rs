@@ -17,9 +17,8 @@
 //! all). A file named in two ecosystems counts in each, and an ecosystem's pass that evicts it
 //! takes it from both (the unit is the file).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use cid::Cid;
 
@@ -54,97 +53,64 @@ pub(crate) struct Pinned {
 }
 
 impl Mirror {
-    /// Bytes of artifact files held, as last counted (commits add to it; see
-    /// [`Mirror::evict_if_over`]); 0 until the first count.
+    /// Bytes of artifact files held: the store's count, exact for what this node wrote since
+    /// its last count from the index; 0 until the first count (see [`Mirror::evict_if_over`]).
     pub fn held_bytes(&self) -> u64 {
-        self.inner.held_bytes.load(Ordering::Relaxed)
+        self.inner.store.held_total_now().unwrap_or(0)
     }
 
     /// Bytes of artifact files an ecosystem's rows name (`npm`; `apt` for every archive), as
-    /// last counted; 0 until the first count.
+    /// [`Mirror::held_bytes`] knows them.
     pub fn held_bytes_in(&self, ecosystem: &str) -> u64 {
-        self.held_by_ecosystem()
-            .get(ecosystem)
-            .copied()
-            .unwrap_or(0)
+        self.inner.store.held_in_now(ecosystem).unwrap_or(0)
     }
 
-    fn held_by_ecosystem(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
-        self.inner
-            .held_by_ecosystem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A commit of `size` bytes in `ecosystem`: count it, in all and in the ecosystem, and
-    /// wake the upkeep when a limit is passed.
-    pub(super) fn count_committed(&self, ecosystem: &str, size: u64) {
-        let held = self.inner.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        self.inner.metrics.store_bytes.set(held as i64);
-        let family = ecosystem_family(ecosystem);
-        let in_ecosystem = {
-            let mut by = self.held_by_ecosystem();
-            let count = match by.get_mut(family) {
-                Some(count) => count,
-                None => by.entry(family.to_owned()).or_default(),
-            };
-            *count += size;
-            *count
-        };
-        self.set_ecosystem_gauge(family, in_ecosystem);
+    /// A commit in `ecosystem` (the store has counted it): show the counts, and wake the
+    /// upkeep when a limit is passed.
+    pub(super) fn committed(&self, ecosystem: &str) {
+        self.show_held();
         let config = &self.inner.config;
-        let over = config.max_store_bytes.is_some_and(|max| held > max)
+        let family = ecosystem_family(ecosystem);
+        let over = config
+            .max_store_bytes
+            .is_some_and(|max| self.held_bytes() > max)
             || config
                 .max_ecosystem_bytes
                 .get(family)
-                .is_some_and(|&max| in_ecosystem > max);
+                .is_some_and(|&max| self.held_bytes_in(family) > max);
         if over {
             self.inner.upkeep_due.notify_one();
         }
     }
 
-    fn set_ecosystem_gauge(&self, ecosystem: &str, bytes: u64) {
-        self.inner
-            .metrics
-            .store_ecosystem_bytes
-            .get_or_create(&EcosystemLabels {
-                ecosystem: ecosystem.to_owned(),
-            })
-            .set(bytes as i64);
-    }
-
-    /// Whether what was last counted is over the global limit or an ecosystem's.
-    fn over_a_limit(&self) -> bool {
-        let config = &self.inner.config;
-        if config
-            .max_store_bytes
-            .is_some_and(|max| self.held_bytes() > max)
-        {
-            return true;
+    /// Set the held-bytes gauges from the store's count.
+    pub(super) fn show_held(&self) {
+        let Some(held) = self.inner.store.held_now() else {
+            return;
+        };
+        let metrics = &self.inner.metrics;
+        metrics.store_bytes.set(held.total as i64);
+        for (ecosystem, &bytes) in &held.by_ecosystem {
+            metrics
+                .store_ecosystem_bytes
+                .get_or_create(&EcosystemLabels {
+                    ecosystem: ecosystem.to_owned(),
+                })
+                .set(bytes as i64);
         }
-        let by = self.held_by_ecosystem();
-        config
-            .max_ecosystem_bytes
-            .iter()
-            .any(|(ecosystem, &max)| by.get(ecosystem).is_some_and(|&held| held > max))
     }
 
-    /// The counts are no longer exact (files went whose ecosystems were not counted): the next
-    /// upkeep counts again from the index.
-    pub(super) fn count_stale(&self) {
-        *self
-            .inner
-            .counted_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn counted(&self) -> bool {
-        self.inner
-            .counted_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+    /// Whether what is held is over the global limit or an ecosystem's.
+    fn over_a_limit(&self) -> bool {
+        let Some(held) = self.inner.store.held_now() else {
+            return false;
+        };
+        let config = &self.inner.config;
+        config.max_store_bytes.is_some_and(|max| held.total > max)
+            || config
+                .max_ecosystem_bytes
+                .iter()
+                .any(|(ecosystem, &max)| held.by_ecosystem.get(ecosystem).is_some_and(|&b| b > max))
     }
 
     /// Resolves when a commit has passed the size limit since the last call.
@@ -159,9 +125,9 @@ impl Mirror {
     /// ([`Mirror::flush_access_times`]) so that what was just used counts as used.
     ///
     /// What is held, in all and per ecosystem, is counted from the index (one scan: seconds for
-    /// a million artifacts) at the first pass, every 10 minutes after (imports by other
-    /// processes are not counted as they come), before any eviction and after each pass that
-    /// evicted; between counts, commits add to the counts.
+    /// a million artifacts) at the first pass and every 10 minutes after, for what other
+    /// processes wrote (an import beside the node); the store keeps the count exact for this
+    /// node's own commits, evictions and purges in between.
     pub async fn evict_if_over(&self) -> Result<Eviction, Error> {
         let due = self
             .inner
@@ -169,14 +135,12 @@ impl Mirror {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY);
-        let held = if due || self.over_a_limit() {
-            self.recount().await?
-        } else {
-            self.held_bytes()
-        };
+        if due {
+            self.recount().await?;
+        }
         if !self.over_a_limit() {
             return Ok(Eviction {
-                held,
+                held: self.held_bytes(),
                 ..Eviction::default()
             });
         }
@@ -184,9 +148,6 @@ impl Mirror {
         let config = &self.inner.config;
         let mut done = Eviction::default();
         for (ecosystem, &max) in &config.max_ecosystem_bytes {
-            if !self.counted() {
-                self.recount().await?;
-            }
             let held = self.held_bytes_in(ecosystem);
             if held <= max {
                 continue;
@@ -198,7 +159,7 @@ impl Mirror {
             if bytes < need {
                 tracing::warn!(
                     ecosystem = %ecosystem,
-                    held = held - bytes.min(held),
+                    held = self.held_bytes_in(ecosystem),
                     limit = max,
                     "the ecosystem is over its size limit and nothing more of it may be evicted (pinned or just used)"
                 );
@@ -210,9 +171,6 @@ impl Mirror {
                 limit = max,
                 "evicted the ecosystem's least recently used artifacts"
             );
-        }
-        if !self.counted() {
-            self.recount().await?;
         }
         if let Some(max) = config.max_store_bytes {
             let held = self.held_bytes();
@@ -237,42 +195,22 @@ impl Mirror {
                 );
             }
         }
-        done.held = if self.counted() {
-            self.held_bytes()
-        } else {
-            self.recount().await?
-        };
+        done.held = self.held_bytes();
         Ok(done)
     }
 
-    /// Count what is held from the index, in all and per ecosystem (one scan), and remember
-    /// it.
+    /// Count what is held from the index, in all and per ecosystem (one scan); the store goes
+    /// on from it.
     async fn recount(&self) -> Result<u64, Error> {
         let store = self.inner.store.clone();
         let counted = blocking(move || Ok(store.held_bytes_by_ecosystem()?)).await?;
-        let held = counted.total;
-        self.inner.held_bytes.store(held, Ordering::Relaxed);
-        self.inner.metrics.store_bytes.set(held as i64);
-        {
-            let mut by = self.held_by_ecosystem();
-            // An ecosystem that holds nothing any more reads 0, not its last count.
-            for (ecosystem, _) in by
-                .iter()
-                .filter(|(e, _)| !counted.by_ecosystem.contains_key(*e))
-            {
-                self.set_ecosystem_gauge(ecosystem, 0);
-            }
-            for (ecosystem, &bytes) in &counted.by_ecosystem {
-                self.set_ecosystem_gauge(ecosystem, bytes);
-            }
-            *by = counted.by_ecosystem;
-        }
+        self.show_held();
         *self
             .inner
             .counted_at
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-        Ok(held)
+        Ok(counted.total)
     }
 
     /// Make room for a download of `bytes`: when it would leave less free on the disk than the
@@ -347,18 +285,10 @@ impl Mirror {
         for flat in &gone {
             self.content().remove(flat);
         }
-        let held = &self.inner.held_bytes;
-        let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-            Some(h.saturating_sub(bytes))
-        });
+        self.show_held();
         let metrics = &self.inner.metrics;
-        metrics.store_bytes.set(held.load(Ordering::Relaxed) as i64);
         metrics.evicted_files.inc_by(evicted.len() as u64);
         metrics.evicted_bytes.inc_by(bytes);
-        if !evicted.is_empty() {
-            // Which ecosystems named the files is not known here: count them again.
-            self.count_stale();
-        }
         Ok((evicted.len(), bytes))
     }
 

@@ -118,7 +118,7 @@ impl Mirror {
             match result {
                 Ok(record) => {
                     tracing::info!(ecosystem = %name, key = %key, size = record.size, root = %record.root.short(), from_peers = shared.peer_bytes(), "artifact cached");
-                    this.count_committed(&name, record.size);
+                    this.committed(&name);
                     progress.committed(record);
                 }
                 Err(e) => {

@@ -225,17 +225,13 @@ pub(crate) struct Inner {
     tasks: tokio_util::task::TaskTracker,
     /// Cancelled when shutdown stops waiting: downloads still running are abandoned.
     abandon: tokio_util::sync::CancellationToken,
-    /// Bytes of artifact files held, as last counted ([`eviction`]).
-    held_bytes: std::sync::atomic::AtomicU64,
-    /// Bytes held per ecosystem (its family: `apt`), as last counted.
-    held_by_ecosystem: Mutex<BTreeMap<String, u64>>,
     /// Notified when a commit passes the size limit.
     upkeep_due: tokio::sync::Notify,
     /// The artifacts pinned snapshots name, cached by their roots.
     pinned: Mutex<eviction::Pinned>,
     /// Held by an eviction pass: one at a time.
     evicting: tokio::sync::Mutex<()>,
-    /// When `held_bytes` was last counted from the index.
+    /// When what is held was last counted from the index ([`eviction`]).
     counted_at: Mutex<Option<Instant>>,
     /// Purges done: a metadata row read from the index before a purge is not remembered after
     /// it (it may name a document the purge dropped).

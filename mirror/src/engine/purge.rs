@@ -311,16 +311,10 @@ impl Mirror {
             .rendered
             .retain(|key, _| !blocks.contains(&key.cid));
         let bytes: u64 = rows.files.iter().map(|f| f.size).sum();
-        let held = &self.inner.held_bytes;
-        let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-            Some(h.saturating_sub(bytes))
-        });
+        self.show_held();
         let metrics = &self.inner.metrics;
-        metrics.store_bytes.set(held.load(Ordering::Relaxed) as i64);
         metrics.purged_files.inc_by(rows.files.len() as u64);
         metrics.purged_bytes.inc_by(bytes);
-        // The ecosystems' counts: the next upkeep counts them again.
-        self.count_stale();
     }
 }
 

@@ -81,11 +81,11 @@ impl Mirror {
             cid: flat.to_string(),
             ..RepairReport::default()
         };
-        let Some(DamagedFile { why, keys, size }) = found else {
+        let Some(DamagedFile { why, keys, .. }) = found else {
             return Ok(report);
         };
         tracing::error!(flat = %flat, "stored artifact is damaged ({why}): dropped, to be fetched again");
-        self.forget_damaged_file(&flat, size);
+        self.forget_damaged_file(&flat);
         for (ecosystem, _) in &keys {
             self.inner.metrics.cache(ecosystem, "artifact", "damaged");
         }
@@ -150,19 +150,12 @@ impl Mirror {
     }
 
     /// Drop a damaged artifact file from the memory caches and the held count.
-    fn forget_damaged_file(&self, flat: &FlatCid, size: u64) {
+    fn forget_damaged_file(&self, flat: &FlatCid) {
         for by_key in self.hot().values_mut() {
             by_key.retain(|_, c| c.record.flat != *flat);
         }
         self.content().remove(flat);
-        let held = &self.inner.held_bytes;
-        let _ = held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-            Some(h.saturating_sub(size))
-        });
-        self.inner
-            .metrics
-            .store_bytes
-            .set(held.load(Ordering::Relaxed) as i64);
+        self.show_held();
     }
 
     /// Drop a damaged document's hot rows and rendered forms.

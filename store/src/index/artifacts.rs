@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::held::Touched;
 use super::{Index, IndexError, cid_column, corrupt, err, lock};
 use crate::cid::{FlatCid, RootCid};
 use crate::unixfs::Dag;
@@ -120,9 +121,15 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
+        let mut touched = Touched::default();
+        touched.key(&tx, ecosystem, key)?;
+        touched.file(&tx, &record.flat.to_bytes())?;
         insert_artifact(&tx, ecosystem, key, record)?;
         insert_dag(&tx, &record.flat, dag)?;
-        tx.commit().map_err(err("commit artifact"))
+        let delta = touched.delta(&tx)?;
+        tx.commit().map_err(err("commit artifact"))?;
+        self.held.apply(delta);
+        Ok(())
     }
 
     /// Record many committed artifacts in one transaction (for building large test stores).
@@ -132,11 +139,20 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
+        let mut deltas = Vec::with_capacity(rows.len());
         for (ecosystem, key, record, dag) in rows {
+            let mut touched = Touched::default();
+            touched.key(&tx, ecosystem, key)?;
+            touched.file(&tx, &record.flat.to_bytes())?;
             insert_artifact(&tx, ecosystem, key, record)?;
             insert_dag(&tx, &record.flat, dag)?;
+            deltas.push(touched.delta(&tx)?);
         }
-        tx.commit().map_err(err("commit artifacts"))
+        tx.commit().map_err(err("commit artifacts"))?;
+        for delta in deltas {
+            self.held.apply(delta);
+        }
+        Ok(())
     }
 
     /// Some artifact of `ecosystem` with these bytes, under whichever key it was cached.
@@ -170,7 +186,16 @@ impl Index {
         key: &str,
         record: &ArtifactRecord,
     ) -> Result<(), IndexError> {
-        insert_artifact(&lock(&self.writer), ecosystem, key, record)
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(err("begin"))?;
+        let mut touched = Touched::default();
+        touched.key(&tx, ecosystem, key)?;
+        touched.file(&tx, &record.flat.to_bytes())?;
+        insert_artifact(&tx, ecosystem, key, record)?;
+        let delta = touched.delta(&tx)?;
+        tx.commit().map_err(err("commit an alias"))?;
+        self.held.apply(delta);
+        Ok(())
     }
 
     /// Record last-access times, batched by the caller.
@@ -238,12 +263,16 @@ impl Index {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         let bytes = flat.to_bytes();
+        let mut touched = Touched::default();
+        touched.file(&tx, &bytes)?;
         let rows = tx
             .execute("DELETE FROM artifacts WHERE flat_cid = ?1", params![bytes])
             .map_err(err("forget artifact"))?;
         tx.execute("DELETE FROM leaves WHERE flat_cid = ?1", params![bytes])
             .map_err(err("forget leaves"))?;
+        let delta = touched.delta(&tx)?;
         tx.commit().map_err(err("commit forgetting an artifact"))?;
+        self.held.apply(delta);
         Ok(rows as u64)
     }
 

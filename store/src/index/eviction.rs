@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use rusqlite::params;
 use rusqlite::types::{FromSqlError, Type};
 
+use super::held::Touched;
 use super::{Index, IndexError, cid_column, err, lock};
 use crate::cid::{FlatCid, RootCid};
 
@@ -61,43 +62,41 @@ impl Index {
     }
 
     /// Bytes held in all and per ecosystem ([`HeldBytes`]), in one pass over the rows in file
-    /// order (the `artifacts_by_flat` index): a file's rows come together, so each file is
-    /// counted once in all and once in each ecosystem that names it.
-    pub fn held_bytes_by_ecosystem(&self) -> Result<HeldBytes, IndexError> {
-        self.read(|conn| {
-            let what = "count the held bytes per ecosystem";
-            let mut stmt = conn
-                .prepare("SELECT flat_cid, ecosystem, size FROM artifacts ORDER BY flat_cid")
+    /// order (the `artifacts_by_flat` index) on the caller's connection: a file's rows come
+    /// together, so each file is counted once in all and once in each ecosystem that names it.
+    pub(super) fn scan_held(&self, conn: &rusqlite::Connection) -> Result<HeldBytes, IndexError> {
+        let what = "count the held bytes per ecosystem";
+        let mut stmt = conn
+            .prepare("SELECT flat_cid, ecosystem, size FROM artifacts ORDER BY flat_cid")
+            .map_err(err(what))?;
+        let mut rows = stmt.query([]).map_err(err(what))?;
+        let mut held = HeldBytes::default();
+        // The file whose rows are being read, and the ecosystems it was counted in.
+        let mut flat: Vec<u8> = Vec::new();
+        let mut counted: Vec<String> = Vec::new();
+        while let Some(row) = rows.next().map_err(err(what))? {
+            let this = row
+                .get_ref(0)
+                .and_then(|v| v.as_blob().map_err(|e| conversion(0, Type::Blob, e)))
                 .map_err(err(what))?;
-            let mut rows = stmt.query([]).map_err(err(what))?;
-            let mut held = HeldBytes::default();
-            // The file whose rows are being read, and the ecosystems it was counted in.
-            let mut flat: Vec<u8> = Vec::new();
-            let mut counted: Vec<String> = Vec::new();
-            while let Some(row) = rows.next().map_err(err(what))? {
-                let this = row
-                    .get_ref(0)
-                    .and_then(|v| v.as_blob().map_err(|e| conversion(0, Type::Blob, e)))
-                    .map_err(err(what))?;
-                let ecosystem = row
-                    .get_ref(1)
-                    .and_then(|v| v.as_str().map_err(|e| conversion(1, Type::Text, e)))
-                    .map_err(err(what))?;
-                let size = row.get::<_, i64>(2).map_err(err(what))?.max(0) as u64;
-                if this != flat.as_slice() {
-                    flat.clear();
-                    flat.extend_from_slice(this);
-                    counted.clear();
-                    held.total += size;
-                }
-                let family = ecosystem_family(ecosystem);
-                if !counted.iter().any(|c| c == family) {
-                    counted.push(family.to_owned());
-                    *held.by_ecosystem.entry(family.to_owned()).or_default() += size;
-                }
+            let ecosystem = row
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(|e| conversion(1, Type::Text, e)))
+                .map_err(err(what))?;
+            let size = row.get::<_, i64>(2).map_err(err(what))?.max(0) as u64;
+            if this != flat.as_slice() {
+                flat.clear();
+                flat.extend_from_slice(this);
+                counted.clear();
+                held.total += size;
             }
-            Ok(held)
-        })
+            let family = ecosystem_family(ecosystem);
+            if !counted.iter().any(|c| c == family) {
+                counted.push(family.to_owned());
+                *held.by_ecosystem.entry(family.to_owned()).or_default() += size;
+            }
+        }
+        Ok(held)
     }
 
     /// Files least recently used first, skipping those `keep` says must stay, until their sizes
@@ -166,6 +165,7 @@ impl Index {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         let mut dropped = Vec::with_capacity(files.len());
+        let mut touched = Touched::default();
         {
             let mut used = tx
                 .prepare_cached(
@@ -186,6 +186,7 @@ impl Index {
                 if since {
                     continue;
                 }
+                touched.file(&tx, &flat)?;
                 if artifacts
                     .execute(params![flat])
                     .map_err(err("drop artifact rows"))?
@@ -199,7 +200,9 @@ impl Index {
                 dropped.push(*file);
             }
         }
+        let delta = touched.delta(&tx)?;
         tx.commit().map_err(err("commit an eviction"))?;
+        self.held.apply(delta);
         Ok(dropped)
     }
 

@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use super::artifacts::{ArtifactRecord, insert_dag};
 use super::documents::{MetadataRecord, insert_metadata};
 use super::events::{EventKind, insert_event};
+use super::held::Touched;
 use super::refs::{RefRecord, insert_refs};
 use super::{Index, IndexError, err, lock};
 use crate::unixfs::Dag;
@@ -56,7 +57,9 @@ impl Index {
             insert_refs(&tx, &doc.ecosystem, &doc.key, &doc.refs)?;
             written += 1;
         }
+        let mut touched = Touched::default();
         for (eco, key, record, dag) in artifacts {
+            touched.file(&tx, &record.flat.to_bytes())?;
             tx.prepare_cached(
                 "INSERT INTO artifacts
                  (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
@@ -86,7 +89,9 @@ impl Index {
         for (eco, listed_by, refs) in listing_refs {
             insert_refs(&tx, eco, listed_by, refs)?;
         }
+        let delta = touched.delta(&tx)?;
         tx.commit().map_err(err("commit import"))?;
+        self.held.apply(delta);
         Ok(written)
     }
 }

@@ -35,6 +35,7 @@ mod documents;
 pub(crate) mod events;
 mod eviction;
 mod gc;
+mod held;
 mod import;
 mod purge;
 mod refs;
@@ -62,6 +63,8 @@ pub struct Index {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    /// What the artifact files hold, kept as this process writes ([`held`]).
+    held: held::Held,
 }
 
 fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
@@ -95,6 +98,7 @@ impl Index {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
+            held: held::Held::default(),
         })
     }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::held::Touched;
 use super::{Index, IndexError, cid_column, err, lock};
 use crate::cid::{BlockCid, FlatCid, RootCid};
 
@@ -151,7 +152,9 @@ impl Index {
             }
         }
         let mut purged = PurgedRows::default();
-        for flat in flats.values() {
+        let mut touched = Touched::default();
+        for (bytes, flat) in &flats {
+            touched.file(&tx, bytes)?;
             purged.files.extend(drop_file(&tx, flat)?);
         }
         let mut blocks = Vec::new();
@@ -188,7 +191,9 @@ impl Index {
                 purged.unnamed_blocks.push(block);
             }
         }
+        let delta = touched.delta(&tx)?;
         tx.commit().map_err(err("commit a purge"))?;
+        self.held.apply(delta);
         purged.documents.sort();
         purged.blocks.sort();
         purged.blocks.dedup();

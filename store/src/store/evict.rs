@@ -25,10 +25,29 @@ impl Store {
         Ok(self.index.held_bytes()?)
     }
 
-    /// Bytes of the artifact files held, in all and per ecosystem, in one pass
+    /// Bytes of the artifact files held, in all and per ecosystem, counted from the index in
+    /// one pass; the count [`Store::held_now`] goes on from
     /// ([`Index::held_bytes_by_ecosystem`](crate::index::Index::held_bytes_by_ecosystem)).
     pub fn held_bytes_by_ecosystem(&self) -> Result<HeldBytes, StoreError> {
         Ok(self.index.held_bytes_by_ecosystem()?)
+    }
+
+    /// What is held, in all and per ecosystem family, as this process knows it without a scan:
+    /// the last [`Store::held_bytes_by_ecosystem`] with every commit, eviction, purge and
+    /// import this process made since, exact. `None` before the first count.
+    pub fn held_now(&self) -> Option<HeldBytes> {
+        self.index.held_now()
+    }
+
+    /// Bytes of every artifact file, as [`Store::held_now`] knows it.
+    pub fn held_total_now(&self) -> Option<u64> {
+        self.index.held_total_now()
+    }
+
+    /// Bytes an ecosystem family names (`npm`; `apt` for every archive), as
+    /// [`Store::held_now`] knows it.
+    pub fn held_in_now(&self, family: &str) -> Option<u64> {
+        self.index.held_in_now(family)
     }
 
     /// Evict the least recently used artifact files until `need` bytes are freed or no file is
@@ -84,7 +103,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::cid::{Algorithm, Digest};
-    use crate::index::ecosystem_family;
+    use crate::index::{PurgeKeys, ecosystem_family};
     use crate::store::Origin;
     use crate::testing::noise;
 
@@ -118,6 +137,120 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         (dir, store)
+    }
+
+    /// What a count from the index would say now, read by a second opening of the index (its
+    /// own count), without the families that hold nothing.
+    fn scanned(dir: &std::path::Path) -> HeldBytes {
+        let mut held = crate::index::Index::open(&dir.join(crate::store::INDEX_FILE))
+            .expect("second opening")
+            .held_bytes_by_ecosystem()
+            .expect("count");
+        held.by_ecosystem.retain(|_, b| *b > 0);
+        held
+    }
+
+    /// One change to the rows, in a test that checks the count after each.
+    type Step<'a> = Box<dyn Fn(&Store) + 'a>;
+
+    fn now(store: &Store) -> HeldBytes {
+        let mut held = store.held_now().expect("counted");
+        held.by_ecosystem.retain(|_, b| *b > 0);
+        held
+    }
+
+    #[test]
+    fn the_count_kept_as_rows_change_is_what_a_count_from_the_index_says() {
+        let (dir, store) = open();
+        assert_eq!(store.held_now(), None, "nothing before the first count");
+        add(&store, "before.tgz", &noise(700, 61), 1);
+        store.held_bytes_by_ecosystem().expect("first count");
+        assert_eq!(now(&store), scanned(dir.path()));
+
+        let shared = noise(5000, 63);
+        let steps: Vec<Step<'_>> = vec![
+            Box::new(|s| {
+                add_in(s, "npm", "a/shared.tgz", &shared, 2);
+            }),
+            // The same bytes under a second key, in the same ecosystem and in another.
+            Box::new(|s| {
+                add_in(s, "npm", "b/shared.tgz", &shared, 3);
+            }),
+            Box::new(|s| {
+                add_in(s, "pypi", "shared.whl", &shared, 4);
+            }),
+            Box::new(|s| {
+                add_in(s, "apt/debian", "pool/x.deb", &noise(300, 65), 5);
+            }),
+            Box::new(|s| {
+                add_in(s, "apt/ubuntu", "pool/x.deb", &noise(300, 65), 6);
+            }),
+            // A key committed again with other bytes: its old file is held no more.
+            Box::new(|s| {
+                add(s, "before.tgz", &noise(900, 67), 7);
+            }),
+            Box::new(|s| {
+                let record = s.index().get_artifact("npm", "a/shared.tgz").expect("read");
+                let record = record.expect("held");
+                s.index()
+                    .alias_artifact("cargo", "sh/ar/ed", &record)
+                    .expect("alias");
+            }),
+            Box::new(|s| drop(s.evict_in(Some("apt"), 1, &|_| false).expect("evict"))),
+            Box::new(|s| {
+                let flat = s.index().get_artifact("npm", "before.tgz").expect("read");
+                s.index()
+                    .forget_flat(&flat.expect("held").flat)
+                    .expect("forget");
+            }),
+            Box::new(|s| {
+                let owns = |key: &str| key.starts_with("a/");
+                let keys = PurgeKeys {
+                    documents: &[],
+                    listed_by: &[],
+                    artifact_prefixes: &["a/".to_owned()],
+                    owns: &owns,
+                };
+                s.purge("npm", &keys).expect("purge");
+            }),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&store);
+            assert_eq!(now(&store), scanned(dir.path()), "after step {i}");
+        }
+        assert_eq!(now(&store).total, 0, "the purge took the last shared file");
+    }
+
+    #[test]
+    fn a_count_from_the_index_while_commits_land_neither_loses_nor_doubles_them() {
+        let (dir, store) = open();
+        store.held_bytes_by_ecosystem().expect("first count");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..300u64 {
+                    let ecosystem = ["npm", "pypi", "apt/debian"][i as usize % 3];
+                    add_in(
+                        &store,
+                        ecosystem,
+                        &format!("k{i}"),
+                        &noise(100 + i as usize, 2 * i + 1),
+                        1,
+                    );
+                    if i % 7 == 0 {
+                        drop(store.evict(1, &|_| false).expect("evict"));
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut counts = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                store.held_bytes_by_ecosystem().expect("count");
+                counts += 1;
+            }
+            assert!(counts > 1, "counts ran while commits landed");
+        });
+        assert_eq!(now(&store), scanned(dir.path()));
     }
 
     #[test]
