@@ -61,6 +61,14 @@ pub enum Command {
         /// Run the client's own config commands instead of printing them
         #[arg(long)]
         apply: bool,
+        /// An access token for a node serving with --auth required (`cairn token create`)
+        #[arg(
+            long,
+            env = "CAIRN_TOKEN",
+            value_name = "SECRET",
+            hide_env_values = true
+        )]
+        token: Option<String>,
     },
     /// What the node holds, where each ecosystem's upstream is, and whether it is running
     Status {
@@ -180,6 +188,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Access tokens for a node serving with --auth required
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The peers the running node is connected to, with their round-trip times
     Peers {
         /// Print the report as JSON
@@ -189,6 +200,30 @@ pub enum Command {
         #[arg(long)]
         url: Option<Url>,
     },
+}
+
+/// `cairn token …`: access tokens, kept in the data directory as the SHA-256 of each secret.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print its secret (shown this once; only its hash is kept)
+    Create {
+        /// A name for it (who or what uses it): letters, digits, `.`, `_`, `-`
+        name: String,
+        /// It stops working after this long: 90d, 12h, … [default: never]
+        #[arg(long, value_name = "DUR")]
+        expires: Option<String>,
+        /// It may also use the routes that change the node's state (purge, repair)
+        #[arg(long)]
+        admin: bool,
+    },
+    /// The tokens, with their rights and expiry (never their secrets)
+    List {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a token: a node stops accepting it within half a second
+    Revoke { name: String },
 }
 
 /// The apt archives to serve (`serve`) or to check a bundle against (`import`).
@@ -301,6 +336,10 @@ pub struct Serve {
         requires = "tls_key"
     )]
     pub tls_cert: Option<PathBuf>,
+    /// Who may use the node: off (anyone who reaches it) or required (a token from `cairn
+    /// token create` on every route but /healthz) [default: off]
+    #[arg(long, env = "CAIRN_AUTH", value_name = "off|required")]
+    pub auth: Option<String>,
     /// The PEM private key of --tls-cert
     #[arg(
         long,

@@ -55,9 +55,12 @@ async fn run(cli: Cli) -> Result<()> {
     let common = &cli.common;
     match cli.command {
         Command::Serve(args) => commands::serve::run(common, &file, *args).await,
-        Command::Setup { client, url, apply } => {
-            commands::setup::run(common, &file, client, url, apply).await
-        }
+        Command::Setup {
+            client,
+            url,
+            apply,
+            token,
+        } => commands::setup::run(common, &file, client, url, apply, token.as_deref()).await,
         Command::Status { json } => commands::status::run(common, &file, json).await,
         Command::Prefetch {
             lockfiles,
@@ -101,5 +104,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Verify { repair, json } => {
             commands::verify::run(common, &file, repair, json).await
         }
+        Command::Token(command) => commands::token::run(common, &file, command).await,
     }
 }

@@ -157,7 +157,7 @@ pub fn peer_id(data_dir: &Path) -> Result<PeerId> {
 pub async fn print_id(data_dir: &Path, node_url: &Url, file: &FileSettings) -> Result<()> {
     let id = peer_id(data_dir)?;
     println!("{id}");
-    if let Some(addresses) = running_addresses(node_url, &id).await {
+    if let Some(addresses) = running_addresses(node_url, data_dir, &id).await {
         for address in addresses {
             println!("{address}");
         }
@@ -197,8 +197,10 @@ pub async fn print_id(data_dir: &Path, node_url: &Url, file: &FileSettings) -> R
 
 /// The listen addresses of the node answering at `url`, if it is the node `id`: those on other
 /// hosts' reach first, loopback last.
-async fn running_addresses(url: &Url, id: &PeerId) -> Option<Vec<String>> {
-    let report = peers_report(url, Duration::from_secs(2)).await.ok()?;
+async fn running_addresses(url: &Url, data_dir: &Path, id: &PeerId) -> Option<Vec<String>> {
+    let report = peers_report(url, data_dir, Duration::from_secs(2))
+        .await
+        .ok()?;
     if report["peer_id"].as_str() != Some(id.to_string().as_str()) {
         return None;
     }
@@ -254,10 +256,11 @@ fn spell_out(address: &Multiaddr, hosts: &[std::net::IpAddr]) -> Vec<Multiaddr> 
 }
 
 /// `GET /api/v1/peers` of the node at `url`, within `timeout`.
-async fn peers_report(url: &Url, timeout: Duration) -> Result<serde_json::Value> {
+async fn peers_report(url: &Url, data_dir: &Path, timeout: Duration) -> Result<serde_json::Value> {
     let endpoint = url.join("api/v1/peers").context("node URL")?;
     let response = reqwest::Client::new()
         .get(endpoint.clone())
+        .headers(crate::commands::local_node::token_headers(data_dir)?)
         .timeout(timeout)
         .send()
         .await
@@ -273,8 +276,8 @@ async fn peers_report(url: &Url, timeout: Duration) -> Result<serde_json::Value>
 }
 
 /// `cairn peers`: ask the running node at `url`.
-pub async fn print_peers(url: &Url, json: bool) -> Result<()> {
-    let report = peers_report(url, Duration::from_secs(5)).await?;
+pub async fn print_peers(url: &Url, data_dir: &Path, json: bool) -> Result<()> {
+    let report = peers_report(url, data_dir, Duration::from_secs(5)).await?;
     if json {
         println!(
             "{}",

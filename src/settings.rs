@@ -19,9 +19,9 @@
 //! apt-upstream = ["debian=https://deb.internal/debian/"] # NAME=URL, served at /apt/NAME/
 //! apt-keyring = ["debian=/usr/share/keyrings/debian-archive-keyring.gpg"]
 //! upstream-concurrency = 64
-//! idle-timeout = "60s"
 //! tls-cert = "/etc/cairn/cert.pem" # with tls-key: serve HTTPS (HTTP/2 and HTTP/1.1)
 //! tls-key = "/etc/cairn/key.pem"
+//! auth = "required"          # every route but /healthz needs a token (`cairn token create`)
 //! upstream-deadline = "2m"
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
@@ -81,6 +81,7 @@ pub struct FileSettings {
     pub idle_timeout: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub auth: Option<String>,
     pub log_format: Option<String>,
     pub p2p_listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,
@@ -148,6 +149,18 @@ pub fn duration(key: &str, given: Option<&str>, file: Option<&str>) -> Result<Op
     value(given, file)
         .map(|text| parse_duration(text).context(key.to_owned()))
         .transpose()
+}
+
+/// Whether access tokens are required (`--auth`, `auth`): `off` (the default) or `required`.
+pub fn auth(given: Option<&str>, file: Option<&str>) -> Result<bool> {
+    match value(given, file) {
+        None | Some("off") => Ok(false),
+        Some("required") => Ok(true),
+        Some(other) => bail!(
+            "invalid auth {:?}: off or required",
+            other.chars().take(40).collect::<String>()
+        ),
+    }
 }
 
 /// A size setting named `key`, parsed; `None` when neither layer gives one.

@@ -164,6 +164,12 @@ pub enum Error {
     /// The node is shutting down and gave up waiting for this download.
     #[error("{key}: download abandoned, the node is shutting down")]
     Abandoned { key: String },
+    /// The system gave no randomness for a secret.
+    #[error("internal error: cannot draw a random secret: {0}")]
+    NoRandomness(#[source] getrandom::Error),
+    /// The request needs a valid access token and came without one.
+    #[error("{0}")]
+    Unauthorized(String),
     /// One failure shared by every caller of a single-flight operation.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
@@ -198,6 +204,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             // The node's own policy refuses copies it can see: no retry can change that, and a
             // 403 is what clients do not retry (they do retry a 5xx, for over a minute).
             Error::Forbidden(_) | Error::PeerMetadataRefused { .. } => StatusCode::FORBIDDEN,
@@ -237,6 +244,7 @@ impl Error {
             | Error::NoBodyToRender { .. }
             | Error::DamagedAgain { .. }
             | Error::SlotsClosed
+            | Error::NoRandomness(_)
             | Error::Io { .. }
             | Error::HttpClient(_)
             | Error::Block(_)

@@ -26,6 +26,7 @@ pub use crate::engine::purge::{PURGE_PREFIX, PurgeReport, PurgeSpec, PurgedKey, 
 pub use crate::engine::repair::{
     REPAIR_PREFIX, RepairReport, RepairedKey, VERIFY_JOB, VerifyReport,
 };
+pub use crate::engine::tokens::{Caller, SECRET_PREFIX, new_secret, secret_hash};
 pub use crate::engine::{
     ArtifactBody, Builder, EcosystemSetup, MetadataHit, MinFree, Mirror, MirrorConfig, content_key,
     now_ms,

@@ -40,6 +40,9 @@ impl Mirror {
             stop.clone().cancelled_owned(),
         ));
         let upkeep = tokio::spawn(upkeep(self.clone(), stop.clone()));
+        if self.auth_required() {
+            tokio::spawn(reload_tokens(self.clone(), stop.clone()));
+        }
         Serving {
             mirror: self.clone(),
             stop,
@@ -74,6 +77,24 @@ impl Serving {
             tracing::warn!("upkeep task failed: {e}");
         }
         self.mirror.close().await
+    }
+}
+
+/// Read the access tokens again every [`RELOAD_EVERY`] until `stop`, so that a revoked token
+/// stops working and a new one works within that time.
+///
+/// [`RELOAD_EVERY`]: crate::engine::tokens::RELOAD_EVERY
+async fn reload_tokens(mirror: Mirror, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::engine::tokens::RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = mirror.reload_tokens().await {
+            tracing::warn!("cannot read the access tokens again (the last ones read stay): {e}");
+        }
     }
 }
 

@@ -1,16 +1,40 @@
 //! The node running on this machine, as the upkeep commands (`purge`, `verify`) reach it: at
 //! `--listen` through loopback (the node's operator routes answer only loopback clients), when
-//! it answers `/healthz` in time. When none does, those commands work on the data directory
-//! themselves.
+//! it answers `/healthz` in time, presenting `CAIRN_TOKEN` or the admin secret a node requiring
+//! tokens leaves in the data directory ([`token_headers`]). When none answers, those commands work on the data directory themselves.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use reqwest::header::{HeaderMap, HeaderValue};
 use url::Url;
 
 /// How long a node at `--listen` has to answer `/healthz` before the data directory is used.
 const PROBE: Duration = Duration::from_secs(2);
+
+/// The headers that present this machine's token to a node requiring tokens: `CAIRN_TOKEN`
+/// when set, else the admin secret the node serving `data_dir` left there; none without either.
+pub fn token_headers(data_dir: &Path) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    let secret_file = data_dir.join(cairn_mirror::store::ADMIN_TOKEN_FILE);
+    let (secret, from) = match std::env::var("CAIRN_TOKEN") {
+        Ok(secret) if !secret.is_empty() => (secret, "CAIRN_TOKEN".to_owned()),
+        _ => match std::fs::read_to_string(&secret_file) {
+            Ok(secret) => (secret, secret_file.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(headers),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", secret_file.display()));
+            }
+        },
+    };
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", secret.trim()))
+        .map_err(|_| anyhow::anyhow!("{from} is not a token"))?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(headers)
+}
 
 /// A node answering on this machine: its base URL and a client with `timeout` per request.
 pub struct LocalNode {
@@ -20,8 +44,13 @@ pub struct LocalNode {
 
 impl LocalNode {
     /// The node listening at `listen` (one on every interface is reached through loopback),
-    /// when it answers.
-    pub async fn find(listen: SocketAddr, timeout: Duration) -> Result<Option<LocalNode>> {
+    /// when it answers. A node requiring tokens wrote its admin secret to `data_dir`: it is
+    /// presented with every request.
+    pub async fn find(
+        listen: SocketAddr,
+        data_dir: &Path,
+        timeout: Duration,
+    ) -> Result<Option<LocalNode>> {
         let host = match listen.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
             IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
@@ -31,6 +60,7 @@ impl LocalNode {
         let base = Url::parse(&format!("http://{host}:{}/", listen.port())).context("node URL")?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .default_headers(token_headers(data_dir)?)
             .build()
             .context("HTTP client")?;
         let answers = tokio::time::timeout(

@@ -15,4 +15,5 @@ pub mod serve;
 pub mod setup;
 pub mod snapshot;
 pub mod status;
+pub mod token;
 pub mod verify;

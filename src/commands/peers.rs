@@ -14,5 +14,6 @@ pub async fn run(common: &Common, file: &FileSettings, url: Option<Url>, json: b
             Url::parse(&format!("http://{listen}/")).context("node URL")?
         }
     };
-    crate::p2p::print_peers(&url, json).await
+    let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
+    crate::p2p::print_peers(&url, &data_dir, json).await
 }

@@ -336,19 +336,17 @@ pub async fn run(
     apt: Option<AptScope>,
     log: Option<&crate::barlog::BarLog>,
     target: Option<&Target>,
+    mut headers: reqwest::header::HeaderMap,
 ) -> Result<()> {
+    // A body ends only once the node has indexed the file, so an export right after the
+    // prefetch finds everything it fetched.
+    headers.insert(
+        reqwest::header::HeaderName::from_static(cairn_mirror::http::WAIT_HEADER),
+        reqwest::header::HeaderValue::from_static("committed"),
+    );
     let node = Arc::new(Node {
         client: reqwest::Client::builder()
-            // A body ends only once the node has indexed the file, so an export right after
-            // the prefetch finds everything it fetched.
-            .default_headers(
-                [(
-                    reqwest::header::HeaderName::from_static(cairn_mirror::http::WAIT_HEADER),
-                    reqwest::header::HeaderValue::from_static("committed"),
-                )]
-                .into_iter()
-                .collect(),
-            )
+            .default_headers(headers)
             .build()
             .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?,
         base,
@@ -479,7 +477,9 @@ pub async fn command(
     .await
     .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
     if answers {
-        return run(base, items, apt, None, target.as_ref()).await;
+        let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
+        let headers = super::local_node::token_headers(&data_dir)?;
+        return run(base, items, apt, None, target.as_ref(), headers).await;
     }
     if url.is_some() {
         // A node named explicitly is the one to warm: another one's data directory is not.
@@ -497,7 +497,15 @@ pub async fn command(
     let bound = listener.local_addr().context("listen address")?;
     let serving = mirror.serve(listener, serve::connection_limits(file, &Serve::default())?);
     let base = Url::parse(&format!("http://{bound}/")).context("node URL")?;
-    let result = run(base, items, apt, Some(&log), target.as_ref()).await;
+    let result = run(
+        base,
+        items,
+        apt,
+        Some(&log),
+        target.as_ref(),
+        reqwest::header::HeaderMap::new(),
+    )
+    .await;
     serving
         .shutdown(Duration::from_secs(10))
         .await

@@ -32,7 +32,8 @@ pub async fn run(common: &Common, file: &FileSettings, specs: &[String], json: b
         })
         .collect::<Result<Vec<_>>>()?;
     let listen = settings::listen(common.listen.as_deref(), file)?;
-    let node = LocalNode::find(listen, PURGE_TIMEOUT).await?;
+    let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
+    let node = LocalNode::find(listen, &data_dir, PURGE_TIMEOUT).await?;
     let mut reports = Vec::new();
     if let Some(node) = &node {
         for spec in &specs {
@@ -43,7 +44,6 @@ pub async fn run(common: &Common, file: &FileSettings, specs: &[String], json: b
             );
         }
     } else {
-        let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
         if !data_dir.join("index.sqlite3").exists() {
             bail!(
                 "no Cairn node answers at {listen} and there is no Cairn store in {}: nothing to \

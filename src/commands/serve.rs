@@ -25,6 +25,22 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     if !mirror.config().offline {
         probe_upstreams(&mirror);
     }
+    if mirror.auth_required() {
+        mirror
+            .reload_tokens()
+            .await
+            .context("cannot read the access tokens")?;
+        let secret = mirror
+            .make_local_secret()
+            .await
+            .context("cannot write this machine's admin token")?;
+        tracing::info!(target: crate::logging::TARGET, admin_token = %secret.display(), "access tokens required on every route but /healthz");
+    } else if !listen.ip().is_loopback() {
+        tracing::warn!(target: crate::logging::TARGET,
+            address = %listen,
+            "serving without access tokens on an address other hosts reach: anyone who reaches              it may use this node and its upstreams' credentials (serve with --auth required)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -44,6 +60,7 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
 pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Result<MirrorConfig> {
     let mut config = MirrorConfig::new(settings::data_dir(common.data_dir.as_deref(), file));
     config.offline = settings::switch(args.offline, file.offline);
+    config.auth_required = settings::auth(args.auth.as_deref(), file.auth.as_deref())?;
     config.public_url = match args.public_url.clone() {
         Some(url) => Some(url),
         None => file

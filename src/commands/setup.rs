@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use url::Url;
 
 use crate::cli::Common;
-use crate::ecosystems::{self, Client, Kind, Registry, apt};
+use crate::ecosystems::{self, Client, Kind, Registry, Step, TokenWay, apt};
 use crate::settings::{self, FileSettings};
 
 /// `cairn setup`: `url`, else this node's at `--listen` (127.0.0.1 when it listens on every
@@ -27,6 +27,7 @@ pub async fn run(
     client: Client,
     url: Option<Url>,
     apply: bool,
+    token: Option<&str>,
 ) -> Result<()> {
     let listen = settings::listen(common.listen.as_deref(), file)?;
     let url = match url {
@@ -42,6 +43,10 @@ pub async fn run(
     };
     let config = common.config.as_deref();
     let registry = match &client.entry().kind {
+        Kind::Apt if token.is_some() => bail!(
+            "apt: `setup --token` does not write apt's auth.conf.d yet; add `machine \
+             HOST:PORT/apt/ login cairn password SECRET` to /etc/apt/auth.conf.d/cairn.conf"
+        ),
         Kind::Apt => {
             return apt::setup(
                 &url,
@@ -54,13 +59,32 @@ pub async fn run(
         }
         Kind::Registry(registry) => registry,
     };
+    // What the client is given: the node's URL, with the token in it for some clients.
+    let mut client_url = url.clone();
+    let mut token_step = None;
+    if let Some(secret) = token {
+        match (registry.token)(client) {
+            TokenWay::UrlPassword => {
+                if client_url.set_username("cairn").is_err()
+                    || client_url.set_password(Some(secret)).is_err()
+                {
+                    bail!("{url} cannot carry credentials");
+                }
+            }
+            TokenWay::NpmAuthToken => token_step = Some(npm_auth_token(client, &url, secret)),
+            TokenWay::ByHand(what) => bail!("{what}"),
+        }
+    }
     if !apply {
-        print!("{}", (registry.print_setup)(client, &url)?);
+        print!("{}", (registry.print_setup)(client, &client_url)?);
+        if let Some(step) = &token_step {
+            println!("# with its access token:\n{}", step.shown());
+        }
         return Ok(());
     }
     let name = client.entry().name;
     let flag = registry.key;
-    let node = node_has_upstream(client, &url).await;
+    let node = node_has_upstream(client, &url, token).await;
     if let Some(Err(why)) = &node {
         bail!(
             "refusing to point {client:?} at {url}: that node has no {name} upstream ({why}); \
@@ -76,17 +100,52 @@ pub async fn run(
             settings::env_name(flag)
         );
     }
-    (registry.apply_setup)(client, &url).await
+    (registry.apply_setup)(client, &client_url).await?;
+    if let Some(step) = &token_step {
+        step.run().await?;
+    }
+    Ok(())
+}
+
+/// `npm|pnpm config set //HOST/PATH/:_authToken SECRET`: npm's token for the registry at `url`
+/// (its scheme left out, as npm keys it).
+fn npm_auth_token(client: Client, url: &Url, secret: &str) -> Step {
+    let program = if client == Client::Pnpm {
+        "pnpm"
+    } else {
+        "npm"
+    };
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = url.path();
+    let slash = if path.ends_with('/') { "" } else { "/" };
+    Step {
+        program,
+        args: vec![
+            "config".into(),
+            "set".into(),
+            format!("//{host}{port}{path}{slash}:_authToken"),
+            secret.into(),
+        ],
+    }
 }
 
 /// What the node at `url` (a client URL below it) says of `client`'s ecosystem: `None` when no
 /// node answers there, else `Err(why it is off)` or `Ok(())`.
-async fn node_has_upstream(client: Client, url: &Url) -> Option<Result<(), String>> {
+async fn node_has_upstream(
+    client: Client,
+    url: &Url,
+    token: Option<&str>,
+) -> Option<Result<(), String>> {
     let mut base = url.clone();
     let path = base.path().to_owned();
     base.set_path(path.strip_suffix(client.path()).unwrap_or("/"));
     let status = base.join("api/v1/status").ok()?;
-    let response = tokio::time::timeout(std::time::Duration::from_secs(2), reqwest::get(status))
+    let mut request = reqwest::Client::new().get(status);
+    if let Some(secret) = token {
+        request = request.bearer_auth(secret);
+    }
+    let response = tokio::time::timeout(std::time::Duration::from_secs(2), request.send())
         .await
         .ok()?
         .ok()?;

@@ -53,7 +53,7 @@ pub async fn run(common: &Common, file: &FileSettings, repair: bool, json: bool)
         bail!("no Cairn store in {}", data_dir.display());
     }
     let listen = settings::listen(common.listen.as_deref(), file)?;
-    let fixer = match LocalNode::find(listen, REPAIR_TIMEOUT).await? {
+    let fixer = match LocalNode::find(listen, &data_dir, REPAIR_TIMEOUT).await? {
         Some(node) => Fixer::Node(node),
         None if repair => {
             let mirror = serve::open_mirror(common, file, &Serve::default(), &listen, None)

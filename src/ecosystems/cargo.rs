@@ -15,7 +15,7 @@ use url::Url;
 
 use super::discover::{Env, Found, not_installed, points_at_self};
 use super::lockfiles::Item;
-use super::{Client, Entry, Kind, Lockfiles, Registry};
+use super::{Client, Entry, Kind, Lockfiles, Registry, TokenWay};
 
 pub const ENTRY: Entry = Entry {
     name: "cargo",
@@ -31,6 +31,11 @@ pub const ENTRY: Entry = Entry {
         discover,
         print_setup,
         apply_setup,
+        token: |_| {
+            TokenWay::ByHand(
+                "cargo: a node requiring tokens is not yet written for by setup; serve cargo                  from a node without --auth",
+            )
+        },
     }),
 };
 

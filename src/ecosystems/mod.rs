@@ -71,6 +71,20 @@ pub struct Registry {
     pub print_setup: fn(Client, &Url) -> Result<String>,
     /// What `cairn setup CLIENT --apply` does once the upstream is recorded.
     pub apply_setup: Apply,
+    /// How `cairn setup CLIENT --token SECRET` hands the client its access token.
+    pub token: fn(Client) -> TokenWay,
+}
+
+/// How a client presents an access token to a node requiring them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenWay {
+    /// As the password of the node's URL (`http://cairn:SECRET@host/…`), which the client
+    /// sends as HTTP Basic credentials.
+    UrlPassword,
+    /// npm's per-registry `//HOST/PATH/:_authToken`, sent as a Bearer token.
+    NpmAuthToken,
+    /// `setup` cannot write it yet: what to do by hand.
+    ByHand(&'static str),
 }
 
 /// The lockfiles of an ecosystem.

@@ -15,7 +15,7 @@ use super::discover::{
     Env, Found, client_setting, client_setting_in, not_installed, points_at_self,
 };
 use super::lockfiles::Item;
-use super::{Client, Entry, Kind, Lockfiles, Registry, Step, config_set, point_at_cairn};
+use super::{Client, Entry, Kind, Lockfiles, Registry, Step, TokenWay, config_set, point_at_cairn};
 
 pub const ENTRY: Entry = Entry {
     name: "npm",
@@ -36,6 +36,12 @@ pub const ENTRY: Entry = Entry {
         discover,
         print_setup,
         apply_setup,
+        token: |client| match client {
+            Client::Yarn => TokenWay::ByHand(
+                "yarn: set npmAuthToken in .yarnrc.yml (yarn 2+) or                  //HOST/npm/:_authToken in .npmrc (yarn 1)",
+            ),
+            _ => TokenWay::NpmAuthToken,
+        },
     }),
 };
 

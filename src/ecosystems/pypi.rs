@@ -13,7 +13,7 @@ use url::Url;
 
 use super::discover::{Env, Found, client_setting_in, not_installed, points_at_self};
 use super::lockfiles::Item;
-use super::{Client, Entry, Kind, Lockfiles, Registry, Step, point_at_cairn};
+use super::{Client, Entry, Kind, Lockfiles, Registry, Step, TokenWay, point_at_cairn};
 
 pub const ENTRY: Entry = Entry {
     name: "pypi",
@@ -29,6 +29,7 @@ pub const ENTRY: Entry = Entry {
         discover,
         print_setup,
         apply_setup,
+        token: |_| TokenWay::UrlPassword,
     }),
 };
 

@@ -8,6 +8,7 @@
 //! ├── blobs/<xx>/<flat-cid>  one flat file per artifact, exactly the upstream bytes
 //! ├── meta/<xx>/<block-cid>  one raw block per fetched metadata document
 //! ├── tmp/                   downloads in progress; emptied at every start
+//! ├── admin-token            a node requiring tokens: its admin secret for local commands (0600)
 //! └── lock                   held (flock) by the process that owns the store; holds its pid
 //! ```
 //!
@@ -51,6 +52,7 @@ use crate::index::{
 use crate::unixfs::Dag;
 pub use crate::writer::{ArtifactWriter, Staged};
 pub use gc::{GcKeep, GcReport, TMP_GRACE};
+pub use secret::ADMIN_TOKEN_FILE;
 pub use verify::{Checked, DamagedFile};
 
 /// The data directory: its files and its index. Cheap to clone; all methods block.
@@ -557,6 +559,7 @@ fn lock_dir(root: &Path) -> Result<File, StoreError> {
 mod evict;
 mod gc;
 mod purge;
+mod secret;
 #[cfg(test)]
 mod tests;
 mod verify;

@@ -135,6 +135,7 @@ impl Builder {
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),
                 counted_at: Mutex::new(None),
+                tokens: super::tokens::Tokens::default(),
                 purges: std::sync::atomic::AtomicU64::new(0),
             }),
         })

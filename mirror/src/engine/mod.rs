@@ -34,6 +34,7 @@ pub(crate) mod render;
 mod rendering;
 pub mod repair;
 pub(crate) mod swarm_choice;
+pub mod tokens;
 pub(crate) mod unkept;
 pub(crate) mod verified;
 
@@ -100,6 +101,8 @@ pub struct MirrorConfig {
     /// Free space the store keeps on its disk (`--min-free`): a download that would leave less
     /// first evicts least recently used artifacts to make room (at least 1 MiB is kept).
     pub min_free: MinFree,
+    /// Every route but `/healthz` needs an access token (`--auth required`).
+    pub auth_required: bool,
 }
 
 /// How much of its disk the store leaves free.
@@ -137,6 +140,7 @@ impl MirrorConfig {
             max_store_bytes: None,
             max_ecosystem_bytes: BTreeMap::new(),
             min_free: MinFree::Percent(5.0),
+            auth_required: false,
         }
     }
 }
@@ -233,6 +237,8 @@ pub(crate) struct Inner {
     evicting: tokio::sync::Mutex<()>,
     /// When what is held was last counted from the index ([`eviction`]).
     counted_at: Mutex<Option<Instant>>,
+    /// The access tokens accepted ([`tokens`]).
+    tokens: tokens::Tokens,
     /// Purges done: a metadata row read from the index before a purge is not remembered after
     /// it (it may name a document the purge dropped).
     purges: std::sync::atomic::AtomicU64,

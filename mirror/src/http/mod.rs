@@ -1,7 +1,8 @@
 //! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
 //! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
 //! `/healthz`, `/metrics`, `/api/v1/status`, `/api/v1/peers`, `/api/v1/purge/…` and
-//! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own.
+//! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own. With `--auth required`
+//! every route but `/healthz` needs an access token first (`auth`).
 //!
 //! Responses: metadata carries a strong ETag (answered with 304), `Vary: Accept`, and `Age` plus
 //! a `Warning` when it is stale; artifacts are immutable (`Cache-Control: immutable`, ETag = flat
@@ -15,6 +16,7 @@
 
 mod accept;
 mod api;
+mod auth;
 mod documents;
 mod files;
 mod gateway;
@@ -89,8 +91,11 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
+    let proxy = request.method() == Method::CONNECT || is_absolute_form(&request);
     let (route, kind, response): (Cow<'static, str>, &'static str, Response) =
-        if request.method() == Method::CONNECT || is_absolute_form(&request) {
+        if let Some(refused) = auth::refusal(&mirror, &request, proxy) {
+            ("unauthorized".into(), "-", refused)
+        } else if proxy {
             proxied(&mirror, request).await
         } else {
             match path.as_str() {

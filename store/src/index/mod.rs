@@ -43,6 +43,7 @@ mod schema;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod verify;
 
 pub use artifacts::ArtifactRecord;
@@ -54,6 +55,7 @@ pub use purge::{PurgeKeys, PurgedFile, PurgedRows};
 pub use refs::RefRecord;
 pub use schema::SCHEMA_VERSION;
 pub use stats::EcosystemStats;
+pub use tokens::TokenRecord;
 pub use verify::HeldArtifact;
 
 const READERS: usize = 4;

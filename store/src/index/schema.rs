@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -85,8 +85,6 @@ const V3: &str = r#"
 CREATE INDEX leaves_by_flat ON leaves (flat_cid);
 "#;
 
-/// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
-/// `n + 1`.
 /// The last run of each upkeep job (`verify`), for `cairn status` and `/metrics`.
 const V4: &str = r#"
 CREATE TABLE upkeep_runs (
@@ -96,7 +94,20 @@ CREATE TABLE upkeep_runs (
 ) WITHOUT ROWID;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Access tokens (`cairn token`): only the SHA-256 of each token is kept.
+const V5: &str = r#"
+CREATE TABLE tokens (
+    name       TEXT PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,
+    admin      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+);
+"#;
+
+/// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
+/// `n + 1`.
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this
