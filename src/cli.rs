@@ -61,6 +61,10 @@ pub enum Command {
         /// Run the client's own config commands instead of printing them
         #[arg(long)]
         apply: bool,
+        /// The CA certificate (PEM) the node's TLS certificate chains to, for clients that
+        /// must be told to trust it (a private CA)
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
         /// An access token for a node serving with --auth required (`cairn token create`)
         #[arg(
             long,

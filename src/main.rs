@@ -59,8 +59,16 @@ async fn run(cli: Cli) -> Result<()> {
             client,
             url,
             apply,
+            ca_file,
             token,
-        } => commands::setup::run(common, &file, client, url, apply, token.as_deref()).await,
+        } => {
+            let given = commands::setup::Given {
+                url,
+                ca_file,
+                token,
+            };
+            commands::setup::run(common, &file, client, given, apply).await
+        }
         Command::Status { json } => commands::status::run(common, &file, json).await,
         Command::Prefetch {
             lockfiles,

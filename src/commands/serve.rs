@@ -38,7 +38,8 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     } else if !listen.ip().is_loopback() {
         tracing::warn!(target: crate::logging::TARGET,
             address = %listen,
-            "serving without access tokens on an address other hosts reach: anyone who reaches              it may use this node and its upstreams' credentials (serve with --auth required)"
+            "serving without access tokens on an address other hosts reach: anyone who reaches \
+             it may use this node and its upstreams' credentials (serve with --auth required)"
         );
     }
     let listener = tokio::net::TcpListener::bind(listen)

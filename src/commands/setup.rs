@@ -1,5 +1,6 @@
-//! `cairn setup CLIENT [--url URL] [--apply]`: the client configuration that points a package
-//! manager at this node, printed, or applied (with the client's own config command, or by
+//! `cairn setup CLIENT [--url URL] [--ca-file FILE] [--token SECRET] [--apply]`: the client
+//! configuration that points a package manager at this node (trusting the CA of its
+//! certificate, presenting an access token), printed, or applied (with the client's own config command, or by
 //! editing its config file). What each client gets is its ecosystem's, in the table
 //! (`ecosystems`); this is the flow every client shares.
 //!
@@ -10,27 +11,37 @@
 //! the client would then point at nothing.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use url::Url;
 
 use crate::cli::Common;
-use crate::ecosystems::{self, Client, Kind, Registry, Step, TokenWay, apt};
+use crate::ecosystems::{self, CaWay, Client, Kind, Registry, Step, TokenWay, apt};
 use crate::settings::{self, FileSettings};
 
-/// `cairn setup`: `url`, else this node's at `--listen` (127.0.0.1 when it listens on every
-/// address).
+/// What the user gave `cairn setup` beside the client.
+pub struct Given {
+    /// The node's URL for the client.
+    pub url: Option<Url>,
+    /// The CA the node's certificate chains to.
+    pub ca_file: Option<PathBuf>,
+    /// An access token.
+    pub token: Option<String>,
+}
+
+/// `cairn setup`: `given.url`, else this node's at `--listen` (127.0.0.1 when it listens on
+/// every address), `https` when `cairn.toml` or `CAIRN_TLS_CERT` gives a certificate.
 pub async fn run(
     common: &Common,
     file: &FileSettings,
     client: Client,
-    url: Option<Url>,
+    given: Given,
     apply: bool,
-    token: Option<&str>,
 ) -> Result<()> {
+    let token = given.token.as_deref();
     let listen = settings::listen(common.listen.as_deref(), file)?;
-    let url = match url {
+    let url = match given.url {
         Some(url) => url,
         None => {
             let host = if listen.ip().is_unspecified() {
@@ -38,11 +49,27 @@ pub async fn run(
             } else {
                 listen
             };
-            Url::parse(&format!("http://{host}/{}", client.path())).context("node URL")?
+            let tls = file.tls_cert.is_some() || std::env::var_os("CAIRN_TLS_CERT").is_some();
+            let scheme = if tls { "https" } else { "http" };
+            Url::parse(&format!("{scheme}://{host}/{}", client.path())).context("node URL")?
         }
+    };
+    let ca_file = match &given.ca_file {
+        Some(path) => {
+            let path = std::path::absolute(path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+            std::fs::File::open(&path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            Some(path)
+        }
+        None => None,
     };
     let config = common.config.as_deref();
     let registry = match &client.entry().kind {
+        Kind::Apt if ca_file.is_some() => bail!(
+            "apt: `setup --ca-file` does not write apt's CA setting yet; add \
+             `Acquire::https::HOST::CaInfo \"FILE\";` to /etc/apt/apt.conf.d/cairn.conf"
+        ),
         Kind::Apt if token.is_some() => bail!(
             "apt: `setup --token` does not write apt's auth.conf.d yet; add `machine \
              HOST:PORT/apt/ login cairn password SECRET` to /etc/apt/auth.conf.d/cairn.conf"
@@ -75,8 +102,22 @@ pub async fn run(
             TokenWay::ByHand(what) => bail!("{what}"),
         }
     }
+    let ca = ca_file.as_deref().map(|file| (registry.ca)(client, file));
+    if let (Some(CaWay::ByHand(what)), true) = (&ca, apply) {
+        bail!("{what}");
+    }
     if !apply {
         print!("{}", (registry.print_setup)(client, &client_url)?);
+        match &ca {
+            Some(CaWay::Step(step)) => println!("# trusting the node's CA:\n{}", step.shown()),
+            Some(CaWay::Toml { path, table }) => print!(
+                "# trusting the node's CA, in {}:\n{}",
+                path.display(),
+                toml::to_string(table).context("CA setting")?
+            ),
+            Some(CaWay::ByHand(what)) => println!("# trusting the node's CA: {what}"),
+            None => {}
+        }
         if let Some(step) = &token_step {
             println!("# with its access token:\n{}", step.shown());
         }
@@ -84,7 +125,7 @@ pub async fn run(
     }
     let name = client.entry().name;
     let flag = registry.key;
-    let node = node_has_upstream(client, &url, token).await;
+    let node = node_has_upstream(client, &url, token, ca_file.as_deref()).await;
     if let Some(Err(why)) = &node {
         bail!(
             "refusing to point {client:?} at {url}: that node has no {name} upstream ({why}); \
@@ -101,10 +142,30 @@ pub async fn run(
         );
     }
     (registry.apply_setup)(client, &client_url).await?;
+    match ca {
+        Some(CaWay::Step(step)) => step.run().await?,
+        Some(CaWay::Toml { path, table }) => {
+            settings::edit_toml(&path, |config| merge(config, table))?;
+            println!("wrote the CA setting to {}", path.display());
+        }
+        Some(CaWay::ByHand(_)) | None => {}
+    }
     if let Some(step) = &token_step {
         step.run().await?;
     }
     Ok(())
+}
+
+/// Merge `from` into `into`, table by table (a key in both takes `from`'s value).
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
 }
 
 /// `npm|pnpm config set //HOST/PATH/:_authToken SECRET`: npm's token for the registry at `url`
@@ -136,12 +197,18 @@ async fn node_has_upstream(
     client: Client,
     url: &Url,
     token: Option<&str>,
+    ca_file: Option<&Path>,
 ) -> Option<Result<(), String>> {
     let mut base = url.clone();
     let path = base.path().to_owned();
     base.set_path(path.strip_suffix(client.path()).unwrap_or("/"));
     let status = base.join("api/v1/status").ok()?;
-    let mut request = reqwest::Client::new().get(status);
+    let mut http = reqwest::Client::builder();
+    if let Some(file) = ca_file {
+        let pem = std::fs::read(file).ok()?;
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).ok()?);
+    }
+    let mut request = http.build().ok()?.get(status);
     if let Some(secret) = token {
         request = request.bearer_auth(secret);
     }
@@ -207,5 +274,41 @@ async fn record_upstream(
             println!("no upstream recorded: {e}");
             Ok(in_env)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npms_token_key_is_the_registry_url_without_its_scheme() {
+        let url = Url::parse("https://cache.internal:7443/npm/").expect("url");
+        let step = npm_auth_token(Client::Npm, &url, "cairn_x");
+        assert_eq!(
+            step.shown(),
+            "npm config set //cache.internal:7443/npm/:_authToken cairn_x"
+        );
+        let url = Url::parse("http://127.0.0.1/npm").expect("url");
+        let step = npm_auth_token(Client::Pnpm, &url, "s");
+        assert_eq!(
+            step.shown(),
+            "pnpm config set //127.0.0.1/npm/:_authToken s"
+        );
+    }
+
+    #[test]
+    fn a_ca_setting_merges_into_a_config_keeping_what_it_had() {
+        let mut config: toml::Table =
+            toml::from_str("[http]\ntimeout = 30\n[net]\nretry = 0\n").expect("toml");
+        let from: toml::Table = toml::from_str("[http]\ncainfo = \"/ca.pem\"\n").expect("toml");
+        merge(&mut config, from);
+        assert_eq!(
+            config,
+            toml::from_str::<toml::Table>(
+                "[http]\ntimeout = 30\ncainfo = \"/ca.pem\"\n[net]\nretry = 0\n"
+            )
+            .expect("toml")
+        );
     }
 }

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::discover::{Env, Found, not_installed, points_at_self};
 use super::lockfiles::Item;
-use super::{Client, Entry, Kind, Lockfiles, Registry, TokenWay};
+use super::{CaWay, Client, Entry, Kind, Lockfiles, Registry, TokenWay};
 
 pub const ENTRY: Entry = Entry {
     name: "cargo",
@@ -33,8 +33,20 @@ pub const ENTRY: Entry = Entry {
         apply_setup,
         token: |_| {
             TokenWay::ByHand(
-                "cargo: a node requiring tokens is not yet written for by setup; serve cargo                  from a node without --auth",
+                "cargo: `setup --token` does not write cargo's registry token yet; serve cargo \
+                 from a node without --auth for now",
             )
+        },
+        ca: |_, file| {
+            let home = cargo_home();
+            let mut http = toml::Table::new();
+            http.insert("cainfo".into(), file.display().to_string().into());
+            let mut table = toml::Table::new();
+            table.insert("http".into(), toml::Value::Table(http));
+            CaWay::Toml {
+                path: cargo_config_path(&home).unwrap_or_else(|| home.join("config.toml")),
+                table,
+            }
         },
     }),
 };

@@ -73,6 +73,22 @@ pub struct Registry {
     pub apply_setup: Apply,
     /// How `cairn setup CLIENT --token SECRET` hands the client its access token.
     pub token: fn(Client) -> TokenWay,
+    /// How `cairn setup CLIENT --ca-file FILE` makes the client trust the CA of the node's
+    /// certificate.
+    pub ca: fn(Client, &Path) -> CaWay,
+}
+
+/// How a client is told which CA to trust for a node serving HTTPS.
+pub enum CaWay {
+    /// One of the client's own config commands.
+    Step(Step),
+    /// Keys merged into a TOML config file of the client's.
+    Toml {
+        path: std::path::PathBuf,
+        table: toml::Table,
+    },
+    /// `setup` cannot write it: what to do by hand.
+    ByHand(String),
 }
 
 /// How a client presents an access token to a node requiring them.

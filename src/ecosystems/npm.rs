@@ -15,7 +15,9 @@ use super::discover::{
     Env, Found, client_setting, client_setting_in, not_installed, points_at_self,
 };
 use super::lockfiles::Item;
-use super::{Client, Entry, Kind, Lockfiles, Registry, Step, TokenWay, config_set, point_at_cairn};
+use super::{
+    CaWay, Client, Entry, Kind, Lockfiles, Registry, Step, TokenWay, config_set, point_at_cairn,
+};
 
 pub const ENTRY: Entry = Entry {
     name: "npm",
@@ -38,9 +40,20 @@ pub const ENTRY: Entry = Entry {
         apply_setup,
         token: |client| match client {
             Client::Yarn => TokenWay::ByHand(
-                "yarn: set npmAuthToken in .yarnrc.yml (yarn 2+) or                  //HOST/npm/:_authToken in .npmrc (yarn 1)",
+                "yarn: set npmAuthToken in .yarnrc.yml (yarn 2+) or \
+                 //HOST/npm/:_authToken in .npmrc (yarn 1)",
             ),
             _ => TokenWay::NpmAuthToken,
+        },
+        ca: |client, file| match client {
+            Client::Yarn => CaWay::ByHand(format!(
+                "yarn: set httpsCaFilePath: {} in .yarnrc.yml (yarn 2+), or `yarn config set \
+                 cafile {}` (yarn 1)",
+                file.display(),
+                file.display()
+            )),
+            Client::Pnpm => config_set_value("pnpm", "cafile", &file.display().to_string()),
+            _ => config_set_value("npm", "cafile", &file.display().to_string()),
         },
     }),
 };
@@ -177,6 +190,14 @@ fn apply_yarn_berry(url: &Url) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// `PROGRAM config set KEY VALUE`, as the CA step.
+fn config_set_value(program: &'static str, key: &str, value: &str) -> CaWay {
+    CaWay::Step(Step {
+        program,
+        args: vec!["config".into(), "set".into(), key.into(), value.into()],
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use url::Url;
 
 use super::discover::{Env, Found, client_setting_in, not_installed, points_at_self};
 use super::lockfiles::Item;
-use super::{Client, Entry, Kind, Lockfiles, Registry, Step, TokenWay, point_at_cairn};
+use super::{CaWay, Client, Entry, Kind, Lockfiles, Registry, Step, TokenWay, point_at_cairn};
 
 pub const ENTRY: Entry = Entry {
     name: "pypi",
@@ -30,6 +30,23 @@ pub const ENTRY: Entry = Entry {
         print_setup,
         apply_setup,
         token: |_| TokenWay::UrlPassword,
+        ca: |client, file| match client {
+            Client::Uv => CaWay::ByHand(format!(
+                "uv: export SSL_CERT_FILE={} where uv runs (uv.toml has no CA setting)",
+                file.display()
+            )),
+            _ => CaWay::Step(Step {
+                program: "python3",
+                args: vec![
+                    "-m".into(),
+                    "pip".into(),
+                    "config".into(),
+                    "set".into(),
+                    "global.cert".into(),
+                    file.display().to_string(),
+                ],
+            }),
+        },
     }),
 };
 

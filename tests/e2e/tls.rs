@@ -1,6 +1,7 @@
 //! `serve --tls-cert --tls-key`: the real npm installs through `https://` with a test CA, the
 //! documents it gets name `https://` tarball URLs, HTTP/2 is negotiated by ALPN, and a renewed
-//! certificate is served without a restart. And the abuse: a key that is not the certificate's,
+//! certificate is served without a restart; the real cargo, set up by `cairn setup cargo
+//! --ca-file`, fetches over HTTP/2, and pip installs trusting the CA file. And the abuse: a key that is not the certificate's,
 //! half a pair, and a plain-HTTP client on the TLS port.
 
 use std::path::{Path, PathBuf};
@@ -254,4 +255,104 @@ fn serve_refuses_a_key_that_is_not_the_certificates_and_half_a_pair() {
     let missing = serve(&["--tls-cert", crt_arg, "--tls-key", "/nonexistent/key.pem"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/key.pem"));
+}
+
+#[test]
+fn cargo_fetches_over_https_and_http2_as_setup_writes_it_and_pip_trusts_the_ca_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs");
+    let ca = ca(&certs);
+    let (crt, key) = server_cert(&certs, "server", "0x3003");
+    let cargo_fake = crate::fake_cargo::FakeCargo::start(crate::cargo::registry());
+    let pypi_fake =
+        crate::fake_pypi::FakePypi::start(crate::pypi::index(&tmp.path().join("wheels")));
+    let node = Cairn::start(
+        &tmp.path().join("data"),
+        &[
+            "--cargo-upstream",
+            &cargo_fake.index_url,
+            "--pypi-upstream",
+            &pypi_fake.simple_url,
+            "--tls-cert",
+            crt.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+    );
+
+    // `setup cargo --apply --ca-file` writes the source replacement and `http.cainfo`.
+    let home = tmp.path().join("cargo-home");
+    std::fs::create_dir_all(&home).expect("cargo home");
+    let setup = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["setup", "cargo", "--apply", "--url"])
+        .arg(format!("{}/cargo/index/", node.url))
+        .arg("--ca-file")
+        .arg(&ca)
+        .arg("--config")
+        .arg(tmp.path().join("cairn.toml"))
+        .env("CARGO_HOME", &home)
+        .env("XDG_CONFIG_HOME", tmp.path().join("xdg"))
+        .output()
+        .expect("cairn setup");
+    assert_success(&setup, "cairn setup cargo --apply --ca-file");
+    let config = std::fs::read_to_string(home.join("config.toml")).expect("config.toml");
+    assert!(config.contains("cainfo"), "{config}");
+    assert!(
+        config.contains(&format!("sparse+{}/cargo/index/", node.url)),
+        "{config}"
+    );
+
+    let before = node.logs().len();
+    let app = crate::cargo::project(&tmp.path().join("app"), &[("app-core", "1.2")]);
+    assert_success(
+        &crate::cargo::cargo(&home, &app, &["fetch"]),
+        "cargo fetch over https",
+    );
+    assert_eq!(
+        cargo_fake.hits("files/ap/p-/app-core/app-core-1.2.0.crate"),
+        1
+    );
+    let during = node.logs()[before..].to_owned();
+    assert!(
+        during.contains("TLS connection") && !during.contains("alpn=\"http/1.1\""),
+        "cargo negotiated HTTP/2 on every connection: {during}"
+    );
+    assert!(during.contains("alpn=\"h2\""), "{during}");
+
+    // pip: `setup pip --ca-file` says to set `global.cert`; pip with that CA installs.
+    let index_url = format!("{}/pypi/simple/", node.url);
+    let setup = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["setup", "pip", "--url", &index_url, "--ca-file"])
+        .arg(&ca)
+        .env("XDG_CONFIG_HOME", tmp.path().join("xdg"))
+        .output()
+        .expect("cairn setup");
+    assert_success(&setup, "cairn setup pip --ca-file");
+    let printed = String::from_utf8_lossy(&setup.stdout).into_owned();
+    assert!(
+        printed.contains(&format!("global.cert {}", ca.display())),
+        "{printed}"
+    );
+    // pip's requests takes a CA bundle named in the environment over its own `cert`
+    // setting: none is left set here (the README says so too).
+    let venv = crate::pypi::venv(&tmp.path().join("venv"));
+    let install = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--no-cache-dir",
+            "--index-url",
+            &index_url,
+            "alpha-lib",
+        ])
+        .env("HOME", tmp.path().join("home"))
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_FIND_LINKS", "")
+        .env("PIP_CERT", &ca)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("PIP_INDEX_URL")
+        .output()
+        .expect("pip");
+    assert_success(&install, "pip install over https");
 }

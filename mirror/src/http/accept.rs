@@ -240,7 +240,15 @@ pub async fn serve(
                 None => connection.serve(watched, false).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(watched)).await {
-                        Ok(Ok(stream)) => connection.serve(stream, true).await,
+                        Ok(Ok(stream)) => {
+                            let alpn = stream
+                                .get_ref()
+                                .1
+                                .alpn_protocol()
+                                .map(|p| String::from_utf8_lossy(p).into_owned());
+                            tracing::debug!(%remote, alpn = alpn.as_deref().unwrap_or("none"), "TLS connection");
+                            connection.serve(stream, true).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                         Err(_) => {
                             tracing::debug!(%remote, "no TLS handshake within {handshake_timeout:?}")

@@ -30,7 +30,8 @@ pub fn suites(files: &[PathBuf], etc: &Path) -> Result<Vec<AptSuite>> {
         let found: Vec<Source> = machine_sources(etc).into_iter().map(|(s, _)| s).collect();
         if found.is_empty() {
             bail!(
-                "no apt sources in {}/sources.list or sources.list.d to find the suites of the                  package lists in: pass --apt-sources FILE (the sources the machines use)",
+                "no apt sources in {}/sources.list or sources.list.d to find the suites of the \
+                 package lists in: pass --apt-sources FILE (the sources the machines use)",
                 etc.display()
             );
         }
