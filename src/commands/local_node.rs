@@ -1,7 +1,7 @@
 //! The node running on this machine, as the upkeep commands (`purge`, `verify`) reach it: at
-//! `--listen` through loopback (the node's operator routes answer only loopback clients), when
-//! it answers `/healthz` in time, presenting `CAIRN_TOKEN` or the admin secret a node requiring
-//! tokens leaves in the data directory ([`token_headers`]). When none answers, those commands work on the data directory themselves.
+//! `--listen` through loopback (the node's operator routes answer only loopback clients), over
+//! HTTP or HTTPS, when it answers `/healthz` in time, presenting `CAIRN_TOKEN` or the admin
+//! secret a node requiring tokens leaves in the data directory ([`token_headers`]). When none answers, those commands work on the data directory themselves.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -57,19 +57,30 @@ impl LocalNode {
             IpAddr::V4(ip) => ip.to_string(),
             IpAddr::V6(ip) => format!("[{ip}]"),
         };
-        let base = Url::parse(&format!("http://{host}:{}/", listen.port())).context("node URL")?;
+        // Over loopback the certificate of a node serving HTTPS names its public name, not
+        // 127.0.0.1: it is not checked there (the bytes never leave this machine, as with
+        // plain HTTP). On any other address of this machine it is.
+        let loopback = listen.ip().is_loopback() || listen.ip().is_unspecified();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .default_headers(token_headers(data_dir)?)
+            .danger_accept_invalid_certs(loopback)
             .build()
             .context("HTTP client")?;
-        let answers = tokio::time::timeout(
-            PROBE,
-            client.get(base.join("healthz").context("node URL")?).send(),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
-        Ok(answers.then_some(LocalNode { client, base }))
+        for scheme in ["http", "https"] {
+            let base =
+                Url::parse(&format!("{scheme}://{host}:{}/", listen.port())).context("node URL")?;
+            let answers = tokio::time::timeout(
+                PROBE,
+                client.get(base.join("healthz").context("node URL")?).send(),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+            if answers {
+                return Ok(Some(LocalNode { client, base }));
+            }
+        }
+        Ok(None)
     }
 
     /// Send `method` to `path` below the node and read its JSON answer as `T`; a refusal is an

@@ -168,6 +168,19 @@ fn npm_installs_over_https_with_http2_and_a_renewed_certificate_needs_no_restart
         "the tarball URL names the node over https: {lock}"
     );
 
+    // This machine's purge reaches the node over HTTPS (loopback: its name is not checked).
+    let address = node.url.trim_start_matches("https://").to_owned();
+    let purged = crate::bundle::cairn(&[
+        "purge",
+        "npm:secure-pkg",
+        "--listen",
+        &address,
+        "--data-dir",
+        tmp.path().join("data").to_str().expect("path"),
+    ]);
+    assert_success(&purged, "cairn purge through the node over https");
+    assert!(node.logs().contains("purged"), "{}", node.logs());
+
     // HTTP/2 by ALPN.
     let version = Command::new("curl")
         .args([
@@ -186,7 +199,6 @@ fn npm_installs_over_https_with_http2_and_a_renewed_certificate_needs_no_restart
     assert_eq!(String::from_utf8_lossy(&version.stdout), "2");
 
     // A renewal: new files in place, served within the reload check, no restart.
-    let address = node.url.trim_start_matches("https://").to_owned();
     assert_eq!(served_serial(&address, &ca), "serial=1001");
     let (renewed_crt, renewed_key) = server_cert(&certs, "renewed", "0x2002");
     std::fs::copy(&renewed_key, &key).expect("key");
