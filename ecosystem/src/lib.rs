@@ -392,6 +392,19 @@ pub trait Ecosystem: Send + Sync + 'static {
         base: &Url,
     ) -> Result<Rendered, AdapterError>;
 
+    /// `rendered` (of `variant`), for a node whose clients must present an access token: an
+    /// adapter whose clients send one only when the registry says so says it here (cargo's
+    /// `config.json` `"auth-required": true`). By default unchanged. Deterministic, as
+    /// [`Ecosystem::render`].
+    fn for_token_clients(
+        &self,
+        variant: &'static str,
+        rendered: Rendered,
+    ) -> Result<Rendered, AdapterError> {
+        let _ = variant;
+        Ok(rendered)
+    }
+
     /// What of the cache belongs to the package `name` (as users spell it: the adapter
     /// normalises it the way its routes do), or only to its version `version`: the operator's
     /// `cairn purge`. A name or version the protocol cannot have is a [`BadRequest`] naming it.

@@ -33,8 +33,12 @@ pub const ENTRY: Entry = Entry {
         apply_setup,
         token: |_| {
             TokenWay::ByHand(
-                "cargo: `setup --token` does not write cargo's registry token yet; serve cargo \
-                 from a node without --auth for now",
+                "cargo: `setup --token` does not write cargo's token yet. In \
+                 $CARGO_HOME/config.toml name the node as a registry, `[registries.cairn] \
+                 index = \"sparse+URL\"`, replace crates-io with it, `[source.crates-io] \
+                 replace-with = \"cairn\"`, let cargo send tokens, `[registry] \
+                 global-credential-providers = [\"cargo:token\"]`, then run `cargo login \
+                 --registry cairn` with the secret (or set CARGO_REGISTRIES_CAIRN_TOKEN)",
             )
         },
         ca: |_, file| {

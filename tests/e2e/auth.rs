@@ -4,8 +4,10 @@
 //! index URL, HTTP Basic); `/healthz` stays open; the admin routes need an admin token, which
 //! this machine's `cairn purge` finds in the data directory; a revoked or expired token stops
 //! working, and one created while the node runs starts working, within the node's reload; no
-//! secret reaches the node's log (debug level) or `/metrics`. And the abuse: malformed
-//! credentials, a bad token name, a taken name, a bad `--auth`.
+//! secret reaches the node's log (debug level) or `/metrics`; the real cargo, told by the
+//! node's `config.json` that its token is required, sends it. And the abuse: malformed
+//! credentials, a bad token name, a taken name, a bad `--auth`, cargo without or with a wrong
+//! token.
 
 use std::path::Path;
 use std::process::Output;
@@ -363,4 +365,67 @@ fn serving_other_hosts_without_tokens_says_so_in_the_log() {
             .contains("serving without access tokens on an address other hosts reach")
             .then_some(())
     });
+}
+
+#[test]
+fn cargo_sends_its_registry_token_when_the_node_requires_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let fake = crate::fake_cargo::FakeCargo::start(crate::cargo::registry());
+    let secret = create_token(&data, "builds", &[]);
+    let node = Cairn::start(
+        &data,
+        &["--auth", "required", "--cargo-upstream", &fake.index_url],
+    );
+    let index = format!("{}/cargo/index/", node.url);
+    let config = get_with(
+        &format!("{index}config.json"),
+        &[("authorization", &secret)],
+    );
+    assert_eq!(config.status, 200);
+    let config: serde_json::Value = serde_json::from_slice(&config.body).expect("json");
+    assert_eq!(
+        config["auth-required"], true,
+        "cargo is told to send its token"
+    );
+
+    // crates-io replaced by a registry of cargo's own, whose token cargo sends as it is.
+    let home = tmp.path().join("cargo-home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[registries.cairn]\nindex = \"sparse+{index}\"\n\n[source.crates-io]\nreplace-with = \"cairn\"\n\n[registry]\nglobal-credential-providers = [\"cargo:token\"]\n\n[net]\nretry = 0\n"
+        ),
+    )
+    .expect("config.toml");
+    let app = crate::cargo::project(&tmp.path().join("app"), &[("app-core", "1.2")]);
+    let fetch = |token: Option<&str>| {
+        let mut command = std::process::Command::new("cargo");
+        command
+            .arg("fetch")
+            .current_dir(&app)
+            .env("CARGO_HOME", &home)
+            .env_remove("CARGO_REGISTRIES_CAIRN_TOKEN");
+        if let Some(token) = token {
+            command.env("CARGO_REGISTRIES_CAIRN_TOKEN", token);
+        }
+        command.output().expect("cargo")
+    };
+    let refused = fetch(None);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("no token found"),
+        "{}",
+        stderr(&refused)
+    );
+    let wrong = fetch(Some("cairn_0000"));
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("401"), "{}", stderr(&wrong));
+    assert_success(&fetch(Some(&secret)), "cargo fetch with its token");
+    assert_eq!(fake.hits("files/ap/p-/app-core/app-core-1.2.0.crate"), 1);
+    assert!(
+        !node.logs().contains(&secret),
+        "the token leaked into the log"
+    );
 }

@@ -224,6 +224,26 @@ impl Ecosystem for Cargo {
             content_type: "text/plain",
         })
     }
+
+    /// cargo sends its token only to a registry whose `config.json` requires one.
+    fn for_token_clients(
+        &self,
+        variant: &'static str,
+        rendered: Rendered,
+    ) -> Result<Rendered, AdapterError> {
+        if variant != CONFIG_VARIANT {
+            return Ok(rendered);
+        }
+        let mut config: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&rendered.body)
+                .map_err(|e| AdapterError(format!("config.json: {e}")))?;
+        config.insert("auth-required".into(), true.into());
+        let body = serde_json::to_vec(&config).map_err(|e| AdapterError(e.to_string()))?;
+        Ok(Rendered {
+            body: body.into(),
+            ..rendered
+        })
+    }
 }
 
 #[cfg(test)]

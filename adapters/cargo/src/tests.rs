@@ -70,6 +70,40 @@ fn routes() {
 }
 
 #[test]
+fn a_node_requiring_tokens_tells_cargo_to_send_its_token_and_nothing_else_changes() {
+    let url = Url::parse("https://upstream.invalid/config.json").expect("url");
+    let body = fixture("config.json");
+    let base = Url::parse("http://127.0.0.1:7777/cargo/").expect("base");
+    let rendered = Cargo
+        .render(&config_doc(&url, &body), CONFIG_VARIANT, &base)
+        .expect("render");
+    let open: serde_json::Value = serde_json::from_slice(&rendered.body).expect("json");
+    assert!(open.get("auth-required").is_none());
+    let guarded = Cargo
+        .for_token_clients(CONFIG_VARIANT, rendered)
+        .expect("for token clients");
+    let mut config: serde_json::Value = serde_json::from_slice(&guarded.body).expect("json");
+    assert_eq!(config["auth-required"], true);
+    config
+        .as_object_mut()
+        .expect("object")
+        .remove("auth-required");
+    assert_eq!(config, open);
+    let line = Rendered {
+        body: bytes::Bytes::from_static(b"{\"name\":\"x\"}\n"),
+        content_type: "text/plain",
+    };
+    let same = Cargo
+        .for_token_clients(INDEX_VARIANT, line)
+        .expect("index file");
+    assert_eq!(
+        &same.body[..],
+        b"{\"name\":\"x\"}\n",
+        "index files are as they were"
+    );
+}
+
+#[test]
 fn config_points_downloads_back_at_the_node() {
     let url = Url::parse("https://upstream.invalid/config.json").expect("url");
     let body = fixture("config.json");

@@ -17,6 +17,8 @@ pub struct RenderKey {
     /// The part of the document rendered ([`crate::ecosystem::Route::Part`]), if not all of it.
     pub part: Option<String>,
     pub base: String,
+    /// Rendered for clients that must present an access token (`--auth required`).
+    pub for_token_clients: bool,
 }
 
 impl RenderKey {
@@ -30,6 +32,9 @@ impl RenderKey {
             input.push(0);
         }
         input.extend_from_slice(self.base.as_bytes());
+        if self.for_token_clients {
+            input.extend_from_slice(b"\0token");
+        }
         format!("\"{}\"", hex::encode(&sha256(&input)[..16]))
     }
 }
@@ -95,6 +100,7 @@ mod tests {
             variant: "full",
             part: None,
             base: "http://h/npm/".into(),
+            for_token_clients: false,
         }
     }
 

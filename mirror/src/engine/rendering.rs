@@ -32,7 +32,9 @@ impl Mirror {
             variant: route.variant,
             part: part.map(str::to_owned),
             base: base.to_string(),
+            for_token_clients: self.auth_required(),
         };
+        let for_token_clients = key.for_token_clients;
         if let Some(doc) = self.inner.rendered.get(&key) {
             return Ok(doc);
         }
@@ -77,6 +79,13 @@ impl Mirror {
                                     ecosystem.name()
                                 ))
                             })?,
+                    };
+                    let rendered = if for_token_clients {
+                        ecosystem
+                            .for_token_clients(variant, rendered)
+                            .map_err(bad)?
+                    } else {
+                        rendered
                     };
                     Ok(Arc::new(RenderedDoc::new(
                         rendered.body,
