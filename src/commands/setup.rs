@@ -72,7 +72,8 @@ pub async fn run(
         ),
         Kind::Apt if token.is_some() => bail!(
             "apt: `setup --token` does not write apt's auth.conf.d yet; add `machine \
-             HOST:PORT/apt/ login cairn password SECRET` to /etc/apt/auth.conf.d/cairn.conf"
+             HOST:PORT/apt/ login cairn password SECRET` to /etc/apt/auth.conf.d/cairn.conf \
+             (mode 0600; for a node on plain HTTP, spell the machine http://HOST:PORT/apt/)"
         ),
         Kind::Apt => {
             return apt::setup(

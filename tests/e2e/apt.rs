@@ -1,6 +1,7 @@
 //! The real apt-get through the `cairn` binary, in front of a fake archive signed with a
 //! throwaway key: update and install (download), offline, by-hash, proxy mode, and what a
-//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets; and apt through the
+//! tampered `.deb` or a tampered or wrongly signed `InRelease` gets; apt presenting its
+//! credentials to a node requiring tokens (`auth.conf`, a proxy URL's); and apt through the
 //! swarm, where a peer's wrongly signed `InRelease` is refused and another peer's good copy
 //! taken.
 
@@ -278,6 +279,69 @@ fn apt_proxy_mode_serves_configured_archives_only() {
         "http://elsewhere.invalid/debian/dists/stable/InRelease",
     );
     assert_eq!(status, 403);
+    cairn.stop();
+}
+
+#[test]
+fn apt_presents_its_credentials_to_a_node_requiring_tokens_as_a_mirror_and_as_a_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let data = dir.path().join("data");
+    let created = crate::bundle::cairn(&[
+        "token",
+        "create",
+        "apt-hosts",
+        "--data-dir",
+        data.to_str().expect("path"),
+    ]);
+    assert_success(&created, "cairn token create");
+    let secret = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let cairn = start(dir.path(), "data", &archive, &fake, &["--auth", "required"]);
+    let uri = format!("{}/apt/test", cairn.url);
+    let host = cairn.url.trim_start_matches("http://").to_owned();
+
+    // Without credentials: apt's own authentication error, nothing fetched upstream.
+    let bare = client(&dir.path().join("bare"), &archive, &uri);
+    let out = bare.run(&["update"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("401"), "{said}");
+    assert_eq!(fake.hits.total(), 0, "nothing reached upstream");
+
+    // With an auth.conf entry for the node (HTTP Basic; over plain HTTP apt wants the
+    // `http://` spelled out): update and install.
+    let apt = client(&dir.path().join("c1"), &archive, &uri);
+    std::fs::write(
+        dir.path().join("c1/etc/auth.conf"),
+        format!("machine http://{host}/apt/ login cairn password {secret}\n"),
+    )
+    .expect("auth.conf");
+    update_and_install(&apt, &archive, "with auth.conf", &[]);
+
+    // As apt's proxy: the credentials in the proxy URL go as Proxy-Authorization; without
+    // them, 407.
+    let proxied = client(
+        &dir.path().join("c2"),
+        &archive,
+        fake.url.trim_end_matches('/'),
+    );
+    let bare_proxy = format!("Acquire::http::Proxy={}", cairn.url);
+    let out = proxied.run(&["-o", &bare_proxy, "update"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("407"), "{said}");
+    let proxy = format!("Acquire::http::Proxy=http://cairn:{secret}@{host}");
+    update_and_install(&proxied, &archive, "through the proxy", &["-o", &proxy]);
+    assert!(
+        !cairn.logs().contains(&secret),
+        "the secret leaked into the log"
+    );
     cairn.stop();
 }
 
