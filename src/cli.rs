@@ -344,6 +344,9 @@ pub struct Serve {
     /// token create` on every route but /healthz) [default: off]
     #[arg(long, env = "CAIRN_AUTH", value_name = "off|required")]
     pub auth: Option<String>,
+    /// With --auth required, /metrics needs an admin token too (by default any token)
+    #[arg(long, env = "CAIRN_ADMIN_METRICS")]
+    pub admin_metrics: bool,
     /// The PEM private key of --tls-cert
     #[arg(
         long,

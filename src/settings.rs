@@ -22,6 +22,7 @@
 //! tls-cert = "/etc/cairn/cert.pem" # with tls-key: serve HTTPS (HTTP/2 and HTTP/1.1)
 //! tls-key = "/etc/cairn/key.pem"
 //! auth = "required"          # every route but /healthz needs a token (`cairn token create`)
+//! admin-metrics = true       # and /metrics an admin one
 //! upstream-deadline = "2m"
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
 //! max-artifact-size = "8G"
@@ -82,6 +83,7 @@ pub struct FileSettings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub auth: Option<String>,
+    pub admin_metrics: Option<bool>,
     pub log_format: Option<String>,
     pub p2p_listen: Option<Vec<String>>,
     pub bootstrap: Option<Vec<String>>,

@@ -62,6 +62,7 @@ pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Resu
     let mut config = MirrorConfig::new(settings::data_dir(common.data_dir.as_deref(), file));
     config.offline = settings::switch(args.offline, file.offline);
     config.auth_required = settings::auth(args.auth.as_deref(), file.auth.as_deref())?;
+    config.admin_metrics = settings::switch(args.admin_metrics, file.admin_metrics);
     config.public_url = match args.public_url.clone() {
         Some(url) => Some(url),
         None => file

@@ -5,7 +5,8 @@
 //! this machine's `cairn purge` finds in the data directory; a revoked or expired token stops
 //! working, and one created while the node runs starts working, within the node's reload; no
 //! secret reaches the node's log (debug level) or `/metrics`; the real cargo, told by the
-//! node's `config.json` that its token is required, sends it. And the abuse: malformed
+//! node's `config.json` that its token is required, sends it; `--admin-metrics` keeps
+//! `/metrics` to admin tokens. And the abuse: malformed
 //! credentials, a bad token name, a taken name, a bad `--auth`, cargo without or with a wrong
 //! token.
 
@@ -317,7 +318,11 @@ fn malformed_credentials_bad_names_and_a_bad_auth_setting_are_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("invalid auth"), "{}", stderr(&out));
 
-    let node = Cairn::start(&data, &["--auth", "required"]);
+    let admin = create_token(&data, "scraper", &["--admin"]);
+    let node = Cairn::start(&data, &["--auth", "required", "--admin-metrics"]);
+    let metrics = format!("{}/metrics", node.url);
+    assert_eq!(status_with(&metrics, &secret), 403, "--admin-metrics");
+    assert_eq!(status_with(&metrics, &admin), 200);
     let url = format!("{}/api/v1/status", node.url);
     let long = format!("Bearer {}", "x".repeat(16 << 10));
     let not_utf8 = format!(

@@ -103,6 +103,8 @@ pub struct MirrorConfig {
     pub min_free: MinFree,
     /// Every route but `/healthz` needs an access token (`--auth required`).
     pub auth_required: bool,
+    /// With `auth_required`, `/metrics` needs an admin token (`--admin-metrics`).
+    pub admin_metrics: bool,
 }
 
 /// How much of its disk the store leaves free.
@@ -141,6 +143,7 @@ impl MirrorConfig {
             max_ecosystem_bytes: BTreeMap::new(),
             min_free: MinFree::Percent(5.0),
             auth_required: false,
+            admin_metrics: false,
         }
     }
 }

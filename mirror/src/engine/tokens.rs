@@ -67,6 +67,11 @@ impl Mirror {
         self.inner.config.auth_required
     }
 
+    /// Whether `/metrics` needs an admin token (`--admin-metrics`, with `--auth required`).
+    pub fn admin_metrics(&self) -> bool {
+        self.inner.config.admin_metrics
+    }
+
     /// The caller a presented secret names, if it is a live token's.
     pub fn caller(&self, secret: &str) -> Option<Caller> {
         let hash = secret_hash(secret);

@@ -1,5 +1,6 @@
 //! Access control (`--auth required`): every route but `/healthz` needs a live access token,
-//! and the routes that change the node's state (purge, repair) an admin one. Each client
+//! and the routes that change the node's state (purge, repair) an admin one, as does
+//! `/metrics` with `--admin-metrics`. Each client
 //! presents a token in its own way, and all are taken:
 //!
 //! - `Authorization: Bearer SECRET` (npm, yarn, pnpm; curl);
@@ -34,11 +35,15 @@ pub(super) enum Needs {
     Admin,
 }
 
-/// What the route at `path` needs (with `--auth required`).
-pub(super) fn needs(path: &str) -> Needs {
+/// What the route at `path` needs (with `--auth required`); `admin_metrics`: `/metrics` is an
+/// admin route (`--admin-metrics`).
+pub(super) fn needs(path: &str, admin_metrics: bool) -> Needs {
     if path == "/healthz" {
         Needs::Nothing
-    } else if path.starts_with(crate::PURGE_PREFIX) || path.starts_with(crate::REPAIR_PREFIX) {
+    } else if path.starts_with(crate::PURGE_PREFIX)
+        || path.starts_with(crate::REPAIR_PREFIX)
+        || (admin_metrics && path == "/metrics")
+    {
         Needs::Admin
     } else {
         Needs::Token
@@ -92,7 +97,11 @@ pub(super) fn refusal(
     proxied: bool,
 ) -> Option<Response> {
     let path = request.uri().path();
-    let needs = if proxied { Needs::Token } else { needs(path) };
+    let needs = if proxied {
+        Needs::Token
+    } else {
+        needs(path, mirror.admin_metrics())
+    };
     if !mirror.auth_required() || needs == Needs::Nothing {
         return None;
     }
@@ -166,17 +175,15 @@ mod tests {
 
     #[test]
     fn only_healthz_is_open_and_only_the_state_changing_routes_need_an_admin() {
-        assert_eq!(needs("/healthz"), Needs::Nothing);
+        assert_eq!(needs("/healthz", true), Needs::Nothing);
         for path in ["/", "/metrics", "/api/v1/status", "/npm/x", "/ipfs/bafy"] {
-            assert_eq!(needs(path), Needs::Token, "{path}");
+            assert_eq!(needs(path, false), Needs::Token, "{path}");
         }
-        assert_eq!(
-            needs(&format!("{}npm/x", crate::PURGE_PREFIX)),
-            Needs::Admin
-        );
-        assert_eq!(
-            needs(&format!("{}artifact/x", crate::REPAIR_PREFIX)),
-            Needs::Admin
-        );
+        assert_eq!(needs("/metrics", true), Needs::Admin, "--admin-metrics");
+        assert_eq!(needs("/api/v1/status", true), Needs::Token);
+        let purge = format!("{}npm/x", crate::PURGE_PREFIX);
+        assert_eq!(needs(&purge, false), Needs::Admin);
+        let repair = format!("{}artifact/x", crate::REPAIR_PREFIX);
+        assert_eq!(needs(&repair, false), Needs::Admin);
     }
 }
