@@ -66,24 +66,11 @@ pub async fn run(
     };
     let config = common.config.as_deref();
     let registry = match &client.entry().kind {
-        Kind::Apt if ca_file.is_some() => bail!(
-            "apt: `setup --ca-file` does not write apt's CA setting yet; add \
-             `Acquire::https::HOST::CaInfo \"FILE\";` to /etc/apt/apt.conf.d/cairn.conf"
-        ),
-        Kind::Apt if token.is_some() => bail!(
-            "apt: `setup --token` does not write apt's auth.conf.d yet; add `machine \
-             HOST:PORT/apt/ login cairn password SECRET` to /etc/apt/auth.conf.d/cairn.conf \
-             (mode 0600; for a node on plain HTTP, spell the machine http://HOST:PORT/apt/)"
-        ),
         Kind::Apt => {
-            return apt::setup(
-                &url,
-                apply,
-                config,
-                Path::new(apt::APT_ETC),
-                &listen,
-                &mut std::io::stdout().lock(),
-            );
+            let etc = Path::new(apt::APT_ETC);
+            let mut out = std::io::stdout().lock();
+            apt::setup(&url, apply, config, etc, &listen, &mut out)?;
+            return apt::access(&url, apply, etc, token, ca_file.as_deref(), &mut out);
         }
         Kind::Registry(registry) => registry,
     };

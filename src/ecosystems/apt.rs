@@ -366,9 +366,121 @@ pub fn setup(
     Ok(())
 }
 
+/// apt's side of a node requiring tokens or serving HTTPS with a private CA: the token in
+/// `ETC/auth.conf.d/cairn.conf` (mode 0600; over plain HTTP the machine must name its scheme, or
+/// apt will not send it) and the CA in `ETC/apt.conf.d/60cairn-ca`. Printed, or written with
+/// `apply`.
+pub fn access(
+    base: &Url,
+    apply: bool,
+    etc: &Path,
+    token: Option<&str>,
+    ca_file: Option<&Path>,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let host = base.host_str().context("the node's URL has no host")?;
+    let port = base.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let scheme = if base.scheme() == "http" {
+        "http://"
+    } else {
+        ""
+    };
+    let mut files = Vec::new();
+    if let Some(secret) = token {
+        let line = format!(
+            "machine {scheme}{host}{port}{} login cairn password {secret}\n",
+            base.path()
+        );
+        files.push((etc.join("auth.conf.d/cairn.conf"), line, 0o600));
+    }
+    if let Some(ca) = ca_file {
+        let line = format!("Acquire::https::{host}::CaInfo \"{}\";\n", ca.display());
+        files.push((etc.join("apt.conf.d/60cairn-ca"), line, 0o644));
+    }
+    let write_failed = |e: std::io::Error| anyhow::anyhow!("cannot write the apt setup: {e}");
+    for (path, text, mode) in files {
+        if !apply {
+            write!(out, "# Write to {}:\n{text}", path.display()).map_err(write_failed)?;
+            continue;
+        }
+        write_private(&path, &text, mode)?;
+        writeln!(out, "wrote {}", path.display()).map_err(write_failed)?;
+    }
+    Ok(())
+}
+
+/// Write `text` to `path` whole (a temporary file renamed into place), created with `mode`.
+fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let temp = path.with_extension("cairn-tmp");
+    let _ = std::fs::remove_file(&temp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_to_auth_conf_for_its_owner_only_and_the_ca_to_apt_conf() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let etc = tempfile::tempdir().expect("tempdir");
+        let base = Url::parse("http://cache.internal:7777/apt/").expect("url");
+        let mut printed = Vec::new();
+        access(
+            &base,
+            false,
+            etc.path(),
+            Some("cairn_s"),
+            None,
+            &mut printed,
+        )
+        .expect("print");
+        let printed = String::from_utf8(printed).expect("utf-8");
+        assert!(
+            printed
+                .contains("machine http://cache.internal:7777/apt/ login cairn password cairn_s"),
+            "{printed}"
+        );
+        assert!(
+            !etc.path().join("auth.conf.d").exists(),
+            "printing writes nothing"
+        );
+
+        let tls = Url::parse("https://cache.internal/apt/").expect("url");
+        let ca = Path::new("/etc/ssl/corp-ca.pem");
+        access(
+            &tls,
+            true,
+            etc.path(),
+            Some("cairn_s"),
+            Some(ca),
+            &mut Vec::new(),
+        )
+        .expect("apply");
+        let auth = etc.path().join("auth.conf.d/cairn.conf");
+        assert_eq!(
+            std::fs::read_to_string(&auth).expect("auth.conf"),
+            "machine cache.internal/apt/ login cairn password cairn_s\n"
+        );
+        let mode = std::fs::metadata(&auth).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(etc.path().join("apt.conf.d/60cairn-ca")).expect("ca"),
+            "Acquire::https::cache.internal::CaInfo \"/etc/ssl/corp-ca.pem\";\n"
+        );
+    }
 
     #[test]
     fn archives_come_from_apt_sources_and_flags() {
