@@ -31,16 +31,7 @@ trap lib_cleanup EXIT
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 NCRATES=$(grep -c '^checksum' "$PROJECT/Cargo.lock")
 
-(
-  cd "$B/certs"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
-    -subj "/CN=bench CA" -days 2 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
-    -subj "/CN=127.0.0.1" 2>/dev/null
-  echo "subjectAltName=IP:127.0.0.1" > san.ext
-  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 1 -days 2 \
-    -extfile san.ext -out server.crt 2>/dev/null
-)
+test_ca "$B/certs"
 
 # fetch LABEL [REGISTRY]: one `cargo fetch --locked` with an empty CARGO_HOME; prints seconds.
 fetch() {

@@ -208,3 +208,18 @@ apt_run() {  # apt_run DIR apt-get-args...
   local dir=$1; shift
   env -u http_proxy -u HTTP_PROXY -u https_proxy -u HTTPS_PROXY APT_CONFIG="$dir/etc/apt.conf" apt-get "$@"
 }
+
+# test_ca DIR: a throwaway CA (DIR/ca.crt) and a certificate for 127.0.0.1 it signed
+# (DIR/server.crt, DIR/server.key), P-256 as a modern deployment would use.
+test_ca() {
+  (
+    cd "$1"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
+      -subj "/CN=bench CA" -days 2 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+      -subj "/CN=127.0.0.1" 2>/dev/null
+    echo "subjectAltName=IP:127.0.0.1" > san.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 1 -days 2 \
+      -extfile san.ext -out server.crt 2>/dev/null
+  )
+}

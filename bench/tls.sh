@@ -28,17 +28,7 @@ rm -rf "$B" && mkdir -p "$B/logs" "$B/certs" "$B/www"
 trap lib_cleanup EXIT
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 
-# A test CA and a certificate for 127.0.0.1 (P-256, as a modern deployment would use).
-(
-  cd "$B/certs"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
-    -subj "/CN=bench CA" -days 2 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
-    -subj "/CN=127.0.0.1" 2>/dev/null
-  echo "subjectAltName=IP:127.0.0.1" > san.ext
-  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 1 -days 2 \
-    -extfile san.ext -out server.crt 2>/dev/null
-)
+test_ca "$B/certs"
 
 python3 "$HERE/fake_upstream.py" --port $FAKE_PORT --dir "$B/huge" --size-mib 1 --small 1 \
   > "$B/logs/fake.out" 2> "$B/logs/fake.err" &

@@ -3,12 +3,10 @@
 //! them again every half second), each as the SHA-256 of its secret; the secret is printed once,
 //! at creation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, Result, bail};
 use cairn_mirror::index::TokenRecord;
 use cairn_mirror::store::Store;
-use cairn_mirror::{new_secret, secret_hash};
+use cairn_mirror::{new_secret, now_ms, secret_hash};
 
 use crate::cli::{Common, TokenCommand};
 use crate::settings::{self, FileSettings};
@@ -38,13 +36,6 @@ pub async fn run(common: &Common, file: &FileSettings, command: TokenCommand) ->
             Ok(())
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A name is what logs and `list` show: short, and nothing a terminal would act on.

@@ -102,6 +102,15 @@ fn server_cert(dir: &Path, name: &str, serial: &str) -> (PathBuf, PathBuf) {
     (dir.join(crt), dir.join(key))
 }
 
+/// A test CA in `dir` and a certificate for 127.0.0.1 it signed with `serial`: the CA's path,
+/// the certificate's and its key's.
+fn test_ca(dir: &Path, serial: &str) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("certs");
+    let ca = ca(dir);
+    let (crt, key) = server_cert(dir, "server", serial);
+    (ca, crt, key)
+}
+
 /// The serial number of the certificate the node at `address` serves now.
 fn served_serial(address: &str, ca: &Path) -> String {
     let out = Command::new("sh")
@@ -130,9 +139,7 @@ fn registry() -> Registry {
 fn npm_installs_over_https_with_http2_and_a_renewed_certificate_needs_no_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let certs = tmp.path().join("certs");
-    std::fs::create_dir_all(&certs).expect("certs");
-    let ca = ca(&certs);
-    let (crt, key) = server_cert(&certs, "server", "0x1001");
+    let (ca, crt, key) = test_ca(&certs, "0x1001");
     let fake = FakeNpm::start(registry());
     let node = Cairn::start(
         &tmp.path().join("data"),
@@ -273,9 +280,7 @@ fn serve_refuses_a_key_that_is_not_the_certificates_and_half_a_pair() {
 fn cargo_fetches_over_https_and_http2_as_setup_writes_it_and_pip_trusts_the_ca_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let certs = tmp.path().join("certs");
-    std::fs::create_dir_all(&certs).expect("certs");
-    let ca = ca(&certs);
-    let (crt, key) = server_cert(&certs, "server", "0x3003");
+    let (ca, crt, key) = test_ca(&certs, "0x3003");
     let cargo_fake = crate::fake_cargo::FakeCargo::start(crate::cargo::registry());
     let pypi_fake =
         crate::fake_pypi::FakePypi::start(crate::pypi::index(&tmp.path().join("wheels")));

@@ -69,14 +69,19 @@ fn routes() {
     }
 }
 
-#[test]
-fn a_node_requiring_tokens_tells_cargo_to_send_its_token_and_nothing_else_changes() {
+/// The fixture `config.json` as an upstream's, rendered for a node at 127.0.0.1:7777.
+fn rendered_config() -> Rendered {
     let url = Url::parse("https://upstream.invalid/config.json").expect("url");
     let body = fixture("config.json");
     let base = Url::parse("http://127.0.0.1:7777/cargo/").expect("base");
-    let rendered = Cargo
+    Cargo
         .render(&config_doc(&url, &body), CONFIG_VARIANT, &base)
-        .expect("render");
+        .expect("render")
+}
+
+#[test]
+fn a_node_requiring_tokens_tells_cargo_to_send_its_token_and_nothing_else_changes() {
+    let rendered = rendered_config();
     let open: serde_json::Value = serde_json::from_slice(&rendered.body).expect("json");
     assert!(open.get("auth-required").is_none());
     let guarded = Cargo
@@ -105,16 +110,13 @@ fn a_node_requiring_tokens_tells_cargo_to_send_its_token_and_nothing_else_change
 
 #[test]
 fn config_points_downloads_back_at_the_node() {
-    let url = Url::parse("https://upstream.invalid/config.json").expect("url");
-    let body = fixture("config.json");
-    let base = Url::parse("http://127.0.0.1:7777/cargo/").expect("base");
-    let rendered = Cargo
-        .render(&config_doc(&url, &body), CONFIG_VARIANT, &base)
-        .expect("render");
+    let rendered = rendered_config();
     let config: serde_json::Value = serde_json::from_slice(&rendered.body).expect("json");
     assert_eq!(config["dl"], "http://127.0.0.1:7777/cargo/crates");
     assert!(config.get("api").is_none());
     // The upstream's own dl is what the mirror may fetch from.
+    let url = Url::parse("https://upstream.invalid/config.json").expect("url");
+    let body = fixture("config.json");
     let facts = Cargo.read(&config_doc(&url, &body)).expect("config read");
     assert!(facts.artifacts.is_empty());
     let prefixes = facts.download_prefixes;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{Mirror, blocking};
+use super::{Mirror, blocking, now_ms};
 use crate::error::Error;
 
 /// How often the tokens are read again from the store.
@@ -52,13 +52,6 @@ pub fn new_secret() -> Result<String, Error> {
 /// The SHA-256 of a secret, as the store keeps it.
 pub fn secret_hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Mirror {
