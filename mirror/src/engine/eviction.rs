@@ -201,16 +201,16 @@ impl Mirror {
 
     /// Count what is held from the index, in all and per ecosystem (one scan); the store goes
     /// on from it.
-    async fn recount(&self) -> Result<u64, Error> {
+    async fn recount(&self) -> Result<(), Error> {
         let store = self.inner.store.clone();
-        let counted = blocking(move || Ok(store.held_bytes_by_ecosystem()?)).await?;
+        blocking(move || Ok(store.held_bytes_by_ecosystem()?)).await?;
         self.show_held();
         *self
             .inner
             .counted_at
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-        Ok(counted.total)
+        Ok(())
     }
 
     /// Make room for a download of `bytes`: when it would leave less free on the disk than the
