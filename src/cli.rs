@@ -260,6 +260,15 @@ pub struct Serve {
     /// npm upstream registry [default: npm's own `registry` setting]
     #[arg(long, env = "CAIRN_NPM_UPSTREAM", value_name = "URL")]
     pub npm_upstream: Option<String>,
+    /// An npm scope routed to its own registry, and to no other (repeatable) [default: npm's
+    /// own @SCOPE:registry settings]
+    #[arg(
+        long,
+        env = "CAIRN_NPM_SCOPE",
+        value_name = "@SCOPE=URL",
+        value_delimiter = ','
+    )]
+    pub npm_scope: Vec<String>,
     /// cargo upstream sparse index [default: from cargo's config or registry cache]
     #[arg(long, env = "CAIRN_CARGO_UPSTREAM", value_name = "URL")]
     pub cargo_upstream: Option<String>,

@@ -60,6 +60,8 @@ pub struct FileSettings {
     pub metadata_ttl: Option<String>,
     pub negative_ttl: Option<String>,
     pub npm_upstream: Option<String>,
+    /// `@SCOPE=URL` per npm scope routed to its own registry.
+    pub npm_scope: Option<Vec<String>>,
     pub cargo_upstream: Option<String>,
     pub pypi_upstream: Option<String>,
     /// `NAME=URL` per apt archive.

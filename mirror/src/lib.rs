@@ -28,7 +28,7 @@ pub use crate::engine::repair::{
 };
 pub use crate::engine::tokens::{Caller, SECRET_PREFIX, new_secret, secret_hash};
 pub use crate::engine::{
-    ArtifactBody, Builder, EcosystemSetup, MetadataHit, MinFree, Mirror, MirrorConfig, content_key,
-    now_ms,
+    ArtifactBody, Builder, EcosystemSetup, MetadataHit, MinFree, Mirror, MirrorConfig,
+    RoutedUpstream, content_key, now_ms,
 };
 pub use crate::serving::Serving;

@@ -1,12 +1,16 @@
 //! The HTTP client for one upstream registry: bounded concurrency, timeouts, and the rule that
 //! only URLs under the configured base are ever fetched, on every hop of a redirect.
 //!
-//! Credentials: a base URL's user name and password are taken out of it when the upstream is
-//! made and kept in memory only, so every URL derived from the base (and stored, logged,
-//! exported or sent to peers) has none. They are sent as `Authorization: Basic` on the
-//! requests Cairn shapes itself ([`Upstream::get`]) to the base's own origin; reqwest drops the
-//! header on a redirect hop to another origin. A request a client shaped
-//! ([`Upstream::forward`]) never carries them.
+//! Credentials ([`Credentials`]): given apart from the URL (a client's configuration names
+//! them), or as the base URL's user name and password, which are taken out of it when the
+//! upstream is made. Either way they are kept in memory only, so every URL derived from the base
+//! (and stored, logged, exported or sent to peers) has none. They are sent as `Authorization`
+//! (Basic or Bearer) on the requests Cairn shapes itself ([`Upstream::get`]) to the base's own
+//! origin; reqwest drops the header on a redirect hop to another origin. A request a client
+//! shaped ([`Upstream::forward`]) never carries them. An upstream with credentials is
+//! [`Upstream::private`]: what it sends is not shared with an open swarm.
+//!
+//! [`routing`]: which of an ecosystem's upstreams a package name goes to.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -47,6 +51,45 @@ impl Default for UpstreamLimits {
 
 /// Most redirect hops followed for one request.
 const MAX_REDIRECTS: usize = 10;
+
+pub mod routing;
+
+/// An upstream's credentials, as a client's configuration gives them. Never printed: `Debug`
+/// shows the kind only.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// HTTP Basic: a user name and a password.
+    Basic { user: String, password: String },
+    /// A token sent as `Authorization: Bearer`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { .. } => f.write_str("Basic(****)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(****)"),
+        }
+    }
+}
+
+impl Credentials {
+    /// The `Authorization` value, marked sensitive so that it is never printed.
+    fn header(&self) -> Result<http::HeaderValue, String> {
+        use base64::Engine as _;
+        let text = match self {
+            Credentials::Basic { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+            Credentials::Bearer(token) => format!("Bearer {token}"),
+        };
+        let mut value = http::HeaderValue::from_str(&text)
+            .map_err(|_| "the credentials hold a character HTTP headers cannot carry".to_owned())?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
 
 /// One configured upstream.
 #[derive(Clone)]
@@ -116,7 +159,30 @@ impl Upstream {
     /// An upstream rooted at `base` (a trailing `/` is added when missing). A user name and
     /// password in `base` are kept apart, in memory only (see the module doc).
     pub fn new(base: Url, limits: UpstreamLimits) -> Result<Self, Error> {
-        let credentials = basic_auth(&base)?;
+        Upstream::with_credentials(base, None, limits)
+    }
+
+    /// [`Upstream::new`] with `credentials` for the base's origin; a user name and password in
+    /// `base` win over them.
+    pub fn with_credentials(
+        base: Url,
+        credentials: Option<&Credentials>,
+        limits: UpstreamLimits,
+    ) -> Result<Self, Error> {
+        let credentials = match (basic_auth(&base)?, credentials) {
+            (Some(from_url), _) => Some(from_url),
+            (None, Some(given)) => {
+                Some(
+                    given
+                        .header()
+                        .map_err(|reason| Error::BadUpstreamCredentials {
+                            url: redact(&base),
+                            reason,
+                        })?,
+                )
+            }
+            (None, None) => None,
+        };
         let mut base = without_credentials(&base);
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
@@ -159,6 +225,12 @@ impl Upstream {
 
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    /// True when the upstream is sent credentials: what it serves is private to this node (and
+    /// a private swarm).
+    pub fn private(&self) -> bool {
+        self.credentials.is_some()
     }
 
     pub fn limits(&self) -> &UpstreamLimits {

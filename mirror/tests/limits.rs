@@ -292,11 +292,11 @@ fn mirror_at(
     tune(&mut config);
     let mirror = Mirror::open(
         config,
-        vec![EcosystemSetup {
-            ecosystem: Arc::new(ecosystem),
-            mount: mount.into(),
-            upstream: Ok(upstream.url.clone()),
-        }],
+        vec![EcosystemSetup::new(
+            Arc::new(ecosystem),
+            mount,
+            Ok(upstream.url.clone()),
+        )],
     )
     .expect("mirror");
     Setup { mirror, dir }
@@ -425,11 +425,7 @@ async fn an_ecosystem_is_served_at_its_mount_and_indexed_under_its_own_name() {
     assert!(body.contains("t at /v2/t/"), "{body}");
     // One mount serves one ecosystem.
     let dir = tempfile::tempdir().expect("tempdir");
-    let twice = |name: &str| EcosystemSetup {
-        ecosystem: Arc::new(plain()),
-        mount: name.into(),
-        upstream: Ok(upstream.url.clone()),
-    };
+    let twice = |name: &str| EcosystemSetup::new(Arc::new(plain()), name, Ok(upstream.url.clone()));
     assert!(
         Mirror::open(
             MirrorConfig::new(dir.path().to_owned()),

@@ -227,11 +227,7 @@ fn mirror(upstream: Result<Url, String>, offline: bool, peers: Scripted) -> Setu
     });
     let mirror = Mirror::builder(
         config,
-        vec![EcosystemSetup {
-            ecosystem: Arc::new(Test),
-            mount: "t".into(),
-            upstream,
-        }],
+        vec![EcosystemSetup::new(Arc::new(Test), "t", upstream)],
     )
     .store(store)
     .peers(Arc::new(peers))

@@ -159,6 +159,9 @@ pub async fn open_mirror(
     let config = mirror_config(common, file, args)?;
     let public_url = config.public_url.clone();
     let mut setups = Vec::new();
+    let route_settings = ecosystems::RouteSettings {
+        npm_scope: settings::pick(&args.npm_scope, &file.npm_scope),
+    };
     for (entry, registry) in ecosystems::registries() {
         let configured = settings::value(args.upstream(registry.key), file.upstream(registry.key));
         let found =
@@ -175,11 +178,24 @@ pub async fn open_mirror(
                 tracing::warn!(target: crate::logging::TARGET, ecosystem = name, "off: {why}")
             }
         }
-        setups.push(EcosystemSetup {
-            ecosystem: (registry.adapter)(),
-            mount: name.into(),
-            upstream: found.map(|f| f.url().clone()),
-        });
+        let main = found.as_ref().ok().map(|f| f.url());
+        let extra =
+            ecosystems::find_routed(registry, &route_settings, main, listen, public_url.as_ref())
+                .await
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{name} upstreams"))?;
+        if let (Some(main), Some(from)) = (main, &extra.credentials_from) {
+            tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %cairn_mirror::upstream::redact(main), from = %from, "upstream credentials");
+        }
+        for routed in &extra.routed {
+            let patterns: Vec<&str> = routed.patterns.iter().map(|p| p.as_str()).collect();
+            tracing::info!(target: crate::logging::TARGET, ecosystem = name, route = %routed.name, names = %patterns.join(" "), upstream = %cairn_mirror::upstream::redact(&routed.url), credentials = routed.credentials.is_some(), from = extra.routed_from, "routed upstream");
+        }
+        let mut setup =
+            EcosystemSetup::new((registry.adapter)(), name, found.map(|f| f.url().clone()));
+        setup.credentials = extra.credentials;
+        setup.routed = extra.routed;
+        setups.push(setup);
     }
     setups.extend(apt::adapters(
         &settings::pick(&args.apt.apt_upstream, &file.apt_upstream),

@@ -73,6 +73,29 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
     for (entry, registry) in ecosystems::registries() {
         let setting = settings::from_env(registry.key, file.upstream(registry.key));
         let found = ecosystems::find_upstream(registry, setting.as_deref(), &listen, None).await;
+        let route_settings = ecosystems::RouteSettings {
+            npm_scope: settings::list_from_env("npm-scope", &file.npm_scope),
+        };
+        let main = found.as_ref().ok().map(|f| f.url().clone());
+        let routed =
+            match ecosystems::find_routed(registry, &route_settings, main.as_ref(), &listen, None)
+                .await
+            {
+                Ok(extra) => extra
+                    .routed
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "name": r.name,
+                            "names": r.patterns.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                            "url": cairn_mirror::upstream::redact(&r.url),
+                            "private": r.credentials.is_some(),
+                            "from": extra.routed_from,
+                        })
+                    })
+                    .collect(),
+                Err(why) => vec![serde_json::json!({ "error": why })],
+            };
         upstreams.push(match found {
             Ok(found) => serde_json::json!({
                 "ecosystem": entry.name,
@@ -81,6 +104,7 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
                     Found::Configured(_) => "configured",
                     Found::Discovered { from, .. } => from,
                 },
+                "routed": routed,
             }),
             Err(why) => serde_json::json!({
                 "ecosystem": entry.name,
@@ -150,6 +174,31 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
                 u["enable"].as_str().unwrap_or("its upstream flag")
             ),
             (None, None) => {}
+        }
+        for r in u["routed"].as_array().into_iter().flatten() {
+            match (r["url"].as_str(), r["error"].as_str()) {
+                (Some(url), _) => {
+                    let names: Vec<&str> = r["names"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.as_str())
+                        .collect();
+                    println!(
+                        "{:<width$}   {} ← {url} (from {}){}",
+                        "",
+                        names.join(" "),
+                        r["from"].as_str().unwrap_or("?"),
+                        if r["private"].as_bool() == Some(true) {
+                            ", private"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                (None, Some(why)) => println!("{:<width$}   routes: {why}", ""),
+                (None, None) => {}
+            }
         }
     }
     let size = cairn_mirror::units::size;

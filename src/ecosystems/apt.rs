@@ -73,12 +73,12 @@ pub fn adapters(
         let ecosystem =
             cairn_apt::Archive::new(&archive.name, keyring).map_err(anyhow::Error::msg)?;
         tracing::info!(target: crate::logging::TARGET, ecosystem = %format!("apt/{}", archive.name), upstream = %cairn_mirror::upstream::redact(&archive.upstream), from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
-        out.push(EcosystemSetup {
-            ecosystem: Arc::new(ecosystem),
-            // Served where its index namespace says, as before the mount was the engine's.
-            mount: format!("apt/{}", archive.name),
-            upstream: Ok(archive.upstream),
-        });
+        // Served where its index namespace says, as before the mount was the engine's.
+        out.push(EcosystemSetup::new(
+            Arc::new(ecosystem),
+            &format!("apt/{}", archive.name),
+            Ok(archive.upstream),
+        ));
     }
     Ok(out)
 }

@@ -29,6 +29,7 @@ pub const ENTRY: Entry = Entry {
         key: "cargo-upstream",
         adapter: || Arc::new(cairn_cargo::Cargo),
         discover,
+        routed: super::no_routes,
         print_setup,
         apply_setup,
         token: |_| {
@@ -376,6 +377,8 @@ mod tests {
             path: Some(path),
             cargo_home: tmp.path().join("empty-home"),
             pip_index_url: None,
+            home: tmp.path().to_owned(),
+            cwd: tmp.path().to_owned(),
         };
         let found = run(cargo_in(&env, None, &listen(), None)).expect("cargo must be installed");
         let url = found.url();

@@ -46,6 +46,10 @@ pub struct Env {
     pub cargo_home: PathBuf,
     /// `PIP_INDEX_URL`.
     pub pip_index_url: Option<String>,
+    /// `$HOME`, where the user's own client settings live.
+    pub home: PathBuf,
+    /// The working directory, where a project's settings (`.npmrc`) live.
+    pub cwd: PathBuf,
 }
 
 impl Env {
@@ -56,6 +60,10 @@ impl Env {
             pip_index_url: std::env::var("PIP_INDEX_URL")
                 .ok()
                 .filter(|u| !u.is_empty()),
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            cwd: std::env::current_dir().unwrap_or_default(),
         }
     }
 
@@ -175,6 +183,8 @@ pub(crate) mod testing {
             path: Some(path.as_os_str().to_owned()),
             cargo_home: home.to_owned(),
             pip_index_url: None,
+            home: home.to_owned(),
+            cwd: home.to_owned(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod cargo;
 pub mod discover;
 pub mod lockfiles;
 pub mod npm;
+mod npmrc;
 pub mod pypi;
 mod yarnrc;
 
@@ -56,6 +57,48 @@ pub type Discover = for<'a> fn(
     Option<&'a Url>,
 ) -> BoxFuture<'a, Result<Found, String>>;
 
+/// Finds an ecosystem's routed upstreams and the credentials of each upstream: from the
+/// settings, else the clients' own configuration. The main upstream's URL is given when it is
+/// known; `listen` and the public URL are this node's, whose own URL is refused.
+pub type FindRouted = for<'a> fn(
+    &'a Env,
+    &'a RouteSettings,
+    Option<&'a Url>,
+    &'a SocketAddr,
+    Option<&'a Url>,
+) -> BoxFuture<'a, Result<Upstreams, String>>;
+
+/// The settings that route packages to upstreams of their own (`--npm-scope`, …), as the
+/// flags, the environment and `cairn.toml` give them.
+#[derive(Clone, Debug, Default)]
+pub struct RouteSettings {
+    /// `@SCOPE=URL` per npm scope.
+    pub npm_scope: Vec<String>,
+}
+
+/// An ecosystem's upstreams beyond the main URL.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    /// The main upstream's credentials.
+    pub credentials: Option<cairn_mirror::upstream::Credentials>,
+    /// Where they came from, for the log.
+    pub credentials_from: Option<String>,
+    pub routed: Vec<cairn_mirror::RoutedUpstream>,
+    /// Where the routed upstreams came from (`configured`, or the client setting).
+    pub routed_from: &'static str,
+}
+
+/// For an ecosystem with no routed upstreams: nothing beyond the main URL.
+pub fn no_routes<'a>(
+    _: &'a Env,
+    _: &'a RouteSettings,
+    _: Option<&'a Url>,
+    _: &'a SocketAddr,
+    _: Option<&'a Url>,
+) -> BoxFuture<'a, Result<Upstreams, String>> {
+    Box::pin(async { Ok(Upstreams::default()) })
+}
+
 /// Applies a client's configuration for the node at the URL.
 pub type Apply = for<'a> fn(Client, &'a Url) -> BoxFuture<'a, Result<()>>;
 
@@ -67,6 +110,7 @@ pub struct Registry {
     /// Its adapter.
     pub adapter: fn() -> Arc<dyn cairn_mirror::ecosystem::Ecosystem>,
     pub discover: Discover,
+    pub routed: FindRouted,
     /// The configuration `cairn setup CLIENT` prints.
     pub print_setup: fn(Client, &Url) -> Result<String>,
     /// What `cairn setup CLIENT --apply` does once the upstream is recorded.
@@ -138,6 +182,17 @@ pub async fn find_upstream(
     public: Option<&Url>,
 ) -> Result<Found, String> {
     (registry.discover)(&Env::current(), configured, listen, public).await
+}
+
+/// The routed upstreams of `registry` and the credentials of its upstreams.
+pub async fn find_routed(
+    registry: &Registry,
+    settings: &RouteSettings,
+    main: Option<&Url>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Upstreams, String> {
+    (registry.routed)(&Env::current(), settings, main, listen, public).await
 }
 
 /// The clients `setup` knows.

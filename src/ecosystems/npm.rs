@@ -2,6 +2,8 @@
 //! setting), `cairn setup npm|yarn|pnpm`, and its lockfiles (`package-lock.json`,
 //! `npm-shrinkwrap.json`, `yarn.lock`, `pnpm-lock.yaml`).
 
+mod scopes;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub const ENTRY: Entry = Entry {
         key: "npm-upstream",
         adapter: || Arc::new(cairn_npm::Npm),
         discover,
+        routed: scopes::routed,
         print_setup,
         apply_setup,
         token: |client| match client {

@@ -27,6 +27,7 @@ pub const ENTRY: Entry = Entry {
         key: "pypi-upstream",
         adapter: || Arc::new(cairn_pypi::Pypi),
         discover,
+        routed: super::no_routes,
         print_setup,
         apply_setup,
         token: |_| TokenWay::UrlPassword,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -116,6 +117,10 @@ pub use crate::fake_upstream::Faults;
 struct Npm {
     url: String,
     registry: Arc<Registry>,
+    /// The `Authorization` value every request must carry (a private registry), if any.
+    required: Option<String>,
+    /// Requests that carried an `Authorization` header, whatever it said.
+    authorized: Arc<AtomicUsize>,
 }
 
 /// A running fake registry.
@@ -124,21 +129,41 @@ pub struct FakeNpm {
     pub faults: Arc<Faults>,
     upstream: FakeUpstream,
     registry: Arc<Registry>,
+    authorized: Arc<AtomicUsize>,
 }
 
 impl FakeNpm {
     pub fn start(registry: Registry) -> FakeNpm {
+        FakeNpm::start_guarded(registry, None)
+    }
+
+    /// A private registry: every request without `Authorization: REQUIRED` gets a 401.
+    pub fn start_guarded(registry: Registry, required: Option<&str>) -> FakeNpm {
         let registry = Arc::new(registry);
+        let authorized = Arc::new(AtomicUsize::new(0));
         let upstream = FakeUpstream::start(1, |origins| Npm {
             url: origins[0].clone(),
             registry: registry.clone(),
+            required: required.map(str::to_owned),
+            authorized: authorized.clone(),
         });
         FakeNpm {
             url: upstream.origins[0].clone(),
             faults: upstream.faults.clone(),
             upstream,
             registry,
+            authorized,
         }
+    }
+
+    /// Requests that carried an `Authorization` header.
+    pub fn authorized_hits(&self) -> usize {
+        self.authorized.load(Ordering::SeqCst)
+    }
+
+    /// Every request path seen, as sent.
+    pub fn requests(&self) -> Vec<String> {
+        self.upstream.requests()
     }
 
     /// Requests seen for a raw path (without the leading `/`).
@@ -217,6 +242,20 @@ fn packument(shared: &Npm, name: &str) -> Option<serde_json::Value> {
 
 impl Routes for Npm {
     fn answer(&self, request: &Request) -> Response {
+        let presented = request.headers.get(http::header::AUTHORIZATION);
+        if presented.is_some() {
+            self.authorized.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(required) = &self.required
+            && presented.is_none_or(|p| p.as_bytes() != required.as_bytes())
+        {
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"fake\"")],
+                "{\"error\":\"authentication required\"}",
+            )
+                .into_response();
+        }
         if request.path == "-/npm/v1/security/advisories/bulk" {
             return bulk_advisories(request);
         }

@@ -52,6 +52,11 @@ impl Cairn {
     /// about the swarm run side by side, and must neither share the default libp2p port nor
     /// find each other by mDNS.
     pub fn start(data_dir: &Path, args: &[&str]) -> Cairn {
+        Cairn::start_with_env(data_dir, args, &[])
+    }
+
+    /// [`Cairn::start`] with variables added to (or replacing) its environment.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Cairn {
         let p2p_flags = [
             "--p2p-listen",
             "--bootstrap",
@@ -62,16 +67,22 @@ impl Cairn {
             "--trust-peer-metadata",
         ];
         let isolated = !args.iter().any(|a| p2p_flags.contains(a));
-        Cairn::spawn(&[], isolated, data_dir, args)
+        Cairn::spawn(&[], isolated, data_dir, args, vars)
     }
 
     /// `cairn serve` under a wrapper command (`ip netns exec NS`), with the p2p defaults (the
     /// namespace isolates it).
     pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str]) -> Cairn {
-        Cairn::spawn(wrapper, false, data_dir, args)
+        Cairn::spawn(wrapper, false, data_dir, args, &[])
     }
 
-    fn spawn(wrapper: &[&str], isolated: bool, data_dir: &Path, args: &[&str]) -> Cairn {
+    fn spawn(
+        wrapper: &[&str],
+        isolated: bool,
+        data_dir: &Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Cairn {
         let home = data_dir.with_extension("home");
         std::fs::create_dir_all(&home).expect("home");
         let log = data_dir.with_extension("log");
@@ -101,6 +112,7 @@ impl Cairn {
             .env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("CAIRN_LOG", "info,cairn_mirror=debug")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -96,7 +96,7 @@ impl Mirror {
         }
         // Whether a download may go upstream is settled after the cache is searched by content:
         // an offline node serves a file it holds under another name (apt's by-hash names).
-        let upstream = self.download_upstream(registered, &route.key);
+        let upstream = self.download_upstream(registered, route);
         let reference = match self.reference(name, &route.key).await? {
             Some(r) => r,
             None => {
@@ -161,9 +161,9 @@ impl Mirror {
     pub(super) fn download_upstream(
         &self,
         registered: &Registered,
-        key: &str,
+        route: &ArtifactRoute,
     ) -> Result<Option<Upstream>, Error> {
-        let name = registered.ecosystem.name();
+        let (name, key) = (registered.ecosystem.name(), &route.key);
         let peers = self.peer_source().is_some();
         if self.inner.config.offline {
             return if peers {
@@ -174,7 +174,12 @@ impl Mirror {
                 })
             };
         }
-        match self.upstream(registered) {
+        // An artifact comes from where the document listing it came from.
+        let chosen = match route.listed_by.document() {
+            Some(document) => self.upstream_for(registered, &document.key),
+            None => self.upstream(registered),
+        };
+        match chosen {
             Ok(upstream) => Ok(Some(upstream.clone())),
             Err(_) if peers => Ok(None),
             Err(e) => Err(e),
@@ -214,7 +219,7 @@ impl Mirror {
             self.inner.metrics.cache(name, "artifact", "joined");
             return Ok(ArtifactBody::Downloading(download));
         }
-        let upstream = self.download_upstream(registered, &route.key)?;
+        let upstream = self.download_upstream(registered, route)?;
         let url = Url::parse(&reference.url).map_err(|e| Error::BadMetadata {
             url: reference.url.clone(),
             reason: e.to_string(),

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{EcosystemSetup, Inner, Mirror, MirrorConfig, Registered};
+use super::{EcosystemSetup, Inner, Mirror, MirrorConfig, Registered, Routed};
 use crate::engine::flight::SingleFlight;
 use crate::engine::render::RenderCache;
 use crate::error::Error;
@@ -87,10 +87,34 @@ impl Builder {
         let mut mounts = HashMap::new();
         for setup in self.ecosystems {
             let upstream = match setup.upstream {
-                Ok(url) => Ok(Upstream::new(url, config.limits.clone())?),
+                Ok(url) => Ok(Upstream::with_credentials(
+                    url,
+                    setup.credentials.as_ref(),
+                    config.limits.clone(),
+                )?),
                 Err(hint) => Err(hint),
             };
             let name: Arc<str> = Arc::from(setup.ecosystem.name());
+            let mut routed = Vec::new();
+            for route in setup.routed {
+                if route.patterns.is_empty() || routed.iter().any(|r: &Routed| r.name == route.name)
+                {
+                    return Err(Error::Registration(format!(
+                        "{name} upstream {}: a routed upstream needs a unique name and at least \
+                         one pattern",
+                        route.name
+                    )));
+                }
+                routed.push(Routed {
+                    upstream: Upstream::with_credentials(
+                        route.url,
+                        route.credentials.as_ref(),
+                        config.limits.clone(),
+                    )?,
+                    name: route.name,
+                    patterns: route.patterns,
+                });
+            }
             let mount = setup.mount.trim_matches('/').to_owned();
             if mount.is_empty() || mounts.contains_key(&mount) || registered.contains_key(&name) {
                 return Err(Error::Registration(format!(
@@ -105,6 +129,7 @@ impl Builder {
                     name,
                     mount,
                     upstream,
+                    routed,
                 },
             );
         }

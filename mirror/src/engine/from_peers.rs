@@ -99,7 +99,7 @@ impl Mirror {
             etag: doc.etag,
             last_modified: doc.last_modified,
         };
-        let upstream = registered.upstream.as_ref().ok();
+        let upstream = self.upstream_for(registered, &route.key).ok();
         self.ingest_metadata(
             registered.ecosystem.clone(),
             upstream,

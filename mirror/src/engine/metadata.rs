@@ -215,7 +215,10 @@ impl Mirror {
         let name = registered.name.clone();
         let this = self.clone();
         let ecosystem = registered.ecosystem.clone();
-        let upstream = self.upstream(registered).map_err(Arc::new)?.clone();
+        let upstream = self
+            .upstream_for(registered, &route.key)
+            .map_err(Arc::new)?
+            .clone();
         let route = route.clone();
         self.inner
             .metadata_flights
@@ -504,7 +507,7 @@ impl Mirror {
             url,
             body,
         };
-        if let Ok(upstream) = &registered.upstream {
+        if let Ok(upstream) = self.upstream_for(registered, &route.key) {
             let doc = MetadataDoc {
                 key: &context.key,
                 url: &context.url,

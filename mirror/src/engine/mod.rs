@@ -66,7 +66,8 @@ use crate::index::{Index, MetadataRecord, RefRecord};
 use crate::metrics::Metrics;
 use crate::peers::PeerSource;
 use crate::store::Store;
-use crate::upstream::{Upstream, UpstreamLimits, redact, without_credentials};
+use crate::upstream::routing::Pattern;
+use crate::upstream::{Credentials, Upstream, UpstreamLimits, redact, without_credentials};
 
 /// Settings of the mirror core.
 #[derive(Clone, Debug)]
@@ -154,7 +155,36 @@ pub struct EcosystemSetup {
     /// The path prefix it is served under, without slashes at either end (`npm`, `apt/debian`).
     /// Its identity (index namespace, metric label) is the adapter's [`Ecosystem::name`].
     pub mount: String,
+    /// The main upstream: every package no route takes.
     pub upstream: Result<Url, String>,
+    /// The main upstream's credentials (a user name and password in its URL win over them).
+    pub credentials: Option<Credentials>,
+    /// Upstreams that each take the packages their patterns name ([`crate::upstream::routing`]),
+    /// in order: the first whose pattern matches a name takes it.
+    pub routed: Vec<RoutedUpstream>,
+}
+
+impl EcosystemSetup {
+    /// `ecosystem` at `mount` with one upstream (or why it has none) and no credentials.
+    pub fn new(ecosystem: Arc<dyn Ecosystem>, mount: &str, upstream: Result<Url, String>) -> Self {
+        EcosystemSetup {
+            ecosystem,
+            mount: mount.to_owned(),
+            upstream,
+            credentials: None,
+            routed: Vec::new(),
+        }
+    }
+}
+
+/// An upstream that takes the packages whose names match its patterns.
+#[derive(Clone, Debug)]
+pub struct RoutedUpstream {
+    /// Its name, for logs and status (`@corp`, `corp`).
+    pub name: String,
+    pub patterns: Vec<Pattern>,
+    pub url: Url,
+    pub credentials: Option<Credentials>,
 }
 
 pub(crate) struct Registered {
@@ -164,6 +194,34 @@ pub(crate) struct Registered {
     /// Where it is served ([`EcosystemSetup::mount`]).
     pub mount: String,
     pub upstream: Result<Upstream, String>,
+    pub routed: Vec<Routed>,
+}
+
+/// A routed upstream as status reports show it (credentials masked).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RouteReport {
+    pub name: String,
+    /// Its patterns.
+    pub names: Vec<String>,
+    pub upstream: String,
+    /// Sent credentials: what it serves stays out of an open swarm.
+    pub private: bool,
+}
+
+/// A [`RoutedUpstream`], made.
+pub(crate) struct Routed {
+    pub name: String,
+    pub patterns: Vec<Pattern>,
+    pub upstream: Upstream,
+}
+
+impl Registered {
+    /// The routed upstream that takes `key` (a metadata key), if one does.
+    pub(crate) fn routed(&self, key: &str) -> Option<&Routed> {
+        self.routed
+            .iter()
+            .find(|r| r.patterns.iter().any(|p| p.matches(key)))
+    }
 }
 
 /// Downloads under way, by ecosystem name and artifact key.
@@ -349,6 +407,24 @@ impl Mirror {
         out
     }
 
+    /// The routed upstreams of the ecosystem `name`, in the order they are tried.
+    pub fn routes_of(&self, name: &str) -> Vec<RouteReport> {
+        self.ecosystem(name)
+            .map(|registered| {
+                registered
+                    .routed
+                    .iter()
+                    .map(|r| RouteReport {
+                        name: r.name.clone(),
+                        names: r.patterns.iter().map(|p| p.to_string()).collect(),
+                        upstream: r.upstream.shown(),
+                        private: r.upstream.private(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(crate) fn ecosystem(&self, name: &str) -> Option<&Registered> {
         self.inner.ecosystems.get(name)
     }
@@ -384,6 +460,7 @@ impl Mirror {
         })
     }
 
+    /// The main upstream of `registered`.
     fn upstream<'a>(&self, registered: &'a Registered) -> Result<&'a Upstream, Error> {
         registered
             .upstream
@@ -392,6 +469,19 @@ impl Mirror {
                 ecosystem: registered.name.to_string(),
                 hint: hint.clone(),
             })
+    }
+
+    /// The upstream that takes the metadata key `key` (and the artifacts its document lists):
+    /// the routed one whose pattern matches it, else the main one.
+    pub(crate) fn upstream_for<'a>(
+        &self,
+        registered: &'a Registered,
+        key: &str,
+    ) -> Result<&'a Upstream, Error> {
+        match registered.routed(key) {
+            Some(routed) => Ok(&routed.upstream),
+            None => self.upstream(registered),
+        }
     }
 
     /// Delete cached upstream "not found"s older than the negative TTL, and the oldest beyond

@@ -19,6 +19,9 @@ struct UpstreamStatus {
     ecosystem: String,
     upstream: Option<String>,
     disabled_because: Option<String>,
+    /// The upstreams that take the packages their patterns name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routed: Vec<crate::engine::RouteReport>,
 }
 
 async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
@@ -34,6 +37,7 @@ async fn status_report(mirror: &Mirror) -> Result<StatusReport, Error> {
                 ecosystem: ecosystem.to_owned(),
                 upstream: upstream.clone().ok(),
                 disabled_because: upstream.err(),
+                routed: mirror.routes_of(ecosystem),
             })
             .collect(),
         stats,
@@ -86,6 +90,15 @@ pub(super) async fn dashboard(mirror: &Mirror) -> Response {
             (Some(url), _) => out.push_str(&format!("/{}/  ← {url}\n", u.ecosystem)),
             (None, Some(why)) => out.push_str(&format!("/{}/  off: {why}\n", u.ecosystem)),
             _ => {}
+        }
+        for r in &u.routed {
+            out.push_str(&format!(
+                "/{}/  {} ← {}{}\n",
+                u.ecosystem,
+                r.names.join(" "),
+                r.upstream,
+                if r.private { " (private)" } else { "" }
+            ));
         }
     }
     out.push('\n');

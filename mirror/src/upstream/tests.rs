@@ -239,3 +239,59 @@ async fn credentials_stay_on_the_base_origin() {
         "credentials left the base's origin: {files_seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bearer_token_is_sent_to_the_base_origin_only_and_never_shown() {
+    use axum::response::IntoResponse as _;
+    let (files, files_seen) = origin(|_| "file bytes".into_response()).await;
+    let file = files.join("files/a.tgz").expect("url").to_string();
+    let (up, up_seen) = origin(move |path| match path {
+        "/corp/a.tgz" => redirect(file.clone()),
+        _ => "ok".into_response(),
+    })
+    .await;
+    let token = Credentials::Bearer("t0ken-secret".into());
+    assert_eq!(format!("{token:?}"), "Bearer(****)");
+    let base = up.join("corp/").expect("base");
+    let u = Upstream::with_credentials(base, Some(&token), UpstreamLimits::default())
+        .expect("upstream");
+    assert!(u.private());
+    assert!(!u.shown().contains("t0ken"), "{}", u.shown());
+    assert!(!format!("{u:?}").contains("t0ken"));
+    u.add_prefixes(vec![files.join("files/").expect("prefix")]);
+    let asked = u.join("a.tgz").expect("url");
+    let response = u.get(&asked, None, None, None).await.expect("get");
+    assert_eq!(response.text().await.expect("body"), "file bytes");
+    assert_eq!(
+        up_seen.lock().expect("seen")[0].2.as_deref(),
+        Some("Bearer t0ken-secret")
+    );
+    let files_seen = files_seen.lock().expect("seen").clone();
+    assert!(
+        files_seen.iter().all(|(_, _, auth)| auth.is_none()),
+        "the token left the base's origin on a redirect: {files_seen:?}"
+    );
+    // A URL's own user name and password win over given credentials; a token that HTTP
+    // cannot carry is refused with the upstream named.
+    let mut with_user = up.join("corp/").expect("base");
+    with_user.set_username("u").expect("user");
+    assert!(
+        Upstream::with_credentials(with_user, Some(&token), UpstreamLimits::default())
+            .expect("upstream")
+            .private()
+    );
+    let bad = Credentials::Bearer("line\nbreak".into());
+    let err = Upstream::with_credentials(
+        up.join("corp/").expect("base"),
+        Some(&bad),
+        UpstreamLimits::default(),
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("corp"), "{err}");
+    assert!(!err.to_string().contains("break"), "{err}");
+    assert!(
+        !Upstream::new(up, UpstreamLimits::default())
+            .expect("up")
+            .private()
+    );
+}

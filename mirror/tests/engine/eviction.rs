@@ -32,11 +32,7 @@ fn open_limited(dir: &std::path::Path, upstream: &Upstream, max: u64) -> Mirror 
     let mut config = MirrorConfig::new(dir.to_owned());
     config.metadata_ttl = TTL;
     config.max_store_bytes = Some(max);
-    let setup = EcosystemSetup {
-        ecosystem: Arc::new(cairn_npm::Npm),
-        mount: "npm".into(),
-        upstream: Ok(upstream.url.clone()),
-    };
+    let setup = EcosystemSetup::new(Arc::new(cairn_npm::Npm), "npm", Ok(upstream.url.clone()));
     Mirror::open(config, vec![setup]).expect("open the mirror")
 }
 
@@ -225,16 +221,12 @@ fn open_two(
     config.metadata_ttl = TTL;
     configure(&mut config);
     let setups = vec![
-        EcosystemSetup {
-            ecosystem: Arc::new(cairn_npm::Npm),
-            mount: "npm".into(),
-            upstream: Ok(npm.url.clone()),
-        },
-        EcosystemSetup {
-            ecosystem: Arc::new(cairn_pypi::Pypi),
-            mount: "pypi".into(),
-            upstream: Ok(pypi.url.join("simple/").expect("url")),
-        },
+        EcosystemSetup::new(Arc::new(cairn_npm::Npm), "npm", Ok(npm.url.clone())),
+        EcosystemSetup::new(
+            Arc::new(cairn_pypi::Pypi),
+            "pypi",
+            Ok(pypi.url.join("simple/").expect("url")),
+        ),
     ];
     Mirror::open(config, setups).expect("open the mirror")
 }

@@ -37,10 +37,9 @@ pub(crate) fn open(
     config.metadata_ttl = ttl;
     let setups = ecosystems
         .into_iter()
-        .map(|(ecosystem, url)| EcosystemSetup {
-            mount: ecosystem.name().to_owned(),
-            ecosystem,
-            upstream: Ok(url),
+        .map(|(ecosystem, url)| {
+            let mount = ecosystem.name().to_owned();
+            EcosystemSetup::new(ecosystem, &mount, Ok(url))
         })
         .collect();
     Mirror::open(config, setups).expect("open the mirror")
@@ -62,10 +61,9 @@ pub(crate) async fn reopen(
         config.metadata_ttl = ttl;
         let setups = ecosystems()
             .into_iter()
-            .map(|(ecosystem, url)| EcosystemSetup {
-                mount: ecosystem.name().to_owned(),
-                ecosystem,
-                upstream: Ok(url),
+            .map(|(ecosystem, url)| {
+                let mount = ecosystem.name().to_owned();
+                EcosystemSetup::new(ecosystem, &mount, Ok(url))
             })
             .collect();
         match Mirror::open(config, setups) {
