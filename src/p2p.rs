@@ -116,7 +116,12 @@ pub async fn start(
         trust_metadata: settings::switch(args.trust_peer_metadata, file.trust_peer_metadata),
     };
     let private = config.swarm_key.is_some();
-    let content = store.holdings();
+    // An open swarm is never shown what came from an upstream that was sent credentials.
+    let content = if private {
+        store.holdings()
+    } else {
+        store.open_holdings()
+    };
     let start = |config| Peers::start(config, content.clone(), policy, metrics.clone());
     let peers = match start(config.clone()).await {
         Err(NodeError::Listen { address, reason }) if !listen_given(args, file) => {

@@ -32,6 +32,7 @@ fn sample_snapshot() -> Snapshot {
             ecosystem: if i == 0 { "apt/debian" } else { "npm" }.into(),
             key: format!("pkg-{i}"),
             record: MetadataRecord {
+                private: false,
                 cid: Some(BlockCid(raw_block_cid(body.as_bytes()))),
                 status: 200,
                 upstream_url: format!("https://upstream.invalid/pkg-{i}"),
@@ -47,6 +48,7 @@ fn sample_snapshot() -> Snapshot {
             ecosystem: "npm".into(),
             key: format!("pkg-{i}/-/pkg-{i}-1.0.0.tgz"),
             record: ArtifactRecord {
+                private: false,
                 flat,
                 root: RootCid(raw_block_cid(body.as_bytes())),
                 size: body.len() as u64,
@@ -130,6 +132,7 @@ pub fn generated() -> Vec<Seed> {
             ecosystem: "npm".into(),
             key: "hello/-/hello-1.0.0.tgz".into(),
             record: ArtifactRecord {
+                private: false,
                 flat: Digest::of(Algorithm::Sha512, hello).flat_cid(),
                 root: RootCid(leaf),
                 size: hello.len() as u64,

@@ -494,6 +494,7 @@ fn read_document(eco: &str, v: &Value, version: u64) -> Result<DocumentEntry, St
         ecosystem: eco.to_owned(),
         key: text(v, "key")?,
         record: MetadataRecord {
+            private: false,
             cid: Some(BlockCid(cid)),
             status: u16::try_from(int(v, "status")?).map_err(|_| "bad status")?,
             upstream_url: url_text(v)?,
@@ -514,6 +515,7 @@ fn read_artifact(eco: &str, v: &Value) -> Result<ArtifactEntry, String> {
         ecosystem: eco.to_owned(),
         key: text(v, "key")?,
         record: ArtifactRecord {
+            private: false,
             flat,
             root: RootCid(link(v, "root")?),
             size: u64::try_from(int(v, "size")?).map_err(|_| "bad size")?,

@@ -114,22 +114,28 @@ pub enum HoldingChange {
     Missed { count: u64 },
 }
 
-/// The changes a broadcast `receiver` carries, each made a [`HoldingChange`] by `change`; a
-/// receiver that lagged says [`HoldingChange::Missed`]. Ends when the sender goes.
+/// The changes a broadcast `receiver` carries, each made a [`HoldingChange`] by `change` (or
+/// passed over when it gives `None`); a receiver that lagged says [`HoldingChange::Missed`].
+/// Ends when the sender goes.
 pub fn changes_from<T, F>(
     receiver: broadcast::Receiver<T>,
     change: F,
 ) -> BoxStream<'static, HoldingChange>
 where
     T: Clone + Send + 'static,
-    F: Fn(T) -> HoldingChange + Send + 'static,
+    F: Fn(T) -> Option<HoldingChange> + Send + 'static,
 {
     use broadcast::error::RecvError;
     futures_util::stream::unfold((receiver, change), |(mut receiver, change)| async move {
-        let next = match receiver.recv().await {
-            Ok(item) => change(item),
-            Err(RecvError::Lagged(count)) => HoldingChange::Missed { count },
-            Err(RecvError::Closed) => return None,
+        let next = loop {
+            match receiver.recv().await {
+                Ok(item) => match change(item) {
+                    Some(next) => break next,
+                    None => continue,
+                },
+                Err(RecvError::Lagged(count)) => break HoldingChange::Missed { count },
+                Err(RecvError::Closed) => return None,
+            }
         };
         Some((next, (receiver, change)))
     })

@@ -160,7 +160,7 @@ impl LocalContent for MemoryContent {
     }
 
     fn changes(&self) -> Result<BoxStream<'static, HoldingChange>, ContentError> {
-        Ok(changes_from(self.changes.subscribe(), |change| change))
+        Ok(changes_from(self.changes.subscribe(), Some))
     }
 
     fn document(&self, ecosystem: &str, key: &str) -> Result<Option<PeerDocument>, ContentError> {

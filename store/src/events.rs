@@ -35,6 +35,8 @@ pub enum StoreEvent {
         key: String,
         flat: FlatCid,
         root: RootCid,
+        /// From an upstream that was sent credentials.
+        private: bool,
     },
     /// An artifact a bundle brought, imported by this process or another one.
     Imported {
@@ -42,6 +44,8 @@ pub enum StoreEvent {
         key: String,
         flat: FlatCid,
         root: RootCid,
+        /// Marked private in the bundle's snapshot.
+        private: bool,
     },
     /// An artifact file this process evicted (under every key that named it), or dropped as
     /// damaged.
@@ -78,6 +82,7 @@ impl From<EventRow> for StoreEvent {
                 key: row.key,
                 flat: row.flat,
                 root: row.root,
+                private: row.private,
             },
         }
     }

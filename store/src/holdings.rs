@@ -6,6 +6,12 @@
 //! artifacts, and the metadata documents this node fetched, as upstream sent them, with the
 //! upstream URL stripped of any credentials (rows written before they were kept out of URLs
 //! may still carry them). Upstream's "not found" answers are not documents.
+//!
+//! An open swarm (no swarm key) reads the holdings [`Holdings::without_private`]: private
+//! content (from an upstream that was sent credentials) is then neither announced, nor listed,
+//! nor served, as a file, a leaf of one, or a document. A file some public key also names is
+//! public: its bytes are on a public registry anyway. A DAG's inner nodes stay readable: they
+//! hold only links and sizes, and nobody is told their CIDs.
 
 use std::sync::Arc;
 
@@ -16,7 +22,7 @@ use cairn_peering::{
 use cid::Cid;
 use futures_util::stream::BoxStream;
 
-use crate::blocks::Blocks;
+use crate::blocks::{Blocks, Location};
 use crate::cid::{FlatCid, RootCid};
 use crate::events::StoreEvent;
 use crate::index::Index;
@@ -28,6 +34,8 @@ pub struct Holdings {
     store: Store,
     index: Arc<Index>,
     blocks: Blocks,
+    /// Private content is shown (a private swarm).
+    private: bool,
 }
 
 impl Holdings {
@@ -36,7 +44,26 @@ impl Holdings {
             blocks: store.blocks(),
             index: store.index().clone(),
             store,
+            private: true,
         }
+    }
+
+    /// The same holdings with private content hidden, for an open swarm.
+    pub fn without_private(self) -> Self {
+        Holdings {
+            private: false,
+            ..self
+        }
+    }
+
+    /// True when `flat` is to be hidden: private content that these holdings do not show.
+    fn hides_file(&self, flat: &FlatCid) -> Result<bool, ContentError> {
+        if self.private {
+            return Ok(false);
+        }
+        self.index
+            .file_is_private(flat)
+            .map_err(|e| ContentError(format!("looking up artifact {flat}: {e}")))
     }
 }
 
@@ -61,6 +88,18 @@ impl LocalContent for Holdings {
         if location.size() > max_size {
             return Ok(None);
         }
+        let hidden = match &location {
+            Location::Leaf(leaf) => self.hides_file(&leaf.flat)?,
+            Location::Flat { flat, .. } => self.hides_file(flat)?,
+            Location::Metadata { cid: block, .. } if !self.private => self
+                .index
+                .document_is_private(block)
+                .map_err(|e| ContentError(format!("looking up block {cid}: {e}")))?,
+            _ => false,
+        };
+        if hidden {
+            return Ok(None);
+        }
         self.blocks
             .read(cid, &location)
             .map(Some)
@@ -68,6 +107,9 @@ impl LocalContent for Holdings {
     }
 
     fn artifact(&self, flat: &FlatCid) -> Result<Option<(RootCid, u64)>, ContentError> {
+        if self.hides_file(flat)? {
+            return Ok(None);
+        }
         let found = self
             .index
             .get_flat(flat)
@@ -76,9 +118,12 @@ impl LocalContent for Holdings {
     }
 
     fn held_artifacts(&self, limit: usize) -> Result<Vec<(FlatCid, RootCid)>, ContentError> {
-        self.index
-            .held_files(Some(limit))
-            .map_err(|e| ContentError(format!("listing the held artifacts: {e}")))
+        let listed = if self.private {
+            self.index.held_files(Some(limit))
+        } else {
+            self.index.held_public_files(limit)
+        };
+        listed.map_err(|e| ContentError(format!("listing the held artifacts: {e}")))
     }
 
     fn changes(&self) -> Result<BoxStream<'static, HoldingChange>, ContentError> {
@@ -86,14 +131,15 @@ impl LocalContent for Holdings {
             .store
             .subscribe()
             .map_err(|e| ContentError(format!("following the store's events: {e}")))?;
-        Ok(changes_from(events, |event| {
+        let shows_private = self.private;
+        Ok(changes_from(events, move |event| {
             let (flat, root) = event.cids();
             match event {
-                StoreEvent::Committed { .. } | StoreEvent::Imported { .. } => {
-                    HoldingChange::Held { flat, root }
+                StoreEvent::Committed { private, .. } | StoreEvent::Imported { private, .. } => {
+                    (shows_private || !private).then_some(HoldingChange::Held { flat, root })
                 }
                 StoreEvent::Evicted { .. } | StoreEvent::Purged { .. } => {
-                    HoldingChange::Dropped { flat, root }
+                    Some(HoldingChange::Dropped { flat, root })
                 }
             }
         }))
@@ -113,6 +159,9 @@ impl LocalContent for Holdings {
         let Some(cid) = record.cid else {
             return Ok(None);
         };
+        if record.private && !self.private {
+            return Ok(None);
+        }
         let body = self.store.read_metadata(&cid).map_err(|e| failed(&e))?;
         Ok(Some(PeerDocument {
             body,

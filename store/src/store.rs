@@ -88,6 +88,8 @@ pub struct Origin {
     pub upstream_url: String,
     /// Milliseconds since the Unix epoch.
     pub fetched_at: i64,
+    /// The upstream was sent credentials ([`ArtifactRecord::private`]).
+    pub private: bool,
 }
 
 /// What a bundle brought, verified, for [`Store::import`]: staged files and the rows naming
@@ -169,6 +171,12 @@ impl Store {
     /// What peers may read of this store, and what it comes to hold, for the swarm.
     pub fn holdings(&self) -> Arc<dyn cairn_peering::LocalContent> {
         Arc::new(crate::holdings::Holdings::new(self.clone()))
+    }
+
+    /// The holdings an open swarm reads: [`Store::holdings`] without the private content
+    /// (what came from an upstream that was sent credentials).
+    pub fn open_holdings(&self) -> Arc<dyn cairn_peering::LocalContent> {
+        Arc::new(crate::holdings::Holdings::new(self.clone()).without_private())
     }
 
     /// Delete what crashed processes left in `tmp/`. Files of a live process other than this
@@ -294,6 +302,7 @@ impl Store {
             size: placed.dag.size,
             upstream_url: origin.upstream_url,
             fetched_at: origin.fetched_at,
+            private: origin.private,
         };
         self.index
             .put_artifact(ecosystem, key, &record, &placed.dag)?;
@@ -302,6 +311,7 @@ impl Store {
             key: key.to_owned(),
             flat: record.flat,
             root: record.root,
+            private: record.private,
         });
         Ok(Committed {
             record,

@@ -17,6 +17,7 @@ pub fn commit_keeping_leaves(
     let mut dag = placed.dag.clone();
     dag.leaves.truncate(keep);
     let record = crate::index::ArtifactRecord {
+        private: false,
         flat: placed.flat,
         root: crate::cid::RootCid(placed.dag.root),
         size: placed.dag.size,
@@ -74,6 +75,7 @@ pub fn synthetic_artifacts(
                 .map_err(|e| crate::error::StoreError::io("write", &path, e))?;
             written += data.len() as u64;
             let record = crate::index::ArtifactRecord {
+                private: false,
                 flat,
                 root: RootCid(dag.root),
                 size: dag.size,

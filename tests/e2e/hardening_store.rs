@@ -163,6 +163,7 @@ fn in_release_bundle(path: &Path, body: &[u8]) {
         ecosystem: "apt/test".into(),
         key: "dists/stable/InRelease".into(),
         record: MetadataRecord {
+            private: false,
             cid: Some(BlockCid(cid)),
             status: 200,
             upstream_url: "http://127.0.0.1:9/debian/dists/stable/InRelease".into(),

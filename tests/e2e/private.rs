@@ -6,10 +6,17 @@
 //! dependency-confusion decoy under the same name; no public name is asked of the private
 //! registry; and the token appears nowhere it could leak: the node's log at debug level,
 //! `/metrics`, `/api/v1/status`, rendered metadata, the lockfile, an exported bundle.
+//!
+//! And the swarm: a second node, offline, joined to the first, gets the public packages from
+//! it either way, but the private ones only in a private swarm (a swarm key); in an open swarm
+//! they are neither announced nor served, so its install of them fails.
+
+use std::path::Path;
+use std::time::Duration;
 
 use crate::bundle::cairn;
 use crate::fake_npm::{FakeNpm, Registry, noise};
-use crate::support::{Cairn, ClientEnv, assert_success, get, project};
+use crate::support::{Cairn, ClientEnv, assert_success, get, project, swarm_key};
 
 const TOKEN: &str = "corp-npm-t0ken-5f1e2d";
 
@@ -48,14 +55,16 @@ fn private_registry() -> Registry {
     r
 }
 
-#[test]
-fn an_npm_scope_goes_to_its_own_registry_with_its_token_and_nowhere_else() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
+/// The two fake registries.
+fn registries() -> (FakeNpm, FakeNpm) {
     let public = FakeNpm::start(public_registry());
     let private = FakeNpm::start_guarded(private_registry(), Some(&format!("Bearer {TOKEN}")));
-    // The node's own npm configuration, as an operator's user would have it: the scope's
-    // registry, and its token from the environment.
+    (public, private)
+}
+
+/// The npm configuration of the user a node runs as (its `HOME` beside `data`), as an operator
+/// would have it: the scope's registry, and its token from the environment.
+fn operator_npmrc(data: &Path, private: &FakeNpm) {
     let private_key = private.url.trim_start_matches("http:");
     let home = data.with_extension("home");
     std::fs::create_dir_all(&home).expect("home");
@@ -67,6 +76,14 @@ fn an_npm_scope_goes_to_its_own_registry_with_its_token_and_nowhere_else() {
         ),
     )
     .expect("npmrc");
+}
+
+#[test]
+fn an_npm_scope_goes_to_its_own_registry_with_its_token_and_nowhere_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let (public, private) = registries();
+    operator_npmrc(&data, &private);
     let node = Cairn::start_with_env(
         &data,
         &["--npm-upstream", &public.url],
@@ -155,4 +172,100 @@ fn an_npm_scope_goes_to_its_own_registry_with_its_token_and_nowhere_else() {
         !bundle.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
         "the token is in the exported bundle"
     );
+}
+
+/// A node fronting both registries, with everything installed through it, and a second node,
+/// offline, joined to it: `(first, second)`. With `key`, both share that swarm key.
+fn two_nodes(
+    tmp: &Path,
+    public: &FakeNpm,
+    private: &FakeNpm,
+    key: Option<&Path>,
+) -> (Cairn, Cairn) {
+    let mut swarm = vec!["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+    let key_arg = key.map(|k| k.to_str().expect("path").to_owned());
+    if let Some(key) = &key_arg {
+        swarm.extend(["--swarm-key", key]);
+    }
+    let data_a = tmp.join("a");
+    operator_npmrc(&data_a, private);
+    let mut a_args = swarm.clone();
+    a_args.extend(["--npm-upstream", &public.url]);
+    let a = Cairn::start_with_env(&data_a, &a_args, &[("CORP_NPM_TOKEN", TOKEN)]);
+    let env = ClientEnv::new(&tmp.join("client-a"), &a.npm());
+    let app = project(
+        &tmp.join("app-a"),
+        serde_json::json!({ "@corp/app-core": "*", "pub-lib": "^1.0.0" }),
+    );
+    assert_success(&env.run("npm", &["install"], &app), "npm install through A");
+
+    // B has no upstream to reach: what it gets, it gets from A.
+    let a_address = a.p2p_address();
+    let mut b_args = swarm;
+    b_args.extend(["--bootstrap", &a_address, "--offline"]);
+    if key.is_none() {
+        b_args.push("--trust-peer-metadata");
+    }
+    let b = Cairn::start(&tmp.join("b"), &b_args);
+    b.wait_connected(&[&a.peer_id()], Duration::from_secs(30));
+    (a, b)
+}
+
+/// `npm install` of `dependencies` through `node` from an empty cache.
+fn install_through(
+    node: &Cairn,
+    dir: &Path,
+    dependencies: serde_json::Value,
+) -> std::process::Output {
+    let env = ClientEnv::new(&dir.join("env"), &node.npm());
+    let app = project(&dir.join("app"), dependencies);
+    env.run("npm", &["install"], &app)
+}
+
+#[test]
+fn an_open_swarm_is_never_given_private_packages() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (public, private) = registries();
+    let (a, b) = two_nodes(tmp.path(), &public, &private, None);
+    // The swarm works: the public library comes from A.
+    assert_success(
+        &install_through(
+            &b,
+            &tmp.path().join("b-public"),
+            serde_json::json!({ "pub-lib": "^1.0.0" }),
+        ),
+        "npm install of a public package through B",
+    );
+    // The private package does not: A neither shows B its document nor serves its files.
+    let refused = install_through(
+        &b,
+        &tmp.path().join("b-private"),
+        serde_json::json!({ "@corp/app-core": "*" }),
+    );
+    assert!(
+        !refused.status.success(),
+        "B installed a private package from an open swarm:\n{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let held = get(&format!("{}/npm/@corp%2fapp-core", b.url));
+    assert_ne!(held.status, 200, "{}", held.text);
+    assert!(!held.text.contains("1.2.0"), "{}", held.text);
+    drop((a, b));
+}
+
+#[test]
+fn a_private_swarm_shares_private_packages() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (public, private) = registries();
+    let key = swarm_key(&tmp.path().join("swarm.key"), 0x5c);
+    let (_a, b) = two_nodes(tmp.path(), &public, &private, Some(&key));
+    let dir = tmp.path().join("b-private");
+    assert_success(
+        &install_through(&b, &dir, serde_json::json!({ "@corp/app-core": "*" })),
+        "npm install of the private package through B",
+    );
+    let installed =
+        std::fs::read_to_string(dir.join("app/node_modules/@corp/app-core/package.json"))
+            .expect("installed");
+    assert!(installed.contains("\"1.2.0\""), "{installed}");
 }

@@ -238,6 +238,7 @@ pub fn import(
             ecosystem: doc.ecosystem.clone(),
             key: doc.key.clone(),
             record: MetadataRecord {
+                private: false,
                 cid: Some(cid),
                 status: 200,
                 upstream_url: url.to_string(),

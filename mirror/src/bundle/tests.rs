@@ -143,6 +143,7 @@ fn sha512_hex(data: &[u8]) -> String {
 /// Index a document `name` listing `lines` in `n`, fetched at `fetched_at`.
 fn put_doc(n: &Node, name: &str, body: &str, fetched_at: i64) -> DocumentEntry {
     let record = MetadataRecord {
+        private: false,
         cid: None,
         status: 200,
         upstream_url: format!("https://upstream.invalid/{name}"),
@@ -172,6 +173,7 @@ fn put_artifact(n: &Node, key: &str, data: &[u8]) -> ArtifactEntry {
         .expect("writer");
     writer.write(data).expect("write");
     let origin = crate::store::Origin {
+        private: false,
         upstream_url: format!("https://upstream.invalid/{key}"),
         fetched_at: 2,
     };
@@ -617,6 +619,7 @@ fn chunked_snapshot(key: &str, body: &[u8], size: u64, root: Cid) -> Snapshot {
         ecosystem: "t".into(),
         key: key.into(),
         record: MetadataRecord {
+            private: false,
             cid: Some(BlockCid(raw_block_cid(body))),
             status: 200,
             upstream_url: format!("https://upstream.invalid/{key}"),

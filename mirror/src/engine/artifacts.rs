@@ -344,6 +344,7 @@ impl Mirror {
         };
         let (store, key) = (self.inner.store.clone(), route.key.clone());
         let (function, source_key) = (derive.function, derive.source.clone());
+        let private = self.artifact_is_private(registered, route);
         let owned_name = name.to_owned();
         let cached = blocking(move || {
             let name = owned_name.as_str();
@@ -354,6 +355,7 @@ impl Mirror {
                 store.artifact_writer(Digest::of(crate::cid::Algorithm::Sha256, &bytes))?;
             writer.write(&bytes)?;
             let origin = Origin {
+                private,
                 upstream_url: format!("derived from {source_key}"),
                 fetched_at: now_ms(),
             };

@@ -9,6 +9,7 @@ fn peer_documents_carry_no_credentials() {
         Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), Vec::new()).expect("open");
     let body = b"{\"name\":\"x\"}";
     let record = MetadataRecord {
+        private: false,
         cid: None,
         status: 200,
         // As an index written before credentials were kept out of URLs would hold it.

@@ -371,6 +371,7 @@ mod tests {
             "the end was released before the commit"
         );
         progress.committed(crate::index::ArtifactRecord {
+            private: false,
             flat,
             root: crate::cid::RootCid(flat.0),
             size: HOLDBACK + 10,

@@ -93,11 +93,13 @@ impl Mirror {
         }
         let this = self.clone();
         let (shared, size) = (download.clone(), reference.size);
+        let private = self.artifact_is_private(registered, route);
         let abandon = self.inner.abandon.clone();
         self.spawn(async move {
             let run = this.run_download(
                 &name,
                 &key,
+                private,
                 upstream.as_ref(),
                 &url,
                 writer,
@@ -151,12 +153,14 @@ impl Mirror {
     }
 
     /// Fill `writer` with the artifact: from peers when one holds it or is downloading it,
-    /// else (or from where the peers left off) from upstream; then verify and commit it.
+    /// else (or from where the peers left off) from upstream; then verify and commit it. A
+    /// `private` one is not asked of (nor offered to) an open swarm, and is stored as private.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_download(
         &self,
         name: &str,
         key: &str,
+        private: bool,
         upstream: Option<&Upstream>,
         url: &Url,
         writer: crate::store::ArtifactWriter,
@@ -166,7 +170,7 @@ impl Mirror {
     ) -> Result<ArtifactRecord, Error> {
         let flat = download.flat;
         let (cap, too_large) = self.artifact_cap(name, key, url, size)?;
-        let peers = self.peer_source().cloned();
+        let peers = self.peers_for(private).cloned();
         let from_peers = match &peers {
             Some(peers) if !self.peers_failed(&flat) => peers.fetch(flat, size).await,
             _ => None,
@@ -281,6 +285,7 @@ impl Mirror {
         blocking(move || {
             let name = owned_name.as_str();
             let origin = crate::store::Origin {
+                private,
                 upstream_url,
                 fetched_at: now_ms(),
             };

@@ -19,7 +19,7 @@ impl Mirror {
         route: &MetadataRoute,
         cached: &Option<MetadataRecord>,
     ) -> Option<MetadataRecord> {
-        self.peer_source()?;
+        self.peers_for(self.is_private(registered, &route.key))?;
         let key = (registered.name.clone(), route.key.clone());
         self.inner
             .peer_metadata_flights
@@ -38,7 +38,7 @@ impl Mirror {
         route: &MetadataRoute,
         cached: Option<&MetadataRecord>,
     ) -> Option<MetadataRecord> {
-        let peers = self.peer_source()?;
+        let peers = self.peers_for(self.is_private(registered, &route.key))?;
         let name = registered.ecosystem.name();
         let cached_at = cached.filter(|c| c.cid.is_some()).map(|c| c.fetched_at);
         for mut doc in peers.metadata(name.to_owned(), route.key.clone()).await {

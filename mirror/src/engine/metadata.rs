@@ -183,7 +183,7 @@ impl Mirror {
         route: &MetadataRoute,
         why_not_upstream: &Error,
     ) -> Option<Error> {
-        let peers = self.peer_source()?;
+        let peers = self.peers_for(self.is_private(registered, &route.key))?;
         let why = peers.metadata_refused()?;
         let name = registered.ecosystem.name();
         let holders = peers
@@ -369,6 +369,7 @@ impl Mirror {
         }
         if matches!(status.as_u16(), 404 | 410 | 451) {
             let record = MetadataRecord {
+                private: upstream.private(),
                 cid: None,
                 status: status.as_u16(),
                 upstream_url: url.to_string(),
@@ -423,6 +424,7 @@ impl Mirror {
         let key = route.key.clone();
         let store = self.inner.store.clone();
         let upstream = upstream.cloned();
+        let private = upstream.as_ref().is_some_and(Upstream::private);
         blocking(move || {
             let Fetched {
                 url,
@@ -462,6 +464,7 @@ impl Mirror {
             }
             let refs = ref_records(facts.artifacts);
             let record = MetadataRecord {
+                private,
                 cid: Some(cid),
                 status: 200,
                 upstream_url: url.to_string(),

@@ -57,7 +57,7 @@ use bytes::Bytes;
 use url::Url;
 
 use crate::cid::{FlatCid, RootCid};
-use crate::ecosystem::Ecosystem;
+use crate::ecosystem::{ArtifactRoute, Ecosystem};
 use crate::engine::download::Download;
 use crate::engine::flight::SingleFlight;
 use crate::engine::render::{RenderCache, RenderKey, RenderedDoc};
@@ -469,6 +469,36 @@ impl Mirror {
                 ecosystem: registered.name.to_string(),
                 hint: hint.clone(),
             })
+    }
+
+    /// True when what `registered` holds under the metadata key `key` (and the artifacts its
+    /// document lists) comes from an upstream that is sent credentials: it is stored as
+    /// private, and neither asked of nor shown to an open swarm.
+    pub(crate) fn is_private(&self, registered: &Registered, key: &str) -> bool {
+        self.upstream_for(registered, key)
+            .is_ok_and(|upstream| upstream.private())
+    }
+
+    /// Whether an artifact route's file is private: as the document listing it is (a file an
+    /// apt listing names is as private as the archive).
+    pub(crate) fn artifact_is_private(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+    ) -> bool {
+        match route.listed_by.document() {
+            Some(document) => self.is_private(registered, &document.key),
+            None => self
+                .upstream(registered)
+                .is_ok_and(|upstream| upstream.private()),
+        }
+    }
+
+    /// The peers content may be asked of: none for private content unless the swarm is
+    /// private (asking an open swarm would tell it what this node wants).
+    pub(crate) fn peers_for(&self, private: bool) -> Option<&Arc<dyn PeerSource>> {
+        self.peer_source()
+            .filter(|peers| !private || peers.shares_holdings())
     }
 
     /// The upstream that takes the metadata key `key` (and the artifacts its document lists):

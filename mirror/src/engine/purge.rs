@@ -338,6 +338,7 @@ mod tests {
         let mirror =
             Mirror::open(MirrorConfig::new(dir.path().to_path_buf()), Vec::new()).expect("open");
         let record = MetadataRecord {
+            private: false,
             cid: None,
             status: 404,
             upstream_url: "http://upstream.invalid/x".into(),

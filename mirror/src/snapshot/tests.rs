@@ -11,6 +11,7 @@ fn sample(n: usize) -> Snapshot {
             ecosystem: if i % 2 == 0 { "npm" } else { "apt/debian" }.into(),
             key: format!("pkg-{i}"),
             record: MetadataRecord {
+                private: false,
                 cid: Some(BlockCid(raw_block_cid(body.as_bytes()))),
                 status: 200,
                 upstream_url: format!("https://upstream.invalid/pkg-{i}"),
@@ -26,6 +27,7 @@ fn sample(n: usize) -> Snapshot {
             ecosystem: "npm".into(),
             key: format!("pkg-{i}/-/pkg-{i}-1.0.0.tgz"),
             record: ArtifactRecord {
+                private: false,
                 flat,
                 root: RootCid(raw_block_cid(body.as_bytes())),
                 size: body.len() as u64,

@@ -44,6 +44,7 @@ impl Fixture {
             dag.leaves.truncate(n);
         }
         let record = ArtifactRecord {
+            private: false,
             flat: committed.flat,
             root: RootCid(dag.root),
             size: data.len() as u64,

@@ -21,6 +21,7 @@ fn add(holdings: &Holdings, data: &[u8]) -> (FlatCid, RootCid, cairn_ipld::unixf
         .expect("writer");
     writer.write(data).expect("write");
     let origin = crate::store::Origin {
+        private: false,
         upstream_url: "http://upstream.invalid/a.tgz".into(),
         fetched_at: 1,
     };
@@ -33,6 +34,7 @@ fn add(holdings: &Holdings, data: &[u8]) -> (FlatCid, RootCid, cairn_ipld::unixf
 
 fn put_document(holdings: &Holdings, key: &str, body: Option<&[u8]>, url: &str) {
     let record = MetadataRecord {
+        private: false,
         cid: None,
         status: if body.is_some() { 200 } else { 404 },
         upstream_url: url.into(),
@@ -195,4 +197,99 @@ fn a_purged_artifact_is_a_change_the_swarm_withdraws() {
     assert_eq!(change, HoldingChange::Dropped { flat, root });
     assert_eq!(holdings.artifact(&flat), Ok(None));
     assert_eq!(holdings.held_artifacts(10).map(|held| held.len()), Ok(0));
+}
+
+/// Commit `data` under `key`, from a private upstream or not.
+fn commit(holdings: &Holdings, key: &str, data: &[u8], private: bool) -> (FlatCid, RootCid) {
+    let mut writer = holdings
+        .store
+        .artifact_writer(Digest::of(Algorithm::Sha512, data))
+        .expect("writer");
+    writer.write(data).expect("write");
+    let origin = crate::store::Origin {
+        private,
+        upstream_url: format!("http://upstream.invalid/{key}"),
+        fetched_at: 1,
+    };
+    let committed = holdings
+        .store
+        .commit_artifact("npm", key, writer, origin, |_| {})
+        .expect("commit");
+    (committed.record.flat, committed.record.root)
+}
+
+#[test]
+fn an_open_swarm_is_shown_no_private_file_leaf_document_or_announcement() {
+    use futures_util::StreamExt as _;
+    let (_dir, shown) = open();
+    let open_swarm = Holdings::new(shown.store.clone()).without_private();
+    let mut changes = open_swarm.changes().expect("subscribe");
+    let data = noise(2 * MIB + 3, 12);
+    let (flat, root) = commit(&shown, "corp.tgz", &data, true);
+    let (public, public_root) = commit(&shown, "pub.tgz", &noise(1000, 11), false);
+    // The private commit is not announced: the next change is the public one.
+    let change = futures::executor::block_on(changes.next()).expect("a change");
+    assert_eq!(
+        change,
+        HoldingChange::Held {
+            flat: public,
+            root: public_root
+        }
+    );
+    assert_eq!(
+        open_swarm.held_artifacts(10),
+        Ok(vec![(public, public_root)])
+    );
+    assert_eq!(shown.held_artifacts(10).map(|h| h.len()), Ok(2));
+    assert_eq!(open_swarm.artifact(&flat), Ok(None));
+    assert_eq!(open_swarm.held(&flat), Ok(None));
+    assert!(shown.artifact(&flat).expect("readable").is_some());
+    let leaf = shown.held(&flat).expect("readable").expect("held").leaves[1].cid;
+    assert_eq!(open_swarm.block(&leaf, MIB as u64), Ok(None));
+    assert_eq!(open_swarm.block(&flat.0, data.len() as u64), Ok(None));
+    assert!(shown.block(&leaf, MIB as u64).expect("readable").is_some());
+    assert!(
+        open_swarm
+            .block(&root.0, MIB as u64)
+            .expect("readable")
+            .is_some(),
+        "inner nodes hold no content"
+    );
+
+    // A private document, by key and by block.
+    let body = b"{\"name\":\"@corp/x\"}";
+    let record = MetadataRecord {
+        private: true,
+        cid: None,
+        status: 200,
+        upstream_url: "http://corp.invalid/@corp%2fx".into(),
+        fetched_at: 7,
+        etag: None,
+        last_modified: None,
+        size: 0,
+    };
+    let stored = shown
+        .store
+        .put_document("npm", "@corp/x", body, record, &[])
+        .expect("document");
+    let block = stored.cid.expect("stored").0;
+    assert!(open_swarm.document("npm", "@corp/x").expect("readable").is_none());
+    assert_eq!(open_swarm.block(&block, MIB as u64), Ok(None));
+    assert!(
+        shown
+            .document("npm", "@corp/x")
+            .expect("readable")
+            .is_some()
+    );
+    assert!(shown.block(&block, MIB as u64).expect("readable").is_some());
+
+    // The same bytes under a public key are public: a public registry has them anyway.
+    commit(&shown, "mirror.tgz", &data, false);
+    assert!(open_swarm.artifact(&flat).expect("readable").is_some());
+    assert!(
+        open_swarm
+            .block(&leaf, MIB as u64)
+            .expect("readable")
+            .is_some()
+    );
 }

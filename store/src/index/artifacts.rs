@@ -17,6 +17,8 @@ pub struct ArtifactRecord {
     pub upstream_url: String,
     /// Milliseconds since the Unix epoch.
     pub fetched_at: i64,
+    /// It came from an upstream that was sent credentials: an open swarm is not shown it.
+    pub private: bool,
 }
 
 /// Insert or replace an artifact row (the caller's connection or transaction).
@@ -28,8 +30,9 @@ pub(super) fn insert_artifact(
 ) -> Result<(), IndexError> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO artifacts
-         (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+         (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access,
+          private)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -39,7 +42,8 @@ pub(super) fn insert_artifact(
             record.root.to_bytes(),
             record.size as i64,
             record.upstream_url,
-            record.fetched_at
+            record.fetched_at,
+            record.private
         ])
     })
     .map(drop)
@@ -78,7 +82,8 @@ pub(super) fn insert_dag(
     Ok(())
 }
 
-/// An artifact from columns `at..`: flat CID, root CID, size, upstream URL, fetched-at.
+/// An artifact from columns `at..`: flat CID, root CID, size, upstream URL, fetched-at,
+/// private.
 pub(super) fn artifact_columns(
     row: &rusqlite::Row<'_>,
     at: usize,
@@ -89,6 +94,7 @@ pub(super) fn artifact_columns(
         size: row.get::<_, i64>(at + 2)? as u64,
         upstream_url: row.get(at + 3)?,
         fetched_at: row.get(at + 4)?,
+        private: row.get(at + 5)?,
     })
 }
 
@@ -100,7 +106,7 @@ impl Index {
     ) -> Result<Option<ArtifactRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT flat_cid, root_cid, size, upstream_url, fetched_at FROM artifacts
+                "SELECT flat_cid, root_cid, size, upstream_url, fetched_at, private FROM artifacts
                  WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
@@ -222,7 +228,7 @@ impl Index {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at
+                    "SELECT ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, private
                      FROM artifacts ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifacts"))?;
@@ -274,6 +280,41 @@ impl Index {
         tx.commit().map_err(err("commit forgetting an artifact"))?;
         self.held.apply(delta);
         Ok(rows as u64)
+    }
+
+    /// Flat and root CIDs of the files some public key names (not only private ones): the most
+    /// recently used first, at most `limit`.
+    pub fn held_public_files(&self, limit: usize) -> Result<Vec<(FlatCid, RootCid)>, IndexError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT flat_cid, MAX(root_cid), MAX(last_access) AS seen FROM artifacts
+                     GROUP BY flat_cid HAVING MIN(private) = 0 ORDER BY seen DESC LIMIT ?1",
+                )
+                .map_err(err("list held public files"))?;
+            stmt.query_map([limit], |row| {
+                Ok((
+                    cid_column(row, 0, FlatCid::from_bytes)?,
+                    cid_column(row, 1, RootCid::from_bytes)?,
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err("list held public files"))
+        })
+    }
+
+    /// True when the file `flat` is held only under private keys (from upstreams that were
+    /// sent credentials). A file no key names is not private.
+    pub fn file_is_private(&self, flat: &FlatCid) -> Result<bool, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM artifacts WHERE flat_cid = ?1 AND private = 1)
+                    AND NOT EXISTS (SELECT 1 FROM artifacts WHERE flat_cid = ?1 AND private = 0)",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![flat.to_bytes()], |row| row.get(0)))
+            .map_err(err("look up a file's privacy"))
+        })
     }
 
     /// Size and DAG root of a cached artifact with these bytes, in any ecosystem.

@@ -19,6 +19,8 @@ pub struct MetadataRecord {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub size: u64,
+    /// It came from an upstream that was sent credentials: an open swarm is not shown it.
+    pub private: bool,
 }
 
 /// Insert or replace a metadata row (the caller's connection or transaction).
@@ -30,8 +32,9 @@ pub(super) fn insert_metadata(
 ) -> Result<(), IndexError> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO metadata
-         (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (ecosystem, key, cid, status, upstream_url, fetched_at, etag, last_modified, size,
+          private)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -43,7 +46,8 @@ pub(super) fn insert_metadata(
             record.fetched_at,
             record.etag,
             record.last_modified,
-            record.size as i64
+            record.size as i64,
+            record.private
         ])
     })
     .map(drop)
@@ -51,7 +55,7 @@ pub(super) fn insert_metadata(
 }
 
 /// A metadata record from columns `at..`: CID, status, upstream URL, fetched-at, ETag,
-/// Last-Modified, size.
+/// Last-Modified, size, private.
 pub(super) fn metadata_columns(
     row: &rusqlite::Row<'_>,
     at: usize,
@@ -68,6 +72,7 @@ pub(super) fn metadata_columns(
         etag: row.get(at + 4)?,
         last_modified: row.get(at + 5)?,
         size: row.get::<_, i64>(at + 6)? as u64,
+        private: row.get(at + 7)?,
     })
 }
 
@@ -79,7 +84,7 @@ impl Index {
     ) -> Result<Option<MetadataRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT cid, status, upstream_url, fetched_at, etag, last_modified, size
+                "SELECT cid, status, upstream_url, fetched_at, etag, last_modified, size, private
                  FROM metadata WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
@@ -138,13 +143,25 @@ impl Index {
         Ok(expired + over)
     }
 
+    /// True when the document block `cid` is held only under private keys.
+    pub fn document_is_private(&self, cid: &BlockCid) -> Result<bool, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM metadata WHERE cid = ?1 AND private = 1)
+                    AND NOT EXISTS (SELECT 1 FROM metadata WHERE cid = ?1 AND private = 0)",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![cid.to_bytes()], |row| row.get(0)))
+            .map_err(err("look up a document's privacy"))
+        })
+    }
+
     /// Every cached metadata document (not the cached "not found"s), by ecosystem and key.
     pub fn all_metadata(&self) -> Result<Vec<(String, String, MetadataRecord)>, IndexError> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT ecosystem, key, cid, status, upstream_url, fetched_at, etag,
-                            last_modified, size
+                            last_modified, size, private
                      FROM metadata WHERE cid IS NOT NULL ORDER BY ecosystem, key",
                 )
                 .map_err(err("list metadata"))?;

@@ -41,6 +41,7 @@ pub(crate) struct EventRow {
     pub key: String,
     pub flat: FlatCid,
     pub root: RootCid,
+    pub private: bool,
 }
 
 fn now_ms() -> i64 {
@@ -59,8 +60,8 @@ pub(crate) fn insert_event(
     record: &ArtifactRecord,
 ) -> Result<(), IndexError> {
     tx.prepare_cached(
-        "INSERT INTO events (kind, ecosystem, key, flat_cid, root_cid, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (kind, ecosystem, key, flat_cid, root_cid, at, private)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -69,7 +70,8 @@ pub(crate) fn insert_event(
             key,
             record.flat.to_bytes(),
             record.root.to_bytes(),
-            now_ms()
+            now_ms(),
+            record.private
         ])
     })
     .map(drop)
@@ -105,10 +107,10 @@ impl EventFeed {
         if version == self.data_version {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, String, String, FlatCid, RootCid)> = self
+        let rows: Vec<(i64, String, String, FlatCid, RootCid, bool)> = self
             .conn
             .prepare_cached(
-                "SELECT id, ecosystem, key, flat_cid, root_cid FROM events
+                "SELECT id, ecosystem, key, flat_cid, root_cid, private FROM events
                  WHERE id > ?1 AND kind = 'imported' ORDER BY id LIMIT ?2",
             )
             .and_then(|mut stmt| {
@@ -119,6 +121,7 @@ impl EventFeed {
                         row.get(2)?,
                         cid_column(row, 3, FlatCid::from_bytes)?,
                         cid_column(row, 4, RootCid::from_bytes)?,
+                        row.get(5)?,
                     ))
                 })?
                 .collect()
@@ -133,12 +136,13 @@ impl EventFeed {
         }
         Ok(rows
             .into_iter()
-            .map(|(_, ecosystem, key, flat, root)| EventRow {
+            .map(|(_, ecosystem, key, flat, root, private)| EventRow {
                 kind: EventKind::Imported,
                 ecosystem,
                 key,
                 flat,
                 root,
+                private,
             })
             .collect())
     }

@@ -62,8 +62,9 @@ impl Index {
             touched.file(&tx, &record.flat.to_bytes())?;
             tx.prepare_cached(
                 "INSERT INTO artifacts
-                 (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 (ecosystem, key, flat_cid, root_cid, size, upstream_url, fetched_at, last_access,
+                  private)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                  ON CONFLICT (ecosystem, key) DO NOTHING",
             )
             .and_then(|mut stmt| {
@@ -74,7 +75,8 @@ impl Index {
                     record.root.to_bytes(),
                     record.size as i64,
                     record.upstream_url,
-                    record.fetched_at
+                    record.fetched_at,
+                    record.private
                 ])
             })
             .map_err(err("write artifact"))

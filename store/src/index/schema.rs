@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -105,9 +105,20 @@ CREATE TABLE tokens (
 );
 "#;
 
+/// Private content: artifacts and documents that came from an upstream which was sent
+/// credentials. An open swarm is never shown them; the partial indexes find the few private
+/// rows of a file or block without a scan.
+const V6: &str = r#"
+ALTER TABLE artifacts ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE metadata ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX artifacts_private ON artifacts (flat_cid) WHERE private = 1;
+CREATE INDEX metadata_private ON metadata (cid) WHERE private = 1;
+ALTER TABLE events ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this

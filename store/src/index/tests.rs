@@ -30,6 +30,7 @@ fn artifacts_round_trip() {
     builder.update(b"bytes");
     let dag = builder.finish();
     let record = ArtifactRecord {
+        private: false,
         flat: Digest::of(Algorithm::Sha512, b"bytes").flat_cid(),
         root: RootCid(dag.root),
         size: 5,
@@ -50,6 +51,7 @@ fn negative_entries_expire_and_are_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let index = Index::open(&dir.path().join("i.sqlite3")).expect("open");
     let record = |cid: Option<BlockCid>, fetched_at| MetadataRecord {
+        private: false,
         cid,
         status: if cid.is_some() { 200 } else { 404 },
         upstream_url: "https://upstream.invalid/x".into(),
@@ -82,6 +84,7 @@ fn negative_entries_expire_and_are_bounded() {
 fn metadata_and_refs_are_written_together() {
     let (_dir, index) = index();
     let record = MetadataRecord {
+        private: false,
         cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
         status: 200,
         upstream_url: "http://upstream/x".into(),
@@ -156,6 +159,7 @@ fn metadata_and_refs_are_written_together() {
 fn stored_credentials_are_stripped() {
     let (_dir, index) = index();
     let record = MetadataRecord {
+        private: false,
         cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
         status: 200,
         upstream_url: "http://cairn:s3cret@upstream.invalid/x".into(),
@@ -236,9 +240,21 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
     assert_eq!((record.size, record.fetched_at), (5, 7));
     drop(index);
     let after = tables(&Connection::open(&path).expect("reopen"));
-    // Version 1 is the old schema itself: every old table is as it was; version 2 only added
-    // the events table, version 3 an index of leaves by file, version 4 the upkeep runs and
-    // version 5 the access tokens.
+    // Version 1 is the old schema itself: every old table is as it was but for the `private`
+    // column version 6 gave artifacts and metadata; version 2 only added the events table,
+    // version 3 an index of leaves by file, version 4 the upkeep runs, version 5 the access
+    // tokens and version 6 the indexes of private rows.
+    let column = ", private INTEGER NOT NULL DEFAULT 0";
+    let after: Vec<(String, String)> = after
+        .into_iter()
+        .map(|(name, sql)| match name.as_str() {
+            "artifacts" | "metadata" => {
+                assert!(sql.contains(column), "{name}: {sql}");
+                (name, sql.replace(column, ""))
+            }
+            _ => (name, sql),
+        })
+        .collect();
     let added: Vec<&str> = after
         .iter()
         .filter(|t| !before.contains(t))
@@ -246,9 +262,20 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
         .collect();
     assert!(
         before.iter().all(|t| after.contains(t)),
-        "an old table changed"
+        "an old table changed: {before:?} against {after:?}"
     );
-    assert_eq!(added, ["events", "leaves_by_flat", "tokens", "upkeep_runs"]);
+    assert_eq!(
+        added,
+        [
+            "artifacts_private",
+            "events",
+            "leaves_by_flat",
+            "metadata_private",
+            "tokens",
+            "upkeep_runs"
+        ]
+    );
+    assert!(!record.private, "an old row is public");
 }
 
 #[test]

@@ -119,6 +119,7 @@ mod tests {
             .expect("writer");
         writer.write(data).expect("write");
         let origin = Origin {
+            private: false,
             upstream_url: format!("http://upstream.invalid/{key}"),
             fetched_at: at,
         };

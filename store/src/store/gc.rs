@@ -189,6 +189,7 @@ mod tests {
             .expect("writer");
         writer.write(data).expect("write");
         let origin = Origin {
+            private: false,
             upstream_url: format!("http://upstream.invalid/{key}"),
             fetched_at: 1,
         };
@@ -286,6 +287,7 @@ mod tests {
     fn a_document_block_no_row_names_goes_and_a_named_one_stays() {
         let (_dir, store) = open();
         let record = crate::index::MetadataRecord {
+            private: false,
             cid: None,
             status: 200,
             upstream_url: "http://upstream.invalid/x".into(),
@@ -317,6 +319,7 @@ mod tests {
     fn old_document_versions_and_unkept_snapshot_blocks_go_and_what_keep_names_stays() {
         let (_dir, store) = open();
         let record = crate::index::MetadataRecord {
+            private: false,
             cid: None,
             status: 200,
             upstream_url: "http://upstream.invalid/x".into(),

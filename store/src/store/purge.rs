@@ -71,6 +71,7 @@ mod tests {
             .expect("writer");
         writer.write(data).expect("write");
         let origin = Origin {
+            private: false,
             upstream_url: format!("http://upstream.invalid/{key}"),
             fetched_at: 1,
         };
@@ -84,6 +85,7 @@ mod tests {
     /// Store a document `key` of `body` listing `refs` (key, bytes).
     fn document(store: &Store, key: &str, body: &[u8], refs: &[(&str, &[u8])]) {
         let record = MetadataRecord {
+            private: false,
             cid: None,
             status: 200,
             upstream_url: format!("http://upstream.invalid/{key}"),

@@ -83,6 +83,7 @@ fn metadata_round_trips_and_corruption_is_detected() {
 
 fn origin() -> Origin {
     Origin {
+        private: false,
         upstream_url: "http://upstream.invalid/x.tgz".into(),
         fetched_at: 7,
     }
@@ -149,6 +150,7 @@ fn a_document_is_stored_as_its_block_then_its_row() {
     let store = Store::open(dir.path()).expect("open");
     let body = b"{\"name\":\"x\"}";
     let record = MetadataRecord {
+        private: false,
         cid: None,
         status: 200,
         upstream_url: "http://upstream.invalid/x".into(),
@@ -238,6 +240,7 @@ fn an_import_places_its_staged_files_then_writes_its_rows() {
     );
     assert!(!store.blob(&flat).exists(), "placed before the import");
     let record = ArtifactRecord {
+        private: false,
         flat,
         root: RootCid(dag.root),
         size: dag.size,
@@ -248,6 +251,7 @@ fn an_import_places_its_staged_files_then_writes_its_rows() {
         ecosystem: "npm".into(),
         key: "x".into(),
         record: MetadataRecord {
+            private: false,
             cid: Some(doc_cid),
             status: 200,
             upstream_url: "http://upstream.invalid/x".into(),
@@ -298,6 +302,7 @@ fn import_of(store: &Store, key: &str, data: &[u8]) -> (Import, FlatCid, RootCid
     writer.write(data).expect("write");
     let (staged, flat, dag) = writer.verify().expect("verify");
     let record = ArtifactRecord {
+        private: false,
         flat,
         root: RootCid(dag.root),
         size: dag.size,
@@ -348,6 +353,7 @@ fn a_commit_is_sent_to_the_subscribers() {
             key: "c.crate".into(),
             flat: committed.record.flat,
             root: committed.record.root,
+            private: false,
         }
     );
 }
@@ -371,6 +377,7 @@ fn an_import_by_another_process_reaches_the_owners_subscribers_once_and_only_new
             key: "x.tgz".into(),
             flat,
             root,
+            private: false,
         }
     );
     // Imported again (a held key): nothing new, no event.

@@ -9,6 +9,7 @@ use crate::index::HeldArtifact;
 
 fn origin() -> Origin {
     Origin {
+        private: false,
         upstream_url: "http://upstream.invalid/x.tgz".into(),
         fetched_at: 7,
     }
@@ -162,6 +163,7 @@ fn a_damaged_document_is_found_then_moved_aside_and_its_rows_dropped() {
     let store = Store::open(dir.path()).expect("open");
     let body = b"{\"name\":\"x\"}";
     let record = MetadataRecord {
+        private: false,
         cid: None,
         status: 200,
         upstream_url: "http://upstream.invalid/x".into(),

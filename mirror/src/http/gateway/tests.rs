@@ -127,6 +127,7 @@ impl Node {
             .expect("writer");
         writer.write(data).expect("write");
         let origin = crate::store::Origin {
+            private: false,
             upstream_url: "http://upstream.invalid/x.tgz".into(),
             fetched_at: 1,
         };
