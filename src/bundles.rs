@@ -406,10 +406,19 @@ pub fn export(
 /// Import `input` into the store under `data_dir`, its contents checked by `ecosystems`' adapters.
 pub fn import(
     data_dir: &Path,
-    ecosystems: &[Arc<dyn cairn_mirror::ecosystem::Ecosystem>],
+    setups: &[cairn_mirror::EcosystemSetup],
     input: &Path,
     pin: bool,
 ) -> Result<()> {
+    let ecosystems: Vec<Arc<dyn cairn_mirror::ecosystem::Ecosystem>> =
+        setups.iter().map(|s| s.ecosystem.clone()).collect();
+    // Stored as private what this node would fetch from an upstream it sends credentials to.
+    let private = |ecosystem: &str, key: Option<&str>| {
+        setups
+            .iter()
+            .find(|s| s.ecosystem.name() == ecosystem)
+            .is_some_and(|s| s.is_private(key))
+    };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let store = Store::attach(data_dir)
@@ -420,7 +429,7 @@ pub fn import(
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = bar(total, "import");
     let started = std::time::Instant::now();
-    let result = bundle::import(&store, &index, ecosystems, file, |at| {
+    let result = bundle::import(&store, &index, &ecosystems, &private, file, |at| {
         progress.set_position(at)
     });
     progress.finish_and_clear();

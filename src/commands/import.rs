@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::bundles;
 use crate::cli::{AptArgs, Common};
-use crate::ecosystems::{self, apt};
+use crate::ecosystems;
 use crate::settings::{self, FileSettings};
 
 pub async fn run(
@@ -19,19 +19,18 @@ pub async fn run(
 ) -> Result<()> {
     let data_dir = settings::data_dir(common.data_dir.as_deref(), file);
     let listen = settings::listen(common.listen.as_deref(), file)?;
-    // The adapters check what the bundle holds as they check what upstream sends.
-    let mut adapters = ecosystems::base_adapters();
-    adapters.extend(
-        apt::adapters(
-            &settings::pick(&args.apt_upstream, &file.apt_upstream),
-            &settings::pick(&args.apt_keyring, &file.apt_keyring),
-            &listen,
-            None,
-        )?
-        .into_iter()
-        .map(|setup| setup.ecosystem),
-    );
-    tokio::task::spawn_blocking(move || bundles::import(&data_dir, &adapters, &car, pin))
+    // The adapters check what the bundle holds as they check what upstream sends; the
+    // upstreams, as `serve` would find them, say what is private.
+    let chosen = ecosystems::Chosen {
+        upstream: &|key| settings::from_env(key, file.upstream(key)),
+        routes: ecosystems::RouteSettings {
+            npm_scope: settings::list_from_env("npm-scope", &file.npm_scope),
+        },
+        apt_upstream: settings::pick(&args.apt_upstream, &file.apt_upstream),
+        apt_keyring: settings::pick(&args.apt_keyring, &file.apt_keyring),
+    };
+    let setups = ecosystems::setups(&chosen, &listen, None).await?;
+    tokio::task::spawn_blocking(move || bundles::import(&data_dir, &setups, &car, pin))
         .await
         .context("import")?
 }

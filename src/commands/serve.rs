@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::cli::{Common, Serve};
-use crate::ecosystems::{self, apt, discover::Found};
+use crate::ecosystems;
 use crate::settings::{self, FileSettings};
 
 pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()> {
@@ -158,52 +158,15 @@ pub async fn open_mirror(
 ) -> Result<Mirror> {
     let config = mirror_config(common, file, args)?;
     let public_url = config.public_url.clone();
-    let mut setups = Vec::new();
-    let route_settings = ecosystems::RouteSettings {
-        npm_scope: settings::pick(&args.npm_scope, &file.npm_scope),
+    let chosen = ecosystems::Chosen {
+        upstream: &|key| settings::value(args.upstream(key), file.upstream(key)).map(str::to_owned),
+        routes: ecosystems::RouteSettings {
+            npm_scope: settings::pick(&args.npm_scope, &file.npm_scope),
+        },
+        apt_upstream: settings::pick(&args.apt.apt_upstream, &file.apt_upstream),
+        apt_keyring: settings::pick(&args.apt.apt_keyring, &file.apt_keyring),
     };
-    for (entry, registry) in ecosystems::registries() {
-        let configured = settings::value(args.upstream(registry.key), file.upstream(registry.key));
-        let found =
-            ecosystems::find_upstream(registry, configured, listen, public_url.as_ref()).await;
-        let name = entry.name;
-        match &found {
-            Ok(found @ Found::Configured(_)) => {
-                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), "upstream (configured)")
-            }
-            Ok(found @ Found::Discovered { from, .. }) => {
-                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), from, "upstream (discovered)")
-            }
-            Err(why) => {
-                tracing::warn!(target: crate::logging::TARGET, ecosystem = name, "off: {why}")
-            }
-        }
-        let main = found.as_ref().ok().map(|f| f.url());
-        let extra =
-            ecosystems::find_routed(registry, &route_settings, main, listen, public_url.as_ref())
-                .await
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("{name} upstreams"))?;
-        if let (Some(main), Some(from)) = (main, &extra.credentials_from) {
-            tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %cairn_mirror::upstream::redact(main), from = %from, "upstream credentials");
-        }
-        for routed in &extra.routed {
-            let patterns: Vec<&str> = routed.patterns.iter().map(|p| p.as_str()).collect();
-            tracing::info!(target: crate::logging::TARGET, ecosystem = name, route = %routed.name, names = %patterns.join(" "), upstream = %cairn_mirror::upstream::redact(&routed.url), credentials = routed.credentials.is_some(), from = extra.routed_from, "routed upstream");
-        }
-        let mut setup =
-            EcosystemSetup::new((registry.adapter)(), name, found.map(|f| f.url().clone()));
-        setup.credentials = extra.credentials;
-        setup.routed = extra.routed;
-        setups.push(setup);
-    }
-    setups.extend(apt::adapters(
-        &settings::pick(&args.apt.apt_upstream, &file.apt_upstream),
-        &settings::pick(&args.apt.apt_keyring, &file.apt_keyring),
-        listen,
-        public_url.as_ref(),
-    )?);
-
+    let setups = ecosystems::setups(&chosen, listen, public_url.as_ref()).await?;
     build_mirror(config, setups, file, p2p).await
 }
 

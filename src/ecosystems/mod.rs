@@ -195,6 +195,71 @@ pub async fn find_routed(
     (registry.routed)(&Env::current(), settings, main, listen, public).await
 }
 
+/// The upstream settings a command was given (flags, the environment, `cairn.toml`).
+pub struct Chosen<'a> {
+    /// The configured main upstream of a registry, by its setting key (`npm-upstream`).
+    pub upstream: &'a dyn Fn(&str) -> Option<String>,
+    pub routes: RouteSettings,
+    /// `--apt-upstream` and `--apt-keyring`.
+    pub apt_upstream: Vec<String>,
+    pub apt_keyring: Vec<String>,
+}
+
+/// Every ecosystem to serve, with its upstreams as `chosen` configures them or the clients'
+/// settings give them, each logged; an ecosystem without an upstream is set up off, with why.
+/// `listen` and the public URL are this node's, whose own URL is refused as an upstream.
+pub async fn setups(
+    chosen: &Chosen<'_>,
+    listen: &SocketAddr,
+    public: Option<&Url>,
+) -> Result<Vec<cairn_mirror::EcosystemSetup>> {
+    use cairn_mirror::upstream::redact;
+    let mut setups = Vec::new();
+    for (entry, registry) in registries() {
+        let configured = (chosen.upstream)(registry.key);
+        let found = find_upstream(registry, configured.as_deref(), listen, public).await;
+        let name = entry.name;
+        match &found {
+            Ok(found @ Found::Configured(_)) => {
+                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), "upstream (configured)")
+            }
+            Ok(found @ Found::Discovered { from, .. }) => {
+                tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %found.shown(), from, "upstream (discovered)")
+            }
+            Err(why) => {
+                tracing::warn!(target: crate::logging::TARGET, ecosystem = name, "off: {why}")
+            }
+        }
+        let main = found.as_ref().ok().map(|f| f.url());
+        let extra = find_routed(registry, &chosen.routes, main, listen, public)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{name} upstreams"))?;
+        if let (Some(main), Some(from)) = (main, &extra.credentials_from) {
+            tracing::info!(target: crate::logging::TARGET, ecosystem = name, upstream = %redact(main), from = %from, "upstream credentials");
+        }
+        for routed in &extra.routed {
+            let patterns: Vec<&str> = routed.patterns.iter().map(|p| p.as_str()).collect();
+            tracing::info!(target: crate::logging::TARGET, ecosystem = name, route = %routed.name, names = %patterns.join(" "), upstream = %redact(&routed.url), credentials = routed.credentials.is_some(), from = extra.routed_from, "routed upstream");
+        }
+        let mut setup = cairn_mirror::EcosystemSetup::new(
+            (registry.adapter)(),
+            name,
+            found.map(|f| f.url().clone()),
+        );
+        setup.credentials = extra.credentials;
+        setup.routed = extra.routed;
+        setups.push(setup);
+    }
+    setups.extend(apt::adapters(
+        &chosen.apt_upstream,
+        &chosen.apt_keyring,
+        listen,
+        public,
+    )?);
+    Ok(setups)
+}
+
 /// The clients `setup` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Client {

@@ -128,6 +128,14 @@ pub fn bundle(input: &[u8]) -> bool {
         let mut sink = sink.borrow_mut();
         let sink = sink.get_or_insert_with(Sink::open);
         let index = sink.store.index();
-        cairn_mirror::bundle::import(&sink.store, index, &sink.ecosystems, input, |_| {}).is_ok()
+        cairn_mirror::bundle::import(
+            &sink.store,
+            index,
+            &sink.ecosystems,
+            &|_, _| false,
+            input,
+            |_| {},
+        )
+        .is_ok()
     })
 }

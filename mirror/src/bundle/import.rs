@@ -37,12 +37,15 @@ pub(super) struct Arrived {
 /// adapter (apt's signatures), each artifact's digest must be named by a document or listing
 /// (imported or held) or, for a derived artifact, match what its source gives. A held
 /// artifact is never replaced, a held document only by a newer one, and times from the
-/// bundle are clamped to now. `progress(bytes)` is called with the CAR bytes read so far.
+/// bundle are clamped to now. What this node would fetch from an upstream that is sent
+/// credentials is stored as private: `private(ecosystem, metadata key)` says which (`None`:
+/// an artifact no document lists). `progress(bytes)` is called with the CAR bytes read so far.
 /// Blocking.
 pub fn import(
     store: &Store,
     index: &Index,
     ecosystems: &[Arc<dyn Ecosystem>],
+    private: &dyn Fn(&str, Option<&str>) -> bool,
     input: impl Read,
     mut progress: impl FnMut(u64),
 ) -> Result<(Cid, Counts), BundleError> {
@@ -238,7 +241,7 @@ pub fn import(
             ecosystem: doc.ecosystem.clone(),
             key: doc.key.clone(),
             record: MetadataRecord {
-                private: false,
+                private: private(&doc.ecosystem, Some(&doc.key)),
                 cid: Some(cid),
                 status: 200,
                 upstream_url: url.to_string(),
@@ -312,6 +315,10 @@ pub fn import(
         };
         let mut record = record.clone();
         record.fetched_at = record.fetched_at.clamp(0, now);
+        record.private = private(
+            &entry.ecosystem,
+            route.listed_by.document().map(|d| d.key.as_str()),
+        );
         arrived.push(Arrived {
             ecosystem: registered(ecosystems, &entry.ecosystem)?.clone(),
             key: entry.key.clone(),

@@ -257,6 +257,11 @@ fn export_unchecked(n: &Node, snapshot: &Snapshot) -> (Vec<u8>, BundleError) {
     (out, refused)
 }
 
+/// Nothing this node fetches is private.
+fn public(_: &str, _: Option<&str>) -> bool {
+    false
+}
+
 fn stats(n: &Node) -> Vec<crate::index::EcosystemStats> {
     n.index.stats().expect("stats")
 }
@@ -267,7 +272,7 @@ fn export_then_import_gives_the_same_state() {
     let (root, car) = export_bytes(&a, &snapshot);
     let b = node();
     let (imported, counts) =
-        import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+        import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect("import");
     assert_eq!(imported, root);
     assert_eq!(counts.artifacts, 2);
     assert_eq!(counts.documents, 1);
@@ -302,7 +307,7 @@ fn export_then_import_gives_the_same_state() {
     // The snapshot itself is kept, so `export --snapshot` can name it later.
     assert!(b.index.get_block(&root).expect("block").is_some());
     // Importing again changes nothing and succeeds.
-    import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("again");
+    import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect("again");
     assert_eq!(stats(&b), stats(&a));
 }
 
@@ -313,8 +318,15 @@ fn truncated_bundles_leave_the_store_as_it_was() {
     let b = node();
     // Cut inside the header, the snapshot, a document, a leaf and the last inner node.
     for cut in [10, 100, car.len() / 3, car.len() / 2, car.len() - 1] {
-        let e =
-            import(&b.store, &b.index, &ecosystems(), &car[..cut], |_| {}).expect_err("truncated");
+        let e = import(
+            &b.store,
+            &b.index,
+            &ecosystems(),
+            &public,
+            &car[..cut],
+            |_| {},
+        )
+        .expect_err("truncated");
         let text = e.to_string();
         assert!(
             text.contains("truncated") || text.contains("ends at byte") || text.contains("byte"),
@@ -338,7 +350,8 @@ fn a_tampered_bundle_is_refused_naming_the_block() {
     let b = node();
     let at = car.len() / 2;
     car[at] ^= 0x01;
-    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("tampered");
+    let e =
+        import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect_err("tampered");
     assert!(e.to_string().contains("bafk"), "{e}");
     assert!(stats(&b).is_empty());
     assert_eq!(walk(&b._dir.path().join("blobs")), 0);
@@ -410,7 +423,7 @@ fn a_huge_size_field_is_refused_without_allocating() {
             &[(raw_block_cid(&small), small.clone())],
         );
         let b = node();
-        let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {})
+        let e = import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {})
             .expect_err("a size the CAR cannot back");
         assert!(e.to_string().contains("ends at byte"), "{e}");
         assert_nothing_imported(&b);
@@ -440,7 +453,7 @@ fn junk_before_the_snapshot_is_complete_is_refused_past_a_bounded_buffer() {
     }
     car.finish().expect("finish");
     let b = node();
-    let e = import(&b.store, &b.index, &ecosystems(), &out[..], |_| {}).expect_err("junk");
+    let e = import(&b.store, &b.index, &ecosystems(), &public, &out[..], |_| {}).expect_err("junk");
     match &e {
         BundleError::Unlinked { limit, offset } => {
             assert_eq!(*limit, MAX_UNLINKED_BYTES);
@@ -495,14 +508,14 @@ fn snapshot_blocks_in_any_order_within_the_buffer_are_read() {
     };
     out.extend_from_slice(&tail[doc_end..]);
     let b = node();
-    import(&b.store, &b.index, &ecosystems(), &out[..], |_| {}).expect("import");
+    import(&b.store, &b.index, &ecosystems(), &public, &out[..], |_| {}).expect("import");
     assert_eq!(stats(&b), stats(&a));
 }
 
 /// Import `car` into an empty node, which must refuse it and be left empty; the error.
 fn refused_by_import(car: &[u8], what: &str) -> BundleError {
     let b = node();
-    let e = import(&b.store, &b.index, &ecosystems(), car, |_| {}).expect_err(what);
+    let e = import(&b.store, &b.index, &ecosystems(), &public, car, |_| {}).expect_err(what);
     assert_nothing_imported(&b);
     e
 }
@@ -583,7 +596,7 @@ fn a_document_over_the_block_limit_travels_in_pieces_and_round_trips() {
 
     let b = node();
     let (imported, counts) =
-        import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+        import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect("import");
     assert_eq!(imported, bundle_root);
     assert_eq!(counts.documents, 2);
     let held = b
@@ -606,7 +619,8 @@ fn a_document_over_the_block_limit_travels_in_pieces_and_round_trips() {
     );
     assert_eq!(stats(&b), stats(&a));
     // Again: everything held, nothing written.
-    let (_, again) = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("again");
+    let (_, again) =
+        import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect("again");
     assert_eq!((again.documents, again.documents_kept), (0, 2));
     assert_eq!((again.artifacts_held, again.bytes_held), (3, counts.bytes));
     assert_eq!(walk(&b._dir.path().join("tmp")), 0);
@@ -770,8 +784,8 @@ fn export_refuses_a_document_the_importer_would_refuse_naming_it() {
     // The bundle an unchecked export writes: a node with the same limit refuses it alike.
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
-    let by_import =
-        import(&b.store, &b.index, &limited, &car[..], |_| {}).expect_err("over the limit");
+    let by_import = import(&b.store, &b.index, &limited, &public, &car[..], |_| {})
+        .expect_err("over the limit");
     assert_eq!(by_export.to_string(), by_import.to_string());
     assert_nothing_imported(&b);
     // A snapshot taken before documents were chunked names no root for one over the block
@@ -792,7 +806,7 @@ fn an_ecosystem_this_node_does_not_serve_is_refused() {
     let (a, snapshot) = populated();
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
-    let e = import(&b.store, &b.index, &[], &car[..], |_| {}).expect_err("no ecosystems");
+    let e = import(&b.store, &b.index, &[], &public, &car[..], |_| {}).expect_err("no ecosystems");
     assert!(matches!(e, BundleError::UnknownEcosystem { .. }), "{e}");
     assert_nothing_imported(&b);
 }
@@ -822,7 +836,8 @@ fn a_bundle_that_rebinds_a_held_key_is_refused() {
     ));
     snapshot.artifacts.push(put_artifact(&a, key, &other));
     let (_, car) = export_bytes(&a, &snapshot);
-    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("rebinding");
+    let e = import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {})
+        .expect_err("rebinding");
     assert!(matches!(e, BundleError::Rebinds { .. }), "{e}");
     let still = b.index.get_artifact("t", key).expect("read").expect("held");
     assert_eq!(still.flat, held.record.flat);
@@ -846,7 +861,8 @@ fn a_document_its_adapter_refuses_is_refused() {
         .push(put_artifact(&a, "left-pad/-/small.tgz", &data));
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
-    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("unsigned");
+    let e =
+        import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect_err("unsigned");
     assert!(matches!(e, BundleError::BadDocument { .. }), "{e}");
     assert!(e.to_string().contains("not signed"), "{e}");
     assert_nothing_imported(&b);
@@ -860,7 +876,8 @@ fn an_artifact_no_document_lists_is_refused() {
         .push(put_artifact(&a, "left-pad/-/evil.tgz", b"evil"));
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
-    let e = import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect_err("unlisted");
+    let e =
+        import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect_err("unlisted");
     assert!(matches!(e, BundleError::Unlisted { .. }), "{e}");
     assert_nothing_imported(&b);
 }
@@ -876,7 +893,7 @@ fn bundle_times_in_the_future_are_clamped_to_now() {
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
     let before = now_ms();
-    import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+    import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect("import");
     let after = now_ms();
     let doc = b
         .index
@@ -904,7 +921,7 @@ fn a_newer_held_document_is_kept() {
     let (_, car) = export_bytes(&a, &snapshot);
     let b = node();
     let mine = put_doc(&b, "left-pad", "", now_ms());
-    import(&b.store, &b.index, &ecosystems(), &car[..], |_| {}).expect("import");
+    import(&b.store, &b.index, &ecosystems(), &public, &car[..], |_| {}).expect("import");
     let doc = b
         .index
         .get_metadata("t", "left-pad")
@@ -913,4 +930,55 @@ fn a_newer_held_document_is_kept() {
     assert_eq!(doc.cid, mine.record.cid);
     // The bundle's artifacts came in: its own document listed them.
     assert_eq!(stats(&b)[0].artifacts, 2);
+}
+
+#[test]
+fn what_this_node_would_fetch_with_credentials_is_imported_as_private() {
+    let (a, snapshot) = populated();
+    let (_, car) = export_bytes(&a, &snapshot);
+    let b = node();
+    // This node routes `left-pad` (and what its document lists) to an upstream it sends
+    // credentials to.
+    let asked = std::sync::Mutex::new(Vec::new());
+    let private = |ecosystem: &str, key: Option<&str>| {
+        asked
+            .lock()
+            .expect("asked")
+            .push((ecosystem.to_owned(), key.map(str::to_owned)));
+        key == Some("left-pad")
+    };
+    import(
+        &b.store,
+        &b.index,
+        &ecosystems(),
+        &private,
+        &car[..],
+        |_| {},
+    )
+    .expect("import");
+    let doc = b
+        .index
+        .get_metadata("t", "left-pad")
+        .expect("doc")
+        .expect("doc");
+    assert!(doc.private);
+    for entry in &snapshot.artifacts {
+        let got = b
+            .index
+            .get_artifact("t", &entry.key)
+            .expect("read")
+            .expect("imported");
+        assert!(got.private, "{} was imported as public", entry.key);
+    }
+    assert!(
+        asked
+            .lock()
+            .expect("asked")
+            .iter()
+            .all(|(e, k)| e == "t" && k.as_deref() == Some("left-pad"))
+    );
+    // Hidden from an open swarm, as a download would be.
+    let open = b.store.open_holdings();
+    let flat = snapshot.artifacts[0].record.flat;
+    assert_eq!(open.artifact(&flat).expect("readable"), None);
 }

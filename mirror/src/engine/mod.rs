@@ -165,6 +165,22 @@ pub struct EcosystemSetup {
 }
 
 impl EcosystemSetup {
+    /// True when what is held under the metadata key `key` (or, for `None`, under no key a
+    /// route takes) comes from an upstream that is sent credentials: as [`Mirror`] decides
+    /// it, for a command that has the setup but no mirror (`cairn import`).
+    pub fn is_private(&self, key: Option<&str>) -> bool {
+        let has_userinfo = |url: &Url| !url.username().is_empty() || url.password().is_some();
+        let routed = key.and_then(|key| {
+            self.routed
+                .iter()
+                .find(|r| r.patterns.iter().any(|p| p.matches(key)))
+        });
+        match routed {
+            Some(r) => r.credentials.is_some() || has_userinfo(&r.url),
+            None => self.credentials.is_some() || self.upstream.as_ref().is_ok_and(has_userinfo),
+        }
+    }
+
     /// `ecosystem` at `mount` with one upstream (or why it has none) and no credentials.
     pub fn new(ecosystem: Arc<dyn Ecosystem>, mount: &str, upstream: Result<Url, String>) -> Self {
         EcosystemSetup {

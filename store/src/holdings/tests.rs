@@ -273,7 +273,12 @@ fn an_open_swarm_is_shown_no_private_file_leaf_document_or_announcement() {
         .put_document("npm", "@corp/x", body, record, &[])
         .expect("document");
     let block = stored.cid.expect("stored").0;
-    assert!(open_swarm.document("npm", "@corp/x").expect("readable").is_none());
+    assert!(
+        open_swarm
+            .document("npm", "@corp/x")
+            .expect("readable")
+            .is_none()
+    );
     assert_eq!(open_swarm.block(&block, MIB as u64), Ok(None));
     assert!(
         shown
