@@ -275,6 +275,24 @@ pub struct Serve {
     /// PyPI upstream simple index [default: pip's index-url, else pip's default]
     #[arg(long, env = "CAIRN_PYPI_UPSTREAM", value_name = "URL")]
     pub pypi_upstream: Option<String>,
+    /// A PyPI index beside the main one, which takes the projects --pypi-route sends it
+    /// (repeatable) [default: pip's extra-index-url settings, named by HOST[:PORT]]
+    #[arg(
+        long,
+        env = "CAIRN_PYPI_INDEX",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub pypi_index: Vec<String>,
+    /// The PyPI projects whose normalised names match PATTERN (`*` for any run of
+    /// characters) come from index NAME, and from no other (repeatable)
+    #[arg(
+        long,
+        env = "CAIRN_PYPI_ROUTE",
+        value_name = "PATTERN=NAME",
+        value_delimiter = ','
+    )]
+    pub pypi_route: Vec<String>,
     #[command(flatten)]
     pub apt: AptArgs,
     /// The URL clients reach this node at [default: each request's Host]

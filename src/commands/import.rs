@@ -25,6 +25,8 @@ pub async fn run(
         upstream: &|key| settings::from_env(key, file.upstream(key)),
         routes: ecosystems::RouteSettings {
             npm_scope: settings::list_from_env("npm-scope", &file.npm_scope),
+            pypi_index: settings::list_from_env("pypi-index", &file.pypi_index),
+            pypi_route: settings::list_from_env("pypi-route", &file.pypi_route),
         },
         apt_upstream: settings::pick(&args.apt_upstream, &file.apt_upstream),
         apt_keyring: settings::pick(&args.apt_keyring, &file.apt_keyring),

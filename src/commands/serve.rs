@@ -162,6 +162,8 @@ pub async fn open_mirror(
         upstream: &|key| settings::value(args.upstream(key), file.upstream(key)).map(str::to_owned),
         routes: ecosystems::RouteSettings {
             npm_scope: settings::pick(&args.npm_scope, &file.npm_scope),
+            pypi_index: settings::pick(&args.pypi_index, &file.pypi_index),
+            pypi_route: settings::pick(&args.pypi_route, &file.pypi_route),
         },
         apt_upstream: settings::pick(&args.apt.apt_upstream, &file.apt_upstream),
         apt_keyring: settings::pick(&args.apt.apt_keyring, &file.apt_keyring),

@@ -75,6 +75,8 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
         let found = ecosystems::find_upstream(registry, setting.as_deref(), &listen, None).await;
         let route_settings = ecosystems::RouteSettings {
             npm_scope: settings::list_from_env("npm-scope", &file.npm_scope),
+            pypi_index: settings::list_from_env("pypi-index", &file.pypi_index),
+            pypi_route: settings::list_from_env("pypi-route", &file.pypi_route),
         };
         let main = found.as_ref().ok().map(|f| f.url().clone());
         let routed =

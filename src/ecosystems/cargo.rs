@@ -377,6 +377,8 @@ mod tests {
             path: Some(path),
             cargo_home: tmp.path().join("empty-home"),
             pip_index_url: None,
+            pip_extra_index_url: None,
+            netrc: tmp.path().join(".netrc"),
             home: tmp.path().to_owned(),
             cwd: tmp.path().to_owned(),
         };

@@ -46,6 +46,10 @@ pub struct Env {
     pub cargo_home: PathBuf,
     /// `PIP_INDEX_URL`.
     pub pip_index_url: Option<String>,
+    /// `PIP_EXTRA_INDEX_URL`.
+    pub pip_extra_index_url: Option<String>,
+    /// `NETRC`, else `~/.netrc`.
+    pub netrc: PathBuf,
     /// `$HOME`, where the user's own client settings live.
     pub home: PathBuf,
     /// The working directory, where a project's settings (`.npmrc`) live.
@@ -60,6 +64,14 @@ impl Env {
             pip_index_url: std::env::var("PIP_INDEX_URL")
                 .ok()
                 .filter(|u| !u.is_empty()),
+            pip_extra_index_url: std::env::var("PIP_EXTRA_INDEX_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            netrc: std::env::var_os("NETRC")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".netrc")
+                }),
             home: std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default(),
@@ -183,6 +195,8 @@ pub(crate) mod testing {
             path: Some(path.as_os_str().to_owned()),
             cargo_home: home.to_owned(),
             pip_index_url: None,
+            pip_extra_index_url: None,
+            netrc: home.join(".netrc"),
             home: home.to_owned(),
             cwd: home.to_owned(),
         }

@@ -10,6 +10,7 @@ pub mod apt;
 pub mod cargo;
 pub mod discover;
 pub mod lockfiles;
+mod netrc;
 pub mod npm;
 mod npmrc;
 pub mod pypi;
@@ -74,6 +75,10 @@ pub type FindRouted = for<'a> fn(
 pub struct RouteSettings {
     /// `@SCOPE=URL` per npm scope.
     pub npm_scope: Vec<String>,
+    /// `NAME=URL` per PyPI index beside the main one.
+    pub pypi_index: Vec<String>,
+    /// `PATTERN=NAME`: the PyPI projects an index takes.
+    pub pypi_route: Vec<String>,
 }
 
 /// An ecosystem's upstreams beyond the main URL.

@@ -1,6 +1,9 @@
 //! PyPI's entry in the ecosystem table: its adapter, its upstream (a simple index: pip's
 //! `index-url`, else pip's default), `cairn setup pip|uv`, and its lockfiles
-//! (`requirements*.txt`, `uv.lock`).
+//! (`requirements*.txt`, `uv.lock`). `indexes.rs`: the indexes beside the main one, and which
+//! projects each takes.
+
+mod indexes;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,7 +30,7 @@ pub const ENTRY: Entry = Entry {
         key: "pypi-upstream",
         adapter: || Arc::new(cairn_pypi::Pypi),
         discover,
-        routed: super::no_routes,
+        routed: indexes::routed,
         print_setup,
         apply_setup,
         token: |_| TokenWay::UrlPassword,

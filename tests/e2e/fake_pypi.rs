@@ -149,6 +149,8 @@ impl Index {
 struct Simple {
     files_url: String,
     index: Arc<Index>,
+    /// The `Authorization` value every request must carry (a private index), if any.
+    required: Option<String>,
 }
 
 /// A running fake index.
@@ -166,6 +168,7 @@ impl FakePypi {
         let upstream = FakeUpstream::start(2, |origins| Simple {
             files_url: format!("{}packages/", origins[1]),
             index: index.clone(),
+            required: None,
         });
         FakePypi {
             simple_url: format!("{}simple/", upstream.origins[0]),
@@ -173,6 +176,28 @@ impl FakePypi {
             upstream,
             index,
         }
+    }
+
+    /// A private index, as private indexes are usually set up: pages and files on one origin,
+    /// every request without `Authorization: REQUIRED` answered `401`.
+    pub fn start_guarded(index: Index, required: &str) -> FakePypi {
+        let index = Arc::new(index);
+        let upstream = FakeUpstream::start(1, |origins| Simple {
+            files_url: format!("{}packages/", origins[0]),
+            index: index.clone(),
+            required: Some(required.to_owned()),
+        });
+        FakePypi {
+            simple_url: format!("{}simple/", upstream.origins[0]),
+            faults: upstream.faults.clone(),
+            upstream,
+            index,
+        }
+    }
+
+    /// Every request path seen, as sent.
+    pub fn requests(&self) -> Vec<String> {
+        self.upstream.requests()
     }
 
     pub fn index(&self) -> &Index {
@@ -235,6 +260,19 @@ fn page_html(shared: &Simple, project: &str) -> String {
 
 impl Routes for Simple {
     fn answer(&self, request: &Request) -> Response {
+        if let Some(required) = &self.required
+            && request
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .is_none_or(|p| p.as_bytes() != required.as_bytes())
+        {
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Basic realm=\"fake\"")],
+                "authentication required",
+            )
+                .into_response();
+        }
         let path = request.path.as_str();
         if let Some(project) = path
             .strip_prefix("simple/")

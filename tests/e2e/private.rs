@@ -14,8 +14,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use crate::bundle::cairn;
 use crate::fake_npm::{FakeNpm, Registry, noise};
+use crate::fake_pypi::{FakePypi, Index};
+use crate::pypi::{python_tool, venv};
 use crate::support::{Cairn, ClientEnv, assert_success, get, project, swarm_key};
 
 const TOKEN: &str = "corp-npm-t0ken-5f1e2d";
@@ -268,4 +272,140 @@ fn a_private_swarm_shares_private_packages() {
         std::fs::read_to_string(dir.join("app/node_modules/@corp/app-core/package.json"))
             .expect("installed");
     assert!(installed.contains("\"1.2.0\""), "{installed}");
+}
+
+/// The PyPI indexes: the public one with `alpha-lib` (and its dependency) and a decoy
+/// `corp-billing`; the private one, behind basic auth, with the real `corp-billing` (which
+/// needs `alpha-lib`) and an `alpha-lib` shadow that must never be taken.
+fn pypi_indexes(work: &Path) -> (FakePypi, FakePypi) {
+    let mut public = crate::pypi::index(&work.join("public"));
+    public.wheel(&work.join("public"), "corp-billing", "9.9.9", &[], None);
+    let mut private = Index::default();
+    private
+        .wheel(
+            &work.join("private"),
+            "Corp_Billing",
+            "1.4.0",
+            &["alpha-lib"],
+            None,
+        )
+        .wheel(&work.join("private"), "alpha-lib", "7.0.0", &[], None);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ci:{PYPI_PASSWORD}"));
+    (
+        FakePypi::start(public),
+        FakePypi::start_guarded(private, &format!("Basic {basic}")),
+    )
+}
+
+const PYPI_PASSWORD: &str = "pypi-pa55-7a1c";
+
+#[test]
+fn pip_and_uv_take_a_routed_project_from_the_private_index_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (public, private) = pypi_indexes(&tmp.path().join("wheels"));
+    let data = tmp.path().join("data");
+    // The credentials in the node's user's `.netrc`, as pip would find them.
+    let home = data.with_extension("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(
+        home.join(".netrc"),
+        format!("machine 127.0.0.1\n  login ci\n  password {PYPI_PASSWORD}\n"),
+    )
+    .expect("netrc");
+    let node = Cairn::start_with_env(
+        &data,
+        &[
+            "--pypi-upstream",
+            &public.simple_url,
+            "--pypi-index",
+            &format!("corp={}", private.simple_url),
+            "--pypi-route",
+            "corp-*=corp",
+        ],
+        &[("CAIRN_LOG", "debug")],
+    );
+    let index_url = format!("{}/pypi/simple/", node.url);
+    let client_home = tmp.path().join("client-home");
+    let pip_venv = venv(&tmp.path().join("pip-venv"));
+    assert_success(
+        &python_tool(
+            &pip_venv.join("bin/pip"),
+            &[
+                "install",
+                "--no-cache-dir",
+                "--index-url",
+                &index_url,
+                "corp-billing",
+            ],
+            &client_home,
+        ),
+        "pip install corp-billing",
+    );
+    let uv_venv = venv(&tmp.path().join("uv-venv"));
+    let python = uv_venv.join("bin/python");
+    assert_success(
+        &python_tool(
+            &crate::tools::tools().uv,
+            &[
+                "pip",
+                "install",
+                "--no-cache",
+                "--python",
+                python.to_str().expect("path"),
+                "--index-url",
+                &index_url,
+                "corp-billing",
+            ],
+            &client_home,
+        ),
+        "uv pip install corp-billing",
+    );
+    for venv in [&pip_venv, &uv_venv] {
+        let versions = std::process::Command::new(venv.join("bin/python"))
+            .args([
+                "-c",
+                "import corp_billing, alpha_lib; print(corp_billing.VERSION, alpha_lib.VERSION)",
+            ])
+            .output()
+            .expect("python");
+        assert_success(&versions, "import");
+        // The private project, not the decoy; the public library, not the private shadow.
+        assert_eq!(
+            String::from_utf8_lossy(&versions.stdout).trim(),
+            "1.4.0 1.0.0"
+        );
+    }
+    let public_asked = public.requests();
+    assert!(
+        public_asked
+            .iter()
+            .all(|p| !p.to_ascii_lowercase().contains("corp")),
+        "a routed project reached the public index: {public_asked:?}"
+    );
+    let private_asked = private.requests();
+    assert!(
+        private_asked
+            .iter()
+            .all(|p| p.to_ascii_lowercase().contains("corp")),
+        "an unrouted project reached the private index: {private_asked:?}"
+    );
+    assert!(
+        private_asked.iter().any(|p| p.ends_with(".whl")),
+        "{private_asked:?}"
+    );
+    let status = get(&format!("{}/api/v1/status", node.url)).text;
+    assert!(
+        status.contains("corp-*") && !status.contains(PYPI_PASSWORD),
+        "{status}"
+    );
+    node.stop();
+    let log = std::fs::read_to_string(data.with_extension("log")).expect("log");
+    assert!(
+        !log.contains(PYPI_PASSWORD),
+        "the password is in the node's log"
+    );
+    assert!(
+        log.contains("upstream credentials") || log.contains("credentials=true"),
+        "{log}"
+    );
 }

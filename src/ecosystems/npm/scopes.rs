@@ -260,6 +260,7 @@ mod tests {
         let env = env(&bin, &home);
         let settings = RouteSettings {
             npm_scope: vec!["@corp=http://127.0.0.1:9/corp/".into()],
+            ..RouteSettings::default()
         };
         let main = Url::parse("https://public.invalid/").expect("url");
         let found = run(routed_in(&env, &settings, Some(&main), &listen(), None)).expect("ok");
@@ -280,6 +281,7 @@ mod tests {
         );
         let to_self = RouteSettings {
             npm_scope: vec!["@corp=http://127.0.0.1:7777/npm/".into()],
+            ..RouteSettings::default()
         };
         let err = run(routed_in(&env, &to_self, None, &listen(), None)).expect_err("self");
         assert!(err.contains("is this Cairn node"), "{err}");
