@@ -272,6 +272,15 @@ pub struct Serve {
     /// cargo upstream sparse index [default: from cargo's config or registry cache]
     #[arg(long, env = "CAIRN_CARGO_UPSTREAM", value_name = "URL")]
     pub cargo_upstream: Option<String>,
+    /// A cargo alternative registry (a sparse index), served at /cargo/NAME/index/
+    /// (repeatable) [default: the sparse [registries.NAME] of cargo's config]
+    #[arg(
+        long,
+        env = "CAIRN_CARGO_REGISTRY",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub cargo_registry: Vec<String>,
     /// PyPI upstream simple index [default: pip's index-url, else pip's default]
     #[arg(long, env = "CAIRN_PYPI_UPSTREAM", value_name = "URL")]
     pub pypi_upstream: Option<String>,

@@ -64,6 +64,8 @@ pub struct FileSettings {
     pub npm_scope: Option<Vec<String>>,
     pub cargo_upstream: Option<String>,
     pub pypi_upstream: Option<String>,
+    /// `NAME=URL` per cargo alternative registry.
+    pub cargo_registry: Option<Vec<String>>,
     /// `NAME=URL` per PyPI index beside the main one.
     pub pypi_index: Option<Vec<String>>,
     /// `PATTERN=NAME` per route of PyPI projects to an index.

@@ -62,6 +62,8 @@ pub enum Credentials {
     Basic { user: String, password: String },
     /// A token sent as `Authorization: Bearer`.
     Bearer(String),
+    /// A token sent as the whole `Authorization` value, as cargo sends registry tokens.
+    Token(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { .. } => f.write_str("Basic(****)"),
             Credentials::Bearer(_) => f.write_str("Bearer(****)"),
+            Credentials::Token(_) => f.write_str("Token(****)"),
         }
     }
 }
@@ -83,6 +86,7 @@ impl Credentials {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
             ),
             Credentials::Bearer(token) => format!("Bearer {token}"),
+            Credentials::Token(token) => token.clone(),
         };
         let mut value = http::HeaderValue::from_str(&text)
             .map_err(|_| "the credentials hold a character HTTP headers cannot carry".to_owned())?;

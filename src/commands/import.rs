@@ -28,6 +28,7 @@ pub async fn run(
             pypi_index: settings::list_from_env("pypi-index", &file.pypi_index),
             pypi_route: settings::list_from_env("pypi-route", &file.pypi_route),
         },
+        cargo_registry: settings::list_from_env("cargo-registry", &file.cargo_registry),
         apt_upstream: settings::pick(&args.apt_upstream, &file.apt_upstream),
         apt_keyring: settings::pick(&args.apt_keyring, &file.apt_keyring),
     };

@@ -165,6 +165,7 @@ pub async fn open_mirror(
             pypi_index: settings::pick(&args.pypi_index, &file.pypi_index),
             pypi_route: settings::pick(&args.pypi_route, &file.pypi_route),
         },
+        cargo_registry: settings::pick(&args.cargo_registry, &file.cargo_registry),
         apt_upstream: settings::pick(&args.apt.apt_upstream, &file.apt_upstream),
         apt_keyring: settings::pick(&args.apt.apt_keyring, &file.apt_keyring),
     };

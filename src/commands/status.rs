@@ -115,6 +115,27 @@ pub async fn run(common: &Common, file: &FileSettings, json: bool) -> Result<()>
             }),
         });
     }
+    // cargo's alternative registries, as `serve` would find them.
+    match ecosystems::cargo::registries::setups(
+        &ecosystems::discover::Env::current(),
+        &settings::list_from_env("cargo-registry", &file.cargo_registry),
+        &listen,
+        None,
+    ) {
+        Ok(setups) => upstreams.extend(setups.iter().map(|s| {
+            serde_json::json!({
+                "ecosystem": s.mount,
+                "url": s.upstream.as_ref().map(cairn_mirror::upstream::redact).unwrap_or_default(),
+                "from": "cargo's alternative registries",
+                "private": s.is_private(None),
+            })
+        })),
+        Err(e) => upstreams.push(serde_json::json!({
+            "ecosystem": "cargo/*",
+            "off": format!("{e:#}"),
+            "enable": "--cargo-registry NAME=URL",
+        })),
+    }
     upstreams.extend(apt::status(
         &settings::list_from_env("apt-upstream", &file.apt_upstream),
         &settings::list_from_env("apt-keyring", &file.apt_keyring),

@@ -1,6 +1,9 @@
 //! cargo's entry in the ecosystem table: its adapter, its upstream (a sparse index: cargo's
 //! crates-io replacement, else its registry cache, else the index cargo itself would use),
 //! `cairn setup cargo` (a source replacement in `$CARGO_HOME/config.toml`), and `Cargo.lock`.
+//! `registries.rs`: cargo's alternative registries, served beside it.
+
+pub mod registries;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -379,6 +382,7 @@ mod tests {
             pip_index_url: None,
             pip_extra_index_url: None,
             netrc: tmp.path().join(".netrc"),
+            cargo_vars: Vec::new(),
             home: tmp.path().to_owned(),
             cwd: tmp.path().to_owned(),
         };

@@ -50,6 +50,8 @@ pub struct Env {
     pub pip_extra_index_url: Option<String>,
     /// `NETRC`, else `~/.netrc`.
     pub netrc: PathBuf,
+    /// The `CARGO_REGISTRIES_*` variables (alternative registries and their tokens).
+    pub cargo_vars: Vec<(String, String)>,
     /// `$HOME`, where the user's own client settings live.
     pub home: PathBuf,
     /// The working directory, where a project's settings (`.npmrc`) live.
@@ -72,6 +74,9 @@ impl Env {
                 .unwrap_or_else(|| {
                     PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".netrc")
                 }),
+            cargo_vars: std::env::vars()
+                .filter(|(k, _)| k.starts_with("CARGO_REGISTRIES_"))
+                .collect(),
             home: std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default(),
@@ -197,6 +202,7 @@ pub(crate) mod testing {
             pip_index_url: None,
             pip_extra_index_url: None,
             netrc: home.join(".netrc"),
+            cargo_vars: Vec::new(),
             home: home.to_owned(),
             cwd: home.to_owned(),
         }

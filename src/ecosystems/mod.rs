@@ -205,6 +205,8 @@ pub struct Chosen<'a> {
     /// The configured main upstream of a registry, by its setting key (`npm-upstream`).
     pub upstream: &'a dyn Fn(&str) -> Option<String>,
     pub routes: RouteSettings,
+    /// `--cargo-registry`: cargo's alternative registries.
+    pub cargo_registry: Vec<String>,
     /// `--apt-upstream` and `--apt-keyring`.
     pub apt_upstream: Vec<String>,
     pub apt_keyring: Vec<String>,
@@ -256,6 +258,12 @@ pub async fn setups(
         setup.routed = extra.routed;
         setups.push(setup);
     }
+    setups.extend(cargo::registries::setups(
+        &Env::current(),
+        &chosen.cargo_registry,
+        listen,
+        public,
+    )?);
     setups.extend(apt::adapters(
         &chosen.apt_upstream,
         &chosen.apt_keyring,

@@ -118,6 +118,9 @@ fn index_file(releases: &[Release]) -> String {
 struct Crates {
     files_url: String,
     registry: Arc<Registry>,
+    /// The token every request must carry as its whole `Authorization` (a private registry,
+    /// whose `config.json` then says `auth-required`), if any.
+    required: Option<String>,
 }
 
 /// A running fake sparse registry.
@@ -135,6 +138,7 @@ impl FakeCargo {
         let upstream = FakeUpstream::start(2, |origins| Crates {
             files_url: origins[1].clone(),
             registry: registry.clone(),
+            required: None,
         });
         FakeCargo {
             index_url: format!("{}index/", upstream.origins[0]),
@@ -142,6 +146,28 @@ impl FakeCargo {
             upstream,
             registry,
         }
+    }
+
+    /// A private registry: index and files on one origin, every request without
+    /// `Authorization: TOKEN` answered `401`.
+    pub fn start_guarded(registry: Registry, token: &str) -> FakeCargo {
+        let registry = Arc::new(registry);
+        let upstream = FakeUpstream::start(1, |origins| Crates {
+            files_url: origins[0].clone(),
+            registry: registry.clone(),
+            required: Some(token.to_owned()),
+        });
+        FakeCargo {
+            index_url: format!("{}index/", upstream.origins[0]),
+            faults: upstream.faults.clone(),
+            upstream,
+            registry,
+        }
+    }
+
+    /// Every request path seen, as sent.
+    pub fn requests(&self) -> Vec<String> {
+        self.upstream.requests()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -164,6 +190,18 @@ impl FakeCargo {
 
 impl Routes for Crates {
     fn answer(&self, request: &Request) -> Response {
+        if let Some(required) = &self.required
+            && request
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .is_none_or(|p| p.as_bytes() != required.as_bytes())
+        {
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                "{\"errors\":[{\"detail\":\"token required\"}]}",
+            )
+                .into_response();
+        }
         let path = request.path.as_str();
         if path == "index/config.json" {
             let dl = format!(
@@ -172,7 +210,12 @@ impl Routes for Crates {
             );
             return (
                 [(http::header::CONTENT_TYPE, "application/json")],
-                serde_json::json!({ "dl": dl }).to_string(),
+                if self.required.is_some() {
+                    serde_json::json!({ "dl": dl, "auth-required": true })
+                } else {
+                    serde_json::json!({ "dl": dl })
+                }
+                .to_string(),
             )
                 .into_response();
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use crate::bundle::cairn;
+use crate::fake_cargo::{FakeCargo, Registry as CargoRegistry};
 use crate::fake_npm::{FakeNpm, Registry, noise};
 use crate::fake_pypi::{FakePypi, Index};
 use crate::pypi::{python_tool, venv};
@@ -408,4 +409,102 @@ fn pip_and_uv_take_a_routed_project_from_the_private_index_only() {
         log.contains("upstream credentials") || log.contains("credentials=true"),
         "{log}"
     );
+}
+
+const CARGO_TOKEN: &str = "cargo-corp-t0ken-91ab";
+
+#[test]
+fn cargo_uses_an_alternative_registry_that_needs_a_token_through_the_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let public = FakeCargo::start(crate::cargo::registry());
+    let mut corp = CargoRegistry::default();
+    corp.publish("corp-util", "1.3.0", &[], false)
+        .publish("corp-util", "1.4.0", &[], false);
+    let private = FakeCargo::start_guarded(corp, CARGO_TOKEN);
+    // The node's own cargo configuration: the registry, and its token where `cargo login`
+    // keeps it.
+    let data = tmp.path().join("data");
+    let node_cargo = data.with_extension("home").join(".cargo");
+    std::fs::create_dir_all(&node_cargo).expect("cargo home");
+    std::fs::write(
+        node_cargo.join("config.toml"),
+        format!(
+            "[registries.corp]\nindex = \"sparse+{}\"\n",
+            private.index_url
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        node_cargo.join("credentials.toml"),
+        format!("[registries.corp]\ntoken = \"{CARGO_TOKEN}\"\n"),
+    )
+    .expect("credentials");
+    let node = Cairn::start_with_env(
+        &data,
+        &["--cargo-upstream", &public.index_url],
+        &[
+            ("CARGO_HOME", node_cargo.to_str().expect("path")),
+            ("CAIRN_LOG", "debug"),
+        ],
+    );
+    let corp_index = format!("{}/cargo/corp/index/", node.url);
+    let config = get(&format!("{corp_index}config.json"));
+    assert_eq!(config.status, 200, "{}", config.text);
+    assert!(!config.text.contains("auth-required"), "{}", config.text);
+
+    // The client: crates-io replaced by the node, and the node's `corp` registry.
+    let home = crate::cargo::cargo_home(
+        &tmp.path().join("client-cargo"),
+        &format!("{}/cargo/index/", node.url),
+    );
+    let mut client_config =
+        std::fs::read_to_string(home.join("config.toml")).expect("client config");
+    client_config.push_str(&format!(
+        "\n[registries.corp]\nindex = \"sparse+{corp_index}\"\n"
+    ));
+    std::fs::write(home.join("config.toml"), client_config).expect("client config");
+    let project = tmp.path().join("app");
+    std::fs::create_dir_all(project.join("src")).expect("project");
+    std::fs::write(
+        project.join("Cargo.toml"),
+        "[package]\nname = \"e2e-app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [dependencies]\ncorp-util = { version = \"1\", registry = \"corp\" }\n\
+         base-util = \"1\"\n",
+    )
+    .expect("manifest");
+    std::fs::write(project.join("src/main.rs"), "fn main() {}\n").expect("main");
+    assert_success(
+        &crate::cargo::cargo(&home, &project, &["build", "--quiet"]),
+        "cargo build with an alternative registry",
+    );
+    let lock = std::fs::read_to_string(project.join("Cargo.lock")).expect("lock");
+    assert!(lock.contains(&format!("sparse+{corp_index}")), "{lock}");
+    assert!(lock.contains("1.4.0"), "{lock}");
+    assert!(!lock.contains(CARGO_TOKEN));
+
+    // Each crate reached its registry only; the private one always with the token.
+    let public_asked = public.requests();
+    assert!(
+        public_asked.iter().all(|p| !p.contains("corp")),
+        "{public_asked:?}"
+    );
+    let private_asked = private.requests();
+    assert!(
+        private_asked
+            .iter()
+            .all(|p| p.contains("corp") || p.ends_with("config.json")),
+        "{private_asked:?}"
+    );
+    assert!(
+        private_asked.iter().any(|p| p.ends_with(".crate")),
+        "{private_asked:?}"
+    );
+    let status = get(&format!("{}/api/v1/status", node.url)).text;
+    assert!(
+        status.contains("cargo/corp") && !status.contains(CARGO_TOKEN),
+        "{status}"
+    );
+    node.stop();
+    let log = std::fs::read_to_string(data.with_extension("log")).expect("log");
+    assert!(!log.contains(CARGO_TOKEN), "the token is in the node's log");
 }

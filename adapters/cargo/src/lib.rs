@@ -1,6 +1,8 @@
 //! Cairn's cargo adapter: the sparse index (docs/protocols.md), served as a source replacement
 //! for crates-io.
 //!
+//! Alternative registries ([`Alternative`]) speak the same protocol under `/cargo/NAME/`.
+//!
 //! Routes below `/cargo/`:
 //! - `index/config.json`: the upstream's, with `dl` pointing back at this node (cargo appends
 //!   `/{crate}/{version}/download`) and `api` dropped (publishing does not go through a mirror);
@@ -12,8 +14,11 @@
 //! a template with markers): index files name it as their context document, and its fixed part
 //! is declared to the mirror as a download location.
 
+mod alternative;
 pub mod index;
 pub mod lockfile;
+
+pub use alternative::Alternative;
 
 use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, DocumentFacts, Ecosystem, Listing,

@@ -201,14 +201,16 @@ fn is_absolute_form(request: &http::Request<Body>) -> bool {
 /// prefix is one segment (`npm`) or two (`apt/debian`: one ecosystem per apt archive).
 fn find_ecosystem<'a, 'p>(mirror: &'a Mirror, rest: &'p str) -> Option<(&'a Registered, &'p str)> {
     let (first, below) = rest.split_once('/').unwrap_or((rest, ""));
-    if let Some(registered) = mirror.ecosystem_at(first) {
+    // Two segments first: `cargo/corp` (an alternative registry) lives beside `cargo`.
+    let second = below.find('/').unwrap_or(below.len());
+    if let Some(prefix) = rest.get(..first.len() + 1 + second)
+        && let Some(registered) = mirror.ecosystem_at(prefix)
+    {
+        let below = below.get(second..).unwrap_or("").trim_start_matches('/');
         return Some((registered, below));
     }
-    let second = below.find('/').unwrap_or(below.len());
-    let prefix = rest.get(..first.len() + 1 + second)?;
-    let below = below.get(second..).unwrap_or("").trim_start_matches('/');
     mirror
-        .ecosystem_at(prefix)
+        .ecosystem_at(first)
         .map(|registered| (registered, below))
 }
 
