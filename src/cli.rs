@@ -261,7 +261,7 @@ pub struct Serve {
     #[arg(long, env = "CAIRN_NPM_UPSTREAM", value_name = "URL")]
     pub npm_upstream: Option<String>,
     /// An npm scope routed to its own registry, and to no other (repeatable) [default: npm's
-    /// own @SCOPE:registry settings]
+    /// own scoped-registry settings]
     #[arg(
         long,
         env = "CAIRN_NPM_SCOPE",
@@ -285,7 +285,7 @@ pub struct Serve {
     #[arg(long, env = "CAIRN_PYPI_UPSTREAM", value_name = "URL")]
     pub pypi_upstream: Option<String>,
     /// A PyPI index beside the main one, which takes the projects --pypi-route sends it
-    /// (repeatable) [default: pip's extra-index-url settings, named by HOST[:PORT]]
+    /// (repeatable) [default: pip's extra-index-url settings, each named by its host and port]
     #[arg(
         long,
         env = "CAIRN_PYPI_INDEX",
