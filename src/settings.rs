@@ -295,6 +295,16 @@ pub fn record(flag: Option<&Path>, key: &str, value: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Record a list under `key` in the config file `cairn.toml` (`flag`, else the default path).
+pub fn record_list(flag: Option<&Path>, key: &str, values: &[String]) -> Result<PathBuf> {
+    let (path, _) = config_path(flag);
+    edit_toml(&path, |table| {
+        let list = values.iter().cloned().map(toml::Value::String).collect();
+        table.insert(key.to_owned(), toml::Value::Array(list));
+    })?;
+    Ok(path)
+}
+
 /// Read a TOML file (none is an empty table), change it with `edit`, and write it back through
 /// a temp file and a rename, so an interrupted write never leaves half a file.
 pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Result<()> {

@@ -129,6 +129,16 @@ pub async fn run(
             settings::env_name(flag)
         );
     }
+    if matches!(client, Client::Npm | Client::Pnpm) {
+        ecosystems::npm::scopes::apply_setup(
+            client,
+            config,
+            file.npm_scope.as_deref(),
+            &listen,
+            &url,
+        )
+        .await?;
+    }
     (registry.apply_setup)(client, &client_url).await?;
     match ca {
         Some(CaWay::Step(step)) => step.run().await?,

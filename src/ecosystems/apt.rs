@@ -5,8 +5,10 @@
 //! and `cairn setup apt`. `suites.rs`: the package lists' suites, for `prefetch` and `export`.
 //!
 //! Keyrings: `--apt-keyring NAME=FILE` (repeatable), else the source's `Signed-By` files, else
-//! Debian's archive keyring.
+//! Debian's archive keyring. Credentials: in the archive's URL, else apt's own auth files
+//! (`auth.rs`).
 
+mod auth;
 mod suites;
 
 use std::collections::BTreeMap;
@@ -73,12 +75,22 @@ pub fn adapters(
         let ecosystem =
             cairn_apt::Archive::new(&archive.name, keyring).map_err(anyhow::Error::msg)?;
         tracing::info!(target: crate::logging::TARGET, ecosystem = %format!("apt/{}", archive.name), upstream = %cairn_mirror::upstream::redact(&archive.upstream), from = %archive.from, keyring = %ecosystem.keyring().source(), "upstream");
+        // apt's own credentials for the archive, unless its URL carries some.
+        let bare = archive.upstream.username().is_empty() && archive.upstream.password().is_none();
+        let credentials = bare
+            .then(|| auth::credentials(Path::new(APT_ETC), &archive.upstream))
+            .flatten();
+        if credentials.is_some() {
+            tracing::info!(target: crate::logging::TARGET, ecosystem = %format!("apt/{}", archive.name), from = "apt's auth.conf", "upstream credentials");
+        }
         // Served where its index namespace says, as before the mount was the engine's.
-        out.push(EcosystemSetup::new(
+        let mut setup = EcosystemSetup::new(
             Arc::new(ecosystem),
             &format!("apt/{}", archive.name),
             Ok(archive.upstream),
-        ));
+        );
+        setup.credentials = credentials;
+        out.push(setup);
     }
     Ok(out)
 }

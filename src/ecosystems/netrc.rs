@@ -80,6 +80,18 @@ impl Netrc {
         Netrc { entries }
     }
 
+    /// The credentials of the first `machine` entry `matches` takes (the `default` entry is
+    /// not one).
+    pub fn credentials_where(&self, matches: impl Fn(&str) -> bool) -> Option<Credentials> {
+        self.entries
+            .iter()
+            .find(|(machine, ..)| machine.as_deref().is_some_and(&matches))
+            .map(|(_, user, password)| Credentials::Basic {
+                user: user.clone(),
+                password: password.clone(),
+            })
+    }
+
     /// The credentials for `host`: its `machine` entry, else the `default` one.
     pub fn credentials(&self, host: &str) -> Option<Credentials> {
         let entry = self

@@ -2,7 +2,7 @@
 //! setting), `cairn setup npm|yarn|pnpm`, and its lockfiles (`package-lock.json`,
 //! `npm-shrinkwrap.json`, `yarn.lock`, `pnpm-lock.yaml`).
 
-mod scopes;
+pub mod scopes;
 
 use std::net::SocketAddr;
 use std::path::Path;

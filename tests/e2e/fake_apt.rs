@@ -562,6 +562,8 @@ fn build(dir: &Path, with_updates: bool) -> Archive {
 /// The archive's files under `/debian/`.
 struct Files {
     root: PathBuf,
+    /// The `Authorization` value every request must carry (an archive behind basic auth).
+    required: Option<String>,
 }
 
 /// A running fake archive.
@@ -605,8 +607,14 @@ impl FakeArchive {
 
 /// Serve `archive.dir` under `/debian/` on 127.0.0.1.
 pub fn serve(archive: &Archive) -> FakeArchive {
+    serve_guarded(archive, None)
+}
+
+/// [`serve`], every request without `Authorization: REQUIRED` answered `401` when given.
+pub fn serve_guarded(archive: &Archive, required: Option<&str>) -> FakeArchive {
     let upstream = FakeUpstream::start(1, |_| Files {
         root: archive.dir.clone(),
+        required: required.map(str::to_owned),
     });
     FakeArchive {
         url: format!("{}debian/", upstream.origins[0]),
@@ -629,6 +637,19 @@ fn content_type(path: &str) -> &'static str {
 
 impl Routes for Files {
     fn answer(&self, request: &Request) -> Response {
+        if let Some(required) = &self.required
+            && request
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .is_none_or(|p| p.as_bytes() != required.as_bytes())
+        {
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Basic realm=\"archive\"")],
+                "authentication required",
+            )
+                .into_response();
+        }
         let Some(rest) = request.path.strip_prefix("debian/") else {
             return (http::StatusCode::NOT_FOUND, "not found").into_response();
         };

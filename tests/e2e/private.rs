@@ -508,3 +508,134 @@ fn cargo_uses_an_alternative_registry_that_needs_a_token_through_the_node() {
     let log = std::fs::read_to_string(data.with_extension("log")).expect("log");
     assert!(!log.contains(CARGO_TOKEN), "the token is in the node's log");
 }
+
+const APT_PASSWORD: &str = "apt-pa55-0c3d";
+
+#[test]
+fn apt_get_updates_and_installs_from_an_archive_behind_basic_auth() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = crate::fake_apt::build_archive(&tmp.path().join("archive"));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("apt:{APT_PASSWORD}"));
+    let fake = crate::fake_apt::serve_guarded(&archive, Some(&format!("Basic {basic}")));
+    let with_credentials = fake
+        .url
+        .replacen("http://", &format!("http://apt:{APT_PASSWORD}@"), 1);
+    let data = tmp.path().join("data");
+    let node = Cairn::start_with_env(
+        &data,
+        &[
+            "--apt-upstream",
+            &format!("corp={with_credentials}"),
+            "--apt-keyring",
+            &format!("corp={}", archive.keyring.display()),
+        ],
+        &[("CAIRN_LOG", "debug")],
+    );
+    let line = format!(
+        "deb [signed-by={}] {}/apt/corp {} {}",
+        archive.keyring.display(),
+        node.url,
+        crate::fake_apt::SUITE,
+        crate::fake_apt::COMPONENT
+    );
+    let apt = crate::fake_apt::AptClient::new(&tmp.path().join("apt"), &line);
+    assert_success(&apt.run(&["update"]), "apt-get update");
+    assert_success(
+        &apt.run(&["install", "--download-only", "-y", "cairn-hello"]),
+        "apt-get install",
+    );
+    let deb = archive.deb("cairn-hello");
+    let file = deb.filename.rsplit('/').next().expect("file name");
+    assert!(
+        apt.archives_dir().join(file).is_file(),
+        "{file} not downloaded"
+    );
+    assert!(fake.requests().iter().any(|p| p.ends_with(".deb")));
+    let status = get(&format!("{}/api/v1/status", node.url)).text;
+    assert!(!status.contains(APT_PASSWORD), "{status}");
+    assert!(status.contains("****"), "{status}");
+    node.stop();
+    let log = std::fs::read_to_string(data.with_extension("log")).expect("log");
+    assert!(
+        !log.contains(APT_PASSWORD),
+        "the password is in the node's log"
+    );
+}
+
+#[test]
+fn setup_npm_apply_records_the_scopes_and_routes_them_through_the_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (public, private) = registries();
+    let data = tmp.path().join("data");
+    // The user's npm configuration before Cairn: the public registry, the scope's own, and
+    // the scope's token.
+    let home = data.with_extension("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let private_key = private.url.trim_start_matches("http:");
+    std::fs::write(
+        home.join(".npmrc"),
+        format!(
+            "registry={}\n@corp:registry={}\n{private_key}:_authToken=${{CORP_NPM_TOKEN}}\n",
+            public.url, private.url
+        ),
+    )
+    .expect("npmrc");
+    let env = [("CORP_NPM_TOKEN", TOKEN)];
+    let node = Cairn::start_with_env(&data, &[], &env);
+    let listen = node.url.trim_start_matches("http://").to_owned();
+    let setup = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["setup", "npm", "--url", &node.npm(), "--apply"])
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env_remove("NPM_CONFIG_USERCONFIG")
+        .env_remove("NPM_CONFIG_REGISTRY")
+        .output()
+        .expect("cairn setup");
+    assert_success(&setup, "cairn setup npm --apply");
+    let printed = String::from_utf8_lossy(&setup.stdout).into_owned();
+    assert!(printed.contains("recorded npm-scope @corp="), "{printed}");
+    let recorded =
+        std::fs::read_to_string(home.join(".config/cairn/cairn.toml")).expect("cairn.toml");
+    assert!(
+        recorded.contains(&format!("@corp={}", private.url)),
+        "{recorded}"
+    );
+    let npmrc = std::fs::read_to_string(home.join(".npmrc")).expect("npmrc");
+    assert!(
+        npmrc.contains(&format!("@corp:registry={}", node.npm())),
+        "{npmrc}"
+    );
+    // Restarted, the node reads what setup recorded (npm's own settings now point at it).
+    node.stop();
+    let node = Cairn::start_with_env(&data, &["--listen", &listen], &env);
+    let app = project(
+        &tmp.path().join("app"),
+        serde_json::json!({ "@corp/app-core": "*", "pub-lib": "^1.0.0" }),
+    );
+    let install = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund"])
+        .current_dir(&app)
+        .env("HOME", &home)
+        .env("NPM_CONFIG_CACHE", tmp.path().join("npm-cache"))
+        .env("NPM_CONFIG_OMIT_LOCKFILE_REGISTRY_RESOLVED", "false")
+        .env_remove("NPM_CONFIG_USERCONFIG")
+        .env_remove("NPM_CONFIG_REGISTRY")
+        .output()
+        .expect("npm");
+    assert_success(&install, "npm install with the user's own configuration");
+    let core = std::fs::read_to_string(app.join("node_modules/@corp/app-core/package.json"))
+        .expect("installed");
+    assert!(core.contains("\"1.2.0\""), "{core}");
+    let lock = std::fs::read_to_string(app.join("package-lock.json")).expect("lock");
+    assert!(
+        !lock.contains(&private.url),
+        "a package bypassed the node:\n{lock}"
+    );
+    assert!(
+        lock.contains(&format!("{}@corp/app-core/-/", node.npm())),
+        "{lock}"
+    );
+    assert!(private.requests().iter().any(|p| p.ends_with(".tgz")));
+    assert!(public.requests().iter().all(|p| !p.contains("corp")));
+    drop(node);
+}

@@ -6,7 +6,7 @@
 //! upstream's credentials come from the `.npmrc` files npm reads ([`super::super::npmrc`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cairn_mirror::RoutedUpstream;
 use cairn_mirror::upstream::routing::Pattern;
@@ -101,6 +101,64 @@ pub(in crate::ecosystems) async fn routed_in(
         });
     }
     Ok(out)
+}
+
+/// `cairn setup npm|pnpm --apply`, for scopes: each scoped registry of npm's configuration is
+/// recorded in `cairn.toml` (`npm-scope`, unless the file names some already), then the
+/// client's `@SCOPE:registry` is pointed at the node, so that scoped packages come through it
+/// too (routed there to their own registry).
+pub async fn apply_setup(
+    client: crate::ecosystems::Client,
+    config: Option<&Path>,
+    recorded: Option<&[String]>,
+    listen: &SocketAddr,
+    url: &Url,
+) -> anyhow::Result<()> {
+    let scopes: Vec<String> = match recorded {
+        Some(entries) => entries
+            .iter()
+            .filter_map(|e| parse_scope_setting(e).ok().map(|(scope, _)| scope))
+            .collect(),
+        None => {
+            let found = routed_in(
+                &Env::current(),
+                &RouteSettings::default(),
+                None,
+                listen,
+                Some(url),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            if found.routed.is_empty() {
+                return Ok(());
+            }
+            let entries: Vec<String> = found
+                .routed
+                .iter()
+                .map(|r| format!("{}={}", r.name, r.url))
+                .collect();
+            let path = crate::settings::record_list(config, "npm-scope", &entries)?;
+            for r in &found.routed {
+                println!(
+                    "recorded npm-scope {}={} in {}",
+                    r.name,
+                    redact(&r.url),
+                    path.display()
+                );
+            }
+            found.routed.into_iter().map(|r| r.name).collect()
+        }
+    };
+    let program = match client {
+        crate::ecosystems::Client::Pnpm => "pnpm",
+        _ => "npm",
+    };
+    for scope in scopes {
+        crate::ecosystems::config_set(program, &format!("{scope}:registry"), url)
+            .run()
+            .await?;
+    }
+    Ok(())
 }
 
 /// `@SCOPE=URL`, checked.
