@@ -1,8 +1,9 @@
 //! `serve --tls-cert --tls-key`: the real npm installs through `https://` with a test CA, the
 //! documents it gets name `https://` tarball URLs, HTTP/2 is negotiated by ALPN, and a renewed
 //! certificate is served without a restart; the real cargo, set up by `cairn setup cargo
-//! --ca-file`, fetches over HTTP/2, and pip installs trusting the CA file. And the abuse: a key that is not the certificate's,
-//! half a pair, and a plain-HTTP client on the TLS port.
+//! --ca-file`, fetches over HTTP/2, and pip installs trusting the CA file; uv and apt-get
+//! install over `https://` trusting the CA as `setup --ca-file` says. And the abuse: a key
+//! that is not the certificate's, half a pair, and a plain-HTTP client on the TLS port.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -372,4 +373,83 @@ fn cargo_fetches_over_https_and_http2_as_setup_writes_it_and_pip_trusts_the_ca_f
         .output()
         .expect("pip");
     assert_success(&install, "pip install over https");
+}
+
+#[test]
+fn uv_and_apt_get_install_over_https_trusting_the_test_ca() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    let (ca, crt, key) = test_ca(&certs, "0x3004");
+    let pypi_fake =
+        crate::fake_pypi::FakePypi::start(crate::pypi::index(&tmp.path().join("wheels")));
+    let archive = crate::fake_apt::build_archive(&tmp.path().join("archive"));
+    let apt_fake = crate::fake_apt::serve(&archive);
+    let node = Cairn::start(
+        &tmp.path().join("data"),
+        &[
+            "--pypi-upstream",
+            &pypi_fake.simple_url,
+            "--apt-upstream",
+            &format!("test={}", apt_fake.url),
+            "--apt-keyring",
+            &format!("test={}", archive.keyring.display()),
+            "--tls-cert",
+            crt.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+    );
+    assert!(node.url.starts_with("https://"), "{}", node.url);
+
+    // uv, with the CA where `setup uv --ca-file` says to put it.
+    let venv = crate::pypi::venv(&tmp.path().join("venv"));
+    let python = venv.join("bin/python");
+    let install = Command::new(&crate::tools::tools().uv)
+        .args(["pip", "install", "--no-cache", "--python"])
+        .arg(&python)
+        .args([
+            "--index-url",
+            &format!("{}/pypi/simple/", node.url),
+            "alpha-lib",
+        ])
+        .env("HOME", tmp.path().join("home"))
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_DEFAULT_INDEX")
+        .env_remove("UV_NATIVE_TLS")
+        .output()
+        .expect("uv");
+    assert_success(&install, "uv pip install over https");
+
+    // apt-get, with the CA as `setup apt --ca-file` sets it.
+    let line = format!(
+        "deb [signed-by={}] {}/apt/test {} {}",
+        archive.keyring.display(),
+        node.url,
+        crate::fake_apt::SUITE,
+        crate::fake_apt::COMPONENT
+    );
+    let apt = crate::fake_apt::AptClient::new(&tmp.path().join("apt"), &line);
+    let trust = format!("Acquire::https::CaInfo={}", ca.display());
+    assert_success(
+        &apt.run(&["-o", &trust, "update"]),
+        "apt-get update over https",
+    );
+    assert_success(
+        &apt.run(&[
+            "-o",
+            &trust,
+            "install",
+            "--download-only",
+            "-y",
+            "cairn-hello",
+        ]),
+        "apt-get install over https",
+    );
+    let deb = archive.deb("cairn-hello");
+    let file = deb.filename.rsplit('/').next().expect("file name");
+    assert!(
+        apt.archives_dir().join(file).is_file(),
+        "{file} not downloaded"
+    );
 }
