@@ -308,6 +308,18 @@ pub fn record_list(flag: Option<&Path>, key: &str, values: &[String]) -> Result<
 /// Read a TOML file (none is an empty table), change it with `edit`, and write it back through
 /// a temp file and a rename, so an interrupted write never leaves half a file.
 pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Result<()> {
+    edit_toml_with_mode(path, 0o644, edit)
+}
+
+/// [`edit_toml`] for a file that holds secrets: written readable by its owner only (mode 0600),
+/// from its first byte.
+pub fn edit_private_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Result<()> {
+    edit_toml_with_mode(path, 0o600, edit)
+}
+
+fn edit_toml_with_mode(path: &Path, mode: u32, edit: impl FnOnce(&mut toml::Table)) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -322,7 +334,14 @@ pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Result<()>
     let text =
         toml::to_string(&table).with_context(|| format!("cannot write {}", path.display()))?;
     let temp = path.with_extension("toml.cairn-tmp");
-    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
+    let _ = std::fs::remove_file(&temp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", temp.display()))?;
     std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 

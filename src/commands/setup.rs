@@ -77,6 +77,7 @@ pub async fn run(
     // What the client is given: the node's URL, with the token in it for some clients.
     let mut client_url = url.clone();
     let mut token_step = None;
+    let mut cargo_token = None;
     if let Some(secret) = token {
         match (registry.token)(client) {
             TokenWay::UrlPassword => {
@@ -87,6 +88,7 @@ pub async fn run(
                 }
             }
             TokenWay::NpmAuthToken => token_step = Some(npm_auth_token(client, &url, secret)),
+            TokenWay::CargoRegistry => cargo_token = Some(secret),
             TokenWay::ByHand(what) => bail!("{what}"),
         }
     }
@@ -108,6 +110,15 @@ pub async fn run(
         }
         if let Some(step) = &token_step {
             println!("# with its access token:\n{}", step.shown());
+        }
+        if let Some(secret) = cargo_token {
+            let (config, credentials) = cargo_token_files(&url, secret);
+            println!(
+                "# with its access token, the node as a registry instead, in \
+                 $CARGO_HOME/config.toml:\n{}# and in $CARGO_HOME/credentials.toml (mode 0600):\n{}",
+                toml::to_string(&config).context("cargo config")?,
+                toml::to_string(&credentials).context("cargo credentials")?
+            );
         }
         return Ok(());
     }
@@ -151,7 +162,33 @@ pub async fn run(
     if let Some(step) = &token_step {
         step.run().await?;
     }
+    if let Some(secret) = cargo_token {
+        let home = ecosystems::cargo::cargo_home();
+        let path =
+            ecosystems::cargo::cargo_config_path(&home).unwrap_or_else(|| home.join("config.toml"));
+        let (_, credentials) = cargo_token_files(&url, secret);
+        // Into what is there: the providers it names are kept.
+        settings::edit_toml(&path, |c| ecosystems::cargo::cargo_token_config(c, &url))?;
+        println!(
+            "wrote the node as cargo's registry `cairn` to {}",
+            path.display()
+        );
+        let path = home.join("credentials.toml");
+        settings::edit_private_toml(&path, |c| merge(c, credentials))?;
+        println!("wrote its token to {}", path.display());
+    }
     Ok(())
+}
+
+/// cargo's settings for a node requiring tokens: `config.toml` (the node as the registry
+/// `cairn`, crates-io replaced with it, the `cargo:token` provider) and `credentials.toml`
+/// (its token).
+fn cargo_token_files(url: &Url, secret: &str) -> (toml::Table, toml::Table) {
+    let mut config = toml::Table::new();
+    ecosystems::cargo::cargo_token_config(&mut config, url);
+    let mut credentials = toml::Table::new();
+    ecosystems::cargo::cargo_token_credentials(&mut credentials, secret);
+    (config, credentials)
 }
 
 /// Merge `from` into `into`, table by table (a key in both takes `from`'s value).

@@ -35,16 +35,7 @@ pub const ENTRY: Entry = Entry {
         routed: super::no_routes,
         print_setup,
         apply_setup,
-        token: |_| {
-            TokenWay::ByHand(
-                "cargo: `setup --token` does not write cargo's token yet. In \
-                 $CARGO_HOME/config.toml name the node as a registry, `[registries.cairn] \
-                 index = \"sparse+URL\"`, replace crates-io with it, `[source.crates-io] \
-                 replace-with = \"cairn\"`, let cargo send tokens, `[registry] \
-                 global-credential-providers = [\"cargo:token\"]`, then run `cargo login \
-                 --registry cairn` with the secret (or set CARGO_REGISTRIES_CAIRN_TOKEN)",
-            )
-        },
+        token: |_| TokenWay::CargoRegistry,
         ca: |_, file| {
             let home = cargo_home();
             let mut http = toml::Table::new();
@@ -78,6 +69,55 @@ fn cargo_config(config: &mut toml::Table, url: &Url) {
         let mut cairn = toml::Table::new();
         cairn.insert("registry".into(), format!("sparse+{url}").into());
         sources.insert("cairn".into(), toml::Value::Table(cairn));
+    }
+}
+
+/// The node as a registry of cargo's that crates-io is replaced with, and cargo's `cargo:token`
+/// provider on (added to the providers `config` names, if it names some), merged into
+/// `config`; the plain source replacement an earlier `setup` wrote is taken out (a name cannot
+/// be both a source and a registry).
+pub fn cargo_token_config(config: &mut toml::Table, url: &Url) {
+    let sources = config
+        .entry("source")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(sources) = sources.as_table_mut() {
+        sources.remove("cairn");
+        let mut crates_io = toml::Table::new();
+        crates_io.insert("replace-with".into(), "cairn".into());
+        sources.insert("crates-io".into(), toml::Value::Table(crates_io));
+    }
+    let registries = config
+        .entry("registries")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(registries) = registries.as_table_mut() {
+        let mut cairn = toml::Table::new();
+        cairn.insert("index".into(), format!("sparse+{url}").into());
+        registries.insert("cairn".into(), toml::Value::Table(cairn));
+    }
+    let registry = config
+        .entry("registry")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(registry) = registry.as_table_mut() {
+        let providers = registry
+            .entry("global-credential-providers")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let Some(providers) = providers.as_array_mut()
+            && !providers.iter().any(|p| p.as_str() == Some("cargo:token"))
+        {
+            providers.push("cargo:token".into());
+        }
+    }
+}
+
+/// The token of the node's registry in cargo's `credentials.toml`, merged into `credentials`.
+pub fn cargo_token_credentials(credentials: &mut toml::Table, secret: &str) {
+    let registries = credentials
+        .entry("registries")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(registries) = registries.as_table_mut() {
+        let mut cairn = toml::Table::new();
+        cairn.insert("token".into(), secret.into());
+        registries.insert("cairn".into(), toml::Value::Table(cairn));
     }
 }
 

@@ -148,6 +148,9 @@ pub enum TokenWay {
     UrlPassword,
     /// npm's per-registry `//HOST/PATH/:_authToken`, sent as a Bearer token.
     NpmAuthToken,
+    /// cargo's: the node named as a registry of cargo's (which crates-io is replaced with),
+    /// its token in `credentials.toml` for cargo's `cargo:token` provider.
+    CargoRegistry,
     /// `setup` cannot write it yet: what to do by hand.
     ByHand(&'static str),
 }

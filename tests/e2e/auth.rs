@@ -5,7 +5,8 @@
 //! this machine's `cairn purge` finds in the data directory; a revoked or expired token stops
 //! working, and one created while the node runs starts working, within the node's reload; no
 //! secret reaches the node's log (debug level) or `/metrics`; the real cargo, told by the
-//! node's `config.json` that its token is required, sends it; `--admin-metrics` keeps
+//! node's `config.json` that its token is required, sends it (also as `setup cargo --token
+//! --apply` writes it); `--admin-metrics` keeps
 //! `/metrics` to admin tokens. And the abuse: malformed
 //! credentials, a bad token name, a taken name, a bad `--auth`, cargo without or with a wrong
 //! token.
@@ -429,6 +430,53 @@ fn cargo_sends_its_registry_token_when_the_node_requires_one() {
     assert!(stderr(&wrong).contains("401"), "{}", stderr(&wrong));
     assert_success(&fetch(Some(&secret)), "cargo fetch with its token");
     assert_eq!(fake.hits("files/ap/p-/app-core/app-core-1.2.0.crate"), 1);
+
+    // As `setup cargo --token --apply` writes it into a cargo home that had a plain source
+    // replacement and a credential provider of its own: cargo finds the token itself.
+    let set_up = tmp.path().join("set-up-home");
+    std::fs::create_dir_all(&set_up).expect("home");
+    std::fs::write(
+        set_up.join("config.toml"),
+        format!(
+            "[source.crates-io]\nreplace-with = \"cairn\"\n\n[source.cairn]\nregistry = \"sparse+{index}\"\n\n\
+             [registry]\nglobal-credential-providers = [\"cargo:libsecret\"]\n\n[net]\nretry = 0\n"
+        ),
+    )
+    .expect("config.toml");
+    let setup = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "setup", "cargo", "--apply", "--url", &index, "--token", &secret,
+        ])
+        .arg("--config")
+        .arg(tmp.path().join("cairn.toml"))
+        .env("CARGO_HOME", &set_up)
+        .env("XDG_CONFIG_HOME", tmp.path().join("xdg"))
+        .output()
+        .expect("cairn setup");
+    assert_success(&setup, "cairn setup cargo --token --apply");
+    let credentials = set_up.join("credentials.toml");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&credentials)
+            .expect("credentials")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let config = std::fs::read_to_string(set_up.join("config.toml")).expect("config");
+    assert!(
+        config.contains("cargo:libsecret") && config.contains("cargo:token"),
+        "{config}"
+    );
+    let fetched = std::process::Command::new("cargo")
+        .arg("fetch")
+        .current_dir(&app)
+        .env("CARGO_HOME", &set_up)
+        .env_remove("CARGO_REGISTRIES_CAIRN_TOKEN")
+        .output()
+        .expect("cargo");
+    assert_success(&fetched, "cargo fetch as setup --token wrote it");
     assert!(
         !node.logs().contains(&secret),
         "the token leaked into the log"
