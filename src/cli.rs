@@ -396,6 +396,8 @@ pub struct Serve {
     pub log_format: Option<String>,
     #[command(flatten)]
     pub p2p: crate::p2p::P2pArgs,
+    #[command(flatten)]
+    pub policy: crate::policy::PolicyArgs,
 }
 
 impl Serve {

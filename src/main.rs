@@ -10,6 +10,7 @@ mod descriptors;
 mod ecosystems;
 mod logging;
 mod p2p;
+mod policy;
 mod pytarget;
 mod settings;
 

@@ -100,6 +100,8 @@ pub struct FileSettings {
     pub no_mdns: Option<bool>,
     pub no_p2p: Option<bool>,
     pub trust_peer_metadata: Option<bool>,
+    /// `[policy]`: the supply-chain policy.
+    pub policy: Option<crate::policy::PolicySettings>,
 }
 
 /// The HTTP address when no flag, variable or key gives one.

@@ -13,6 +13,7 @@
 
 pub mod json;
 pub mod negotiate;
+pub mod time;
 pub mod units;
 
 /// The digests adapters name artifacts with.
@@ -191,6 +192,13 @@ pub struct ArtifactRef {
     /// The digest the registry published for the whole file.
     pub digest: Digest,
     pub size: Option<u64>,
+    /// The version of the package the file belongs to, as the registry spells it (what policy
+    /// rules name), when the document says.
+    pub version: Option<String>,
+    /// When the registry says the file (or its version) was published, in milliseconds since the
+    /// Unix epoch, when the document says (npm's `time`, cargo's `pubtime`, PyPI's
+    /// `upload-time`).
+    pub published: Option<i64>,
 }
 
 /// What a metadata document says, as [`Ecosystem::read`] finds it.
@@ -391,6 +399,20 @@ pub trait Ecosystem: Send + Sync + 'static {
         variant: &'static str,
         base: &Url,
     ) -> Result<Rendered, AdapterError>;
+
+    /// The document as upstream sent it, without the artifacts `refused` names and what
+    /// belongs only to them (npm's versions, with `time` and `dist-tags` kept consistent;
+    /// cargo's index lines; PyPI's files), rendered in its place when a supply-chain policy
+    /// refuses some. `Ok(None)`: the adapter does not filter; the refused files are still
+    /// refused when asked for.
+    fn without(
+        &self,
+        doc: &MetadataDoc<'_>,
+        refused: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Vec<u8>>, AdapterError> {
+        let _ = (doc, refused);
+        Ok(None)
+    }
 
     /// `rendered` (of `variant`), for a node whose clients must present an access token: an
     /// adapter whose clients send one only when the registry says so says it here (cargo's

@@ -61,6 +61,8 @@ fn sample_snapshot() -> Snapshot {
             key: format!("pool/p{i}.deb"),
             listed_by: "dists/s/main/binary-amd64/Packages.xz@x".into(),
             record: RefRecord {
+                version: None,
+                published: None,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i == 0).then_some(7),

@@ -19,6 +19,10 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The supply-chain policy refuses the file: the reason names the rule, the package and
+    /// the dates.
+    #[error("{0}")]
+    PolicyRefused(String),
     #[error("upstream {url} answered {status}")]
     UpstreamStatus { url: String, status: StatusCode },
     #[error("upstream {url} failed: {reason}")]
@@ -207,7 +211,9 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             // The node's own policy refuses copies it can see: no retry can change that, and a
             // 403 is what clients do not retry (they do retry a 5xx, for over a minute).
-            Error::Forbidden(_) | Error::PeerMetadataRefused { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::PeerMetadataRefused { .. } | Error::PolicyRefused(_) => {
+                StatusCode::FORBIDDEN
+            }
             Error::UpstreamStatus { status, .. } if status.is_client_error() => *status,
             // Upstream is down or unreachable: the gateway could not get an answer.
             Error::UpstreamStatus { status, .. } if status.is_server_error() => {

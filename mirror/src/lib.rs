@@ -8,6 +8,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod peers;
+pub mod policy;
 pub mod serving;
 pub mod snapshot;
 #[doc(hidden)]

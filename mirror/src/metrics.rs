@@ -37,6 +37,13 @@ pub struct EcosystemLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub ecosystem: String,
+    /// `deny`, `cutoff`, `min-age` or `unknown-age`.
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub ecosystem: String,
     pub status: u16,
@@ -60,6 +67,8 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     /// Artifacts rejected because their bytes did not match the registry's digest.
     pub digest_mismatches: Family<EcosystemLabels, Counter>,
+    /// Requests for files the supply-chain policy refuses, by ecosystem and rule.
+    pub policy_refusals: Family<PolicyLabels, Counter>,
     /// Metadata documents taken from peers, by ecosystem.
     pub peer_documents: Family<EcosystemLabels, Counter>,
     /// Bytes of artifact files held (each file once).
@@ -134,6 +143,12 @@ impl Metrics {
             "digest_mismatches",
             "Artifacts rejected because their bytes did not match the published digest",
             digest_mismatches.clone(),
+        );
+        let policy_refusals = Family::default();
+        registry.register(
+            "policy_refusals",
+            "Requests for files the supply-chain policy refuses, by rule",
+            policy_refusals.clone(),
         );
         let peer_documents = Family::default();
         registry.register(
@@ -262,6 +277,7 @@ impl Metrics {
             upstream_latency,
             upstream_requests,
             digest_mismatches,
+            policy_refusals,
         }
     }
 

@@ -531,6 +531,8 @@ fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
         key: text(v, "key")?,
         listed_by: text(v, "listed-by")?,
         record: RefRecord {
+            version: None,
+            published: None,
             flat: FlatCid(link(v, "flat")?),
             url: url_text(v)?,
             size: v.get("size").and_then(Value::as_u64),

@@ -80,6 +80,8 @@ impl Ecosystem for Test {
                 };
                 let bytes = hex::decode(digest).map_err(|e| AdapterError(e.to_string()))?;
                 Ok(ArtifactRef {
+                    version: None,
+                    published: None,
                     key: format!("{}/{file}", doc.key),
                     url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
                     digest: Digest::new(Algorithm::Sha256, bytes)
@@ -111,6 +113,8 @@ impl Ecosystem for Test {
                 }
             }
             each(ArtifactRef {
+                version: None,
+                published: None,
                 key: format!("ref-{i}"),
                 url: url.join(&format!("pool/{i}")).expect("url"),
                 digest: Digest::of(Algorithm::Sha256, &i.to_le_bytes()),

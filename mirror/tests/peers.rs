@@ -70,6 +70,8 @@ impl Ecosystem for Test {
                 };
                 let bytes = hex::decode(digest).map_err(|e| AdapterError(e.to_string()))?;
                 Ok(ArtifactRef {
+                    version: None,
+                    published: None,
                     key: key.to_owned(),
                     url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
                     digest: cairn_mirror::cid::Digest::new(

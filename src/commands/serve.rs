@@ -20,7 +20,11 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     )?;
     let listen = settings::listen(common.listen.as_deref(), file)?;
     let limits = connection_limits(file, &args)?;
+    let policy = crate::policy::build(&args.policy, file.policy.as_ref()).context("policy")?;
     let mirror = open_mirror(common, file, &args, &listen, Some(&args.p2p)).await?;
+    tracing::info!(target: crate::logging::TARGET, policy = %crate::policy::describe(&policy), "supply-chain policy");
+    mirror.set_policy(policy);
+    crate::policy::spawn_reload(mirror.clone(), args.policy.clone(), common.config.clone());
     let data_dir = mirror.config().data_dir.clone();
     if !mirror.config().offline {
         probe_upstreams(&mirror);

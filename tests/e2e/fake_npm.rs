@@ -21,6 +21,8 @@ pub struct Version {
     pub dependencies: Vec<(String, String)>,
     pub tarball: Bytes,
     pub scripts: Vec<(String, String)>,
+    /// Its publication time (RFC 3339), when the test sets one; else a January date.
+    pub published: Option<String>,
 }
 
 impl Version {
@@ -94,7 +96,16 @@ impl Registry {
                 dependencies,
                 tarball,
                 scripts: Vec::new(),
+                published: None,
             });
+        self
+    }
+
+    /// Date the last version published of `name`: `published` (RFC 3339).
+    pub fn published_at(&mut self, name: &str, published: &str) -> &mut Self {
+        if let Some(last) = self.packages.get_mut(name).and_then(|v| v.last_mut()) {
+            last.published = Some(published.to_owned());
+        }
         self
     }
 
@@ -214,16 +225,15 @@ fn packument(shared: &Npm, name: &str) -> Option<serde_json::Value> {
             }),
         );
         // A minute apart, so thousands of versions still have valid times in January.
-        time.insert(
-            v.version.clone(),
+        let published = v.published.clone().unwrap_or_else(|| {
             format!(
                 "2026-01-{:02}T{:02}:{:02}:00.000Z",
                 1 + i / 1440,
                 i / 60 % 24,
                 i % 60
             )
-            .into(),
-        );
+        });
+        time.insert(v.version.clone(), published.into());
     }
     time.insert("modified".into(), "2026-02-01T00:00:00.000Z".into());
     let latest = versions

@@ -22,6 +22,7 @@ mod netns;
 mod npm;
 mod npm_clients;
 mod p2p;
+mod policy;
 mod private;
 mod purge;
 mod pypi;

@@ -168,6 +168,8 @@ impl Archive {
                     .join(&utf8_percent_encode(&path, PATH_ENCODE).to_string())
                     .map_err(|e| fail(format!("{path}: {e}")))?;
                 refs.push(ArtifactRef {
+                    version: None,
+                    published: None,
                     key,
                     url,
                     digest: digest.clone(),
@@ -302,6 +304,8 @@ impl Ecosystem for Archive {
                 .join(&utf8_percent_encode(&f.filename, PATH_ENCODE).to_string())
                 .map_err(|e| format!("{}: {e}", f.filename))?;
             each(ArtifactRef {
+                version: None,
+                published: None,
                 key: artifact_key,
                 url,
                 digest,

@@ -75,6 +75,14 @@ impl Ecosystem for Alternative {
         Cargo.render(doc, variant, base)
     }
 
+    fn without(
+        &self,
+        doc: &MetadataDoc<'_>,
+        refused: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Vec<u8>>, AdapterError> {
+        Cargo.without(doc, refused)
+    }
+
     fn for_token_clients(
         &self,
         variant: &'static str,

@@ -95,6 +95,9 @@ struct Line<'a> {
     vers: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     cksum: std::borrow::Cow<'a, str>,
+    /// When the version was published (RFC 3339), on registries that record it.
+    #[serde(default, borrow)]
+    pubtime: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// One published version as the index lists it.
@@ -103,6 +106,8 @@ pub struct Release {
     pub name: String,
     pub version: String,
     pub checksum: Digest,
+    /// `pubtime`, in milliseconds since the epoch (`None` when absent or not a date).
+    pub published: Option<i64>,
 }
 
 /// The releases an index file lists. Every line must parse and name `expected` (any case).
@@ -130,6 +135,10 @@ pub fn releases(expected: &str, body: &[u8]) -> Result<Vec<Release>, String> {
         let checksum = Digest::new(Algorithm::Sha256, bytes)
             .map_err(|e| format!("index file of {expected}, line {}: cksum: {e}", n + 1))?;
         out.push(Release {
+            published: parsed
+                .pubtime
+                .as_deref()
+                .and_then(cairn_ecosystem::time::parse_rfc3339),
             name: parsed.name.into_owned(),
             version: parsed.vers.into_owned(),
             checksum,
@@ -226,6 +235,7 @@ mod tests {
             name: "MixedCase".into(),
             version: "1.2.3".into(),
             checksum: Digest::of(Algorithm::Sha256, b"x"),
+            published: None,
         }
     }
 

@@ -189,6 +189,8 @@ impl Ecosystem for Cargo {
             .map(|release| {
                 let url = index::download_url(&dl, &release);
                 Ok(ArtifactRef {
+                    version: Some(release.version.clone()),
+                    published: release.published,
                     key: artifact_key(&release.name, &release.version),
                     url: Url::parse(&url)
                         .map_err(|e| AdapterError(format!("download URL {url:?}: {e}")))?,
@@ -228,6 +230,32 @@ impl Ecosystem for Cargo {
             body: bytes::Bytes::copy_from_slice(doc.body),
             content_type: "text/plain",
         })
+    }
+
+    /// The index file without the lines of refused versions.
+    fn without(
+        &self,
+        doc: &MetadataDoc<'_>,
+        refused: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Vec<u8>>, AdapterError> {
+        if doc.key == CONFIG_KEY {
+            return Ok(None);
+        }
+        let releases = index::releases(doc.key, doc.body).map_err(AdapterError)?;
+        let text = String::from_utf8_lossy(doc.body);
+        let lines = text.lines().filter(|l| !l.trim().is_empty());
+        let mut out = String::with_capacity(text.len());
+        let mut dropped = false;
+        // `releases` has one entry per non-empty line, in order.
+        for (line, release) in lines.zip(&releases) {
+            if refused(&artifact_key(&release.name, &release.version)) {
+                dropped = true;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        Ok(dropped.then(|| out.into_bytes()))
     }
 
     /// cargo sends its token only to a registry whose `config.json` requires one.

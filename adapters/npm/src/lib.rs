@@ -276,6 +276,15 @@ impl Ecosystem for Npm {
         packument::artifacts(&name, doc.url, doc.body).map(DocumentFacts::artifacts)
     }
 
+    fn without(
+        &self,
+        doc: &MetadataDoc<'_>,
+        refused: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Vec<u8>>, AdapterError> {
+        let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
+        packument::without(&name, doc.url, doc.body, refused)
+    }
+
     fn render(
         &self,
         doc: &MetadataDoc<'_>,

@@ -50,6 +50,10 @@ struct Packument<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     versions: BTreeMap<std::borrow::Cow<'a, str>, Version<'a>>,
+    /// Publication time of each version (and `created`, `modified`); an unpublished package's
+    /// is an object instead of a string, hence values.
+    #[serde(default)]
+    time: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +158,14 @@ pub fn artifacts(
                 ))
             })?;
         let file = tarball_file(&url)?;
+        let published = packument
+            .time
+            .get(version.as_ref())
+            .and_then(|t| t.as_str())
+            .and_then(cairn_ecosystem::time::parse_rfc3339);
         out.push(ArtifactRef {
+            version: Some(version.to_string()),
+            published,
             key: artifact_key(name, &file),
             url,
             digest,
@@ -162,6 +173,88 @@ pub fn artifacts(
         });
     }
     Ok(out)
+}
+
+/// The packument without the versions whose tarballs `refused` names: their `versions` and
+/// `time` entries go, a dist-tag naming one goes too, and `latest` moves to the highest version
+/// left (a release before a pre-release). `None` when it names none of them. Everything kept is
+/// kept as upstream sent it (signatures and attestations included).
+pub fn without(
+    name: &PackageName,
+    doc_url: &Url,
+    body: &[u8],
+    refused: &dyn Fn(&str) -> bool,
+) -> Result<Option<Vec<u8>>, AdapterError> {
+    let mut doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("packument of {name} is not valid JSON: {e}")))?;
+    let Some(top) = doc.as_object_mut() else {
+        return Err(bad(format!("packument of {name} is not an object")));
+    };
+    let Some(versions) = top.get_mut("versions").and_then(|v| v.as_object_mut()) else {
+        return Ok(None);
+    };
+    let mut removed = Vec::new();
+    for (version, manifest) in versions.iter() {
+        let Some(tarball) = manifest
+            .get("dist")
+            .and_then(|d| d.get("tarball"))
+            .and_then(|t| t.as_str())
+        else {
+            continue;
+        };
+        let Ok(url) = doc_url.join(tarball) else {
+            continue;
+        };
+        if tarball_file(&url).is_ok_and(|file| refused(&artifact_key(name, &file))) {
+            removed.push(version.clone());
+        }
+    }
+    if removed.is_empty() {
+        return Ok(None);
+    }
+    for version in &removed {
+        versions.remove(version);
+    }
+    let left: Vec<String> = versions.keys().cloned().collect();
+    if let Some(time) = top.get_mut("time").and_then(|t| t.as_object_mut()) {
+        for version in &removed {
+            time.remove(version);
+        }
+    }
+    if let Some(tags) = top.get_mut("dist-tags").and_then(|t| t.as_object_mut()) {
+        let gone: Vec<String> = tags
+            .iter()
+            .filter(|(_, v)| v.as_str().is_some_and(|v| removed.iter().any(|r| r == v)))
+            .map(|(tag, _)| tag.clone())
+            .collect();
+        for tag in gone {
+            tags.remove(&tag);
+            if tag == "latest"
+                && let Some(highest) = left.iter().max_by(|a, b| version_order(a, b))
+            {
+                tags.insert(tag, highest.clone().into());
+            }
+        }
+    }
+    serde_json::to_vec(&doc)
+        .map(Some)
+        .map_err(|e| bad(format!("packument of {name}: {e}")))
+}
+
+/// Semver order, loosely: major, minor, patch numerically, a release after its
+/// pre-releases, pre-releases by their text; what does not parse sorts first.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(v: &str) -> Option<([u64; 3], bool, &str)> {
+        let v = v.split('+').next().unwrap_or(v);
+        let (core, pre) = v.split_once('-').unwrap_or((v, ""));
+        let mut numbers = [0u64; 3];
+        let mut parts = core.split('.');
+        for n in &mut numbers {
+            *n = parts.next()?.parse().ok()?;
+        }
+        Some((numbers, pre.is_empty(), pre))
+    }
+    key(a).cmp(&key(b))
 }
 
 /// Index key of a tarball: `name/-/file.tgz`, with the scope's literal `/`.

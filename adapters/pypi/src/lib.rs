@@ -296,10 +296,21 @@ impl Ecosystem for Pypi {
             let Some(digest) = page::sha256_of(file.get("hashes")).and_then(sha256_digest) else {
                 continue;
             };
+            // Its version from its name (wheel or sdist), its publication from PEP 700's
+            // `upload-time`.
+            let version = tags::parse_wheel(filename)
+                .map(|w| w.version)
+                .or_else(|| tags::parse_sdist(doc.key, filename).map(|(v, _)| v));
+            let published = file
+                .get("upload-time")
+                .and_then(|v| v.as_str())
+                .and_then(cairn_ecosystem::time::parse_rfc3339);
             if let Some(meta) = page::sha256_of(page::core_metadata(file)).and_then(sha256_digest) {
                 let mut meta_url = url.clone();
                 meta_url.set_path(&format!("{}.metadata", url.path()));
                 out.push(ArtifactRef {
+                    version: version.clone(),
+                    published,
                     key: artifact_key(doc.key, &format!("{filename}.metadata")),
                     url: meta_url,
                     digest: meta,
@@ -307,6 +318,8 @@ impl Ecosystem for Pypi {
                 });
             }
             out.push(ArtifactRef {
+                version,
+                published,
                 key: artifact_key(doc.key, filename),
                 url,
                 digest,
@@ -317,6 +330,56 @@ impl Ecosystem for Pypi {
             artifacts: out,
             download_prefixes: origins,
         })
+    }
+
+    /// The page (as PEP 691 JSON) without the refused files, and without the versions (PEP
+    /// 700's `versions`) no file is left of.
+    fn without(
+        &self,
+        doc: &MetadataDoc<'_>,
+        refused: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Vec<u8>>, AdapterError> {
+        let mut page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
+        let version_of = |filename: &str| {
+            tags::parse_wheel(filename)
+                .map(|w| w.version)
+                .or_else(|| tags::parse_sdist(doc.key, filename).map(|(v, _)| v))
+        };
+        let Some(files) = page.get_mut("files").and_then(|f| f.as_array_mut()) else {
+            return Ok(None);
+        };
+        let before = files.len();
+        let mut gone = Vec::new();
+        files.retain(|file| {
+            let filename = file
+                .get("filename")
+                .and_then(|f| f.as_str())
+                .unwrap_or_default();
+            let keep = !refused(&artifact_key(doc.key, filename));
+            if !keep {
+                gone.extend(version_of(filename));
+            }
+            keep
+        });
+        if files.len() == before {
+            return Ok(None);
+        }
+        let left: Vec<String> = files
+            .iter()
+            .filter_map(|f| f.get("filename").and_then(|n| n.as_str()))
+            .filter_map(version_of)
+            .collect();
+        if let Some(versions) = page.get_mut("versions").and_then(|v| v.as_array_mut()) {
+            versions.retain(|v| {
+                v.as_str().is_none_or(|v| {
+                    !gone.iter().any(|g| tags::same_version(g, v))
+                        || left.iter().any(|l| tags::same_version(l, v))
+                })
+            });
+        }
+        serde_json::to_vec(&page)
+            .map(Some)
+            .map_err(|e| AdapterError(format!("page of {}: {e}", doc.key)))
     }
 
     fn render(

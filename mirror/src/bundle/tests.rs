@@ -84,6 +84,8 @@ impl Ecosystem for Test {
                     .ok_or_else(|| fail(format!("bad line {line:?}")))?;
                 let bytes = hex::decode(hex_digest).map_err(|e| fail(e.to_string()))?;
                 Ok(crate::ecosystem::ArtifactRef {
+                    version: None,
+                    published: None,
                     key: key.to_owned(),
                     url: doc.url.join(key).map_err(|e| fail(e.to_string()))?,
                     digest: Digest::new(Algorithm::Sha512, bytes)

@@ -40,6 +40,8 @@ impl Mirror {
         if let Listing::Current(document) = &route.listed_by {
             return self.current_artifact(registered, route, document).await;
         }
+        // Before the cache: a refused file is not served from it either.
+        self.check_policy(registered, route).await?;
         let asked_at = now_ms();
         // The download map before the index: a download commits to the index before it leaves
         // the map, so a request that misses the one finds the other. (Not when that download

@@ -161,6 +161,8 @@ impl Builder {
                 evicting: tokio::sync::Mutex::new(()),
                 counted_at: Mutex::new(None),
                 tokens: super::tokens::Tokens::default(),
+                policy: std::sync::RwLock::default(),
+                policy_generation: std::sync::atomic::AtomicU64::new(0),
                 purges: std::sync::atomic::AtomicU64::new(0),
             }),
         })

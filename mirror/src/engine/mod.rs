@@ -29,6 +29,7 @@ mod from_peers;
 mod listings;
 pub(crate) mod lru;
 mod metadata;
+mod policing;
 pub mod purge;
 pub(crate) mod render;
 mod rendering;
@@ -316,6 +317,10 @@ pub(crate) struct Inner {
     counted_at: Mutex<Option<Instant>>,
     /// The access tokens accepted ([`tokens`]).
     tokens: tokens::Tokens,
+    /// The supply-chain policy in force ([`crate::policy`]), and how many times it changed
+    /// (rendered documents are cached per generation).
+    policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
+    policy_generation: std::sync::atomic::AtomicU64,
     /// Purges done: a metadata row read from the index before a purge is not remembered after
     /// it (it may name a document the purge dropped).
     purges: std::sync::atomic::AtomicU64,
@@ -623,6 +628,8 @@ fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
             flat: r.digest.flat_cid(),
             url: without_credentials(&r.url).to_string(),
             size: r.size,
+            version: r.version,
+            published: r.published,
         },
     )
 }

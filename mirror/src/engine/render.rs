@@ -19,6 +19,9 @@ pub struct RenderKey {
     pub base: String,
     /// Rendered for clients that must present an access token (`--auth required`).
     pub for_token_clients: bool,
+    /// The policy generation it was rendered under (0 when no policy applies to its
+    /// ecosystem).
+    pub policy: u64,
 }
 
 impl RenderKey {
@@ -37,6 +40,19 @@ impl RenderKey {
         }
         format!("\"{}\"", hex::encode(&sha256(&input)[..16]))
     }
+
+    /// [`RenderKey::etag`] of a body the policy filtered: it changes with what was left out.
+    pub fn etag_without(&self, refused: &std::collections::BTreeSet<String>) -> String {
+        if refused.is_empty() {
+            return self.etag();
+        }
+        let mut input = self.etag().into_bytes();
+        for key in refused {
+            input.push(0);
+            input.extend_from_slice(key.as_bytes());
+        }
+        format!("\"{}\"", hex::encode(&sha256(&input)[..16]))
+    }
 }
 
 /// A rendered body ready to send.
@@ -47,6 +63,9 @@ pub struct RenderedDoc {
     pub etag: String,
     /// The body gzipped, made on the first request that accepts it.
     pub gzip: std::sync::OnceLock<Bytes>,
+    /// When the policy's view of the document changes (a refused version comes of age), in ms
+    /// since the epoch: past it, the document is rendered again.
+    pub until: Option<i64>,
 }
 
 impl RenderedDoc {
@@ -56,6 +75,7 @@ impl RenderedDoc {
             content_type,
             etag,
             gzip: std::sync::OnceLock::new(),
+            until: None,
         }
     }
 
@@ -101,6 +121,7 @@ mod tests {
             part: None,
             base: "http://h/npm/".into(),
             for_token_clients: false,
+            policy: 0,
         }
     }
 

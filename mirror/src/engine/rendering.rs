@@ -27,17 +27,28 @@ impl Mirror {
                 key: route.key.clone(),
             });
         };
+        let name = registered.ecosystem.name();
+        let policed = self.policy().applies_to(name);
         let key = RenderKey {
             cid,
             variant: route.variant,
             part: part.map(str::to_owned),
             base: base.to_string(),
             for_token_clients: self.auth_required(),
+            policy: if policed { self.policy_generation() } else { 0 },
         };
         let for_token_clients = key.for_token_clients;
-        if let Some(doc) = self.inner.rendered.get(&key) {
+        if let Some(doc) = self.inner.rendered.get(&key)
+            && doc.until.is_none_or(|until| super::now_ms() < until)
+        {
             return Ok(doc);
         }
+        // What the policy leaves out of this document, from the references it recorded.
+        let refused = if policed {
+            self.refused_in_document(name, &route.key).await?.1
+        } else {
+            Default::default()
+        };
         let this = self.clone();
         let ecosystem = registered.ecosystem.clone();
         let (doc_key, upstream_url, base) = (
@@ -49,7 +60,8 @@ impl Mirror {
             .render_flights
             .run(key.clone(), move || async move {
                 let store = this.inner.store.clone();
-                let etag = key.etag();
+                let etag = key.etag_without(&refused.keys);
+                let until = refused.until;
                 let variant = key.variant;
                 let part = key.part.clone();
                 let rendered = blocking(move || {
@@ -58,15 +70,33 @@ impl Mirror {
                         url: upstream_url.clone(),
                         source,
                     })?;
+                    let bad = |e: crate::ecosystem::AdapterError| Error::BadMetadata {
+                        url: redact(&url),
+                        reason: e.0,
+                    };
+                    // Without what the policy refuses, in the upstream's own form.
+                    let body = if refused.keys.is_empty() {
+                        body
+                    } else {
+                        let doc = MetadataDoc {
+                            key: &doc_key,
+                            url: &url,
+                            body: &body,
+                            context: None,
+                        };
+                        match ecosystem
+                            .without(&doc, &|key| refused.keys.contains(key))
+                            .map_err(bad)?
+                        {
+                            Some(filtered) => bytes::Bytes::from(filtered),
+                            None => body,
+                        }
+                    };
                     let doc = MetadataDoc {
                         key: &doc_key,
                         url: &url,
                         body: &body,
                         context: None,
-                    };
-                    let bad = |e: crate::ecosystem::AdapterError| Error::BadMetadata {
-                        url: redact(&url),
-                        reason: e.0,
                     };
                     let rendered = match &part {
                         None => ecosystem.render(&doc, variant, &base).map_err(bad)?,
@@ -87,11 +117,9 @@ impl Mirror {
                     } else {
                         rendered
                     };
-                    Ok(Arc::new(RenderedDoc::new(
-                        rendered.body,
-                        rendered.content_type,
-                        etag,
-                    )))
+                    let mut doc = RenderedDoc::new(rendered.body, rendered.content_type, etag);
+                    doc.until = until;
+                    Ok(Arc::new(doc))
                 })
                 .await
                 .map_err(Arc::new)?;

@@ -1,5 +1,11 @@
 //! The `artifact_refs` table: what metadata documents and listings say about artifacts not
-//! (yet) cached, so a download knows its digest before its first byte.
+//! (yet) cached, so a download knows its digest before its first byte, and what supply-chain
+//! policy decides on (version, publication time).
+//!
+//! A publication time can only move later: a reference seen before keeps the later of its
+//! recorded and its new time, and a reference that appears in a document this node had read
+//! before without it is dated no earlier than now, its first sighting. So an upstream cannot
+//! backdate a version past a cooldown.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -12,6 +18,11 @@ pub struct RefRecord {
     pub flat: FlatCid,
     pub url: String,
     pub size: Option<u64>,
+    /// The package version the file belongs to, when its document says.
+    pub version: Option<String>,
+    /// When it was published (ms since the epoch), as the document said and its first
+    /// sighting allows (see the module doc).
+    pub published: Option<i64>,
 }
 
 /// Insert or replace artifact references listed by `listed_by`, inside the caller's transaction.
@@ -21,34 +32,69 @@ pub(super) fn insert_refs(
     listed_by: &str,
     refs: &[(String, RefRecord)],
 ) -> Result<(), IndexError> {
+    // Whether this document listed anything before: then what it lists for the first time now
+    // is first seen now.
+    let seen_before: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM artifact_refs WHERE ecosystem = ?1 AND metadata_key = ?2)",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![ecosystem, listed_by], |row| row.get(0)))
+        .map_err(err("read artifact references"))?;
+    let now = now_ms();
     let mut stmt = tx
         .prepare_cached(
-            "INSERT OR REPLACE INTO artifact_refs
-             (ecosystem, key, flat_cid, url, size, metadata_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO artifact_refs
+             (ecosystem, key, flat_cid, url, size, metadata_key, version, published)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (ecosystem, key) DO UPDATE SET
+                flat_cid = excluded.flat_cid, url = excluded.url, size = excluded.size,
+                metadata_key = excluded.metadata_key, version = excluded.version,
+                published = CASE
+                    WHEN artifact_refs.published IS NULL THEN ?9
+                    WHEN ?9 IS NULL THEN artifact_refs.published
+                    ELSE MAX(artifact_refs.published, ?9) END",
         )
         .map_err(err("write artifact references"))?;
     for (artifact_key, r) in refs {
+        let published = match (seen_before, r.published) {
+            (true, Some(claimed)) => Some(claimed.max(now)),
+            (true, None) => Some(now),
+            (false, claimed) => claimed,
+        };
+        // A new reference is dated from its sighting (?8); one recorded before keeps the later
+        // of its date and the one claimed now (?9).
         stmt.execute(params![
             ecosystem,
             artifact_key,
             r.flat.to_bytes(),
             r.url,
             r.size.map(|s| s as i64),
-            listed_by
+            listed_by,
+            r.version,
+            published,
+            r.published
         ])
         .map_err(err("write artifact references"))?;
     }
     Ok(())
 }
 
-/// A reference from columns `at..`: flat CID, URL, size.
+/// A reference from columns `at..`: flat CID, URL, size, version, published.
 pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RefRecord> {
     Ok(RefRecord {
         flat: cid_column(row, at, FlatCid::from_bytes)?,
         url: row.get(at + 1)?,
         size: row.get::<_, Option<i64>>(at + 2)?.map(|s| s as u64),
+        version: row.get(at + 3)?,
+        published: row.get(at + 4)?,
     })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Index {
@@ -69,13 +115,34 @@ impl Index {
     pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT flat_cid, url, size FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
+                "SELECT flat_cid, url, size, version, published FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![ecosystem, key], |row| ref_columns(row, 0))
                     .optional()
             })
             .map_err(err("read artifact reference"))
+        })
+    }
+
+    /// The references the document (or listing) `listed_by` recorded, by key.
+    pub fn refs_listed_by(
+        &self,
+        ecosystem: &str,
+        listed_by: &str,
+    ) -> Result<Vec<(String, RefRecord)>, IndexError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT key, flat_cid, url, size, version, published FROM artifact_refs
+                 WHERE ecosystem = ?1 AND metadata_key = ?2 ORDER BY key",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ecosystem, listed_by], |row| {
+                    Ok((row.get(0)?, ref_columns(row, 1)?))
+                })
+                .and_then(|rows| rows.collect())
+            })
+            .map_err(err("list a document's artifact references"))
         })
     }
 
@@ -91,7 +158,7 @@ impl Index {
         let end = format!("{prefix}\u{10FFFF}");
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published FROM artifact_refs
                  WHERE ecosystem = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
             )
             .and_then(|mut stmt| {
@@ -116,7 +183,7 @@ impl Index {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size
+                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published
                      FROM artifact_refs ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifact references"))?;

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -116,9 +116,18 @@ CREATE INDEX metadata_private ON metadata (cid) WHERE private = 1;
 ALTER TABLE events ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// What supply-chain policy reads of each artifact a document lists: its version and when it
+/// was published (as first seen by this node; see `refs.rs`); and the references of one
+/// document found without a scan.
+const V7: &str = r#"
+ALTER TABLE artifact_refs ADD COLUMN version TEXT;
+ALTER TABLE artifact_refs ADD COLUMN published INTEGER;
+CREATE INDEX artifact_refs_by_document ON artifact_refs (ecosystem, metadata_key);
+"#;
+
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this

@@ -94,6 +94,8 @@ fn metadata_and_refs_are_written_together() {
         size: 2,
     };
     let reference = RefRecord {
+        version: None,
+        published: None,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://upstream/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -169,6 +171,8 @@ fn stored_credentials_are_stripped() {
         size: 2,
     };
     let reference = RefRecord {
+        version: None,
+        published: None,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://cairn:s3cret@upstream.invalid/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -244,13 +248,19 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
     // column version 6 gave artifacts and metadata; version 2 only added the events table,
     // version 3 an index of leaves by file, version 4 the upkeep runs, version 5 the access
     // tokens and version 6 the indexes of private rows.
+    // and the `version` and `published` columns version 7 gave artifact references.
     let column = ", private INTEGER NOT NULL DEFAULT 0";
+    let ref_columns = ", version TEXT, published INTEGER";
     let after: Vec<(String, String)> = after
         .into_iter()
         .map(|(name, sql)| match name.as_str() {
             "artifacts" | "metadata" => {
                 assert!(sql.contains(column), "{name}: {sql}");
                 (name, sql.replace(column, ""))
+            }
+            "artifact_refs" => {
+                assert!(sql.contains(ref_columns), "{name}: {sql}");
+                (name, sql.replace(ref_columns, ""))
             }
             _ => (name, sql),
         })
@@ -267,6 +277,7 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
     assert_eq!(
         added,
         [
+            "artifact_refs_by_document",
             "artifacts_private",
             "events",
             "leaves_by_flat",
@@ -314,4 +325,77 @@ fn an_index_from_a_newer_cairn_is_refused_naming_both_versions() {
         .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
         .expect("version");
     assert_eq!(version, newer);
+}
+
+#[test]
+fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_sighting() {
+    let (_dir, index) = index();
+    const DAY: i64 = 86_400_000;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    let record = MetadataRecord {
+        private: false,
+        cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+        status: 200,
+        upstream_url: "http://upstream/x".into(),
+        fetched_at: 1,
+        etag: None,
+        last_modified: None,
+        size: 2,
+    };
+    let reference = |version: &str, published: i64| RefRecord {
+        flat: Digest::of(Algorithm::Sha256, version.as_bytes()).flat_cid(),
+        url: format!("http://upstream/x/-/x-{version}.tgz"),
+        size: None,
+        version: Some(version.to_owned()),
+        published: Some(published),
+    };
+    let published = |key: &str| {
+        index
+            .get_ref("npm", key)
+            .expect("read")
+            .expect("ref")
+            .published
+            .expect("published")
+    };
+    let first_fetch = now() - 40 * DAY;
+    index
+        .put_metadata(
+            "npm",
+            "x",
+            &record,
+            &[("x/-/x-1.0.0.tgz".into(), reference("1.0.0", first_fetch))],
+        )
+        .expect("first fetch");
+    // The first sighting of a document trusts its dates.
+    assert_eq!(published("x/-/x-1.0.0.tgz"), first_fetch);
+    let before = now();
+    index
+        .put_metadata(
+            "npm",
+            "x",
+            &record,
+            &[
+                // Backdated: stays as first recorded.
+                (
+                    "x/-/x-1.0.0.tgz".into(),
+                    reference("1.0.0", first_fetch - 100 * DAY),
+                ),
+                // New in a document read before, claiming an old date: dated now.
+                (
+                    "x/-/x-1.1.0.tgz".into(),
+                    reference("1.1.0", first_fetch - 10 * DAY),
+                ),
+            ],
+        )
+        .expect("second fetch");
+    assert_eq!(published("x/-/x-1.0.0.tgz"), first_fetch);
+    assert!(published("x/-/x-1.1.0.tgz") >= before);
+    let listed = index.refs_listed_by("npm", "x").expect("listed");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].1.version.as_deref(), Some("1.1.0"));
 }

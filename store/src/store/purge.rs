@@ -100,6 +100,8 @@ mod tests {
                 (
                     (*k).to_owned(),
                     RefRecord {
+                        version: None,
+                        published: None,
                         flat: Digest::of(Algorithm::Sha512, data).flat_cid(),
                         url: format!("http://upstream.invalid/{k}"),
                         size: Some(data.len() as u64),

@@ -263,6 +263,8 @@ fn an_import_places_its_staged_files_then_writes_its_rows() {
         refs: vec![(
             "x.tgz".into(),
             RefRecord {
+                version: None,
+                published: None,
                 flat,
                 url: "http://upstream.invalid/x.tgz".into(),
                 size: Some(data.len() as u64),

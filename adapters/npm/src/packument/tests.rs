@@ -191,3 +191,47 @@ fn a_version_manifest_of_a_scoped_package_and_odd_documents() {
         .expect_err("a non-string tarball is an error");
     assert!(err.0.contains("tarball"), "{}", err.0);
 }
+
+#[test]
+fn a_policy_leaves_out_versions_and_latest_moves_to_the_highest_left() {
+    let name = PackageName::parse("is-number").expect("name");
+    let body = fixture("is-number.json");
+    let url = doc_url("is-number");
+    let refs = artifacts(&name, &url, &body).expect("refs");
+    let seven = refs
+        .iter()
+        .find(|r| r.key == "is-number/-/is-number-7.0.0.tgz")
+        .expect("7.0.0 listed");
+    assert_eq!(seven.version.as_deref(), Some("7.0.0"));
+    assert!(seven.published.is_some(), "the packument's time is read");
+    let refused = |key: &str| key == "is-number/-/is-number-7.0.0.tgz";
+    let kept = value(
+        &without(&name, &url, &body, &refused)
+            .expect("filter")
+            .expect("changed"),
+    );
+    assert!(kept["versions"].get("7.0.0").is_none());
+    assert!(kept["time"].get("7.0.0").is_none());
+    assert_eq!(kept["dist-tags"]["latest"], "6.0.0");
+    let original = value(&body);
+    assert_eq!(
+        kept["versions"]["6.0.0"], original["versions"]["6.0.0"],
+        "what is kept is kept as upstream sent it"
+    );
+    assert_eq!(
+        without(&name, &url, &body, &|_| false).expect("filter"),
+        None
+    );
+    assert_eq!(
+        version_order("1.10.0", "1.9.0"),
+        std::cmp::Ordering::Greater
+    );
+    assert_eq!(
+        version_order("2.0.0-rc.1", "1.9.0"),
+        std::cmp::Ordering::Greater
+    );
+    assert_eq!(
+        version_order("2.0.0-rc.1", "2.0.0"),
+        std::cmp::Ordering::Less
+    );
+}

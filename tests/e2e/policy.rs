@@ -1,0 +1,140 @@
+//! Supply-chain policy with the real clients: under a minimum age npm resolves to the older
+//! version the registry published, and `npm ci` from a lockfile pinning the young one fails
+//! with the node's 403 and its reason; an `allow` rule added to `cairn.toml` lets it through
+//! on the next request (the policy is reloaded without a restart); `deny` and `cutoff` refuse
+//! what they name; refusals are counted in `/metrics`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::fake_npm::{FakeNpm, Registry, noise};
+use crate::support::{Cairn, ClientEnv, assert_success, get, project, wait_for};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn days_ago(days: i64) -> String {
+    cairn_mirror::ecosystem::time::format_rfc3339(cairn_mirror::now_ms() - days * DAY_MS)
+}
+
+/// `fresh-lib` 1.0.0 published 30 days ago and 1.1.0 yesterday; `steady` 2.0.0 60 days ago.
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    r.publish("fresh-lib", "1.0.0", &[], &[("a.js", noise(2 << 10, 1))])
+        .published_at("fresh-lib", &days_ago(30));
+    r.publish("fresh-lib", "1.1.0", &[], &[("a.js", noise(2 << 10, 2))])
+        .published_at("fresh-lib", &days_ago(1));
+    r.publish("steady", "2.0.0", &[], &[("s.js", noise(2 << 10, 3))])
+        .published_at("steady", &days_ago(60));
+    r
+}
+
+/// The node's own `cairn.toml` (its `XDG_CONFIG_HOME` is beside `data`).
+fn write_config(data: &Path, policy: &str) {
+    let dir = data.with_extension("home").join(".config/cairn");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let path = dir.join("cairn.toml");
+    let temp = dir.join("cairn.toml.tmp");
+    std::fs::write(&temp, format!("[policy]\n{policy}")).expect("cairn.toml");
+    std::fs::rename(&temp, &path).expect("cairn.toml");
+}
+
+fn installed_version(app: &Path, name: &str) -> String {
+    let manifest =
+        std::fs::read_to_string(app.join("node_modules").join(name).join("package.json"))
+            .expect("installed");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    manifest["version"].as_str().expect("version").to_owned()
+}
+
+#[test]
+fn npm_resolves_past_young_versions_and_a_lockfile_pinning_one_gets_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fake = FakeNpm::start(registry());
+    // Before any policy, a lockfile is written that pins the young version.
+    let data = tmp.path().join("data");
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    let env = ClientEnv::new(&tmp.path().join("client"), &node.npm());
+    let pinned = project(
+        &tmp.path().join("pinned"),
+        serde_json::json!({ "fresh-lib": "^1.0.0", "steady": "^2.0.0" }),
+    );
+    assert_success(
+        &env.run("npm", &["install"], &pinned),
+        "npm install (no policy)",
+    );
+    assert_eq!(installed_version(&pinned, "fresh-lib"), "1.1.0");
+    let reloads = |n: usize| {
+        wait_for(Duration::from_secs(20), "the policy reloaded", || {
+            (node.logs().matches("policy reloaded").count() >= n).then_some(())
+        })
+    };
+
+    // A minimum age, put in force by editing `cairn.toml`: no restart.
+    write_config(&data, "min-age = \"7d\"\n");
+    reloads(1);
+
+    // Resolution skips the young version; `latest` moved back with it.
+    let packument: serde_json::Value =
+        serde_json::from_str(&get(&format!("{}fresh-lib", node.npm())).text).expect("json");
+    assert!(packument["versions"].get("1.1.0").is_none(), "{packument}");
+    assert!(packument["time"].get("1.1.0").is_none(), "{packument}");
+    assert_eq!(packument["dist-tags"]["latest"], "1.0.0");
+    let fresh = project(
+        &tmp.path().join("fresh"),
+        serde_json::json!({ "fresh-lib": "^1.0.0" }),
+    );
+    env.clear_cache();
+    assert_success(
+        &env.run("npm", &["install"], &fresh),
+        "npm install under min-age",
+    );
+    assert_eq!(installed_version(&fresh, "fresh-lib"), "1.0.0");
+
+    // The lockfile pinning 1.1.0 (its tarball cached already): `npm ci` fails with the
+    // node's reason.
+    env.clear_cache();
+    let refused = env.run("npm", &["ci"], &pinned);
+    assert!(
+        !refused.status.success(),
+        "npm ci installed a refused version"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(said.contains("403"), "{said}");
+    assert!(
+        said.contains("refused by this node's policy") && said.contains("minimum age"),
+        "npm does not show the reason:\n{said}"
+    );
+    let refusals = node.metric("cairn_policy_refusals_total{ecosystem=\"npm\",rule=\"min-age\"}");
+    assert!(refusals >= 1.0, "{refusals}");
+
+    // The break-glass: allowed by name, taken on the next request.
+    write_config(
+        &data,
+        "min-age = \"7d\"\nallow = [\"npm:fresh-lib@1.1.0\"]\n",
+    );
+    reloads(2);
+    env.clear_cache();
+    assert_success(
+        &env.run("npm", &["ci"], &pinned),
+        "npm ci with the version allowed",
+    );
+    assert_eq!(installed_version(&pinned, "fresh-lib"), "1.1.0");
+
+    // deny refuses what it names, whatever its age; a cutoff refuses what came after it.
+    write_config(
+        &data,
+        &format!(
+            "deny = [\"npm:steady@2.0.0\"]\ncutoff = \"{}\"\n",
+            days_ago(10)
+        ),
+    );
+    reloads(3);
+    let steady = get(&format!("{}steady/-/steady-2.0.0.tgz", node.npm()));
+    assert_eq!(steady.status, 403);
+    assert!(steady.text.contains("deny"), "{}", steady.text);
+    let late = get(&format!("{}fresh-lib/-/fresh-lib-1.1.0.tgz", node.npm()));
+    assert_eq!(late.status, 403);
+    assert!(late.text.contains("after the cutoff"), "{}", late.text);
+    let early = get(&format!("{}fresh-lib/-/fresh-lib-1.0.0.tgz", node.npm()));
+    assert_eq!(early.status, 200);
+}
