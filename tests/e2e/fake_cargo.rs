@@ -20,6 +20,8 @@ pub struct Release {
     pub deps: Vec<(String, String)>,
     pub yanked: bool,
     pub file: Bytes,
+    /// Its `pubtime` (RFC 3339), when the test sets one; else the index line has none.
+    pub published: Option<String>,
 }
 
 impl Release {
@@ -73,7 +75,20 @@ impl Registry {
                 deps,
                 yanked,
                 file,
+                published: None,
             });
+        self
+    }
+
+    /// Date the release of `name` published last: `published` (RFC 3339).
+    pub fn published_at(&mut self, name: &str, published: &str) -> &mut Self {
+        if let Some(last) = self
+            .crates
+            .get_mut(&name.to_ascii_lowercase())
+            .and_then(|r| r.last_mut())
+        {
+            last.published = Some(published.to_owned());
+        }
         self
     }
 
@@ -106,8 +121,11 @@ fn index_file(releases: &[Release]) -> String {
                     "default_features": true, "target": null, "kind": "normal"})
             })
             .collect();
-        let line = serde_json::json!({"name": r.name, "vers": r.version, "deps": deps,
+        let mut line = serde_json::json!({"name": r.name, "vers": r.version, "deps": deps,
             "cksum": r.checksum(), "features": {}, "yanked": r.yanked, "links": null});
+        if let Some(published) = &r.published {
+            line["pubtime"] = published.clone().into();
+        }
         out.push_str(&line.to_string());
         out.push('\n');
     }

@@ -45,6 +45,8 @@ pub struct File {
     pub filename: String,
     pub bytes: Bytes,
     pub yanked: Option<String>,
+    /// Its PEP 700 `upload-time` (RFC 3339), when the test sets one; else a January date.
+    pub uploaded: Option<String>,
 }
 
 impl File {
@@ -100,6 +102,7 @@ impl Index {
             filename: format!("{root}.tar.gz"),
             bytes: crate::support::targz([(format!("{root}/PKG-INFO"), pkg_info.into_bytes())]),
             yanked: None,
+            uploaded: None,
         });
         self
     }
@@ -129,7 +132,16 @@ impl Index {
             filename,
             bytes: Bytes::from(std::fs::read(&out).expect("wheel")),
             yanked: yanked.map(str::to_owned),
+            uploaded: None,
         });
+        self
+    }
+
+    /// Date the file published last: `uploaded` (RFC 3339).
+    pub fn uploaded_at(&mut self, uploaded: &str) -> &mut Self {
+        if let Some(last) = self.files.last_mut() {
+            last.uploaded = Some(uploaded.to_owned());
+        }
         self
     }
 
@@ -230,7 +242,7 @@ fn page_json(shared: &Simple, project: &str) -> serde_json::Value {
                 "hashes": { "sha256": f.sha256() },
                 "requires-python": ">=3.8",
                 "size": f.bytes.len(),
-                "upload-time": "2026-01-02T03:04:05.000000Z",
+                "upload-time": f.uploaded.clone().unwrap_or_else(|| "2026-01-02T03:04:05.000000Z".to_owned()),
                 "yanked": f.yanked.clone().map_or(serde_json::Value::Bool(false), Into::into),
             })
         })

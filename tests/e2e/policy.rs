@@ -138,3 +138,123 @@ fn npm_resolves_past_young_versions_and_a_lockfile_pinning_one_gets_the_reason()
     let early = get(&format!("{}fresh-lib/-/fresh-lib-1.0.0.tgz", node.npm()));
     assert_eq!(early.status, 200);
 }
+
+#[test]
+fn pip_uv_and_cargo_resolve_past_young_versions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wheels = tmp.path().join("wheels");
+    let mut index = crate::fake_pypi::Index::default();
+    index
+        .wheel(&wheels, "fresh-py", "1.0.0", &[], None)
+        .uploaded_at(&days_ago(30))
+        .wheel(&wheels, "fresh-py", "1.1.0", &[], None)
+        .uploaded_at(&days_ago(1));
+    let pypi = crate::fake_pypi::FakePypi::start(index);
+    let mut crates = crate::fake_cargo::Registry::default();
+    crates
+        .publish("fresh-crate", "1.0.0", &[], false)
+        .published_at("fresh-crate", &days_ago(30));
+    crates
+        .publish("fresh-crate", "1.1.0", &[], false)
+        .published_at("fresh-crate", &days_ago(1));
+    let cargo_fake = crate::fake_cargo::FakeCargo::start(crates);
+    let node = Cairn::start(
+        &tmp.path().join("data"),
+        &[
+            "--pypi-upstream",
+            &pypi.simple_url,
+            "--cargo-upstream",
+            &cargo_fake.index_url,
+            "--min-age",
+            "7d",
+        ],
+    );
+    let index_url = format!("{}/pypi/simple/", node.url);
+    let home = tmp.path().join("home");
+
+    // pip and uv take the old release.
+    let pip_venv = crate::pypi::venv(&tmp.path().join("pip-venv"));
+    assert_success(
+        &crate::pypi::python_tool(
+            &pip_venv.join("bin/pip"),
+            &[
+                "install",
+                "--no-cache-dir",
+                "--index-url",
+                &index_url,
+                "fresh-py",
+            ],
+            &home,
+        ),
+        "pip install under min-age",
+    );
+    let uv_venv = crate::pypi::venv(&tmp.path().join("uv-venv"));
+    assert_success(
+        &crate::pypi::python_tool(
+            &crate::tools::tools().uv,
+            &[
+                "pip",
+                "install",
+                "--no-cache",
+                "--python",
+                uv_venv.join("bin/python").to_str().expect("path"),
+                "--index-url",
+                &index_url,
+                "fresh-py",
+            ],
+            &home,
+        ),
+        "uv pip install under min-age",
+    );
+    for venv in [&pip_venv, &uv_venv] {
+        let out = std::process::Command::new(venv.join("bin/python"))
+            .args(["-c", "import fresh_py; print(fresh_py.VERSION)"])
+            .output()
+            .expect("python");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
+    }
+    // Pinned to the young one, pip is refused with the node's reason.
+    let pinned = crate::pypi::python_tool(
+        &pip_venv.join("bin/pip"),
+        &[
+            "download",
+            "--no-cache-dir",
+            "--no-deps",
+            "-d",
+            tmp.path().join("dl").to_str().expect("path"),
+            "--index-url",
+            &index_url,
+            "fresh-py==1.1.0",
+        ],
+        &home,
+    );
+    assert!(!pinned.status.success());
+    let wheel = format!(
+        "{}/pypi/files/fresh-py/fresh_py-1.1.0-py3-none-any.whl",
+        node.url
+    );
+    let refused = get(&wheel);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.text.contains("minimum age"), "{}", refused.text);
+
+    // cargo resolves `^1` to the old crate.
+    let cargo_home = crate::cargo::cargo_home(
+        &tmp.path().join("cargo-home"),
+        &format!("{}/cargo/index/", node.url),
+    );
+    let app = crate::cargo::project(&tmp.path().join("app"), &[("fresh-crate", "1")]);
+    assert_success(
+        &crate::cargo::cargo(&cargo_home, &app, &["generate-lockfile"]),
+        "cargo generate-lockfile under min-age",
+    );
+    let lock = std::fs::read_to_string(app.join("Cargo.lock")).expect("lock");
+    assert!(
+        lock.contains("name = \"fresh-crate\"\nversion = \"1.0.0\""),
+        "{lock}"
+    );
+    let young = get(&format!(
+        "{}/cargo/crates/fresh-crate/1.1.0/download",
+        node.url
+    ));
+    assert_eq!(young.status, 403, "{}", young.text);
+}
