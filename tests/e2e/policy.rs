@@ -89,6 +89,26 @@ fn npm_resolves_past_young_versions_and_a_lockfile_pinning_one_gets_the_reason()
         "npm install under min-age",
     );
     assert_eq!(installed_version(&fresh, "fresh-lib"), "1.0.0");
+    // pnpm reads the abbreviated packument: the same versions are missing from it.
+    let pnpm_dir = project(
+        &tmp.path().join("pnpm"),
+        serde_json::json!({ "fresh-lib": "^1.0.0" }),
+    );
+    let store = format!("--store-dir={}", tmp.path().join("pnpm-store").display());
+    let registry = format!("--registry={}", node.npm());
+    assert_success(
+        &env.run(
+            crate::tools::tools().pnpm.to_str().expect("path"),
+            &["install", &registry, &store],
+            &pnpm_dir,
+        ),
+        "pnpm install under min-age",
+    );
+    let linked = std::fs::read_dir(pnpm_dir.join("node_modules/.pnpm"))
+        .expect("pnpm store")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Vec<_>>();
+    assert!(linked.iter().any(|d| d == "fresh-lib@1.0.0"), "{linked:?}");
 
     // The lockfile pinning 1.1.0 (its tarball cached already): `npm ci` fails with the
     // node's reason.
