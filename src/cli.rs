@@ -195,6 +195,9 @@ pub enum Command {
     /// Access tokens for a node serving with --auth required
     #[command(subcommand)]
     Token(TokenCommand),
+    /// What the running node's supply-chain policy decides
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The peers the running node is connected to, with their round-trip times
     Peers {
         /// Print the report as JSON
@@ -203,6 +206,28 @@ pub enum Command {
         /// The node [default: the one at --listen]
         #[arg(long)]
         url: Option<Url>,
+    },
+}
+
+/// `cairn policy …`: the running node's supply-chain policy.
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Which rule decides on each ECOSYSTEM:NAME@VERSION (npm:axios@1.14.1), and why
+    Explain {
+        #[arg(required = true, value_name = "PACKAGE")]
+        packages: Vec<String>,
+        /// Print the explanations as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every version the lockfiles pin that the policy refuses; fails when there is one
+    Check {
+        /// A lockfile ([KIND:]FILE, as for prefetch) (repeatable)
+        #[arg(long = "lockfile", required = true, value_name = "[KIND:]FILE")]
+        lockfiles: Vec<String>,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -114,5 +114,11 @@ async fn run(cli: Cli) -> Result<()> {
             commands::verify::run(common, &file, repair, json).await
         }
         Command::Token(command) => commands::token::run(common, &file, command).await,
+        Command::Policy(cli::PolicyCommand::Explain { packages, json }) => {
+            commands::policy::explain(common, &file, &packages, json).await
+        }
+        Command::Policy(cli::PolicyCommand::Check { lockfiles, json }) => {
+            commands::policy::check(common, &file, &lockfiles, json).await
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use cairn_mirror::Mirror;
-use cairn_mirror::policy::{Policy, Rule, UnknownAge};
+use cairn_mirror::policy::{Policy, Rule, UnknownAge, duration_text};
 use serde::Deserialize;
 
 use crate::settings;
@@ -124,16 +124,10 @@ pub fn describe(policy: &Policy) -> String {
     }
     let mut parts = Vec::new();
     if let Some(ms) = policy.min_age {
-        parts.push(format!(
-            "min-age {}",
-            cairn_mirror::limits::duration(Duration::from_millis(ms as u64))
-        ));
+        parts.push(format!("min-age {}", duration_text(ms)));
     }
     for (family, ms) in &policy.min_age_by {
-        parts.push(format!(
-            "min-age-{family} {}",
-            cairn_mirror::limits::duration(Duration::from_millis(*ms as u64))
-        ));
+        parts.push(format!("min-age-{family} {}", duration_text(*ms)));
     }
     if let Some(cutoff) = policy.cutoff {
         parts.push(format!(

@@ -24,6 +24,17 @@ use crate::ecosystem::time::format_rfc3339;
 use crate::index::ecosystem_family;
 pub use versions::VersionSet;
 
+/// `ms` as the settings write durations: in whole days, hours, minutes or seconds (`7d`).
+pub fn duration_text(ms: i64) -> String {
+    let seconds = ms / 1000;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if seconds >= size && seconds % size == 0 {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
 /// A rule of `allow` or `deny`: an ecosystem (`npm`, `cargo`, `pypi`, `apt`), a package name
 /// as that ecosystem spells its keys, and versions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +245,7 @@ impl Policy {
                     "{what} is refused by this node's policy: published {}, less than the minimum \
                      age of {} ago; it is offered from {}",
                     format_rfc3339(published),
-                    crate::limits::duration(std::time::Duration::from_millis(min_age as u64)),
+                    duration_text(min_age),
                     format_rfc3339(until)
                 ),
                 until: Some(until),

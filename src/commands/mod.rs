@@ -9,6 +9,7 @@ pub mod import;
 pub mod local_node;
 pub mod peers;
 pub mod pin;
+pub mod policy;
 pub mod prefetch;
 pub mod purge;
 pub mod serve;

@@ -127,6 +127,48 @@ fn npm_resolves_past_young_versions_and_a_lockfile_pinning_one_gets_the_reason()
     let refusals = node.metric("cairn_policy_refusals_total{ecosystem=\"npm\",rule=\"min-age\"}");
     assert!(refusals >= 1.0, "{refusals}");
 
+    // `policy explain` names the rule and the dates; `policy check` fails on the lockfile.
+    let address = node.url.trim_start_matches("http://").to_owned();
+    let data_arg = data.to_str().expect("path").to_owned();
+    let explained = crate::bundle::cairn(&[
+        "policy",
+        "explain",
+        "npm:fresh-lib@1.1.0",
+        "npm:fresh-lib@1.0.0",
+        "--listen",
+        &address,
+        "--data-dir",
+        &data_arg,
+    ]);
+    assert_success(&explained, "cairn policy explain");
+    let text = String::from_utf8_lossy(&explained.stdout).into_owned();
+    assert!(
+        text.contains("npm:fresh-lib@1.1.0: min-age")
+            && text.contains("npm:fresh-lib@1.0.0: offered"),
+        "{text}"
+    );
+    assert!(text.contains("policy: min-age 7d"), "{text}");
+    let lockfile = pinned.join("package-lock.json");
+    let checked = crate::bundle::cairn(&[
+        "policy",
+        "check",
+        "--lockfile",
+        lockfile.to_str().expect("path"),
+        "--listen",
+        &address,
+        "--data-dir",
+        &data_arg,
+    ]);
+    assert!(
+        !checked.status.success(),
+        "policy check passed a refused pin"
+    );
+    let text = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert!(
+        text.contains("npm:fresh-lib@1.1.0") && text.contains("1 of 2 pinned versions refused"),
+        "{text}"
+    );
+
     // The break-glass: allowed by name, taken on the next request.
     write_config(
         &data,

@@ -150,3 +150,141 @@ impl Mirror {
         .await
     }
 }
+
+/// What the policy decides on one version, and why: `cairn policy explain`.
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    pub package: String,
+    pub ecosystem: String,
+    pub name: String,
+    pub version: String,
+    /// `offered`, or the rule that refuses it (`deny`, `cutoff`, `min-age`, `unknown-age`).
+    pub decision: String,
+    pub reason: Option<String>,
+    /// Its files as the registry lists them, with their publication times as this node
+    /// recorded them (its first sighting when that is later).
+    pub files: Vec<ExplainedFile>,
+    pub policy: PolicyView,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ExplainedFile {
+    pub key: String,
+    pub published: Option<String>,
+    pub refused_by: Option<&'static str>,
+}
+
+/// The policy's current values, for explanations.
+#[derive(Debug, serde::Serialize)]
+pub struct PolicyView {
+    pub min_age_seconds: Option<i64>,
+    pub min_age_seconds_here: Option<i64>,
+    pub cutoff: Option<String>,
+    pub unknown_age: &'static str,
+    pub deny: Vec<String>,
+    pub allow: Vec<String>,
+}
+
+impl Mirror {
+    /// Which rule decides on `package` (`ECOSYSTEM:NAME@VERSION`, the ecosystem one this node
+    /// serves: `npm`, `cargo`, `pypi`, `cargo/NAME`), fetching its document when the node has
+    /// none.
+    pub async fn explain(&self, package: &str) -> Result<Explanation, Error> {
+        let bad = |why: &str| Error::BadRequest(format!("{package:?}: {why}"));
+        let (ecosystem, rest) = package
+            .split_once(':')
+            .ok_or_else(|| bad("expected ECOSYSTEM:NAME@VERSION"))?;
+        let at = rest
+            .char_indices()
+            .skip(1)
+            .find(|&(_, c)| c == '@')
+            .map(|(i, _)| i)
+            .ok_or_else(|| bad("expected ECOSYSTEM:NAME@VERSION"))?;
+        let (name, version) = (&rest[..at], &rest[at + 1..]);
+        let registered = self.ecosystem(ecosystem).ok_or_else(|| {
+            Error::NotFound(format!("{package}: this node serves no {ecosystem}"))
+        })?;
+        let Some(crate::ecosystem::Route::Metadata(route)) = registered
+            .ecosystem
+            .key_route(name)
+            .map_err(|e| bad(&e.0))?
+        else {
+            return Err(bad("not a package this ecosystem names"));
+        };
+        self.metadata(registered, &route).await?;
+        let policy = self.policy();
+        let family = crate::index::ecosystem_family(ecosystem).to_owned();
+        let refs = {
+            let (index, ecosystem, key) = (
+                self.inner.index.clone(),
+                ecosystem.to_owned(),
+                route.key.clone(),
+            );
+            blocking(move || Ok(index.refs_listed_by(&ecosystem, &key)?)).await?
+        };
+        let now = now_ms();
+        let mut files = Vec::new();
+        let mut decision: Option<Refusal> = None;
+        for (key, reference) in refs {
+            let Some(listed) = reference.version.as_deref() else {
+                continue;
+            };
+            let same = listed == version
+                || crate::policy::versions::compare(&family, listed, version)
+                    == Some(std::cmp::Ordering::Equal);
+            if !same {
+                continue;
+            }
+            let refusal = policy.decide(
+                ecosystem,
+                &route.key,
+                Some(listed),
+                reference.published,
+                now,
+            );
+            files.push(ExplainedFile {
+                key,
+                published: reference
+                    .published
+                    .map(crate::ecosystem::time::format_rfc3339),
+                refused_by: refusal.as_ref().map(|r| r.rule),
+            });
+            if decision.is_none() {
+                decision = refusal;
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::NotFound(format!(
+                "{package}: the registry lists no such version"
+            )));
+        }
+        let ms = |v: i64| v / 1000;
+        Ok(Explanation {
+            package: package.to_owned(),
+            ecosystem: ecosystem.to_owned(),
+            name: route.key.clone(),
+            version: version.to_owned(),
+            decision: decision
+                .as_ref()
+                .map_or("offered".to_owned(), |r| r.rule.to_owned()),
+            reason: decision.map(|r| r.reason),
+            files,
+            policy: PolicyView {
+                min_age_seconds: policy.min_age.map(ms),
+                min_age_seconds_here: policy
+                    .min_age_by
+                    .get(&family)
+                    .copied()
+                    .or(policy.min_age)
+                    .map(ms),
+                cutoff: policy.cutoff.map(crate::ecosystem::time::format_rfc3339),
+                unknown_age: match policy.unknown_age {
+                    crate::policy::UnknownAge::Allow => "allow",
+                    crate::policy::UnknownAge::Deny => "deny",
+                },
+                deny: policy.deny.iter().map(|r| r.text.clone()).collect(),
+                allow: policy.allow.iter().map(|r| r.text.clone()).collect(),
+            },
+        })
+    }
+}

@@ -74,6 +74,31 @@ pub(super) async fn peers(mirror: &Mirror) -> Response {
     }
 }
 
+/// `GET /api/v1/policy/explain?package=ECOSYSTEM:NAME@VERSION`: which rule of the policy
+/// decides on that version, and why.
+pub(super) async fn explain(mirror: &Mirror, query: Option<&str>) -> Response {
+    let package = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "package")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(package) = package else {
+        return Error::BadRequest("expected ?package=ECOSYSTEM:NAME@VERSION".into())
+            .into_response();
+    };
+    match mirror.explain(&package).await {
+        Ok(explanation) => match serde_json::to_vec_pretty(&explanation) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(source) => Error::Report {
+                what: "policy explanation",
+                source,
+            }
+            .into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
 pub(super) async fn dashboard(mirror: &Mirror) -> Response {
     let report = match status_report(mirror).await {
         Ok(report) => report,

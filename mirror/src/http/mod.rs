@@ -118,6 +118,11 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 ),
                 "/api/v1/status" => ("status".into(), "-", status(&mirror).await),
                 "/api/v1/peers" => ("peers".into(), "-", peers(&mirror).await),
+                "/api/v1/policy/explain" => (
+                    "policy".into(),
+                    "-",
+                    api::explain(&mirror, request.uri().query()).await,
+                ),
                 purge_path if purge_path.starts_with(crate::PURGE_PREFIX) => {
                     ("purge".into(), "-", purge(&mirror, request).await)
                 }
