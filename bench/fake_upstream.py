@@ -12,6 +12,11 @@ random bytes (for peer-fetch latency). `GET /-/stats` answers how many tarball r
 bytes it has sent (`{"tarball_requests": n, "tarball_bytes": n}`), for the swarm benchmark's
 "upstream sends each file once" check.
 
+With `--many N` it also serves `many`, a packument of N versions (each with a few KiB of
+description, as real ones carry), published an hour apart up to now (so the last week's are
+young under a 7-day cooldown), and a PyPI page `/simple/manyproj/` (PEP 691 JSON) with N
+files uploaded an hour apart; their files are never fetched (bench/policy.sh).
+
 Prints `fake upstream listening on http://127.0.0.1:PORT` once ready.
 """
 
@@ -63,6 +68,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/bench/huge")
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--small", type=int, default=0)
+    ap.add_argument("--many", type=int, default=0)
     args = ap.parse_args()
 
     path, integrity = prepare(args.dir, args.size_mib)
@@ -100,6 +106,51 @@ def main() -> None:
         }
         small[f"/{name}"] = ("doc", json.dumps(doc).encode())
         small[f"/{name}/-/{name}-{VERSION}.tgz"] = ("tarball", data)
+    if args.many:
+        import time as clock
+
+        def stamp(t: float) -> str:
+            return clock.strftime("%Y-%m-%dT%H:%M:%S.000Z", clock.gmtime(t))
+
+        now = clock.time()
+        data = os.urandom(64 * 1024)
+        integrity_many = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+        filler = ("lorem ipsum dolor sit amet " * 200)[:5000]
+        versions, times = {}, {"created": stamp(now - args.many * 3600)}
+        for i in range(args.many):
+            v = f"1.{i // 100}.{i % 100}"
+            versions[v] = {
+                "name": "many",
+                "version": v,
+                "description": filler,
+                "dependencies": {"small0": "^1.0.0"},
+                "dist": {
+                    "tarball": f"{origin}/many/-/many-{v}.tgz",
+                    "integrity": integrity_many,
+                    "shasum": hashlib.sha1(data).hexdigest(),
+                },
+            }
+            times[v] = stamp(now - (args.many - i) * 3600)
+        last = list(versions)[-1]
+        doc = {"_id": "many", "name": "many", "dist-tags": {"latest": last},
+               "versions": versions, "time": times}
+        small["/many"] = ("doc", json.dumps(doc).encode())
+        files = []
+        for i in range(args.many):
+            v = f"1.{i // 100}.{i % 100}"
+            name = f"manyproj-{v}-py3-none-any.whl"
+            files.append({
+                "filename": name,
+                "url": f"{origin}/files/{name}",
+                "hashes": {"sha256": hashlib.sha256(name.encode()).hexdigest()},
+                "requires-python": ">=3.8",
+                "size": 1000,
+                "upload-time": stamp(now - (args.many - i) * 3600),
+                "yanked": False,
+            })
+        page = {"meta": {"api-version": "1.1"}, "name": "manyproj", "files": files,
+                "versions": sorted({f["filename"].split("-")[1] for f in files})}
+        small["/simple/manyproj"] = ("doc", json.dumps(page).encode())
     stats = {"tarball_requests": 0, "tarball_bytes": 0}
     stats_lock = threading.Lock()
 
@@ -134,9 +185,14 @@ def main() -> None:
             elif p.rstrip("/") in small:
                 kind, data = small[p.rstrip("/")]
                 self.send_response(200)
+                doc_type = (
+                    "application/vnd.pypi.simple.v1+json"
+                    if p.startswith("/simple/")
+                    else "application/json"
+                )
                 self.send_header(
                     "Content-Type",
-                    "application/json" if kind == "doc" else "application/octet-stream",
+                    doc_type if kind == "doc" else "application/octet-stream",
                 )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -7,7 +7,7 @@
 //! ```toml
 //! [policy]
 //! min-age = "7d"
-//! min-age-cargo = "3d"            # also -npm, -pypi, -apt
+//! min-age-cargo = "3d"            # also -npm, -pypi
 //! cutoff = "2026-08-20T00:00:00Z"
 //! unknown-age = "allow"           # or "deny"
 //! deny = ["npm:axios@1.14.1", "pypi:litellm@>=1.82.7,<1.82.9"]
@@ -27,8 +27,8 @@ use crate::settings;
 /// How often `cairn.toml` is looked at for a changed policy.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
-/// The ecosystems a minimum age may be set for on its own.
-const FAMILIES: [&str; 4] = ["npm", "cargo", "pypi", "apt"];
+/// The ecosystems a minimum age may be set for on its own (apt is not covered yet).
+const FAMILIES: [&str; 3] = ["npm", "cargo", "pypi"];
 
 /// `[policy]` in `cairn.toml`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -38,7 +38,6 @@ pub struct PolicySettings {
     pub min_age_npm: Option<String>,
     pub min_age_cargo: Option<String>,
     pub min_age_pypi: Option<String>,
-    pub min_age_apt: Option<String>,
     pub cutoff: Option<String>,
     pub unknown_age: Option<String>,
     pub deny: Option<Vec<String>>,
@@ -51,7 +50,6 @@ impl PolicySettings {
             "npm" => self.min_age_npm.as_deref(),
             "cargo" => self.min_age_cargo.as_deref(),
             "pypi" => self.min_age_pypi.as_deref(),
-            "apt" => self.min_age_apt.as_deref(),
             _ => None,
         }
     }

@@ -1,6 +1,7 @@
 //! The version part of a policy rule (`npm:axios@1.14.1`, `pypi:litellm@>=1.82.7,<1.82.9`), and
 //! how each ecosystem orders versions: semver for npm and cargo, PEP 440's release numbers
-//! (then pre-releases before, post-releases after) for PyPI, and plain equality for apt.
+//! (then pre-releases before, post-releases after) for PyPI; versions of any other kind match
+//! only themselves.
 //!
 //! A set is `*` (every version), one version (exactly it: a rule names versions, it is not a
 //! dependency requirement), or comparators (`>=`, `>`, `<=`, `<`, `=`, `==`, `!=`) joined by `,`
