@@ -137,7 +137,9 @@ impl MirrorConfig {
             negative_ttl: Duration::from_secs(60),
             public_url: None,
             limits: UpstreamLimits::default(),
-            render_cache_bytes: 24 << 20,
+            // One rendered document may take a quarter: the largest packuments (20 MB
+            // rendered, plus their gzip) stay cached instead of being rendered per request.
+            render_cache_bytes: 96 << 20,
             content_cache_bytes: 16 << 20,
             max_document_bytes: None,
             max_artifact_bytes: 8 << 30,
