@@ -222,7 +222,7 @@ pub enum PolicyCommand {
     },
     /// List every version the lockfiles pin that the policy refuses; fails when there is one
     Check {
-        /// A lockfile ([KIND:]FILE, as for prefetch) (repeatable)
+        /// A lockfile, FILE or KIND:FILE as for prefetch (repeatable)
         #[arg(long = "lockfile", required = true, value_name = "[KIND:]FILE")]
         lockfiles: Vec<String>,
         /// Print the report as JSON

@@ -10,6 +10,7 @@
 //! min-age-cargo = "3d"            # also -npm, -pypi
 //! cutoff = "2026-08-20T00:00:00Z"
 //! unknown-age = "allow"           # or "deny"
+//! on-removal = "refuse"           # or "keep": a version upstream removed
 //! deny = ["npm:axios@1.14.1", "pypi:litellm@>=1.82.7,<1.82.9"]
 //! allow = ["npm:axios@1.14.2"]
 //! ```
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use cairn_mirror::Mirror;
-use cairn_mirror::policy::{Policy, Rule, UnknownAge, duration_text};
+use cairn_mirror::policy::{OnRemoval, Policy, Rule, UnknownAge, duration_text};
 use serde::Deserialize;
 
 use crate::settings;
@@ -40,6 +41,7 @@ pub struct PolicySettings {
     pub min_age_pypi: Option<String>,
     pub cutoff: Option<String>,
     pub unknown_age: Option<String>,
+    pub on_removal: Option<String>,
     pub deny: Option<Vec<String>>,
     pub allow: Option<Vec<String>>,
 }
@@ -67,6 +69,10 @@ pub struct PolicyArgs {
     /// A version with no known publication time: allow or deny [default: allow]
     #[arg(long, env = "CAIRN_UNKNOWN_AGE", value_name = "allow|deny")]
     pub unknown_age: Option<String>,
+    /// A version upstream removed (unpublished, quarantined, deleted) that the cache holds:
+    /// refuse or keep [default: refuse]
+    #[arg(long, env = "CAIRN_ON_REMOVAL", value_name = "refuse|keep")]
+    pub on_removal: Option<String>,
     /// Refuse these versions: ECOSYSTEM:NAME@VERSIONS (repeatable)
     #[arg(long, env = "CAIRN_DENY", value_name = "RULE", value_delimiter = ';')]
     pub deny: Vec<String>,
@@ -104,6 +110,12 @@ pub fn build(args: &PolicyArgs, file: Option<&PolicySettings>) -> Result<Policy>
             Some("deny") => UnknownAge::Deny,
             Some(other) => bail!("unknown-age {other:?}: expected allow or deny"),
         };
+    policy.on_removal =
+        match settings::value(args.on_removal.as_deref(), file.on_removal.as_deref()) {
+            None | Some("refuse") => OnRemoval::Refuse,
+            Some("keep") => OnRemoval::Keep,
+            Some(other) => bail!("on-removal {other:?}: expected refuse or keep"),
+        };
     let rules = |flag: &[String], key: &Option<Vec<String>>| -> Result<Vec<Rule>> {
         settings::pick(flag, key)
             .iter()
@@ -117,10 +129,14 @@ pub fn build(args: &PolicyArgs, file: Option<&PolicySettings>) -> Result<Policy>
 
 /// One line on the policy in force, for the log.
 pub fn describe(policy: &Policy) -> String {
+    let removal = match policy.on_removal {
+        OnRemoval::Refuse => "what upstream removed is refused",
+        OnRemoval::Keep => "what upstream removed is kept",
+    };
     if policy.is_empty() {
-        return "none".to_owned();
+        return removal.to_owned();
     }
-    let mut parts = Vec::new();
+    let mut parts = vec![removal.to_owned()];
     if let Some(ms) = policy.min_age {
         parts.push(format!("min-age {}", duration_text(ms)));
     }
@@ -211,6 +227,7 @@ mod tests {
             ("min-age = \"7\"", "min-age"),
             ("cutoff = \"yesterday\"", "cutoff"),
             ("unknown-age = \"maybe\"", "unknown-age"),
+            ("on-removal = \"never\"", "on-removal"),
             ("deny = [\"gem:rails\"]", "gem:rails"),
         ] {
             let file: PolicySettings = toml::from_str(bad).expect("toml");

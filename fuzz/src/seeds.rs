@@ -63,6 +63,7 @@ fn sample_snapshot() -> Snapshot {
             record: RefRecord {
                 version: None,
                 published: None,
+                removed: None,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i == 0).then_some(7),

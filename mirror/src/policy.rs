@@ -134,7 +134,18 @@ pub enum UnknownAge {
     Deny,
 }
 
-/// A policy; the default refuses nothing.
+/// What to do with a version upstream removed (its document lists it no more) that this node
+/// still holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnRemoval {
+    /// Refuse it, from the cache and offline too.
+    #[default]
+    Refuse,
+    /// Serve what the cache holds.
+    Keep,
+}
+
+/// A policy; the default refuses only what upstream removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Milliseconds a version must have been published for, everywhere.
@@ -144,6 +155,7 @@ pub struct Policy {
     /// Nothing published after this instant (ms since the epoch) is offered.
     pub cutoff: Option<i64>,
     pub unknown_age: UnknownAge,
+    pub on_removal: OnRemoval,
     pub deny: Vec<Rule>,
     pub allow: Vec<Rule>,
 }
@@ -182,14 +194,15 @@ impl Policy {
         self.min_age_by.get(family).copied().or(self.min_age)
     }
 
-    /// The decision on `name@version` of `ecosystem`, published at `published` (ms), at `now`:
-    /// `None` when it is offered.
+    /// The decision on `name@version` of `ecosystem`, published at `published` (ms) and
+    /// removed upstream at `removed`, at `now`: `None` when it is offered.
     pub fn decide(
         &self,
         ecosystem: &str,
         name: &str,
         version: Option<&str>,
         published: Option<i64>,
+        removed: Option<i64>,
         now: i64,
     ) -> Option<Refusal> {
         let family = ecosystem_family(ecosystem);
@@ -199,6 +212,19 @@ impl Policy {
         };
         if self.allow.iter().any(|r| r.names(family, name, version)) {
             return None;
+        }
+        if let Some(removed) = removed
+            && self.on_removal == OnRemoval::Refuse
+        {
+            return Some(Refusal {
+                rule: "removed",
+                reason: format!(
+                    "{what} is refused by this node's policy: upstream no longer lists it (since \
+                     {}: unpublished, replaced, quarantined or deleted; on-removal = \"refuse\")",
+                    format_rfc3339(removed)
+                ),
+                until: None,
+            });
         }
         if let Some(rule) = self.deny.iter().find(|r| r.names(family, name, version)) {
             return Some(Refusal {
@@ -301,11 +327,11 @@ mod tests {
         };
         let old = Some(NOW - 30 * DAY);
         assert_eq!(
-            policy.decide("npm", "axios", Some("1.14.0"), old, NOW),
+            policy.decide("npm", "axios", Some("1.14.0"), old, None, NOW),
             None
         );
         let denied = policy
-            .decide("npm", "axios", Some("1.14.1"), old, NOW)
+            .decide("npm", "axios", Some("1.14.1"), old, None, NOW)
             .expect("denied");
         assert_eq!(denied.rule, "deny");
         assert!(
@@ -315,7 +341,7 @@ mod tests {
         );
         let young = Some(NOW - 3 * DAY);
         let refused = policy
-            .decide("npm", "lib", Some("1.0.0"), young, NOW)
+            .decide("npm", "lib", Some("1.0.0"), young, None, NOW)
             .expect("young");
         assert_eq!(refused.rule, "min-age");
         assert_eq!(refused.until, Some(NOW + 4 * DAY));
@@ -325,29 +351,56 @@ mod tests {
             refused.reason
         );
         assert_eq!(
-            policy.decide("npm", "young", Some("2.0.0"), young, NOW),
+            policy.decide("npm", "young", Some("2.0.0"), young, None, NOW),
             None
         );
         // cargo's own minimum age is one day; the cutoff still holds for it.
         assert_eq!(
-            policy.decide("cargo/corp", "c", Some("1.0.0"), Some(NOW - 3 * DAY), NOW),
+            policy.decide(
+                "cargo/corp",
+                "c",
+                Some("1.0.0"),
+                Some(NOW - 3 * DAY),
+                None,
+                NOW
+            ),
             None
         );
         let late = policy
-            .decide("cargo", "c", Some("1.0.0"), Some(NOW - DAY - 1), NOW)
+            .decide("cargo", "c", Some("1.0.0"), Some(NOW - DAY - 1), None, NOW)
             .expect("after the cutoff");
         assert_eq!(late.rule, "cutoff");
         // Unknown times pass unless the policy says otherwise.
-        assert_eq!(policy.decide("npm", "x", Some("1.0.0"), None, NOW), None);
+        assert_eq!(
+            policy.decide("npm", "x", Some("1.0.0"), None, None, NOW),
+            None
+        );
         let strict = Policy {
             unknown_age: UnknownAge::Deny,
             ..policy.clone()
         };
         assert_eq!(
             strict
-                .decide("npm", "x", Some("1.0.0"), None, NOW)
+                .decide("npm", "x", Some("1.0.0"), None, None, NOW)
                 .map(|r| r.rule),
             Some("unknown-age")
+        );
+        // What upstream removed is refused unless the policy keeps it; an allow still wins.
+        let removed = policy
+            .decide("npm", "gone", Some("1.0.0"), old, Some(NOW - DAY), NOW)
+            .expect("removed");
+        assert_eq!(removed.rule, "removed");
+        let keep = Policy {
+            on_removal: OnRemoval::Keep,
+            ..Policy::default()
+        };
+        assert_eq!(
+            keep.decide("npm", "gone", Some("1.0.0"), old, Some(NOW), NOW),
+            None
+        );
+        assert_eq!(
+            policy.decide("npm", "young", Some("2.0.0"), young, Some(NOW), NOW),
+            None
         );
         assert!(Policy::default().is_empty());
         assert!(!Policy::default().applies_to("npm"));

@@ -533,6 +533,7 @@ fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
         record: RefRecord {
             version: None,
             published: None,
+            removed: None,
             flat: FlatCid(link(v, "flat")?),
             url: url_text(v)?,
             size: v.get("size").and_then(Value::as_u64),

@@ -320,3 +320,60 @@ fn pip_uv_and_cargo_resolve_past_young_versions() {
     ));
     assert_eq!(young.status, 403, "{}", young.text);
 }
+
+#[test]
+fn a_version_removed_upstream_is_refused_from_the_cache_offline_too_unless_kept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut before = Registry::default();
+    before
+        .publish("gone-lib", "1.0.0", &[], &[("g.js", noise(2 << 10, 5))])
+        .published_at("gone-lib", &days_ago(40));
+    before
+        .publish("gone-lib", "1.1.0", &[], &[("g.js", noise(2 << 10, 6))])
+        .published_at("gone-lib", &days_ago(30));
+    let fake = FakeNpm::start(before);
+    let data = tmp.path().join("data");
+    let tarball = "gone-lib/-/gone-lib-1.1.0.tgz";
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    assert_eq!(get(&format!("{}{tarball}", node.npm())).status, 200);
+    node.stop();
+
+    // Upstream unpublishes 1.1.0 (the same registry, without it).
+    let mut after = Registry::default();
+    after
+        .publish("gone-lib", "1.0.0", &[], &[("g.js", noise(2 << 10, 5))])
+        .published_at("gone-lib", &days_ago(40));
+    let unpublished = FakeNpm::start(after);
+    let node = Cairn::start(
+        &data,
+        &["--npm-upstream", &unpublished.url, "--metadata-ttl", "1s"],
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let packument = get(&format!("{}gone-lib", node.npm()));
+    assert!(!packument.text.contains("1.1.0"), "{}", packument.text);
+    let refused = get(&format!("{}{tarball}", node.npm()));
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(
+        refused.text.contains("no longer lists it"),
+        "{}",
+        refused.text
+    );
+    node.stop();
+
+    // Offline, from the cache alone: still refused; kept only when the policy says so.
+    let offline = Cairn::start(&data, &["--npm-upstream", &unpublished.url, "--offline"]);
+    assert_eq!(get(&format!("{}{tarball}", offline.npm())).status, 403);
+    offline.stop();
+    let kept = Cairn::start(
+        &data,
+        &[
+            "--npm-upstream",
+            &unpublished.url,
+            "--offline",
+            "--on-removal",
+            "keep",
+        ],
+    );
+    assert_eq!(get(&format!("{}{tarball}", kept.npm())).status, 200);
+    assert_eq!(fake.hits(tarball), 1);
+}

@@ -632,6 +632,7 @@ fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
             size: r.size,
             version: r.version,
             published: r.published,
+            removed: None,
         },
     )
 }

@@ -40,6 +40,14 @@ impl Mirror {
             .clone()
     }
 
+    /// True when `policy` may refuse something of `ecosystem` here: its rules say so, or it
+    /// refuses what upstream removed and something was.
+    pub(crate) fn policed(&self, policy: &Policy, ecosystem: &str) -> bool {
+        policy.applies_to(ecosystem)
+            || (policy.on_removal == crate::policy::OnRemoval::Refuse
+                && self.inner.index.any_removed())
+    }
+
     /// How many times the policy changed.
     pub(crate) fn policy_generation(&self) -> u64 {
         self.inner.policy_generation.load(Ordering::SeqCst)
@@ -58,7 +66,7 @@ impl Mirror {
         let Listing::Document(document) = &route.listed_by else {
             return Ok(None);
         };
-        if !policy.applies_to(name) {
+        if !self.policed(&policy, name) {
             return Ok(None);
         }
         let reference = match self.reference(name, &route.key).await? {
@@ -77,6 +85,7 @@ impl Mirror {
             &document.key,
             reference.version.as_deref(),
             reference.published,
+            reference.removed,
             now_ms(),
         );
         if let Some(refusal) = &refusal {
@@ -114,7 +123,7 @@ impl Mirror {
         key: &str,
     ) -> Result<Refused, Error> {
         let mut refused = Refused::default();
-        if !policy.applies_to(ecosystem) {
+        if !self.policed(policy, ecosystem) {
             return Ok(refused);
         }
         let now = now_ms();
@@ -124,6 +133,7 @@ impl Mirror {
                 key,
                 reference.version.as_deref(),
                 reference.published,
+                reference.removed,
                 now,
             ) {
                 if let Some(until) = refusal.until {
@@ -171,6 +181,8 @@ pub struct Explanation {
 pub struct ExplainedFile {
     pub key: String,
     pub published: Option<String>,
+    /// Since when upstream no longer lists it, if it does not.
+    pub removed: Option<String>,
     pub refused_by: Option<&'static str>,
 }
 
@@ -240,12 +252,16 @@ impl Mirror {
                 &route.key,
                 Some(listed),
                 reference.published,
+                reference.removed,
                 now,
             );
             files.push(ExplainedFile {
                 key,
                 published: reference
                     .published
+                    .map(crate::ecosystem::time::format_rfc3339),
+                removed: reference
+                    .removed
                     .map(crate::ecosystem::time::format_rfc3339),
                 refused_by: refusal.as_ref().map(|r| r.rule),
             });

@@ -28,7 +28,7 @@ impl Mirror {
             });
         };
         let name = registered.ecosystem.name();
-        let policed = self.policy().applies_to(name);
+        let policed = self.policed(&self.policy(), name);
         let key = RenderKey {
             cid,
             variant: route.variant,

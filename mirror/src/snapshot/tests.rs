@@ -42,6 +42,7 @@ fn sample(n: usize) -> Snapshot {
             record: RefRecord {
                 version: None,
                 published: None,
+                removed: None,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i % 2 == 0).then_some(7),

@@ -106,8 +106,10 @@ impl Index {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         insert_metadata(&tx, ecosystem, key, record)?;
-        insert_refs(&tx, ecosystem, key, refs)?;
-        tx.commit().map_err(err("commit metadata"))
+        let removed = insert_refs(&tx, ecosystem, key, refs)?;
+        tx.commit().map_err(err("commit metadata"))?;
+        self.note_removed(removed);
+        Ok(())
     }
 
     /// Mark a cached document fresh again (upstream answered 304 or sent the same bytes).

@@ -39,6 +39,7 @@ impl Index {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
         let mut written = 0;
+        let mut removed = false;
         for doc in documents {
             let held: Option<i64> = tx
                 .prepare_cached(
@@ -54,7 +55,7 @@ impl Index {
                 continue;
             }
             insert_metadata(&tx, &doc.ecosystem, &doc.key, &doc.record)?;
-            insert_refs(&tx, &doc.ecosystem, &doc.key, &doc.refs)?;
+            removed |= insert_refs(&tx, &doc.ecosystem, &doc.key, &doc.refs)?;
             written += 1;
         }
         let mut touched = Touched::default();
@@ -89,11 +90,12 @@ impl Index {
             }
         }
         for (eco, listed_by, refs) in listing_refs {
-            insert_refs(&tx, eco, listed_by, refs)?;
+            removed |= insert_refs(&tx, eco, listed_by, refs)?;
         }
         let delta = touched.delta(&tx)?;
         tx.commit().map_err(err("commit import"))?;
         self.held.apply(delta);
+        self.note_removed(removed);
         Ok(written)
     }
 }

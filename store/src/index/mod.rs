@@ -67,6 +67,9 @@ pub struct Index {
     path: std::path::PathBuf,
     /// What the artifact files hold, kept as this process writes ([`held`]).
     held: held::Held,
+    /// Some artifact reference is marked removed upstream (see `refs.rs`): until one is,
+    /// nothing needs looking up for it.
+    removed_any: std::sync::atomic::AtomicBool,
 }
 
 fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
@@ -96,12 +99,33 @@ impl Index {
     pub(crate) fn open(path: &Path) -> Result<Self, IndexError> {
         let mut writer = open_connection(path)?;
         schema::migrate(&mut writer, path)?;
+        let removed_any: bool = writer
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM artifact_refs WHERE removed IS NOT NULL)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(err("read removed artifact references"))?;
         Ok(Index {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             held: held::Held::default(),
+            removed_any: std::sync::atomic::AtomicBool::new(removed_any),
         })
+    }
+
+    /// True when some artifact reference is marked removed upstream (by this process, or in
+    /// the index it opened).
+    pub fn any_removed(&self) -> bool {
+        self.removed_any.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_removed(&self, removed: bool) {
+        if removed {
+            self.removed_any
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The schema version of the index (after the migrations run at open).

@@ -23,15 +23,20 @@ pub struct RefRecord {
     /// When it was published (ms since the epoch), as the document said and its first
     /// sighting allows (see the module doc).
     pub published: Option<i64>,
+    /// Since when (ms) the document that listed it lists it no more: removed upstream
+    /// (unpublished, replaced by a security placeholder, quarantined, deleted).
+    pub removed: Option<i64>,
 }
 
-/// Insert or replace artifact references listed by `listed_by`, inside the caller's transaction.
+/// Insert or replace artifact references listed by `listed_by`, inside the caller's
+/// transaction; those it listed before and lists no more are marked removed. True when some
+/// reference of it is marked removed now.
 pub(super) fn insert_refs(
     tx: &rusqlite::Transaction<'_>,
     ecosystem: &str,
     listed_by: &str,
     refs: &[(String, RefRecord)],
-) -> Result<(), IndexError> {
+) -> Result<bool, IndexError> {
     // Whether this document listed anything before: then what it lists for the first time now
     // is first seen now.
     let seen_before: bool = tx
@@ -41,6 +46,15 @@ pub(super) fn insert_refs(
         .and_then(|mut stmt| stmt.query_row(params![ecosystem, listed_by], |row| row.get(0)))
         .map_err(err("read artifact references"))?;
     let now = now_ms();
+    if seen_before {
+        // What the document no longer lists was removed upstream; what it lists again is not.
+        tx.prepare_cached(
+            "UPDATE artifact_refs SET removed = ?3
+             WHERE ecosystem = ?1 AND metadata_key = ?2 AND removed IS NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(params![ecosystem, listed_by, now]))
+        .map_err(err("mark removed artifact references"))?;
+    }
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO artifact_refs
@@ -49,6 +63,7 @@ pub(super) fn insert_refs(
              ON CONFLICT (ecosystem, key) DO UPDATE SET
                 flat_cid = excluded.flat_cid, url = excluded.url, size = excluded.size,
                 metadata_key = excluded.metadata_key, version = excluded.version,
+                removed = NULL,
                 published = CASE
                     WHEN artifact_refs.published IS NULL THEN ?9
                     WHEN ?9 IS NULL THEN artifact_refs.published
@@ -76,10 +91,18 @@ pub(super) fn insert_refs(
         ])
         .map_err(err("write artifact references"))?;
     }
-    Ok(())
+    if !seen_before {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM artifact_refs
+                        WHERE ecosystem = ?1 AND metadata_key = ?2 AND removed IS NOT NULL)",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![ecosystem, listed_by], |row| row.get(0)))
+    .map_err(err("read removed artifact references"))
 }
 
-/// A reference from columns `at..`: flat CID, URL, size, version, published.
+/// A reference from columns `at..`: flat CID, URL, size, version, published, removed.
 pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RefRecord> {
     Ok(RefRecord {
         flat: cid_column(row, at, FlatCid::from_bytes)?,
@@ -87,6 +110,7 @@ pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
         size: row.get::<_, Option<i64>>(at + 2)?.map(|s| s as u64),
         version: row.get(at + 3)?,
         published: row.get(at + 4)?,
+        removed: row.get(at + 5)?,
     })
 }
 
@@ -108,14 +132,16 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
-        insert_refs(&tx, ecosystem, listed_by, refs)?;
-        tx.commit().map_err(err("commit artifact references"))
+        let removed = insert_refs(&tx, ecosystem, listed_by, refs)?;
+        tx.commit().map_err(err("commit artifact references"))?;
+        self.note_removed(removed);
+        Ok(())
     }
 
     pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT flat_cid, url, size, version, published FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
+                "SELECT flat_cid, url, size, version, published, removed FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![ecosystem, key], |row| ref_columns(row, 0))
@@ -133,7 +159,7 @@ impl Index {
     ) -> Result<Vec<(String, RefRecord)>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size, version, published FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published, removed FROM artifact_refs
                  WHERE ecosystem = ?1 AND metadata_key = ?2 ORDER BY key",
             )
             .and_then(|mut stmt| {
@@ -158,7 +184,7 @@ impl Index {
         let end = format!("{prefix}\u{10FFFF}");
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size, version, published FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published, removed FROM artifact_refs
                  WHERE ecosystem = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
             )
             .and_then(|mut stmt| {
@@ -183,7 +209,7 @@ impl Index {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published
+                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published, removed
                      FROM artifact_refs ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifact references"))?;

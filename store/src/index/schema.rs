@@ -117,12 +117,15 @@ ALTER TABLE events ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// What supply-chain policy reads of each artifact a document lists: its version and when it
-/// was published (as first seen by this node; see `refs.rs`); and the references of one
-/// document found without a scan.
+/// was published (as first seen by this node; see `refs.rs`), and since when its document no
+/// longer lists it (removed upstream); and the references of one document found without a
+/// scan.
 const V7: &str = r#"
 ALTER TABLE artifact_refs ADD COLUMN version TEXT;
 ALTER TABLE artifact_refs ADD COLUMN published INTEGER;
+ALTER TABLE artifact_refs ADD COLUMN removed INTEGER;
 CREATE INDEX artifact_refs_by_document ON artifact_refs (ecosystem, metadata_key);
+CREATE INDEX artifact_refs_removed ON artifact_refs (ecosystem, key) WHERE removed IS NOT NULL;
 "#;
 
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to

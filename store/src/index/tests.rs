@@ -96,6 +96,7 @@ fn metadata_and_refs_are_written_together() {
     let reference = RefRecord {
         version: None,
         published: None,
+        removed: None,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://upstream/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -173,6 +174,7 @@ fn stored_credentials_are_stripped() {
     let reference = RefRecord {
         version: None,
         published: None,
+        removed: None,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://cairn:s3cret@upstream.invalid/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -248,9 +250,9 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
     // column version 6 gave artifacts and metadata; version 2 only added the events table,
     // version 3 an index of leaves by file, version 4 the upkeep runs, version 5 the access
     // tokens and version 6 the indexes of private rows.
-    // and the `version` and `published` columns version 7 gave artifact references.
+    // and the `version`, `published` and `removed` columns version 7 gave artifact references.
     let column = ", private INTEGER NOT NULL DEFAULT 0";
-    let ref_columns = ", version TEXT, published INTEGER";
+    let ref_columns = ", version TEXT, published INTEGER, removed INTEGER";
     let after: Vec<(String, String)> = after
         .into_iter()
         .map(|(name, sql)| match name.as_str() {
@@ -278,6 +280,7 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
         added,
         [
             "artifact_refs_by_document",
+            "artifact_refs_removed",
             "artifacts_private",
             "events",
             "leaves_by_flat",
@@ -353,6 +356,7 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
         size: None,
         version: Some(version.to_owned()),
         published: Some(published),
+        removed: None,
     };
     let published = |key: &str| {
         index
@@ -398,4 +402,35 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
     let listed = index.refs_listed_by("npm", "x").expect("listed");
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].1.version.as_deref(), Some("1.1.0"));
+
+    // Listed no more: removed upstream; listed again: not.
+    assert!(!index.any_removed());
+    let removed = |key: &str| {
+        index
+            .get_ref("npm", key)
+            .expect("read")
+            .expect("ref")
+            .removed
+    };
+    index
+        .put_metadata(
+            "npm",
+            "x",
+            &record,
+            &[("x/-/x-1.1.0.tgz".into(), reference("1.1.0", first_fetch))],
+        )
+        .expect("third fetch");
+    assert!(removed("x/-/x-1.0.0.tgz").is_some());
+    assert_eq!(removed("x/-/x-1.1.0.tgz"), None);
+    assert!(index.any_removed());
+    index
+        .put_metadata(
+            "npm",
+            "x",
+            &record,
+            &[("x/-/x-1.0.0.tgz".into(), reference("1.0.0", first_fetch))],
+        )
+        .expect("fourth fetch");
+    assert_eq!(removed("x/-/x-1.0.0.tgz"), None);
+    assert!(removed("x/-/x-1.1.0.tgz").is_some());
 }

@@ -102,6 +102,7 @@ mod tests {
                     RefRecord {
                         version: None,
                         published: None,
+                        removed: None,
                         flat: Digest::of(Algorithm::Sha512, data).flat_cid(),
                         url: format!("http://upstream.invalid/{k}"),
                         size: Some(data.len() as u64),
