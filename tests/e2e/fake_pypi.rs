@@ -73,6 +73,8 @@ fn normalize(name: &str) -> String {
 #[derive(Default, Clone)]
 pub struct Index {
     files: Vec<File>,
+    /// Projects marked quarantined (PEP 792) on their pages.
+    quarantined: Vec<String>,
 }
 
 impl Index {
@@ -142,6 +144,13 @@ impl Index {
         if let Some(last) = self.files.last_mut() {
             last.uploaded = Some(uploaded.to_owned());
         }
+        self
+    }
+
+    /// Mark `project`'s page quarantined (PEP 792); its files stay listed, as a lax index
+    /// would leave them.
+    pub fn quarantine(&mut self, project: &str) -> &mut Self {
+        self.quarantined.push(normalize(project));
         self
     }
 
@@ -247,7 +256,11 @@ fn page_json(shared: &Simple, project: &str) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "meta": { "api-version": "1.1", "_last-serial": 7 }, "name": project, "versions": ["x"], "files": files })
+    let mut page = serde_json::json!({ "meta": { "api-version": "1.1", "_last-serial": 7 }, "name": project, "versions": ["x"], "files": files });
+    if shared.index.quarantined.iter().any(|q| q == project) {
+        page["project-status"] = serde_json::json!({ "status": "quarantined" });
+    }
+    page
 }
 
 fn page_html(shared: &Simple, project: &str) -> String {

@@ -377,3 +377,54 @@ fn a_version_removed_upstream_is_refused_from_the_cache_offline_too_unless_kept(
     assert_eq!(get(&format!("{}{tarball}", kept.npm())).status, 200);
     assert_eq!(fake.hits(tarball), 1);
 }
+
+#[test]
+fn a_quarantined_pypi_project_is_refused_from_the_cache() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wheels = tmp.path().join("wheels");
+    let mut index = crate::fake_pypi::Index::default();
+    index.wheel(&wheels, "risky-py", "1.0.0", &[], None);
+    let clean = crate::fake_pypi::FakePypi::start(index.clone());
+    let data = tmp.path().join("data");
+    let wheel = "pypi/files/risky-py/risky_py-1.0.0-py3-none-any.whl";
+    let node = Cairn::start(&data, &["--pypi-upstream", &clean.simple_url]);
+    let page = get(&format!("{}/pypi/simple/risky-py/", node.url));
+    assert!(page.text.contains("risky_py-1.0.0"), "{}", page.text);
+    assert_eq!(get(&format!("{}/{wheel}", node.url)).status, 200);
+    node.stop();
+
+    // The index quarantines the project (PEP 792).
+    index.quarantine("risky-py");
+    let quarantined = crate::fake_pypi::FakePypi::start(index);
+    let node = Cairn::start(
+        &data,
+        &[
+            "--pypi-upstream",
+            &quarantined.simple_url,
+            "--metadata-ttl",
+            "1s",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let page = get(&format!("{}/pypi/simple/risky-py/", node.url));
+    assert!(!page.text.contains("risky_py-1.0.0"), "{}", page.text);
+    let refused = get(&format!("{}/{wheel}", node.url));
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let home = tmp.path().join("home");
+    let venv = crate::pypi::venv(&tmp.path().join("venv"));
+    let install = crate::pypi::python_tool(
+        &venv.join("bin/pip"),
+        &[
+            "install",
+            "--no-cache-dir",
+            "--index-url",
+            &format!("{}/pypi/simple/", node.url),
+            "risky-py",
+        ],
+        &home,
+    );
+    assert!(
+        !install.status.success(),
+        "pip installed a quarantined project"
+    );
+}

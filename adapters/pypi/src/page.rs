@@ -26,10 +26,14 @@ pub fn parse(project: &str, page_url: &Url, body: &[u8]) -> Result<Value, String
             "page of {project} is neither PEP 691 JSON nor PEP 503 HTML"
         ));
     };
+    let is_quarantined = quarantined(&page);
     let files = page
         .get_mut("files")
         .and_then(Value::as_array_mut)
         .ok_or_else(|| format!("page of {project} has no files list"))?;
+    if is_quarantined {
+        files.clear();
+    }
     for file in files.iter_mut() {
         let object = file
             .as_object_mut()
@@ -300,11 +304,32 @@ fn from_html(project: &str, text: &str) -> Value {
         }
         files.push(Value::Object(file));
     }
-    serde_json::json!({
+    let mut page = serde_json::json!({
         "meta": { "api-version": "1.0" },
         "name": crate::name::normalize(project),
         "files": files,
-    })
+    });
+    // PEP 792's status, in HTML a `<meta name="pypi:project-status" content="…">`.
+    if let Some(at) = text.find("pypi:project-status") {
+        let tag = &text[at..text[at..].find('>').map_or(text.len(), |e| at + e)];
+        if let Some(status) = attributes(tag)
+            .into_iter()
+            .find(|(n, _)| n == "content")
+            .map(|(_, v)| v)
+        {
+            page["project-status"] = serde_json::json!({ "status": status });
+        }
+    }
+    page
+}
+
+/// True when the page says its project is quarantined (PEP 792): none of its files may be
+/// installed, so none is listed or served.
+pub fn quarantined(page: &Value) -> bool {
+    page.get("project-status")
+        .and_then(|s| s.get("status"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case("quarantined"))
 }
 
 #[cfg(test)]

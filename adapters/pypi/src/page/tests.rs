@@ -132,3 +132,22 @@ fn relative_urls_are_resolved_and_bad_pages_refused() {
         .is_err()
     );
 }
+
+#[test]
+fn a_quarantined_project_lists_no_file() {
+    let url = Url::parse("https://upstream.invalid/simple/evil/").expect("url");
+    let json = br#"{"meta":{"api-version":"1.4"},"name":"evil","project-status":{"status":"quarantined"},
+        "files":[{"filename":"evil-1.0-py3-none-any.whl","url":"https://files.invalid/evil-1.0-py3-none-any.whl","hashes":{"sha256":"00"}}]}"#;
+    let page = parse("evil", &url, json).expect("json page");
+    assert!(quarantined(&page));
+    assert_eq!(files(&page).count(), 0);
+    let html = "<!DOCTYPE html><html><head><meta name=\"pypi:project-status\" content=\"quarantined\"></head>\
+        <body><a href=\"https://files.invalid/evil-1.0-py3-none-any.whl#sha256=00\">evil-1.0-py3-none-any.whl</a></body></html>";
+    let page = parse("evil", &url, html.as_bytes()).expect("html page");
+    assert!(quarantined(&page));
+    assert_eq!(files(&page).count(), 0);
+    let active = html.replace("quarantined", "active");
+    let page = parse("evil", &url, active.as_bytes()).expect("html page");
+    assert!(!quarantined(&page));
+    assert_eq!(files(&page).count(), 1);
+}
