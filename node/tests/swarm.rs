@@ -156,7 +156,9 @@ async fn fetches_raw_and_dag_pb_blocks_and_whole_dags() {
 // B fetches once its bootstrap connection to A is up. Asked while the bootstrap dial is still
 // under way, about one fetch in ten over QUIC went unanswered (a 60 s timeout), suspected to be
 // the dial and the stream open racing into two QUIC connections; TCP never failed so. That
-// race is a known limit of the QUIC transport (see ARCHITECTURE.md), not what this test pins.
+// race is a known limit of the QUIC transport (see ARCHITECTURE.md), not what this test pins:
+// B listens on nothing, so there is one connection, B's. (With B listening too, a loaded CI
+// run still lost every ask of three once.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_over_quic() {
     let block = Bytes::from_static(b"over QUIC");
@@ -174,9 +176,11 @@ async fn fetches_over_quic() {
     let quic = a.listen_addrs().await.expect("addresses")[0]
         .clone()
         .with(Protocol::P2p(a.peer_id()));
+    // B listens on nothing: only its dial to A makes a connection, so A has no address of B
+    // to dial back and the two cannot race into two QUIC connections.
     let b = start(
         NodeConfig {
-            listen: vec![quic_localhost()],
+            listen: vec![],
             ..config(vec![quic], None)
         },
         MapSource::default(),
