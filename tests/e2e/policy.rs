@@ -199,6 +199,20 @@ fn npm_resolves_past_young_versions_and_a_lockfile_pinning_one_gets_the_reason()
     assert!(late.text.contains("after the cutoff"), "{}", late.text);
     let early = get(&format!("{}fresh-lib/-/fresh-lib-1.0.0.tgz", node.npm()));
     assert_eq!(early.status, 200);
+
+    // What `npm audit signatures` reads goes to upstream as it is (this one has none).
+    let attestations = get(&format!(
+        "{}-/npm/v1/attestations/fresh-lib@1.0.0",
+        node.npm()
+    ));
+    assert_eq!(attestations.status, 404, "{}", attestations.text);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|p| p == "/-/npm/v1/attestations/fresh-lib@1.0.0"),
+        "{:?}",
+        fake.requests()
+    );
 }
 
 #[test]

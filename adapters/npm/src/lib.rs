@@ -9,8 +9,9 @@
 //!   full manifest, cut from the packument (same key, same freshness), tarball rewritten;
 //! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;
 //! - `-/ping`: answered locally; the audit endpoints npm uses (`POST
-//!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`
-//!   and `GET -/v1/search`: passed through to upstream, never cached. These exact paths only:
+//!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`,
+//!   `GET -/npm/v1/attestations/{name}@{version}` (what `npm audit signatures` reads) and
+//!   `GET -/v1/search`: passed through to upstream, never cached. These exact paths only:
 //!   anything else under `-/` is not routed;
 //! - writes (`PUT`, `DELETE`, `POST` but the audit passthroughs) and account endpoints
 //!   (`-/whoami`, `-/user/…`, `-/v1/login`, …): refused in npm's error format, saying this is
@@ -168,6 +169,25 @@ impl Npm {
                     method: Method::GET,
                     upstream_path: path.to_owned(),
                 }),
+                _ if api.starts_with("npm/v1/attestations/") => {
+                    // `NAME@VERSION`, the name scoped or not, in either spelling.
+                    let spec = decode(&api["npm/v1/attestations/".len()..]).map_err(bad)?;
+                    let at = spec
+                        .char_indices()
+                        .skip(1)
+                        .find(|&(_, c)| c == '@')
+                        .map(|(i, _)| i)
+                        .ok_or_else(|| {
+                            bad(format!("attestations of {spec:?}: expected NAME@VERSION"))
+                        })?;
+                    let name = PackageName::parse(&spec[..at]).map_err(bad)?;
+                    let version = &spec[at + 1..];
+                    cairn_ecosystem::check_version(version)?;
+                    Some(Route::Passthrough {
+                        method: Method::GET,
+                        upstream_path: format!("-/npm/v1/attestations/{}@{version}", name.path()),
+                    })
+                }
                 "v1/search" => {
                     let upstream_path = match request.query {
                         Some(q) => format!("{path}?{q}"),

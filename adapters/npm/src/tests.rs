@@ -182,11 +182,40 @@ fn passthrough_names_exact_endpoints_and_methods() {
         "-/npm/v1/security/anything",
         "-/npm/v1/keys/extra",
         "-/v1/search/../../lodash",
+        "-/npm/v1/attestations/lodash",
+        "-/npm/v1/attestations/..@1.0.0",
+        "-/npm/v1/attestations/lodash@1.0.0%2f..%2f..",
     ] {
         assert!(
             !matches!(route(path, None), Ok(Some(Route::Passthrough { .. }))),
             "{path} should not be passed through"
         );
+    }
+}
+
+#[test]
+fn attestations_pass_through_with_the_name_checked_and_its_slash_literal() {
+    for (asked, sent) in [
+        (
+            "-/npm/v1/attestations/lodash@4.17.21",
+            "-/npm/v1/attestations/lodash@4.17.21",
+        ),
+        (
+            "-/npm/v1/attestations/@sigstore%2fcore@1.0.0",
+            "-/npm/v1/attestations/@sigstore/core@1.0.0",
+        ),
+        (
+            "-/npm/v1/attestations/@sigstore/core@1.0.0",
+            "-/npm/v1/attestations/@sigstore/core@1.0.0",
+        ),
+    ] {
+        match route(asked, None) {
+            Ok(Some(Route::Passthrough {
+                method,
+                upstream_path,
+            })) => assert_eq!((method, upstream_path.as_str()), (Method::GET, sent)),
+            other => panic!("{asked}: {other:?}"),
+        }
     }
 }
 
