@@ -320,8 +320,6 @@ pub fn edit_private_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) -> Re
 }
 
 fn edit_toml_with_mode(path: &Path, mode: u32, edit: impl FnOnce(&mut toml::Table)) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -330,12 +328,21 @@ fn edit_toml_with_mode(path: &Path, mode: u32, edit: impl FnOnce(&mut toml::Tabl
     let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("invalid TOML in {}", path.display()))?;
     edit(&mut table);
+    let text =
+        toml::to_string(&table).with_context(|| format!("cannot write {}", path.display()))?;
+    write_whole(path, &text, mode)
+}
+
+/// Write `text` to `path` whole: a temporary file created with `mode` (so a secret is never
+/// readable by others, not even for a moment), then renamed into place, so an interrupted
+/// write never leaves half a file. The directory is created when missing.
+pub fn write_whole(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let text =
-        toml::to_string(&table).with_context(|| format!("cannot write {}", path.display()))?;
-    let temp = path.with_extension("toml.cairn-tmp");
+    let temp = path.with_extension("cairn-tmp");
     let _ = std::fs::remove_file(&temp);
     std::fs::OpenOptions::new()
         .write(true)

@@ -22,7 +22,7 @@ use cairn_mirror::EcosystemSetup;
 use url::Url;
 
 pub use self::suites::{AptSuite, held_update_indexes, machine_architectures, suites};
-use super::discover::points_at_self;
+use super::discover::{points_at_self, with_slash};
 use super::lockfiles::Item;
 use super::{Client, Entry, Kind, Lockfiles};
 
@@ -195,18 +195,15 @@ pub fn archives(
             let [url] = urls.as_slice() else {
                 bail!("--apt-upstream names archive {name} more than once");
             };
-            let mut upstream = Url::parse(url).with_context(|| {
+            let upstream = Url::parse(url).with_context(|| {
                 format!(
                     "--apt-upstream {name}={}",
                     cairn_mirror::upstream::redact_text(url)
                 )
             })?;
-            if !upstream.path().ends_with('/') {
-                upstream.set_path(&format!("{}/", upstream.path()));
-            }
             out.push(AptArchive {
                 name,
-                upstream,
+                upstream: with_slash(upstream),
                 keyrings: Vec::new(),
                 from: "configured".into(),
             });
@@ -220,10 +217,7 @@ pub fn archives(
             if cairn_apt::check_archive_name(&name).is_err() {
                 continue;
             }
-            let mut upstream = source.uri.clone();
-            if !upstream.path().ends_with('/') {
-                upstream.set_path(&format!("{}/", upstream.path()));
-            }
+            let upstream = with_slash(source.uri.clone());
             match out.iter_mut().find(|a| a.name == name) {
                 Some(existing) if existing.upstream == upstream => {}
                 Some(existing) => {
@@ -361,10 +355,7 @@ pub fn setup(
     })?;
     writeln!(out, "recorded apt-upstream in {}", path.display()).map_err(write_failed)?;
     let target = etc.join("sources.list.d").join("cairn.sources");
-    let temp = target.with_extension("sources.cairn-tmp");
-    std::fs::write(&temp, &text).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &target)
-        .with_context(|| format!("cannot write {}", target.display()))?;
+    crate::settings::write_whole(&target, &text, 0o644)?;
     writeln!(out, "wrote {}", target.display()).map_err(write_failed)?;
     for file in files {
         if file == &target {
@@ -415,29 +406,10 @@ pub fn access(
             write!(out, "# Write to {}:\n{text}", path.display()).map_err(write_failed)?;
             continue;
         }
-        write_private(&path, &text, mode)?;
+        crate::settings::write_whole(&path, &text, mode)?;
         writeln!(out, "wrote {}", path.display()).map_err(write_failed)?;
     }
     Ok(())
-}
-
-/// Write `text` to `path` whole (a temporary file renamed into place), created with `mode`.
-fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let temp = path.with_extension("cairn-tmp");
-    let _ = std::fs::remove_file(&temp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

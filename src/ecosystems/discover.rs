@@ -138,6 +138,15 @@ pub async fn client_setting_in(env: &Env, program: &str, args: &[&str]) -> Resul
     }
 }
 
+/// `url` with a trailing `/` on its path: a registry base, under which paths are joined.
+pub fn with_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
 /// True when `url` points at this node (`listen`, or the loopback/any address on its port).
 pub fn points_at_self(url: &Url, listen: &SocketAddr, public: Option<&Url>) -> bool {
     if let Some(public) = public

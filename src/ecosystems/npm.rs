@@ -179,10 +179,7 @@ fn apply_yarn_berry(url: &Url) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let temp = path.with_extension("yml.cairn-tmp");
-    std::fs::write(&temp, super::yarnrc::edit(&existing, url))
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::settings::write_whole(&path, &super::yarnrc::edit(&existing, url), 0o644)?;
     println!(
         "wrote npmRegistryServer{} to {} (yarn 2+)",
         if url.scheme() == "http" {

@@ -637,18 +637,12 @@ fn content_type(path: &str) -> &'static str {
 
 impl Routes for Files {
     fn answer(&self, request: &Request) -> Response {
-        if let Some(required) = &self.required
-            && request
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .is_none_or(|p| p.as_bytes() != required.as_bytes())
-        {
-            return (
-                http::StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Basic realm=\"archive\"")],
-                "authentication required",
-            )
-                .into_response();
+        if let Some(refused) = crate::fake_upstream::unauthorized(
+            request,
+            self.required.as_deref(),
+            "Basic realm=\"archive\"",
+        ) {
+            return refused;
         }
         let Some(rest) = request.path.strip_prefix("debian/") else {
             return (http::StatusCode::NOT_FOUND, "not found").into_response();

@@ -208,17 +208,12 @@ impl FakeCargo {
 
 impl Routes for Crates {
     fn answer(&self, request: &Request) -> Response {
-        if let Some(required) = &self.required
-            && request
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .is_none_or(|p| p.as_bytes() != required.as_bytes())
-        {
-            return (
-                http::StatusCode::UNAUTHORIZED,
-                "{\"errors\":[{\"detail\":\"token required\"}]}",
-            )
-                .into_response();
+        if let Some(refused) = crate::fake_upstream::unauthorized(
+            request,
+            self.required.as_deref(),
+            "Bearer realm=\"fake\"",
+        ) {
+            return refused;
         }
         let path = request.path.as_str();
         if path == "index/config.json" {

@@ -256,15 +256,12 @@ impl Routes for Npm {
         if presented.is_some() {
             self.authorized.fetch_add(1, Ordering::SeqCst);
         }
-        if let Some(required) = &self.required
-            && presented.is_none_or(|p| p.as_bytes() != required.as_bytes())
-        {
-            return (
-                http::StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Bearer realm=\"fake\"")],
-                "{\"error\":\"authentication required\"}",
-            )
-                .into_response();
+        if let Some(refused) = crate::fake_upstream::unauthorized(
+            request,
+            self.required.as_deref(),
+            "Bearer realm=\"fake\"",
+        ) {
+            return refused;
         }
         if request.path == "-/npm/v1/security/advisories/bulk" {
             return bulk_advisories(request);

@@ -285,18 +285,12 @@ fn page_html(shared: &Simple, project: &str) -> String {
 
 impl Routes for Simple {
     fn answer(&self, request: &Request) -> Response {
-        if let Some(required) = &self.required
-            && request
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .is_none_or(|p| p.as_bytes() != required.as_bytes())
-        {
-            return (
-                http::StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Basic realm=\"fake\"")],
-                "authentication required",
-            )
-                .into_response();
+        if let Some(refused) = crate::fake_upstream::unauthorized(
+            request,
+            self.required.as_deref(),
+            "Basic realm=\"fake\"",
+        ) {
+            return refused;
         }
         let path = request.path.as_str();
         if let Some(project) = path

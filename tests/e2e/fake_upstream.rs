@@ -135,6 +135,28 @@ pub struct Request {
     pub body: Bytes,
 }
 
+/// A private registry's refusal of `request` when `required` is set and the request does not
+/// carry exactly that `Authorization`: a `401` with a `challenge`.
+pub fn unauthorized(
+    request: &Request,
+    required: Option<&str>,
+    challenge: &str,
+) -> Option<Response> {
+    let required = required?;
+    let presented = request.headers.get(http::header::AUTHORIZATION);
+    if presented.is_some_and(|p| p.as_bytes() == required.as_bytes()) {
+        return None;
+    }
+    Some(
+        (
+            http::StatusCode::UNAUTHORIZED,
+            [(http::header::WWW_AUTHENTICATE, challenge.to_owned())],
+            "authentication required",
+        )
+            .into_response(),
+    )
+}
+
 /// What a fake registry serves: its answer to a request, before any fault.
 pub trait Routes: Send + Sync + 'static {
     fn answer(&self, request: &Request) -> Response;

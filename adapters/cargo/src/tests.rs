@@ -164,6 +164,21 @@ fn index_file_digests_and_download_urls() {
         )
         .expect("render");
     assert_eq!(&rendered.body[..], &body[..]);
+    let refs = Cargo.read(&doc).expect("index file read").artifacts;
+    assert_eq!(refs[0].version.as_deref(), Some("0.1.0"));
+    assert_eq!(
+        refs[0].published,
+        cairn_ecosystem::time::parse_rfc3339("2016-06-25T21:50:33Z")
+    );
+    let kept = Cargo
+        .without(&doc, &|key| key == "itoa/0.1.1")
+        .expect("filter")
+        .expect("changed");
+    let kept = String::from_utf8(kept).expect("utf-8");
+    assert_eq!(kept.lines().count(), refs.len() - 1);
+    assert!(!kept.contains("\"vers\": \"0.1.1\""), "{kept}");
+    assert!(kept.contains("\"vers\": \"0.1.0\""));
+    assert_eq!(Cargo.without(&doc, &|_| false).expect("filter"), None);
 }
 
 #[test]
@@ -236,34 +251,4 @@ fn a_version_scope_is_that_crate_file_and_keeps_the_index_file() {
     assert!(!(scope.owns)("foo/1.2.30"));
     assert!(Cargo.package_scope("foo", Some("../x")).is_err());
     assert!(Cargo.package_scope("foo", Some("")).is_err());
-}
-
-#[test]
-fn index_lines_carry_their_pubtime_and_a_policy_drops_refused_ones() {
-    let config_url = Url::parse("https://upstream.invalid/config.json").expect("url");
-    let config = fixture("config.json");
-    let body = fixture("itoa");
-    let url = Url::parse("https://upstream.invalid/it/oa/itoa").expect("url");
-    let context = config_doc(&config_url, &config);
-    let doc = MetadataDoc {
-        key: "itoa",
-        url: &url,
-        body: &body,
-        context: Some(&context),
-    };
-    let refs = Cargo.read(&doc).expect("index file read").artifacts;
-    assert_eq!(refs[0].version.as_deref(), Some("0.1.0"));
-    assert_eq!(
-        refs[0].published,
-        cairn_ecosystem::time::parse_rfc3339("2016-06-25T21:50:33Z")
-    );
-    let kept = Cargo
-        .without(&doc, &|key| key == "itoa/0.1.1")
-        .expect("filter")
-        .expect("changed");
-    let kept = String::from_utf8(kept).expect("utf-8");
-    assert_eq!(kept.lines().count(), refs.len() - 1);
-    assert!(!kept.contains("\"vers\": \"0.1.1\""), "{kept}");
-    assert!(kept.contains("\"vers\": \"0.1.0\""));
-    assert_eq!(Cargo.without(&doc, &|_| false).expect("filter"), None);
 }

@@ -205,6 +205,30 @@ fn artifacts_render_and_file_host() {
         text.contains("six-1.17.0-py2.py3-none-any.whl#sha256="),
         "hash fragments kept"
     );
+    let refs = Pypi.read(&doc).expect("page read").artifacts;
+    let first = refs
+        .iter()
+        .find(|r| r.key.ends_with(".whl") || r.key.ends_with(".tar.gz"))
+        .expect("a file");
+    assert!(first.version.is_some(), "{first:?}");
+    let refused = first.key.clone();
+    let kept = Pypi
+        .without(&doc, &|key| key == refused)
+        .expect("filter")
+        .expect("changed");
+    let kept: serde_json::Value = serde_json::from_slice(&kept).expect("JSON");
+    let files = kept["files"].as_array().expect("files");
+    let before = serde_json::from_slice::<serde_json::Value>(&body).expect("json")["files"]
+        .as_array()
+        .expect("files")
+        .len();
+    assert_eq!(files.len(), before - 1);
+    assert!(
+        files
+            .iter()
+            .all(|f| artifact_key("six", f["filename"].as_str().expect("name")) != refused)
+    );
+    assert_eq!(Pypi.without(&doc, &|_| false).expect("filter"), None);
 }
 
 #[test]
@@ -283,44 +307,4 @@ fn project_scopes_refuse_names_and_versions_pypi_cannot_have() {
             "{name}@{version:?}"
         );
     }
-}
-
-#[test]
-fn files_carry_version_and_upload_time_and_a_policy_drops_refused_ones() {
-    let body = std::fs::read(format!(
-        "{}/tests/fixtures/six.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
-    let url = Url::parse("https://upstream.invalid/simple/six/").expect("url");
-    let doc = MetadataDoc {
-        key: "six",
-        url: &url,
-        body: &body,
-        context: None,
-    };
-    let refs = Pypi.read(&doc).expect("page read").artifacts;
-    let first = refs
-        .iter()
-        .find(|r| r.key.ends_with(".whl") || r.key.ends_with(".tar.gz"))
-        .expect("a file");
-    assert!(first.version.is_some(), "{first:?}");
-    let refused = first.key.clone();
-    let kept = Pypi
-        .without(&doc, &|key| key == refused)
-        .expect("filter")
-        .expect("changed");
-    let kept: serde_json::Value = serde_json::from_slice(&kept).expect("JSON");
-    let files = kept["files"].as_array().expect("files");
-    let before = serde_json::from_slice::<serde_json::Value>(&body).expect("json")["files"]
-        .as_array()
-        .expect("files")
-        .len();
-    assert_eq!(files.len(), before - 1);
-    assert!(
-        files
-            .iter()
-            .all(|f| artifact_key("six", f["filename"].as_str().expect("name")) != refused)
-    );
-    assert_eq!(Pypi.without(&doc, &|_| false).expect("filter"), None);
 }

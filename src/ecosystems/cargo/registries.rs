@@ -21,7 +21,7 @@ use cairn_mirror::EcosystemSetup;
 use cairn_mirror::upstream::{Credentials, redact, redact_text};
 use url::Url;
 
-use crate::ecosystems::discover::{Env, points_at_self};
+use crate::ecosystems::discover::{Env, points_at_self, with_slash};
 
 /// Largest cargo config or credentials file read.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -218,14 +218,6 @@ fn read_toml(path: &Path) -> Option<toml::Table> {
             None
         }
     }
-}
-
-fn with_slash(mut url: Url) -> Url {
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    url
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use cairn_mirror::upstream::{redact, redact_text};
 use futures_util::future::BoxFuture;
 use url::Url;
 
-use crate::ecosystems::discover::{Env, client_setting_in, points_at_self};
+use crate::ecosystems::discover::{Env, client_setting_in, points_at_self, with_slash};
 use crate::ecosystems::npmrc::Npmrc;
 use crate::ecosystems::{RouteSettings, Upstreams};
 
@@ -190,15 +190,6 @@ fn check_scope(scope: &str) -> Result<String, String> {
             "the scope {scope:?} is not an npm scope (lower-case letters, digits, - . _ ~)"
         ))
     }
-}
-
-/// The registry URL with the trailing `/` npm assumes.
-fn with_slash(mut url: Url) -> Url {
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    url
 }
 
 /// npm's merged configuration, or `None` (with a warning) when npm cannot say.

@@ -14,10 +14,11 @@ use std::net::SocketAddr;
 use cairn_mirror::RoutedUpstream;
 use cairn_mirror::upstream::routing::Pattern;
 use cairn_mirror::upstream::{redact, redact_text};
+use cairn_pypi::name::normalize;
 use futures_util::future::BoxFuture;
 use url::Url;
 
-use crate::ecosystems::discover::{Env, client_setting_in, points_at_self};
+use crate::ecosystems::discover::{Env, client_setting_in, points_at_self, with_slash};
 use crate::ecosystems::netrc::Netrc;
 use crate::ecosystems::{RouteSettings, Upstreams};
 
@@ -112,25 +113,6 @@ pub(in crate::ecosystems) async fn routed_in(
     Ok(out)
 }
 
-/// A project name as PyPI compares them: lower case, each run of `-`, `_` and `.` one `-`.
-/// `*` is kept, for patterns.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut in_run = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !in_run {
-                out.push('-');
-            }
-            in_run = true;
-        } else {
-            out.push(c.to_ascii_lowercase());
-            in_run = false;
-        }
-    }
-    out
-}
-
 /// `PATTERN=NAME`: the pattern normalised as project names are.
 fn parse_route(entry: &str) -> Result<(Pattern, String), String> {
     let (pattern, name) = entry
@@ -169,14 +151,6 @@ fn check_name(name: &str) -> Result<String, String> {
             "the index name {name:?} must be 1 to 64 of a-z, 0-9, '.', '_', '-', ':'"
         ))
     }
-}
-
-fn with_slash(mut url: Url) -> Url {
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    url
 }
 
 /// pip's extra indexes (`PIP_EXTRA_INDEX_URL`, else `pip config get
