@@ -352,6 +352,14 @@ pub trait Ecosystem: Send + Sync + 'static {
         self.route(&Request::get(key))
     }
 
+    /// The package name a metadata key routes by ([`Route::Metadata`] keys are matched against
+    /// the routed upstreams' name patterns through it). The default is the key itself, which
+    /// suits adapters whose document keys are package names; an adapter with other documents
+    /// about one package (npm's attestations of one version) names the package.
+    fn routing_name<'k>(&self, key: &'k str) -> &'k str {
+        key
+    }
+
     /// Read a fetched document once: the artifacts it names with their digests, and the
     /// download locations it declares. Called once per fetched version of a document, before it
     /// is stored (an error means the document is malformed, and it is not stored), and for a

@@ -23,6 +23,8 @@ pub struct Version {
     pub scripts: Vec<(String, String)>,
     /// Its publication time (RFC 3339), when the test sets one; else a January date.
     pub published: Option<String>,
+    /// `dist.signatures[0]`: the registry's key id and its signature (base64 DER ECDSA).
+    pub signature: Option<(String, String)>,
 }
 
 impl Version {
@@ -39,7 +41,12 @@ impl Version {
 #[derive(Default, Clone)]
 pub struct Registry {
     packages: BTreeMap<String, Vec<Version>>,
+    /// `GET -/npm/v1/keys`, once [`Registry::sign`] made a signing key.
+    keys: Option<serde_json::Value>,
 }
+
+/// The key id the fake registry signs with.
+pub const SIGNING_KEY_ID: &str = "SHA256:cairn-e2e-registry-key";
 
 /// Deterministic incompressible bytes, so big tarballs stay big after gzip.
 pub use cairn_mirror::testing::noise;
@@ -97,6 +104,7 @@ impl Registry {
                 tarball,
                 scripts: Vec::new(),
                 published: None,
+                signature: None,
             });
         self
     }
@@ -105,6 +113,73 @@ impl Registry {
     pub fn published_at(&mut self, name: &str, published: &str) -> &mut Self {
         if let Some(last) = self.packages.get_mut(name).and_then(|v| v.last_mut()) {
             last.published = Some(published.to_owned());
+        }
+        self
+    }
+
+    /// Sign every version published so far as the registry does (ECDSA P-256 over
+    /// `NAME@VERSION:INTEGRITY`, with a key made in `dir` by the openssl CLI) and publish the
+    /// public key at `-/npm/v1/keys`. `tampered` names a version signed over the wrong message.
+    pub fn sign(&mut self, dir: &std::path::Path, tampered: Option<(&str, &str)>) -> &mut Self {
+        let openssl = |args: &[&str], input: Option<&[u8]>| -> Vec<u8> {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("openssl (it must be installed)");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(input.unwrap_or_default())
+                .expect("openssl stdin");
+            drop(stdin);
+            let out = child.wait_with_output().expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        openssl(
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "npm-signing.pem",
+            ],
+            None,
+        );
+        let public = openssl(
+            &["ec", "-in", "npm-signing.pem", "-pubout", "-outform", "DER"],
+            None,
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.keys = Some(serde_json::json!({"keys": [{
+            "expires": null,
+            "keyid": SIGNING_KEY_ID,
+            "keytype": "ecdsa-sha2-nistp256",
+            "scheme": "ecdsa-sha2-nistp256",
+            "key": b64.encode(public),
+        }]}));
+        for (name, versions) in &mut self.packages {
+            for v in versions {
+                let mut message = format!("{name}@{}:{}", v.version, v.integrity());
+                if tampered == Some((name.as_str(), v.version.as_str())) {
+                    message.push_str(" (not what was published)");
+                }
+                let sig = openssl(
+                    &["dgst", "-sha256", "-sign", "npm-signing.pem"],
+                    Some(message.as_bytes()),
+                );
+                v.signature = Some((SIGNING_KEY_ID.to_owned(), b64.encode(sig)));
+            }
         }
         self
     }
@@ -208,9 +283,7 @@ fn packument(shared: &Npm, name: &str) -> Option<serde_json::Value> {
             .map(|(n, s)| (n.clone(), s.clone().into()))
             .collect();
         let shasum = hex::encode(sha1::Sha1::digest(&v.tarball));
-        out.insert(
-            v.version.clone(),
-            serde_json::json!({
+        let mut manifest = serde_json::json!({
                 "name": name,
                 "version": v.version,
                 "description": format!("{name} test package"),
@@ -222,8 +295,11 @@ fn packument(shared: &Npm, name: &str) -> Option<serde_json::Value> {
                     "shasum": shasum,
                     "tarball": format!("{}{name}/-/{}", shared.url, file_name(name, &v.version)),
                 },
-            }),
-        );
+        });
+        if let Some((keyid, sig)) = &v.signature {
+            manifest["dist"]["signatures"] = serde_json::json!([{"keyid": keyid, "sig": sig}]);
+        }
+        out.insert(v.version.clone(), manifest);
         // A minute apart, so thousands of versions still have valid times in January.
         let published = v.published.clone().unwrap_or_else(|| {
             format!(
@@ -265,6 +341,37 @@ impl Routes for Npm {
         }
         if request.path == "-/npm/v1/security/advisories/bulk" {
             return bulk_advisories(request);
+        }
+        if request.path == "-/npm/v1/keys"
+            && let Some(keys) = &self.registry.keys
+        {
+            return (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                keys.to_string(),
+            )
+                .into_response();
+        }
+        if let Some(spec) = request.path.strip_prefix("-/npm/v1/attestations/")
+            && let Some((name, version)) = spec.rsplit_once('@')
+            && let Some(v) = self
+                .registry
+                .packages
+                .get(name)
+                .and_then(|vs| vs.iter().find(|v| v.version == version))
+            && v.signature.is_some()
+        {
+            // The shape the registry answers with; the bundle is a stand-in npm is not shown.
+            let doc = serde_json::json!({"attestations": [{
+                "predicateType": "https://github.com/npm/attestation/tree/main/specs/publish/v0.1",
+                "bundle": {"mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.2",
+                           "subject": format!("pkg:npm/{name}@{version}"),
+                           "integrity": v.integrity()},
+            }]});
+            return (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                doc.to_string(),
+            )
+                .into_response();
         }
         if let Some((name, file)) = request.path.split_once("/-/") {
             let Some(version) = self

@@ -24,6 +24,7 @@ mod npm_clients;
 mod p2p;
 mod policy;
 mod private;
+mod provenance;
 mod purge;
 mod pypi;
 mod pypi_lockfiles;

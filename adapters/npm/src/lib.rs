@@ -8,11 +8,13 @@
 //! - `{name}/{version}` and `{name}/{dist-tag}` (scoped names in both spellings): one version's
 //!   full manifest, cut from the packument (same key, same freshness), tarball rewritten;
 //! - `-/package/{name}/dist-tags`: the packument's `dist-tags`;
+//! - `-/npm/v1/keys` and `-/npm/v1/attestations/{name}@{version}` (what `npm audit
+//!   signatures` reads): documents of their own, cached and served as upstream sent them (a
+//!   packument's `dist.attestations.url` is pointed here);
 //! - `-/ping`: answered locally; the audit endpoints npm uses (`POST
-//!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`), `GET -/npm/v1/keys`,
-//!   `GET -/npm/v1/attestations/{name}@{version}` (what `npm audit signatures` reads) and
-//!   `GET -/v1/search`: passed through to upstream, never cached. These exact paths only:
-//!   anything else under `-/` is not routed;
+//!   -/npm/v1/security/advisories/bulk`, `…/audits/quick`, `…/audits`) and `GET -/v1/search`:
+//!   passed through to upstream, never cached. These exact paths only: anything else under
+//!   `-/` is not routed;
 //! - writes (`PUT`, `DELETE`, `POST` but the audit passthroughs) and account endpoints
 //!   (`-/whoami`, `-/user/…`, `-/v1/login`, …): refused in npm's error format, saying this is
 //!   a read-only mirror and where to publish instead.
@@ -95,6 +97,50 @@ fn metadata_route(name: &PackageName, variant: &'static str) -> MetadataRoute {
     }
 }
 
+/// The registry's signing keys (`GET -/npm/v1/keys`), a document of their own. No package name
+/// starts with `-`, so neither this key nor [`ATTESTATIONS_PREFIX`] can be a packument's.
+const KEYS_KEY: &str = "-/npm/v1/keys";
+/// Before `NAME@VERSION` (the name unencoded): the attestations of one version, a document.
+const ATTESTATIONS_PREFIX: &str = "-/npm/v1/attestations/";
+/// How the provenance documents render: as upstream sent them.
+const AS_SENT_VARIANT: &str = "as-sent";
+/// Largest provenance document accepted (attestation bundles are a few kilobytes each).
+const MAX_PROVENANCE: u64 = 4 << 20;
+
+/// The route of a provenance document (the signing keys, one version's attestations): cached
+/// and served as metadata, so `npm audit signatures` works offline too, its bytes as sent.
+fn provenance_route(key: String, upstream_path: String) -> MetadataRoute {
+    MetadataRoute {
+        key,
+        upstream_path,
+        variant: AS_SENT_VARIANT,
+        upstream_accept: None,
+        context: None,
+    }
+}
+
+/// True for the keys of the provenance documents ([`provenance_route`]), which are not
+/// packuments.
+fn is_provenance(key: &str) -> bool {
+    key.starts_with("-/")
+}
+
+/// Check a provenance document: a JSON object of at most [`MAX_PROVENANCE`] bytes.
+fn provenance(doc: &MetadataDoc<'_>) -> Result<(), AdapterError> {
+    let key = doc.key;
+    if doc.body.len() as u64 > MAX_PROVENANCE {
+        return Err(AdapterError(format!(
+            "{key}: {} bytes, over the {MAX_PROVENANCE}-byte limit for provenance documents",
+            doc.body.len()
+        )));
+    }
+    match serde_json::from_slice::<serde_json::Value>(doc.body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(AdapterError(format!("{key}: not a JSON object"))),
+        Err(e) => Err(AdapterError(format!("{key}: not valid JSON: {e}"))),
+    }
+}
+
 /// Largest packument accepted: the biggest real ones are a few tens of megabytes.
 pub const MAX_PACKUMENT: u64 = 128 << 20;
 
@@ -165,10 +211,10 @@ impl Npm {
                     method: Method::POST,
                     upstream_path: path.to_owned(),
                 }),
-                "npm/v1/keys" => Some(Route::Passthrough {
-                    method: Method::GET,
-                    upstream_path: path.to_owned(),
-                }),
+                "npm/v1/keys" => Some(Route::Metadata(provenance_route(
+                    KEYS_KEY.to_owned(),
+                    KEYS_KEY.to_owned(),
+                ))),
                 _ if api.starts_with("npm/v1/attestations/") => {
                     // `NAME@VERSION`, the name scoped or not, in either spelling.
                     let spec = decode(&api["npm/v1/attestations/".len()..]).map_err(bad)?;
@@ -183,10 +229,11 @@ impl Npm {
                     let name = PackageName::parse(&spec[..at]).map_err(bad)?;
                     let version = &spec[at + 1..];
                     cairn_ecosystem::check_version(version)?;
-                    Some(Route::Passthrough {
-                        method: Method::GET,
-                        upstream_path: format!("-/npm/v1/attestations/{}@{version}", name.path()),
-                    })
+                    // The name's slash stays literal upstream, as npm sends it.
+                    Some(Route::Metadata(provenance_route(
+                        format!("{ATTESTATIONS_PREFIX}{name}@{version}"),
+                        format!("{ATTESTATIONS_PREFIX}{}@{version}", name.path()),
+                    )))
                 }
                 "v1/search" => {
                     let upstream_path = match request.query {
@@ -291,7 +338,22 @@ impl Ecosystem for Npm {
         Ok(scope)
     }
 
+    fn routing_name<'k>(&self, key: &'k str) -> &'k str {
+        // An attestations document routes as its package does; the keys, as no package.
+        match key.strip_prefix(ATTESTATIONS_PREFIX) {
+            Some(spec) => spec
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == '@')
+                .map_or(spec, |(at, _)| &spec[..at]),
+            None => key,
+        }
+    }
+
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
+        if is_provenance(doc.key) {
+            return provenance(doc).map(|()| DocumentFacts::artifacts(Vec::new()));
+        }
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
         packument::artifacts(&name, doc.url, doc.body).map(DocumentFacts::artifacts)
     }
@@ -301,6 +363,9 @@ impl Ecosystem for Npm {
         doc: &MetadataDoc<'_>,
         refused: &dyn Fn(&str) -> bool,
     ) -> Result<Option<Vec<u8>>, AdapterError> {
+        if is_provenance(doc.key) {
+            return Ok(None);
+        }
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
         packument::without(&name, doc.url, doc.body, refused)
     }
@@ -311,6 +376,13 @@ impl Ecosystem for Npm {
         variant: &'static str,
         base: &Url,
     ) -> Result<Rendered, AdapterError> {
+        if variant == AS_SENT_VARIANT {
+            provenance(doc)?;
+            return Ok(Rendered {
+                body: Bytes::copy_from_slice(doc.body),
+                content_type: "application/json",
+            });
+        }
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
         if variant == DIST_TAGS_VARIANT {
             return Ok(Rendered {

@@ -278,18 +278,11 @@ pub fn render(
         body.len() + 1024
     });
     let mut writer = ObjectWriter::new(&mut out);
-    let tarball_base = format!("{base}{}/-/", name.path());
+    let links = Links::new(name, base);
     for member in &top {
         if member.is("versions") {
             let value = writer.key(member.key);
-            versions(
-                name,
-                doc_url,
-                member.value,
-                abbreviated,
-                &tarball_base,
-                value,
-            )?;
+            versions(name, doc_url, member.value, abbreviated, &links, value)?;
         } else if !abbreviated || member.is("name") || member.is("dist-tags") {
             writer.copy(member);
         } else if member.is("time") {
@@ -354,8 +347,8 @@ pub fn version_manifest(
         return Ok(None);
     };
     let mut out = Vec::with_capacity(version.value.len() + 256);
-    let tarball_base = format!("{base}{}/-/", name.path());
-    version_object(name, doc_url, version, false, &tarball_base, &mut out)?;
+    let links = Links::new(name, base);
+    version_object(name, doc_url, version, false, &links, &mut out)?;
     Ok(Some(out))
 }
 
@@ -364,14 +357,14 @@ fn versions(
     doc_url: &Url,
     value: &[u8],
     abbreviated: bool,
-    tarball_base: &str,
+    links: &Links,
     out: &mut Vec<u8>,
 ) -> Result<(), AdapterError> {
     let malformed = |e: json::JsonError| bad(format!("versions of {name}: {e}"));
     let mut writer = ObjectWriter::new(out);
     for version in json::members(value).map_err(malformed)? {
         let out = writer.key(version.key);
-        version_object(name, doc_url, &version, abbreviated, tarball_base, out)?;
+        version_object(name, doc_url, &version, abbreviated, links, out)?;
     }
     writer.finish();
     Ok(())
@@ -384,7 +377,7 @@ fn version_object(
     doc_url: &Url,
     version: &Member<'_>,
     abbreviated: bool,
-    tarball_base: &str,
+    links: &Links,
     out: &mut Vec<u8>,
 ) -> Result<(), AdapterError> {
     let fields =
@@ -394,7 +387,7 @@ fn version_object(
     for field in &fields {
         if field.is("dist") {
             let out = vw.key(field.key);
-            dist(doc_url, field.value, tarball_base, out).map_err(|e| {
+            dist(doc_url, field.value, links, out).map_err(|e| {
                 bad(format!(
                     "{name} version {}: {}",
                     String::from_utf8_lossy(version.key),
@@ -422,12 +415,7 @@ fn keep_abbreviated(field: &Member<'_>) -> bool {
     ABBREVIATED_VERSION_KEYS.iter().any(|k| field.is(k))
 }
 
-fn dist(
-    doc_url: &Url,
-    value: &[u8],
-    tarball_base: &str,
-    out: &mut Vec<u8>,
-) -> Result<(), AdapterError> {
+fn dist(doc_url: &Url, value: &[u8], links: &Links, out: &mut Vec<u8>) -> Result<(), AdapterError> {
     let mut writer = ObjectWriter::new(out);
     for field in json::members(value).map_err(|e| bad(e.to_string()))? {
         if field.is("tarball") {
@@ -437,11 +425,65 @@ fn dist(
                 .join(&upstream)
                 .map_err(|e| bad(format!("tarball URL {upstream:?}: {e}")))?;
             let file = tarball_file(&url)?;
-            let rewritten = format!("{tarball_base}{file}");
+            let rewritten = format!("{}{file}", links.tarballs);
             let encoded = serde_json::to_vec(&rewritten).map_err(|e| bad(e.to_string()))?;
             writer.key(field.key).extend_from_slice(&encoded);
+        } else if field.is("attestations") {
+            let out = writer.key(field.key);
+            attestations(field.value, links, out)?;
         } else {
             writer.copy(&field);
+        }
+    }
+    writer.finish();
+    Ok(())
+}
+
+/// Where a rendered packument sends its clients: tarballs and attestations, on this node.
+struct Links {
+    /// Before a tarball's file name: `{base}{name}/-/`.
+    tarballs: String,
+    /// The registry's base (`{base}`), before `-/npm/v1/attestations/NAME@VERSION`.
+    registry: String,
+}
+
+impl Links {
+    fn new(name: &PackageName, base: &Url) -> Self {
+        Links {
+            tarballs: format!("{base}{}/-/", name.path()),
+            registry: base.to_string(),
+        }
+    }
+}
+
+/// `dist.attestations` with its `url` on this node: npm fetches attestations from that URL's
+/// path on the registry it was configured with, which drops a registry's own path prefix
+/// (`/npm/`). Everything else in it, the `provenance` statement included, is copied as sent;
+/// the attestations themselves are served as upstream sent them. A `url` that is not an npm
+/// attestations URL is left alone.
+fn attestations(value: &[u8], links: &Links, out: &mut Vec<u8>) -> Result<(), AdapterError> {
+    let Ok(fields) = json::members(value) else {
+        out.extend_from_slice(value);
+        return Ok(());
+    };
+    let mut writer = ObjectWriter::new(out);
+    for field in fields {
+        let spec = field
+            .is("url")
+            .then(|| serde_json::from_slice::<String>(field.value).ok())
+            .flatten()
+            .and_then(|url| {
+                let at = url.find("/-/npm/v1/attestations/")?;
+                Some(url[at + "/-/npm/v1/attestations/".len()..].to_owned())
+            })
+            .filter(|spec| !spec.is_empty() && !spec.contains(['?', '#', '\\']));
+        match spec {
+            Some(spec) => {
+                let rewritten = format!("{}-/npm/v1/attestations/{spec}", links.registry);
+                let encoded = serde_json::to_vec(&rewritten).map_err(|e| bad(e.to_string()))?;
+                writer.key(field.key).extend_from_slice(&encoded);
+            }
+            None => writer.copy(&field),
         }
     }
     writer.finish();

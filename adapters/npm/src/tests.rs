@@ -162,7 +162,6 @@ fn passthrough_names_exact_endpoints_and_methods() {
         ("-/npm/v1/security/advisories/bulk", Method::POST),
         ("-/npm/v1/security/audits/quick", Method::POST),
         ("-/npm/v1/security/audits", Method::POST),
-        ("-/npm/v1/keys", Method::GET),
         ("-/v1/search", Method::GET),
     ] {
         match route(path, None) {
@@ -187,36 +186,81 @@ fn passthrough_names_exact_endpoints_and_methods() {
         "-/npm/v1/attestations/lodash@1.0.0%2f..%2f..",
     ] {
         assert!(
-            !matches!(route(path, None), Ok(Some(Route::Passthrough { .. }))),
-            "{path} should not be passed through"
+            !matches!(
+                route(path, None),
+                Ok(Some(Route::Passthrough { .. } | Route::Metadata(_)))
+            ),
+            "{path} should not be asked of upstream"
         );
     }
 }
 
 #[test]
-fn attestations_pass_through_with_the_name_checked_and_its_slash_literal() {
-    for (asked, sent) in [
+fn keys_and_attestations_are_documents_with_the_name_checked_and_its_slash_literal() {
+    for (asked, key, sent) in [
+        ("-/npm/v1/keys", "-/npm/v1/keys", "-/npm/v1/keys"),
         (
+            "-/npm/v1/attestations/lodash@4.17.21",
             "-/npm/v1/attestations/lodash@4.17.21",
             "-/npm/v1/attestations/lodash@4.17.21",
         ),
         (
             "-/npm/v1/attestations/@sigstore%2fcore@1.0.0",
             "-/npm/v1/attestations/@sigstore/core@1.0.0",
+            "-/npm/v1/attestations/@sigstore/core@1.0.0",
         ),
         (
+            "-/npm/v1/attestations/@sigstore/core@1.0.0",
             "-/npm/v1/attestations/@sigstore/core@1.0.0",
             "-/npm/v1/attestations/@sigstore/core@1.0.0",
         ),
     ] {
         match route(asked, None) {
-            Ok(Some(Route::Passthrough {
-                method,
-                upstream_path,
-            })) => assert_eq!((method, upstream_path.as_str()), (Method::GET, sent)),
+            Ok(Some(Route::Metadata(m))) => assert_eq!(
+                (m.key.as_str(), m.upstream_path.as_str()),
+                (key, sent),
+                "{asked}"
+            ),
             other => panic!("{asked}: {other:?}"),
         }
     }
+    // An attestations document routes as its package, the keys as no package.
+    let npm = Npm;
+    assert_eq!(
+        npm.routing_name("-/npm/v1/attestations/@corp/core@1.0.0"),
+        "@corp/core"
+    );
+    assert_eq!(
+        npm.routing_name("-/npm/v1/attestations/left-pad@1.3.0"),
+        "left-pad"
+    );
+    assert_eq!(npm.routing_name("@corp/core"), "@corp/core");
+    assert_eq!(npm.routing_name("-/npm/v1/keys"), "-/npm/v1/keys");
+}
+
+#[test]
+fn provenance_documents_render_as_sent_and_must_be_json_objects() {
+    let url = Url::parse("http://upstream.test/-/npm/v1/keys").expect("ok");
+    let base = Url::parse("http://cairn.test/npm/").expect("ok");
+    let body = br#"{"keys":[{"keyid":"SHA256:x","key":"AAAA","expires":null}]}"#;
+    let doc = MetadataDoc {
+        key: "-/npm/v1/keys",
+        url: &url,
+        body,
+        context: None,
+    };
+    assert!(Npm.read(&doc).expect("ok").artifacts.is_empty());
+    assert!(Npm.without(&doc, &|_| true).expect("ok").is_none());
+    let rendered = Npm.render(&doc, "as-sent", &base).expect("ok");
+    assert_eq!(&rendered.body[..], &body[..]);
+    for bad in [&b"[]"[..], b"not json", b"\"keys\""] {
+        let doc = MetadataDoc { body: bad, ..doc };
+        let err = Npm.read(&doc).expect_err("refused").to_string();
+        assert!(err.contains("-/npm/v1/keys"), "{err}");
+    }
+    let huge = vec![b' '; (4 << 20) + 1];
+    let doc = MetadataDoc { body: &huge, ..doc };
+    assert!(Npm.read(&doc).expect_err("refused").to_string().contains("limit"));
 }
 
 #[test]

@@ -174,9 +174,10 @@ impl EcosystemSetup {
     pub fn is_private(&self, key: Option<&str>) -> bool {
         let has_userinfo = |url: &Url| !url.username().is_empty() || url.password().is_some();
         let routed = key.and_then(|key| {
+            let name = self.ecosystem.routing_name(key);
             self.routed
                 .iter()
-                .find(|r| r.patterns.iter().any(|p| p.matches(key)))
+                .find(|r| r.patterns.iter().any(|p| p.matches(name)))
         });
         match routed {
             Some(r) => r.credentials.is_some() || has_userinfo(&r.url),
@@ -237,9 +238,10 @@ pub(crate) struct Routed {
 impl Registered {
     /// The routed upstream that takes `key` (a metadata key), if one does.
     pub(crate) fn routed(&self, key: &str) -> Option<&Routed> {
+        let name = self.ecosystem.routing_name(key);
         self.routed
             .iter()
-            .find(|r| r.patterns.iter().any(|p| p.matches(key)))
+            .find(|r| r.patterns.iter().any(|p| p.matches(name)))
     }
 }
 

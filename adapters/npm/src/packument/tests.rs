@@ -235,3 +235,52 @@ fn a_policy_leaves_out_versions_and_latest_moves_to_the_highest_left() {
         std::cmp::Ordering::Less
     );
 }
+
+#[test]
+fn signatures_and_attestations_are_kept_with_the_attestations_fetched_here() {
+    let name = PackageName::parse("@corp/core").expect("name");
+    let body = br#"{"name":"@corp/core","dist-tags":{"latest":"1.0.0"},"versions":{"1.0.0":{
+        "name":"@corp/core","version":"1.0.0","dist":{
+        "integrity":"sha512-AAAA","tarball":"https://upstream.invalid/@corp/core/-/core-1.0.0.tgz",
+        "signatures":[{"keyid":"SHA256:k1","sig":"MEUCIQ+/="}],
+        "attestations":{"url":"https://upstream.invalid/-/npm/v1/attestations/@corp%2fcore@1.0.0",
+          "provenance":{"predicateType":"https://slsa.dev/provenance/v1"}}}}},
+        "time":{"1.0.0":"2026-01-01T00:00:00.000Z"}}"#;
+    for abbreviated in [false, true] {
+        let rendered = value(
+            &render(&name, &doc_url("@corp%2fcore"), body, abbreviated, &base()).expect("render"),
+        );
+        let dist = &rendered["versions"]["1.0.0"]["dist"];
+        assert_eq!(
+            dist["signatures"],
+            serde_json::json!([{"keyid":"SHA256:k1","sig":"MEUCIQ+/="}])
+        );
+        assert_eq!(
+            dist["attestations"],
+            serde_json::json!({
+                "url": "http://127.0.0.1:7777/npm/-/npm/v1/attestations/@corp%2fcore@1.0.0",
+                "provenance": {"predicateType": "https://slsa.dev/provenance/v1"}
+            }),
+            "abbreviated: {abbreviated}"
+        );
+    }
+    // A url that is not an attestations URL, or odd shapes, pass as sent.
+    for odd in [
+        r#"{"url":"https://elsewhere.invalid/provenance/1"}"#,
+        r#"{"url":"https://upstream.invalid/-/npm/v1/attestations/x@1?y"}"#,
+        r#"{"url":7}"#,
+        r#""just a string""#,
+    ] {
+        let body = format!(
+            r#"{{"name":"x","versions":{{"1.0.0":{{"dist":{{"tarball":"https://upstream.invalid/x/-/x-1.0.0.tgz","attestations":{odd}}}}}}}}}"#
+        );
+        let name = PackageName::parse("x").expect("name");
+        let rendered =
+            value(&render(&name, &doc_url("x"), body.as_bytes(), false, &base()).expect("render"));
+        assert_eq!(
+            rendered["versions"]["1.0.0"]["dist"]["attestations"],
+            value(odd.as_bytes()),
+            "{odd}"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! What the registry signs reaches the client as it was signed. The fake registry signs every
+//! version (ECDSA P-256 over `NAME@VERSION:INTEGRITY`, as the npm registry does) and
+//! publishes its key at `-/npm/v1/keys`; through the node, npm's own signature check (the
+//! `pacote` call `npm audit signatures` makes once it holds the registry's keys, with the keys
+//! read from the node) passes for an honest signature and fails for a wrong one, so the node
+//! neither breaks nor hides it. The keys and a version's attestations are cached documents:
+//! served as upstream sent them, offline too.
+
+use std::process::Command;
+
+use crate::fake_npm::{FakeNpm, Registry, SIGNING_KEY_ID, noise};
+use crate::support::{Cairn, ClientEnv, assert_success, get, project};
+
+/// Run npm's bundled `pacote` the way `npm audit signatures` does for one installed version:
+/// the registry's keys fetched from `registry`, then the manifest read with signature checks.
+/// Returns the script's output (`verified` or the error code and message).
+fn npm_verifies(env: &ClientEnv, spec: &str) -> String {
+    let root = Command::new("npm")
+        .args(["root", "-g"])
+        .output()
+        .expect("npm (it must be installed)");
+    let root = String::from_utf8_lossy(&root.stdout).trim().to_owned();
+    let script = format!(
+        r#"
+const pacote = require({pacote:?});
+const registry = {registry:?};
+(async () => {{
+  const {{ keys }} = await (await fetch(registry + '-/npm/v1/keys')).json();
+  const url = new URL(registry);
+  const regKey = `//${{url.host}}${{url.pathname}}:_keys`;
+  const pemKeys = keys.map(k => ({{ ...k, pemkey: `-----BEGIN PUBLIC KEY-----\n${{k.key}}\n-----END PUBLIC KEY-----` }}));
+  try {{
+    const m = await pacote.manifest({spec:?}, {{
+      registry, cache: {cache:?}, verifySignatures: true, [regKey]: pemKeys,
+    }});
+    console.log('verified', JSON.stringify(m._signatures));
+  }} catch (e) {{
+    console.log('refused', e.code, e.message);
+  }}
+}})();
+"#,
+        pacote = format!("{root}/npm/node_modules/pacote"),
+        registry = env.registry,
+        cache = env.dir.join("pacote-cache").display().to_string(),
+    );
+    let out = Command::new("node")
+        .args(["-e", &script])
+        .output()
+        .expect("node (it must be installed)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn registry_signatures_verify_through_the_node_and_a_wrong_one_still_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut registry = Registry::default();
+    registry.publish("signed-lib", "1.0.0", &[], &[("a.js", noise(4 << 10, 1))]);
+    registry.publish("forged-lib", "1.0.0", &[], &[("b.js", noise(4 << 10, 2))]);
+    registry.sign(tmp.path(), Some(("forged-lib", "1.0.0")));
+    let fake = FakeNpm::start(registry);
+    let data = tmp.path().join("data");
+    let node = Cairn::start(&data, &["--npm-upstream", &fake.url]);
+    let env = ClientEnv::new(&tmp.path().join("client"), &node.npm());
+
+    // The signature reaches npm byte for byte, in both forms of the packument.
+    let signed = fake.registry().version("signed-lib", "1.0.0");
+    let (keyid, sig) = signed.signature.clone().expect("signed");
+    assert_eq!(keyid, SIGNING_KEY_ID);
+    for accept in [None, Some("application/vnd.npm.install-v1+json")] {
+        let url = format!("{}signed-lib", node.npm());
+        let reply = match accept {
+            Some(a) => crate::support::get_with(&url, &[("accept", a)]),
+            None => get(&url),
+        };
+        let doc: serde_json::Value = serde_json::from_str(&reply.text).expect("packument");
+        assert_eq!(
+            doc["versions"]["1.0.0"]["dist"]["signatures"],
+            serde_json::json!([{ "keyid": keyid, "sig": sig }]),
+            "accept {accept:?}"
+        );
+    }
+
+    // npm's check passes for the honest signature and fails for the forged one.
+    let honest = npm_verifies(&env, "signed-lib@1.0.0");
+    assert!(honest.starts_with("verified"), "{honest}");
+    let forged = npm_verifies(&env, "forged-lib@1.0.0");
+    assert!(
+        forged.contains("EINTEGRITYSIGNATURE") && forged.contains("invalid registry signature"),
+        "{forged}"
+    );
+
+    // An install through the node is unaffected by the signatures it carries.
+    let app = project(
+        &tmp.path().join("app"),
+        serde_json::json!({ "signed-lib": "1.0.0" }),
+    );
+    assert_success(&env.run("npm", &["install"], &app), "npm install");
+
+    // The keys and the attestations are served as upstream sent them, and kept.
+    let keys = get(&format!("{}-/npm/v1/keys", node.npm()));
+    assert_eq!(keys.status, 200, "{}", keys.text);
+    let upstream_keys = get(&format!("{}-/npm/v1/keys", fake.url));
+    assert_eq!(keys.text, upstream_keys.text);
+    let attestations_path = "-/npm/v1/attestations/signed-lib@1.0.0";
+    let attestations = get(&format!("{}{attestations_path}", node.npm()));
+    assert_eq!(attestations.status, 200, "{}", attestations.text);
+    assert_eq!(
+        attestations.text,
+        get(&format!("{}{attestations_path}", fake.url)).text
+    );
+    let unknown = get(&format!(
+        "{}-/npm/v1/attestations/signed-lib@9.9.9",
+        node.npm()
+    ));
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    node.stop();
+
+    let offline = Cairn::start(&data, &["--npm-upstream", &fake.url, "--offline"]);
+    let env = ClientEnv::new(&tmp.path().join("offline-client"), &offline.npm());
+    let kept = get(&format!("{}-/npm/v1/keys", offline.npm()));
+    assert_eq!((kept.status, kept.text), (200, upstream_keys.text));
+    let kept = get(&format!("{}{attestations_path}", offline.npm()));
+    assert_eq!(kept.status, 200, "{}", kept.text);
+    let honest = npm_verifies(&env, "signed-lib@1.0.0");
+    assert!(honest.starts_with("verified"), "offline: {honest}");
+}
