@@ -73,6 +73,11 @@ pub enum Command {
             hide_env_values = true
         )]
         token: Option<String>,
+        /// Point the client at the node's view of its registry as of this instant
+        /// (2026-08-19T12:00:00Z or 2026-08-19): versions published later are not offered, so
+        /// resolutions are the same whenever they run (npm, cargo and PyPI clients)
+        #[arg(long, value_name = "INSTANT")]
+        as_of: Option<String>,
     },
     /// What the node holds, where each ecosystem's upstream is, and whether it is running
     Status {

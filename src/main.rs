@@ -62,11 +62,13 @@ async fn run(cli: Cli) -> Result<()> {
             apply,
             ca_file,
             token,
+            as_of,
         } => {
             let given = commands::setup::Given {
                 url,
                 ca_file,
                 token,
+                as_of,
             };
             commands::setup::run(common, &file, client, given, apply).await
         }

@@ -16,12 +16,14 @@
 //! (so resolvers pick an allowed version), and a request for a refused file (a lockfile
 //! pinning it) gets `403` naming the rule. [`versions`]: how rules name versions.
 
+pub mod as_of;
 pub mod versions;
 
 use std::collections::BTreeMap;
 
 use crate::ecosystem::time::format_rfc3339;
 use crate::index::ecosystem_family;
+pub use as_of::AsOf;
 pub use versions::VersionSet;
 
 /// `ms` as the settings write durations: in whole days, hours, minutes or seconds (`7d`).

@@ -28,6 +28,30 @@ pub struct Given {
     pub ca_file: Option<PathBuf>,
     /// An access token.
     pub token: Option<String>,
+    /// The instant of the registry view to point the client at.
+    pub as_of: Option<String>,
+}
+
+/// `url` (a client URL, ending in the client's path below the node) in the node's view as of
+/// `instant`: `/as-of/INSTANT/` before the client's path.
+fn in_view(client: Client, url: &Url, instant: &str) -> Result<Url> {
+    let now = cairn_mirror::now_ms();
+    let as_of = cairn_mirror::policy::AsOf::parse(instant, now).map_err(anyhow::Error::msg)?;
+    let path = url.path();
+    let Some(base) = path.strip_suffix(client.path()) else {
+        bail!(
+            "{url} does not end in {:?}, so the view cannot be put before it",
+            client.path()
+        );
+    };
+    let mut out = url.clone();
+    out.set_path(&format!(
+        "{base}{}/{}/{}",
+        cairn_mirror::policy::as_of::PREFIX,
+        as_of.text,
+        client.path()
+    ));
+    Ok(out)
 }
 
 /// `cairn setup`: `given.url`, else this node's at `--listen` (127.0.0.1 when it listens on
@@ -53,6 +77,14 @@ pub async fn run(
             let scheme = if tls { "https" } else { "http" };
             Url::parse(&format!("{scheme}://{host}/{}", client.path())).context("node URL")?
         }
+    };
+    let url = match &given.as_of {
+        Some(instant) if matches!(client.entry().kind, Kind::Apt) => bail!(
+            "--as-of {instant}: apt archives date whole releases, not packages, so there is no \
+             view of one as of an instant (the view serves npm, cargo and PyPI clients)"
+        ),
+        Some(instant) => in_view(client, &url, instant)?,
+        None => url,
     };
     let ca_file = match &given.ca_file {
         Some(path) => {
@@ -226,6 +258,22 @@ fn npm_auth_token(client: Client, url: &Url, secret: &str) -> Step {
     }
 }
 
+/// The node's own URL above `url`, a client URL below it (in a view: `/as-of/INSTANT/npm/`
+/// is below the node too).
+fn node_base(client: Client, url: &Url) -> Url {
+    let mut base = url.clone();
+    let path = url.path();
+    let below = path.strip_suffix(client.path()).unwrap_or("/");
+    // `/as-of/INSTANT/` at its end: what is above it.
+    let above_view = below
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .and_then(|(above, _)| above.strip_suffix(cairn_mirror::policy::as_of::PREFIX))
+        .filter(|above| above.ends_with('/'));
+    base.set_path(above_view.unwrap_or(below));
+    base
+}
+
 /// What the node at `url` (a client URL below it) says of `client`'s ecosystem: `None` when no
 /// node answers there, else `Err(why it is off)` or `Ok(())`.
 async fn node_has_upstream(
@@ -234,10 +282,7 @@ async fn node_has_upstream(
     token: Option<&str>,
     ca_file: Option<&Path>,
 ) -> Option<Result<(), String>> {
-    let mut base = url.clone();
-    let path = base.path().to_owned();
-    base.set_path(path.strip_suffix(client.path()).unwrap_or("/"));
-    let status = base.join("api/v1/status").ok()?;
+    let status = node_base(client, url).join("api/v1/status").ok()?;
     let mut http = reqwest::Client::builder();
     if let Some(file) = ca_file {
         let pem = std::fs::read(file).ok()?;
@@ -330,6 +375,45 @@ mod tests {
             step.shown(),
             "pnpm config set //127.0.0.1/npm/:_authToken s"
         );
+    }
+
+    #[test]
+    fn a_view_goes_before_the_clients_path_and_the_node_is_above_both() {
+        let url = |u: &str| Url::parse(u).expect("url");
+        for (client, given, viewed) in [
+            (
+                Client::Npm,
+                "http://127.0.0.1:7777/npm/",
+                "http://127.0.0.1:7777/as-of/2026-08-19T00:00:00Z/npm/",
+            ),
+            (
+                Client::Pip,
+                "https://cache.internal/mirror/pypi/simple/",
+                "https://cache.internal/mirror/as-of/2026-08-19T00:00:00Z/pypi/simple/",
+            ),
+            (
+                Client::Cargo,
+                "http://10.0.0.2:7777/cargo/index/",
+                "http://10.0.0.2:7777/as-of/2026-08-19T00:00:00Z/cargo/index/",
+            ),
+        ] {
+            let view = in_view(client, &url(given), "2026-08-19").expect("view");
+            assert_eq!(view.as_str(), viewed);
+            assert_eq!(node_base(client, &view), node_base(client, &url(given)));
+        }
+        assert_eq!(
+            node_base(Client::Pip, &url(given_pip())).as_str(),
+            "https://cache.internal/mirror/"
+        );
+        let err = in_view(Client::Npm, &url("http://h/elsewhere/"), "2026-08-19")
+            .expect_err("not a client URL");
+        assert!(err.to_string().contains("does not end in"), "{err}");
+        let err = in_view(Client::Npm, &url("http://h/npm/"), "2999-01-01").expect_err("future");
+        assert!(err.to_string().contains("in the future"), "{err}");
+    }
+
+    fn given_pip() -> &'static str {
+        "https://cache.internal/mirror/pypi/simple/"
     }
 
     #[test]

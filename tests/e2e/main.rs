@@ -3,6 +3,7 @@
 //! and in network namespaces. A missing client or tool is a failure, not a skip.
 
 mod apt;
+mod as_of;
 mod auth;
 mod bundle;
 mod cargo;

@@ -260,7 +260,12 @@ fn provenance_documents_render_as_sent_and_must_be_json_objects() {
     }
     let huge = vec![b' '; (4 << 20) + 1];
     let doc = MetadataDoc { body: &huge, ..doc };
-    assert!(Npm.read(&doc).expect_err("refused").to_string().contains("limit"));
+    assert!(
+        Npm.read(&doc)
+            .expect_err("refused")
+            .to_string()
+            .contains("limit")
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::{Mirror, Registered, blocking, now_ms};
 use crate::ecosystem::{ArtifactRoute, Listing};
 use crate::error::Error;
 use crate::metrics::PolicyLabels;
-use crate::policy::{Policy, Refusal};
+use crate::policy::{AsOf, Policy, Refusal};
 
 /// What a policy refuses of one document: the artifact keys, and when the first of those
 /// refusals lapses (a `min-age` one).
@@ -89,17 +89,67 @@ impl Mirror {
             now_ms(),
         );
         if let Some(refusal) = &refusal {
-            self.inner
-                .metrics
-                .policy_refusals
-                .get_or_create(&PolicyLabels {
-                    ecosystem: name.to_owned(),
-                    rule: refusal.rule,
-                })
-                .inc();
-            tracing::info!(ecosystem = name, key = %route.key, rule = refusal.rule, "refused by policy: {}", refusal.reason);
+            self.count_refusal(name, &route.key, refusal);
         }
         Ok(refusal)
+    }
+
+    /// Fail unless the file `route` names is in the view `as_of` (its version published by
+    /// then), judged as [`Mirror::artifact_refusal`] judges it. A file no document lists is
+    /// not judged.
+    pub(crate) async fn check_as_of(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        as_of: &AsOf,
+    ) -> Result<(), Error> {
+        let name = registered.ecosystem.name();
+        let Listing::Document(document) = &route.listed_by else {
+            return Ok(());
+        };
+        let reference = match self.reference(name, &route.key).await? {
+            Some(reference) => Some(reference),
+            None => self
+                .reference_from_metadata(registered, route, now_ms())
+                .await
+                .ok(),
+        };
+        let Some(reference) = reference else {
+            return Ok(());
+        };
+        let unknown_age = self.policy().unknown_age;
+        match as_of.decide(
+            name,
+            &document.key,
+            reference.version.as_deref(),
+            reference.published,
+            unknown_age,
+        ) {
+            Some(refusal) => {
+                self.count_refusal(name, &route.key, &refusal);
+                Err(Error::PolicyRefused(refusal.reason))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Count and log a refusal of the file `key` of `ecosystem`.
+    fn count_refusal(&self, ecosystem: &str, key: &str, refusal: &Refusal) {
+        self.inner
+            .metrics
+            .policy_refusals
+            .get_or_create(&PolicyLabels {
+                ecosystem: ecosystem.to_owned(),
+                rule: refusal.rule,
+            })
+            .inc();
+        tracing::info!(
+            ecosystem,
+            key,
+            rule = refusal.rule,
+            "refused by policy: {}",
+            refusal.reason
+        );
     }
 
     /// Fail with the policy's refusal of the file `route` names, if it refuses it.
@@ -145,17 +195,36 @@ impl Mirror {
         Ok(refused)
     }
 
-    /// [`Mirror::refused_in`] off the async workers.
+    /// [`Mirror::refused_in`] off the async workers, with what the view `as_of` leaves out
+    /// besides, when there is one.
     pub(crate) async fn refused_in_document(
         &self,
         ecosystem: &str,
         key: &str,
-    ) -> Result<(Arc<Policy>, Refused), Error> {
+        as_of: Option<&AsOf>,
+    ) -> Result<Refused, Error> {
         let (this, ecosystem, key) = (self.clone(), ecosystem.to_owned(), key.to_owned());
+        let as_of = as_of.cloned();
         blocking(move || {
             let policy = this.policy();
-            let refused = this.refused_in(&policy, &ecosystem, &key)?;
-            Ok((policy, refused))
+            let mut refused = this.refused_in(&policy, &ecosystem, &key)?;
+            if let Some(as_of) = as_of {
+                for (artifact, reference) in this.inner.index.refs_listed_by(&ecosystem, &key)? {
+                    if as_of
+                        .decide(
+                            &ecosystem,
+                            &key,
+                            reference.version.as_deref(),
+                            reference.published,
+                            policy.unknown_age,
+                        )
+                        .is_some()
+                    {
+                        refused.keys.insert(artifact);
+                    }
+                }
+            }
+            Ok(refused)
         })
         .await
     }

@@ -9,11 +9,14 @@ use super::{MetadataHit, Mirror, Registered, blocking};
 use crate::ecosystem::{MetadataDoc, MetadataRoute};
 use crate::engine::render::{RenderKey, RenderedDoc};
 use crate::error::Error;
+use crate::policy::AsOf;
 use crate::upstream::redact;
 
 impl Mirror {
     /// The document behind `hit`, or its `part` when one is named, rendered as `variant` for
-    /// clients at `base`. A part the document does not have is [`Error::NotFound`]. Cancel-safe.
+    /// clients at `base`, in the view `as_of` when there is one (its base names it, so its
+    /// renders are cached apart). A part the document does not have is [`Error::NotFound`].
+    /// Cancel-safe.
     pub(crate) async fn render(
         &self,
         registered: &Registered,
@@ -21,6 +24,7 @@ impl Mirror {
         part: Option<&str>,
         hit: &MetadataHit,
         base: &Url,
+        as_of: Option<&AsOf>,
     ) -> Result<Arc<RenderedDoc>, Error> {
         let Some(cid) = hit.record.cid else {
             return Err(Error::NoBodyToRender {
@@ -28,7 +32,7 @@ impl Mirror {
             });
         };
         let name = registered.ecosystem.name();
-        let policed = self.policed(&self.policy(), name);
+        let policed = self.policed(&self.policy(), name) || as_of.is_some();
         let key = RenderKey {
             cid,
             variant: route.variant,
@@ -45,7 +49,7 @@ impl Mirror {
         }
         // What the policy leaves out of this document, from the references it recorded.
         let refused = if policed {
-            self.refused_in_document(name, &route.key).await?.1
+            self.refused_in_document(name, &route.key, as_of).await?
         } else {
             Default::default()
         };

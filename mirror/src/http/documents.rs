@@ -9,6 +9,7 @@ use http::{Method, StatusCode};
 use crate::ecosystem::MetadataRoute;
 use crate::engine::{MetadataHit, Mirror, Registered, http_date, now_ms};
 use crate::error::Error;
+use crate::policy::AsOf;
 
 use super::routes::base_url;
 use super::{GZIP_MIN, error_response, matches_etag};
@@ -66,7 +67,10 @@ pub(super) async fn metadata(
         ));
     }
     let base = base_url(mirror, &registered.mount, request)?;
-    let doc = mirror.render(registered, route, part, &hit, &base).await?;
+    let as_of = request.extensions.get::<AsOf>();
+    let doc = mirror
+        .render(registered, route, part, &hit, &base, as_of)
+        .await?;
     let age_secs = (now_ms() - hit.record.fetched_at).max(0) / 1000;
     let ttl = mirror.config().metadata_ttl.as_secs() as i64;
     let gzip = doc.body.len() >= GZIP_MIN && accepts_gzip(&request.headers);

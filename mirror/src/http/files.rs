@@ -13,6 +13,7 @@ use crate::ecosystem::ArtifactRoute;
 use crate::engine::download::Download;
 use crate::engine::{ArtifactBody, CachedArtifact, Keep, Mirror, Registered};
 use crate::error::Error;
+use crate::policy::AsOf;
 
 use super::{READ_WHOLE, WAIT_HEADER, error_response, matches_etag, public_message};
 
@@ -22,6 +23,9 @@ pub(super) async fn artifact(
     route: &ArtifactRoute,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
+    if let Some(as_of) = request.extensions.get::<AsOf>() {
+        mirror.check_as_of(registered, route, as_of).await?;
+    }
     // A stored file found damaged is dropped by `cached_file`; the second lookup fetches it
     // again.
     let mut keep = Keep::IfRoom;

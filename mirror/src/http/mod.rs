@@ -1,7 +1,8 @@
 //! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
 //! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
 //! `/healthz`, `/metrics`, `/api/v1/status`, `/api/v1/peers`, `/api/v1/purge/…` and
-//! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own. With `--auth required`
+//! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own; `/as-of/INSTANT/MOUNT/…` is
+//! an ecosystem in the view as of an instant ([`crate::policy::as_of`]). With `--auth required`
 //! every route but `/healthz` needs an access token first (`auth`).
 //!
 //! Responses: metadata carries a strong ETag (answered with 304), `Vary: Accept`, and `Age` plus
@@ -134,6 +135,10 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                     let (kind, response) = crate::http::gateway::handle(&mirror, request).await;
                     ("ipfs".into(), kind, response)
                 }
+                view if view.starts_with("/as-of/") => {
+                    let (kind, response) = as_of_view(&mirror, request).await;
+                    ("as-of".into(), kind, response)
+                }
                 _ => match find_ecosystem(&mirror, path.trim_start_matches('/')) {
                     Some((registered, below)) => {
                         let name = registered.name.to_string();
@@ -160,6 +165,52 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         })
         .inc();
     response
+}
+
+/// A request under `/as-of/INSTANT/`: the ecosystem below it, served in the view as of that
+/// instant ([`crate::policy::as_of`]). The instant is read from the raw path; a malformed or
+/// future one is a `400` naming it.
+async fn as_of_view(mirror: &Mirror, mut request: http::Request<Body>) -> (&'static str, Response) {
+    let path = request.uri().path().to_owned();
+    let rest = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(crate::policy::as_of::PREFIX))
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or("");
+    let (instant, below) = rest.split_once('/').unwrap_or((rest, ""));
+    // Clients that encode `:` in paths send `2026-08-19T12%3A00%3A00Z`.
+    let instant = percent_encoding::percent_decode_str(instant).decode_utf8_lossy();
+    let as_of = match crate::policy::AsOf::parse(&instant, crate::engine::now_ms()) {
+        Ok(as_of) => as_of,
+        Err(why) => return ("other", Error::BadRequest(why).into_response()),
+    };
+    match find_ecosystem(mirror, below) {
+        Some((registered, _))
+            if !crate::policy::as_of::DATED
+                .contains(&crate::index::ecosystem_family(&registered.name)) =>
+        {
+            let e = Error::NotFound(format!(
+                "{} has no publication times to view it as of an instant by (the view serves {})",
+                registered.name,
+                crate::policy::as_of::DATED.join(", ")
+            ));
+            ("other", e.into_response())
+        }
+        Some((registered, below)) => {
+            let below = below.to_owned();
+            request.extensions_mut().insert(as_of);
+            ecosystem(mirror, registered, &below, request, false).await
+        }
+        None => (
+            "other",
+            Error::NotFound(format!(
+                "no route for {path}: below /as-of/{}/, {}",
+                as_of.text,
+                where_to_go(mirror)
+            ))
+            .into_response(),
+        ),
+    }
 }
 
 /// Where each ecosystem this node serves lives, for a request under none of them. Ecosystems

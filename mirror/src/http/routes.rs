@@ -13,6 +13,7 @@ use url::Url;
 use crate::ecosystem::{Request, Route};
 use crate::engine::{Mirror, Registered};
 use crate::error::Error;
+use crate::policy::{AsOf, as_of};
 
 use super::documents::metadata;
 use super::error_response;
@@ -161,7 +162,8 @@ pub(super) async fn ecosystem(
 }
 
 /// The URL clients reach the ecosystem mounted at `mount` at: the configured public URL, else
-/// the request's Host (HTTP/1) or `:authority` (HTTP/2, where there is no Host header).
+/// the request's Host (HTTP/1) or `:authority` (HTTP/2, where there is no Host header); in
+/// the view as of an instant when the request came through one.
 pub(super) fn base_url(
     mirror: &Mirror,
     mount: &str,
@@ -189,7 +191,15 @@ pub(super) fn base_url(
                 .map_err(|e| Error::BadRequest(format!("invalid Host header {host:?}: {e}")))?
         }
     };
-    let path = format!("{}/{mount}/", base.path().trim_end_matches('/'));
+    let path = match request.extensions.get::<AsOf>() {
+        Some(as_of) => format!(
+            "{}/{}/{}/{mount}/",
+            base.path().trim_end_matches('/'),
+            as_of::PREFIX,
+            as_of.text
+        ),
+        None => format!("{}/{mount}/", base.path().trim_end_matches('/')),
+    };
     let mut url = base;
     url.set_path(&path);
     Ok(url)
