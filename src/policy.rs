@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use cairn_mirror::Mirror;
-use cairn_mirror::policy::{OnRemoval, Policy, Rule, UnknownAge, duration_text};
+use cairn_mirror::policy::{OnRemoval, OnYanked, Policy, Rule, UnknownAge, duration_text};
 use serde::Deserialize;
 
 use crate::settings;
@@ -42,6 +42,7 @@ pub struct PolicySettings {
     pub cutoff: Option<String>,
     pub unknown_age: Option<String>,
     pub on_removal: Option<String>,
+    pub on_yanked: Option<String>,
     pub deny: Option<Vec<String>>,
     pub allow: Option<Vec<String>>,
 }
@@ -73,6 +74,10 @@ pub struct PolicyArgs {
     /// refuse or keep [default: refuse]
     #[arg(long, env = "CAIRN_ON_REMOVAL", value_name = "refuse|keep")]
     pub on_removal: Option<String>,
+    /// A file upstream marks yanked (PyPI, cargo) that a lockfile pins: serve it, as the
+    /// registry does, or refuse it [default: serve]
+    #[arg(long, env = "CAIRN_ON_YANKED", value_name = "serve|refuse")]
+    pub on_yanked: Option<String>,
     /// Refuse these versions: ECOSYSTEM:NAME@VERSIONS (repeatable)
     #[arg(long, env = "CAIRN_DENY", value_name = "RULE", value_delimiter = ';')]
     pub deny: Vec<String>,
@@ -116,6 +121,11 @@ pub fn build(args: &PolicyArgs, file: Option<&PolicySettings>) -> Result<Policy>
             Some("keep") => OnRemoval::Keep,
             Some(other) => bail!("on-removal {other:?}: expected refuse or keep"),
         };
+    policy.on_yanked = match settings::value(args.on_yanked.as_deref(), file.on_yanked.as_deref()) {
+        None | Some("serve") => OnYanked::Serve,
+        Some("refuse") => OnYanked::Refuse,
+        Some(other) => bail!("on-yanked {other:?}: expected serve or refuse"),
+    };
     let rules = |flag: &[String], key: &Option<Vec<String>>| -> Result<Vec<Rule>> {
         settings::pick(flag, key)
             .iter()
@@ -137,6 +147,9 @@ pub fn describe(policy: &Policy) -> String {
         return removal.to_owned();
     }
     let mut parts = vec![removal.to_owned()];
+    if policy.on_yanked == OnYanked::Refuse {
+        parts.push("yanked files refused".to_owned());
+    }
     if let Some(ms) = policy.min_age {
         parts.push(format!("min-age {}", duration_text(ms)));
     }
@@ -228,12 +241,17 @@ mod tests {
             ("cutoff = \"yesterday\"", "cutoff"),
             ("unknown-age = \"maybe\"", "unknown-age"),
             ("on-removal = \"never\"", "on-removal"),
+            ("on-yanked = \"sometimes\"", "on-yanked"),
             ("deny = [\"gem:rails\"]", "gem:rails"),
         ] {
             let file: PolicySettings = toml::from_str(bad).expect("toml");
             let e = build(&PolicyArgs::default(), Some(&file)).expect_err(bad);
             assert!(format!("{e:#}").contains(named), "{bad}: {e:#}");
         }
+        let file: PolicySettings = toml::from_str("on-yanked = \"refuse\"").expect("toml");
+        let policy = build(&PolicyArgs::default(), Some(&file)).expect("policy");
+        assert_eq!(policy.on_yanked, OnYanked::Refuse);
+        assert!(describe(&policy).contains("yanked files refused"));
         assert!(toml::from_str::<PolicySettings>("min-ages = \"7d\"").is_err());
         assert!(
             build(&PolicyArgs::default(), None)

@@ -199,6 +199,9 @@ pub struct ArtifactRef {
     /// Unix epoch, when the document says (npm's `time`, cargo's `pubtime`, PyPI's
     /// `upload-time`).
     pub published: Option<i64>,
+    /// Upstream marked it yanked (a PyPI file under PEP 592, a cargo index line): still
+    /// served to what pins it, not offered to new resolutions, unless the policy refuses it.
+    pub yanked: bool,
 }
 
 /// What a metadata document says, as [`Ecosystem::read`] finds it.

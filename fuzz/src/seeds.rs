@@ -64,6 +64,7 @@ fn sample_snapshot() -> Snapshot {
                 version: None,
                 published: None,
                 removed: None,
+                yanked: false,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i == 0).then_some(7),

@@ -147,6 +147,34 @@ pub enum OnRemoval {
     Keep,
 }
 
+/// What to do with a file upstream marks yanked (PyPI under PEP 592, cargo's index) that a
+/// lockfile pins. Registries still serve such files to what pins them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnYanked {
+    /// Serve it to what pins it, as the registry does (it stays in documents, marked).
+    #[default]
+    Serve,
+    /// Refuse it, and leave it out of documents.
+    Refuse,
+}
+
+/// Where upstream stands on one file it listed: since when it lists it no more, and whether
+/// it marks it yanked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub removed: Option<i64>,
+    pub yanked: bool,
+}
+
+impl From<&crate::index::RefRecord> for Standing {
+    fn from(reference: &crate::index::RefRecord) -> Self {
+        Standing {
+            removed: reference.removed,
+            yanked: reference.yanked,
+        }
+    }
+}
+
 /// A policy; the default refuses only what upstream removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -158,6 +186,7 @@ pub struct Policy {
     pub cutoff: Option<i64>,
     pub unknown_age: UnknownAge,
     pub on_removal: OnRemoval,
+    pub on_yanked: OnYanked,
     pub deny: Vec<Rule>,
     pub allow: Vec<Rule>,
 }
@@ -180,6 +209,7 @@ impl Policy {
             && self.min_age_by.is_empty()
             && self.cutoff.is_none()
             && self.deny.is_empty()
+            && self.on_yanked == OnYanked::Serve
     }
 
     /// True when it may refuse something of `ecosystem` (an ecosystem name: `cargo/corp` is
@@ -190,6 +220,7 @@ impl Policy {
             || self.min_age_by.contains_key(family)
             || self.cutoff.is_some()
             || self.deny.iter().any(|r| r.ecosystem == family)
+            || self.on_yanked == OnYanked::Refuse
     }
 
     fn min_age_of(&self, family: &str) -> Option<i64> {
@@ -204,7 +235,7 @@ impl Policy {
         name: &str,
         version: Option<&str>,
         published: Option<i64>,
-        removed: Option<i64>,
+        standing: Standing,
         now: i64,
     ) -> Option<Refusal> {
         let family = ecosystem_family(ecosystem);
@@ -215,7 +246,7 @@ impl Policy {
         if self.allow.iter().any(|r| r.names(family, name, version)) {
             return None;
         }
-        if let Some(removed) = removed
+        if let Some(removed) = standing.removed
             && self.on_removal == OnRemoval::Refuse
         {
             return Some(Refusal {
@@ -224,6 +255,16 @@ impl Policy {
                     "{what} is refused by this node's policy: upstream no longer lists it (since \
                      {}: unpublished, replaced, quarantined or deleted; on-removal = \"refuse\")",
                     format_rfc3339(removed)
+                ),
+                until: None,
+            });
+        }
+        if standing.yanked && self.on_yanked == OnYanked::Refuse {
+            return Some(Refusal {
+                rule: "yanked",
+                reason: format!(
+                    "{what} is refused by this node's policy: upstream marks it yanked \
+                     (on-yanked = \"refuse\")"
                 ),
                 until: None,
             });
@@ -317,6 +358,49 @@ mod tests {
         }
     }
 
+    fn removed_at(at: i64) -> Standing {
+        Standing {
+            removed: Some(at),
+            yanked: false,
+        }
+    }
+
+    #[test]
+    fn yanked_files_are_served_unless_the_policy_refuses_them() {
+        let yanked = Standing {
+            removed: None,
+            yanked: true,
+        };
+        let old = Some(NOW - 30 * DAY);
+        assert_eq!(
+            Policy::default().decide("pypi", "x", Some("1.0"), old, yanked, NOW),
+            None
+        );
+        let strict = Policy {
+            on_yanked: OnYanked::Refuse,
+            allow: vec![rule("pypi:x@1.1")],
+            ..Policy::default()
+        };
+        assert!(strict.applies_to("cargo") && !strict.is_empty());
+        let refused = strict
+            .decide("pypi", "x", Some("1.0"), old, yanked, NOW)
+            .expect("yanked refused");
+        assert_eq!(refused.rule, "yanked");
+        assert_eq!(
+            refused.reason,
+            "pypi:x@1.0 is refused by this node's policy: upstream marks it yanked (on-yanked = \"refuse\")"
+        );
+        // The break-glass still wins; a file not yanked is not touched.
+        assert_eq!(
+            strict.decide("pypi", "x", Some("1.1"), old, yanked, NOW),
+            None
+        );
+        assert_eq!(
+            strict.decide("pypi", "x", Some("1.0"), old, Standing::default(), NOW),
+            None
+        );
+    }
+
     #[test]
     fn allow_then_deny_then_cutoff_then_min_age_decide() {
         let policy = Policy {
@@ -329,11 +413,25 @@ mod tests {
         };
         let old = Some(NOW - 30 * DAY);
         assert_eq!(
-            policy.decide("npm", "axios", Some("1.14.0"), old, None, NOW),
+            policy.decide(
+                "npm",
+                "axios",
+                Some("1.14.0"),
+                old,
+                Standing::default(),
+                NOW
+            ),
             None
         );
         let denied = policy
-            .decide("npm", "axios", Some("1.14.1"), old, None, NOW)
+            .decide(
+                "npm",
+                "axios",
+                Some("1.14.1"),
+                old,
+                Standing::default(),
+                NOW,
+            )
             .expect("denied");
         assert_eq!(denied.rule, "deny");
         assert!(
@@ -343,7 +441,7 @@ mod tests {
         );
         let young = Some(NOW - 3 * DAY);
         let refused = policy
-            .decide("npm", "lib", Some("1.0.0"), young, None, NOW)
+            .decide("npm", "lib", Some("1.0.0"), young, Standing::default(), NOW)
             .expect("young");
         assert_eq!(refused.rule, "min-age");
         assert_eq!(refused.until, Some(NOW + 4 * DAY));
@@ -353,7 +451,14 @@ mod tests {
             refused.reason
         );
         assert_eq!(
-            policy.decide("npm", "young", Some("2.0.0"), young, None, NOW),
+            policy.decide(
+                "npm",
+                "young",
+                Some("2.0.0"),
+                young,
+                Standing::default(),
+                NOW
+            ),
             None
         );
         // cargo's own minimum age is one day; the cutoff still holds for it.
@@ -363,18 +468,25 @@ mod tests {
                 "c",
                 Some("1.0.0"),
                 Some(NOW - 3 * DAY),
-                None,
+                Standing::default(),
                 NOW
             ),
             None
         );
         let late = policy
-            .decide("cargo", "c", Some("1.0.0"), Some(NOW - DAY - 1), None, NOW)
+            .decide(
+                "cargo",
+                "c",
+                Some("1.0.0"),
+                Some(NOW - DAY - 1),
+                Standing::default(),
+                NOW,
+            )
             .expect("after the cutoff");
         assert_eq!(late.rule, "cutoff");
         // Unknown times pass unless the policy says otherwise.
         assert_eq!(
-            policy.decide("npm", "x", Some("1.0.0"), None, None, NOW),
+            policy.decide("npm", "x", Some("1.0.0"), None, Standing::default(), NOW),
             None
         );
         let strict = Policy {
@@ -383,13 +495,20 @@ mod tests {
         };
         assert_eq!(
             strict
-                .decide("npm", "x", Some("1.0.0"), None, None, NOW)
+                .decide("npm", "x", Some("1.0.0"), None, Standing::default(), NOW)
                 .map(|r| r.rule),
             Some("unknown-age")
         );
         // What upstream removed is refused unless the policy keeps it; an allow still wins.
         let removed = policy
-            .decide("npm", "gone", Some("1.0.0"), old, Some(NOW - DAY), NOW)
+            .decide(
+                "npm",
+                "gone",
+                Some("1.0.0"),
+                old,
+                removed_at(NOW - DAY),
+                NOW,
+            )
             .expect("removed");
         assert_eq!(removed.rule, "removed");
         let keep = Policy {
@@ -397,11 +516,11 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(
-            keep.decide("npm", "gone", Some("1.0.0"), old, Some(NOW), NOW),
+            keep.decide("npm", "gone", Some("1.0.0"), old, removed_at(NOW), NOW),
             None
         );
         assert_eq!(
-            policy.decide("npm", "young", Some("2.0.0"), young, Some(NOW), NOW),
+            policy.decide("npm", "young", Some("2.0.0"), young, removed_at(NOW), NOW),
             None
         );
         assert!(Policy::default().is_empty());

@@ -534,6 +534,7 @@ fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
             version: None,
             published: None,
             removed: None,
+            yanked: false,
             flat: FlatCid(link(v, "flat")?),
             url: url_text(v)?,
             size: v.get("size").and_then(Value::as_u64),

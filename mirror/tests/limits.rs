@@ -82,6 +82,7 @@ impl Ecosystem for Test {
                 Ok(ArtifactRef {
                     version: None,
                     published: None,
+                    yanked: false,
                     key: format!("{}/{file}", doc.key),
                     url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
                     digest: Digest::new(Algorithm::Sha256, bytes)
@@ -115,6 +116,7 @@ impl Ecosystem for Test {
             each(ArtifactRef {
                 version: None,
                 published: None,
+                yanked: false,
                 key: format!("ref-{i}"),
                 url: url.join(&format!("pool/{i}")).expect("url"),
                 digest: Digest::of(Algorithm::Sha256, &i.to_le_bytes()),

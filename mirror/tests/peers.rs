@@ -72,6 +72,7 @@ impl Ecosystem for Test {
                 Ok(ArtifactRef {
                     version: None,
                     published: None,
+                    yanked: false,
                     key: key.to_owned(),
                     url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
                     digest: cairn_mirror::cid::Digest::new(

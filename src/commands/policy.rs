@@ -52,9 +52,17 @@ fn show(explanation: &serde_json::Value) -> String {
     }
     for file in explanation["files"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "  {}: published {}{}\n",
+            "  {}: published {}{}{}{}\n",
             file["key"].as_str().unwrap_or("?"),
             file["published"].as_str().unwrap_or("at an unknown time"),
+            file["removed"]
+                .as_str()
+                .map_or(String::new(), |r| format!(", removed upstream {r}")),
+            if file["yanked"] == true {
+                ", yanked"
+            } else {
+                ""
+            },
             file["refused_by"]
                 .as_str()
                 .map_or(String::new(), |r| format!(", refused by {r}"))
@@ -62,7 +70,7 @@ fn show(explanation: &serde_json::Value) -> String {
     }
     let policy = &explanation["policy"];
     out.push_str(&format!(
-        "  policy: min-age {}, cutoff {}, unknown-age {}, {} deny and {} allow rules\n",
+        "  policy: min-age {}, cutoff {}, unknown-age {}, on-removal {}, on-yanked {}, {} deny and {} allow rules\n",
         policy["min_age_seconds_here"]
             .as_i64()
             .map_or("none".to_owned(), |s| cairn_mirror::policy::duration_text(
@@ -70,6 +78,8 @@ fn show(explanation: &serde_json::Value) -> String {
             )),
         policy["cutoff"].as_str().unwrap_or("none"),
         policy["unknown_age"].as_str().unwrap_or("?"),
+        policy["on_removal"].as_str().unwrap_or("?"),
+        policy["on_yanked"].as_str().unwrap_or("?"),
         policy["deny"].as_array().map_or(0, Vec::len),
         policy["allow"].as_array().map_or(0, Vec::len),
     ));

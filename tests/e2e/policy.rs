@@ -442,3 +442,121 @@ fn a_quarantined_pypi_project_is_refused_from_the_cache() {
         "pip installed a quarantined project"
     );
 }
+
+#[test]
+fn yanked_files_pinned_by_a_lockfile_are_served_unless_on_yanked_refuses_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wheels = tmp.path().join("wheels");
+    let mut index = crate::fake_pypi::Index::default();
+    index
+        .wheel(&wheels, "yank-py", "1.0.0", &[], Some("broken build"))
+        .wheel(&wheels, "yank-py", "0.9.0", &[], None);
+    let pypi = crate::fake_pypi::FakePypi::start(index);
+    let mut crates = crate::fake_cargo::Registry::default();
+    crates
+        .publish("yank-crate", "1.0.0", &[], false)
+        .publish("yank-crate", "1.0.1", &[], true);
+    let cargo_fake = crate::fake_cargo::FakeCargo::start(crates);
+    let data = tmp.path().join("data");
+    let node = Cairn::start(
+        &data,
+        &[
+            "--pypi-upstream",
+            &pypi.simple_url,
+            "--cargo-upstream",
+            &cargo_fake.index_url,
+        ],
+    );
+    let home = tmp.path().join("home");
+    let index_url = format!("{}/pypi/simple/", node.url);
+    let venv = crate::pypi::venv(&tmp.path().join("venv"));
+    let pip_pinned = |what: &str| {
+        crate::pypi::python_tool(
+            &venv.join("bin/pip"),
+            &[
+                "download",
+                "--no-cache-dir",
+                "--no-deps",
+                "-d",
+                tmp.path().join(what).to_str().expect("path"),
+                "--index-url",
+                &index_url,
+                "yank-py==1.0.0",
+            ],
+            &home,
+        )
+    };
+    // A lockfile written while 1.0.1 was current pins the yanked crate.
+    let cargo_home = crate::cargo::cargo_home(
+        &tmp.path().join("cargo-home"),
+        &format!("{}/cargo/index/", node.url),
+    );
+    let app = crate::cargo::project(&tmp.path().join("app"), &[("yank-crate", "1")]);
+    std::fs::write(
+        app.join("Cargo.lock"),
+        format!(
+            "version = 4\n\n[[package]]\nname = \"e2e-app\"\nversion = \"0.1.0\"\ndependencies = [\n \"yank-crate\",\n]\n\n\
+             [[package]]\nname = \"yank-crate\"\nversion = \"1.0.1\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\
+             checksum = \"{}\"\n",
+            cargo_fake.registry().release("yank-crate", "1.0.1").checksum()
+        ),
+    )
+    .expect("Cargo.lock");
+
+    // As the registries do: pinned exactly, a yanked file is served.
+    assert_success(
+        &pip_pinned("served"),
+        "pip download of a pinned yanked file",
+    );
+    assert_success(
+        &crate::cargo::cargo(&cargo_home, &app, &["fetch", "--locked"]),
+        "cargo fetch of a locked yanked crate",
+    );
+
+    // `on-yanked = "refuse"`, reloaded from cairn.toml: refused on both paths.
+    write_config(&data, "on-yanked = \"refuse\"\n");
+    wait_for(Duration::from_secs(20), "the policy reloaded", || {
+        node.logs().contains("policy reloaded").then_some(())
+    });
+    let page = get(&format!("{index_url}yank-py/"));
+    assert!(!page.text.contains("yank_py-1.0.0"), "{}", page.text);
+    assert!(page.text.contains("yank_py-0.9.0"), "{}", page.text);
+    assert!(!pip_pinned("refused").status.success());
+    let wheel = get(&format!(
+        "{}/pypi/files/yank-py/yank_py-1.0.0-py3-none-any.whl",
+        node.url
+    ));
+    assert_eq!(wheel.status, 403, "{}", wheel.text);
+    assert!(wheel.text.contains("marks it yanked"), "{}", wheel.text);
+    let crate_file = get(&format!(
+        "{}/cargo/crates/yank-crate/1.0.1/download",
+        node.url
+    ));
+    assert_eq!(crate_file.status, 403, "{}", crate_file.text);
+    // A fresh machine (cargo's own cache would answer from what it fetched before).
+    let fresh_home = crate::cargo::cargo_home(
+        &tmp.path().join("fresh-cargo-home"),
+        &format!("{}/cargo/index/", node.url),
+    );
+    let fetch = crate::cargo::cargo(&fresh_home, &app, &["fetch", "--locked"]);
+    assert!(
+        !fetch.status.success(),
+        "cargo fetched a refused yanked crate"
+    );
+    let explained = crate::bundle::cairn(&[
+        "policy",
+        "explain",
+        "cargo:yank-crate@1.0.1",
+        "--listen",
+        node.url.trim_start_matches("http://"),
+        "--data-dir",
+        data.to_str().expect("path"),
+    ]);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains("yanked") && text.contains("on-yanked refuse"),
+        "{text}{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    assert!(node.metric("cairn_policy_refusals_total{ecosystem=\"pypi\",rule=\"yanked\"}") >= 1.0);
+}

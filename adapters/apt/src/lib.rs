@@ -170,6 +170,7 @@ impl Archive {
                 refs.push(ArtifactRef {
                     version: None,
                     published: None,
+                    yanked: false,
                     key,
                     url,
                     digest: digest.clone(),
@@ -306,6 +307,7 @@ impl Ecosystem for Archive {
             each(ArtifactRef {
                 version: None,
                 published: None,
+                yanked: false,
                 key: artifact_key,
                 url,
                 digest,

@@ -98,6 +98,9 @@ struct Line<'a> {
     /// When the version was published (RFC 3339), on registries that record it.
     #[serde(default, borrow)]
     pubtime: Option<std::borrow::Cow<'a, str>>,
+    /// Taken back by its publisher: still downloadable by what pins it.
+    #[serde(default)]
+    yanked: bool,
 }
 
 /// One published version as the index lists it.
@@ -108,6 +111,7 @@ pub struct Release {
     pub checksum: Digest,
     /// `pubtime`, in milliseconds since the epoch (`None` when absent or not a date).
     pub published: Option<i64>,
+    pub yanked: bool,
 }
 
 /// The releases an index file lists. Every line must parse and name `expected` (any case).
@@ -142,6 +146,7 @@ pub fn releases(expected: &str, body: &[u8]) -> Result<Vec<Release>, String> {
             name: parsed.name.into_owned(),
             version: parsed.vers.into_owned(),
             checksum,
+            yanked: parsed.yanked,
         });
     }
     Ok(out)
@@ -236,6 +241,7 @@ mod tests {
             version: "1.2.3".into(),
             checksum: Digest::of(Algorithm::Sha256, b"x"),
             published: None,
+            yanked: false,
         }
     }
 

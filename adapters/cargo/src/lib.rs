@@ -196,6 +196,7 @@ impl Ecosystem for Cargo {
                         .map_err(|e| AdapterError(format!("download URL {url:?}: {e}")))?,
                     digest: release.checksum,
                     size: None,
+                    yanked: release.yanked,
                 })
             })
             .collect::<Result<_, AdapterError>>()?;

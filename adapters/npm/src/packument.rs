@@ -166,6 +166,7 @@ pub fn artifacts(
         out.push(ArtifactRef {
             version: Some(version.to_string()),
             published,
+            yanked: false,
             key: artifact_key(name, &file),
             url,
             digest,

@@ -305,6 +305,12 @@ impl Ecosystem for Pypi {
                 .get("upload-time")
                 .and_then(|v| v.as_str())
                 .and_then(cairn_ecosystem::time::parse_rfc3339);
+            // PEP 592: `true`, or the reason as a string (an empty one is no yank in JSON).
+            let yanked = match file.get("yanked") {
+                Some(serde_json::Value::Bool(yanked)) => *yanked,
+                Some(serde_json::Value::String(_)) => true,
+                _ => false,
+            };
             if let Some(meta) = page::sha256_of(page::core_metadata(file)).and_then(sha256_digest) {
                 let mut meta_url = url.clone();
                 meta_url.set_path(&format!("{}.metadata", url.path()));
@@ -315,6 +321,7 @@ impl Ecosystem for Pypi {
                     url: meta_url,
                     digest: meta,
                     size: None,
+                    yanked,
                 });
             }
             out.push(ArtifactRef {
@@ -324,6 +331,7 @@ impl Ecosystem for Pypi {
                 url,
                 digest,
                 size: file.get("size").and_then(|v| v.as_u64()),
+                yanked,
             });
         }
         Ok(DocumentFacts {

@@ -86,6 +86,7 @@ impl Ecosystem for Test {
                 Ok(crate::ecosystem::ArtifactRef {
                     version: None,
                     published: None,
+                    yanked: false,
                     key: key.to_owned(),
                     url: doc.url.join(key).map_err(|e| fail(e.to_string()))?,
                     digest: Digest::new(Algorithm::Sha512, bytes)

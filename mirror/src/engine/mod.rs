@@ -635,6 +635,7 @@ fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
             version: r.version,
             published: r.published,
             removed: None,
+            yanked: r.yanked,
         },
     )
 }

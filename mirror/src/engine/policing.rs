@@ -10,7 +10,7 @@ use super::{Mirror, Registered, blocking, now_ms};
 use crate::ecosystem::{ArtifactRoute, Listing};
 use crate::error::Error;
 use crate::metrics::PolicyLabels;
-use crate::policy::{AsOf, Policy, Refusal};
+use crate::policy::{AsOf, Policy, Refusal, Standing};
 
 /// What a policy refuses of one document: the artifact keys, and when the first of those
 /// refusals lapses (a `min-age` one).
@@ -85,7 +85,7 @@ impl Mirror {
             &document.key,
             reference.version.as_deref(),
             reference.published,
-            reference.removed,
+            Standing::from(&reference),
             now_ms(),
         );
         if let Some(refusal) = &refusal {
@@ -183,7 +183,7 @@ impl Mirror {
                 key,
                 reference.version.as_deref(),
                 reference.published,
-                reference.removed,
+                Standing::from(&reference),
                 now,
             ) {
                 if let Some(until) = refusal.until {
@@ -252,6 +252,8 @@ pub struct ExplainedFile {
     pub published: Option<String>,
     /// Since when upstream no longer lists it, if it does not.
     pub removed: Option<String>,
+    /// Upstream marks it yanked.
+    pub yanked: bool,
     pub refused_by: Option<&'static str>,
 }
 
@@ -262,6 +264,8 @@ pub struct PolicyView {
     pub min_age_seconds_here: Option<i64>,
     pub cutoff: Option<String>,
     pub unknown_age: &'static str,
+    pub on_removal: &'static str,
+    pub on_yanked: &'static str,
     pub deny: Vec<String>,
     pub allow: Vec<String>,
 }
@@ -321,7 +325,7 @@ impl Mirror {
                 &route.key,
                 Some(listed),
                 reference.published,
-                reference.removed,
+                Standing::from(&reference),
                 now,
             );
             files.push(ExplainedFile {
@@ -332,6 +336,7 @@ impl Mirror {
                 removed: reference
                     .removed
                     .map(crate::ecosystem::time::format_rfc3339),
+                yanked: reference.yanked,
                 refused_by: refusal.as_ref().map(|r| r.rule),
             });
             if decision.is_none() {
@@ -366,6 +371,14 @@ impl Mirror {
                 unknown_age: match policy.unknown_age {
                     crate::policy::UnknownAge::Allow => "allow",
                     crate::policy::UnknownAge::Deny => "deny",
+                },
+                on_removal: match policy.on_removal {
+                    crate::policy::OnRemoval::Refuse => "refuse",
+                    crate::policy::OnRemoval::Keep => "keep",
+                },
+                on_yanked: match policy.on_yanked {
+                    crate::policy::OnYanked::Serve => "serve",
+                    crate::policy::OnYanked::Refuse => "refuse",
                 },
                 deny: policy.deny.iter().map(|r| r.text.clone()).collect(),
                 allow: policy.allow.iter().map(|r| r.text.clone()).collect(),

@@ -43,6 +43,7 @@ fn sample(n: usize) -> Snapshot {
                 version: None,
                 published: None,
                 removed: None,
+                yanked: false,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i % 2 == 0).then_some(7),

@@ -26,6 +26,8 @@ pub struct RefRecord {
     /// Since when (ms) the document that listed it lists it no more: removed upstream
     /// (unpublished, replaced by a security placeholder, quarantined, deleted).
     pub removed: Option<i64>,
+    /// Upstream marks it yanked, as of the document's latest reading.
+    pub yanked: bool,
 }
 
 /// Insert or replace artifact references listed by `listed_by`, inside the caller's
@@ -58,12 +60,12 @@ pub(super) fn insert_refs(
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO artifact_refs
-             (ecosystem, key, flat_cid, url, size, metadata_key, version, published)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             (ecosystem, key, flat_cid, url, size, metadata_key, version, published, yanked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10)
              ON CONFLICT (ecosystem, key) DO UPDATE SET
                 flat_cid = excluded.flat_cid, url = excluded.url, size = excluded.size,
                 metadata_key = excluded.metadata_key, version = excluded.version,
-                removed = NULL,
+                removed = NULL, yanked = excluded.yanked,
                 published = CASE
                     WHEN artifact_refs.published IS NULL THEN ?9
                     WHEN ?9 IS NULL THEN artifact_refs.published
@@ -87,7 +89,8 @@ pub(super) fn insert_refs(
             listed_by,
             r.version,
             published,
-            r.published
+            r.published,
+            r.yanked
         ])
         .map_err(err("write artifact references"))?;
     }
@@ -102,7 +105,7 @@ pub(super) fn insert_refs(
     .map_err(err("read removed artifact references"))
 }
 
-/// A reference from columns `at..`: flat CID, URL, size, version, published, removed.
+/// A reference from columns `at..`: flat CID, URL, size, version, published, removed, yanked.
 pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RefRecord> {
     Ok(RefRecord {
         flat: cid_column(row, at, FlatCid::from_bytes)?,
@@ -111,6 +114,7 @@ pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
         version: row.get(at + 3)?,
         published: row.get(at + 4)?,
         removed: row.get(at + 5)?,
+        yanked: row.get::<_, Option<bool>>(at + 6)?.unwrap_or(false),
     })
 }
 
@@ -141,7 +145,7 @@ impl Index {
     pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT flat_cid, url, size, version, published, removed FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
+                "SELECT flat_cid, url, size, version, published, removed, yanked FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![ecosystem, key], |row| ref_columns(row, 0))
@@ -159,7 +163,7 @@ impl Index {
     ) -> Result<Vec<(String, RefRecord)>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size, version, published, removed FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published, removed, yanked FROM artifact_refs
                  WHERE ecosystem = ?1 AND metadata_key = ?2 ORDER BY key",
             )
             .and_then(|mut stmt| {
@@ -184,7 +188,7 @@ impl Index {
         let end = format!("{prefix}\u{10FFFF}");
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size, version, published, removed FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published, removed, yanked FROM artifact_refs
                  WHERE ecosystem = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
             )
             .and_then(|mut stmt| {
@@ -209,7 +213,7 @@ impl Index {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published, removed
+                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published, removed, yanked
                      FROM artifact_refs ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifact references"))?;

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -128,9 +128,15 @@ CREATE INDEX artifact_refs_by_document ON artifact_refs (ecosystem, metadata_key
 CREATE INDEX artifact_refs_removed ON artifact_refs (ecosystem, key) WHERE removed IS NOT NULL;
 "#;
 
+/// Whether upstream marks each referenced file yanked (PEP 592, cargo's index), which the
+/// policy may refuse.
+const V8: &str = r#"
+ALTER TABLE artifact_refs ADD COLUMN yanked INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this

@@ -97,6 +97,7 @@ fn metadata_and_refs_are_written_together() {
         version: None,
         published: None,
         removed: None,
+        yanked: false,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://upstream/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -175,6 +176,7 @@ fn stored_credentials_are_stripped() {
         version: None,
         published: None,
         removed: None,
+        yanked: false,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://cairn:s3cret@upstream.invalid/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -250,9 +252,11 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
     // column version 6 gave artifacts and metadata; version 2 only added the events table,
     // version 3 an index of leaves by file, version 4 the upkeep runs, version 5 the access
     // tokens and version 6 the indexes of private rows.
-    // and the `version`, `published` and `removed` columns version 7 gave artifact references.
+    // the `version`, `published` and `removed` columns version 7 gave artifact references, and
+    // version 8's `yanked`.
     let column = ", private INTEGER NOT NULL DEFAULT 0";
-    let ref_columns = ", version TEXT, published INTEGER, removed INTEGER";
+    let ref_columns =
+        ", version TEXT, published INTEGER, removed INTEGER, yanked INTEGER NOT NULL DEFAULT 0";
     let after: Vec<(String, String)> = after
         .into_iter()
         .map(|(name, sql)| match name.as_str() {
@@ -357,6 +361,7 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
         version: Some(version.to_owned()),
         published: Some(published),
         removed: None,
+        yanked: false,
     };
     let published = |key: &str| {
         index
@@ -433,4 +438,28 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
         .expect("fourth fetch");
     assert_eq!(removed("x/-/x-1.0.0.tgz"), None);
     assert!(removed("x/-/x-1.1.0.tgz").is_some());
+
+    // Yanked as each reading says: marked, then unmarked.
+    let yanked = |key: &str| {
+        index
+            .get_ref("npm", key)
+            .expect("read")
+            .expect("ref")
+            .yanked
+    };
+    assert!(!yanked("x/-/x-1.0.0.tgz"));
+    for mark in [true, false] {
+        let mut marked = reference("1.0.0", first_fetch);
+        marked.yanked = mark;
+        index
+            .put_metadata("npm", "x", &record, &[("x/-/x-1.0.0.tgz".into(), marked)])
+            .expect("yank");
+        assert_eq!(yanked("x/-/x-1.0.0.tgz"), mark);
+        assert_eq!(
+            index.refs_listed_by("npm", "x").expect("listed")[0]
+                .1
+                .yanked,
+            mark
+        );
+    }
 }

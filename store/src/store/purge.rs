@@ -103,6 +103,7 @@ mod tests {
                         version: None,
                         published: None,
                         removed: None,
+                        yanked: false,
                         flat: Digest::of(Algorithm::Sha512, data).flat_cid(),
                         url: format!("http://upstream.invalid/{k}"),
                         size: Some(data.len() as u64),

@@ -266,6 +266,7 @@ fn an_import_places_its_staged_files_then_writes_its_rows() {
                 version: None,
                 published: None,
                 removed: None,
+                yanked: false,
                 flat,
                 url: "http://upstream.invalid/x.tgz".into(),
                 size: Some(data.len() as u64),
