@@ -53,6 +53,34 @@ impl File {
     pub fn sha256(&self) -> String {
         hex::encode(sha2::Sha256::digest(&self.bytes))
     }
+
+    /// Its version, from its name (`NAME-VERSION-…` or `NAME-VERSION.tar.gz`).
+    pub fn version(&self) -> &str {
+        let stem = self.filename.trim_end_matches(".tar.gz");
+        stem.split('-').nth(1).unwrap_or_default()
+    }
+
+    /// Where the index publishes its PEP 740 provenance, below the index's origin.
+    pub fn provenance_path(&self) -> String {
+        format!(
+            "integrity/{}/{}/{}/provenance",
+            self.project,
+            self.version(),
+            self.filename
+        )
+    }
+
+    /// The provenance document the index serves for it: its shape, with a stand-in bundle.
+    pub fn provenance(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": 1,
+            "attestation_bundles": [{
+                "publisher": {"kind": "GitHub", "repository": "example/project", "workflow": "release.yml"},
+                "attestations": [{"version": 1, "envelope": {"statement": "e30=", "signature": "c2ln"},
+                                  "verification_material": {"certificate": "Y2VydA==", "transparency_entries": []}}],
+            }],
+        })
+    }
 }
 
 /// Normalised project name (PEP 503).
@@ -168,6 +196,8 @@ impl Index {
 
 /// The simple index routes (pages origin) and the files (files origin).
 struct Simple {
+    /// The pages' origin, where the Integrity API lives too.
+    index_origin: String,
     files_url: String,
     index: Arc<Index>,
     /// The `Authorization` value every request must carry (a private index), if any.
@@ -187,6 +217,7 @@ impl FakePypi {
     pub fn start(index: Index) -> FakePypi {
         let index = Arc::new(index);
         let upstream = FakeUpstream::start(2, |origins| Simple {
+            index_origin: origins[0].clone(),
             files_url: format!("{}packages/", origins[1]),
             index: index.clone(),
             required: None,
@@ -204,6 +235,7 @@ impl FakePypi {
     pub fn start_guarded(index: Index, required: &str) -> FakePypi {
         let index = Arc::new(index);
         let upstream = FakeUpstream::start(1, |origins| Simple {
+            index_origin: origins[0].clone(),
             files_url: format!("{}packages/", origins[0]),
             index: index.clone(),
             required: Some(required.to_owned()),
@@ -253,6 +285,7 @@ fn page_json(shared: &Simple, project: &str) -> serde_json::Value {
                 "size": f.bytes.len(),
                 "upload-time": f.uploaded.clone().unwrap_or_else(|| "2026-01-02T03:04:05.000000Z".to_owned()),
                 "yanked": f.yanked.clone().map_or(serde_json::Value::Bool(false), Into::into),
+                "provenance": format!("{}{}", shared.index_origin, f.provenance_path()),
             })
         })
         .collect();
@@ -321,6 +354,22 @@ impl Routes for Simple {
                 )
                     .into_response()
             };
+        }
+        if path.starts_with("integrity/")
+            && let Some(f) = self
+                .index
+                .files
+                .iter()
+                .find(|f| f.provenance_path() == path)
+        {
+            return (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "application/vnd.pypi.integrity.v1+json",
+                )],
+                f.provenance().to_string(),
+            )
+                .into_response();
         }
         if let Some(rest) = path.strip_prefix("packages/") {
             let filename = rest.rsplit('/').next().unwrap_or_default();

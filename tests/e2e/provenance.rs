@@ -128,3 +128,88 @@ fn registry_signatures_verify_through_the_node_and_a_wrong_one_still_fails() {
     let honest = npm_verifies(&env, "signed-lib@1.0.0");
     assert!(honest.starts_with("verified"), "offline: {honest}");
 }
+
+#[test]
+fn pypi_provenance_is_served_here_as_the_index_sent_it_offline_too() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wheels = tmp.path().join("wheels");
+    let mut index = crate::fake_pypi::Index::default();
+    index.wheel(&wheels, "attested-py", "1.0.0", &[], None);
+    let pypi = crate::fake_pypi::FakePypi::start(index);
+    let file = pypi
+        .index()
+        .file("attested_py-1.0.0-py3-none-any.whl")
+        .clone();
+    let data = tmp.path().join("data");
+    let node = Cairn::start(&data, &["--pypi-upstream", &pypi.simple_url]);
+
+    // Pages point each file's provenance at the node, in both forms.
+    let here = format!("{}/pypi/{}", node.url, file.provenance_path());
+    let json = crate::support::get_with(
+        &format!("{}/pypi/simple/attested-py/", node.url),
+        &[("accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    let page: serde_json::Value = serde_json::from_str(&json.text).expect("page");
+    assert_eq!(page["files"][0]["provenance"], here.as_str(), "{page}");
+    let html = get(&format!("{}/pypi/simple/attested-py/", node.url));
+    assert!(
+        html.text.contains(&format!("data-provenance=\"{here}\"")),
+        "{}",
+        html.text
+    );
+
+    // The Integrity API's answer, byte for byte, with its media type.
+    let upstream = get(&format!(
+        "{}{}",
+        pypi.simple_url.trim_end_matches("simple/"),
+        file.provenance_path()
+    ));
+    let served = get(&here);
+    assert_eq!(served.status, 200, "{}", served.text);
+    assert_eq!(served.text, upstream.text);
+    assert_eq!(
+        served.header("content-type").as_deref(),
+        Some("application/vnd.pypi.integrity.v1+json")
+    );
+    // Installers are unaffected by the field.
+    let venv = crate::pypi::venv(&tmp.path().join("venv"));
+    assert_success(
+        &crate::pypi::python_tool(
+            &venv.join("bin/pip"),
+            &[
+                "install",
+                "--no-cache-dir",
+                "--index-url",
+                &format!("{}/pypi/simple/", node.url),
+                "attested-py",
+            ],
+            &tmp.path().join("home"),
+        ),
+        "pip install of an attested project",
+    );
+    // Hostile spellings never reach upstream.
+    for hostile in [
+        "integrity/attested-py/1.0.0/..%2f..%2fsimple/provenance",
+        "integrity/attested-py/../../../etc/provenance",
+    ] {
+        let reply = get(&format!("{}/pypi/{hostile}", node.url));
+        assert!(
+            matches!(reply.status, 400 | 404),
+            "{hostile}: {}",
+            reply.status
+        );
+    }
+    assert!(
+        !pypi
+            .requests()
+            .iter()
+            .any(|p| p.contains("..") || p.contains("%2f")),
+        "{:?}",
+        pypi.requests()
+    );
+    node.stop();
+
+    let offline = Cairn::start(&data, &["--pypi-upstream", &pypi.simple_url, "--offline"]);
+    let kept = get(&format!("{}/pypi/{}", offline.url, file.provenance_path()));
+    assert_eq!((kept.status, kept.text), (200, upstream.text));
+}

@@ -11,6 +11,9 @@
 //! - `files/{project}/{wheel}.metadata`: PEP 658 core metadata: upstream's where it publishes
 //!   it (verified against the page's hash), else extracted from the verified wheel by the mirror
 //!   (a derived artifact), so every wheel's page entry advertises it and uv needs no range reads.
+//! - `integrity/{project}/{version}/{filename}/provenance`: a file's PEP 740 provenance from the
+//!   Integrity API at the index's root, a cached document served as upstream sent it; pages
+//!   point their files' `provenance` (`data-provenance` in HTML) here.
 //!
 //! Pages are fetched from upstream as JSON (the richer form: sizes, upload times) and rendered
 //! in either form. The file host comes from the page's own file URLs: its origin is declared to
@@ -28,11 +31,21 @@ use cairn_ecosystem::{
     AdapterError, ArtifactRef, ArtifactRoute, BadRequest, Derive, DocumentFacts, Ecosystem,
     Listing, MetadataDoc, MetadataRoute, PackageScope, Rendered, Request, Route,
 };
+use percent_encoding::utf8_percent_encode;
 use url::Url;
 
 use crate::name::{check_file, check_name, decode, normalize};
 
 const JSON_VARIANT: &str = "json";
+/// A file's PEP 740 provenance, served as upstream sent it.
+const PROVENANCE_VARIANT: &str = "provenance";
+/// Before `PROJECT/VERSION/FILENAME`: the key of a file's provenance, a document of its own.
+/// No project name has a `/`, so no page's key is one of these.
+const INTEGRITY_PREFIX: &str = "integrity/";
+/// The Integrity API's media type.
+pub const INTEGRITY_JSON: &str = "application/vnd.pypi.integrity.v1+json";
+/// Largest provenance document accepted (a few attestations of a few kilobytes each).
+const MAX_PROVENANCE: usize = 4 << 20;
 const HTML_VARIANT: &str = "html";
 /// HTML asked for as plain `text/html` (or not asked for at all), answered with that type.
 const TEXT_HTML_VARIANT: &str = "text-html";
@@ -89,6 +102,61 @@ fn variant_of(media: &str) -> Option<&'static str> {
         }
         "text/html" | "*/*" => Some(TEXT_HTML_VARIANT),
         _ => None,
+    }
+}
+
+/// `PROJECT/VERSION/FILENAME/provenance` (below `integrity/`): one file's PEP 740 provenance
+/// on the Integrity API, fetched from the index's root.
+fn provenance_route(rest: &str) -> Result<Option<MetadataRoute>, BadRequest> {
+    let Some(spec) = rest.strip_suffix("/provenance") else {
+        return Ok(None);
+    };
+    let mut parts = spec.splitn(3, '/');
+    let (Some(project), Some(version), Some(file)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(None);
+    };
+    let name = decode(project).map_err(bad)?;
+    check_name(&name).map_err(bad)?;
+    let version = decode(version).map_err(bad)?;
+    cairn_ecosystem::check_version(&version)?;
+    let file = decode(file).map_err(bad)?;
+    check_file(&file).map_err(bad)?;
+    let project = normalize(&name);
+    let encode = |s: &str| utf8_percent_encode(s, SEGMENT).to_string();
+    Ok(Some(MetadataRoute {
+        key: format!("{INTEGRITY_PREFIX}{project}/{version}/{file}"),
+        upstream_path: format!(
+            "/integrity/{project}/{}/{}/provenance",
+            encode(&version),
+            encode(&file)
+        ),
+        variant: PROVENANCE_VARIANT,
+        upstream_accept: Some(INTEGRITY_JSON),
+        context: None,
+    }))
+}
+
+/// What a path segment sent upstream encodes: all but unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Check a provenance document: a JSON object of at most [`MAX_PROVENANCE`] bytes.
+fn provenance(doc: &MetadataDoc<'_>) -> Result<(), AdapterError> {
+    let key = doc.key;
+    if doc.body.len() > MAX_PROVENANCE {
+        return Err(AdapterError(format!(
+            "{key}: {} bytes, over the {MAX_PROVENANCE}-byte limit for provenance documents",
+            doc.body.len()
+        )));
+    }
+    match serde_json::from_slice::<serde_json::Value>(doc.body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(AdapterError(format!("{key}: not a JSON object"))),
+        Err(e) => Err(AdapterError(format!("{key}: not valid JSON: {e}"))),
     }
 }
 
@@ -190,6 +258,9 @@ impl Ecosystem for Pypi {
             let variant = negotiate(request.accept, request.query);
             return Ok(Some(Route::Metadata(page_route(&project, variant))));
         }
+        if let Some(rest) = path.strip_prefix(INTEGRITY_PREFIX) {
+            return provenance_route(rest).map(|route| route.map(Route::Metadata));
+        }
         if let Some(rest) = path.strip_prefix("files/") {
             let Some((raw_project, raw_file)) = rest.split_once('/') else {
                 return Ok(None);
@@ -248,6 +319,13 @@ impl Ecosystem for Pypi {
         variant: &'static str,
         _base: &Url,
     ) -> Result<Rendered, AdapterError> {
+        // Projects only: the provenance documents held are not pages.
+        let keys: Vec<String> = keys
+            .iter()
+            .filter(|k| !k.starts_with(INTEGRITY_PREFIX))
+            .cloned()
+            .collect();
+        let keys = &keys[..];
         if variant == JSON_VARIANT {
             return Ok(Rendered {
                 body: page::root_json(keys).into(),
@@ -266,20 +344,51 @@ impl Ecosystem for Pypi {
 
     /// Keys are not paths: `{project}` is a page, `{project}/{file}` a file.
     fn key_route(&self, key: &str) -> Result<Option<Route>, BadRequest> {
+        // A provenance key has three slashes; a file's key one (no file name has a slash).
         let path = match key.split_once('/') {
+            _ if key.starts_with(INTEGRITY_PREFIX) && key.matches('/').count() == 3 => {
+                format!("{key}/provenance")
+            }
             Some((project, file)) => format!("files/{project}/{file}"),
             None => format!("simple/{key}/"),
         };
         self.route(&Request::get(&path))
     }
 
+    fn routing_name<'k>(&self, key: &'k str) -> &'k str {
+        // A file's provenance routes as its project does.
+        match key.strip_prefix(INTEGRITY_PREFIX) {
+            Some(spec) => spec.split('/').next().unwrap_or(spec),
+            None => key,
+        }
+    }
+
     /// The page's files with their sha256 (and their upstream core metadata), and the origins
-    /// of the file URLs (the file host) as download locations, from one parse of the page.
+    /// of the file URLs (the file host) and of their provenance as download locations, from
+    /// one parse of the page; a provenance document is checked and lists nothing.
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
+        if doc.key.starts_with(INTEGRITY_PREFIX) {
+            return provenance(doc).map(|()| DocumentFacts::default());
+        }
         let page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
         let mut out = Vec::new();
         let mut origins: Vec<Url> = Vec::new();
         for file in page::files(&page) {
+            // Where its provenance lives (PEP 740's Integrity API, at the index's root).
+            if let Some(at) = file
+                .get("provenance")
+                .and_then(|v| v.as_str())
+                .filter(|p| page::integrity_path(p).is_some())
+                .and_then(|p| Url::parse(p).ok())
+            {
+                let mut prefix = at;
+                prefix.set_path("/integrity/");
+                prefix.set_query(None);
+                prefix.set_fragment(None);
+                if !origins.contains(&prefix) {
+                    origins.push(prefix);
+                }
+            }
             let filename = file
                 .get("filename")
                 .and_then(|v| v.as_str())
@@ -347,6 +456,9 @@ impl Ecosystem for Pypi {
         doc: &MetadataDoc<'_>,
         refused: &dyn Fn(&str) -> bool,
     ) -> Result<Option<Vec<u8>>, AdapterError> {
+        if doc.key.starts_with(INTEGRITY_PREFIX) {
+            return Ok(None);
+        }
         let mut page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
         let version_of = |filename: &str| {
             tags::parse_wheel(filename)
@@ -396,8 +508,19 @@ impl Ecosystem for Pypi {
         variant: &'static str,
         base: &Url,
     ) -> Result<Rendered, AdapterError> {
+        if variant == PROVENANCE_VARIANT {
+            provenance(doc)?;
+            return Ok(Rendered {
+                body: bytes::Bytes::copy_from_slice(doc.body),
+                content_type: INTEGRITY_JSON,
+            });
+        }
         let mut page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
-        page::rewrite(&mut page, &format!("{base}files/{}/", doc.key));
+        page::rewrite(
+            &mut page,
+            &format!("{base}files/{}/", doc.key),
+            &format!("{base}{INTEGRITY_PREFIX}"),
+        );
         page::advertise_wheel_metadata(&mut page);
         if variant == JSON_VARIANT {
             let body = serde_json::to_vec(&page).map_err(|e| AdapterError(e.to_string()))?;

@@ -54,6 +54,17 @@ pub fn parse(project: &str, page_url: &Url, body: &[u8]) -> Result<Value, String
         let mut absolute = url.clone();
         absolute.set_fragment(None);
         object.insert("url".into(), absolute.to_string().into());
+        // A provenance URL, absolute too; one that does not read is dropped.
+        if let Some(provenance) = object.get("provenance").and_then(Value::as_str) {
+            match page_url.join(provenance) {
+                Ok(absolute) => {
+                    object.insert("provenance".into(), absolute.to_string().into());
+                }
+                Err(_) => {
+                    object.remove("provenance");
+                }
+            }
+        }
     }
     Ok(page)
 }
@@ -78,8 +89,11 @@ pub fn core_metadata(file: &Map<String, Value>) -> Option<&Value> {
         .or_else(|| file.get("dist-info-metadata"))
 }
 
-/// Rewrite every file URL to `{files_base}{filename}`.
-pub fn rewrite(page: &mut Value, files_base: &str) {
+/// Rewrite every file URL to `{files_base}{filename}`, and every PEP 740 provenance URL of
+/// the Integrity API's form (`…/integrity/PROJECT/VERSION/FILENAME/provenance`) to
+/// `{integrity_base}PROJECT/VERSION/FILENAME/provenance`; one of another form is dropped (this
+/// node could not serve it, and a client must not be sent elsewhere for it).
+pub fn rewrite(page: &mut Value, files_base: &str, integrity_base: &str) {
     if let Some(files) = page.get_mut("files").and_then(Value::as_array_mut) {
         for file in files.iter_mut().filter_map(Value::as_object_mut) {
             let filename = file
@@ -88,8 +102,33 @@ pub fn rewrite(page: &mut Value, files_base: &str) {
                 .unwrap_or_default()
                 .to_owned();
             file.insert("url".into(), format!("{files_base}{filename}").into());
+            let Some(provenance) = file.get("provenance").and_then(Value::as_str) else {
+                continue;
+            };
+            match integrity_path(provenance) {
+                Some(rest) => {
+                    let here = format!("{integrity_base}{rest}");
+                    file.insert("provenance".into(), here.into());
+                }
+                None => {
+                    file.remove("provenance");
+                }
+            }
         }
     }
+}
+
+/// `PROJECT/VERSION/FILENAME/provenance` of a provenance URL in the Integrity API's form.
+pub fn integrity_path(url: &str) -> Option<&str> {
+    const MARK: &str = "/integrity/";
+    let rest = &url[url.find(MARK)? + MARK.len()..];
+    let ok = rest.ends_with("/provenance")
+        && rest.split('/').count() == 4
+        && !rest.contains(['?', '#', '\\'])
+        && rest
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    ok.then_some(rest)
 }
 
 /// Advertise core metadata (`true`: its hash is known only once it is extracted) for every
@@ -202,6 +241,9 @@ pub fn to_html(page: &Value) -> String {
             Some(Value::Bool(true)) => out.push_str(" data-yanked=\"\""),
             _ => {}
         }
+        if let Some(provenance) = file.get("provenance").and_then(Value::as_str) {
+            out.push_str(&format!(" data-provenance=\"{}\"", escape(provenance)));
+        }
         match core_metadata(file) {
             Some(Value::Bool(true)) => {
                 out.push_str(" data-core-metadata=\"true\" data-dist-info-metadata=\"true\"")
@@ -281,6 +323,9 @@ fn from_html(project: &str, text: &str) -> Value {
             match name.as_str() {
                 "data-requires-python" => {
                     file.insert("requires-python".into(), value.clone().into());
+                }
+                "data-provenance" => {
+                    file.insert("provenance".into(), value.clone().into());
                 }
                 "data-yanked" => {
                     let yanked = if value.is_empty() {

@@ -232,6 +232,102 @@ fn artifacts_render_and_file_host() {
 }
 
 #[test]
+fn provenance_is_a_document_here_and_pages_point_at_it() {
+    match route("integrity/Six/1.17.0/six-1.17.0-py2.py3-none-any.whl/provenance") {
+        Ok(Some(Route::Metadata(m))) => {
+            assert_eq!(
+                m.key,
+                "integrity/six/1.17.0/six-1.17.0-py2.py3-none-any.whl"
+            );
+            assert_eq!(
+                m.upstream_path,
+                "/integrity/six/1.17.0/six-1.17.0-py2.py3-none-any.whl/provenance"
+            );
+            assert_eq!(m.upstream_accept, Some(INTEGRITY_JSON));
+            assert_eq!(Pypi.routing_name(&m.key), "six");
+        }
+        other => panic!("{other:?}"),
+    }
+    for hostile in [
+        "integrity/six/1.0/../../etc/provenance",
+        "integrity/six/1.0/a%2fb.whl/provenance",
+        "integrity/six/..%2f..%2f/x.whl/provenance",
+        "integrity/-bad-/1.0/x.whl/provenance",
+    ] {
+        assert!(
+            !matches!(route(hostile), Ok(Some(Route::Metadata(_)))),
+            "{hostile}"
+        );
+    }
+    assert_eq!(route("integrity/six/1.0/x.whl"), Ok(None));
+
+    let url = Url::parse("https://upstream.invalid/simple/six/").expect("url");
+    let body = br#"{"meta":{"api-version":"1.3"},"name":"six","versions":["1.17.0"],"files":[
+        {"filename":"six-1.17.0-py2.py3-none-any.whl","url":"https://files.upstream.invalid/p/six-1.17.0-py2.py3-none-any.whl",
+         "hashes":{"sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+         "provenance":"https://upstream.invalid/integrity/six/1.17.0/six-1.17.0-py2.py3-none-any.whl/provenance"},
+        {"filename":"six-1.17.0.tar.gz","url":"https://files.upstream.invalid/p/six-1.17.0.tar.gz",
+         "hashes":{"sha256":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+         "provenance":"https://elsewhere.invalid/attestations/7"}]}"#;
+    let doc = MetadataDoc {
+        key: "six",
+        url: &url,
+        body,
+        context: None,
+    };
+    let prefixes = Pypi.read(&doc).expect("read").download_prefixes;
+    assert!(
+        prefixes
+            .iter()
+            .any(|p| p.as_str() == "https://upstream.invalid/integrity/"),
+        "{prefixes:?}"
+    );
+    let base = Url::parse("http://127.0.0.1:7777/pypi/").expect("base");
+    let json: serde_json::Value =
+        serde_json::from_slice(&Pypi.render(&doc, "json", &base).expect("json").body)
+            .expect("JSON");
+    assert_eq!(
+        json["files"][0]["provenance"],
+        "http://127.0.0.1:7777/pypi/integrity/six/1.17.0/six-1.17.0-py2.py3-none-any.whl/provenance"
+    );
+    // One this node could not serve is not handed on.
+    assert!(json["files"][1].get("provenance").is_none(), "{json}");
+    let html = Pypi.render(&doc, "html", &base).expect("html");
+    let text = String::from_utf8(html.body.to_vec()).expect("utf-8");
+    assert!(
+        text.contains("data-provenance=\"http://127.0.0.1:7777/pypi/integrity/six/1.17.0/"),
+        "{text}"
+    );
+
+    // The document itself: as sent, a JSON object, bounded.
+    let purl =
+        Url::parse("https://upstream.invalid/integrity/six/1.17.0/x.whl/provenance").expect("url");
+    let sent = br#"{"version":1,"attestation_bundles":[]}"#;
+    let doc = MetadataDoc {
+        key: "integrity/six/1.17.0/x.whl",
+        url: &purl,
+        body: sent,
+        context: None,
+    };
+    assert!(Pypi.read(&doc).expect("read").artifacts.is_empty());
+    let rendered = Pypi.render(&doc, "provenance", &base).expect("render");
+    assert_eq!(
+        (&rendered.body[..], rendered.content_type),
+        (&sent[..], INTEGRITY_JSON)
+    );
+    for bad in [&b"[1]"[..], b"nope"] {
+        let doc = MetadataDoc { body: bad, ..doc };
+        assert!(Pypi.read(&doc).is_err());
+    }
+    // Held lists name projects only.
+    let held = Pypi
+        .render_held(&["six".to_owned(), doc.key.to_owned()], "json", &base)
+        .expect("held");
+    let held: serde_json::Value = serde_json::from_slice(&held.body).expect("JSON");
+    assert_eq!(held["projects"], serde_json::json!([{ "name": "six" }]));
+}
+
+#[test]
 fn keys_route_back_to_themselves() {
     let key_of = |route: Option<Route>| match route? {
         Route::Metadata(m) => Some(m.key),
@@ -243,6 +339,7 @@ fn keys_route_back_to_themselves() {
         "files/requests/requests-2.32.3-py3-none-any.whl",
         "files/requests/requests-2.32.3-py3-none-any.whl.metadata",
         "files/requests/requests-2.32.3.tar.gz",
+        "integrity/requests/2.32.3/requests-2.32.3.tar.gz/provenance",
     ] {
         let key = key_of(route(path).expect("routes")).expect("a key");
         let again = key_of(Pypi.key_route(&key).expect("key routes")).expect("a key");
