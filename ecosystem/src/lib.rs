@@ -202,6 +202,9 @@ pub struct ArtifactRef {
     /// Upstream marked it yanked (a PyPI file under PEP 592, a cargo index line): still
     /// served to what pins it, not offered to new resolutions, unless the policy refuses it.
     pub yanked: bool,
+    /// The package the file belongs to, where that is not the key of the document listing it
+    /// (apt: a `Packages` stanza's `Package`, a `Sources` one's source package).
+    pub package: Option<String>,
 }
 
 /// What a metadata document says, as [`Ecosystem::read`] finds it.

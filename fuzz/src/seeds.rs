@@ -65,6 +65,7 @@ fn sample_snapshot() -> Snapshot {
                 published: None,
                 removed: None,
                 yanked: false,
+                package: None,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i == 0).then_some(7),

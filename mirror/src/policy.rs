@@ -48,10 +48,10 @@ pub struct Rule {
     pub text: String,
 }
 
-/// The ecosystems rules can name. apt's indexes carry no publication times and its files are
-/// listed by indexes, not documents: the policy does not cover it yet, and a rule naming it is
-/// refused rather than silently ignored.
-const FAMILIES: [&str; 3] = ["npm", "cargo", "pypi"];
+/// The ecosystems rules can name. apt's indexes carry no publication times, so only `deny` and
+/// `allow` cover it (by binary or source package name and Debian version relations), and only
+/// on the file path: its indexes are signed, so they are served whole.
+const FAMILIES: [&str; 4] = ["npm", "cargo", "pypi", "apt"];
 
 impl Rule {
     /// `ECOSYSTEM:NAME@VERSIONS` (`npm:axios@1.14.1`, `npm:@scope/pkg@>=2 <3`,
@@ -83,9 +83,25 @@ impl Rule {
             || name.len() > 214
             || !name
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"@/._-~".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || b"@/._-~+".contains(&b))
         {
             return Err(bad("the name is not a package name"));
+        }
+        // Debian writes strictly less and greater `<<` and `>>`; its old `<` and `>` meant
+        // `<=` and `>=`, so they are refused rather than read either way.
+        if ecosystem == "apt" {
+            let lone = |s: &str, c: char| {
+                s.match_indices(c).any(|(i, _)| {
+                    let next = s[i + 1..].chars().next();
+                    let prev = s[..i].chars().next_back();
+                    next != Some(c) && next != Some('=') && prev != Some(c)
+                })
+            };
+            if lone(versions, '<') || lone(versions, '>') {
+                return Err(bad(
+                    "apt relations are <<, <=, =, >= and >> (as Debian writes them)",
+                ));
+            }
         }
         Ok(Rule {
             name: normalize(&ecosystem, name),
@@ -123,7 +139,7 @@ fn normalize(family: &str, name: &str) -> String {
             }
             out
         }
-        "cargo" => name.to_ascii_lowercase(),
+        "cargo" | "apt" => name.to_ascii_lowercase(),
         _ => name.to_owned(),
     }
 }
@@ -225,6 +241,33 @@ impl Policy {
 
     fn min_age_of(&self, family: &str) -> Option<i64> {
         self.min_age_by.get(family).copied().or(self.min_age)
+    }
+
+    /// The decision of `allow` and `deny` alone on `name@version` of `ecosystem`: what an
+    /// ecosystem without publication times (apt) is judged by.
+    pub fn decide_by_rules(
+        &self,
+        ecosystem: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Option<Refusal> {
+        let family = ecosystem_family(ecosystem);
+        if self.allow.iter().any(|r| r.names(family, name, version)) {
+            return None;
+        }
+        let rule = self.deny.iter().find(|r| r.names(family, name, version))?;
+        let what = match version {
+            Some(version) => format!("{family}:{name}@{version}"),
+            None => format!("{family}:{name}"),
+        };
+        Some(Refusal {
+            rule: "deny",
+            reason: format!(
+                "{what} is refused by this node's policy: deny {:?}",
+                rule.text
+            ),
+            until: None,
+        })
     }
 
     /// The decision on `name@version` of `ecosystem`, published at `published` (ms) and
@@ -346,10 +389,21 @@ mod tests {
         assert_eq!(rule("pypi:LiteLLM@>=1.82.7,<1.82.9").name, "litellm");
         assert_eq!(rule("cargo:Evil_Crate").name, "evil_crate");
         assert!(rule("cargo:evil_crate").names("cargo", "evil_crate", None));
+        let apt = rule("apt:OpenSSL@<< 3.0.11-1");
+        assert_eq!(apt.name, "openssl");
+        assert!(apt.names("apt", "openssl", Some("3.0.9-1")));
+        assert!(!apt.names("apt", "openssl", Some("3.0.11-1")));
+        assert!(rule("apt:libc6@>= 2.36-9, <= 2.36-9+deb12u4").names(
+            "apt",
+            "libc6",
+            Some("2.36-9+deb12u3")
+        ));
+        assert!(rule("apt:g++-12").names("apt", "g++-12", Some("12.2.0-14")));
         for bad in [
             "axios@1.0",
             "gem:rails",
-            "apt:openssl",
+            "apt:openssl@< 3.0",
+            "apt:openssl@>3.0",
             "npm:",
             "npm:a b@1",
             "npm:x@>=",
@@ -521,6 +575,31 @@ mod tests {
         );
         assert_eq!(
             policy.decide("npm", "young", Some("2.0.0"), young, removed_at(NOW), NOW),
+            None
+        );
+        let apt = Policy {
+            deny: vec![rule("apt:openssl@<< 3.0.11-1")],
+            allow: vec![rule("apt:openssl@3.0.9-1")],
+            ..Policy::default()
+        };
+        assert!(apt.applies_to("apt/debian"));
+        let denied = apt
+            .decide_by_rules("apt/debian", "openssl", Some("3.0.10-1"))
+            .expect("denied");
+        assert_eq!(
+            denied.reason,
+            "apt:openssl@3.0.10-1 is refused by this node's policy: deny \"apt:openssl@<< 3.0.11-1\""
+        );
+        assert_eq!(
+            apt.decide_by_rules("apt/debian", "openssl", Some("3.0.9-1")),
+            None
+        );
+        assert_eq!(
+            apt.decide_by_rules("apt/debian", "openssl", Some("3.0.11-1")),
+            None
+        );
+        assert_eq!(
+            apt.decide_by_rules("apt/debian", "libssl3", Some("3.0.1-1")),
             None
         );
         assert!(Policy::default().is_empty());

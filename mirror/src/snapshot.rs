@@ -535,6 +535,7 @@ fn read_reference(eco: &str, v: &Value) -> Result<RefEntry, String> {
             published: None,
             removed: None,
             yanked: false,
+            package: None,
             flat: FlatCid(link(v, "flat")?),
             url: url_text(v)?,
             size: v.get("size").and_then(Value::as_u64),

@@ -83,6 +83,7 @@ impl Ecosystem for Test {
                     version: None,
                     published: None,
                     yanked: false,
+                    package: None,
                     key: format!("{}/{file}", doc.key),
                     url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
                     digest: Digest::new(Algorithm::Sha256, bytes)
@@ -117,6 +118,7 @@ impl Ecosystem for Test {
                 version: None,
                 published: None,
                 yanked: false,
+                package: None,
                 key: format!("ref-{i}"),
                 url: url.join(&format!("pool/{i}")).expect("url"),
                 digest: Digest::of(Algorithm::Sha256, &i.to_le_bytes()),

@@ -73,6 +73,7 @@ impl Ecosystem for Test {
                     version: None,
                     published: None,
                     yanked: false,
+                    package: None,
                     key: key.to_owned(),
                     url: doc.url.join(url).map_err(|e| AdapterError(e.to_string()))?,
                     digest: cairn_mirror::cid::Digest::new(

@@ -693,3 +693,67 @@ fn a_bundle_from_a_package_list_updates_every_suite_offline_with_default_retries
     assert!(reply.text.contains("offline"), "{}", reply.text);
     b.stop();
 }
+
+#[test]
+fn a_denied_package_version_is_refused_with_its_reason_and_allow_lets_it_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    // The library is `1.0~rc1-1`: below `1.0-1` in dpkg's order (the `~` sorts first).
+    let cairn = start(
+        dir.path(),
+        "data",
+        &archive,
+        &fake,
+        &["--deny", "apt:libcairn-test++1@<< 1.0-1"],
+    );
+    let uri = format!("{}/apt/test", cairn.url);
+    let apt = client(&dir.path().join("c1"), &archive, &uri);
+    // The signed indexes are served whole: update works and resolution sees the package.
+    assert_success(&apt.run(&["update"]), "apt-get update");
+    let out = apt.run(&["install", "--download-only", "-y", "cairn-hello"]);
+    assert!(!out.status.success(), "apt installed a denied version");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // apt prints the status line, where the node put its reason.
+    assert!(
+        said.contains("403") && said.contains("refused by this node's policy"),
+        "{said}"
+    );
+    let library = archive.deb("libcairn-test++1");
+    let reply = get(&format!("{uri}/{}", library.filename));
+    assert_eq!(reply.status, 403, "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .contains("apt:libcairn-test++1@1.0~rc1-1 is refused by this node's policy: deny"),
+        "{}",
+        reply.text
+    );
+    // Packages the rule does not name are served.
+    let data = archive.deb("cairn-data");
+    assert_eq!(get(&format!("{uri}/{}", data.filename)).status, 200);
+    assert!(
+        cairn.metric("cairn_policy_refusals_total{ecosystem=\"apt/test\",rule=\"deny\"}") >= 1.0
+    );
+    cairn.stop();
+
+    // The break-glass: an allow of that exact version beats the deny.
+    let cairn = start(
+        dir.path(),
+        "data",
+        &archive,
+        &fake,
+        &[
+            "--deny",
+            "apt:libcairn-test++1@<< 1.0-1",
+            "--allow",
+            "apt:libcairn-test++1@= 1.0~rc1-1",
+        ],
+    );
+    let uri = format!("{}/apt/test", cairn.url);
+    let apt = client(&dir.path().join("c2"), &archive, &uri);
+    update_and_install(&apt, &archive, "allowed", &[]);
+}

@@ -171,6 +171,7 @@ impl Archive {
                     version: None,
                     published: None,
                     yanked: false,
+                    package: None,
                     key,
                     url,
                     digest: digest.clone(),
@@ -304,10 +305,12 @@ impl Ecosystem for Archive {
             let url = root
                 .join(&utf8_percent_encode(&f.filename, PATH_ENCODE).to_string())
                 .map_err(|e| format!("{}: {e}", f.filename))?;
+            // The stanza's package and version, what policy rules name.
             each(ArtifactRef {
-                version: None,
+                version: Some(f.version.clone()),
                 published: None,
                 yanked: false,
+                package: Some(f.package.clone()),
                 key: artifact_key,
                 url,
                 digest,

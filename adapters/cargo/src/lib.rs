@@ -197,6 +197,7 @@ impl Ecosystem for Cargo {
                     digest: release.checksum,
                     size: None,
                     yanked: release.yanked,
+                    package: None,
                 })
             })
             .collect::<Result<_, AdapterError>>()?;

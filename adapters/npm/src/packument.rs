@@ -167,6 +167,7 @@ pub fn artifacts(
             version: Some(version.to_string()),
             published,
             yanked: false,
+            package: None,
             key: artifact_key(name, &file),
             url,
             digest,

@@ -431,6 +431,7 @@ impl Ecosystem for Pypi {
                     digest: meta,
                     size: None,
                     yanked,
+                    package: None,
                 });
             }
             out.push(ArtifactRef {
@@ -441,6 +442,7 @@ impl Ecosystem for Pypi {
                 digest,
                 size: file.get("size").and_then(|v| v.as_u64()),
                 yanked,
+                package: None,
             });
         }
         Ok(DocumentFacts {

@@ -87,6 +87,7 @@ impl Ecosystem for Test {
                     version: None,
                     published: None,
                     yanked: false,
+                    package: None,
                     key: key.to_owned(),
                     url: doc.url.join(key).map_err(|e| fail(e.to_string()))?,
                     digest: Digest::new(Algorithm::Sha512, bytes)

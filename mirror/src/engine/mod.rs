@@ -636,6 +636,7 @@ fn ref_record(r: crate::ecosystem::ArtifactRef) -> (String, RefRecord) {
             published: r.published,
             removed: None,
             yanked: r.yanked,
+            package: r.package,
         },
     )
 }

@@ -63,12 +63,28 @@ impl Mirror {
     ) -> Result<Option<Refusal>, Error> {
         let policy = self.policy();
         let name = registered.ecosystem.name();
-        let Listing::Document(document) = &route.listed_by else {
-            return Ok(None);
-        };
         if !self.policed(&policy, name) {
             return Ok(None);
         }
+        let document = match &route.listed_by {
+            Listing::Document(document) => document,
+            // A file an index lists (apt's `.deb`s): undated, judged by `allow` and `deny`
+            // alone, by the package and version its index gave.
+            Listing::Listings => {
+                let Some(reference) = self.reference(name, &route.key).await? else {
+                    return Ok(None);
+                };
+                let Some(package) = reference.package.as_deref() else {
+                    return Ok(None);
+                };
+                let refusal = policy.decide_by_rules(name, package, reference.version.as_deref());
+                if let Some(refusal) = &refusal {
+                    self.count_refusal(name, &route.key, refusal);
+                }
+                return Ok(refusal);
+            }
+            Listing::Current(_) => return Ok(None),
+        };
         let reference = match self.reference(name, &route.key).await? {
             Some(reference) => Some(reference),
             // Not listed: the request fails as it would without a policy.

@@ -67,8 +67,32 @@ pub use accept::{ConnectionLimits, serve};
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        error_response(self.status(), &public_message(&self))
+        let message = public_message(&self);
+        let mut response = error_response(self.status(), &message);
+        // A policy's reason in the HTTP/1 status line too: clients that print only that (apt,
+        // pip's download errors) show why.
+        if matches!(self, Error::PolicyRefused(_))
+            && let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason_phrase(&message))
+        {
+            response.extensions_mut().insert(phrase);
+        }
+        response
     }
+}
+
+/// `message` as a status line's reason phrase: visible ASCII and spaces, at most 400 bytes.
+fn reason_phrase(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(400)
+        .collect()
 }
 
 /// What a client is told: the error's message, except that the store's own failures name no

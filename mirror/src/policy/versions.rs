@@ -1,11 +1,13 @@
-//! The version part of a policy rule (`npm:axios@1.14.1`, `pypi:litellm@>=1.82.7,<1.82.9`), and
-//! how each ecosystem orders versions: semver for npm and cargo, PEP 440's release numbers
-//! (then pre-releases before, post-releases after) for PyPI; versions of any other kind match
-//! only themselves.
+//! The version part of a policy rule (`npm:axios@1.14.1`, `pypi:litellm@>=1.82.7,<1.82.9`,
+//! `apt:openssl@<< 3.0.11-1`), and how each ecosystem orders versions: semver for npm and
+//! cargo, PEP 440's release numbers (then pre-releases before, post-releases after) for PyPI,
+//! dpkg's order for apt (epoch, upstream version, revision; `~` before anything, even the
+//! end); versions of any other kind match only themselves.
 //!
 //! A set is `*` (every version), one version (exactly it: a rule names versions, it is not a
-//! dependency requirement), or comparators (`>=`, `>`, `<=`, `<`, `=`, `==`, `!=`) joined by `,`
-//! or spaces (all must hold), alternatives joined by `||`.
+//! dependency requirement), or comparators (`>=`, `>`, `<=`, `<`, `=`, `==`, `!=`, and
+//! Debian's `<<` and `>>` for strictly less and greater) joined by `,` or spaces (all must
+//! hold), alternatives joined by `||`.
 
 use std::cmp::Ordering;
 
@@ -37,12 +39,30 @@ impl VersionSet {
         let mut alternatives = Vec::new();
         for alternative in text.split("||") {
             let mut all = Vec::new();
-            for part in alternative
+            // An operator written apart from its version (`<< 3.0`) is joined to it.
+            let mut parts: Vec<String> = Vec::new();
+            let mut pending = String::new();
+            for token in alternative
                 .split([',', ' '])
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
             {
-                let (op, version) = if let Some(v) = part.strip_prefix(">=") {
+                if token.bytes().all(|b| b"<>=!".contains(&b)) {
+                    pending.push_str(token);
+                } else {
+                    parts.push(format!("{}{token}", std::mem::take(&mut pending)));
+                }
+            }
+            if !pending.is_empty() {
+                parts.push(pending);
+            }
+            for part in &parts {
+                let part = part.as_str();
+                let (op, version) = if let Some(v) = part.strip_prefix("<<") {
+                    (Op::Lt, v)
+                } else if let Some(v) = part.strip_prefix(">>") {
+                    (Op::Gt, v)
+                } else if let Some(v) = part.strip_prefix(">=") {
                     (Op::Ge, v)
                 } else if let Some(v) = part.strip_prefix("<=") {
                     (Op::Le, v)
@@ -111,8 +131,81 @@ pub fn compare(family: &str, a: &str, b: &str) -> Option<Ordering> {
     match family {
         "npm" | "cargo" => Some(loose_semver(a)?.cmp_precedence(&loose_semver(b)?)),
         "pypi" => Some(pep440(a)?.cmp(&pep440(b)?)),
+        "apt" => debian(a, b),
         _ => None,
     }
+}
+
+/// Two Debian versions (`[EPOCH:]UPSTREAM[-REVISION]`) in dpkg's order; `None` when either
+/// is not one.
+fn debian(a: &str, b: &str) -> Option<Ordering> {
+    let (a, b) = (debian_parts(a)?, debian_parts(b)?);
+    Some(
+        a.0.cmp(&b.0)
+            .then_with(|| debian_part(a.1, b.1))
+            .then_with(|| debian_part(a.2, b.2)),
+    )
+}
+
+/// Epoch, upstream version and revision (empty when there is none).
+fn debian_parts(version: &str) -> Option<(u64, &str, &str)> {
+    let version = version.trim();
+    let (epoch, rest) = match version.split_once(':') {
+        Some((epoch, rest)) => (epoch.parse().ok()?, rest),
+        None => (0, version),
+    };
+    let (upstream, revision) = rest.rsplit_once('-').unwrap_or((rest, ""));
+    let valid = |s: &str, extra: &[u8]| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.~".contains(&b) || extra.contains(&b))
+    };
+    if !upstream.starts_with(|c: char| c.is_ascii_digit())
+        || !valid(upstream, b"-:")
+        || !valid(revision, b"")
+    {
+        return None;
+    }
+    Some((epoch, upstream, revision))
+}
+
+/// dpkg's comparison of one part: alternately a run of non-digits, compared character by
+/// character (`~` first, even before the end; letters before other characters), and a run of
+/// digits, compared as numbers.
+fn debian_part(a: &str, b: &str) -> Ordering {
+    fn weight(c: Option<u8>) -> i32 {
+        match c {
+            Some(b'~') => -1,
+            None => 0,
+            Some(c) if c.is_ascii_digit() => 0,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+            Some(c) => i32::from(c) + 256,
+        }
+    }
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    while !a.is_empty() || !b.is_empty() {
+        while a.first().is_some_and(|c| !c.is_ascii_digit())
+            || b.first().is_some_and(|c| !c.is_ascii_digit())
+        {
+            let (x, y) = (weight(a.first().copied()), weight(b.first().copied()));
+            if x != y {
+                return x.cmp(&y);
+            }
+            a = a.get(1..).unwrap_or_default();
+            b = b.get(1..).unwrap_or_default();
+        }
+        let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+        let (n, m) = (digits(a), digits(b));
+        let strip =
+            |s: &'_ [u8]| -> Vec<u8> { s.iter().skip_while(|&&c| c == b'0').copied().collect() };
+        let (x, y) = (strip(&a[..n]), strip(&b[..m]));
+        let order = x.len().cmp(&y.len()).then_with(|| x.cmp(&y));
+        if order != Ordering::Equal {
+            return order;
+        }
+        a = &a[n..];
+        b = &b[m..];
+    }
+    Ordering::Equal
 }
 
 /// A semver version, a bound such as `2` or `2.5` taken as `2.0.0` and `2.5.0`.
@@ -239,6 +332,51 @@ mod tests {
         let apt = set("1:2.36-9+deb12u1");
         assert!(apt.contains("apt", "1:2.36-9+deb12u1"));
         assert!(!apt.contains("apt", "1:2.36-9+deb12u2"));
-        assert!(!set(">=1.0").contains("apt", "2.0"));
+        assert!(!set(">=1.0").contains("gem", "2.0"));
+    }
+
+    #[test]
+    fn apt_orders_as_dpkg_does() {
+        let order = [
+            "1.0~rc1",
+            "1.0",
+            "1.0-1",
+            "1.0-1+deb12u1",
+            "1.0a",
+            "1.0.1",
+            "1.2",
+            "1.10",
+            "1:0.5",
+            "2:0.1~beta",
+        ];
+        for pair in order.windows(2) {
+            assert_eq!(
+                compare("apt", pair[0], pair[1]),
+                Some(Ordering::Less),
+                "{} < {}",
+                pair[0],
+                pair[1]
+            );
+            assert_eq!(compare("apt", pair[1], pair[0]), Some(Ordering::Greater));
+        }
+        assert_eq!(compare("apt", "0:1.0-1", "1.0-1"), Some(Ordering::Equal));
+        assert_eq!(compare("apt", "1.01", "1.1"), Some(Ordering::Equal));
+        assert_eq!(
+            compare("apt", "3.0.11-1~deb12u2", "3.0.11-1"),
+            Some(Ordering::Less)
+        );
+        // Upstream versions may hold `-` and `:` (with an epoch); the revision is after the last `-`.
+        assert_eq!(
+            compare("apt", "1:2.0-beta-3", "1:2.0-beta-10"),
+            Some(Ordering::Less)
+        );
+        for bad in ["", "abc", "x:1.0", "1.0-1/2", "1.0-a_b"] {
+            assert_eq!(compare("apt", bad, "1.0"), None, "{bad:?}");
+        }
+        let fixed = set("<< 3.0.11-1");
+        assert!(fixed.contains("apt", "3.0.10-1+deb12u3"));
+        assert!(fixed.contains("apt", "3.0.11-1~deb12u1"));
+        assert!(!fixed.contains("apt", "3.0.11-1"));
+        assert!(set(">> 1.0").contains("apt", "1.0-1"));
     }
 }

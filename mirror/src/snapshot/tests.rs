@@ -44,6 +44,7 @@ fn sample(n: usize) -> Snapshot {
                 published: None,
                 removed: None,
                 yanked: false,
+                package: None,
                 flat,
                 url: "https://upstream.invalid/p.deb".into(),
                 size: (i % 2 == 0).then_some(7),

@@ -28,6 +28,8 @@ pub struct RefRecord {
     pub removed: Option<i64>,
     /// Upstream marks it yanked, as of the document's latest reading.
     pub yanked: bool,
+    /// Its package, where that is not the listing document's key (apt).
+    pub package: Option<String>,
 }
 
 /// Insert or replace artifact references listed by `listed_by`, inside the caller's
@@ -60,12 +62,13 @@ pub(super) fn insert_refs(
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO artifact_refs
-             (ecosystem, key, flat_cid, url, size, metadata_key, version, published, yanked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10)
+             (ecosystem, key, flat_cid, url, size, metadata_key, version, published, yanked,
+              package)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?11)
              ON CONFLICT (ecosystem, key) DO UPDATE SET
                 flat_cid = excluded.flat_cid, url = excluded.url, size = excluded.size,
                 metadata_key = excluded.metadata_key, version = excluded.version,
-                removed = NULL, yanked = excluded.yanked,
+                removed = NULL, yanked = excluded.yanked, package = excluded.package,
                 published = CASE
                     WHEN artifact_refs.published IS NULL THEN ?9
                     WHEN ?9 IS NULL THEN artifact_refs.published
@@ -90,7 +93,8 @@ pub(super) fn insert_refs(
             r.version,
             published,
             r.published,
-            r.yanked
+            r.yanked,
+            r.package
         ])
         .map_err(err("write artifact references"))?;
     }
@@ -105,7 +109,8 @@ pub(super) fn insert_refs(
     .map_err(err("read removed artifact references"))
 }
 
-/// A reference from columns `at..`: flat CID, URL, size, version, published, removed, yanked.
+/// A reference from columns `at..`: flat CID, URL, size, version, published, removed, yanked,
+/// package.
 pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RefRecord> {
     Ok(RefRecord {
         flat: cid_column(row, at, FlatCid::from_bytes)?,
@@ -115,6 +120,7 @@ pub(super) fn ref_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Resul
         published: row.get(at + 4)?,
         removed: row.get(at + 5)?,
         yanked: row.get::<_, Option<bool>>(at + 6)?.unwrap_or(false),
+        package: row.get(at + 7)?,
     })
 }
 
@@ -145,7 +151,7 @@ impl Index {
     pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT flat_cid, url, size, version, published, removed, yanked FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
+                "SELECT flat_cid, url, size, version, published, removed, yanked, package FROM artifact_refs WHERE ecosystem = ?1 AND key = ?2",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![ecosystem, key], |row| ref_columns(row, 0))
@@ -163,7 +169,7 @@ impl Index {
     ) -> Result<Vec<(String, RefRecord)>, IndexError> {
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size, version, published, removed, yanked FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published, removed, yanked, package FROM artifact_refs
                  WHERE ecosystem = ?1 AND metadata_key = ?2 ORDER BY key",
             )
             .and_then(|mut stmt| {
@@ -188,7 +194,7 @@ impl Index {
         let end = format!("{prefix}\u{10FFFF}");
         self.read(|conn| {
             conn.prepare_cached(
-                "SELECT key, flat_cid, url, size, version, published, removed, yanked FROM artifact_refs
+                "SELECT key, flat_cid, url, size, version, published, removed, yanked, package FROM artifact_refs
                  WHERE ecosystem = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
             )
             .and_then(|mut stmt| {
@@ -213,7 +219,8 @@ impl Index {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published, removed, yanked
+                    "SELECT ecosystem, key, metadata_key, flat_cid, url, size, version, published, removed, yanked,
+                            package
                      FROM artifact_refs ORDER BY ecosystem, key",
                 )
                 .map_err(err("list artifact references"))?;

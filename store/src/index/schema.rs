@@ -129,9 +129,10 @@ CREATE INDEX artifact_refs_removed ON artifact_refs (ecosystem, key) WHERE remov
 "#;
 
 /// Whether upstream marks each referenced file yanked (PEP 592, cargo's index), which the
-/// policy may refuse.
+/// policy may refuse; and the package of a file a listing names (apt), which its rules name.
 const V8: &str = r#"
 ALTER TABLE artifact_refs ADD COLUMN yanked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE artifact_refs ADD COLUMN package TEXT;
 "#;
 
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to

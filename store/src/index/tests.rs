@@ -98,6 +98,7 @@ fn metadata_and_refs_are_written_together() {
         published: None,
         removed: None,
         yanked: false,
+        package: None,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://upstream/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -177,6 +178,7 @@ fn stored_credentials_are_stripped() {
         published: None,
         removed: None,
         yanked: false,
+        package: None,
         flat: Digest::of(Algorithm::Sha256, b"a").flat_cid(),
         url: "http://cairn:s3cret@upstream.invalid/x/-/x-1.0.0.tgz".into(),
         size: Some(1),
@@ -255,8 +257,7 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
     // the `version`, `published` and `removed` columns version 7 gave artifact references, and
     // version 8's `yanked`.
     let column = ", private INTEGER NOT NULL DEFAULT 0";
-    let ref_columns =
-        ", version TEXT, published INTEGER, removed INTEGER, yanked INTEGER NOT NULL DEFAULT 0";
+    let ref_columns = ", version TEXT, published INTEGER, removed INTEGER, yanked INTEGER NOT NULL DEFAULT 0, package TEXT";
     let after: Vec<(String, String)> = after
         .into_iter()
         .map(|(name, sql)| match name.as_str() {
@@ -362,6 +363,7 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
         published: Some(published),
         removed: None,
         yanked: false,
+        package: None,
     };
     let published = |key: &str| {
         index

@@ -104,6 +104,7 @@ mod tests {
                         published: None,
                         removed: None,
                         yanked: false,
+                        package: None,
                         flat: Digest::of(Algorithm::Sha512, data).flat_cid(),
                         url: format!("http://upstream.invalid/{k}"),
                         size: Some(data.len() as u64),

@@ -267,6 +267,7 @@ fn an_import_places_its_staged_files_then_writes_its_rows() {
                 published: None,
                 removed: None,
                 yanked: false,
+                package: None,
                 flat,
                 url: "http://upstream.invalid/x.tgz".into(),
                 size: Some(data.len() as u64),
