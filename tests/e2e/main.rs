@@ -11,6 +11,7 @@ mod fake_apt;
 mod fake_cargo;
 mod fake_npm;
 mod fake_pypi;
+mod fake_tuf;
 mod fake_upstream;
 mod gateway;
 mod hardening_edge;

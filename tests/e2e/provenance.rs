@@ -1,61 +1,37 @@
-//! What the registry signs reaches the client as it was signed. The fake registry signs every
-//! version (ECDSA P-256 over `NAME@VERSION:INTEGRITY`, as the npm registry does) and
-//! publishes its key at `-/npm/v1/keys`; through the node, npm's own signature check (the
-//! `pacote` call `npm audit signatures` makes once it holds the registry's keys, with the keys
-//! read from the node) passes for an honest signature and fails for a wrong one, so the node
-//! neither breaks nor hides it. The keys and a version's attestations are cached documents:
-//! served as upstream sent them, offline too.
+//! What registries sign reaches the client as it was signed. The fake npm registry signs every
+//! version (ECDSA P-256 over `NAME@VERSION:INTEGRITY`, as the npm registry does) and publishes
+//! its key at `-/npm/v1/keys`; through the node, `npm audit signatures` (its Sigstore TUF
+//! refresh answered by a stand-in, `fake_tuf.rs`, so the keys come from the node) passes for
+//! an honest signature and fails for a forged one, online and offline: the node neither breaks
+//! nor hides either. The keys and a version's attestations are cached documents, served as
+//! upstream sent them; PyPI's PEP 740 provenance likewise.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::Output;
 
 use crate::fake_npm::{FakeNpm, Registry, SIGNING_KEY_ID, noise};
 use crate::support::{Cairn, ClientEnv, assert_success, get, project};
 
-/// Run npm's bundled `pacote` the way `npm audit signatures` does for one installed version:
-/// the registry's keys fetched from `registry`, then the manifest read with signature checks.
-/// Returns the script's output (`verified` or the error code and message).
-fn npm_verifies(env: &ClientEnv, spec: &str) -> String {
-    let root = Command::new("npm")
-        .args(["root", "-g"])
+/// `npm audit signatures` in `app` through `env`'s registry, trusting `tuf`; its output.
+fn audit_signatures(
+    env: &ClientEnv,
+    tuf: &crate::fake_tuf::FakeTuf,
+    app: &Path,
+) -> (Output, String) {
+    let out = env
+        .command("npm", &["audit", "signatures"], app)
+        .env("https_proxy", &tuf.proxy)
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("NODE_EXTRA_CA_CERTS", &tuf.ca)
         .output()
-        .expect("npm (it must be installed)");
-    let root = String::from_utf8_lossy(&root.stdout).trim().to_owned();
-    let script = format!(
-        r#"
-const pacote = require({pacote:?});
-const registry = {registry:?};
-(async () => {{
-  const {{ keys }} = await (await fetch(registry + '-/npm/v1/keys')).json();
-  const url = new URL(registry);
-  const regKey = `//${{url.host}}${{url.pathname}}:_keys`;
-  const pemKeys = keys.map(k => ({{ ...k, pemkey: `-----BEGIN PUBLIC KEY-----\n${{k.key}}\n-----END PUBLIC KEY-----` }}));
-  try {{
-    const m = await pacote.manifest({spec:?}, {{
-      registry, cache: {cache:?}, verifySignatures: true, [regKey]: pemKeys,
-    }});
-    console.log('verified', JSON.stringify(m._signatures));
-  }} catch (e) {{
-    console.log('refused', e.code, e.message);
-  }}
-}})();
-"#,
-        pacote = format!("{root}/npm/node_modules/pacote"),
-        registry = env.registry,
-        cache = env.dir.join("pacote-cache").display().to_string(),
-    );
-    let out = Command::new("node")
-        .args(["-e", &script])
-        .output()
-        .expect("node (it must be installed)");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+        .expect("npm audit signatures");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out, said)
 }
 
 #[test]
-fn registry_signatures_verify_through_the_node_and_a_wrong_one_still_fails() {
+fn npm_audit_signatures_verifies_through_the_node_and_a_forged_signature_still_fails() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut registry = Registry::default();
     registry.publish("signed-lib", "1.0.0", &[], &[("a.js", noise(4 << 10, 1))]);
@@ -84,21 +60,34 @@ fn registry_signatures_verify_through_the_node_and_a_wrong_one_still_fails() {
         );
     }
 
-    // npm's check passes for the honest signature and fails for the forged one.
-    let honest = npm_verifies(&env, "signed-lib@1.0.0");
-    assert!(honest.starts_with("verified"), "{honest}");
-    let forged = npm_verifies(&env, "forged-lib@1.0.0");
-    assert!(
-        forged.contains("EINTEGRITYSIGNATURE") && forged.contains("invalid registry signature"),
-        "{forged}"
-    );
-
-    // An install through the node is unaffected by the signatures it carries.
+    // Installs are unaffected; the audit verifies the honest one and catches the forged one.
     let app = project(
         &tmp.path().join("app"),
         serde_json::json!({ "signed-lib": "1.0.0" }),
     );
     assert_success(&env.run("npm", &["install"], &app), "npm install");
+    let forged_app = project(
+        &tmp.path().join("forged-app"),
+        serde_json::json!({ "forged-lib": "1.0.0" }),
+    );
+    assert_success(
+        &env.run("npm", &["install"], &forged_app),
+        "npm install (forged)",
+    );
+    let tuf = crate::fake_tuf::FakeTuf::start(&tmp.path().join("tuf"), &env.dir.join("cache"));
+    let (out, said) = audit_signatures(&env, &tuf, &app);
+    assert!(out.status.success(), "npm audit signatures: {said}");
+    assert!(
+        said.contains("1 package has a verified registry signature"),
+        "{said}"
+    );
+    assert!(
+        fake.hits("-/npm/v1/keys") >= 1,
+        "the keys came from upstream through the node"
+    );
+    let (out, said) = audit_signatures(&env, &tuf, &forged_app);
+    assert!(!out.status.success(), "a forged signature passed: {said}");
+    assert!(said.contains("invalid registry signature"), "{said}");
 
     // The keys and the attestations are served as upstream sent them, and kept.
     let keys = get(&format!("{}-/npm/v1/keys", node.npm()));
@@ -119,14 +108,22 @@ fn registry_signatures_verify_through_the_node_and_a_wrong_one_still_fails() {
     assert_eq!(unknown.status, 404, "{}", unknown.text);
     node.stop();
 
+    // Offline, from what the node kept: the same verdicts.
     let offline = Cairn::start(&data, &["--npm-upstream", &fake.url, "--offline"]);
     let env = ClientEnv::new(&tmp.path().join("offline-client"), &offline.npm());
     let kept = get(&format!("{}-/npm/v1/keys", offline.npm()));
     assert_eq!((kept.status, kept.text), (200, upstream_keys.text));
     let kept = get(&format!("{}{attestations_path}", offline.npm()));
     assert_eq!(kept.status, 200, "{}", kept.text);
-    let honest = npm_verifies(&env, "signed-lib@1.0.0");
-    assert!(honest.starts_with("verified"), "offline: {honest}");
+    let tuf =
+        crate::fake_tuf::FakeTuf::start(&tmp.path().join("tuf-offline"), &env.dir.join("cache"));
+    let (out, said) = audit_signatures(&env, &tuf, &app);
+    assert!(out.status.success(), "offline: {said}");
+    let (out, said) = audit_signatures(&env, &tuf, &forged_app);
+    assert!(
+        !out.status.success() && said.contains("invalid registry signature"),
+        "offline: {said}"
+    );
 }
 
 #[test]

@@ -287,7 +287,15 @@ impl ClientEnv {
 
     /// Run `program args…` in `cwd` with this environment.
     pub fn run(&self, program: &str, args: &[&str], cwd: &Path) -> Output {
-        Command::new(program)
+        self.command(program, args, cwd)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} (it must be installed): {e}"))
+    }
+
+    /// `program args…` in `cwd` with this environment, to add to and run.
+    pub fn command(&self, program: &str, args: &[&str], cwd: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
             .args(args)
             .current_dir(cwd)
             .env("HOME", self.dir.join("home"))
@@ -299,9 +307,8 @@ impl ClientEnv {
             .env("XDG_DATA_HOME", self.dir.join("xdg-data"))
             .env("XDG_CONFIG_HOME", self.dir.join("xdg-config"))
             .env_remove("NPM_CONFIG_PREFIX")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {program} (it must be installed): {e}"))
+            .stdin(Stdio::null());
+        command
     }
 }
 
