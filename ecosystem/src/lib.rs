@@ -95,6 +95,22 @@ pub enum Route {
     Refused { status: StatusCode, message: String },
 }
 
+/// Check a document served as upstream sent it (a registry's signing keys, a file's
+/// provenance): a JSON object of at most `limit` bytes. Errors name `key`.
+pub fn check_json_object(key: &str, body: &[u8], limit: usize) -> Result<(), AdapterError> {
+    if body.len() > limit {
+        return Err(AdapterError(format!(
+            "{key}: {} bytes, over the {limit}-byte limit for such documents",
+            body.len()
+        )));
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(AdapterError(format!("{key}: not a JSON object"))),
+        Err(e) => Err(AdapterError(format!("{key}: not valid JSON: {e}"))),
+    }
+}
+
 /// Most document keys a [`Route::Held`] list names.
 pub const MAX_HELD_LISTED: usize = 100_000;
 

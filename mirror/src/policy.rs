@@ -122,6 +122,14 @@ impl Rule {
     }
 }
 
+/// `FAMILY:NAME@VERSION` (or without `@VERSION`), as refusals name what they refuse.
+pub(crate) fn package_text(family: &str, name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(version) => format!("{family}:{name}@{version}"),
+        None => format!("{family}:{name}"),
+    }
+}
+
 /// A package name as its ecosystem's metadata keys spell it: PyPI's normalised, cargo's lower
 /// case, npm's as it is.
 fn normalize(family: &str, name: &str) -> String {
@@ -256,10 +264,7 @@ impl Policy {
             return None;
         }
         let rule = self.deny.iter().find(|r| r.names(family, name, version))?;
-        let what = match version {
-            Some(version) => format!("{family}:{name}@{version}"),
-            None => format!("{family}:{name}"),
-        };
+        let what = package_text(family, name, version);
         Some(Refusal {
             rule: "deny",
             reason: format!(
@@ -282,10 +287,7 @@ impl Policy {
         now: i64,
     ) -> Option<Refusal> {
         let family = ecosystem_family(ecosystem);
-        let what = match version {
-            Some(version) => format!("{family}:{name}@{version}"),
-            None => format!("{family}:{name}"),
-        };
+        let what = package_text(family, name, version);
         if self.allow.iter().any(|r| r.names(family, name, version)) {
             return None;
         }

@@ -218,48 +218,16 @@ fn pip_uv_and_cargo_resolve_in_a_view() {
         .expect("instant")
         .text;
     let view = format!("{}/as-of/{as_of}", node.url);
-    let home = tmp.path().join("home");
 
     let index_url = format!("{view}/pypi/simple/");
-    let pip_venv = crate::pypi::venv(&tmp.path().join("pip-venv"));
-    assert_success(
-        &crate::pypi::python_tool(
-            &pip_venv.join("bin/pip"),
-            &[
-                "install",
-                "--no-cache-dir",
-                "--index-url",
-                &index_url,
-                "dated-py",
-            ],
-            &home,
-        ),
-        "pip install through the view",
+    let venvs = crate::pypi::install_with_pip_and_uv(
+        tmp.path(),
+        &index_url,
+        "dated-py",
+        "through the view",
     );
-    let uv_venv = crate::pypi::venv(&tmp.path().join("uv-venv"));
-    assert_success(
-        &crate::pypi::python_tool(
-            &crate::tools::tools().uv,
-            &[
-                "pip",
-                "install",
-                "--no-cache",
-                "--python",
-                uv_venv.join("bin/python").to_str().expect("path"),
-                "--index-url",
-                &index_url,
-                "dated-py",
-            ],
-            &home,
-        ),
-        "uv pip install through the view",
-    );
-    for venv in [&pip_venv, &uv_venv] {
-        let out = std::process::Command::new(venv.join("bin/python"))
-            .args(["-c", "import dated_py; print(dated_py.VERSION)"])
-            .output()
-            .expect("python");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
+    for venv in &venvs {
+        assert_eq!(crate::pypi::module_version(venv, "dated_py"), "1.0.0");
     }
     // Outside the view the same index offers 1.1.0; in it, its wheel is refused.
     let page = get(&format!("{}/pypi/simple/dated-py/", node.url));

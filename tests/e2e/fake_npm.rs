@@ -121,29 +121,8 @@ impl Registry {
     /// `NAME@VERSION:INTEGRITY`, with a key made in `dir` by the openssl CLI) and publish the
     /// public key at `-/npm/v1/keys`. `tampered` names a version signed over the wrong message.
     pub fn sign(&mut self, dir: &std::path::Path, tampered: Option<(&str, &str)>) -> &mut Self {
-        let openssl = |args: &[&str], input: Option<&[u8]>| -> Vec<u8> {
-            use std::io::Write as _;
-            let mut child = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("openssl (it must be installed)");
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin
-                .write_all(input.unwrap_or_default())
-                .expect("openssl stdin");
-            drop(stdin);
-            let out = child.wait_with_output().expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        };
+        let openssl =
+            |args: &[&str], input: Option<&[u8]>| crate::support::openssl(dir, args, input);
         openssl(
             &[
                 "ecparam",

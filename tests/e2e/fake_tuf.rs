@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::support::openssl;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -24,28 +26,6 @@ pub struct FakeTuf {
     pub proxy: String,
     /// The test CA's certificate, for `NODE_EXTRA_CA_CERTS`.
     pub ca: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut child = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl (it must be installed)");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input.unwrap_or_default()).expect("stdin");
-    drop(stdin);
-    let out = child.wait_with_output().expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// The URL of the TUF mirror npm's client is seeded for.
@@ -109,27 +89,7 @@ impl FakeTuf {
         let host = mirror.host_str().expect("mirror host").to_owned();
 
         // A CA, and a certificate for the mirror's host.
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-subj",
-                "/CN=Cairn test TUF CA",
-                "-days",
-                "2",
-            ],
-            None,
-        );
+        let ca = crate::tls::ca(dir);
         openssl(
             dir,
             &[
@@ -265,10 +225,7 @@ impl FakeTuf {
                 });
             }
         });
-        FakeTuf {
-            proxy,
-            ca: dir.join("ca.crt"),
-        }
+        FakeTuf { proxy, ca }
     }
 }
 

@@ -249,45 +249,10 @@ fn pip_uv_and_cargo_resolve_past_young_versions() {
     let home = tmp.path().join("home");
 
     // pip and uv take the old release.
-    let pip_venv = crate::pypi::venv(&tmp.path().join("pip-venv"));
-    assert_success(
-        &crate::pypi::python_tool(
-            &pip_venv.join("bin/pip"),
-            &[
-                "install",
-                "--no-cache-dir",
-                "--index-url",
-                &index_url,
-                "fresh-py",
-            ],
-            &home,
-        ),
-        "pip install under min-age",
-    );
-    let uv_venv = crate::pypi::venv(&tmp.path().join("uv-venv"));
-    assert_success(
-        &crate::pypi::python_tool(
-            &crate::tools::tools().uv,
-            &[
-                "pip",
-                "install",
-                "--no-cache",
-                "--python",
-                uv_venv.join("bin/python").to_str().expect("path"),
-                "--index-url",
-                &index_url,
-                "fresh-py",
-            ],
-            &home,
-        ),
-        "uv pip install under min-age",
-    );
+    let [pip_venv, uv_venv] =
+        crate::pypi::install_with_pip_and_uv(tmp.path(), &index_url, "fresh-py", "under min-age");
     for venv in [&pip_venv, &uv_venv] {
-        let out = std::process::Command::new(venv.join("bin/python"))
-            .args(["-c", "import fresh_py; print(fresh_py.VERSION)"])
-            .output()
-            .expect("python");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.0.0");
+        assert_eq!(crate::pypi::module_version(venv, "fresh_py"), "1.0.0");
     }
     // Pinned to the young one, pip is refused with the node's reason.
     let pinned = crate::pypi::python_tool(

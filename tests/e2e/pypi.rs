@@ -63,6 +63,60 @@ pub(crate) fn venv(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Install `requirement` from `index_url` with pip and with uv, each into a fresh venv below
+/// `dir` (no client cache): the two venvs, after failing the test when either install failed.
+pub(crate) fn install_with_pip_and_uv(
+    dir: &Path,
+    index_url: &str,
+    requirement: &str,
+    what: &str,
+) -> [PathBuf; 2] {
+    let home = dir.join("home");
+    let pip_venv = venv(&dir.join("pip-venv"));
+    crate::support::assert_success(
+        &python_tool(
+            &pip_venv.join("bin/pip"),
+            &[
+                "install",
+                "--no-cache-dir",
+                "--index-url",
+                index_url,
+                requirement,
+            ],
+            &home,
+        ),
+        &format!("pip install {what}"),
+    );
+    let uv_venv = venv(&dir.join("uv-venv"));
+    crate::support::assert_success(
+        &python_tool(
+            &crate::tools::tools().uv,
+            &[
+                "pip",
+                "install",
+                "--no-cache",
+                "--python",
+                uv_venv.join("bin/python").to_str().expect("path"),
+                "--index-url",
+                index_url,
+                requirement,
+            ],
+            &home,
+        ),
+        &format!("uv pip install {what}"),
+    );
+    [pip_venv, uv_venv]
+}
+
+/// `module.VERSION` as the venv's Python imports it (the fake wheels define it).
+pub(crate) fn module_version(venv: &Path, module: &str) -> String {
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", &format!("import {module}; print({module}.VERSION)")])
+        .output()
+        .expect("python");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 fn version_of(venv: &Path, module: &str) -> String {
     let output = Command::new(venv.join("bin/python"))
         .args(["-c", &format!("import {module}; print({module}.VERSION)")])

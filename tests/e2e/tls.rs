@@ -13,20 +13,11 @@ use crate::fake_npm::{FakeNpm, Registry, noise};
 use crate::support::{Cairn, ClientEnv, assert_success, project, wait_for};
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (it must be installed)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::openssl(dir, args, None);
 }
 
 /// A test CA in `dir` (`ca.crt`, `ca.key`).
-fn ca(dir: &Path) -> PathBuf {
+pub(crate) fn ca(dir: &Path) -> PathBuf {
     openssl(
         &[
             "req",

@@ -105,7 +105,7 @@ const ATTESTATIONS_PREFIX: &str = "-/npm/v1/attestations/";
 /// How the provenance documents render: as upstream sent them.
 const AS_SENT_VARIANT: &str = "as-sent";
 /// Largest provenance document accepted (attestation bundles are a few kilobytes each).
-const MAX_PROVENANCE: u64 = 4 << 20;
+const MAX_PROVENANCE: usize = 4 << 20;
 
 /// The route of a provenance document (the signing keys, one version's attestations): cached
 /// and served as metadata, so `npm audit signatures` works offline too, its bytes as sent.
@@ -123,22 +123,6 @@ fn provenance_route(key: String, upstream_path: String) -> MetadataRoute {
 /// packuments.
 fn is_provenance(key: &str) -> bool {
     key.starts_with("-/")
-}
-
-/// Check a provenance document: a JSON object of at most [`MAX_PROVENANCE`] bytes.
-fn provenance(doc: &MetadataDoc<'_>) -> Result<(), AdapterError> {
-    let key = doc.key;
-    if doc.body.len() as u64 > MAX_PROVENANCE {
-        return Err(AdapterError(format!(
-            "{key}: {} bytes, over the {MAX_PROVENANCE}-byte limit for provenance documents",
-            doc.body.len()
-        )));
-    }
-    match serde_json::from_slice::<serde_json::Value>(doc.body) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err(AdapterError(format!("{key}: not a JSON object"))),
-        Err(e) => Err(AdapterError(format!("{key}: not valid JSON: {e}"))),
-    }
 }
 
 /// Largest packument accepted: the biggest real ones are a few tens of megabytes.
@@ -352,7 +336,8 @@ impl Ecosystem for Npm {
 
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         if is_provenance(doc.key) {
-            return provenance(doc).map(|()| DocumentFacts::artifacts(Vec::new()));
+            return cairn_ecosystem::check_json_object(doc.key, doc.body, MAX_PROVENANCE)
+                .map(|()| DocumentFacts::artifacts(Vec::new()));
         }
         let name = PackageName::parse(doc.key).map_err(|e| AdapterError(e.to_string()))?;
         packument::artifacts(&name, doc.url, doc.body).map(DocumentFacts::artifacts)
@@ -377,7 +362,7 @@ impl Ecosystem for Npm {
         base: &Url,
     ) -> Result<Rendered, AdapterError> {
         if variant == AS_SENT_VARIANT {
-            provenance(doc)?;
+            cairn_ecosystem::check_json_object(doc.key, doc.body, MAX_PROVENANCE)?;
             return Ok(Rendered {
                 body: Bytes::copy_from_slice(doc.body),
                 content_type: "application/json",

@@ -144,22 +144,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Check a provenance document: a JSON object of at most [`MAX_PROVENANCE`] bytes.
-fn provenance(doc: &MetadataDoc<'_>) -> Result<(), AdapterError> {
-    let key = doc.key;
-    if doc.body.len() > MAX_PROVENANCE {
-        return Err(AdapterError(format!(
-            "{key}: {} bytes, over the {MAX_PROVENANCE}-byte limit for provenance documents",
-            doc.body.len()
-        )));
-    }
-    match serde_json::from_slice::<serde_json::Value>(doc.body) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err(AdapterError(format!("{key}: not a JSON object"))),
-        Err(e) => Err(AdapterError(format!("{key}: not valid JSON: {e}"))),
-    }
-}
-
 fn page_route(project: &str, variant: &'static str) -> MetadataRoute {
     MetadataRoute {
         key: project.to_owned(),
@@ -368,7 +352,8 @@ impl Ecosystem for Pypi {
     /// one parse of the page; a provenance document is checked and lists nothing.
     fn read(&self, doc: &MetadataDoc<'_>) -> Result<DocumentFacts, AdapterError> {
         if doc.key.starts_with(INTEGRITY_PREFIX) {
-            return provenance(doc).map(|()| DocumentFacts::default());
+            return cairn_ecosystem::check_json_object(doc.key, doc.body, MAX_PROVENANCE)
+                .map(|()| DocumentFacts::default());
         }
         let page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
         let mut out = Vec::new();
@@ -511,7 +496,7 @@ impl Ecosystem for Pypi {
         base: &Url,
     ) -> Result<Rendered, AdapterError> {
         if variant == PROVENANCE_VARIANT {
-            provenance(doc)?;
+            cairn_ecosystem::check_json_object(doc.key, doc.body, MAX_PROVENANCE)?;
             return Ok(Rendered {
                 body: bytes::Bytes::copy_from_slice(doc.body),
                 content_type: INTEGRITY_JSON,

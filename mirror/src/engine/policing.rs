@@ -85,15 +85,7 @@ impl Mirror {
             }
             Listing::Current(_) => return Ok(None),
         };
-        let reference = match self.reference(name, &route.key).await? {
-            Some(reference) => Some(reference),
-            // Not listed: the request fails as it would without a policy.
-            None => self
-                .reference_from_metadata(registered, route, now_ms())
-                .await
-                .ok(),
-        };
-        let Some(reference) = reference else {
+        let Some(reference) = self.judged_reference(registered, route).await? else {
             return Ok(None);
         };
         let refusal = policy.decide(
@@ -123,14 +115,7 @@ impl Mirror {
         let Listing::Document(document) = &route.listed_by else {
             return Ok(());
         };
-        let reference = match self.reference(name, &route.key).await? {
-            Some(reference) => Some(reference),
-            None => self
-                .reference_from_metadata(registered, route, now_ms())
-                .await
-                .ok(),
-        };
-        let Some(reference) = reference else {
+        let Some(reference) = self.judged_reference(registered, route).await? else {
             return Ok(());
         };
         let unknown_age = self.policy().unknown_age;
@@ -147,6 +132,24 @@ impl Mirror {
             }
             None => Ok(()),
         }
+    }
+
+    /// The reference a file is judged by: the one its document recorded, the document fetched
+    /// first when the node has none. `None` when no document lists it (the request then fails
+    /// as it would without a policy).
+    async fn judged_reference(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+    ) -> Result<Option<crate::index::RefRecord>, Error> {
+        let name = registered.ecosystem.name();
+        Ok(match self.reference(name, &route.key).await? {
+            Some(reference) => Some(reference),
+            None => self
+                .reference_from_metadata(registered, route, now_ms())
+                .await
+                .ok(),
+        })
     }
 
     /// Count and log a refusal of the file `key` of `ecosystem`.

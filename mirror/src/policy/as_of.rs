@@ -71,10 +71,7 @@ impl AsOf {
         unknown_age: UnknownAge,
     ) -> Option<Refusal> {
         let family = ecosystem_family(ecosystem);
-        let what = match version {
-            Some(version) => format!("{family}:{name}@{version}"),
-            None => format!("{family}:{name}"),
-        };
+        let what = super::package_text(family, name, version);
         let reason = match published {
             Some(published) if published > self.instant => format!(
                 "{what} is not in the view as of {}: published {}",
