@@ -1,7 +1,9 @@
 //! What `deploy/` ships is checked, not only written: the systemd unit passes `systemd-analyze
 //! verify` (its `ExecStart` pointed at the binary under test, since the unit names the path an
 //! operator installs to) and its hardening rates OK in `systemd-analyze security` (an exposure
-//! of 2.0 at most, with the directives the node cannot do without explained in the unit).
+//! of 2.0 at most, with the directives the node cannot do without explained in the unit); the
+//! Kubernetes manifests are valid against the Kubernetes 1.31 schemas (kubernetes-validate,
+//! strict: no field the schemas do not know) and keep what running a cache there needs.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,4 +68,57 @@ fn the_systemd_unit_verifies_and_its_hardening_rates_ok() {
             .unwrap_or_else(|| panic!("{kept} rated:\n{report}"));
         assert!(line.trim_start().starts_with('✓'), "{line}");
     }
+}
+
+#[test]
+fn the_kubernetes_manifests_are_valid_and_run_the_node_as_a_hardened_daemonset() {
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/cairn.yaml");
+    let checked = Command::new(&crate::tools::tools().kubernetes_validate)
+        .args(["--strict", "--kubernetes-version", "1.31.0", manifests])
+        .output()
+        .expect("kubernetes-validate");
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "kubernetes-validate: {said}");
+    for resource in ["configmap/cairn-config", "daemonset/cairn", "service/cairn"] {
+        assert!(
+            said.contains(&format!("passed for resource {resource}")),
+            "{resource} checked: {said}"
+        );
+    }
+    let text = std::fs::read_to_string(manifests).expect("manifests");
+    for needed in [
+        "hostNetwork: true",
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "capabilities: {drop: [\"ALL\"]}",
+        "path: /healthz",
+        "secretName: cairn-swarm-key",
+        "internalTrafficPolicy: Local",
+        "type: DirectoryOrCreate",
+    ] {
+        assert!(text.contains(needed), "the manifests lack {needed:?}");
+    }
+    // What the ConfigMap carries is a cairn.toml this build reads.
+    let start = text
+        .find("cairn.toml: |")
+        .expect("cairn.toml in the ConfigMap");
+    let toml: String = text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, &toml).expect("cairn.toml");
+    let status = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["policy", "explain", "npm:x@1.0.0", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:9"])
+        .output()
+        .expect("cairn");
+    let said = String::from_utf8_lossy(&status.stderr);
+    // It reads the file and then finds no node: not a settings error.
+    assert!(said.contains("no node answers"), "{said}");
 }

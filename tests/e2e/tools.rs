@@ -1,13 +1,13 @@
-//! The tools the tests drive besides the machine's own clients (yarn 1, pnpm, yarn 4, uv, and
-//! IPFS's and Helia's JS libraries), pinned in `tests/tools/` and provisioned in one place: the
+//! The tools the tests drive besides the machine's own clients (yarn 1, pnpm, yarn 4, uv,
+//! kubernetes-validate, and IPFS's and Helia's JS libraries), pinned in `tests/tools/` and provisioned in one place: the
 //! first test that needs any of them installs all of them, once per run, under
 //! `CARGO_TARGET_TMPDIR/tools/`, and every later test finds them there.
 //!
 //! The pins: each `tests/tools/js/SET/` holds a `package.json` of exact versions and the
 //! `package-lock.json` (every package's version and integrity hash; no registry URL, so the
 //! machine's configured npm registry is used) that `npm ci` installs exactly;
-//! `tests/tools/python/requirements.txt` names uv's version with the sha256 of each of its
-//! wheels (`pip --require-hashes`). A set is installed again only when its pins change.
+//! `tests/tools/python/requirements.txt` names uv's and kubernetes-validate's versions (and
+//! the latter's dependencies) with the sha256 of each wheel (`pip --require-hashes`). A set is installed again only when its pins change.
 //!
 //! These are tools, not packages that flow through Cairn: they come from the machine's own
 //! registries, never from a fake upstream or a node under test. A tool that cannot be installed
@@ -30,6 +30,8 @@ pub struct Tools {
     pub yarn_berry: PathBuf,
     /// uv's command.
     pub uv: PathBuf,
+    /// kubernetes-validate's command (Kubernetes manifests against the schemas, offline).
+    pub kubernetes_validate: PathBuf,
     /// IPFS's JS tools, with `verify-car.mjs` and `helia-gateway-fetch.mjs` beside them (run
     /// them from here so their imports resolve).
     pub ipfs: PathBuf,
@@ -56,11 +58,13 @@ fn provision() -> Tools {
     let yarn_berry = npm_set("yarn-berry", &[]);
     let ipfs = npm_set("ipfs", &["verify-car.mjs", "helia-gateway-fetch.mjs"]);
     let helia = npm_set("helia", &["helia-bitswap.mjs"]);
+    let python = python_set();
     let tools = Tools {
         yarn: clients.join("node_modules/.bin/yarn"),
         pnpm: clients.join("node_modules/.bin/pnpm"),
         yarn_berry: yarn_berry.join("node_modules/@yarnpkg/cli-dist/bin/yarn.js"),
-        uv: uv(),
+        uv: uv(&python),
+        kubernetes_validate: python.join("bin/kubernetes-validate"),
         ipfs,
         helia,
     };
@@ -68,6 +72,7 @@ fn provision() -> Tools {
         ("yarn", &tools.yarn),
         ("pnpm", &tools.pnpm),
         ("yarn 4", &tools.yarn_berry),
+        ("kubernetes-validate", &tools.kubernetes_validate),
     ] {
         assert!(
             path.is_file(),
@@ -149,18 +154,12 @@ fn install_npm_set(name: &str, pinned: &Path, dir: &Path) -> String {
     what
 }
 
-/// uv, installed into a venv from `tests/tools/python/requirements.txt` (its wheels' hashes
-/// required), and checked to be the pinned version.
-fn uv() -> PathBuf {
+/// The Python tools, installed into one venv from `tests/tools/python/requirements.txt` (every
+/// wheel's hash required): the venv.
+fn python_set() -> PathBuf {
     let requirements = pins().join("python/requirements.txt");
     let pins_text = read(&requirements);
-    let version = pins_text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("uv=="))
-        .map(|v| v.trim_end_matches(['\\', ' ']).to_owned())
-        .expect("tests/tools/python/requirements.txt pins uv==VERSION");
     let venv = installed().join("python");
-    let uv = venv.join("bin/uv");
     let stamp = venv.join(".provisioned");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins_text.as_str()) {
         let _ = std::fs::remove_dir_all(&venv);
@@ -168,8 +167,8 @@ fn uv() -> PathBuf {
             .args(["-m", "venv"])
             .arg(&venv)
             .output()
-            .unwrap_or_else(|e| panic!("installing uv {version}: cannot run python3: {e}"));
-        assert_success(&output, &format!("making a venv for uv {version}"));
+            .unwrap_or_else(|e| panic!("installing the Python tools: cannot run python3: {e}"));
+        assert_success(&output, "making a venv for the Python tools");
         let output = Command::new(venv.join("bin/pip"))
             .args([
                 "install",
@@ -183,10 +182,25 @@ fn uv() -> PathBuf {
             ])
             .arg(&requirements)
             .output()
-            .unwrap_or_else(|e| panic!("installing uv {version}: cannot run pip: {e}"));
-        assert_success(&output, &format!("installing uv {version}"));
+            .unwrap_or_else(|e| panic!("installing the Python tools: cannot run pip: {e}"));
+        assert_success(
+            &output,
+            "installing the Python tools of tests/tools/python/requirements.txt",
+        );
         std::fs::write(&stamp, &pins_text).expect("stamp");
     }
+    venv
+}
+
+/// uv in the Python tools' venv, checked to be the pinned version.
+fn uv(venv: &Path) -> PathBuf {
+    let pins_text = read(&pins().join("python/requirements.txt"));
+    let version = pins_text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uv=="))
+        .map(|v| v.trim_end_matches(['\\', ' ']).to_owned())
+        .expect("tests/tools/python/requirements.txt pins uv==VERSION");
+    let uv = venv.join("bin/uv");
     let output = Command::new(&uv)
         .arg("--version")
         .output()
