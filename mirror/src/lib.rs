@@ -13,6 +13,7 @@ pub mod serving;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testing;
+pub mod traffic;
 pub mod upstream;
 
 /// The identifiers, the adapter contract and its toolkit, from the crates that own them.

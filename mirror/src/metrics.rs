@@ -52,6 +52,8 @@ pub struct UpstreamLabels {
 /// Every metric the engine exports, and the registry `/metrics` encodes.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The day's traffic per ecosystem, minute by minute (the dashboard's charts).
+    pub traffic: crate::traffic::Traffic,
     /// HTTP requests served, by route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
@@ -254,6 +256,7 @@ impl Metrics {
         );
         Metrics {
             registry: Mutex::new(registry),
+            traffic: crate::traffic::Traffic::default(),
             store_bytes,
             store_limit_bytes,
             store_ecosystem_bytes,
@@ -281,6 +284,8 @@ impl Metrics {
         }
     }
 
+    /// A cache lookup of `ecosystem`; also counted in the traffic history (a hit when the
+    /// node answered from what it held or from a download already under way).
     pub fn cache(&self, ecosystem: &str, kind: &'static str, result: &'static str) {
         self.cache
             .get_or_create(&CacheLabels {
@@ -289,12 +294,21 @@ impl Metrics {
                 result,
             })
             .inc();
+        let hit = match result {
+            "hit" | "stale" | "revalidated" | "joined" => true,
+            "miss" | "unkept" => false,
+            _ => return,
+        };
+        self.traffic.lookup(crate::engine::now_ms(), ecosystem, hit);
     }
 
-    pub fn served(&self, source: &'static str, bytes: u64) {
+    /// `bytes` of `ecosystem` sent to clients from `source` (`cache`, `peer`, `upstream`).
+    pub fn served(&self, ecosystem: &str, source: &'static str, bytes: u64) {
         self.bytes
             .get_or_create(&SourceLabels { source })
             .inc_by(bytes);
+        self.traffic
+            .served(crate::engine::now_ms(), ecosystem, source, bytes);
     }
 
     /// Register more metrics into the registry `/metrics` encodes (its prefix is `cairn`):

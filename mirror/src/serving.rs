@@ -98,7 +98,8 @@ async fn reload_tokens(mirror: Mirror, stop: CancellationToken) {
     }
 }
 
-/// Every [`UPKEEP_EVERY`] until `stop`: write batched access times, expire cached not-founds,
+/// Every [`UPKEEP_EVERY`] until `stop`: write batched access times and the traffic history,
+/// expire cached not-founds,
 /// read the pins and the last verify run for `/metrics`, and keep the store under its size
 /// limit; and at once when a commit passes the limit.
 async fn upkeep(mirror: Mirror, stop: CancellationToken) {
@@ -113,6 +114,9 @@ async fn upkeep(mirror: Mirror, stop: CancellationToken) {
             tracing::warn!("cannot record access times: {e}");
         }
         if timed {
+            if let Err(e) = mirror.flush_traffic().await {
+                tracing::warn!("cannot record the traffic history: {e}");
+            }
             if let Err(e) = mirror.refresh_upkeep_gauges().await {
                 tracing::warn!("cannot read the pins and the last verify for /metrics: {e}");
             }

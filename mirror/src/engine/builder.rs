@@ -72,6 +72,7 @@ impl Builder {
             );
         }
         let metrics = self.metrics.unwrap_or_default();
+        super::traffic::restore(&index, &metrics.traffic)?;
         metrics
             .store_limit_bytes
             .set(config.max_store_bytes.unwrap_or(0) as i64);
@@ -164,6 +165,7 @@ impl Builder {
                 policy: std::sync::RwLock::default(),
                 policy_generation: std::sync::atomic::AtomicU64::new(0),
                 purges: std::sync::atomic::AtomicU64::new(0),
+                traffic_flushed: std::sync::atomic::AtomicI64::new(0),
             }),
         })
     }

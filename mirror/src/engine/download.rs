@@ -213,16 +213,18 @@ impl Download {
 pub struct ServedTally {
     download: Arc<Download>,
     mirror: crate::Mirror,
+    ecosystem: Arc<str>,
     pos: u64,
     peer: u64,
     upstream: u64,
 }
 
 impl ServedTally {
-    pub fn new(download: Arc<Download>, mirror: crate::Mirror) -> Self {
+    pub fn new(download: Arc<Download>, mirror: crate::Mirror, ecosystem: Arc<str>) -> Self {
         ServedTally {
             download,
             mirror,
+            ecosystem,
             pos: 0,
             peer: 0,
             upstream: 0,
@@ -244,7 +246,7 @@ impl ServedTally {
         let metrics = self.mirror.metrics();
         for (source, bytes) in [("peer", &mut self.peer), ("upstream", &mut self.upstream)] {
             if *bytes > 0 {
-                metrics.served(source, std::mem::take(bytes));
+                metrics.served(&self.ecosystem, source, std::mem::take(bytes));
             }
         }
     }

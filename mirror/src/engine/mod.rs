@@ -36,6 +36,7 @@ mod rendering;
 pub mod repair;
 pub(crate) mod swarm_choice;
 pub mod tokens;
+pub mod traffic;
 pub(crate) mod unkept;
 pub(crate) mod verified;
 
@@ -328,6 +329,8 @@ pub(crate) struct Inner {
     /// Purges done: a metadata row read from the index before a purge is not remembered after
     /// it (it may name a document the purge dropped).
     purges: std::sync::atomic::AtomicU64,
+    /// The minute up to which the traffic history was written to the index.
+    traffic_flushed: std::sync::atomic::AtomicI64,
 }
 
 impl Inner {
@@ -610,6 +613,7 @@ impl Mirror {
 
     pub async fn close(&self) -> Result<(), Error> {
         self.flush_access_times().await?;
+        self.flush_traffic().await?;
         let store = self.inner.store.clone();
         blocking(move || Ok(store.checkpoint()?)).await
     }

@@ -126,7 +126,7 @@ pub(crate) fn start(
                         return;
                     }
                 }
-                mirror.metrics().served("upstream", size);
+                mirror.metrics().served(name, "upstream", size);
                 tracing::info!(ecosystem = name, key = %key, size, "artifact served unkept (no room in the store)");
                 return;
             }

@@ -1,4 +1,5 @@
-//! Cairn's own routes: `/api/v1/status`, `/api/v1/peers` and the dashboard at `/`.
+//! Cairn's own routes: `/api/v1/status`, `/api/v1/peers`, `/api/v1/traffic`,
+//! `/api/v1/policy/explain` and the dashboard at `/`.
 
 use axum::response::{IntoResponse, Response};
 use http::header::{self};
@@ -68,6 +69,45 @@ pub(super) async fn peers(mirror: &Mirror) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(source) => Error::Report {
             what: "peers report",
+            source,
+        }
+        .into_response(),
+    }
+}
+
+/// `GET /api/v1/traffic?window=hour|day` (`hour` when none is named): lookups answered from
+/// the cache and fetched, and bytes served by source, per ecosystem, in buckets (a minute for
+/// the hour, a quarter hour for the day), with the window's totals and the bytes upstream was
+/// spared (served from the cache or by peers).
+pub(super) fn traffic(mirror: &Mirror, query: Option<&str>) -> Response {
+    let window = query
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "window")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "hour".to_owned());
+    let series = match mirror.traffic(&window) {
+        Ok(series) => series,
+        Err(e) => return e.into_response(),
+    };
+    let spared: u64 = series
+        .totals
+        .values()
+        .map(|c| c.cache_bytes + c.peer_bytes)
+        .sum();
+    let report = serde_json::json!({
+        "window": window,
+        "start": crate::ecosystem::time::format_rfc3339(series.start_minute * 60_000),
+        "bucket_seconds": series.bucket_minutes * 60,
+        "spared_upstream_bytes": spared,
+        "totals": series.totals,
+        "ecosystems": series.ecosystems,
+    });
+    match serde_json::to_vec(&report) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(source) => Error::Report {
+            what: "traffic report",
             source,
         }
         .into_response(),

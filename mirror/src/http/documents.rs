@@ -136,7 +136,9 @@ pub(super) async fn metadata(
     } else {
         doc.body.clone()
     };
-    mirror.metrics().served("cache", body.len() as u64);
+    mirror
+        .metrics()
+        .served(registered.ecosystem.name(), "cache", body.len() as u64);
     if request.method == Method::HEAD {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         return Ok((headers, Body::empty()).into_response());

@@ -61,7 +61,9 @@ pub(super) async fn artifact(
                 Err((StatusCode::INSUFFICIENT_STORAGE, _)) if keep == Keep::IfRoom => {
                     keep = Keep::Never;
                 }
-                ready => return downloading(mirror, download, ready, request).await,
+                ready => {
+                    return downloading(mirror, &registered.name, download, ready, request).await;
+                }
             },
             ArtifactBody::Unkept(unkept) => return unkept_response(unkept, request).await,
         }
@@ -244,7 +246,7 @@ pub(super) async fn cached_file(
         };
         crate::engine::verified::stream(mirror.clone(), cached.clone(), file, leaves, start, len)
     };
-    mirror.metrics().served("cache", len);
+    mirror.metrics().served(&cached.ecosystem, "cache", len);
     Ok(Some((status, headers, body).into_response()))
 }
 
@@ -276,6 +278,7 @@ pub(super) async fn unkept_response(
 
 pub(super) async fn downloading(
     mirror: &Mirror,
+    ecosystem: &Arc<str>,
     download: Arc<Download>,
     ready: Result<Option<u64>, (StatusCode, String)>,
     request: &http::request::Parts,
@@ -293,7 +296,11 @@ pub(super) async fn downloading(
     if request.method == Method::HEAD {
         return Ok((headers, Body::empty()).into_response());
     }
-    let mut tally = crate::engine::download::ServedTally::new(download.clone(), mirror.clone());
+    let mut tally = crate::engine::download::ServedTally::new(
+        download.clone(),
+        mirror.clone(),
+        ecosystem.clone(),
+    );
     let stream = download.clone().stream().map(move |chunk| {
         if let Ok(bytes) = &chunk {
             tally.sent(bytes.len() as u64);

@@ -434,7 +434,7 @@ async fn raw(
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if !head {
-        mirror.metrics().served("cache", len);
+        mirror.metrics().served("ipfs", "cache", len);
     }
     Ok((headers, body).into_response())
 }
@@ -512,7 +512,7 @@ fn write_car(mirror: &Mirror, walk: Walk, tx: mpsc::Sender<Chunk>) {
         buf: Vec::with_capacity(CAR_CHUNK),
     };
     match write_blocks(&mut out, walk) {
-        Ok(written) => mirror.metrics().served("cache", written),
+        Ok(written) => mirror.metrics().served("ipfs", "cache", written),
         Err(Stopped::Io(e)) => tracing::debug!(root = %root, error = %e, "CAR stream ended early"),
         Err(Stopped::Block(e)) => {
             tracing::warn!(root = %root, error = %e, "CAR truncated: a block of the DAG could not be read");

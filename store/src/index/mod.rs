@@ -44,6 +44,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod traffic;
 mod verify;
 
 pub use artifacts::ArtifactRecord;
@@ -56,6 +57,7 @@ pub use refs::RefRecord;
 pub use schema::SCHEMA_VERSION;
 pub use stats::EcosystemStats;
 pub use tokens::TokenRecord;
+pub use traffic::TrafficRow;
 pub use verify::HeldArtifact;
 
 const READERS: usize = 4;

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::{IndexError, err};
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Version 1: the tables as the first releases created them.
 const V1: &str = r#"
@@ -135,9 +135,23 @@ ALTER TABLE artifact_refs ADD COLUMN yanked INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE artifact_refs ADD COLUMN package TEXT;
 "#;
 
+/// The day's traffic per ecosystem and minute, kept across restarts for the dashboard.
+const V9: &str = r#"
+CREATE TABLE traffic (
+    minute         INTEGER NOT NULL,
+    ecosystem      TEXT NOT NULL,
+    hits           INTEGER NOT NULL,
+    misses         INTEGER NOT NULL,
+    cache_bytes    INTEGER NOT NULL,
+    peer_bytes     INTEGER NOT NULL,
+    upstream_bytes INTEGER NOT NULL,
+    PRIMARY KEY (minute, ecosystem)
+) WITHOUT ROWID;
+"#;
+
 /// The migration to each version, in order: `MIGRATIONS[n]` takes an index from version `n` to
 /// `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Bring the index behind `conn` (at `path`, for messages) to [`SCHEMA_VERSION`]; returns the
 /// version it was at. Another process opening the same index at the same time waits for this

@@ -291,6 +291,7 @@ fn an_index_made_before_schema_versions_keeps_its_tables_and_rows_and_gains_the_
             "leaves_by_flat",
             "metadata_private",
             "tokens",
+            "traffic",
             "upkeep_runs"
         ]
     );
