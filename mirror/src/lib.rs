@@ -9,6 +9,7 @@ pub mod limits;
 pub mod metrics;
 pub mod peers;
 pub mod policy;
+pub mod refusals;
 pub mod serving;
 pub mod snapshot;
 #[doc(hidden)]

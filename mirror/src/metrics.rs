@@ -54,6 +54,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// The day's traffic per ecosystem, minute by minute (the dashboard's charts).
     pub traffic: crate::traffic::Traffic,
+    /// The recent refusals, with their reasons.
+    pub refusals: crate::refusals::Refusals,
     /// HTTP requests served, by route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
@@ -257,6 +259,7 @@ impl Metrics {
         Metrics {
             registry: Mutex::new(registry),
             traffic: crate::traffic::Traffic::default(),
+            refusals: crate::refusals::Refusals::default(),
             store_bytes,
             store_limit_bytes,
             store_ecosystem_bytes,
@@ -300,6 +303,26 @@ impl Metrics {
             _ => return,
         };
         self.traffic.lookup(crate::engine::now_ms(), ecosystem, hit);
+    }
+
+    /// Keep a refusal of `key` of `ecosystem` among the recent ones (`kind`: `digest`,
+    /// `peer-digest`, `policy` with its `rule`).
+    pub fn refused(
+        &self,
+        kind: &'static str,
+        rule: Option<&'static str>,
+        ecosystem: &str,
+        key: &str,
+        reason: String,
+    ) {
+        self.refusals.push(crate::refusals::Refused {
+            at: crate::ecosystem::time::format_rfc3339(crate::engine::now_ms()),
+            kind,
+            rule,
+            ecosystem: ecosystem.to_owned(),
+            key: key.to_owned(),
+            reason,
+        });
     }
 
     /// `bytes` of `ecosystem` sent to clients from `source` (`cache`, `peer`, `upstream`).

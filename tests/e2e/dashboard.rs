@@ -63,3 +63,47 @@ fn traffic_counts_installs_by_source_and_survives_a_restart() {
     let again = traffic(&node, "day");
     assert_eq!(again["totals"]["npm"], day["totals"]["npm"], "{again}");
 }
+
+#[test]
+fn recent_refusals_name_the_file_the_kind_and_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut registry = Registry::default();
+    registry.publish("bent-lib", "1.0.0", &[], &[("b.js", noise(8 << 10, 2))]);
+    registry.publish("banned-lib", "1.0.0", &[], &[("x.js", noise(8 << 10, 3))]);
+    let fake = FakeNpm::start(registry);
+    fake.faults.tamper("bent-lib-1.0.0.tgz");
+    let node = Cairn::start(
+        &tmp.path().join("data"),
+        &["--npm-upstream", &fake.url, "--deny", "npm:banned-lib"],
+    );
+    let bent = get(&format!("{}bent-lib/-/bent-lib-1.0.0.tgz", node.npm()));
+    assert_eq!(bent.status, 502, "{}", bent.text);
+    let banned = get(&format!("{}banned-lib/-/banned-lib-1.0.0.tgz", node.npm()));
+    assert_eq!(banned.status, 403, "{}", banned.text);
+
+    let reply = get(&format!("{}/api/v1/refusals", node.url));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let report: serde_json::Value = serde_json::from_str(&reply.text).expect("JSON");
+    let refusals = report["refusals"].as_array().expect("refusals");
+    // Newest first: the policy's, then the digest's.
+    assert_eq!(refusals[0]["kind"], "policy", "{report}");
+    assert_eq!(refusals[0]["rule"], "deny", "{report}");
+    assert_eq!(refusals[0]["key"], "banned-lib/-/banned-lib-1.0.0.tgz");
+    assert!(
+        refusals[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deny \"npm:banned-lib\"")),
+        "{report}"
+    );
+    assert_eq!(refusals[1]["kind"], "digest", "{report}");
+    assert_eq!(refusals[1]["key"], "bent-lib/-/bent-lib-1.0.0.tgz");
+    let reason = refusals[1]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("digest") && reason.contains(&fake.url),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains(tmp.path().to_str().expect("path")),
+        "{reason}"
+    );
+}

@@ -124,12 +124,20 @@ impl Mirror {
                     progress.committed(record);
                 }
                 Err(e) => {
-                    if let Error::DigestMismatch(_) = e {
-                        if shared.peer_bytes() > 0 {
+                    if let Error::DigestMismatch(mismatch) = &e {
+                        let from_peers = shared.peer_bytes() > 0;
+                        if from_peers {
                             // The peers' bytes did not make the registry's file: the next
                             // attempt goes to upstream.
                             this.peer_failures().insert(shared.flat, Instant::now());
                         }
+                        this.inner.metrics.refused(
+                            if from_peers { "peer-digest" } else { "digest" },
+                            None,
+                            &name,
+                            &key,
+                            format!("{} (from {})", mismatch.without_path(), redact(&url)),
+                        );
                         this.inner
                             .metrics
                             .digest_mismatches

@@ -169,6 +169,13 @@ impl Mirror {
             "refused by policy: {}",
             refusal.reason
         );
+        self.inner.metrics.refused(
+            "policy",
+            Some(refusal.rule),
+            ecosystem,
+            key,
+            refusal.reason.clone(),
+        );
     }
 
     /// Fail with the policy's refusal of the file `route` names, if it refuses it.

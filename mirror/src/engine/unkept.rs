@@ -143,6 +143,9 @@ pub(crate) fn start(
                     redact(&url)
                 );
                 tracing::error!(ecosystem = name, key = %key, "rejected artifact: {message}");
+                mirror
+                    .metrics()
+                    .refused("digest", None, name, &key, message.clone());
                 Error::from(StoreError::DigestMismatch(Box::new(DigestMismatch {
                     flat: expected.flat_cid(),
                     expected,

@@ -1,5 +1,5 @@
 //! Cairn's own routes: `/api/v1/status`, `/api/v1/peers`, `/api/v1/traffic`,
-//! `/api/v1/policy/explain` and the dashboard at `/`.
+//! `/api/v1/refusals`, `/api/v1/policy/explain` and the dashboard at `/`.
 
 use axum::response::{IntoResponse, Response};
 use http::header::{self};
@@ -108,6 +108,23 @@ pub(super) fn traffic(mirror: &Mirror, query: Option<&str>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(source) => Error::Report {
             what: "traffic report",
+            source,
+        }
+        .into_response(),
+    }
+}
+
+/// `GET /api/v1/refusals`: the recent refusals (digest mismatches from upstream or peers,
+/// policy refusals), newest first, each with its reason.
+pub(super) fn refusals(mirror: &Mirror) -> Response {
+    let report = serde_json::json!({
+        "kept": crate::refusals::RECENT_REFUSALS,
+        "refusals": mirror.metrics().refusals.recent(),
+    });
+    match serde_json::to_vec(&report) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(source) => Error::Report {
+            what: "refusals report",
             source,
         }
         .into_response(),

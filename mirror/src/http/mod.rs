@@ -1,6 +1,7 @@
 //! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
 //! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
 //! `/healthz`, `/metrics`, `/api/v1/status`, `/api/v1/peers`, `/api/v1/traffic`,
+//! `/api/v1/refusals`,
 //! `/api/v1/policy/explain`, `/api/v1/purge/…` and
 //! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own; `/as-of/INSTANT/MOUNT/…` is
 //! an ecosystem in the view as of an instant ([`crate::policy::as_of`]). With `--auth required`
@@ -144,6 +145,7 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 ),
                 "/api/v1/status" => ("status".into(), "-", status(&mirror).await),
                 "/api/v1/peers" => ("peers".into(), "-", peers(&mirror).await),
+                "/api/v1/refusals" => ("refusals".into(), "-", api::refusals(&mirror)),
                 "/api/v1/traffic" => (
                     "traffic".into(),
                     "-",
