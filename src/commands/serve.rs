@@ -18,6 +18,9 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
     crate::logging::init(
         settings::value(args.log_format.as_deref(), file.log_format.as_deref()).unwrap_or("text"),
     )?;
+    // Taken from the start: a stop that comes while the node starts is a clean one too.
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone()).context("cannot handle SIGINT and SIGTERM")?;
     let listen = settings::listen(common.listen.as_deref(), file)?;
     let limits = connection_limits(file, &args)?;
     let policy = crate::policy::build(&args.policy, file.policy.as_ref()).context("policy")?;
@@ -58,7 +61,7 @@ pub async fn run(common: &Common, file: &FileSettings, args: Serve) -> Result<()
         "http"
     };
     println!("cairn listening on {scheme}://{bound}");
-    run_server(mirror, listener, limits).await
+    run_server(mirror, listener, limits, shutdown).await
 }
 
 /// The mirror's settings: each flag (or its variable), else `cairn.toml`, else the default.
@@ -271,9 +274,8 @@ async fn run_server(
     mirror: Mirror,
     listener: tokio::net::TcpListener,
     limits: ConnectionLimits,
+    shutdown: CancellationToken,
 ) -> Result<()> {
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
     let serving = mirror.serve(listener, limits);
     shutdown.cancelled().await;
     tracing::info!(target: crate::logging::TARGET, "shutting down: draining connections, then downloads ({GRACE:?} each at most)");
@@ -335,22 +337,20 @@ fn probe_upstreams(mirror: &Mirror) {
     }
 }
 
-fn spawn_signal_handler(token: CancellationToken) {
+/// Cancel `token` on the first SIGINT or SIGTERM. The handlers are in place when this returns
+/// (a signal that comes before the task first runs is not lost).
+fn spawn_signal_handler(token: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate => {}
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
         token.cancel();
     });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -169,10 +169,10 @@ impl Cairn {
         format!("{}/npm/", self.url)
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit. The signal is sent by the kill(2) call itself (a
+    /// `kill` command can fail to start on a loaded machine, and then nothing is sent).
     pub fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        terminate(&self.child);
         let status = wait_timeout(&mut self.child, Duration::from_secs(20));
         assert!(
             status.is_some_and(|s| s.success()),
@@ -280,6 +280,12 @@ pub fn raw_status(base: &str, target: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {first:?}"))
+}
+
+/// Send SIGTERM to `child`.
+pub fn terminate(child: &Child) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
 }
 
 /// A private environment for a JS package manager: its own HOME, npmrc and cache.
