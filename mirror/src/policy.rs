@@ -275,8 +275,8 @@ impl Policy {
         })
     }
 
-    /// The decision on `name@version` of `ecosystem`, published at `published` (ms) and
-    /// removed upstream at `removed`, at `now`: `None` when it is offered.
+    /// The decision on `name@version` of `ecosystem`, published at `published` (ms), with
+    /// upstream's `standing` on it (removed, yanked), at `now`: `None` when it is offered.
     pub fn decide(
         &self,
         ecosystem: &str,

@@ -190,39 +190,58 @@ impl Mirror {
         }
     }
 
-    /// What the policy refuses of the files document `key` of `registered` lists, as its
-    /// references record them. Blocking.
+    /// What the policy refuses of the files document `key` of `ecosystem` lists, as its
+    /// references record them, with what the view `as_of` leaves out besides when there is
+    /// one: one reading of the references for both. Blocking.
     pub(crate) fn refused_in(
         &self,
         policy: &Policy,
         ecosystem: &str,
         key: &str,
+        as_of: Option<&AsOf>,
     ) -> Result<Refused, Error> {
         let mut refused = Refused::default();
-        if !self.policed(policy, ecosystem) {
+        let policed = self.policed(policy, ecosystem);
+        if !policed && as_of.is_none() {
             return Ok(refused);
         }
         let now = now_ms();
         for (artifact, reference) in self.inner.index.refs_listed_by(ecosystem, key)? {
-            if let Some(refusal) = policy.decide(
-                ecosystem,
-                key,
-                reference.version.as_deref(),
-                reference.published,
-                Standing::from(&reference),
-                now,
-            ) {
-                if let Some(until) = refusal.until {
-                    refused.until = Some(refused.until.map_or(until, |u| u.min(until)));
-                }
+            let version = reference.version.as_deref();
+            let by_policy = policed
+                .then(|| {
+                    policy.decide(
+                        ecosystem,
+                        key,
+                        version,
+                        reference.published,
+                        Standing::from(&reference),
+                        now,
+                    )
+                })
+                .flatten();
+            if let Some(until) = by_policy.as_ref().and_then(|r| r.until) {
+                refused.until = Some(refused.until.map_or(until, |u| u.min(until)));
+            }
+            let in_view = as_of.is_none_or(|as_of| {
+                as_of
+                    .decide(
+                        ecosystem,
+                        key,
+                        version,
+                        reference.published,
+                        policy.unknown_age,
+                    )
+                    .is_none()
+            });
+            if by_policy.is_some() || !in_view {
                 refused.keys.insert(artifact);
             }
         }
         Ok(refused)
     }
 
-    /// [`Mirror::refused_in`] off the async workers, with what the view `as_of` leaves out
-    /// besides, when there is one.
+    /// [`Mirror::refused_in`] off the async workers, under the policy in force.
     pub(crate) async fn refused_in_document(
         &self,
         ecosystem: &str,
@@ -231,28 +250,7 @@ impl Mirror {
     ) -> Result<Refused, Error> {
         let (this, ecosystem, key) = (self.clone(), ecosystem.to_owned(), key.to_owned());
         let as_of = as_of.cloned();
-        blocking(move || {
-            let policy = this.policy();
-            let mut refused = this.refused_in(&policy, &ecosystem, &key)?;
-            if let Some(as_of) = as_of {
-                for (artifact, reference) in this.inner.index.refs_listed_by(&ecosystem, &key)? {
-                    if as_of
-                        .decide(
-                            &ecosystem,
-                            &key,
-                            reference.version.as_deref(),
-                            reference.published,
-                            policy.unknown_age,
-                        )
-                        .is_some()
-                    {
-                        refused.keys.insert(artifact);
-                    }
-                }
-            }
-            Ok(refused)
-        })
-        .await
+        blocking(move || this.refused_in(&this.policy(), &ecosystem, &key, as_of.as_ref())).await
     }
 }
 
