@@ -2,8 +2,8 @@
 //! how many it had to fetch, and the bytes it served by where they came from, in one-minute
 //! buckets over the last day. The dashboard's charts and `GET /api/v1/traffic` read it.
 //!
-//! It lives in memory (at most [`MINUTES`] buckets, each a few counters per ecosystem: a few
-//! hundred kilobytes whatever the traffic) and is written to the index with the upkeep, so a
+//! It lives in memory (at most [`MINUTES`] buckets, each a few counters per ecosystem: bounded
+//! whatever the traffic, by estimate about 100 bytes per ecosystem and minute) and is written to the index with the upkeep, so a
 //! restart keeps the day's history; what is older than a day is dropped from both.
 
 use std::collections::{BTreeMap, VecDeque};
