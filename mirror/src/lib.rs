@@ -4,6 +4,7 @@
 pub mod bundle;
 mod engine;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub traffic: crate::traffic::Traffic,
     /// The recent refusals, with their reasons.
     pub refusals: crate::refusals::Refusals,
+    /// Each upstream's health: answers, latency, recent errors, stale copies served.
+    pub health: crate::health::Health,
     /// HTTP requests served, by route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
@@ -260,6 +262,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             traffic: crate::traffic::Traffic::default(),
             refusals: crate::refusals::Refusals::default(),
+            health: crate::health::Health::default(),
             store_bytes,
             store_limit_bytes,
             store_ecosystem_bytes,

@@ -35,7 +35,7 @@ fn registry() -> Registry {
 }
 
 /// `cairn token create NAME EXTRA…` on `data`: the secret it prints.
-fn create_token(data: &Path, name: &str, extra: &[&str]) -> String {
+pub(crate) fn create_token(data: &Path, name: &str, extra: &[&str]) -> String {
     let dir = data.to_str().expect("path");
     let mut args = vec!["token", "create", name, "--data-dir", dir];
     args.extend_from_slice(extra);

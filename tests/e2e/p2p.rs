@@ -739,6 +739,37 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         0.0,
         "bytes from the liar were counted"
     );
+    // The operator's view: B lists the liar as a bad peer with its reason, and each side the
+    // bytes it exchanged with the other.
+    let b_view = b.peers();
+    let penalized = b_view["penalized"].as_array().expect("penalized peers");
+    let caught = penalized
+        .iter()
+        .find(|p| p["peer"] == liar_id.as_str())
+        .unwrap_or_else(|| panic!("the liar is not listed as a bad peer: {b_view}"));
+    assert_eq!(caught["fault"], "lied", "{b_view}");
+    assert!(
+        caught["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{b_view}"
+    );
+    let exchanged = |view: &serde_json::Value, peer: &str, field: &str| {
+        view["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["peer"] == peer))
+            .and_then(|p| p[field].as_u64())
+            .unwrap_or_else(|| panic!("no {field} for {peer}: {view}"))
+    };
+    assert_eq!(
+        exchanged(&b_view, &a_id, "bytes_received") as f64,
+        peer_bytes(&b, &a_id),
+        "{b_view}"
+    );
+    let b_id = b.peer_id();
+    assert!(
+        exchanged(&a.peers(), &b_id, "bytes_sent") >= tarball.len() as u64,
+        "A's view of what it sent B: {}",
+        a.peers()
+    );
     liar.shutdown();
     b.stop();
     a.stop();

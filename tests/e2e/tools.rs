@@ -1,5 +1,5 @@
 //! The tools the tests drive besides the machine's own clients (yarn 1, pnpm, yarn 4, uv,
-//! kubernetes-validate, and IPFS's and Helia's JS libraries), pinned in `tests/tools/` and provisioned in one place: the
+//! kubernetes-validate, IPFS's and Helia's JS libraries, and Playwright's driver), pinned in `tests/tools/` and provisioned in one place: the
 //! first test that needs any of them installs all of them, once per run, under
 //! `CARGO_TARGET_TMPDIR/tools/`, and every later test finds them there.
 //!
@@ -37,6 +37,9 @@ pub struct Tools {
     pub ipfs: PathBuf,
     /// Helia's libp2p and Bitswap, with `helia-bitswap.mjs` beside them.
     pub helia: PathBuf,
+    /// Playwright's driver, with `dashboard-browser.mjs` beside it (it drives Debian's
+    /// chromium: see [`debian_command`]).
+    pub browser: PathBuf,
 }
 
 /// The tools, provisioned on first use (all of them, once per run).
@@ -58,6 +61,7 @@ fn provision() -> Tools {
     let yarn_berry = npm_set("yarn-berry", &[]);
     let ipfs = npm_set("ipfs", &["verify-car.mjs", "helia-gateway-fetch.mjs"]);
     let helia = npm_set("helia", &["helia-bitswap.mjs"]);
+    let browser = npm_set("browser", &["dashboard-browser.mjs"]);
     let python = python_set();
     let tools = Tools {
         yarn: clients.join("node_modules/.bin/yarn"),
@@ -67,6 +71,7 @@ fn provision() -> Tools {
         kubernetes_validate: python.join("bin/kubernetes-validate"),
         ipfs,
         helia,
+        browser,
     };
     for (name, path) in [
         ("yarn", &tools.yarn),
@@ -81,6 +86,40 @@ fn provision() -> Tools {
         );
     }
     tools
+}
+
+/// The command `command` of Debian's package `package`, installed with apt-get (from the
+/// machine's configured archive) when it is not on the machine yet: `chromium` for the
+/// dashboard test, say. A package that cannot be installed fails the test, naming it.
+pub fn debian_command(package: &str, command: &str) -> PathBuf {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = |command: &str| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(command))
+                .find(|path| path.is_file())
+        })
+    };
+    if let Some(path) = found(command) {
+        return path;
+    }
+    let output = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(["-o", "DPkg::Lock::Timeout=600", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("installing Debian's {package}: cannot run apt-get: {e}"));
+    assert_success(
+        &output,
+        &format!("installing Debian's {package} (apt-get install)"),
+    );
+    found(command).unwrap_or_else(|| {
+        panic!("Debian's {package} is installed but {command} is not on the PATH")
+    })
 }
 
 fn read(path: &Path) -> String {

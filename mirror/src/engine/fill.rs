@@ -422,7 +422,7 @@ impl Mirror {
         let limits = upstream.limits();
         let started = Instant::now();
         let response = upstream.get(url, None, None, None).await;
-        self.observe_upstream(name, started, response.as_ref().ok().map(|r| r.status()));
+        self.observe_upstream(name, upstream, started, &response);
         let mut response = response?;
         if !response.status().is_success() {
             return Err(Error::UpstreamStatus {

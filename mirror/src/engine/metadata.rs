@@ -16,6 +16,7 @@ use super::{
 use crate::cid::{BlockCid, raw_block_cid};
 use crate::ecosystem::{Ecosystem, MetadataDoc, MetadataRoute};
 use crate::error::Error;
+use crate::health::Outcome;
 use crate::index::MetadataRecord;
 use crate::metrics::{EcosystemLabels, UpstreamLabels};
 use crate::upstream::{Upstream, redact};
@@ -153,6 +154,12 @@ impl Mirror {
             }
             (Err(e), Some(stale)) if stale.cid.is_some() => {
                 self.inner.metrics.cache(name, "metadata", "stale");
+                if let Ok(upstream) = self.upstream_for(registered, &route.key) {
+                    self.inner
+                        .metrics
+                        .health
+                        .stale_served(name, &upstream.shown());
+                }
                 tracing::warn!(ecosystem = name, key = %route.key, error = %e, "serving stale metadata");
                 Ok(MetadataHit {
                     record: stale,
@@ -320,7 +327,7 @@ impl Mirror {
                     route.upstream_accept,
                 )
                 .await;
-            self.observe_upstream(&name, started, response.as_ref().ok().map(|r| r.status()));
+            self.observe_upstream(&name, upstream, started, &response);
             let response = response?;
             let status = response.status();
             if !status.is_success() {
@@ -534,19 +541,24 @@ impl Mirror {
             .unwrap_or_else(|| ecosystem.max_document_bytes())
     }
 
+    /// Count a request to `upstream` of `name` started at `started` in the metrics and the
+    /// upstream's health.
     pub(super) fn observe_upstream(
         &self,
         name: &str,
+        upstream: &Upstream,
         started: Instant,
-        status: Option<StatusCode>,
+        response: &Result<reqwest::Response, Error>,
     ) {
+        let took = started.elapsed();
+        let status = response.as_ref().ok().map(reqwest::Response::status);
         let metrics = &self.inner.metrics;
         metrics
             .upstream_latency
             .get_or_create(&EcosystemLabels {
                 ecosystem: name.to_owned(),
             })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         metrics
             .upstream_requests
             .get_or_create(&UpstreamLabels {
@@ -554,5 +566,17 @@ impl Mirror {
                 status: status.map_or(0, |s| s.as_u16()),
             })
             .inc();
+        let error;
+        let outcome = match (status, response) {
+            (Some(status), _) => Outcome::Answered(status),
+            (None, Err(e)) => {
+                error = e.to_string();
+                Outcome::Failed(&error)
+            }
+            (None, Ok(_)) => return,
+        };
+        metrics
+            .health
+            .observe(name, &upstream.shown(), took, outcome);
     }
 }

@@ -34,6 +34,7 @@ pub mod purge;
 pub(crate) mod render;
 mod rendering;
 pub mod repair;
+pub mod store_report;
 pub(crate) mod swarm_choice;
 pub mod tokens;
 pub mod traffic;

@@ -1,9 +1,10 @@
 //! The HTTP front: hyper 1 through axum. Routes are dispatched on the *raw* path (npm's
 //! `@scope%2fname` must not be decoded by a router) to the ecosystem named by the first segment;
 //! `/healthz`, `/metrics`, `/api/v1/status`, `/api/v1/peers`, `/api/v1/traffic`,
-//! `/api/v1/refusals`,
-//! `/api/v1/policy/explain`, `/api/v1/purge/…` and
-//! `/api/v1/repair/…` (local clients only) and `/` are Cairn's own; `/as-of/INSTANT/MOUNT/…` is
+//! `/api/v1/refusals`, `/api/v1/upstreams`, `/api/v1/store`, `/api/v1/search`,
+//! `/api/v1/policy/explain`, `/api/v1/purge/…` and `/api/v1/repair/…` (local clients only),
+//! and `/` (the dashboard page for browsers, a text summary otherwise) with `/assets/…` are
+//! Cairn's own; `/as-of/INSTANT/MOUNT/…` is
 //! an ecosystem in the view as of an instant ([`crate::policy::as_of`]). With `--auth required`
 //! every route but `/healthz` needs an access token first (`auth`).
 //!
@@ -20,6 +21,7 @@
 mod accept;
 mod api;
 mod auth;
+mod dashboard;
 mod documents;
 mod files;
 mod gateway;
@@ -29,7 +31,7 @@ mod repair;
 mod routes;
 pub mod tls;
 
-use api::{dashboard, peers, status};
+use api::{peers, status, summary};
 use purge::purge;
 use repair::repair;
 use routes::{ecosystem, proxied};
@@ -146,6 +148,13 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 "/api/v1/status" => ("status".into(), "-", status(&mirror).await),
                 "/api/v1/peers" => ("peers".into(), "-", peers(&mirror).await),
                 "/api/v1/refusals" => ("refusals".into(), "-", api::refusals(&mirror)),
+                "/api/v1/upstreams" => ("upstreams".into(), "-", api::upstreams(&mirror)),
+                "/api/v1/store" => ("store".into(), "-", api::store(&mirror).await),
+                "/api/v1/search" => (
+                    "search".into(),
+                    "-",
+                    api::search(&mirror, request.uri().query()).await,
+                ),
                 "/api/v1/traffic" => (
                     "traffic".into(),
                     "-",
@@ -162,7 +171,17 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
                 repair_path if repair_path.starts_with(crate::REPAIR_PREFIX) => {
                     ("repair".into(), "-", repair(&mirror, request).await)
                 }
-                "/" => ("dashboard".into(), "-", dashboard(&mirror).await),
+                "/" if dashboard::wants_page(request.headers()) => {
+                    ("dashboard".into(), "-", dashboard::page())
+                }
+                "/" => ("summary".into(), "-", summary(&mirror).await),
+                asset if asset.starts_with(dashboard::ASSETS) => (
+                    "dashboard".into(),
+                    "-",
+                    dashboard::file(asset).unwrap_or_else(|| {
+                        Error::NotFound(format!("no dashboard file {asset}")).into_response()
+                    }),
+                ),
                 ipfs if ipfs.starts_with("/ipfs/") => {
                     let (kind, response) = crate::http::gateway::handle(&mirror, request).await;
                     ("ipfs".into(), kind, response)

@@ -168,6 +168,11 @@ impl Bitswap {
     ) -> Result<Vec<(Cid, Bytes)>, FetchError> {
         client::fetch_dag(&self.shared, peer, root, timeout).await
     }
+
+    /// Block bytes this node has sent `peer` (answers to its wants) since it started.
+    pub fn bytes_sent_to(&self, peer: &PeerId) -> u64 {
+        self.shared.server.sent_to(peer)
+    }
 }
 
 impl Shared {

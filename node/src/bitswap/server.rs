@@ -38,6 +38,30 @@ const MAX_WANTS_PER_PEER: usize = 4096;
 #[derive(Default)]
 pub(super) struct Server {
     ledgers: Mutex<HashMap<PeerId, Ledger>>,
+    /// Block bytes sent to each peer, for the operator (at most [`MAX_COUNTED_PEERS`]).
+    sent: Mutex<HashMap<PeerId, u64>>,
+}
+
+/// Peers whose sent bytes are counted at most: beyond it the peer sent the least to makes
+/// room, so a stream of fresh peer IDs cannot grow the map.
+const MAX_COUNTED_PEERS: usize = 4096;
+
+impl Server {
+    /// Block bytes sent to `peer` so far.
+    pub(super) fn sent_to(&self, peer: &PeerId) -> u64 {
+        lock(&self.sent).get(peer).copied().unwrap_or(0)
+    }
+
+    fn count_sent(&self, peer: PeerId, bytes: usize) {
+        let mut sent = lock(&self.sent);
+        if sent.len() >= MAX_COUNTED_PEERS
+            && !sent.contains_key(&peer)
+            && let Some(least) = sent.iter().min_by_key(|(_, n)| **n).map(|(p, _)| *p)
+        {
+            sent.remove(&least);
+        }
+        *sent.entry(peer).or_default() += bytes as u64;
+    }
 }
 
 #[derive(Default)]
@@ -139,11 +163,13 @@ async fn serve(shared: Arc<Shared>, peer: PeerId) {
             (None, _) => {}
         }
         if !out.is_empty() && (!more || out_bytes >= BATCH_BYTES) {
+            shared.server.count_sent(peer, out_bytes);
             shared.send(peer, std::mem::take(&mut out)).await;
             out_bytes = 0;
         }
     }
     if !out.is_empty() {
+        shared.server.count_sent(peer, out_bytes);
         shared.send(peer, out).await;
     }
 }

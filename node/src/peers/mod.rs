@@ -421,6 +421,8 @@ impl PeerSource for Peers {
 
     fn describe(&self) -> BoxFuture<'static, serde_json::Value> {
         let node = self.inner.node.clone();
+        let received = self.inner.metrics.peer_bytes.clone();
+        let penalized = self.inner.penalties.current();
         Box::pin(async move {
             let listen: Vec<String> = node
                 .p2p_addrs()
@@ -434,10 +436,16 @@ impl PeerSource for Peers {
             let peers: Vec<serde_json::Value> = peers
                 .into_iter()
                 .map(|p| {
+                    let peer = p.peer.to_string();
+                    let received = received
+                        .get(&crate::metrics::PeerLabels { peer: peer.clone() })
+                        .map_or(0, |counter| counter.get());
                     serde_json::json!({
-                        "peer": p.peer.to_string(),
+                        "peer": peer,
                         "address": p.address.to_string(),
                         "rtt_ms": p.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                        "bytes_received": received,
+                        "bytes_sent": node.bitswap().bytes_sent_to(&p.peer),
                     })
                 })
                 .collect();
@@ -446,6 +454,7 @@ impl PeerSource for Peers {
                 "listen": listen,
                 "private": node.is_private(),
                 "peers": peers,
+                "penalized": penalized,
             })
         })
     }

@@ -47,13 +47,56 @@ impl Fault {
 #[derive(Default)]
 pub(crate) struct Penalties {
     until: Mutex<HashMap<PeerId, Instant>>,
+    /// Why each peer in the box was put there last, for the operator.
+    why: Mutex<HashMap<PeerId, Penalty>>,
 }
+
+/// A peer's penalty as the operator sees it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Penalty {
+    pub peer: String,
+    /// `lied` or `stalled`.
+    pub fault: &'static str,
+    pub reason: String,
+    /// When it was put in the box, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Seconds until it may be asked again.
+    pub seconds_left: u64,
+}
+
+/// Longest reason kept.
+const MAX_REASON: usize = 500;
 
 impl Penalties {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Instant>> {
         self.until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reasons(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Penalty>> {
+        self.why
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The peers kept out now, the longest penalty first.
+    pub(crate) fn current(&self) -> Vec<Penalty> {
+        let now = Instant::now();
+        let until = self.lock().clone();
+        let mut out: Vec<Penalty> = self
+            .reasons()
+            .iter()
+            .filter_map(|(peer, penalty)| {
+                let end = until.get(peer).filter(|end| **end > now)?;
+                Some(Penalty {
+                    seconds_left: end.duration_since(now).as_secs(),
+                    ..penalty.clone()
+                })
+            })
+            .collect();
+        out.sort_by_key(|p| std::cmp::Reverse(p.seconds_left));
+        out
     }
 
     /// Keep `peer` out for the time `fault` earns (never shortening a longer penalty).
@@ -70,6 +113,28 @@ impl Penalties {
         }
         let entry = until.entry(peer).or_insert(end);
         *entry = (*entry).max(end);
+        let mut reasons = self.reasons();
+        reasons.retain(|peer, _| until.contains_key(peer));
+        drop(until);
+        let mut reason: String = why.chars().take(MAX_REASON).collect();
+        if reason.len() < why.len() {
+            reason.push('…');
+        }
+        reasons.insert(
+            peer,
+            Penalty {
+                peer: peer.to_string(),
+                fault: match fault {
+                    Fault::Lied => "lied",
+                    Fault::Stalled => "stalled",
+                },
+                reason,
+                at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                seconds_left: 0,
+            },
+        );
         tracing::info!(%peer, ?fault, "peer kept out of fetches for {:?}: {why}", fault.duration());
     }
 
@@ -103,5 +168,10 @@ mod tests {
         let stalled = PeerId::random();
         penalties.lock().insert(stalled, Instant::now());
         assert!(!penalties.contains(&stalled), "an ended penalty is over");
+        let shown = penalties.current();
+        assert!(shown.len() <= MAX_PENALIZED);
+        assert_eq!(shown[0].peer, liar.to_string(), "the longest penalty first");
+        assert_eq!((shown[0].fault, shown[0].reason.as_str()), ("lied", "test"));
+        assert!(shown.iter().all(|p| p.peer != stalled.to_string()));
     }
 }

@@ -40,6 +40,7 @@ mod import;
 mod purge;
 mod refs;
 mod schema;
+mod search;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ pub use import::{ImportedDocument, ListingRefs};
 pub use purge::{PurgeKeys, PurgedFile, PurgedRows};
 pub use refs::RefRecord;
 pub use schema::SCHEMA_VERSION;
+pub use search::{FoundFile, MAX_FOUND};
 pub use stats::EcosystemStats;
 pub use tokens::TokenRecord;
 pub use traffic::TrafficRow;

@@ -466,3 +466,132 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
         );
     }
 }
+
+#[test]
+fn a_search_finds_cached_files_by_package_and_version_and_nothing_else() {
+    let (_dir, index) = index();
+    let metadata = MetadataRecord {
+        private: false,
+        cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+        status: 200,
+        upstream_url: "http://upstream/left-pad".into(),
+        fetched_at: 1,
+        etag: None,
+        last_modified: None,
+        size: 2,
+    };
+    let mut refs = Vec::new();
+    for (i, version) in ["1.0.0", "1.3.0", "2.0.0"].iter().enumerate() {
+        let key = format!("left-pad/-/left-pad-{version}.tgz");
+        let bytes = format!("left-pad {version}");
+        let mut builder = DagBuilder::new();
+        builder.update(bytes.as_bytes());
+        let dag = builder.finish();
+        let flat = Digest::of(Algorithm::Sha512, bytes.as_bytes()).flat_cid();
+        refs.push((
+            key.clone(),
+            RefRecord {
+                version: Some((*version).to_owned()),
+                published: None,
+                removed: None,
+                yanked: false,
+                package: None,
+                flat,
+                url: format!("http://upstream/{key}"),
+                size: Some(bytes.len() as u64),
+            },
+        ));
+        // 2.0.0 is known from the document but not cached.
+        if *version != "2.0.0" {
+            let record = ArtifactRecord {
+                private: false,
+                flat,
+                root: RootCid(dag.root),
+                size: bytes.len() as u64,
+                upstream_url: format!("http://upstream/{key}"),
+                fetched_at: 10 + i as i64,
+            };
+            index.put_artifact("npm", &key, &record, &dag).expect("put");
+        }
+    }
+    index
+        .put_metadata("npm", "left-pad", &metadata, &refs)
+        .expect("put metadata");
+    // A file no document lists (imported, say) is found by its key.
+    let mut builder = DagBuilder::new();
+    builder.update(b"wheel");
+    let dag = builder.finish();
+    let wheel = ArtifactRecord {
+        private: false,
+        flat: Digest::of(Algorithm::Sha256, b"wheel").flat_cid(),
+        root: RootCid(dag.root),
+        size: 5,
+        upstream_url: "http://upstream/six-1.16.0-py2.py3-none-any.whl".into(),
+        fetched_at: 5,
+    };
+    index
+        .put_artifact("pypi", "six/six-1.16.0-py2.py3-none-any.whl", &wheel, &dag)
+        .expect("put wheel");
+
+    let keys =
+        |found: Vec<FoundFile>| -> Vec<String> { found.into_iter().map(|f| f.key).collect() };
+    let all = index.search("LEFT-pad", None, None, 10).expect("search");
+    assert_eq!(
+        keys(all.clone()),
+        [
+            "left-pad/-/left-pad-1.3.0.tgz",
+            "left-pad/-/left-pad-1.0.0.tgz"
+        ],
+        "cached files only, newest first, case ignored"
+    );
+    assert_eq!(all[0].package.as_deref(), Some("left-pad"));
+    assert_eq!(all[0].version.as_deref(), Some("1.3.0"));
+    assert_eq!(
+        keys(
+            index
+                .search("left-pad", Some("1.0.0"), None, 10)
+                .expect("search")
+        ),
+        ["left-pad/-/left-pad-1.0.0.tgz"]
+    );
+    assert!(
+        index
+            .search("left-pad", Some("2.0.0"), None, 10)
+            .expect("search")
+            .is_empty()
+    );
+    assert!(
+        index
+            .search("left-pad", None, Some("cargo"), 10)
+            .expect("search")
+            .is_empty()
+    );
+    assert_eq!(
+        keys(
+            index
+                .search("six", Some("1.16.0"), Some("pypi"), 10)
+                .expect("search")
+        ),
+        ["six/six-1.16.0-py2.py3-none-any.whl"]
+    );
+    assert!(
+        index
+            .search("six", Some("1.15.0"), None, 10)
+            .expect("search")
+            .is_empty()
+    );
+    // LIKE's wildcards are text.
+    assert!(
+        index
+            .search("left%pad", None, None, 10)
+            .expect("search")
+            .is_empty()
+    );
+    assert!(
+        index
+            .search("_", None, None, 10)
+            .expect("search")
+            .is_empty()
+    );
+    assert_eq!(index.search("-", None, None, 1).expect("search").len(), 1);
+}
