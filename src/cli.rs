@@ -162,6 +162,13 @@ pub enum Command {
     /// Print this node's peer ID, then the addresses other nodes can give `--bootstrap` (the
     /// running node's real ports when it answers at --listen)
     Id,
+    /// Hand the data directory and everything in it to the user the node runs as (a container
+    /// platform's init step, run as root: images built FROM scratch have no chown)
+    ChownStore {
+        /// The owner: UID or UID:GID
+        #[arg(long, value_name = "UID[:GID]")]
+        user: String,
+    },
     /// Drop packages' cached files and documents at once, so the next request fetches them
     /// from upstream (through the node at --listen when one answers, else in the data directory)
     Purge {

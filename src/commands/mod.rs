@@ -2,6 +2,7 @@
 //! settings through `settings`, and reaches the ecosystems through their table
 //! (`ecosystems`).
 
+pub mod chown_store;
 pub mod export;
 pub mod gc;
 pub mod id;

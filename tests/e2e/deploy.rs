@@ -3,7 +3,9 @@
 //! operator installs to) and its hardening rates OK in `systemd-analyze security` (an exposure
 //! of 2.0 at most, with the directives the node cannot do without explained in the unit); the
 //! Kubernetes manifests are valid against the Kubernetes 1.31 schemas (kubernetes-validate,
-//! strict: no field the schemas do not know) and keep what running a cache there needs.
+//! strict: no field the schemas do not know) and keep what running a cache there needs; the
+//! Helm chart lints, renders the same resources (and a Secret when given the key), which pass
+//! the same schemas, and refuses to render without a swarm key.
 
 use std::path::Path;
 use std::process::Command;
@@ -87,19 +89,33 @@ fn the_kubernetes_manifests_are_valid_and_run_the_node_as_a_hardened_daemonset()
         );
     }
     let text = std::fs::read_to_string(manifests).expect("manifests");
+    assert_hardened_daemonset(&text);
+    assert!(text.contains("secretName: cairn-swarm-key"));
+    assert_config_reads(&text);
+}
+
+/// What running a cache on a cluster needs, in `manifests` (the file or the chart's output).
+fn assert_hardened_daemonset(text: &str) {
     for needed in [
         "hostNetwork: true",
         "runAsNonRoot: true",
         "readOnlyRootFilesystem: true",
         "capabilities: {drop: [\"ALL\"]}",
         "path: /healthz",
-        "secretName: cairn-swarm-key",
+        "secretName: ",
         "internalTrafficPolicy: Local",
         "type: DirectoryOrCreate",
     ] {
         assert!(text.contains(needed), "the manifests lack {needed:?}");
     }
-    // What the ConfigMap carries is a cairn.toml this build reads.
+    assert!(
+        text.contains("\"chown-store\", \"--user\""),
+        "the store is handed to the node's user by the node's own binary"
+    );
+}
+
+/// What the ConfigMap in `text` carries is a cairn.toml this build reads.
+fn assert_config_reads(text: &str) {
     let start = text
         .find("cairn.toml: |")
         .expect("cairn.toml in the ConfigMap");
@@ -121,4 +137,93 @@ fn the_kubernetes_manifests_are_valid_and_run_the_node_as_a_hardened_daemonset()
     let said = String::from_utf8_lossy(&status.stderr);
     // It reads the file and then finds no node: not a settings error.
     assert!(said.contains("no node answers"), "{said}");
+}
+
+fn helm(args: &[&str]) -> std::process::Output {
+    Command::new(&crate::tools::tools().helm)
+        .args(args)
+        .output()
+        .expect("helm")
+}
+
+fn validate(manifests: &Path) -> String {
+    let checked = Command::new(&crate::tools::tools().kubernetes_validate)
+        .args(["--strict", "--kubernetes-version", "1.31.0"])
+        .arg(manifests)
+        .output()
+        .expect("kubernetes-validate");
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "kubernetes-validate: {said}");
+    said
+}
+
+#[test]
+fn the_helm_chart_lints_and_renders_valid_hardened_resources() {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/cairn");
+    let linted = helm(&["lint", "--strict", chart]);
+    assert!(
+        linted.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (name, extra, secret, resources) in [
+        (
+            "existing-secret",
+            &[][..],
+            "cairn-swarm-key",
+            &["configmap/cache-config", "daemonset/cache", "service/cache"][..],
+        ),
+        (
+            "made-secret",
+            &["--set", "swarmKey.value=/key/swarm/psk/1.0.0/"][..],
+            "cache-swarm-key",
+            &[
+                "configmap/cache-config",
+                "daemonset/cache",
+                "service/cache",
+                "secret/cache-swarm-key",
+            ][..],
+        ),
+    ] {
+        let mut args = vec!["template", "cache", chart, "--namespace", "cairn"];
+        args.extend_from_slice(extra);
+        let rendered = helm(&args);
+        let text = String::from_utf8_lossy(&rendered.stdout).into_owned();
+        assert!(
+            rendered.status.success(),
+            "helm template ({name}): {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let file = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &text).expect("rendered manifests");
+        let said = validate(&file);
+        for resource in resources {
+            assert!(
+                said.contains(&format!("passed for resource {resource}")),
+                "{resource} checked ({name}): {said}"
+            );
+        }
+        assert_hardened_daemonset(&text);
+        assert!(
+            text.contains(&format!("secretName: {secret}")),
+            "{name}: {text}"
+        );
+        assert_config_reads(&text);
+    }
+    let refused = helm(&[
+        "template",
+        "cache",
+        chart,
+        "--set",
+        "swarmKey.existingSecret=",
+    ]);
+    assert!(!refused.status.success(), "rendered without a swarm key");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("swarmKey.existingSecret or swarmKey.value is required"),
+        "{said}"
+    );
 }

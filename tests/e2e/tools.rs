@@ -1,5 +1,5 @@
 //! The tools the tests drive besides the machine's own clients (yarn 1, pnpm, yarn 4, uv,
-//! kubernetes-validate, IPFS's and Helia's JS libraries, and Playwright's driver), pinned in `tests/tools/` and provisioned in one place: the
+//! kubernetes-validate, helm, IPFS's and Helia's JS libraries, and Playwright's driver), pinned in `tests/tools/` and provisioned in one place: the
 //! first test that needs any of them installs all of them, once per run, under
 //! `CARGO_TARGET_TMPDIR/tools/`, and every later test finds them there.
 //!
@@ -32,6 +32,8 @@ pub struct Tools {
     pub uv: PathBuf,
     /// kubernetes-validate's command (Kubernetes manifests against the schemas, offline).
     pub kubernetes_validate: PathBuf,
+    /// Helm's `helm` (renders and lints the chart).
+    pub helm: PathBuf,
     /// IPFS's JS tools, with `verify-car.mjs` and `helia-gateway-fetch.mjs` beside them (run
     /// them from here so their imports resolve).
     pub ipfs: PathBuf,
@@ -69,6 +71,7 @@ fn provision() -> Tools {
         yarn_berry: yarn_berry.join("node_modules/@yarnpkg/cli-dist/bin/yarn.js"),
         uv: uv(&python),
         kubernetes_validate: python.join("bin/kubernetes-validate"),
+        helm: python.join("bin/helm"),
         ipfs,
         helia,
         browser,
@@ -78,6 +81,7 @@ fn provision() -> Tools {
         ("pnpm", &tools.pnpm),
         ("yarn 4", &tools.yarn_berry),
         ("kubernetes-validate", &tools.kubernetes_validate),
+        ("helm", &tools.helm),
     ] {
         assert!(
             path.is_file(),
