@@ -162,6 +162,14 @@ pub enum Command {
     /// Print this node's peer ID, then the addresses other nodes can give `--bootstrap` (the
     /// running node's real ports when it answers at --listen)
     Id,
+    /// Exit 0 when the node at --listen answers GET /healthz with ok within 5 s, 1 otherwise
+    /// (a container's HEALTHCHECK: the image has no curl)
+    Health {
+        /// The node's URL [default: from --listen, 127.0.0.1 for every address, https with
+        /// tls-cert]
+        #[arg(long)]
+        url: Option<Url>,
+    },
     /// Hand the data directory and everything in it to the user the node runs as (a container
     /// platform's init step, run as root: images built FROM scratch have no chown)
     ChownStore {

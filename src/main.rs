@@ -105,6 +105,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Unpin { root } => commands::pin::unpin(common, &file, root).await,
         Command::Pins { json } => commands::pin::list(common, &file, json).await,
         Command::Id => commands::id::run(common, &file).await,
+        Command::Health { url } => commands::health::run(common, &file, url).await,
         Command::ChownStore { user } => commands::chown_store::run(common, &file, &user),
         Command::Peers { json, url } => commands::peers::run(common, &file, url, json).await,
         Command::Gc {

@@ -189,6 +189,20 @@ pub fn listen(given: Option<&str>, file: &FileSettings) -> Result<SocketAddr> {
     parse_listen(text, [127, 0, 0, 1].into())
 }
 
+/// The URL of the node listening at `listen`, as a client on this machine reaches it:
+/// `127.0.0.1` when it listens on every address, `https` when `cairn.toml` or `CAIRN_TLS_CERT`
+/// gives a certificate.
+pub fn local_url(listen: SocketAddr, file: &FileSettings) -> Result<url::Url> {
+    let host = if listen.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), listen.port())
+    } else {
+        listen
+    };
+    let tls = file.tls_cert.is_some() || std::env::var_os("CAIRN_TLS_CERT").is_some();
+    let scheme = if tls { "https" } else { "http" };
+    url::Url::parse(&format!("{scheme}://{host}/")).context("node URL")
+}
+
 /// The data directory: `--data-dir` (or `CAIRN_DATA_DIR`), else `data-dir` in `cairn.toml`,
 /// else [`default_data_dir`].
 pub fn data_dir(given: Option<&Path>, file: &FileSettings) -> PathBuf {

@@ -3,8 +3,9 @@
 //! buckets over the last day. The dashboard's charts and `GET /api/v1/traffic` read it.
 //!
 //! It lives in memory (at most [`MINUTES`] buckets, each a few counters per ecosystem: bounded
-//! whatever the traffic, by estimate about 100 bytes per ecosystem and minute) and is written to the index with the upkeep, so a
-//! restart keeps the day's history; what is older than a day is dropped from both.
+//! whatever the traffic, about 130 bytes per ecosystem and minute as `benches/traffic_memory.rs`
+//! measures it) and is written to the index with the upkeep, so a restart keeps the day's
+//! history; what is older than a day is dropped from both.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;

@@ -5,6 +5,7 @@
 pub mod chown_store;
 pub mod export;
 pub mod gc;
+pub mod health;
 pub mod id;
 pub mod import;
 pub mod local_node;

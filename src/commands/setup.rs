@@ -67,16 +67,9 @@ pub async fn run(
     let listen = settings::listen(common.listen.as_deref(), file)?;
     let url = match given.url {
         Some(url) => url,
-        None => {
-            let host = if listen.ip().is_unspecified() {
-                SocketAddr::new([127, 0, 0, 1].into(), listen.port())
-            } else {
-                listen
-            };
-            let tls = file.tls_cert.is_some() || std::env::var_os("CAIRN_TLS_CERT").is_some();
-            let scheme = if tls { "https" } else { "http" };
-            Url::parse(&format!("{scheme}://{host}/{}", client.path())).context("node URL")?
-        }
+        None => settings::local_url(listen, file)?
+            .join(client.path())
+            .context("node URL")?,
     };
     let url = match &given.as_of {
         Some(instant) if matches!(client.entry().kind, Kind::Apt) => bail!(

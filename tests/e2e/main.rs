@@ -7,6 +7,7 @@ mod as_of;
 mod auth;
 mod bundle;
 mod cargo;
+mod container;
 mod dashboard;
 mod deploy;
 mod fake_apt;

@@ -1,5 +1,5 @@
 //! The tools the tests drive besides the machine's own clients (yarn 1, pnpm, yarn 4, uv,
-//! kubernetes-validate, helm, IPFS's and Helia's JS libraries, and Playwright's driver), pinned in `tests/tools/` and provisioned in one place: the
+//! kubernetes-validate, helm, podman-compose, IPFS's and Helia's JS libraries, and Playwright's driver), pinned in `tests/tools/` and provisioned in one place: the
 //! first test that needs any of them installs all of them, once per run, under
 //! `CARGO_TARGET_TMPDIR/tools/`, and every later test finds them there.
 //!
@@ -34,6 +34,8 @@ pub struct Tools {
     pub kubernetes_validate: PathBuf,
     /// Helm's `helm` (renders and lints the chart).
     pub helm: PathBuf,
+    /// podman-compose (brings up `deploy/compose.yaml`).
+    pub podman_compose: PathBuf,
     /// IPFS's JS tools, with `verify-car.mjs` and `helia-gateway-fetch.mjs` beside them (run
     /// them from here so their imports resolve).
     pub ipfs: PathBuf,
@@ -72,6 +74,7 @@ fn provision() -> Tools {
         uv: uv(&python),
         kubernetes_validate: python.join("bin/kubernetes-validate"),
         helm: python.join("bin/helm"),
+        podman_compose: python.join("bin/podman-compose"),
         ipfs,
         helia,
         browser,
@@ -82,6 +85,7 @@ fn provision() -> Tools {
         ("yarn 4", &tools.yarn_berry),
         ("kubernetes-validate", &tools.kubernetes_validate),
         ("helm", &tools.helm),
+        ("podman-compose", &tools.podman_compose),
     ] {
         assert!(
             path.is_file(),
