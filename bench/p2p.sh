@@ -11,6 +11,9 @@
 #
 #   bash bench/p2p.sh REPORT.md          (after `cargo build --release`; ~5 min)
 #
+# PERF=1 also profiles both nodes of the first one-peer transfer with `perf record` (Debian's
+# linux-perf) and prints their top symbols (kept in /tmp/bench-p2p/logs/perf-*.txt).
+#
 # The upstream is bench/fake_upstream.py (random bytes, real sha512 integrity).
 set -euo pipefail
 
@@ -118,7 +121,20 @@ for run in $(seq "$RUNS"); do
   wait_peers "$X" 1
   curl -sf -o /dev/null "$X/npm/huge"
   a0=$(cpu_s "$A_PID"); x0=$(cpu_s "$XPID")
+  if [ -n "${PERF:-}" ] && [ "$run" = 1 ]; then  # profile both sides of the first transfer
+    perf record -F 499 -g -o "$B/logs/perf-sender.data" -p "$A_PID" > /dev/null 2>&1 & PERF_A=$!
+    perf record -F 499 -g -o "$B/logs/perf-receiver.data" -p "$XPID" > /dev/null 2>&1 & PERF_X=$!
+    sleep 0.5
+  fi
   one+=("$(fetch "$X" "$TGZ")")
+  if [ -n "${PERF:-}" ] && [ "$run" = 1 ]; then
+    kill -INT "$PERF_A" "$PERF_X"; wait "$PERF_A" "$PERF_X" 2>/dev/null || true
+    for side in sender receiver; do
+      perf report -i "$B/logs/perf-$side.data" --no-children --sort symbol --stdio 2>/dev/null \
+        | awk '/^ +[0-9.]+%/ && n++ < 25' > "$B/logs/perf-$side.txt" || true
+      log "perf, $side (top symbols; $B/logs/perf-$side.txt):"; sed -n 1,12p "$B/logs/perf-$side.txt" >&2
+    done
+  fi
   send_cpu+=("$(awk -v a="$a0" -v b="$(cpu_s "$A_PID")" -v m="$SIZE_MIB" 'BEGIN{printf "%.2f", (b-a)*1024/m}')")
   recv_cpu+=("$(awk -v a="$x0" -v b="$(cpu_s "$XPID")" -v m="$SIZE_MIB" 'BEGIN{printf "%.2f", (b-a)*1024/m}')")
   log "  1 peer, run $run: ${one[-1]} s (CPU-s per GiB: sender ${send_cpu[-1]}, receiver ${recv_cpu[-1]})"

@@ -25,6 +25,7 @@
 //! admin-metrics = true       # and /metrics an admin one
 //! upstream-deadline = "2m"
 //! max-document-size = "256M" # every ecosystem's metadata limit (default: npm 128M, PyPI 64M, others 32M)
+//! memory-budget = "64M"      # the in-memory caches of rendered documents and hot small artifacts
 //! max-artifact-size = "8G"
 //! max-size = "50G"           # artifacts kept at most; least recently used evicted past it
 //! max-size-npm = "20G"       # npm's artifacts kept at most (also -cargo, -pypi, -apt)
@@ -78,6 +79,7 @@ pub struct FileSettings {
     pub upstream_timeout: Option<String>,
     pub upstream_deadline: Option<String>,
     pub max_document_size: Option<String>,
+    pub memory_budget: Option<String>,
     pub max_artifact_size: Option<String>,
     pub max_size: Option<String>,
     pub max_size_npm: Option<String>,

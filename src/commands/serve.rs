@@ -111,6 +111,9 @@ pub fn mirror_config(common: &Common, file: &FileSettings, args: &Serve) -> Resu
             anyhow::bail!("upstream-deadline must be above 0");
         }
     }
+    if let Some(bytes) = size("memory-budget", &args.memory_budget, &file.memory_budget)? {
+        config.set_memory_budget(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
     if let Some(bytes) = size(
         "max-document-size",
         &args.max_document_size,
@@ -410,6 +413,30 @@ mod tests {
         assert_eq!(defaults.metadata_ttl, built_in.metadata_ttl);
         assert_eq!(defaults.max_document_bytes, None);
         assert!(!defaults.offline);
+    }
+
+    #[test]
+    fn a_memory_budget_is_split_between_the_caches_and_layers_like_the_others() {
+        let (common, args) = serve_args(&[]);
+        let defaults = mirror_config(&common, &FileSettings::default(), &args).expect("defaults");
+        let built_in = MirrorConfig::new(defaults.data_dir.clone());
+        assert_eq!(
+            (defaults.render_cache_bytes, defaults.content_cache_bytes),
+            (built_in.render_cache_bytes, built_in.content_cache_bytes)
+        );
+        let file: FileSettings = toml::from_str("memory-budget = \"64M\"\n").expect("cairn.toml");
+        let from_file = mirror_config(&common, &file, &args).expect("from the file");
+        assert_eq!(from_file.render_cache_bytes, 48 << 20);
+        assert_eq!(from_file.content_cache_bytes, 16 << 20);
+        let (common, args) = serve_args(&["--memory-budget", "16M"]);
+        let given = mirror_config(&common, &file, &args).expect("the flag wins");
+        assert_eq!(
+            given.render_cache_bytes + given.content_cache_bytes,
+            16 << 20
+        );
+        let (common, args) = serve_args(&["--memory-budget", "lots"]);
+        let bad = mirror_config(&common, &file, &args).expect_err("not a size");
+        assert!(format!("{bad:#}").contains("memory-budget"), "{bad:#}");
     }
 
     #[test]

@@ -130,19 +130,25 @@ impl MinFree {
     }
 }
 
+/// The in-memory caches' budget by default: 96 MiB of rendered documents (one may take a
+/// quarter: the largest packuments, 20 MB rendered plus their gzip, stay cached instead of
+/// being rendered per request) and 16 MiB of hot small artifacts.
+pub const DEFAULT_MEMORY_BUDGET: usize = 112 << 20;
+
+/// The most the hot small artifacts get of a budget.
+const MAX_CONTENT_CACHE: usize = 16 << 20;
+
 impl MirrorConfig {
     pub fn new(data_dir: PathBuf) -> Self {
-        MirrorConfig {
+        let mut config = MirrorConfig {
             data_dir,
             offline: false,
             metadata_ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(60),
             public_url: None,
             limits: UpstreamLimits::default(),
-            // One rendered document may take a quarter: the largest packuments (20 MB
-            // rendered, plus their gzip) stay cached instead of being rendered per request.
-            render_cache_bytes: 96 << 20,
-            content_cache_bytes: 16 << 20,
+            render_cache_bytes: 0,
+            content_cache_bytes: 0,
             max_document_bytes: None,
             max_artifact_bytes: 8 << 30,
             max_store_bytes: None,
@@ -150,7 +156,16 @@ impl MirrorConfig {
             min_free: MinFree::Percent(5.0),
             auth_required: false,
             admin_metrics: false,
-        }
+        };
+        config.set_memory_budget(DEFAULT_MEMORY_BUDGET);
+        config
+    }
+
+    /// Give the in-memory caches `bytes` in all (`--memory-budget`): a quarter, at most
+    /// 16 MiB, to hot small artifacts, the rest to rendered documents.
+    pub fn set_memory_budget(&mut self, bytes: usize) {
+        self.content_cache_bytes = (bytes / 4).min(MAX_CONTENT_CACHE);
+        self.render_cache_bytes = bytes - self.content_cache_bytes;
     }
 }
 
