@@ -5,7 +5,8 @@
 # (package.json; a few hundred packages) cold, then `npm ci` from the lockfile with an empty npm
 # cache RUNS times (every document and tarball a hit). Reports the node's RSS at start, idle
 # after the cold install, and idle IDLE_SECS after the warm installs (jemalloc hands freed
-# memory back on a timer), with the median warm `npm ci` time. Appends Markdown to $1.
+# memory back on a timer) beside what the allocator says it holds and keeps resident then
+# (`cairn_memory_*_bytes`), with the median warm `npm ci` time. Appends Markdown to $1.
 #
 #   bash bench/memory.sh REPORT.md     (after `cargo build --release`; ~4 min per budget)
 #
@@ -25,7 +26,8 @@ BUDGETS=${BUDGETS:-default 32M 16M}
 CAIRN=${CAIRN_BIN:-$REPO/target/release/cairn}
 [ -x "$CAIRN" ] || { echo "no Cairn binary at $CAIRN (cargo build --release)" >&2; exit 1; }
 rm -rf "$B" && mkdir -p "$B/logs"
-trap lib_cleanup EXIT
+# On the way out: stop what was started, and drop the stores and npm caches, keeping the logs.
+trap 'lib_cleanup; find "$B" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +' EXIT
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 
 ROWS=()
@@ -61,9 +63,13 @@ for budget in $BUDGETS; do
   peak=$(awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/$CAIRN_PID/status")
   sleep "$IDLE_SECS"
   idle=$(rss_mb "$CAIRN_PID")
+  # The allocator's view at the same moment (refreshed every 5 s): held against resident.
+  read -r held kept < <(curl -sf "http://127.0.0.1:$port/metrics" | awk '
+    /^cairn_memory_allocated_bytes /{a=$2} /^cairn_memory_resident_bytes /{r=$2}
+    END{printf "%.1f %.1f\n", a/1048576, r/1048576}')
   packages=$(find "$dir/app/node_modules" -name package.json -path '*/node_modules/*/package.json' | wc -l)
-  log "budget $budget: start $start MB, after cold $after_cold MB, warm ${warm[*]} s, peak $peak MB, idle $idle MB ($packages package.json files)"
-  ROWS+=("| $budget | $start | $cold | $after_cold | $(median "${warm[@]}") | $peak | $idle |")
+  log "budget $budget: start $start MB, after cold $after_cold MB, warm ${warm[*]} s, peak $peak MB, idle $idle MB (allocator: $held MB held, $kept MB resident; $packages package.json files)"
+  ROWS+=("| $budget | $start | $cold | $after_cold | $(median "${warm[@]}") | $peak | $idle | $held | $kept |")
   stop_pid "$CAIRN_PID"
 done
 
@@ -72,8 +78,8 @@ done
   echo
   echo "\`RUNS=$RUNS IDLE_SECS=$IDLE_SECS bash bench/memory.sh REPORT.md\`. Machine: $(machine). bench/npm-project through a fresh node per budget: a cold \`npm install\`, then \`npm ci\` with an empty npm cache (every request a hit), $RUNS times; the node's RSS in MB."
   echo
-  echo "| budget | RSS at start | cold install s | RSS idle after it | warm \`npm ci\` s (median) | peak RSS | RSS ${IDLE_SECS} s idle after |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| budget | RSS at start | cold install s | RSS idle after it | warm \`npm ci\` s (median) | peak RSS | RSS ${IDLE_SECS} s idle after | then held (allocator) | then resident (allocator) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROWS[@]}"
   echo
 } >> "$OUT"

@@ -31,7 +31,8 @@ CAIRN=${CAIRN_BIN:-$REPO/target/release/cairn}
 FAKE_PORT=8096
 [ -x "$CAIRN" ] || { echo "no Cairn binary at $CAIRN (cargo build --release)" >&2; exit 1; }
 rm -rf "$B" && mkdir -p "$B/logs"
-trap lib_cleanup EXIT
+# On the way out: stop what was started, and drop the nodes' stores and the artifact (GiBs each), keeping the logs.
+trap 'lib_cleanup; find "$B" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +' EXIT
 
 hex=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$hex" > "$B/swarm.key"

@@ -9,6 +9,7 @@ mod commands;
 mod descriptors;
 mod ecosystems;
 mod logging;
+mod memory;
 mod p2p;
 mod policy;
 mod pytarget;

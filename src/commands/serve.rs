@@ -206,6 +206,7 @@ pub async fn build_mirror(
     // Registered with p2p off too, so that `/metrics` shows the same families either way.
     let metrics = cairn_mirror::metrics::Metrics::default();
     let node_metrics = metrics.register(cairn_node::NodeMetrics::register);
+    crate::memory::export(&metrics);
     let peers = match p2p {
         Some(args) => crate::p2p::start(args, file, &store, node_metrics, &data_dir).await?,
         None => None,

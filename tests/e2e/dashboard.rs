@@ -218,6 +218,13 @@ fn assert_page_matches_node(page: &serde_json::Value, node: &Cairn, token: &str)
             "{field} on the page against /metrics: {page}"
         );
     }
+    // The allocator's figures are there, and what it keeps resident covers what it holds.
+    let allocated = metric_sum(&metrics, "cairn_memory_allocated_bytes ", &[]);
+    let resident = metric_sum(&metrics, "cairn_memory_resident_bytes ", &[]);
+    assert!(
+        allocated > 0 && resident >= allocated,
+        "{allocated} held, {resident} resident"
+    );
     let held = metric_sum(&metrics, "cairn_store_bytes ", &[]);
     assert_eq!(page["held"], held, "{page}");
     let asked = metric_sum(
