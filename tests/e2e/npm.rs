@@ -574,8 +574,6 @@ fn a_full_disk_streams_downloads_unkept_and_keeps_serving() {
         outcome.0 != 200 || outcome.1.is_err(),
         "a tampered download looked complete: {outcome:?}"
     );
-    fake.faults.tampered.lock().expect("faults").clear();
-
     // Small packages still go through.
     let reply = get(&format!("{}lib-d/-/lib-d-1.0.0.tgz", cairn.npm()));
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -584,4 +582,32 @@ fn a_full_disk_streams_downloads_unkept_and_keeps_serving() {
         fake.registry().version("lib-d", "1.0.0").tarball
     );
     drop(cairn);
+
+    // A small file streamed unkept (here every miss is: the free-space floor is the whole
+    // disk) is answered only once it has verified, so its mismatch is a clean 502 rather than
+    // a 200 cut short.
+    let floor = Cairn::start(
+        &tmp.path().join("floor"),
+        &["--npm-upstream", &fake.url, "--min-free", "99%"],
+    );
+    fake.faults
+        .tampered
+        .lock()
+        .expect("faults")
+        .insert("lib-b-1.0.0.tgz".to_owned());
+    let small = get(&format!("{}lib-b/-/lib-b-1.0.0.tgz", floor.npm()));
+    assert_eq!(small.status, 502, "{}", small.text);
+    assert!(small.text.contains("digest"), "{}", small.text);
+    fake.faults.tampered.lock().expect("faults").clear();
+    let small = get(&format!("{}lib-b/-/lib-b-1.1.0.tgz", floor.npm()));
+    assert_eq!(small.status, 200, "{}", small.text);
+    assert_eq!(
+        small.body,
+        fake.registry().version("lib-b", "1.1.0").tarball
+    );
+    assert!(
+        floor.logs().contains("no room in the store"),
+        "{}",
+        floor.logs()
+    );
 }

@@ -4,7 +4,8 @@
 //! The rule of stored downloads holds: nothing unverified is served whole. The last
 //! [`HOLDBACK`] bytes stay in memory until the registry digest matches (the whole body, up to
 //! [`MAX_WITHHELD`], when upstream redirected to another origin); on a mismatch the body is cut,
-//! so the client never holds a complete wrong file. Each such client has its own upstream
+//! so the client never holds a complete wrong file. A file announced at no more than
+//! [`HOLDBACK`] is answered only once it has verified, so its mismatch is a clean `502`. Each such client has its own upstream
 //! download, shared with no one and kept nowhere, within the upstream's artifact slots.
 
 use std::collections::VecDeque;
@@ -94,8 +95,15 @@ pub(crate) fn start(
                 None => result.map(|_| ()),
             }
         };
+        // A body no bigger than what is held back is released only once it verifies: its
+        // headers wait for that too, so a mismatch is a clean error status, not a cut 200.
+        let mut deferred_head = None;
         let mut on_headers = |total: Option<u64>, away: bool| {
             withhold_all.store(away, Ordering::Relaxed);
+            if total.is_some_and(|t| t <= HOLDBACK) {
+                deferred_head = Some(total);
+                return Ok(());
+            }
             send_head(Ok(total))
         };
         let copied = mirror
@@ -121,6 +129,11 @@ pub(crate) fn start(
             });
         let failure = match (copied, relayed) {
             (Ok(()), Ok((held, digest, size))) if digest == expected => {
+                if let Some(total) = deferred_head
+                    && send_head(Ok(total)).is_err()
+                {
+                    return;
+                }
                 for chunk in held {
                     if body_tx.send(Ok(chunk)).await.is_err() {
                         return;
