@@ -66,26 +66,9 @@ fn ensure_podman() {
                 "{tool} must be installed for the container tests"
             );
         }
-        let wanted = ["podman", "runc"];
-        let missing: Vec<&str> = wanted.into_iter().filter(|t| !on_path(t)).collect();
-        if missing.is_empty() {
-            return;
+        for tool in ["podman", "runc"] {
+            crate::tools::debian_command(tool, tool);
         }
-        let output = Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(["-o", "DPkg::Lock::Timeout=600"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run apt-get install");
-        assert!(
-            output.status.success() && wanted.iter().all(|t| on_path(t)),
-            "{missing:?} missing and `apt-get install {}` failed:\n{}\n{}",
-            missing.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
     });
 }
 

@@ -97,8 +97,10 @@ fn provision() -> Tools {
 }
 
 /// The command `command` of Debian's package `package`, installed with apt-get (from the
-/// machine's configured archive) when it is not on the machine yet: `chromium` for the
-/// dashboard test, say. A package that cannot be installed fails the test, naming it.
+/// machine's configured archive; its package lists read first when the install fails without
+/// them) when it is not on the machine yet: `chromium` for the dashboard test, `podman` and
+/// `runc` for the container tests. A package that cannot be installed fails the test, naming
+/// it.
 pub fn debian_command(package: &str, command: &str) -> PathBuf {
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = INSTALLING
@@ -114,13 +116,22 @@ pub fn debian_command(package: &str, command: &str) -> PathBuf {
     if let Some(path) = found(command) {
         return path;
     }
-    let output = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(["-o", "DPkg::Lock::Timeout=600", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("installing Debian's {package}: cannot run apt-get: {e}"));
+    let apt_get = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .args(["-o", "DPkg::Lock::Timeout=600"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("installing Debian's {package}: cannot run apt-get: {e}"))
+    };
+    let install = ["install", "-y", "-q", "--no-install-recommends", package];
+    let mut output = apt_get(&install);
+    if !output.status.success() {
+        // A fresh machine may have no package lists yet, or stale ones: read them, then again.
+        assert_success(&apt_get(&["update", "-q"]), "apt-get update");
+        output = apt_get(&install);
+    }
     assert_success(
         &output,
         &format!("installing Debian's {package} (apt-get install)"),
