@@ -8,7 +8,7 @@
 //! `target/tmp/dashboard/`).
 
 use crate::fake_npm::{FakeNpm, Registry, noise};
-use crate::support::{Cairn, ClientEnv, assert_success, get, get_with, project};
+use crate::support::{Cairn, ClientEnv, assert_success, get, get_with, metric_sum, project};
 
 fn traffic(node: &Cairn, window: &str) -> serde_json::Value {
     let reply = get(&format!("{}/api/v1/traffic?window={window}", node.url));
@@ -113,17 +113,6 @@ fn recent_refusals_name_the_file_the_kind_and_the_reason() {
     );
 }
 
-/// The series of `/metrics` (read with `token`) whose name and labels start with `prefix`,
-/// summed over those whose text after the prefix contains one of `any`.
-fn metric_sum(metrics: &str, prefix: &str, any: &[&str]) -> u64 {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .filter(|rest| any.is_empty() || any.iter().any(|a| rest.contains(a)))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// The browser script, started against `url`: send a line to move it on, read its steps.
 struct Browser {
     child: std::process::Child,
@@ -194,13 +183,24 @@ fn assert_page_matches_node(page: &serde_json::Value, node: &Cairn, token: &str)
     let auth = format!("Bearer {token}");
     let headers = [("authorization", auth.as_str())];
     let metrics = get_with(&format!("{}/metrics", node.url), &headers).text;
-    let lookups = "cairn_cache_lookups_total{ecosystem=\"npm\",";
-    let hits = metric_sum(
-        &metrics,
-        lookups,
-        &["\"hit\"", "\"stale\"", "\"revalidated\"", "\"joined\""],
-    );
-    let misses = metric_sum(&metrics, lookups, &["\"miss\"", "\"unkept\""]);
+    let sum = |prefix: &str| metric_sum(&metrics, prefix) as u64;
+    // npm's lookups with one of `results`, whatever their kind (documents, files).
+    let lookups = |results: &[&str]| {
+        let lines: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                results
+                    .iter()
+                    .any(|r| l.contains(&format!("result=\"{r}\"")))
+            })
+            .collect();
+        metric_sum(
+            &lines.join("\n"),
+            "cairn_cache_lookups_total{ecosystem=\"npm\",",
+        ) as u64
+    };
+    let hits = lookups(&["hit", "stale", "revalidated", "joined"]);
+    let misses = lookups(&["miss", "unkept"]);
     let npm = &page["traffic"]["npm"];
     assert_eq!(
         npm["hits"], hits,
@@ -208,30 +208,22 @@ fn assert_page_matches_node(page: &serde_json::Value, node: &Cairn, token: &str)
     );
     assert_eq!(npm["requests"], hits + misses, "{page}");
     for (field, source) in [("cache_bytes", "cache"), ("upstream_bytes", "upstream")] {
-        let served = metric_sum(
-            &metrics,
-            &format!("cairn_served_bytes_total{{source=\"{source}\"}}"),
-            &[],
-        );
+        let served = sum(&format!("cairn_served_bytes_total{{source=\"{source}\"}}"));
         assert_eq!(
             npm[field], served,
             "{field} on the page against /metrics: {page}"
         );
     }
     // The allocator's figures are there, and what it keeps resident covers what it holds.
-    let allocated = metric_sum(&metrics, "cairn_memory_allocated_bytes ", &[]);
-    let resident = metric_sum(&metrics, "cairn_memory_resident_bytes ", &[]);
+    let allocated = sum("cairn_memory_allocated_bytes ");
+    let resident = sum("cairn_memory_resident_bytes ");
     assert!(
         allocated > 0 && resident >= allocated,
         "{allocated} held, {resident} resident"
     );
-    let held = metric_sum(&metrics, "cairn_store_bytes ", &[]);
+    let held = sum("cairn_store_bytes ");
     assert_eq!(page["held"], held, "{page}");
-    let asked = metric_sum(
-        &metrics,
-        "cairn_upstream_requests_total{ecosystem=\"npm\"",
-        &[],
-    );
+    let asked = sum("cairn_upstream_requests_total{ecosystem=\"npm\"");
     let upstream = page["upstreams"]
         .as_array()
         .and_then(|u| u.iter().find(|u| u["ecosystem"] == "npm"))

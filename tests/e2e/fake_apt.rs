@@ -135,33 +135,7 @@ fn ensure_tools() {
             "dpkg-query apt",
         );
         let pinned = format!("apt-utils={}", String::from_utf8_lossy(&apt.stdout).trim());
-        let install = |package: &str| {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(["-o", "DPkg::Lock::Timeout=300", package])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .output()
-                .expect("run apt-get install")
-        };
-        let mut output = install(&pinned);
-        if !output.status.success() {
-            output = install("apt-utils");
-        }
-        if !output.status.success() {
-            // A fresh machine may have no package lists yet, or stale ones: read them first.
-            let update = Command::new("apt-get")
-                .args(["update", "-q", "-o", "DPkg::Lock::Timeout=300"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .output()
-                .expect("run apt-get update");
-            assert_success(&update, "apt-get update");
-            output = install(&pinned);
-            if !output.status.success() {
-                output = install("apt-utils");
-            }
-        }
+        let output = crate::tools::apt_install(&[&pinned, "apt-utils"]);
         assert!(
             output.status.success() && on_path("apt-ftparchive"),
             "apt-ftparchive is missing and `apt-get install apt-utils` failed:\n{}\n{}",

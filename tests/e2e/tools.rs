@@ -96,9 +96,8 @@ fn provision() -> Tools {
     tools
 }
 
-/// The command `command` of Debian's package `package`, installed with apt-get (from the
-/// machine's configured archive; its package lists read first when the install fails without
-/// them) when it is not on the machine yet: `chromium` for the dashboard test, `podman` and
+/// The command `command` of Debian's package `package`, installed with [`apt_install`] when it
+/// is not on the machine yet: `chromium` for the dashboard test, `podman` and
 /// `runc` for the container tests. A package that cannot be installed fails the test, naming
 /// it.
 pub fn debian_command(package: &str, command: &str) -> PathBuf {
@@ -116,22 +115,7 @@ pub fn debian_command(package: &str, command: &str) -> PathBuf {
     if let Some(path) = found(command) {
         return path;
     }
-    let apt_get = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .args(["-o", "DPkg::Lock::Timeout=600"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("installing Debian's {package}: cannot run apt-get: {e}"))
-    };
-    let install = ["install", "-y", "-q", "--no-install-recommends", package];
-    let mut output = apt_get(&install);
-    if !output.status.success() {
-        // A fresh machine may have no package lists yet, or stale ones: read them, then again.
-        assert_success(&apt_get(&["update", "-q"]), "apt-get update");
-        output = apt_get(&install);
-    }
+    let output = apt_install(&[package]);
     assert_success(
         &output,
         &format!("installing Debian's {package} (apt-get install)"),
@@ -139,6 +123,41 @@ pub fn debian_command(package: &str, command: &str) -> PathBuf {
     found(command).unwrap_or_else(|| {
         panic!("Debian's {package} is installed but {command} is not on the PATH")
     })
+}
+
+/// `apt-get install` the first of `choices` that installs (a package pinned to a version, then
+/// unpinned, say), from the machine's configured archive; when none does, the package lists
+/// are read (`apt-get update`: a fresh machine may have none, or stale ones) and the choices
+/// tried again. The last attempt's output.
+pub fn apt_install(choices: &[&str]) -> std::process::Output {
+    let apt_get = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .args(["-o", "DPkg::Lock::Timeout=600"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("apt-get {}: cannot run apt-get: {e}", args.join(" ")))
+    };
+    let install =
+        |package: &str| apt_get(&["install", "-y", "-q", "--no-install-recommends", package]);
+    let first_that_installs = || {
+        let mut last = None;
+        for package in choices {
+            let output = install(package);
+            if output.status.success() {
+                return output;
+            }
+            last = Some(output);
+        }
+        last.expect("apt_install is given a package")
+    };
+    let output = first_that_installs();
+    if output.status.success() {
+        return output;
+    }
+    assert_success(&apt_get(&["update", "-q"]), "apt-get update");
+    first_that_installs()
 }
 
 fn read(path: &Path) -> String {

@@ -82,13 +82,7 @@ pub(super) async fn peers(mirror: &Mirror) -> Response {
 /// the hour, a quarter hour for the day), with the window's totals and the bytes upstream was
 /// spared (served from the cache or by peers).
 pub(super) fn traffic(mirror: &Mirror, query: Option<&str>) -> Response {
-    let window = query
-        .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "window")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_else(|| "hour".to_owned());
+    let window = query_value(query, "window").unwrap_or_else(|| "hour".to_owned());
     let series = match mirror.traffic(&window) {
         Ok(series) => series,
         Err(e) => return e.into_response(),
@@ -106,14 +100,7 @@ pub(super) fn traffic(mirror: &Mirror, query: Option<&str>) -> Response {
         "totals": series.totals,
         "ecosystems": series.ecosystems,
     });
-    match serde_json::to_vec(&report) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(source) => Error::Report {
-            what: "traffic report",
-            source,
-        }
-        .into_response(),
-    }
+    json("traffic report", &report)
 }
 
 /// `GET /api/v1/refusals`: the recent refusals (digest mismatches from upstream or peers,
@@ -123,14 +110,7 @@ pub(super) fn refusals(mirror: &Mirror) -> Response {
         "kept": crate::refusals::RECENT_REFUSALS,
         "refusals": mirror.metrics().refusals.recent(),
     });
-    match serde_json::to_vec(&report) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(source) => Error::Report {
-            what: "refusals report",
-            source,
-        }
-        .into_response(),
-    }
+    json("refusals report", &report)
 }
 
 /// A JSON answer, or a 500 naming `what` could not be written.
@@ -246,20 +226,14 @@ pub(super) async fn search(mirror: &Mirror, query: Option<&str>) -> Response {
         return Error::BadRequest("the search names no package".into()).into_response();
     }
     let index = mirror.index().clone();
-    let (ecosystem, name, version) = (
+    let asked = (
         ecosystem.map(str::to_owned),
         name.to_owned(),
         version.map(str::to_owned),
     );
-    let (asked_ecosystem, asked_name, asked_version) =
-        (ecosystem.clone(), name.clone(), version.clone());
+    let (e, n, v) = asked.clone();
     let found = crate::engine::blocking(move || {
-        Ok(index.search(
-            &name,
-            version.as_deref(),
-            ecosystem.as_deref(),
-            crate::index::MAX_FOUND,
-        )?)
+        Ok(index.search(&n, v.as_deref(), e.as_deref(), crate::index::MAX_FOUND)?)
     })
     .await;
     let found = match found {
@@ -288,9 +262,9 @@ pub(super) async fn search(mirror: &Mirror, query: Option<&str>) -> Response {
     json(
         "search results",
         &serde_json::json!({
-            "ecosystem": asked_ecosystem,
-            "name": asked_name,
-            "version": asked_version,
+            "ecosystem": asked.0,
+            "name": asked.1,
+            "version": asked.2,
             "files": files,
         }),
     )
@@ -299,12 +273,7 @@ pub(super) async fn search(mirror: &Mirror, query: Option<&str>) -> Response {
 /// `GET /api/v1/policy/explain?package=ECOSYSTEM:NAME@VERSION`: which rule of the policy
 /// decides on that version, and why.
 pub(super) async fn explain(mirror: &Mirror, query: Option<&str>) -> Response {
-    let package = query.and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "package")
-            .map(|(_, v)| v.into_owned())
-    });
-    let Some(package) = package else {
+    let Some(package) = query_value(query, "package") else {
         return Error::BadRequest("expected ?package=ECOSYSTEM:NAME@VERSION".into())
             .into_response();
     };

@@ -43,12 +43,10 @@ impl Fault {
     }
 }
 
-/// The penalty box: peer ID to the time its penalty ends.
+/// The penalty box: each peer kept out, with the time its penalty ends and why.
 #[derive(Default)]
 pub(crate) struct Penalties {
-    until: Mutex<HashMap<PeerId, Instant>>,
-    /// Why each peer in the box was put there last, for the operator.
-    why: Mutex<HashMap<PeerId, Penalty>>,
+    boxed: Mutex<HashMap<PeerId, (Instant, Penalty)>>,
 }
 
 /// A peer's penalty as the operator sees it.
@@ -60,7 +58,7 @@ pub struct Penalty {
     pub reason: String,
     /// When it was put in the box, in milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// Seconds until it may be asked again.
+    /// Seconds until it may be asked again (filled in when read).
     pub seconds_left: u64,
 }
 
@@ -68,14 +66,8 @@ pub struct Penalty {
 const MAX_REASON: usize = 500;
 
 impl Penalties {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Instant>> {
-        self.until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn reasons(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Penalty>> {
-        self.why
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, (Instant, Penalty)>> {
+        self.boxed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -83,16 +75,13 @@ impl Penalties {
     /// The peers kept out now, the longest penalty first.
     pub(crate) fn current(&self) -> Vec<Penalty> {
         let now = Instant::now();
-        let until = self.lock().clone();
         let mut out: Vec<Penalty> = self
-            .reasons()
-            .iter()
-            .filter_map(|(peer, penalty)| {
-                let end = until.get(peer).filter(|end| **end > now)?;
-                Some(Penalty {
-                    seconds_left: end.duration_since(now).as_secs(),
-                    ..penalty.clone()
-                })
+            .lock()
+            .values()
+            .filter(|(end, _)| *end > now)
+            .map(|(end, penalty)| Penalty {
+                seconds_left: end.duration_since(now).as_secs(),
+                ..penalty.clone()
             })
             .collect();
         out.sort_by_key(|p| std::cmp::Reverse(p.seconds_left));
@@ -102,39 +91,39 @@ impl Penalties {
     /// Keep `peer` out for the time `fault` earns (never shortening a longer penalty).
     pub(crate) fn penalize(&self, peer: PeerId, fault: Fault, why: &str) {
         let now = Instant::now();
-        let end = now + fault.duration();
-        let mut until = self.lock();
-        until.retain(|_, end| *end > now);
-        if until.len() >= MAX_PENALIZED
-            && !until.contains_key(&peer)
-            && let Some(first) = until.iter().min_by_key(|(_, end)| **end).map(|(p, _)| *p)
-        {
-            until.remove(&first);
-        }
-        let entry = until.entry(peer).or_insert(end);
-        *entry = (*entry).max(end);
-        let mut reasons = self.reasons();
-        reasons.retain(|peer, _| until.contains_key(peer));
-        drop(until);
+        let mut end = now + fault.duration();
         let mut reason: String = why.chars().take(MAX_REASON).collect();
         if reason.len() < why.len() {
             reason.push('…');
         }
-        reasons.insert(
-            peer,
-            Penalty {
-                peer: peer.to_string(),
-                fault: match fault {
-                    Fault::Lied => "lied",
-                    Fault::Stalled => "stalled",
-                },
-                reason,
-                at_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                seconds_left: 0,
+        let penalty = Penalty {
+            peer: peer.to_string(),
+            fault: match fault {
+                Fault::Lied => "lied",
+                Fault::Stalled => "stalled",
             },
-        );
+            reason,
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            seconds_left: 0,
+        };
+        let mut boxed = self.lock();
+        boxed.retain(|_, (end, _)| *end > now);
+        if boxed.len() >= MAX_PENALIZED
+            && !boxed.contains_key(&peer)
+            && let Some(first) = boxed
+                .iter()
+                .min_by_key(|(_, (end, _))| *end)
+                .map(|(p, _)| *p)
+        {
+            boxed.remove(&first);
+        }
+        if let Some((earlier, _)) = boxed.get(&peer) {
+            end = end.max(*earlier);
+        }
+        boxed.insert(peer, (end, penalty));
+        drop(boxed);
         tracing::info!(%peer, ?fault, "peer kept out of fetches for {:?}: {why}", fault.duration());
     }
 
@@ -142,7 +131,7 @@ impl Penalties {
     pub(crate) fn contains(&self, peer: &PeerId) -> bool {
         self.lock()
             .get(peer)
-            .is_some_and(|end| *end > Instant::now())
+            .is_some_and(|(end, _)| *end > Instant::now())
     }
 }
 
@@ -166,7 +155,11 @@ mod tests {
             "the longest penalty outlives the shorter ones"
         );
         let stalled = PeerId::random();
-        penalties.lock().insert(stalled, Instant::now());
+        penalties.penalize(stalled, Fault::Stalled, "test");
+        penalties
+            .lock()
+            .entry(stalled)
+            .and_modify(|(end, _)| *end = Instant::now());
         assert!(!penalties.contains(&stalled), "an ended penalty is over");
         let shown = penalties.current();
         assert!(shown.len() <= MAX_PENALIZED);
