@@ -49,7 +49,7 @@ start_node() {
   local http=$NEXT_PORT p2p=$((NEXT_PORT + 100))
   NEXT_PORT=$((NEXT_PORT + 1))
   local id
-  id=$("$CAIRN" id --data-dir "$B/$name" | awk 'NR == 1')
+  id=$("$CAIRN" id --data-dir "$B/$name" 2> /dev/null | awk 'NR == 1')  # (it is not running yet)
   "$CAIRN" serve --listen "127.0.0.1:$http" --data-dir "$B/$name" \
     --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns "${KEY_ARGS[@]}" \
     --cargo-upstream http://127.0.0.1:9/ --pypi-upstream http://127.0.0.1:9/ \
@@ -141,7 +141,7 @@ for run in $(seq "$RUNS"); do
   log "  1 peer, run $run: ${one[-1]} s (CPU-s per GiB: sender ${send_cpu[-1]}, receiver ${recv_cpu[-1]})"
   stop_pid "$XPID"
 done
-# The same from a holder in an open swarm (no swarm key: no pnet cipher under noise).
+# The same from a holder in an open swarm (no swarm key: noise without the key in its prologue).
 KEY_ARGS=(--trust-peer-metadata)
 # shellcheck disable=SC2046
 start_node oa $(upstream_args); O_URL=$NODE_URL; O_ADDR=$NODE_ADDR
@@ -240,13 +240,13 @@ u50=$(pct 50 "${up_ms[@]}"); u90=$(pct 90 "${up_ms[@]}")
   echo
   echo "## The swarm ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
-  echo "Machine: $(machine). Command: \`bash bench/p2p.sh REPORT.md\` (RUNS=$RUNS, SIZE_MIB=$SIZE_MIB, SMALL=$SMALL). All nodes on 127.0.0.1 with one swarm key (TCP + pnet + noise + yamux); medians."
+  echo "Machine: $(machine). Command: \`bash bench/p2p.sh REPORT.md\` (RUNS=$RUNS, SIZE_MIB=$SIZE_MIB, SMALL=$SMALL). All nodes on 127.0.0.1 with one swarm key (TCP + noise bound to the key + yamux); medians."
   echo
   echo "| ${SIZE_MIB} MiB artifact | seconds | MiB/s | vs raw TCP (goal ≥ 0.80) |"
   echo "|---|---:|---:|---:|"
   echo "| raw TCP (sendfile → reader, loopback) | $raw_s | $(mbps $SIZE "$raw_s") | 1.00 |"
   echo "| from 1 peer | $one_s | $(mbps $SIZE "$one_s") | $(ratio "$raw_s" "$one_s") |"
-  echo "| from 1 peer, open swarm (no swarm key, so no pnet cipher) | $open1_s | $(mbps $SIZE "$open1_s") | $(ratio "$raw_s" "$open1_s") |"
+  echo "| from 1 peer, open swarm (no swarm key) | $open1_s | $(mbps $SIZE "$open1_s") | $(ratio "$raw_s" "$open1_s") |"
   echo "| from 3 peers | $three_s | $(mbps $SIZE "$three_s") | $(ratio "$raw_s" "$three_s") |"
   echo
   echo "Bytes per peer in the last 3-peer run: $spread. CPU seconds per GiB in the 1-peer runs (median): sender $(median "${send_cpu[@]}"), receiver $(median "${recv_cpu[@]}")."

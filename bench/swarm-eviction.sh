@@ -59,7 +59,7 @@ start_node() {  # start_node NAME [ARGS…]: sets NODE_URL, NODE_PID, NODE_ADDR
   local name=$1; shift
   local http=$NEXT_PORT p2p=$((NEXT_PORT + 100)) id
   NEXT_PORT=$((NEXT_PORT + 1))
-  id=$("$CAIRN" id --data-dir "$B/$name" | awk 'NR == 1')
+  id=$("$CAIRN" id --data-dir "$B/$name" 2> /dev/null | awk 'NR == 1')  # (it is not running yet)
   "$CAIRN" serve --listen "127.0.0.1:$http" --data-dir "$B/$name" --max-size "$LIMIT" \
     --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns --npm-upstream "$UP/" \
     --cargo-upstream http://127.0.0.1:9/ --pypi-upstream http://127.0.0.1:9/ \

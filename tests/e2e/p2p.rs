@@ -615,13 +615,16 @@ impl cairn_node::BlockSource for Lies {
 
 #[test]
 fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file() {
+    // Enough leaves that the honest peer cannot deliver them all before the liar, asked at the
+    // same moment, has joined the transfer (8 MiB once went whole from A).
+    const BAIT_SIZE: usize = 32 * MIB;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut registry = crate::fake_npm::Registry::default();
     registry.publish(
         "bait-pkg",
         "1.0.0",
         &[],
-        &[("data.bin", noise(8 * MIB, 91))],
+        &[("data.bin", noise(BAIT_SIZE, 91))],
     );
     let fake = FakeNpm::start(registry);
     let tarball = fake.registry().version("bait-pkg", "1.0.0").tarball.clone();
@@ -716,7 +719,7 @@ fn a_peer_that_sends_wrong_blocks_is_caught_and_an_honest_peer_serves_the_file()
         &format!("npm install through B\n--- B's log\n{}", b.logs()),
     );
     let data = std::fs::read(work.join("npm-app/node_modules/bait-pkg/data.bin")).expect("data");
-    assert_eq!(data, noise(8 * MIB, 91), "the installed bytes");
+    assert_eq!(data, noise(BAIT_SIZE, 91), "the installed bytes");
     assert_eq!(fake.total_hits(), upstream_requests, "B reached upstream");
     let metrics = b.metrics();
     assert!(

@@ -35,12 +35,12 @@ pub(super) fn build_swarm(
     keypair: &Keypair,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let peer_id = keypair.public().to_peer_id();
-    let psk = config
+    let swarm_key = config
         .swarm_key
         .as_deref()
         .map(transport::read_swarm_key)
         .transpose()?;
-    let transport = transport::build_transport(keypair, psk)?;
+    let transport = transport::build_transport(keypair, swarm_key)?;
     let mdns = if config.mdns {
         Some(
             mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map_err(|e| {

@@ -5,9 +5,9 @@
 //! does not go through the loop: it talks to the swarm through its own `libp2p-stream` control.
 //!
 //! Stack:
-//! - TCP + noise + yamux, with a private-network (pnet) handshake under noise when a swarm key
-//!   is set;
-//! - QUIC, but only without a swarm key: pnet wraps a byte stream and QUIC has none, so a
+//! - TCP + noise + yamux; with a swarm key, noise's handshake is bound to it (its prologue, see
+//!   `transport.rs`), so only nodes with the same key complete it;
+//! - QUIC, but only without a swarm key: QUIC's TLS handshake cannot carry the key, so a
 //!   private node listens and dials on TCP only (the QUIC listen addresses are skipped with a
 //!   warning);
 //! - identify (announcing the protocols the handlers accept, Bitswap included), ping (RTTs),
