@@ -330,17 +330,38 @@ fn a_private_swarm_serves_the_union_of_two_caches_to_a_node_without_upstream() {
         "B took no metadata from peers:\n{metrics}"
     );
 
-    // D has no swarm key: it never gets in, and a miss through it is a prompt 504.
+    // D has no swarm key and E another one: neither ever gets in (the key is in noise's
+    // handshake, so theirs fails), and a miss through D is a prompt 504.
     let mut d_args = strings(&["--bootstrap", &a_address, "--offline"]);
     d_args.extend(upstreams.args());
     let d = start_node(&tmp.path().join("d"), &d_args);
     let d_id = d.peer_id();
+    let other_key = swarm_key(&tmp.path().join("other.key"), 0x5b);
+    let other_key = other_key.to_str().expect("utf-8 path");
+    let mut e_args = strings(&[
+        "--bootstrap",
+        &a_address,
+        "--offline",
+        "--swarm-key",
+        other_key,
+    ]);
+    e_args.extend(upstreams.args());
+    let e = start_node(&tmp.path().join("e"), &e_args);
+    let e_id = e.peer_id();
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_secs(5) {
         assert_eq!(d.connected(), Vec::<String>::new(), "D got into the swarm");
+        assert_eq!(e.connected(), Vec::<String>::new(), "E got into the swarm");
         assert!(!a.connected().contains(&d_id), "A let D in");
+        assert!(!a.connected().contains(&e_id), "A let E in");
         std::thread::sleep(Duration::from_millis(250));
     }
+    assert!(
+        e.logs().contains("different swarm keys"),
+        "E's log does not say why it could not join:\n{}",
+        e.logs()
+    );
+    drop(e);
     assert!(!d.peers()["private"].as_bool().unwrap_or(true));
     let (status, text, took) = get_within(&format!("{}left-app", d.npm()), Duration::from_secs(45));
     assert_eq!(status, 504, "D's miss: {text}");

@@ -33,6 +33,8 @@ pub(super) struct EventLoop {
     pending_providers: HashMap<kad::QueryId, mpsc::UnboundedSender<PeerId>>,
     pending_dials:
         HashMap<libp2p::swarm::ConnectionId, (Multiaddr, oneshot::Sender<Result<(), NodeError>>)>,
+    /// The bootstrap peers, whose failed dials are logged as warnings (an operator named them).
+    bootstrap_peers: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -44,6 +46,7 @@ impl EventLoop {
             pending_provide: HashMap::new(),
             pending_providers: HashMap::new(),
             pending_dials: HashMap::new(),
+            bootstrap_peers: HashSet::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl EventLoop {
             let Some(Protocol::P2p(peer)) = address.iter().last() else {
                 return Err(NodeError::BootstrapWithoutPeer { address });
             };
+            self.bootstrap_peers.insert(peer);
             let kad = &mut self.swarm.behaviour_mut().kad;
             kad.add_address(&peer, address.clone());
             if let Err(e) = self.swarm.dial(address.clone()) {
@@ -229,9 +233,12 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
+                peer_id,
                 error,
-                ..
             } => {
+                if peer_id.is_some_and(|peer| self.bootstrap_peers.contains(&peer)) {
+                    warn_bootstrap_failed(&error);
+                }
                 if let Some((address, reply)) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(NodeError::Dial {
                         address,
@@ -308,5 +315,19 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+}
+
+/// Say why a dial of a bootstrap peer failed. A failed noise handshake is what a peer with
+/// another swarm key (or none) looks like: the key is part of the handshake.
+fn warn_bootstrap_failed(error: &libp2p::swarm::DialError) {
+    let reason = error.to_string();
+    if reason.contains("noise") || reason.contains("Noise") || reason.contains("andshake") {
+        tracing::warn!(
+            "cannot join bootstrap peer: the handshake failed, as it does when the peers have \
+             different swarm keys (or one has none): {reason}"
+        );
+    } else {
+        tracing::warn!("cannot join bootstrap peer: {reason}");
     }
 }

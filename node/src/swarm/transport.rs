@@ -21,8 +21,8 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, Transport as _};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use sha2::{Digest, Sha256};
 use libp2p::{PeerId, noise, quic, tcp, yamux};
+use sha2::{Digest, Sha256};
 
 use super::NodeError;
 
