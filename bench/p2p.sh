@@ -11,6 +11,7 @@
 #
 #   bash bench/p2p.sh REPORT.md          (after `cargo build --release`; ~5 min)
 #
+# ONLY=one-peer stops after the one-peer transfers and prints their medians (no report).
 # PERF=1 also profiles both nodes of the first one-peer transfer with `perf record` (Debian's
 # linux-perf) and prints their top symbols (kept in /tmp/bench-p2p/logs/perf-*.txt).
 #
@@ -42,6 +43,8 @@ KEY_ARGS=(--swarm-key "$B/swarm.key")   # emptied (with trust) for the open-swar
 CLK=$(getconf CLK_TCK)
 # cpu_s PID: CPU seconds (user + system) the process has used so far.
 cpu_s() { awk -v c="$CLK" '{printf "%.2f", ($14 + $15) / c}' "/proc/$1/stat"; }
+# faults PID: minor page faults the process has taken so far.
+faults() { awk '{print $10}' "/proc/$1/stat"; }
 # start_node NAME [ARGS…]: start `cairn serve` with its own store and ports; sets NODE_URL,
 # NODE_PID and NODE_ADDR (its libp2p address with /p2p/ID).
 start_node() {
@@ -121,7 +124,7 @@ for run in $(seq "$RUNS"); do
   start_node "x1-$run" --offline --bootstrap "$A_ADDR"; X=$NODE_URL; XPID=$NODE_PID
   wait_peers "$X" 1
   curl -sf -o /dev/null "$X/npm/huge"
-  a0=$(cpu_s "$A_PID"); x0=$(cpu_s "$XPID")
+  a0=$(cpu_s "$A_PID"); x0=$(cpu_s "$XPID"); af0=$(faults "$A_PID"); xf0=$(faults "$XPID")
   if [ -n "${PERF:-}" ] && [ "$run" = 1 ]; then  # profile both sides of the first transfer
     perf record -F 499 -g -o "$B/logs/perf-sender.data" -p "$A_PID" > /dev/null 2>&1 & PERF_A=$!
     perf record -F 499 -g -o "$B/logs/perf-receiver.data" -p "$XPID" > /dev/null 2>&1 & PERF_X=$!
@@ -138,9 +141,13 @@ for run in $(seq "$RUNS"); do
   fi
   send_cpu+=("$(awk -v a="$a0" -v b="$(cpu_s "$A_PID")" -v m="$SIZE_MIB" 'BEGIN{printf "%.2f", (b-a)*1024/m}')")
   recv_cpu+=("$(awk -v a="$x0" -v b="$(cpu_s "$XPID")" -v m="$SIZE_MIB" 'BEGIN{printf "%.2f", (b-a)*1024/m}')")
-  log "  1 peer, run $run: ${one[-1]} s (CPU-s per GiB: sender ${send_cpu[-1]}, receiver ${recv_cpu[-1]})"
+  log "  1 peer, run $run: ${one[-1]} s (CPU-s per GiB: sender ${send_cpu[-1]}, receiver ${recv_cpu[-1]}; page faults per MiB: sender $(( ($(faults "$A_PID") - af0) / SIZE_MIB )), receiver $(( ($(faults "$XPID") - xf0) / SIZE_MIB )))"
   stop_pid "$XPID"
 done
+if [ "${ONLY:-}" = one-peer ]; then
+  log "ONLY=one-peer: 1 peer, median $(median "${one[@]}") s; CPU-s per GiB: sender $(median "${send_cpu[@]}"), receiver $(median "${recv_cpu[@]}") (no report written)"
+  exit 0
+fi
 # The same from a holder in an open swarm (no swarm key: noise without the key in its prologue).
 KEY_ARGS=(--trust-peer-metadata)
 # shellcheck disable=SC2046

@@ -172,7 +172,7 @@ impl<R: Read> CarReader<R> {
             });
         }
         let body_offset = reader.offset;
-        let mut header = vec![0u8; len as usize];
+        let mut header = crate::buffer::zeroed(len as usize);
         reader.fill(&mut header, "header")?;
         reader.roots = parse_header(&header, body_offset)?;
         Ok(reader)
@@ -252,7 +252,7 @@ impl<R: Read> CarReader<R> {
             }
             Err(_) if head_len < len as usize => {
                 // A CID longer than the head (a large identity CID): read it all, then split.
-                let mut data = vec![0u8; len as usize];
+                let mut data = crate::buffer::zeroed(len as usize);
                 data[..head_len].copy_from_slice(&head[..head_len]);
                 self.fill(&mut data[head_len..], "section")?;
                 let (cid, cid_len) = parse_cid(&data).map_err(|reason| CarError::BadSection {

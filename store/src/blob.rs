@@ -32,7 +32,7 @@ impl Blob {
 
     /// `len` bytes at `offset`; an error when the file is shorter.
     pub fn read_range(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        let mut data = vec![0u8; len];
+        let mut data = cairn_ipld::buffer::zeroed(len);
         self.open()?
             .read_exact_at(&mut data, offset)
             .map_err(|e| StoreError::io("read a range of", &self.path, e))?;

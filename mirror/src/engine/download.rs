@@ -192,7 +192,7 @@ impl Download {
             let len = (limit - pos).min(READ_SIZE);
             let file = download.file.clone();
             let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = cairn_ipld::buffer::zeroed(len as usize);
                 file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
             })
             .await

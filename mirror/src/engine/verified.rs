@@ -133,7 +133,7 @@ pub(crate) fn stream(
         for i in start / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE {
             let offset = i * CHUNK_SIZE;
             let n = CHUNK_SIZE.min(size - offset) as usize;
-            let mut leaf = vec![0u8; n];
+            let mut leaf = cairn_ipld::buffer::zeroed(n);
             let damage = match (
                 file.read_exact_at(&mut leaf, offset),
                 leaves.get(i as usize),

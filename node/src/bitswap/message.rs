@@ -223,7 +223,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     if len > MAX_MESSAGE_SIZE as u64 {
         return Err(WireError::TooLarge { size: len });
     }
-    let mut body = vec![0u8; len as usize];
+    let mut body = cairn_ipld::buffer::zeroed(len as usize);
     reader.read_exact(&mut body).await?;
     Ok(Some(Message::decode(Bytes::from(body))?))
 }

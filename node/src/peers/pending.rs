@@ -147,7 +147,7 @@ impl PendingMap {
         if leaf.len > crate::bitswap::message::MAX_BLOCK_SIZE as u64 {
             return None;
         }
-        let mut data = vec![0u8; leaf.len as usize];
+        let mut data = cairn_ipld::buffer::zeroed(leaf.len as usize);
         if let Err(e) = leaf.file.read_exact_at(&mut data, leaf.offset) {
             tracing::warn!(%cid, flat = %leaf.flat, "cannot read a pending leaf: {e}");
             return None;

@@ -103,7 +103,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             limit,
         });
     }
-    let mut body = vec![0u8; len as usize];
+    let mut body = cairn_ipld::buffer::zeroed(len as usize);
     reader.read_exact(&mut body).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             WireError::Truncated { protocol }

@@ -298,7 +298,7 @@ impl Blocks {
                 &mut open.insert((leaf.flat, file)).1
             }
         };
-        let mut data = vec![0u8; len];
+        let mut data = cairn_ipld::buffer::zeroed(len);
         file.seek(SeekFrom::Start(leaf.offset))
             .and_then(|_| file.read_exact(&mut data))
             .map_err(|e| StoreError::io("read a leaf of", blob.path(), e))?;
