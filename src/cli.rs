@@ -371,7 +371,7 @@ pub struct Serve {
     /// wait for a slot [default: 2m]
     #[arg(long, env = "CAIRN_UPSTREAM_DEADLINE", value_name = "DURATION")]
     pub upstream_deadline: Option<String>,
-    /// Memory for the in-memory caches: the bytes of hot small artifacts (a quarter, at most
+    /// Memory for the in-memory caches: the bytes of hot artifacts (a quarter, at most
     /// 16M) and rendered documents (the rest) (e.g. 64M) [default: 112M]
     #[arg(long, env = "CAIRN_MEMORY_BUDGET", value_name = "SIZE")]
     pub memory_budget: Option<String>,

@@ -236,3 +236,37 @@ fn a_bundled_in_release_without_a_good_signature_is_refused() {
         assert_eq!(held, 0, "{name}: something was stored");
     }
 }
+
+#[test]
+fn a_large_file_read_whole_twice_is_then_served_from_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let npm = FakeNpm::start(registry());
+    let node = Cairn::start(&data, &["--npm-upstream", &npm.url]);
+    let case = &cases(&npm)[1];
+    let url = format!("{}/npm/{}", node.url, case.path);
+    assert_eq!(get(&url).body, case.tarball, "the download");
+    let blob = blob_of(&data, &case.tarball);
+    // Two whole reads from disk, each leaf checked: the second keeps the file in memory.
+    for read in ["first", "second"] {
+        let reply = get(&url);
+        assert_eq!(reply.status, 200, "{read} read from disk: {}", reply.text);
+        assert_eq!(reply.body, case.tarball, "{read} read from disk");
+    }
+    // With its file gone from disk, it is still served whole and by range, from memory, and
+    // upstream is not asked again.
+    std::fs::remove_file(&blob).expect("remove the blob");
+    let reply = get(&url);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body, case.tarball);
+    let ranged = crate::support::get_with(&url, &[("range", "bytes=1048570-1048585")]);
+    assert_eq!(ranged.status, 206, "{}", ranged.text);
+    assert_eq!(ranged.body, case.tarball[1_048_570..=1_048_585]);
+    assert_eq!(npm.hits(case.path), 1, "upstream asked again");
+    assert!(
+        !node.logs().contains("damaged"),
+        "a read from memory went to disk:\n{}",
+        node.logs()
+    );
+    node.stop();
+}

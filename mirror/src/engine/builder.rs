@@ -148,6 +148,7 @@ impl Builder {
                 metadata_flights: SingleFlight::default(),
                 peer_metadata_flights: SingleFlight::default(),
                 render_flights: SingleFlight::default(),
+                large_fills: Arc::default(),
                 hot: Mutex::new(HashMap::new()),
                 hot_metadata: Mutex::new(HashMap::new()),
                 touched: Mutex::new(Vec::new()),

@@ -26,6 +26,7 @@ pub mod eviction;
 mod fill;
 pub(crate) mod flight;
 mod from_peers;
+pub(crate) mod large_fills;
 mod listings;
 pub(crate) mod lru;
 mod metadata;
@@ -87,7 +88,7 @@ pub struct MirrorConfig {
     pub limits: UpstreamLimits,
     /// Memory for rendered metadata documents.
     pub render_cache_bytes: usize,
-    /// Memory for the bytes of hot small artifacts (each at most 1 MiB).
+    /// Memory for the bytes of hot artifacts (each at most a quarter of it).
     pub content_cache_bytes: usize,
     /// Largest metadata document accepted from upstream or a peer, for every ecosystem;
     /// `None`: each ecosystem's own ([`Ecosystem::max_document_bytes`]).
@@ -311,6 +312,8 @@ pub(crate) struct Inner {
     render_flights: SingleFlight<RenderKey, Result<Arc<RenderedDoc>, Arc<Error>>>,
     rendered: RenderCache,
     pub content: crate::engine::lru::Lru<FlatCid, Bytes>,
+    /// Which large files are read into `content` (`large_fills.rs`).
+    large_fills: Arc<crate::engine::large_fills::LargeFills>,
     hot: Mutex<HotArtifacts>,
     /// Metadata records as last read or written by this process: a hit skips SQLite.
     hot_metadata: Mutex<HashMap<Arc<str>, HashMap<String, MetadataRecord>>>,
@@ -416,9 +419,14 @@ impl Mirror {
         &self.inner.metrics
     }
 
-    /// Bytes of hot small artifacts, by flat CID.
+    /// Bytes of hot artifacts (small ones, and large ones read whole twice), by flat CID.
     pub(crate) fn content(&self) -> &crate::engine::lru::Lru<FlatCid, Bytes> {
         &self.inner.content
+    }
+
+    /// Which large files are read into [`Mirror::content`].
+    pub(crate) fn large_fills(&self) -> &Arc<crate::engine::large_fills::LargeFills> {
+        &self.inner.large_fills
     }
 
     /// The index, to read.

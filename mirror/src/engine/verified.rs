@@ -18,6 +18,7 @@ use cid::Cid;
 use tokio::sync::mpsc;
 
 use crate::cid::RAW;
+use crate::engine::large_fills::Fill;
 use crate::engine::{CachedArtifact, Mirror};
 use crate::error::Error;
 use crate::index::{ArtifactRecord, Index};
@@ -114,20 +115,23 @@ pub(crate) fn open(
 }
 
 /// Bytes `start..start + len` of `file`, read a whole leaf at a time and each leaf checked
-/// before any of it is sent. A bad leaf ends the body and drops the artifact.
+/// before any of it is sent. A bad leaf ends the body and drops the artifact. With `fill` (a
+/// whole read, see `large_fills.rs`) the checked leaves are kept and, once all are sent, put
+/// together into the hot-artifact cache.
 pub(crate) fn stream(
     mirror: Mirror,
     cached: Arc<CachedArtifact>,
     file: File,
     leaves: Vec<Cid>,
-    start: u64,
-    len: u64,
+    (start, len): (u64, u64),
+    fill: Option<Fill>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
     tokio::task::spawn_blocking(move || {
         if len == 0 {
             return;
         }
+        let mut kept: Option<Vec<Bytes>> = fill.as_ref().map(|_| Vec::new());
         let end = start + len;
         let size = cached.record.size;
         for i in start / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE {
@@ -154,13 +158,26 @@ pub(crate) fn stream(
             }
             let from = (start.max(offset) - offset) as usize;
             let to = (end.min(offset + n as u64) - offset) as usize;
-            if tx
-                .blocking_send(Ok(Bytes::from(leaf).slice(from..to)))
-                .is_err()
-            {
+            let leaf = Bytes::from(leaf);
+            if let Some(kept) = &mut kept {
+                kept.push(leaf.clone());
+                if offset + n as u64 == size {
+                    // Every leaf checked: cached before the last goes out, so a client that
+                    // has the whole body finds the file in memory on its next request.
+                    let mut whole = Vec::with_capacity(len as usize);
+                    for leaf in kept.iter() {
+                        whole.extend_from_slice(leaf);
+                    }
+                    mirror
+                        .content()
+                        .insert(cached.record.flat, Bytes::from(whole));
+                }
+            }
+            if tx.blocking_send(Ok(leaf.slice(from..to))).is_err() {
                 return; // the client went away
             }
         }
+        drop(fill);
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

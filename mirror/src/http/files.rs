@@ -203,33 +203,39 @@ pub(super) async fn cached_file(
     if request.method == Method::HEAD {
         return Ok(Some((status, headers, Body::empty()).into_response()));
     }
-    let body = if size <= READ_WHOLE {
+    let flat = cached.record.flat;
+    let range = start as usize..(start + len) as usize;
+    let body = if let Some(whole) = mirror.content().get(&flat) {
+        // Checked when it was read from disk.
+        Body::from(whole.slice(range))
+    } else if size <= READ_WHOLE {
         // Small files are read whole once, checked, and then served from memory, sliced for
         // ranges.
-        let flat = cached.record.flat;
-        let whole = match mirror.content().get(&flat) {
-            Some(bytes) => bytes,
-            None => {
-                let (m, c) = (mirror.clone(), cached.clone());
-                let read = crate::engine::blocking(move || {
-                    Ok(match crate::engine::verified::read_whole(&c)? {
-                        Ok(bytes) => Some(bytes),
-                        Err(damage) => {
-                            m.forget_damaged(&c, &damage);
-                            None
-                        }
-                    })
-                })
-                .await?;
-                let Some(bytes) = read else {
-                    return Ok(None);
-                };
-                mirror.content().insert(flat, bytes.clone());
-                bytes
-            }
+        let (m, c) = (mirror.clone(), cached.clone());
+        let read = crate::engine::blocking(move || {
+            Ok(match crate::engine::verified::read_whole(&c)? {
+                Ok(bytes) => Some(bytes),
+                Err(damage) => {
+                    m.forget_damaged(&c, &damage);
+                    None
+                }
+            })
+        })
+        .await?;
+        let Some(whole) = read else {
+            return Ok(None);
         };
-        Body::from(whole.slice(start as usize..(start + len) as usize))
+        mirror.content().insert(flat, whole.clone());
+        Body::from(whole.slice(range))
     } else {
+        // A whole read of a large file may fill the cache (`large_fills.rs`).
+        let whole_read = start == 0 && len == size;
+        let fits = usize::try_from(size).is_ok_and(|s| mirror.content().admits(s));
+        let fill = if whole_read && fits {
+            mirror.large_fills().begin(flat)
+        } else {
+            None
+        };
         let (m, c, index) = (mirror.clone(), cached.clone(), mirror.index().clone());
         let opened = crate::engine::blocking(move || {
             Ok(match crate::engine::verified::open(&index, &c)? {
@@ -244,7 +250,14 @@ pub(super) async fn cached_file(
         let Some((file, leaves)) = opened else {
             return Ok(None);
         };
-        crate::engine::verified::stream(mirror.clone(), cached.clone(), file, leaves, start, len)
+        crate::engine::verified::stream(
+            mirror.clone(),
+            cached.clone(),
+            file,
+            leaves,
+            (start, len),
+            fill,
+        )
     };
     mirror.metrics().served(&cached.ecosystem, "cache", len);
     Ok(Some((status, headers, body).into_response()))
