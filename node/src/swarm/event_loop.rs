@@ -51,8 +51,8 @@ impl EventLoop {
     }
 
     /// Listen on every address of `listen` and return once each listener has an address. A
-    /// private node (swarm key set) skips the QUIC ones, with a warning: QUIC cannot carry the
-    /// pre-shared key.
+    /// private node (swarm key set) skips the QUIC ones, with a warning: QUIC's TLS handshake
+    /// cannot carry the swarm key the way noise's prologue does.
     pub(super) async fn listen(
         &mut self,
         listen: &[Multiaddr],
