@@ -4,8 +4,8 @@
 # each Cairn binary given, then wrk (c=1 and c=64, WRK_SECS each) asks every server for it in
 # turn, ROUNDS times (interleaved, so all share the machine's noise): each Cairn, which reads
 # the file a 1 MiB leaf at a time and checks every leaf's sha2-256 before sending it, and nginx
-# serving the same bytes as a static file with sendfile. Medians of the rounds; appends a
-# Markdown report to $1.
+# serving the same bytes as a static file with sendfile. Medians of the rounds, and each
+# Cairn's peak RSS over the run; appends a Markdown report to $1.
 #
 #   bash bench/big-hits.sh REPORT.md [CAIRN_BIN…]     (default: target/release/cairn; ~4 min)
 #
@@ -39,7 +39,7 @@ python3 "$HERE/fake_upstream.py" --port $FAKE_PORT --dir "$B/up" --size-mib "$SI
 PIDS+=("$!")
 wait_for "$!" 600 grep -q listening "$B/logs/fake.out"
 
-URLS=()
+URLS=(); PEAK_FILES=()
 for i in "${!BINS[@]}"; do
   CAIRN=${BINS[$i]}
   port=$((7830 + i))
@@ -51,6 +51,7 @@ for i in "${!BINS[@]}"; do
   curl -sf -o /dev/null "http://127.0.0.1:$port/npm/huge"
   curl -sf -o "$B/tarball-$i" "$url"
   URLS+=("$url")
+  start_sampler "$CAIRN_PID" "$B/peak-$i"; PEAK_FILES+=("$B/peak-$i")
 done
 mkdir -p "$B/static"
 cp "$B/tarball-0" "$B/static/huge.tgz"
@@ -87,6 +88,10 @@ done
       echo "| Cairn \`${BINS[$i]}\` | $c | $rps [${WRPS[cairn$i-$c]# }] | $(awk -v r="$rps" -v m="$SIZE_MIB" 'BEGIN{printf "%.0f", r*m*1.048576}') | $(median ${WP99[cairn$i-$c]}) | $(ratio "$rps" "$ngx")× |"
     done
     echo "| nginx (sendfile) | $c | $ngx [${WRPS[nginx-$c]# }] | $(awk -v r="$ngx" -v m="$SIZE_MIB" 'BEGIN{printf "%.0f", r*m*1.048576}') | $(median ${WP99[nginx-$c]}) | 1.00× |"
+  done
+  echo
+  for i in "${!BINS[@]}"; do
+    echo "Peak RSS of \`${BINS[$i]}\` over the whole run (0.2 s samples): $(awk '{printf "%.1f", $1/1024}' "${PEAK_FILES[$i]}") MB."
   done
   echo
   echo "Errors (non-2xx and socket errors): $(for k in "${!WERR[@]}"; do printf '%s %s; ' "$k" "${WERR[$k]}"; done)"

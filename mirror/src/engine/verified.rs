@@ -24,8 +24,10 @@ use crate::error::Error;
 use crate::index::{ArtifactRecord, Index};
 use crate::unixfs::CHUNK_SIZE;
 
-/// Leaves read ahead of the client at most, per response.
-const QUEUE: usize = 4;
+/// Leaves read ahead of the client at most, per response. One keeps the reading and hashing
+/// beside the sending; four gave the same rate with a third more memory when 64 responses
+/// streamed an 8 MiB file at once (bench/big-hits.sh: 336 against 226 MB peak RSS).
+const QUEUE: usize = 1;
 
 /// Why a stored artifact cannot be served: its file is damaged or gone.
 pub(crate) type Damage = String;
