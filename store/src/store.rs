@@ -295,7 +295,24 @@ impl Store {
         origin: Origin,
         on_verified: impl FnOnce(u64),
     ) -> Result<Committed, StoreError> {
+        self.commit_listing(ecosystem, key, writer, origin, on_verified, |_| {})
+    }
+
+    /// [`Store::commit_artifact`] for a listing: `read(blob)` runs between putting the verified
+    /// file in place and writing its row, so what a listing names is indexed before the listing
+    /// is, and a crash between the two leaves no listing row whose references are missing (the
+    /// file is an orphan `gc` removes; the next request downloads it again).
+    pub fn commit_listing(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        writer: ArtifactWriter,
+        origin: Origin,
+        on_verified: impl FnOnce(u64),
+        read: impl FnOnce(&Blob),
+    ) -> Result<Committed, StoreError> {
         let placed = writer.finish_with(on_verified)?;
+        read(&placed.blob);
         let record = ArtifactRecord {
             flat: placed.flat,
             root: RootCid(placed.dag.root),
@@ -341,15 +358,17 @@ impl Store {
         }
     }
 
-    /// Record what a listing artifact (`listed_by`, apt's `Packages`) says about other
-    /// artifacts, in one transaction.
-    pub fn put_refs(
+    /// Record part of what a listing artifact (`listed_by`, apt's `Packages`) says about other
+    /// artifacts, in one transaction: the parts of one reading add up to the whole of it, and
+    /// nothing is marked removed (a listing is named by its digest, so every reading says the
+    /// same).
+    pub fn put_listed_refs(
         &self,
         ecosystem: &str,
         listed_by: &str,
         refs: &[(String, RefRecord)],
     ) -> Result<(), StoreError> {
-        Ok(self.index.put_refs(ecosystem, listed_by, refs)?)
+        Ok(self.index.put_listed_refs(ecosystem, listed_by, refs)?)
     }
 
     /// Store a fetched metadata document: its block (idempotent), then its row with the

@@ -3,14 +3,15 @@
 //! tampered `.deb` or a tampered or wrongly signed `InRelease` gets; apt presenting its
 //! credentials to a node requiring tokens (`auth.conf`, a proxy URL's); and apt through the
 //! swarm, where a peer's wrongly signed `InRelease` is refused and another peer's good copy
-//! taken.
+//! taken; and an index the size of Debian's, which apt gets before the node has indexed it.
 
 use std::path::Path;
+use std::time::Duration;
 
 use sha2::Digest as _;
 
 use crate::fake_apt::{self, AptClient, Archive, FakeArchive, assert_no_warnings};
-use crate::support::{Cairn, assert_success, get, get_with};
+use crate::support::{Cairn, assert_success, get, get_with, wait_for};
 
 fn setup(dir: &Path) -> (Archive, FakeArchive) {
     let archive = fake_apt::build_archive(&dir.join("archive"));
@@ -149,6 +150,103 @@ fn apt_update_and_install_through_cairn_then_offline() {
         &[],
     );
     offline.stop();
+}
+
+/// A `Packages` the size of Debian's: apt gets it as soon as it is verified, asks for the
+/// `.deb`s it names while the node is still indexing the listing (those requests wait for it),
+/// and the whole listing is indexed, in parts, with nothing of it lost.
+#[test]
+fn apt_installs_from_a_debian_sized_index_the_node_is_still_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = fake_apt::build_archive_sized_like_debian(&dir.path().join("archive"));
+    let fake = fake_apt::serve(&archive);
+    let cairn = start(dir.path(), "data", &archive, &fake, &[]);
+    let uri = format!("{}/apt/test", cairn.url);
+    update_and_install(
+        &client(&dir.path().join("c1"), &archive, &uri),
+        &archive,
+        "a real-sized index",
+        &[],
+    );
+    let listed = fake_apt::DEBIAN_SIZED_STANZAS + archive.packages.len();
+    let logs = wait_for(Duration::from_secs(60), "the listing indexed", || {
+        let logs = cairn.logs();
+        logs.contains("listing indexed").then_some(logs)
+    });
+    assert!(
+        logs.contains(&format!("artifacts={listed}")),
+        "not every stanza was indexed:\n{logs}"
+    );
+    assert!(!logs.contains("listing not indexed"), "{logs}");
+    // Every pool file was fetched once, with the digest its stanza (in the last part read)
+    // gave: a second machine gets them all from the node.
+    update_and_install(
+        &client(&dir.path().join("c2"), &archive, &uri),
+        &archive,
+        "a second machine",
+        &[],
+    );
+    for deb in &archive.packages {
+        assert!(
+            fake.hits.get(&format!("debian/{}", deb.filename)) <= 1,
+            "{} fetched upstream twice",
+            deb.filename
+        );
+    }
+    cairn.stop();
+}
+
+/// apt pipelines its requests on one connection, and they are answered in turn; the node
+/// fetches the files of those waiting behind the first meanwhile, so upstream sees them at once
+/// (as it would if apt went direct), and every request still gets its verified file, each
+/// fetched once.
+#[test]
+fn the_files_of_pipelined_requests_are_fetched_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let cairn = start(dir.path(), "data", &archive, &fake, &[]);
+    let uri = format!("{}/apt/test", cairn.url);
+    let apt = client(&dir.path().join("c1"), &archive, &uri);
+    assert_success(&apt.run(&["update"]), "apt-get update");
+    // Each pool file takes upstream about a second: answered in turn, they would never overlap.
+    for deb in &archive.packages {
+        fake.faults
+            .throttled
+            .lock()
+            .expect("faults")
+            .insert(deb.filename.clone(), (64, Duration::from_millis(40)));
+    }
+    fake.take_most_in_flight();
+    let lookups = |result: &str| {
+        let series = format!(
+            "cairn_cache_lookups_total{{ecosystem=\"apt/test\",kind=\"artifact\",result=\"{result}\"}}"
+        );
+        crate::support::metric_sum(&cairn.metrics(), &series) as usize
+    };
+    let misses_before = lookups("miss");
+    update_and_install(&apt, &archive, "pipelined", &[]);
+    let most = fake.take_most_in_flight();
+    assert!(
+        most >= 2,
+        "upstream never had two pool files in flight at once (most: {most}): {:?}",
+        fake.requests()
+    );
+    for deb in &archive.packages {
+        assert!(
+            fake.hits.get(&format!("debian/{}", deb.filename)) <= 1,
+            "{} fetched upstream twice",
+            deb.filename
+        );
+    }
+    // Counted as the misses they were, once each: not as a miss ahead and a join after.
+    let fetched = archive
+        .packages
+        .iter()
+        .filter(|deb| fake.hits.get(&format!("debian/{}", deb.filename)) == 1)
+        .count();
+    assert_eq!(lookups("miss") - misses_before, fetched);
+    assert_eq!(lookups("joined"), 0);
+    cairn.stop();
 }
 
 #[test]

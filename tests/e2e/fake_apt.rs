@@ -274,6 +274,47 @@ pub fn build_archive_with_updates(dir: &Path) -> Archive {
     build(dir, true)
 }
 
+/// Stanzas in [`build_archive_sized_like_debian`]'s `Packages` besides the real packages':
+/// about as many as a Debian release's `main` lists for one architecture.
+pub const DEBIAN_SIZED_STANZAS: usize = 63_000;
+
+/// Like [`build_archive`], but its `Packages` is the size of a Debian release's: before the
+/// real packages' stanzas come [`DEBIAN_SIZED_STANZAS`] of packages whose files the pool does
+/// not have (no client asks for them), with the fields a real stanza has. Reading and indexing
+/// it takes a node a noticeable time, the time in which apt already asks for the real ones.
+pub fn build_archive_sized_like_debian(dir: &Path) -> Archive {
+    build_with(dir, false, DEBIAN_SIZED_STANZAS)
+}
+
+/// `count` stanzas of packages the pool does not have, for `host`, in a Debian `Packages`'
+/// shape and size (about 800 bytes each, as Debian's average).
+fn filler_stanzas(host: &str, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count * 820);
+    for n in 0..count {
+        let name = format!("filler-{n:05}");
+        let digest = sha256(name.as_bytes());
+        let prefix = &name[..1];
+        out.extend_from_slice(
+            format!(
+                "Package: {name}\nVersion: 1.{n}-1\nInstalled-Size: {size}\n\
+                 Maintainer: Cairn Tests <test@cairn.invalid>\nArchitecture: {host}\n\
+                 Depends: libc6 (>= 2.34), filler-{dep:05}\n\
+                 Description: {name}, one of many packages no client installs\n\
+                 Homepage: https://cairn.invalid/{name}\nDescription-md5: {md5}\n\
+                 Tag: role::program, scope::utility, use::organizing\n\
+                 Section: misc\nPriority: optional\n\
+                 Filename: pool/{COMPONENT}/{prefix}/{name}/{name}_1.{n}-1_{host}.deb\n\
+                 Size: {size}\nMD5sum: {md5}\nSHA256: {digest}\n\n",
+                size = 1000 + n,
+                dep = (n + 1) % count,
+                md5 = &digest[..32],
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
 /// The files of a suite besides `Packages`, relative to `dists/SUITE/`, with their contents.
 fn extra_indexes(host: &str, suite: &str, packages: &[Deb]) -> Vec<(String, Vec<u8>)> {
     let names: Vec<&str> = packages.iter().map(|d| d.name.as_str()).collect();
@@ -346,7 +387,7 @@ fn write_suite(
     host: &str,
     (suite, pool): (&str, &str),
     debs: &[Deb],
-    extras: bool,
+    (extras, filler): (bool, usize),
 ) {
     let suite_dir = root.join("dists").join(suite);
     let binary = suite_dir.join(format!("{COMPONENT}/binary-{host}"));
@@ -360,6 +401,7 @@ fn write_suite(
     )
     .stdout;
     assert!(!index.is_empty(), "empty Packages");
+    let index = [filler_stanzas(host, filler), index].concat();
     let mut files: Vec<(String, Vec<u8>)> =
         vec![(format!("{COMPONENT}/binary-{host}/Packages"), index)];
     if extras {
@@ -376,7 +418,12 @@ fn write_suite(
         let tools: &[&[&str]] = if name.ends_with(".tar") || name.ends_with(".yml") {
             &[&["gzip", "-9nk"]]
         } else {
-            &[&["gzip", "-9nk"], &["xz", "-k"]]
+            // A real-sized index in xz's fastest preset: the default takes 20 s here.
+            if filler > 0 {
+                &[&["gzip", "-9nk"], &["xz", "-k", "-1"]]
+            } else {
+                &[&["gzip", "-9nk"], &["xz", "-k"]]
+            }
         };
         for tool in tools {
             run(
@@ -461,6 +508,10 @@ fn write_suite(
 }
 
 fn build(dir: &Path, with_updates: bool) -> Archive {
+    build_with(dir, with_updates, 0)
+}
+
+fn build_with(dir: &Path, with_updates: bool, filler: usize) -> Archive {
     ensure_tools();
     let host = host_arch();
     let root = dir.to_path_buf();
@@ -514,7 +565,7 @@ fn build(dir: &Path, with_updates: bool) -> Archive {
         &host,
         (SUITE, "pool/"),
         &packages,
-        with_updates,
+        (with_updates, filler),
     );
     if with_updates {
         let extra = build_deb(&root, &work, &host, UPDATES_PACKAGE);
@@ -530,7 +581,7 @@ fn build(dir: &Path, with_updates: bool) -> Archive {
             &host,
             (UPDATES_SUITE, &pool),
             std::slice::from_ref(&extra),
-            true,
+            (true, 0),
         );
         packages.push(extra);
     }
@@ -585,6 +636,11 @@ impl FakeArchive {
     /// The request paths as sent, before percent-decoding (`/debian/pool/…%2b…`).
     pub fn requests(&self) -> Vec<String> {
         self.upstream.requests()
+    }
+
+    /// The most requests answered at once since the last call.
+    pub fn take_most_in_flight(&self) -> usize {
+        self.upstream.take_most_in_flight()
     }
 
     /// A file of the archive, as stored (`path` relative to the root).

@@ -12,7 +12,7 @@
 //! `/` (`evil-1.0.0.crate` names `files/ev/il/evil/evil-1.0.0.crate`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -171,6 +171,26 @@ struct Shared {
     hits: Arc<Hits>,
     /// Request paths as sent (with the leading `/`), in order.
     requests: Mutex<Vec<String>>,
+    /// Requests being answered now (a throttled body until its last byte), and the most at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+/// Counts a request as being answered for as long as it lives.
+struct Answering(Arc<Shared>);
+
+impl Answering {
+    fn new(shared: &Arc<Shared>) -> Answering {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        Answering(shared.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running fake upstream.
@@ -197,6 +217,8 @@ impl FakeUpstream {
             raw_hits: Hits::default(),
             hits: Arc::default(),
             requests: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         for listener in listeners {
             serve_fake(
@@ -232,6 +254,12 @@ impl FakeUpstream {
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.requests).clone()
     }
+
+    /// The most requests answered at once (a throttled one until its last byte) since the last
+    /// call.
+    pub fn take_most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.swap(0, Ordering::SeqCst)
+    }
 }
 
 /// `%xx` escapes decoded (a `+` stays a `+`).
@@ -252,6 +280,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>) -> Response {
+    let answering = Answering::new(&shared);
     let sent = request.uri().path().to_owned();
     lock(&shared.requests).push(sent.clone());
     let raw_path = sent.trim_start_matches('/').to_owned();
@@ -306,10 +335,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: http::Request<Body>)
         .chunks(chunk.max(1))
         .map(Bytes::copy_from_slice)
         .collect();
-    let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut it| async move {
+    // Answering until the last chunk is sent (or the stream dropped).
+    let state = (chunks.into_iter(), answering);
+    let stream = futures_util::stream::unfold(state, move |(mut it, answering)| async move {
         let next = it.next()?;
         tokio::time::sleep(pause).await;
-        Some((Ok::<_, std::io::Error>(next), it))
+        Some((Ok::<_, std::io::Error>(next), (it, answering)))
     });
     Response::from_parts(parts, Body::from_stream(stream))
 }

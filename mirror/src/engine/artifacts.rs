@@ -27,6 +27,13 @@ pub enum ArtifactBody {
     Unkept(crate::engine::unkept::Unkept),
 }
 
+/// Whether a lookup is a client's request, or made ahead of one ([`Mirror::look_ahead`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lookup {
+    Asked,
+    Ahead,
+}
+
 impl Mirror {
     /// Look up an artifact: cache, a download under way, or a new download from upstream.
     /// Cancel-safe: a started download goes on without the caller.
@@ -36,10 +43,28 @@ impl Mirror {
         route: &ArtifactRoute,
         keep: Keep,
     ) -> Result<ArtifactBody, Error> {
-        let name = registered.ecosystem.name();
         if let Listing::Current(document) = &route.listed_by {
             return self.current_artifact(registered, route, document).await;
         }
+        self.find_or_fetch(registered, route, keep, Lookup::Asked)
+            .await
+    }
+
+    /// [`Mirror::artifact`] below the current-document case; a [`Lookup::Ahead`] is not
+    /// counted (the request it is ahead of is) and starts nothing but a stored download.
+    async fn find_or_fetch(
+        &self,
+        registered: &Registered,
+        route: &ArtifactRoute,
+        keep: Keep,
+        lookup: Lookup,
+    ) -> Result<ArtifactBody, Error> {
+        let name = registered.ecosystem.name();
+        let count = |result: &'static str| {
+            if lookup == Lookup::Asked {
+                self.inner.metrics.cache(name, "artifact", result);
+            }
+        };
         // Before the cache: a refused file is not served from it either.
         self.check_policy(registered, route).await?;
         let asked_at = now_ms();
@@ -49,7 +74,12 @@ impl Mirror {
         if keep == Keep::IfRoom
             && let Some(download) = self.download_of(name, &route.key)
         {
-            self.inner.metrics.cache(name, "artifact", "joined");
+            // The first request for a file fetched ahead of it is its miss.
+            count(if download.claim_ahead() {
+                "miss"
+            } else {
+                "joined"
+            });
             return Ok(ArtifactBody::Downloading(download));
         }
         let hot = self
@@ -86,7 +116,7 @@ impl Mirror {
             }
         };
         if let Some(cached) = cached {
-            self.inner.metrics.cache(name, "artifact", "hit");
+            count("hit");
             self.touch(&cached);
             return Ok(ArtifactBody::Cached(cached));
         }
@@ -114,7 +144,7 @@ impl Mirror {
             .same_content(name, Some(&route.key), &reference.flat)
             .await?
         {
-            self.inner.metrics.cache(name, "artifact", "hit");
+            count("hit");
             return Ok(ArtifactBody::Cached(cached));
         }
         let upstream = upstream?;
@@ -134,27 +164,40 @@ impl Mirror {
             }
             upstream.check(&url)?;
         }
-        self.inner.metrics.cache(name, "artifact", "miss");
+        count("miss");
         // A listing must be stored to be read; everything else may pass through unkept when
         // the store is full and nothing can be evicted.
         if let Some(upstream) = &upstream
             && !route.listing
             && (keep == Keep::Never || !self.make_room(reference.size.unwrap_or(0)).await)
         {
+            if lookup == Lookup::Ahead {
+                // An unkept stream has one reader: the request itself starts it.
+                return Err(Error::NoSource {
+                    what: format!("{name} artifact {}", route.key),
+                    reason: "the store has no room to fetch it ahead".to_owned(),
+                    why_not_upstream: String::new(),
+                });
+            }
             tracing::warn!(ecosystem = name, key = %route.key, free = ?self.inner.store.free_bytes(), "no room in the store: streaming the artifact without keeping it");
             self.inner.metrics.cache(name, "artifact", "unkept");
             return crate::engine::unkept::start(self, name, &route.key, upstream, url, &reference)
                 .map(ArtifactBody::Unkept);
         }
-        self.start_download(
-            registered,
-            route.key.clone(),
-            route,
-            upstream,
-            url,
-            &reference,
-        )
-        .await
+        let body = self
+            .start_download(
+                registered,
+                route.key.clone(),
+                route,
+                upstream,
+                url,
+                &reference,
+            )
+            .await?;
+        if let (Lookup::Ahead, ArtifactBody::Downloading(download)) = (lookup, &body) {
+            download.started_ahead();
+        }
+        Ok(body)
     }
 
     /// The upstream a miss of `key` may download from: `None` when only peers may be asked
@@ -383,6 +426,42 @@ impl Mirror {
         let (index, key) = (self.inner.index.clone(), key.to_owned());
         let name = name.to_owned();
         blocking(move || Ok(index.get_ref(&name, &key)?)).await
+    }
+
+    /// Start downloading the file `route` names when this node has neither it nor a download
+    /// of it: a client has asked for it already, behind other requests on its connection, and
+    /// will join the download when its turn comes (see `http::lookahead`). Whatever stops the
+    /// download from starting (a policy refusal, an unknown file, no upstream) is left for that
+    /// request to meet and report; a cached file is not touched, so hits are counted once.
+    pub(crate) async fn look_ahead(&self, registered: &Registered, route: &ArtifactRoute) {
+        let name = registered.ecosystem.name();
+        let held = self.download_of(name, &route.key).is_some()
+            || self
+                .hot()
+                .get(name)
+                .is_some_and(|by_key| by_key.contains_key(&route.key));
+        if held {
+            return;
+        }
+        let (index, key, owned_name) = (
+            self.inner.index.clone(),
+            route.key.clone(),
+            registered.name.clone(),
+        );
+        let cached = blocking(move || Ok(index.get_artifact(&owned_name, &key)?.is_some())).await;
+        if !matches!(cached, Ok(false)) {
+            return;
+        }
+        if matches!(route.listed_by, Listing::Current(_)) {
+            return;
+        }
+        // A download, once started, runs to its end whoever reads it.
+        let started = self
+            .find_or_fetch(registered, route, Keep::IfRoom, Lookup::Ahead)
+            .await;
+        if let Ok(ArtifactBody::Downloading(_)) = started {
+            tracing::debug!(ecosystem = name, key = %route.key, "fetching a pipelined request's file ahead");
+        }
     }
 
     pub(super) fn hot(&self) -> std::sync::MutexGuard<'_, super::HotArtifacts> {

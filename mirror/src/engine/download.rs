@@ -53,6 +53,8 @@ pub struct Download {
     /// How many bytes at the start of the file came from peers (raised before they are
     /// written); the rest came from upstream. For the served-bytes metric.
     from_peers: AtomicU64,
+    /// Started ahead of its request, which has not joined yet.
+    ahead: std::sync::atomic::AtomicBool,
 }
 
 /// The writing side, held by the download task.
@@ -61,8 +63,6 @@ pub struct Progress {
     state: watch::Sender<State>,
     /// Set when nothing more may be read before the digest is verified.
     withheld: Arc<std::sync::atomic::AtomicBool>,
-    /// Set when the end is released only once committed, not once verified.
-    until_committed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Download {
@@ -78,13 +78,24 @@ impl Download {
                 state: rx,
                 flat,
                 from_peers: AtomicU64::new(0),
+                ahead: std::sync::atomic::AtomicBool::new(false),
             }),
             Progress {
                 state: tx,
                 withheld: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-                until_committed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             },
         )
+    }
+
+    /// The download was started ahead of the request for it (a pipelined one): that request,
+    /// when it joins, is the miss.
+    pub fn started_ahead(&self) {
+        self.ahead.store(true, Ordering::Release);
+    }
+
+    /// True once, for the first request to join a download started ahead of it.
+    pub fn claim_ahead(&self) -> bool {
+        self.ahead.swap(false, Ordering::AcqRel)
     }
 
     /// Bytes at the start of the file that came from peers.
@@ -296,22 +307,8 @@ impl Progress {
         });
     }
 
-    /// Readers get the last bytes only once the download is committed (to the store, the index
-    /// and, for a listing, the references it names), not as soon as it verifies: a client that
-    /// has the whole of apt's `Packages` then finds every file it names in place.
-    pub fn hold_until_committed(&self) {
-        self.until_committed
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// The digest matched: release everything (unless held until committed).
+    /// The digest matched: release everything.
     pub fn verified(&self, size: u64) {
-        if self
-            .until_committed
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return;
-        }
         self.state
             .send_replace(State::Verified { size, record: None });
     }
@@ -357,29 +354,5 @@ mod tests {
         assert_eq!(readable(&download), 10, "withheld bytes were released");
         progress.verified(4 * HOLDBACK);
         assert_eq!(readable(&download), 4 * HOLDBACK);
-    }
-
-    #[test]
-    fn a_download_held_until_committed_ends_only_when_committed() {
-        let file = Arc::new(tempfile::tempfile().expect("temp file"));
-        let flat = crate::cid::Digest::of(crate::cid::Algorithm::Sha256, b"x").flat_cid();
-        let (download, progress) = Download::new(file, flat);
-        progress.hold_until_committed();
-        progress.written(HOLDBACK + 10);
-        progress.verified(HOLDBACK + 10);
-        assert_eq!(
-            readable(&download),
-            10,
-            "the end was released before the commit"
-        );
-        progress.committed(crate::index::ArtifactRecord {
-            private: false,
-            flat,
-            root: crate::cid::RootCid(flat.0),
-            size: HOLDBACK + 10,
-            upstream_url: "https://upstream.invalid/x".to_owned(),
-            fetched_at: 0,
-        });
-        assert_eq!(readable(&download), HOLDBACK + 10);
     }
 }

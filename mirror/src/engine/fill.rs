@@ -14,7 +14,7 @@ use super::{
     now_ms,
 };
 use crate::cid::FlatCid;
-use crate::ecosystem::ArtifactRoute;
+use crate::ecosystem::{ArtifactRoute, Ecosystem};
 use crate::engine::download::{Download, Progress};
 use crate::error::Error;
 use crate::index::{ArtifactRecord, RefRecord};
@@ -87,10 +87,11 @@ impl Mirror {
         if listing.is_some() {
             // Counted from before any byte reaches a client: a client that has the whole index
             // (apt after `update`) and asks for a file it names must find the entry, or wait
-            // for it (see `wait_for_listings`).
+            // for it (see `wait_for_listings`). The client is not held back meanwhile: apt
+            // reads the index it just got while this node indexes it.
             self.listings_started(&name);
-            progress.hold_until_committed();
         }
+        let reads_listing = listing.is_some().then(|| ecosystem.clone());
         let this = self.clone();
         let (shared, size) = (download.clone(), reference.size);
         let private = self.artifact_is_private(registered, route);
@@ -106,15 +107,13 @@ impl Mirror {
                 &progress,
                 &shared,
                 size,
+                reads_listing,
             );
             let result = tokio::select! {
                 result = run => result,
                 () = abandon.cancelled() => Err(Error::Abandoned { key: key.clone() }),
             };
-            if let Some(listing) = listing {
-                if let Ok(record) = &result {
-                    this.read_listing(ecosystem, listing, record).await;
-                }
+            if listing.is_some() {
                 this.listings_done(&name);
             }
             match result {
@@ -163,6 +162,7 @@ impl Mirror {
     /// Fill `writer` with the artifact: from peers when one holds it or is downloading it,
     /// else (or from where the peers left off) from upstream; then verify and commit it. A
     /// `private` one is not asked of (nor offered to) an open swarm, and is stored as private.
+    /// A `listing` is read by its ecosystem and what it names indexed before its own row.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_download(
         &self,
@@ -175,6 +175,7 @@ impl Mirror {
         progress: &Progress,
         download: &Arc<Download>,
         size: Option<u64>,
+        listing: Option<Arc<dyn Ecosystem>>,
     ) -> Result<ArtifactRecord, Error> {
         let flat = download.flat;
         let (cap, too_large) = self.artifact_cap(name, key, url, size)?;
@@ -288,6 +289,7 @@ impl Mirror {
         read_result?;
         let store = self.inner.store.clone();
         let (key, upstream_url) = (key.to_owned(), url.to_string());
+        let origin_url = upstream_url.clone();
         let verified = progress.clone();
         let owned_name = name.to_owned();
         blocking(move || {
@@ -297,8 +299,25 @@ impl Mirror {
                 upstream_url,
                 fetched_at: now_ms(),
             };
-            let committed = store
-                .commit_artifact(name, &key, writer, origin, |size| verified.verified(size))?;
+            let read = |blob: &crate::store::Blob| {
+                if let Some(ecosystem) = &listing {
+                    super::listings::index_listing(
+                        &store,
+                        ecosystem.as_ref(),
+                        &key,
+                        &origin_url,
+                        blob,
+                    );
+                }
+            };
+            let committed = store.commit_listing(
+                name,
+                &key,
+                writer,
+                origin,
+                |size| verified.verified(size),
+                read,
+            )?;
             let record = committed.record;
             leaves.send_modify(|p| {
                 p.leaves = committed.dag.leaves.clone();

@@ -4,6 +4,9 @@
 //! `tls.rs`), and a graceful drain. A TLS handshake runs in the connection's own task, within
 //! the request-head deadline.
 //!
+//! The requests an HTTP/1.1 client pipelines have their files fetched ahead of their turn
+//! (`lookahead.rs`).
+//!
 //! Timeouts, per connection:
 //! - HTTP/1: a request head must arrive whole within `header_timeout`, counted from when the
 //!   connection is ready for it (so this is also the keep-alive idle timeout);
@@ -294,9 +297,21 @@ impl Connection {
             idle_timeout,
             watcher,
         } = self;
+        let dispatched = Arc::new(AtomicU64::new(0));
+        let io = super::lookahead::Pipelined::new(
+            io,
+            super::lookahead::Ahead {
+                router: router.clone(),
+                remote,
+                over_tls,
+                dispatched: dispatched.clone(),
+                in_flight: Arc::default(),
+            },
+        );
         let service = {
             let activity = activity.clone();
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                dispatched.fetch_add(1, Ordering::AcqRel);
                 let (router, busy) = (router.clone(), Busy::new(&activity));
                 // The TCP peer, for the routes only local clients may use (a purge).
                 let mut request = request.map(Body::new);

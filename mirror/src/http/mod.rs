@@ -15,8 +15,8 @@
 //!
 //! By job: `routes` (a request under an ecosystem's mount), `documents` and `files` (the
 //! two kinds of response), `passthrough`, `api` (Cairn's own routes), `gateway` (the IPFS
-//! trustless gateway on `/ipfs/`), and `accept` (the listener: connection caps, timeouts,
-//! graceful shutdown).
+//! trustless gateway on `/ipfs/`), `accept` (the listener: connection caps, timeouts,
+//! graceful shutdown) and `lookahead` (the files of pipelined requests fetched ahead).
 
 mod accept;
 mod api;
@@ -25,6 +25,7 @@ mod dashboard;
 mod documents;
 mod files;
 mod gateway;
+mod lookahead;
 mod passthrough;
 mod purge;
 mod repair;
@@ -121,6 +122,10 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
     let path = request.uri().path().to_owned();
     let proxy = request.method() == Method::CONNECT || is_absolute_form(&request);
+    if request.extensions().get::<lookahead::LookAhead>().is_some() {
+        look_ahead(&mirror, request, proxy).await;
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let (route, kind, response): (Cow<'static, str>, &'static str, Response) =
         if let Some(refused) = auth::refusal(&mirror, &request, proxy) {
             ("unauthorized".into(), "-", refused)
@@ -216,6 +221,36 @@ async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) ->
         })
         .inc();
     response
+}
+
+/// A copy of a pipelined `GET` (`lookahead.rs`): if its client may ask for it and it names an
+/// artifact under an ecosystem's mount (by path or as a proxy request), start fetching that
+/// file. Nothing is answered, counted or logged here: the request itself is, on its turn.
+async fn look_ahead(mirror: &Mirror, request: http::Request<Body>, proxy: bool) {
+    if auth::refusal(mirror, &request, proxy).is_some() {
+        return;
+    }
+    let path = request.uri().path();
+    let found = if proxy {
+        request.uri().authority().and_then(|authority| {
+            mirror.ecosystem_for_upstream(authority.host(), authority.port_u16(), path)
+        })
+    } else {
+        find_ecosystem(mirror, path.trim_start_matches('/'))
+            .map(|(registered, below)| (registered, below.to_owned()))
+    };
+    let Some((registered, below)) = found else {
+        return;
+    };
+    let route = registered.ecosystem.route(&crate::ecosystem::Request {
+        method: request.method(),
+        path: &below,
+        query: request.uri().query(),
+        accept: None,
+    });
+    if let Ok(Some(crate::ecosystem::Route::Artifact(route))) = route {
+        mirror.look_ahead(registered, &route).await;
+    }
 }
 
 /// A request under `/as-of/INSTANT/`: the ecosystem below it, served in the view as of that

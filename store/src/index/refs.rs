@@ -49,6 +49,18 @@ pub(super) fn insert_refs(
         )
         .and_then(|mut stmt| stmt.query_row(params![ecosystem, listed_by], |row| row.get(0)))
         .map_err(err("read artifact references"))?;
+    write_refs(tx, ecosystem, listed_by, refs, seen_before)
+}
+
+/// Write `refs` as `listed_by` lists them; `seen_before`: the document listed something before
+/// this reading (see [`insert_refs`]).
+fn write_refs(
+    tx: &rusqlite::Transaction<'_>,
+    ecosystem: &str,
+    listed_by: &str,
+    refs: &[(String, RefRecord)],
+    seen_before: bool,
+) -> Result<bool, IndexError> {
     let now = now_ms();
     if seen_before {
         // What the document no longer lists was removed upstream; what it lists again is not.
@@ -132,9 +144,12 @@ fn now_ms() -> i64 {
 }
 
 impl Index {
-    /// Record what a listing artifact (`listed_by`, apt's `Packages`) says about other
-    /// artifacts, in one transaction.
-    pub(crate) fn put_refs(
+    /// Record part of what a listing artifact (`listed_by`, apt's `Packages`) says about other
+    /// artifacts, in one transaction. A listing is named by its digest, so every reading of it
+    /// says the same: the parts of one reading, written in turn, add up to the whole of it, and
+    /// nothing it listed is marked removed nor dated by its sighting (a document's rules, for
+    /// documents whose content changes under one name).
+    pub(crate) fn put_listed_refs(
         &self,
         ecosystem: &str,
         listed_by: &str,
@@ -142,10 +157,8 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(err("begin"))?;
-        let removed = insert_refs(&tx, ecosystem, listed_by, refs)?;
-        tx.commit().map_err(err("commit artifact references"))?;
-        self.note_removed(removed);
-        Ok(())
+        write_refs(&tx, ecosystem, listed_by, refs, false)?;
+        tx.commit().map_err(err("commit artifact references"))
     }
 
     pub fn get_ref(&self, ecosystem: &str, key: &str) -> Result<Option<RefRecord>, IndexError> {

@@ -468,6 +468,46 @@ fn a_publication_time_only_moves_later_and_a_version_added_later_dates_from_its_
 }
 
 #[test]
+fn a_listing_read_in_parts_keeps_every_part_and_marks_nothing_removed() {
+    let (_dir, index) = index();
+    let reference = |n: usize| {
+        (
+            format!("pool/main/p/p{n}/p{n}_1_amd64.deb"),
+            RefRecord {
+                flat: Digest::of(Algorithm::Sha256, n.to_string().as_bytes()).flat_cid(),
+                url: format!("http://upstream/debian/pool/main/p/p{n}/p{n}_1_amd64.deb"),
+                size: Some(n as u64),
+                version: Some("1".to_owned()),
+                published: None,
+                removed: None,
+                yanked: false,
+                package: Some(format!("p{n}")),
+            },
+        )
+    };
+    let listing = "dists/stable/main/binary-amd64/by-hash/SHA256/00";
+    let refs: Vec<_> = (0..25).map(reference).collect();
+    // One reading in three parts, then the same listing read again (after a crash, or from a
+    // bundle): as a document read thrice, the first parts would be "removed" by the later ones.
+    for _ in 0..2 {
+        for part in refs.chunks(10) {
+            index
+                .put_listed_refs("apt/debian", listing, part)
+                .expect("part");
+        }
+    }
+    let listed = index.refs_listed_by("apt/debian", listing).expect("listed");
+    assert_eq!(listed.len(), refs.len());
+    assert!(
+        listed
+            .iter()
+            .all(|(_, r)| r.removed.is_none() && r.published.is_none()),
+        "{listed:?}"
+    );
+    assert!(!index.any_removed());
+}
+
+#[test]
 fn a_search_finds_cached_files_by_package_and_version_and_nothing_else() {
     let (_dir, index) = index();
     let metadata = MetadataRecord {
