@@ -355,7 +355,8 @@ impl Ecosystem for Pypi {
             return cairn_ecosystem::check_json_object(doc.key, doc.body, MAX_PROVENANCE)
                 .map(|()| DocumentFacts::default());
         }
-        let page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
+        // Each URL is made absolute once, here.
+        let page = page::parse_unresolved(doc.key, doc.body).map_err(AdapterError)?;
         let mut out = Vec::new();
         let mut origins: Vec<Url> = Vec::new();
         for file in page::files(&page) {
@@ -363,8 +364,8 @@ impl Ecosystem for Pypi {
             if let Some(at) = file
                 .get("provenance")
                 .and_then(|v| v.as_str())
-                .filter(|p| page::integrity_path(p).is_some())
-                .and_then(|p| Url::parse(p).ok())
+                .and_then(|p| doc.url.join(p).ok())
+                .filter(|p| page::integrity_path(p.as_str()).is_some())
             {
                 let mut prefix = at;
                 prefix.set_path("/integrity/");
@@ -378,8 +379,10 @@ impl Ecosystem for Pypi {
                 .get("filename")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            let url = file.get("url").and_then(|v| v.as_str()).unwrap_or_default();
-            let url = Url::parse(url).map_err(|e| AdapterError(format!("{filename}: {e}")))?;
+            let href = file.get("url").and_then(|v| v.as_str()).unwrap_or_default();
+            let url = page::resolve(doc.url, href).map_err(|e| {
+                AdapterError(format!("page of {}: url of {filename}: {e}", doc.key))
+            })?;
             let mut origin = url.clone();
             origin.set_path("/");
             origin.set_query(None);
@@ -502,7 +505,8 @@ impl Ecosystem for Pypi {
                 content_type: INTEGRITY_JSON,
             });
         }
-        let mut page = page::parse(doc.key, doc.url, doc.body).map_err(AdapterError)?;
+        // Every file URL is replaced: none needs resolving.
+        let mut page = page::parse_unresolved(doc.key, doc.body).map_err(AdapterError)?;
         page::rewrite(
             &mut page,
             &format!("{base}files/{}/", doc.key),

@@ -14,6 +14,53 @@ pub const HTML: &str = "application/vnd.pypi.simple.v1+html";
 
 /// Read an upstream page (JSON or HTML) into the JSON model, with file URLs made absolute.
 pub fn parse(project: &str, page_url: &Url, body: &[u8]) -> Result<Value, String> {
+    let mut page = parse_unresolved(project, body)?;
+    for file in files_mut(&mut page) {
+        let href = file.get("url").and_then(Value::as_str).unwrap_or_default();
+        let url = resolve(page_url, href).map_err(|e| {
+            let filename = file.get("filename").and_then(Value::as_str);
+            format!(
+                "page of {project}: url of {}: {e}",
+                filename.unwrap_or_default()
+            )
+        })?;
+        file.insert("url".into(), url.to_string().into());
+        // A provenance URL, absolute too; one that does not read is dropped.
+        if let Some(provenance) = file.get("provenance").and_then(Value::as_str) {
+            match page_url.join(provenance) {
+                Ok(absolute) => {
+                    file.insert("provenance".into(), absolute.to_string().into());
+                }
+                Err(_) => {
+                    file.remove("provenance");
+                }
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// A file's URL as its page gives it (`href`), made absolute against the page's, without its
+/// fragment (where PEP 503 pages carry the hash).
+pub fn resolve(page_url: &Url, href: &str) -> Result<Url, url::ParseError> {
+    let mut url = page_url.join(href)?;
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// The files of a page, to change.
+fn files_mut(page: &mut Value) -> impl Iterator<Item = &mut Map<String, Value>> {
+    page.get_mut("files")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
+/// [`parse`] without making the file URLs absolute, for readers that resolve each URL once
+/// themselves ([`resolve`]) or replace it (rendering). Every file still has a checked name and
+/// a `url` string.
+pub fn parse_unresolved(project: &str, body: &[u8]) -> Result<Value, String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("page of {project} is not UTF-8: {e}"))?;
     let mut page = if text.trim_start().starts_with('{') {
@@ -41,29 +88,10 @@ pub fn parse(project: &str, page_url: &Url, body: &[u8]) -> Result<Value, String
         let filename = object
             .get("filename")
             .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        crate::name::check_file(&filename).map_err(|e| format!("page of {project}: {e}"))?;
-        let href = object
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("page of {project}: {filename} has no url"))?;
-        let url = page_url
-            .join(href)
-            .map_err(|e| format!("page of {project}: url of {filename}: {e}"))?;
-        let mut absolute = url.clone();
-        absolute.set_fragment(None);
-        object.insert("url".into(), absolute.to_string().into());
-        // A provenance URL, absolute too; one that does not read is dropped.
-        if let Some(provenance) = object.get("provenance").and_then(Value::as_str) {
-            match page_url.join(provenance) {
-                Ok(absolute) => {
-                    object.insert("provenance".into(), absolute.to_string().into());
-                }
-                Err(_) => {
-                    object.remove("provenance");
-                }
-            }
+            .unwrap_or_default();
+        crate::name::check_file(filename).map_err(|e| format!("page of {project}: {e}"))?;
+        if !object.get("url").is_some_and(Value::is_string) {
+            return Err(format!("page of {project}: {filename} has no url"));
         }
     }
     Ok(page)

@@ -147,6 +147,17 @@ impl Mirror {
             count("hit");
             return Ok(ArtifactBody::Cached(cached));
         }
+        // The same bytes under another name, downloaded now (or verified, and their listing
+        // being read before their row is written): wait for them rather than fetch them twice.
+        if let Some(download) = self.download_of_flat(name, &reference.flat)
+            && download.committed().await.is_ok()
+            && let Some(cached) = self
+                .same_content(name, Some(&route.key), &reference.flat)
+                .await?
+        {
+            count("hit");
+            return Ok(ArtifactBody::Cached(cached));
+        }
         let upstream = upstream?;
         if let Some(upstream) = &upstream {
             if !upstream.allows(&url)
@@ -473,6 +484,14 @@ impl Mirror {
             .downloads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A download under way of `name`'s bytes `flat`, under whichever key.
+    fn download_of_flat(&self, name: &str, flat: &FlatCid) -> Option<Arc<Download>> {
+        self.downloads()
+            .iter()
+            .find(|((ecosystem, _), download)| &**ecosystem == name && download.flat == *flat)
+            .map(|(_, download)| download.clone())
     }
 
     pub(super) fn download_of(&self, name: &str, key: &str) -> Option<Arc<Download>> {

@@ -322,7 +322,7 @@ impl EventLoop {
 /// another swarm key (or none) looks like: the key is part of the handshake.
 fn warn_bootstrap_failed(error: &libp2p::swarm::DialError) {
     let reason = error.to_string();
-    if reason.contains("noise") || reason.contains("Noise") || reason.contains("andshake") {
+    if handshake_failed(error) {
         tracing::warn!(
             "cannot join bootstrap peer: the handshake failed, as it does when the peers have \
              different swarm keys (or one has none): {reason}"
@@ -330,4 +330,29 @@ fn warn_bootstrap_failed(error: &libp2p::swarm::DialError) {
     } else {
         tracing::warn!("cannot join bootstrap peer: {reason}");
     }
+}
+
+/// True when some address of a failed dial got as far as noise's handshake and failed there:
+/// a `libp2p::noise::Error` somewhere in the chain of its transport error. An `io::Error`
+/// wrapping another error reports that error's source, not the error itself, so the chain is
+/// followed into it.
+fn handshake_failed(error: &libp2p::swarm::DialError) -> bool {
+    let libp2p::swarm::DialError::Transport(attempts) = error else {
+        return false;
+    };
+    attempts.iter().any(|(_, error)| {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(error) = next {
+            if error.is::<libp2p::noise::Error>() {
+                return true;
+            }
+            next = match error.downcast_ref::<std::io::Error>() {
+                Some(io) => io
+                    .get_ref()
+                    .map(|inner| inner as &(dyn std::error::Error + 'static)),
+                None => error.source(),
+            };
+        }
+        false
+    })
 }
