@@ -27,6 +27,9 @@ pub enum ArtifactBody {
     Unkept(crate::engine::unkept::Unkept),
 }
 
+/// Files remembered as fetched ahead of their requests, at most.
+const AHEAD_REMEMBERED: usize = 4096;
+
 /// Whether a lookup is a client's request, or made ahead of one ([`Mirror::look_ahead`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lookup {
@@ -74,8 +77,8 @@ impl Mirror {
         if keep == Keep::IfRoom
             && let Some(download) = self.download_of(name, &route.key)
         {
-            // The first request for a file fetched ahead of it is its miss.
-            count(if download.claim_ahead() {
+            // The request of a file fetched ahead of it is its miss.
+            count(if self.asked_after_ahead(name, &route.key) {
                 "miss"
             } else {
                 "joined"
@@ -116,7 +119,11 @@ impl Mirror {
             }
         };
         if let Some(cached) = cached {
-            count("hit");
+            count(if self.asked_after_ahead(name, &route.key) {
+                "miss"
+            } else {
+                "hit"
+            });
             self.touch(&cached);
             return Ok(ArtifactBody::Cached(cached));
         }
@@ -205,8 +212,16 @@ impl Mirror {
                 &reference,
             )
             .await?;
-        if let (Lookup::Ahead, ArtifactBody::Downloading(download)) = (lookup, &body) {
-            download.started_ahead();
+        if let (Lookup::Ahead, ArtifactBody::Downloading(_)) = (lookup, &body) {
+            let mut ahead = self.inner.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: a request that never came (its client left) is forgotten in the end.
+            if ahead.len() >= AHEAD_REMEMBERED {
+                ahead.clear();
+            }
+            ahead.insert((Arc::from(name), route.key.clone()));
+            self.inner
+                .any_ahead
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         Ok(body)
     }
@@ -484,6 +499,20 @@ impl Mirror {
             .downloads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True once for a request of a file fetched ahead of it (see `Inner::ahead`).
+    fn asked_after_ahead(&self, name: &str, key: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.inner.any_ahead.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut ahead = self.inner.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let found = ahead.remove(&(Arc::from(name), key.to_owned()));
+        if ahead.is_empty() {
+            self.inner.any_ahead.store(false, Ordering::Release);
+        }
+        found
     }
 
     /// A download under way of `name`'s bytes `flat`, under whichever key.

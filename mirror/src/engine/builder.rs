@@ -150,6 +150,8 @@ impl Builder {
                 render_flights: SingleFlight::default(),
                 large_fills: Arc::default(),
                 hot: Mutex::new(HashMap::new()),
+                ahead: Mutex::default(),
+                any_ahead: std::sync::atomic::AtomicBool::new(false),
                 hot_metadata: Mutex::new(HashMap::new()),
                 touched: Mutex::new(Vec::new()),
                 listings: (Mutex::new(HashMap::new()), tokio::sync::Notify::new()),

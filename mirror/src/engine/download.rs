@@ -53,8 +53,6 @@ pub struct Download {
     /// How many bytes at the start of the file came from peers (raised before they are
     /// written); the rest came from upstream. For the served-bytes metric.
     from_peers: AtomicU64,
-    /// Started ahead of its request, which has not joined yet.
-    ahead: std::sync::atomic::AtomicBool,
 }
 
 /// The writing side, held by the download task.
@@ -78,24 +76,12 @@ impl Download {
                 state: rx,
                 flat,
                 from_peers: AtomicU64::new(0),
-                ahead: std::sync::atomic::AtomicBool::new(false),
             }),
             Progress {
                 state: tx,
                 withheld: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             },
         )
-    }
-
-    /// The download was started ahead of the request for it (a pipelined one): that request,
-    /// when it joins, is the miss.
-    pub fn started_ahead(&self) {
-        self.ahead.store(true, Ordering::Release);
-    }
-
-    /// True once, for the first request to join a download started ahead of it.
-    pub fn claim_ahead(&self) -> bool {
-        self.ahead.swap(false, Ordering::AcqRel)
     }
 
     /// Bytes at the start of the file that came from peers.

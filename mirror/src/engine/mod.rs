@@ -315,6 +315,11 @@ pub(crate) struct Inner {
     /// Which large files are read into `content` (`large_fills.rs`).
     large_fills: Arc<crate::engine::large_fills::LargeFills>,
     hot: Mutex<HotArtifacts>,
+    /// Files whose download was started ahead of their (pipelined) request, which has not
+    /// come yet: that request is their miss, whether it joins the download or finds the file.
+    ahead: Mutex<std::collections::HashSet<(Arc<str>, String)>>,
+    /// `ahead` is not empty: a hit looks no further when it is.
+    any_ahead: std::sync::atomic::AtomicBool,
     /// Metadata records as last read or written by this process: a hit skips SQLite.
     hot_metadata: Mutex<HashMap<Arc<str>, HashMap<String, MetadataRecord>>>,
     touched: Mutex<Vec<(Arc<CachedArtifact>, i64)>>,

@@ -49,8 +49,15 @@ pub struct Scanner {
 
 impl Scanner {
     /// Read `bytes`, the next ones from the connection; `each(n, request)` for the `n`th
-    /// request (from 0) of those whose heads they complete, if it is a `GET`.
-    pub fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(u64, http::Request<Body>)) {
+    /// request (from 0) of those whose heads they complete, if it is a `GET` and `wanted(n)`
+    /// (a request is built only then: the heads of a client that does not pipeline are counted
+    /// and nothing more).
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        wanted: impl Fn(u64) -> bool,
+        mut each: impl FnMut(u64, http::Request<Body>),
+    ) {
         if self.off {
             return;
         }
@@ -75,9 +82,9 @@ impl Scanner {
                 }
                 return;
             };
-            match parse(&self.partial[..end]) {
-                Head::Get(request) => each(self.heads, *request),
-                Head::Other => {}
+            match parse(&self.partial[..end], wanted(self.heads)) {
+                Head::Get(Some(request)) => each(self.heads, *request),
+                Head::Get(None) | Head::Other => {}
                 Head::Stop => return self.stop(),
             }
             self.heads += 1;
@@ -102,15 +109,16 @@ fn find_end(bytes: &[u8]) -> Option<usize> {
 }
 
 enum Head {
-    /// A bodiless `GET`, as a request to copy.
-    Get(Box<http::Request<Body>>),
+    /// A bodiless `GET`, as a request to copy when one was asked for.
+    Get(Option<Box<http::Request<Body>>>),
     /// Another bodiless request: counted, not copied.
     Other,
     /// A body follows, or what came is not an HTTP/1 request head: look no further.
     Stop,
 }
 
-fn parse(head: &[u8]) -> Head {
+/// A request head, as a request to copy when `build`.
+fn parse(head: &[u8], build: bool) -> Head {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut fields);
     let (Ok(httparse::Status::Complete(_)), Some(method), Some(path), Some(1)) = (
@@ -122,27 +130,31 @@ fn parse(head: &[u8]) -> Head {
         // HTTP/2's preface (`PRI * HTTP/2.0`), HTTP/1.0, or not a request head at all.
         return Head::Stop;
     };
+    let has_body = parsed.headers.iter().any(|field| {
+        let name = field.name;
+        (name.eq_ignore_ascii_case("content-length") && field.value.iter().any(|b| *b != b'0'))
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+    });
+    if has_body {
+        return Head::Stop;
+    }
+    if method != "GET" {
+        return Head::Other;
+    }
+    if !build {
+        return Head::Get(None);
+    }
     let mut request = http::Request::builder()
         .method(method)
         .uri(path)
         .version(http::Version::HTTP_11);
     for field in parsed.headers.iter() {
-        let name = field.name;
-        let has_body = (name.eq_ignore_ascii_case("content-length")
-            && field.value.iter().any(|b| *b != b'0'))
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect");
-        if has_body {
-            return Head::Stop;
-        }
-        request = request.header(name, field.value);
-    }
-    if method != "GET" {
-        return Head::Other;
+        request = request.header(field.name, field.value);
     }
     match request.body(Body::empty()) {
-        Ok(request) => Head::Get(Box::new(request)),
+        Ok(request) => Head::Get(Some(Box::new(request))),
         // A header hyper would refuse too: the request fails on its own turn.
         Err(_) => Head::Other,
     }
@@ -160,13 +172,14 @@ pub struct Ahead {
 }
 
 impl Ahead {
-    /// Copy the `n`th request of the connection to the router if it is behind the one being
-    /// answered and there is room.
-    fn offer(&self, n: u64, mut request: http::Request<Body>) {
-        // The request the router gets next is the one it is given now, not one behind it.
-        if n <= self.dispatched.load(Ordering::Acquire) {
-            return;
-        }
+    /// True for the `n`th request of the connection when it is behind the one being answered:
+    /// the request the router gets next is not.
+    fn behind(&self, n: u64) -> bool {
+        n > self.dispatched.load(Ordering::Acquire)
+    }
+
+    /// Copy a request of the connection to the router if there is room.
+    fn offer(&self, mut request: http::Request<Body>) {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_AHEAD {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return;
@@ -216,7 +229,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Pipelined<I> {
             if !read.is_empty() {
                 let ahead = &this.ahead;
                 this.scanner
-                    .feed(read, |n, request| ahead.offer(n, request));
+                    .feed(read, |n| ahead.behind(n), |_, request| ahead.offer(request));
             }
         }
         result
@@ -261,9 +274,13 @@ mod tests {
         let mut scanner = Scanner::default();
         let mut found = Vec::new();
         for chunk in chunks {
-            scanner.feed(chunk, |n, request| {
-                found.push((n, request.uri().to_string()));
-            });
+            scanner.feed(
+                chunk,
+                |_| true,
+                |n, request| {
+                    found.push((n, request.uri().to_string()));
+                },
+            );
         }
         (found, scanner.is_off())
     }
@@ -296,7 +313,7 @@ mod tests {
         let mut scanner = Scanner::default();
         let mut found = Vec::new();
         let bytes = [A, b"\r\n", B].concat();
-        scanner.feed(&bytes, |n, request| found.push((n, request)));
+        scanner.feed(&bytes, |_| true, |n, request| found.push((n, request)));
         assert_eq!(found.len(), 2);
         let (n, request) = &found[1];
         assert_eq!(*n, 1);
@@ -305,6 +322,14 @@ mod tests {
             request.headers().get("host").map(|v| v.as_bytes()),
             Some(&b"node"[..])
         );
+    }
+
+    #[test]
+    fn heads_not_wanted_are_counted_not_built() {
+        let mut scanner = Scanner::default();
+        let mut found = Vec::new();
+        scanner.feed(&[A, B, A].concat(), |n| n >= 1, |n, _| found.push(n));
+        assert_eq!(found, vec![1, 2]);
     }
 
     #[test]
