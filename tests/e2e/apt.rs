@@ -249,6 +249,89 @@ fn the_files_of_pipelined_requests_are_fetched_at_once() {
     cairn.stop();
 }
 
+/// Pipelined requests, raw: `requests` sent at once on one connection, then every answer read
+/// until the connection closes (the last request says `Connection: close`). Each answer's
+/// `HTTP/1.1 NNN` (the files here are Debian packages and JSON errors: no body holds one).
+fn pipelined(base: &str, requests: &[(String, Option<&str>)]) -> Vec<String> {
+    use std::io::{Read as _, Write as _};
+    let host = base.trim_start_matches("http://");
+    let mut all = String::new();
+    for (i, (path, authorization)) in requests.iter().enumerate() {
+        all.push_str(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n"));
+        if let Some(authorization) = authorization {
+            all.push_str(&format!("Authorization: {authorization}\r\n"));
+        }
+        if i + 1 == requests.len() {
+            all.push_str("Connection: close\r\n");
+        }
+        all.push_str("\r\n");
+    }
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    stream.write_all(all.as_bytes()).expect("send");
+    let mut answers = Vec::new();
+    stream.read_to_end(&mut answers).expect("read the answers");
+    // A body need not end its line: status lines are found wherever they start.
+    const STATUS: &[u8] = b"HTTP/1.1 ";
+    answers
+        .windows(STATUS.len() + 3)
+        .filter(|w| w.starts_with(STATUS))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect()
+}
+
+/// Fetching ahead is no way around authentication: a client without a token that pipelines
+/// requests for pool files gets a 401 for each, and nothing is fetched upstream, ahead or not;
+/// with a token the same requests are answered, each file fetched once.
+#[test]
+fn pipelined_requests_without_a_token_fetch_nothing_ahead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, fake) = setup(dir.path());
+    let data = dir.path().join("data");
+    let secret = crate::auth::create_token(&data, "apt-hosts", &[]);
+    let cairn = start(dir.path(), "data", &archive, &fake, &["--auth", "required"]);
+    let bearer = format!("Bearer {secret}");
+    // The node has the indexes, so it knows every pool file's digest.
+    let index = format!("/apt/test/{}/Packages.xz", archive.binary_dir());
+    let got = get_with(
+        &format!("{}{index}", cairn.url),
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(got.status, 200, "{}", got.text);
+    let pool: Vec<String> = archive
+        .packages
+        .iter()
+        .map(|deb| format!("/apt/test/{}", deb.filename))
+        .collect();
+    let pool_hits = || -> usize {
+        archive
+            .packages
+            .iter()
+            .map(|deb| fake.hits.get(&format!("debian/{}", deb.filename)))
+            .sum()
+    };
+
+    let bare: Vec<_> = pool.iter().map(|p| (p.clone(), None)).collect();
+    let answers = pipelined(&cairn.url, &bare);
+    assert_eq!(answers.len(), pool.len(), "{answers:?}");
+    assert!(answers.iter().all(|a| a.ends_with(" 401")), "{answers:?}");
+    // Anything fetched ahead would be under way by now.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pool_hits(), 0, "{:?}", fake.requests());
+
+    let with_token: Vec<_> = pool
+        .iter()
+        .map(|p| (p.clone(), Some(bearer.as_str())))
+        .collect();
+    let answers = pipelined(&cairn.url, &with_token);
+    assert_eq!(answers.len(), pool.len(), "{answers:?}");
+    assert!(answers.iter().all(|a| a.ends_with(" 200")), "{answers:?}");
+    assert_eq!(pool_hits(), pool.len(), "{:?}", fake.requests());
+    cairn.stop();
+}
+
 #[test]
 fn a_tampered_deb_is_refused_and_never_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
