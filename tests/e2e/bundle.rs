@@ -436,7 +436,12 @@ fn a_packument_over_the_block_limit_goes_through_a_bundle_to_npm_ci_offline() {
         "-o",
         car.to_str().expect("path"),
     ]);
-    assert!(out.status.success(), "export failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "export failed:\n{}\nA:\n{}",
+        text(&out),
+        a.logs()
+    );
     let root = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     a.stop();
 

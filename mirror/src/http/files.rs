@@ -302,8 +302,14 @@ pub(super) async fn downloading(
     };
     // The bytes are immutable and named before they arrive: a conditional request was answered
     // at once, and a Range waits for the cache (both in `artifact`).
+    let wait_for_index = request
+        .headers
+        .get(WAIT_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"committed");
     let mut headers = artifact_headers(flat_etag(&download.flat)?);
-    if let Some(total) = total {
+    // A client told the length stops reading at the last byte: a body that must end only once
+    // the file is indexed goes without one (chunked, so the end is the last chunk's).
+    if let Some(total) = total.filter(|_| !wait_for_index) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     }
     if request.method == Method::HEAD {
@@ -320,10 +326,6 @@ pub(super) async fn downloading(
         }
         chunk
     });
-    let wait_for_index = request
-        .headers
-        .get(WAIT_HEADER)
-        .is_some_and(|v| v.as_bytes() == b"committed");
     if !wait_for_index {
         return Ok((headers, Body::from_stream(stream)).into_response());
     }

@@ -277,3 +277,37 @@ async fn requests_joining_a_download_get_a_304_at_once_and_a_range_once_it_is_st
         "one download for all three"
     );
 }
+
+#[tokio::test]
+async fn a_request_that_waits_for_the_index_gets_no_length_and_ends_once_the_file_is_indexed() {
+    let (upstream, tarball) = npm_upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = open(dir.path(), TTL, vec![(npm(), upstream.url.clone())]);
+    assert_eq!(get(&mirror, "/npm/demo").await.status, 200);
+    let path = "/npm/demo/-/demo-1.0.0.tgz";
+    let waited = get_with(
+        &mirror,
+        path,
+        &[(cairn_mirror::http::WAIT_HEADER, "committed")],
+    )
+    .await;
+    assert_eq!(waited.status, 200);
+    assert_eq!(waited.body, tarball);
+    // With a length, a client stops reading at the last byte and never waits for the end.
+    assert_eq!(waited.header("content-length"), None);
+    assert!(
+        mirror
+            .index()
+            .get_artifact("npm", "demo/-/demo-1.0.0.tgz")
+            .expect("read the index")
+            .is_some(),
+        "the body ended before the file was indexed"
+    );
+    // Without the header a download under way is sent with its length.
+    upstream.put("other", packument(&upstream.url, "other", &tarball[..1000]));
+    upstream.put("other/-/other-1.0.0.tgz", tarball.slice(..1000));
+    assert_eq!(get(&mirror, "/npm/other").await.status, 200);
+    let plain = get(&mirror, "/npm/other/-/other-1.0.0.tgz").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-length"), Some("1000"));
+}
