@@ -27,6 +27,13 @@ pub struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenderLabels {
+    pub ecosystem: String,
+    /// `ahead` (beside the fetch of a missing document) or `on-request`.
+    pub when: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: &'static str,
 }
@@ -63,6 +70,9 @@ pub struct Metrics {
     /// Cache lookups by ecosystem, kind (`metadata`, `artifact`) and result (`hit`, `miss`,
     /// `stale`, `revalidated`).
     pub cache: Family<CacheLabels, Counter>,
+    /// Documents rendered for clients (the rendered-document cache's misses), by ecosystem and
+    /// when.
+    pub renders: Family<RenderLabels, Counter>,
     /// Artifact and metadata bytes sent to clients, by where they came from. A download's
     /// bytes are split at the point where upstream took over from peers, and counted once the
     /// download is verified (a download that fails its digest counts nothing).
@@ -122,6 +132,12 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests served", requests.clone());
         let cache = Family::default();
         registry.register("cache_lookups", "Cache lookups by result", cache.clone());
+        let renders = Family::default();
+        registry.register(
+            "documents_rendered",
+            "Documents rendered for clients, beside their fetch (ahead) or on request",
+            renders.clone(),
+        );
         let bytes = Family::default();
         registry.register(
             "served_bytes",
@@ -282,6 +298,7 @@ impl Metrics {
             peer_documents,
             requests,
             cache,
+            renders,
             bytes,
             upstream_latency,
             upstream_requests,
@@ -306,6 +323,16 @@ impl Metrics {
             _ => return,
         };
         self.traffic.lookup(crate::engine::now_ms(), ecosystem, hit);
+    }
+
+    /// A document of `ecosystem` rendered `when` (`ahead` or `on-request`).
+    pub fn rendered(&self, ecosystem: &str, when: &'static str) {
+        self.renders
+            .get_or_create(&RenderLabels {
+                ecosystem: ecosystem.to_owned(),
+                when,
+            })
+            .inc();
     }
 
     /// Keep a refusal of `key` of `ecosystem` among the recent ones (`kind`: `digest`,

@@ -61,6 +61,11 @@ fn config(bootstrap: Vec<Multiaddr>, swarm_key: Option<PathBuf>) -> NodeConfig {
 }
 
 async fn start(config: NodeConfig, source: impl BlockSource) -> Node {
+    // RUST_LOG shows the swarm's own log when a test here needs looking into.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Node::start(config, Arc::new(source))
         .await
         .expect("node starts")

@@ -185,6 +185,84 @@ pub fn file_version<'a>(project: &str, file: &'a str) -> Option<&'a str> {
     (normalize(name) == project && !version.is_empty()).then_some(version)
 }
 
+/// The files a page lists (each with its core metadata when the page gives that a hash) and
+/// the origins they and their provenance are fetched from.
+fn read_files(
+    doc: &MetadataDoc<'_>,
+    page: &page::raw::Page<'_>,
+) -> Result<DocumentFacts, AdapterError> {
+    use page::raw::{core_metadata, sha256_of, text, text_of, unsigned, yanked};
+    let mut out = Vec::new();
+    let mut origins: Vec<Url> = Vec::new();
+    for file in &page.files {
+        // Where its provenance lives (PEP 740's Integrity API, at the index's root).
+        if let Some(at) = text_of(file, "provenance")
+            .and_then(|p| doc.url.join(&p).ok())
+            .filter(|p| page::integrity_path(p.as_str()).is_some())
+        {
+            let mut prefix = at;
+            prefix.set_path("/integrity/");
+            prefix.set_query(None);
+            prefix.set_fragment(None);
+            if !origins.contains(&prefix) {
+                origins.push(prefix);
+            }
+        }
+        let filename = text_of(file, "filename").unwrap_or_default();
+        let href = text_of(file, "url").unwrap_or_default();
+        let url = page::resolve(doc.url, &href)
+            .map_err(|e| AdapterError(format!("page of {}: url of {filename}: {e}", doc.key)))?;
+        let mut origin = url.clone();
+        origin.set_path("/");
+        origin.set_query(None);
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+        // A file without a sha256 cannot be verified, so it is never fetched (a 404).
+        let Some(digest) = sha256_of(file.get("hashes")).and_then(|h| sha256_digest(&h)) else {
+            continue;
+        };
+        // Its version from its name (wheel or sdist), its publication from PEP 700's
+        // `upload-time`.
+        let version = tags::parse_wheel(&filename)
+            .map(|w| w.version)
+            .or_else(|| tags::parse_sdist(doc.key, &filename).map(|(v, _)| v));
+        let published = file
+            .get("upload-time")
+            .and_then(text)
+            .and_then(|t| cairn_ecosystem::time::parse_rfc3339(&t));
+        let yanked = yanked(file);
+        if let Some(meta) = sha256_of(core_metadata(file)).and_then(|h| sha256_digest(&h)) {
+            let mut meta_url = url.clone();
+            meta_url.set_path(&format!("{}.metadata", url.path()));
+            out.push(ArtifactRef {
+                version: version.clone(),
+                published,
+                key: artifact_key(doc.key, &format!("{filename}.metadata")),
+                url: meta_url,
+                digest: meta,
+                size: None,
+                yanked,
+                package: None,
+            });
+        }
+        out.push(ArtifactRef {
+            version,
+            published,
+            key: artifact_key(doc.key, &filename),
+            url,
+            digest,
+            size: file.get("size").and_then(unsigned),
+            yanked,
+            package: None,
+        });
+    }
+    Ok(DocumentFacts {
+        artifacts: out,
+        download_prefixes: origins,
+    })
+}
+
 fn sha256_digest(hex_digest: &str) -> Option<Digest> {
     Digest::new(Algorithm::Sha256, hex::decode(hex_digest).ok()?).ok()
 }
@@ -356,87 +434,8 @@ impl Ecosystem for Pypi {
                 .map(|()| DocumentFacts::default());
         }
         // Each URL is made absolute once, here.
-        let page = page::parse_unresolved(doc.key, doc.body).map_err(AdapterError)?;
-        let mut out = Vec::new();
-        let mut origins: Vec<Url> = Vec::new();
-        for file in page::files(&page) {
-            // Where its provenance lives (PEP 740's Integrity API, at the index's root).
-            if let Some(at) = file
-                .get("provenance")
-                .and_then(|v| v.as_str())
-                .and_then(|p| doc.url.join(p).ok())
-                .filter(|p| page::integrity_path(p.as_str()).is_some())
-            {
-                let mut prefix = at;
-                prefix.set_path("/integrity/");
-                prefix.set_query(None);
-                prefix.set_fragment(None);
-                if !origins.contains(&prefix) {
-                    origins.push(prefix);
-                }
-            }
-            let filename = file
-                .get("filename")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            let href = file.get("url").and_then(|v| v.as_str()).unwrap_or_default();
-            let url = page::resolve(doc.url, href).map_err(|e| {
-                AdapterError(format!("page of {}: url of {filename}: {e}", doc.key))
-            })?;
-            let mut origin = url.clone();
-            origin.set_path("/");
-            origin.set_query(None);
-            if !origins.contains(&origin) {
-                origins.push(origin);
-            }
-            // A file without a sha256 cannot be verified, so it is never fetched (a 404).
-            let Some(digest) = page::sha256_of(file.get("hashes")).and_then(sha256_digest) else {
-                continue;
-            };
-            // Its version from its name (wheel or sdist), its publication from PEP 700's
-            // `upload-time`.
-            let version = tags::parse_wheel(filename)
-                .map(|w| w.version)
-                .or_else(|| tags::parse_sdist(doc.key, filename).map(|(v, _)| v));
-            let published = file
-                .get("upload-time")
-                .and_then(|v| v.as_str())
-                .and_then(cairn_ecosystem::time::parse_rfc3339);
-            // PEP 592: `true`, or the reason as a string (an empty one is no yank in JSON).
-            let yanked = match file.get("yanked") {
-                Some(serde_json::Value::Bool(yanked)) => *yanked,
-                Some(serde_json::Value::String(_)) => true,
-                _ => false,
-            };
-            if let Some(meta) = page::sha256_of(page::core_metadata(file)).and_then(sha256_digest) {
-                let mut meta_url = url.clone();
-                meta_url.set_path(&format!("{}.metadata", url.path()));
-                out.push(ArtifactRef {
-                    version: version.clone(),
-                    published,
-                    key: artifact_key(doc.key, &format!("{filename}.metadata")),
-                    url: meta_url,
-                    digest: meta,
-                    size: None,
-                    yanked,
-                    package: None,
-                });
-            }
-            out.push(ArtifactRef {
-                version,
-                published,
-                key: artifact_key(doc.key, filename),
-                url,
-                digest,
-                size: file.get("size").and_then(|v| v.as_u64()),
-                yanked,
-                package: None,
-            });
-        }
-        Ok(DocumentFacts {
-            artifacts: out,
-            download_prefixes: origins,
-        })
+        page::raw::with_page(doc.key, doc.body, |page| read_files(doc, page))
+            .map_err(AdapterError)?
     }
 
     /// The page (as PEP 691 JSON) without the refused files, and without the versions (PEP
@@ -505,21 +504,22 @@ impl Ecosystem for Pypi {
                 content_type: INTEGRITY_JSON,
             });
         }
-        // Every file URL is replaced: none needs resolving.
-        let mut page = page::parse_unresolved(doc.key, doc.body).map_err(AdapterError)?;
-        page::rewrite(
-            &mut page,
-            &format!("{base}files/{}/", doc.key),
-            &format!("{base}{INTEGRITY_PREFIX}"),
-        );
-        page::advertise_wheel_metadata(&mut page);
+        let files_base = format!("{base}files/{}/", doc.key);
+        let integrity_base = format!("{base}{INTEGRITY_PREFIX}");
         if variant == JSON_VARIANT {
-            let body = serde_json::to_vec(&page).map_err(|e| AdapterError(e.to_string()))?;
+            // Every file URL is replaced: none needs resolving.
+            let body = page::raw::with_page(doc.key, doc.body, |page| {
+                page::raw::render_json(page, &files_base, &integrity_base)
+            })
+            .map_err(AdapterError)?;
             return Ok(Rendered {
                 body: body.into(),
                 content_type: page::JSON,
             });
         }
+        let mut page = page::parse_unresolved(doc.key, doc.body).map_err(AdapterError)?;
+        page::rewrite(&mut page, &files_base, &integrity_base);
+        page::advertise_wheel_metadata(&mut page);
         Ok(Rendered {
             body: page::to_html(&page).into_bytes().into(),
             content_type: if variant == HTML_VARIANT {

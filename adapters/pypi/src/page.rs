@@ -8,6 +8,8 @@
 use serde_json::{Map, Value};
 use url::Url;
 
+pub mod raw;
+
 /// PEP 691's JSON type and the v1 HTML type.
 pub const JSON: &str = "application/vnd.pypi.simple.v1+json";
 pub const HTML: &str = "application/vnd.pypi.simple.v1+html";

@@ -361,6 +361,7 @@ impl Mirror {
                     document,
                     Some(record),
                     Enough::FetchedSince(asked_at),
+                    None,
                 )
                 .await
                 .map_err(Error::Shared)?;

@@ -106,6 +106,7 @@ impl Mirror {
             route,
             cached.cloned(),
             fetched,
+            None,
         )
         .await
         .map_err(|e| e.to_string())

@@ -15,6 +15,8 @@ use super::{
 };
 use crate::cid::{BlockCid, raw_block_cid};
 use crate::ecosystem::{Ecosystem, MetadataDoc, MetadataRoute};
+use crate::engine::render::{RenderKey, RenderedDoc};
+use crate::engine::rendering::{RenderAhead, RenderRequest, render_body};
 use crate::error::Error;
 use crate::health::Outcome;
 use crate::index::MetadataRecord;
@@ -95,6 +97,17 @@ impl Mirror {
         registered: &Registered,
         route: &MetadataRoute,
     ) -> Result<MetadataHit, Error> {
+        self.metadata_for(registered, route, None).await
+    }
+
+    /// [`Mirror::metadata`] for a client that will have the document rendered as `ahead` says
+    /// (see [`RenderAhead`]).
+    pub(crate) async fn metadata_for(
+        &self,
+        registered: &Registered,
+        route: &MetadataRoute,
+        ahead: Option<RenderAhead>,
+    ) -> Result<MetadataHit, Error> {
         let name = registered.ecosystem.name();
         let hot = self
             .hot_metadata()
@@ -128,7 +141,7 @@ impl Mirror {
                 what: format!("{name} metadata {}", route.key),
             }))
         } else {
-            self.refresh(registered, route, cached.clone(), Enough::Fresh)
+            self.refresh(registered, route, cached.clone(), Enough::Fresh, ahead)
                 .await
         };
         let (refreshed, cached) = match refreshed {
@@ -218,6 +231,7 @@ impl Mirror {
         route: &MetadataRoute,
         cached: Option<MetadataRecord>,
         enough: Enough,
+        ahead: Option<RenderAhead>,
     ) -> Result<MetadataRecord, Arc<Error>> {
         let name = registered.name.clone();
         let this = self.clone();
@@ -247,7 +261,7 @@ impl Mirror {
                     }
                 }
                 let record = this
-                    .fetch_metadata(ecosystem, &upstream, &route, cached)
+                    .fetch_metadata(ecosystem, &upstream, &route, cached, ahead)
                     .await
                     .map_err(Arc::new)?;
                 this.remember_metadata(&name, &route.key, &record);
@@ -304,6 +318,7 @@ impl Mirror {
         upstream: &Upstream,
         route: &MetadataRoute,
         cached: Option<MetadataRecord>,
+        ahead: Option<RenderAhead>,
     ) -> Result<MetadataRecord, Error> {
         let name: Arc<str> = Arc::from(ecosystem.name());
         let url = upstream.join(&route.upstream_path)?;
@@ -409,7 +424,7 @@ impl Mirror {
             etag,
             last_modified,
         };
-        self.ingest_metadata(ecosystem, Some(upstream), route, cached, fetched)
+        self.ingest_metadata(ecosystem, Some(upstream), route, cached, fetched, ahead)
             .await
     }
 
@@ -422,8 +437,14 @@ impl Mirror {
         route: &MetadataRoute,
         cached: Option<MetadataRecord>,
         fetched: Fetched,
+        ahead: Option<RenderAhead>,
     ) -> Result<MetadataRecord, Error> {
         let name: Arc<str> = Arc::from(ecosystem.name());
+        // A policed ecosystem's rendering needs the document's references indexed first.
+        let ahead = ahead
+            .filter(|_| !self.policed(&self.policy(), &name))
+            .map(|ahead| (ahead, self.auth_required()));
+        let (this, variant) = (self.clone(), route.variant);
         let context = match &route.context {
             Some(context) => Some(self.load_doc(&name, context).await?),
             None => None,
@@ -480,7 +501,21 @@ impl Mirror {
                 last_modified,
                 size: body.len() as u64,
             };
-            let record = store.put_document(&name, &key, &body, record, &refs)?;
+            let (record, rendered) = std::thread::scope(|scope| {
+                let rendering = ahead.as_ref().map(|(ahead, for_token_clients)| {
+                    let (ecosystem, key, url, body) = (&ecosystem, &key, &url, body.clone());
+                    scope.spawn(move || {
+                        render_ahead(ecosystem.as_ref(), key, url, body, cid, variant, ahead, *for_token_clients)
+                    })
+                });
+                let record = store.put_document(&name, &key, &body, record, &refs);
+                (record, rendering.and_then(|r| r.join().ok().flatten()))
+            });
+            let record = record?;
+            if let Some((render_key, doc)) = rendered {
+                this.inner.metrics.rendered(&name, "ahead");
+                this.inner.rendered.insert(render_key, doc);
+            }
             tracing::info!(ecosystem = %name, key = %key, bytes = body.len(), artifacts = refs.len(), "metadata fetched");
             Ok(record)
         })
@@ -579,4 +614,49 @@ impl Mirror {
             .health
             .observe(name, &upstream.shown(), took, outcome);
     }
+}
+
+/// The rendering a client asked for `ahead` of the document `key` just fetched from `url`
+/// (`body`, whose block is `cid`), keyed as [`Mirror::render`] looks it up; `None` when it
+/// does not render (the request renders it again, and reports why).
+#[allow(clippy::too_many_arguments)]
+fn render_ahead(
+    ecosystem: &dyn crate::ecosystem::Ecosystem,
+    key: &str,
+    url: &Url,
+    body: Bytes,
+    cid: BlockCid,
+    variant: &'static str,
+    ahead: &RenderAhead,
+    for_token_clients: bool,
+) -> Option<(RenderKey, Arc<RenderedDoc>)> {
+    let render_key = RenderKey {
+        cid,
+        variant,
+        part: None,
+        base: ahead.base.to_string(),
+        for_token_clients,
+        policy: 0,
+    };
+    let request = RenderRequest {
+        variant,
+        part: None,
+        base: &ahead.base,
+        for_token_clients,
+    };
+    let etag = render_key.etag();
+    let doc = render_body(
+        ecosystem,
+        key,
+        url.as_str(),
+        body,
+        &Default::default(),
+        &request,
+        etag,
+    )
+    .ok()?;
+    if ahead.gzip && doc.body.len() >= crate::http::GZIP_MIN {
+        doc.gzipped();
+    }
+    Some((render_key, Arc::new(doc)))
 }

@@ -51,6 +51,7 @@ pub use metadata::MetadataHit;
 #[cfg(test)]
 pub(crate) use metadata::stale_reason;
 use metadata::{Enough, Fetched};
+pub use rendering::RenderAhead;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

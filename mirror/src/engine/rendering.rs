@@ -55,6 +55,7 @@ impl Mirror {
         };
         let this = self.clone();
         let ecosystem = registered.ecosystem.clone();
+        let ecosystem_name = registered.ecosystem.name().to_owned();
         let (doc_key, upstream_url, base) = (
             route.key.clone(),
             hit.record.upstream_url.clone(),
@@ -70,67 +71,113 @@ impl Mirror {
                 let part = key.part.clone();
                 let rendered = blocking(move || {
                     let body = store.read_metadata(&cid)?;
-                    let url = Url::parse(&upstream_url).map_err(|source| Error::StoredUrl {
-                        url: upstream_url.clone(),
-                        source,
-                    })?;
-                    let bad = |e: crate::ecosystem::AdapterError| Error::BadMetadata {
-                        url: redact(&url),
-                        reason: e.0,
+                    let request = RenderRequest {
+                        variant,
+                        part: part.as_deref(),
+                        base: &base,
+                        for_token_clients,
                     };
-                    // Without what the policy refuses, in the upstream's own form.
-                    let body = if refused.keys.is_empty() {
-                        body
-                    } else {
-                        let doc = MetadataDoc {
-                            key: &doc_key,
-                            url: &url,
-                            body: &body,
-                            context: None,
-                        };
-                        match ecosystem
-                            .without(&doc, &|key| refused.keys.contains(key))
-                            .map_err(bad)?
-                        {
-                            Some(filtered) => bytes::Bytes::from(filtered),
-                            None => body,
-                        }
-                    };
-                    let doc = MetadataDoc {
-                        key: &doc_key,
-                        url: &url,
-                        body: &body,
-                        context: None,
-                    };
-                    let rendered = match &part {
-                        None => ecosystem.render(&doc, variant, &base).map_err(bad)?,
-                        Some(part) => ecosystem
-                            .render_part(&doc, variant, part, &base)
-                            .map_err(bad)?
-                            .ok_or_else(|| {
-                                Error::NotFound(format!(
-                                    "{} {doc_key} has no {part:?}",
-                                    ecosystem.name()
-                                ))
-                            })?,
-                    };
-                    let rendered = if for_token_clients {
-                        ecosystem
-                            .for_token_clients(variant, rendered)
-                            .map_err(bad)?
-                    } else {
-                        rendered
-                    };
-                    let mut doc = RenderedDoc::new(rendered.body, rendered.content_type, etag);
+                    let mut doc = render_body(
+                        ecosystem.as_ref(),
+                        &doc_key,
+                        &upstream_url,
+                        body,
+                        &refused.keys,
+                        &request,
+                        etag,
+                    )?;
                     doc.until = until;
                     Ok(Arc::new(doc))
                 })
                 .await
                 .map_err(Arc::new)?;
+                this.inner.metrics.rendered(&ecosystem_name, "on-request");
                 this.inner.rendered.insert(key, rendered.clone());
                 Ok(rendered)
             })
             .await
             .map_err(Error::Shared)
     }
+}
+
+/// How the client whose request finds its document missing wants it rendered: given to the
+/// fetch, the rendering (and its gzip form when the client takes that) is made from the
+/// fetched body beside the document's transaction, so the response waits for the longer of
+/// the two instead of both in turn.
+#[derive(Clone, Debug)]
+pub struct RenderAhead {
+    pub base: Url,
+    pub gzip: bool,
+}
+
+/// How a document is to be rendered: as `variant`, only `part` of it when one is named, with
+/// URLs under `base`, for clients that present a token or not.
+pub(super) struct RenderRequest<'a> {
+    pub variant: &'static str,
+    pub part: Option<&'a str>,
+    pub base: &'a Url,
+    pub for_token_clients: bool,
+}
+
+/// `body`, the document `doc_key` fetched from `upstream_url`, without the files whose keys
+/// are `refused` and rendered as `request` asks, with `etag`.
+pub(super) fn render_body(
+    ecosystem: &dyn crate::ecosystem::Ecosystem,
+    doc_key: &str,
+    upstream_url: &str,
+    body: bytes::Bytes,
+    refused: &std::collections::BTreeSet<String>,
+    request: &RenderRequest<'_>,
+    etag: String,
+) -> Result<RenderedDoc, Error> {
+    let url = Url::parse(upstream_url).map_err(|source| Error::StoredUrl {
+        url: upstream_url.to_owned(),
+        source,
+    })?;
+    let bad = |e: crate::ecosystem::AdapterError| Error::BadMetadata {
+        url: redact(&url),
+        reason: e.0,
+    };
+    // Without what the policy refuses, in the upstream's own form.
+    let body = if refused.is_empty() {
+        body
+    } else {
+        let doc = MetadataDoc {
+            key: doc_key,
+            url: &url,
+            body: &body,
+            context: None,
+        };
+        match ecosystem
+            .without(&doc, &|key| refused.contains(key))
+            .map_err(bad)?
+        {
+            Some(filtered) => bytes::Bytes::from(filtered),
+            None => body,
+        }
+    };
+    let doc = MetadataDoc {
+        key: doc_key,
+        url: &url,
+        body: &body,
+        context: None,
+    };
+    let (variant, base) = (request.variant, request.base);
+    let rendered = match request.part {
+        None => ecosystem.render(&doc, variant, base).map_err(bad)?,
+        Some(part) => ecosystem
+            .render_part(&doc, variant, part, base)
+            .map_err(bad)?
+            .ok_or_else(|| {
+                Error::NotFound(format!("{} {doc_key} has no {part:?}", ecosystem.name()))
+            })?,
+    };
+    let rendered = if request.for_token_clients {
+        ecosystem
+            .for_token_clients(variant, rendered)
+            .map_err(bad)?
+    } else {
+        rendered
+    };
+    Ok(RenderedDoc::new(rendered.body, rendered.content_type, etag))
 }

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
 use crate::ecosystem::MetadataRoute;
-use crate::engine::{MetadataHit, Mirror, Registered, http_date, now_ms};
+use crate::engine::{MetadataHit, Mirror, Registered, RenderAhead, http_date, now_ms};
 use crate::error::Error;
 use crate::policy::AsOf;
 
@@ -54,7 +54,14 @@ pub(super) async fn metadata(
     part: Option<&str>,
     request: &http::request::Parts,
 ) -> Result<Response, Error> {
-    let hit: MetadataHit = mirror.metadata(registered, route).await?;
+    let base = base_url(mirror, &registered.mount, request)?;
+    let as_of = request.extensions.get::<AsOf>();
+    // A whole document in today's view can be rendered beside its fetch.
+    let ahead = (part.is_none() && as_of.is_none()).then(|| RenderAhead {
+        base: base.clone(),
+        gzip: accepts_gzip(&request.headers),
+    });
+    let hit: MetadataHit = mirror.metadata_for(registered, route, ahead).await?;
     if hit.record.cid.is_none() {
         let status = StatusCode::from_u16(hit.record.status).unwrap_or(StatusCode::NOT_FOUND);
         return Ok(error_response(
@@ -66,8 +73,6 @@ pub(super) async fn metadata(
             ),
         ));
     }
-    let base = base_url(mirror, &registered.mount, request)?;
-    let as_of = request.extensions.get::<AsOf>();
     let doc = mirror
         .render(registered, route, part, &hit, &base, as_of)
         .await?;

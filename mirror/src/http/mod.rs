@@ -59,7 +59,7 @@ const MAX_FORWARD_BODY: usize = 32 << 20;
 /// Largest answer relayed from upstream for a passthrough request.
 const MAX_PASSTHROUGH_ANSWER: u64 = 32 << 20;
 /// Rendered documents smaller than this are never gzipped.
-const GZIP_MIN: usize = 1024;
+pub(crate) const GZIP_MIN: usize = 1024;
 /// Cached files up to this size are read in one go; larger ones are streamed.
 const READ_WHOLE: u64 = 1 << 20;
 

@@ -1,5 +1,6 @@
 //! PyPI: core metadata derived from a wheel when upstream publishes none, a file host learned
-//! from a page still allowed after a restart, and a project purge reaching its derived metadata.
+//! from a page still allowed after a restart, a project purge reaching its derived metadata,
+//! and a missing page rendered beside its fetch.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use cairn_mirror::testing::noise;
 use sha2::Digest as _;
 
 use crate::upstream::Upstream;
-use crate::{TTL, get, open, reopen};
+use crate::{TTL, get, get_with, open, reopen};
 
 /// A zip archive of stored (uncompressed) members; the reader checks no CRC.
 fn zip(members: &[(&str, &[u8])]) -> Vec<u8> {
@@ -180,4 +181,57 @@ async fn a_project_purge_drops_its_page_its_wheel_and_the_metadata_derived_from_
     assert_eq!(index.hits("simple/demo/"), 2);
     assert_eq!(&get(&mirror, &metadata).await.body[..], METADATA);
     assert_eq!(files.hits(&format!("packages/{WHEEL}")), 2);
+}
+
+/// The count of `cairn_documents_rendered_total` for PyPI renders made `when`.
+fn renders(mirror: &cairn_mirror::Mirror, when: &str) -> u64 {
+    let line = format!("cairn_documents_rendered_total{{ecosystem=\"pypi\",when=\"{when}\"}} ");
+    mirror
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn a_missing_page_is_rendered_beside_its_fetch_as_its_client_asked() {
+    let (index, _files, _) = pypi_upstreams().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirror = open(
+        dir.path(),
+        TTL,
+        vec![(pypi(), index.url.join("simple/").expect("url"))],
+    );
+    let json = [
+        ("accept", "application/vnd.pypi.simple.v1+json"),
+        ("accept-encoding", "gzip"),
+    ];
+    let miss = get_with(&mirror, "/pypi/simple/demo/", &json).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(
+        (renders(&mirror, "ahead"), renders(&mirror, "on-request")),
+        (1, 0)
+    );
+    // The hit is the same response, from the same rendering.
+    let hit = get_with(&mirror, "/pypi/simple/demo/", &json).await;
+    assert_eq!(hit.body, miss.body);
+    assert_eq!(hit.header("etag"), miss.header("etag"));
+    assert_eq!(
+        hit.header("content-encoding"),
+        miss.header("content-encoding")
+    );
+    assert_eq!(
+        (renders(&mirror, "ahead"), renders(&mirror, "on-request")),
+        (1, 0)
+    );
+    // Another form of the page is rendered when it is asked for.
+    let html = get_with(&mirror, "/pypi/simple/demo/", &[("accept", "text/html")]).await;
+    assert_eq!(html.status, 200);
+    assert!(String::from_utf8_lossy(&html.body).contains("/pypi/files/demo/"));
+    assert_eq!(
+        (renders(&mirror, "ahead"), renders(&mirror, "on-request")),
+        (1, 1)
+    );
+    assert_eq!(index.hits("simple/demo/"), 1);
 }

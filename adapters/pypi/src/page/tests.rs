@@ -151,3 +151,77 @@ fn a_quarantined_project_lists_no_file() {
     assert!(!quarantined(&page));
     assert_eq!(files(&page).count(), 1);
 }
+
+/// What the tree model renders: the reference the raw path must agree with.
+fn rendered_by_the_tree(body: &[u8], files_base: &str, integrity_base: &str) -> Value {
+    let mut page = parse_unresolved("demo", body).expect("page");
+    rewrite(&mut page, files_base, integrity_base);
+    advertise_wheel_metadata(&mut page);
+    page
+}
+
+fn rendered_raw(body: &[u8], files_base: &str, integrity_base: &str) -> Value {
+    let json = raw::with_page("demo", body, |page| {
+        raw::render_json(page, files_base, integrity_base)
+    })
+    .expect("page");
+    serde_json::from_slice(&json).expect("the raw rendering is JSON")
+}
+
+#[test]
+fn the_raw_rendering_is_the_trees_on_recorded_and_awkward_pages() {
+    let awkward = format!(
+        r#"{{ "meta" : {{"api-version":"1.1", "_last-serial": 7}},
+            "name":"demo", "versions": ["1.0", "2.0"], "zz\u00e9": [1, 2.5e3, null],
+            "files": [
+              {{"filename":"demo-1.0-py3-none-any.whl","url":"../../files/a.whl#sha256={AB}",
+                "hashes":{{"sha256":"{AB}"}},"core-metadata":false,"yanked":"bad \"build\"",
+                "provenance":"https://upstream.invalid/integrity/demo/1.0/demo-1.0-py3-none-any.whl/provenance",
+                "size": 12, "upload-time":"2024-01-01T00:00:00Z", "a\tkey": "\u0041\n"}},
+              {{"filename":"demo-2.0-py3-none-any.whl","url":"x","hashes":{{"md5":"00"}},
+                "provenance":"https://elsewhere.invalid/p"}},
+              {{"filename":"demo-2.0.tar.gz","url":"y","hashes":{{"sha256":"{AB}"}},
+                "provenance":null,"dist-info-metadata":{{"sha256":"{AB}"}}}},
+              {{"filename":"demo-3.0-py3-none-any.whl","url":"z","hashes":{{"sha256":"{AB}"}},
+                "dist-info-metadata":true, "yanked": false}}
+            ] }}"#
+    );
+    let bases = (
+        "http://cairn.test/pypi/files/demo/",
+        "http://cairn.test/pypi/integrity/",
+    );
+    for body in [
+        fixture("six.json"),
+        fixture("six.html"),
+        awkward.into_bytes(),
+        br#"{"files":[],"name":"empty"}"#.to_vec(),
+        br#"{"files":[{"filename":"demo-1.0.tar.gz","url":"u"}],"project-status":{"status":"Quarantined"}}"#.to_vec(),
+    ] {
+        assert_eq!(
+            rendered_raw(&body, bases.0, bases.1),
+            rendered_by_the_tree(&body, bases.0, bases.1),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+#[test]
+fn the_raw_reading_refuses_what_the_tree_refuses() {
+    for body in [
+        &br#"[1, 2]"#[..],
+        br#"{"name":"x"}"#,
+        br#"{"files":{}}"#,
+        br#"{"files":[1]}"#,
+        br#"{"files":[{"filename":"../evil.whl","url":"u"}]}"#,
+        br#"{"files":[{"filename":"demo-1.0.tar.gz","url":3}]}"#,
+        br#"{"files":[{"filename":"demo-1.0.tar.gz"}]}"#,
+        b"\xff{",
+        b"plain text",
+    ] {
+        let tree = parse_unresolved("demo", body);
+        let raw = raw::with_page("demo", body, |_| ());
+        assert!(tree.is_err(), "{}", String::from_utf8_lossy(body));
+        assert!(raw.is_err(), "{}", String::from_utf8_lossy(body));
+    }
+}
