@@ -43,6 +43,12 @@ pub const PROTOCOL_1_1_0: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.
 
 /// Messages queued for one peer's writer before senders wait.
 const OUTBOUND_QUEUE: usize = 64;
+/// Longest wait for an outbound stream to a connected peer. The stream layer can leave an open
+/// waiting for good (seen with QUIC, right after the connection is made: the request is parked
+/// for a connection it already has); bounded, the writer gives up, fails the wants waiting on
+/// it, and the next message opens a stream afresh. The swarm's own limit for negotiating one
+/// is also 10 s.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the server side reads blocks.
 ///
@@ -276,9 +282,15 @@ async fn write_loop(
         for _attempt in 0..2 {
             let current = match &mut stream {
                 Some(stream) => stream,
-                None => match open(&mut control, peer).await {
-                    Ok(opened) => stream.insert(opened),
-                    Err(e) => break 'messages e.to_string(),
+                None => match tokio::time::timeout(OPEN_TIMEOUT, open(&mut control, peer)).await {
+                    Ok(Ok(opened)) => stream.insert(opened),
+                    Ok(Err(e)) => break 'messages e.to_string(),
+                    Err(_) => {
+                        break 'messages format!(
+                            "no stream opened within {} s",
+                            OPEN_TIMEOUT.as_secs()
+                        );
+                    }
                 },
             };
             match message::write_message(current, &message).await {
