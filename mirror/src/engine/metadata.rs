@@ -443,7 +443,10 @@ impl Mirror {
         // A policed ecosystem's rendering needs the document's references indexed first.
         let ahead = ahead
             .filter(|_| !self.policed(&self.policy(), &name))
-            .map(|ahead| (ahead, self.auth_required()));
+            .map(|ahead| RenderAhead {
+                for_token_clients: self.auth_required(),
+                ..ahead
+            });
         let (this, variant) = (self.clone(), route.variant);
         let context = match &route.context {
             Some(context) => Some(self.load_doc(&name, context).await?),
@@ -502,11 +505,9 @@ impl Mirror {
                 size: body.len() as u64,
             };
             let (record, rendered) = std::thread::scope(|scope| {
-                let rendering = ahead.as_ref().map(|(ahead, for_token_clients)| {
-                    let (ecosystem, key, url, body) = (&ecosystem, &key, &url, body.clone());
-                    scope.spawn(move || {
-                        render_ahead(ecosystem.as_ref(), key, url, body, cid, variant, ahead, *for_token_clients)
-                    })
+                let rendering = ahead.as_ref().map(|ahead| {
+                    let doc = (ecosystem.as_ref(), key.as_str(), &url, body.clone());
+                    scope.spawn(move || render_ahead(doc, cid, variant, ahead))
                 });
                 let record = store.put_document(&name, &key, &body, record, &refs);
                 (record, rendering.and_then(|r| r.join().ok().flatten()))
@@ -619,17 +620,13 @@ impl Mirror {
 /// The rendering a client asked for `ahead` of the document `key` just fetched from `url`
 /// (`body`, whose block is `cid`), keyed as [`Mirror::render`] looks it up; `None` when it
 /// does not render (the request renders it again, and reports why).
-#[allow(clippy::too_many_arguments)]
 fn render_ahead(
-    ecosystem: &dyn crate::ecosystem::Ecosystem,
-    key: &str,
-    url: &Url,
-    body: Bytes,
+    (ecosystem, key, url, body): (&dyn Ecosystem, &str, &Url, Bytes),
     cid: BlockCid,
     variant: &'static str,
     ahead: &RenderAhead,
-    for_token_clients: bool,
 ) -> Option<(RenderKey, Arc<RenderedDoc>)> {
+    let for_token_clients = ahead.for_token_clients;
     let render_key = RenderKey {
         cid,
         variant,

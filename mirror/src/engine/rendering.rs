@@ -108,6 +108,9 @@ impl Mirror {
 pub struct RenderAhead {
     pub base: Url,
     pub gzip: bool,
+    /// Rendered for clients that present a token (set by the engine, from its own
+    /// configuration).
+    pub(crate) for_token_clients: bool,
 }
 
 /// How a document is to be rendered: as `variant`, only `part` of it when one is named, with

@@ -60,6 +60,7 @@ pub(super) async fn metadata(
     let ahead = (part.is_none() && as_of.is_none()).then(|| RenderAhead {
         base: base.clone(),
         gzip: accepts_gzip(&request.headers),
+        for_token_clients: false,
     });
     let hit: MetadataHit = mirror.metadata_for(registered, route, ahead).await?;
     if hit.record.cid.is_none() {
