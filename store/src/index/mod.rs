@@ -20,7 +20,9 @@
 //! The schema is versioned (`schema.rs`); one file per table or job beside this one.
 //!
 //! All methods block: call them from a blocking thread. One writer connection (SQLite allows one
-//! writer at a time anyway) and a small pool of readers, so reads never wait behind a write.
+//! writer at a time anyway) and a small pool of readers, so reads never wait behind a write; the
+//! log is checkpointed by a thread of its own, so commits never wait for that either
+//! (`checkpoint.rs`).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -31,6 +33,7 @@ pub use crate::error::IndexError;
 
 mod artifacts;
 mod blocks;
+mod checkpoint;
 mod documents;
 pub(crate) mod events;
 mod eviction;
@@ -74,6 +77,12 @@ pub struct Index {
     /// Some artifact reference is marked removed upstream (see `refs.rs`): until one is,
     /// nothing needs looking up for it.
     removed_any: std::sync::atomic::AtomicBool,
+    /// The writer's WAL checkpoints, run off its commits ([`checkpoint`]).
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "held for its Drop, which stops the thread")
+    )]
+    checkpointer: checkpoint::Checkpointer,
 }
 
 fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> IndexError {
@@ -110,12 +119,14 @@ impl Index {
                 |row| row.get(0),
             )
             .map_err(err("read removed artifact references"))?;
+        let checkpointer = checkpoint::Checkpointer::start(&mut writer, path)?;
         Ok(Index {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             held: held::Held::default(),
             removed_any: std::sync::atomic::AtomicBool::new(removed_any),
+            checkpointer,
         })
     }
 

@@ -635,3 +635,73 @@ fn a_search_finds_cached_files_by_package_and_version_and_nothing_else() {
     );
     assert_eq!(index.search("-", None, None, 1).expect("search").len(), 1);
 }
+
+#[test]
+fn a_large_commit_is_checkpointed_by_the_index_thread_not_by_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("index.sqlite3");
+    let index = Index::open(&path).expect("open");
+    let main_file = || std::fs::metadata(&path).expect("stat the index").len();
+    // A page of 20,000 files: several thousand pages of log, past the threshold.
+    let refs: Vec<(String, RefRecord)> = (0..20_000)
+        .map(|i| {
+            let reference = RefRecord {
+                version: Some(format!("1.0.{i}")),
+                published: None,
+                removed: None,
+                yanked: false,
+                package: None,
+                flat: Digest::of(Algorithm::Sha256, format!("file {i}").as_bytes()).flat_cid(),
+                url: format!("https://upstream.invalid/packages/{i:08}/big-1.0.{i}.tar.gz"),
+                size: Some(i),
+            };
+            (format!("big/big-1.0.{i}.tar.gz"), reference)
+        })
+        .collect();
+    let record = MetadataRecord {
+        private: false,
+        cid: Some(BlockCid(crate::cid::raw_block_cid(b"{}"))),
+        status: 200,
+        upstream_url: "https://upstream.invalid/simple/big/".into(),
+        fetched_at: 1,
+        etag: None,
+        last_modified: None,
+        size: 2,
+    };
+    let before = main_file();
+    index
+        .put_metadata("pypi", "big", &record, &refs)
+        .expect("put");
+    // The commit's pages went to the log; the database file grows only when the index's own
+    // thread copies them in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while index.checkpointer.runs() == 0 || main_file() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 30 s: {} runs, database file {} bytes (was {before})",
+            index.checkpointer.runs(),
+            main_file()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        index.checkpointer.runs(),
+        1,
+        "one commit past the threshold"
+    );
+    // Small commits after it leave the thread alone.
+    index
+        .put_metadata(
+            "pypi",
+            "small",
+            &record,
+            &[("small/small-1.0.tar.gz".into(), refs[0].1.clone())],
+        )
+        .expect("put a small document");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(index.checkpointer.runs(), 1);
+    assert_eq!(
+        index.refs_listed_by("pypi", "big").expect("read").len(),
+        20_000
+    );
+}
