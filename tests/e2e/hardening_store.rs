@@ -270,3 +270,62 @@ fn a_large_file_read_whole_twice_is_then_served_from_memory() {
     );
     node.stop();
 }
+
+#[test]
+fn a_large_file_checked_moments_ago_is_checked_again_once_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let npm = FakeNpm::start(registry());
+    // A budget whose cache of hot artifacts takes no file this large: every read is from disk.
+    let node = Cairn::start(
+        &data,
+        &["--npm-upstream", &npm.url, "--memory-budget", "16M"],
+    );
+    let case = &cases(&npm)[1];
+    let url = format!("{}/npm/{}", node.url, case.path);
+    assert_eq!(get(&url).body, case.tarball, "the download");
+    // Read whole from disk, every leaf checked; then again, within the minute the check stands.
+    for read in ["checked", "stands"] {
+        let reply = get(&url);
+        assert_eq!(reply.status, 200, "{read}: {}", reply.text);
+        assert_eq!(reply.body, case.tarball, "{read}");
+    }
+
+    // Overwritten in place with one byte flipped, its modification time set back as it was:
+    // the status change time still tells.
+    let blob = blob_of(&data, &case.tarball);
+    let mtime = std::fs::metadata(&blob)
+        .and_then(|m| m.modified())
+        .expect("the blob's modification time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    let mut damaged = case.tarball.clone();
+    damaged[MIB + 5] ^= 0x20;
+    std::fs::write(&blob, &damaged).expect("damage the blob");
+    let touched = std::process::Command::new("touch")
+        .arg("-m")
+        .arg("-d")
+        .arg(format!("@{}.{:09}", mtime.as_secs(), mtime.subsec_nanos()))
+        .arg(&blob)
+        .status()
+        .expect("run touch");
+    assert!(touched.success(), "touch: {touched}");
+
+    let reply = get(&url);
+    assert!(reply.body != damaged, "the damaged bytes were served");
+    assert!(
+        reply.body.len() < case.tarball.len(),
+        "the body ends at the damaged leaf: {} bytes",
+        reply.body.len()
+    );
+    let again = get(&url);
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert!(again.body == case.tarball, "fetched again whole");
+    assert_eq!(npm.hits(case.path), 2, "fetched again once");
+    assert!(
+        node.logs().contains("stored artifact is damaged"),
+        "{}",
+        node.logs()
+    );
+    node.stop();
+}

@@ -20,6 +20,7 @@
 mod artifacts;
 mod builder;
 mod cached;
+pub(crate) mod checked;
 pub mod content_key;
 pub mod download;
 pub mod eviction;
@@ -315,6 +316,8 @@ pub(crate) struct Inner {
     pub content: crate::engine::lru::Lru<FlatCid, Bytes>,
     /// Which large files are read into `content` (`large_fills.rs`).
     large_fills: Arc<crate::engine::large_fills::LargeFills>,
+    /// Large files checked whole moments ago (`checked.rs`).
+    checked: crate::engine::checked::Checked,
     hot: Mutex<HotArtifacts>,
     /// Files whose download was started ahead of their (pipelined) request, which has not
     /// come yet: that request is their miss, whether it joins the download or finds the file.
@@ -433,6 +436,11 @@ impl Mirror {
     /// Which large files are read into [`Mirror::content`].
     pub(crate) fn large_fills(&self) -> &Arc<crate::engine::large_fills::LargeFills> {
         &self.inner.large_fills
+    }
+
+    /// Large stored files checked whole moments ago.
+    pub(crate) fn checked(&self) -> &crate::engine::checked::Checked {
+        &self.inner.checked
     }
 
     /// The index, to read.

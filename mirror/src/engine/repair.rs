@@ -155,6 +155,7 @@ impl Mirror {
             by_key.retain(|_, c| c.record.flat != *flat);
         }
         self.content().remove(flat);
+        self.checked().forget(flat);
         self.show_held();
     }
 

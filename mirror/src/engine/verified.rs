@@ -6,7 +6,8 @@
 //! damaged one is fetched again within the same request; it is then served from memory. A large
 //! file is checked leaf by leaf as it is sent, on a blocking thread writing into a bounded
 //! channel: a bad leaf ends the body (the client sees a broken transfer, never wrong bytes) and
-//! the next request fetches the file again. BENCHMARKS.md has the cost.
+//! the next request fetches the file again. A large file checked whole moments ago and not
+//! written since is streamed without hashing (`checked.rs`). BENCHMARKS.md has the cost.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -18,6 +19,7 @@ use cid::Cid;
 use tokio::sync::mpsc;
 
 use crate::cid::RAW;
+use crate::engine::checked::Stamp;
 use crate::engine::large_fills::Fill;
 use crate::engine::{CachedArtifact, Mirror};
 use crate::error::Error;
@@ -104,30 +106,64 @@ pub(crate) fn read_whole(cached: &CachedArtifact) -> Result<Result<Bytes, Damage
     Ok(Ok(Bytes::from(bytes)))
 }
 
-/// The file and its leaves, to stream. Blocking.
-pub(crate) fn open(
-    index: &Index,
-    cached: &CachedArtifact,
-) -> Result<Result<(File, Vec<Cid>), Damage>, Error> {
-    let file = match cached.blob.open() {
-        Ok(file) => file,
-        Err(e) => return io_failure(&cached.record.flat, e).map(Err),
-    };
-    Ok(leaves(index, &cached.record).map(|leaves| (file, leaves)))
+/// A stored file opened to stream.
+pub(crate) struct Opened {
+    file: File,
+    stamp: Stamp,
+    /// The leaves to check it against; `None` when it was checked whole moments ago and has
+    /// not changed since.
+    leaves: Option<Vec<Cid>>,
 }
 
-/// Bytes `start..start + len` of `file`, read a whole leaf at a time and each leaf checked
-/// before any of it is sent. A bad leaf ends the body and drops the artifact. With `fill` (a
-/// whole read, see `large_fills.rs`) the checked leaves are kept and, once all are sent, put
-/// together into the hot-artifact cache.
+/// The file, and its leaves unless `check` is false and it was checked whole moments ago
+/// ([`Mirror::checked`]). Blocking.
+pub(crate) fn open(
+    mirror: &Mirror,
+    cached: &CachedArtifact,
+    check: bool,
+) -> Result<Result<Opened, Damage>, Error> {
+    let opened = cached.blob.open().and_then(|file| {
+        let meta = file
+            .metadata()
+            .map_err(|e| cached.blob.error("look up", e))?;
+        Ok((file, Stamp::of(&meta)))
+    });
+    let (file, stamp) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return io_failure(&cached.record.flat, e).map(Err),
+    };
+    if !check && mirror.checked().stands(&cached.record.flat, &stamp) {
+        return Ok(Ok(Opened {
+            file,
+            stamp,
+            leaves: None,
+        }));
+    }
+    Ok(leaves(mirror.index(), &cached.record).map(|leaves| Opened {
+        file,
+        stamp,
+        leaves: Some(leaves),
+    }))
+}
+
+/// Bytes `start..start + len` of the opened file, read a whole leaf at a time and each leaf
+/// checked (unless it was checked whole moments ago) before any of it is sent. A bad leaf ends
+/// the body and drops the artifact; a whole read whose every leaf checked is remembered
+/// ([`Mirror::checked`]). With `fill` (a whole read, see `large_fills.rs`; opened with its
+/// leaves) the checked leaves are kept and, once all are sent, put together into the
+/// hot-artifact cache.
 pub(crate) fn stream(
     mirror: Mirror,
     cached: Arc<CachedArtifact>,
-    file: File,
-    leaves: Vec<Cid>,
+    opened: Opened,
     (start, len): (u64, u64),
     fill: Option<Fill>,
 ) -> Body {
+    let Opened {
+        file,
+        stamp,
+        leaves,
+    } = opened;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
     tokio::task::spawn_blocking(move || {
         if len == 0 {
@@ -142,11 +178,12 @@ pub(crate) fn stream(
             let mut leaf = cairn_ipld::buffer::zeroed(n);
             let damage = match (
                 file.read_exact_at(&mut leaf, offset),
-                leaves.get(i as usize),
+                leaves.as_ref().map(|l| l.get(i as usize)),
             ) {
                 (Err(e), _) => Some(format!("reading leaf {i}: {e}")),
-                (Ok(()), None) => Some(format!("no leaf {i} in its DAG")),
-                (Ok(()), Some(cid)) => crate::blocks::verify(cid, &leaf, String::new)
+                (Ok(()), None) => None,
+                (Ok(()), Some(None)) => Some(format!("no leaf {i} in its DAG")),
+                (Ok(()), Some(Some(cid))) => crate::blocks::verify(cid, &leaf, String::new)
                     .err()
                     .map(|e| format!("leaf {i}: {e}")),
             };
@@ -161,6 +198,10 @@ pub(crate) fn stream(
             let from = (start.max(offset) - offset) as usize;
             let to = (end.min(offset + n as u64) - offset) as usize;
             let leaf = Bytes::from(leaf);
+            if leaves.is_some() && start == 0 && offset + n as u64 == size {
+                // The whole file checked, before its last leaf goes out.
+                mirror.checked().record(cached.record.flat, stamp);
+            }
             if let Some(kept) = &mut kept {
                 kept.push(leaf.clone());
                 if offset + n as u64 == size {

@@ -236,9 +236,11 @@ pub(super) async fn cached_file(
         } else {
             None
         };
-        let (m, c, index) = (mirror.clone(), cached.clone(), mirror.index().clone());
+        // A read that fills the cache checks every leaf, whatever was checked before.
+        let check = fill.is_some();
+        let (m, c) = (mirror.clone(), cached.clone());
         let opened = crate::engine::blocking(move || {
-            Ok(match crate::engine::verified::open(&index, &c)? {
+            Ok(match crate::engine::verified::open(&m, &c, check)? {
                 Ok(opened) => Some(opened),
                 Err(damage) => {
                     m.forget_damaged(&c, &damage);
@@ -247,17 +249,10 @@ pub(super) async fn cached_file(
             })
         })
         .await?;
-        let Some((file, leaves)) = opened else {
+        let Some(opened) = opened else {
             return Ok(None);
         };
-        crate::engine::verified::stream(
-            mirror.clone(),
-            cached.clone(),
-            file,
-            leaves,
-            (start, len),
-            fill,
-        )
+        crate::engine::verified::stream(mirror.clone(), cached.clone(), opened, (start, len), fill)
     };
     mirror.metrics().served(&cached.ecosystem, "cache", len);
     Ok(Some((status, headers, body).into_response()))

@@ -1,0 +1,171 @@
+//! Large stored files whose every leaf was checked against its CID moments ago, and the file
+//! as it was then: a hit on one of them within [`FOR`] streams it from disk without hashing
+//! it again.
+//!
+//! Hashing every leaf of every response takes a core at a few hundred responses a second of an
+//! 8 MiB file (BENCHMARKS.md, "Large files from the cache"). What the check guards against is a
+//! stored file that changed after it was written: damaged on disk, truncated or overwritten by
+//! hand or by another program. Any write to a file through the filesystem moves its status
+//! change time (`ctime`), which no program can set back; replacing it gives another inode.
+//! So a file whose device, inode, size, modification and status change times are those it had
+//! when all its leaves were checked has not been written since. What that cannot see is damage
+//! below the filesystem (a bad sector that the disk's own checksum misses); the window for it
+//! is [`FOR`], after which the next read checks every leaf again, and `cairn verify` reads
+//! every file. Files small enough for the hot-artifact cache are served from memory once
+//! checked, and are never read here.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::cid::FlatCid;
+
+/// How long a check stands for a file that has not changed.
+pub(crate) const FOR: Duration = Duration::from_secs(60);
+
+/// Files remembered at most.
+const MAX: usize = 4096;
+
+/// What identifies a file's contents as written: a write or a replacement changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub(crate) fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Checked {
+    files: Mutex<HashMap<FlatCid, (Stamp, Instant)>>,
+}
+
+impl Checked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FlatCid, (Stamp, Instant)>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every leaf of `flat`'s file, as `stamp` describes it, was just checked.
+    pub(crate) fn record(&self, flat: FlatCid, stamp: Stamp) {
+        let mut files = self.lock();
+        if files.len() >= MAX && !files.contains_key(&flat) {
+            files.retain(|_, (_, at)| at.elapsed() < FOR);
+            if files.len() >= MAX {
+                // Forgetting them all is cheaper than ordering them, and costs one more
+                // checked read of each hot file.
+                files.clear();
+            }
+        }
+        files.insert(flat, (stamp, Instant::now()));
+    }
+
+    /// True when `flat`'s file, now as `stamp` describes it, was checked whole within [`FOR`]
+    /// and has not changed since.
+    pub(crate) fn stands(&self, flat: &FlatCid, stamp: &Stamp) -> bool {
+        let mut files = self.lock();
+        match files.get(flat) {
+            Some((was, at)) if was == stamp && at.elapsed() < FOR => true,
+            Some(_) => {
+                files.remove(flat);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forget `flat` (found damaged, or dropped).
+    pub(crate) fn forget(&self, flat: &FlatCid) {
+        self.lock().remove(flat);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::{Algorithm, Digest};
+    use std::io::Write;
+
+    fn flat(n: u32) -> FlatCid {
+        Digest::of(Algorithm::Sha256, &n.to_le_bytes()).flat_cid()
+    }
+
+    fn stamp(path: &std::path::Path) -> Stamp {
+        Stamp::of(&std::fs::metadata(path).expect("stat"))
+    }
+
+    #[test]
+    fn a_check_stands_until_the_file_is_written_or_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        std::fs::write(&path, b"leaves").expect("write");
+        let checked = Checked::default();
+        assert!(!checked.stands(&flat(1), &stamp(&path)), "never checked");
+        checked.record(flat(1), stamp(&path));
+        assert!(checked.stands(&flat(1), &stamp(&path)));
+        assert!(!checked.stands(&flat(2), &stamp(&path)), "another file");
+
+        // Overwritten in place with bytes of the same length: its status change time moves.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"LEAVES"))
+            .expect("overwrite");
+        assert!(!checked.stands(&flat(1), &stamp(&path)), "written since");
+        assert!(
+            !checked.stands(&flat(1), &stamp(&path)),
+            "and forgotten: it must be checked again"
+        );
+
+        // Replaced by another file (a new inode), even one with the old one's times.
+        checked.record(flat(1), stamp(&path));
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"LEAVES").expect("write");
+        std::fs::rename(&other, &path).expect("replace");
+        assert!(!checked.stands(&flat(1), &stamp(&path)), "replaced");
+
+        checked.record(flat(1), stamp(&path));
+        checked.forget(&flat(1));
+        assert!(!checked.stands(&flat(1), &stamp(&path)), "forgotten");
+    }
+
+    #[test]
+    fn a_check_lapses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        std::fs::write(&path, b"leaves").expect("write");
+        let checked = Checked::default();
+        let long_ago = Instant::now()
+            .checked_sub(FOR)
+            .expect("an instant a minute ago");
+        checked.lock().insert(flat(1), (stamp(&path), long_ago));
+        assert!(!checked.stands(&flat(1), &stamp(&path)));
+    }
+
+    #[test]
+    fn the_memory_of_checks_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        std::fs::write(&path, b"leaves").expect("write");
+        let checked = Checked::default();
+        for n in 0..(MAX as u32 * 3) {
+            checked.record(flat(n), stamp(&path));
+            assert!(checked.lock().len() <= MAX);
+        }
+    }
+}
