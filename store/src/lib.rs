@@ -4,6 +4,7 @@
 
 mod blob;
 pub mod blocks;
+pub mod checked;
 pub mod error;
 pub mod events;
 pub mod holdings;

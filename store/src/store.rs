@@ -43,6 +43,7 @@ use tokio::sync::broadcast;
 
 pub use crate::blob::Blob;
 use crate::blocks::Blocks;
+use crate::checked::{CheckedFiles, Stamp};
 use crate::cid::{Algorithm, BlockCid, Digest, FlatCid, RootCid, raw_block_cid};
 use crate::error::StoreError;
 use crate::events::{Events, StoreEvent};
@@ -61,6 +62,8 @@ pub struct Store {
     root: PathBuf,
     index: Arc<Index>,
     events: Arc<Events>,
+    /// Artifact files checked whole moments ago ([`crate::checked`]).
+    checked: Arc<CheckedFiles>,
     /// The locked `lock` file, for the store's owner; released when the last clone goes.
     _lock: Option<Arc<File>>,
 }
@@ -131,6 +134,7 @@ impl Store {
             root: root.to_path_buf(),
             index,
             events: Events::new(root.join(INDEX_FILE)),
+            checked: Arc::default(),
             _lock: Some(Arc::new(lock)),
         };
         store.clear_tmp()?;
@@ -146,8 +150,15 @@ impl Store {
             root: root.to_path_buf(),
             index,
             events: Events::new(root.join(INDEX_FILE)),
+            checked: Arc::default(),
             _lock: None,
         })
+    }
+
+    /// Artifact files checked whole moments ago: hashed as this store wrote them, or read whole
+    /// with every leaf checked.
+    pub fn checked(&self) -> &CheckedFiles {
+        &self.checked
     }
 
     /// The index, to read (every write goes through the store).
@@ -312,6 +323,10 @@ impl Store {
         read: impl FnOnce(&Blob),
     ) -> Result<Committed, StoreError> {
         let placed = writer.finish_with(on_verified)?;
+        // Every byte was hashed as it was written: the file as placed is checked.
+        if let Ok(meta) = fs::metadata(placed.blob.path()) {
+            self.checked.record(placed.flat, Stamp::of(&meta));
+        }
         read(&placed.blob);
         let record = ArtifactRecord {
             flat: placed.flat,
@@ -464,6 +479,7 @@ impl Store {
     /// file that had rows is a [`StoreEvent::Evicted`] to the subscribers: the swarm stops
     /// announcing what this node can no longer serve.
     pub fn forget_damaged(&self, flat: &FlatCid) -> Result<u64, StoreError> {
+        self.checked.forget(flat);
         let held = self.index.get_flat(flat)?;
         let path = self.blob_path(flat);
         let aside = self.root.join("tmp").join(format!("damaged-{flat}"));

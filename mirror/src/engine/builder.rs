@@ -149,7 +149,6 @@ impl Builder {
                 peer_metadata_flights: SingleFlight::default(),
                 render_flights: SingleFlight::default(),
                 large_fills: Arc::default(),
-                checked: Default::default(),
                 hot: Mutex::new(HashMap::new()),
                 ahead: Mutex::default(),
                 any_ahead: std::sync::atomic::AtomicBool::new(false),

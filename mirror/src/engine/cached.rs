@@ -64,7 +64,6 @@ impl Mirror {
         for by_key in self.hot().values_mut() {
             by_key.retain(|_, c| c.record.flat != flat);
         }
-        self.inner.checked.forget(&flat);
         if let Err(e) = self.inner.store.forget_damaged(&flat) {
             tracing::warn!(flat = %flat, "cannot drop the damaged artifact: {e}");
         }

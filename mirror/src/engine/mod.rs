@@ -20,7 +20,6 @@
 mod artifacts;
 mod builder;
 mod cached;
-pub(crate) mod checked;
 pub mod content_key;
 pub mod download;
 pub mod eviction;
@@ -316,8 +315,6 @@ pub(crate) struct Inner {
     pub content: crate::engine::lru::Lru<FlatCid, Bytes>,
     /// Which large files are read into `content` (`large_fills.rs`).
     large_fills: Arc<crate::engine::large_fills::LargeFills>,
-    /// Large files checked whole moments ago (`checked.rs`).
-    checked: crate::engine::checked::Checked,
     hot: Mutex<HotArtifacts>,
     /// Files whose download was started ahead of their (pipelined) request, which has not
     /// come yet: that request is their miss, whether it joins the download or finds the file.
@@ -438,9 +435,9 @@ impl Mirror {
         &self.inner.large_fills
     }
 
-    /// Large stored files checked whole moments ago.
-    pub(crate) fn checked(&self) -> &crate::engine::checked::Checked {
-        &self.inner.checked
+    /// Stored files checked whole moments ago (`cairn_store::checked`).
+    pub(crate) fn checked(&self) -> &cairn_store::checked::CheckedFiles {
+        self.inner.store.checked()
     }
 
     /// The index, to read.

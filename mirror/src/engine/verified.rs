@@ -7,7 +7,7 @@
 //! file is checked leaf by leaf as it is sent, on a blocking thread writing into a bounded
 //! channel: a bad leaf ends the body (the client sees a broken transfer, never wrong bytes) and
 //! the next request fetches the file again. A large file checked whole moments ago and not
-//! written since is streamed without hashing (`checked.rs`). BENCHMARKS.md has the cost.
+//! written since is streamed without hashing (`cairn_store::checked`). BENCHMARKS.md has the cost.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -19,12 +19,12 @@ use cid::Cid;
 use tokio::sync::mpsc;
 
 use crate::cid::RAW;
-use crate::engine::checked::Stamp;
 use crate::engine::large_fills::Fill;
 use crate::engine::{CachedArtifact, Mirror};
 use crate::error::Error;
 use crate::index::{ArtifactRecord, Index};
 use crate::unixfs::CHUNK_SIZE;
+use cairn_store::checked::Stamp;
 
 /// Leaves read ahead of the client at most, per response. One keeps the reading and hashing
 /// beside the sending; four gave the same rate with a third more memory when 64 responses
@@ -115,6 +115,11 @@ pub(crate) struct Opened {
     leaves: Option<Vec<Cid>>,
 }
 
+/// True when `file` is still as `stamp` describes it.
+fn unchanged(file: &File, stamp: &Stamp) -> bool {
+    file.metadata().is_ok_and(|meta| Stamp::of(&meta) == *stamp)
+}
+
 /// The file, and its leaves unless `check` is false and it was checked whole moments ago
 /// ([`Mirror::checked`]). Blocking.
 pub(crate) fn open(
@@ -162,8 +167,10 @@ pub(crate) fn stream(
     let Opened {
         file,
         stamp,
-        leaves,
+        leaves: mut leaf_cids,
     } = opened;
+    // Every leaf is to be checked (so the file may be remembered as checked once all are).
+    let checking = leaf_cids.is_some();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
     tokio::task::spawn_blocking(move || {
         if len == 0 {
@@ -176,17 +183,26 @@ pub(crate) fn stream(
             let offset = i * CHUNK_SIZE;
             let n = CHUNK_SIZE.min(size - offset) as usize;
             let mut leaf = cairn_ipld::buffer::zeroed(n);
-            let damage = match (
-                file.read_exact_at(&mut leaf, offset),
-                leaves.as_ref().map(|l| l.get(i as usize)),
-            ) {
-                (Err(e), _) => Some(format!("reading leaf {i}: {e}")),
-                (Ok(()), None) => None,
-                (Ok(()), Some(None)) => Some(format!("no leaf {i} in its DAG")),
-                (Ok(()), Some(Some(cid))) => crate::blocks::verify(cid, &leaf, String::new)
-                    .err()
-                    .map(|e| format!("leaf {i}: {e}")),
-            };
+            let mut damage = file
+                .read_exact_at(&mut leaf, offset)
+                .err()
+                .map(|e| format!("reading leaf {i}: {e}"));
+            if damage.is_none() && leaf_cids.is_none() && !unchanged(&file, &stamp) {
+                // Written since it was opened (looked at after the read, so a write during it
+                // shows): every leaf from this one on is checked.
+                match leaves(mirror.index(), &cached.record) {
+                    Ok(cids) => leaf_cids = Some(cids),
+                    Err(e) => damage = Some(e),
+                }
+            }
+            if let (None, Some(cids)) = (&damage, &leaf_cids) {
+                damage = match cids.get(i as usize) {
+                    None => Some(format!("no leaf {i} in its DAG")),
+                    Some(cid) => crate::blocks::verify(cid, &leaf, String::new)
+                        .err()
+                        .map(|e| format!("leaf {i}: {e}")),
+                };
+            }
             if let Some(damage) = damage {
                 mirror.forget_damaged(&cached, &damage);
                 let _ = tx.blocking_send(Err(std::io::Error::other(format!(
@@ -198,7 +214,7 @@ pub(crate) fn stream(
             let from = (start.max(offset) - offset) as usize;
             let to = (end.min(offset + n as u64) - offset) as usize;
             let leaf = Bytes::from(leaf);
-            if leaves.is_some() && start == 0 && offset + n as u64 == size {
+            if checking && start == 0 && offset + n as u64 == size {
                 // The whole file checked, before its last leaf goes out.
                 mirror.checked().record(cached.record.flat, stamp);
             }

@@ -12,7 +12,10 @@
 //!   whole flat file, found through the `artifacts` table.
 //!
 //! Everything read is checked against its CID before it is handed out ([`verify`]); a block
-//! that fails is an error, never served. The one exception is left to callers: a flat file over
+//! that fails is an error, never served. A leaf of an artifact file checked whole moments ago
+//! and unchanged since ([`crate::checked`]: hashed as it was written, say, just before a peer
+//! asks for it) is handed out without hashing it again. The other exception is left to
+//! callers: a flat file over
 //! [`MAX_BLOCK_SIZE`] can be streamed from [`Blocks::flat_blob`] unhashed, since it was verified
 //! against the registry digest at ingest and re-hashing it per request would cost a full read.
 //!
@@ -37,6 +40,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cid::{Cid, Version};
 
+use crate::checked::Stamp;
 use crate::cid::{Algorithm, BlockCid, DAG_PB, Digest, FlatCid, IDENTITY, RAW, RootCid, SHA2_256};
 use crate::error::{IndexError, StoreError};
 use crate::index::{Index, LeafRecord};
@@ -253,7 +257,10 @@ impl Blocks {
         let (data, from) = match location {
             Location::Inline(bytes) => return Ok(bytes.clone()),
             Location::Indexed(bytes) => (bytes.clone(), "the index"),
-            Location::Leaf(leaf) => (self.read_leaf(cid, leaf, open)?, "a flat file"),
+            Location::Leaf(leaf) => match self.read_leaf(cid, leaf, open)? {
+                (data, true) => return Ok(data),
+                (data, false) => (data, "a flat file"),
+            },
             Location::Metadata { cid: block, .. } => {
                 // `read_metadata` verifies the block itself.
                 return Ok(self.store.read_metadata(block)?);
@@ -272,12 +279,14 @@ impl Blocks {
         Ok(data)
     }
 
+    /// The leaf's bytes, and whether its file was checked whole moments ago and is unchanged
+    /// since (then they need no hashing).
     fn read_leaf(
         &self,
         cid: &Cid,
         leaf: &LeafRecord,
         open: &mut Option<(FlatCid, File)>,
-    ) -> Result<Bytes, BlockError> {
+    ) -> Result<(Bytes, bool), BlockError> {
         // Leaves are 1 MiB; a longer one is a bad index row, not a reason to allocate.
         let len = match usize::try_from(leaf.len) {
             Ok(len) if leaf.len <= MAX_BLOCK_SIZE => len,
@@ -302,7 +311,11 @@ impl Blocks {
         file.seek(SeekFrom::Start(leaf.offset))
             .and_then(|_| file.read_exact(&mut data))
             .map_err(|e| StoreError::io("read a leaf of", blob.path(), e))?;
-        Ok(Bytes::from(data))
+        // Looked at after the read: a write during it would show.
+        let checked = file
+            .metadata()
+            .is_ok_and(|meta| self.store.checked().stands(&leaf.flat, &Stamp::of(&meta)));
+        Ok((Bytes::from(data), checked))
     }
 }
 

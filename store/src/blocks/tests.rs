@@ -364,3 +364,52 @@ fn hostile_blocksizes_in_an_identity_root_do_not_overflow() {
         let _ = walk.collect::<Result<Vec<_>, _>>();
     }
 }
+
+#[test]
+fn a_leaf_of_a_file_committed_moments_ago_is_not_hashed_again_until_the_file_is_written() {
+    let f = fixture();
+    let data = noise(2 * MIB + 100, 3);
+    let mut writer = f
+        .store
+        .artifact_writer(Digest::of(Algorithm::Sha512, &data))
+        .expect("writer");
+    writer.write(&data).expect("write");
+    let origin = crate::store::Origin {
+        upstream_url: "http://upstream.invalid/x.tgz".into(),
+        fetched_at: 1,
+        private: false,
+    };
+    let committed = f
+        .store
+        .commit_artifact("npm", "x.tgz", writer, origin, |_| {})
+        .expect("commit");
+    let path = f.store.blob_path(&committed.record.flat);
+    let stamp = || Stamp::of(&std::fs::metadata(&path).expect("stat the file"));
+    // Hashed as it was written: checked, as it now is.
+    assert!(f.store.checked().stands(&committed.record.flat, &stamp()));
+    let second = &committed.dag.leaves[1];
+    assert_eq!(
+        f.blocks.get(&second.cid).expect("read").as_deref(),
+        Some(&data[MIB..2 * MIB])
+    );
+
+    // Overwritten in place, one byte of that leaf flipped, its modification time put back: the
+    // status change time moved, so the leaf is hashed and refused.
+    let mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("modification time");
+    let mut damaged = data.clone();
+    damaged[MIB + 7] ^= 0x01;
+    std::fs::write(&path, &damaged).expect("damage");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_modified(mtime))
+        .expect("put the modification time back");
+    let err = f.blocks.get(&second.cid).expect_err("a damaged leaf");
+    assert!(
+        matches!(err.kind(), BlockErrorKind::Corrupt { .. }),
+        "{err}"
+    );
+    assert!(!f.store.checked().stands(&committed.record.flat, &stamp()));
+}

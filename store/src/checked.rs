@@ -1,9 +1,11 @@
-//! Large stored files whose every leaf was checked against its CID moments ago, and the file
-//! as it was then: a hit on one of them within [`FOR`] streams it from disk without hashing
-//! it again.
+//! Stored artifact files whose every byte was checked moments ago (hashed as they were
+//! written, or every leaf against its CID on a whole read), and each file as it was then: a
+//! read within [`FOR`] that finds the file unchanged need not hash its leaves again, whether
+//! it serves a client (`cairn-mirror`'s `verified.rs`) or a peer ([`crate::blocks`]).
 //!
 //! Hashing every leaf of every response takes a core at a few hundred responses a second of an
-//! 8 MiB file (BENCHMARKS.md, "Large files from the cache"). What the check guards against is a
+//! 8 MiB file (BENCHMARKS.md, "Large files from the cache"), and a fifth of a sender's CPU in a
+//! peer transfer. What the check guards against is a
 //! stored file that changed after it was written: damaged on disk, truncated or overwritten by
 //! hand or by another program. Any write to a file through the filesystem moves its status
 //! change time (`ctime`), which no program can set back; replacing it gives another inode.
@@ -11,8 +13,7 @@
 //! when all its leaves were checked has not been written since. What that cannot see is damage
 //! below the filesystem (a bad sector that the disk's own checksum misses); the window for it
 //! is [`FOR`], after which the next read checks every leaf again, and `cairn verify` reads
-//! every file. Files small enough for the hot-artifact cache are served from memory once
-//! checked, and are never read here.
+//! every file. Small files are served from memory once checked, and never need this.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -23,14 +24,14 @@ use std::time::{Duration, Instant};
 use crate::cid::FlatCid;
 
 /// How long a check stands for a file that has not changed.
-pub(crate) const FOR: Duration = Duration::from_secs(60);
+pub const FOR: Duration = Duration::from_secs(60);
 
 /// Files remembered at most.
 const MAX: usize = 4096;
 
 /// What identifies a file's contents as written: a write or a replacement changes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stamp {
+pub struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -39,7 +40,7 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    pub(crate) fn of(meta: &Metadata) -> Stamp {
+    pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -50,18 +51,19 @@ impl Stamp {
     }
 }
 
+/// The files checked moments ago, by flat CID; one per store, shared by its clones.
 #[derive(Default)]
-pub(crate) struct Checked {
+pub struct CheckedFiles {
     files: Mutex<HashMap<FlatCid, (Stamp, Instant)>>,
 }
 
-impl Checked {
+impl CheckedFiles {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FlatCid, (Stamp, Instant)>> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every leaf of `flat`'s file, as `stamp` describes it, was just checked.
-    pub(crate) fn record(&self, flat: FlatCid, stamp: Stamp) {
+    pub fn record(&self, flat: FlatCid, stamp: Stamp) {
         let mut files = self.lock();
         if files.len() >= MAX && !files.contains_key(&flat) {
             files.retain(|_, (_, at)| at.elapsed() < FOR);
@@ -76,7 +78,7 @@ impl Checked {
 
     /// True when `flat`'s file, now as `stamp` describes it, was checked whole within [`FOR`]
     /// and has not changed since.
-    pub(crate) fn stands(&self, flat: &FlatCid, stamp: &Stamp) -> bool {
+    pub fn stands(&self, flat: &FlatCid, stamp: &Stamp) -> bool {
         let mut files = self.lock();
         match files.get(flat) {
             Some((was, at)) if was == stamp && at.elapsed() < FOR => true,
@@ -89,7 +91,7 @@ impl Checked {
     }
 
     /// Forget `flat` (found damaged, or dropped).
-    pub(crate) fn forget(&self, flat: &FlatCid) {
+    pub fn forget(&self, flat: &FlatCid) {
         self.lock().remove(flat);
     }
 }
@@ -113,7 +115,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("blob");
         std::fs::write(&path, b"leaves").expect("write");
-        let checked = Checked::default();
+        let checked = CheckedFiles::default();
         assert!(!checked.stands(&flat(1), &stamp(&path)), "never checked");
         checked.record(flat(1), stamp(&path));
         assert!(checked.stands(&flat(1), &stamp(&path)));
@@ -149,7 +151,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("blob");
         std::fs::write(&path, b"leaves").expect("write");
-        let checked = Checked::default();
+        let checked = CheckedFiles::default();
         let long_ago = Instant::now()
             .checked_sub(FOR)
             .expect("an instant a minute ago");
@@ -162,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("blob");
         std::fs::write(&path, b"leaves").expect("write");
-        let checked = Checked::default();
+        let checked = CheckedFiles::default();
         for n in 0..(MAX as u32 * 3) {
             checked.record(flat(n), stamp(&path));
             assert!(checked.lock().len() <= MAX);
