@@ -6,8 +6,9 @@
 //! damaged one is fetched again within the same request; it is then served from memory. A large
 //! file is checked leaf by leaf as it is sent, on a blocking thread writing into a bounded
 //! channel: a bad leaf ends the body (the client sees a broken transfer, never wrong bytes) and
-//! the next request fetches the file again. A large file checked whole moments ago and not
-//! written since is streamed without hashing (`cairn_store::checked`). BENCHMARKS.md has the cost.
+//! the next request fetches the file again. A large file whose every byte was checked moments
+//! ago (as the store wrote it, or by a whole read) and that has not been written since is
+//! streamed without hashing (`cairn_store::checked`). BENCHMARKS.md has the cost.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
