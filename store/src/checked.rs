@@ -40,6 +40,11 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp of the open `file` now.
+    pub fn of_file(file: &std::fs::File) -> std::io::Result<Stamp> {
+        file.metadata().map(|meta| Stamp::of(&meta))
+    }
+
     pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
@@ -110,11 +115,17 @@ mod tests {
         Stamp::of(&std::fs::metadata(path).expect("stat"))
     }
 
-    #[test]
-    fn a_check_stands_until_the_file_is_written_or_replaced() {
+    /// A file in a directory of its own.
+    fn blob() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("blob");
         std::fs::write(&path, b"leaves").expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn a_check_stands_until_the_file_is_written_or_replaced() {
+        let (dir, path) = blob();
         let checked = CheckedFiles::default();
         assert!(!checked.stands(&flat(1), &stamp(&path)), "never checked");
         checked.record(flat(1), stamp(&path));
@@ -134,7 +145,7 @@ mod tests {
             "and forgotten: it must be checked again"
         );
 
-        // Replaced by another file (a new inode), even one with the old one's times.
+        // Replaced by another file (a new inode).
         checked.record(flat(1), stamp(&path));
         let other = dir.path().join("other");
         std::fs::write(&other, b"LEAVES").expect("write");
@@ -148,9 +159,7 @@ mod tests {
 
     #[test]
     fn a_check_lapses() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("blob");
-        std::fs::write(&path, b"leaves").expect("write");
+        let (_dir, path) = blob();
         let checked = CheckedFiles::default();
         let long_ago = Instant::now()
             .checked_sub(FOR)
@@ -161,9 +170,7 @@ mod tests {
 
     #[test]
     fn the_memory_of_checks_is_bounded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("blob");
-        std::fs::write(&path, b"leaves").expect("write");
+        let (_dir, path) = blob();
         let checked = CheckedFiles::default();
         for n in 0..(MAX as u32 * 3) {
             checked.record(flat(n), stamp(&path));

@@ -435,11 +435,6 @@ impl Mirror {
         &self.inner.large_fills
     }
 
-    /// Stored files checked whole moments ago (`cairn_store::checked`).
-    pub(crate) fn checked(&self) -> &cairn_store::checked::CheckedFiles {
-        self.inner.store.checked()
-    }
-
     /// The index, to read.
     pub fn index(&self) -> &Arc<Index> {
         &self.inner.index

@@ -155,7 +155,6 @@ impl Mirror {
             by_key.retain(|_, c| c.record.flat != *flat);
         }
         self.content().remove(flat);
-        self.checked().forget(flat);
         self.show_held();
     }
 

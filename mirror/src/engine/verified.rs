@@ -118,27 +118,25 @@ pub(crate) struct Opened {
 
 /// True when `file` is still as `stamp` describes it.
 fn unchanged(file: &File, stamp: &Stamp) -> bool {
-    file.metadata().is_ok_and(|meta| Stamp::of(&meta) == *stamp)
+    Stamp::of_file(file).is_ok_and(|now| now == *stamp)
 }
 
 /// The file, and its leaves unless `check` is false and it was checked whole moments ago
-/// ([`Mirror::checked`]). Blocking.
+/// ([`cairn_store::checked`]). Blocking.
 pub(crate) fn open(
     mirror: &Mirror,
     cached: &CachedArtifact,
     check: bool,
 ) -> Result<Result<Opened, Damage>, Error> {
     let opened = cached.blob.open().and_then(|file| {
-        let meta = file
-            .metadata()
-            .map_err(|e| cached.blob.error("look up", e))?;
-        Ok((file, Stamp::of(&meta)))
+        let stamp = Stamp::of_file(&file).map_err(|e| cached.blob.error("look up", e))?;
+        Ok((file, stamp))
     });
     let (file, stamp) = match opened {
         Ok(opened) => opened,
         Err(e) => return io_failure(&cached.record.flat, e).map(Err),
     };
-    if !check && mirror.checked().stands(&cached.record.flat, &stamp) {
+    if !check && mirror.store().checked().stands(&cached.record.flat, &stamp) {
         return Ok(Ok(Opened {
             file,
             stamp,
@@ -155,7 +153,7 @@ pub(crate) fn open(
 /// Bytes `start..start + len` of the opened file, read a whole leaf at a time and each leaf
 /// checked (unless it was checked whole moments ago) before any of it is sent. A bad leaf ends
 /// the body and drops the artifact; a whole read whose every leaf checked is remembered
-/// ([`Mirror::checked`]). With `fill` (a whole read, see `large_fills.rs`; opened with its
+/// ([`cairn_store::checked`]). With `fill` (a whole read, see `large_fills.rs`; opened with its
 /// leaves) the checked leaves are kept and, once all are sent, put together into the
 /// hot-artifact cache.
 pub(crate) fn stream(
@@ -217,7 +215,7 @@ pub(crate) fn stream(
             let leaf = Bytes::from(leaf);
             if checking && start == 0 && offset + n as u64 == size {
                 // The whole file checked, before its last leaf goes out.
-                mirror.checked().record(cached.record.flat, stamp);
+                mirror.store().checked().record(cached.record.flat, stamp);
             }
             if let Some(kept) = &mut kept {
                 kept.push(leaf.clone());

@@ -312,9 +312,8 @@ impl Blocks {
             .and_then(|_| file.read_exact(&mut data))
             .map_err(|e| StoreError::io("read a leaf of", blob.path(), e))?;
         // Looked at after the read: a write during it would show.
-        let checked = file
-            .metadata()
-            .is_ok_and(|meta| self.store.checked().stands(&leaf.flat, &Stamp::of(&meta)));
+        let checked =
+            Stamp::of_file(file).is_ok_and(|stamp| self.store.checked().stands(&leaf.flat, &stamp));
         Ok((Bytes::from(data), checked))
     }
 }

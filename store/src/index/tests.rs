@@ -637,7 +637,7 @@ fn a_search_finds_cached_files_by_package_and_version_and_nothing_else() {
 }
 
 #[test]
-fn a_large_commit_is_checkpointed_by_the_index_thread_not_by_the_commit() {
+fn a_large_commit_is_checkpointed_by_the_index_thread() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("index.sqlite3");
     let index = Index::open(&path).expect("open");
