@@ -77,6 +77,9 @@ pub struct Metrics {
     /// bytes are split at the point where upstream took over from peers, and counted once the
     /// download is verified (a download that fails its digest counts nothing).
     pub bytes: Family<SourceLabels, Counter>,
+    /// Bytes of large cached files sent to clients by the kernel, straight from the store
+    /// (plain HTTP/1; also counted in `bytes`).
+    pub sent_from_files: Counter,
     /// Time to response headers from upstream.
     pub upstream_latency: Family<EcosystemLabels, Histogram>,
     /// Upstream responses by status (0: no response).
@@ -238,6 +241,12 @@ impl Metrics {
             "Files evicted in a private swarm that no peer said it held (nothing else could go)",
             evicted_last_copies.clone(),
         );
+        let sent_from_files = Counter::default();
+        registry.register(
+            "sent_from_files_bytes",
+            "Bytes of large cached files the kernel sent to clients straight from the store (sendfile)",
+            sent_from_files.clone(),
+        );
         let damaged_files = Counter::default();
         registry.register(
             "damaged_files",
@@ -289,6 +298,7 @@ impl Metrics {
             evicted_last_copies,
             purged_files,
             purged_bytes,
+            sent_from_files,
             damaged_files,
             repaired_files,
             pinned_snapshots,

@@ -14,6 +14,11 @@
 //! below the filesystem (a bad sector that the disk's own checksum misses); the window for it
 //! is [`FOR`], after which the next read checks every leaf again, and `cairn verify` reads
 //! every file. Small files are served from memory once checked, and never need this.
+//!
+//! File times are kept to the clock tick, so on older kernels a write within the tick of the
+//! file's previous change may leave them as they were. Since Linux 6.13, on ext4, xfs, btrfs
+//! and tmpfs, a file whose times were looked at (as taking a stamp does) gets a finer time at
+//! its next change, so even a write right after a stamp was taken shows.
 
 use std::collections::HashMap;
 use std::fs::Metadata;

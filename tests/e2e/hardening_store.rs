@@ -329,3 +329,121 @@ fn a_large_file_checked_moments_ago_is_checked_again_once_written() {
     );
     node.stop();
 }
+
+/// Read one HTTP/1.1 response with a `Content-Length` from `reader`: its status and body.
+fn read_response(reader: &mut impl std::io::BufRead) -> (u16, Vec<u8>) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a response line");
+        assert!(!line.is_empty(), "the connection ended in a head: {head}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no length in {head:?}"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    (status, body)
+}
+
+#[test]
+fn a_large_file_checked_moments_ago_is_sent_from_its_file_whole_by_range_and_pipelined() {
+    use std::io::{BufReader, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let npm = FakeNpm::start(registry());
+    // A budget whose cache of hot artifacts takes no file this large: every read is from disk.
+    let node = Cairn::start(
+        &data,
+        &["--npm-upstream", &npm.url, "--memory-budget", "16M"],
+    );
+    let all = cases(&npm);
+    let (small, large) = (&all[0], &all[1]);
+    let url = format!("{}/npm/{}", node.url, large.path);
+    assert_eq!(get(&url).body, large.tarball, "the download");
+    assert_eq!(
+        get(&format!("{}/npm/{}", node.url, small.path)).body,
+        small.tarball
+    );
+    let sent = || node.metric("cairn_sent_from_files_bytes_total");
+    blob_of(&data, &large.tarball);
+
+    // Stored moments ago, every byte hashed as it was written: sent from the file.
+    let before = sent();
+    let reply = get(&url);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(reply.body == large.tarball, "the whole file");
+    assert_eq!(
+        sent() - before,
+        large.tarball.len() as f64,
+        "sent by the kernel"
+    );
+    let ranged = crate::support::get_with(&url, &[("range", "bytes=1048570-2097160")]);
+    assert_eq!(ranged.status, 206, "{}", ranged.text);
+    assert!(
+        ranged.body == large.tarball[1_048_570..=2_097_160],
+        "a range"
+    );
+
+    // Three requests in one write on one connection, a small file between: each answer whole
+    // and in its place.
+    let addr = node.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let request = |path: &str, extra: &str| {
+        format!("GET /npm/{path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n")
+    };
+    let pipelined = [
+        request(large.path, ""),
+        request(small.path, ""),
+        request(large.path, "Range: bytes=3145000-\r\n"),
+        request(large.path, "Connection: close\r\n"),
+    ]
+    .concat();
+    stream.write_all(pipelined.as_bytes()).expect("write");
+    let mut reader = BufReader::new(stream);
+    let expected: [(u16, &[u8]); 4] = [
+        (200, &large.tarball),
+        (200, &small.tarball),
+        (206, &large.tarball[3_145_000..]),
+        (200, &large.tarball),
+    ];
+    for (n, (status, body)) in expected.into_iter().enumerate() {
+        let got = read_response(&mut reader);
+        assert_eq!(got.0, status, "answer {n}");
+        assert!(got.1 == body, "answer {n}: {} bytes", got.1.len());
+    }
+
+    // HTTP/2 frames its own data: the same bytes, not sent from the file.
+    let before = sent();
+    let file = tmp.path().join("h2.bin");
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "30", "-o"])
+        .arg(&file)
+        .arg(&url)
+        .status()
+        .expect("curl");
+    assert!(curl.success(), "curl: {curl}");
+    assert!(
+        std::fs::read(&file).expect("read") == large.tarball,
+        "over HTTP/2"
+    );
+    assert_eq!(sent(), before, "HTTP/2 bytes counted as sent from the file");
+    node.stop();
+}

@@ -116,6 +116,18 @@ pub(crate) struct Opened {
     leaves: Option<Vec<Cid>>,
 }
 
+impl Opened {
+    /// True when the file was checked whole moments ago: nothing to check as it is read.
+    pub(crate) fn checked_moments_ago(&self) -> bool {
+        self.leaves.is_none()
+    }
+
+    /// The file, and its stamp when it was opened.
+    pub(crate) fn into_file(self) -> (File, Stamp) {
+        (self.file, self.stamp)
+    }
+}
+
 /// True when `file` is still as `stamp` describes it.
 fn unchanged(file: &File, stamp: &Stamp) -> bool {
     Stamp::of_file(file).is_ok_and(|now| now == *stamp)

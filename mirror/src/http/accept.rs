@@ -29,6 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
+use super::zerocopy::{self, ZeroCopy};
+
 /// Bounds on the connections `cairn serve` holds.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
@@ -112,6 +114,9 @@ impl Drop for Busy {
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// On a plain connection, the file ranges its responses send from the store
+    /// (`zerocopy.rs`).
+    zero_copy: Option<ZeroCopy>,
 }
 
 impl AsyncRead for Watched {
@@ -135,7 +140,16 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.stream).poll_write(cx, data);
+        let this = &mut *self;
+        let result = match &this.zero_copy {
+            Some(zero_copy) => zerocopy::poll_write_vectored(
+                &mut this.stream,
+                zero_copy,
+                cx,
+                &[std::io::IoSlice::new(data)],
+            ),
+            None => Pin::new(&mut this.stream).poll_write(cx, data),
+        };
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
@@ -147,7 +161,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let this = &mut *self;
+        let result = match &this.zero_copy {
+            Some(zero_copy) => zerocopy::poll_write_vectored(&mut this.stream, zero_copy, cx, bufs),
+            None => Pin::new(&mut this.stream).poll_write_vectored(cx, bufs),
+        };
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
@@ -191,7 +209,10 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // Body frames written as they are, never copied into a buffer: what lets a frame
+        // stand for a file's range (`zerocopy.rs`).
+        .writev(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -225,9 +246,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
+        // Files are sent by the kernel only where the node's bytes go to the socket as they
+        // are: not under TLS.
+        let zero_copy = tls.is_none().then(ZeroCopy::default);
         let watched = Watched {
             stream,
             activity: activity.clone(),
+            zero_copy: zero_copy.clone(),
         };
         let connection = Connection {
             builder: builder.clone(),
@@ -236,6 +261,7 @@ pub async fn serve(
             remote,
             idle_timeout: limits.idle_timeout,
             watcher: graceful.watcher(),
+            zero_copy,
         };
         let (tls, handshake_timeout) = (tls.clone(), limits.header_timeout);
         tokio::spawn(async move {
@@ -280,6 +306,7 @@ struct Connection {
     remote: std::net::SocketAddr,
     idle_timeout: Duration,
     watcher: hyper_util::server::graceful::Watcher,
+    zero_copy: Option<ZeroCopy>,
 }
 
 impl Connection {
@@ -296,6 +323,7 @@ impl Connection {
             remote,
             idle_timeout,
             watcher,
+            zero_copy,
         } = self;
         let dispatched = Arc::new(AtomicU64::new(0));
         let io = super::lookahead::Pipelined::new(
@@ -320,6 +348,13 @@ impl Connection {
                     .insert(axum::extract::ConnectInfo(remote));
                 if over_tls {
                     request.extensions_mut().insert(OverTls);
+                }
+                // Only HTTP/1 writes frames straight to the stream; HTTP/2 frames them itself.
+                if let Some(zero_copy) = zero_copy
+                    .as_ref()
+                    .filter(|_| request.version() < http::Version::HTTP_2)
+                {
+                    request.extensions_mut().insert(zero_copy.clone());
                 }
                 async move {
                     let response = router.oneshot(request).await;

@@ -15,6 +15,7 @@ use crate::engine::{ArtifactBody, CachedArtifact, Keep, Mirror, Registered};
 use crate::error::Error;
 use crate::policy::AsOf;
 
+use super::zerocopy::ZeroCopy;
 use super::{READ_WHOLE, WAIT_HEADER, error_response, matches_etag, public_message};
 
 pub(super) async fn artifact(
@@ -252,7 +253,21 @@ pub(super) async fn cached_file(
         let Some(opened) = opened else {
             return Ok(None);
         };
-        crate::engine::verified::stream(mirror.clone(), cached.clone(), opened, (start, len), fill)
+        // Checked moments ago, on a plain HTTP/1 connection: sent by the kernel.
+        match request.extensions.get::<ZeroCopy>() {
+            Some(zero_copy) if opened.checked_moments_ago() => {
+                let (file, stamp) = opened.into_file();
+                let counter = mirror.metrics().sent_from_files.clone();
+                zero_copy.body(file, stamp, flat, (start, len), counter)
+            }
+            _ => crate::engine::verified::stream(
+                mirror.clone(),
+                cached.clone(),
+                opened,
+                (start, len),
+                fill,
+            ),
+        }
     };
     mirror.metrics().served(&cached.ecosystem, "cache", len);
     Ok(Some((status, headers, body).into_response()))

@@ -16,7 +16,8 @@
 //! By job: `routes` (a request under an ecosystem's mount), `documents` and `files` (the
 //! two kinds of response), `passthrough`, `api` (Cairn's own routes), `gateway` (the IPFS
 //! trustless gateway on `/ipfs/`), `accept` (the listener: connection caps, timeouts,
-//! graceful shutdown) and `lookahead` (the files of pipelined requests fetched ahead).
+//! graceful shutdown), `lookahead` (the files of pipelined requests fetched ahead) and
+//! `zerocopy` (large files sent by the kernel on plain HTTP/1).
 
 mod accept;
 mod api;
@@ -31,6 +32,7 @@ mod purge;
 mod repair;
 mod routes;
 pub mod tls;
+mod zerocopy;
 
 use api::{peers, status, summary};
 use purge::purge;
