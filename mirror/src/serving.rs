@@ -100,8 +100,9 @@ async fn reload_tokens(mirror: Mirror, stop: CancellationToken) {
 
 /// Every [`UPKEEP_EVERY`] until `stop`: write batched access times and the traffic history,
 /// expire cached not-founds,
-/// read the pins and the last verify run for `/metrics`, and keep the store under its size
-/// limit; and at once when a commit passes the limit.
+/// read the pins and the last verify run for `/metrics`, keep the store under its size limit,
+/// and empty the in-memory caches once the node is idle (`engine/idle.rs`); and at once when a
+/// commit passes the limit.
 async fn upkeep(mirror: Mirror, stop: CancellationToken) {
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     loop {
@@ -128,6 +129,9 @@ async fn upkeep(mirror: Mirror, stop: CancellationToken) {
         }
         if let Err(e) = mirror.evict_if_over().await {
             tracing::warn!("cannot evict: {e}");
+        }
+        if timed {
+            mirror.release_memory_if_idle().await;
         }
     }
 }

@@ -163,6 +163,7 @@ impl Builder {
                 upkeep_due: tokio::sync::Notify::new(),
                 pinned: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),
+                idleness: Default::default(),
                 counted_at: Mutex::new(None),
                 tokens: super::tokens::Tokens::default(),
                 policy: std::sync::RwLock::default(),

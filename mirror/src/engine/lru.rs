@@ -72,6 +72,13 @@ impl<K: Hash + Eq + Clone, V: Weight + Clone> Lru<K, V> {
         }
     }
 
+    /// Drop every entry.
+    pub fn clear(&self) {
+        let mut entries = self.lock();
+        entries.map = HashMap::new();
+        entries.used = 0;
+    }
+
     /// Keep only the entries `keep` says to.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         let mut entries = self.lock();

@@ -26,6 +26,7 @@ pub mod eviction;
 mod fill;
 pub(crate) mod flight;
 mod from_peers;
+mod idle;
 pub(crate) mod large_fills;
 mod listings;
 pub(crate) mod lru;
@@ -343,6 +344,8 @@ pub(crate) struct Inner {
     pinned: Mutex<eviction::Pinned>,
     /// Held by an eviction pass: one at a time.
     evicting: tokio::sync::Mutex<()>,
+    /// When the last request came, for [`Mirror::release_memory_if_idle`].
+    idleness: idle::Idleness,
     /// When what is held was last counted from the index ([`eviction`]).
     counted_at: Mutex<Option<Instant>>,
     /// The access tokens accepted ([`tokens`]).

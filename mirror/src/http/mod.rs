@@ -122,6 +122,7 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 }
 
 async fn dispatch(State(mirror): State<Mirror>, request: http::Request<Body>) -> Response {
+    mirror.note_request();
     let path = request.uri().path().to_owned();
     let proxy = request.method() == Method::CONNECT || is_absolute_form(&request);
     if request.extensions().get::<lookahead::LookAhead>().is_some() {

@@ -148,6 +148,15 @@ impl Index {
         schema::version(&lock(&self.writer))
     }
 
+    /// Give back the memory the index holds between requests: the idle readers are closed
+    /// (they are opened again as needed) and the writer's page cache is emptied. Blocking.
+    pub fn release_memory(&self) -> Result<(), IndexError> {
+        lock(&self.readers).clear();
+        lock(&self.writer)
+            .execute_batch("PRAGMA shrink_memory;")
+            .map_err(err("release the writer's page cache"))
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, IndexError>,
