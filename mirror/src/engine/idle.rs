@@ -40,7 +40,7 @@ impl Mirror {
         }
     }
 
-    /// Empty the in-memory caches and the index's page caches if no request came for [`IDLE`]
+    /// Empty the in-memory caches and the index's page caches if no request came for a minute
     /// and they were not emptied since the last one. True when they were emptied now.
     pub async fn release_memory_if_idle(&self) -> bool {
         self.release_memory_if_idle_at(now_ms()).await

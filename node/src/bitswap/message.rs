@@ -174,23 +174,73 @@ fn take_uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Write `message` as one frame: its length as a uvarint, then the message.
+/// Block data shorter than this is copied into the frame; longer data is written from its own
+/// buffer.
+const INLINE: usize = 16 << 10;
+
+/// `message` as one frame (its length as a uvarint, then the message) in parts: the fields
+/// encoded as prost encodes them, except that each block's data of 16 KiB or more is
+/// a part of its own, the buffer it is held in. Concatenated, the parts are the frame, byte for
+/// byte; a block is never copied to frame it.
+pub fn frame_parts(message: &Message) -> Result<Vec<Bytes>, WireError> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let len = message.encoded_len();
+    if len > MAX_MESSAGE_SIZE {
+        return Err(WireError::TooLarge { size: len as u64 });
+    }
+    let mut parts = Vec::new();
+    let mut head = Vec::with_capacity(64);
+    encode_varint(len as u64, &mut head);
+    let mut data = |head: &mut Vec<u8>, data: &Bytes| {
+        encode_varint(data.len() as u64, head);
+        if data.len() < INLINE {
+            head.extend_from_slice(data);
+        } else {
+            parts.push(Bytes::from(std::mem::take(head)));
+            parts.push(data.clone());
+        }
+    };
+    // In field order, with proto3's defaults left out, as the derived encoder does.
+    if let Some(wantlist) = &message.wantlist {
+        prost::encoding::message::encode(1, wantlist, &mut head);
+    }
+    for block in &message.blocks {
+        encode_key(2, WireType::LengthDelimited, &mut head);
+        data(&mut head, block);
+    }
+    for block in &message.payload {
+        encode_key(3, WireType::LengthDelimited, &mut head);
+        encode_varint(block.encoded_len() as u64, &mut head);
+        if !block.prefix.is_empty() {
+            prost::encoding::bytes::encode(1, &block.prefix, &mut head);
+        }
+        if !block.data.is_empty() {
+            encode_key(2, WireType::LengthDelimited, &mut head);
+            data(&mut head, &block.data);
+        }
+    }
+    for presence in &message.block_presences {
+        prost::encoding::message::encode(4, presence, &mut head);
+    }
+    if message.pending_bytes != 0 {
+        prost::encoding::int32::encode(5, &message.pending_bytes, &mut head);
+    }
+    if !head.is_empty() {
+        parts.push(Bytes::from(head));
+    }
+    Ok(parts)
+}
+
+/// Write `message` as one frame: its length as a uvarint, then the message ([`frame_parts`]).
 ///
 /// Not cancel-safe: a cancelled write leaves a partial frame on the stream.
 pub async fn write_message<W: AsyncWrite + Unpin>(
     writer: &mut W,
     message: &Message,
 ) -> Result<(), WireError> {
-    let len = message.encoded_len();
-    if len > MAX_MESSAGE_SIZE {
-        return Err(WireError::TooLarge { size: len as u64 });
+    for part in frame_parts(message)? {
+        writer.write_all(&part).await?;
     }
-    let mut frame = Vec::with_capacity(len + 5);
-    put_uvarint(&mut frame, len as u64);
-    message
-        .encode(&mut frame)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())
 }

@@ -222,3 +222,78 @@ async fn framing_roundtrip_and_limits() {
     ));
     assert!(sink.is_empty());
 }
+
+#[test]
+fn a_frame_in_parts_is_prosts_frame_byte_for_byte_with_large_blocks_not_copied() {
+    let large = Bytes::from((0..(1usize << 20)).map(|i| i as u8).collect::<Vec<u8>>());
+    let prefix: Bytes = cid_prefix(&test_cid()).into();
+    let entry = Entry {
+        block: test_cid().to_bytes().into(),
+        priority: 7,
+        cancel: false,
+        want_type: WantType::Have as i32,
+        send_dont_have: true,
+    };
+    let messages = [
+        Message::default(),
+        Message {
+            wantlist: Some(Wantlist {
+                entries: vec![entry.clone(), entry],
+                full: true,
+            }),
+            ..Default::default()
+        },
+        Message {
+            blocks: vec![Bytes::new(), Bytes::from_static(b"small"), large.clone()],
+            ..Default::default()
+        },
+        Message {
+            payload: vec![
+                Block {
+                    prefix: prefix.clone(),
+                    data: large.clone(),
+                },
+                Block {
+                    prefix: prefix.clone(),
+                    data: Bytes::from_static(b"tiny"),
+                },
+                Block {
+                    prefix: Bytes::new(),
+                    data: Bytes::new(),
+                },
+                Block {
+                    prefix,
+                    data: large.slice(..INLINE),
+                },
+            ],
+            block_presences: vec![BlockPresence {
+                cid: test_cid().to_bytes().into(),
+                r#type: BlockPresenceType::DontHave as i32,
+            }],
+            pending_bytes: -3,
+            ..Default::default()
+        },
+    ];
+    for message in messages {
+        let mut expected = Vec::new();
+        put_uvarint(&mut expected, message.encoded_len() as u64);
+        expected.extend(message.to_bytes());
+        let parts = frame_parts(&message).expect("parts");
+        assert_eq!(parts.concat(), expected, "{message:?}");
+        // Each large block goes out from the buffer it is held in.
+        let held = message
+            .blocks
+            .iter()
+            .chain(message.payload.iter().map(|b| &b.data))
+            .filter(|d| d.len() >= INLINE);
+        for data in held {
+            assert!(
+                parts
+                    .iter()
+                    .any(|p| p.as_ptr() == data.as_ptr() && p.len() == data.len()),
+                "a block of {} bytes was copied",
+                data.len()
+            );
+        }
+    }
+}
