@@ -50,6 +50,12 @@ impl Stamp {
         file.metadata().map(|meta| Stamp::of(&meta))
     }
 
+    /// True when the open `file` is still as this stamp describes it (false when it cannot be
+    /// looked at).
+    pub fn describes(&self, file: &std::fs::File) -> bool {
+        Stamp::of_file(file).is_ok_and(|now| now == *self)
+    }
+
     pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),

@@ -271,16 +271,21 @@ fn a_large_file_read_whole_twice_is_then_served_from_memory() {
     node.stop();
 }
 
+/// A node in front of `npm` whose cache of hot artifacts takes no file as large as
+/// `large-pkg`'s: every read of it is from disk.
+fn node_reading_from_disk(data: &Path, npm: &FakeNpm) -> Cairn {
+    Cairn::start(
+        data,
+        &["--npm-upstream", &npm.url, "--memory-budget", "16M"],
+    )
+}
+
 #[test]
 fn a_large_file_checked_moments_ago_is_checked_again_once_written() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let npm = FakeNpm::start(registry());
-    // A budget whose cache of hot artifacts takes no file this large: every read is from disk.
-    let node = Cairn::start(
-        &data,
-        &["--npm-upstream", &npm.url, "--memory-budget", "16M"],
-    );
+    let node = node_reading_from_disk(&data, &npm);
     let case = &cases(&npm)[1];
     let url = format!("{}/npm/{}", node.url, case.path);
     assert_eq!(get(&url).body, case.tarball, "the download");
@@ -366,11 +371,7 @@ fn a_large_file_checked_moments_ago_is_sent_from_its_file_whole_by_range_and_pip
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let npm = FakeNpm::start(registry());
-    // A budget whose cache of hot artifacts takes no file this large: every read is from disk.
-    let node = Cairn::start(
-        &data,
-        &["--npm-upstream", &npm.url, "--memory-budget", "16M"],
-    );
+    let node = node_reading_from_disk(&data, &npm);
     let all = cases(&npm);
     let (small, large) = (&all[0], &all[1]);
     let url = format!("{}/npm/{}", node.url, large.path);

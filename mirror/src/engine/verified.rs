@@ -128,11 +128,6 @@ impl Opened {
     }
 }
 
-/// True when `file` is still as `stamp` describes it.
-fn unchanged(file: &File, stamp: &Stamp) -> bool {
-    Stamp::of_file(file).is_ok_and(|now| now == *stamp)
-}
-
 /// The file, and its leaves unless `check` is false and it was checked whole moments ago
 /// ([`cairn_store::checked`]). Blocking.
 pub(crate) fn open(
@@ -198,7 +193,7 @@ pub(crate) fn stream(
                 .read_exact_at(&mut leaf, offset)
                 .err()
                 .map(|e| format!("reading leaf {i}: {e}"));
-            if damage.is_none() && leaf_cids.is_none() && !unchanged(&file, &stamp) {
+            if damage.is_none() && leaf_cids.is_none() && !stamp.describes(&file) {
                 // Written since it was opened (looked at after the read, so a write during it
                 // shows): every leaf from this one on is checked.
                 match leaves(mirror.index(), &cached.record) {

@@ -208,7 +208,7 @@ fn poll_send_range(
         Some((stamp, flat)) if left == 1 => {
             let mut byte = [0u8];
             range.file.read_exact_at(&mut byte, at)?;
-            if !Stamp::of_file(&range.file).is_ok_and(|now| now == *stamp) {
+            if !stamp.describes(&range.file) {
                 tracing::warn!(
                     "stored artifact {flat} was written while it was sent; the response is cut"
                 );
